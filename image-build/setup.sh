@@ -1,0 +1,32 @@
+#!/bin/sh
+# Set-up shared by README's two commands, idempotent, for a fresh Debian 12 machine as root:
+# Debian packages, npm dependencies (npm ci when the lockfile changed), the TypeScript build and the
+# guest image (cached by build-guest.sh).
+set -eu
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+PACKAGES="qemu-system-x86 socat busybox-static cpio xz-utils gcc libc6-dev iproute2 util-linux kmod"
+missing=""
+for p in $PACKAGES; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  if [ "$(id -u)" != 0 ]; then echo "setup: must run as root to install packages" >&2; exit 1; fi
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing
+fi
+
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+stamp=node_modules/.understudy-lock.sha256
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+  echo "$lock_sum" > "$stamp"
+fi
+
+echo "setup: compiling TypeScript"
+npx tsc -p tsconfig.json
+
+sh image-build/build-guest.sh

@@ -1,0 +1,202 @@
+/**
+ * `understudy guest …`: start a board's controller with its guest, show status, attach to the guest
+ * console, send management commands, stop.
+ */
+import { spawn } from 'node:child_process';
+import { openSync, closeSync, existsSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import type { Command } from 'commander';
+import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js';
+import { loadGuestDescriptor } from '../config/guest-descriptor.js';
+import { UsError } from '../core/errors.js';
+import type { GuestStatus } from '../guest/supervisor.js';
+import { callControl } from '../mgmt/ipc.js';
+import { controlSocketPath, runDaemon } from '../mgmt/daemon.js';
+import { DAEMON_ENTRY, defaultBoardFile, defaultGuestFile } from './locate.js';
+import { fail, print, table, type OutputOptions } from './output.js';
+
+type Opts = OutputOptions & { board?: string; guest?: string };
+
+export interface DaemonStatus {
+  board: string;
+  pid: number;
+  uptimeS: number;
+  service: { address: string; port: number };
+  guest: GuestStatus;
+  endpoint: Record<string, number>;
+  rssMb: number;
+}
+
+export function formatStatus(s: DaemonStatus): string {
+  const g = s.guest;
+  const lines = [
+    `board ${s.board}: controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`,
+    `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
+    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
+    `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
+    `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
+  ];
+  if (g.pinning) {
+    const p = g.pinning;
+    lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);
+    lines.push(table([
+      ['TID', 'THREAD', 'CPUS', 'POLICY', 'RTPRIO'],
+      ...p.threads.map((t) => [t.tid === g.vcpuTid ? `${t.tid}*` : t.tid, t.name, t.cpus, t.policy, t.rtPriority]),
+    ]).split('\n').map((l) => `  ${l}`).join('\n'));
+    lines.push('  (* = the vCPU thread)');
+  }
+  return lines.join('\n');
+}
+
+function boardOf(o: Opts): BoardProfile {
+  return loadBoardProfile(defaultBoardFile(o.board));
+}
+
+/** Starts understudyd in the background and waits for its READY/FAILED line. */
+export async function startDaemonInBackground(boardFile: string, guestFile: string, timeoutMs: number): Promise<number> {
+  const board = loadBoardProfile(boardFile);
+  loadGuestDescriptor(guestFile);
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
+  const errFd = openSync(join(board.storageDir, 'understudyd.stderr'), 'a', 0o600);
+  const child = spawn(process.execPath, [DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
+    detached: true,
+    stdio: ['ignore', 'pipe', errFd],
+    env: { ...process.env, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+  });
+  closeSync(errFd);
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new UsError('US_ERR_TIMEOUT', `controller did not report ready within ${timeoutMs} ms`)), timeoutMs);
+    rl.once('line', (l) => { clearTimeout(timer); resolve(l); });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new UsError('US_ERR_HYPERVISOR', `controller exited (${code}) before it was ready; see ${join(board.storageDir, 'understudyd.log')}`)); });
+  });
+  child.stdout!.destroy();
+  child.unref();
+  if (line.startsWith('READY')) return child.pid!;
+  const err = JSON.parse(line.slice('FAILED '.length)) as { code: UsError['code']; message: string };
+  throw new UsError(err.code, err.message);
+}
+
+export function registerGuestCommands(program: Command): void {
+  const guest = program.command('guest').description('host the legacy guest on this board');
+
+  guest.command('start')
+    .description('start the board controller and boot the guest, pinned to the guest core')
+    .option('--board <file>', 'board profile (default: $UNDERSTUDY_BOARD, /etc/understudy/board.json, board/sim-a.json)')
+    .option('--guest <file>', 'guest descriptor (default: $UNDERSTUDY_GUEST, /etc/understudy/guest.json, guests/dx-legacy.json)')
+    .option('--foreground', 'run the controller in this process until interrupted')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { foreground?: boolean }>();
+      try {
+        const boardFile = defaultBoardFile(o.board);
+        const guestFile = defaultGuestFile(o.guest);
+        if (o.foreground) {
+          await runDaemon(boardFile, guestFile);
+          return;
+        }
+        const g = loadGuestDescriptor(guestFile);
+        const pid = await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
+        const st = (await callControl(controlSocketPath(loadBoardProfile(boardFile)), 'status')) as DaemonStatus;
+        print(o, { started: true, pid, status: st }, () => `controller started (pid ${pid})\n${formatStatus(st)}`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  guest.command('status')
+    .description('show the guest, its pinning and the controller')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const st = (await callControl(controlSocketPath(boardOf(o)), 'status')) as DaemonStatus;
+        print(o, st, () => formatStatus(st));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  guest.command('stop')
+    .description('stop the guest and the board controller')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const board = boardOf(o);
+        const pidFile = join(board.storageDir, 'understudyd.pid');
+        const pid = existsSync(pidFile) ? Number.parseInt(readFileSync(pidFile, 'utf8'), 10) : undefined;
+        await callControl(controlSocketPath(board), 'guest.stop');
+        for (let i = 0; i < 200 && pid && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+        print(o, { stopped: true, board: board.name }, () => `board ${board.name}: guest and controller stopped`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  guest.command('manage <command...>')
+    .description('send a management command to the guest application: PING, STATE, SAVE, HANG (fault injection)')
+    .option('--board <file>', 'board profile')
+    .action(async (words: string[], _o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const r = (await callControl(controlSocketPath(boardOf(o)), 'guest.manage', { command: words.join(' ') })) as { reply: string };
+        print(o, r, () => r.reply);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  guest.command('console')
+    .description('attach to the guest serial console (Ctrl-] to detach), or print its log with --tail')
+    .option('--board <file>', 'board profile')
+    .option('--tail <lines>', 'print the last lines of the console log instead of attaching', (v) => Number.parseInt(v, 10))
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { tail?: number }>();
+      try {
+        const board = boardOf(o);
+        const log = join(board.storageDir, 'console.log');
+        const sock = join(board.storageDir, 'console.sock');
+        if (o.tail !== undefined || o.json || !process.stdin.isTTY) {
+          const n = o.tail ?? 20;
+          const lines = existsSync(log) ? readFileSync(log, 'latin1').split(/\r?\n/).filter(Boolean).slice(-n) : [];
+          print(o, { board: board.name, log, socket: sock, lines }, () => lines.join('\n'));
+          return;
+        }
+        await attachConsole(sock);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+}
+
+/** Interactive attach, like conserver: raw terminal, Ctrl-] detaches. */
+async function attachConsole(socketPath: string): Promise<void> {
+  const sock = connect(socketPath);
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', () => resolve());
+    sock.once('error', (e) => reject(new UsError('US_ERR_NOT_RUNNING', `guest console ${socketPath}: ${e.message}`)));
+  });
+  process.stderr.write('[attached to the guest console; Ctrl-] to detach]\r\n');
+  process.stdin.setRawMode(true);
+  process.stdin.resume();
+  sock.pipe(process.stdout);
+  await new Promise<void>((resolve) => {
+    process.stdin.on('data', (d: Buffer) => {
+      const esc = d.indexOf(0x1d);
+      if (esc >= 0) {
+        if (esc > 0) sock.write(d.subarray(0, esc));
+        resolve();
+        return;
+      }
+      sock.write(d);
+    });
+    sock.once('close', () => resolve());
+  });
+  process.stdin.setRawMode(false);
+  process.stdin.pause();
+  sock.destroy();
+  process.stderr.write('\r\n[detached]\r\n');
+}

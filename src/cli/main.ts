@@ -1,0 +1,77 @@
+/**
+ * `understudy`: the command-line interface of a board. Every command prints human text, or one JSON
+ * document with --json; failures print a US_ERR_* code and exit non-zero.
+ */
+import { Command } from 'commander';
+import { readInventory } from '../hw/inventory.js';
+import { Hlr } from '../sim/hlr.js';
+import { UsError } from '../core/errors.js';
+import { registerGuestCommands } from './guest-commands.js';
+import { runDemo } from './demo.js';
+import { defaultBoardFile, defaultGuestFile } from './locate.js';
+import { fail, print, table, type OutputOptions } from './output.js';
+
+const program = new Command('understudy')
+  .description('Understudy: keeps a legacy uniprocessor guest alive on a 2N pair of blades')
+  .option('--json', 'print one JSON document instead of text')
+  .showHelpAfterError();
+
+registerGuestCommands(program);
+
+program.command('board')
+  .description('this board')
+  .command('info')
+  .description('inventory of this board: cores, memory, NICs, temperatures')
+  .action(async (_o, cmd: Command) => {
+    const o = cmd.optsWithGlobals<OutputOptions>();
+    try {
+      const inv = await readInventory();
+      print(o, inv, () => [
+        `host ${inv.hostname}: ${inv.os.distro} ${inv.os.release}, kernel ${inv.os.kernel}`,
+        `cpu: ${inv.cpu.model}, ${inv.cpu.cores} cores (${inv.cpu.physicalCores} physical) @ ${inv.cpu.speedGHz} GHz`,
+        `memory: ${inv.memory.totalMb} MB total, ${inv.memory.availableMb} MB available`,
+        `temperature: ${inv.temperatures.mainC ?? 'no sensor'}${inv.temperatures.coresC.length ? ` (cores ${inv.temperatures.coresC.join(', ')})` : ''}`,
+        table([['NIC', 'MAC', 'IPV4', 'STATE', 'SPEED'], ...inv.nics.map((n) => [n.name, n.mac, n.ipv4 || '-', n.operstate, n.speedMbps ?? '-'])]),
+      ].join('\n'));
+    } catch (e) {
+      fail(o, e);
+    }
+  });
+
+program.command('hlr')
+  .description('run a stand-in external AUTH service (answers AUTHQ with AUTHR OK, or DENY for --deny)')
+  .option('--listen <address:port>', 'UDP address to listen on', '127.0.0.1:17000')
+  .option('--deny <regex>', 'deny subscribers matching this regular expression')
+  .action(async (_o, cmd: Command) => {
+    const o = cmd.optsWithGlobals<OutputOptions & { listen: string; deny?: string }>();
+    try {
+      const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(o.listen);
+      if (!m) throw new UsError('US_ERR_CONFIG', `--listen: expected <ipv4>:<port>, got "${o.listen}"`);
+      let deny: RegExp | undefined;
+      try { deny = o.deny ? new RegExp(o.deny) : undefined; } catch (e) { throw new UsError('US_ERR_CONFIG', `--deny: ${(e as Error).message}`); }
+      const hlr = new Hlr({ address: m[1]!, port: Number(m[2]), deny });
+      await hlr.start();
+      print(o, { listening: o.listen, deny: o.deny ?? null }, () => `AUTH service listening on ${o.listen}${deny ? `, denying ${deny}` : ''}; Ctrl-C to stop`);
+      await new Promise<void>((r) => { process.once('SIGINT', r); process.once('SIGTERM', r); });
+      hlr.close();
+    } catch (e) {
+      fail(o, e);
+    }
+  });
+
+program.command('demo')
+  .description('the main job: boot the guest on the simulated board, pinned, and show it answering')
+  .option('--board <file>', 'board profile', defaultBoardFile())
+  .option('--guest <file>', 'guest descriptor', defaultGuestFile())
+  .option('--keep', 'leave the controller and guest running afterwards')
+  .action(async (_o, cmd: Command) => {
+    const o = cmd.optsWithGlobals<OutputOptions & { board: string; guest: string; keep?: boolean }>();
+    try {
+      const r = await runDemo(o);
+      if (o.json) print(o, r, () => '');
+    } catch (e) {
+      fail(o, e);
+    }
+  });
+
+await program.parseAsync();

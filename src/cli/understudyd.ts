@@ -1,0 +1,31 @@
+/**
+ * understudyd entry: `understudyd --board <profile> --guest <descriptor>`. With UNDERSTUDY_NOTIFY=stdout
+ * it writes one line to stdout when ready (`READY <pid>`) or failed (`FAILED <json error>`), which is
+ * how `understudy guest start` knows the outcome before it detaches.
+ */
+import { Command } from 'commander';
+import { asUsError } from '../core/errors.js';
+import { runDaemon } from '../mgmt/daemon.js';
+import { defaultBoardFile, defaultGuestFile } from './locate.js';
+
+const program = new Command('understudyd')
+  .description('Understudy controller daemon for one board')
+  .option('--board <file>', 'board profile')
+  .option('--guest <file>', 'guest descriptor')
+  .parse();
+const opts = program.opts<{ board?: string; guest?: string }>();
+const notify = process.env.UNDERSTUDY_NOTIFY === 'stdout';
+let notified = false;
+
+try {
+  await runDaemon(defaultBoardFile(opts.board), defaultGuestFile(opts.guest), (err) => {
+    if (!notify) return;
+    notified = true;
+    process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : `READY ${process.pid}\n`);
+  });
+} catch (e) {
+  const u = asUsError(e);
+  if (!notify) process.stderr.write(`error ${u.code}: ${u.message}\n`);
+  else if (!notified) process.stdout.write(`FAILED ${JSON.stringify(u.toJSON())}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,85 @@
+/**
+ * The board profile: one blade's hardware as the controller sees it (cores, serial ports, Ethernet,
+ * watchdog, fencing, storage). Format documented in board/README.md. Validation only; nothing here
+ * touches the hardware.
+ */
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { loadJsonFile } from './load.js';
+
+const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
+const port = z.number().int().min(1).max(65535);
+const core = z.number().int().min(0).max(1023);
+
+const endpoint = z.strictObject({
+  /** IPv4 address to bind or reach. */
+  address: ipv4,
+  port,
+});
+
+export const boardProfileSchema = z
+  .strictObject({
+    /** Board name, used in logs, heartbeats and the storage path. */
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and -, at most 32'),
+    /** Board family; upgrade packages name the families they fit. */
+    family: z.string().min(1).max(64),
+    /** Simulated board in the chassis, or a real blade. */
+    kind: z.enum(['simulated', 'real']).default('real'),
+    cores: z.strictObject({
+      /** The core dedicated to the guest's single vCPU. */
+      guest: core,
+      /** Cores for the controller and QEMU's other threads. Must not contain the guest core. */
+      housekeeping: z.array(core).min(1),
+      /** SCHED_FIFO priority for the vCPU thread (1-99), or 0 for the normal scheduler. */
+      guestRtPriority: z.number().int().min(0).max(99).default(0),
+    }),
+    /** Hypervisor accelerator: auto probes KVM (with a short timeout) and falls back to TCG. */
+    accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
+    /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */
+    storageDir: z.string().min(1),
+    /** The service endpoint: where external clients send requests to the guest. */
+    service: endpoint,
+    /** External services the guest uses, reached through the controller. */
+    externalServices: z.strictObject({ auth: endpoint }),
+    /** Serial console of the board (login shell for field engineers). */
+    console: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+    /** Links to the partner blade. */
+    partner: z
+      .strictObject({
+        serial: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+        ethernet: z
+          .strictObject({ interface: z.string().min(1).optional(), localAddress: ipv4, partnerAddress: ipv4, port })
+          .optional(),
+      })
+      .optional(),
+    /** Hardware watchdog of the board. */
+    watchdog: z.strictObject({ device: z.string().min(1), timeoutMs: z.number().int().min(100).max(600000) }).optional(),
+    /** How this board powers off its partner before taking over. */
+    fencing: z
+      .discriminatedUnion('method', [
+        z.strictObject({ method: z.literal('simulated'), controlSocket: z.string().min(1) }),
+        z.strictObject({
+          method: z.literal('ipmitool'),
+          host: z.string().min(1),
+          user: z.string().min(1),
+          passwordFile: z.string().min(1),
+          /** FRU / slot address of the partner at the shelf manager. */
+          partnerTarget: z.string().min(1),
+        }),
+        z.strictObject({ method: z.literal('none') }),
+      ])
+      .optional(),
+  })
+  .superRefine((p, ctx) => {
+    if (p.cores.housekeeping.includes(p.cores.guest)) {
+      ctx.addIssue({ code: 'custom', path: ['cores', 'housekeeping'], message: `must not contain the guest core ${p.cores.guest}` });
+    }
+  });
+
+export type BoardProfile = z.output<typeof boardProfileSchema> & { readonly sourceFile: string };
+
+export function loadBoardProfile(file: string): BoardProfile {
+  const p = loadJsonFile(file, boardProfileSchema, 'board profile');
+  return { ...p, storageDir: resolve(dirname(p.sourceFile), p.storageDir) };
+}

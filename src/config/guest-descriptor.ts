@@ -1,0 +1,63 @@
+/**
+ * The guest descriptor: one guest's image, memory, emulated legacy NIC, ports and watchdog.
+ * Format documented in guests/README.md. Validation only.
+ */
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import { loadJsonFile } from './load.js';
+
+const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
+const port = z.number().int().min(1).max(65535);
+
+export const NIC_MODELS = ['e1000', 'rtl8139', 'ne2k_pci'] as const;
+
+export const guestDescriptorSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and -, at most 32'),
+  /** Version of the guest application the image holds (reported by STATS). */
+  version: z.string().min(1).max(32),
+  image: z.strictObject({
+    /** Kernel, relative to the descriptor's folder. */
+    kernel: z.string().min(1),
+    /** Initramfs holding the application, relative to the descriptor's folder. */
+    initrd: z.string().min(1),
+    /** Extra kernel command line. */
+    append: z.string().default(''),
+  }),
+  /** Guest RAM in MiB. */
+  memoryMb: z.number().int().min(32).max(65536).default(128),
+  nic: z.strictObject({
+    /** Emulated legacy NIC: the guest never sees a modern paravirtual device. */
+    model: z.enum(NIC_MODELS),
+    mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/, 'must be a lowercase MAC like 52:54:00:12:34:56'),
+  }),
+  /** The private link between the guest and its controller (never the external network). */
+  network: z
+    .strictObject({ guestAddress: ipv4, controllerAddress: ipv4, netmask: ipv4.default('255.255.255.0') })
+    .refine((n) => n.guestAddress !== n.controllerAddress, { message: 'guestAddress and controllerAddress must differ' }),
+  ports: z.strictObject({
+    /** UDP port the application serves requests on. */
+    service: port,
+    /** UDP management port (PING, SAVE, HANG), reachable only from the controller. */
+    management: port,
+    /** Port on the controller address where the guest sends AUTH queries. */
+    auth: port,
+  }),
+  watchdog: z.strictObject({
+    model: z.literal('i6300esb'),
+    /** Seconds without a kick before QEMU raises WATCHDOG and the controller restarts the guest; 0 = off. */
+    timeoutS: z.number().int().min(0).max(600),
+  }),
+  /** Raw virtual disk where the application saves its state. */
+  stateDisk: z.strictObject({ sizeMb: z.number().int().min(1).max(1024) }).default({ sizeMb: 4 }),
+  /** How long boot-to-ready may take before the start is declared failed. */
+  bootTimeoutMs: z.number().int().min(1000).max(600000).default(60000),
+});
+
+export type GuestDescriptor = z.output<typeof guestDescriptorSchema> & { readonly sourceFile: string };
+
+export function loadGuestDescriptor(file: string): GuestDescriptor {
+  const g = loadJsonFile(file, guestDescriptorSchema, 'guest descriptor');
+  const dir = dirname(g.sourceFile);
+  return { ...g, image: { ...g.image, kernel: resolve(dir, g.image.kernel), initrd: resolve(dir, g.image.initrd) } };
+}

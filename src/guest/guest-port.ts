@@ -1,0 +1,75 @@
+/**
+ * The guest application's UDP ports over the private wire: delivers inputs to its service port,
+ * AUTH answers to its AUTH socket, management commands to its management port, and classifies what
+ * the guest sends back. Owns no socket of its own (the GuestLink carries the frames).
+ */
+import { EventEmitter } from 'node:events';
+import { UsError } from '../core/errors.js';
+import type { GuestDatagram, GuestLink } from '../hw/guestnet/link.js';
+import type { GuestDescriptor } from '../config/guest-descriptor.js';
+import type { GuestInput, GuestOutput, InputSink } from './io.js';
+
+/** Controller-side source port of management commands (outside the client port range). */
+export const MANAGEMENT_SOURCE_PORT = 61000;
+
+export declare interface GuestPort {
+  on(ev: 'output', fn: (o: GuestOutput) => void): this;
+}
+
+export class GuestPort extends EventEmitter implements InputSink {
+  /** The guest's AUTH socket port, learnt from its first query. */
+  private guestAuthPort?: number;
+  private mgmtWaiters: Array<{ resolve(s: string): void; reject(e: Error): void; timer: NodeJS.Timeout }> = [];
+  delivered = 0;
+
+  constructor(private readonly link: GuestLink, private readonly ports: GuestDescriptor['ports']) {
+    super();
+    link.on('datagram', (d) => this.onDatagram(d));
+  }
+
+  deliver(input: GuestInput): boolean {
+    this.delivered++;
+    if (input.kind === 'request') return this.link.send(input.clientPort, this.ports.service, input.payload);
+    if (this.guestAuthPort === undefined) return false; // an answer to a query the guest never sent
+    return this.link.send(this.ports.auth, this.guestAuthPort, input.payload);
+  }
+
+  /** Sends one management command (PING, SAVE, STATE, HANG) and waits for its one-line answer. */
+  management(command: string, timeoutMs = 2000): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.mgmtWaiters = this.mgmtWaiters.filter((w) => w.timer !== timer);
+        reject(new UsError('US_ERR_TIMEOUT', `guest did not answer management command ${command} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.mgmtWaiters.push({ resolve, reject, timer });
+      if (!this.link.send(MANAGEMENT_SOURCE_PORT, this.ports.management, Buffer.from(command))) {
+        clearTimeout(timer);
+        this.mgmtWaiters = this.mgmtWaiters.filter((w) => w.timer !== timer);
+        reject(new UsError('US_ERR_NOT_RUNNING', 'guest NIC is not connected'));
+      }
+    });
+  }
+
+  /** Forgets in-flight management commands (the guest was restarted). */
+  resetManagement(): void {
+    for (const w of this.mgmtWaiters) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
+    this.mgmtWaiters = [];
+    this.guestAuthPort = undefined;
+  }
+
+  private onDatagram(d: GuestDatagram): void {
+    if (d.srcPort === this.ports.management && d.dstPort === MANAGEMENT_SOURCE_PORT) {
+      const w = this.mgmtWaiters.shift();
+      if (w) { clearTimeout(w.timer); w.resolve(d.payload.toString('utf8').trim()); }
+      return;
+    }
+    if (d.srcPort === this.ports.service) {
+      this.emit('output', { kind: 'reply', clientPort: d.dstPort, payload: d.payload } satisfies GuestOutput);
+      return;
+    }
+    if (d.dstPort === this.ports.auth) {
+      this.guestAuthPort = d.srcPort;
+      this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
+    }
+  }
+}

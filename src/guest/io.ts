@@ -1,0 +1,49 @@
+/**
+ * The guest's inputs and outputs as the controller sees them, and the seam where they flow.
+ * Every external input the guest will ever see passes through an InputPipeline; the unreplicated
+ * board uses DirectPipeline, replication (a later layer) substitutes one that sequences each input,
+ * clones it to the partner and holds replies until the partner has acknowledged it.
+ */
+
+/** An input to the guest. `clientPort` is the client's identity on the private wire (see ClientMap). */
+export type GuestInput =
+  | { kind: 'request'; clientPort: number; payload: Buffer }
+  | { kind: 'auth-reply'; payload: Buffer };
+
+/** An output of the guest. */
+export type GuestOutput =
+  | { kind: 'reply'; clientPort: number; payload: Buffer }
+  | { kind: 'auth-query'; payload: Buffer };
+
+/** Where inputs go in, and where the guest's outputs come out. */
+export interface InputPipeline {
+  /** An external input arrived (a client request or the AUTH service's answer). */
+  submit(input: GuestInput): void;
+  /** The local guest produced an output. */
+  onGuestOutput(output: GuestOutput): void;
+}
+
+/** Delivers inputs to the local guest. */
+export interface InputSink {
+  deliver(input: GuestInput): boolean;
+}
+
+/** Lets outputs leave the board: replies to clients, queries to external services. */
+export interface OutputSink {
+  release(output: GuestOutput): void;
+}
+
+/** Unreplicated: inputs go straight to the guest, outputs straight out. */
+export class DirectPipeline implements InputPipeline {
+  inputs = 0;
+  outputs = 0;
+  constructor(private readonly guest: InputSink, private readonly out: OutputSink) {}
+  submit(input: GuestInput): void {
+    this.inputs++;
+    this.guest.deliver(input);
+  }
+  onGuestOutput(output: GuestOutput): void {
+    this.outputs++;
+    this.out.release(output);
+  }
+}

@@ -1,0 +1,368 @@
+/**
+ * Supervises one guest on one board: boots it under QEMU, pins its vCPU to the board's guest core
+ * (QEMU's other threads and the controller to the housekeeping cores), waits until the application
+ * answers, restarts it when its watchdog fires or QEMU dies, and stops it. Owns the QEMU process,
+ * the guest NIC link and the guest's management port; does not own the service endpoint.
+ *
+ * Orphans: QEMU dies with the controller (pdeathsig, see hw/hypervisor/qemu.ts). A QEMU recorded in
+ * the board's pid file that is somehow still alive at start is killed, never adopted.
+ */
+import { EventEmitter } from 'node:events';
+import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BoardProfile } from '../config/board-profile.js';
+import type { GuestDescriptor } from '../config/guest-descriptor.js';
+import { UsError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
+import { GuestLink } from '../hw/guestnet/link.js';
+import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
+import { QemuProcess } from '../hw/hypervisor/qemu.js';
+import type { QmpEvent } from '../hw/qmp/client.js';
+import { GuestPort } from './guest-port.js';
+
+export type GuestState = 'stopped' | 'starting' | 'running' | 'restarting' | 'failed';
+
+export interface RestartRecord {
+  at: string;
+  cause: string;
+}
+
+export interface GuestStatus {
+  state: GuestState;
+  guest: { name: string; version: string; nic: string; memoryMb: number };
+  accel?: Accel;
+  accelReason?: string;
+  qemuPid?: number;
+  vcpuTid?: number;
+  bootToReadyMs?: number;
+  appVersion?: string;
+  requestsProcessed?: number;
+  pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
+  restarts: RestartRecord[];
+  console: { socket: string; log: string };
+}
+
+export interface SupervisorPaths {
+  qmp: string;
+  nic: string;
+  consoleSocket: string;
+  consoleLog: string;
+  stateDisk: string;
+  qemuStderr: string;
+  qemuPid: string;
+}
+
+export function boardPaths(board: BoardProfile, guest: GuestDescriptor): SupervisorPaths {
+  const d = board.storageDir;
+  return {
+    qmp: join(d, 'qmp.sock'),
+    nic: join(d, 'guest-nic.sock'),
+    consoleSocket: join(d, 'console.sock'),
+    consoleLog: join(d, 'console.log'),
+    stateDisk: join(d, `${guest.name}-state.img`),
+    qemuStderr: join(d, 'qemu.log'),
+    qemuPid: join(d, 'qemu.pid'),
+  };
+}
+
+/** Bounds on automatic restarts: more than this many within the window means the guest is failed. */
+const RESTART_LIMIT = 5;
+const RESTART_WINDOW_MS = 120000;
+/** Fixed addresses of the controller on the private wire. */
+const CONTROLLER_MAC = '52:54:00:00:00:01';
+
+export declare interface GuestSupervisor {
+  on(ev: 'state', fn: (s: GuestState, cause: string) => void): this;
+}
+
+export class GuestSupervisor extends EventEmitter {
+  readonly paths: SupervisorPaths;
+  readonly link: GuestLink;
+  readonly port: GuestPort;
+  private qemu?: QemuProcess;
+  private state: GuestState = 'stopped';
+  private accel?: { accel: Accel; reason: string };
+  private vcpuTid?: number;
+  private bootToReadyMs?: number;
+  private appVersion?: string;
+  private restarts: RestartRecord[] = [];
+  private stopping = false;
+  private restartChain: Promise<void> = Promise.resolve();
+
+  constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor, private readonly log: Logger) {
+    super();
+    this.paths = boardPaths(board, guest);
+    this.link = new GuestLink({
+      socketPath: this.paths.nic,
+      controllerIp: guest.network.controllerAddress,
+      controllerMac: CONTROLLER_MAC,
+      guestIp: guest.network.guestAddress,
+      guestMac: guest.nic.mac,
+    });
+    this.port = new GuestPort(this.link, guest.ports);
+  }
+
+  get currentState(): GuestState {
+    return this.state;
+  }
+
+  /** Checks everything that can be checked before anything is started, so a bad start leaves nothing behind. */
+  preflight(): void {
+    for (const [what, file] of [['kernel', this.guest.image.kernel], ['initrd', this.guest.image.initrd]] as const) {
+      if (!existsSync(file)) {
+        throw new UsError('US_ERR_NOT_FOUND', `guest image ${what} ${file} (from ${this.guest.sourceFile}) does not exist: run image-build/build-guest.sh`);
+      }
+    }
+    const cpus = onlineCpus();
+    const { guest: gc, housekeeping } = this.board.cores;
+    for (const c of [gc, ...housekeeping]) {
+      if (cpus.length && !cpus.includes(c)) {
+        throw new UsError('US_ERR_CONFIG', `board profile ${this.board.sourceFile}: cores: CPU ${c} is not online on this machine (online: ${cpus.join(',')})`);
+      }
+    }
+  }
+
+  async start(): Promise<void> {
+    this.preflight();
+    mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
+    chmodSync(this.board.storageDir, 0o700);
+    this.killStaleQemu();
+    this.ensureStateDisk();
+    this.accel = this.board.accel === 'auto'
+      ? await probeKvm()
+      : { accel: this.board.accel, reason: `set by board profile ${this.board.name}` };
+    this.log.info({ accel: this.accel.accel, reason: this.accel.reason }, 'accelerator chosen');
+    await setProcessAffinity(process.pid, this.board.cores.housekeeping);
+    await this.link.listen();
+    this.setState('starting', 'start requested');
+    try {
+      try {
+        await this.boot();
+      } catch (e) {
+        if (this.board.accel !== 'auto' || this.accel.accel !== 'kvm') throw e;
+        // KVM passed the probe but the real guest failed under it (nested KVM): fall back to TCG once.
+        this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`);
+        this.log.warn({ reason: this.accel.reason }, 'falling back to TCG');
+        this.qemu?.kill();
+        await this.boot();
+      }
+    } catch (e) {
+      await this.teardown();
+      this.setState('failed', (e as Error).message);
+      throw e;
+    }
+    this.setState('running', 'guest ready');
+  }
+
+  private async boot(): Promise<void> {
+    const t0 = performance.now();
+    const g = this.guest;
+    const append = [
+      'console=ttyS0', 'quiet', 'ipv6.disable=1', 'panic=1',
+      `dx.ip=${g.network.guestAddress}`, `dx.mask=${g.network.netmask}`, `dx.gw=${g.network.controllerAddress}`,
+      `dx.port=${g.ports.service}`, `dx.mport=${g.ports.management}`, `dx.auth=${g.network.controllerAddress}:${g.ports.auth}`,
+      `dx.wdt=${g.watchdog.timeoutS}`, g.image.append,
+    ].filter(Boolean).join(' ');
+    const qemu = await QemuProcess.launch({
+      name: `understudy-${this.board.name}-${g.name}`,
+      accel: this.accel!.accel,
+      memoryMb: g.memoryMb,
+      kernel: g.image.kernel,
+      initrd: g.image.initrd,
+      append,
+      nic: g.nic,
+      nicSocketPath: this.paths.nic,
+      qmpSocketPath: this.paths.qmp,
+      consoleSocketPath: this.paths.consoleSocket,
+      consoleLogPath: this.paths.consoleLog,
+      stateDiskPath: this.paths.stateDisk,
+      watchdog: g.watchdog.timeoutS > 0,
+      stderrPath: this.paths.qemuStderr,
+    }, this.log);
+    this.qemu = qemu;
+    writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
+    qemu.on('event', (e) => this.onQmpEvent(e));
+    qemu.on('exit', (code, signal) => this.onQemuExit(qemu, code, signal));
+    await this.pin(qemu);
+    await qemu.qmp.execute('cont');
+    await this.waitReady(t0);
+  }
+
+  private async pin(qemu: QemuProcess): Promise<void> {
+    const { guest: guestCore, housekeeping, guestRtPriority } = this.board.cores;
+    const vcpu = await qemu.vcpuThreadId();
+    this.vcpuTid = vcpu;
+    for (const tid of listThreads(qemu.pid)) {
+      await setThreadAffinity(tid, tid === vcpu ? [guestCore] : housekeeping);
+    }
+    if (guestRtPriority > 0) await setRealtimePriority(vcpu, guestRtPriority);
+    const got = readThreadAffinity(qemu.pid, vcpu);
+    if (got.cpus !== String(guestCore)) {
+      throw new UsError('US_ERR_PINNING', `vCPU thread ${vcpu} runs on CPUs ${got.cpus}, expected ${guestCore}`);
+    }
+    this.log.info({ vcpuTid: vcpu, guestCore, housekeeping, rtPriority: guestRtPriority }, 'vCPU pinned');
+  }
+
+  private async waitReady(t0: number): Promise<void> {
+    const deadline = t0 + this.guest.bootTimeoutMs;
+    while (performance.now() < deadline) {
+      if (!this.qemu?.alive) throw new UsError('US_ERR_HYPERVISOR', `QEMU exited during boot; see ${this.paths.qemuStderr} and ${this.paths.consoleLog}`);
+      if (this.link.connected) {
+        try {
+          const pong = await this.port.management('PING', 250);
+          const m = /^OK PING (\S+)/.exec(pong);
+          if (m) {
+            this.appVersion = m[1];
+            this.bootToReadyMs = Math.round(performance.now() - t0);
+            this.log.info({ bootToReadyMs: this.bootToReadyMs, version: this.appVersion }, 'guest ready');
+            return;
+          }
+        } catch {
+          // not up yet
+        }
+      } else {
+        await sleep(50);
+      }
+    }
+    throw new UsError('US_ERR_GUEST_TIMEOUT', `guest did not answer within ${this.guest.bootTimeoutMs} ms; see ${this.paths.consoleLog}`);
+  }
+
+  private onQmpEvent(e: QmpEvent): void {
+    if (e.event === 'WATCHDOG') {
+      this.restart(`guest watchdog expired (${String(e.data?.action ?? '')}): the application stopped kicking it`, 'reset');
+    } else if (e.event === 'GUEST_PANICKED' || e.event === 'RESET' || e.event === 'SHUTDOWN') {
+      this.log.info({ event: e.event, data: e.data }, 'QEMU event');
+    }
+  }
+
+  private onQemuExit(q: QemuProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.stopping || this.qemu !== q) return;
+    this.restart(`QEMU exited unexpectedly (code ${code}, signal ${signal})`, 'relaunch');
+  }
+
+  /** Restarts are serialised: a watchdog firing during a relaunch waits its turn. */
+  private restart(cause: string, how: 'reset' | 'relaunch'): void {
+    this.restartChain = this.restartChain.then(() => this.doRestart(cause, how)).catch(() => undefined);
+  }
+
+  private async doRestart(cause: string, how: 'reset' | 'relaunch'): Promise<void> {
+    if (this.stopping || this.state === 'failed') return;
+    const now = Date.now();
+    this.restarts.push({ at: new Date(now).toISOString(), cause });
+    const recent = this.restarts.filter((r) => now - Date.parse(r.at) < RESTART_WINDOW_MS).length;
+    this.log.warn({ cause, how, restartsInWindow: recent }, 'restarting guest');
+    if (recent > RESTART_LIMIT) {
+      this.qemu?.kill();
+      this.setState('failed', `more than ${RESTART_LIMIT} restarts in ${RESTART_WINDOW_MS / 1000} s; last: ${cause}`);
+      return;
+    }
+    this.setState('restarting', cause);
+    this.port.resetManagement();
+    try {
+      if (how === 'reset' && this.qemu?.alive) {
+        const t0 = performance.now();
+        await this.qemu.qmp.execute('system_reset');
+        await this.waitReady(t0);
+      } else {
+        this.qemu?.kill();
+        await this.boot();
+      }
+      this.setState('running', `restarted after: ${cause}`);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'guest restart failed');
+      this.qemu?.kill();
+      this.setState('failed', `restart failed: ${(e as Error).message}`);
+    }
+  }
+
+  async status(): Promise<GuestStatus> {
+    const st: GuestStatus = {
+      state: this.state,
+      guest: { name: this.guest.name, version: this.guest.version, nic: this.guest.nic.model, memoryMb: this.guest.memoryMb },
+      accel: this.accel?.accel,
+      accelReason: this.accel?.reason,
+      qemuPid: this.qemu?.alive ? this.qemu.pid : undefined,
+      vcpuTid: this.vcpuTid,
+      bootToReadyMs: this.bootToReadyMs,
+      appVersion: this.appVersion,
+      restarts: this.restarts,
+      console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
+    };
+    if (this.qemu?.alive) {
+      try {
+        const threads = listThreads(this.qemu.pid).map((t) => readThreadAffinity(this.qemu!.pid, t));
+        st.pinning = {
+          guestCore: this.board.cores.guest,
+          housekeeping: this.board.cores.housekeeping,
+          vcpu: threads.find((t) => t.tid === this.vcpuTid),
+          threads,
+          controller: readThreadAffinity(process.pid, process.pid).cpus,
+        };
+      } catch {
+        // QEMU exited while we read /proc
+      }
+    }
+    if (this.state === 'running') {
+      try {
+        const pong = await this.port.management('PING', 1000);
+        const m = /seq=(\d+)/.exec(pong);
+        if (m) st.requestsProcessed = Number(m[1]);
+      } catch {
+        // reported through state on the next watchdog/exit event
+      }
+    }
+    return st;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.restartChain;
+    await this.teardown();
+    this.setState('stopped', 'stop requested');
+  }
+
+  private async teardown(): Promise<void> {
+    await this.qemu?.stop();
+    this.port.resetManagement();
+    await this.link.close();
+    rmSync(this.paths.qemuPid, { force: true });
+  }
+
+  private setState(s: GuestState, cause: string): void {
+    if (s === this.state) return;
+    this.log.info({ from: this.state, to: s, cause }, 'guest state');
+    this.state = s;
+    this.emit('state', s, cause);
+  }
+
+  private ensureStateDisk(): void {
+    const fd = openSync(this.paths.stateDisk, 'a+', 0o600);
+    try {
+      const want = this.guest.stateDisk.sizeMb * 1048576;
+      if (fstatSync(fd).size < want) ftruncateSync(fd, want);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private killStaleQemu(): void {
+    let pid: number;
+    try {
+      pid = Number.parseInt(readFileSync(this.paths.qemuPid, 'utf8'), 10);
+    } catch {
+      return;
+    }
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmd.includes('qemu-system') && cmd.includes(this.paths.qmp)) {
+        this.log.warn({ pid }, 'killing a QEMU left behind by an earlier controller of this board');
+        process.kill(pid, 'SIGKILL');
+      }
+    } catch {
+      // not running
+    }
+    rmSync(this.paths.qemuPid, { force: true });
+  }
+}

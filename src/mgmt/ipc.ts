@@ -1,0 +1,104 @@
+/**
+ * The only module that touches node-ipc (pinned to exactly 12.0.0: other versions carried malicious
+ * code). Local control requests and replies over a unix socket that only root can open.
+ * Everything above speaks ControlRequest/ControlReply and never sees node-ipc.
+ */
+import { chmodSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { IPCModule } from 'node-ipc';
+import { UsError, asUsError, type UsErrorCode } from '../core/errors.js';
+
+export interface ControlRequest {
+  id: string;
+  command: string;
+  args?: Record<string, unknown>;
+}
+
+export type ControlReply =
+  | { id: string; ok: true; result: unknown }
+  | { id: string; ok: false; error: { code: UsErrorCode; message: string } };
+
+export type ControlHandler = (command: string, args: Record<string, unknown>) => Promise<unknown>;
+
+/** Largest request accepted, in characters of its JSON. */
+export const MAX_REQUEST_CHARS = 64 * 1024;
+
+interface IpcSocketLike { destroy?(): void }
+
+function quiet(ipc: IPCModule): void {
+  ipc.config.silent = true;
+  ipc.config.logInColor = false;
+  ipc.config.logger = () => undefined;
+}
+
+export interface ControlServer {
+  close(): void;
+}
+
+export async function serveControl(socketPath: string, handler: ControlHandler): Promise<ControlServer> {
+  const ipc = new IPCModule();
+  quiet(ipc);
+  ipc.config.id = 'understudyd';
+  ipc.config.maxConnections = 16;
+  await new Promise<void>((resolve) => {
+    ipc.serve(socketPath, () => resolve());
+    ipc.server.on('request', (data: unknown, socket: IpcSocketLike) => {
+      void handleOne(data, handler).then((reply) => ipc.server.emit(socket, 'reply', reply));
+    });
+    ipc.server.on('error', () => undefined);
+    ipc.server.start();
+  });
+  chmodSync(socketPath, 0o600);
+  return { close: () => ipc.server.stop() };
+}
+
+async function handleOne(data: unknown, handler: ControlHandler): Promise<ControlReply> {
+  const req = data as Partial<ControlRequest> | null;
+  const id = typeof req?.id === 'string' ? req.id.slice(0, 64) : '';
+  try {
+    if (JSON.stringify(data ?? null).length > MAX_REQUEST_CHARS) throw new UsError('US_ERR_CONTROL', `request larger than ${MAX_REQUEST_CHARS} characters`);
+    if (!req || typeof req !== 'object' || typeof req.command !== 'string' || !/^[a-z][a-z.-]{0,40}$/.test(req.command)) {
+      throw new UsError('US_ERR_CONTROL', 'malformed request: expected {id, command, args}');
+    }
+    const args = req.args ?? {};
+    if (typeof args !== 'object' || Array.isArray(args)) throw new UsError('US_ERR_CONTROL', 'malformed request: args must be an object');
+    return { id, ok: true, result: await handler(req.command, args) };
+  } catch (e) {
+    const u = asUsError(e);
+    return { id, ok: false, error: { code: u.code, message: u.message } };
+  }
+}
+
+/** Sends one request to the daemon and resolves with its result, or rejects with its UsError. */
+export function callControl(socketPath: string, command: string, args: Record<string, unknown> = {}, timeoutMs = 15000): Promise<unknown> {
+  const ipc = new IPCModule();
+  quiet(ipc);
+  ipc.config.maxRetries = 0;
+  ipc.config.stopRetrying = true;
+  const id = randomUUID();
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (err: Error | undefined, result?: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ipc.disconnect('understudyd');
+      if (err) reject(err); else resolve(result);
+    };
+    const timer = setTimeout(() => finish(new UsError('US_ERR_TIMEOUT', `daemon did not answer "${command}" within ${timeoutMs} ms`)), timeoutMs);
+    ipc.connectTo('understudyd', socketPath, () => {
+      const conn = ipc.of.understudyd;
+      conn.on('connect', () => conn.emit('request', { id, command, args } satisfies ControlRequest));
+      conn.on('error', (e: NodeJS.ErrnoException) => {
+        const notRunning = e.code === 'ENOENT' || e.code === 'ECONNREFUSED';
+        finish(new UsError(notRunning ? 'US_ERR_NOT_RUNNING' : 'US_ERR_CONTROL',
+          notRunning ? `no daemon is running on this board (${socketPath})` : `control socket ${socketPath}: ${e.message}`));
+      });
+      conn.on('reply', (reply: ControlReply) => {
+        if (reply.id !== id) return;
+        if (reply.ok) finish(undefined, reply.result);
+        else finish(new UsError(reply.error.code, reply.error.message));
+      });
+    });
+  });
+}

@@ -1,0 +1,70 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadBoardProfile } from '../../src/config/board-profile.js';
+import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
+import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+
+const repo = (p: string) => join(PACKAGE_ROOT, p);
+
+describe('board profiles and guest descriptors', () => {
+  let dir: string;
+  beforeEach(() => { dir = mkdtempSync(join(tmpdir(), 'us-cfg-')); });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  const write = (name: string, obj: unknown) => {
+    const f = join(dir, name);
+    writeFileSync(f, typeof obj === 'string' ? obj : JSON.stringify(obj));
+    return f;
+  };
+  const sample = (f: string) => JSON.parse(readFileSync(repo(f), 'utf8')) as Record<string, any>;
+
+  it('loads every shipped profile and descriptor', () => {
+    for (const f of ['board/sim-a.json', 'board/sim-b.json', 'board/example-atca-blade.json']) {
+      const b = loadBoardProfile(repo(f));
+      assert.ok(b.name && b.cores.housekeeping.length > 0, f);
+    }
+    const g = loadGuestDescriptor(repo('guests/dx-legacy.json'));
+    assert.equal(g.nic.model, 'e1000');
+    assert.ok(g.image.kernel.startsWith('/'), 'image paths are resolved against the descriptor folder');
+  });
+
+  it('names the file and the bad field', () => {
+    const b = sample('board/sim-a.json');
+    b.cores.guest = 'one';
+    const f = write('bad-board.json', b);
+    assert.throws(() => loadBoardProfile(f), (e: Error & { code: string }) => {
+      assert.equal(e.code, 'US_ERR_CONFIG');
+      assert.ok(e.message.includes(f), e.message);
+      assert.match(e.message, /cores\.guest/);
+      return true;
+    });
+  });
+
+  it('rejects a guest core that is also a housekeeping core', () => {
+    const b = sample('board/sim-a.json');
+    b.cores.housekeeping = [0, 1];
+    assert.throws(() => loadBoardProfile(write('b.json', b)), /cores\.housekeeping: must not contain the guest core 1/);
+  });
+
+  it('rejects unknown fields, bad addresses and unknown NIC models', () => {
+    const b = sample('board/sim-a.json');
+    b.servise = {};
+    assert.throws(() => loadBoardProfile(write('b1.json', b)), /servise|Unrecognized key/);
+    const b2 = sample('board/sim-a.json');
+    b2.service.address = '127.0.0.300';
+    assert.throws(() => loadBoardProfile(write('b2.json', b2)), /service\.address: must be an IPv4 address/);
+    const g = sample('guests/dx-legacy.json');
+    g.nic.model = 'virtio-net-pci';
+    assert.throws(() => loadGuestDescriptor(write('g.json', g)), /nic\.model/);
+    const g2 = sample('guests/dx-legacy.json');
+    g2.ports.service = 70000;
+    assert.throws(() => loadGuestDescriptor(write('g2.json', g2)), /ports\.service/);
+  });
+
+  it('reports a file that is not JSON, or missing, with its path', () => {
+    assert.throws(() => loadBoardProfile(write('x.json', '{ "name": ')), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && /not valid JSON/.test(e.message));
+    assert.throws(() => loadGuestDescriptor(join(dir, 'nope.json')), (e: Error & { code: string }) => e.code === 'US_ERR_NOT_FOUND' && e.message.includes('nope.json'));
+  });
+});
