@@ -55,7 +55,7 @@ MODULES_REQUIRED="ata_piix sd_mod e1000 8139too ne2k-pci i6300esb"
 # Soft dependencies (crypto back-ends of crc-t10dif / crc64-rocksoft used by
 # sd_mod): without them the kernel would try to call modprobe.
 MODULES_OPTIONAL="crct10dif_generic crc64_rocksoft_generic"
-BUSYBOX_APPLETS="sh mount umount mkdir cat echo ls insmod lsmod ifconfig route ip sleep uname dmesg mknod sync"
+BUSYBOX_APPLETS="sh mount umount mkdir cat echo ls insmod lsmod ifconfig route ip arping sleep uname dmesg mknod sync"
 
 export DEBIAN_FRONTEND=noninteractive
 export LC_ALL=C

@@ -34,6 +34,8 @@ export const boardProfileSchema = z
       /** SCHED_FIFO priority for the vCPU thread (1-99), or 0 for the normal scheduler. */
       guestRtPriority: z.number().int().min(0).max(99).default(0),
     }),
+    /** QEMU binary, a name looked up on PATH or an absolute path. */
+    qemuBinary: z.string().min(1).default('qemu-system-x86_64'),
     /** Hypervisor accelerator: auto probes KVM (with a short timeout) and falls back to TCG. */
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */

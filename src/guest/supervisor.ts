@@ -9,7 +9,8 @@
  */
 import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
-import { join } from 'node:path';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
@@ -73,6 +74,19 @@ const RESTART_WINDOW_MS = 120000;
 /** Fixed addresses of the controller on the private wire. */
 const CONTROLLER_MAC = '52:54:00:00:00:01';
 
+function findExecutable(name: string): string | undefined {
+  const candidates = isAbsolute(name) ? [name] : (process.env.PATH ?? '').split(delimiter).map((d) => join(d, name));
+  for (const c of candidates) {
+    try {
+      accessSync(c, fsConstants.X_OK);
+      return c;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
+
 export declare interface GuestSupervisor {
   on(ev: 'state', fn: (s: GuestState, cause: string) => void): this;
 }
@@ -115,6 +129,9 @@ export class GuestSupervisor extends EventEmitter {
         throw new UsError('US_ERR_NOT_FOUND', `guest image ${what} ${file} (from ${this.guest.sourceFile}) does not exist: run image-build/build-guest.sh`);
       }
     }
+    if (!findExecutable(this.board.qemuBinary)) {
+      throw new UsError('US_ERR_NOT_FOUND', `QEMU binary "${this.board.qemuBinary}" (board profile ${this.board.sourceFile}: qemuBinary) not found: install qemu-system-x86`);
+    }
     const cpus = onlineCpus();
     const { guest: gc, housekeeping } = this.board.cores;
     for (const c of [gc, ...housekeeping]) {
@@ -131,7 +148,7 @@ export class GuestSupervisor extends EventEmitter {
     this.killStaleQemu();
     this.ensureStateDisk();
     this.accel = this.board.accel === 'auto'
-      ? await probeKvm()
+      ? await probeKvm(this.board.qemuBinary)
       : { accel: this.board.accel, reason: `set by board profile ${this.board.name}` };
     this.log.info({ accel: this.accel.accel, reason: this.accel.reason }, 'accelerator chosen');
     await setProcessAffinity(process.pid, this.board.cores.housekeeping);
@@ -166,6 +183,7 @@ export class GuestSupervisor extends EventEmitter {
       `dx.wdt=${g.watchdog.timeoutS}`, g.image.append,
     ].filter(Boolean).join(' ');
     const qemu = await QemuProcess.launch({
+      binary: this.board.qemuBinary,
       name: `understudy-${this.board.name}-${g.name}`,
       accel: this.accel!.accel,
       memoryMb: g.memoryMb,
