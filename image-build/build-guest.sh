@@ -50,10 +50,13 @@ KERNEL_FORMAT=${DX_KERNEL_FORMAT:-pvh}
 case "$KERNEL_FORMAT" in pvh | bzimage) ;; *) die "DX_KERNEL_FORMAT must be pvh or bzimage" ;; esac
 
 # Wanted modules, in load order; dependencies are added in front of each.
-# Storage first so the ATA probe runs while the rest loads.
-MODULES_REQUIRED="ata_piix sd_mod e1000 8139too ne2k-pci i6300esb"
+# The NIC drivers go first: /init brings eth0 up at the "@net" marker, so the
+# NIC's link negotiation overlaps the loading of the rest. 8139cp is what binds
+# QEMU's rtl8139 (an 8139C+, which 8139too refuses); 8139too covers older chips.
+MODULES_NET="e1000 8139too 8139cp ne2k-pci"
+MODULES_REST="ata_piix sd_mod i6300esb"
 # Soft dependencies (crypto back-ends of crc-t10dif / crc64-rocksoft used by
-# sd_mod): without them the kernel would try to call modprobe.
+# sd_mod): without them the kernel would try to call modprobe. Loaded before sd_mod.
 MODULES_OPTIONAL="crct10dif_generic crc64_rocksoft_generic"
 BUSYBOX_APPLETS="sh mount umount mkdir cat echo ls insmod lsmod ifconfig route ip arping sleep uname dmesg mknod sync"
 
@@ -214,8 +217,10 @@ want() {
 	fi
 	visit "${PATHOF[$n]}"
 }
+for m in $MODULES_NET; do want "$m" 0; done
+ORDER+=("@net")
 for m in $MODULES_OPTIONAL; do want "$m" 1; done
-for m in $MODULES_REQUIRED; do want "$m" 0; done
+for m in $MODULES_REST; do want "$m" 0; done
 log "  load order: $(for p in "${ORDER[@]}"; do printf '%s ' "$(basename "${p%%.ko*}")"; done)"
 
 # ------------------------------------------------------------------ app
@@ -243,6 +248,10 @@ mknod -m 666 "$STAGE/dev/null" c 1 3
 MODNAMES=()
 : >"$STAGE/lib/modules/load.list"
 for p in "${ORDER[@]}"; do
+	if [ "$p" = "@net" ]; then
+		echo "@net" >>"$STAGE/lib/modules/load.list"
+		continue
+	fi
 	base=$(basename "$p")
 	name=${base%%.ko*}
 	case "$base" in

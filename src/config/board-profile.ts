@@ -72,6 +72,25 @@ export const boardProfileSchema = z
         z.strictObject({ method: z.literal('none') }),
       ])
       .optional(),
+    /** Field upgrades: A/B slots, boot selection, trusted keys. Defaults are under storageDir. */
+    upgrade: z
+      .strictObject({
+        /** Holds the two slots A and B. Default: <storageDir>/slots. */
+        slotsDir: z.string().min(1).optional(),
+        /** Boot selection: a file-backed environment (simulation), U-Boot's (fw_setenv) or GRUB's (grub-editenv). */
+        bootEnv: z
+          .discriminatedUnion('type', [
+            z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
+            z.strictObject({ type: z.literal('uboot'), config: z.string().min(1).default('/etc/fw_env.config') }),
+            z.strictObject({ type: z.literal('grub'), path: z.string().min(1).default('/boot/grub/grubenv') }),
+          ])
+          .optional(),
+        /** Directory of trusted Ed25519 public keys (*.pem); several allowed for key rotation. Default: <storageDir>/keys. */
+        keysDir: z.string().min(1).optional(),
+        /** Boot attempts of a new slot before falling back to the old one. */
+        bootAttempts: z.number().int().min(1).max(10).default(3),
+      })
+      .default({ bootAttempts: 3 }),
   })
   .superRefine((p, ctx) => {
     if (p.cores.housekeeping.includes(p.cores.guest)) {
