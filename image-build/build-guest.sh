@@ -81,9 +81,20 @@ compute_stamp() {
 	} | sha256sum | cut -d' ' -f1
 }
 STAMP=$(compute_stamp)
-if [ "${DX_FORCE:-0}" != 1 ] && [ -f "$OUT/.stamp" ] && [ -f "$OUT/vmlinuz" ] &&
-	[ -f "$OUT/initrd.img" ] && [ -f "$OUT/manifest.json" ] &&
-	[ "$(cat "$OUT/.stamp")" = "$STAMP" ]; then
+up_to_date() {
+	[ "${DX_FORCE:-0}" != 1 ] && [ -f "$OUT/.stamp" ] && [ -f "$OUT/vmlinuz" ] &&
+		[ -f "$OUT/initrd.img" ] && [ -f "$OUT/manifest.json" ] &&
+		[ "$(cat "$OUT/.stamp")" = "$STAMP" ]
+}
+if up_to_date; then
+	log "guest image up to date: $OUT"
+	exit 0
+fi
+# one build at a time (test runners may start several); re-check once we hold it
+mkdir -p "$CACHE" "$OUT_ROOT"
+exec 9>"$CACHE/.lock"
+flock 9
+if up_to_date; then
 	log "guest image up to date: $OUT"
 	exit 0
 fi

@@ -23,16 +23,19 @@ export interface DaemonStatus {
   board: string;
   pid: number;
   uptimeS: number;
+  role: string;
   service: { address: string; port: number };
-  guest: GuestStatus;
+  guest: GuestStatus | null;
   endpoint: Record<string, number>;
   rssMb: number;
 }
 
 export function formatStatus(s: DaemonStatus): string {
+  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
   const g = s.guest;
+  if (!g) return `${head}\nno guest on this board`;
   const lines = [
-    `board ${s.board}: controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`,
+    head,
     `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
     `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
     `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,

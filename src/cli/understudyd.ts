@@ -12,13 +12,14 @@ const program = new Command('understudyd')
   .description('Understudy controller daemon for one board')
   .option('--board <file>', 'board profile')
   .option('--guest <file>', 'guest descriptor')
+  .option('--no-guest', 'run the board without a guest (membership and roles only)')
   .parse();
-const opts = program.opts<{ board?: string; guest?: string }>();
+const opts = program.opts<{ board?: string; guest?: string | false }>();
 const notify = process.env.UNDERSTUDY_NOTIFY === 'stdout';
 let notified = false;
 
 try {
-  await runDaemon(defaultBoardFile(opts.board), defaultGuestFile(opts.guest), (err) => {
+  await runDaemon(defaultBoardFile(opts.board), opts.guest === false ? undefined : defaultGuestFile(opts.guest), (err) => {
     if (!notify) return;
     notified = true;
     process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : `READY ${process.pid}\n`);

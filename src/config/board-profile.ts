@@ -72,6 +72,31 @@ export const boardProfileSchema = z
         z.strictObject({ method: z.literal('none') }),
       ])
       .optional(),
+    /**
+     * Membership timers (ms) and identity in the pair. Defaults are chosen so detection + promotion
+     * stays within 30 ms: heartbeats every 5 ms on every link, a link is down after 15 ms of silence,
+     * the partner is dead after 20 ms of silence on every link.
+     */
+    ha: z
+      .strictObject({
+        /** Shared HMAC-SHA256 key for heartbeats: a root-only file (mode 0600). Relative to the profile's folder. */
+        keyFile: z.string().min(1),
+        /** Heartbeat period on each link (advert_interval). 1-1000. */
+        intervalMs: z.number().int().min(1).max(1000).default(5),
+        /** Silence after which one link is reported down (link_timeout). Must be below deadtimeMs. */
+        linkTimeoutMs: z.number().int().min(2).max(60000).default(15),
+        /** Silence on every link after which the partner is declared dead (deadtime). */
+        deadtimeMs: z.number().int().min(3).max(120000).default(20),
+        /** How long a starting board listens for its partner before acting alone (after fencing it). */
+        startupWaitMs: z.number().int().min(10).max(600000).default(1000),
+        /** Lower wins: the preferred primary when both start together, and the board that fences first. */
+        priority: z.number().int().min(0).max(255).default(100),
+        /** Extra wait before the less preferred board fences, so two boards never fence each other. */
+        fenceDelayMs: z.number().int().min(0).max(60000).default(200),
+      })
+      .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
+      .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
+      .optional(),
     /** Field upgrades: A/B slots, boot selection, trusted keys. Defaults are under storageDir. */
     upgrade: z
       .strictObject({
@@ -93,6 +118,9 @@ export const boardProfileSchema = z
       .default({ bootAttempts: 3 }),
   })
   .superRefine((p, ctx) => {
+    if (p.ha && !p.partner) {
+      ctx.addIssue({ code: 'custom', path: ['partner'], message: 'required when ha is set: the heartbeats need at least one link' });
+    }
     if (p.cores.housekeeping.includes(p.cores.guest)) {
       ctx.addIssue({ code: 'custom', path: ['cores', 'housekeeping'], message: `must not contain the guest core ${p.cores.guest}` });
     }
@@ -102,5 +130,6 @@ export type BoardProfile = z.output<typeof boardProfileSchema> & { readonly sour
 
 export function loadBoardProfile(file: string): BoardProfile {
   const p = loadJsonFile(file, boardProfileSchema, 'board profile');
-  return { ...p, storageDir: resolve(dirname(p.sourceFile), p.storageDir) };
+  const dir = dirname(p.sourceFile);
+  return { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
 }

@@ -17,7 +17,28 @@ export type UsErrorCode =
   | 'US_ERR_NOT_RUNNING'     // no controller answers on this board
   | 'US_ERR_CONTROL'         // a malformed or failed control request
   | 'US_ERR_TIMEOUT'         // a bounded wait ran out
-  | 'US_ERR_INTERNAL';
+  | 'US_ERR_FENCING'        // the partner could not be powered off
+  | 'US_ERR_LINK'           // a partner link could not be opened
+  | 'US_ERR_ROLE'           // a role change that is not allowed now
+  | 'US_ERR_INTERNAL'
+  | 'US_ERR_PKG_FORMAT'         // not an upgrade package, or its header/framing is damaged
+  | 'US_ERR_PKG_UNKNOWN_KEY'    // the package is signed by a key this board does not trust
+  | 'US_ERR_PKG_SIGNATURE'      // the manifest's signature does not verify
+  | 'US_ERR_PKG_MANIFEST'       // the (signed) manifest is malformed
+  | 'US_ERR_PKG_INCOMPATIBLE'   // the package is for another board family
+  | 'US_ERR_PKG_DOWNGRADE'      // the package is older than the running version (--force overrides)
+  | 'US_ERR_PKG_TOO_OLD'        // the running version is below the package's minimum (--force overrides)
+  | 'US_ERR_PKG_UNSAFE_ENTRY'   // a payload entry with an absolute path, "..", a link or a device
+  | 'US_ERR_PKG_UNLISTED_ENTRY' // a payload entry not in the manifest, or listed twice
+  | 'US_ERR_PKG_HASH_MISMATCH'  // a payload file's (or the whole payload's) size or SHA-256 differs from the manifest
+  | 'US_ERR_PKG_TRUNCATED'      // the package ends before its payload does
+  | 'US_ERR_UPGRADE_BUSY'       // another upgrade operation holds the slots
+  | 'US_ERR_UPGRADE_STATE'      // the slots' state forbids the operation (e.g. a trial not yet committed)
+  | 'US_ERR_BOOTENV'            // the boot environment could not be read or written
+  | 'US_ERR_NO_BOOTABLE_SLOT'   // neither slot holds a loadable image
+  | 'US_ERR_YMODEM'             // a serial file transfer failed (protocol, retries exhausted, too large)
+  | 'US_ERR_YMODEM_CANCELLED'   // the sender or the operator cancelled a serial file transfer
+  | 'US_ERR_CHASSIS';           // the simulated chassis could not be set up, driven or torn down
 
 export class UsError extends Error {
   readonly code: UsErrorCode;

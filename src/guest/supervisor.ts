@@ -143,6 +143,7 @@ export class GuestSupervisor extends EventEmitter {
 
   async start(): Promise<void> {
     this.preflight();
+    this.stopping = false;
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
     chmodSync(this.board.storageDir, 0o700);
     this.killStaleQemu();

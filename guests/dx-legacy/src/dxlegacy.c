@@ -500,7 +500,7 @@ static void parse_args(int argc, char **argv)
     cfg.wdt = 10;
     cfg.wdt_dev = "/dev/watchdog";
     cfg.state_path = "/dev/sda";
-    cfg.state_wait_ms = 3000;
+    cfg.state_wait_ms = 1000;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "--version")) {

@@ -1,0 +1,76 @@
+/**
+ * Fencing: powering the partner blade off before taking over, so two primaries can never serve.
+ * One small interface; the simulated chassis' power controller (a unix socket) and ipmitool to the
+ * shelf manager on a real chassis. A fence either succeeds or throws US_ERR_FENCING.
+ */
+import { execFile } from 'node:child_process';
+import { connect } from 'node:net';
+import { promisify } from 'node:util';
+import type { BoardProfile } from '../../config/board-profile.js';
+import { UsError } from '../../core/errors.js';
+
+const run = promisify(execFile);
+
+export interface FencingDevice {
+  readonly method: string;
+  /** Powers the partner off; resolves once the power controller confirms. */
+  powerOff(partner: string, timeoutMs?: number): Promise<void>;
+}
+
+/** The simulated chassis' power controller: line protocol `OFF <board>` → `OK OFF <board>`. */
+export class SimulatedPowerController implements FencingDevice {
+  readonly method = 'simulated';
+  constructor(readonly socketPath: string) {}
+
+  powerOff(partner: string, timeoutMs = 2000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const s = connect(this.socketPath);
+      let buf = '';
+      const fail = (why: string) => { clearTimeout(timer); s.destroy(); reject(new UsError('US_ERR_FENCING', `power controller ${this.socketPath}: ${why}`)); };
+      const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+      s.setEncoding('utf8');
+      s.on('connect', () => s.write(`OFF ${partner}\n`));
+      s.on('error', (e) => fail(e.message));
+      s.on('data', (d: string) => {
+        buf += d;
+        const nl = buf.indexOf('\n');
+        if (nl < 0) return;
+        const line = buf.slice(0, nl).trim();
+        clearTimeout(timer);
+        s.destroy();
+        if (line.startsWith('OK')) resolve();
+        else reject(new UsError('US_ERR_FENCING', `power controller refused to power off ${partner}: ${line}`));
+      });
+    });
+  }
+}
+
+/** ipmitool to the shelf manager (ATCA): `chassis power off` on the partner's FRU target. */
+export class IpmitoolFencing implements FencingDevice {
+  readonly method = 'ipmitool';
+  constructor(private readonly o: { host: string; user: string; passwordFile: string; partnerTarget: string }) {}
+
+  async powerOff(partner: string, timeoutMs = 5000): Promise<void> {
+    try {
+      await run('ipmitool', ['-I', 'lanplus', '-H', this.o.host, '-U', this.o.user, '-f', this.o.passwordFile,
+        '-t', this.o.partnerTarget, 'chassis', 'power', 'off'], { timeout: timeoutMs });
+    } catch (e) {
+      throw new UsError('US_ERR_FENCING', `ipmitool power off of ${partner} (${this.o.partnerTarget} at ${this.o.host}) failed: ${(e as Error).message.trim()}`);
+    }
+  }
+}
+
+/** No fencing configured: every fence fails, so the board never promotes over a silent partner. */
+export class NoFencing implements FencingDevice {
+  readonly method = 'none';
+  async powerOff(partner: string): Promise<void> {
+    throw new UsError('US_ERR_FENCING', `no fencing method configured: refusing to take over from ${partner}`);
+  }
+}
+
+export function fencingFor(board: BoardProfile): FencingDevice {
+  const f = board.fencing;
+  if (!f || f.method === 'none') return new NoFencing();
+  if (f.method === 'simulated') return new SimulatedPowerController(f.controlSocket);
+  return new IpmitoolFencing(f);
+}

@@ -1,0 +1,119 @@
+/**
+ * The chassis network with iproute2: one namespace per board (loopback up), a veth pair joining
+ * them, renamed `plink` on both sides with 198.51.100.1/24 (sim-a) and .2/24 (sim-b). Cutting the
+ * Ethernet partner link sets sim-a's end down; healing sets both ends up. Owns only namespaces and
+ * links whose names it is given; never touches the root namespace's other interfaces.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { UsError } from '../../core/errors.js';
+import { PLINK_INTERFACE, PLINK_PREFIX } from './layout.js';
+
+const run = promisify(execFile);
+
+/** Runs `ip <args>`; rejects with US_ERR_CHASSIS naming the command and ip's own message. */
+export async function ip(...args: string[]): Promise<string> {
+  try {
+    const r = await run('ip', args, { timeout: 10000 });
+    return r.stdout;
+  } catch (e) {
+    const x = e as NodeJS.ErrnoException & { stderr?: string };
+    if (x.code === 'ENOENT') throw new UsError('US_ERR_NOT_FOUND', 'iproute2 (`ip`) is not installed');
+    throw new UsError('US_ERR_CHASSIS', `ip ${args.join(' ')}: ${(x.stderr ?? x.message).trim()}`);
+  }
+}
+
+export async function listNamespaces(): Promise<string[]> {
+  const out = await ip('-j', 'netns', 'list');
+  if (!out.trim()) return [];
+  return (JSON.parse(out) as Array<{ name: string }>).map((n) => n.name);
+}
+
+export async function linkExists(name: string, netns?: string): Promise<boolean> {
+  try {
+    await ip(...(netns ? ['-n', netns] : []), 'link', 'show', 'dev', name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Temporary names for the veth ends in the root namespace: unique, at most 15 characters. */
+export function vethTempNames(chassis: string): [string, string] {
+  const tag = randomBytes(2).toString('hex');
+  return [`${chassis.slice(0, 6)}${tag}a`, `${chassis.slice(0, 6)}${tag}b`].map((n) => `v${n}`) as [string, string];
+}
+
+export interface NetworkSpec {
+  namespaces: [string, string];
+  /** The veth ends' temporary names in the root namespace, before they move. */
+  vethTemp: [string, string];
+  addresses: [string, string];
+}
+
+/** Creates both namespaces and the partner link. Call only after recording the names (crash recovery). */
+export async function createNetwork(spec: NetworkSpec): Promise<void> {
+  const existing = await listNamespaces();
+  for (const ns of spec.namespaces) {
+    if (existing.includes(ns)) {
+      throw new UsError('US_ERR_CHASSIS', `network namespace ${ns} already exists (another chassis with this name, run from another directory?); delete it with \`ip netns del ${ns}\` or pick another --name`);
+    }
+  }
+  for (const ns of spec.namespaces) {
+    await ip('netns', 'add', ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  const [ta, tb] = spec.vethTemp;
+  await ip('link', 'add', ta, 'type', 'veth', 'peer', 'name', tb);
+  for (let i = 0; i < 2; i++) {
+    const ns = spec.namespaces[i]!;
+    const tmp = spec.vethTemp[i]!;
+    await ip('link', 'set', tmp, 'netns', ns);
+    await ip('-n', ns, 'link', 'set', tmp, 'name', PLINK_INTERFACE);
+    await ip('-n', ns, 'addr', 'add', `${spec.addresses[i]}/${PLINK_PREFIX}`, 'dev', PLINK_INTERFACE);
+    await ip('-n', ns, 'link', 'set', PLINK_INTERFACE, 'up');
+  }
+}
+
+/** Removes what createNetwork made (or a part of it, after a crash). Missing pieces are fine. */
+export async function removeNetwork(namespaces: readonly string[], vethTemp: readonly string[]): Promise<string[]> {
+  const removed: string[] = [];
+  const existing = await listNamespaces().catch(() => [] as string[]);
+  for (const ns of namespaces) {
+    if (!existing.includes(ns)) continue;
+    await ip('netns', 'del', ns);
+    removed.push(`netns ${ns}`);
+  }
+  // A veth end still in the root namespace (a crash between `link add` and the move).
+  for (const t of vethTemp) {
+    if (!(await linkExists(t))) continue;
+    await ip('link', 'del', t);
+    removed.push(`link ${t}`);
+  }
+  return removed;
+}
+
+export async function setPlink(netns: string, up: boolean): Promise<void> {
+  await ip('-n', netns, 'link', 'set', PLINK_INTERFACE, up ? 'up' : 'down');
+}
+
+export interface PlinkStatus {
+  /** Administratively up (the UP flag). */
+  adminUp: boolean;
+  /** Kernel operstate: UP, DOWN, LOWERLAYERDOWN… */
+  operstate: string;
+  rxBytes?: number;
+  txBytes?: number;
+}
+
+export async function plinkStatus(netns: string): Promise<PlinkStatus | undefined> {
+  try {
+    const out = await ip('-j', '-s', '-n', netns, 'link', 'show', 'dev', PLINK_INTERFACE);
+    const l = (JSON.parse(out) as Array<{ flags: string[]; operstate: string; stats64?: { rx?: { bytes: number }; tx?: { bytes: number } } }>)[0];
+    if (!l) return undefined;
+    return { adminUp: l.flags.includes('UP'), operstate: l.operstate, rxBytes: l.stats64?.rx?.bytes, txBytes: l.stats64?.tx?.bytes };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * What the chassis knows about processes, read from /proc: whether one is alive, stopped or a
+ * zombie, its start time (to tell a recorded pid from a reused one), its process group, and whether
+ * the chassis started it (the RUN_MARKER in its environment). Signals go only to processes that
+ * pass those checks: this module never ends anything by name.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { RUN_MARKER } from './layout.js';
+
+/** A process the chassis started, as recorded in state.json. */
+export interface RecordedProcess {
+  pid: number;
+  /** Start time in clock ticks since boot (/proc/<pid>/stat field 22): tells a reused pid apart. */
+  startTime?: number;
+}
+
+interface ProcStat {
+  state: string;
+  pgid: number;
+  startTime: number;
+}
+
+function readStat(pid: number): ProcStat | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
+    return { state: rest[0]!, pgid: Number(rest[2]), startTime: Number(rest[19]) };
+  } catch {
+    return undefined;
+  }
+}
+
+export function startTimeOf(pid: number): number | undefined {
+  return readStat(pid)?.startTime;
+}
+
+/** Process state letter (R, S, D, T stopped, t traced, Z zombie…), or undefined when gone. */
+export function stateOf(pid: number): string | undefined {
+  return readStat(pid)?.state;
+}
+
+/** Exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  const st = readStat(pid);
+  return st !== undefined && st.state !== 'Z' && st.state !== 'X';
+}
+
+/** The same process as recorded (a reused pid has a different start time). */
+export function isSameProcess(p: RecordedProcess): boolean {
+  const st = readStat(p.pid);
+  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  return p.startTime === undefined || p.startTime === st.startTime;
+}
+
+/** Whether the process carries this run's marker in its environment, i.e. the chassis started it. */
+export function carriesMarker(pid: number, runDir: string): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(`${RUN_MARKER}=${runDir}`);
+  } catch {
+    return false;
+  }
+}
+
+function allPids(): number[] {
+  return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+}
+
+/** Live members of a process group. */
+export function groupMembers(pgid: number): number[] {
+  return allPids().filter((p) => {
+    const st = readStat(p);
+    return st !== undefined && st.pgid === pgid && st.state !== 'Z' && st.state !== 'X';
+  });
+}
+
+/** Every live process carrying this run's marker. */
+export function markedProcesses(runDir: string): number[] {
+  return allPids().filter((p) => p !== process.pid && isAlive(p) && carriesMarker(p, runDir));
+}
+
+export function signal(pid: number, sig: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * SIGKILLs a process group the chassis created, if it still is ours: its recorded leader is the
+ * same process, or one of its members carries the run marker. Returns whether a signal was sent.
+ */
+export function killOurGroup(leader: RecordedProcess, runDir: string): boolean {
+  const members = groupMembers(leader.pid);
+  if (members.length === 0) return false;
+  const ours = isSameProcess(leader) || members.some((m) => carriesMarker(m, runDir));
+  return ours ? signal(-leader.pid, 'SIGKILL') : false;
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Waits (bounded) until `gone()` holds; returns whether it does. */
+export async function waitUntil(gone: () => boolean, timeoutMs: number, everyMs = 20): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (gone()) return true;
+    await sleep(everyMs);
+  }
+  return gone();
+}
