@@ -7,6 +7,7 @@ import { readInventory } from '../hw/inventory.js';
 import { Hlr } from '../sim/hlr.js';
 import { UsError } from '../core/errors.js';
 import { registerGuestCommands } from './guest-commands.js';
+import { registerHaCommands } from './ha-commands.js';
 import { runDemo } from './demo.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
@@ -17,6 +18,7 @@ const program = new Command('understudy')
   .showHelpAfterError();
 
 registerGuestCommands(program);
+registerHaCommands(program);
 
 program.command('board')
   .description('this board')

@@ -76,6 +76,9 @@ export declare interface Membership {
   on(ev: 'partner-update', fn: (hb: Heartbeat, previous: Heartbeat | undefined) => void): this;
 }
 
+/** How early a timer may fire by performance.now(): libuv timers use a clock cached per loop turn. */
+const TIMER_SLACK_MS = 2;
+
 const emptyRejects = (): Record<RejectReason, number> => ({ malformed: 0, crc: 0, version: 0, mac: 0, self: 0, stale: 0, 'old-generation': 0 });
 
 export class Membership extends EventEmitter {
@@ -157,6 +160,9 @@ export class Membership extends EventEmitter {
       const silent = performance.now() - b.lastHeard;
       if (silent >= this.o.linkTimeoutMs) {
         if (b.up) this.setLink(b, false, `silent for ${silent.toFixed(1)} ms (link timeout ${this.o.linkTimeoutMs} ms)`);
+      } else if (silent >= this.o.linkTimeoutMs - TIMER_SLACK_MS) {
+        // Timers run on libuv's cached loop clock and may fire a fraction of a ms early.
+        setTimeout(() => this.checkLink(b), this.o.linkTimeoutMs - silent + 1);
       }
       // else a frame arrived in the meantime and refreshed the timer
     });
@@ -171,6 +177,8 @@ export class Membership extends EventEmitter {
           this.partnerSince = Date.now();
           this.emit('partner-dead', silent);
         }
+      } else if (silent >= this.o.deadtimeMs - TIMER_SLACK_MS) {
+        setTimeout(() => this.checkPartner(), this.o.deadtimeMs - silent + 1);
       }
       // else a frame arrived in the meantime and refreshed the timer
     });

@@ -1,0 +1,245 @@
+/**
+ * One simulated board: its power, its controller process (understudyd in the board's network
+ * namespace, leader of its own process group) and its watchdog hardware. Power off and reset kill
+ * the board's process group (its QEMU, if any, dies with it); a watchdog firing resets the board.
+ * A controller that dies on its own is not restarted here: as on a real blade, the watchdog (if the
+ * controller armed it) resets the board. Owns only the processes it spawns.
+ */
+import { spawn } from 'node:child_process';
+import { appendFileSync, closeSync, openSync } from 'node:fs';
+import type { Logger } from '../../core/log.js';
+import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type BoardName } from './layout.js';
+import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
+import { SimWatchdog, type SimWatchdogStatus } from './watchdog.js';
+
+export type PowerState = 'on' | 'off';
+
+/** Why a board was reset or powered off; shown in `chassis status`. */
+export type ResetCause = 'watchdog' | 'fence' | 'power-controller' | 'operator' | 'power-fail';
+
+export interface SimBoardOptions {
+  layout: BoardLayout;
+  runDir: string;
+  /** Guest descriptor passed to the controller, or none (`--no-guest`). */
+  guestFile?: string;
+  watchdogTimeoutMs: number;
+  /** Pause between killing the board and starting it again on a reset. Default 300 ms. */
+  resetDelayMs?: number;
+  log: Logger;
+  /** Called whenever the recorded processes change (the chassis rewrites state.json). */
+  onChange: () => void;
+}
+
+export interface ControllerExit {
+  pid: number;
+  code: number | null;
+  signal: string | null;
+  at: string;
+  /** The chassis killed it (power off, reset) rather than it dying on its own. */
+  expected: boolean;
+}
+
+export interface SimBoardStatus {
+  board: BoardName;
+  netns: string;
+  power: PowerState;
+  /** Powered on and a reset is in progress. */
+  resetting: boolean;
+  boots: number;
+  controller: {
+    pid: number;
+    /** running, hung (SIGSTOPped), exited */
+    state: 'running' | 'hung' | 'exited';
+    alive: boolean;
+    startedAt: string;
+  } | null;
+  lastExit: ControllerExit | null;
+  resets: { count: number; last: { cause: ResetCause; at: string } | null };
+  watchdog: SimWatchdogStatus;
+  log: string;
+}
+
+export class SimBoard {
+  readonly name: BoardName;
+  private powerState: PowerState = 'off';
+  private resetting = false;
+  private boots = 0;
+  /** The current controller; `expected` is set when the chassis itself ends it. */
+  private current?: RecordedProcess & { startedAt: string; expected: boolean };
+  private lastExit: ControllerExit | null = null;
+  private resetCount = 0;
+  private lastReset: { cause: ResetCause; at: string } | null = null;
+  readonly watchdog: SimWatchdog;
+  /** Power operations run one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: SimBoardOptions) {
+    this.name = o.layout.name;
+    this.watchdog = new SimWatchdog({ fifo: o.layout.watchdogFifo, timeoutMs: o.watchdogTimeoutMs, onFire: () => this.onWatchdogFire() });
+  }
+
+  get power(): PowerState {
+    return this.powerState;
+  }
+
+  /** The running controller (leader of the board's process group), for state.json. */
+  get controller(): RecordedProcess | undefined {
+    return this.current ? { pid: this.current.pid, startTime: this.current.startTime } : undefined;
+  }
+
+  private serial<T>(op: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(op, op);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /** Powers the board on (starts its controller). No-op when already on. */
+  powerOn(): Promise<void> {
+    return this.serial(async () => {
+      if (this.powerState === 'on') return;
+      this.powerState = 'on';
+      this.boot();
+    });
+  }
+
+  /** Powers the board off: kills its process group and waits until it is gone. */
+  powerOff(cause: ResetCause): Promise<void> {
+    return this.serial(async () => {
+      if (this.powerState === 'off') return;
+      this.o.log.warn({ board: this.name, cause }, `power off ${this.name} (${cause})`);
+      this.recordReset(cause);
+      await this.killBoard();
+      this.powerState = 'off';
+      this.o.onChange();
+    });
+  }
+
+  /** Hard reset: kill the board, wait the reset delay, boot again. Powers on a board that was off. */
+  reset(cause: ResetCause): Promise<void> {
+    return this.serial(async () => {
+      this.o.log.warn({ board: this.name, cause }, `${cause} reset ${this.name}`);
+      this.recordReset(cause);
+      this.resetting = true;
+      try {
+        await this.killBoard();
+        await sleep(this.o.resetDelayMs ?? 300);
+      } finally {
+        this.resetting = false;
+      }
+      this.powerState = 'on';
+      this.boot();
+    });
+  }
+
+  /** Fault injection: SIGKILL the controller process only (its children, if any, stay). */
+  killController(): number | undefined {
+    const pid = this.current?.pid;
+    if (pid && isAlive(pid)) signal(pid, 'SIGKILL');
+    return pid;
+  }
+
+  /** Fault injection: SIGSTOP the controller (it hangs; its watchdog starves). */
+  hangController(): number | undefined {
+    const pid = this.current?.pid;
+    if (pid && isAlive(pid)) signal(pid, 'SIGSTOP');
+    return pid;
+  }
+
+  /** Orderly stop for `chassis down`: SIGTERM (the daemon shuts down and magic-closes its watchdog), then the group is killed. */
+  shutdown(graceMs = 5000): Promise<void> {
+    return this.serial(async () => {
+      const cur = this.current;
+      const pid = cur?.pid;
+      if (cur && pid && isAlive(pid)) {
+        cur.expected = true;
+        signal(pid, 'SIGTERM');
+        signal(pid, 'SIGCONT'); // a hung controller must run to shut down
+        await waitUntil(() => !isAlive(pid), graceMs);
+      }
+      await this.killBoard();
+      this.powerState = 'off';
+    });
+  }
+
+  private recordReset(cause: ResetCause): void {
+    this.resetCount++;
+    this.lastReset = { cause, at: new Date().toISOString() };
+  }
+
+  private onWatchdogFire(): void {
+    this.o.log.warn({ board: this.name, timeoutMs: this.o.watchdogTimeoutMs }, `watchdog reset ${this.name}`);
+    void this.reset('watchdog').catch((e) => this.o.log.error({ board: this.name, err: (e as Error).message }, 'watchdog reset failed'));
+  }
+
+  /** Starts the controller in the board's namespace, in its own process group, output to board.log. */
+  private boot(): void {
+    const { layout } = this.o;
+    this.boots++;
+    this.watchdog.listen();
+    appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}\n`, { mode: 0o600 });
+    const out = openSync(layout.log, 'a', 0o600);
+    const args = ['netns', 'exec', layout.netns, process.execPath, DAEMON_ENTRY, '--board', layout.profile,
+      ...(this.o.guestFile ? ['--guest', this.o.guestFile] : ['--no-guest'])];
+    // `ip netns exec` execs the command, so the child's pid is the controller's and leads its group.
+    const child = spawn('ip', args, {
+      detached: true,
+      stdio: ['ignore', out, out],
+      env: { ...process.env, [RUN_MARKER]: this.o.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+    });
+    closeSync(out);
+    const pid = child.pid;
+    if (pid === undefined) {
+      this.o.log.error({ board: this.name }, 'controller could not be spawned');
+      child.once('error', () => undefined);
+      return;
+    }
+    const record = { pid, startTime: startTimeOf(pid), startedAt: new Date().toISOString(), expected: false };
+    this.current = record;
+    this.o.log.info({ board: this.name, pid, boot: this.boots }, `controller of ${this.name} started (pid ${pid})`);
+    child.once('error', (e) => this.o.log.error({ board: this.name, err: e.message }, 'controller spawn failed'));
+    child.once('exit', (code, sig) => {
+      const expected = record.expected;
+      this.lastExit = { pid, code, signal: sig, at: new Date().toISOString(), expected };
+      const how = sig ? `signal ${sig}` : `code ${code}`;
+      if (expected) this.o.log.info({ board: this.name, pid, code, signal: sig }, `controller of ${this.name} ended (${how})`);
+      else this.o.log.warn({ board: this.name, pid, code, signal: sig }, `controller of ${this.name} exited on its own (${how}); see ${layout.log}`);
+      this.o.onChange();
+    });
+    this.o.onChange();
+  }
+
+  /** Kills the board's process group (controller, QEMU, anything it started) and waits until it is empty. */
+  private async killBoard(): Promise<void> {
+    this.watchdog.ignore();
+    const cur = this.current;
+    if (!cur) return;
+    cur.expected = true;
+    if (groupMembers(cur.pid).length > 0) signal(-cur.pid, 'SIGKILL');
+    const gone = await waitUntil(() => groupMembers(cur.pid).length === 0, 5000);
+    if (!gone) this.o.log.error({ board: this.name, pgid: cur.pid, left: groupMembers(cur.pid) }, 'board process group did not die within 5 s');
+    this.current = undefined;
+    this.o.onChange();
+  }
+
+  status(): SimBoardStatus {
+    const cur = this.current;
+    let controller: SimBoardStatus['controller'] = null;
+    if (cur) {
+      const st = stateOf(cur.pid);
+      const alive = st !== undefined && st !== 'Z' && st !== 'X';
+      controller = { pid: cur.pid, state: !alive ? 'exited' : st === 'T' || st === 't' ? 'hung' : 'running', alive, startedAt: cur.startedAt };
+    }
+    return {
+      board: this.name,
+      netns: this.o.layout.netns,
+      power: this.powerState,
+      resetting: this.resetting,
+      boots: this.boots,
+      controller,
+      lastExit: this.lastExit,
+      resets: { count: this.resetCount, last: this.lastReset },
+      watchdog: this.watchdog.status(),
+      log: this.o.layout.log,
+    };
+  }
+}

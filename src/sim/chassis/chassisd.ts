@@ -1,0 +1,326 @@
+/**
+ * chassisd: the simulated chassis' supervisor, one process per chassis run. Builds the chassis
+ * (namespaces and the veth partner link, the serial pty pairs and their pacing relay, console pty
+ * pairs, watchdog FIFOs, the power controller), powers both boards on, and then serves the
+ * `chassis` commands on <run>/chassis.sock until told to shut down. Everything it creates is
+ * recorded in state.json before it is made, so a crash never leaves something nobody can find.
+ */
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsError, asUsError } from '../../core/errors.js';
+import { createLogger, type Logger } from '../../core/log.js';
+import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
+import { SimBoard, type SimBoardStatus } from './board.js';
+import { BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, chassisLayout, parseBoardName, type BoardName, type ChassisLayout } from './layout.js';
+import { createNetwork, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
+import { PowerController } from './power-controller.js';
+import { startTimeOf, isAlive, signal } from './procs.js';
+import { writeChassisProfiles } from './profiles.js';
+import { startPtyPair, type PtyPair } from './pty-pair.js';
+import { SerialRelay, openSerialEnd, type DirectionCounters } from './serial-relay.js';
+import { cleanupRecorded, writeState, type ChassisState } from './state.js';
+
+export type GuestMode = 'none' | 'primary';
+export type LinkName = 'ethernet' | 'serial';
+export type FailHow = 'kill' | 'hang' | 'power';
+
+export interface ChassisdOptions {
+  name: string;
+  runDir?: string;
+  /** Serial partner link rate, written into both profiles and used by the relay. */
+  baud: number;
+  guest: GuestMode;
+}
+
+/** What a board's controller says about itself, or why it could not be asked. */
+export type Answer = { ok: true; result: unknown } | { ok: false; unavailable: string };
+
+export interface BoardView extends SimBoardStatus {
+  /** The controller answered `ping` on its control socket. */
+  answers: boolean;
+  controlSocket: string;
+  role: Answer;
+  linkStatus: Answer;
+}
+
+export interface ChassisStatus {
+  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number };
+  boards: BoardView[];
+  links: {
+    ethernet: { state: 'up' | 'cut'; ends: Record<BoardName, PlinkStatus | null> };
+    serial: { state: 'up' | 'cut'; baud: number; aToB: DirectionCounters; bToA: DirectionCounters };
+  };
+  powerController: { socket: string; broken: boolean; requests: number; recent: Array<{ at: string; request: string; reply: string }> };
+}
+
+/** How long a status query waits for a board's controller. */
+const BOARD_QUERY_MS = 800;
+
+export function parseLink(s: string): LinkName {
+  const v = String(s).toLowerCase();
+  if (v === 'ethernet' || v === 'eth') return 'ethernet';
+  if (v === 'serial') return 'serial';
+  throw new UsError('US_ERR_CONFIG', `unknown link "${s}" (links: ethernet, serial)`);
+}
+
+export class Chassisd {
+  readonly layout: ChassisLayout;
+  private readonly state: ChassisState;
+  private readonly boards = {} as Record<BoardName, SimBoard>;
+  private readonly ptys: PtyPair[] = [];
+  private relay?: SerialRelay;
+  private power?: PowerController;
+  private control?: ControlServer;
+  private ethernetCut = false;
+  private readonly startedAt = Date.now();
+  private stopping?: Promise<void>;
+
+  constructor(private readonly o: ChassisdOptions, private readonly log: Logger) {
+    this.layout = chassisLayout(o.name, o.runDir);
+    this.state = {
+      version: 1,
+      name: o.name,
+      runDir: this.layout.runDir,
+      startedAt: new Date().toISOString(),
+      chassisd: { pid: process.pid, startTime: startTimeOf(process.pid) },
+      namespaces: [],
+      vethTemp: [],
+      helpers: [],
+      boards: {},
+    };
+  }
+
+  private record(): void {
+    for (const b of BOARD_NAMES) if (this.boards[b]) this.state.boards[b] = { controller: this.boards[b].controller };
+    writeState(this.layout.stateFile, this.state);
+  }
+
+  /** Builds the chassis and boots both boards. On failure, undoes what it made and throws. */
+  async start(): Promise<void> {
+    const L = this.layout;
+    mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
+    for (const b of BOARD_NAMES) mkdirSync(L.boards[b].dir, { recursive: true, mode: 0o700 });
+    this.record();
+    try {
+      // Names first, then the things: a crash in between still leaves them findable.
+      const veth = vethTempNames(this.o.name);
+      this.state.namespaces = BOARD_NAMES.map((b) => L.boards[b].netns);
+      this.state.vethTemp = veth;
+      this.record();
+      await createNetwork({ namespaces: [L.boards['sim-a'].netns, L.boards['sim-b'].netns], vethTemp: veth, addresses: [PLINK_ADDRESS['sim-a'], PLINK_ADDRESS['sim-b']] });
+      this.log.info({ namespaces: this.state.namespaces }, 'network namespaces and the Ethernet partner link are up');
+
+      const profiles = writeChassisProfiles(L, this.o.baud);
+      for (const b of BOARD_NAMES) {
+        await this.startPty(`socat serial ${b}`, [L.boards[b].serialDevice, L.boards[b].relayDevice]);
+        await this.startPty(`socat console ${b}`, [L.boards[b].consoleBoard, L.boards[b].consoleUser]);
+      }
+      const onError = (e: Error) => this.log.error({ err: e.message }, 'serial relay port error');
+      const [ra, rb] = await Promise.all(BOARD_NAMES.map((b) => openSerialEnd(L.boards[b].relayDevice, onError)));
+      this.relay = new SerialRelay(ra!, rb!, { baud: this.o.baud });
+      this.relay.start();
+      this.log.info({ baud: this.o.baud }, 'serial partner link relay running');
+
+      const guestFile = this.o.guest === 'primary' ? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json') : undefined;
+      for (const b of BOARD_NAMES) {
+        this.boards[b] = new SimBoard({
+          layout: L.boards[b],
+          runDir: L.runDir,
+          guestFile,
+          watchdogTimeoutMs: profiles[b].watchdogTimeoutMs,
+          log: this.log.child({ component: 'board' }),
+          onChange: () => this.record(),
+        });
+        this.boards[b].watchdog.open();
+      }
+      this.power = new PowerController(this.boards, this.log.child({ component: 'power' }));
+      await this.power.listen(L.powerSocket);
+      this.control = await serveControl(L.controlSocket, (cmd, args) => this.handle(cmd, args));
+      await Promise.all(BOARD_NAMES.map((b) => this.boards[b].powerOn()));
+      this.record();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'chassis failed to start; undoing');
+      await this.stop();
+      throw e;
+    }
+    this.log.info({ runDir: L.runDir }, 'chassis up');
+  }
+
+  private async startPty(role: string, ends: [string, string]): Promise<void> {
+    const pair = await startPtyPair(ends, this.layout.runDir);
+    this.ptys.push(pair);
+    this.state.helpers.push({ role, pid: pair.pid, startTime: pair.startTime });
+    this.record();
+    pair.process.once('exit', (code, sig) => {
+      if (!this.stopping) this.log.error({ role, code, signal: sig }, `${role} (socat) exited; that link is dead until the next chassis up`);
+    });
+  }
+
+  /** Orderly teardown: boards shut down (SIGTERM, then their groups killed), helpers, network. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info('chassis shutting down');
+      this.control?.close();
+      this.power?.close();
+      await Promise.allSettled(BOARD_NAMES.filter((b) => this.boards[b]).map((b) => this.boards[b].shutdown()));
+      for (const b of BOARD_NAMES) this.boards[b]?.watchdog.close();
+      this.record();
+      await this.relay?.close();
+      for (const p of this.ptys) if (isAlive(p.pid)) signal(p.pid, 'SIGTERM');
+      const report = await cleanupRecorded(this.state);
+      this.log.info(report, 'chassis torn down');
+      if (report.survivors.length === 0) {
+        for (const f of [this.layout.stateFile, this.layout.controlSocket, this.layout.powerSocket, this.layout.keyFile]) rmSync(f, { force: true });
+        for (const b of BOARD_NAMES) {
+          const B = this.layout.boards[b];
+          for (const f of [B.serialDevice, B.relayDevice, B.consoleBoard, B.consoleUser, B.watchdogFifo]) rmSync(f, { force: true });
+        }
+      }
+    })();
+    return this.stopping;
+  }
+
+  private board(args: Record<string, unknown>): SimBoard {
+    return this.boards[parseBoardName(String(args.board ?? ''))];
+  }
+
+  private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {
+    if (this.stopping && command !== 'ping') throw new UsError('US_ERR_CHASSIS', 'the chassis is shutting down');
+    switch (command) {
+      case 'ping':
+        return { chassis: this.o.name, pid: process.pid };
+      case 'status':
+        return this.status();
+      case 'fail': {
+        const board = this.board(args);
+        const how = String(args.how ?? '');
+        if (how === 'kill') return { board: board.name, how, pid: board.killController() ?? null };
+        if (how === 'hang') return { board: board.name, how, pid: board.hangController() ?? null };
+        if (how === 'power') {
+          await board.powerOff('power-fail');
+          return { board: board.name, how, power: board.power };
+        }
+        throw new UsError('US_ERR_CONFIG', `unknown failure "${how}" (kill, hang, power)`);
+      }
+      case 'power': {
+        const board = this.board(args);
+        const to = String(args.state ?? '');
+        if (to === 'on') await board.powerOn();
+        else if (to === 'off') await board.powerOff('operator');
+        else throw new UsError('US_ERR_CONFIG', `power: expected on or off, got "${to}"`);
+        return { board: board.name, power: board.power };
+      }
+      case 'power-controller': {
+        const action = String(args.action ?? '');
+        if (action === 'break') this.power!.break();
+        else if (action === 'fix') this.power!.fix();
+        else throw new UsError('US_ERR_CONFIG', `power-controller: expected break or fix, got "${action}"`);
+        return { broken: this.power!.broken };
+      }
+      case 'cut':
+      case 'heal':
+        return this.setLink(parseLink(String(args.link ?? '')), command === 'heal');
+      case 'shutdown':
+        setImmediate(() => void this.stop().then(() => process.exit(0), () => process.exit(1)));
+        return { stopping: true };
+      default:
+        throw new UsError('US_ERR_CONTROL', `unknown chassis command "${command}"`);
+    }
+  }
+
+  private async setLink(link: LinkName, up: boolean): Promise<unknown> {
+    if (link === 'serial') {
+      if (up) this.relay!.heal(); else this.relay!.cut();
+      this.log.warn(`serial partner link ${up ? 'healed' : 'cut'}`);
+      return { link, state: this.relay!.isCut ? 'cut' : 'up' };
+    }
+    const A = this.layout.boards['sim-a'].netns;
+    const B = this.layout.boards['sim-b'].netns;
+    if (up) {
+      await setPlink(A, true);
+      await setPlink(B, true);
+    } else {
+      await setPlink(A, false);
+    }
+    const a = await plinkStatus(A);
+    if (!a || a.adminUp !== up) throw new UsError('US_ERR_CHASSIS', `ethernet ${up ? 'heal' : 'cut'}: plink in ${A} is ${a ? (a.adminUp ? 'up' : 'down') : 'missing'}`);
+    this.ethernetCut = !up;
+    this.log.warn(`ethernet partner link ${up ? 'healed' : 'cut'}`);
+    return { link, state: up ? 'up' : 'cut' };
+  }
+
+  private async askBoard(sock: string, command: string): Promise<Answer> {
+    try {
+      return { ok: true, result: await callControl(sock, command, {}, BOARD_QUERY_MS) };
+    } catch (e) {
+      const u = asUsError(e);
+      return { ok: false, unavailable: `${u.code}: ${u.message}` };
+    }
+  }
+
+  async status(): Promise<ChassisStatus> {
+    const L = this.layout;
+    const boards = await Promise.all(BOARD_NAMES.map(async (b): Promise<BoardView> => {
+      const st = this.boards[b].status();
+      const sock = L.boards[b].controlSocket;
+      if (!st.controller || st.controller.state !== 'running') {
+        const why = st.controller ? `controller ${st.controller.state}` : `board ${st.power === 'off' ? 'powered off' : 'has no controller'}`;
+        return { ...st, answers: false, controlSocket: sock, role: { ok: false, unavailable: why }, linkStatus: { ok: false, unavailable: why } };
+      }
+      const [ping, role, linkStatus] = await Promise.all([this.askBoard(sock, 'ping'), this.askBoard(sock, 'role'), this.askBoard(sock, 'link.status')]);
+      return { ...st, answers: ping.ok, controlSocket: sock, role, linkStatus };
+    }));
+    const [ea, eb] = await Promise.all(BOARD_NAMES.map((b) => plinkStatus(L.boards[b].netns)));
+    const counters = this.relay!.counters();
+    const pc = this.power!.status();
+    return {
+      chassis: { name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud },
+      boards,
+      links: {
+        ethernet: { state: this.ethernetCut ? 'cut' : 'up', ends: { 'sim-a': ea ?? null, 'sim-b': eb ?? null } },
+        serial: { state: this.relay!.isCut ? 'cut' : 'up', baud: this.o.baud, aToB: counters.aToB, bToA: counters.bToA },
+      },
+      powerController: { socket: L.powerSocket, broken: pc.broken, requests: pc.requests, recent: pc.recent },
+    };
+  }
+}
+
+/**
+ * Entry of `understudy chassis run` (internal; started detached by `chassis up`). Writes one line
+ * to stdout once the chassis is built — `READY <pid>` or `FAILED <json error>` — then runs until
+ * SIGTERM/SIGINT or the `shutdown` request.
+ */
+export async function runChassisd(o: ChassisdOptions): Promise<void> {
+  const log = createLogger('chassisd').child({ chassis: o.name });
+  const d = new Chassisd(o, log);
+  const notify = (line: string) => {
+    try {
+      process.stdout.write(`${line}\n`);
+    } catch {
+      // the launcher has gone; the log has it
+    }
+  };
+  process.stdout.on('error', () => undefined);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      log.info({ signal: sig }, 'signal: shutting down');
+      void d.stop().then(() => process.exit(0), () => process.exit(1));
+    });
+  }
+  try {
+    await d.start();
+  } catch (e) {
+    notify(`FAILED ${JSON.stringify(asUsError(e).toJSON())}`);
+    process.exit(1);
+  }
+  notify(`READY ${process.pid}`);
+}
+
+/** The last lines of a log file, for error messages. */
+export function tail(file: string, lines = 15): string {
+  try {
+    return readFileSync(file, 'utf8').split('\n').filter(Boolean).slice(-lines).join('\n');
+  } catch {
+    return '';
+  }
+}

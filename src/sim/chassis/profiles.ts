@@ -1,0 +1,65 @@
+/**
+ * The boards' profiles for one chassis run: the repository's board/sim-a.json and sim-b.json with
+ * every path moved into the run directory and the links, watchdog, fencing and key pointed at the
+ * chassis' own devices. Validated with the product's schema before any board boots, so a profile
+ * the controller would reject fails `chassis up` at once, naming the field.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { boardProfileSchema } from '../../config/board-profile.js';
+import { UsError } from '../../core/errors.js';
+import { BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, PLINK_INTERFACE, PLINK_PORT, partnerOf, type BoardName, type ChassisLayout } from './layout.js';
+
+/** Watchdog timeout when a template has none. */
+export const DEFAULT_WATCHDOG_TIMEOUT_MS = 2000;
+
+export interface GeneratedProfile {
+  file: string;
+  watchdogTimeoutMs: number;
+}
+
+export function templateFile(board: BoardName): string {
+  return join(PACKAGE_ROOT, 'board', `${board}.json`);
+}
+
+/** Builds one board's profile from its template (pure; exported for tests). */
+export function chassisProfile(template: Record<string, any>, board: BoardName, layout: ChassisLayout, baud: number): Record<string, any> {
+  const b = layout.boards[board];
+  const p = structuredClone(template);
+  p.storageDir = b.storageDir;
+  p.partner = {
+    ...(p.partner ?? {}),
+    serial: { device: b.serialDevice, baud },
+    ethernet: { interface: PLINK_INTERFACE, localAddress: PLINK_ADDRESS[board], partnerAddress: PLINK_ADDRESS[partnerOf(board)], port: PLINK_PORT },
+  };
+  p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
+  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket };
+  if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
+  p.console = { ...(p.console ?? {}), device: b.consoleBoard };
+  return p;
+}
+
+/** Writes both profiles (mode 0600) and the pair's fresh heartbeat key. */
+export function writeChassisProfiles(layout: ChassisLayout, baud: number): Record<BoardName, GeneratedProfile> {
+  writeFileSync(layout.keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  const out = {} as Record<BoardName, GeneratedProfile>;
+  for (const board of BOARD_NAMES) {
+    let template: Record<string, any>;
+    try {
+      template = JSON.parse(readFileSync(templateFile(board), 'utf8')) as Record<string, any>;
+    } catch (e) {
+      throw new UsError('US_ERR_CONFIG', `board template ${templateFile(board)}: ${(e as Error).message}`);
+    }
+    const profile = chassisProfile(template, board, layout, baud);
+    const check = boardProfileSchema.safeParse(profile);
+    if (!check.success) {
+      const i = check.error.issues[0]!;
+      throw new UsError('US_ERR_CONFIG', `generated profile for ${board} is invalid at ${i.path.join('.') || '(root)'}: ${i.message} (template ${templateFile(board)})`);
+    }
+    const file = layout.boards[board].profile;
+    writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
+    out[board] = { file, watchdogTimeoutMs: profile.watchdog.timeoutMs as number };
+  }
+  return out;
+}

@@ -1,0 +1,201 @@
+/**
+ * Installs a signed package into the inactive slot and arms a one-shot trial of it. Order, chosen so
+ * a power cut at any instant leaves a bootable board:
+ *
+ *   1. verify the signature (before any payload byte is read), the family, the version rules;
+ *   2. stream the payload into <slots>/.staging-X (hashing, fsync per file), add slot.json, fsync the tree;
+ *   3. if X is the armed trial, disarm it (X is about to change);
+ *   4. rename X to .retired-X, rename the staging dir to X, fsync the slots dir, delete .retired-X;
+ *   5. arm the trial of X with the board's boot attempts (one env write).
+ *
+ * A rejection at 1-2 leaves slot X and the boot environment untouched. Owns that sequence only; the
+ * pieces are in package-format.ts, payload.ts, slots.ts and bootflow.ts.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { UsError } from '../core/errors.js';
+import type { BootEnv } from '../hw/bootenv/boot-env.js';
+import { fsyncDir } from '../hw/bootenv/durable.js';
+import { armTrial, commitSlot, disarmTrial, readBootState } from './bootflow.js';
+import type { TrustedKeys } from './keys.js';
+import { readVerifiedHead } from './package-format.js';
+import { PayloadExtractor, syncTree } from './payload.js';
+import { compareSemVer } from './semver.js';
+import { otherSlot, SLOT_NAMES, type SlotName, type SlotStore } from './slots.js';
+
+/** Named points of the sequence, reported through `onStep` (tests kill the process at each). */
+export type InstallStep = 'verified' | 'staged' | 'disarmed' | 'retired' | 'swapped' | 'armed';
+
+export interface InstallProgress {
+  /** Payload bytes processed so far. */
+  done: number;
+  total: number;
+}
+
+export interface InstallOptions {
+  /** The .usp file. */
+  packagePath: string;
+  /** The board's family; the package's `compatible` must equal it. */
+  family: string;
+  store: SlotStore;
+  env: BootEnv;
+  trustedKeys: TrustedKeys;
+  /** Boot attempts armed for the new slot. */
+  bootAttempts: number;
+  /** Install even if it is a downgrade or the running version is below the package's minimum. */
+  force?: boolean;
+  onProgress?: (p: InstallProgress) => void;
+  onStep?: (s: InstallStep) => void;
+  /** Read size while streaming. Default 1 MiB. */
+  chunkBytes?: number;
+}
+
+export interface InstallResult {
+  slot: SlotName;
+  version: string;
+  /** The running slot's version before the install, if it had one. */
+  previousVersion?: string;
+  /** A trial was armed (false only for the first install on an empty board, committed directly). */
+  armed: boolean;
+  firstInstall: boolean;
+  bootAttempts: number;
+  forced: boolean;
+  packageSha256: string;
+  keyId: string;
+  files: number;
+  bytes: number;
+  durationMs: number;
+}
+
+export async function installPackage(o: InstallOptions): Promise<InstallResult> {
+  const t0 = performance.now();
+  const where = `package ${o.packagePath}`;
+  const step = (s: InstallStep) => o.onStep?.(s);
+  const release = o.store.lock('install');
+  let staging: string | undefined;
+  try {
+    o.store.cleanLeftovers();
+    const fh = await open(o.packagePath, 'r').catch((e: Error) => {
+      throw new UsError('US_ERR_NOT_FOUND', `${where}: cannot open: ${e.message}`);
+    });
+    let head;
+    let target: SlotName;
+    let running: SlotName | undefined;
+    let firstInstall: boolean;
+    let previousVersion: string | undefined;
+    let forced = false;
+    const pkgHash = createHash('sha256');
+    let result;
+    try {
+      head = await readVerifiedHead(fh, o.trustedKeys, where);
+      const m = head.manifest;
+      step('verified');
+      if (m.compatible !== o.family) {
+        throw new UsError('US_ERR_PKG_INCOMPATIBLE', `${where}: made for board family "${m.compatible}", this board is "${o.family}"`, { compatible: m.compatible, family: o.family });
+      }
+
+      const st = await readBootState(o.env);
+      firstInstall = SLOT_NAMES.every((s) => !o.store.isLoadable(s));
+      if (firstInstall) {
+        target = 'A';
+      } else {
+        running = o.store.bootedSlot() ?? st.good ?? (o.store.isLoadable('A') ? 'A' : 'B');
+        if (st.trial === running && st.good !== running) {
+          throw new UsError('US_ERR_UPGRADE_STATE', `the running slot ${running} is an uncommitted trial and slot ${otherSlot(running)} is its fallback: run \`understudy upgrade mark-good\` first (or reboot to fall back)`);
+        }
+        target = otherSlot(running);
+        previousVersion = o.store.readRecord(running).record?.version;
+      }
+      if (previousVersion !== undefined) {
+        if (compareSemVer(m.version, previousVersion) < 0) {
+          if (!o.force) throw new UsError('US_ERR_PKG_DOWNGRADE', `${where}: version ${m.version} is older than the running ${previousVersion}; use --force to downgrade`, { version: m.version, running: previousVersion });
+          forced = true;
+        }
+        if (m.minVersion && compareSemVer(previousVersion, m.minVersion) < 0) {
+          if (!o.force) throw new UsError('US_ERR_PKG_TOO_OLD', `${where}: upgrades from ${m.minVersion} or later; the running version is ${previousVersion}; use --force to install anyway`, { minVersion: m.minVersion, running: previousVersion });
+          forced = true;
+        }
+      }
+
+      // 2. Stream the payload into the staging directory.
+      staging = o.store.stagingDir(target);
+      mkdirSync(staging, { mode: 0o755 });
+      pkgHash.update(head.headBytes);
+      const ex = new PayloadExtractor(m, staging, where);
+      const total = head.header.payloadBytes;
+      const chunkBytes = o.chunkBytes ?? 1 << 20;
+      let done = 0;
+      o.onProgress?.({ done, total });
+      while (done < total) {
+        // A fresh buffer per read: the tar parser may keep a reference to the tail of a chunk.
+        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total - done));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, head.payloadOffset + done);
+        if (bytesRead === 0) throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: file shrank while being read`);
+        const chunk = buf.subarray(0, bytesRead);
+        pkgHash.update(chunk);
+        await ex.write(chunk);
+        done += bytesRead;
+        o.onProgress?.({ done, total });
+      }
+      result = await ex.finish();
+    } finally {
+      await fh.close();
+    }
+    const m = head.manifest;
+    const packageSha256 = pkgHash.digest('hex');
+    o.store.writeRecordInto(staging, {
+      format: 1,
+      slot: target,
+      version: m.version,
+      compatible: m.compatible,
+      installedAt: new Date().toISOString(),
+      packageSha256,
+      keyId: head.keyId,
+      ...(m.description ? { description: m.description } : {}),
+      files: m.files,
+    });
+    syncTree(staging, result.dirs);
+    step('staged');
+
+    // 3-4. From here on the slot changes: it must not be armed while it does.
+    const st = await readBootState(o.env);
+    if (st.trial === target) {
+      await disarmTrial(o.env);
+      step('disarmed');
+    }
+    const slotDir = o.store.slotDir(target);
+    const retired = o.store.retiredDir(target);
+    if (existsSync(slotDir)) {
+      renameSync(slotDir, retired);
+      step('retired');
+    }
+    renameSync(staging, slotDir);
+    staging = undefined;
+    fsyncDir(o.store.slotsDir);
+    step('swapped');
+    rmSync(retired, { recursive: true, force: true });
+
+    // 5. Arm (or, on an empty board, commit: there is nothing to fall back to).
+    if (firstInstall) await commitSlot(o.env, target);
+    else await armTrial(o.env, running!, target, o.bootAttempts);
+    step('armed');
+    return {
+      slot: target,
+      version: m.version,
+      previousVersion,
+      armed: !firstInstall,
+      firstInstall,
+      bootAttempts: firstInstall ? 0 : o.bootAttempts,
+      forced,
+      packageSha256,
+      keyId: head.keyId,
+      files: result.files,
+      bytes: result.bytes,
+      durationMs: Math.round(performance.now() - t0),
+    };
+  } finally {
+    if (staging) rmSync(staging, { recursive: true, force: true });
+    release();
+  }
+}
