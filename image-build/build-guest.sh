@@ -25,6 +25,8 @@
 # ~3 s instead of ~6 s under TCG). -kernel/-initrd/-append are used exactly as
 # with a bzImage. "bzimage" ships Debian's file unchanged (for a bootloader).
 # Needs root on a Debian host (apt-get for missing build tools, mknod).
+# Re-run under bash when started as "sh build-guest.sh" (this line is POSIX).
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 log() { printf '[build-guest] %s\n' "$*"; }
@@ -138,6 +140,15 @@ fi
 # ------------------------------------------------------------------ kernel
 log "step 2/7: kernel package"
 mkdir -p "$CACHE/debs" "$CACHE/kernel"
+# The versioned package behind the linux-image-amd64 metapackage (e.g.
+# linux-image-6.1.0-56-amd64), from the current apt lists.
+resolve_kpkg() {
+	apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'
+}
+download_kpkg() {
+	log "downloading $KPKG"
+	(cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "$KPKG" >/dev/null 2>&1)
+}
 KPKG=${DX_KERNEL_PKG:-}
 KDIR=""
 if [ -z "$KPKG" ]; then
@@ -146,36 +157,32 @@ if [ -z "$KPKG" ]; then
 		-exec test -f '{}/.complete' ';' -print | sort -V | tail -n1)
 fi
 if [ -z "$KDIR" ]; then
-	if [ -z "$KPKG" ]; then
+	deb=""
+	if [ -n "$KPKG" ]; then
+		deb=$(find "$CACHE/debs" -maxdepth 1 -name "${KPKG}_*.deb" | sort -V | tail -n1)
+	fi
+	if [ -z "$deb" ]; then
 		apt_lists_empty && apt_update
-		KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-		if [ -z "$KPKG" ]; then
+		[ -n "$KPKG" ] || KPKG=$(resolve_kpkg)
+		if [ -z "$KPKG" ] || ! download_kpkg; then
+			# stale or missing lists: refresh once, resolve again, retry
 			apt_update
-			KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+			[ -n "${DX_KERNEL_PKG:-}" ] || KPKG=$(resolve_kpkg)
+			[ -n "$KPKG" ] || die "cannot resolve the kernel package behind linux-image-amd64"
+			download_kpkg || die "apt-get download $KPKG failed"
 		fi
-		[ -n "$KPKG" ] || die "cannot resolve the kernel package behind linux-image-amd64"
+		deb=$(find "$CACHE/debs" -maxdepth 1 -name "${KPKG}_*.deb" | sort -V | tail -n1)
+		[ -n "$deb" ] || die "no .deb for $KPKG after download"
 	fi
 	KDIR="$CACHE/kernel/$KPKG"
-	if [ ! -f "$KDIR/.complete" ]; then
-		deb=$(find "$CACHE/debs" -maxdepth 1 -name "${KPKG}_*.deb" | sort -V | tail -n1)
-		if [ -z "$deb" ]; then
-			log "downloading $KPKG"
-			apt_lists_empty && apt_update
-			(cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "$KPKG" >/dev/null) ||
-				{ apt_update; (cd "$CACHE/debs" && apt-get download -q -o APT::Sandbox::User=root "$KPKG" >/dev/null); } ||
-				die "apt-get download $KPKG failed"
-			deb=$(find "$CACHE/debs" -maxdepth 1 -name "${KPKG}_*.deb" | sort -V | tail -n1)
-		fi
-		[ -n "$deb" ] || die "no .deb for $KPKG"
-		log "extracting $(basename "$deb")"
-		rm -rf "$KDIR.tmp"
-		mkdir -p "$KDIR.tmp"
-		dpkg-deb -x "$deb" "$KDIR.tmp"
-		dpkg-deb -f "$deb" Package Version >"$KDIR.tmp/.package"
-		rm -rf "$KDIR"
-		mv "$KDIR.tmp" "$KDIR"
-		touch "$KDIR/.complete"
-	fi
+	log "extracting $(basename "$deb")"
+	rm -rf "$KDIR.tmp"
+	mkdir -p "$KDIR.tmp"
+	dpkg-deb -x "$deb" "$KDIR.tmp"
+	dpkg-deb -f "$deb" Package Version >"$KDIR.tmp/.package"
+	rm -rf "$KDIR"
+	mv "$KDIR.tmp" "$KDIR"
+	touch "$KDIR/.complete"
 fi
 VMLINUZ=$(find "$KDIR/boot" -maxdepth 1 -name 'vmlinuz-*' | sort -V | tail -n1)
 [ -n "$VMLINUZ" ] || die "no vmlinuz in $KDIR"
@@ -284,7 +291,9 @@ done
 
 log "step 6/7: packing initrd.img"
 mkdir -p "$OUT"
-(cd "$STAGE" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --quiet) |
+# reproducible: fixed mtimes, owners and inode numbers, sorted names
+find "$STAGE" -exec touch -h -d @0 '{}' +
+(cd "$STAGE" && find . -mindepth 1 | sort | cpio -o -H newc -R 0:0 --reproducible --quiet) |
 	gzip -9 -n >"$OUT/initrd.img.tmp"
 # Decompresses the bzImage payload into the kernel's ELF image if it has a PVH
 # entry note (XEN_ELFNOTE_PHYS32_ENTRY, type 18); returns 1 otherwise.

@@ -40,7 +40,8 @@ export function formatRole(s: HaStatus | { board: string; role: string }): strin
     `partner: ${s.partner.state}${s.partner.heartbeat ? ` (${s.partner.heartbeat.sender} ${s.partner.heartbeat.role})` : ''}`,
     `fencing: ${s.fencing.method}, ${s.fencing.attempts} attempts, ${s.fencing.failures} failures${s.fencing.lastError ? ` (last: ${s.fencing.lastError})` : ''}`,
     `watchdog: ${s.watchdog ? `${s.watchdog.device}, ${s.watchdog.kicking ? 'kicking' : 'NOT KICKING'}, ${s.watchdog.kicks} kicks` : 'none'}`,
-    `event loop delay: p50 ${s.loopDelayMs.p50} ms, p99 ${s.loopDelayMs.p99} ms, max ${s.loopDelayMs.max} ms`,
+    `membership process ${s.membershipProcess.tid ?? '?'}${s.membershipProcess.rtPriority ? ` (SCHED_FIFO ${s.membershipProcess.rtPriority})` : ''}${s.membershipProcess.rtError ? ` (no real-time priority: ${s.membershipProcess.rtError})` : ''}`,
+    `event loop delay: membership p99 ${s.loopDelayMs.membership.p99} ms (max ${s.loopDelayMs.membership.max}), main p99 ${s.loopDelayMs.main.p99} ms (max ${s.loopDelayMs.main.max})`,
     s.alarms.length ? `ALARMS: ${s.alarms.join('; ')}` : 'no alarms',
   ].join('\n');
 }

@@ -7,6 +7,8 @@ import { readInventory } from '../hw/inventory.js';
 import { Hlr } from '../sim/hlr.js';
 import { UsError } from '../core/errors.js';
 import { registerGuestCommands } from './guest-commands.js';
+import { registerUpgradeCommands } from './upgrade-commands.js';
+import { registerChassisCommands } from './chassis-commands.js';
 import { registerHaCommands } from './ha-commands.js';
 import { runDemo } from './demo.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
@@ -18,6 +20,8 @@ const program = new Command('understudy')
   .showHelpAfterError();
 
 registerGuestCommands(program);
+registerUpgradeCommands(program);
+registerChassisCommands(program);
 registerHaCommands(program);
 
 program.command('board')

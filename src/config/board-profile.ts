@@ -93,6 +93,8 @@ export const boardProfileSchema = z
         priority: z.number().int().min(0).max(255).default(100),
         /** Extra wait before the less preferred board fences, so two boards never fence each other. */
         fenceDelayMs: z.number().int().min(0).max(60000).default(200),
+        /** SCHED_FIFO priority (1-99) of the membership thread (heartbeats, verdicts, watchdog), 0 = normal. */
+        rtPriority: z.number().int().min(0).max(99).default(0),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })

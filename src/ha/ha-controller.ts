@@ -1,21 +1,21 @@
 /**
- * The HA layer of one board: membership over every partner link, the role state machine, fencing
- * before promotion, and the hardware watchdog. Carries out what src/ha/roles.ts decides and journals
- * every transition, link change and fence with its cause. Emits 'role' for the layers above (the
- * guest and, later, replication) to follow; it never touches the guest itself.
+ * The HA layer of one board: membership over every partner link (in its own process, see
+ * membership-process.ts), the role state machine, fencing before promotion, and the hardware watchdog.
+ * Carries out what src/ha/roles.ts decides and journals every transition, link change and fence with
+ * its cause. Emits 'role' for the layers above (the guest and, later, replication) to follow; it
+ * never touches the guest itself.
  */
 import { EventEmitter } from 'node:events';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { readFileSync, statSync } from 'node:fs';
-import { loadavg, cpus } from 'node:os';
 import type { BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { fencingFor, type FencingDevice } from '../hw/fencing/fencing.js';
-import { EthernetLink, SerialLink, type PartnerLink } from '../hw/links/links.js';
-import { LinuxWatchdog } from '../hw/watchdog/watchdog.js';
 import type { Store } from '../store/journal.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
-import { Membership, type LinkState, type PartnerView } from './membership.js';
+import type { LinkState, PartnerView } from './membership.js';
+import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
 import { isPreferred, nextRole, type RoleEvent } from './roles.js';
 
 /** Reads the pair's shared key: a root-only file holding hex (≥ 32 digits) or raw bytes (≥ 16). */
@@ -51,8 +51,9 @@ export interface HaStatus {
   links: LinkState[];
   alarms: string[];
   fencing: { method: string; attempts: number; failures: number; lastError?: string };
-  watchdog: { device: string; kicks: number; kicking: boolean } | null;
-  loopDelayMs: { p50: number; p99: number; max: number };
+  watchdog: MembershipSnapshot['watchdog'];
+  membershipProcess: MembershipSnapshot['thread'];
+  loopDelayMs: { membership: MembershipSnapshot['loopDelayMs']; main: MembershipSnapshot['loopDelayMs'] };
   lastTransition?: RoleChange;
 }
 
@@ -60,26 +61,25 @@ export declare interface HaController {
   on(ev: 'role', fn: (c: RoleChange) => void): this;
 }
 
-/** Kicks per watchdog timeout: 4 chances before it fires. */
-const KICKS_PER_TIMEOUT = 4;
 /** Retry period of a failed fence while the partner stays silent. */
 const FENCE_RETRY_MS = 1000;
 
 export class HaController extends EventEmitter {
-  readonly membership: Membership;
+  readonly membership: MembershipProcess;
   private role: Role = 'STARTING';
   private since = Date.now();
   private readonly fencing: FencingDevice;
-  private readonly watchdog?: LinuxWatchdog;
-  private kickTimer?: NodeJS.Timeout;
   private startupTimer?: NodeJS.Timeout;
   private fenceRetry?: NodeJS.Timeout;
-  private healthy = () => true;
+  private healthTimer?: NodeJS.Timeout;
   private guestHealth: () => GuestHealth = () => 'none';
   private readonly generation: number;
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
   private lastTransition?: RoleChange;
   private fenceInFlight = false;
+  private lastGuest: GuestHealth = 'none';
+  private watchdogStopped?: string;
+  private readonly mainLoopDelay = monitorEventLoopDelay({ resolution: 1 });
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger) {
     super();
@@ -87,16 +87,15 @@ export class HaController extends EventEmitter {
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
     this.generation = store.nextGeneration();
-    const links: PartnerLink[] = [];
-    if (board.partner.ethernet) links.push(new EthernetLink(board.partner.ethernet));
-    if (board.partner.serial) links.push(new SerialLink({ path: board.partner.serial.device, baudRate: board.partner.serial.baud }));
-    this.membership = new Membership({
-      self: board.name, priority: ha.priority, generation: this.generation, key,
-      intervalMs: ha.intervalMs, linkTimeoutMs: ha.linkTimeoutMs, deadtimeMs: ha.deadtimeMs, links,
-      local: () => ({ role: this.role, guest: this.guestHealth(), watchdog: this.watchdog ? (this.kickTimer ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent() }),
+    this.membership = new MembershipProcess({
+      self: board.name, priority: ha.priority, generation: this.generation, keyHex: key.toString('hex'),
+      intervalMs: ha.intervalMs, linkTimeoutMs: ha.linkTimeoutMs, deadtimeMs: ha.deadtimeMs,
+      ethernet: board.partner.ethernet,
+      serial: board.partner.serial ? { path: board.partner.serial.device, baudRate: board.partner.serial.baud } : undefined,
+      watchdog: board.watchdog,
+      rtPriority: ha.rtPriority,
     });
     this.fencing = fencingFor(board);
-    if (board.watchdog) this.watchdog = new LinuxWatchdog(board.watchdog.device, board.watchdog.timeoutMs);
     this.membership.on('link', (link, up, cause) => {
       this.store.record('link', `${link} link ${up ? 'up' : 'DOWN'}: ${cause}`, { link, up });
       (up ? this.log.info.bind(this.log) : this.log.warn.bind(this.log))({ link, up, cause }, `partner link ${link} ${up ? 'up' : 'down'}`);
@@ -111,21 +110,38 @@ export class HaController extends EventEmitter {
       this.log.warn({ silentMs }, 'partner declared dead');
       this.fire('partner-dead');
     });
+    this.membership.on('watchdog-stopped', (reason) => {
+      this.watchdogStopped = reason;
+      this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
+      this.log.error({ reason }, 'watchdog kicks stopped: the board will be reset');
+    });
+    this.membership.on('exit', (code) => {
+      // Without its membership process the board is blind and its watchdog unkicked: it will be reset.
+      this.store.record('watchdog', `membership process exited (${code}): the board will be reset by its watchdog`);
+      this.log.fatal({ code }, 'membership process exited');
+    });
   }
 
   /**
-   * `healthy` gates the watchdog kicks: when it returns false the kicks stop and the board's hardware
-   * resets it. `guestHealth` goes into the heartbeats.
+   * `healthy` is polled; when it turns false the watchdog kicks stop and the board's hardware resets
+   * it. `guestHealth` goes into the heartbeats.
    */
   async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth } = {}): Promise<void> {
-    if (opts.healthy) this.healthy = opts.healthy;
     if (opts.guestHealth) this.guestHealth = opts.guestHealth;
     this.store.record('role', `board ${this.board.name} starting (generation ${this.generation})`, { generation: this.generation });
-    if (this.watchdog) {
-      this.watchdog.open();
-      this.startKicking();
+    this.mainLoopDelay.enable();
+    try {
+      await this.membership.start();
+    } catch (e) {
+      throw new UsError('US_ERR_LINK', `membership could not start: ${(e as Error).message}`);
     }
-    await this.membership.start();
+    const healthy = opts.healthy ?? (() => true);
+    this.healthTimer = setInterval(() => {
+      if (!healthy()) this.membership.stopKicking('guest supervision lost');
+      const g = this.guestHealth();
+      if (g !== this.lastGuest) { this.lastGuest = g; this.membership.setLocal(this.role, g); }
+    }, 100);
+    this.membership.setLocal(this.role, this.guestHealth());
     this.startupTimer = setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
   }
 
@@ -133,11 +149,13 @@ export class HaController extends EventEmitter {
     return this.role;
   }
 
+  private preferredOver(partner: Heartbeat | undefined): boolean | null {
+    return partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null;
+  }
+
   /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
   fire(event: RoleEvent, cause?: string): boolean {
-    const partner = this.membership.partnerView.heartbeat;
-    const preferred = partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : true;
-    const t = nextRole(this.role, event, { preferred });
+    const t = nextRole(this.role, event, { preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true });
     if (!t) return false;
     this.transition(t.to, cause ? `${t.cause} (${cause})` : t.cause, event);
     return true;
@@ -157,10 +175,10 @@ export class HaController extends EventEmitter {
     this.since = Date.now();
     this.lastTransition = change;
     clearTimeout(this.startupTimer);
+    this.membership.setLocal(to, this.guestHealth()); // tell the partner at once
     this.store.record('role.transition', `${change.from} -> ${to}: ${cause}`, { from: change.from, to, event });
     const level = to === 'FAULT' || cause.startsWith('FENCING FAILED') ? 'error' : 'info';
     this.log[level]({ from: change.from, to, event, cause }, `role ${change.from} -> ${to}`);
-    this.membership.sendHeartbeat(); // tell the partner at once
     this.emit('role', change);
     if (to === 'FENCING') void this.fencePartner();
   }
@@ -171,11 +189,10 @@ export class HaController extends EventEmitter {
     const partner = this.membership.partnerView.heartbeat;
     const partnerName = partner?.sender ?? this.partnerNameGuess();
     try {
-      // Only a board that could be fenced by its partner at the same moment waits: a primary never
+      // Only a board that its partner could be fencing at the same moment waits: a primary never
       // fences, so a backup fencing a primary that went silent goes at once.
-      const preferred = partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : this.board.ha!.priority <= 100;
-      const lastPartnerRole = partner?.role;
-      if (!preferred && lastPartnerRole !== 'PRIMARY') {
+      const preferred = this.preferredOver(partner) ?? this.board.ha!.priority <= 100;
+      if (!preferred && partner?.role !== 'PRIMARY') {
         await new Promise((r) => setTimeout(r, this.board.ha!.fenceDelayMs));
         if (this.role !== 'FENCING') return; // the partner came back
       }
@@ -183,6 +200,7 @@ export class HaController extends EventEmitter {
       const t0 = performance.now();
       await this.fencing.powerOff(partnerName);
       this.store.record('fence', `partner ${partnerName} powered off by ${this.fencing.method} in ${(performance.now() - t0).toFixed(1)} ms`, { partner: partnerName, method: this.fencing.method });
+      this.fenceStats.lastError = undefined;
       this.membership.forgetPartner();
       if (this.role === 'FENCING') this.fire('fence-ok');
     } catch (e) {
@@ -201,56 +219,38 @@ export class HaController extends EventEmitter {
   }
 
   private partnerNameGuess(): string {
-    // Before any heartbeat (startup-timeout) the partner's name follows the sim-a/sim-b convention
-    // or the fencing target; the power controller validates it.
+    // Before any heartbeat (startup-timeout) the partner's name follows the pair's naming
+    // (…-a / …-b); the power controller refuses a name it does not know.
     const n = this.board.name;
     if (/-a$/.test(n)) return n.replace(/-a$/, '-b');
     if (/-b$/.test(n)) return n.replace(/-b$/, '-a');
     return 'partner';
   }
 
-  private startKicking(): void {
-    const period = Math.max(10, Math.floor(this.board.watchdog!.timeoutMs / KICKS_PER_TIMEOUT));
-    this.kickTimer = setInterval(() => {
-      if (this.healthy()) this.watchdog!.kick();
-      else this.stopKicking('controller unhealthy');
-    }, period);
-    this.watchdog!.kick();
-  }
-
-  /** Stops kicking: the board's watchdog will reset it. */
-  stopKicking(reason: string): void {
-    if (!this.kickTimer) return;
-    clearInterval(this.kickTimer);
-    this.kickTimer = undefined;
-    this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
-    this.log.error({ reason }, 'watchdog kicks stopped: the board will be reset');
-  }
-
-  get alarms(): string[] {
-    const a: string[] = [];
-    for (const l of this.membership.links) if (!l.up) a.push(`partner link ${l.name} down`);
-    const p = this.membership.partnerView;
-    if (p.state === 'dead') a.push('partner lost');
-    if (this.fenceStats.lastError && this.role !== 'PRIMARY') a.push(`fencing failed: ${this.fenceStats.lastError}`);
-    if (this.watchdog && !this.kickTimer) a.push('watchdog not kicked');
-    return a;
-  }
-
-  status(): HaStatus {
-    const partner = this.membership.partnerView.heartbeat;
+  async status(): Promise<HaStatus> {
+    const snap = await this.membership.snapshot();
+    const alarms: string[] = [];
+    for (const l of snap.links) if (!l.up) alarms.push(`partner link ${l.name} down`);
+    if (snap.partner.state === 'dead') alarms.push('partner lost');
+    if (this.fenceStats.lastError && this.role !== 'PRIMARY') alarms.push(`fencing failed: ${this.fenceStats.lastError}`);
+    if (snap.watchdog && !snap.watchdog.kicking) alarms.push(`watchdog not kicked: ${snap.watchdog.stopReason ?? this.watchdogStopped ?? ''}`);
     return {
       board: this.board.name,
       role: this.role,
       since: new Date(this.since).toISOString(),
       generation: this.generation,
-      preferred: partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null,
-      partner: this.membership.partnerView,
-      links: this.membership.links,
-      alarms: this.alarms,
+      preferred: this.preferredOver(snap.partner.heartbeat),
+      partner: snap.partner,
+      links: snap.links,
+      alarms,
       fencing: { method: this.fencing.method, ...this.fenceStats },
-      watchdog: this.watchdog ? { device: this.watchdog.path, kicks: this.watchdog.kicks, kicking: this.kickTimer !== undefined } : null,
-      loopDelayMs: this.membership.loopDelayMs,
+      watchdog: snap.watchdog,
+      membershipProcess: snap.thread,
+      loopDelayMs: { membership: snap.loopDelayMs, main: {
+        p50: Math.round(this.mainLoopDelay.percentile(50) / 1e4) / 100,
+        p99: Math.round(this.mainLoopDelay.percentile(99) / 1e4) / 100,
+        max: Math.round(this.mainLoopDelay.max / 1e4) / 100,
+      } },
       lastTransition: this.lastTransition,
     };
   }
@@ -260,14 +260,8 @@ export class HaController extends EventEmitter {
     this.fire('stop');
     clearTimeout(this.startupTimer);
     clearTimeout(this.fenceRetry);
-    await this.membership.stop();
-    clearInterval(this.kickTimer);
-    this.kickTimer = undefined;
-    this.watchdog?.magicClose();
+    clearInterval(this.healthTimer);
+    this.mainLoopDelay.disable();
+    await this.membership.stop(true);
   }
-}
-
-function cpuLoadPercent(): number | null {
-  const n = cpus().length;
-  return n ? Math.min(100, (loadavg()[0]! / n) * 100) : null;
 }

@@ -133,8 +133,8 @@ export class Daemon {
       case 'role':
         return this.ha ? this.ha.status() : { board: this.board.name, role: 'STANDALONE' };
       case 'link.status': {
-        const ha = this.requireHa();
-        return { board: this.board.name, links: ha.membership.links, partner: ha.membership.partnerView, alarms: ha.alarms };
+        const st = await this.requireHa().status();
+        return { board: this.board.name, links: st.links, partner: st.partner, alarms: st.alarms };
       }
       case 'events': {
         const limit = Number(args.limit ?? 50);

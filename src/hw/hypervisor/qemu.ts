@@ -54,7 +54,8 @@ export function qemuArgs(o: QemuOptions): string[] {
     '-serial', 'chardev:con0',
     '-kernel', o.kernel, '-initrd', o.initrd, '-append', o.append,
     '-netdev', `stream,id=n0,server=off,addr.type=unix,addr.path=${o.nicSocketPath}`,
-    '-device', `${o.nic.model},netdev=n0,mac=${o.nic.mac}`,
+    // e1000: without autonegotiation the link is up at once (the Linux driver polls it every 2 s).
+    '-device', `${o.nic.model},netdev=n0,mac=${o.nic.mac}${o.nic.model === 'e1000' ? ',autonegotiation=off' : ''}`,
     '-drive', `file=${o.stateDiskPath},format=raw,if=ide,cache=writeback`,
   ];
   if (o.watchdog) args.push('-device', 'i6300esb', '-action', 'watchdog=none');

@@ -1,0 +1,186 @@
+/**
+ * `understudy chassis …`: run and drive the simulated chassis (two boards in network namespaces,
+ * their partner links, watchdogs and power controller). Every command takes --name (default us)
+ * and --run-dir (default /run/understudy/chassis-<name>); `chassis run` is the internal entry of
+ * chassisd, started by `chassis up`.
+ */
+import { Command, Option } from 'commander';
+import { UsError } from '../core/errors.js';
+import { runChassisd, type ChassisStatus, type BoardView, type Answer } from '../sim/chassis/chassisd.js';
+import { chassisCall, chassisDown, chassisUp, DEFAULT_BAUD, DEFAULT_NAME, type DownResult } from '../sim/chassis/launcher.js';
+import { parseBoardName } from '../sim/chassis/layout.js';
+import { fail, print, table, type OutputOptions } from './output.js';
+
+type Where = OutputOptions & { name: string; runDir?: string };
+
+function withWhere(cmd: Command): Command {
+  return cmd
+    .option('--name <name>', 'chassis name: namespaces <name>-a and <name>-b', DEFAULT_NAME)
+    .option('--run-dir <dir>', 'run directory (default /run/understudy/chassis-<name>)');
+}
+
+function intArg(what: string) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n)) throw new UsError('US_ERR_CONFIG', `${what}: expected an integer, got "${v}"`);
+    return n;
+  };
+}
+
+function answerText(a: Answer, pick: (r: any) => string): string {
+  if (!a.ok) return 'unavailable';
+  try {
+    return pick(a.result);
+  } catch {
+    return JSON.stringify(a.result).slice(0, 60);
+  }
+}
+
+function controllerText(b: BoardView): string {
+  if (b.power === 'off') return 'off';
+  if (b.resetting) return 'resetting';
+  if (!b.controller) return 'none';
+  return `${b.controller.pid} ${b.controller.state}`;
+}
+
+function watchdogText(b: BoardView): string {
+  const w = b.watchdog;
+  return `${w.armed ? 'armed' : 'disarmed'}, ${w.kicks} kicks${w.fired ? `, fired ${w.fired}` : ''}`;
+}
+
+function counters(c: ChassisStatus['links']['serial']['aToB']): string {
+  return `${c.relayed} B relayed${c.droppedCut || c.droppedOverrun ? ` (${c.droppedCut} dropped cut, ${c.droppedOverrun} overrun)` : ''}${c.queued ? `, ${c.queued} queued` : ''}`;
+}
+
+export function formatChassisStatus(s: ChassisStatus): string {
+  const c = s.chassis;
+  const e = s.links.ethernet;
+  const end = (b: 'sim-a' | 'sim-b') => (e.ends[b] ? `${b} plink ${e.ends[b]!.adminUp ? 'up' : 'down'}/${e.ends[b]!.operstate}` : `${b} plink missing`);
+  const lines = [
+    `chassis ${c.name} (${c.runDir}): chassisd pid ${c.pid}, up ${c.uptimeS} s, guest ${c.guest}`,
+    table([
+      ['BOARD', 'NETNS', 'POWER', 'CONTROLLER', 'ANSWERS', 'ROLE', 'BOOTS', 'RESETS', 'LAST RESET', 'WATCHDOG'],
+      ...s.boards.map((b) => [
+        b.board, b.netns, b.power, controllerText(b), b.answers ? 'yes' : 'no',
+        answerText(b.role, (r) => String(r.role)), b.boots, b.resets.count,
+        b.resets.last ? `${b.resets.last.cause} ${b.resets.last.at.slice(11, 19)}` : '-', watchdogText(b),
+      ]),
+    ]),
+  ];
+  for (const b of s.boards) {
+    if (b.lastExit && !b.lastExit.expected) lines.push(`${b.board}: controller ${b.lastExit.pid} exited on its own (${b.lastExit.signal ?? `code ${b.lastExit.code}`}) at ${b.lastExit.at}; log ${b.log}`);
+    lines.push(`${b.board} sees its partner links: ${answerText(b.linkStatus, (r) => (r.links as Array<{ name: string; up: boolean }>).map((l) => `${l.name} ${l.up ? 'up' : 'down'}`).join(', ') + ((r.alarms as string[])?.length ? `; alarms: ${(r.alarms as string[]).join('; ')}` : ''))}`);
+  }
+  lines.push(`ethernet link: ${e.state} (${end('sim-a')}, ${end('sim-b')})`);
+  lines.push(`serial link: ${s.links.serial.state}, ${s.links.serial.baud} baud; a→b ${counters(s.links.serial.aToB)}; b→a ${counters(s.links.serial.bToA)}`);
+  const pc = s.powerController;
+  lines.push(`power controller: ${pc.socket}, ${pc.broken ? 'BROKEN (OFF/RESET answer ERR BROKEN)' : 'working'}, ${pc.requests} requests${pc.recent.length ? `; last: ${pc.recent[pc.recent.length - 1]!.request} → ${pc.recent[pc.recent.length - 1]!.reply}` : ''}`);
+  return lines.join('\n');
+}
+
+function downText(r: DownResult): string {
+  if (!r.cleanup) return `chassis ${r.name}: nothing to stop (no state in ${r.runDir})`;
+  const what = [...r.cleanup.killed, ...r.cleanup.removed];
+  return `chassis ${r.name}: ${r.wasRunning ? (r.orderly ? 'shut down' : 'killed (chassisd did not shut down in time)') : 'cleaned up after a crashed run'}`
+    + (what.length ? `; also ended/removed: ${what.join(', ')}` : '');
+}
+
+/** Runs one chassis request and prints the reply. */
+function simple(cmd: Command, request: (o: Where, ...words: string[]) => [string, Record<string, unknown>], human: (r: any) => string): Command {
+  return cmd.action(async (...a: unknown[]) => {
+    const c = a[a.length - 1] as Command;
+    const o = c.optsWithGlobals<Where>();
+    try {
+      const [command, args] = request(o, ...(a.slice(0, -2) as string[]));
+      const r = await chassisCall(o, command, args);
+      print(o, r, () => human(r));
+    } catch (e) {
+      fail(o, e);
+    }
+  });
+}
+
+export function registerChassisCommands(program: Command): void {
+  const chassis = program.command('chassis').description('the simulated chassis: two boards on this machine, with partner links, watchdogs and a power controller (root)');
+
+  withWhere(chassis.command('up'))
+    .description('build the chassis and power both boards on; waits until both controllers answer')
+    .addOption(new Option('--guest <mode>', 'none: boards without a guest; primary: the primary hosts the reference guest').choices(['none', 'primary']).default('none'))
+    .option('--baud <n>', 'serial partner link rate', intArg('--baud'), DEFAULT_BAUD)
+    .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number; timeout?: number }>();
+      try {
+        const r = await chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, timeoutMs: o.timeout });
+        print(o, r, () => [
+          r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
+          formatChassisStatus(r.status),
+        ].filter(Boolean).join('\n'));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  withWhere(chassis.command('status'))
+    .description('boards (power, controller, role, resets, watchdog), links and the power controller')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Where>();
+      try {
+        const s = (await chassisCall(o, 'status')) as ChassisStatus;
+        print(o, s, () => formatChassisStatus(s));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  simple(withWhere(chassis.command('fail <board>'))
+    .description('inject a board failure: kill (SIGKILL its controller), hang (SIGSTOP it), power (power it off)')
+    .addOption(new Option('--how <how>', 'how the board fails').choices(['kill', 'hang', 'power']).makeOptionMandatory()),
+  (o, board) => ['fail', { board: parseBoardName(board!), how: (o as Where & { how: string }).how }],
+  (r) => `${r.board}: ${r.how === 'power' ? 'powered off' : `controller ${r.pid ?? '(none)'} ${r.how === 'kill' ? 'killed' : 'hung (SIGSTOP)'}`}`);
+
+  simple(withWhere(chassis.command('power <board> <state>'))
+    .description('switch a board on or off (off kills its process group)'),
+  (_o, board, state) => {
+    if (state !== 'on' && state !== 'off') throw new UsError('US_ERR_CONFIG', `power: on or off, got "${state}"`);
+    return ['power', { board: parseBoardName(board!), state }];
+  },
+  (r) => `${r.board}: power ${r.power}`);
+
+  simple(withWhere(chassis.command('power-controller <action>'))
+    .description('break: fencing requests (OFF, RESET) fail with ERR BROKEN; fix: they work again'),
+  (_o, action) => {
+    if (action !== 'break' && action !== 'fix') throw new UsError('US_ERR_CONFIG', `power-controller: break or fix, got "${action}"`);
+    return ['power-controller', { action }];
+  },
+  (r) => `power controller ${r.broken ? 'broken' : 'working'}`);
+
+  for (const verb of ['cut', 'heal'] as const) {
+    simple(withWhere(chassis.command(`${verb} <link>`))
+      .description(verb === 'cut' ? 'cut a partner link: ethernet (plink down) or serial (the relay drops bytes)' : 'heal a partner link: ethernet or serial'),
+    (_o, link) => [verb, { link }],
+    (r) => `${r.link} link ${r.state}`);
+  }
+
+  withWhere(chassis.command('down'))
+    .description('stop both boards and remove everything the chassis made (also after a crash)')
+    .option('--purge', 'also delete the run directory (logs, stores, profiles)')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Where & { purge?: boolean }>();
+      try {
+        const r = await chassisDown({ name: o.name, runDir: o.runDir, purge: o.purge });
+        print(o, r, () => downText(r));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  withWhere(chassis.command('run', { hidden: true }))
+    .description('internal: the chassis supervisor, started detached by `chassis up`')
+    .requiredOption('--baud <n>', 'serial partner link rate', intArg('--baud'))
+    .addOption(new Option('--guest <mode>').choices(['none', 'primary']).default('none'))
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number }>();
+      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest });
+    });
+}

@@ -1,0 +1,372 @@
+/**
+ * `understudy upgrade …`: make keys and packages, install a package into the inactive slot, show the
+ * slots, commit or abandon a trial, take a package over a serial line (YMODEM), and run the simulated
+ * board's bootloader step. The logic is in src/upgrade/; this file parses options and prints.
+ * Progress goes to stderr (a bar on a terminal, percentage lines otherwise), results to stdout.
+ */
+import { basename } from 'node:path';
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import { loadBoardProfile } from '../config/board-profile.js';
+import { UsError } from '../core/errors.js';
+import { abandonTrial, markGood, readBootState, simulateBoot } from '../upgrade/bootflow.js';
+import { upgradeSetupFor, type UpgradeSetup } from '../upgrade/board-setup.js';
+import { buildPackage } from '../upgrade/builder.js';
+import { installPackage, type InstallResult } from '../upgrade/installer.js';
+import { generateKeys, loadPrivateKey, loadTrustedKeys } from '../upgrade/keys.js';
+import { SLOT_NAMES, type SlotName } from '../upgrade/slots.js';
+import { defaultBoardFile } from './locate.js';
+import { fail, print, table, type OutputOptions } from './output.js';
+
+type Opts = OutputOptions & { board?: string };
+
+function setupOf(o: Opts): UpgradeSetup {
+  return upgradeSetupFor(loadBoardProfile(defaultBoardFile(o.board)));
+}
+
+/** Reports progress on stderr: a bar on a terminal, a line per 10 % otherwise. */
+export function progressReporter(label: string): { update(done: number, total: number, phase?: string): void; stop(): void } {
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar({
+      stream: process.stderr,
+      format: `${label} {phase} [{bar}] {percentage}% | {valueMb}/{totalMb} MB`,
+      hideCursor: true,
+      clearOnComplete: false,
+    }, cliProgress.Presets.shades_classic);
+    let started = false;
+    return {
+      update(done, total, phase = '') {
+        const payload = { phase, valueMb: (done / 1e6).toFixed(1), totalMb: (total / 1e6).toFixed(1) };
+        if (!started) { bar.start(Math.max(total, 1), done, payload); started = true; }
+        bar.setTotal(Math.max(total, 1));
+        bar.update(done, payload);
+      },
+      stop() { if (started) bar.stop(); },
+    };
+  }
+  let last = '';
+  return {
+    update(done, total, phase = '') {
+      const pct = total > 0 ? Math.floor((done / total) * 10) * 10 : 100;
+      const key = `${phase} ${pct}`;
+      if (key === last) return;
+      last = key;
+      process.stderr.write(`${label}${phase ? ` ${phase}` : ''}: ${pct}%\n`);
+    },
+    stop() {},
+  };
+}
+
+function short(h?: string): string {
+  return h ? h.slice(0, 12) : '-';
+}
+
+function formatInstall(r: InstallResult): string {
+  const lines = [
+    `installed ${r.version} into slot ${r.slot} (${r.files} files, ${(r.bytes / 1e6).toFixed(1)} MB, ${r.durationMs} ms, package sha256 ${r.packageSha256})`,
+  ];
+  if (r.forced) lines.push('  (forced past the version checks)');
+  if (r.firstInstall) lines.push(`first install on this board: slot ${r.slot} is committed as the good slot`);
+  else lines.push(`armed a one-shot trial of slot ${r.slot} with ${r.bootAttempts} boot attempts; after it boots and is healthy, run \`understudy upgrade mark-good\` (otherwise the board falls back to ${r.previousVersion ?? 'the current slot'})`);
+  return lines.join('\n');
+}
+
+async function installWithProgress(s: UpgradeSetup, file: string, force: boolean): Promise<InstallResult> {
+  const progress = progressReporter('install');
+  try {
+    return await installPackage({
+      packagePath: file,
+      family: s.family,
+      store: s.store,
+      env: s.env,
+      trustedKeys: loadTrustedKeys(s.keysDir),
+      bootAttempts: s.bootAttempts,
+      force,
+      onProgress: (p) => progress.update(p.done, p.total),
+    });
+  } finally {
+    progress.stop();
+  }
+}
+
+export interface UpgradeStatus {
+  board: string;
+  family: string;
+  slotsDir: string;
+  bootEnv: string;
+  running: SlotName | null;
+  good: SlotName | null;
+  trial: SlotName | null;
+  triesLeft: number;
+  slots: Array<{
+    slot: SlotName;
+    version: string | null;
+    installedAt: string | null;
+    packageSha256: string | null;
+    keyId: string | null;
+    problem: string | null;
+    roles: string[];
+    verified?: { ok: boolean; problems: string[] };
+  }>;
+  trustedKeys: Array<{ keyId: string; file: string }>;
+  /** Role in the 2N pair; null until replication and roles exist. */
+  haRole: string | null;
+}
+
+async function readStatus(s: UpgradeSetup, verify: boolean): Promise<UpgradeStatus> {
+  const st = await readBootState(s.env);
+  const running = s.store.bootedSlot() ?? null;
+  const slots = SLOT_NAMES.map((slot) => {
+    const { record, problem } = s.store.readRecord(slot);
+    const roles: string[] = [];
+    if (running === slot) roles.push('running');
+    if (st.good === slot) roles.push('good');
+    if (st.trial === slot) roles.push(`trial (${st.triesLeft} attempts left)`);
+    return {
+      slot,
+      version: record?.version ?? null,
+      installedAt: record?.installedAt ?? null,
+      packageSha256: record?.packageSha256 ?? null,
+      keyId: record?.keyId ?? null,
+      problem: problem ?? null,
+      roles,
+      ...(verify ? { verified: s.store.verify(slot) } : {}),
+    };
+  });
+  let trustedKeys: UpgradeStatus['trustedKeys'] = [];
+  try {
+    trustedKeys = [...loadTrustedKeys(s.keysDir)].map(([keyId, k]) => ({ keyId, file: k.file }));
+  } catch {
+    trustedKeys = [];
+  }
+  return {
+    board: s.board,
+    family: s.family,
+    slotsDir: s.slotsDir,
+    bootEnv: s.env.description,
+    running,
+    good: st.good ?? null,
+    trial: st.trial ?? null,
+    triesLeft: st.triesLeft,
+    slots,
+    trustedKeys,
+    haRole: null,
+  };
+}
+
+function formatStatus(x: UpgradeStatus): string {
+  const lines = [
+    `board ${x.board} (family ${x.family}): slots in ${x.slotsDir}, ${x.bootEnv}`,
+    `running: ${x.running ?? 'unknown (no understudy.slot= on the kernel command line)'}; good: ${x.good ?? 'unset'}; trial: ${x.trial ? `${x.trial}, ${x.triesLeft} attempts left` : 'none'}`,
+    table([
+      ['SLOT', 'VERSION', 'STATE', 'INSTALLED', 'PACKAGE', ...(x.slots[0]?.verified ? ['CONTENT'] : [])],
+      ...x.slots.map((s) => [
+        s.slot,
+        s.version ?? '-',
+        s.roles.join(', ') || (s.version ? 'inactive' : s.problem ?? 'empty'),
+        s.installedAt ?? '-',
+        short(s.packageSha256 ?? undefined),
+        ...(s.verified ? [s.verified.ok ? 'verified' : `BAD: ${s.verified.problems[0]}`] : []),
+      ]),
+    ]),
+    `trusted keys: ${x.trustedKeys.length ? x.trustedKeys.map((k) => `${k.keyId} (${basename(k.file)})`).join(', ') : 'none'}`,
+    `HA role: ${x.haRole ?? 'not available (the pair has no roles yet)'}`,
+  ];
+  return lines.join('\n');
+}
+
+export function registerUpgradeCommands(program: Command): void {
+  const up = program.command('upgrade').description('field upgrades: signed packages, A/B slots with rollback, upload over a serial line');
+
+  up.command('keygen')
+    .description('make an Ed25519 key pair for signing packages (the .pub.pem goes into each board\'s keys directory)')
+    .requiredOption('--out <dir>', 'directory for the key files')
+    .action((_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { out: string }>();
+      try {
+        const k = generateKeys(o.out);
+        print(o, k, () => [
+          `key ${k.keyId}`,
+          `  private: ${k.privateKeyFile} (keep it off the blades)`,
+          `  public:  ${k.publicKeyFile} (install into each board's upgrade keys directory)`,
+        ].join('\n'));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('build')
+    .description('make a signed upgrade package (.usp) from a slot image directory')
+    .requiredOption('--key <private.pem>', 'Ed25519 private key')
+    .requiredOption('--family <family>', 'board family the package fits (the profile\'s "family")')
+    .requiredOption('--version <semver>', 'version of the package, like 1.2.0')
+    .option('--min-version <semver>', 'oldest running version this package may upgrade')
+    .option('--description <text>', 'a line for operators')
+    .requiredOption('--from <dir>', 'the slot image directory tree')
+    .requiredOption('--out <file.usp>', 'package file to write')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { key: string; family: string; version: string; minVersion?: string; description?: string; from: string; out: string }>();
+      const progress = progressReporter('build');
+      try {
+        const r = await buildPackage({
+          fromDir: o.from,
+          privateKey: loadPrivateKey(o.key),
+          family: o.family,
+          version: o.version,
+          minVersion: o.minVersion,
+          description: o.description,
+          out: o.out,
+          onProgress: (p) => progress.update(p.done, p.total, p.phase),
+        });
+        progress.stop();
+        const m = r.manifest;
+        print(o, { out: r.out, bytes: r.packageBytes, sha256: r.packageSha256, manifest: { ...m, files: m.files.length } }, () =>
+          `${r.out}: ${m.compatible} ${m.version}${m.minVersion ? ` (from ${m.minVersion})` : ''}, ${m.files.length} files, ${(r.packageBytes / 1e6).toFixed(1)} MB, key ${m.keyId}\nsha256 ${r.packageSha256}`);
+      } catch (e) {
+        progress.stop();
+        fail(o, e);
+      }
+    });
+
+  up.command('install <package>')
+    .description('verify a package and install it into the inactive slot, then arm a one-shot trial boot of it')
+    .option('--force', 'allow a downgrade, or an upgrade from below the package\'s minimum version')
+    .option('--board <file>', 'board profile')
+    .action(async (file: string, _o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { force?: boolean }>();
+      try {
+        const r = await installWithProgress(setupOf(o), file, o.force === true);
+        print(o, r, () => formatInstall(r));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('status')
+    .description('slots, versions, which slot is running, good and on trial')
+    .option('--verify', 'also check every file of both slots against its record')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { verify?: boolean }>();
+      try {
+        const x = await readStatus(setupOf(o), o.verify === true);
+        print(o, x, () => formatStatus(x));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('mark-good')
+    .description('commit the running slot after a trial boot (its health checks passed)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const s = setupOf(o);
+        const release = s.store.lock('mark the running slot good');
+        try {
+          const r = await markGood(s.env, s.store);
+          print(o, r, () => (r.committed ? `slot ${r.slot} (${r.version ?? '?'}) committed: it is now the good slot` : `slot ${r.slot} (${r.version ?? '?'}) already is the good slot`));
+        } finally {
+          release();
+        }
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('rollback')
+    .description('abandon an armed trial: the next boot selects the good slot')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const s = setupOf(o);
+        const release = s.store.lock('roll back');
+        try {
+          const r = await abandonTrial(s.env);
+          print(o, r, () => `trial of slot ${r.abandoned} abandoned; the next boot selects slot ${r.nextBoot ?? '?'}`);
+        } finally {
+          release();
+        }
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('boot')
+    .description('simulated board only: one power-on of its bootloader (trial with a boot counter, else the good slot)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const s = setupOf(o);
+        if (!s.simulated) throw new UsError('US_ERR_UPGRADE_STATE', `board ${s.board} is a real blade: its bootloader selects the slot (see docs/upgrade.md)`);
+        const release = s.store.lock('boot');
+        try {
+          const r = await simulateBoot(s.env, s.store);
+          const why = {
+            good: 'the good slot',
+            trial: `trial, ${r.triesLeft} attempts left after this one`,
+            rollback: 'the trial ran out of attempts: rolled back to the good slot',
+            'last-resort': 'the good slot does not load: last resort',
+          }[r.reason];
+          print(o, r, () => `booted slot ${r.slot} (${r.version ?? '?'}): ${why}${r.failedLoads.length ? `; failed to load: ${r.failedLoads.join(', ')}` : ''}`);
+        } finally {
+          release();
+        }
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('receive')
+    .description('receive a package by YMODEM / XMODEM-1K on a serial line (send it with sb, minicom or screen), optionally install it')
+    .option('--device <path>', 'serial device (default: the board\'s console device)')
+    .option('--baud <n>', 'baud rate (default: the board\'s console baud rate)', (v) => Number.parseInt(v, 10))
+    .option('--dir <dir>', 'where to store it (default <storageDir>/incoming)')
+    .option('--max-mb <n>', 'largest file accepted, MB', (v) => Number.parseInt(v, 10), 1024)
+    .option('--timeout <s>', 'wait this long for the sender to start', (v) => Number.parseInt(v, 10), 60)
+    .option('--install', 'install the received package')
+    .option('--force', 'with --install: allow a downgrade')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { device?: string; baud?: number; dir?: string; maxMb: number; timeout: number; install?: boolean; force?: boolean }>();
+      try {
+        const board = loadBoardProfile(defaultBoardFile(o.board));
+        const s = upgradeSetupFor(board);
+        const device = o.device ?? board.console?.device;
+        if (!device) throw new UsError('US_ERR_CONFIG', `board ${board.name} has no console device; give --device`);
+        const { SerialPort } = await import('serialport');
+        const port = new SerialPort({ path: device, baudRate: o.baud ?? board.console?.baud ?? 115200, autoOpen: false });
+        await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(new UsError('US_ERR_NOT_FOUND', `serial device ${device}: ${e.message}`)) : resolve())));
+        const { receiveFile } = await import('../upgrade/ymodem.js');
+        const progress = progressReporter('receive');
+        const ctl = new AbortController();
+        const onSig = () => ctl.abort();
+        process.once('SIGINT', onSig);
+        process.stderr.write(`waiting for a YMODEM/XMODEM sender on ${device} (${o.timeout} s)…\n`);
+        let rx;
+        try {
+          rx = await receiveFile(port, {
+            dir: o.dir ?? s.incomingDir,
+            maxBytes: o.maxMb * 1024 * 1024,
+            handshakeTimeoutMs: o.timeout * 1000,
+            signal: ctl.signal,
+            onProgress: (p) => progress.update(p.received, p.total ?? p.received),
+          });
+        } finally {
+          progress.stop();
+          process.off('SIGINT', onSig);
+          await new Promise<void>((r) => port.close(() => r()));
+        }
+        const installed = o.install ? await installWithProgress(s, rx.path, o.force === true) : undefined;
+        print(o, { received: rx, installed }, () => [
+          `received ${rx.name} (${rx.bytes} bytes, ${rx.protocol}, ${rx.blocks} blocks, ${rx.retries} retries, ${rx.durationMs} ms) into ${rx.path}`,
+          ...(installed ? [formatInstall(installed)] : []),
+        ].join('\n'));
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+}

@@ -1,0 +1,300 @@
+/**
+ * The membership process: heartbeats, link and partner verdicts, and the hardware watchdog kicks run
+ * in a small process of their own, with an event loop and a heap of their own, so the controller's
+ * main process (QMP, SQLite, status requests, its garbage collector) can never delay a heartbeat by
+ * the milliseconds that separate a live partner from a dead one. Optionally SCHED_FIFO.
+ * (A worker thread would be lighter, but serialport's native poller only runs on the main loop of
+ * a process.)
+ *
+ * The watchdog is kicked only while the controller proves it is alive (a message at least every
+ * `aliveTimeoutMs`) and has not asked to stop: a stuck controller gets its board reset. The process
+ * dies with the controller (pdeathsig, and it exits when its IPC channel closes), so a dead
+ * controller's board falls silent.
+ * This file is both the process's entry point and, via MembershipProcess, its client.
+ */
+import { execFile } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { EthernetLink, SerialLink, type EthernetLinkOptions, type PartnerLink, type SerialLinkOptions } from '../hw/links/links.js';
+import { LinuxWatchdog } from '../hw/watchdog/watchdog.js';
+import type { GuestHealth, Heartbeat, Role } from './frame.js';
+import { Membership, type LinkState, type PartnerView } from './membership.js';
+
+export interface MembershipConfig {
+  self: string;
+  priority: number;
+  generation: number;
+  keyHex: string;
+  intervalMs: number;
+  linkTimeoutMs: number;
+  deadtimeMs: number;
+  ethernet?: EthernetLinkOptions;
+  serial?: SerialLinkOptions;
+  watchdog?: { device: string; timeoutMs: number };
+  /** SCHED_FIFO priority of the membership thread; 0 = normal scheduling. */
+  rtPriority: number;
+}
+
+export interface MembershipSnapshot {
+  links: LinkState[];
+  partner: PartnerView;
+  loopDelayMs: { p50: number; p99: number; max: number };
+  watchdog: { device: string; kicks: number; kicking: boolean; stopReason?: string } | null;
+  thread: { tid: number | null; rtPriority: number; rtError?: string };
+  sent: number;
+}
+
+type ToWorker =
+  | { t: 'config'; cfg: MembershipConfig }
+  | { t: 'local'; role: Role; guest: GuestHealth }
+  | { t: 'alive' }
+  | { t: 'forget-partner' }
+  | { t: 'stop-kicking'; reason: string }
+  | { t: 'snapshot'; id: number }
+  | { t: 'stop'; magicClose: boolean };
+
+type FromWorker =
+  | { t: 'ready'; error?: string }
+  | { t: 'link'; link: string; up: boolean; cause: string }
+  | { t: 'partner-alive'; hb: Heartbeat }
+  | { t: 'partner-update'; hb: Heartbeat }
+  | { t: 'partner-dead'; silentMs: number }
+  | { t: 'watchdog-stopped'; reason: string }
+  | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
+  | { t: 'stopped' };
+
+/** Kicks per watchdog timeout: four chances before it fires. */
+const KICKS_PER_TIMEOUT = 4;
+
+// ---------------------------------------------------------------- membership process side
+async function runMembership(cfg: MembershipConfig): Promise<void> {
+  const post = (m: FromWorker) => { if (process.connected) process.send!(m); };
+  let local: { role: Role; guest: GuestHealth } = { role: 'STARTING', guest: 'none' };
+  let lastAlive = performance.now();
+  let kickingAllowed = true;
+  let stopReason: string | undefined;
+  const watchdog = cfg.watchdog ? new LinuxWatchdog(cfg.watchdog.device, cfg.watchdog.timeoutMs) : undefined;
+  const aliveTimeoutMs = cfg.watchdog ? Math.max(200, cfg.watchdog.timeoutMs / 2) : 0;
+
+  const links: PartnerLink[] = [];
+  if (cfg.ethernet) links.push(new EthernetLink(cfg.ethernet));
+  if (cfg.serial) links.push(new SerialLink(cfg.serial));
+  const m = new Membership({
+    self: cfg.self, priority: cfg.priority, generation: cfg.generation, key: Buffer.from(cfg.keyHex, 'hex'),
+    intervalMs: cfg.intervalMs, linkTimeoutMs: cfg.linkTimeoutMs, deadtimeMs: cfg.deadtimeMs, links,
+    local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent() }),
+  });
+  m.on('link', (link, up, cause) => post({ t: 'link', link, up, cause }));
+  m.on('partner-alive', (hb) => post({ t: 'partner-alive', hb }));
+  m.on('partner-update', (hb) => post({ t: 'partner-update', hb }));
+  m.on('partner-dead', (silentMs) => post({ t: 'partner-dead', silentMs }));
+
+  const thread: MembershipSnapshot['thread'] = { tid: process.pid, rtPriority: 0 };
+  if (cfg.rtPriority > 0) {
+    await new Promise<void>((resolve) => execFile('chrt', ['-f', '-p', String(cfg.rtPriority), String(thread.tid)], (err) => {
+      if (err) thread.rtError = err.message.trim(); else thread.rtPriority = cfg.rtPriority;
+      resolve();
+    }));
+  }
+
+  let kickTimer: NodeJS.Timeout | undefined;
+  const stopKicking = (reason: string) => {
+    if (!kickingAllowed) return;
+    kickingAllowed = false;
+    stopReason = reason;
+    clearInterval(kickTimer);
+    post({ t: 'watchdog-stopped', reason });
+  };
+  try {
+    if (watchdog) {
+      watchdog.open();
+      watchdog.kick();
+      kickTimer = setInterval(() => {
+        const silent = performance.now() - lastAlive;
+        if (silent > aliveTimeoutMs) stopKicking(`controller main thread unresponsive for ${Math.round(silent)} ms`);
+        else watchdog.kick();
+      }, Math.max(10, Math.floor(cfg.watchdog!.timeoutMs / KICKS_PER_TIMEOUT)));
+    }
+    await m.start();
+  } catch (e) {
+    post({ t: 'ready', error: (e as Error).message });
+    return;
+  }
+
+  // The controller is gone (even by SIGKILL): fall silent at once, and leave the watchdog armed.
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', (msg: ToWorker) => {
+    switch (msg.t) {
+      case 'local':
+        local = { role: msg.role, guest: msg.guest };
+        m.sendHeartbeat();
+        break;
+      case 'alive':
+        lastAlive = performance.now();
+        break;
+      case 'forget-partner':
+        m.forgetPartner();
+        break;
+      case 'stop-kicking':
+        stopKicking(msg.reason);
+        break;
+      case 'snapshot':
+        post({
+          t: 'snapshot', id: msg.id, snapshot: {
+            links: m.links, partner: m.partnerView, loopDelayMs: m.loopDelayMs, sent: m.sent, thread,
+            watchdog: watchdog ? { device: watchdog.path, kicks: watchdog.kicks, kicking: kickingAllowed, stopReason } : null,
+          },
+        });
+        break;
+      case 'stop':
+        void (async () => {
+          local = { ...local, role: 'STOPPING' };
+          m.sendHeartbeat();
+          await m.stop();
+          clearInterval(kickTimer);
+          if (msg.magicClose) watchdog?.magicClose(); else watchdog?.abandon();
+          post({ t: 'stopped' });
+          process.disconnect();
+        })();
+        break;
+    }
+  });
+  post({ t: 'ready' });
+}
+
+function cpuLoadPercent(): number | null {
+  const n = cpus().length;
+  return n ? Math.min(100, (loadavg()[0]! / n) * 100) : null;
+}
+
+if (process.env.UNDERSTUDY_MEMBERSHIP === '1' && process.send) {
+  process.once('message', (m: ToWorker) => {
+    if (m.t === 'config') void runMembership(m.cfg);
+  });
+}
+
+// ---------------------------------------------------------------- controller side
+export declare interface MembershipProcess {
+  on(ev: 'link', fn: (link: string, up: boolean, cause: string) => void): this;
+  on(ev: 'partner-alive' | 'partner-update', fn: (hb: Heartbeat) => void): this;
+  on(ev: 'partner-dead', fn: (silentMs: number) => void): this;
+  on(ev: 'watchdog-stopped', fn: (reason: string) => void): this;
+  on(ev: 'exit', fn: (code: number) => void): this;
+}
+
+/** Runs the membership process and mirrors what it reports. */
+export class MembershipProcess extends EventEmitter {
+  private worker?: ChildProcess;
+  private aliveTimer?: NodeJS.Timeout;
+  private nextId = 1;
+  private waiters = new Map<number, (s: MembershipSnapshot) => void>();
+  private partner: Heartbeat | undefined;
+  private partnerState: PartnerView['state'] = 'unknown';
+  private partnerSince = Date.now();
+  private lastHeard = 0;
+  private stopped = false;
+
+  constructor(readonly cfg: MembershipConfig) {
+    super();
+  }
+
+  get pid(): number | undefined {
+    return this.worker?.pid;
+  }
+
+  async start(): Promise<void> {
+    const w = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', process.execPath, '--max-old-space-size=24', '--max-semi-space-size=2',
+      fileURLToPath(import.meta.url)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, UNDERSTUDY_MEMBERSHIP: '1' } });
+    this.worker = w;
+    w.on('exit', (code) => { if (!this.stopped) this.emit('exit', code); });
+    w.on('error', (e) => this.emit('error', e));
+    const ready = await new Promise<{ error?: string }>((resolve) => {
+      const onMsg = (m: FromWorker) => { if (m.t === 'ready') { w.off('message', onMsg); resolve(m); } };
+      w.on('message', onMsg);
+      w.once('exit', (code) => resolve({ error: `membership process exited (${code})` }));
+      w.once('error', (e) => resolve({ error: `membership process: ${e.message}` }));
+      w.send({ t: 'config', cfg: this.cfg } satisfies ToWorker);
+    });
+    if (ready.error) {
+      w.kill('SIGKILL');
+      throw new Error(ready.error);
+    }
+    w.on('message', (m: FromWorker) => this.onMessage(m));
+    this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), 100);
+  }
+
+  private onMessage(m: FromWorker): void {
+    switch (m.t) {
+      case 'link': this.emit('link', m.link, m.up, m.cause); break;
+      case 'partner-alive':
+      case 'partner-update':
+        this.partner = m.hb;
+        this.lastHeard = performance.now();
+        if (m.t === 'partner-alive') { this.partnerState = 'alive'; this.partnerSince = Date.now(); }
+        this.emit(m.t, m.hb);
+        break;
+      case 'partner-dead':
+        this.partnerState = 'dead';
+        this.partnerSince = Date.now();
+        this.emit('partner-dead', m.silentMs);
+        break;
+      case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
+      case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
+      default: break;
+    }
+  }
+
+  private post(m: ToWorker): void {
+    if (this.worker?.connected) this.worker.send(m);
+  }
+
+  /** Our role and guest state, announced at once in a heartbeat. */
+  setLocal(role: Role, guest: GuestHealth): void {
+    this.post({ t: 'local', role, guest });
+  }
+
+  forgetPartner(): void {
+    this.partnerState = 'unknown';
+    this.partnerSince = Date.now();
+    this.post({ t: 'forget-partner' });
+  }
+
+  stopKicking(reason: string): void {
+    this.post({ t: 'stop-kicking', reason });
+  }
+
+  /** The partner as last reported (cheap, synchronous). */
+  get partnerView(): PartnerView {
+    return {
+      state: this.partnerState,
+      heartbeat: this.partner,
+      lastHeardMsAgo: this.lastHeard ? Math.round(performance.now() - this.lastHeard) : null,
+      since: new Date(this.partnerSince).toISOString(),
+    };
+  }
+
+  snapshot(timeoutMs = 2000): Promise<MembershipSnapshot> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.waiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
+      this.waiters.set(id, (s) => { clearTimeout(timer); resolve(s); });
+      this.post({ t: 'snapshot', id });
+    });
+  }
+
+  /** Stops heartbeats; with magicClose the watchdog is disarmed (orderly shutdown only). */
+  async stop(magicClose: boolean): Promise<void> {
+    if (!this.worker || this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.aliveTimer);
+    const w = this.worker;
+    if (w.exitCode !== null || w.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => { w.kill('SIGKILL'); resolve(); }, 2000);
+      w.once('exit', () => { clearTimeout(timer); resolve(); });
+      this.post({ t: 'stop', magicClose });
+    });
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * Starting, driving and stopping a chassis from outside: the one code path the CLI and the test
+ * rig share. `chassisUp` cleans up after a crashed run, starts chassisd detached (its own process
+ * group, output to <run>/chassisd.log), and waits until both boards' controllers answer.
+ * `chassisDown` asks chassisd to shut down, then undoes whatever state.json still names.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { UsError, type UsErrorCode } from '../../core/errors.js';
+import { callControl } from '../../mgmt/ipc.js';
+import { tail, type ChassisStatus, type GuestMode } from './chassisd.js';
+import { BOARD_NAMES, CLI_ENTRY, RUN_MARKER, chassisLayout, type ChassisLayout } from './layout.js';
+import { sleep, waitUntil } from './procs.js';
+import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
+
+export interface UpOptions {
+  /** Chassis name: namespaces are <name>-a and <name>-b. Default `us`. */
+  name?: string;
+  /** Default /run/understudy/chassis-<name>. */
+  runDir?: string;
+  /** `none`: boards run without a guest; `primary`: both get the reference guest, the primary runs it. */
+  guest?: GuestMode;
+  /** Serial partner link rate. Default 115200. */
+  baud?: number;
+  /** Bound on the wait for both controllers to answer. Default 30 s, or 180 s with a guest. */
+  timeoutMs?: number;
+}
+
+export interface UpResult {
+  pid: number;
+  /** What was cleaned up first because the previous run had crashed, if anything. */
+  recovered: CleanupReport | null;
+  status: ChassisStatus;
+}
+
+export interface DownResult {
+  name: string;
+  runDir: string;
+  wasRunning: boolean;
+  /** chassisd shut down on request (rather than being killed). */
+  orderly: boolean;
+  cleanup: CleanupReport | null;
+}
+
+export const DEFAULT_NAME = 'us';
+export const DEFAULT_BAUD = 115200;
+
+function validBaud(baud: number): number {
+  if (!Number.isInteger(baud) || baud < 300 || baud > 4_000_000) throw new UsError('US_ERR_CONFIG', `--baud: an integer from 300 to 4000000, got ${baud}`);
+  return baud;
+}
+
+/** Undoes a previous run whose chassisd is gone; refuses if it is still running. */
+async function recoverPrevious(L: ChassisLayout): Promise<CleanupReport | null> {
+  const prev = readState(L.stateFile);
+  if (!prev) return null;
+  if (chassisdAlive(prev)) {
+    throw new UsError('US_ERR_ALREADY_RUNNING', `chassis ${L.name} is already running (chassisd pid ${prev.chassisd!.pid}, ${L.runDir}); \`understudy chassis down --name ${L.name}\` first`);
+  }
+  const report = await cleanupRecorded(prev);
+  if (report.survivors.length) throw new UsError('US_ERR_CHASSIS', `could not clean up the previous run: pids ${report.survivors.join(', ')} survive SIGKILL`);
+  rmSync(L.stateFile, { force: true });
+  return report;
+}
+
+/** Spawns chassisd and waits for its READY/FAILED line. */
+async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number): Promise<number> {
+  const logFd = openSync(L.log, 'a', 0o600);
+  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest], {
+    detached: true,
+    stdio: ['ignore', 'pipe', logFd],
+    env: { ...process.env, [RUN_MARKER]: L.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+  });
+  closeSync(logFd);
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new UsError('US_ERR_TIMEOUT', `chassisd did not report within 30 s; see ${L.log}`)), 30000);
+    rl.once('line', (l) => { clearTimeout(timer); resolve(l); });
+    child.once('exit', (code) => { clearTimeout(timer); reject(new UsError('US_ERR_CHASSIS', `chassisd exited (${code}) while building the chassis:\n${tail(L.log)}`)); });
+  });
+  child.stdout!.destroy();
+  child.unref();
+  if (line.startsWith('READY')) return child.pid!;
+  let err: { code: UsErrorCode; message: string };
+  try {
+    err = JSON.parse(line.slice('FAILED '.length)) as { code: UsErrorCode; message: string };
+  } catch {
+    err = { code: 'US_ERR_CHASSIS', message: `chassisd said "${line.slice(0, 200)}"` };
+  }
+  throw new UsError(err.code, `${err.message} (see ${L.log})`);
+}
+
+export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
+  const name = o.name ?? DEFAULT_NAME;
+  const guest = o.guest ?? 'none';
+  if (guest !== 'none' && guest !== 'primary') throw new UsError('US_ERR_CONFIG', `--guest: none or primary, got "${String(guest)}"`);
+  const baud = validBaud(o.baud ?? DEFAULT_BAUD);
+  const L = chassisLayout(name, o.runDir);
+  mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
+  const recovered = await recoverPrevious(L);
+  const pid = await spawnChassisd(L, guest, baud);
+  const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
+  const end = Date.now() + timeoutMs;
+  let status: ChassisStatus | undefined;
+  while (Date.now() < end) {
+    status = (await callControl(L.controlSocket, 'status', {}, 10000)) as ChassisStatus;
+    if (status.boards.every((b) => b.answers)) return { pid, recovered, status };
+    const dead = status.boards.find((b) => b.power === 'on' && !b.resetting && (!b.controller || !b.controller.alive));
+    if (dead) {
+      const ex = dead.lastExit;
+      throw new UsError('US_ERR_NOT_RUNNING', `${dead.board}'s controller exited (${ex ? (ex.signal ?? `code ${ex.code}`) : 'not started'}) before it answered; `
+        + `the chassis stays up for inspection (\`understudy chassis status --name ${name}\`, \`chassis down\` to clean up). Last lines of ${dead.log}:\n${tail(dead.log)}`);
+    }
+    await sleep(200);
+  }
+  const silent = status?.boards.filter((b) => !b.answers).map((b) => b.board).join(', ') ?? BOARD_NAMES.join(', ');
+  throw new UsError('US_ERR_TIMEOUT', `controllers of ${silent} did not answer within ${timeoutMs} ms; the chassis stays up for inspection (\`chassis down\` to clean up)`);
+}
+
+/** Sends one request to a running chassis. */
+export async function chassisCall(o: { name?: string; runDir?: string }, command: string, args: Record<string, unknown> = {}, timeoutMs = 15000): Promise<unknown> {
+  const L = chassisLayout(o.name ?? DEFAULT_NAME, o.runDir);
+  const st = readState(L.stateFile);
+  if (!st) throw new UsError('US_ERR_NOT_RUNNING', `no chassis "${L.name}" is running (no ${L.stateFile}); \`understudy chassis up --name ${L.name}\``);
+  if (!chassisdAlive(st)) throw new UsError('US_ERR_NOT_RUNNING', `chassis "${L.name}" crashed (chassisd pid ${st.chassisd?.pid} is gone); \`chassis down\` or \`chassis up\` cleans up after it`);
+  return callControl(L.controlSocket, command, args, timeoutMs);
+}
+
+export async function chassisDown(o: { name?: string; runDir?: string; purge?: boolean } = {}): Promise<DownResult> {
+  const L = chassisLayout(o.name ?? DEFAULT_NAME, o.runDir);
+  const st = readState(L.stateFile);
+  const result: DownResult = { name: L.name, runDir: L.runDir, wasRunning: false, orderly: false, cleanup: null };
+  if (st) {
+    result.wasRunning = chassisdAlive(st);
+    if (result.wasRunning) {
+      try {
+        await callControl(L.controlSocket, 'shutdown', {}, 5000);
+        result.orderly = await waitUntil(() => !chassisdAlive(st), 20000, 50);
+      } catch {
+        result.orderly = false;
+      }
+    }
+    // Whatever chassisd did or did not undo, undo what the record still names.
+    result.cleanup = await cleanupRecorded(st);
+    if (result.cleanup.survivors.length) throw new UsError('US_ERR_CHASSIS', `chassis ${L.name}: pids ${result.cleanup.survivors.join(', ')} survive SIGKILL`, { cleanup: result.cleanup });
+    rmSync(L.stateFile, { force: true });
+  }
+  if (o.purge && existsSync(L.runDir)) rmSync(L.runDir, { recursive: true, force: true });
+  return result;
+}
