@@ -75,6 +75,8 @@ export function formatChassisStatus(s: ChassisStatus): string {
   lines.push(`serial link: ${s.links.serial.state}, ${s.links.serial.baud} baud; a→b ${counters(s.links.serial.aToB)}; b→a ${counters(s.links.serial.bToA)}`);
   const pc = s.powerController;
   lines.push(`power controller: ${pc.socket}, ${pc.broken ? 'BROKEN (OFF/RESET answer ERR BROKEN)' : 'working'}, ${pc.requests} requests${pc.recent.length ? `; last: ${pc.recent[pc.recent.length - 1]!.request} → ${pc.recent[pc.recent.length - 1]!.reply}` : ''}`);
+  const deadHelpers = s.helpers.filter((h) => !h.alive);
+  lines.push(deadHelpers.length ? `DEAD helpers: ${deadHelpers.map((h) => `${h.role} (pid ${h.pid})`).join(', ')}` : `helpers: ${s.helpers.length} socat processes running`);
   return lines.join('\n');
 }
 

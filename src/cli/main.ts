@@ -7,6 +7,8 @@ import { readInventory } from '../hw/inventory.js';
 import { Hlr } from '../sim/hlr.js';
 import { UsError } from '../core/errors.js';
 import { registerGuestCommands } from './guest-commands.js';
+import { registerLogsCommands } from './logs-commands.js';
+import { registerConsoleCommands } from './console-commands.js';
 import { registerUpgradeCommands } from './upgrade-commands.js';
 import { registerChassisCommands } from './chassis-commands.js';
 import { registerHaCommands } from './ha-commands.js';
@@ -20,6 +22,8 @@ const program = new Command('understudy')
   .showHelpAfterError();
 
 registerGuestCommands(program);
+registerLogsCommands(program);
+registerConsoleCommands(program);
 registerUpgradeCommands(program);
 registerChassisCommands(program);
 registerHaCommands(program);

@@ -294,6 +294,64 @@ export function registerUpgradeCommands(program: Command): void {
       }
     });
 
+  up.command('commit-when-healthy')
+    .description('after a trial boot: commit the running slot once the controller reports the guest running for --stable seconds; else roll back (exit 1, so the boot unit can reboot)')
+    .option('--timeout <s>', 'give up (and roll back) after this long', (v) => Number.parseInt(v, 10), 300)
+    .option('--stable <s>', 'healthy for this long without a break', (v) => Number.parseInt(v, 10), 30)
+    .option('--interval <ms>', 'poll interval', (v) => Number.parseInt(v, 10), 2000)
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { timeout: number; stable: number; interval: number }>();
+      try {
+        const board = loadBoardProfile(defaultBoardFile(o.board));
+        const s = upgradeSetupFor(board);
+        const running = s.store.bootedSlot();
+        const st = await readBootState(s.env);
+        if (!running || st.trial !== running) {
+          print(o, { committed: false, reason: 'no trial running', running: running ?? null }, () => `nothing to commit: slot ${running ?? '?'} is not on trial`);
+          return;
+        }
+        const { callControl } = await import('../mgmt/ipc.js');
+        const { controlSocketPath } = await import('../mgmt/daemon.js');
+        const sock = controlSocketPath(board);
+        const deadline = Date.now() + o.timeout * 1000;
+        let healthySince: number | undefined;
+        let last = 'no answer yet';
+        while (Date.now() < deadline) {
+          try {
+            const status = (await callControl(sock, 'status', {}, Math.min(5000, o.interval * 2))) as { guest?: { state?: string } };
+            const state = status.guest?.state ?? 'running'; // a board without a guest: the controller answering is the health
+            last = `guest ${state}`;
+            if (state === 'running') healthySince ??= Date.now();
+            else healthySince = undefined;
+          } catch (e) {
+            last = (e as Error).message;
+            healthySince = undefined;
+          }
+          if (healthySince !== undefined && Date.now() - healthySince >= o.stable * 1000) {
+            const release = s.store.lock('commit');
+            try {
+              const r = await markGood(s.env, s.store);
+              print(o, { ...r, healthyForS: o.stable }, () => `slot ${r.slot} (${r.version ?? '?'}) healthy for ${o.stable} s: committed`);
+            } finally {
+              release();
+            }
+            return;
+          }
+          await new Promise((r) => setTimeout(r, o.interval));
+        }
+        const release = s.store.lock('roll back');
+        try {
+          await abandonTrial(s.env);
+        } finally {
+          release();
+        }
+        throw new UsError('US_ERR_UPGRADE_STATE', `slot ${running} did not become healthy within ${o.timeout} s (last: ${last}); trial abandoned: the next boot selects slot ${st.good ?? '?'}`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
   up.command('boot')
     .description('simulated board only: one power-on of its bootloader (trial with a boot counter, else the good slot)')
     .option('--board <file>', 'board profile')

@@ -40,8 +40,17 @@ export const boardProfileSchema = z
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */
     storageDir: z.string().min(1),
-    /** The service endpoint: where external clients send requests to the guest. */
-    service: endpoint,
+    /**
+     * The service endpoint: where external clients send requests to the guest. With `interface`, the
+     * address moves with the primary role: added to that interface (and announced by gratuitous ARP)
+     * on takeover, removed on hand-over.
+     */
+    service: z.strictObject({
+      address: ipv4,
+      port,
+      interface: z.string().min(1).optional(),
+      prefixLength: z.number().int().min(8).max(32).default(24),
+    }),
     /** External services the guest uses, reached through the controller. */
     externalServices: z.strictObject({ auth: endpoint }),
     /** Serial console of the board (login shell for field engineers). */

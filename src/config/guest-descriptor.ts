@@ -42,6 +42,8 @@ export const guestDescriptorSchema = z.strictObject({
     management: port,
     /** Port on the controller address where the guest sends AUTH queries. */
     auth: port,
+    /** The guest's own port its AUTH queries leave from (fixed, so answers can be handed to it before it asks again). */
+    guestAuth: port.default(5001),
   }),
   watchdog: z.strictObject({
     model: z.literal('i6300esb'),

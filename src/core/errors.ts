@@ -38,7 +38,9 @@ export type UsErrorCode =
   | 'US_ERR_NO_BOOTABLE_SLOT'   // neither slot holds a loadable image
   | 'US_ERR_YMODEM'             // a serial file transfer failed (protocol, retries exhausted, too large)
   | 'US_ERR_YMODEM_CANCELLED'   // the sender or the operator cancelled a serial file transfer
-  | 'US_ERR_CHASSIS';           // the simulated chassis could not be set up, driven or torn down
+  | 'US_ERR_CHASSIS'            // the simulated chassis could not be set up, driven or torn down
+  | 'US_ERR_CONSOLE'            // the serial console refuses a command or cannot parse a line
+  | 'US_ERR_PASSWORD';          // a console password could not be set (too short, mismatch, wrong current one)
 
 export class UsError extends Error {
   readonly code: UsErrorCode;

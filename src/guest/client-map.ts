@@ -42,4 +42,31 @@ export class ClientMap {
   clientOf(port: number): ClientAddress | undefined {
     return this.byPort.get(port);
   }
+
+  /** Mirrors an assignment made by the primary's map (a backup replays the primary's choices). */
+  assign(port: number, client: ClientAddress): void {
+    const old = this.byPort.get(port);
+    if (old) this.byKey.delete(`${old.address}:${old.port}`);
+    const key = `${client.address}:${client.port}`;
+    const prev = this.byKey.get(key);
+    if (prev !== undefined && prev !== port) this.byPort.delete(prev);
+    this.byKey.set(key, port);
+    this.byPort.set(port, { address: client.address, port: client.port });
+    this.next = port === this.last ? this.first : port + 1;
+  }
+
+  /** Every assignment, oldest first, and where the next one goes: enough to rebuild an identical map. */
+  export(): { entries: Array<[number, string, number]>; next: number } {
+    return { entries: [...this.byPort].map(([p, c]) => [p, c.address, c.port]), next: this.next };
+  }
+
+  import(state: { entries: Array<[number, string, number]>; next: number }): void {
+    this.byKey.clear();
+    this.byPort.clear();
+    for (const [p, a, cp] of state.entries) {
+      this.byKey.set(`${a}:${cp}`, p);
+      this.byPort.set(p, { address: a, port: cp });
+    }
+    this.next = state.next;
+  }
 }

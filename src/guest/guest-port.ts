@@ -17,8 +17,10 @@ export declare interface GuestPort {
 }
 
 export class GuestPort extends EventEmitter implements InputSink {
-  /** The guest's AUTH socket port, learnt from its first query. */
-  private guestAuthPort?: number;
+  /** Service requests delivered since the guest (or its state) started: the drain point is PING seq = base + this. */
+  serviceDelivered = 0;
+  /** Subscribers the guest asked AUTH about and has not been given an answer for yet. */
+  readonly authOutstanding = new Set<string>();
   private mgmtWaiters: Array<{ resolve(s: string): void; reject(e: Error): void; timer: NodeJS.Timeout }> = [];
   delivered = 0;
 
@@ -29,9 +31,13 @@ export class GuestPort extends EventEmitter implements InputSink {
 
   deliver(input: GuestInput): boolean {
     this.delivered++;
-    if (input.kind === 'request') return this.link.send(input.clientPort, this.ports.service, input.payload);
-    if (this.guestAuthPort === undefined) return false; // an answer to a query the guest never sent
-    return this.link.send(this.ports.auth, this.guestAuthPort, input.payload);
+    if (input.kind === 'request') {
+      this.serviceDelivered++;
+      return this.link.send(input.clientPort, this.ports.service, input.payload);
+    }
+    const sub = /^AUTHR (\S+)/.exec(input.payload.toString('latin1'))?.[1];
+    if (sub) this.authOutstanding.delete(sub);
+    return this.link.send(this.ports.auth, this.ports.guestAuth, input.payload);
   }
 
   /** Sends one management command (PING, SAVE, STATE, HANG) and waits for its one-line answer. */
@@ -54,7 +60,7 @@ export class GuestPort extends EventEmitter implements InputSink {
   resetManagement(): void {
     for (const w of this.mgmtWaiters) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
     this.mgmtWaiters = [];
-    this.guestAuthPort = undefined;
+    this.authOutstanding.clear();
   }
 
   private onDatagram(d: GuestDatagram): void {
@@ -68,7 +74,8 @@ export class GuestPort extends EventEmitter implements InputSink {
       return;
     }
     if (d.dstPort === this.ports.auth) {
-      this.guestAuthPort = d.srcPort;
+      const sub = /^AUTHQ (\S+)/.exec(d.payload.toString('latin1'))?.[1];
+      if (sub) this.authOutstanding.add(sub);
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
     }
   }

@@ -1,8 +1,8 @@
 /**
  * The guest's inputs and outputs as the controller sees them, and the seam where they flow.
- * Every external input the guest will ever see passes through an InputPipeline; the unreplicated
- * board uses DirectPipeline, replication (a later layer) substitutes one that sequences each input,
- * clones it to the partner and holds replies until the partner has acknowledged it.
+ * Every external input the guest will ever see passes through an InputPipeline: the Replicator
+ * (src/replication), which on a board alone delivers straight through, and in a pair sequences each
+ * input, clones it to the partner and holds replies until the partner has acknowledged it.
  */
 
 /** An input to the guest. `clientPort` is the client's identity on the private wire (see ClientMap). */
@@ -31,19 +31,4 @@ export interface InputSink {
 /** Lets outputs leave the board: replies to clients, queries to external services. */
 export interface OutputSink {
   release(output: GuestOutput): void;
-}
-
-/** Unreplicated: inputs go straight to the guest, outputs straight out. */
-export class DirectPipeline implements InputPipeline {
-  inputs = 0;
-  outputs = 0;
-  constructor(private readonly guest: InputSink, private readonly out: OutputSink) {}
-  submit(input: GuestInput): void {
-    this.inputs++;
-    this.guest.deliver(input);
-  }
-  onGuestOutput(output: GuestOutput): void {
-    this.outputs++;
-    this.out.release(output);
-  }
 }

@@ -20,10 +20,12 @@ export class ServiceEndpoint implements OutputSink {
   private service?: Socket;
   private authSocket?: Socket;
   private pipeline?: InputPipeline;
-  readonly clients = new ClientMap();
+  readonly clients: ClientMap;
   readonly counters = { requests: 0, replies: 0, oversized: 0, unroutable: 0, authQueries: 0, authReplies: 0, authIgnored: 0 };
 
-  constructor(private readonly o: ServiceEndpointOptions, private readonly log: Logger) {}
+  constructor(private readonly o: ServiceEndpointOptions, private readonly log: Logger, clients?: ClientMap) {
+    this.clients = clients ?? new ClientMap();
+  }
 
   attach(pipeline: InputPipeline): void {
     this.pipeline = pipeline;

@@ -101,6 +101,8 @@ export class GuestSupervisor extends EventEmitter {
   private vcpuTid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
+  /** The application's processed-request count when it became ready (see drained()). */
+  private appSeqBase?: number;
   private restarts: RestartRecord[] = [];
   private stopping = false;
   private restartChain: Promise<void> = Promise.resolve();
@@ -141,25 +143,62 @@ export class GuestSupervisor extends EventEmitter {
     }
   }
 
-  async start(): Promise<void> {
+  private async prepare(): Promise<void> {
     this.preflight();
     this.stopping = false;
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
     chmodSync(this.board.storageDir, 0o700);
     this.killStaleQemu();
     this.ensureStateDisk();
-    this.accel = this.board.accel === 'auto'
+    this.accel ??= this.board.accel === 'auto'
       ? await probeKvm(this.board.qemuBinary)
       : { accel: this.board.accel, reason: `set by board profile ${this.board.name}` };
     this.log.info({ accel: this.accel.accel, reason: this.accel.reason }, 'accelerator chosen');
     await setProcessAffinity(process.pid, this.board.cores.housekeeping);
     await this.link.listen();
+  }
+
+  /**
+   * Starts a clone target: QEMU waiting for a migration stream on `incomingUri`, pinned like a booted
+   * guest. finishClone() resumes it once the stream is complete.
+   */
+  async startClone(incomingUri: string): Promise<void> {
+    await this.prepare();
+    this.setState('starting', 'clone target waiting for the migration stream');
+    try {
+      await this.launch(incomingUri);
+    } catch (e) {
+      await this.teardown();
+      this.setState('failed', (e as Error).message);
+      throw e;
+    }
+  }
+
+  /** The migration stream is in: run the clone (it continues exactly where its source was). */
+  async finishClone(timeoutMs = 60000): Promise<void> {
+    const q = this.qemu;
+    if (!q?.alive) throw new UsError('US_ERR_HYPERVISOR', 'no clone target to finish');
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      const st = await q.status();
+      if (st === 'paused' || st === 'postmigrate' || st === 'running') break;
+      if (performance.now() > end) throw new UsError('US_ERR_TIMEOUT', `clone target still "${st}" after ${timeoutMs} ms`);
+      await sleep(20);
+    }
+    const t0 = performance.now();
+    await q.qmp.execute('cont');
+    await this.waitReady(t0);
+    this.setState('running', 'clone running');
+  }
+
+  async start(): Promise<void> {
+    await this.prepare();
     this.setState('starting', 'start requested');
     try {
       try {
         await this.boot();
       } catch (e) {
-        if (this.board.accel !== 'auto' || this.accel.accel !== 'kvm') throw e;
+        if (this.board.accel !== 'auto' || this.accel?.accel !== 'kvm') throw e;
         // KVM passed the probe but the real guest failed under it (nested KVM): fall back to TCG once.
         this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`);
         this.log.warn({ reason: this.accel.reason }, 'falling back to TCG');
@@ -176,11 +215,18 @@ export class GuestSupervisor extends EventEmitter {
 
   private async boot(): Promise<void> {
     const t0 = performance.now();
+    const qemu = await this.launch();
+    await qemu.qmp.execute('cont');
+    await this.waitReady(t0);
+  }
+
+  /** Launches QEMU paused (or waiting for a migration stream) and pins it. */
+  private async launch(incoming?: string): Promise<QemuProcess> {
     const g = this.guest;
     const append = [
       'console=ttyS0', 'quiet', 'ipv6.disable=1', 'panic=1',
       `dx.ip=${g.network.guestAddress}`, `dx.mask=${g.network.netmask}`, `dx.gw=${g.network.controllerAddress}`,
-      `dx.port=${g.ports.service}`, `dx.mport=${g.ports.management}`, `dx.auth=${g.network.controllerAddress}:${g.ports.auth}`,
+      `dx.port=${g.ports.service}`, `dx.mport=${g.ports.management}`, `dx.auth=${g.network.controllerAddress}:${g.ports.auth}`, `dx.aport=${g.ports.guestAuth}`,
       `dx.wdt=${g.watchdog.timeoutS}`, g.image.append,
     ].filter(Boolean).join(' ');
     const qemu = await QemuProcess.launch({
@@ -199,14 +245,27 @@ export class GuestSupervisor extends EventEmitter {
       stateDiskPath: this.paths.stateDisk,
       watchdog: g.watchdog.timeoutS > 0,
       stderrPath: this.paths.qemuStderr,
+      incoming,
     }, this.log);
     this.qemu = qemu;
     writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
     qemu.on('event', (e) => this.onQmpEvent(e));
     qemu.on('exit', (code, signal) => this.onQemuExit(qemu, code, signal));
     await this.pin(qemu);
-    await qemu.qmp.execute('cont');
-    await this.waitReady(t0);
+    return qemu;
+  }
+
+  /** The running QEMU (for migration). */
+  get hypervisor(): QemuProcess | undefined {
+    return this.qemu?.alive ? this.qemu : undefined;
+  }
+
+  /** True when the application has processed every request delivered and awaits no AUTH answer. */
+  async drained(): Promise<boolean> {
+    if (this.appSeqBase === undefined || this.port.authOutstanding.size) return false;
+    const pong = await this.port.management('PING', 1000);
+    const seq = Number(/seq=(\d+)/.exec(pong)?.[1] ?? NaN);
+    return seq === this.appSeqBase + this.port.serviceDelivered;
   }
 
   private async pin(qemu: QemuProcess): Promise<void> {
@@ -231,9 +290,11 @@ export class GuestSupervisor extends EventEmitter {
       if (this.link.connected) {
         try {
           const pong = await this.port.management('PING', 250);
-          const m = /^OK PING (\S+)/.exec(pong);
+          const m = /^OK PING (\S+)(?: seq=(\d+))?/.exec(pong);
           if (m) {
             this.appVersion = m[1];
+            this.appSeqBase = m[2] === undefined ? undefined : Number(m[2]);
+            this.port.serviceDelivered = 0;
             this.bootToReadyMs = Math.round(performance.now() - t0);
             this.log.info({ bootToReadyMs: this.bootToReadyMs, version: this.appVersion }, 'guest ready');
             return;

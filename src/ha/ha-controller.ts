@@ -79,6 +79,8 @@ export class HaController extends EventEmitter {
   private fenceInFlight = false;
   private lastGuest: GuestHealth = 'none';
   private watchdogStopped?: string;
+  /** After a switchover this board does not take the primary role back on a tie until then. */
+  private yieldUntil = 0;
   private readonly mainLoopDelay = monitorEventLoopDelay({ resolution: 1 });
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger) {
@@ -149,13 +151,25 @@ export class HaController extends EventEmitter {
     return this.role;
   }
 
+  /** Planned hand-over of the primary role: this board steps down and will not take it back for `yieldMs`. */
+  yieldPrimary(yieldMs = 5000): boolean {
+    if (this.role !== 'PRIMARY') return false;
+    this.yieldUntil = performance.now() + yieldMs;
+    return this.fire('switchover');
+  }
+
+  /** The partner handed the primary role to this board. */
+  takeOver(): boolean {
+    return this.fire('takeover', 'the partner handed over');
+  }
+
   private preferredOver(partner: Heartbeat | undefined): boolean | null {
     return partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null;
   }
 
   /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
   fire(event: RoleEvent, cause?: string): boolean {
-    const t = nextRole(this.role, event, { preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true });
+    const t = nextRole(this.role, event, { preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true, yielding: performance.now() < this.yieldUntil });
     if (!t) return false;
     this.transition(t.to, cause ? `${t.cause} (${cause})` : t.cause, event);
     return true;

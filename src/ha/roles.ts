@@ -29,6 +29,8 @@ export type RoleEvent =
 export interface RoleContext {
   /** This board is preferred over its partner (lower priority number, then lower name). */
   preferred: boolean;
+  /** This board just handed the primary role over (switchover): it must not take it back on a tie. */
+  yielding?: boolean;
 }
 
 export interface Transition {
@@ -54,7 +56,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   BACKUP: {
     'partner-dead': { to: 'FENCING', cause: 'partner silent on every link' },
     'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
-    'partner-backup': (c) => (c.preferred ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),
+    'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),
     takeover: { to: 'PRIMARY', cause: 'takeover requested' },
     'guest-failed': { to: 'FAULT', cause: 'local guest failed' },
     stop: { to: 'STOPPING', cause: 'stop requested' },

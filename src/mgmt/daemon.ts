@@ -1,10 +1,12 @@
 /**
  * understudyd: the controller of one board. Composes the layers below — the store, the HA layer
- * (when the profile pairs the board with a partner) and the guest host — and serves local control
- * requests. One per board (pid-file lock). Startup is ordered so a failure leaves nothing
- * half-started: preflight, lock, store, control socket, then HA or the guest.
+ * (when the profile pairs the board with a partner), the hosted guest and replication — and serves
+ * local control requests. One per board (pid-file lock). Startup is ordered so a failure leaves
+ * nothing half-started: preflight, lock, store, control socket, then HA or the guest.
  *
- * With a partner, the board serves (endpoint + guest) only while it is PRIMARY.
+ * In a pair the role decides: PRIMARY serves (service address, endpoint, guest, inputs replicated to
+ * the backup once it holds a clone); BACKUP runs the clone it was given and follows the input stream.
+ * The primary clones to a backup that has no clone by itself (protection and re-protection).
  */
 import { join } from 'node:path';
 import { mkdirSync, chmodSync } from 'node:fs';
@@ -13,8 +15,9 @@ import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descr
 import { UsError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { readInventory } from '../hw/inventory.js';
-import { GuestHost } from '../guest/guest-host.js';
-import { HaController, type RoleChange } from '../ha/ha-controller.js';
+import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
+import { GuestHost } from '../replication/guest-host.js';
+import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
 import { serveControl, type ControlServer } from './ipc.js';
@@ -29,17 +32,24 @@ export function daemonLogPath(board: BoardProfile): string {
 
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
+/** Wait before retrying a failed clone. */
+const CLONE_BACKOFF_MS = 5000;
 
 export class Daemon {
   readonly host?: GuestHost;
   ha?: HaController;
   store?: Store;
+  replication?: ReplicationManager;
   private control?: ControlServer;
   private releaseLock?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
-  /** Serialises guest starts/stops that follow role changes. */
+  /** Serialises the work that follows role changes. */
   private roleWork: Promise<void> = Promise.resolve();
+  private protectTimer?: NodeJS.Timeout;
+  private nextCloneAt = 0;
+  private cloneProgress?: CloneProgress;
+  failovers = 0;
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor | undefined, readonly log: Logger) {
     if (guest) this.host = new GuestHost(board, guest, log);
@@ -54,14 +64,21 @@ export class Daemon {
       this.store = new Store(this.board.storageDir);
       this.control = await serveControl(controlSocketPath(this.board), (cmd, args) => this.handle(cmd, args));
       if (this.board.ha) {
+        if (this.host && this.board.partner?.ethernet) {
+          this.replication = new ReplicationManager(this.board, readKeyFile(this.board.ha.keyFile), this.host.supervisor,
+            this.host.replicator, this.store, this.log.child({ component: 'replication' }));
+          this.wireReplication(this.replication);
+          await this.replication.listen();
+        }
         this.ha = new HaController(this.board, this.store, this.log.child({ component: 'ha' }));
         this.ha.on('role', (c) => this.onRole(c));
         await this.ha.start({
           healthy: () => this.host?.supervisor.currentState !== 'failed',
           guestHealth: () => (this.host ? this.host.supervisor.currentState : 'none'),
         });
+        this.protectTimer = setInterval(() => this.maybeProtect(), 500);
       } else if (this.host) {
-        await this.host.start();
+        await this.host.startStandalone();
       }
     } catch (e) {
       await this.stop();
@@ -70,23 +87,70 @@ export class Daemon {
     this.log.info({ board: this.board.name, guest: this.guest?.name ?? null, paired: !!this.board.ha }, 'controller running');
   }
 
+  private wireReplication(r: ReplicationManager): void {
+    const host = this.host!;
+    r.on('clone-progress', (p) => { this.cloneProgress = p; });
+    r.on('control', (m) => {
+      if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
+        this.store!.record('replication', `backup asks for a re-clone: ${m.reason}`);
+        host.replicator.unprotect(`backup asked for a re-clone: ${m.reason}`);
+        this.nextCloneAt = 0;
+      } else if (m.type === 'switchover' && this.ha?.currentRole === 'BACKUP') {
+        this.store!.record('role', 'partner hands the primary role over (switchover)');
+        this.ha.takeOver();
+      }
+    });
+    host.replicator.on('divergence', (key) => {
+      this.store!.record('divergence', `backup's reply to ${key} differs from the primary's: asking for a re-clone`, { key });
+      host.replicator.sendControl({ type: 'reclone', reason: `divergence on ${key}` });
+    });
+    host.replicator.on('unprotected', (reason) => this.store!.record('replication', `UNPROTECTED: ${reason}`));
+  }
+
+  /** Primary with a live backup that holds no clone: clone to it. */
+  private maybeProtect(): void {
+    const host = this.host;
+    const r = this.replication;
+    if (!host || !r || !this.ha || this.ha.currentRole !== 'PRIMARY') return;
+    if (!host.guestRunning || host.replicator.protectedNow || r.cloneInProgress || Date.now() < this.nextCloneAt) return;
+    const partner = this.ha.membership.partnerView;
+    if (partner.state !== 'alive' || partner.heartbeat?.role !== 'BACKUP') return;
+    this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+    r.clone().catch(() => undefined); // journaled by the manager
+  }
+
   private onRole(c: RoleChange): void {
     const host = this.host;
     if (!host) return;
     this.roleWork = this.roleWork.then(async () => {
       const role = this.ha!.currentRole;
       try {
-        if (role === 'PRIMARY' && !host.isRunning) {
-          this.store!.record('guest', 'starting the guest: board is primary');
-          await host.start();
-          this.store!.record('guest', 'guest serving');
-        } else if (role !== 'PRIMARY' && host.isRunning) {
-          this.store!.record('guest', `stopping the guest: board is ${role}`);
-          await host.stop();
+        if (role === 'PRIMARY') {
+          if (c.from === 'FENCING' || c.from === 'BACKUP') this.failovers++;
+          host.replicator.becomePrimary();
+          if (!host.guestRunning) {
+            if (host.supervisor.currentState !== 'stopped') await host.supervisor.stop();
+            this.store!.record('guest', c.from === 'FENCING' || c.from === 'BACKUP'
+              ? 'promoted without a clone in sync: booting the guest from its saved state'
+              : 'booting the guest: board is primary');
+            await host.supervisor.start();
+          } else {
+            this.store!.record('guest', `the clone takes over at input ${host.replicator.lastSeq}`);
+          }
+          await host.serve();
+          this.store!.record('guest', `serving on ${this.board.service.address}:${this.board.service.port}`);
+        } else if (c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING') {
+          await host.unserve();
+          host.replicator.becomeBackup();
+          if (role !== 'STOPPING') {
+            // Its guest would drift without the input stream: the new primary clones a fresh copy.
+            await host.supervisor.stop();
+            this.store!.record('guest', `guest stopped: board is ${role}; waiting for a clone`);
+          }
         }
       } catch (e) {
-        this.store!.record('guest', `guest start failed: ${(e as Error).message}`);
-        this.log.error({ err: (e as Error).message, cause: c.cause }, 'guest failed to start');
+        this.store!.record('guest', `role change to ${role} failed: ${(e as Error).message}`);
+        this.log.error({ err: (e as Error).message, cause: c.cause }, 'guest failed to follow the role');
         this.ha!.fire('guest-failed', (e as Error).message);
       }
     });
@@ -94,8 +158,10 @@ export class Daemon {
 
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      clearInterval(this.protectTimer);
       await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
       await this.roleWork;
+      await this.replication?.close().catch(() => undefined);
       await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
       this.control?.close();
       this.store?.close();
@@ -105,16 +171,32 @@ export class Daemon {
     return this.stopping;
   }
 
+  replicationStatus(): Record<string, unknown> | null {
+    if (!this.host) return null;
+    return {
+      ...this.host.replicator.status(),
+      cloneInProgress: this.replication?.cloneInProgress ?? false,
+      cloneProgress: this.replication?.cloneInProgress ? this.cloneProgress : undefined,
+      lastClone: this.replication?.lastClone,
+      lastCloneError: this.replication?.lastCloneError,
+      failovers: this.failovers,
+    };
+  }
+
   async status(): Promise<Record<string, unknown>> {
-    const hosted = this.host?.isRunning ? await this.host.status() : undefined;
+    const host = this.host;
+    const st = host ? await host.status() : undefined;
     return {
       board: this.board.name,
       pid: process.pid,
       uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
       service: this.board.service,
+      serving: host?.isServing ?? false,
       role: this.ha?.currentRole ?? 'STANDALONE',
-      guest: hosted?.guest ?? (this.host ? { state: 'stopped', guest: { name: this.guest!.name, version: this.guest!.version, nic: this.guest!.nic.model, memoryMb: this.guest!.memoryMb }, restarts: [], console: { socket: '', log: '' } } : null),
-      endpoint: hosted?.endpoint ?? {},
+      partner: this.ha ? this.ha.membership.partnerView : null,
+      guest: st?.guest ?? null,
+      endpoint: st?.endpoint ?? {},
+      replication: this.replicationStatus(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     };
   }
@@ -122,6 +204,33 @@ export class Daemon {
   private requireHa(): HaController {
     if (!this.ha) throw new UsError('US_ERR_ROLE', `board ${this.board.name} has no partner configured (no ha section in ${this.board.sourceFile})`);
     return this.ha;
+  }
+
+  private requirePrimaryReplication(what: string): ReplicationManager {
+    if (!this.replication || !this.host) throw new UsError('US_ERR_ROLE', `${what}: board ${this.board.name} does not replicate (no partner or no guest)`);
+    if (this.ha?.currentRole !== 'PRIMARY') throw new UsError('US_ERR_ROLE', `${what}: board ${this.board.name} is ${this.ha?.currentRole}; run it on the primary`);
+    return this.replication;
+  }
+
+  /** Planned hand-over: drain, step down, tell the backup to take over. */
+  private async switchover(): Promise<Record<string, unknown>> {
+    this.requirePrimaryReplication('switchover');
+    const host = this.host!;
+    const r = host.replicator;
+    if (!r.protectedNow) throw new UsError('US_ERR_ROLE', 'switchover: the backup holds no clone in sync (see understudy status); refusing to hand over');
+    r.hold();
+    try {
+      for (let i = 0; i < 100 && (r.ackedSeq < r.deliveredSeq || r.status().heldReplies > 0 || !(await host.supervisor.drained())); i++) {
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    } finally {
+      r.release();
+    }
+    const seq = r.lastSeq;
+    r.sendControl({ type: 'switchover' });
+    this.ha!.yieldPrimary();
+    this.store!.record('role', `switchover requested at input ${seq}: handing the primary role to the partner`);
+    return { board: this.board.name, handedOverAt: seq };
   }
 
   private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {
@@ -145,8 +254,14 @@ export class Daemon {
       }
       case 'board.info':
         return readInventory();
+      case 'replication.status':
+        return { board: this.board.name, role: this.ha?.currentRole ?? 'STANDALONE', replication: this.replicationStatus() };
+      case 'clone':
+        return { board: this.board.name, clone: await this.requirePrimaryReplication('clone').clone() };
+      case 'switchover':
+        return this.switchover();
       case 'guest.manage': {
-        if (!this.host?.isRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
+        if (!this.host?.guestRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
         const cmd = String(args.command ?? '').trim().toUpperCase();
         if (!MANAGEMENT_COMMANDS.has(cmd.split(' ')[0]!)) {
           throw new UsError('US_ERR_CONTROL', `unknown management command "${cmd}" (known: ${[...MANAGEMENT_COMMANDS].join(', ')})`);

@@ -29,6 +29,8 @@ export interface SendResult {
   bytes: number;
   blocks: number;
   retries: number;
+  /** YMODEM: the receiver acknowledged the end of the batch. */
+  batchClosed: boolean;
 }
 
 export function buildBlock(num: number, data: Buffer, size: 128 | 1024): Buffer {
@@ -62,12 +64,16 @@ export async function sendFile(port: Duplex, file: string, o: SendOptions = {}):
       if (b === CAN && (await line.readByte(1000)) === CAN) throw new UsError('US_ERR_YMODEM_CANCELLED', 'YMODEM send: the receiver cancelled the transfer');
     }
   };
-  const sendUntilAck = async (block: Buffer, what: string) => {
+  /** Sends until ACKed; `expectedNaks` NAKs are part of the protocol (the first EOT) and not retries. */
+  const sendUntilAck = async (block: Buffer, what: string, attempts = maxRetries, expectedNaks = 0): Promise<boolean> => {
     for (let attempt = 0; ; attempt++) {
-      if (attempt >= maxRetries) throw new UsError('US_ERR_YMODEM', `YMODEM send: ${what} not acknowledged after ${maxRetries} attempts`);
-      if (attempt > 0) retries++;
+      if (attempt >= attempts + expectedNaks) {
+        if (attempts < maxRetries) return false;
+        throw new UsError('US_ERR_YMODEM', `YMODEM send: ${what} not acknowledged after ${attempts} attempts`);
+      }
+      if (attempt > expectedNaks) retries++;
       line.write(block);
-      if ((await waitFor(ACK, ackTimeoutMs)) === 'ok') return;
+      if ((await waitFor(ACK, ackTimeoutMs)) === 'ok') return true;
     }
   };
 
@@ -94,11 +100,14 @@ export async function sendFile(port: Duplex, file: string, o: SendOptions = {}):
       blocks++;
       o.onProgress?.({ sent, total });
     }
-    await sendUntilAck(Buffer.from([EOT]), 'the end of file');
-    if (protocol === 'ymodem') {
-      if ((await waitFor(CRC_REQUEST, ackTimeoutMs)) === 'ok') await sendUntilAck(buildBlock(0, Buffer.alloc(0), 128).fill(0, 3, 3 + 128 + 2), 'the end of batch');
+    await sendUntilAck(Buffer.from([EOT]), 'the end of file', maxRetries, 1);
+    // The file is delivered once its EOT is acknowledged; a lost ACK of the end-of-batch block (the
+    // receiver has already finished) costs a few attempts, not the transfer.
+    let batchClosed = false;
+    if (protocol === 'ymodem' && (await waitFor(CRC_REQUEST, ackTimeoutMs)) === 'ok') {
+      batchClosed = await sendUntilAck(buildBlock(0, Buffer.alloc(0), 128).fill(0, 3, 3 + 128 + 2), 'the end of batch', 3);
     }
-    return { bytes: total, blocks, retries };
+    return { bytes: total, blocks, retries, batchClosed };
   } catch (e) {
     if (!line.lineGone && !(e instanceof UsError && e.code === 'US_ERR_YMODEM_CANCELLED' && !o.signal?.aborted)) line.cancel();
     throw e;

@@ -40,6 +40,19 @@ class MemoryPort implements RelayPort {
   }
 }
 
+/** A port whose sender can be paused (serialport's stream can). */
+class FlowControlledPort extends MemoryPort {
+  paused = false;
+  resumes = 0;
+  pause(): void {
+    this.paused = true;
+  }
+  resume(): void {
+    this.paused = false;
+    this.resumes++;
+  }
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond: () => boolean, timeoutMs: number): Promise<void> {
@@ -140,17 +153,33 @@ describe('serial relay (pacing, order, cut and heal)', function () {
     assert.equal(relay.counters().aToB.droppedCut, 2000 - got);
   });
 
+  it('pauses a sender with flow control at the buffer bound instead of dropping, and resumes it', async () => {
+    const a = new FlowControlledPort();
+    const b = new MemoryPort();
+    relay = new SerialRelay(a, b, { baud: 115200, bufferBytes: 1024 });
+    relay.start();
+    const data = randomBytes(3000);
+    a.send(data);
+    assert.equal(a.paused, true, 'paused at 1024 queued');
+    assert.equal(relay.counters().aToB.senderPaused, true);
+    await until(() => !a.paused, 2000);
+    assert.ok(a.resumes >= 1);
+    await until(() => b.bytes.length === data.length, 2000);
+    assert.ok(b.bytes.equals(data), 'nothing dropped');
+    assert.equal(relay.counters().aToB.droppedOverrun, 0);
+  });
+
   it('bounds its buffer and the receiver backlog: the excess is counted as overrun', async () => {
     const a = new MemoryPort();
     const b = new MemoryPort();
-    relay = new SerialRelay(a, b, { baud: 9600, bufferBytes: 1024 });
+    relay = new SerialRelay(a, b, { baud: 9600, bufferBytes: 1024, receiverBacklogBytes: 4096 });
     relay.start();
     a.send(randomBytes(5000));
     const c = relay.counters();
     assert.ok(c.aToB.queued <= 1024);
     assert.ok(c.aToB.droppedOverrun >= 5000 - 1024 - 2);
     // A receiver that stopped reading: what the line would deliver is dropped, not piled up.
-    b.backlog = 4096;
+    b.backlog = 4097;
     await sleep(100);
     assert.equal(b.bytes.length <= 3, true);
     assert.ok(relay.counters().aToB.droppedOverrun > c.aToB.droppedOverrun);
@@ -161,5 +190,6 @@ describe('serial relay (pacing, order, cut and heal)', function () {
     assert.throws(() => new SerialRelay(p, p, { baud: 0 }), (e: unknown) => e instanceof UsError && e.code === 'US_ERR_CONFIG' && /baud/.test(e.message));
     assert.throws(() => new SerialRelay(p, p, { baud: 9600, bufferBytes: 1 }), /bufferBytes/);
     assert.throws(() => new SerialRelay(p, p, { baud: 9600, tickMs: 0 }), /tickMs/);
+    assert.throws(() => new SerialRelay(p, p, { baud: 9600, receiverBacklogBytes: -1 }), /receiverBacklogBytes/);
   });
 });

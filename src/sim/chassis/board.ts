@@ -10,6 +10,7 @@ import { appendFileSync, closeSync, openSync } from 'node:fs';
 import type { Logger } from '../../core/log.js';
 import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type BoardName } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
+import { drainSerialEnd } from './serial-relay.js';
 import { SimWatchdog, type SimWatchdogStatus } from './watchdog.js';
 
 export type PowerState = 'on' | 'off';
@@ -98,7 +99,7 @@ export class SimBoard {
     return this.serial(async () => {
       if (this.powerState === 'on') return;
       this.powerState = 'on';
-      this.boot();
+      await this.boot();
     });
   }
 
@@ -127,7 +128,7 @@ export class SimBoard {
         this.resetting = false;
       }
       this.powerState = 'on';
-      this.boot();
+      await this.boot();
     });
   }
 
@@ -171,12 +172,18 @@ export class SimBoard {
     void this.reset('watchdog').catch((e) => this.o.log.error({ board: this.name, err: (e as Error).message }, 'watchdog reset failed'));
   }
 
-  /** Starts the controller in the board's namespace, in its own process group, output to board.log. */
-  private boot(): void {
+  /**
+   * Starts the controller in the board's namespace, in its own process group, output to board.log.
+   * First the board's serial port is drained: bytes the partner sent while this board was off are
+   * gone on real hardware, and must not reach the new controller as if they were fresh.
+   */
+  private async boot(): Promise<void> {
     const { layout } = this.o;
     this.boots++;
+    const stale = await drainSerialEnd(layout.serialDevice);
+    if (stale < 0) this.o.log.warn({ board: this.name, device: layout.serialDevice }, 'could not drain the serial port before boot (held by someone else?)');
     this.watchdog.listen();
-    appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}\n`, { mode: 0o600 });
+    appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const out = openSync(layout.log, 'a', 0o600);
     const args = ['netns', 'exec', layout.netns, process.execPath, DAEMON_ENTRY, '--board', layout.profile,
       ...(this.o.guestFile ? ['--guest', this.o.guestFile] : ['--no-guest'])];

@@ -12,7 +12,7 @@ import { createLogger, type Logger } from '../../core/log.js';
 import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
 import { SimBoard, type SimBoardStatus } from './board.js';
 import { BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, chassisLayout, parseBoardName, type BoardName, type ChassisLayout } from './layout.js';
-import { createNetwork, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
+import { assertNetworkFree, createNetwork, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
 import { PowerController } from './power-controller.js';
 import { startTimeOf, isAlive, signal } from './procs.js';
 import { writeChassisProfiles } from './profiles.js';
@@ -51,6 +51,8 @@ export interface ChassisStatus {
     serial: { state: 'up' | 'cut'; baud: number; aToB: DirectionCounters; bToA: DirectionCounters };
   };
   powerController: { socket: string; broken: boolean; requests: number; recent: Array<{ at: string; request: string; reply: string }> };
+  /** The socat processes behind the serial links and consoles. */
+  helpers: Array<{ role: string; pid: number; alive: boolean }>;
 }
 
 /** How long a status query waits for a board's controller. */
@@ -103,11 +105,16 @@ export class Chassisd {
     this.record();
     try {
       // Names first, then the things: a crash in between still leaves them findable.
-      const veth = vethTempNames(this.o.name);
-      this.state.namespaces = BOARD_NAMES.map((b) => L.boards[b].netns);
-      this.state.vethTemp = veth;
+      const net = {
+        namespaces: [L.boards['sim-a'].netns, L.boards['sim-b'].netns] as [string, string],
+        vethTemp: vethTempNames(this.o.name),
+        addresses: [PLINK_ADDRESS['sim-a'], PLINK_ADDRESS['sim-b']] as [string, string],
+      };
+      await assertNetworkFree(net);
+      this.state.namespaces = [...net.namespaces];
+      this.state.vethTemp = [...net.vethTemp];
       this.record();
-      await createNetwork({ namespaces: [L.boards['sim-a'].netns, L.boards['sim-b'].netns], vethTemp: veth, addresses: [PLINK_ADDRESS['sim-a'], PLINK_ADDRESS['sim-b']] });
+      await createNetwork(net);
       this.log.info({ namespaces: this.state.namespaces }, 'network namespaces and the Ethernet partner link are up');
 
       const profiles = writeChassisProfiles(L, this.o.baud);
@@ -281,6 +288,7 @@ export class Chassisd {
         serial: { state: this.relay!.isCut ? 'cut' : 'up', baud: this.o.baud, aToB: counters.aToB, bToA: counters.bToA },
       },
       powerController: { socket: L.powerSocket, broken: pc.broken, requests: pc.requests, recent: pc.recent },
+      helpers: this.state.helpers.map((h) => ({ role: h.role, pid: h.pid, alive: isAlive(h.pid) })),
     };
   }
 }

@@ -103,18 +103,24 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
   const end = Date.now() + timeoutMs;
   let status: ChassisStatus | undefined;
+  // A board counts once it has answered: its HA layer may fence the other one a moment later.
+  const answered = new Set<string>();
   while (Date.now() < end) {
     status = (await callControl(L.controlSocket, 'status', {}, 10000)) as ChassisStatus;
-    if (status.boards.every((b) => b.answers)) return { pid, recovered, status };
-    const dead = status.boards.find((b) => b.power === 'on' && !b.resetting && (!b.controller || !b.controller.alive));
-    if (dead) {
-      const ex = dead.lastExit;
-      throw new UsError('US_ERR_NOT_RUNNING', `${dead.board}'s controller exited (${ex ? (ex.signal ?? `code ${ex.code}`) : 'not started'}) before it answered; `
-        + `the chassis stays up for inspection (\`understudy chassis status --name ${name}\`, \`chassis down\` to clean up). Last lines of ${dead.log}:\n${tail(dead.log)}`);
+    for (const b of status.boards) if (b.answers) answered.add(b.board);
+    if (answered.size === status.boards.length) return { pid, recovered, status };
+    const lost = status.boards.find((b) => !answered.has(b.board) && !b.resetting && (b.power === 'off' || !b.controller || !b.controller.alive));
+    if (lost) {
+      const ex = lost.lastExit;
+      const what = lost.power === 'off'
+        ? `${lost.board} was powered off (${lost.resets.last?.cause ?? 'unknown cause'})`
+        : `${lost.board}'s controller exited (${ex ? (ex.signal ?? `code ${ex.code}`) : 'not started'})`;
+      throw new UsError('US_ERR_NOT_RUNNING', `${what} before it answered; `
+        + `the chassis stays up for inspection (\`understudy chassis status --name ${name}\`, \`chassis down\` to clean up). Last lines of ${lost.log}:\n${tail(lost.log)}`);
     }
     await sleep(200);
   }
-  const silent = status?.boards.filter((b) => !b.answers).map((b) => b.board).join(', ') ?? BOARD_NAMES.join(', ');
+  const silent = status?.boards.filter((b) => !answered.has(b.board)).map((b) => b.board).join(', ') ?? BOARD_NAMES.join(', ');
   throw new UsError('US_ERR_TIMEOUT', `controllers of ${silent} did not answer within ${timeoutMs} ms; the chassis stays up for inspection (\`chassis down\` to clean up)`);
 }
 

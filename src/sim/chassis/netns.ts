@@ -52,14 +52,23 @@ export interface NetworkSpec {
   addresses: [string, string];
 }
 
-/** Creates both namespaces and the partner link. Call only after recording the names (crash recovery). */
-export async function createNetwork(spec: NetworkSpec): Promise<void> {
+/**
+ * Refuses names that are taken: they belong to someone else (another chassis with this name run
+ * from another directory, say), so they must not be recorded as this run's, which would make its
+ * cleanup delete them.
+ */
+export async function assertNetworkFree(spec: NetworkSpec): Promise<void> {
   const existing = await listNamespaces();
   for (const ns of spec.namespaces) {
     if (existing.includes(ns)) {
       throw new UsError('US_ERR_CHASSIS', `network namespace ${ns} already exists (another chassis with this name, run from another directory?); delete it with \`ip netns del ${ns}\` or pick another --name`);
     }
   }
+  for (const v of spec.vethTemp) if (await linkExists(v)) throw new UsError('US_ERR_CHASSIS', `interface ${v} already exists; try again`);
+}
+
+/** Creates both namespaces and the partner link. Call only after assertNetworkFree and after recording the names. */
+export async function createNetwork(spec: NetworkSpec): Promise<void> {
   for (const ns of spec.namespaces) {
     await ip('netns', 'add', ns);
     await ip('-n', ns, 'link', 'set', 'lo', 'up');

@@ -20,9 +20,9 @@ interface ProcStat {
   startTime: number;
 }
 
-function readStat(pid: number): ProcStat | undefined {
+function readStat(pid: number, statFile = `/proc/${pid}/stat`): ProcStat | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const s = readFileSync(statFile, 'utf8');
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
     return { state: rest[0]!, pgid: Number(rest[2]), startTime: Number(rest[19]) };
@@ -40,16 +40,36 @@ export function stateOf(pid: number): string | undefined {
   return readStat(pid)?.state;
 }
 
-/** Exists and is not a zombie. */
+const dead = (state: string) => state === 'Z' || state === 'X';
+
+/**
+ * Some thread of the process is still running. A multithreaded process's leader shows Z while its
+ * other threads are still exiting, and until the last one is gone its files (and their locks, e.g. a
+ * serial port's flock) are still open.
+ */
+function anyThreadLive(pid: number, leader: ProcStat): boolean {
+  if (!dead(leader.state)) return true;
+  try {
+    return readdirSync(`/proc/${pid}/task`).some((tid) => {
+      if (Number(tid) === pid) return false;
+      const st = readStat(pid, `/proc/${pid}/task/${tid}/stat`);
+      return st !== undefined && !dead(st.state);
+    });
+  } catch {
+    return false;
+  }
+}
+
+/** Exists and some thread of it still runs (not a zombie, and not a process still exiting). */
 export function isAlive(pid: number): boolean {
   const st = readStat(pid);
-  return st !== undefined && st.state !== 'Z' && st.state !== 'X';
+  return st !== undefined && anyThreadLive(pid, st);
 }
 
 /** The same process as recorded (a reused pid has a different start time). */
 export function isSameProcess(p: RecordedProcess): boolean {
   const st = readStat(p.pid);
-  if (!st || st.state === 'Z' || st.state === 'X') return false;
+  if (!st || !anyThreadLive(p.pid, st)) return false;
   return p.startTime === undefined || p.startTime === st.startTime;
 }
 
@@ -70,7 +90,7 @@ function allPids(): number[] {
 export function groupMembers(pgid: number): number[] {
   return allPids().filter((p) => {
     const st = readStat(p);
-    return st !== undefined && st.pgid === pgid && st.state !== 'Z' && st.state !== 'X';
+    return st !== undefined && st.pgid === pgid && anyThreadLive(p, st);
   });
 }
 

@@ -15,6 +15,9 @@ export interface RelayPort {
   onData(listener: (data: Buffer) => void): void;
   /** Bytes written but not yet taken by the other side (the receiving UART's backlog). */
   pending(): number;
+  /** Flow control toward the sender: stop/restart taking its bytes (it then blocks, as on a real line). Optional. */
+  pause?(): void;
+  resume?(): void;
   close(): Promise<void>;
 }
 
@@ -23,8 +26,17 @@ export interface SerialRelayOptions {
   baud: number;
   /** Pacing tick, ms: each tick sends what is due. Default 1. */
   tickMs?: number;
-  /** Bytes queued per direction (and backlog at the receiver) beyond which bytes are dropped as overruns. Default 65536. */
+  /**
+   * Bytes waiting per direction. A sender whose port has flow control is paused when this is
+   * reached (and resumed below half), so it blocks as a real sender would; without flow control
+   * the excess is dropped as overrun. Default 65536.
+   */
   bufferBytes?: number;
+  /**
+   * Backlog the receiver may leave unread before the line drops what it delivers (a board that is
+   * hung or off loses bytes like an overrun UART instead of hoarding stale ones). Default 4096.
+   */
+  receiverBacklogBytes?: number;
 }
 
 export interface DirectionCounters {
@@ -34,10 +46,20 @@ export interface DirectionCounters {
   relayed: number;
   /** Bytes dropped because the link was cut. */
   droppedCut: number;
-  /** Bytes dropped because the buffer or the receiver's backlog was full. */
+  /** Bytes dropped because the buffer (no flow control) or the receiver's backlog was full. */
   droppedOverrun: number;
   /** Bytes waiting for their turn on the line now. */
   queued: number;
+  /** The sender is paused by flow control now. */
+  senderPaused: boolean;
+}
+
+interface Limits {
+  bytesPerMs: number;
+  /** Credit an idle line may bank, in bytes. */
+  burst: number;
+  queue: number;
+  backlog: number;
 }
 
 /** One direction of the line: a FIFO of chunks and the credit of bytes the line may send now. */
@@ -46,9 +68,9 @@ class Direction {
   private head = 0;
   queued = 0;
   private credit = 0;
-  readonly counters: DirectionCounters = { received: 0, relayed: 0, droppedCut: 0, droppedOverrun: 0, queued: 0 };
+  readonly counters: DirectionCounters = { received: 0, relayed: 0, droppedCut: 0, droppedOverrun: 0, queued: 0, senderPaused: false };
 
-  constructor(private readonly dst: RelayPort, private readonly bytesPerMs: number, private readonly burst: number, private readonly limit: number) {}
+  constructor(private readonly src: RelayPort, private readonly dst: RelayPort, private readonly l: Limits) {}
 
   push(data: Buffer, cut: boolean): void {
     this.counters.received += data.length;
@@ -56,26 +78,32 @@ class Direction {
       this.counters.droppedCut += data.length;
       return;
     }
-    const room = Math.max(0, this.limit - this.queued);
-    if (data.length > room) {
-      this.counters.droppedOverrun += data.length - room;
-      data = data.subarray(0, room);
+    if (!this.src.pause) {
+      const room = Math.max(0, this.l.queue - this.queued);
+      if (data.length > room) {
+        this.counters.droppedOverrun += data.length - room;
+        data = data.subarray(0, room);
+      }
     }
     if (data.length === 0) return;
     this.chunks.push(data);
     this.queued += data.length;
     this.counters.queued = this.queued;
+    if (this.src.pause && !this.counters.senderPaused && this.queued >= this.l.queue) {
+      this.counters.senderPaused = true;
+      this.src.pause();
+    }
   }
 
   /** Sends what is due after `elapsedMs` of line time. */
   tick(elapsedMs: number): void {
     // An idle line may send its next byte at once, but never bank more than a short burst.
-    this.credit = Math.min(this.credit + elapsedMs * this.bytesPerMs, this.burst);
+    this.credit = Math.min(this.credit + elapsedMs * this.l.bytesPerMs, this.l.burst);
     const n = Math.min(Math.floor(this.credit), this.queued);
     if (n <= 0) return;
     this.credit -= n;
     const out = this.take(n);
-    if (this.dst.pending() > this.limit) {
+    if (this.dst.pending() > this.l.backlog) {
       this.counters.droppedOverrun += out.length;
     } else {
       this.dst.write(out);
@@ -104,6 +132,7 @@ class Direction {
     }
     this.queued -= n;
     this.counters.queued = this.queued;
+    this.resumeBelowHalf();
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
   }
 
@@ -114,6 +143,14 @@ class Direction {
     this.queued = 0;
     this.counters.queued = 0;
     this.credit = 0;
+    this.resumeBelowHalf();
+  }
+
+  private resumeBelowHalf(): void {
+    if (this.counters.senderPaused && this.queued <= this.l.queue / 2) {
+      this.counters.senderPaused = false;
+      this.src.resume?.();
+    }
   }
 }
 
@@ -132,13 +169,15 @@ export class SerialRelay {
     }
     this.tickMs = opts.tickMs ?? 1;
     if (!(this.tickMs > 0 && this.tickMs <= 100)) throw new UsError('US_ERR_CONFIG', `serial relay: tickMs must be in (0, 100], got ${opts.tickMs}`);
-    const limit = opts.bufferBytes ?? 65536;
-    if (!Number.isInteger(limit) || limit < 16) throw new UsError('US_ERR_CONFIG', `serial relay: bufferBytes must be an integer ≥ 16, got ${opts.bufferBytes}`);
+    const queue = opts.bufferBytes ?? 65536;
+    if (!Number.isInteger(queue) || queue < 16) throw new UsError('US_ERR_CONFIG', `serial relay: bufferBytes must be an integer ≥ 16, got ${opts.bufferBytes}`);
+    const backlog = opts.receiverBacklogBytes ?? 4096;
+    if (!Number.isInteger(backlog) || backlog < 0) throw new UsError('US_ERR_CONFIG', `serial relay: receiverBacklogBytes must be an integer ≥ 0, got ${opts.receiverBacklogBytes}`);
     const bytesPerMs = opts.baud / 10 / 1000;
     // A burst of two ticks' worth (at least one byte) absorbs timer jitter without changing the rate.
-    const burst = Math.max(1, bytesPerMs * this.tickMs * 2);
-    this.ab = new Direction(b, bytesPerMs, burst, limit);
-    this.ba = new Direction(a, bytesPerMs, burst, limit);
+    const limits: Limits = { bytesPerMs, burst: Math.max(1, bytesPerMs * this.tickMs * 2), queue, backlog };
+    this.ab = new Direction(a, b, limits);
+    this.ba = new Direction(b, a, limits);
   }
 
   start(): void {
@@ -206,6 +245,28 @@ export async function openSerialEnd(path: string, onError: (e: Error) => void = 
     write: (d) => void port.write(d),
     onData: (l) => void port.on('data', l),
     pending: () => port.writableLength,
+    pause: () => void port.pause(),
+    resume: () => void port.resume(),
     close: () => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())),
   };
+}
+
+/**
+ * Discards what waits in a board's end of the serial link before the board boots: a powered-off
+ * UART receives nothing, but the pty (and socat behind it) kept what the partner sent meanwhile.
+ * Reads until the line has been quiet for `quietMs` (bounded by `maxMs`); returns the bytes dropped.
+ * Fails quietly (returns -1) when the port cannot be opened, e.g. someone else holds it.
+ */
+export async function drainSerialEnd(path: string, quietMs = 30, maxMs = 500): Promise<number> {
+  const port = new SerialPort({ path, baudRate: 115200, autoOpen: false });
+  const opened = await new Promise<boolean>((resolve) => port.open((e) => resolve(!e)));
+  if (!opened) return -1;
+  let dropped = 0;
+  let last = performance.now();
+  port.on('data', (d: Buffer) => { dropped += d.length; last = performance.now(); });
+  port.on('error', () => undefined);
+  const start = performance.now();
+  while (performance.now() - last < quietMs && performance.now() - start < maxMs) await new Promise((r) => setTimeout(r, 5));
+  await new Promise<void>((resolve) => port.close(() => resolve()));
+  return dropped;
 }

@@ -1,0 +1,38 @@
+/**
+ * The service address as a movable thing: on takeover the new primary adds it to its service
+ * interface and announces it with gratuitous ARP (iputils-arping), so switches and clients learn the
+ * new MAC at once; the old primary (if alive) removes it. Same on a real blade and in the simulated
+ * chassis, where the interface sits in the board's network namespace.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { UsError } from '../core/errors.js';
+
+const run = promisify(execFile);
+
+export async function addressPresent(iface: string, address: string): Promise<boolean> {
+  try {
+    const { stdout } = await run('ip', ['-o', '-4', 'addr', 'show', 'dev', iface]);
+    return stdout.split('\n').some((l) => l.includes(` ${address}/`));
+  } catch {
+    return false;
+  }
+}
+
+export async function takeAddress(iface: string, address: string, prefixLength: number): Promise<void> {
+  if (!(await addressPresent(iface, address))) {
+    try {
+      await run('ip', ['addr', 'add', `${address}/${prefixLength}`, 'dev', iface]);
+    } catch (e) {
+      throw new UsError('US_ERR_CONFIG', `cannot take the service address ${address} on ${iface}: ${(e as Error).message.trim()}`);
+    }
+  }
+  // Gratuitous ARP, best effort: the address works without it, clients just learn the MAC later.
+  await run('arping', ['-U', '-c', '1', '-w', '1', '-I', iface, address]).catch(() => undefined);
+}
+
+export async function releaseAddress(iface: string, address: string, prefixLength: number): Promise<void> {
+  if (await addressPresent(iface, address)) {
+    await run('ip', ['addr', 'del', `${address}/${prefixLength}`, 'dev', iface]).catch(() => undefined);
+  }
+}

@@ -1,0 +1,328 @@
+/**
+ * Cloning and the replication channel between the two controllers, over the Ethernet partner link:
+ *
+ *   primary                                    backup
+ *   ── clone-prepare ─────────────────────────▶ stops any old copy, starts QEMU -incoming
+ *   ◀───────────────────────────── clone-ready
+ *   holds new inputs, waits until its guest has processed every one delivered (drained)
+ *   QEMU migrate ─▶ unix relay ═══ authenticated TCP ═══▶ relay ─▶ QEMU -incoming
+ *   source resumes (cont): the clone's cut-over point is the last input delivered
+ *   ── clone-done {cutSeq, client map} ───────▶ follows from cutSeq, resumes the clone
+ *   releases held inputs to both: INPUT ─────▶ … ◀── ACK; DIGEST ──▶ divergence watch
+ *
+ * The clone runs at raised priority (QEMU's threads reniced for its duration). The guest's pause
+ * is QEMU's own measure (query-migrate "downtime").
+ */
+import { EventEmitter } from 'node:events';
+import { execFile } from 'node:child_process';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { BoardProfile } from '../config/board-profile.js';
+import { UsError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { listThreads } from '../hw/affinity.js';
+import type { GuestSupervisor } from '../guest/supervisor.js';
+import type { Store } from '../store/journal.js';
+import { T_CONTROL, decodeControl, encodeControl, type ControlMessage } from './messages.js';
+import type { Replicator } from './replicator.js';
+import { MessageChannel, connectAuthenticated, listenAuthenticated, type AuthServer } from './secure-channel.js';
+
+const run = promisify(execFile);
+
+export interface CloneProgress {
+  phase: 'prepare' | 'drain' | 'migrate' | 'cut-over' | 'done';
+  transferredMb?: number;
+  totalMb?: number;
+  percent?: number;
+}
+
+export interface CloneReport {
+  durationMs: number;
+  downtimeMs: number | null;
+  holdMs: number;
+  cutSeq: number;
+  transferredMb: number;
+}
+
+export declare interface ReplicationManager {
+  on(ev: 'clone-progress', fn: (p: CloneProgress) => void): this;
+  on(ev: 'cloned', fn: (r: CloneReport) => void): this;
+  on(ev: 'clone-target', fn: (phase: 'started' | 'running' | 'failed', detail?: string) => void): this;
+  on(ev: 'control', fn: (m: ControlMessage, channel: MessageChannel) => void): this;
+}
+
+export class ReplicationManager extends EventEmitter {
+  private inputServer?: AuthServer;
+  private migrationServer?: AuthServer;
+  private backupChannel?: MessageChannel;
+  private cloning?: Promise<CloneReport>;
+  lastClone?: CloneReport & { at: string };
+  lastCloneError?: string;
+  readonly inputPort: number;
+  readonly migrationPort: number;
+
+  constructor(
+    private readonly board: BoardProfile,
+    private readonly key: Buffer,
+    private readonly supervisor: GuestSupervisor,
+    private readonly replicator: Replicator,
+    private readonly store: Store,
+    private readonly log: Logger,
+  ) {
+    super();
+    const eth = board.partner!.ethernet!;
+    this.inputPort = eth.port + 1;
+    this.migrationPort = eth.port + 2;
+  }
+
+  get cloneInProgress(): boolean {
+    return this.cloning !== undefined;
+  }
+
+  /** Both boards listen: whichever is backup receives the input stream and clones. */
+  async listen(): Promise<void> {
+    const eth = this.board.partner!.ethernet!;
+    const rejected = (e: Error) => {
+      this.store.record('replication', `rejected a partner connection: ${e.message}`);
+      this.log.warn({ err: e.message }, 'rejected a partner connection');
+    };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        this.inputServer = await listenAuthenticated(eth.localAddress, this.inputPort, this.key, 'inputs', (s) => this.onInputChannel(s), rejected);
+        this.migrationServer = await listenAuthenticated(eth.localAddress, this.migrationPort, this.key, 'migration', (s) => this.onMigrationStream(s), rejected);
+        return;
+      } catch (e) {
+        // The partner-link address may not be up yet.
+        await this.inputServer?.close();
+        this.inputServer = undefined;
+        if (attempt >= 30) throw e;
+        await sleep(1000);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.inputServer?.close();
+    await this.migrationServer?.close();
+    this.backupChannel?.close();
+  }
+
+  // ------------------------------------------------------------------ primary side
+  /** Clones the running guest to the partner and starts protecting it. One at a time. */
+  clone(): Promise<CloneReport> {
+    this.cloning ??= this.doClone().finally(() => { this.cloning = undefined; });
+    return this.cloning;
+  }
+
+  private progress(p: CloneProgress): void {
+    this.emit('clone-progress', p);
+  }
+
+  private async doClone(): Promise<CloneReport> {
+    const t0 = performance.now();
+    const qemu = this.supervisor.hypervisor;
+    if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'no running guest to clone');
+    const eth = this.board.partner!.ethernet!;
+    this.progress({ phase: 'prepare' });
+    this.store.record('clone', `cloning the guest to the partner (${eth.partnerAddress})`);
+    const sock = await connectAuthenticated(eth.partnerAddress, this.inputPort, this.key, 'inputs');
+    const channel = new MessageChannel(sock);
+    const ctl = this.controlOn(channel);
+    let holdStart = 0;
+    let relay: Server | undefined;
+    const relayPath = join(this.board.storageDir, 'migrate-out.sock');
+    const reniced: number[] = [];
+    try {
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb }));
+      const ready = await ctl.next(60000);
+      if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
+
+      // Cut-over: from here new inputs wait; the guest must have processed every input delivered.
+      this.progress({ phase: 'drain' });
+      this.replicator.hold();
+      holdStart = performance.now();
+      for (let i = 0; !(await this.supervisor.drained()); i++) {
+        if (i > 500) throw new UsError('US_ERR_TIMEOUT', 'guest did not drain its inputs within 10 s');
+        await sleep(20);
+      }
+
+      relay = await this.migrationRelay(relayPath, eth.partnerAddress);
+      for (const tid of listThreads(qemu.pid)) {
+        if (tid === (await qemu.vcpuThreadId())) continue;
+        await run('renice', ['-n', '-10', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
+      }
+      await qemu.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+      await qemu.qmp.execute('migrate-set-parameters', { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
+      this.progress({ phase: 'migrate', percent: 0 });
+      await qemu.qmp.execute('migrate', { uri: `unix:${relayPath}`, blk: true });
+      let info: Record<string, any> = {};
+      for (;;) {
+        info = await qemu.qmp.execute<Record<string, any>>('query-migrate');
+        const ram = info.ram as { transferred?: number; total?: number } | undefined;
+        if (ram?.total) {
+          this.progress({ phase: 'migrate', transferredMb: Math.round((ram.transferred ?? 0) / 1048576), totalMb: Math.round(ram.total / 1048576),
+            percent: Math.min(99, Math.round(((ram.transferred ?? 0) / ram.total) * 100)) });
+        }
+        if (info.status === 'completed') break;
+        if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `migration ${info.status}: ${info['error-desc'] ?? ''}`);
+        await sleep(50);
+      }
+      // The source is paused after the stream ("postmigrate"); it continues as the primary.
+      await qemu.qmp.execute('cont');
+      const cutSeq = this.replicator.deliveredSeq;
+      const downtimeMs = typeof info.downtime === 'number' ? info.downtime : null;
+      this.progress({ phase: 'cut-over', percent: 100 });
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, clients: this.replicator.clients.export(), downtimeMs }));
+      this.replicator.resetDigests();
+      this.replicator.protect(channel, cutSeq);
+      const holdMs = performance.now() - holdStart;
+      this.replicator.release();
+      holdStart = 0;
+      const report: CloneReport = {
+        durationMs: Math.round(performance.now() - t0), downtimeMs, holdMs: Math.round(holdMs), cutSeq,
+        transferredMb: Math.round(((info.ram?.transferred as number | undefined) ?? 0) / 1048576),
+      };
+      this.lastClone = { ...report, at: new Date().toISOString() };
+      this.lastCloneError = undefined;
+      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms, inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
+      this.progress({ phase: 'done', percent: 100 });
+      this.emit('cloned', report);
+      return report;
+    } catch (e) {
+      this.lastCloneError = (e as Error).message;
+      this.store.record('clone', `clone FAILED: ${(e as Error).message}`);
+      this.log.error({ err: (e as Error).message }, 'clone failed');
+      if (qemu.alive) {
+        await qemu.qmp.execute('migrate_cancel').catch(() => undefined);
+        const st = await qemu.status().catch(() => '');
+        if (st === 'postmigrate' || st === 'paused') await qemu.qmp.execute('cont').catch(() => undefined);
+      }
+      channel.close();
+      throw e;
+    } finally {
+      if (holdStart) this.replicator.release();
+      ctl.dispose();
+      for (const tid of reniced) await run('renice', ['-n', '0', '-p', String(tid)]).catch(() => undefined);
+      relay?.close();
+      rmSync(relayPath, { force: true });
+    }
+  }
+
+  /** A unix socket QEMU migrates into, piped to the partner's migration port after authentication. */
+  private async migrationRelay(path: string, partner: string): Promise<Server> {
+    rmSync(path, { force: true });
+    const server = createServer((local) => {
+      local.pause();
+      connectAuthenticated(partner, this.migrationPort, this.key, 'migration').then((remote) => {
+        local.pipe(remote);
+        remote.pipe(local);
+        remote.resume();
+        local.resume();
+        const end = () => { local.destroy(); remote.destroy(); };
+        local.on('close', end);
+        remote.on('close', end);
+        local.on('error', end);
+        remote.on('error', end);
+      }, (e: Error) => {
+        this.log.error({ err: e.message }, 'migration relay could not reach the partner');
+        local.destroy();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    return server;
+  }
+
+  /** Control messages on a channel, awaited one at a time. */
+  private controlOn(channel: MessageChannel): { next(timeoutMs: number): Promise<ControlMessage>; dispose(): void } {
+    const queue: ControlMessage[] = [];
+    let waiter: ((m: ControlMessage | Error) => void) | undefined;
+    const onMsg = (type: number, body: Buffer) => {
+      if (type !== T_CONTROL) return;
+      const m = decodeControl(body);
+      if (waiter) { const w = waiter; waiter = undefined; w(m); } else queue.push(m);
+    };
+    const onClose = () => { if (waiter) { const w = waiter; waiter = undefined; w(new UsError('US_ERR_LINK', 'partner closed the replication channel')); } };
+    channel.on('message', onMsg);
+    channel.on('close', onClose);
+    return {
+      next: (timeoutMs) => {
+        const m = queue.shift();
+        if (m) return Promise.resolve(m);
+        return new Promise((resolve, reject) => {
+          const timer = setTimeout(() => { waiter = undefined; reject(new UsError('US_ERR_TIMEOUT', `partner did not answer within ${timeoutMs} ms`)); }, timeoutMs);
+          waiter = (x) => { clearTimeout(timer); if (x instanceof Error) reject(x); else resolve(x); };
+        });
+      },
+      dispose: () => { channel.off('message', onMsg); channel.off('close', onClose); },
+    };
+  }
+
+  // ------------------------------------------------------------------ backup side
+  private onInputChannel(sock: Socket): void {
+    const channel = new MessageChannel(sock);
+    channel.on('message', (type, body) => {
+      if (type !== T_CONTROL) return;
+      let m: ControlMessage;
+      try {
+        m = decodeControl(body);
+      } catch {
+        channel.close();
+        return;
+      }
+      if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel);
+      else if (m.type === 'clone-done') this.finishCloneTarget(channel, m);
+      else this.emit('control', m, channel);
+    });
+  }
+
+  private async prepareCloneTarget(channel: MessageChannel): Promise<void> {
+    try {
+      this.emit('clone-target', 'started');
+      this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
+      await this.supervisor.stop();
+      this.replicator.becomeBackup();
+      await this.supervisor.startClone(`unix:${join(this.board.storageDir, 'migrate-in.sock')}`);
+      this.backupChannel?.close();
+      this.backupChannel = channel;
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-ready' }));
+    } catch (e) {
+      this.emit('clone-target', 'failed', (e as Error).message);
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-failed', reason: (e as Error).message }));
+    }
+  }
+
+  private finishCloneTarget(channel: MessageChannel, m: Extract<ControlMessage, { type: 'clone-done' }>): void {
+    // Synchronously, before the inputs that follow on this channel are read.
+    this.replicator.clients.import(m.clients);
+    this.replicator.resetDigests();
+    this.replicator.follow(channel, m.cutSeq);
+    this.supervisor.finishClone().then(() => {
+      this.store.record('clone', `clone running on this board from input ${m.cutSeq} (guest paused ${m.downtimeMs ?? '?'} ms at the source)`);
+      this.emit('clone-target', 'running');
+    }, (e: Error) => {
+      this.store.record('clone', `clone target failed to resume: ${e.message}`);
+      this.emit('clone-target', 'failed', e.message);
+      this.replicator.sendControl({ type: 'reclone', reason: `clone target failed: ${e.message}` });
+    });
+  }
+
+  private onMigrationStream(remote: Socket): void {
+    const local = connect(join(this.board.storageDir, 'migrate-in.sock'));
+    local.on('connect', () => {
+      remote.pipe(local);
+      local.pipe(remote);
+      remote.resume();
+    });
+    const end = () => { local.destroy(); remote.destroy(); };
+    local.on('error', (e) => { this.log.error({ err: e.message }, 'clone target is not listening'); end(); });
+    remote.on('error', end);
+    local.on('close', end);
+    remote.on('close', end);
+  }
+}

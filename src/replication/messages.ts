@@ -1,0 +1,109 @@
+/**
+ * The input stream between primary and backup: binary messages on a MessageChannel.
+ *   INPUT   every external input with its sequence number and the client's identity
+ *   ACK     cumulative: the backup holds every input up to seq (output commit waits for this)
+ *   DIGEST  hash of the primary guest's reply to one request, for the divergence watch
+ *   CONTROL JSON: clone hand-over, re-clone requests, switchover
+ * Pure encoding; no I/O.
+ */
+import { createHash } from 'node:crypto';
+import type { GuestInput } from '../guest/io.js';
+
+export const T_INPUT = 1;
+export const T_ACK = 2;
+export const T_DIGEST = 3;
+export const T_CONTROL = 4;
+
+export interface SequencedInput {
+  seq: number;
+  input: GuestInput;
+  /** The external client behind input.clientPort (requests only). */
+  client?: { address: string; port: number };
+}
+
+function putSeq(b: Buffer, off: number, seq: number): void {
+  b.writeUInt32BE(Math.floor(seq / 2 ** 32), off);
+  b.writeUInt32BE(seq >>> 0, off + 4);
+}
+
+function getSeq(b: Buffer, off: number): number {
+  return b.readUInt32BE(off) * 2 ** 32 + b.readUInt32BE(off + 4);
+}
+
+export function encodeInput(s: SequencedInput): Buffer {
+  const addr = Buffer.from(s.client?.address ?? '', 'latin1');
+  const payload = s.input.payload;
+  const b = Buffer.allocUnsafe(8 + 1 + 2 + 1 + addr.length + 2 + payload.length);
+  putSeq(b, 0, s.seq);
+  b[8] = s.input.kind === 'request' ? 0 : 1;
+  b.writeUInt16BE(s.input.kind === 'request' ? s.input.clientPort : 0, 9);
+  b[11] = addr.length;
+  addr.copy(b, 12);
+  b.writeUInt16BE(s.client?.port ?? 0, 12 + addr.length);
+  payload.copy(b, 14 + addr.length);
+  return b;
+}
+
+export function decodeInput(b: Buffer): SequencedInput {
+  if (b.length < 14) throw new RangeError('short INPUT');
+  const seq = getSeq(b, 0);
+  const kind = b[8];
+  const clientPort = b.readUInt16BE(9);
+  const alen = b[11]!;
+  if (b.length < 14 + alen) throw new RangeError('short INPUT');
+  const address = b.subarray(12, 12 + alen).toString('latin1');
+  const port = b.readUInt16BE(12 + alen);
+  const payload = Buffer.from(b.subarray(14 + alen));
+  if (kind === 0) return { seq, input: { kind: 'request', clientPort, payload }, client: { address, port } };
+  if (kind === 1) return { seq, input: { kind: 'auth-reply', payload } };
+  throw new RangeError(`bad INPUT kind ${kind}`);
+}
+
+export function encodeAck(seq: number): Buffer {
+  const b = Buffer.allocUnsafe(8);
+  putSeq(b, 0, seq);
+  return b;
+}
+
+export function decodeAck(b: Buffer): number {
+  if (b.length !== 8) throw new RangeError('bad ACK');
+  return getSeq(b, 0);
+}
+
+/** The key of a request and its reply: the client's identity and the request id (first word). */
+export function replyKey(clientPort: number, payload: Buffer): string {
+  const sp = payload.indexOf(0x20);
+  return `${clientPort} ${payload.subarray(0, sp < 0 ? Math.min(payload.length, 16) : Math.min(sp, 16)).toString('latin1')}`;
+}
+
+export function replyDigest(payload: Buffer): Buffer {
+  return createHash('sha256').update(payload).digest().subarray(0, 8);
+}
+
+export function encodeDigest(key: string, digest: Buffer): Buffer {
+  const k = Buffer.from(key, 'latin1');
+  return Buffer.concat([Buffer.from([k.length]), k, digest]);
+}
+
+export function decodeDigest(b: Buffer): { key: string; digest: Buffer } {
+  const n = b[0]!;
+  if (b.length !== 1 + n + 8) throw new RangeError('bad DIGEST');
+  return { key: b.subarray(1, 1 + n).toString('latin1'), digest: Buffer.from(b.subarray(1 + n)) };
+}
+
+export type ControlMessage =
+  | { type: 'clone-prepare'; memoryMb: number }
+  | { type: 'clone-ready' }
+  | { type: 'clone-failed'; reason: string }
+  | { type: 'clone-done'; cutSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null }
+  | { type: 'reclone'; reason: string }
+  | { type: 'switchover' }
+  | { type: 'hello'; board: string; role: string; lastSeq: number; cloned: boolean };
+
+export function encodeControl(m: ControlMessage): Buffer {
+  return Buffer.from(JSON.stringify(m));
+}
+
+export function decodeControl(b: Buffer): ControlMessage {
+  return JSON.parse(b.toString('utf8')) as ControlMessage;
+}

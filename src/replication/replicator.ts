@@ -1,0 +1,402 @@
+/**
+ * Input replication: every external input gets a sequence number and reaches both guests in the same
+ * order; the primary releases a reply only once the backup holds the input it answers (output
+ * commit), so no reply a client has seen can be lost by a failover.
+ *
+ * One object per board, in one of three modes:
+ *   standalone  inputs straight to the local guest, outputs straight out (no partner in sync)
+ *   primary     inputs sequenced, sent to the backup and delivered locally; replies held until ACKed;
+ *               a DIGEST of each reply goes to the backup; AUTH queries leave only from here
+ *   backup      inputs received, logged, ACKed, delivered to the clone in order; its replies dropped
+ *               after comparison with the primary's digests; its AUTH queries dropped but tracked:
+ *               an AUTH answer is handed to the clone only after the clone has asked for it
+ * The sequence counter and the client map survive mode changes, which is what makes a promotion
+ * seamless. Owns no socket: the channel, the guest port and the endpoint are given to it.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../core/log.js';
+import { ClientMap } from '../guest/client-map.js';
+import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
+import type { MessageChannel } from './secure-channel.js';
+import {
+  T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
+  encodeDigest, encodeInput, replyDigest, replyKey, type ControlMessage, type SequencedInput,
+} from './messages.js';
+
+export type ReplicationMode = 'standalone' | 'primary' | 'backup';
+
+export interface ReplicatorOptions {
+  guest: InputSink;
+  log: Logger;
+  /** Without an ACK for this long, the primary stops waiting: it serves unprotected and raises an alarm. */
+  protectionTimeoutMs?: number;
+  /** How long the backup holds an AUTH answer its clone has not asked for yet before handing it over anyway. */
+  authHoldMs?: number;
+  /** Called for every input the backup receives (the checkpoint log). */
+  onLogged?: (s: SequencedInput) => void;
+}
+
+export interface ReplicationStatus {
+  mode: ReplicationMode;
+  protected: boolean;
+  lastSeq: number;
+  ackedSeq: number;
+  deliveredSeq: number;
+  lagInputs: number;
+  heldReplies: number;
+  heldInputs: number;
+  holding: boolean;
+  divergences: number;
+  digestsCompared: number;
+  unprotectedReason?: string;
+  authHolds: number;
+  clients: number;
+}
+
+export declare interface Replicator {
+  on(ev: 'divergence', fn: (key: string) => void): this;
+  on(ev: 'unprotected', fn: (reason: string) => void): this;
+}
+
+const AUTHQ = /^AUTHQ ([A-Za-z0-9_.+-]{1,32})/;
+const AUTHR = /^AUTHR ([A-Za-z0-9_.+-]{1,32}) /;
+const REG = /^\S{1,16} REG ([A-Za-z0-9_.+-]{1,32})\s*$/;
+const MAX_DIGESTS = 20000;
+
+export class Replicator extends EventEmitter implements InputPipeline {
+  mode: ReplicationMode = 'standalone';
+  readonly clients = new ClientMap();
+  private out?: OutputSink;
+  private channel?: MessageChannel;
+  lastSeq = 0;
+  ackedSeq = 0;
+  deliveredSeq = 0;
+  private isProtected = false;
+  private unprotectedReason?: string;
+  // primary
+  private holding = false;
+  private held: SequencedInput[] = [];
+  private pendingReplies = new Map<string, number[]>();
+  private heldOutputs: Array<{ seq: number; output: GuestOutput }> = [];
+  private unackedSince = 0;
+  private protectionTimer?: NodeJS.Timeout;
+  // backup
+  private queue: SequencedInput[] = [];
+  private lastRegSeq = new Map<string, number>();
+  private authqAt = new Map<string, number>();
+  private authHoldSince = 0;
+  private authHoldTimer?: NodeJS.Timeout;
+  authHolds = 0;
+  private ackScheduled = false;
+  private primaryDigests = new Map<string, Buffer[]>();
+  private localDigests = new Map<string, Buffer[]>();
+  divergences = 0;
+  digestsCompared = 0;
+
+  constructor(private readonly o: ReplicatorOptions) {
+    super();
+  }
+
+  /** Where released outputs go (the service endpoint while primary or standalone). */
+  setOutput(out: OutputSink | undefined): void {
+    this.out = out;
+  }
+
+  // ------------------------------------------------------------------ mode changes
+  becomeStandalone(reason: string): void {
+    this.dropChannel(reason);
+    this.flushBackupQueue();
+    this.mode = 'standalone';
+    this.isProtected = false;
+  }
+
+  /** Primary: keeps the sequence counter and client map (a promoted backup continues where it was). */
+  becomePrimary(): void {
+    this.flushBackupQueue();
+    this.mode = 'primary';
+    this.isProtected = false;
+    this.protectionTimer ??= setInterval(() => this.checkProtection(), 10);
+  }
+
+  becomeBackup(): void {
+    this.mode = 'backup';
+    this.isProtected = false;
+    this.releaseAllHeld('board is no longer primary');
+  }
+
+  /** Primary: the backup's clone holds every input up to cutSeq; stream the rest to it on this channel. */
+  protect(channel: MessageChannel, cutSeq: number): void {
+    this.attachChannel(channel);
+    this.isProtected = true;
+    this.unprotectedReason = undefined;
+    this.ackedSeq = cutSeq;
+    this.unackedSince = 0;
+  }
+
+  /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
+  follow(channel: MessageChannel, cutSeq: number): void {
+    this.attachChannel(channel);
+    this.lastSeq = cutSeq;
+    this.deliveredSeq = cutSeq;
+    this.queue = [];
+    this.isProtected = true;
+    this.sendAck();
+  }
+
+  get protectedNow(): boolean {
+    return this.isProtected;
+  }
+
+  // ------------------------------------------------------------------ primary: inputs
+  submit(input: GuestInput): void {
+    if (this.mode === 'backup') return; // a backup has no endpoint; nothing should get here
+    const seq = ++this.lastSeq;
+    const s: SequencedInput = { seq, input, client: input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined };
+    if (this.holding) { this.held.push(s); return; }
+    this.forward(s);
+  }
+
+  private forward(s: SequencedInput): void {
+    if (this.mode === 'primary' && this.isProtected && this.channel?.open) {
+      this.channel.send(T_INPUT, encodeInput(s));
+      if (this.unackedSince === 0) this.unackedSince = performance.now();
+    }
+    if (s.input.kind === 'request') {
+      const key = replyKey(s.input.clientPort, s.input.payload);
+      const list = this.pendingReplies.get(key);
+      if (list) list.push(s.seq); else this.pendingReplies.set(key, [s.seq]);
+    }
+    this.o.guest.deliver(s.input);
+    this.deliveredSeq = s.seq;
+  }
+
+  /** Clone cut-over: queue inputs instead of delivering them (both copies must hold the same prefix). */
+  hold(): void {
+    this.holding = true;
+  }
+
+  /** End of the hold: deliver (and, if protected now, replicate) what was queued, in order. */
+  release(): void {
+    this.holding = false;
+    const q = this.held;
+    this.held = [];
+    for (const s of q) this.forward(s);
+  }
+
+  get heldCount(): number {
+    return this.held.length;
+  }
+
+  // ------------------------------------------------------------------ outputs of the local guest
+  onGuestOutput(output: GuestOutput): void {
+    if (this.mode === 'backup') { this.onBackupOutput(output); return; }
+    if (output.kind === 'auth-query') { this.out?.release(output); return; }
+    const key = replyKey(output.clientPort, output.payload);
+    const list = this.pendingReplies.get(key);
+    const seq = list?.shift();
+    if (list && list.length === 0) this.pendingReplies.delete(key);
+    if (this.mode === 'primary' && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, replyDigest(output.payload)));
+    if (this.mode === 'primary' && this.isProtected && seq !== undefined && seq > this.ackedSeq) {
+      this.heldOutputs.push({ seq, output });
+      return;
+    }
+    this.out?.release(output);
+  }
+
+  private onAck(seq: number): void {
+    if (seq <= this.ackedSeq) return;
+    this.ackedSeq = seq;
+    this.unackedSince = this.ackedSeq >= this.lastSeq - this.held.length ? 0 : performance.now();
+    if (!this.heldOutputs.length) return;
+    const still: typeof this.heldOutputs = [];
+    for (const h of this.heldOutputs) {
+      if (h.seq <= seq) this.out?.release(h.output); else still.push(h);
+    }
+    this.heldOutputs = still;
+  }
+
+  private checkProtection(): void {
+    if (this.mode !== 'primary' || !this.isProtected) return;
+    const timeout = this.o.protectionTimeoutMs ?? 500;
+    if (this.unackedSince && performance.now() - this.unackedSince > timeout) {
+      this.unprotect(`backup did not acknowledge inputs for ${timeout} ms`);
+    }
+  }
+
+  /** Primary: stop waiting for the backup (it is gone or stuck). Releases held replies. */
+  unprotect(reason: string): void {
+    if (!this.isProtected) return;
+    this.isProtected = false;
+    this.unprotectedReason = reason;
+    this.dropChannel(reason);
+    this.releaseAllHeld(reason);
+    this.o.log.warn({ reason }, 'UNPROTECTED: serving without a backup in sync');
+    this.emit('unprotected', reason);
+  }
+
+  private releaseAllHeld(_reason: string): void {
+    for (const h of this.heldOutputs) this.out?.release(h.output);
+    this.heldOutputs = [];
+  }
+
+  // ------------------------------------------------------------------ backup side
+  private onInputMessage(s: SequencedInput): void {
+    if (this.mode !== 'backup') return;
+    if (s.seq !== this.lastSeq + 1) {
+      this.o.log.error({ expected: this.lastSeq + 1, got: s.seq }, 'gap in the input stream: asking for a re-clone');
+      this.sendControl({ type: 'reclone', reason: `input stream gap: expected ${this.lastSeq + 1}, got ${s.seq}` });
+      this.dropChannel('input stream gap');
+      return;
+    }
+    this.lastSeq = s.seq;
+    if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+    this.o.onLogged?.(s);
+    if (!this.ackScheduled) {
+      this.ackScheduled = true;
+      setImmediate(() => { this.ackScheduled = false; this.sendAck(); });
+    }
+    this.queue.push(s);
+    this.pump();
+  }
+
+  private sendAck(): void {
+    if (this.channel?.open) this.channel.send(T_ACK, encodeAck(this.lastSeq));
+  }
+
+  /** Delivers queued inputs in order; an AUTH answer waits until the clone has asked for it. */
+  private pump(): void {
+    while (this.queue.length) {
+      const s = this.queue[0]!;
+      if (s.input.kind === 'auth-reply') {
+        const sub = AUTHR.exec(s.input.payload.toString('latin1'))?.[1];
+        const reg = sub ? this.lastRegSeq.get(sub) : undefined;
+        const asked = sub ? this.authqAt.get(sub) : undefined;
+        if (sub && reg !== undefined && (asked === undefined || asked < reg)) {
+          if (!this.authHoldSince) {
+            this.authHoldSince = performance.now();
+            this.authHolds++;
+          }
+          const wait = (this.o.authHoldMs ?? 2000) - (performance.now() - this.authHoldSince);
+          if (wait > 0) {
+            clearTimeout(this.authHoldTimer);
+            this.authHoldTimer = setTimeout(() => this.pump(), wait);
+            return;
+          }
+          this.o.log.warn({ sub, seq: s.seq }, 'clone never asked for this AUTH answer: handing it over anyway');
+        }
+        this.authHoldSince = 0;
+        clearTimeout(this.authHoldTimer);
+      } else {
+        const sub = REG.exec(s.input.payload.toString('latin1'))?.[1];
+        if (sub) this.lastRegSeq.set(sub, s.seq);
+      }
+      this.queue.shift();
+      this.o.guest.deliver(s.input);
+      this.deliveredSeq = s.seq;
+    }
+  }
+
+  private flushBackupQueue(): void {
+    clearTimeout(this.authHoldTimer);
+    this.authHoldSince = 0;
+    for (const s of this.queue) { this.o.guest.deliver(s.input); this.deliveredSeq = s.seq; }
+    this.queue = [];
+  }
+
+  private onBackupOutput(output: GuestOutput): void {
+    if (output.kind === 'auth-query') {
+      const sub = AUTHQ.exec(output.payload.toString('latin1'))?.[1];
+      if (sub) { this.authqAt.set(sub, this.deliveredSeq); this.pump(); }
+      return;
+    }
+    const key = replyKey(output.clientPort, output.payload);
+    this.compare(key, replyDigest(output.payload), this.localDigests, this.primaryDigests);
+  }
+
+  private onDigest(key: string, digest: Buffer): void {
+    if (this.mode !== 'backup') return;
+    this.compare(key, digest, this.primaryDigests, this.localDigests);
+  }
+
+  private compare(key: string, mine: Buffer, mineMap: Map<string, Buffer[]>, otherMap: Map<string, Buffer[]>): void {
+    const other = otherMap.get(key);
+    const theirs = other?.shift();
+    if (other && other.length === 0) otherMap.delete(key);
+    if (!theirs) {
+      const l = mineMap.get(key);
+      if (l) l.push(mine); else mineMap.set(key, [mine]);
+      if (mineMap.size > MAX_DIGESTS) mineMap.delete(mineMap.keys().next().value!);
+      return;
+    }
+    this.digestsCompared++;
+    if (!theirs.equals(mine)) {
+      this.divergences++;
+      this.o.log.error({ key, divergences: this.divergences }, 'DIVERGENCE: the backup answered differently from the primary');
+      this.emit('divergence', key);
+    }
+  }
+
+  /** Forgets digests (after a re-clone both copies start equal again). */
+  resetDigests(): void {
+    this.primaryDigests.clear();
+    this.localDigests.clear();
+  }
+
+  // ------------------------------------------------------------------ channel
+  private attachChannel(channel: MessageChannel): void {
+    if (this.channel && this.channel !== channel) this.channel.close();
+    this.channel = channel;
+    channel.on('message', (type, body) => {
+      if (this.channel !== channel) return;
+      try {
+        if (type === T_INPUT) this.onInputMessage(decodeInput(body));
+        else if (type === T_ACK) this.onAck(decodeAck(body));
+        else if (type === T_DIGEST) { const d = decodeDigest(body); this.onDigest(d.key, d.digest); }
+      } catch (e) {
+        this.o.log.error({ err: (e as Error).message, type }, 'malformed replication message: dropping the channel');
+        this.dropChannel('malformed message');
+      }
+    });
+    channel.on('close', () => {
+      if (this.channel !== channel) return;
+      this.channel = undefined;
+      if (this.mode === 'primary') this.unprotect('replication channel closed');
+      else this.isProtected = false;
+    });
+  }
+
+  sendControl(m: ControlMessage): void {
+    this.channel?.send(T_CONTROL, encodeControl(m));
+  }
+
+  private dropChannel(_reason: string): void {
+    const c = this.channel;
+    this.channel = undefined;
+    c?.close();
+  }
+
+  status(): ReplicationStatus {
+    return {
+      mode: this.mode,
+      protected: this.isProtected,
+      lastSeq: this.lastSeq,
+      ackedSeq: this.ackedSeq,
+      deliveredSeq: this.deliveredSeq,
+      lagInputs: this.mode === 'primary' ? Math.max(0, this.lastSeq - this.ackedSeq) : Math.max(0, this.lastSeq - this.deliveredSeq),
+      heldReplies: this.heldOutputs.length,
+      heldInputs: this.held.length + this.queue.length,
+      holding: this.holding,
+      divergences: this.divergences,
+      digestsCompared: this.digestsCompared,
+      unprotectedReason: this.unprotectedReason,
+      authHolds: this.authHolds,
+      clients: this.clients.size,
+    };
+  }
+
+  close(): void {
+    clearInterval(this.protectionTimer);
+    clearTimeout(this.authHoldTimer);
+    this.dropChannel('closing');
+  }
+}
