@@ -6,7 +6,7 @@ set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES="qemu-system-x86 socat busybox-static cpio xz-utils gcc libc6-dev iproute2 util-linux kmod"
+PACKAGES="qemu-system-x86 socat busybox-static cpio xz-utils gcc libc6-dev iproute2 util-linux kmod u-boot-tools libubootenv-tool grub-common lrzsz iputils-arping"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

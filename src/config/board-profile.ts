@@ -97,7 +97,7 @@ export const boardProfileSchema = z
         /** Silence on every link after which the partner is declared dead (deadtime). */
         deadtimeMs: z.number().int().min(3).max(120000).default(20),
         /** How long a starting board listens for its partner before acting alone (after fencing it). */
-        startupWaitMs: z.number().int().min(10).max(600000).default(1000),
+        startupWaitMs: z.number().int().min(10).max(600000).default(5000),
         /** Lower wins: the preferred primary when both start together, and the board that fences first. */
         priority: z.number().int().min(0).max(255).default(100),
         /** Extra wait before the less preferred board fences, so two boards never fence each other. */

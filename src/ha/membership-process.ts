@@ -93,7 +93,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
 
   const thread: MembershipSnapshot['thread'] = { tid: process.pid, rtPriority: 0 };
   if (cfg.rtPriority > 0) {
-    await new Promise<void>((resolve) => execFile('chrt', ['-f', '-p', String(cfg.rtPriority), String(thread.tid)], (err) => {
+    await new Promise<void>((resolve) => execFile('chrt', ['-a', '-f', '-p', String(cfg.rtPriority), String(thread.tid)], (err) => {
       if (err) thread.rtError = err.message.trim(); else thread.rtPriority = cfg.rtPriority;
       resolve();
     }));

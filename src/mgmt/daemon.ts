@@ -15,6 +15,7 @@ import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descr
 import { UsError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
 import { readInventory } from '../hw/inventory.js';
+import { releaseAddress } from '../hw/netaddr.js';
 import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
@@ -64,6 +65,9 @@ export class Daemon {
       this.store = new Store(this.board.storageDir);
       this.control = await serveControl(controlSocketPath(this.board), (cmd, args) => this.handle(cmd, args));
       if (this.board.ha) {
+        // A service address left on our interface by an earlier run is not ours until we are primary.
+        const svc = this.board.service;
+        if (svc.interface) await releaseAddress(svc.interface, svc.address, svc.prefixLength);
         if (this.host && this.board.partner?.ethernet) {
           this.replication = new ReplicationManager(this.board, readKeyFile(this.board.ha.keyFile), this.host.supervisor,
             this.host.replicator, this.store, this.log.child({ component: 'replication' }));

@@ -578,7 +578,7 @@ export class SerialConsole extends EventEmitter {
       },
     });
     this.child = run;
-    this.o.log.info({ user: this.user, command: words[0] === 'console' ? 'console passwd' : words.join(' ').slice(0, 200), pid: run.pid }, 'console command');
+    this.o.log.info({ user: this.user, command: words[0] === 'console' ? 'console passwd' : words.join(' ').slice(0, 200), childPid: run.pid }, 'console command');
     void run.done.then((r) => {
       if (this.child !== run) return;
       this.child = undefined;
@@ -753,7 +753,7 @@ export class SerialConsole extends EventEmitter {
         onOutput: (c) => { if (chunks.length < 4096) chunks.push(c); },
       });
       this.child = run;
-      this.o.log.info({ user: this.user, command: words.join(' ').slice(0, 200), pid: run.pid }, 'console handed to a serial transfer');
+      this.o.log.info({ user: this.user, command: words.join(' ').slice(0, 200), childPid: run.pid }, 'console handed to a serial transfer');
       void run.done.then((r) => {
         this.child = undefined;
         this.handoverResult = { output: Buffer.concat(chunks), end: describeEnd(r, this.policy.commandTimeoutMs) };

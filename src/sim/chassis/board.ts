@@ -29,6 +29,8 @@ export interface SimBoardOptions {
   log: Logger;
   /** Called whenever the recorded processes change (the chassis rewrites state.json). */
   onChange: () => void;
+  /** After the board's processes are gone: what a dead board's hardware stops doing (its NIC answering). */
+  onKilled?: () => Promise<void>;
 }
 
 export interface ControllerExit {
@@ -225,6 +227,7 @@ export class SimBoard {
     const gone = await waitUntil(() => groupMembers(cur.pid).length === 0, 5000);
     if (!gone) this.o.log.error({ board: this.name, pgid: cur.pid, left: groupMembers(cur.pid) }, 'board process group did not die within 5 s');
     this.current = undefined;
+    await this.o.onKilled?.();
     this.o.onChange();
   }
 

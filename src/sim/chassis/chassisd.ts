@@ -5,14 +5,18 @@
  * `chassis` commands on <run>/chassis.sock until told to shut down. Everything it creates is
  * recorded in state.json before it is made, so a crash never leaves something nobody can find.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError, asUsError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
 import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
 import { SimBoard, type SimBoardStatus } from './board.js';
-import { BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, chassisLayout, parseBoardName, type BoardName, type ChassisLayout } from './layout.js';
-import { assertNetworkFree, createNetwork, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
+import {
+  AUTH_SERVICE, BOARD_NAMES, CLI_ENTRY, PACKAGE_ROOT, PLINK_ADDRESS, RUN_MARKER, SERVICE_BOARD_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX, SERVICE_VIP,
+  chassisLayout, parseBoardName, type BoardName, type ChassisLayout,
+} from './layout.js';
+import { assertNetworkFree, createNetwork, createServiceNetwork, dropAddress, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
 import { PowerController } from './power-controller.js';
 import { startTimeOf, isAlive, signal } from './procs.js';
 import { writeChassisProfiles } from './profiles.js';
@@ -71,6 +75,7 @@ export class Chassisd {
   private readonly boards = {} as Record<BoardName, SimBoard>;
   private readonly ptys: PtyPair[] = [];
   private relay?: SerialRelay;
+  private hlr?: ChildProcess;
   private power?: PowerController;
   private control?: ControlServer;
   private ethernetCut = false;
@@ -115,7 +120,18 @@ export class Chassisd {
       this.state.vethTemp = [...net.vethTemp];
       this.record();
       await createNetwork(net);
-      this.log.info({ namespaces: this.state.namespaces }, 'network namespaces and the Ethernet partner link are up');
+      const svc = {
+        serviceNetns: L.serviceNetns,
+        boards: net.namespaces,
+        vethTemp: [...vethTempNames(this.o.name), ...vethTempNames(this.o.name)] as [string, string, string, string],
+        addresses: [SERVICE_BOARD_ADDRESS['sim-a'], SERVICE_BOARD_ADDRESS['sim-b']] as [string, string],
+      };
+      this.state.namespaces.push(L.serviceNetns);
+      this.state.vethTemp.push(...svc.vethTemp);
+      this.record();
+      await createServiceNetwork(svc);
+      this.log.info({ namespaces: this.state.namespaces }, 'network namespaces, the Ethernet partner link and the service network are up');
+      await this.startHlr();
 
       const profiles = writeChassisProfiles(L, this.o.baud);
       for (const b of BOARD_NAMES) {
@@ -137,6 +153,7 @@ export class Chassisd {
           watchdogTimeoutMs: profiles[b].watchdogTimeoutMs,
           log: this.log.child({ component: 'board' }),
           onChange: () => this.record(),
+          onKilled: () => dropAddress(L.boards[b].netns, SERVICE_VIP, SERVICE_PREFIX, SERVICE_INTERFACE),
         });
         this.boards[b].watchdog.open();
       }
@@ -151,6 +168,19 @@ export class Chassisd {
       throw e;
     }
     this.log.info({ runDir: L.runDir }, 'chassis up');
+  }
+
+  /** The external AUTH service, in the service network. */
+  private async startHlr(): Promise<void> {
+    const L = this.layout;
+    const child = spawn('ip', ['netns', 'exec', L.serviceNetns, process.execPath, CLI_ENTRY, 'hlr',
+      '--listen', `${AUTH_SERVICE.address}:${AUTH_SERVICE.port}`, '--deny', '^blocked'], {
+      stdio: 'ignore', env: { ...process.env, [RUN_MARKER]: L.runDir },
+    });
+    await new Promise<void>((resolve, reject) => { child.once('spawn', () => resolve()); child.once('error', reject); });
+    this.state.helpers.push({ role: 'AUTH service', pid: child.pid!, startTime: startTimeOf(child.pid!) });
+    this.record();
+    this.hlr = child;
   }
 
   private async startPty(role: string, ends: [string, string]): Promise<void> {
@@ -174,6 +204,7 @@ export class Chassisd {
       this.record();
       await this.relay?.close();
       for (const p of this.ptys) if (isAlive(p.pid)) signal(p.pid, 'SIGTERM');
+      if (this.hlr?.pid && isAlive(this.hlr.pid)) signal(this.hlr.pid, 'SIGTERM');
       const report = await cleanupRecorded(this.state);
       this.log.info(report, 'chassis torn down');
       if (report.survivors.length === 0) {

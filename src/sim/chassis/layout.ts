@@ -24,6 +24,21 @@ export const PLINK_PREFIX = 24;
 export const PLINK_INTERFACE = 'plink';
 export const PLINK_PORT = 5405;
 
+/**
+ * The service network: a third namespace holding the "outside world" — a bridge the boards' service
+ * interfaces (`svc0`) are plugged into, the clients and the external AUTH service. The service
+ * address (VIP) moves between the boards with the primary role.
+ */
+export const SERVICE_INTERFACE = 'svc0';
+export const SERVICE_BRIDGE = 'svcbr';
+export const SERVICE_PREFIX = 24;
+export const SERVICE_VIP = '192.0.2.10';
+export const SERVICE_PORT = 5000;
+export const SERVICE_BOARD_ADDRESS: Record<BoardName, string> = { 'sim-a': '192.0.2.1', 'sim-b': '192.0.2.2' };
+/** Where clients (load generators, the demo) send from, inside the service namespace. */
+export const SERVICE_CLIENT_ADDRESS = '192.0.2.100';
+export const AUTH_SERVICE = { address: '192.0.2.200', port: 7000 };
+
 export interface BoardLayout {
   name: BoardName;
   /** Network namespace the board's controller runs in. */
@@ -44,6 +59,8 @@ export interface BoardLayout {
 
 export interface ChassisLayout {
   name: string;
+  /** The service network's namespace (clients and the AUTH service live there). */
+  serviceNetns: string;
   runDir: string;
   stateFile: string;
   controlSocket: string;
@@ -85,6 +102,7 @@ export function chassisLayout(name: string, runDir?: string): ChassisLayout {
   };
   const layout: ChassisLayout = {
     name,
+    serviceNetns: `${name}-n`,
     runDir: run,
     stateFile: join(run, 'state.json'),
     controlSocket: join(run, 'chassis.sock'),

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { UsError } from '../../core/errors.js';
-import { PLINK_INTERFACE, PLINK_PREFIX } from './layout.js';
+import { AUTH_SERVICE, PLINK_INTERFACE, PLINK_PREFIX, SERVICE_BRIDGE, SERVICE_CLIENT_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX } from './layout.js';
 
 const run = promisify(execFile);
 
@@ -101,6 +101,48 @@ export async function removeNetwork(namespaces: readonly string[], vethTemp: rea
     removed.push(`link ${t}`);
   }
   return removed;
+}
+
+export interface ServiceNetworkSpec {
+  /** The service namespace, then the two boards' namespaces. */
+  serviceNetns: string;
+  boards: [string, string];
+  /** Temporary root-namespace names of the two veth pairs (four names). */
+  vethTemp: [string, string, string, string];
+  addresses: [string, string];
+}
+
+/**
+ * The service LAN: a bridge in the service namespace (with the clients' and the AUTH service's
+ * addresses), and a veth from each board's namespace (`svc0`, the board's own address) to it.
+ */
+export async function createServiceNetwork(spec: ServiceNetworkSpec): Promise<void> {
+  const ns = spec.serviceNetns;
+  await ip('netns', 'add', ns);
+  await ip('-n', ns, 'link', 'set', 'lo', 'up');
+  await ip('-n', ns, 'link', 'add', SERVICE_BRIDGE, 'type', 'bridge');
+  await ip('-n', ns, 'addr', 'add', `${SERVICE_CLIENT_ADDRESS}/${SERVICE_PREFIX}`, 'dev', SERVICE_BRIDGE);
+  await ip('-n', ns, 'addr', 'add', `${AUTH_SERVICE.address}/${SERVICE_PREFIX}`, 'dev', SERVICE_BRIDGE);
+  await ip('-n', ns, 'link', 'set', SERVICE_BRIDGE, 'up');
+  for (let i = 0; i < 2; i++) {
+    const boardNs = spec.boards[i]!;
+    const inBoard = spec.vethTemp[2 * i]!;
+    const inService = spec.vethTemp[2 * i + 1]!;
+    await ip('link', 'add', inBoard, 'type', 'veth', 'peer', 'name', inService);
+    await ip('link', 'set', inBoard, 'netns', boardNs);
+    await ip('-n', boardNs, 'link', 'set', inBoard, 'name', SERVICE_INTERFACE);
+    await ip('-n', boardNs, 'addr', 'add', `${spec.addresses[i]}/${SERVICE_PREFIX}`, 'dev', SERVICE_INTERFACE);
+    await ip('-n', boardNs, 'link', 'set', SERVICE_INTERFACE, 'up');
+    await ip('link', 'set', inService, 'netns', ns);
+    await ip('-n', ns, 'link', 'set', inService, 'name', `svc-${i === 0 ? 'a' : 'b'}`);
+    await ip('-n', ns, 'link', 'set', `svc-${i === 0 ? 'a' : 'b'}`, 'master', SERVICE_BRIDGE);
+    await ip('-n', ns, 'link', 'set', `svc-${i === 0 ? 'a' : 'b'}`, 'up');
+  }
+}
+
+/** A dead board's NIC answers nothing: drop the service address it may still hold. */
+export async function dropAddress(netns: string, address: string, prefix: number, dev: string): Promise<void> {
+  await ip('-n', netns, 'addr', 'del', `${address}/${prefix}`, 'dev', dev).catch(() => undefined);
 }
 
 export async function setPlink(netns: string, up: boolean): Promise<void> {

@@ -9,7 +9,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
-import { BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, PLINK_INTERFACE, PLINK_PORT, partnerOf, type BoardName, type ChassisLayout } from './layout.js';
+import {
+  AUTH_SERVICE, BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
+  partnerOf, type BoardName, type ChassisLayout,
+} from './layout.js';
 
 /** Watchdog timeout when a template has none. */
 export const DEFAULT_WATCHDOG_TIMEOUT_MS = 2000;
@@ -35,6 +38,8 @@ export function chassisProfile(template: Record<string, any>, board: BoardName, 
   };
   p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
   p.fencing = { method: 'simulated', controlSocket: layout.powerSocket };
+  p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
+  p.externalServices = { auth: { ...AUTH_SERVICE } };
   if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
   p.console = { ...(p.console ?? {}), device: b.consoleBoard };
   return p;

@@ -1,0 +1,321 @@
+/**
+ * Prometheus metrics of one board (prom-client, its own Registry): role, partner links and
+ * heartbeats, input sequence and replication lag, failovers, fencing, watchdog, guest, service
+ * endpoint, and the process's own footprint. The daemon fills a plain MetricsSnapshot from its parts
+ * (snapshotFrom helps) and calls update(); serve() answers GET /metrics on a loopback address.
+ * Owns the registry and the HTTP server only; reads nothing by itself.
+ *
+ * The sources keep absolute counts (frames sent since start, restarts so far…); update() turns them
+ * into Prometheus counters by adding the difference, and restarts a series when a source count goes
+ * down (its owner restarted), so rate() stays right.
+ */
+import { createServer, type Server } from 'node:http';
+import { isIP } from 'node:net';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { UsError } from '../core/errors.js';
+import { ROLES, GUEST_STATES } from '../ha/frame.js';
+import type { HaStatus } from '../ha/ha-controller.js';
+import type { GuestStatus } from '../guest/supervisor.js';
+
+/** Every role a board can report: the pair's roles, and STANDALONE for a board without a partner. */
+export const METRIC_ROLES = ['STANDALONE', ...ROLES] as const;
+export const METRIC_GUEST_STATES = GUEST_STATES;
+export const PARTNER_STATES = ['unknown', 'alive', 'dead'] as const;
+
+export interface LinkSnapshot {
+  /** serial, ethernet */
+  name: string;
+  up: boolean;
+  /** null: never heard. */
+  lastHeardMsAgo?: number | null;
+  /** Times the link went up or down. */
+  changes?: number;
+  /** Heartbeat frames sent on this link since the controller started. */
+  sent: number;
+  /** Frames received on this link, accepted or not (rejected ones are also counted by reason). */
+  received: number;
+  /** Frames rejected, by reason (malformed, crc, version, mac, self, stale, old-generation). */
+  rejected?: Record<string, number>;
+  /** Frames that could not be sent (queue full, link down). */
+  txDropped?: number;
+  errors?: number;
+}
+
+/** What the daemon knows at one moment. Absent sections leave their metrics as they were. */
+export interface MetricsSnapshot {
+  board: string;
+  uptimeS?: number;
+  /** STANDALONE, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING */
+  role?: string;
+  /** Unknown, alive or dead, as membership sees the partner. */
+  partner?: string;
+  links?: LinkSnapshot[];
+  alarms?: number;
+  /** Input sequence numbers by stage, e.g. { assigned, delivered, acknowledged } (set by replication). */
+  inputSequence?: Record<string, number>;
+  /** How far the backup is behind: inputs not yet acknowledged, and the age of the oldest one. */
+  replicationLag?: { inputs?: number; seconds?: number };
+  /** Times this board took over as primary from a failed partner. */
+  failovers?: number;
+  fencing?: { attempts: number; failures: number };
+  watchdog?: { kicks: number; kicking: boolean } | null;
+  guest?: {
+    /** none, stopped, starting, running, restarting, failed */
+    state: string;
+    restarts: number;
+    bootToReadyMs?: number;
+    requestsProcessed?: number;
+  } | null;
+  endpoint?: { requests?: number; replies?: number; clients?: number };
+}
+
+export interface MetricsOptions {
+  /** Also export the process's own metrics (process_resident_memory_bytes, CPU, event loop…). Default true. */
+  processMetrics?: boolean;
+}
+
+type Labels = Record<string, string>;
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly last = new Map<string, number>();
+  private readonly knownLinks = new Set<string>();
+  private readonly knownRejects = new Set<string>();
+  private readonly knownStages = new Set<string>();
+  private board?: string;
+
+  private readonly up = this.gauge('understudy_up', 'Always 1 while the controller answers');
+  private readonly uptime = this.gauge('understudy_uptime_seconds', 'Seconds since the controller started');
+  private readonly role = this.gauge('understudy_role', 'One-hot: 1 for the role this board has now', ['role']);
+  private readonly partner = this.gauge('understudy_partner_state', 'One-hot: the partner as membership sees it', ['state']);
+  private readonly alarms = this.gauge('understudy_alarms', 'Alarms raised now (e.g. a partner link down)');
+  private readonly linkUp = this.gauge('understudy_link_up', '1 when the partner link carries heartbeats', ['link']);
+  private readonly linkHeard = this.gauge('understudy_link_last_heard_seconds', 'Seconds since a valid heartbeat arrived on the link', ['link']);
+  private readonly linkChanges = this.counter('understudy_link_changes_total', 'Times the link went up or down', ['link']);
+  private readonly hbSent = this.counter('understudy_heartbeats_sent_total', 'Heartbeat frames sent', ['link']);
+  private readonly hbReceived = this.counter('understudy_heartbeats_received_total', 'Heartbeat frames received, accepted or rejected', ['link']);
+  private readonly hbRejected = this.counter('understudy_heartbeats_rejected_total', 'Heartbeat frames rejected, by reason', ['link', 'reason']);
+  private readonly linkDropped = this.counter('understudy_link_tx_dropped_total', 'Frames that could not be sent', ['link']);
+  private readonly linkErrors = this.counter('understudy_link_errors_total', 'Errors on the link (open, read, write)', ['link']);
+  private readonly inputSeq = this.gauge('understudy_input_sequence', 'Last input sequence number, by stage', ['stage']);
+  private readonly lagInputs = this.gauge('understudy_replication_lag_inputs', 'Inputs the backup has not acknowledged yet');
+  private readonly lagSeconds = this.gauge('understudy_replication_lag_seconds', 'Age of the oldest input the backup has not acknowledged');
+  private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
+  private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
+  private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
+  private readonly wdKicks = this.counter('understudy_watchdog_kicks_total', 'Hardware watchdog kicks');
+  private readonly wdKicking = this.gauge('understudy_watchdog_kicking', '1 while the hardware watchdog is being kicked');
+  private readonly guestState = this.gauge('understudy_guest_state', 'One-hot: the state of the guest', ['state']);
+  private readonly guestRestarts = this.counter('understudy_guest_restarts_total', 'Guest restarts by the supervisor');
+  private readonly guestBoot = this.gauge('understudy_guest_boot_to_ready_seconds', 'Last boot: QEMU start to the application answering');
+  private readonly guestRequests = this.counter('understudy_guest_requests_processed_total', 'Requests the guest application reports as processed');
+  private readonly svcRequests = this.counter('understudy_service_requests_total', 'Requests received on the service endpoint');
+  private readonly svcReplies = this.counter('understudy_service_replies_total', 'Replies sent from the service endpoint');
+  private readonly svcClients = this.gauge('understudy_service_clients', 'Clients the service endpoint knows');
+
+  constructor(o: MetricsOptions = {}) {
+    if (o.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    this.up.set(1);
+    for (const r of METRIC_ROLES) this.role.set({ role: r }, 0);
+    for (const s of METRIC_GUEST_STATES) this.guestState.set({ state: s }, 0);
+    for (const s of PARTNER_STATES) this.partner.set({ state: s }, 0);
+  }
+
+  update(s: MetricsSnapshot): void {
+    if (s.board !== this.board) {
+      this.board = s.board;
+      this.registry.setDefaultLabels({ board: s.board });
+    }
+    if (s.uptimeS !== undefined) this.uptime.set(s.uptimeS);
+    if (s.role !== undefined) this.oneHot(this.role, 'role', METRIC_ROLES, s.role);
+    if (s.partner !== undefined) this.oneHot(this.partner, 'state', PARTNER_STATES, s.partner);
+    if (s.alarms !== undefined) this.alarms.set(s.alarms);
+    if (s.links) this.updateLinks(s.links);
+    if (s.inputSequence) {
+      for (const [stage, v] of Object.entries(s.inputSequence)) { this.inputSeq.set({ stage }, v); this.knownStages.add(stage); }
+      for (const stage of [...this.knownStages]) if (!(stage in s.inputSequence)) { this.inputSeq.remove({ stage }); this.knownStages.delete(stage); }
+    }
+    if (s.replicationLag?.inputs !== undefined) this.lagInputs.set(s.replicationLag.inputs);
+    if (s.replicationLag?.seconds !== undefined) this.lagSeconds.set(s.replicationLag.seconds);
+    if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
+    if (s.fencing) {
+      this.count(this.fenceAttempts, {}, s.fencing.attempts);
+      this.count(this.fenceFailures, {}, s.fencing.failures);
+    }
+    if (s.watchdog !== undefined) {
+      this.wdKicking.set(s.watchdog?.kicking ? 1 : 0);
+      if (s.watchdog) this.count(this.wdKicks, {}, s.watchdog.kicks);
+    }
+    if (s.guest !== undefined) {
+      const g = s.guest;
+      this.oneHot(this.guestState, 'state', METRIC_GUEST_STATES, g ? g.state : 'none');
+      if (g) {
+        this.count(this.guestRestarts, {}, g.restarts);
+        if (g.bootToReadyMs !== undefined) this.guestBoot.set(g.bootToReadyMs / 1000);
+        if (g.requestsProcessed !== undefined) this.count(this.guestRequests, {}, g.requestsProcessed);
+      }
+    }
+    if (s.endpoint) {
+      if (s.endpoint.requests !== undefined) this.count(this.svcRequests, {}, s.endpoint.requests);
+      if (s.endpoint.replies !== undefined) this.count(this.svcReplies, {}, s.endpoint.replies);
+      if (s.endpoint.clients !== undefined) this.svcClients.set(s.endpoint.clients);
+    }
+  }
+
+  /** The metrics in Prometheus text format. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /**
+   * Serves GET /metrics on a loopback address (127.0.0.0/8, ::1 or localhost); port 0 picks one.
+   * Everything else gets 404 (405 for other methods on /metrics).
+   */
+  async serve(address: string, port: number): Promise<{ close(): Promise<void>; port: number }> {
+    const loopback = address === 'localhost' || address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
+    if (!loopback) throw new UsError('US_ERR_CONFIG', `metrics: ${address} is not a loopback address; the endpoint serves this machine only`);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsError('US_ERR_CONFIG', `metrics: port ${port} out of range`);
+    const server: Server = createServer((req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found: the metrics are at /metrics\n');
+        return;
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(req.method === 'HEAD' ? undefined : body),
+        (e: Error) => res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${e.message}\n`),
+      );
+    });
+    server.maxConnections = 16;
+    server.requestTimeout = 10_000;
+    server.headersTimeout = 5_000;
+    server.keepAliveTimeout = 5_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE'
+        ? new UsError('US_ERR_ADDRESS_IN_USE', `metrics endpoint ${address}:${port}: address already in use`)
+        : new UsError('US_ERR_CONFIG', `metrics endpoint ${address}:${port}: ${e.message}`)));
+      server.listen(port, address, () => resolve());
+    });
+    server.on('error', () => undefined);
+    const bound = server.address();
+    return {
+      port: typeof bound === 'object' && bound ? bound.port : port,
+      close: () => new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+    };
+  }
+
+  // --------------------------------------------------------------------------------------------
+
+  private updateLinks(links: LinkSnapshot[]): void {
+    const seen = new Set<string>();
+    for (const l of links) {
+      const link = { link: l.name };
+      seen.add(l.name);
+      this.knownLinks.add(l.name);
+      this.linkUp.set(link, l.up ? 1 : 0);
+      if (l.lastHeardMsAgo === null || l.lastHeardMsAgo === undefined) this.linkHeard.remove(link);
+      else this.linkHeard.set(link, l.lastHeardMsAgo / 1000);
+      if (l.changes !== undefined) this.count(this.linkChanges, link, l.changes);
+      this.count(this.hbSent, link, l.sent);
+      this.count(this.hbReceived, link, l.received);
+      if (l.txDropped !== undefined) this.count(this.linkDropped, link, l.txDropped);
+      if (l.errors !== undefined) this.count(this.linkErrors, link, l.errors);
+      for (const [reason, n] of Object.entries(l.rejected ?? {})) {
+        this.count(this.hbRejected, { link: l.name, reason }, n);
+        this.knownRejects.add(`${l.name}\0${reason}`);
+      }
+    }
+    for (const name of [...this.knownLinks]) {
+      if (seen.has(name)) continue;
+      this.knownLinks.delete(name);
+      const link = { link: name };
+      for (const m of [this.linkUp, this.linkHeard]) m.remove(link);
+      for (const m of [this.linkChanges, this.hbSent, this.hbReceived, this.linkDropped, this.linkErrors]) { m.remove(link); this.last.delete(key(m, link)); }
+      for (const k of [...this.knownRejects]) {
+        const [l, reason] = k.split('\0') as [string, string];
+        if (l !== name) continue;
+        this.hbRejected.remove({ link: l, reason });
+        this.last.delete(key(this.hbRejected, { link: l, reason }));
+        this.knownRejects.delete(k);
+      }
+    }
+  }
+
+  /** Sets a counter to a source's absolute count. */
+  private count(c: Counter<string>, labels: Labels, total: number): void {
+    if (!Number.isFinite(total) || total < 0) return;
+    const k = key(c, labels);
+    const prev = this.last.get(k);
+    this.last.set(k, total);
+    if (prev === undefined) { c.inc(labels, total); return; }
+    if (total >= prev) { if (total > prev) c.inc(labels, total - prev); return; }
+    // The source restarted from zero: start the series again.
+    c.remove(labels);
+    c.inc(labels, total);
+  }
+
+  private oneHot(g: Gauge<string>, label: string, known: readonly string[], value: string): void {
+    for (const v of known) g.set({ [label]: v }, v === value ? 1 : 0);
+    if (!known.includes(value)) g.set({ [label]: value }, 1);
+  }
+
+  private gauge(name: string, help: string, labelNames: string[] = []): Gauge<string> {
+    return new Gauge({ name, help, labelNames, registers: [this.registry] });
+  }
+
+  private counter(name: string, help: string, labelNames: string[] = []): Counter<string> {
+    return new Counter({ name, help, labelNames, registers: [this.registry] });
+  }
+}
+
+function key(m: { name?: string } | object, labels: Labels): string {
+  const name = (m as { name?: string }).name ?? '';
+  return `${name}{${Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',')}}`;
+}
+
+/**
+ * Builds a snapshot from what the daemon has: its status, the HA controller's status (paired boards),
+ * the guest supervisor's status. The daemon adds failovers, input sequence and lag as they appear.
+ */
+export function snapshotFrom(p: {
+  board: string;
+  uptimeS?: number;
+  role: string;
+  ha?: HaStatus;
+  guest?: GuestStatus | null;
+  endpoint?: Record<string, number>;
+  failovers?: number;
+}): MetricsSnapshot {
+  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers };
+  if (p.ha) {
+    s.partner = p.ha.partner.state;
+    s.alarms = p.ha.alarms.length;
+    s.links = p.ha.links.map((l) => ({
+      name: l.name,
+      up: l.up,
+      lastHeardMsAgo: l.lastHeardMsAgo,
+      changes: l.changes,
+      sent: l.counters.txFrames,
+      received: l.counters.rxFrames,
+      rejected: { ...l.rejected },
+      txDropped: l.counters.txDropped,
+      errors: l.counters.errors,
+    }));
+    s.fencing = { attempts: p.ha.fencing.attempts, failures: p.ha.fencing.failures };
+    s.watchdog = p.ha.watchdog ? { kicks: p.ha.watchdog.kicks, kicking: p.ha.watchdog.kicking } : null;
+  }
+  if (p.guest !== undefined) {
+    s.guest = p.guest
+      ? { state: p.guest.state, restarts: p.guest.restarts.length, bootToReadyMs: p.guest.bootToReadyMs, requestsProcessed: p.guest.requestsProcessed }
+      : null;
+  }
+  if (p.endpoint) s.endpoint = { requests: p.endpoint.requests, replies: p.endpoint.replies, clients: p.endpoint.clients };
+  return s;
+}
