@@ -12,6 +12,7 @@ import { registerConsoleCommands } from './console-commands.js';
 import { registerUpgradeCommands } from './upgrade-commands.js';
 import { registerChassisCommands } from './chassis-commands.js';
 import { registerHaCommands } from './ha-commands.js';
+import { registerLoadCommands } from './load-commands.js';
 import { runDemo } from './demo.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
@@ -27,6 +28,7 @@ registerConsoleCommands(program);
 registerUpgradeCommands(program);
 registerChassisCommands(program);
 registerHaCommands(program);
+registerLoadCommands(program);
 
 program.command('board')
   .description('this board')

@@ -4,10 +4,11 @@
  * board's bootloader step. The logic is in src/upgrade/; this file parses options and prints.
  * Progress goes to stderr (a bar on a terminal, percentage lines otherwise), results to stdout.
  */
+import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { loadBoardProfile } from '../config/board-profile.js';
+import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import { abandonTrial, markGood, readBootState, simulateBoot } from '../upgrade/bootflow.js';
 import { upgradeSetupFor, type UpgradeSetup } from '../upgrade/board-setup.js';
@@ -29,14 +30,14 @@ export function progressReporter(label: string): { update(done: number, total: n
   if (process.stderr.isTTY) {
     const bar = new cliProgress.SingleBar({
       stream: process.stderr,
-      format: `${label} {phase} [{bar}] {percentage}% | {valueMb}/{totalMb} MB`,
+      format: `${label}{phase} [{bar}] {percentage}% | {valueMb}/{totalMb} MB`,
       hideCursor: true,
       clearOnComplete: false,
     }, cliProgress.Presets.shades_classic);
     let started = false;
     return {
       update(done, total, phase = '') {
-        const payload = { phase, valueMb: (done / 1e6).toFixed(1), totalMb: (total / 1e6).toFixed(1) };
+        const payload = { phase: phase ? ` ${phase}` : '', valueMb: (done / 1e6).toFixed(1), totalMb: (total / 1e6).toFixed(1) };
         if (!started) { bar.start(Math.max(total, 1), done, payload); started = true; }
         bar.setTotal(Math.max(total, 1));
         bar.update(done, payload);
@@ -109,11 +110,24 @@ export interface UpgradeStatus {
     verified?: { ok: boolean; problems: string[] };
   }>;
   trustedKeys: Array<{ keyId: string; file: string }>;
-  /** Role in the 2N pair; null until replication and roles exist. */
+  /** Role in the 2N pair (PRIMARY, BACKUP, STANDALONE…) as its controller reports it; null when no controller answers. */
   haRole: string | null;
 }
 
-async function readStatus(s: UpgradeSetup, verify: boolean): Promise<UpgradeStatus> {
+/** The board's role in the pair, asked of its controller; null when none answers. */
+async function haRoleOf(board: BoardProfile): Promise<string | null> {
+  try {
+    const { callControl } = await import('../mgmt/ipc.js');
+    const { controlSocketPath } = await import('../mgmt/daemon.js');
+    if (!existsSync(controlSocketPath(board))) return null;
+    const r = (await callControl(controlSocketPath(board), 'ping', {}, 1500)) as { role?: string };
+    return r.role ?? null;
+  } catch {
+    return null;
+  }
+}
+
+async function readStatus(s: UpgradeSetup, verify: boolean, board: BoardProfile): Promise<UpgradeStatus> {
   const st = await readBootState(s.env);
   const running = s.store.bootedSlot() ?? null;
   const slots = SLOT_NAMES.map((slot) => {
@@ -150,7 +164,7 @@ async function readStatus(s: UpgradeSetup, verify: boolean): Promise<UpgradeStat
     triesLeft: st.triesLeft,
     slots,
     trustedKeys,
-    haRole: null,
+    haRole: await haRoleOf(board),
   };
 }
 
@@ -170,7 +184,7 @@ function formatStatus(x: UpgradeStatus): string {
       ]),
     ]),
     `trusted keys: ${x.trustedKeys.length ? x.trustedKeys.map((k) => `${k.keyId} (${basename(k.file)})`).join(', ') : 'none'}`,
-    `HA role: ${x.haRole ?? 'not available (the pair has no roles yet)'}`,
+    `HA role: ${x.haRole ?? 'unknown (no controller answers on this board)'}`,
   ];
   return lines.join('\n');
 }
@@ -249,7 +263,8 @@ export function registerUpgradeCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts & { verify?: boolean }>();
       try {
-        const x = await readStatus(setupOf(o), o.verify === true);
+        const board = loadBoardProfile(defaultBoardFile(o.board));
+        const x = await readStatus(upgradeSetupFor(board), o.verify === true, board);
         print(o, x, () => formatStatus(x));
       } catch (e) {
         fail(o, e);

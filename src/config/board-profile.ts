@@ -83,8 +83,9 @@ export const boardProfileSchema = z
       .optional(),
     /**
      * Membership timers (ms) and identity in the pair. Defaults are chosen so detection + promotion
-     * stays within 30 ms: heartbeats every 5 ms on every link, a link is down after 15 ms of silence,
-     * the partner is dead after 20 ms of silence on every link.
+     * stays within 30 ms: heartbeats every 5 ms on every link, a link is down after 20 ms of silence
+     * (4 heartbeats: a 115200-baud line paced through the chassis relay jitters by ~10 ms), the
+     * partner is dead after 25 ms of silence on every link (detection 20-25 ms after a death).
      */
     ha: z
       .strictObject({
@@ -93,9 +94,9 @@ export const boardProfileSchema = z
         /** Heartbeat period on each link (advert_interval). 1-1000. */
         intervalMs: z.number().int().min(1).max(1000).default(5),
         /** Silence after which one link is reported down (link_timeout). Must be below deadtimeMs. */
-        linkTimeoutMs: z.number().int().min(2).max(60000).default(15),
+        linkTimeoutMs: z.number().int().min(2).max(60000).default(20),
         /** Silence on every link after which the partner is declared dead (deadtime). */
-        deadtimeMs: z.number().int().min(3).max(120000).default(20),
+        deadtimeMs: z.number().int().min(3).max(120000).default(25),
         /** How long a starting board listens for its partner before acting alone (after fencing it). */
         startupWaitMs: z.number().int().min(10).max(600000).default(5000),
         /** Lower wins: the preferred primary when both start together, and the board that fences first. */

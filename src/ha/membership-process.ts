@@ -93,10 +93,14 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
 
   const thread: MembershipSnapshot['thread'] = { tid: process.pid, rtPriority: 0 };
   if (cfg.rtPriority > 0) {
-    await new Promise<void>((resolve) => execFile('chrt', ['-a', '-f', '-p', String(cfg.rtPriority), String(thread.tid)], (err) => {
-      if (err) thread.rtError = err.message.trim(); else thread.rtPriority = cfg.rtPriority;
-      resolve();
-    }));
+    // Every thread real-time (serialport writes go through libuv's thread pool), the helpers one
+    // step below the event loop: SCHED_FIFO does not time-slice, so an equal-priority GC helper on
+    // the same core would hold the loop off for as long as it runs.
+    const chrt = (args: string[]) => new Promise<string | undefined>((resolve) => execFile('chrt', args, (err) => resolve(err?.message.trim())));
+    const helpers = Math.max(1, cfg.rtPriority - 1);
+    // --reset-on-fork: anything this process starts runs at normal priority again.
+    const err = (await chrt(['-a', '-R', '-f', '-p', String(helpers), String(process.pid)])) ?? (await chrt(['-R', '-f', '-p', String(cfg.rtPriority), String(process.pid)]));
+    if (err) thread.rtError = err; else thread.rtPriority = cfg.rtPriority;
   }
 
   let kickTimer: NodeJS.Timeout | undefined;

@@ -19,8 +19,8 @@ import type { BootEnv } from '../hw/bootenv/boot-env.js';
 import { fsyncDir } from '../hw/bootenv/durable.js';
 import { armTrial, commitSlot, disarmTrial, readBootState } from './bootflow.js';
 import type { TrustedKeys } from './keys.js';
-import { readVerifiedHead } from './package-format.js';
-import { PayloadExtractor, syncTree } from './payload.js';
+import { readVerifiedHead, type VerifiedHead } from './package-format.js';
+import { PayloadExtractor, syncTree, type PayloadResult } from './payload.js';
 import { compareSemVer } from './semver.js';
 import { otherSlot, SLOT_NAMES, type SlotName, type SlotStore } from './slots.js';
 
@@ -79,14 +79,14 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
     const fh = await open(o.packagePath, 'r').catch((e: Error) => {
       throw new UsError('US_ERR_NOT_FOUND', `${where}: cannot open: ${e.message}`);
     });
-    let head;
+    let head: VerifiedHead;
     let target: SlotName;
     let running: SlotName | undefined;
     let firstInstall: boolean;
     let previousVersion: string | undefined;
     let forced = false;
     const pkgHash = createHash('sha256');
-    let result;
+    let result: PayloadResult;
     try {
       head = await readVerifiedHead(fh, o.trustedKeys, where);
       const m = head.manifest;
@@ -100,7 +100,9 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
       if (firstInstall) {
         target = 'A';
       } else {
-        running = o.store.bootedSlot() ?? st.good ?? (o.store.isLoadable('A') ? 'A' : 'B');
+        // The slot we run from, and so must keep, is always a loadable one: a stale command line or a
+        // damaged slot must never make the installer overwrite the only image that boots.
+        running = [o.store.bootedSlot(), st.good, ...SLOT_NAMES].find((s): s is SlotName => s !== undefined && o.store.isLoadable(s))!;
         if (st.trial === running && st.good !== running) {
           throw new UsError('US_ERR_UPGRADE_STATE', `the running slot ${running} is an uncommitted trial and slot ${otherSlot(running)} is its fallback: run \`understudy upgrade mark-good\` first (or reboot to fall back)`);
         }

@@ -9,7 +9,7 @@ const KEEP = new Set([0x07, 0x08, 0x09, 0x0a, 0x0d]);
 
 export class TerminalText {
   private prevCR = false;
-  /** 0 none, 1 after ESC, 2 in CSI, 3 in OSC/DCS/APC/PM string, 4 ESC inside such a string. */
+  /** 0 none, 1 after ESC, 2 in CSI, 3 in OSC/DCS/APC/PM string, 4 ESC inside such a string, 5 ESC + intermediates. */
   private esc = 0;
 
   constructor(public ansi = false) {}
@@ -22,7 +22,11 @@ export class TerminalText {
       if (!this.ansi) {
         if (this.esc === 1) {
           // ESC [ starts CSI; ESC ] P ^ _ start strings; anything else is a two-byte sequence.
-          this.esc = b === 0x5b ? 2 : b === 0x5d || b === 0x50 || b === 0x5e || b === 0x5f ? 3 : 0;
+          this.esc = b === 0x5b ? 2 : b === 0x5d || b === 0x50 || b === 0x5e || b === 0x5f ? 3 : b >= 0x20 && b <= 0x2f ? 5 : 0;
+          continue;
+        }
+        if (this.esc === 5) { // ESC ( B and friends: intermediates, then one final byte
+          if (b < 0x20 || b > 0x2f) this.esc = 0;
           continue;
         }
         if (this.esc === 2) {

@@ -174,8 +174,9 @@ export class SerialRelay {
     const backlog = opts.receiverBacklogBytes ?? 4096;
     if (!Number.isInteger(backlog) || backlog < 0) throw new UsError('US_ERR_CONFIG', `serial relay: receiverBacklogBytes must be an integer ≥ 0, got ${opts.receiverBacklogBytes}`);
     const bytesPerMs = opts.baud / 10 / 1000;
-    // A burst of two ticks' worth (at least one byte) absorbs timer jitter without changing the rate.
-    const limits: Limits = { bytesPerMs, burst: Math.max(1, bytesPerMs * this.tickMs * 2), queue, backlog };
+    // Credit for up to 10 ms of line time (at least two ticks, one byte): a late tick catches up
+    // instead of losing line capacity, which a real UART never does.
+    const limits: Limits = { bytesPerMs, burst: Math.max(1, bytesPerMs * Math.max(this.tickMs * 2, 10)), queue, backlog };
     this.ab = new Direction(a, b, limits);
     this.ba = new Direction(b, a, limits);
   }

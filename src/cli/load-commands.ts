@@ -1,0 +1,49 @@
+/**
+ * `understudy load`: the load generator (src/sim/load.ts) as a command, for the main job, the tests
+ * and the benchmarks. Prints one JSON line per second while running and the result at the end.
+ */
+import type { Command } from 'commander';
+import { UsError } from '../core/errors.js';
+import { LoadGenerator } from '../sim/load.js';
+import { fail } from './output.js';
+
+function endpoint(s: string, what: string): { address: string; port: number } {
+  const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s);
+  if (!m) throw new UsError('US_ERR_CONFIG', `${what}: expected <ipv4>:<port>, got "${s}"`);
+  return { address: m[1]!, port: Number(m[2]) };
+}
+
+export function registerLoadCommands(program: Command): void {
+  program.command('load')
+    .description('load generator: numbered REG/CALL/END requests with retries, then a check that nothing acknowledged was lost')
+    .requiredOption('--target <address:port>', 'the service endpoint')
+    .option('--bind <address>', 'local address to send from', '0.0.0.0')
+    .option('--rate <n>', 'requests per second (0 = as fast as the window allows)', '200')
+    .option('--window <n>', 'requests in flight at most', '8')
+    .option('--duration <ms>', 'how long to send', '10000')
+    .option('--tag <t>', 'prefix of subscriber names and ids', 'L')
+    .option('--retry <ms>', 'retry a request (same id) after this long without a reply', '100')
+    .option('--verify', 'afterwards, check every acknowledged registration and re-send a sample of ids')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; verify?: boolean; json?: boolean }>();
+      try {
+        const num = (v: string, what: string, min: number) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < min) throw new UsError('US_ERR_CONFIG', `--${what}: expected a number ≥ ${min}, got "${v}"`);
+          return n;
+        };
+        const gen = new LoadGenerator({
+          target: endpoint(o.target, '--target'), bind: o.bind, rate: num(o.rate, 'rate', 0), window: num(o.window, 'window', 1),
+          durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
+          onProgress: (p) => process.stdout.write(`${JSON.stringify({ progress: { ...p, gaps: p.gaps.length } })}\n`),
+        });
+        const result = await gen.run();
+        if (o.verify) result.verify = await gen.verify();
+        gen.close();
+        process.stdout.write(`${JSON.stringify({ result })}\n`);
+        if (result.verify && (result.verify.missing.length || result.verify.retriedDifferent.length)) process.exitCode = 3;
+      } catch (e) {
+        fail({ json: true }, e);
+      }
+    });
+}
