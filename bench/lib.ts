@@ -1,24 +1,7 @@
 /** Shared helpers of the benchmark scripts: percentiles, a text table, machine description. */
 import { cpus, totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
-
-export function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i]!;
-}
-
-export interface LatencySummary {
-  n: number;
-  p50: number;
-  p99: number;
-  max: number;
-}
-
-export function summarize(samples: number[]): LatencySummary {
-  const s = [...samples].sort((a, b) => a - b);
-  return { n: s.length, p50: percentile(s, 50), p99: percentile(s, 99), max: s[s.length - 1] ?? NaN };
-}
+export { percentile, summarize, type LatencySummary } from '../src/sim/stats.js';
 
 export function printTable(title: string, rows: Array<Array<string | number>>): void {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(3)) : c)));

@@ -13,6 +13,7 @@ import { registerUpgradeCommands } from './upgrade-commands.js';
 import { registerChassisCommands } from './chassis-commands.js';
 import { registerHaCommands } from './ha-commands.js';
 import { registerLoadCommands } from './load-commands.js';
+import { registerReplicationCommands } from './replication-commands.js';
 import { runDemo } from './demo.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
@@ -29,6 +30,7 @@ registerUpgradeCommands(program);
 registerChassisCommands(program);
 registerHaCommands(program);
 registerLoadCommands(program);
+registerReplicationCommands(program);
 
 program.command('board')
   .description('this board')

@@ -215,8 +215,8 @@ export class MembershipProcess extends EventEmitter {
     w.on('exit', (code) => { if (!this.stopped) this.emit('exit', code); });
     w.on('error', (e) => this.emit('error', e));
     const ready = await new Promise<{ error?: string }>((resolve) => {
-      const onMsg = (m: FromWorker) => { if (m.t === 'ready') { w.off('message', onMsg); resolve(m); } };
-      w.on('message', onMsg);
+      // One handler from the start: heartbeats heard while the links open arrive before 'ready'.
+      w.on('message', (m: FromWorker) => { if (m.t === 'ready') resolve(m); else this.onMessage(m); });
       w.once('exit', (code) => resolve({ error: `membership process exited (${code})` }));
       w.once('error', (e) => resolve({ error: `membership process: ${e.message}` }));
       w.send({ t: 'config', cfg: this.cfg } satisfies ToWorker);
@@ -225,7 +225,6 @@ export class MembershipProcess extends EventEmitter {
       w.kill('SIGKILL');
       throw new Error(ready.error);
     }
-    w.on('message', (m: FromWorker) => this.onMessage(m));
     this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), 100);
   }
 

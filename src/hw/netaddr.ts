@@ -4,7 +4,7 @@
  * new MAC at once; the old primary (if alive) removes it. Same on a real blade and in the simulated
  * chassis, where the interface sits in the board's network namespace.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { UsError } from '../core/errors.js';
 
@@ -27,8 +27,11 @@ export async function takeAddress(iface: string, address: string, prefixLength: 
       throw new UsError('US_ERR_CONFIG', `cannot take the service address ${address} on ${iface}: ${(e as Error).message.trim()}`);
     }
   }
-  // Gratuitous ARP, best effort: the address works without it, clients just learn the MAC later.
-  await run('arping', ['-U', '-c', '1', '-w', '1', '-I', iface, address]).catch(() => undefined);
+  // Gratuitous ARP, best effort and not awaited (arping lingers for its deadline): the address works
+  // without it, clients just learn the new MAC later.
+  const garp = spawn('arping', ['-U', '-c', '2', '-I', iface, address], { stdio: 'ignore' });
+  garp.on('error', () => undefined);
+  garp.unref();
 }
 
 export async function releaseAddress(iface: string, address: string, prefixLength: number): Promise<void> {

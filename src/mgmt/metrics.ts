@@ -162,8 +162,33 @@ export class Metrics {
     }
   }
 
-  /** The metrics in Prometheus text format. */
-  text(): Promise<string> {
+  /**
+   * Called before each scrape to refresh the metrics (instead of a timer: nothing runs while nobody
+   * scrapes). A failing or slow source (over 2 s) does not fail the scrape: the last values are served.
+   */
+  onScrape(fn: () => MetricsSnapshot | Promise<MetricsSnapshot>): void {
+    this.scrapeSource = fn;
+  }
+
+  private scrapeSource?: () => MetricsSnapshot | Promise<MetricsSnapshot>;
+
+  /** The metrics in Prometheus text format (after refreshing them from onScrape's source). */
+  async text(): Promise<string> {
+    const src = this.scrapeSource;
+    if (src) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const snap = await Promise.race([
+          Promise.resolve().then(src),
+          new Promise<undefined>((r) => { timer = setTimeout(() => r(undefined), 2000); }),
+        ]);
+        if (snap) this.update(snap);
+      } catch {
+        // serve the last values
+      } finally {
+        clearTimeout(timer);
+      }
+    }
     return this.registry.metrics();
   }
 
@@ -185,7 +210,7 @@ export class Metrics {
         res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
         return;
       }
-      this.registry.metrics().then(
+      this.text().then(
         (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(req.method === 'HEAD' ? undefined : body),
         (e: Error) => res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${e.message}\n`),
       );

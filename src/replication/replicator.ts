@@ -42,7 +42,8 @@ export interface ReplicationStatus {
   lastSeq: number;
   ackedSeq: number;
   deliveredSeq: number;
-  lagInputs: number;
+  /** Inputs the backup has not acknowledged (primary) or the clone has not been given yet (backup); null when unprotected. */
+  lagInputs: number | null;
   heldReplies: number;
   heldInputs: number;
   holding: boolean;
@@ -382,7 +383,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       lastSeq: this.lastSeq,
       ackedSeq: this.ackedSeq,
       deliveredSeq: this.deliveredSeq,
-      lagInputs: this.mode === 'primary' ? Math.max(0, this.lastSeq - this.ackedSeq) : Math.max(0, this.lastSeq - this.deliveredSeq),
+      lagInputs: !this.isProtected ? null : this.mode === 'primary' ? Math.max(0, this.lastSeq - this.ackedSeq) : Math.max(0, this.lastSeq - this.deliveredSeq),
       heldReplies: this.heldOutputs.length,
       heldInputs: this.held.length + this.queue.length,
       holding: this.holding,

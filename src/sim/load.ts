@@ -165,7 +165,7 @@ export class LoadGenerator {
       const again = await this.client.request(d.id, d.body, this.o.retryMs, 50);
       if (again === d.reply) same++; else different.push(`${d.id} ${d.body}: "${d.reply}" then "${again}"`);
     }
-    const stats = await this.client.request(`${this.o.tag}stats${Date.now()}`, 'STATS', this.o.retryMs, 50);
+    const stats = await this.client.request(`${this.o.tag}S${Date.now() % 1e6}`, 'STATS', this.o.retryMs, 50);
     return { checked: this.registered.length, missing, retriedIdentical: same, retriedDifferent: different, stats };
   }
 

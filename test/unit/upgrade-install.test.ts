@@ -301,6 +301,15 @@ describe('upgrade installer', function () {
     assert.equal(treeDigest(store.slotDir('A')), before);
   });
 
+  it('never overwrites the only loadable slot, even if the command line names the other one', async () => {
+    await installPackage(opts(pkg('1.0.0')));
+    store.writeCmdline('B'); // stale: B holds nothing
+    const r = await installPackage(opts(pkg('1.1.0')));
+    assert.equal(r.slot, 'B');
+    assert.equal(store.readRecord('A').record?.version, '1.0.0');
+    assert.deepEqual(await readBootState(env), { good: 'A', trial: 'B', triesLeft: 3 });
+  });
+
   it('replaces an armed but not yet booted trial, re-arming it', async () => {
     await installPackage(opts(pkg('1.0.0')));
     await simulateBoot(env, store);

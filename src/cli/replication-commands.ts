@@ -1,0 +1,106 @@
+/**
+ * `understudy status`, `understudy clone`, `understudy switchover`: the replicated pair from this
+ * board's point of view. Long work (a clone) shows progress: a bar on a terminal, lines otherwise.
+ */
+import cliProgress from 'cli-progress';
+import type { Command } from 'commander';
+import { loadBoardProfile } from '../config/board-profile.js';
+import type { CloneProgress, CloneReport } from '../replication/manager.js';
+import type { ReplicationStatus } from '../replication/replicator.js';
+import { callControl } from '../mgmt/ipc.js';
+import { controlSocketPath } from '../mgmt/daemon.js';
+import { defaultBoardFile } from './locate.js';
+import { formatStatus, type DaemonStatus } from './guest-commands.js';
+import { fail, print, type OutputOptions } from './output.js';
+
+type Opts = OutputOptions & { board?: string };
+type ReplStatus = ReplicationStatus & {
+  cloneInProgress: boolean;
+  cloneProgress?: CloneProgress;
+  lastClone?: CloneReport & { at: string };
+  lastCloneError?: string;
+  failovers: number;
+};
+
+function socketOf(o: Opts): string {
+  return controlSocketPath(loadBoardProfile(defaultBoardFile(o.board)));
+}
+
+export function formatReplication(role: string, r: ReplStatus | null): string {
+  if (!r) return 'replication: no guest on this board';
+  const lines: string[] = [];
+  if (r.mode === 'primary') {
+    lines.push(`replication: PRIMARY, ${r.protected ? 'PROTECTED' : `UNPROTECTED${r.unprotectedReason ? ` (${r.unprotectedReason})` : ''}`}`);
+    lines.push(`  inputs: ${r.lastSeq} sequenced, ${r.deliveredSeq} delivered here, backup acknowledged ${r.protected ? r.ackedSeq : '-'} (lag ${r.lagInputs ?? '-'})`);
+    lines.push(`  replies held for acknowledgement: ${r.heldReplies}; inputs queued: ${r.heldInputs}${r.holding ? ' (clone cut-over)' : ''}`);
+  } else if (r.mode === 'backup') {
+    lines.push(`replication: BACKUP, ${r.protected ? 'following the primary' : 'no input stream (waiting for a clone)'}`);
+    lines.push(`  inputs: ${r.lastSeq} received, ${r.deliveredSeq} delivered to the clone (lag ${r.lagInputs ?? '-'}); AUTH answers held until asked: ${r.authHolds}`);
+    lines.push(`  divergence watch: ${r.digestsCompared} replies compared, ${r.divergences} divergences`);
+  } else {
+    lines.push(`replication: standalone (${role}), ${r.lastSeq} inputs`);
+  }
+  if (r.cloneInProgress) lines.push(`  clone in progress: ${r.cloneProgress?.phase ?? '?'} ${r.cloneProgress?.percent ?? ''}${r.cloneProgress?.percent !== undefined ? '%' : ''}`);
+  if (r.lastClone) lines.push(`  last clone: ${r.lastClone.at}, ${r.lastClone.durationMs} ms, guest paused ${r.lastClone.downtimeMs ?? '?'} ms, inputs held ${r.lastClone.holdMs} ms, cut-over at input ${r.lastClone.cutSeq}`);
+  if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
+  lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}; checkpoints: not implemented yet`);
+  return lines.join('\n');
+}
+
+export function registerReplicationCommands(program: Command): void {
+  program.command('status')
+    .description('this board: role, guest, replication (input sequence numbers, lag, clone, divergences)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const s = (await callControl(socketOf(o), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
+        print(o, s, () => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  program.command('clone')
+    .description('clone the running guest to the partner board now (on the primary)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      const sock = socketOf(o);
+      const tty = process.stderr.isTTY === true && !o.json;
+      const bar = tty ? new cliProgress.SingleBar({ format: 'clone [{bar}] {percentage}% {phase}', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
+      let last = '';
+      const poll = setInterval(() => {
+        callControl(sock, 'replication.status', {}, 2000).then((r) => {
+          const p = (r as { replication: ReplStatus }).replication?.cloneProgress;
+          if (!p) return;
+          if (bar) { if (!bar.isActive) bar.start(100, 0, { phase: p.phase }); bar.update(p.percent ?? 0, { phase: p.phase }); }
+          else if (!o.json) { const line = `clone: ${p.phase}${p.percent !== undefined ? ` ${p.percent}%` : ''}`; if (line !== last) process.stderr.write(`${line}\n`); last = line; }
+        }, () => undefined);
+      }, 200);
+      try {
+        const r = (await callControl(sock, 'clone', {}, 180000)) as { board: string; clone: CloneReport };
+        clearInterval(poll);
+        bar?.update(100, { phase: 'done' });
+        bar?.stop();
+        print(o, r, () => `cloned to the partner in ${r.clone.durationMs} ms: guest paused ${r.clone.downtimeMs ?? '?'} ms, inputs held ${r.clone.holdMs} ms, ${r.clone.transferredMb} MB, cut-over at input ${r.clone.cutSeq}`);
+      } catch (e) {
+        clearInterval(poll);
+        bar?.stop();
+        fail(o, e);
+      }
+    });
+
+  program.command('switchover')
+    .description('hand the primary role to the backup without a failure (on the primary)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        const r = (await callControl(socketOf(o), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
+        print(o, r, () => `board ${r.board} handed the primary role to its partner at input ${r.handedOverAt}`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+}

@@ -1,0 +1,245 @@
+/**
+ * The serial console as a field engineer uses it: through a real pty pair made by socat (the board
+ * end opened by the console with serialport, the user end opened here with serialport, exactly as
+ * screen or picocom would), against a real controller with its real QEMU guest. Wrong password
+ * (the delay grows), right password, help, board info, a daemon command with --json, the guest's
+ * own console and back with Ctrl-E c ., Ctrl-C on a running command, and the tty vanishing and
+ * coming back. Cleans up socat, the controller and QEMU, even on failure.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { SerialPort } from 'serialport';
+import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { SerialConsole, type ConsoleAuthEvent } from '../../src/mgmt/console/serial-console.js';
+import { hashPassword, writePasswordFile } from '../../src/mgmt/console/password.js';
+import { Rig, alive, eventually } from '../support/rig.js';
+
+const PASSWORD = 'field engineer 1';
+const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+/** A socat pty pair `pty,raw,echo=0` with two stable links; killed by pid. */
+async function ptyPair(a: string, b: string): Promise<ChildProcess> {
+  const p = spawn('socat', [`pty,raw,echo=0,link=${a}`, `pty,raw,echo=0,link=${b}`], { stdio: ['ignore', 'ignore', 'inherit'] });
+  await eventually(() => (existsSync(a) && existsSync(b) ? true : undefined), 5000, 20);
+  return p;
+}
+
+async function stopPty(p: ChildProcess | undefined): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  const gone = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
+  if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+}
+
+/** The user's terminal: the other end of the pty pair. */
+class Terminal {
+  transcript = '';
+  private port?: SerialPort;
+
+  async open(path: string): Promise<void> {
+    const port = new SerialPort({ path, baudRate: 115200, autoOpen: false });
+    await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(e) : resolve())));
+    port.on('data', (d: Buffer) => { this.transcript += d.toString('latin1'); });
+    port.on('error', () => undefined);
+    this.port = port;
+  }
+
+  async close(): Promise<void> {
+    const p = this.port;
+    this.port = undefined;
+    if (p?.isOpen) await new Promise<void>((r) => p.close(() => r()));
+  }
+
+  type(s: string | Buffer): void {
+    this.port!.write(typeof s === 'string' ? Buffer.from(s, 'latin1') : s);
+  }
+
+  get mark(): number {
+    return this.transcript.length;
+  }
+
+  /** Waits (bounded) for text after `from`; returns the index just past it. */
+  async until(text: string | RegExp, from: number, timeoutMs = 15000): Promise<number> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const tail = this.transcript.slice(from);
+      const m = typeof text === 'string' ? (tail.includes(text) ? { i: tail.indexOf(text), n: text.length } : undefined) : (() => { const r = text.exec(tail); return r ? { i: r.index, n: r[0].length } : undefined; })();
+      if (m) return from + m.i + m.n;
+      if (Date.now() > end) throw new Error(`timed out waiting for ${JSON.stringify(String(text))}; terminal shows ${JSON.stringify(tail.slice(-600))}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** Types a command at the shell prompt and returns what it printed before the next prompt. */
+  async run(command: string, prompt: string, timeoutMs = 30000): Promise<string> {
+    const at = this.mark;
+    this.type(`${command}\r`);
+    const start = await this.until(`${command}\r\n`, at, timeoutMs);
+    const end = await this.until(prompt, start, timeoutMs);
+    return this.transcript.slice(start, end - prompt.length);
+  }
+}
+
+describe('serial console through a pty pair', function () {
+  this.timeout(240000);
+  const rig = new Rig();
+  const A = join(rig.dir, 'ttyConsoleBoard');
+  const B = join(rig.dir, 'ttyConsoleUser');
+  const passwordFile = join(rig.dir, 'console.passwd');
+  const term = new Terminal();
+  const auth: ConsoleAuthEvent[] = [];
+  const logs: Array<Record<string, unknown>> = [];
+  let socat: ChildProcess | undefined;
+  let con: SerialConsole | undefined;
+  let prompt = '';
+
+  before(async () => {
+    await rig.startHlr();
+    await rig.startDaemon();
+    writePasswordFile(passwordFile, await hashPassword(PASSWORD));
+    socat = await ptyPair(A, B);
+    const log = pino({ level: 'info' }, { write: (s: string) => { logs.push(JSON.parse(s) as Record<string, unknown>); } });
+    con = new SerialConsole({
+      device: A,
+      baud: 115200,
+      board: rig.board.name,
+      boardFile: rig.boardFile,
+      passwordFile,
+      guestConsoleSocket: () => join(rig.store, 'console.sock'),
+      guestConsoleLog: () => join(rig.store, 'console.log'),
+      cliEntry: CLI,
+      log,
+    });
+    con.on('auth', (e) => auth.push(e));
+    prompt = `${rig.board.name}> `;
+    await term.open(B);
+    await con.start();
+  });
+
+  after(async () => {
+    await term.close().catch(() => undefined);
+    await con?.stop().catch(() => undefined);
+    await stopPty(socat);
+    await rig.cleanup();
+  });
+
+  it('a wrong password is refused, and the delay grows after each failure', async () => {
+    const delays: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const at = term.mark;
+      term.type('\r');
+      await term.until(`${rig.board.name} login: `, at);
+      term.type('field\r');
+      const pw = await term.until('Password: ', at);
+      const t0 = Date.now();
+      term.type('not the password\r');
+      await term.until('Login incorrect\r\n', pw);
+      delays.push(Date.now() - t0);
+    }
+    // Default policy: 1 s, then 2 s (plus a ~0.1 s scrypt check each). Generous bounds.
+    assert.ok(delays[0]! >= 900 && delays[0]! < 6000, `first delay ${delays[0]} ms`);
+    assert.ok(delays[1]! >= delays[0]! + 600, `second delay ${delays[1]} ms should be clearly longer than the first ${delays[0]} ms`);
+    assert.deepEqual(auth.map((e) => [e.kind, e.failures, e.delayMs]), [['failure', 1, 1000], ['failure', 2, 2000]]);
+    assert.equal(logs.filter((l) => l.msg === 'console login failed').length, 2, 'every failure is logged');
+    assert.ok(!term.transcript.includes('not the password'), 'the password is not echoed');
+  });
+
+  it('the right password opens a shell', async () => {
+    const at = term.mark;
+    term.type('\r');
+    await term.until('login: ', at);
+    term.type('field\r');
+    await term.until('Password: ', at);
+    term.type(`${PASSWORD}\r`);
+    await term.until(`logged in to ${rig.board.name} as field`, at);
+    await term.until(prompt, at);
+    assert.equal(auth[auth.length - 1]!.kind, 'login');
+  });
+
+  it('help lists the commands', async () => {
+    const out = await term.run('help', prompt);
+    for (const s of ['guest ', 'board ', 'events', 'guest console', 'Ctrl-E c .', 'logout']) assert.ok(out.includes(s), `help mentions ${s}:\n${out}`);
+    assert.ok(!/^ {2}chassis /m.test(out), 'chassis is not offered on the console');
+  });
+
+  it('board info: the same output as the CLI', async () => {
+    const out = await term.run('board info', prompt);
+    const cli = await rig.cli('board', 'info'); // board info takes no --board: it reads this machine
+    assert.equal(cli.code, 0);
+    const firstLines = (s: string) => s.split(/\r?\n/).slice(0, 2).join('\n');
+    assert.equal(firstLines(out), firstLines(cli.stdout), 'host and cpu lines are identical');
+    assert.match(out, /^host .*\r\ncpu: /);
+  });
+
+  it('a daemon command, in text and with --json', async () => {
+    const text = await term.run('guest status', prompt);
+    assert.match(text, new RegExp(`^board ${rig.board.name} \\(STANDALONE\\): controller pid ${rig.daemonPid}`));
+    const json = JSON.parse(await term.run('guest status --json', prompt)) as { board: string; role: string; pid: number; guest: { state: string } };
+    assert.equal(json.board, rig.board.name);
+    assert.equal(json.role, 'STANDALONE');
+    assert.equal(json.pid, rig.daemonPid);
+    assert.equal(json.guest.state, 'running');
+    const bad = await term.run('guest manage NONSENSE', prompt);
+    assert.match(bad, /error US_ERR_CONTROL: unknown management command "NONSENSE".*\r\n\[exit status 1\]\r\n$/s);
+  });
+
+  it('attaches to the guest console, sees the guest, and comes back with Ctrl-E c .', async () => {
+    let at = term.mark;
+    term.type('guest console\r');
+    const attached = await term.until('[attached to the guest console', at);
+    await term.until('Ctrl-E c . to come back', at);
+    // What the guest prints arrives: a management SAVE makes the application print DX-SAVE.
+    const save = await rig.cli('guest', 'manage', 'SAVE', '--board', rig.boardFile);
+    assert.equal(save.code, 0, save.stderr);
+    await term.until(/DX-SAVE bytes=\d+/, attached);
+    // What we type reaches the guest's tty, whose line discipline echoes it back.
+    at = term.mark;
+    term.type('hello-guest');
+    await term.until('hello-guest', at);
+    // The boot lines are in the console log: Ctrl-E c r replays it.
+    at = term.mark;
+    term.type('\x05cr');
+    await term.until(/DX-BOOT .*\r\n(.*\r\n)*.*DX-READY/, at);
+    await term.until('[end of replay]', at);
+    at = term.mark;
+    term.type('\x05c.');
+    await term.until('[detached from the guest console]\r\n', at);
+    await term.until(prompt, at);
+    const role = await term.run('role --json', prompt);
+    assert.equal((JSON.parse(role) as { role: string }).role, 'STANDALONE', 'the shell works again after detaching');
+  });
+
+  it('Ctrl-C stops a running command (logs --follow) and the prompt returns', async () => {
+    const at = term.mark;
+    term.type('logs --follow -n 3\r');
+    await term.until('controller running', at);
+    term.type('\x03');
+    await term.until(`[interrupted]\r\n${prompt}`, at, 10000);
+  });
+
+  it('the terminal only ever saw plain text with CR LF', () => {
+    const shellPart = term.transcript;
+    assert.ok(!shellPart.includes('\x1b'), 'no escape sequences');
+    const bareLf = /[^\r]\n/.exec(shellPart);
+    assert.equal(bareLf, null, `a bare LF at ${bareLf?.index}: ${JSON.stringify(shellPart.slice((bareLf?.index ?? 0) - 40, (bareLf?.index ?? 0) + 10))}`);
+  });
+
+  it('the tty disappearing ends the session; the console reopens it when it is back', async () => {
+    await term.close();
+    await stopPty(socat);
+    await eventually(() => (auth.some((e) => e.kind === 'logout' && e.reason === 'hangup') ? true : undefined), 5000, 50);
+    assert.equal(con!.status.open, false);
+    socat = await ptyPair(A, B);
+    await term.open(B);
+    await eventually(() => (con!.status.open ? true : undefined), 5000, 50);
+    const at = term.mark;
+    term.type('\r');
+    await term.until(`${rig.board.name} login: `, at, 5000);
+    assert.equal(con!.status.user, null);
+    assert.ok(alive(rig.daemonPid!), 'the controller was never affected');
+  });
+});
