@@ -143,6 +143,11 @@ export class Daemon {
           }
           await host.serve();
           this.store!.record('guest', `serving on ${this.board.service.address}:${this.board.service.port}`);
+          // A clone blocked on an AUTH answer that died with the old primary would wait for its own
+          // retransmission (500 ms): ask the AUTH service on its behalf right away.
+          for (const sub of host.supervisor.port.authOutstanding) {
+            host.endpoint.release({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
+          }
         } else if (c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING') {
           await host.unserve();
           host.replicator.becomeBackup();

@@ -8,7 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { SerialPort } from 'serialport';
@@ -219,6 +220,34 @@ describe('serial console through a pty pair', function () {
     await term.until('controller running', at);
     term.type('\x03');
     await term.until(`[interrupted]\r\n${prompt}`, at, 10000);
+  });
+
+  it('upgrade receive hands the line to the YMODEM receiver; sb sends a file; the shell comes back', async () => {
+    const incoming = join(rig.dir, 'incoming');
+    const payload = join(rig.dir, 'payload.bin');
+    writeFileSync(payload, randomBytes(20000));
+    const at = term.mark;
+    term.type(`upgrade receive --dir ${incoming} --timeout 30\r`);
+    await term.until('then Ctrl-A Ctrl-S.\r\n', at);
+    // The user's terminal program steps aside and runs sb on the same tty, as minicom does.
+    await term.close();
+    const fd = openSync(B, 'r+');
+    const sb = spawn('sb', ['--ymodem', '-k', payload], { stdio: [fd, fd, 'pipe'] });
+    closeSync(fd);
+    let sbErr = '';
+    sb.stderr!.on('data', (d: Buffer) => { sbErr += d.toString('latin1'); });
+    try {
+      const code = await new Promise<number | null>((r) => sb.once('exit', r));
+      assert.equal(code, 0, `sb failed: ${sbErr.slice(-300)}`);
+    } finally {
+      if (sb.exitCode === null && sb.signalCode === null) sb.kill('SIGKILL');
+    }
+    await term.open(B);
+    await eventually(() => (existsSync(join(incoming, 'payload.bin')) ? true : undefined), 10000, 50);
+    assert.deepEqual(readFileSync(join(incoming, 'payload.bin')), readFileSync(payload));
+    await eventually(() => (con!.status.open && con!.status.mode === 'shell' ? true : undefined), 10000, 50);
+    const role = await term.run('role --json', prompt);
+    assert.equal((JSON.parse(role) as { role: string }).role, 'STANDALONE', 'still logged in after the transfer');
   });
 
   it('the terminal only ever saw plain text with CR LF', () => {

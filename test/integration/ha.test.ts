@@ -197,7 +197,8 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     await eventually(`${backup} PRIMARY`, async () => (await roleOf(backup)) === 'PRIMARY', 15000, 50);
     const journal = await events(backup, since[backup]);
     const transitions = journal.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}`);
-    assert.deepEqual(transitions, ['BACKUP->FENCING', 'FENCING->PRIMARY'], journal.map((e) => e.message).join('\n'));
+    // Straight through: a dead partner is not "back" (no frame of the killed controller is believed after the verdict).
+    assert.deepEqual(transitions, ['BACKUP->FENCING', 'FENCING->PRIMARY'], journal.map((e) => `${e.at} ${e.message}`).join('\n'));
     const dead = journal.findIndex((e) => e.kind === 'partner' && /declared dead/.test(e.message));
     const fencing = journal.findIndex((e) => e.kind === 'role.transition' && e.detail!.to === 'FENCING');
     const fence = journal.findIndex((e) => e.kind === 'fence');
@@ -392,9 +393,10 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     }
     const failures = (await events(backup, since[backup], 'fence')).filter((e) => /FENCING FAILED/.test(e.message));
     assert.ok(failures.length >= 3);
-    for (let i = 1; i < failures.length; i++) {
+    // The last ones are retries by the timer (the first may follow a verdict): about a second apart.
+    for (let i = failures.length - 2; i < failures.length; i++) {
       const gap = Date.parse(failures[i]!.at) - Date.parse(failures[i - 1]!.at);
-      assert.ok(gap >= 900, `retries about a second apart (${gap} ms)`);
+      assert.ok(gap >= 900 && gap < 5000, `retries about a second apart (${gap} ms)`);
     }
     await chassis!.powerController('fix');
     await eventually(`${backup} PRIMARY once fencing works`, async () => (await roleOf(backup)) === 'PRIMARY', 10000, 50);

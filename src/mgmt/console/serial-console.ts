@@ -146,6 +146,8 @@ export class SerialConsole extends EventEmitter {
   private child?: CliRun;
   private guest?: { sock: Socket; esc: EscapeDetector };
   private passwd?: PasswdStep;
+  /** A guest console connection not yet established (Ctrl-C abandons it). */
+  private connecting?: Socket;
   private typeahead: Buffer[] = [];
   private typeaheadBytes = 0;
   private idleTimer?: NodeJS.Timeout;
@@ -206,6 +208,8 @@ export class SerialConsole extends EventEmitter {
     this.child?.kill();
     this.guest?.sock.destroy();
     this.guest = undefined;
+    this.connecting?.destroy();
+    this.connecting = undefined;
     if (wasLoggedIn) this.endSession('stop');
     const line = this.line;
     this.line = undefined;
@@ -269,6 +273,8 @@ export class SerialConsole extends EventEmitter {
     this.child = undefined;
     this.guest?.sock.destroy();
     this.guest = undefined;
+    this.connecting?.destroy();
+    this.connecting = undefined;
     if (this.loggedIn) this.endSession('hangup');
     this.clearTimers();
     this.mode = 'closed';
@@ -309,6 +315,12 @@ export class SerialConsole extends EventEmitter {
             this.typeahead = [];
             this.typeaheadBytes = 0;
             this.child?.interrupt();
+            if (this.connecting) {
+              this.connecting.destroy();
+              this.connecting = undefined;
+              this.write('^C\r\n');
+              this.showPrompt();
+            }
           } else if (this.typeaheadBytes + rest.length <= MAX_TYPEAHEAD) {
             this.typeahead.push(Buffer.from(rest));
             this.typeaheadBytes += rest.length;
@@ -655,9 +667,12 @@ export class SerialConsole extends EventEmitter {
     this.mode = 'running';
     this.clearTimers();
     const sock = connect(path);
+    this.connecting = sock;
     const esc = new EscapeDetector();
     let attached = false;
     sock.once('connect', () => {
+      if (this.connecting !== sock) { sock.destroy(); return; }
+      this.connecting = undefined;
       if (this.mode !== 'running' || this.child) { sock.destroy(); return; }
       attached = true;
       this.guest = { sock, esc };
@@ -675,7 +690,8 @@ export class SerialConsole extends EventEmitter {
       }
     });
     sock.on('error', (e) => {
-      if (!attached && this.mode === 'running') {
+      if (!attached && this.connecting === sock) {
+        this.connecting = undefined;
         this.write(`error US_ERR_NOT_RUNNING: guest console ${path}: ${e.message}\r\n`);
         this.showPrompt();
       }

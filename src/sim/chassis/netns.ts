@@ -124,6 +124,9 @@ export async function createServiceNetwork(spec: ServiceNetworkSpec): Promise<vo
   await ip('-n', ns, 'addr', 'add', `${SERVICE_CLIENT_ADDRESS}/${SERVICE_PREFIX}`, 'dev', SERVICE_BRIDGE);
   await ip('-n', ns, 'addr', 'add', `${AUTH_SERVICE.address}/${SERVICE_PREFIX}`, 'dev', SERVICE_BRIDGE);
   await ip('-n', ns, 'link', 'set', SERVICE_BRIDGE, 'up');
+  // Clients accept the new primary's gratuitous ARP at once (Linux otherwise ignores a GARP for
+  // an entry confirmed in the last second: neigh locktime), as a well-configured service LAN does.
+  await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv4.neigh.${SERVICE_BRIDGE}.locktime=0`]).catch(() => undefined);
   for (let i = 0; i < 2; i++) {
     const boardNs = spec.boards[i]!;
     const inBoard = spec.vethTemp[2 * i]!;

@@ -1,0 +1,316 @@
+/**
+ * bench/failover-detect: how fast the backup takes over from a primary whose controller dies, and
+ * whether the pair stays quiet when nothing dies but both CPU cores are saturated.
+ *
+ *  1. Over N kills on the simulated chassis (boards without a guest, the board profiles' default
+ *     timers): SIGKILL the primary's controller (what `chassis fail <board> --how kill` does, sent
+ *     from here so the kill instant is known to the millisecond), then read the backup's journal:
+ *       kill → "partner declared dead" (kind `partner`)           detection
+ *       dead → the PRIMARY transition (kind `role.transition`)     fencing + promotion
+ *       kill → PRIMARY                                             detection + promotion (target ≤ 30 ms p99)
+ *     Journal timestamps are wall-clock ISO written by the backup's controller on this same host, so
+ *     they compare with Date.now() taken here at the kill. Between kills the killed board (fenced,
+ *     so powered off) is powered on again and must come back as BACKUP.
+ *  2. A soak: CPU burners (`ip netns exec <ns> node -e 'busy loop'`, two per board, so both cores
+ *     of this machine are saturated from inside each board's namespace) for --soak-seconds; counts
+ *     false failovers (role transitions and fences in both journals), "partner declared dead"
+ *     verdicts, link-down events and watchdog resets. Target: 0 in 10 minutes (--soak-seconds 600).
+ *  Optionally (--baseline-seconds) the same counts without burners first, to tell the machine's own
+ *  noise from the load's effect.
+ * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
+ *
+ * Usage: node dist/bench/failover-detect.js [--kills 20] [--soak-seconds 60] [--baseline-seconds 0]
+ *                                           [--burners-per-board 2] [--name fdNNN] [--keep]
+ * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import type { Role } from '../src/ha/frame.js';
+import type { HaStatus } from '../src/ha/ha-controller.js';
+import { callControl } from '../src/mgmt/ipc.js';
+import { chassisDown } from '../src/sim/chassis/launcher.js';
+import type { BoardName } from '../src/sim/chassis/layout.js';
+import { Chassis } from '../src/sim/chassis/rig.js';
+import type { JournalEvent } from '../src/store/journal.js';
+import { machine, printTable, summarize, type LatencySummary } from './lib.js';
+
+const { values: args } = parseArgs({
+  options: {
+    kills: { type: 'string', default: '20' },
+    'soak-seconds': { type: 'string', default: '60' },
+    'baseline-seconds': { type: 'string', default: '0' },
+    'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
+    name: { type: 'string', default: `fd${process.pid % 1000}` },
+    keep: { type: 'boolean', default: false },
+  },
+});
+
+function intArg(name: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) {
+    console.error(`--${name}: an integer ≥ ${min}, got "${v}"`);
+    process.exit(2);
+  }
+  return n;
+}
+const KILLS = intArg('kills', args.kills, 0);
+const SOAK_S = intArg('soak-seconds', args['soak-seconds'], 0);
+const BASELINE_S = intArg('baseline-seconds', args['baseline-seconds'], 0);
+const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
+const TARGET_P99_MS = 30;
+const BOARDS: BoardName[] = ['sim-a', 'sim-b'];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let chassis: Chassis | undefined;
+const runDir = `/tmp/us-fd-${process.pid}`;
+const burners: ChildProcess[] = [];
+
+const sock = (b: BoardName) => chassis!.layout.boards[b].controlSocket;
+const role = (b: BoardName) => callControl(sock(b), 'role', {}, 3000) as Promise<HaStatus>;
+async function roleOf(b: BoardName): Promise<Role | 'unavailable'> {
+  try {
+    return (await role(b)).role;
+  } catch {
+    return 'unavailable';
+  }
+}
+async function events(b: BoardName, sinceId: number): Promise<JournalEvent[]> {
+  return ((await callControl(sock(b), 'events', { limit: 10000, sinceId }, 5000)) as { events: JournalEvent[] }).events;
+}
+async function lastEventId(b: BoardName): Promise<number> {
+  return ((await callControl(sock(b), 'events', { limit: 1 }, 5000)) as { events: JournalEvent[] }).events.at(-1)?.id ?? 0;
+}
+
+/** Polls until `check` gives a value; bounded by count and time. */
+async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number, everyMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (let i = 0; i < Math.ceil(timeoutMs / everyMs) + 10 && Date.now() < end; i++) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    await sleep(everyMs);
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms`);
+}
+
+/** One PRIMARY, one BACKUP, both links up on both boards. */
+async function settledPair(timeoutMs = 30000): Promise<{ primary: BoardName; backup: BoardName }> {
+  return until('a settled pair (one PRIMARY, one BACKUP, every link up)', async () => {
+    const st = await Promise.all(BOARDS.map(role));
+    const roles = st.map((s) => s.role);
+    if (!st.every((s) => s.links.every((l) => l.up) && s.partner.state === 'alive')) return undefined;
+    if (roles[0] === 'PRIMARY' && roles[1] === 'BACKUP') return { primary: 'sim-a' as BoardName, backup: 'sim-b' as BoardName };
+    if (roles[0] === 'BACKUP' && roles[1] === 'PRIMARY') return { primary: 'sim-b' as BoardName, backup: 'sim-a' as BoardName };
+    return undefined;
+  }, timeoutMs, 100);
+}
+
+interface KillSample {
+  killed: BoardName;
+  killToDead: number;
+  deadToPrimary: number;
+  killToPrimary: number;
+  /** FENCING transition → fence confirmed by the power controller. */
+  fence: number;
+  /** Role transitions on the backup other than BACKUP→FENCING→PRIMARY (flaps), if any. */
+  extra: string[];
+}
+
+async function oneKill(i: number): Promise<KillSample> {
+  const { primary, backup } = await settledPair();
+  await sleep(300); // a few hundred heartbeats in the steady state before the kill
+  const mark = await lastEventId(backup);
+  const board = await chassis!.board(primary);
+  const pid = board.controller?.pid;
+  if (!pid || board.controller?.state !== 'running') throw new Error(`kill ${i}: ${primary} has no running controller`);
+  // What `chassis fail <board> --how kill` does (SimBoard.killController), timed here.
+  const before = Date.now();
+  process.kill(pid, 'SIGKILL');
+  const after = Date.now();
+  const tKill = (before + after) / 2;
+  await until(`kill ${i}: ${backup} PRIMARY`, async () => ((await roleOf(backup)) === 'PRIMARY' ? true : undefined), 20000, 10);
+  const j = await events(backup, mark);
+  const dead = j.find((e) => e.kind === 'partner' && /declared dead/.test(e.message));
+  const fencing = j.find((e) => e.kind === 'role.transition' && e.detail?.to === 'FENCING');
+  const fence = j.find((e) => e.kind === 'fence' && /powered off/.test(e.message));
+  const promoted = j.filter((e) => e.kind === 'role.transition' && e.detail?.to === 'PRIMARY').at(-1);
+  if (!dead || !fencing || !fence || !promoted) throw new Error(`kill ${i}: the backup's journal lacks a step:\n${j.map((e) => `${e.at} ${e.kind} ${e.message}`).join('\n')}`);
+  const at = (e: JournalEvent) => Date.parse(e.at);
+  const transitions = j.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}`);
+  const extra = transitions.join(' ') === 'BACKUP->FENCING FENCING->PRIMARY' ? [] : transitions;
+  const sample: KillSample = {
+    killed: primary,
+    killToDead: at(dead) - tKill,
+    deadToPrimary: at(promoted) - at(dead),
+    killToPrimary: at(promoted) - tKill,
+    fence: at(fence) - at(fencing),
+    extra,
+  };
+  // The fenced board is powered on again by the operator and must rejoin as BACKUP.
+  await chassis!.power(primary, 'on');
+  const back = await settledPair();
+  if (back.primary !== backup) throw new Error(`kill ${i}: ${primary} came back as PRIMARY (preempted)`);
+  return sample;
+}
+
+interface QuietCounts {
+  seconds: number;
+  burners: number;
+  roleTransitions: number;
+  fences: number;
+  deadVerdicts: number;
+  linkDown: Record<string, number>;
+  watchdogResets: number;
+  controllerRestarts: number;
+  loop: Record<BoardName, HaStatus['loopDelayMs']>;
+  transitions: string[];
+}
+
+/** Watches the pair for `seconds` (with `burnersPerBoard` burners in each namespace) and counts what should not happen. */
+async function quietPeriod(seconds: number, burnersPerBoard: number): Promise<QuietCounts> {
+  await settledPair();
+  const marks = { 'sim-a': await lastEventId('sim-a'), 'sim-b': await lastEventId('sim-b') };
+  const st0 = await chassis!.status();
+  const started: ChildProcess[] = [];
+  const burnMs = (seconds + 60) * 1000; // bounded: each burner stops by itself even if we could not kill it
+  for (const b of BOARDS) {
+    for (let k = 0; k < burnersPerBoard; k++) {
+      const c = chassis!.spawnIn(b, process.execPath, ['-e', `const e = Date.now() + ${burnMs}; let x = 0; while (Date.now() < e) x++;`], { stdio: 'ignore' });
+      burners.push(c);
+      started.push(c);
+    }
+  }
+  try {
+    const end = Date.now() + seconds * 1000;
+    let lastPrint = Date.now();
+    while (Date.now() < end) {
+      await sleep(Math.min(1000, Math.max(0, end - Date.now())));
+      if (Date.now() - lastPrint >= 30000) {
+        lastPrint = Date.now();
+        process.stderr.write(`  … ${Math.round((end - Date.now()) / 1000)} s left\n`);
+      }
+    }
+  } finally {
+    for (const c of started) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+    await Promise.all(started.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  }
+  const st1 = await chassis!.status();
+  const counts: QuietCounts = {
+    seconds, burners: started.length, roleTransitions: 0, fences: 0, deadVerdicts: 0, linkDown: { ethernet: 0, serial: 0 },
+    watchdogResets: 0, controllerRestarts: 0, loop: {} as QuietCounts['loop'], transitions: [],
+  };
+  for (const b of BOARDS) {
+    const j = await events(b, marks[b]);
+    for (const e of j) {
+      if (e.kind === 'role.transition') { counts.roleTransitions++; counts.transitions.push(`${e.at} ${b}: ${e.message}`); }
+      if (e.kind === 'fence') counts.fences++;
+      if (e.kind === 'partner' && /declared dead/.test(e.message)) counts.deadVerdicts++;
+      if (e.kind === 'link' && e.detail?.up === false) counts.linkDown[String(e.detail.link)] = (counts.linkDown[String(e.detail.link)] ?? 0) + 1;
+    }
+    const b0 = st0.boards.find((x) => x.board === b)!;
+    const b1 = st1.boards.find((x) => x.board === b)!;
+    counts.watchdogResets += b1.watchdog.fired - b0.watchdog.fired;
+    if (b0.controller?.pid !== b1.controller?.pid) counts.controllerRestarts++;
+    counts.loop[b] = (await role(b)).loopDelayMs;
+  }
+  return counts;
+}
+
+const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '-');
+
+function latencyRows(samples: KillSample[]): Array<Array<string | number>> {
+  const row = (what: string, s: LatencySummary, target: string) => [what, s.n, fmt(s.p50), fmt(s.p99), fmt(s.max), target];
+  const p = (f: (k: KillSample) => number) => summarize(samples.map(f));
+  const total = p((k) => k.killToPrimary);
+  return [
+    ['measure (ms)', 'n', 'p50', 'p99', 'max', 'target'],
+    row('kill → partner declared dead', p((k) => k.killToDead), ''),
+    row('declared dead → PRIMARY', p((k) => k.deadToPrimary), ''),
+    row('  of which FENCING → fence confirmed', p((k) => k.fence), ''),
+    row('kill → PRIMARY', total, `≤ ${TARGET_P99_MS} p99: ${total.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}`),
+  ];
+}
+
+function quietRows(label: string, q: QuietCounts): Array<Array<string | number>> {
+  const loop = (b: BoardName) => `${q.loop[b].membership.p99} / ${q.loop[b].membership.max}`;
+  return [
+    [`${label} (${q.seconds} s, ${q.burners} burners)`, 'count', 'target'],
+    ['false failovers (role transitions, both boards)', q.roleTransitions, '0'],
+    ['fences', q.fences, '0'],
+    ['"partner declared dead" verdicts', q.deadVerdicts, '0'],
+    ['ethernet link-down events', q.linkDown.ethernet ?? 0, '0'],
+    ['serial link-down events', q.linkDown.serial ?? 0, '0'],
+    ['watchdog resets', q.watchdogResets, '0'],
+    ['controllers restarted', q.controllerRestarts, '0'],
+    ['membership loop delay sim-a p99 / max ms (since boot)', loop('sim-a'), ''],
+    ['membership loop delay sim-b p99 / max ms (since boot)', loop('sim-b'), ''],
+  ];
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of burners) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
+  if (chassis) await chassisDown({ name: chassis.layout.name, runDir, purge: !args.keep }).catch((e) => console.error(`chassis down: ${(e as Error).message}`));
+  chassis = undefined;
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
+  console.log(`bench/failover-detect — ${new Date().toISOString()}\n${machine()}`);
+  chassis = await Chassis.up({ name: args.name, runDir, guest: 'none' });
+  const profile = (await role('sim-a'));
+  const ha = JSON.parse(readFileSync(chassis.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
+  console.log(`timers (board profile defaults): interval ${ha.intervalMs} ms, link timeout ${ha.linkTimeoutMs} ms, deadtime ${ha.deadtimeMs} ms, `
+    + `fence delay ${ha.fenceDelayMs} ms; watchdog ${profile.watchdog ? 'armed' : 'none'}; membership process ${profile.membershipProcess.rtPriority ? `SCHED_FIFO ${profile.membershipProcess.rtPriority}` : `normal scheduling${profile.membershipProcess.rtError ? ` (${profile.membershipProcess.rtError})` : ''}`}`);
+
+  const samples: KillSample[] = [];
+  const failures: string[] = [];
+  for (let i = 1; i <= KILLS; i++) {
+    try {
+      const s = await oneKill(i);
+      samples.push(s);
+      process.stderr.write(`  kill ${i}/${KILLS} ${s.killed}: dead ${fmt(s.killToDead)} ms, PRIMARY ${fmt(s.killToPrimary)} ms${s.extra.length ? ` (backup transitions: ${s.extra.join(' ')})` : ''}\n`);
+    } catch (e) {
+      failures.push((e as Error).message);
+      process.stderr.write(`  kill ${i}/${KILLS}: FAILED ${(e as Error).message}\n`);
+      // Bring the pair back for the next round if we can.
+      for (const b of BOARDS) if ((await chassis.board(b)).power === 'off') await chassis.power(b, 'on');
+    }
+  }
+  if (KILLS > 0) {
+    printTable(`failover: SIGKILL of the primary's controller → backup PRIMARY (${samples.length} of ${KILLS} kills measured)`, latencyRows(samples));
+    const flaps = samples.filter((s) => s.extra.length);
+    if (flaps.length) console.log(`${flaps.length} kills with extra backup transitions: ${flaps.map((s) => s.extra.join(' ')).join(' | ')}`);
+    for (const f of failures) console.log(`failed round: ${f.split('\n')[0]}`);
+  }
+
+  if (BASELINE_S > 0) {
+    const q = await quietPeriod(BASELINE_S, 0);
+    printTable('baseline, no burners', quietRows('baseline', q));
+    for (const t of q.transitions) console.log(`  ${t}`);
+  }
+  if (SOAK_S > 0) {
+    const q = await quietPeriod(SOAK_S, BURNERS);
+    printTable(`soak: ${BURNERS} CPU burners in each board's namespace (${cpus().length} cores)`, quietRows('soak', q));
+    for (const t of q.transitions) console.log(`  ${t}`);
+  }
+}
+
+let interrupted = false;
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`\n${sig}: cleaning up`);
+    void cleanup().then(() => process.exit(130));
+  });
+}
+
+try {
+  await main();
+} catch (e) {
+  console.error(`failover-detect: ${(e as Error).message}`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}
