@@ -15,6 +15,7 @@ import { registerHaCommands } from './ha-commands.js';
 import { registerLoadCommands } from './load-commands.js';
 import { registerReplicationCommands } from './replication-commands.js';
 import { runDemo } from './demo.js';
+import { runPairDemo } from './demo-pair.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
@@ -74,15 +75,28 @@ program.command('hlr')
   });
 
 program.command('demo')
-  .description('the main job: boot the guest on the simulated board, pinned, and show it answering')
-  .option('--board <file>', 'board profile', defaultBoardFile())
-  .option('--guest <file>', 'guest descriptor', defaultGuestFile())
-  .option('--keep', 'leave the controller and guest running afterwards')
+  .description('the main job: a replicated pair on the simulated chassis, a load, a failure, the takeover, messages lost (0)')
+  .option('--name <n>', 'chassis name', 'us')
+  .option('--run-dir <dir>', 'chassis run directory')
+  .option('--how <how>', 'the failure: kill (SIGKILL the primary controller), power (power off), hang (SIGSTOP)', 'kill')
+  .option('--rate <n>', 'client requests per second', '200')
+  .option('--seconds <s>', 'load duration', '12')
+  .option('--keep', 'leave the chassis running afterwards')
+  .option('--standalone', 'one board only: boot the guest pinned and show it answering (no pair)')
+  .option('--board <file>', 'board profile (with --standalone)', defaultBoardFile())
+  .option('--guest <file>', 'guest descriptor (with --standalone)', defaultGuestFile())
   .action(async (_o, cmd: Command) => {
-    const o = cmd.optsWithGlobals<OutputOptions & { board: string; guest: string; keep?: boolean }>();
+    const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string }>();
     try {
-      const r = await runDemo(o);
+      if (o.standalone) {
+        const r = await runDemo(o);
+        if (o.json) print(o, r, () => '');
+        return;
+      }
+      if (!['kill', 'power', 'hang'].includes(o.how)) throw new UsError('US_ERR_CONFIG', `--how: kill, power or hang, not "${o.how}"`);
+      const r = await runPairDemo({ name: o.name, runDir: o.runDir, how: o.how as 'kill', rate: Number(o.rate), seconds: Number(o.seconds), keep: o.keep, json: o.json });
       if (o.json) print(o, r, () => '');
+      if ((r.lost as number) > 0) process.exitCode = 3;
     } catch (e) {
       fail(o, e);
     }

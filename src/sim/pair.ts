@@ -1,0 +1,86 @@
+/**
+ * Driving a replicated pair on the simulated chassis from outside, as the main job, the tests and
+ * the benchmarks do: wait for protection, run the load generator in the service network, find the
+ * primary, read both boards' replication status. Uses only the chassis launcher and the boards'
+ * control sockets.
+ */
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { callControl } from '../mgmt/ipc.js';
+import { CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisLayout } from './chassis/layout.js';
+import type { LoadProgress, LoadResult } from './load.js';
+
+export interface BoardView {
+  board: BoardName;
+  role: string;
+  replication: { mode: string; protected: boolean; lastSeq: number; ackedSeq: number; deliveredSeq: number; lagInputs: number | null; divergences: number; lastClone?: { durationMs: number; downtimeMs: number | null; holdMs: number } } | null;
+  guest: { state: string } | null;
+}
+
+export async function boardView(layout: ChassisLayout, board: BoardName): Promise<BoardView | undefined> {
+  try {
+    const s = (await callControl(layout.boards[board].controlSocket, 'status', {}, 3000)) as Record<string, any>;
+    return { board, role: s.role, replication: s.replication, guest: s.guest };
+  } catch {
+    return undefined;
+  }
+}
+
+export async function pairView(layout: ChassisLayout): Promise<Record<BoardName, BoardView | undefined>> {
+  const [a, b] = await Promise.all([boardView(layout, 'sim-a'), boardView(layout, 'sim-b')]);
+  return { 'sim-a': a, 'sim-b': b };
+}
+
+/** Waits (bounded) until one board is primary with its backup's clone in sync; returns the primary. */
+export async function waitProtected(layout: ChassisLayout, timeoutMs: number, onTick?: (v: Record<BoardName, BoardView | undefined>) => void): Promise<BoardName> {
+  const end = Date.now() + timeoutMs;
+  for (let i = 0; i < 100000 && Date.now() < end; i++) {
+    const v = await pairView(layout);
+    onTick?.(v);
+    for (const b of ['sim-a', 'sim-b'] as const) {
+      const other = b === 'sim-a' ? 'sim-b' : 'sim-a';
+      if (v[b]?.role === 'PRIMARY' && v[b]?.replication?.protected && v[other]?.role === 'BACKUP' && v[other]?.guest?.state === 'running') return b;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`the pair was not protected within ${timeoutMs} ms`);
+}
+
+export interface LoadRun {
+  progress: LoadProgress[];
+  result: Promise<LoadResult>;
+  pid: number;
+}
+
+/** Runs `understudy load` inside the service network against the service address. */
+export function startLoad(layout: ChassisLayout, o: { rate: number; durationMs: number; tag: string; retryMs?: number; window?: number; verify?: boolean }, onProgress?: (p: LoadProgress) => void): LoadRun {
+  const args = ['netns', 'exec', layout.serviceNetns, process.execPath, CLI_ENTRY, 'load', '--target', `${SERVICE_VIP}:${SERVICE_PORT}`,
+    '--bind', SERVICE_CLIENT_ADDRESS, '--rate', String(o.rate), '--duration', String(o.durationMs), '--tag', o.tag,
+    '--retry', String(o.retryMs ?? 20), '--window', String(o.window ?? 8), ...(o.verify ? ['--verify'] : [])];
+  const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const progress: LoadProgress[] = [];
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const result = new Promise<LoadResult>((resolve, reject) => {
+    let final: LoadResult | undefined;
+    let error: string | undefined;
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      try {
+        const m = JSON.parse(line) as { progress?: LoadProgress; result?: LoadResult; error?: { message: string } };
+        if (m.progress) { progress.push(m.progress); onProgress?.(m.progress); }
+        if (m.result) final = m.result;
+        if (m.error) error = m.error.message;
+      } catch {
+        // not ours
+      }
+    });
+    child.on('exit', (code) => (final ? resolve(final) : reject(new Error(`load generator exited (${code}): ${error ?? stderr.trim()}`))));
+  });
+  return { progress, result, pid: child.pid! };
+}
+
+/** The reply gap that contains instant t (a fault): how long clients waited across it. */
+export function gapAround(gaps: Array<[number, number]>, t: number): { from: number; to: number; afterFaultMs: number } | undefined {
+  const g = gaps.find(([a, b]) => a <= t + 5 && b >= t);
+  return g ? { from: g[0], to: g[1], afterFaultMs: g[1] - t } : undefined;
+}
