@@ -109,10 +109,14 @@ async function settledPair(timeoutMs = 30000): Promise<{ primary: BoardName; bac
 interface KillSample {
   killed: BoardName;
   killToDead: number;
+  /** Kill → the last frame the backup accepted (kill→dead minus the silence it measured): frames still in flight after the death. */
+  killToLastHeard: number;
   deadToPrimary: number;
   killToPrimary: number;
   /** FENCING transition → fence confirmed by the power controller. */
   fence: number;
+  /** Fence confirmed → PRIMARY transition. */
+  promote: number;
   /** Role transitions on the backup other than BACKUP→FENCING→PRIMARY (flaps), if any. */
   extra: string[];
 }
@@ -142,9 +146,11 @@ async function oneKill(i: number): Promise<KillSample> {
   const sample: KillSample = {
     killed: primary,
     killToDead: at(dead) - tKill,
+    killToLastHeard: at(dead) - tKill - Number(dead.detail?.silentMs ?? NaN),
     deadToPrimary: at(promoted) - at(dead),
     killToPrimary: at(promoted) - tKill,
     fence: at(fence) - at(fencing),
+    promote: at(promoted) - at(fence),
     extra,
   };
   // The fenced board is powered on again by the operator and must rejoin as BACKUP.
@@ -226,8 +232,10 @@ function latencyRows(samples: KillSample[]): Array<Array<string | number>> {
   return [
     ['measure (ms)', 'n', 'p50', 'p99', 'max', 'target'],
     row('kill → partner declared dead', p((k) => k.killToDead), ''),
+    row('  of which kill → last frame heard', p((k) => k.killToLastHeard), ''),
     row('declared dead → PRIMARY', p((k) => k.deadToPrimary), ''),
     row('  of which FENCING → fence confirmed', p((k) => k.fence), ''),
+    row('  of which fence confirmed → PRIMARY', p((k) => k.promote), ''),
     row('kill → PRIMARY', total, `≤ ${TARGET_P99_MS} p99: ${total.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}`),
   ];
 }
@@ -269,7 +277,7 @@ async function main(): Promise<void> {
     try {
       const s = await oneKill(i);
       samples.push(s);
-      process.stderr.write(`  kill ${i}/${KILLS} ${s.killed}: dead ${fmt(s.killToDead)} ms, PRIMARY ${fmt(s.killToPrimary)} ms${s.extra.length ? ` (backup transitions: ${s.extra.join(' ')})` : ''}\n`);
+      process.stderr.write(`  kill ${i}/${KILLS} ${s.killed}: last heard ${fmt(s.killToLastHeard)} ms, dead ${fmt(s.killToDead)} ms, fence ${fmt(s.fence)} ms, PRIMARY ${fmt(s.killToPrimary)} ms${s.extra.length ? ` (backup transitions: ${s.extra.join(' ')})` : ''}\n`);
     } catch (e) {
       failures.push((e as Error).message);
       process.stderr.write(`  kill ${i}/${KILLS}: FAILED ${(e as Error).message}\n`);

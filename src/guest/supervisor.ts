@@ -322,8 +322,21 @@ export class GuestSupervisor extends EventEmitter {
     this.restart(`QEMU exited unexpectedly (code ${code}, signal ${signal})`, 'relaunch');
   }
 
+  /**
+   * Asked when the guest dies or hangs: restart it here, or give up and let the caller act (a
+   * protected primary hands over to its backup, whose clone is up to date, rather than rebooting
+   * from a saved state). Default: restart.
+   */
+  failurePolicy: (cause: string) => 'restart' | 'give-up' = () => 'restart';
+
   /** Restarts are serialised: a watchdog firing during a relaunch waits its turn. */
   private restart(cause: string, how: 'reset' | 'relaunch'): void {
+    if (this.failurePolicy(cause) === 'give-up') {
+      this.restarts.push({ at: new Date().toISOString(), cause: `${cause} (not restarted: handing over)` });
+      this.qemu?.kill();
+      this.setState('failed', cause);
+      return;
+    }
     this.restartChain = this.restartChain.then(() => this.doRestart(cause, how)).catch(() => undefined);
   }
 

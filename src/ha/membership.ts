@@ -144,7 +144,11 @@ export class Membership extends EventEmitter {
     b.timer.refresh();
     this.deadTimer ??= setTimeout(() => this.checkPartner(), this.o.deadtimeMs);
     this.deadTimer.refresh();
+    // Both links carry the same heartbeats, the serial one later: a copy older than what another
+    // link already delivered keeps the link alive but must not turn the partner's view back.
     const prev = this.partner;
+    const newer = !prev || hb.generation > prev.generation || (hb.generation === prev.generation && hb.seq > prev.seq);
+    if (!newer && this.partnerState === 'alive') return;
     this.partner = hb;
     if (this.partnerState !== 'alive') {
       this.partnerState = 'alive';

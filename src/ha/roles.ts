@@ -75,7 +75,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   FAULT: {
-    'partner-dead': { to: 'FAULT', cause: 'partner silent too: nobody can serve' },
+    'partner-primary': { to: 'BACKUP', cause: 'partner serves: ready for a fresh clone' },
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   STOPPING: {},

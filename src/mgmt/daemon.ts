@@ -53,7 +53,15 @@ export class Daemon {
   failovers = 0;
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor | undefined, readonly log: Logger) {
-    if (guest) this.host = new GuestHost(board, guest, log);
+    if (guest) {
+      const host = new GuestHost(board, guest, log);
+      this.host = host;
+      // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest.
+      host.supervisor.failurePolicy = () => (this.ha?.currentRole === 'PRIMARY' && host.replicator.protectedNow ? 'give-up' : 'restart');
+      host.supervisor.on('state', (s, cause) => {
+        if (s === 'failed' && this.ha?.currentRole === 'PRIMARY') this.ha.fire('guest-failed', cause);
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -77,7 +85,7 @@ export class Daemon {
         this.ha = new HaController(this.board, this.store, this.log.child({ component: 'ha' }));
         this.ha.on('role', (c) => this.onRole(c));
         await this.ha.start({
-          healthy: () => this.host?.supervisor.currentState !== 'failed',
+          healthy: () => this.host?.supervisor.currentState !== 'failed' || this.ha?.currentRole !== 'PRIMARY',
           guestHealth: () => (this.host ? this.host.supervisor.currentState : 'none'),
         });
         this.protectTimer = setInterval(() => this.maybeProtect(), 500);
@@ -276,6 +284,15 @@ export class Daemon {
           throw new UsError('US_ERR_CONTROL', `unknown management command "${cmd}" (known: ${[...MANAGEMENT_COMMANDS].join(', ')})`);
         }
         return { reply: await this.host.supervisor.port.management(cmd, 5000) };
+      }
+      case 'guest.inject': {
+        // Fault injection for tests: a request delivered to this board's guest only, never replicated.
+        if (!this.host?.guestRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
+        const payload = String(args.payload ?? '');
+        if (!payload || payload.length > 200) throw new UsError('US_ERR_CONTROL', 'guest.inject: payload of 1-200 characters');
+        this.host.supervisor.port.deliver({ kind: 'request', clientPort: 65000, payload: Buffer.from(payload) });
+        this.store!.record('fault', `injected "${payload}" into this board's guest only`);
+        return { injected: payload };
       }
       case 'guest.stop':
         setImmediate(() => void this.stop().then(() => process.exit(0)));

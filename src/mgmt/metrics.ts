@@ -16,6 +16,7 @@ import { UsError } from '../core/errors.js';
 import { ROLES, GUEST_STATES } from '../ha/frame.js';
 import type { HaStatus } from '../ha/ha-controller.js';
 import type { GuestStatus } from '../guest/supervisor.js';
+import type { ReplicationStatus } from '../replication/replicator.js';
 
 /** Every role a board can report: the pair's roles, and STANDALONE for a board without a partner. */
 export const METRIC_ROLES = ['STANDALONE', ...ROLES] as const;
@@ -55,6 +56,10 @@ export interface MetricsSnapshot {
   inputSequence?: Record<string, number>;
   /** How far the backup is behind: inputs not yet acknowledged, and the age of the oldest one. */
   replicationLag?: { inputs?: number; seconds?: number };
+  /** 1 while the backup holds an up-to-date clone (a failover would lose nothing). */
+  replicationProtected?: boolean;
+  /** Reply digests of primary and backup that differed (each triggers a re-clone). */
+  divergences?: number;
   /** Times this board took over as primary from a failed partner. */
   failovers?: number;
   fencing?: { attempts: number; failures: number };
@@ -100,6 +105,8 @@ export class Metrics {
   private readonly inputSeq = this.gauge('understudy_input_sequence', 'Last input sequence number, by stage', ['stage']);
   private readonly lagInputs = this.gauge('understudy_replication_lag_inputs', 'Inputs the backup has not acknowledged yet');
   private readonly lagSeconds = this.gauge('understudy_replication_lag_seconds', 'Age of the oldest input the backup has not acknowledged');
+  private readonly protectedNow = this.gauge('understudy_replication_protected', '1 while the backup holds an up-to-date clone');
+  private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
   private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
@@ -137,6 +144,8 @@ export class Metrics {
     }
     if (s.replicationLag?.inputs !== undefined) this.lagInputs.set(s.replicationLag.inputs);
     if (s.replicationLag?.seconds !== undefined) this.lagSeconds.set(s.replicationLag.seconds);
+    if (s.replicationProtected !== undefined) this.protectedNow.set(s.replicationProtected ? 1 : 0);
+    if (s.divergences !== undefined) this.count(this.divergences, {}, s.divergences);
     if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
     if (s.fencing) {
       this.count(this.fenceAttempts, {}, s.fencing.attempts);
@@ -307,7 +316,7 @@ function key(m: { name?: string } | object, labels: Labels): string {
 
 /**
  * Builds a snapshot from what the daemon has: its status, the HA controller's status (paired boards),
- * the guest supervisor's status. The daemon adds failovers, input sequence and lag as they appear.
+ * the guest supervisor's status, the replicator's status and the failover count.
  */
 export function snapshotFrom(p: {
   board: string;
@@ -316,9 +325,17 @@ export function snapshotFrom(p: {
   ha?: HaStatus;
   guest?: GuestStatus | null;
   endpoint?: Record<string, number>;
+  replication?: Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> | null;
   failovers?: number;
 }): MetricsSnapshot {
   const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers };
+  if (p.replication) {
+    const r = p.replication;
+    s.inputSequence = { last: r.lastSeq, acked: r.ackedSeq, delivered: r.deliveredSeq };
+    if (r.lagInputs !== null) s.replicationLag = { inputs: r.lagInputs };
+    s.replicationProtected = r.protected;
+    s.divergences = r.divergences;
+  }
   if (p.ha) {
     s.partner = p.ha.partner.state;
     s.alarms = p.ha.alarms.length;

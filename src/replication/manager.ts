@@ -178,6 +178,15 @@ export class ReplicationManager extends EventEmitter {
       channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, clients: this.replicator.clients.export(), downtimeMs }));
       this.replicator.resetDigests();
       this.replicator.protect(channel, cutSeq);
+      // From now on the backup may ask things of us on this channel (re-clone after a divergence).
+      channel.on('message', (type, body) => {
+        if (type !== T_CONTROL) return;
+        try {
+          this.emit('control', decodeControl(body), channel);
+        } catch {
+          channel.close();
+        }
+      });
       const holdMs = performance.now() - holdStart;
       this.replicator.release();
       holdStart = 0;

@@ -236,10 +236,13 @@ describe('serial console through a pty pair', function () {
     closeSync(fd);
     let sbErr = '';
     sb.stderr!.on('data', (d: Buffer) => { sbErr += d.toString('latin1'); });
+    const bound = setTimeout(() => sb.kill('SIGKILL'), 60000);
     try {
       const code = await new Promise<number | null>((r) => sb.once('exit', r));
+      clearTimeout(bound);
       assert.equal(code, 0, `sb failed: ${sbErr.slice(-300)}`);
     } finally {
+      clearTimeout(bound);
       if (sb.exitCode === null && sb.signalCode === null) sb.kill('SIGKILL');
     }
     await term.open(B);
@@ -248,6 +251,31 @@ describe('serial console through a pty pair', function () {
     await eventually(() => (con!.status.open && con!.status.mode === 'shell' ? true : undefined), 10000, 50);
     const role = await term.run('role --json', prompt);
     assert.equal((JSON.parse(role) as { role: string }).role, 'STANDALONE', 'still logged in after the transfer');
+  });
+
+  it('console passwd changes the password: the old one stops working, the new one works', async () => {
+    const NEW = 'a brand new secret';
+    let at = term.mark;
+    term.type('console passwd\r');
+    await term.until('Current password: ', at);
+    term.type(`${PASSWORD}\r`);
+    await term.until('New password: ', at);
+    term.type(`${NEW}\r`);
+    await term.until('Retype new password: ', at);
+    term.type(`${NEW}\r`);
+    await term.until(`console password set (${passwordFile}, mode 0600)\r\n${prompt}`, at);
+    assert.ok(!term.transcript.slice(at).includes(NEW), 'never echoed');
+    term.type('logout\r');
+    await term.until('login: ', at);
+    for (const [pw, expect] of [[PASSWORD, 'Login incorrect'], [NEW, prompt]] as const) {
+      at = term.mark;
+      term.type('\r');
+      await term.until('login: ', at);
+      term.type('field\r');
+      await term.until('Password: ', at);
+      term.type(`${pw}\r`);
+      await term.until(expect, at);
+    }
   });
 
   it('the terminal only ever saw plain text with CR LF', () => {

@@ -183,6 +183,23 @@ describe('membership', function () {
     assert.equal(b.partnerView.heartbeat?.seq, 100);
   });
 
+  it('an older copy arriving late on the slower link does not turn the partner view back', async () => {
+    const { b, eb, sb } = two();
+    await b.start();
+    const roles: string[] = [];
+    b.on('partner-alive', (h) => roles.push(h.role));
+    b.on('partner-update', (h) => roles.push(h.role));
+    const fault = encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 10, role: 'FAULT' }), KEY);
+    const backup = encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 11, role: 'BACKUP' }), KEY);
+    eb.inject(fault);
+    eb.inject(backup);
+    sb.inject(fault); // the serial copy of seq 10 arrives after Ethernet delivered seq 11
+    sb.inject(backup);
+    assert.deepEqual(roles, ['FAULT', 'BACKUP']);
+    assert.equal(b.partnerView.heartbeat?.role, 'BACKUP');
+    assert.ok(b.links.every((l) => l.up), 'the late copy still proves the serial link alive');
+  });
+
   it('a stalled event loop does not produce a false verdict while frames keep arriving', async () => {
     const { a, b } = two();
     const dead: number[] = [];

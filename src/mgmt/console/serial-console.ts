@@ -27,6 +27,7 @@ import { EventEmitter } from 'node:events';
 import { closeSync, existsSync, openSync, readSync, fstatSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { UsError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { LineEditor, type EditorEvent } from './line-editor.js';
@@ -36,6 +37,9 @@ import { EscapeDetector, ESCAPE_HELP } from './escape.js';
 import { TerminalText, crlf } from './terminal-text.js';
 import { splitWords } from './words.js';
 import { classify, runCli, captureCli, consoleCommandList, describeEnd, assertCliEntry, type CliRun } from './commands.js';
+
+/** The CLI beside this module in the same build (dist/src/cli/main.js), without importing the CLI layer. */
+export const DEFAULT_CLI_ENTRY = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
 
 /** The tty, seen as a byte stream. The real one is serialport; tests may bring any Duplex. */
 export interface ConsoleLine {
@@ -148,6 +152,10 @@ export class SerialConsole extends EventEmitter {
   private passwd?: PasswdStep;
   /** A guest console connection not yet established (Ctrl-C abandons it). */
   private connecting?: Socket;
+  /** Writers waiting for the tty to drain. */
+  private drainWaiters: Array<() => void> = [];
+  /** What `upgrade receive` printed while it owned the line, shown when the console has it back. */
+  private handoverResult?: { output: Buffer; end?: string };
   private typeahead: Buffer[] = [];
   private typeaheadBytes = 0;
   private idleTimer?: NodeJS.Timeout;
@@ -266,6 +274,7 @@ export class SerialConsole extends EventEmitter {
   private lineClosed(line: ConsoleLine): void {
     if (this.line !== line) return;
     this.line = undefined;
+    this.drainWaiters = [];
     if (this.mode === 'stopped' || this.mode === 'handover') return;
     // A hangup ends the session, as DCD loss does on a real serial line.
     this.o.log.warn({ device: this.o.device }, 'console tty went away; reopening every second');
@@ -289,8 +298,16 @@ export class SerialConsole extends EventEmitter {
     return this.line ? this.line.stream.write(b) : true;
   }
 
+  /** Runs fn once the tty has room again (one listener, however many writers wait). */
   private afterDrain(fn: () => void): void {
-    if (this.line) this.line.stream.once('drain', fn); else fn();
+    const stream = this.line?.stream;
+    if (!stream) { fn(); return; }
+    if (!this.drainWaiters.includes(fn)) this.drainWaiters.push(fn);
+    if (this.drainWaiters.length === 1) {
+      stream.once('drain', () => {
+        for (const w of this.drainWaiters.splice(0)) w();
+      });
+    }
   }
 
   // ------------------------------------------------------------------------------------ input
@@ -585,10 +602,11 @@ export class SerialConsole extends EventEmitter {
         if (this.child !== run) return;
         if (!this.write(text.convert(chunk))) {
           run.pause();
-          this.afterDrain(() => run.resume());
+          this.afterDrain(resume);
         }
       },
     });
+    const resume = () => run.resume();
     this.child = run;
     this.o.log.info({ user: this.user, command: words[0] === 'console' ? 'console passwd' : words.join(' ').slice(0, 200), childPid: run.pid }, 'console command');
     void run.done.then((r) => {
@@ -682,11 +700,12 @@ export class SerialConsole extends EventEmitter {
       this.o.log.info({ user: this.user, socket: path }, 'console attached to the guest console');
       this.write(`[attached to the guest console of ${this.o.board}; ${ESCAPE_HELP} to come back, Ctrl-E c ? for help]\r\n`);
     });
+    const resume = () => sock.resume();
     sock.on('data', (d: Buffer) => {
       if (this.guest?.sock !== sock) return;
       if (!this.write(d)) {
         sock.pause();
-        this.afterDrain(() => sock.resume());
+        this.afterDrain(resume);
       }
     });
     sock.on('error', (e) => {
@@ -759,12 +778,16 @@ export class SerialConsole extends EventEmitter {
         await line.close();
       }
     };
+    // The receiver gets this very line, whatever the profile says.
+    const lineWords = words.some((w) => w === '--device' || w.startsWith('--device='))
+      ? words
+      : [...words, '--device', this.o.device, ...(words.some((w) => w === '--baud' || w.startsWith('--baud=')) ? [] : ['--baud', String(this.o.baud)])];
     void release().then(() => {
       if (this.mode !== 'handover') return;
       const run = runCli({
         cliEntry: this.o.cliEntry,
         boardFile: this.o.boardFile,
-        words,
+        words: lineWords,
         timeoutMs: this.policy.commandTimeoutMs,
         onOutput: (c) => { if (chunks.length < 4096) chunks.push(c); },
       });
@@ -777,8 +800,6 @@ export class SerialConsole extends EventEmitter {
       });
     });
   }
-
-  private handoverResult?: { output: Buffer; end?: string };
 
   private finishHandover(): void {
     const r = this.handoverResult;
