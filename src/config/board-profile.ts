@@ -55,6 +55,8 @@ export const boardProfileSchema = z
     externalServices: z.strictObject({ auth: endpoint }),
     /** Serial console of the board (login shell for field engineers). */
     console: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+    /** Prometheus metrics endpoint (GET /metrics), loopback only. Absent: no endpoint. */
+    metrics: z.strictObject({ address: ipv4.default('127.0.0.1'), port }).optional(),
     /** Links to the partner blade. */
     partner: z
       .strictObject({

@@ -21,6 +21,8 @@ import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
+import { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } from './console/index.js';
+import { Metrics, snapshotFrom } from './metrics.js';
 import { serveControl, type ControlServer } from './ipc.js';
 
 export function controlSocketPath(board: BoardProfile): string {
@@ -42,6 +44,8 @@ export class Daemon {
   store?: Store;
   replication?: ReplicationManager;
   private control?: ControlServer;
+  private console?: SerialConsole;
+  private metricsServer?: { close(): Promise<void>; port: number };
   private releaseLock?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
@@ -72,6 +76,7 @@ export class Daemon {
     try {
       this.store = new Store(this.board.storageDir);
       this.control = await serveControl(controlSocketPath(this.board), (cmd, args) => this.handle(cmd, args));
+      await this.startManagement();
       if (this.board.ha) {
         // A service address left on our interface by an earlier run is not ours until we are primary.
         const svc = this.board.service;
@@ -97,6 +102,41 @@ export class Daemon {
       throw e;
     }
     this.log.info({ board: this.board.name, guest: this.guest?.name ?? null, paired: !!this.board.ha }, 'controller running');
+  }
+
+  /** The serial console and the metrics endpoint, when the profile has them. */
+  private async startManagement(): Promise<void> {
+    const b = this.board;
+    if (b.console) {
+      this.console = new SerialConsole({
+        device: b.console.device, baud: b.console.baud, board: b.name, boardFile: b.sourceFile,
+        passwordFile: consolePasswordPath(b),
+        guestConsoleSocket: () => (this.host?.guestRunning ? this.host.supervisor.paths.consoleSocket : undefined),
+        guestConsoleLog: () => this.host?.supervisor.paths.consoleLog,
+        cliEntry: DEFAULT_CLI_ENTRY,
+        log: this.log.child({ component: 'console' }),
+      });
+      this.console.on('auth', (e) => this.store!.record('console', `${e.kind} ${e.user}${e.reason ? ` (${e.reason})` : ''}`, { ...e }));
+      try {
+        await this.console.start();
+      } catch (e) {
+        // A console that cannot start (no password file yet) must not keep the board from serving.
+        this.store!.record('console', `serial console not started: ${(e as Error).message}`);
+        this.log.error({ err: (e as Error).message }, 'serial console not started');
+        this.console = undefined;
+      }
+    }
+    if (b.metrics) {
+      const metrics = new Metrics();
+      metrics.onScrape(async () => {
+        const st = (await this.status()) as Record<string, any>;
+        return snapshotFrom({
+          board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
+          guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+        });
+      });
+      this.metricsServer = await metrics.serve(b.metrics.address, b.metrics.port);
+    }
   }
 
   private wireReplication(r: ReplicationManager): void {
@@ -180,6 +220,8 @@ export class Daemon {
       await this.roleWork;
       await this.replication?.close().catch(() => undefined);
       await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
+      await this.console?.stop().catch(() => undefined);
+      await this.metricsServer?.close().catch(() => undefined);
       this.control?.close();
       this.store?.close();
       this.releaseLock?.();

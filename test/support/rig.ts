@@ -38,7 +38,7 @@ export class Rig {
     this.board = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board', 'sim-a.json'), 'utf8'));
     this.board.storageDir = join(this.dir, 'store');
     // A board on its own: no partner, no HA, no board watchdog or fencing.
-    for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console']) delete this.board[k];
+    for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console', 'metrics']) delete this.board[k];
     this.board.service = { address: `127.0.${net}.1`, port: 5000 };
     this.board.externalServices = { auth: { address: `127.0.${net}.100`, port: 7000 } };
     this.guest = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), 'utf8'));

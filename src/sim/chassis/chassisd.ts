@@ -21,6 +21,7 @@ import { assertNetworkFree, createNetwork, createServiceNetwork, dropAddress, pl
 import { PowerController } from './power-controller.js';
 import { startTimeOf, isAlive, signal } from './procs.js';
 import { writeChassisProfiles } from './profiles.js';
+import { consolePasswordPath, hashPassword, writePasswordFile } from '../../mgmt/console/index.js';
 import { startPtyPair, type PtyPair } from './pty-pair.js';
 import { SerialRelay, openSerialEnd, type DirectionCounters } from './serial-relay.js';
 import { cleanupRecorded, writeState, type ChassisState } from './state.js';
@@ -71,6 +72,8 @@ export function parseLink(s: string): LinkName {
 }
 
 const run = promisify(execFile);
+/** Console password of the simulated boards (docs/console.md). */
+export const SIM_CONSOLE_PASSWORD = 'understudy';
 
 export class Chassisd {
   readonly layout: ChassisLayout;
@@ -142,6 +145,11 @@ export class Chassisd {
       await this.startHlr();
 
       const profiles = writeChassisProfiles(L, this.o.baud);
+      // The simulated boards' serial consoles accept the documented default password.
+      for (const b of BOARD_NAMES) {
+        mkdirSync(L.boards[b].storageDir, { recursive: true, mode: 0o700 });
+        writePasswordFile(consolePasswordPath(L.boards[b]), await hashPassword(SIM_CONSOLE_PASSWORD));
+      }
       for (const b of BOARD_NAMES) {
         await this.startPty(`socat serial ${b}`, [L.boards[b].serialDevice, L.boards[b].relayDevice]);
         await this.startPty(`socat console ${b}`, [L.boards[b].consoleBoard, L.boards[b].consoleUser]);
