@@ -260,9 +260,12 @@ export class GuestSupervisor extends EventEmitter {
     return this.qemu?.alive ? this.qemu : undefined;
   }
 
-  /** True when the application has processed every request delivered and awaits no AUTH answer. */
+  /**
+   * True when the application has processed every request delivered. A REG counts only once its
+   * reply is out, so this also means no REG is waiting for an AUTH answer.
+   */
   async drained(): Promise<boolean> {
-    if (this.appSeqBase === undefined || this.port.authOutstanding.size) return false;
+    if (this.appSeqBase === undefined) return false;
     const pong = await this.port.management('PING', 1000);
     const seq = Number(/seq=(\d+)/.exec(pong)?.[1] ?? NaN);
     return seq === this.appSeqBase + this.port.serviceDelivered;

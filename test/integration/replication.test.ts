@@ -83,8 +83,8 @@ describe('replication on the simulated chassis (real QEMU)', function () {
   it('a divergence injected into the backup is detected and repaired by re-cloning', async () => {
     const backup = partnerOf(primary);
     const before = (await ctl(primary, 'replication.status')).replication.lastClone.at;
-    await ctl(backup, 'guest.inject', { payload: 'zz1 REG intruder' });
-    // The next STATS differs (one more subscriber on the backup).
+    // A call only the backup sets up: its next STATS and GETs differ from the primary's.
+    await ctl(backup, 'guest.inject', { payload: 'zz1 CALL T0x0 T0x1' });
     await loadThrough(3000, 100, async () => undefined);
     const end = Date.now() + 120000;
     let journal: any[] = [];
