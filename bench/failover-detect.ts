@@ -20,7 +20,7 @@
  * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
  *
  * Usage: node dist/bench/failover-detect.js [--kills 20] [--soak-seconds 60] [--baseline-seconds 0]
- *                                           [--burners-per-board 2] [--name fdNNN] [--keep]
+ *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -42,6 +42,7 @@ const { values: args } = parseArgs({
     'soak-seconds': { type: 'string', default: '60' },
     'baseline-seconds': { type: 'string', default: '0' },
     'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
+    baud: { type: 'string', default: '115200' },
     name: { type: 'string', default: `fd${process.pid % 1000}` },
     keep: { type: 'boolean', default: false },
   },
@@ -59,11 +60,14 @@ const KILLS = intArg('kills', args.kills, 0);
 const SOAK_S = intArg('soak-seconds', args['soak-seconds'], 0);
 const BASELINE_S = intArg('baseline-seconds', args['baseline-seconds'], 0);
 const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
+const BAUD = intArg('baud', args.baud, 300);
 const TARGET_P99_MS = 30;
 const BOARDS: BoardName[] = ['sim-a', 'sim-b'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let chassis: Chassis | undefined;
+/** Keep the run directory (logs, journals) for a post-mortem: --keep, or something went wrong. */
+let keepRun = false;
 const runDir = `/tmp/us-fd-${process.pid}`;
 const burners: ChildProcess[] = [];
 
@@ -168,8 +172,12 @@ interface QuietCounts {
   deadVerdicts: number;
   linkDown: Record<string, number>;
   watchdogResets: number;
+  /** Resets and power-offs of either board in chassis status (fences included). */
+  boardResets: number;
   controllerRestarts: number;
-  loop: Record<BoardName, HaStatus['loopDelayMs']>;
+  /** Each board's loop delay at the end of the period (missing if it was down). */
+  loop: Partial<Record<BoardName, HaStatus['loopDelayMs']>>;
+  notes: string[];
   transitions: string[];
 }
 
@@ -201,25 +209,35 @@ async function quietPeriod(seconds: number, burnersPerBoard: number): Promise<Qu
     for (const c of started) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
     await Promise.all(started.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
   }
+  const periodEnd = Date.now();
   const st1 = await chassis!.status();
   const counts: QuietCounts = {
     seconds, burners: started.length, roleTransitions: 0, fences: 0, deadVerdicts: 0, linkDown: { ethernet: 0, serial: 0 },
-    watchdogResets: 0, controllerRestarts: 0, loop: {} as QuietCounts['loop'], transitions: [],
+    watchdogResets: 0, boardResets: 0, controllerRestarts: 0, loop: {} as QuietCounts['loop'], notes: [], transitions: [],
   };
   for (const b of BOARDS) {
-    const j = await events(b, marks[b]);
-    for (const e of j) {
-      if (e.kind === 'role.transition') { counts.roleTransitions++; counts.transitions.push(`${e.at} ${b}: ${e.message}`); }
-      if (e.kind === 'fence') counts.fences++;
-      if (e.kind === 'partner' && /declared dead/.test(e.message)) counts.deadVerdicts++;
-      if (e.kind === 'link' && e.detail?.up === false) counts.linkDown[String(e.detail.link)] = (counts.linkDown[String(e.detail.link)] ?? 0) + 1;
-    }
     const b0 = st0.boards.find((x) => x.board === b)!;
     const b1 = st1.boards.find((x) => x.board === b)!;
     counts.watchdogResets += b1.watchdog.fired - b0.watchdog.fired;
+    counts.boardResets += b1.resets.count - b0.resets.count;
     if (b0.controller?.pid !== b1.controller?.pid) counts.controllerRestarts++;
-    counts.loop[b] = (await role(b)).loopDelayMs;
+    if (b1.role.ok) counts.loop[b] = (b1.role.result as HaStatus).loopDelayMs;
+    if (!b1.answers) {
+      // Fenced (or reset) during the period: its journal survives in its store; boot it to read it.
+      counts.notes.push(`${b} ${b1.power === 'off' ? 'was off' : 'did not answer'} at the end (last reset: ${b1.resets.last ? `${b1.resets.last.cause} at ${b1.resets.last.at}` : 'none'})`);
+      if (b1.power === 'off') await chassis!.power(b, 'on');
+      await until(`${b} answers again`, async () => ((await chassis!.board(b)).answers ? true : undefined), 30000, 200);
+    }
+    for (const e of await events(b, marks[b])) {
+      if (e.kind === 'role.transition' && Date.parse(e.at) <= periodEnd) { counts.roleTransitions++; counts.transitions.push(`${e.at} ${b}: ${e.message}`); }
+      if (e.kind === 'fence' && Date.parse(e.at) <= periodEnd) { counts.fences++; counts.transitions.push(`${e.at} ${b}: ${e.message}`); }
+      if (e.kind === 'partner' && /declared dead/.test(e.message) && Date.parse(e.at) <= periodEnd) counts.deadVerdicts++;
+      if (e.kind === 'link' && e.detail?.up === false && Date.parse(e.at) <= periodEnd) counts.linkDown[String(e.detail.link)] = (counts.linkDown[String(e.detail.link)] ?? 0) + 1;
+    }
   }
+  const anomalies = counts.roleTransitions + counts.fences + counts.deadVerdicts + counts.watchdogResets + counts.boardResets + counts.controllerRestarts;
+  if (anomalies > 0) keepRun = true;
+  if (anomalies > 0) await settledPair().catch(() => undefined); // the next period starts from a whole pair
   return counts;
 }
 
@@ -241,7 +259,7 @@ function latencyRows(samples: KillSample[]): Array<Array<string | number>> {
 }
 
 function quietRows(label: string, q: QuietCounts): Array<Array<string | number>> {
-  const loop = (b: BoardName) => `${q.loop[b].membership.p99} / ${q.loop[b].membership.max}`;
+  const loop = (b: BoardName) => (q.loop[b] ? `${q.loop[b]!.membership.p99} / ${q.loop[b]!.membership.max}` : 'board was down');
   return [
     [`${label} (${q.seconds} s, ${q.burners} burners)`, 'count', 'target'],
     ['false failovers (role transitions, both boards)', q.roleTransitions, '0'],
@@ -250,6 +268,7 @@ function quietRows(label: string, q: QuietCounts): Array<Array<string | number>>
     ['ethernet link-down events', q.linkDown.ethernet ?? 0, '0'],
     ['serial link-down events', q.linkDown.serial ?? 0, '0'],
     ['watchdog resets', q.watchdogResets, '0'],
+    ['board resets / power-offs (chassis status)', q.boardResets, '0'],
     ['controllers restarted', q.controllerRestarts, '0'],
     ['membership loop delay sim-a p99 / max ms (since boot)', loop('sim-a'), ''],
     ['membership loop delay sim-b p99 / max ms (since boot)', loop('sim-b'), ''],
@@ -258,18 +277,20 @@ function quietRows(label: string, q: QuietCounts): Array<Array<string | number>>
 
 async function cleanup(): Promise<void> {
   for (const c of burners) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
-  if (chassis) await chassisDown({ name: chassis.layout.name, runDir, purge: !args.keep }).catch((e) => console.error(`chassis down: ${(e as Error).message}`));
+  const keep = args.keep || keepRun;
+  if (chassis) await chassisDown({ name: chassis.layout.name, runDir, purge: !keep }).catch((e) => console.error(`chassis down: ${(e as Error).message}`));
+  if (chassis && keep) console.log(`run directory kept for its logs and journals: ${runDir}`);
   chassis = undefined;
 }
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
   console.log(`bench/failover-detect — ${new Date().toISOString()}\n${machine()}`);
-  chassis = await Chassis.up({ name: args.name, runDir, guest: 'none' });
+  chassis = await Chassis.up({ name: args.name, runDir, guest: 'none', baud: BAUD });
   const profile = (await role('sim-a'));
   const ha = JSON.parse(readFileSync(chassis.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
   console.log(`timers (board profile defaults): interval ${ha.intervalMs} ms, link timeout ${ha.linkTimeoutMs} ms, deadtime ${ha.deadtimeMs} ms, `
-    + `fence delay ${ha.fenceDelayMs} ms; watchdog ${profile.watchdog ? 'armed' : 'none'}; membership process ${profile.membershipProcess.rtPriority ? `SCHED_FIFO ${profile.membershipProcess.rtPriority}` : `normal scheduling${profile.membershipProcess.rtError ? ` (${profile.membershipProcess.rtError})` : ''}`}`);
+    + `fence delay ${ha.fenceDelayMs} ms; serial ${BAUD} baud; watchdog ${profile.watchdog ? 'armed' : 'none'}; membership process ${profile.membershipProcess.rtPriority ? `SCHED_FIFO ${profile.membershipProcess.rtPriority}` : `normal scheduling${profile.membershipProcess.rtError ? ` (${profile.membershipProcess.rtError})` : ''}`}`);
 
   const samples: KillSample[] = [];
   const failures: string[] = [];
@@ -279,6 +300,7 @@ async function main(): Promise<void> {
       samples.push(s);
       process.stderr.write(`  kill ${i}/${KILLS} ${s.killed}: last heard ${fmt(s.killToLastHeard)} ms, dead ${fmt(s.killToDead)} ms, fence ${fmt(s.fence)} ms, PRIMARY ${fmt(s.killToPrimary)} ms${s.extra.length ? ` (backup transitions: ${s.extra.join(' ')})` : ''}\n`);
     } catch (e) {
+      keepRun = true;
       failures.push((e as Error).message);
       process.stderr.write(`  kill ${i}/${KILLS}: FAILED ${(e as Error).message}\n`);
       // Bring the pair back for the next round if we can.
@@ -295,12 +317,12 @@ async function main(): Promise<void> {
   if (BASELINE_S > 0) {
     const q = await quietPeriod(BASELINE_S, 0);
     printTable('baseline, no burners', quietRows('baseline', q));
-    for (const t of q.transitions) console.log(`  ${t}`);
+    for (const t of [...q.notes, ...q.transitions]) console.log(`  ${t}`);
   }
   if (SOAK_S > 0) {
     const q = await quietPeriod(SOAK_S, BURNERS);
     printTable(`soak: ${BURNERS} CPU burners in each board's namespace (${cpus().length} cores)`, quietRows('soak', q));
-    for (const t of q.transitions) console.log(`  ${t}`);
+    for (const t of [...q.notes, ...q.transitions]) console.log(`  ${t}`);
   }
 }
 
@@ -317,6 +339,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 try {
   await main();
 } catch (e) {
+  keepRun = true;
   console.error(`failover-detect: ${(e as Error).message}`);
   process.exitCode = 1;
 } finally {

@@ -3,9 +3,8 @@
  * and the benchmarks. Prints one JSON line per second while running and the result at the end.
  */
 import type { Command } from 'commander';
-import { UsError } from '../core/errors.js';
+import { UsError, asUsError } from '../core/errors.js';
 import { LoadGenerator } from '../sim/load.js';
-import { fail } from './output.js';
 
 function endpoint(s: string, what: string): { address: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s);
@@ -43,7 +42,9 @@ export function registerLoadCommands(program: Command): void {
         process.stdout.write(`${JSON.stringify({ result })}\n`);
         if (result.verify && (result.verify.missing.length || result.verify.retriedDifferent.length)) process.exitCode = 3;
       } catch (e) {
-        fail({ json: true }, e);
+        // One line, like the progress lines, so a parent reading lines gets the reason.
+        process.stdout.write(`${JSON.stringify({ error: asUsError(e).toJSON() })}\n`);
+        process.exitCode = 1;
       }
     });
 }

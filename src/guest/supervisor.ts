@@ -103,6 +103,8 @@ export class GuestSupervisor extends EventEmitter {
   private appVersion?: string;
   /** The application's processed-request count when it became ready (see drained()). */
   private appSeqBase?: number;
+  /** Set for a clone: its sequence base comes from the source, not from its first PING. */
+  private keepSeqOnReady = false;
   private restarts: RestartRecord[] = [];
   private stopping = false;
   private restartChain: Promise<void> = Promise.resolve();
@@ -172,6 +174,21 @@ export class GuestSupervisor extends EventEmitter {
       this.setState('failed', (e as Error).message);
       throw e;
     }
+  }
+
+  /** Requests processed by the application so far, counting what was delivered (exact once drained). */
+  get appSeqExpected(): number | undefined {
+    return this.appSeqBase === undefined ? undefined : this.appSeqBase + this.port.serviceDelivered;
+  }
+
+  /**
+   * A clone's application has processed exactly what its source had at the cut-over: count from
+   * there (inputs may be delivered to the clone before it is resumed).
+   */
+  expectAppSeq(seq: number): void {
+    this.appSeqBase = seq;
+    this.port.serviceDelivered = 0;
+    this.keepSeqOnReady = true;
   }
 
   /** The migration stream is in: run the clone (it continues exactly where its source was). */
@@ -296,8 +313,11 @@ export class GuestSupervisor extends EventEmitter {
           const m = /^OK PING (\S+)(?: seq=(\d+))?/.exec(pong);
           if (m) {
             this.appVersion = m[1];
-            this.appSeqBase = m[2] === undefined ? undefined : Number(m[2]);
-            this.port.serviceDelivered = 0;
+            if (this.keepSeqOnReady) this.keepSeqOnReady = false;
+            else {
+              this.appSeqBase = m[2] === undefined ? undefined : Number(m[2]);
+              this.port.serviceDelivered = 0;
+            }
             this.bootToReadyMs = Math.round(performance.now() - t0);
             this.log.info({ bootToReadyMs: this.bootToReadyMs, version: this.appVersion }, 'guest ready');
             return;

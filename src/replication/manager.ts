@@ -175,7 +175,7 @@ export class ReplicationManager extends EventEmitter {
       const cutSeq = this.replicator.deliveredSeq;
       const downtimeMs = typeof info.downtime === 'number' ? info.downtime : null;
       this.progress({ phase: 'cut-over', percent: 100 });
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, clients: this.replicator.clients.export(), downtimeMs }));
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs }));
       this.replicator.resetDigests();
       this.replicator.protect(channel, cutSeq);
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
@@ -310,6 +310,7 @@ export class ReplicationManager extends EventEmitter {
     // Synchronously, before the inputs that follow on this channel are read.
     this.replicator.clients.import(m.clients);
     this.replicator.resetDigests();
+    this.supervisor.expectAppSeq(m.guestSeq);
     this.replicator.follow(channel, m.cutSeq);
     this.supervisor.finishClone().then(() => {
       this.store.record('clone', `clone running on this board from input ${m.cutSeq} (guest paused ${m.downtimeMs ?? '?'} ms at the source)`);
