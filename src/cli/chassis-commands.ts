@@ -8,7 +8,9 @@ import { Command, Option } from 'commander';
 import { UsError } from '../core/errors.js';
 import { runChassisd, type ChassisStatus, type BoardView, type Answer } from '../sim/chassis/chassisd.js';
 import { chassisCall, chassisDown, chassisUp, DEFAULT_BAUD, DEFAULT_NAME, type DownResult } from '../sim/chassis/launcher.js';
-import { parseBoardName } from '../sim/chassis/layout.js';
+import { chassisLayout, parseBoardName } from '../sim/chassis/layout.js';
+import { SerialPort } from 'serialport';
+import { attachTerminal } from './guest-commands.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
 type Where = OutputOptions & { name: string; runDir?: string };
@@ -104,6 +106,21 @@ function simple(cmd: Command, request: (o: Where, ...words: string[]) => [string
 
 export function registerChassisCommands(program: Command): void {
   const chassis = program.command('chassis').description('the simulated chassis: two boards on this machine, with partner links, watchdogs and a power controller (root)');
+
+  withWhere(chassis.command('console <board>'))
+    .description("attach this terminal to a board's serial console (as a field engineer's terminal would be); Ctrl-] detaches")
+    .action(async (board: string, _o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string }>();
+      try {
+        const dev = chassisLayout(o.name, o.runDir).boards[parseBoardName(board)].consoleUser;
+        if (!process.stdin.isTTY) throw new UsError('US_ERR_CONFIG', `chassis console needs a terminal; the console's tty is ${dev} (screen/minicom/picocom at 115200 8N1)`);
+        const port = new SerialPort({ path: dev, baudRate: 115200, autoOpen: false });
+        await new Promise<void>((res, rej) => port.open((e) => (e ? rej(new UsError('US_ERR_NOT_FOUND', `console of ${board}: ${e.message}`)) : res())));
+        await attachTerminal(port, `the serial console of ${parseBoardName(board)} (${dev})`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
 
   withWhere(chassis.command('up'))
     .description('build the chassis and power both boards on; waits until both controllers answer')

@@ -182,7 +182,12 @@ async function attachConsole(socketPath: string): Promise<void> {
     sock.once('connect', () => resolve());
     sock.once('error', (e) => reject(new UsError('US_ERR_NOT_RUNNING', `guest console ${socketPath}: ${e.message}`)));
   });
-  process.stderr.write('[attached to the guest console; Ctrl-] to detach]\r\n');
+  await attachTerminal(sock, 'the guest console');
+}
+
+/** Pipes this terminal to a stream in raw mode until Ctrl-] (or the stream closes). */
+export async function attachTerminal(sock: NodeJS.ReadWriteStream & { destroy(): void; once(ev: 'close', fn: () => void): unknown }, what: string): Promise<void> {
+  process.stderr.write(`[attached to ${what}; Ctrl-] to detach]\r\n`);
   process.stdin.setRawMode(true);
   process.stdin.resume();
   sock.pipe(process.stdout);

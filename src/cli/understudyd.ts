@@ -4,7 +4,18 @@
  * how `understudy guest start` knows the outcome before it detaches.
  */
 import { Command } from 'commander';
+import { execFile } from 'node:child_process';
 import { asUsError } from '../core/errors.js';
+
+/**
+ * systemd readiness without a native sd_notify: when started by a Type=notify unit (NOTIFY_SOCKET
+ * set; the unit has NotifyAccess=all), the daemon runs systemd-notify once it serves.
+ */
+function notifySystemd(failure?: string): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  const args = failure ? [`--status=${failure}`] : ['--ready', `--pid=${process.pid}`, '--status=serving'];
+  execFile('systemd-notify', args, () => undefined);
+}
 import { runDaemon } from '../mgmt/daemon.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 
@@ -20,8 +31,9 @@ let notified = false;
 
 try {
   await runDaemon(defaultBoardFile(opts.board), opts.guest === false ? undefined : defaultGuestFile(opts.guest), (err) => {
-    if (!notify) return;
+    if (!notify) { notifySystemd(err ? `failed: ${err.message}` : undefined); return; }
     notified = true;
+    notifySystemd(err ? `failed: ${err.message}` : undefined);
     process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : `READY ${process.pid}\n`);
   });
 } catch (e) {

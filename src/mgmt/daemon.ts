@@ -230,6 +230,28 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * SIGHUP: re-reads the profile and the descriptor. What can change live does (the log level, from
+   * UNDERSTUDY_LOG at start, is fixed; the console re-reads its password file at each login); a change
+   * that needs a restart is validated, journaled and named, never half-applied.
+   */
+  reload(boardFile: string, guestFile: string | undefined): void {
+    try {
+      const b = loadBoardProfile(boardFile);
+      const g = guestFile ? loadGuestDescriptor(guestFile) : undefined;
+      const changed: string[] = [];
+      const cmp = (name: string, x: unknown, y: unknown) => { if (JSON.stringify(x) !== JSON.stringify(y)) changed.push(name); };
+      for (const k of Object.keys({ ...b, ...this.board }) as Array<keyof BoardProfile>) if (k !== 'sourceFile') cmp(`board.${String(k)}`, b[k], this.board[k]);
+      if (g && this.guest) for (const k of Object.keys({ ...g, ...this.guest }) as Array<keyof GuestDescriptor>) if (k !== 'sourceFile') cmp(`guest.${String(k)}`, g[k], this.guest[k]);
+      const msg = changed.length ? `reload: ${changed.join(', ')} changed; these take effect at the next restart of the controller` : 'reload: configuration unchanged';
+      this.store?.record('reload', msg, { changed });
+      this.log.info({ changed }, msg);
+    } catch (e) {
+      this.store?.record('reload', `reload refused: ${(e as Error).message}`);
+      this.log.error({ err: (e as Error).message }, 'reload refused: the running configuration stays');
+    }
+  }
+
   replicationStatus(): Record<string, unknown> | null {
     if (!this.host) return null;
     return {
@@ -358,6 +380,7 @@ export async function runDaemon(boardFile: string, guestFile: string | undefined
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', () => daemon.reload(boardFile, guestFile));
   try {
     await daemon.start();
   } catch (e) {
