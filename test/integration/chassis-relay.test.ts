@@ -177,11 +177,12 @@ describe('serial relay (pacing, order, cut and heal)', function () {
     a.send(randomBytes(5000));
     const c = relay.counters();
     assert.ok(c.aToB.queued <= 1024);
-    assert.ok(c.aToB.droppedOverrun >= 5000 - 1024 - 2);
+    // At most one burst (10 ms of line time at 9600 baud: 10 bytes) leaves before the buffer fills.
+    assert.ok(c.aToB.droppedOverrun >= 5000 - 1024 - 10);
     // A receiver that stopped reading: what the line would deliver is dropped, not piled up.
     b.backlog = 4097;
     await sleep(100);
-    assert.equal(b.bytes.length <= 3, true);
+    assert.equal(b.bytes.length <= 10, true);
     assert.ok(relay.counters().aToB.droppedOverrun > c.aToB.droppedOverrun);
   });
 
