@@ -33,6 +33,21 @@ export function daemonLogPath(board: BoardProfile): string {
   return join(board.storageDir, 'understudyd.log');
 }
 
+/**
+ * The controller outranks its QEMU's housekeeping threads on the shared cores (the clone renices
+ * them to -5): a controller starved of CPU stops proving it is alive and its board gets reset.
+ * Nice values are per thread on Linux; threads created later inherit from their creator.
+ */
+async function raiseOwnPriority(log: Logger): Promise<void> {
+  const { readdirSync } = await import('node:fs');
+  const { execFile } = await import('node:child_process');
+  const tids = readdirSync(`/proc/${process.pid}/task`);
+  await new Promise<void>((resolve) => execFile('renice', ['-n', '-10', '-p', ...tids], (err) => {
+    if (err) log.warn({ err: err.message.trim() }, 'controller runs at normal priority');
+    resolve();
+  }));
+}
+
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 /** Wait before retrying a failed clone. */
@@ -73,6 +88,7 @@ export class Daemon {
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
     chmodSync(this.board.storageDir, 0o700);
     this.releaseLock = acquireBoardLock(join(this.board.storageDir, 'understudyd.pid'), this.board.name);
+    await raiseOwnPriority(this.log);
     try {
       this.store = new Store(this.board.storageDir);
       this.control = await serveControl(controlSocketPath(this.board), (cmd, args) => this.handle(cmd, args));

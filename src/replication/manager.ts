@@ -152,7 +152,7 @@ export class ReplicationManager extends EventEmitter {
       relay = await this.migrationRelay(relayPath, eth.partnerAddress);
       for (const tid of listThreads(qemu.pid)) {
         if (tid === (await qemu.vcpuThreadId())) continue;
-        await run('renice', ['-n', '-10', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
+        await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
       await qemu.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
       await qemu.qmp.execute('migrate-set-parameters', { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
