@@ -43,7 +43,9 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.cloneInProgress) lines.push(`  clone in progress: ${r.cloneProgress?.phase ?? '?'} ${r.cloneProgress?.percent ?? ''}${r.cloneProgress?.percent !== undefined ? '%' : ''}`);
   if (r.lastClone) lines.push(`  last clone: ${r.lastClone.at}, ${r.lastClone.durationMs} ms, guest paused ${r.lastClone.downtimeMs ?? '?'} ms, inputs held ${r.lastClone.holdMs} ms, cut-over at input ${r.lastClone.cutSeq}`);
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
-  lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}; checkpoints: not implemented yet`);
+  const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number } | null }).checkpoint;
+  lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
+  if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}`);
   return lines.join('\n');
 }
 
@@ -87,6 +89,20 @@ export function registerReplicationCommands(program: Command): void {
       } catch (e) {
         clearInterval(poll);
         bar?.stop();
+        fail(o, e);
+      }
+    });
+
+  program.command('checkpoint')
+    .description('freeze a copy of the clone with the input it holds, and truncate the input log (on the backup)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts>();
+      try {
+        if (!o.json) process.stderr.write('checkpoint: draining the clone and freezing a copy…\n');
+        const r = (await callControl(socketOf(o), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
+        print(o, r, () => `checkpoint of board ${r.board} at input ${r.checkpoint.seq}: ${Math.round(r.checkpoint.bytes / 1048576)} MB in ${r.checkpoint.durationMs} ms, clone paused ${r.checkpoint.pauseMs ?? '?'} ms`);
+      } catch (e) {
         fail(o, e);
       }
     });

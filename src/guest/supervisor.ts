@@ -40,6 +40,8 @@ export interface GuestStatus {
   bootToReadyMs?: number;
   appVersion?: string;
   requestsProcessed?: number;
+  /** Requests the application should have processed once it has worked through what it was given. */
+  appSeqExpected?: number;
   pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
   restarts: RestartRecord[];
   console: { socket: string; log: string };
@@ -403,6 +405,7 @@ export class GuestSupervisor extends EventEmitter {
       vcpuTid: this.vcpuTid,
       bootToReadyMs: this.bootToReadyMs,
       appVersion: this.appVersion,
+      appSeqExpected: this.appSeqExpected,
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
     };

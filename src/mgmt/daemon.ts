@@ -19,6 +19,7 @@ import { releaseAddress } from '../hw/netaddr.js';
 import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
+import { Checkpointer } from '../replication/checkpoint.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
 import { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } from './console/index.js';
@@ -50,6 +51,8 @@ async function raiseOwnPriority(log: Logger): Promise<void> {
 
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
+/** A backup in sync takes a checkpoint this often. */
+const CHECKPOINT_INTERVAL_MS = 60000;
 /** Wait before retrying a failed clone. */
 const CLONE_BACKOFF_MS = 5000;
 
@@ -58,6 +61,8 @@ export class Daemon {
   ha?: HaController;
   store?: Store;
   replication?: ReplicationManager;
+  checkpointer?: Checkpointer;
+  private checkpointTimer?: NodeJS.Timeout;
   private control?: ControlServer;
   private console?: SerialConsole;
   private metricsServer?: { close(): Promise<void>; port: number };
@@ -76,9 +81,20 @@ export class Daemon {
       const host = new GuestHost(board, guest, log);
       this.host = host;
       // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest.
-      host.supervisor.failurePolicy = () => (this.ha?.currentRole === 'PRIMARY' && host.replicator.protectedNow ? 'give-up' : 'restart');
+      // A backup whose clone dies does not reboot it (it would hold stale state): it asks for a new clone.
+      host.supervisor.failurePolicy = () => {
+        const role = this.ha?.currentRole;
+        if (role === 'PRIMARY' && host.replicator.protectedNow) return 'give-up';
+        if (role === 'BACKUP' && host.replicator.mode === 'backup') return 'give-up';
+        return 'restart';
+      };
       host.supervisor.on('state', (s, cause) => {
-        if (s === 'failed' && this.ha?.currentRole === 'PRIMARY') this.ha.fire('guest-failed', cause);
+        if (s !== 'failed') return;
+        if (this.ha?.currentRole === 'PRIMARY') this.ha.fire('guest-failed', cause);
+        else if (this.ha?.currentRole === 'BACKUP') {
+          this.store?.record('guest', `clone lost (${cause}): asking the primary for a new clone`);
+          host.replicator.sendControl({ type: 'reclone', reason: `clone lost: ${cause}` });
+        }
       });
     }
   }
@@ -102,6 +118,12 @@ export class Daemon {
             this.host.replicator, this.store, this.log.child({ component: 'replication' }));
           this.wireReplication(this.replication);
           await this.replication.listen();
+          const cp = new Checkpointer(this.board.storageDir, this.store, this.host.supervisor, this.host.replicator, this.log.child({ component: 'checkpoint' }));
+          this.checkpointer = cp;
+          this.host.replicator.setInputLog((s) => cp.logInput(s));
+          this.checkpointTimer = setInterval(() => {
+            if (this.host?.replicator.mode === 'backup' && this.host.replicator.protectedNow && this.host.guestRunning) cp.take().catch(() => undefined);
+          }, CHECKPOINT_INTERVAL_MS);
         }
         this.ha = new HaController(this.board, this.store, this.log.child({ component: 'ha' }));
         this.ha.on('role', (c) => this.onRole(c));
@@ -198,10 +220,17 @@ export class Daemon {
           host.replicator.becomePrimary();
           if (!host.guestRunning) {
             if (host.supervisor.currentState !== 'stopped') await host.supervisor.stop();
-            this.store!.record('guest', c.from === 'FENCING' || c.from === 'BACKUP'
-              ? 'promoted without a clone in sync: booting the guest from its saved state'
-              : 'booting the guest: board is primary');
-            await host.supervisor.start();
+            const promoted = c.from === 'FENCING' || c.from === 'BACKUP';
+            if (promoted && this.checkpointer?.info) {
+              // Both guests lost: the checkpoint and the inputs logged since bring every acknowledged input back.
+              this.store!.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
+              await this.checkpointer.restore();
+            } else {
+              this.store!.record('guest', promoted
+                ? 'promoted without a clone or a checkpoint: booting the guest from its saved state'
+                : 'booting the guest: board is primary');
+              await host.supervisor.start();
+            }
           } else {
             this.store!.record('guest', `the clone takes over at input ${host.replicator.lastSeq}`);
           }
@@ -232,6 +261,7 @@ export class Daemon {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       clearInterval(this.protectTimer);
+      clearInterval(this.checkpointTimer);
       await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
       await this.roleWork;
       await this.replication?.close().catch(() => undefined);
@@ -277,6 +307,7 @@ export class Daemon {
       lastClone: this.replication?.lastClone,
       lastCloneError: this.replication?.lastCloneError,
       failovers: this.failovers,
+      checkpoint: this.checkpointer ? { last: this.checkpointer.info ?? null, inputsLoggedSince: this.checkpointer.loggedSince } : null,
     };
   }
 
@@ -357,6 +388,10 @@ export class Daemon {
         return { board: this.board.name, clone: await this.requirePrimaryReplication('clone').clone() };
       case 'switchover':
         return this.switchover();
+      case 'checkpoint': {
+        if (!this.checkpointer) throw new UsError('US_ERR_ROLE', `board ${this.board.name} does not replicate (no partner or no guest)`);
+        return { board: this.board.name, checkpoint: await this.checkpointer.take() };
+      }
       case 'guest.manage': {
         if (!this.host?.guestRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
         const cmd = String(args.command ?? '').trim().toUpperCase();

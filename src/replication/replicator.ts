@@ -89,6 +89,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private authHoldTimer?: NodeJS.Timeout;
   authHolds = 0;
   private ackScheduled = false;
+  private deliveryPaused = false;
   private primaryDigests = new Map<string, Buffer[]>();
   private localDigests = new Map<string, Buffer[]>();
   divergences = 0;
@@ -96,6 +97,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   constructor(private readonly o: ReplicatorOptions) {
     super();
+  }
+
+  /** The checkpoint log: every input the backup receives goes there before it is acknowledged. */
+  setInputLog(fn: ((s: SequencedInput) => void) | undefined): void {
+    this.o.onLogged = fn;
   }
 
   /** Where released outputs go (the service endpoint while primary or standalone). */
@@ -266,7 +272,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** Delivers queued inputs in order; an AUTH answer waits until the clone has asked for it. */
   private pump(): void {
-    while (this.queue.length) {
+    while (this.queue.length && !this.deliveryPaused) {
       const s = this.queue[0]!;
       if (s.input.kind === 'auth-reply') {
         const sub = AUTHR.exec(s.input.payload.toString('latin1'))?.[1];
@@ -297,7 +303,29 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
   }
 
+  /** Backup: inputs keep arriving, being logged and acknowledged, but wait before the clone (a checkpoint). */
+  pauseDelivery(): void {
+    this.deliveryPaused = true;
+  }
+
+  resumeDelivery(): void {
+    this.deliveryPaused = false;
+    this.pump();
+  }
+
+  /** Restored from a checkpoint: the guest holds inputs up to fromSeq; deliver the logged rest in order. */
+  replay(fromSeq: number, inputs: SequencedInput[]): void {
+    this.lastSeq = fromSeq;
+    this.deliveredSeq = fromSeq;
+    for (const s of inputs) {
+      if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+      this.o.guest.deliver(s.input);
+      this.lastSeq = this.deliveredSeq = s.seq;
+    }
+  }
+
   private flushBackupQueue(): void {
+    this.deliveryPaused = false;
     clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
     for (const s of this.queue) { this.o.guest.deliver(s.input); this.deliveredSeq = s.seq; }

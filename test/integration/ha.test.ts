@@ -347,8 +347,8 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     const { primary, backup } = await settledPair();
     const since = await marks();
     await chassis!.powerController('break');
-    // The killed board's watchdog resets it about 2 s after its last kick and it would rejoin: the
-    // fix below comes soon after the first failure, and the retry a second later fences it.
+    // The killed board's watchdog resets it one watchdog timeout after its last kick, and it would
+    // rejoin: the fix below comes soon after the first failure, and the retry a second later fences it.
     await chassis!.fail(primary, 'kill');
     const failed = await eventually('FENCING FAILED journaled', async () => {
       const f = await events(backup, since[backup], 'fence');

@@ -1,0 +1,150 @@
+/**
+ * Checkpoints, kept on the backup board: a frozen copy of the clone (QEMU migration to a file) with
+ * the input sequence number it contains, and the log of every input received since, in SQLite. If
+ * both guests are lost, the surviving controller restores the checkpoint and replays the log, so
+ * every acknowledged input is back. The log is truncated after each checkpoint: disk use stays bounded
+ * (one checkpoint file, the inputs of one interval).
+ */
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type Database from 'better-sqlite3';
+import { UsError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { GuestSupervisor } from '../guest/supervisor.js';
+import type { Store } from '../store/journal.js';
+import type { SequencedInput } from './messages.js';
+import type { Replicator } from './replicator.js';
+
+export interface CheckpointInfo {
+  seq: number;
+  guestSeq: number;
+  at: string;
+  bytes: number;
+  pauseMs: number | null;
+  durationMs: number;
+  clients: { entries: Array<[number, string, number]>; next: number };
+}
+
+export class Checkpointer {
+  private readonly insert: Database.Statement;
+  private readonly file: string;
+  private taking = false;
+  logged = 0;
+
+  constructor(
+    private readonly storageDir: string,
+    private readonly store: Store,
+    private readonly supervisor: GuestSupervisor,
+    private readonly replicator: Replicator,
+    private readonly log: Logger,
+  ) {
+    this.file = join(storageDir, 'checkpoint.img');
+    store.db.exec(`CREATE TABLE IF NOT EXISTS inputs (
+      seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, client_port INTEGER NOT NULL,
+      client_address TEXT, client_source_port INTEGER, payload BLOB NOT NULL)`);
+    this.insert = store.db.prepare('INSERT OR REPLACE INTO inputs (seq, kind, client_port, client_address, client_source_port, payload) VALUES (?, ?, ?, ?, ?, ?)');
+  }
+
+  /** Logs one input the backup received (called before it is acknowledged). */
+  logInput(s: SequencedInput): void {
+    const i = s.input;
+    this.insert.run(s.seq, i.kind === 'request' ? 0 : 1, i.kind === 'request' ? i.clientPort : 0, s.client?.address ?? null, s.client?.port ?? null, i.payload);
+    this.logged++;
+  }
+
+  get info(): CheckpointInfo | undefined {
+    const m = this.store.getMeta('checkpoint');
+    return m && existsSync(this.file) ? (JSON.parse(m) as CheckpointInfo) : undefined;
+  }
+
+  get loggedSince(): number {
+    const cp = this.info?.seq ?? 0;
+    return (this.store.db.prepare('SELECT COUNT(*) AS n FROM inputs WHERE seq > ?').get(cp) as { n: number }).n;
+  }
+
+  /** Backup only: freezes a copy of the running clone at an exact input, then truncates the log. */
+  async take(): Promise<CheckpointInfo> {
+    if (this.replicator.mode !== 'backup' || !this.replicator.protectedNow) throw new UsError('US_ERR_ROLE', 'checkpoints are taken on the backup, while it follows the primary');
+    const qemu = this.supervisor.hypervisor;
+    if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');
+    if (this.taking) throw new UsError('US_ERR_ROLE', 'a checkpoint is already being taken');
+    this.taking = true;
+    const t0 = performance.now();
+    const tmp = `${this.file}.tmp`;
+    this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
+    try {
+      for (let i = 0; !(await this.supervisor.drained()); i++) {
+        if (i > 500) throw new UsError('US_ERR_TIMEOUT', 'the clone did not drain its inputs within 10 s');
+        await sleep(20);
+      }
+      const seq = this.replicator.deliveredSeq;
+      const guestSeq = this.supervisor.appSeqExpected ?? 0;
+      rmSync(tmp, { force: true });
+      await qemu.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
+      await qemu.qmp.execute('migrate-set-parameters', { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
+      await qemu.qmp.execute('migrate', { uri: `exec:cat > ${tmp}`, blk: true });
+      let info: Record<string, any> = {};
+      for (;;) {
+        info = await qemu.qmp.execute<Record<string, any>>('query-migrate');
+        if (info.status === 'completed') break;
+        if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `checkpoint migration ${info.status}: ${info['error-desc'] ?? ''}`);
+        await sleep(50);
+      }
+      await qemu.qmp.execute('cont');
+      const fd = openSync(tmp, 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, this.file);
+      const dir = openSync(this.storageDir, 'r');
+      fsyncSync(dir);
+      closeSync(dir);
+      const cp: CheckpointInfo = {
+        seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
+        pauseMs: typeof info.downtime === 'number' ? info.downtime : null, durationMs: Math.round(performance.now() - t0),
+        clients: this.replicator.clients.export(),
+      };
+      this.store.db.transaction(() => {
+        this.store.setMeta('checkpoint', JSON.stringify(cp));
+        this.store.db.prepare('DELETE FROM inputs WHERE seq <= ?').run(seq);
+      })();
+      this.store.record('checkpoint', `checkpoint at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, clone paused ${cp.pauseMs ?? '?'} ms, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
+      return cp;
+    } catch (e) {
+      const qs = await qemu.status().catch(() => '');
+      if (qs === 'postmigrate' || qs === 'paused') await qemu.qmp.execute('cont').catch(() => undefined);
+      rmSync(tmp, { force: true });
+      this.store.record('checkpoint', `checkpoint FAILED: ${(e as Error).message}`);
+      throw e;
+    } finally {
+      this.replicator.resumeDelivery();
+      this.taking = false;
+    }
+  }
+
+  /**
+   * Both guests lost: start the guest from the checkpoint and replay every logged input after it,
+   * in order. Resolves with how many inputs were replayed.
+   */
+  async restore(): Promise<{ seq: number; replayed: number }> {
+    const cp = this.info;
+    if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
+    await this.supervisor.stop();
+    await this.supervisor.startClone(`exec:cat ${this.file}`);
+    this.replicator.clients.import(cp.clients);
+    this.supervisor.expectAppSeq(cp.guestSeq);
+    await this.supervisor.finishClone();
+    const rows = this.store.db.prepare('SELECT * FROM inputs WHERE seq > ? ORDER BY seq').all(cp.seq) as Array<{
+      seq: number; kind: number; client_port: number; client_address: string | null; client_source_port: number | null; payload: Buffer;
+    }>;
+    const inputs: SequencedInput[] = rows.map((r) => ({
+      seq: r.seq,
+      input: r.kind === 0 ? { kind: 'request', clientPort: r.client_port, payload: r.payload } : { kind: 'auth-reply', payload: r.payload },
+      client: r.client_address ? { address: r.client_address, port: r.client_source_port ?? 0 } : undefined,
+    }));
+    this.replicator.replay(cp.seq, inputs);
+    this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
+    this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
+    return { seq: cp.seq, replayed: inputs.length };
+  }
+}
