@@ -23,8 +23,9 @@ export function registerLoadCommands(program: Command): void {
     .option('--tag <t>', 'prefix of subscriber names and ids', 'L')
     .option('--retry <ms>', 'retry a request (same id) after this long without a reply', '100')
     .option('--verify', 'afterwards, check every acknowledged registration and re-send a sample of ids')
+    .option('--check <tag:count>', 'send nothing: check that subscribers <tag>0..<tag>(count-1) are all registered')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; verify?: boolean; json?: boolean }>();
+      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; verify?: boolean; check?: string; json?: boolean }>();
       try {
         const num = (v: string, what: string, min: number) => {
           const n = Number(v);
@@ -36,6 +37,15 @@ export function registerLoadCommands(program: Command): void {
           durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
           onProgress: (p) => process.stdout.write(`${JSON.stringify({ progress: { ...p, gaps: p.gaps.length } })}\n`),
         });
+        if (o.check) {
+          const m = /^([A-Za-z0-9]+):(\d+)$/.exec(o.check);
+          if (!m) throw new UsError('US_ERR_CONFIG', `--check: expected <tag>:<count>, got "${o.check}"`);
+          const c = await gen.check(m[1]!, Number(m[2]));
+          gen.close();
+          process.stdout.write(`${JSON.stringify({ check: c })}\n`);
+          if (c.missing.length) process.exitCode = 3;
+          return;
+        }
         const result = await gen.run();
         if (o.verify) result.verify = await gen.verify();
         gen.close();

@@ -172,6 +172,18 @@ export class LoadGenerator {
     return { checked: this.registered.length, missing, retriedIdentical: same, retriedDifferent: different, stats };
   }
 
+  /** Checks that subscribers `<tag>0 … <tag>(count-1)` (another run's registrations) are all known. */
+  async check(tag: string, count: number): Promise<{ checked: number; missing: string[] }> {
+    await this.client.open().catch(() => undefined);
+    const missing: string[] = [];
+    for (let n = 0; n < count; n++) {
+      const sub = `${tag}${n}`;
+      const r = await this.client.request(`${this.o.tag}k${n}`, `GET ${sub}`, this.o.retryMs, 100);
+      if (!/ OK GET /.test(r)) missing.push(sub);
+    }
+    return { checked: count, missing };
+  }
+
   close(): void {
     this.client.close();
   }

@@ -112,8 +112,9 @@ export class Chassisd {
   async start(): Promise<void> {
     const L = this.layout;
     // The chassis simulates hardware (the serial line's pacing, watchdogs): it must not be the one
-    // that is late. Real-time, helper threads one step below the event loop.
-    await run('chrt', ['-a', '-R', '-f', '-p', '29', String(process.pid)]).then(() => run('chrt', ['-R', '-f', '-p', '30', String(process.pid)])).catch((e: Error) => {
+    // that is late, so it runs real-time — but below the boards' membership processes (20), which
+    // it must never starve on the shared housekeeping core.
+    await run('chrt', ['-a', '-R', '-f', '-p', '9', String(process.pid)]).then(() => run('chrt', ['-R', '-f', '-p', '10', String(process.pid)])).catch((e: Error) => {
       this.log.warn({ err: e.message }, 'chassis runs without real-time priority');
     });
     mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
