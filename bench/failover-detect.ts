@@ -23,7 +23,7 @@
  *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -31,7 +31,7 @@ import type { Role } from '../src/ha/frame.js';
 import type { HaStatus } from '../src/ha/ha-controller.js';
 import { callControl } from '../src/mgmt/ipc.js';
 import { chassisDown } from '../src/sim/chassis/launcher.js';
-import type { BoardName } from '../src/sim/chassis/layout.js';
+import { PACKAGE_ROOT, type BoardName } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../src/store/journal.js';
 import { machine, printTable, summarize, type LatencySummary } from './lib.js';
@@ -275,6 +275,16 @@ function quietRows(label: string, q: QuietCounts): Array<Array<string | number>>
   ];
 }
 
+/** The commit the build came from (and whether the tree had changes), for the results file. */
+function sourceVersion(): string {
+  try {
+    const git = (...a: string[]) => execFileSync('git', ['-C', PACKAGE_ROOT, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'board') ? ' + uncommitted changes in src/ or board/' : ''}`;
+  } catch {
+    return `source ${PACKAGE_ROOT} (not a git checkout)`;
+  }
+}
+
 async function cleanup(): Promise<void> {
   for (const c of burners) if (c.pid && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGKILL');
   const keep = args.keep || keepRun;
@@ -285,7 +295,7 @@ async function cleanup(): Promise<void> {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
-  console.log(`bench/failover-detect — ${new Date().toISOString()}\n${machine()}`);
+  console.log(`bench/failover-detect — ${new Date().toISOString()} — ${sourceVersion()}\n${machine()}`);
   chassis = await Chassis.up({ name: args.name, runDir, guest: 'none', baud: BAUD });
   const profile = (await role('sim-a'));
   const ha = JSON.parse(readFileSync(chassis.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;

@@ -30,8 +30,8 @@ describe('replication on the simulated chassis (real QEMU)', function () {
   });
 
   /** Runs load for `ms`, applies `fault` after `faultAfter` ms, and checks nothing acknowledged was lost. */
-  async function loadThrough(ms: number, faultAfter: number, fault: () => Promise<unknown>): Promise<{ res: LoadResult; faultAt: number }> {
-    const load = startLoad(chassis.layout, { rate: 150, durationMs: ms, tag: `T${tagN++}x`, retryMs: 20, verify: true });
+  async function loadThrough(ms: number, faultAfter: number, fault: () => Promise<unknown>, tag = `T${tagN++}x`): Promise<{ res: LoadResult; faultAt: number }> {
+    const load = startLoad(chassis.layout, { rate: 150, durationMs: ms, tag, retryMs: 20, verify: true });
     await new Promise((r) => setTimeout(r, faultAfter));
     const faultAt = Date.now();
     await fault();
@@ -83,9 +83,11 @@ describe('replication on the simulated chassis (real QEMU)', function () {
   it('a divergence injected into the backup is detected and repaired by re-cloning', async () => {
     const backup = partnerOf(primary);
     const before = (await ctl(primary, 'replication.status')).replication.lastClone.at;
-    // A call only the backup sets up: its next STATS and GETs differ from the primary's.
-    await ctl(backup, 'guest.inject', { payload: 'zz1 CALL T0x0 T0x1' });
-    await loadThrough(3000, 100, async () => undefined);
+    // Subscribers DV0, DV1… registered (and idle: the load ends every call it sets up), then a call
+    // only the backup sets up between two of them: the GETs of the next run differ.
+    await loadThrough(1500, 100, async () => undefined, 'DV');
+    await ctl(backup, 'guest.inject', { payload: 'zz1 CALL DV0 DV1' });
+    await loadThrough(1500, 100, async () => undefined, 'DV');
     const end = Date.now() + 120000;
     let journal: any[] = [];
     for (let i = 0; i < 1000 && Date.now() < end; i++) {
