@@ -26,13 +26,14 @@ export function registerLoadCommands(program: Command): void {
     .option('--check <tag:count>', 'send nothing: check that subscribers <tag>0..<tag>(count-1) are all registered')
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; verify?: boolean; check?: string; json?: boolean }>();
+      let gen: LoadGenerator | undefined;
       try {
         const num = (v: string, what: string, min: number) => {
           const n = Number(v);
           if (!Number.isFinite(n) || n < min) throw new UsError('US_ERR_CONFIG', `--${what}: expected a number ≥ ${min}, got "${v}"`);
           return n;
         };
-        const gen = new LoadGenerator({
+        gen = new LoadGenerator({
           target: endpoint(o.target, '--target'), bind: o.bind, rate: num(o.rate, 'rate', 0), window: num(o.window, 'window', 1),
           durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
           onProgress: (p) => process.stdout.write(`${JSON.stringify({ progress: { ...p, gaps: p.gaps.length } })}\n`),
@@ -55,6 +56,8 @@ export function registerLoadCommands(program: Command): void {
         // One line, like the progress lines, so a parent reading lines gets the reason.
         process.stdout.write(`${JSON.stringify({ error: asUsError(e).toJSON() })}\n`);
         process.exitCode = 1;
+      } finally {
+        gen?.close(); // an open socket would keep the process (and whoever waits for it) alive
       }
     });
 }

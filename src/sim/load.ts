@@ -66,6 +66,11 @@ export class LoadGenerator {
     this.client = new UdpClient(o.target, o.bind);
   }
 
+  /** Retries of one verification request: 30 s of silence (a clone's cut-over holds inputs for seconds). */
+  private get patience(): number {
+    return Math.ceil(30000 / this.o.retryMs);
+  }
+
   /** Remembers an instant (a fault injected): the first reply after it is reported. */
   mark(at = Date.now()): void {
     this.markAt = at;
@@ -160,15 +165,15 @@ export class LoadGenerator {
     const step = Math.max(1, Math.floor(recent.length / sample));
     for (let i = 0; i < recent.length; i += step) {
       const d = recent[i]!;
-      const again = await this.client.request(d.id, d.body, this.o.retryMs, 50);
+      const again = await this.client.request(d.id, d.body, this.o.retryMs, this.patience);
       if (again === d.reply) same++; else different.push(`${d.id} ${d.body}: "${d.reply}" then "${again}"`);
     }
     const missing: string[] = [];
     for (const sub of this.registered) {
-      const r = await this.client.request(`${this.o.tag}v${sub}`, `GET ${sub}`, this.o.retryMs, 50);
+      const r = await this.client.request(`${this.o.tag}v${sub}`, `GET ${sub}`, this.o.retryMs, this.patience);
       if (!/ OK GET /.test(r)) missing.push(sub);
     }
-    const stats = await this.client.request(`${this.o.tag}S${Date.now() % 1e6}`, 'STATS', this.o.retryMs, 50);
+    const stats = await this.client.request(`${this.o.tag}S${Date.now() % 1e6}`, 'STATS', this.o.retryMs, this.patience);
     return { checked: this.registered.length, missing, retriedIdentical: same, retriedDifferent: different, stats };
   }
 
@@ -178,7 +183,7 @@ export class LoadGenerator {
     const missing: string[] = [];
     for (let n = 0; n < count; n++) {
       const sub = `${tag}${n}`;
-      const r = await this.client.request(`${this.o.tag}k${n}`, `GET ${sub}`, this.o.retryMs, 100);
+      const r = await this.client.request(`${this.o.tag}k${n}`, `GET ${sub}`, this.o.retryMs, this.patience);
       if (!/ OK GET /.test(r)) missing.push(sub);
     }
     return { checked: count, missing };
