@@ -77,6 +77,7 @@ export class HaController extends EventEmitter {
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
   private lastTransition?: RoleChange;
   private fenceInFlight = false;
+  private fenceSent = false;
   private lastGuest: GuestHealth = 'none';
   private watchdogStopped?: string;
   /** After a switchover this board does not take the primary role back on a tie until then. */
@@ -169,7 +170,11 @@ export class HaController extends EventEmitter {
 
   /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
   fire(event: RoleEvent, cause?: string): boolean {
-    const t = nextRole(this.role, event, { preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true, yielding: performance.now() < this.yieldUntil });
+    const t = nextRole(this.role, event, {
+      preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true,
+      yielding: performance.now() < this.yieldUntil,
+      fenceSent: this.fenceInFlight && this.fenceSent,
+    });
     if (!t) return false;
     this.transition(t.to, cause ? `${t.cause} (${cause})` : t.cause, event);
     return true;
@@ -212,6 +217,7 @@ export class HaController extends EventEmitter {
       }
       this.fenceStats.attempts++;
       const t0 = performance.now();
+      this.fenceSent = true;
       await this.fencing.powerOff(partnerName);
       this.store.record('fence', `partner ${partnerName} powered off by ${this.fencing.method} in ${(performance.now() - t0).toFixed(1)} ms`, { partner: partnerName, method: this.fencing.method });
       this.fenceStats.lastError = undefined;
@@ -229,6 +235,7 @@ export class HaController extends EventEmitter {
       }, FENCE_RETRY_MS);
     } finally {
       this.fenceInFlight = false;
+      this.fenceSent = false;
     }
   }
 

@@ -90,6 +90,8 @@ export class Membership extends EventEmitter {
   private partnerSince = Date.now();
   private lastHeardAny = 0;
   private highestGeneration = 0;
+  /** Frames of this boot generation of the partner (or older) come from a board we powered off. */
+  private fencedGeneration = 0;
   private partner?: Heartbeat;
   private readonly loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 1 });
   sent = 0;
@@ -138,17 +140,19 @@ export class Membership extends EventEmitter {
     b.lastSeq = hb.seq;
     const now = performance.now();
     b.lastHeard = now;
-    this.lastHeardAny = now;
     if (!b.up) this.setLink(b, true, 'heartbeat received');
     b.timer ??= setTimeout(() => this.checkLink(b), this.o.linkTimeoutMs);
     b.timer.refresh();
-    this.deadTimer ??= setTimeout(() => this.checkPartner(), this.o.deadtimeMs);
-    this.deadTimer.refresh();
     // Both links carry the same heartbeats, the serial one later: a copy older than what another
-    // link already delivered keeps the link alive but must not turn the partner's view back.
+    // link already delivered proves its link alive, but says nothing new about the partner — it
+    // must neither postpone a death verdict nor turn the partner's view back. Nor may a frame from
+    // a boot we fenced bring that partner back.
     const prev = this.partner;
     const newer = !prev || hb.generation > prev.generation || (hb.generation === prev.generation && hb.seq > prev.seq);
-    if (!newer && this.partnerState === 'alive') return;
+    if (!newer || hb.generation <= this.fencedGeneration) return;
+    this.lastHeardAny = now;
+    this.deadTimer ??= setTimeout(() => this.checkPartner(), this.o.deadtimeMs);
+    this.deadTimer.refresh();
     this.partner = hb;
     if (this.partnerState !== 'alive') {
       this.partnerState = 'alive';
@@ -195,8 +199,9 @@ export class Membership extends EventEmitter {
     this.emit('link', b.link.name, up, cause);
   }
 
-  /** Treats the partner as unknown again (after it was fenced: its next frames are news). */
+  /** Treats the partner as unknown again (after it was fenced): only a new boot of it is news. */
   forgetPartner(): void {
+    this.fencedGeneration = Math.max(this.fencedGeneration, this.partner?.generation ?? 0);
     this.partnerState = 'unknown';
     this.partnerSince = Date.now();
   }

@@ -31,6 +31,8 @@ export interface RoleContext {
   preferred: boolean;
   /** This board just handed the primary role over (switchover): it must not take it back on a tie. */
   yielding?: boolean;
+  /** The power-off of the partner has been sent: the fence is no longer abandoned, whatever arrives. */
+  fenceSent?: boolean;
 }
 
 export interface Transition {
@@ -64,8 +66,8 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   FENCING: {
     'fence-ok': { to: 'PRIMARY', cause: 'partner fenced (powered off): promoting' },
     'fence-failed': { to: 'BACKUP', cause: 'FENCING FAILED: not promoting while the partner may still be serving' },
-    'partner-primary': { to: 'BACKUP', cause: 'partner is back and primary: fencing abandoned' },
-    'partner-backup': (c) => (c.preferred ? undefined : { to: 'BACKUP', cause: 'partner is back: fencing abandoned' }),
+    'partner-primary': (c) => (c.fenceSent ? undefined : { to: 'BACKUP', cause: 'partner is back and primary: fencing abandoned' }),
+    'partner-backup': (c) => (c.preferred || c.fenceSent ? undefined : { to: 'BACKUP', cause: 'partner is back: fencing abandoned' }),
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   PRIMARY: {
