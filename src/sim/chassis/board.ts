@@ -224,7 +224,7 @@ export class SimBoard {
     if (!cur) return;
     cur.expected = true;
     if (groupMembers(cur.pid).length > 0) signal(-cur.pid, 'SIGKILL');
-    const gone = await waitUntil(() => groupMembers(cur.pid).length === 0, 5000);
+    const gone = await waitUntil(() => groupMembers(cur.pid).length === 0, 5000, 2);
     if (!gone) this.o.log.error({ board: this.name, pgid: cur.pid, left: groupMembers(cur.pid) }, 'board process group did not die within 5 s');
     this.current = undefined;
     await this.o.onKilled?.();
