@@ -73,7 +73,6 @@ export class Daemon {
   private roleWork: Promise<void> = Promise.resolve();
   private protectTimer?: NodeJS.Timeout;
   private nextCloneAt = 0;
-  private recloneRequested = false;
   private cloneProgress?: CloneProgress;
   failovers = 0;
 
@@ -183,10 +182,8 @@ export class Daemon {
     r.on('clone-progress', (p) => { this.cloneProgress = p; });
     r.on('control', (m) => {
       if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
-        // Keep streaming inputs to the backup meanwhile: it still logs and acknowledges them (its
-        // checkpoint log), so nothing acknowledged depends on this board alone until the new clone.
         this.store!.record('replication', `backup asks for a re-clone: ${m.reason}`);
-        this.recloneRequested = true;
+        host.replicator.unprotect(`backup asked for a re-clone: ${m.reason}`);
         this.nextCloneAt = 0;
       } else if (m.type === 'switchover' && this.ha?.currentRole === 'BACKUP') {
         this.store!.record('role', 'partner hands the primary role over (switchover)');
@@ -205,11 +202,11 @@ export class Daemon {
     const host = this.host;
     const r = this.replication;
     if (!host || !r || !this.ha || this.ha.currentRole !== 'PRIMARY') return;
-    if (!host.guestRunning || (host.replicator.protectedNow && !this.recloneRequested) || r.cloneInProgress || Date.now() < this.nextCloneAt) return;
+    if (!host.guestRunning || host.replicator.protectedNow || r.cloneInProgress || Date.now() < this.nextCloneAt) return;
     const partner = this.ha.membership.partnerView;
     if (partner.state !== 'alive' || partner.heartbeat?.role !== 'BACKUP') return;
     this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
-    r.clone().then(() => { this.recloneRequested = false; }, () => undefined); // failures journaled by the manager
+    r.clone().catch(() => undefined); // journaled by the manager
   }
 
   private onRole(c: RoleChange): void {
