@@ -16,6 +16,9 @@ import { startLoad, waitProtected } from '../../src/sim/pair.js';
 const run = promisify(execFile);
 const NAME = `cp${process.pid % 1000}`;
 
+// PENDING (not in npm test): passes alone, but in the full suite acknowledged inputs were lost —
+// a re-clone request makes the primary drop the input stream to the backup (unprotected window).
+
 describe('checkpoints and a double failure (real QEMU)', function () {
   this.timeout(600000);
   let chassis: Chassis;
