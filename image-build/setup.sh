@@ -27,6 +27,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
 fi
 
 echo "setup: compiling TypeScript"
+# From scratch: tsc never deletes the output of a source that is gone (a stale test would still run).
+rm -rf dist
 npx tsc -p tsconfig.json
 
 sh image-build/build-guest.sh
