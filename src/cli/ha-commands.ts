@@ -2,21 +2,15 @@
  * `understudy role`, `understudy link status`, `understudy events`: the pair as this board sees it.
  */
 import type { Command } from 'commander';
-import { loadBoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import type { HaStatus } from '../ha/ha-controller.js';
 import type { LinkState, PartnerView } from '../ha/membership.js';
 import type { JournalEvent } from '../store/journal.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath } from '../mgmt/daemon.js';
-import { defaultBoardFile } from './locate.js';
+import { controlSocketOf } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
-
-function socketOf(o: Opts): string {
-  return controlSocketPath(loadBoardProfile(defaultBoardFile(o.board)));
-}
 
 export function formatLinks(links: LinkState[], partner: PartnerView, alarms: string[]): string {
   const rows = links.map((l) => {
@@ -53,7 +47,7 @@ export function registerHaCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(socketOf(o), 'role')) as HaStatus;
+        const s = (await callControl(controlSocketOf(o.board), 'role')) as HaStatus;
         print(o, s, () => formatRole(s));
       } catch (e) {
         fail(o, e);
@@ -68,7 +62,7 @@ export function registerHaCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(socketOf(o), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] };
+        const s = (await callControl(controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] };
         print(o, s, () => formatLinks(s.links, s.partner, s.alarms));
       } catch (e) {
         fail(o, e);
@@ -85,7 +79,7 @@ export function registerHaCommands(program: Command): void {
       try {
         const limit = Number.parseInt(o.limit, 10);
         if (!Number.isInteger(limit) || limit < 1) throw new UsError('US_ERR_CONFIG', `--limit: expected a positive integer, got "${o.limit}"`);
-        const r = (await callControl(socketOf(o), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
+        const r = (await callControl(controlSocketOf(o.board), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
         print(o, r, () => table([['ID', 'AT', 'KIND', 'EVENT'], ...r.events.map((e) => [e.id, e.at, e.kind, e.message])]));
       } catch (e) {
         fail(o, e);

@@ -6,6 +6,8 @@
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { loadBoardProfile } from '../config/board-profile.js';
+import { controlSocketPath } from '../mgmt/daemon.js';
 
 /** The package root (holds board/, guests/, image-build/). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -22,6 +24,11 @@ export function defaultGuestFile(given?: string): string {
   if (process.env.UNDERSTUDY_GUEST) return process.env.UNDERSTUDY_GUEST;
   if (existsSync('/etc/understudy/guest.json')) return '/etc/understudy/guest.json';
   return join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');
+}
+
+/** The control socket of the board's daemon, the profile found as above. */
+export function controlSocketOf(board?: string): string {
+  return controlSocketPath(loadBoardProfile(defaultBoardFile(board)));
 }
 
 export const DAEMON_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'understudyd.js');

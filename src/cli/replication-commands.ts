@@ -4,12 +4,10 @@
  */
 import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
-import { loadBoardProfile } from '../config/board-profile.js';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath } from '../mgmt/daemon.js';
-import { defaultBoardFile } from './locate.js';
+import { controlSocketOf } from './locate.js';
 import { formatStatus, type DaemonStatus } from './guest-commands.js';
 import { fail, print, type OutputOptions } from './output.js';
 
@@ -21,10 +19,6 @@ type ReplStatus = ReplicationStatus & {
   lastCloneError?: string;
   failovers: number;
 };
-
-function socketOf(o: Opts): string {
-  return controlSocketPath(loadBoardProfile(defaultBoardFile(o.board)));
-}
 
 export function formatReplication(role: string, r: ReplStatus | null): string {
   if (!r) return 'replication: no guest on this board';
@@ -56,7 +50,7 @@ export function registerReplicationCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(socketOf(o), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
+        const s = (await callControl(controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
         print(o, s, () => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`);
       } catch (e) {
         fail(o, e);
@@ -68,7 +62,7 @@ export function registerReplicationCommands(program: Command): void {
     .option('--board <file>', 'board profile')
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
-      const sock = socketOf(o);
+      const sock = controlSocketOf(o.board);
       const tty = process.stderr.isTTY === true && !o.json;
       const bar = tty ? new cliProgress.SingleBar({ format: 'clone [{bar}] {percentage}% {phase}', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
       let last = '';
@@ -100,7 +94,7 @@ export function registerReplicationCommands(program: Command): void {
       const o = cmd.optsWithGlobals<Opts>();
       try {
         if (!o.json) process.stderr.write('checkpoint: draining the clone and freezing a copy…\n');
-        const r = (await callControl(socketOf(o), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
+        const r = (await callControl(controlSocketOf(o.board), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
         print(o, r, () => `checkpoint of board ${r.board} at input ${r.checkpoint.seq}: ${Math.round(r.checkpoint.bytes / 1048576)} MB in ${r.checkpoint.durationMs} ms, clone paused ${r.checkpoint.pauseMs ?? '?'} ms`);
       } catch (e) {
         fail(o, e);
@@ -113,7 +107,7 @@ export function registerReplicationCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const r = (await callControl(socketOf(o), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
+        const r = (await callControl(controlSocketOf(o.board), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
         print(o, r, () => `board ${r.board} handed the primary role to its partner at input ${r.handedOverAt}`);
       } catch (e) {
         fail(o, e);
