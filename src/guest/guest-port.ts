@@ -9,8 +9,13 @@ import type { GuestDatagram, GuestLink } from '../hw/guestnet/link.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import type { GuestInput, GuestOutput, InputSink } from './io.js';
 
-/** Controller-side source port of management commands (outside the client port range). */
+/**
+ * Controller-side source ports of management commands (outside the client port range). Management
+ * commands carry no id, and the guest answers to the command's source port: each command in flight
+ * gets its own port, so a late answer to a command that timed out is never taken for another's.
+ */
 export const MANAGEMENT_SOURCE_PORT = 61000;
+const MANAGEMENT_PORTS = 256;
 
 export declare interface GuestPort {
   on(ev: 'output', fn: (o: GuestOutput) => void): this;
@@ -21,7 +26,8 @@ export class GuestPort extends EventEmitter implements InputSink {
   serviceDelivered = 0;
   /** Subscribers the guest asked AUTH about and has not been given an answer for yet. */
   readonly authOutstanding = new Set<string>();
-  private mgmtWaiters: Array<{ resolve(s: string): void; reject(e: Error): void; timer: NodeJS.Timeout }> = [];
+  private mgmtWaiters = new Map<number, { resolve(s: string): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  private mgmtNext = 0;
   delivered = 0;
 
   constructor(private readonly link: GuestLink, private readonly ports: GuestDescriptor['ports']) {
@@ -43,14 +49,21 @@ export class GuestPort extends EventEmitter implements InputSink {
   /** Sends one management command (PING, SAVE, STATE, HANG) and waits for its one-line answer. */
   management(command: string, timeoutMs = 2000): Promise<string> {
     return new Promise((resolve, reject) => {
+      let port = 0;
+      for (let i = 0; i < MANAGEMENT_PORTS; i++) {
+        const p = MANAGEMENT_SOURCE_PORT + ((this.mgmtNext + i) % MANAGEMENT_PORTS);
+        if (!this.mgmtWaiters.has(p)) { port = p; break; }
+      }
+      if (!port) { reject(new UsError('US_ERR_TIMEOUT', `too many management commands in flight (${MANAGEMENT_PORTS})`)); return; }
+      this.mgmtNext = (port - MANAGEMENT_SOURCE_PORT + 1) % MANAGEMENT_PORTS;
       const timer = setTimeout(() => {
-        this.mgmtWaiters = this.mgmtWaiters.filter((w) => w.timer !== timer);
+        this.mgmtWaiters.delete(port);
         reject(new UsError('US_ERR_TIMEOUT', `guest did not answer management command ${command} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.mgmtWaiters.push({ resolve, reject, timer });
-      if (!this.link.send(MANAGEMENT_SOURCE_PORT, this.ports.management, Buffer.from(command))) {
+      this.mgmtWaiters.set(port, { resolve, reject, timer });
+      if (!this.link.send(port, this.ports.management, Buffer.from(command))) {
         clearTimeout(timer);
-        this.mgmtWaiters = this.mgmtWaiters.filter((w) => w.timer !== timer);
+        this.mgmtWaiters.delete(port);
         reject(new UsError('US_ERR_NOT_RUNNING', 'guest NIC is not connected'));
       }
     });
@@ -58,15 +71,15 @@ export class GuestPort extends EventEmitter implements InputSink {
 
   /** Forgets in-flight management commands (the guest was restarted). */
   resetManagement(): void {
-    for (const w of this.mgmtWaiters) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
-    this.mgmtWaiters = [];
+    for (const w of this.mgmtWaiters.values()) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
+    this.mgmtWaiters.clear();
     this.authOutstanding.clear();
   }
 
   private onDatagram(d: GuestDatagram): void {
-    if (d.srcPort === this.ports.management && d.dstPort === MANAGEMENT_SOURCE_PORT) {
-      const w = this.mgmtWaiters.shift();
-      if (w) { clearTimeout(w.timer); w.resolve(d.payload.toString('utf8').trim()); }
+    if (d.srcPort === this.ports.management && d.dstPort >= MANAGEMENT_SOURCE_PORT && d.dstPort < MANAGEMENT_SOURCE_PORT + MANAGEMENT_PORTS) {
+      const w = this.mgmtWaiters.get(d.dstPort);
+      if (w) { this.mgmtWaiters.delete(d.dstPort); clearTimeout(w.timer); w.resolve(d.payload.toString('utf8').trim()); }
       return;
     }
     if (d.srcPort === this.ports.service) {

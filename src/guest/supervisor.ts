@@ -281,20 +281,33 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /**
+   * Resolves once every frame delivered so far is inside the guest (in its NIC ring or its socket
+   * buffers, i.e. in guest RAM), processed or not: a management PING sent now travels the same wire
+   * after them, in order, so its answer proves they arrived. This is the exact cut-over point of a
+   * clone or a checkpoint: a copy of the guest's memory taken after it holds every one of them.
+   * A frame the guest itself dropped is dropped in the copy alike.
+   */
+  async inputsInGuest(timeoutMs = 10000): Promise<void> {
+    const end = performance.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.port.management('PING', Math.max(100, Math.min(2000, end - performance.now())));
+        return;
+      } catch (e) {
+        if (performance.now() >= end || !this.qemu?.alive) {
+          throw new UsError('US_ERR_TIMEOUT', `guest did not answer a PING within ${timeoutMs} ms: cannot fix the cut-over point (${(e as Error).message})`);
+        }
+      }
+    }
+  }
+
+  /**
    * True when the application has processed every request delivered. A REG counts only once its
    * reply is out, so this also means no REG is waiting for an AUTH answer.
    */
   async drained(): Promise<boolean> {
-    const ping = async () => Number(/seq=(\d+)/.exec(await this.port.management('PING', 1000))?.[1] ?? NaN);
-    const seq = await ping();
-    if (this.appSeqBase !== undefined && seq === this.appSeqBase + this.port.serviceDelivered) return true;
-    // The count can be off (a datagram the guest never saw): then drained means the application has
-    // stopped advancing with no AUTH answer pending; re-base the count on what it reports.
-    await sleep(100);
-    if ((await ping()) !== seq || this.port.authOutstanding.size > 0) return false;
-    this.log.warn({ seq, expected: this.appSeqExpected }, 'request count re-based on what the application reports');
-    this.appSeqBase = seq - this.port.serviceDelivered;
-    return true;
+    const seq = Number(/seq=(\d+)/.exec(await this.port.management('PING', 1000))?.[1] ?? NaN);
+    return this.appSeqBase !== undefined && seq === this.appSeqBase + this.port.serviceDelivered;
   }
 
   private async pin(qemu: QemuProcess): Promise<void> {

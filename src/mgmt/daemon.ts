@@ -183,8 +183,12 @@ export class Daemon {
     r.on('control', (m) => {
       if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
         this.store!.record('replication', `backup asks for a re-clone: ${m.reason}`);
-        host.replicator.unprotect(`backup asked for a re-clone: ${m.reason}`);
-        this.nextCloneAt = 0;
+        // The backup keeps logging and acknowledging the input stream while its new clone is made,
+        // so the primary stays protected (output commit) through the re-clone instead of serving
+        // alone; only a failed re-clone leaves it unprotected (and maybeProtect tries again).
+        if (r.cloneInProgress) return;
+        this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+        r.clone().catch((e: Error) => host.replicator.unprotect(`re-clone failed: ${e.message}`));
       } else if (m.type === 'switchover' && this.ha?.currentRole === 'BACKUP') {
         this.store!.record('role', 'partner hands the primary role over (switchover)');
         this.ha.takeOver();
@@ -346,19 +350,27 @@ export class Daemon {
     const host = this.host!;
     const r = host.replicator;
     if (!r.protectedNow) throw new UsError('US_ERR_ROLE', 'switchover: the backup holds no clone in sync (see understudy status); refusing to hand over');
+    if (this.replication?.cloneInProgress) throw new UsError('US_ERR_ROLE', 'switchover: a clone is in progress; try again when it is done');
+    // From here no input reaches this guest or the stream: the partner holds a prefix of the inputs
+    // and answers the rest. Held inputs are dropped when this board steps down (no reply was
+    // released for them; clients retry). A short wait for the last ACKs and replies only spares
+    // clients a retry: correctness does not depend on it.
     r.hold();
-    try {
-      for (let i = 0; i < 100 && (r.ackedSeq < r.deliveredSeq || r.status().heldReplies > 0 || !(await host.supervisor.drained())); i++) {
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    } finally {
-      r.release();
+    const sent = r.lastSeq - r.heldCount;
+    for (let i = 0; i < 50 && r.protectedNow && (r.ackedSeq < sent || r.status().heldReplies > 0); i++) {
+      await new Promise((res) => setTimeout(res, 10));
     }
-    const seq = r.lastSeq;
+    if (!r.protectedNow) {
+      r.release();
+      throw new UsError('US_ERR_LINK', `switchover: the backup stopped acknowledging (${r.status().unprotectedReason ?? 'unprotected'}); not handed over`);
+    }
     r.sendControl({ type: 'switchover' });
-    this.ha!.yieldPrimary();
-    this.store!.record('role', `switchover requested at input ${seq}: handing the primary role to the partner`);
-    return { board: this.board.name, handedOverAt: seq };
+    if (!this.ha!.yieldPrimary()) {
+      r.release();
+      throw new UsError('US_ERR_ROLE', `switchover: this board could not step down (role ${this.ha!.currentRole})`);
+    }
+    this.store!.record('role', `switchover requested at input ${sent}: handing the primary role to the partner`);
+    return { board: this.board.name, handedOverAt: sent };
   }
 
   private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {

@@ -74,10 +74,8 @@ export class Checkpointer {
     const tmp = `${this.file}.tmp`;
     this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
     try {
-      for (let i = 0; !(await this.supervisor.drained()); i++) {
-        if (i > 500) throw new UsError('US_ERR_TIMEOUT', 'the clone did not drain its inputs within 10 s');
-        await sleep(20);
-      }
+      // Every input delivered so far is in the clone's memory once a PING sent after them is answered.
+      await this.supervisor.inputsInGuest(10000);
       const seq = this.replicator.deliveredSeq;
       const guestSeq = this.supervisor.appSeqExpected ?? 0;
       rmSync(tmp, { force: true });

@@ -4,7 +4,7 @@
  *   primary                                    backup
  *   ── clone-prepare ─────────────────────────▶ stops any old copy, starts QEMU -incoming
  *   ◀───────────────────────────── clone-ready
- *   holds new inputs, waits until its guest has processed every one delivered (drained)
+ *   holds new inputs; a PING answered by its guest proves every input delivered is in guest memory
  *   QEMU migrate ─▶ unix relay ═══ authenticated TCP ═══▶ relay ─▶ QEMU -incoming
  *   source resumes (cont): the clone's cut-over point is the last input delivered
  *   ── clone-done {cutSeq, client map} ───────▶ follows from cutSeq, resumes the clone
@@ -140,14 +140,12 @@ export class ReplicationManager extends EventEmitter {
       const ready = await ctl.next(60000);
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
 
-      // Cut-over: from here new inputs wait; the guest must have processed every input delivered.
+      // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
+      // once a PING sent after them is answered, so the copy holds exactly the inputs up to cutSeq.
       this.progress({ phase: 'drain' });
       this.replicator.hold();
       holdStart = performance.now();
-      for (let i = 0; !(await this.supervisor.drained()); i++) {
-        if (i > 500) throw new UsError('US_ERR_TIMEOUT', 'guest did not drain its inputs within 10 s');
-        await sleep(20);
-      }
+      await this.supervisor.inputsInGuest(10000);
 
       relay = await this.migrationRelay(relayPath, eth.partnerAddress);
       for (const tid of listThreads(qemu.pid)) {
@@ -175,7 +173,8 @@ export class ReplicationManager extends EventEmitter {
       const cutSeq = this.replicator.deliveredSeq;
       const downtimeMs = typeof info.downtime === 'number' ? info.downtime : null;
       this.progress({ phase: 'cut-over', percent: 100 });
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs }));
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs,
+        authOpen: [...this.supervisor.port.authOutstanding] }));
       this.replicator.resetDigests();
       this.replicator.protect(channel, cutSeq);
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
@@ -294,10 +293,14 @@ export class ReplicationManager extends EventEmitter {
     try {
       this.emit('clone-target', 'started');
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
+      // Inputs of a stream already followed keep being logged and acknowledged, but none reaches a
+      // guest until the new clone is cut over (the new QEMU would read them in before its memory arrives).
+      this.replicator.pauseDelivery();
       await this.supervisor.stop();
       this.replicator.becomeBackup();
       await this.supervisor.startClone(`unix:${join(this.board.storageDir, 'migrate-in.sock')}`);
-      this.backupChannel?.close();
+      // The channel of the stream followed so far stays open (inputs keep being logged and
+      // acknowledged on it) until the new clone's cut-over replaces it.
       this.backupChannel = channel;
       channel.send(T_CONTROL, encodeControl({ type: 'clone-ready' }));
     } catch (e) {
@@ -311,7 +314,7 @@ export class ReplicationManager extends EventEmitter {
     this.replicator.clients.import(m.clients);
     this.replicator.resetDigests();
     this.supervisor.expectAppSeq(m.guestSeq);
-    this.replicator.follow(channel, m.cutSeq);
+    this.replicator.follow(channel, m.cutSeq, m.authOpen ?? []);
     this.supervisor.finishClone().then(() => {
       this.store.record('clone', `clone running on this board from input ${m.cutSeq} (guest paused ${m.downtimeMs ?? '?'} ms at the source)`);
       this.emit('clone-target', 'running');

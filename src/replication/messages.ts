@@ -95,7 +95,7 @@ export type ControlMessage =
   | { type: 'clone-prepare'; memoryMb: number }
   | { type: 'clone-ready' }
   | { type: 'clone-failed'; reason: string }
-  | { type: 'clone-done'; cutSeq: number; guestSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null }
+  | { type: 'clone-done'; cutSeq: number; guestSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null; authOpen?: string[] }
   | { type: 'reclone'; reason: string }
   | { type: 'switchover' }
   | { type: 'hello'; board: string; role: string; lastSeq: number; cloned: boolean };

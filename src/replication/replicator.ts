@@ -61,7 +61,6 @@ export declare interface Replicator {
 
 const AUTHQ = /^AUTHQ ([A-Za-z0-9_.+-]{1,32})/;
 const AUTHR = /^AUTHR ([A-Za-z0-9_.+-]{1,32}) /;
-const REG = /^\S{1,16} REG ([A-Za-z0-9_.+-]{1,32})\s*$/;
 const MAX_DIGESTS = 20000;
 
 export class Replicator extends EventEmitter implements InputPipeline {
@@ -83,8 +82,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private protectionTimer?: NodeJS.Timeout;
   // backup
   private queue: SequencedInput[] = [];
-  private lastRegSeq = new Map<string, number>();
-  private authqAt = new Map<string, number>();
+  /** Subscribers the clone has asked AUTH about and not been answered yet (connection tracking). */
+  private authOpen = new Set<string>();
   private authHoldSince = 0;
   private authHoldTimer?: NodeJS.Timeout;
   authHolds = 0;
@@ -125,10 +124,21 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.protectionTimer ??= setInterval(() => this.checkProtection(), 10);
   }
 
+  /**
+   * Backup (or stepping down from primary). Replies still waiting for an ACK are dropped, not
+   * released: the partner may not hold their inputs, and a client that got no reply retries against
+   * the new primary, which answers from its own state. Inputs held for a cut-over were neither
+   * delivered nor replicated and no reply was released for them: they are dropped the same way.
+   */
   becomeBackup(): void {
     this.mode = 'backup';
     this.isProtected = false;
-    this.releaseAllHeld('board is no longer primary');
+    if (this.heldOutputs.length || this.held.length) {
+      this.o.log.warn({ replies: this.heldOutputs.length, inputs: this.held.length }, 'stepping down: unacknowledged replies and held inputs dropped (clients retry against the new primary)');
+    }
+    this.heldOutputs = [];
+    this.held = [];
+    this.holding = false;
   }
 
   /** Primary: the backup's clone holds every input up to cutSeq; stream the rest to it on this channel. */
@@ -136,16 +146,24 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.attachChannel(channel);
     this.isProtected = true;
     this.unprotectedReason = undefined;
-    this.ackedSeq = cutSeq;
     this.unackedSince = 0;
+    // The clone holds every input up to cutSeq: replies to them need no further ACK (a re-clone
+    // replaces a channel that may still have had some unacknowledged).
+    this.onAck(cutSeq);
+    this.ackedSeq = Math.max(this.ackedSeq, cutSeq);
   }
 
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
-  follow(channel: MessageChannel, cutSeq: number): void {
+  follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = []): void {
     this.attachChannel(channel);
     this.lastSeq = cutSeq;
     this.deliveredSeq = cutSeq;
     this.queue = [];
+    this.deliveryPaused = false;
+    clearTimeout(this.authHoldTimer);
+    this.authHoldSince = 0;
+    // The questions the source had open at the cut are open in the clone too (same memory).
+    this.authOpen = new Set(authOpen);
     this.isProtected = true;
     this.sendAck();
   }
@@ -276,9 +294,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
       const s = this.queue[0]!;
       if (s.input.kind === 'auth-reply') {
         const sub = AUTHR.exec(s.input.payload.toString('latin1'))?.[1];
-        const reg = sub ? this.lastRegSeq.get(sub) : undefined;
-        const asked = sub ? this.authqAt.get(sub) : undefined;
-        if (sub && reg !== undefined && (asked === undefined || asked < reg)) {
+        // The guest discards an answer to a question it has not asked yet: wait for the clone's AUTHQ.
+        if (sub && !this.authOpen.has(sub)) {
           if (!this.authHoldSince) {
             this.authHoldSince = performance.now();
             this.authHolds++;
@@ -293,9 +310,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
         }
         this.authHoldSince = 0;
         clearTimeout(this.authHoldTimer);
-      } else {
-        const sub = REG.exec(s.input.payload.toString('latin1'))?.[1];
-        if (sub) this.lastRegSeq.set(sub, s.seq);
+        if (sub) this.authOpen.delete(sub);
       }
       this.queue.shift();
       this.o.guest.deliver(s.input);
@@ -335,7 +350,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onBackupOutput(output: GuestOutput): void {
     if (output.kind === 'auth-query') {
       const sub = AUTHQ.exec(output.payload.toString('latin1'))?.[1];
-      if (sub) { this.authqAt.set(sub, this.deliveredSeq); this.pump(); }
+      if (sub) { this.authOpen.add(sub); this.pump(); }
       return;
     }
     const key = replyKey(output.clientPort, output.payload);

@@ -143,8 +143,11 @@ export class LoadGenerator {
         await this.step(mine);
       }
     });
-    await Promise.all(workers);
-    clearInterval(ticker);
+    try {
+      await Promise.all(workers);
+    } finally {
+      clearInterval(ticker); // left running after a failed request, it would keep the process alive
+    }
     const elapsed = (Date.now() - t0) / 1000;
     return {
       ...this.progress, at: Date.now(), latency: summarize(this.latencies), throughput: this.progress.acked / elapsed,

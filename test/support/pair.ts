@@ -4,6 +4,8 @@
  * test/integration/replication.test.ts and test/pending/replication-faults.test.ts.
  */
 import assert from 'node:assert/strict';
+import { cpSync } from 'node:fs';
+import { join } from 'node:path';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import type { BoardName } from '../../src/sim/chassis/layout.js';
@@ -23,6 +25,15 @@ export class PairUnderTest {
   }
 
   async down(): Promise<void> {
+    // US_TEST_KEEP_LOGS=<dir>: keep the boards' journals and logs for a post-mortem.
+    const keep = process.env.US_TEST_KEEP_LOGS;
+    if (keep && this.chassis) {
+      try {
+        cpSync(this.chassis.layout.runDir, join(keep, this.name), { recursive: true, filter: (f) => /(\.(log|db|db-wal|json)|\/store)$/.test(f) || !/\./.test(f.split('/').pop()!) && !/watchdog|tty|console-/.test(f) });
+      } catch (e) {
+        console.error(`      could not keep the logs: ${(e as Error).message}`);
+      }
+    }
     await this.chassis?.down({ purge: true });
   }
 

@@ -1,0 +1,156 @@
+/**
+ * The replicator between two controllers, over a real TCP connection on loopback, with recording
+ * guests in place of QEMU: output commit, stepping down, re-clone cut-over and AUTH connection tracking.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { createServer, connect, type Socket } from 'node:net';
+import { createLogger } from '../../src/core/log.js';
+import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
+import { GuestPort } from '../../src/guest/guest-port.js';
+import type { GuestLink } from '../../src/hw/guestnet/link.js';
+import { MessageChannel } from '../../src/replication/secure-channel.js';
+import { Replicator } from '../../src/replication/replicator.js';
+
+const log = createLogger('test', { level: 'silent' });
+
+class RecordingGuest {
+  inputs: string[] = [];
+  deliver(i: GuestInput): boolean {
+    this.inputs.push(i.payload.toString());
+    return true;
+  }
+}
+
+class RecordingOut {
+  released: string[] = [];
+  release(o: GuestOutput): void {
+    this.released.push(o.payload.toString());
+  }
+}
+
+async function channelPair(): Promise<{ a: MessageChannel; b: MessageChannel; close(): void }> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  const accepted = new Promise<Socket>((r) => server.once('connection', r));
+  const s1 = connect(port, '127.0.0.1');
+  const s2 = await accepted;
+  const a = new MessageChannel(s1);
+  const b = new MessageChannel(s2);
+  return { a, b, close: () => { a.close(); b.close(); server.close(); } };
+}
+
+const until = async (cond: () => boolean, what: string) => {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(cond(), what);
+};
+
+const req = (clientPort: number, text: string): GuestInput => ({ kind: 'request', clientPort, payload: Buffer.from(text) });
+const reply = (clientPort: number, text: string): GuestOutput => ({ kind: 'reply', clientPort, payload: Buffer.from(text) });
+
+describe('Replicator (two controllers over loopback TCP)', () => {
+  let gp: RecordingGuest, gb: RecordingGuest, out: RecordingOut, p: Replicator, b: Replicator, ch: Awaited<ReturnType<typeof channelPair>>;
+  beforeEach(async () => {
+    gp = new RecordingGuest();
+    gb = new RecordingGuest();
+    out = new RecordingOut();
+    p = new Replicator({ guest: gp, log });
+    b = new Replicator({ guest: gb, log, authHoldMs: 60000 });
+    p.setOutput(out);
+    p.becomePrimary();
+    b.becomeBackup();
+    ch = await channelPair();
+    p.protect(ch.a, 0);
+    b.follow(ch.b, 0);
+  });
+  afterEach(() => { p.close(); b.close(); ch.close(); });
+
+  it('releases a reply only after the backup acknowledged its input, and the backup gets the same inputs in order', async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    p.submit(req(20001, 'r2 REG B'));
+    p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    assert.deepEqual(out.released, [], 'held until ACK');
+    await until(() => out.released.length === 1, 'released after the ACK');
+    assert.deepEqual(gb.inputs, ['r1 REG A', 'r2 REG B']);
+    assert.deepEqual(gp.inputs, gb.inputs);
+  });
+
+  it('stepping down drops replies still waiting for an ACK instead of releasing them', async () => {
+    b.pauseDelivery();
+    ch.b.removeAllListeners('message'); // the backup hears nothing more: no ACK comes
+    p.submit(req(20000, 'r1 REG A'));
+    p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    p.hold();
+    p.submit(req(20000, 'r2 REG B'));
+    p.becomeBackup();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(out.released, [], 'an unacknowledged reply must never reach the client');
+    assert.equal(p.heldCount, 0, 'held inputs dropped');
+    assert.deepEqual(gp.inputs, ['r1 REG A'], 'the held input never reached the guest');
+  });
+
+  it('a re-clone cut-over releases replies to inputs the new clone holds, without waiting for an ACK', async () => {
+    ch.b.removeAllListeners('message'); // old channel: no ACKs
+    p.submit(req(20000, 'r1 REG A'));
+    p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    assert.deepEqual(out.released, []);
+    const ch2 = await channelPair();
+    try {
+      p.protect(ch2.a, p.deliveredSeq);
+      assert.deepEqual(out.released, ['r1 OK REG A 1']);
+      assert.equal(ch.a.open, false, 'the old channel is closed');
+    } finally {
+      ch2.close();
+    }
+  });
+
+  it('the backup hands an AUTH answer to its clone only after the clone asked, in input order', async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR A OK') });
+    p.submit(req(20001, 'r2 GET A'));
+    await until(() => gb.inputs.length === 1 && b.status().heldInputs === 2, 'REG delivered, the answer and what follows wait');
+    b.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ A') });
+    assert.deepEqual(gb.inputs, ['r1 REG A', 'AUTHR A OK', 'r2 GET A']);
+    assert.equal(b.authHolds, 1);
+  });
+
+  it('an AUTH question open in the source at the cut is open in the clone: its answer is not held', async () => {
+    const ch2 = await channelPair();
+    try {
+      p.protect(ch2.a, 5);
+      b.follow(ch2.b, 5, ['Q']);
+      p.lastSeq = 5;
+      p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR Q DENY') });
+      await until(() => gb.inputs.length === 1, 'delivered at once');
+      assert.equal(b.authHolds, 0);
+    } finally {
+      ch2.close();
+    }
+  });
+});
+
+class FakeLink extends EventEmitter {
+  sent: Array<{ srcPort: number; dstPort: number; payload: string }> = [];
+  send(srcPort: number, dstPort: number, payload: Buffer): boolean {
+    this.sent.push({ srcPort, dstPort, payload: payload.toString() });
+    return true;
+  }
+  answer(i: number, text: string): void {
+    const s = this.sent[i]!;
+    this.emit('datagram', { srcPort: s.dstPort, dstPort: s.srcPort, payload: Buffer.from(text) });
+  }
+}
+
+describe('GuestPort management commands', () => {
+  it('a late answer to a command that timed out is not taken as the answer to the next one', async () => {
+    const link = new FakeLink();
+    const port = new GuestPort(link as unknown as GuestLink, { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 });
+    await assert.rejects(port.management('PING', 20), /within 20 ms/);
+    const second = port.management('PING', 2000);
+    link.answer(0, 'OK PING 1.0.0 seq=1'); // late, for the first
+    link.answer(1, 'OK PING 1.0.0 seq=7');
+    assert.equal(await second, 'OK PING 1.0.0 seq=7');
+    assert.notEqual(link.sent[0]!.srcPort, link.sent[1]!.srcPort);
+  });
+});
