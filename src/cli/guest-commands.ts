@@ -14,7 +14,7 @@ import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketPath, runDaemon } from '../mgmt/daemon.js';
-import { DAEMON_ENTRY, defaultBoardFile, defaultGuestFile } from './locate.js';
+import { DAEMON_ENTRY, controlSocketOf, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string; guest?: string };
@@ -134,6 +134,35 @@ export function registerGuestCommands(program: Command): void {
         await callControl(controlSocketPath(board), 'guest.stop');
         for (let i = 0; i < 200 && pid && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
         print(o, { stopped: true, board: board.name }, () => `board ${board.name}: guest and controller stopped`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  guest.command('upgrade')
+    .description('upgrade the guest application of the pair while it serves (on the primary): the backup replaces its clone by the new version (save, boot on the saved state, replay), the pair switches over, the new version is cloned back')
+    .requiredOption('--to <descriptor>', 'guest descriptor of the new version (the same path on both boards)')
+    .option('--board <file>', 'board profile')
+    .action(async (_o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<OutputOptions & { board?: string; to: string }>();
+      try {
+        const target = loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
+        const sock = controlSocketOf(o.board);
+        let last = '';
+        const poll = setInterval(() => {
+          callControl(sock, 'replication.status', {}, 2000).then((r) => {
+            const u = (r as { replication?: { guestUpgrade?: { step: string; detail?: string } | null } }).replication?.guestUpgrade;
+            const line = u ? `guest upgrade: ${u.step}: ${u.detail ?? ''}` : '';
+            if (line && line !== last && !o.json) process.stderr.write(`${line}\n`);
+            if (line) last = line;
+          }, () => undefined);
+        }, 250);
+        try {
+          const r = (await callControl(sock, 'guest.upgrade', { guestFile: target.sourceFile }, 900000)) as { from: string; to: string; replayed: number; durationMs: number };
+          print(o, r, () => `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`);
+        } finally {
+          clearInterval(poll);
+        }
       } catch (e) {
         fail(o, e);
       }

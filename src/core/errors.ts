@@ -40,7 +40,8 @@ export type UsErrorCode =
   | 'US_ERR_YMODEM_CANCELLED'   // the sender or the operator cancelled a serial file transfer
   | 'US_ERR_CHASSIS'            // the simulated chassis could not be set up, driven or torn down
   | 'US_ERR_CONSOLE'            // the serial console refuses a command or cannot parse a line
-  | 'US_ERR_PASSWORD';          // a console password could not be set (too short, mismatch, wrong current one)
+  | 'US_ERR_PASSWORD'           // a console password could not be set (too short, mismatch, wrong current one)
+  | 'US_ERR_GUEST_UPGRADE';     // a guest upgrade step failed: the upgrade is aborted, the pair stays on the old version
 
 export class UsError extends Error {
   readonly code: UsErrorCode;

@@ -110,8 +110,19 @@ export class GuestSupervisor extends EventEmitter {
   private restarts: RestartRecord[] = [];
   private stopping = false;
   private restartChain: Promise<void> = Promise.resolve();
+  /**
+   * start, startClone and stop run one at a time, in call order: a clone target being prepared for
+   * the partner and a promotion restoring a checkpoint must not launch two QEMUs over each other.
+   */
+  private lifecycle: Promise<unknown> = Promise.resolve();
 
-  constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor, private readonly log: Logger) {
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.lifecycle.then(fn, fn);
+    this.lifecycle = next.catch(() => undefined);
+    return next;
+  }
+
+  constructor(readonly board: BoardProfile, public guest: GuestDescriptor, private readonly log: Logger) {
     super();
     this.paths = boardPaths(board, guest);
     this.link = new GuestLink({
@@ -166,7 +177,23 @@ export class GuestSupervisor extends EventEmitter {
    * Starts a clone target: QEMU waiting for a migration stream on `incomingUri`, pinned like a booted
    * guest. finishClone() resumes it once the stream is complete.
    */
-  async startClone(incomingUri: string): Promise<void> {
+  /**
+   * Runs another descriptor of the guest from the next start on (a guest upgrade, or a clone of a
+   * source that runs another version). Only while stopped. The board's files (state disk, sockets,
+   * logs) stay where they are: the new version starts on the same state disk.
+   */
+  useDescriptor(g: GuestDescriptor): void {
+    if (this.state !== 'stopped' && this.state !== 'failed') throw new UsError('US_ERR_ROLE', `cannot change the guest descriptor while the guest is ${this.state}`);
+    if (g.sourceFile === this.guest.sourceFile && g.version === this.guest.version) return;
+    this.log.info({ from: `${this.guest.name} ${this.guest.version}`, to: `${g.name} ${g.version}`, file: g.sourceFile }, 'guest descriptor changed');
+    this.guest = g;
+  }
+
+  startClone(incomingUri: string): Promise<void> {
+    return this.serial(() => this.doStartClone(incomingUri));
+  }
+
+  private async doStartClone(incomingUri: string): Promise<void> {
     await this.prepare();
     this.setState('starting', 'clone target waiting for the migration stream');
     try {
@@ -211,7 +238,11 @@ export class GuestSupervisor extends EventEmitter {
     this.setState('running', 'clone running');
   }
 
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.serial(() => this.doStart());
+  }
+
+  private async doStart(): Promise<void> {
     await this.prepare();
     this.setState('starting', 'start requested');
     try {
@@ -455,7 +486,11 @@ export class GuestSupervisor extends EventEmitter {
     return st;
   }
 
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    return this.serial(() => this.doStop());
+  }
+
+  private async doStop(): Promise<void> {
     this.stopping = true;
     await this.restartChain;
     await this.teardown();

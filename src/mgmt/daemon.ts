@@ -20,6 +20,8 @@ import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
+import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
+import type { ControlMessage } from '../replication/messages.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
 import { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } from './console/index.js';
@@ -49,6 +51,18 @@ async function raiseOwnPriority(log: Logger): Promise<void> {
   }));
 }
 
+interface GuestUpgradeState {
+  from: string;
+  to: string;
+  guestFile: string;
+  step: 'backup' | 'switchover' | 'reprotect' | 'done' | 'aborted';
+  startedAt: string;
+  endedAt?: string;
+  detail?: string;
+  replayed?: number;
+  error?: string;
+}
+
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 /** A backup in sync takes a checkpoint this often. */
@@ -75,6 +89,12 @@ export class Daemon {
   private nextCloneAt = 0;
   private cloneProgress?: CloneProgress;
   failovers = 0;
+  /** A guest upgrade this board (as primary) is running, and the last one's outcome. */
+  private guestUpgrade?: GuestUpgradeState;
+  private lastGuestUpgrade?: GuestUpgradeState;
+  /** Set while this board (as backup) replaces its clone by the new version. */
+  private upgradingLocally = false;
+  private upgradeWaiter?: { resolve(m: { version: string; replayed: number }): void; reject(e: Error): void };
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor | undefined, readonly log: Logger) {
     if (guest) {
@@ -91,7 +111,7 @@ export class Daemon {
       host.supervisor.on('state', (s, cause) => {
         if (s !== 'failed') return;
         if (this.ha?.currentRole === 'PRIMARY') this.ha.fire('guest-failed', cause);
-        else if (this.ha?.currentRole === 'BACKUP') {
+        else if (this.ha?.currentRole === 'BACKUP' && !this.upgradingLocally) {
           this.store?.record('guest', `clone lost (${cause}): asking the primary for a new clone`);
           host.replicator.sendControl({ type: 'reclone', reason: `clone lost: ${cause}` });
         }
@@ -107,6 +127,7 @@ export class Daemon {
     await raiseOwnPriority(this.log);
     try {
       this.store = new Store(this.board.storageDir);
+      this.restoreGuestDescriptor();
       this.control = await serveControl(controlSocketPath(this.board), (cmd, args) => this.handle(cmd, args));
       await this.startManagement();
       if (this.board.ha) {
@@ -180,8 +201,11 @@ export class Daemon {
   private wireReplication(r: ReplicationManager): void {
     const host = this.host!;
     r.on('clone-progress', (p) => { this.cloneProgress = p; });
+    r.on('guest-descriptor', (g) => this.rememberGuestDescriptor(g, 'a clone of the partner\'s guest'));
     r.on('control', (m) => {
-      if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
+      if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY' && this.guestUpgrade?.step === 'backup') {
+        this.store!.record('guest-upgrade', `backup asks for a re-clone during the guest upgrade (${m.reason}): left to the upgrade`);
+      } else if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
         this.store!.record('replication', `backup asks for a re-clone: ${m.reason}`);
         // The backup keeps logging and acknowledging the input stream while its new clone is made,
         // so the primary stays protected (output commit) through the re-clone instead of serving
@@ -189,6 +213,15 @@ export class Daemon {
         if (r.cloneInProgress) return;
         this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
         r.clone().catch((e: Error) => host.replicator.unprotect(`re-clone failed: ${e.message}`));
+      } else if (m.type === 'guest-upgrade-prepare' && this.ha?.currentRole === 'BACKUP') {
+        void this.upgradeLocalClone(m.guestFile);
+      } else if (m.type === 'guest-upgrade-progress' && this.guestUpgrade) {
+        this.guestUpgrade.detail = `backup: ${m.step}${m.detail ? `: ${m.detail}` : ''}`;
+        this.store!.record('guest-upgrade', this.guestUpgrade.detail);
+      } else if (m.type === 'guest-upgrade-ready') {
+        this.upgradeWaiter?.resolve(m);
+      } else if (m.type === 'guest-upgrade-failed') {
+        this.upgradeWaiter?.reject(new UsError('US_ERR_GUEST_UPGRADE', `the backup could not upgrade its guest: ${m.reason}`));
       } else if (m.type === 'switchover' && this.ha?.currentRole === 'BACKUP') {
         this.store!.record('role', 'partner hands the primary role over (switchover)');
         this.ha.takeOver();
@@ -233,6 +266,7 @@ export class Daemon {
               this.store!.record('guest', promoted
                 ? 'promoted without a clone or a checkpoint: booting the guest from its saved state'
                 : 'booting the guest: board is primary');
+              host.replicator.discardQueue();
               await host.supervisor.start();
             }
           } else {
@@ -311,6 +345,8 @@ export class Daemon {
       lastClone: this.replication?.lastClone,
       lastCloneError: this.replication?.lastCloneError,
       failovers: this.failovers,
+      guestUpgrade: this.guestUpgrade ?? null,
+      lastGuestUpgrade: this.lastGuestUpgrade ?? null,
       checkpoint: this.checkpointer ? { last: this.checkpointer.info ?? null, inputsLoggedSince: this.checkpointer.loggedSince } : null,
     };
   }
@@ -331,6 +367,104 @@ export class Daemon {
       replication: this.replicationStatus(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
     };
+  }
+
+  /** The descriptor a board last ran survives a controller restart (it may differ from --guest after an upgrade). */
+  private restoreGuestDescriptor(): void {
+    const host = this.host;
+    const saved = this.store!.getMeta('guestFile');
+    if (!host || !saved || saved === host.supervisor.guest.sourceFile) return;
+    try {
+      host.supervisor.useDescriptor(loadGuestDescriptor(saved));
+      this.store!.record('guest', `running ${host.supervisor.guest.name} ${host.supervisor.guest.version} (${saved}), the descriptor this board last ran`);
+    } catch (e) {
+      this.store!.record('guest', `the descriptor this board last ran (${saved}) cannot be used: ${(e as Error).message}; using ${host.supervisor.guest.sourceFile}`);
+    }
+  }
+
+  private rememberGuestDescriptor(g: GuestDescriptor, why: string): void {
+    this.store!.setMeta('guestFile', g.sourceFile);
+    this.store!.record('guest', `guest is now ${g.name} ${g.version} (${why})`, { file: g.sourceFile, version: g.version });
+  }
+
+  /** Backup: the primary asked this board to replace its clone by another version of the guest. */
+  private async upgradeLocalClone(guestFile: string): Promise<void> {
+    const host = this.host;
+    if (!host || !this.checkpointer) return;
+    const send = (m: ControlMessage) => host.replicator.sendControl(m);
+    this.upgradingLocally = true;
+    try {
+      const report = await upgradeBackupGuest({
+        supervisor: host.supervisor, replicator: host.replicator, checkpointer: this.checkpointer, log: this.log.child({ component: 'guest-upgrade' }),
+        progress: (step, detail) => {
+          this.store!.record('guest-upgrade', `${step}${detail ? `: ${detail}` : ''}`);
+          send({ type: 'guest-upgrade-progress', step, detail });
+        },
+      }, guestFile);
+      this.rememberGuestDescriptor(host.supervisor.guest, 'guest upgrade');
+      this.store!.record('guest-upgrade', `clone upgraded from ${report.from} to ${report.to}: state of ${report.savedSeq} requests loaded, ${report.replayed} inputs replayed from input ${report.replayFrom}, booted in ${report.bootMs} ms`, { ...report });
+      send({ type: 'guest-upgrade-ready', version: host.supervisor.guest.version, replayed: report.replayed });
+    } catch (e) {
+      this.store!.record('guest-upgrade', `clone upgrade FAILED: ${(e as Error).message}`);
+      send({ type: 'guest-upgrade-failed', reason: (e as Error).message });
+    } finally {
+      this.upgradingLocally = false;
+    }
+  }
+
+  /**
+   * Primary: upgrade the guest of the pair without losing an input. The backup replaces its clone by
+   * the new version (save, boot on the saved state, replay) while this board serves; then the pair
+   * switches over, and the new primary clones the new version back to this board.
+   */
+  private async upgradeGuest(guestFile: string): Promise<Record<string, unknown>> {
+    const r = this.requirePrimaryReplication('guest upgrade');
+    const host = this.host!;
+    if (this.guestUpgrade) throw new UsError('US_ERR_ROLE', `guest upgrade: one is already running (to ${this.guestUpgrade.to})`);
+    if (!host.replicator.protectedNow || r.cloneInProgress) throw new UsError('US_ERR_ROLE', 'guest upgrade: the pair is not protected (the backup holds no clone in sync); see understudy status');
+    const g = loadGuestDescriptor(guestFile);
+    const from = host.supervisor.guest;
+    if (g.version === from.version) throw new UsError('US_ERR_CONTROL', `guest upgrade: the guest already runs version ${g.version}`);
+    const t0 = Date.now();
+    const st: GuestUpgradeState = { from: from.version, to: g.version, guestFile: g.sourceFile, step: 'backup', startedAt: new Date(t0).toISOString() };
+    this.guestUpgrade = st;
+    const step = (s: GuestUpgradeState['step'], msg: string) => { st.step = s; st.detail = msg; this.store!.record('guest-upgrade', msg, { step: s }); };
+    step('backup', `upgrading the guest from ${from.name} ${from.version} to ${g.name} ${g.version}: the backup replaces its clone first`);
+    try {
+      const ready = await new Promise<{ version: string; replayed: number }>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new UsError('US_ERR_TIMEOUT', 'guest upgrade: the backup did not report within 300 s')), 300000);
+        const lost = () => reject(new UsError('US_ERR_GUEST_UPGRADE', 'guest upgrade: the backup stopped acknowledging inputs'));
+        host.replicator.once('unprotected', lost);
+        this.upgradeWaiter = {
+          resolve: (m) => { clearTimeout(timer); host.replicator.off('unprotected', lost); resolve(m); },
+          reject: (e) => { clearTimeout(timer); host.replicator.off('unprotected', lost); reject(e); },
+        };
+        host.replicator.sendControl({ type: 'guest-upgrade-prepare', guestFile: g.sourceFile, version: g.version });
+      });
+      st.replayed = ready.replayed;
+      step('switchover', `backup runs ${g.version} and has caught up (${ready.replayed} inputs replayed): switching over`);
+      await this.switchover();
+      step('reprotect', `the partner serves ${g.version}; waiting for it to clone ${g.version} back to this board`);
+      const end = Date.now() + 300000;
+      while (!(host.replicator.mode === 'backup' && host.replicator.protectedNow && host.guestRunning && host.supervisor.guest.version === g.version)) {
+        if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `guest upgrade: this board did not receive a ${g.version} clone within 300 s (the partner serves ${g.version})`);
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      step('done', `guest upgrade to ${g.name} ${g.version} complete in ${Math.round((Date.now() - t0) / 1000)} s: both boards run it, the pair is protected`);
+      return { board: this.board.name, from: from.version, to: g.version, replayed: ready.replayed, durationMs: Date.now() - t0 };
+    } catch (e) {
+      const before = st.step === 'backup';
+      st.step = 'aborted';
+      st.error = (e as Error).message;
+      this.store!.record('guest-upgrade', `guest upgrade ABORTED (${(e as Error).message})${before ? `: the pair stays on ${from.version}, the backup is cloned again` : ''}`);
+      // The backup's clone may be gone (saved and stopped): clone the old version to it again.
+      if (before && this.ha?.currentRole === 'PRIMARY') host.replicator.unprotect(`guest upgrade aborted: ${(e as Error).message}`);
+      throw e instanceof UsError ? e : new UsError('US_ERR_GUEST_UPGRADE', (e as Error).message);
+    } finally {
+      this.upgradeWaiter = undefined;
+      this.lastGuestUpgrade = { ...st, endedAt: new Date().toISOString() };
+      this.guestUpgrade = undefined;
+    }
   }
 
   private requireHa(): HaController {
@@ -400,6 +534,9 @@ export class Daemon {
         return { board: this.board.name, clone: await this.requirePrimaryReplication('clone').clone() };
       case 'switchover':
         return this.switchover();
+      case 'guest.upgrade':
+        if (typeof args.guestFile !== 'string' || !args.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) is required');
+        return this.upgradeGuest(args.guestFile);
       case 'checkpoint': {
         if (!this.checkpointer) throw new UsError('US_ERR_ROLE', `board ${this.board.name} does not replicate (no partner or no guest)`);
         return { board: this.board.name, checkpoint: await this.checkpointer.take() };

@@ -24,6 +24,8 @@ export interface CheckpointInfo {
   pauseMs: number | null;
   durationMs: number;
   clients: { entries: Array<[number, string, number]>; next: number };
+  /** AUTH questions the clone had open at the checkpoint (their answers come later in the log). */
+  authOpen?: string[];
 }
 
 export class Checkpointer {
@@ -69,6 +71,7 @@ export class Checkpointer {
     const qemu = this.supervisor.hypervisor;
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');
     if (this.taking) throw new UsError('US_ERR_ROLE', 'a checkpoint is already being taken');
+    if (this.suspended) throw new UsError('US_ERR_ROLE', 'no checkpoint during a guest upgrade');
     this.taking = true;
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
@@ -89,6 +92,7 @@ export class Checkpointer {
         if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `checkpoint migration ${info.status}: ${info['error-desc'] ?? ''}`);
         await sleep(50);
       }
+      const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');
       fsyncSync(fd);
@@ -100,7 +104,7 @@ export class Checkpointer {
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: typeof info.downtime === 'number' ? info.downtime : null, durationMs: Math.round(performance.now() - t0),
-        clients: this.replicator.clients.export(),
+        clients: this.replicator.clients.export(), authOpen,
       };
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
@@ -120,6 +124,27 @@ export class Checkpointer {
     }
   }
 
+  /** Logged inputs from..to (inclusive), in order. */
+  inputsLogged(from: number, to: number): SequencedInput[] {
+    const rows = this.store.db.prepare('SELECT * FROM inputs WHERE seq >= ? AND seq <= ? ORDER BY seq').all(from, to) as Array<{
+      seq: number; kind: number; client_port: number; client_address: string | null; client_source_port: number | null; payload: Buffer;
+    }>;
+    return rows.map((r) => ({
+      seq: r.seq,
+      input: r.kind === 0 ? { kind: 'request', clientPort: r.client_port, payload: r.payload } : { kind: 'auth-reply', payload: r.payload },
+      client: r.client_address ? { address: r.client_address, port: r.client_source_port ?? 0 } : undefined,
+    }));
+  }
+
+  /** Sequence number of the n-th last service request (n ≥ 1) logged at or before `upTo`; undefined if the log does not reach back. */
+  nthLastRequest(upTo: number, n: number): number | undefined {
+    const row = this.store.db.prepare('SELECT seq FROM inputs WHERE seq <= ? AND kind = 0 ORDER BY seq DESC LIMIT 1 OFFSET ?').get(upTo, n - 1) as { seq: number } | undefined;
+    return row?.seq;
+  }
+
+  /** While set (a guest upgrade on this board), no checkpoint is taken and the log is not truncated. */
+  suspended = false;
+
   /**
    * Both guests lost: start the guest from the checkpoint and replay every logged input after it,
    * in order. Resolves with how many inputs were replayed.
@@ -132,15 +157,8 @@ export class Checkpointer {
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq);
     await this.supervisor.finishClone();
-    const rows = this.store.db.prepare('SELECT * FROM inputs WHERE seq > ? ORDER BY seq').all(cp.seq) as Array<{
-      seq: number; kind: number; client_port: number; client_address: string | null; client_source_port: number | null; payload: Buffer;
-    }>;
-    const inputs: SequencedInput[] = rows.map((r) => ({
-      seq: r.seq,
-      input: r.kind === 0 ? { kind: 'request', clientPort: r.client_port, payload: r.payload } : { kind: 'auth-reply', payload: r.payload },
-      client: r.client_address ? { address: r.client_address, port: r.client_source_port ?? 0 } : undefined,
-    }));
-    this.replicator.replay(cp.seq, inputs);
+    const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
+    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
     this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
     this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
     return { seq: cp.seq, replayed: inputs.length };

@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
+import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { listThreads } from '../hw/affinity.js';
@@ -52,6 +53,7 @@ export declare interface ReplicationManager {
   on(ev: 'cloned', fn: (r: CloneReport) => void): this;
   on(ev: 'clone-target', fn: (phase: 'started' | 'running' | 'failed', detail?: string) => void): this;
   on(ev: 'control', fn: (m: ControlMessage, channel: MessageChannel) => void): this;
+  on(ev: 'guest-descriptor', fn: (g: GuestDescriptor) => void): this;
 }
 
 export class ReplicationManager extends EventEmitter {
@@ -136,15 +138,24 @@ export class ReplicationManager extends EventEmitter {
     const relayPath = join(this.board.storageDir, 'migrate-out.sock');
     const reniced: number[] = [];
     try {
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb }));
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: this.supervisor.guest.sourceFile }));
       const ready = await ctl.next(60000);
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
 
       // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
-      // once a PING sent after them is answered, so the copy holds exactly the inputs up to cutSeq.
+      // once a PING sent after them is answered (frames travel the private wire in order), so the
+      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy: stopping the
+      // guest ourselves after a live bulk copy (to hold inputs only for the last pass) was tried and
+      // corrupted the clone's memory under TCG (QEMU 7.2: kernel oopses in the clone), see
+      // docs/replication.md.
       this.progress({ phase: 'drain' });
       this.replicator.hold();
       holdStart = performance.now();
+      // Inputs sequenced but still queued here (a replay waiting on AUTH) must reach the guest first.
+      for (let i = 0; this.replicator.queuedLocally > 0; i++) {
+        if (i > 500) throw new UsError('US_ERR_TIMEOUT', `${this.replicator.queuedLocally} inputs still queued for the guest after 5 s`);
+        await sleep(10);
+      }
       await this.supervisor.inputsInGuest(10000);
 
       relay = await this.migrationRelay(relayPath, eth.partnerAddress);
@@ -166,7 +177,7 @@ export class ReplicationManager extends EventEmitter {
         }
         if (info.status === 'completed') break;
         if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `migration ${info.status}: ${info['error-desc'] ?? ''}`);
-        await sleep(50);
+        await sleep(20);
       }
       // The source is paused after the stream ("postmigrate"); it continues as the primary.
       await qemu.qmp.execute('cont');
@@ -283,21 +294,28 @@ export class ReplicationManager extends EventEmitter {
         channel.close();
         return;
       }
-      if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel);
+      if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel, m.guestFile);
       else if (m.type === 'clone-done') this.finishCloneTarget(channel, m);
       else this.emit('control', m, channel);
     });
   }
 
-  private async prepareCloneTarget(channel: MessageChannel): Promise<void> {
+  private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {
     try {
       this.emit('clone-target', 'started');
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
       // Inputs of a stream already followed keep being logged and acknowledged, but none reaches a
       // guest until the new clone is cut over (the new QEMU would read them in before its memory arrives).
+      if (this.replicator.mode === 'primary') throw new UsError('US_ERR_ROLE', 'this board is primary: it takes no clone');
       this.replicator.pauseDelivery();
       await this.supervisor.stop();
+      if ((this.replicator.mode as string) === 'primary') throw new UsError('US_ERR_ROLE', 'this board became primary while preparing the clone target');
       this.replicator.becomeBackup();
+      // A clone runs what its source runs (the same kernel and initrd, or the migration fails).
+      if (guestFile && guestFile !== this.supervisor.guest.sourceFile) {
+        this.supervisor.useDescriptor(loadGuestDescriptor(guestFile));
+        this.emit('guest-descriptor', this.supervisor.guest);
+      }
       await this.supervisor.startClone(`unix:${join(this.board.storageDir, 'migrate-in.sock')}`);
       // The channel of the stream followed so far stays open (inputs keep being logged and
       // acknowledged on it) until the new clone's cut-over replaces it.

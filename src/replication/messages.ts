@@ -92,7 +92,11 @@ export function decodeDigest(b: Buffer): { key: string; digest: Buffer } {
 }
 
 export type ControlMessage =
-  | { type: 'clone-prepare'; memoryMb: number }
+  | { type: 'clone-prepare'; memoryMb: number; guestFile?: string }
+  | { type: 'guest-upgrade-prepare'; guestFile: string; version: string }
+  | { type: 'guest-upgrade-progress'; step: string; detail?: string }
+  | { type: 'guest-upgrade-ready'; version: string; replayed: number }
+  | { type: 'guest-upgrade-failed'; reason: string }
   | { type: 'clone-ready' }
   | { type: 'clone-failed'; reason: string }
   | { type: 'clone-done'; cutSeq: number; guestSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null; authOpen?: string[] }

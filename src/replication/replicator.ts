@@ -49,6 +49,7 @@ export interface ReplicationStatus {
   holding: boolean;
   divergences: number;
   digestsCompared: number;
+  versionDifferences: number;
   unprotectedReason?: string;
   authHolds: number;
   clients: number;
@@ -81,7 +82,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private unackedSince = 0;
   private protectionTimer?: NodeJS.Timeout;
   // backup
+  /** Inputs sequenced but not yet handed to the local guest, in order (see pump()). */
   private queue: SequencedInput[] = [];
+  /**
+   * Inputs up to this sequence number came from the partner's stream or a replayed log: on a
+   * promoted board they still go through connection tracking (their AUTH answers wait for the
+   * guest's question). Inputs this board sequences itself as primary are never held.
+   */
+  private replayUntil = 0;
   /** Subscribers the clone has asked AUTH about and not been answered yet (connection tracking). */
   private authOpen = new Set<string>();
   private authHoldSince = 0;
@@ -93,6 +101,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localDigests = new Map<string, Buffer[]>();
   divergences = 0;
   digestsCompared = 0;
+  /** A declared version change (guest upgrade): replies may differ from the primary's; counted, not repaired. */
+  private versionChange = false;
+  versionDifferences = 0;
+  /** The clone's last replies, for the divergence log (the primary sends only digests). */
+  private localReplies = new Map<string, string>();
 
   constructor(private readonly o: ReplicatorOptions) {
     super();
@@ -111,15 +124,15 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // ------------------------------------------------------------------ mode changes
   becomeStandalone(reason: string): void {
     this.dropChannel(reason);
-    this.flushBackupQueue();
     this.mode = 'standalone';
     this.isProtected = false;
+    this.continueQueue();
   }
 
   /** Primary: keeps the sequence counter and client map (a promoted backup continues where it was). */
   becomePrimary(): void {
-    this.flushBackupQueue();
     this.mode = 'primary';
+    this.continueQueue();
     this.isProtected = false;
     this.protectionTimer ??= setInterval(() => this.checkProtection(), 10);
   }
@@ -164,6 +177,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authHoldSince = 0;
     // The questions the source had open at the cut are open in the clone too (same memory).
     this.authOpen = new Set(authOpen);
+    this.versionChange = false;
     this.isProtected = true;
     this.sendAck();
   }
@@ -191,8 +205,13 @@ export class Replicator extends EventEmitter implements InputPipeline {
       const list = this.pendingReplies.get(key);
       if (list) list.push(s.seq); else this.pendingReplies.set(key, [s.seq]);
     }
-    this.o.guest.deliver(s.input);
-    this.deliveredSeq = s.seq;
+    this.queue.push(s);
+    this.pump();
+  }
+
+  /** Inputs sequenced here but not delivered to the local guest yet (a replay still waiting on AUTH). */
+  get queuedLocally(): number {
+    return this.queue.length;
   }
 
   /** Clone cut-over: queue inputs instead of delivering them (both copies must hold the same prefix). */
@@ -215,7 +234,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
-    if (output.kind === 'auth-query') { this.out?.release(output); return; }
+    if (output.kind === 'auth-query') {
+      this.noteQuestion(output);
+      this.out?.release(output);
+      return;
+    }
     const key = replyKey(output.clientPort, output.payload);
     const list = this.pendingReplies.get(key);
     const seq = list?.shift();
@@ -294,8 +317,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
       const s = this.queue[0]!;
       if (s.input.kind === 'auth-reply') {
         const sub = AUTHR.exec(s.input.payload.toString('latin1'))?.[1];
-        // The guest discards an answer to a question it has not asked yet: wait for the clone's AUTHQ.
-        if (sub && !this.authOpen.has(sub)) {
+        // The guest discards an answer to a question it has not asked yet: wait for its AUTHQ.
+        if (sub && !this.authOpen.has(sub) && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
           if (!this.authHoldSince) {
             this.authHoldSince = performance.now();
             this.authHolds++;
@@ -328,32 +351,77 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.pump();
   }
 
-  /** Restored from a checkpoint: the guest holds inputs up to fromSeq; deliver the logged rest in order. */
-  replay(fromSeq: number, inputs: SequencedInput[]): void {
+  /**
+   * Restored from a checkpoint: the guest holds inputs up to fromSeq and has the AUTH questions
+   * `authOpen` open; the logged rest is delivered in order, AUTH answers after the guest's questions.
+   */
+  replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = []): void {
     this.lastSeq = fromSeq;
     this.deliveredSeq = fromSeq;
+    this.queue = [];
+    this.authOpen = new Set(authOpen);
     for (const s of inputs) {
       if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
-      this.o.guest.deliver(s.input);
-      this.lastSeq = this.deliveredSeq = s.seq;
+      this.queue.push(s);
+      this.lastSeq = s.seq;
     }
+    this.continueQueue();
   }
 
-  private flushBackupQueue(): void {
-    this.deliveryPaused = false;
+  /**
+   * The local guest starts afresh from its saved state (promoted with neither a clone nor a
+   * checkpoint): inputs queued for the lost copy mean nothing to it.
+   */
+  discardQueue(): void {
+    if (this.queue.length) this.o.log.warn({ inputs: this.queue.length }, 'inputs queued for a lost guest copy discarded');
+    this.queue = [];
+    this.authOpen.clear();
+    this.deliveredSeq = this.lastSeq;
+  }
+
+  /**
+   * Backup, guest upgrade: the new version's guest holds the inputs up to fromSeq - 1 (its saved
+   * state). It gets `logged` (the inputs from fromSeq up to where delivery was paused, from the
+   * input log) and then what was queued since, in order, under connection tracking; its replies
+   * are compared with the primary's but differences are expected (a declared version change).
+   */
+  restartDelivery(fromSeq: number, logged: SequencedInput[]): void {
+    const pausedAt = this.deliveredSeq;
+    if (logged.length !== pausedAt - fromSeq + 1 || logged.some((s, i) => s.seq !== fromSeq + i)) {
+      throw new Error(`input log does not hold inputs ${fromSeq}..${pausedAt} contiguously`);
+    }
+    this.queue = [...logged, ...this.queue];
+    this.deliveredSeq = fromSeq - 1;
+    this.authOpen.clear();
     clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
-    for (const s of this.queue) { this.o.guest.deliver(s.input); this.deliveredSeq = s.seq; }
-    this.queue = [];
+    this.versionChange = true;
+    this.resetDigests();
+    this.resumeDelivery();
+  }
+
+  /** The AUTH questions the local guest has open (as connection tracking sees them). */
+  get openQuestions(): string[] {
+    return [...this.authOpen];
+  }
+
+  /** Promoted or restored: what is queued still reaches the guest in order, under connection tracking. */
+  private continueQueue(): void {
+    this.deliveryPaused = false;
+    this.replayUntil = this.lastSeq;
+    this.pump();
+  }
+
+  private noteQuestion(output: GuestOutput): void {
+    const sub = AUTHQ.exec(output.payload.toString('latin1'))?.[1];
+    if (sub) { this.authOpen.add(sub); this.pump(); }
   }
 
   private onBackupOutput(output: GuestOutput): void {
-    if (output.kind === 'auth-query') {
-      const sub = AUTHQ.exec(output.payload.toString('latin1'))?.[1];
-      if (sub) { this.authOpen.add(sub); this.pump(); }
-      return;
-    }
+    if (output.kind === 'auth-query') { this.noteQuestion(output); return; }
     const key = replyKey(output.clientPort, output.payload);
+    this.localReplies.set(key, output.payload.toString('latin1').trim());
+    if (this.localReplies.size > 1000) this.localReplies.delete(this.localReplies.keys().next().value!);
     this.compare(key, replyDigest(output.payload), this.localDigests, this.primaryDigests);
   }
 
@@ -373,9 +441,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
       return;
     }
     this.digestsCompared++;
-    if (!theirs.equals(mine)) {
+    if (!theirs.equals(mine) && this.versionChange) {
+      this.versionDifferences++;
+    } else if (!theirs.equals(mine)) {
       this.divergences++;
-      this.o.log.error({ key, divergences: this.divergences }, 'DIVERGENCE: the backup answered differently from the primary');
+      this.o.log.error({ key, backupReply: this.localReplies.get(key), divergences: this.divergences }, 'DIVERGENCE: the backup answered differently from the primary');
       this.emit('divergence', key);
     }
   }
@@ -384,12 +454,15 @@ export class Replicator extends EventEmitter implements InputPipeline {
   resetDigests(): void {
     this.primaryDigests.clear();
     this.localDigests.clear();
+    this.localReplies.clear();
   }
 
   // ------------------------------------------------------------------ channel
   private attachChannel(channel: MessageChannel): void {
-    if (this.channel && this.channel !== channel) this.channel.close();
+    const old = this.channel;
+    // Replace first: closing the old channel emits 'close' at once, which must not read as losing the partner.
     this.channel = channel;
+    if (old && old !== channel) old.close();
     channel.on('message', (type, body) => {
       if (this.channel !== channel) return;
       try {
@@ -432,6 +505,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       holding: this.holding,
       divergences: this.divergences,
       digestsCompared: this.digestsCompared,
+      versionDifferences: this.versionDifferences,
       unprotectedReason: this.unprotectedReason,
       authHolds: this.authHolds,
       clients: this.clients.size,

@@ -10,8 +10,8 @@ import { gapAround, pairView, waitProtected } from '../../src/sim/pair.js';
 
 const NAME = `rp${process.pid % 1000}`;
 
-// The fault scenarios that still fail on a loaded machine (divergence repair, QEMU kill, switchover,
-// seeded random faults) live in test/pending/ (npm run test:pending) until they pass reliably.
+// The fault scenarios (divergence repair, QEMU kill, switchover, seeded random faults) are in
+// replication-faults.test.ts, the double failure in checkpoint.test.ts.
 
 describe('replication on the simulated chassis (real QEMU)', function () {
   this.timeout(600000);
@@ -52,4 +52,7 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.equal(again, p.primary, 'the returning board did not preempt');
   });
 
+  it('no copy of the guest crashed (kernel oops or fatal error in a console log)', () => {
+    assert.deepEqual(p.guestCrashes(), []);
+  });
 });

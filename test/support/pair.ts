@@ -4,7 +4,7 @@
  * test/integration/replication.test.ts and test/pending/replication-faults.test.ts.
  */
 import assert from 'node:assert/strict';
-import { cpSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
@@ -53,6 +53,19 @@ export class PairUnderTest {
     assert.equal(res.verify!.retriedDifferent.length, 0, `retried ids answered differently: ${res.verify!.retriedDifferent.slice(0, 3).join('; ')}`);
     assert.ok(res.verify!.retriedIdentical > 0);
     return { res, faultAt };
+  }
+
+  /** Kernel oopses and crashes in the guests' console logs (every copy a board ran). */
+  guestCrashes(): string[] {
+    const found: string[] = [];
+    for (const b of Object.values(this.chassis.layout.boards)) {
+      const log = join(b.storageDir, 'console.log');
+      if (!existsSync(log)) continue;
+      for (const line of readFileSync(log, 'latin1').split('\n')) {
+        if (/\bBUG:|Oops:|general protection fault|Kernel panic|DX-FATAL/.test(line)) found.push(`${b.name}: ${line.trim()}`);
+      }
+    }
+    return found;
   }
 
   async stateCrc(b: BoardName): Promise<string> {

@@ -96,8 +96,12 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
     assert.deepEqual(out.released, []);
     const ch2 = await channelPair();
+    const unprotected: string[] = [];
+    p.on('unprotected', (r) => unprotected.push(r));
     try {
       p.protect(ch2.a, p.deliveredSeq);
+      assert.deepEqual(unprotected, [], 'replacing the channel is not losing the backup');
+      assert.equal(p.protectedNow, true);
       assert.deepEqual(out.released, ['r1 OK REG A 1']);
       assert.equal(ch.a.open, false, 'the old channel is closed');
     } finally {
@@ -126,6 +130,31 @@ describe('Replicator (two controllers over loopback TCP)', () => {
       assert.equal(b.authHolds, 0);
     } finally {
       ch2.close();
+    }
+  });
+
+  it('a restored guest gets its logged AUTH answers after asking, and new inputs only after the replay', async () => {
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, authHoldMs: 60000 });
+    try {
+      r.becomePrimary();
+      const client = { address: '192.0.2.100', port: 4000 };
+      r.replay(10, [
+        { seq: 11, input: req(20000, 'r1 REG A'), client },
+        { seq: 12, input: { kind: 'auth-reply', payload: Buffer.from('AUTHR A OK') } },
+        { seq: 13, input: req(20000, 'r2 GET A'), client },
+      ]);
+      r.submit(req(20001, 'n1 STATS'));
+      assert.deepEqual(g.inputs, ['r1 REG A'], 'the answer waits for the question; the rest waits behind it');
+      assert.equal(r.queuedLocally, 3);
+      r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ A') });
+      assert.deepEqual(g.inputs, ['r1 REG A', 'AUTHR A OK', 'r2 GET A', 'n1 STATS']);
+      assert.equal(r.lastSeq, 14);
+      // Answers this primary receives itself are never held, even unasked.
+      r.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR Z OK') });
+      assert.equal(g.inputs.at(-1), 'AUTHR Z OK');
+    } finally {
+      r.close();
     }
   });
 });

@@ -11,23 +11,21 @@ import { promisify } from 'node:util';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf } from '../../src/sim/chassis/layout.js';
-import { startLoad, waitProtected } from '../../src/sim/pair.js';
+import { startLoad } from '../../src/sim/pair.js';
+import { PairUnderTest } from '../support/pair.js';
 
 const run = promisify(execFile);
 const NAME = `cp${process.pid % 1000}`;
 
-// PENDING (not in npm test): passes alone, but in the full suite acknowledged inputs were lost —
-// a re-clone request makes the primary drop the input stream to the backup (unprotected window).
-
 describe('checkpoints and a double failure (real QEMU)', function () {
   this.timeout(600000);
+  const p = new PairUnderTest(NAME);
   let chassis: Chassis;
   before(async () => {
-    chassis = await Chassis.up({ name: NAME, runDir: `/tmp/us-${NAME}`, guest: 'primary' });
+    await p.up();
+    chassis = p.chassis;
   });
-  after(async () => {
-    await chassis?.down({ purge: true });
-  });
+  after(() => p.down());
 
   async function check(tag: string, count: number): Promise<string[]> {
     const { stdout } = await run('ip', ['netns', 'exec', chassis.layout.serviceNetns, process.execPath, CLI_ENTRY, 'load',
@@ -38,7 +36,7 @@ describe('checkpoints and a double failure (real QEMU)', function () {
   }
 
   it('restores the checkpoint and replays the log when both guests are lost', async () => {
-    const primary = await waitProtected(chassis.layout, 240000);
+    const primary = p.primary;
     const backup = partnerOf(primary);
     const a = await startLoad(chassis.layout, { rate: 150, durationMs: 4000, tag: 'CA', retryMs: 20 }).result;
     const cp = (await callControl(chassis.layout.boards[backup].controlSocket, 'checkpoint', {}, 180000)) as { checkpoint: { seq: number; pauseMs: number | null } };
