@@ -94,6 +94,9 @@ export class Daemon {
   private lastGuestUpgrade?: GuestUpgradeState;
   /** Set while this board (as backup) replaces its clone by the new version. */
   private upgradingLocally = false;
+  private localUpgrade?: Promise<void>;
+  /** The clone saved its state for an upgrade that failed: the log from here on completes that state. */
+  private savedStateReplayFrom?: number;
   private upgradeWaiter?: { resolve(m: { version: string; replayed: number }): void; reject(e: Error): void };
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor | undefined, readonly log: Logger) {
@@ -202,6 +205,7 @@ export class Daemon {
     const host = this.host!;
     r.on('clone-progress', (p) => { this.cloneProgress = p; });
     r.on('guest-descriptor', (g) => this.rememberGuestDescriptor(g, 'a clone of the partner\'s guest'));
+    r.on('clone-target', (phase) => { if (phase === 'running') this.savedStateReplayFrom = undefined; });
     r.on('control', (m) => {
       if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY' && this.guestUpgrade?.step === 'backup') {
         this.store!.record('guest-upgrade', `backup asks for a re-clone during the guest upgrade (${m.reason}): left to the upgrade`);
@@ -216,7 +220,7 @@ export class Daemon {
       } else if (m.type === 'guest-upgrade-prepare' && this.ha?.currentRole === 'BACKUP') {
         void this.upgradeLocalClone(m.guestFile);
       } else if (m.type === 'guest-upgrade-progress' && this.guestUpgrade) {
-        this.guestUpgrade.detail = `backup: ${m.step}${m.detail ? `: ${m.detail}` : ''}`;
+        this.guestUpgrade.detail = `${m.step}${m.detail ? `: ${m.detail}` : ''}`;
         this.store!.record('guest-upgrade', this.guestUpgrade.detail);
       } else if (m.type === 'guest-upgrade-ready') {
         this.upgradeWaiter?.resolve(m);
@@ -254,11 +258,25 @@ export class Daemon {
       try {
         if (role === 'PRIMARY') {
           if (c.from === 'FENCING' || c.from === 'BACKUP') this.failovers++;
+          // Promoted while replacing its clone (guest upgrade): let that finish first; it holds
+          // the inputs it has not replayed yet, and ends with a running guest or a replay point.
+          if (this.localUpgrade) {
+            this.store!.record('guest', 'promoted during a guest upgrade: finishing it before serving');
+            await this.localUpgrade;
+          }
           host.replicator.becomePrimary();
           if (!host.guestRunning) {
             if (host.supervisor.currentState !== 'stopped') await host.supervisor.stop();
             const promoted = c.from === 'FENCING' || c.from === 'BACKUP';
-            if (promoted && this.checkpointer?.info) {
+            const saved = this.savedStateReplayFrom;
+            if (promoted && saved !== undefined && this.checkpointer) {
+              // The guest saved its state for an upgrade that did not complete: boot on that state
+              // and replay every logged input after it.
+              this.store!.record('guest', `promoted without a running guest: booting on the state saved for the upgrade and replaying the input log from input ${saved}`);
+              await host.supervisor.start();
+              host.replicator.replay(saved - 1, this.checkpointer.inputsLogged(saved, Number.MAX_SAFE_INTEGER));
+              this.savedStateReplayFrom = undefined;
+            } else if (promoted && this.checkpointer?.info) {
               // Both guests lost: the checkpoint and the inputs logged since bring every acknowledged input back.
               this.store!.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
               await this.checkpointer.restore();
@@ -388,7 +406,12 @@ export class Daemon {
   }
 
   /** Backup: the primary asked this board to replace its clone by another version of the guest. */
-  private async upgradeLocalClone(guestFile: string): Promise<void> {
+  private upgradeLocalClone(guestFile: string): Promise<void> {
+    this.localUpgrade ??= this.doUpgradeLocalClone(guestFile).finally(() => { this.localUpgrade = undefined; });
+    return this.localUpgrade;
+  }
+
+  private async doUpgradeLocalClone(guestFile: string): Promise<void> {
     const host = this.host;
     if (!host || !this.checkpointer) return;
     const send = (m: ControlMessage) => host.replicator.sendControl(m);
@@ -405,6 +428,7 @@ export class Daemon {
       this.store!.record('guest-upgrade', `clone upgraded from ${report.from} to ${report.to}: state of ${report.savedSeq} requests loaded, ${report.replayed} inputs replayed from input ${report.replayFrom}, booted in ${report.bootMs} ms`, { ...report });
       send({ type: 'guest-upgrade-ready', version: host.supervisor.guest.version, replayed: report.replayed });
     } catch (e) {
+      this.savedStateReplayFrom = (e as { replayFrom?: number }).replayFrom;
       this.store!.record('guest-upgrade', `clone upgrade FAILED: ${(e as Error).message}`);
       send({ type: 'guest-upgrade-failed', reason: (e as Error).message });
     } finally {

@@ -77,12 +77,25 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
     await supervisor.stop();
     supervisor.useDescriptor(g);
     const t0 = performance.now();
-    await supervisor.start();
+    try {
+      await supervisor.start();
+    } catch (e) {
+      // The old version can still be booted on the saved state, plus the log from replayFrom.
+      await supervisor.stop().catch(() => undefined);
+      supervisor.useDescriptor(from);
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${g.name} ${g.version} did not start: ${(e as Error).message}`), { replayFrom });
+    }
     const bootMs = Math.round(performance.now() - t0);
     const st = await supervisor.status();
-    if (st.appVersion !== g.version) throw new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: the new guest reports version ${st.appVersion ?? '?'}, expected ${g.version}`);
-    if (supervisor.appSeqExpected !== savedSeq) {
-      throw new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: the new guest started at request ${supervisor.appSeqExpected ?? '?'}, not at the saved ${savedSeq}: it did not load the state`);
+    const wrong = st.appVersion !== g.version
+      ? `the new guest reports version ${st.appVersion ?? '?'}, expected ${g.version}`
+      : supervisor.appSeqExpected !== savedSeq
+        ? `the new guest started at request ${supervisor.appSeqExpected ?? '?'}, not at the saved ${savedSeq}: it did not load the state`
+        : undefined;
+    if (wrong) {
+      await supervisor.stop().catch(() => undefined);
+      supervisor.useDescriptor(from);
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${wrong}`), { replayFrom });
     }
 
     d.progress('replay', `${logged.length} logged inputs from input ${replayFrom}, then the live stream`);

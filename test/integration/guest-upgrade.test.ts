@@ -1,0 +1,110 @@
+/**
+ * Dynamic upgrade of the guest application on the simulated chassis with real QEMU, under a steady
+ * load: v1 → v2 with nothing acknowledged lost and v2's new command working afterwards; a broken v2
+ * aborts and leaves the pair on v1, protected; the primary failing in the middle of an upgrade
+ * leaves the pair on one version with nothing lost.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { callControl } from '../../src/mgmt/ipc.js';
+import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
+import { pairView, waitProtected } from '../../src/sim/pair.js';
+import { PairUnderTest } from '../support/pair.js';
+
+const run = promisify(execFile);
+const V2 = join(PACKAGE_ROOT, 'guests', 'dx-legacy-v2.json');
+const BROKEN = join(PACKAGE_ROOT, 'guests', 'dx-legacy-v2-broken.json');
+
+function upgrade(p: PairUnderTest, guestFile: string): Promise<any> {
+  return callControl(p.chassis.layout.boards[p.primary].controlSocket, 'guest.upgrade', { guestFile }, 900000);
+}
+
+async function appVersion(p: PairUnderTest, b: BoardName): Promise<string | undefined> {
+  return ((await p.ctl(b, 'status')) as { guest?: { appVersion?: string } }).guest?.appVersion;
+}
+
+/** Sends requests from the service network (as a client would) and returns the replies, in order. */
+async function ask(p: PairUnderTest, requests: string[]): Promise<string[]> {
+  const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
+const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
+const out = [];
+for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, 100));
+c.close();
+console.log(JSON.stringify(out));`;
+  const { stdout } = await run('ip', ['netns', 'exec', p.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: 120000 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as string[];
+}
+
+describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
+  this.timeout(1800000);
+  const p = new PairUnderTest(`gu${process.pid % 1000}`);
+  before(() => p.up());
+  after(() => p.down());
+
+  it('a v2 that crashes on start: the upgrade aborts, the pair stays on v1 and protected, nothing acknowledged lost', async () => {
+    let err: { code?: string; message?: string } | undefined;
+    await p.loadThrough(20000, 2000, async () => {
+      err = await upgrade(p, BROKEN).then(() => undefined, (e: { code?: string; message?: string }) => e);
+    }, 'UB');
+    assert.ok(err, 'the upgrade to a broken guest must fail');
+    assert.equal(err!.code, 'US_ERR_GUEST_UPGRADE', err!.message);
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    for (const b of [p.primary, partnerOf(p.primary)]) assert.equal(await appVersion(p, b), '1.0.0', `${b} runs v1`);
+    const events = (await p.ctl(p.primary, 'events', { kind: 'guest-upgrade', limit: 20 })).events as Array<{ message: string }>;
+    assert.ok(events.some((e) => /ABORTED/.test(e.message)), events.map((e) => e.message).join('\n'));
+  });
+
+  it('upgrades to v2 while serving: nothing acknowledged lost, both boards on v2, protected, the new command works', async () => {
+    const old = p.primary;
+    const before = await ask(p, ['REG UGa', 'REG UGb', 'CALL UGa UGb']);
+    assert.match(before[2]!, / OK CALL \d+$/);
+    let report: any;
+    const { res } = await p.loadThrough(30000, 3000, async () => { report = await upgrade(p, V2); }, 'UV');
+    assert.equal(report.to, '2.0.0');
+    assert.match(res.verify!.stats, /version=2\.0\.0/);
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    assert.equal(p.primary, partnerOf(old), 'the upgraded backup took over');
+    for (const b of [p.primary, partnerOf(p.primary)]) assert.equal(await appVersion(p, b), '2.0.0', `${b} runs v2`);
+    // State from before the upgrade (converted from v1) and the new command.
+    const after = await ask(p, ['GET UGa', 'FWD UGa UGb', 'GET UGa']);
+    assert.match(after[0]!, / OK GET UGa calls=1 state=busy/);
+    assert.match(after[1]!, / OK FWD /);
+    assert.match(after[2]!, /fwd=UGb/);
+    // Both copies identical once idle.
+    const equal = async () => (await p.stateCrc(p.primary)) === (await p.stateCrc(partnerOf(p.primary)));
+    for (let i = 0; i < 50 && !(await equal()); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(await equal(), 'primary and backup states are identical on v2');
+    const view = await pairView(p.chassis.layout);
+    assert.equal(view[p.primary]?.role, 'PRIMARY');
+  });
+});
+
+describe('guest upgrade: the primary fails in the middle (real QEMU)', function () {
+  this.timeout(1800000);
+  const p = new PairUnderTest(`gf${process.pid % 1000}`);
+  before(() => p.up());
+  after(() => p.down());
+
+  it('the survivor serves on one version with nothing acknowledged lost, and the pair is protected again', async () => {
+    const old = p.primary;
+    const sock = p.chassis.layout.boards[old].controlSocket;
+    await p.loadThrough(20000, 2000, async () => {
+      void upgrade(p, V2).catch(() => undefined); // its controller is killed below
+      // Kill the primary's controller once the backup is booting the new version.
+      for (let i = 0; i < 600; i++) {
+        const st = (await callControl(sock, 'replication.status', {}, 5000)) as { replication?: { guestUpgrade?: { detail?: string } | null } };
+        if (/boot|replay/.test(st.replication?.guestUpgrade?.detail ?? '')) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      await p.chassis.fail(old, 'kill');
+    }, 'UF');
+    const survivor = partnerOf(old);
+    const v = await appVersion(p, survivor);
+    assert.ok(v === '2.0.0' || v === '1.0.0', `the survivor runs ${v}`);
+    await p.chassis.power(old, 'on');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    assert.equal(await appVersion(p, partnerOf(p.primary)), v, 'the returning board is cloned to the same version');
+  });
+});
