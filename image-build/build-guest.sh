@@ -7,7 +7,12 @@
 #
 # Environment (all optional):
 #   DX_VERSION      application version, default 1.0.0; the output directory is
-#                   dx-legacy-v<major>, so v1 and v2 images live side by side
+#                   dx-legacy-v<major>, so v1 and v2 images live side by side.
+#                   The major also selects the application generation compiled
+#                   in (-DDX_FORMAT=<major>: 1 or 2, see src/dxcore.h)
+#   DX_BREAK        "crash": a deliberately broken build for aborted-upgrade
+#                   tests (loads the state, then aborts before DX-READY), into
+#                   dx-legacy-v<major>-broken; default empty (a working build)
 #   DX_SRC_DIR      C sources, default guests/dx-legacy/src
 #   DX_APP_SOURCES  .c files of the app inside DX_SRC_DIR, default "dxlegacy.c dxcore.c"
 #   DX_INIT         the initramfs /init, default guests/dx-legacy/init
@@ -41,7 +46,14 @@ DX_VERSION=${DX_VERSION:-1.0.0}
 	die "DX_VERSION '$DX_VERSION' is not a version like 1.0.0"
 [ ${#DX_VERSION} -le 32 ] || die "DX_VERSION longer than 32 characters"
 MAJOR=${DX_VERSION%%.*}
-NAME="dx-legacy-v$MAJOR"
+case "$MAJOR" in 1 | 2) FORMAT=$MAJOR ;; *) die "DX_VERSION $DX_VERSION: no application generation for major $MAJOR (1 or 2)" ;; esac
+DX_BREAK=${DX_BREAK:-}
+case "$DX_BREAK" in
+"") BREAK_CFLAGS=() ;;
+crash) BREAK_CFLAGS=(-DDX_BREAK_CRASH) ;;
+*) die "DX_BREAK must be empty or crash" ;;
+esac
+NAME="dx-legacy-v$MAJOR${DX_BREAK:+-broken}"
 SRC_DIR=${DX_SRC_DIR:-$ROOT/guests/dx-legacy/src}
 APP_SOURCES=${DX_APP_SOURCES:-dxlegacy.c dxcore.c}
 INIT=${DX_INIT:-$ROOT/guests/dx-legacy/init}
@@ -70,7 +82,7 @@ export LC_ALL=C
 [ -f "$INIT" ] || die "no init script $INIT"
 compute_stamp() {
 	{
-		echo "version=$DX_VERSION kernel-format=$KERNEL_FORMAT"
+		echo "version=$DX_VERSION kernel-format=$KERNEL_FORMAT format=$FORMAT break=$DX_BREAK"
 		echo "sources=$APP_SOURCES"
 		sha256sum "$SELF" "$INIT" | cut -d' ' -f1
 		find "$SRC_DIR" -maxdepth 1 -type f \( -name '*.c' -o -name '*.h' \) | sort |
@@ -242,14 +254,15 @@ for m in $MODULES_REST; do want "$m" 0; done
 log "  load order: $(for p in "${ORDER[@]}"; do printf '%s ' "$(basename "${p%%.ko*}")"; done)"
 
 # ------------------------------------------------------------------ app
-log "step 4/7: compiling dxlegacy $DX_VERSION"
+log "step 4/7: compiling dxlegacy $DX_VERSION (DX_FORMAT=$FORMAT${DX_BREAK:+, DX_BREAK=$DX_BREAK})"
 mkdir -p "$OUT_ROOT"
 STAGE=$(mktemp -d "$OUT_ROOT/.stage-$NAME.XXXXXX")
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE"/{bin,dev,proc,sys,etc,lib/modules,tmp}
 srcs=()
 for s in $APP_SOURCES; do srcs+=("$SRC_DIR/$s"); done
-gcc -static -O2 -Wall -Wextra -DDX_VERSION="\"$DX_VERSION\"" -I"$SRC_DIR" \
+gcc -static -O2 -Wall -Wextra -DDX_VERSION="\"$DX_VERSION\"" -DDX_FORMAT="$FORMAT" \
+	${BREAK_CFLAGS[@]+"${BREAK_CFLAGS[@]}"} -I"$SRC_DIR" \
 	-o "$STAGE/bin/dxlegacy" "${srcs[@]}"
 strip "$STAGE/bin/dxlegacy"
 
@@ -344,7 +357,8 @@ cat >"$OUT/manifest.json.tmp" <<EOF
   "kernelPackage": "$KPKG_DESC",
   "kernelFormat": "$KERNEL_FORMAT",
   "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
-  "stateFormat": 1,
+  "stateFormat": $FORMAT,
+  "break": "$DX_BREAK",
   "modules": $(json_list "${MODNAMES[@]}"),
   "files": {
     "vmlinuz": "sha256:$(sha256sum "$OUT/vmlinuz" | cut -d' ' -f1)",

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set-up shared by README's two commands, idempotent, for a fresh Debian 12 machine as root:
 # Debian packages, npm dependencies (npm ci when the lockfile changed), the TypeScript build and the
-# guest image (cached by build-guest.sh).
+# guest images (cached by build-guest.sh).
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -31,4 +31,8 @@ echo "setup: compiling TypeScript"
 rm -rf dist
 npx tsc -p tsconfig.json
 
+# The reference guest v1, v2 (call forwarding, state format v2) and a deliberately broken v2 for
+# aborted-upgrade tests, side by side in image-build/out/; each is skipped when its stamp matches.
 sh image-build/build-guest.sh
+DX_VERSION=2.0.0 sh image-build/build-guest.sh
+DX_VERSION=2.0.0 DX_BREAK=crash sh image-build/build-guest.sh

@@ -1,8 +1,10 @@
 /*
- * dxcore: subscriber table, calls, reply cache, request parser and the v1
- * saved-state format. Pure and deterministic: no I/O, no clock, no
+ * dxcore: subscriber table, calls, call forwarding (v2), reply cache, request
+ * parser and the saved-state formats (v1; v2 in a DX_FORMAT=2 build, which
+ * also reads and converts v1). Pure and deterministic: no I/O, no clock, no
  * randomness, fixed hash functions, FIFO eviction. Must never crash on any
- * input; every length is checked against the limits in dxcore.h.
+ * input; every length is checked against the limits in dxcore.h. Everything
+ * v2 adds is inside "#if DX_FORMAT >= 2", so a v1 build is the v1 application.
  */
 #include "dxcore.h"
 
@@ -19,6 +21,9 @@ typedef struct {
     uint64_t calls;  /* calls this subscriber took part in */
     uint64_t callid; /* current call, 0 when idle */
     int32_t next;    /* hash chain */
+#if DX_FORMAT >= 2
+    int32_t fwd;     /* index of the subscriber calls are forwarded to, NIL if none */
+#endif
     uint8_t len;
     char name[DX_MAX_SUB + 1];
 } sub_t;
@@ -51,6 +56,10 @@ struct dx_state {
     int32_t cache_bucket[CACHE_BUCKETS];
     uint32_t cache_head; /* slot of the oldest entry */
     uint32_t cache_count;
+#if DX_FORMAT >= 2
+    uint32_t nfwd;          /* subscribers with fwd != NIL */
+    uint32_t loaded_format; /* format of the state last loaded, 0 if none */
+#endif
     /* the REG waiting for an AUTH verdict */
     int pending;
     dx_client pend_client;
@@ -141,6 +150,10 @@ static void reset(dx_state *st)
     st->cache_head = 0;
     st->cache_count = 0;
     st->pending = 0;
+#if DX_FORMAT >= 2
+    st->nfwd = 0;
+    st->loaded_format = 0;
+#endif
     for (int i = 0; i < SUB_BUCKETS; i++)
         st->sub_bucket[i] = NIL;
     for (int i = 0; i < CACHE_BUCKETS; i++)
@@ -171,6 +184,10 @@ uint32_t dx_active(const dx_state *st) { return st->ncalls; }
 uint32_t dx_ncache(const dx_state *st) { return st->cache_count; }
 const char *dx_version(const dx_state *st) { return st->version; }
 int dx_auth_pending(const dx_state *st) { return st->pending; }
+#if DX_FORMAT >= 2
+uint32_t dx_loaded_format(const dx_state *st) { return st->loaded_format; }
+uint32_t dx_nfwd(const dx_state *st) { return st->nfwd; }
+#endif
 
 /* ---------------------------------------------------------------- subscribers */
 
@@ -197,6 +214,9 @@ static int32_t sub_add(dx_state *st, const char *name, size_t n, uint64_t calls)
     s->len = (uint8_t)n;
     s->calls = calls;
     s->callid = 0;
+#if DX_FORMAT >= 2
+    s->fwd = NIL;
+#endif
     uint32_t h = sub_hash(name, n);
     s->next = st->sub_bucket[h];
     st->sub_bucket[h] = i;
@@ -376,14 +396,26 @@ static void do_call(dx_state *st, dx_client c, const char *id, size_t idlen,
         REPLY("ERR UNKNOWN %.*s", (int)t[2].n, t[2].p);
         return;
     }
+#if DX_FORMAT >= 2
+    /* One hop, and never back to the caller (PROTOCOL.md §11.2). */
+    if (st->subs[b].fwd != NIL && st->subs[b].fwd != a)
+        b = st->subs[b].fwd;
+#endif
     if (st->subs[a].callid) {
         REPLY("ERR BUSY %.*s", (int)t[1].n, t[1].p);
         return;
     }
+#if DX_FORMAT >= 2
+    if (st->subs[b].callid) { /* names the subscriber that would ring */
+        REPLY("ERR BUSY %s", st->subs[b].name);
+        return;
+    }
+#else
     if (st->subs[b].callid) {
         REPLY("ERR BUSY %.*s", (int)t[2].n, t[2].p);
         return;
     }
+#endif
     if (st->ncalls >= DX_MAX_CALLS) {
         REPLY("ERR FULL");
         return;
@@ -432,9 +464,45 @@ static void do_get(dx_state *st, dx_client c, const char *id, size_t idlen,
         REPLY("ERR UNKNOWN %.*s", (int)t[1].n, t[1].p);
         return;
     }
+#if DX_FORMAT >= 2
+    REPLY("OK GET %.*s calls=%llu state=%s fwd=%s", (int)t[1].n, t[1].p,
+          U64(st->subs[s].calls), st->subs[s].callid ? "busy" : "idle",
+          st->subs[s].fwd == NIL ? "-" : st->subs[st->subs[s].fwd].name);
+#else
     REPLY("OK GET %.*s calls=%llu state=%s", (int)t[1].n, t[1].p, U64(st->subs[s].calls),
           st->subs[s].callid ? "busy" : "idle");
+#endif
 }
+
+#if DX_FORMAT >= 2
+/* FWD <a> <b> forwards a's calls to b; FWD <a> - clears it (PROTOCOL.md §11.1). */
+static void do_fwd(dx_state *st, dx_client c, const char *id, size_t idlen,
+                   const tok_t *t, int nt, dx_result *out)
+{
+    int clear = nt == 3 && t[2].n == 1 && t[2].p[0] == '-';
+    if (nt != 3 || !valid_sub(t[1].p, t[1].n) || !valid_sub(t[2].p, t[2].n) ||
+        (!clear && t[1].n == t[2].n && memcmp(t[1].p, t[2].p, t[1].n) == 0)) {
+        REPLY("ERR BADARGS");
+        return;
+    }
+    int32_t a = sub_find(st, t[1].p, t[1].n);
+    if (a == NIL) {
+        REPLY("ERR UNKNOWN %.*s", (int)t[1].n, t[1].p);
+        return;
+    }
+    int32_t b = NIL;
+    if (!clear) {
+        b = sub_find(st, t[2].p, t[2].n);
+        if (b == NIL) {
+            REPLY("ERR UNKNOWN %.*s", (int)t[2].n, t[2].p);
+            return;
+        }
+    }
+    st->nfwd += (uint32_t)(b != NIL) - (uint32_t)(st->subs[a].fwd != NIL);
+    st->subs[a].fwd = b;
+    REPLY("OK FWD %.*s %.*s", (int)t[1].n, t[1].p, (int)t[2].n, t[2].p);
+}
+#endif
 
 static void do_stats(dx_state *st, dx_client c, const char *id, size_t idlen,
                      const tok_t *t, int nt, dx_result *out)
@@ -532,6 +600,10 @@ void dx_request(dx_state *st, dx_client c, const uint8_t *buf, size_t len, int t
         do_get(st, c, id, idlen, t, nt, out);
     else if (tok_is(&t[0], "STATS"))
         do_stats(st, c, id, idlen, t, nt, out);
+#if DX_FORMAT >= 2
+    else if (tok_is(&t[0], "FWD"))
+        do_fwd(st, c, id, idlen, t, nt, out);
+#endif
     else if (t[0].n <= 16)
         REPLY("ERR BADCMD %.*s", (int)t[0].n, t[0].p);
     else
@@ -611,7 +683,8 @@ static void wr_u64(wr_t *w, uint64_t v)
     wr_bytes(w, b, 8);
 }
 
-/* The canonical v1 body: see PROTOCOL.md. */
+/* The canonical body of format DX_STATE_FORMAT: see PROTOCOL.md §8 (v1) and
+ * §11.3 (v2 = the v1 body, then the forwarding table). */
 static void write_body(const dx_state *st, wr_t *w)
 {
     wr_u64(w, st->seq);
@@ -638,6 +711,15 @@ static void write_body(const dx_state *st, wr_t *w)
         wr_u8(w, e->rlen);
         wr_bytes(w, e->reply, e->rlen);
     }
+#if DX_FORMAT >= 2
+    wr_u32(w, st->nfwd);
+    for (uint32_t i = 0; i < st->nsubs; i++) {
+        if (st->subs[i].fwd != NIL) {
+            wr_u32(w, i);
+            wr_u32(w, (uint32_t)st->subs[i].fwd);
+        }
+    }
+#endif
 }
 
 static uint32_t rd32(const uint8_t *p)
@@ -689,12 +771,24 @@ size_t dx_header_body_len(const uint8_t *h, size_t len, const char **why)
         *why = "badhdrcrc";
         return 0;
     }
+#if DX_FORMAT >= 2
+    /* format 1 is read and converted (PROTOCOL.md §11.4) */
+    uint32_t format = rd32(h + 8);
+    if ((format != 1 && format != DX_STATE_FORMAT) || rd32(h + 12) != DX_STATE_HDR_LEN) {
+        *why = "badformat";
+        return 0;
+    }
+    uint32_t blen = rd32(h + 16);
+    size_t min_blen = 8 + 8 + 4 + 4 + 4 + (format >= 2 ? 4 : 0);
+    if (blen < min_blen || blen > DX_STATE_MAX_LEN - DX_STATE_HDR_LEN) {
+#else
     if (rd32(h + 8) != DX_STATE_FORMAT || rd32(h + 12) != DX_STATE_HDR_LEN) {
         *why = "badformat";
         return 0;
     }
     uint32_t blen = rd32(h + 16);
     if (blen < 8 + 8 + 4 + 4 + 4 || blen > DX_STATE_MAX_LEN - DX_STATE_HDR_LEN) {
+#endif
         *why = "toolong";
         return 0;
     }
@@ -738,8 +832,15 @@ static uint64_t rd_u64(rd_t *r)
     return p ? (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32 : 0;
 }
 
-static int parse_body(dx_state *st, const uint8_t *body, size_t blen)
+/* Parses a body of the given format (1, or DX_STATE_FORMAT) into st. */
+static int parse_body(dx_state *st, const uint8_t *body, size_t blen, uint32_t format)
 {
+#if DX_FORMAT >= 2
+    size_t max_reply = format == 1 ? DX_V1_MAX_REPLY : DX_MAX_REPLY;
+#else
+    (void)format;
+#define max_reply DX_MAX_REPLY
+#endif
     rd_t r = {body, blen, 0, 0};
     reset(st);
     st->seq = rd_u64(&r);
@@ -787,14 +888,33 @@ static int parse_body(dx_state *st, const uint8_t *body, size_t blen)
         const uint8_t *id = rd_bytes(&r, idlen);
         uint8_t rlen = rd_u8(&r);
         const uint8_t *rep = rd_bytes(&r, rlen);
-        if (r.bad || !valid_id((const char *)id, idlen) || rlen < 1 || rlen > DX_MAX_REPLY ||
+        if (r.bad || !valid_id((const char *)id, idlen) || rlen < 1 || rlen > max_reply ||
             cache_find(st, c, (const char *)id, idlen))
             return -1;
         cache_put(st, c, (const char *)id, idlen, (const char *)rep, rlen);
     }
+#if DX_FORMAT >= 2
+    /* v1 has no forwarding table: a converted state forwards nothing */
+    if (format >= 2) {
+        uint32_t nfwd = rd_u32(&r);
+        if (r.bad || nfwd > nsubs)
+            return -1;
+        uint32_t prev_sub = 0;
+        for (uint32_t k = 0; k < nfwd; k++) {
+            uint32_t sub = rd_u32(&r), target = rd_u32(&r);
+            if (r.bad || (k && sub <= prev_sub) || sub >= nsubs || target >= nsubs ||
+                target == sub)
+                return -1;
+            st->subs[sub].fwd = (int32_t)target;
+            st->nfwd = k + 1;
+            prev_sub = sub;
+        }
+    }
+#endif
     if (r.off != r.n)
         return -1;
     return 0;
+#undef max_reply
 }
 
 int dx_load(dx_state *st, const uint8_t *buf, size_t len, const char **why)
@@ -816,11 +936,15 @@ int dx_load(dx_state *st, const uint8_t *buf, size_t len, const char **why)
         *why = "nomem";
         return -1;
     }
-    if (parse_body(tmp, body, blen) != 0) {
+    uint32_t format = DX_FORMAT >= 2 ? rd32(buf + 8) : DX_STATE_FORMAT;
+    if (parse_body(tmp, body, blen, format) != 0) {
         dx_free(tmp);
         *why = "badbody";
         return -1;
     }
+#if DX_FORMAT >= 2
+    tmp->loaded_format = format;
+#endif
     memcpy(st, tmp, sizeof *st); /* no pointers inside: a flat copy is exact */
     dx_free(tmp);
     return 0;
@@ -834,10 +958,20 @@ int dx_check(const dx_state *st)
         st->cache_count > DX_CACHE_SIZE)
         return -1;
     uint32_t busy = 0;
+#if DX_FORMAT >= 2
+    uint32_t nfwd = 0;
+#endif
     for (uint32_t i = 0; i < st->nsubs; i++) {
         const sub_t *s = &st->subs[i];
         if (!valid_sub(s->name, s->len) || sub_find(st, s->name, s->len) != (int32_t)i)
             return -2;
+#if DX_FORMAT >= 2
+        if (s->fwd != NIL) {
+            if (s->fwd < 0 || (uint32_t)s->fwd >= st->nsubs || s->fwd == (int32_t)i)
+                return -8;
+            nfwd++;
+        }
+#endif
         if (s->callid) {
             int32_t k = call_find(st, s->callid);
             if (k == NIL || (st->calls[k].a != i && st->calls[k].b != i))
@@ -847,6 +981,10 @@ int dx_check(const dx_state *st)
     }
     if (busy != 2 * st->ncalls)
         return -4;
+#if DX_FORMAT >= 2
+    if (nfwd != st->nfwd)
+        return -9;
+#endif
     for (uint32_t k = 0; k < st->ncalls; k++) {
         const call_t *c = &st->calls[k];
         if (c->callid == 0 || c->callid > st->total || (k && c->callid <= st->calls[k - 1].callid))

@@ -6,6 +6,13 @@
  * Single-threaded and deterministic: the clock is read only to pace watchdog
  * kicks and AUTH retransmissions, never to shape a reply. The full contract
  * is ../PROTOCOL.md.
+ *
+ * Build switches (image-build/build-guest.sh sets them):
+ *   DX_VERSION      the version string (PING, STATS, DX-READY, saved header)
+ *   DX_FORMAT       application generation 1 or 2, see dxcore.h
+ *   DX_BREAK_CRASH  a deliberately broken build for aborted-upgrade tests: it
+ *                   loads the state, says DX-BROKEN and aborts before DX-READY
+ *                   (the watchdog stays armed, as with any crash)
  */
 #define _GNU_SOURCE
 #include "dxcore.h"
@@ -197,9 +204,16 @@ static void state_load(void)
             why = "short";
         else if (dx_load(st, save_buf, DX_STATE_HDR_LEN + blen, &why) == 0) {
             close(fd);
+#if DX_FORMAT >= 2
+            say("DX-STATE loaded subs=%u total=%llu active=%u seq=%llu format=%u%s",
+                dx_nsubs(st), (unsigned long long)dx_total(st), dx_active(st),
+                (unsigned long long)dx_seq(st), dx_loaded_format(st),
+                dx_loaded_format(st) == DX_STATE_FORMAT ? "" : " converted");
+#else
             say("DX-STATE loaded subs=%u total=%llu active=%u seq=%llu", dx_nsubs(st),
                 (unsigned long long)dx_total(st), dx_active(st),
                 (unsigned long long)dx_seq(st));
+#endif
             return;
         }
     }
@@ -575,6 +589,10 @@ int main(int argc, char **argv)
      * reset instead of sitting silently without a service. */
     wdt_open();
     state_load();
+#ifdef DX_BREAK_CRASH
+    say("DX-BROKEN crash after state load (DX_BREAK=crash build)");
+    abort();
+#endif
     svc_fd = udp_bind(cfg.port, SVC_RCVBUF);
     mgmt_fd = udp_bind(cfg.mport, 0);
     auth_fd = udp_bind(cfg.aport, 0);
