@@ -149,7 +149,8 @@ export class Checkpointer {
    * Both guests lost: start the guest from the checkpoint and replay every logged input after it,
    * in order. Resolves with how many inputs were replayed.
    */
-  async restore(): Promise<{ seq: number; replayed: number }> {
+  async restore(): Promise<{ seq: number; replayed: number; durationMs: number }> {
+    const t0 = performance.now();
     const cp = this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     await this.supervisor.stop();
@@ -159,8 +160,14 @@ export class Checkpointer {
     await this.supervisor.finishClone();
     const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
     this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
-    this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
-    this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
-    return { seq: cp.seq, replayed: inputs.length };
+    // Recovered when the guest has processed every replayed input (bounded: it may also go on serving meanwhile).
+    for (let i = 0; i < 600; i++) {
+      if (this.replicator.queuedLocally === 0 && (await this.supervisor.drained().catch(() => false))) break;
+      await sleep(100);
+    }
+    const durationMs = Math.round(performance.now() - t0);
+    this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs in ${durationMs} ms`, { seq: cp.seq, replayed: inputs.length, durationMs });
+    this.log.warn({ seq: cp.seq, replayed: inputs.length, durationMs }, 'guest restored from checkpoint + input log');
+    return { seq: cp.seq, replayed: inputs.length, durationMs };
   }
 }
