@@ -6,7 +6,7 @@
 import { loadBoardProfile } from '../config/board-profile.js';
 import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath } from '../mgmt/daemon.js';
+import { controlSocketPath } from '../mgmt/paths.js';
 import { Hlr } from '../sim/hlr.js';
 import { UdpClient } from '../sim/udp-client.js';
 import { formatStatus, startDaemonInBackground, type DaemonStatus } from './guest-commands.js';

@@ -13,7 +13,8 @@ import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath, runDaemon } from '../mgmt/daemon.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../mgmt/footprint.js';
+import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
@@ -64,10 +65,10 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   const { mkdirSync } = await import('node:fs');
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const errFd = openSync(join(board.storageDir, 'understudyd.stderr'), 'a', 0o600);
-  const child = spawn(process.execPath, [DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
     detached: true,
     stdio: ['ignore', 'pipe', errFd],
-    env: { ...process.env, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+    env: { ...process.env, ...DAEMON_ENV, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
   });
   closeSync(errFd);
   const line = await new Promise<string>((resolve, reject) => {
@@ -97,6 +98,7 @@ export function registerGuestCommands(program: Command): void {
         const boardFile = defaultBoardFile(o.board);
         const guestFile = defaultGuestFile(o.guest);
         if (o.foreground) {
+          const { runDaemon } = await import('../mgmt/daemon.js');
           await runDaemon(boardFile, guestFile);
           return;
         }

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadBoardProfile } from '../config/board-profile.js';
-import { controlSocketPath } from '../mgmt/daemon.js';
+import { controlSocketPath } from '../mgmt/paths.js';
 
 /** The package root (holds board/, guests/, image-build/). */
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

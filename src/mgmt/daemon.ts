@@ -14,7 +14,6 @@ import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js'
 import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { readInventory } from '../hw/inventory.js';
 import { releaseAddress } from '../hw/netaddr.js';
 import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
@@ -22,17 +21,12 @@ import { ReplicationManager, type CloneProgress } from '../replication/manager.j
 import { Checkpointer } from '../replication/checkpoint.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
-import { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } from './console/index.js';
-import { Metrics, snapshotFrom } from './metrics.js';
+import type { SerialConsole } from './console/index.js';
+import { serveMetrics, type MetricsEndpoint, type MetricsBody } from './metrics-endpoint.js';
 import { serveControl, type ControlServer } from './ipc.js';
+import { controlSocketPath, daemonLogPath } from './paths.js';
 
-export function controlSocketPath(board: BoardProfile): string {
-  return join(board.storageDir, 'understudyd.sock');
-}
-
-export function daemonLogPath(board: BoardProfile): string {
-  return join(board.storageDir, 'understudyd.log');
-}
+export { controlSocketPath, daemonLogPath };
 
 /**
  * The controller outranks its QEMU's housekeeping threads on the shared cores (the clone renices
@@ -65,7 +59,7 @@ export class Daemon {
   private checkpointTimer?: NodeJS.Timeout;
   private control?: ControlServer;
   private console?: SerialConsole;
-  private metricsServer?: { close(): Promise<void>; port: number };
+  private metricsServer?: MetricsEndpoint;
   private releaseLock?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
@@ -142,10 +136,15 @@ export class Daemon {
     this.log.info({ board: this.board.name, guest: this.guest?.name ?? null, paired: !!this.board.ha }, 'controller running');
   }
 
-  /** The serial console and the metrics endpoint, when the profile has them. */
+  /**
+   * The serial console and the metrics endpoint, when the profile has them. Their code is loaded
+   * only then (the console when configured, prom-client at the first scrape): an idle board keeps
+   * the controller's footprint small (see BENCHMARKS.md, bench/daemon).
+   */
   private async startManagement(): Promise<void> {
     const b = this.board;
     if (b.console) {
+      const { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } = await import('./console/index.js');
       this.console = new SerialConsole({
         device: b.console.device, baud: b.console.baud, board: b.name, boardFile: b.sourceFile,
         passwordFile: consolePasswordPath(b),
@@ -165,15 +164,20 @@ export class Daemon {
       }
     }
     if (b.metrics) {
-      const metrics = new Metrics();
-      metrics.onScrape(async () => {
-        const st = (await this.status()) as Record<string, any>;
-        return snapshotFrom({
-          board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
-          guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+      let registry: Promise<() => Promise<MetricsBody>> | undefined;
+      const firstScrape = async () => {
+        const { Metrics, snapshotFrom } = await import('./metrics.js');
+        const metrics = new Metrics();
+        metrics.onScrape(async () => {
+          const st = (await this.status()) as Record<string, any>;
+          return snapshotFrom({
+            board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
+            guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+          });
         });
-      });
-      this.metricsServer = await metrics.serve(b.metrics.address, b.metrics.port);
+        return async () => ({ contentType: metrics.registry.contentType, body: await metrics.text() });
+      };
+      this.metricsServer = await serveMetrics(b.metrics.address, b.metrics.port, async () => (await (registry ??= firstScrape().catch((e) => { registry = undefined; throw e; })))());
     }
   }
 
@@ -381,7 +385,7 @@ export class Daemon {
         return { board: this.board.name, events: this.store!.events({ limit, kind, sinceId }) };
       }
       case 'board.info':
-        return readInventory();
+        return (await import('../hw/inventory.js')).readInventory();
       case 'replication.status':
         return { board: this.board.name, role: this.ha?.currentRole ?? 'STANDALONE', replication: this.replicationStatus() };
       case 'clone':
