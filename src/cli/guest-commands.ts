@@ -17,42 +17,10 @@ import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../mgmt/footprint.js';
 import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
+import { formatStatus, type DaemonStatus } from './status-format.js';
 
 type Opts = OutputOptions & { board?: string; guest?: string };
 
-export interface DaemonStatus {
-  board: string;
-  pid: number;
-  uptimeS: number;
-  role: string;
-  service: { address: string; port: number };
-  guest: GuestStatus | null;
-  endpoint: Record<string, number>;
-  rssMb: number;
-}
-
-export function formatStatus(s: DaemonStatus): string {
-  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
-  const g = s.guest;
-  if (!g) return `${head}\nno guest on this board`;
-  const lines = [
-    head,
-    `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
-    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
-    `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
-    `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
-  ];
-  if (g.pinning) {
-    const p = g.pinning;
-    lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);
-    lines.push(table([
-      ['TID', 'THREAD', 'CPUS', 'POLICY', 'RTPRIO'],
-      ...p.threads.map((t) => [t.tid === g.vcpuTid ? `${t.tid}*` : t.tid, t.name, t.cpus, t.policy, t.rtPriority]),
-    ]).split('\n').map((l) => `  ${l}`).join('\n'));
-    lines.push('  (* = the vCPU thread)');
-  }
-  return lines.join('\n');
-}
 
 function boardOf(o: Opts): BoardProfile {
   return loadBoardProfile(defaultBoardFile(o.board));
