@@ -12,7 +12,8 @@
  *  - Round-trip latency p50/p99 of a CLI command (a new CLI process each time, as an operator or a
  *    script runs it: `understudy status --json`; `guest status --json` standalone) and of a raw
  *    control request (callControl 'ping').
- * Usage: node dist/bench/daemon.js [--mode pair|standalone] [--seconds S] [--cli N] [--pings N]
+ * Usage: node dist/bench/daemon.js [--mode pair|standalone] [--seconds S] [--settle S] [--cli N] [--pings N]
+ * (--settle: seconds between the pair becoming protected and the sampling, default 30.)
  */
 import { execFile } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,7 @@ const { values: args } = parseArgs({
   options: {
     mode: { type: 'string', default: 'pair' },
     seconds: { type: 'string', default: '60' },
+    settle: { type: 'string', default: '30' },
     cli: { type: 'string', default: '50' },
     pings: { type: 'string', default: '500' },
   },
@@ -40,6 +42,7 @@ const { values: args } = parseArgs({
 const MODE = args.mode;
 if (MODE !== 'pair' && MODE !== 'standalone') throw new Error(`--mode: pair or standalone, not ${MODE}`);
 const SECONDS = Number(args.seconds);
+const SETTLE_S = Number(args.settle);
 const CLI_RUNS = Number(args.cli);
 const PINGS = Number(args.pings);
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -239,8 +242,10 @@ async function pair(): Promise<void> {
       if (!primary) await sleep(500);
     }
     if (!primary) throw new Error('the pair did not become protected within 120 s');
-    process.stderr.write(`primary ${primary}, protected; settling 5 s…\n`);
-    await sleep(5000);
+    // The clone leaves the primary's controller with garbage and freed buffers for a while, until V8's
+    // memory reducer and malloc give them back: idle means after that.
+    process.stderr.write(`primary ${primary}, protected; settling ${SETTLE_S} s…\n`);
+    await sleep(SETTLE_S * 1000);
     const groups: Footprint[] = [];
     for (const b of boards) {
       const root = () => pid[b];
