@@ -3,14 +3,8 @@
  * gets a child logger named after itself (`component` field) so an operator can filter.
  */
 import { createWriteStream } from 'node:fs';
-import { createRequire } from 'node:module';
 import { pino, multistream, type Logger, type StreamEntry } from 'pino';
-import type PinoPretty from 'pino-pretty';
-
-/** pino-pretty is loaded only for a terminal: a daemon, a script or the CLI under --json never pays for it. */
-function pretty(o: PinoPretty.PrettyOptions): PinoPretty.PrettyStream {
-  return (createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty)(o);
-}
+import pretty from 'pino-pretty';
 
 export type { Logger } from 'pino';
 
