@@ -43,6 +43,13 @@ async function raiseOwnPriority(log: Logger): Promise<void> {
   }));
 }
 
+/** Where the controller process's memory is, MB: for operators and bench/daemon. */
+function memoryMb(): Record<string, number> {
+  const m = process.memoryUsage();
+  const mb = (b: number) => Math.round((b / 1048576) * 10) / 10;
+  return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) };
+}
+
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 /** A backup in sync takes a checkpoint this often. */
@@ -330,6 +337,7 @@ export class Daemon {
       endpoint: st?.endpoint ?? {},
       replication: this.replicationStatus(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
+      memoryMb: memoryMb(),
     };
   }
 
