@@ -6,10 +6,11 @@
 import { loadBoardProfile } from '../config/board-profile.js';
 import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath } from '../mgmt/daemon.js';
+import { controlSocketPath } from '../mgmt/paths.js';
 import { Hlr } from '../sim/hlr.js';
 import { UdpClient } from '../sim/udp-client.js';
-import { formatStatus, startDaemonInBackground, type DaemonStatus } from './guest-commands.js';
+import { startDaemonInBackground } from './guest-commands.js';
+import { formatStatus, type DaemonStatus } from './status-format.js';
 import { table } from './output.js';
 
 export interface DemoOptions {

@@ -13,45 +13,14 @@ import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketPath, runDaemon } from '../mgmt/daemon.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../mgmt/footprint.js';
+import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, controlSocketOf, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
+import { formatStatus, type DaemonStatus } from './status-format.js';
 
 type Opts = OutputOptions & { board?: string; guest?: string };
 
-export interface DaemonStatus {
-  board: string;
-  pid: number;
-  uptimeS: number;
-  role: string;
-  service: { address: string; port: number };
-  guest: GuestStatus | null;
-  endpoint: Record<string, number>;
-  rssMb: number;
-}
-
-export function formatStatus(s: DaemonStatus): string {
-  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
-  const g = s.guest;
-  if (!g) return `${head}\nno guest on this board`;
-  const lines = [
-    head,
-    `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
-    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
-    `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
-    `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
-  ];
-  if (g.pinning) {
-    const p = g.pinning;
-    lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);
-    lines.push(table([
-      ['TID', 'THREAD', 'CPUS', 'POLICY', 'RTPRIO'],
-      ...p.threads.map((t) => [t.tid === g.vcpuTid ? `${t.tid}*` : t.tid, t.name, t.cpus, t.policy, t.rtPriority]),
-    ]).split('\n').map((l) => `  ${l}`).join('\n'));
-    lines.push('  (* = the vCPU thread)');
-  }
-  return lines.join('\n');
-}
 
 function boardOf(o: Opts): BoardProfile {
   return loadBoardProfile(defaultBoardFile(o.board));
@@ -64,10 +33,10 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   const { mkdirSync } = await import('node:fs');
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const errFd = openSync(join(board.storageDir, 'understudyd.stderr'), 'a', 0o600);
-  const child = spawn(process.execPath, [DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
     detached: true,
     stdio: ['ignore', 'pipe', errFd],
-    env: { ...process.env, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+    env: { ...process.env, ...DAEMON_ENV, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
   });
   closeSync(errFd);
   const line = await new Promise<string>((resolve, reject) => {
@@ -97,6 +66,7 @@ export function registerGuestCommands(program: Command): void {
         const boardFile = defaultBoardFile(o.board);
         const guestFile = defaultGuestFile(o.guest);
         if (o.foreground) {
+          const { runDaemon } = await import('../mgmt/daemon.js');
           await runDaemon(boardFile, guestFile);
           return;
         }
@@ -147,7 +117,7 @@ export function registerGuestCommands(program: Command): void {
       const o = cmd.optsWithGlobals<OutputOptions & { board?: string; to: string }>();
       try {
         const target = loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
-        const sock = controlSocketOf(o.board);
+        const sock = await controlSocketOf(o.board);
         let last = '';
         const poll = setInterval(() => {
           callControl(sock, 'replication.status', {}, 2000).then((r) => {

@@ -47,7 +47,7 @@ export function registerHaCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(controlSocketOf(o.board), 'role')) as HaStatus;
+        const s = (await callControl(await controlSocketOf(o.board), 'role')) as HaStatus;
         print(o, s, () => formatRole(s));
       } catch (e) {
         fail(o, e);
@@ -62,7 +62,7 @@ export function registerHaCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] };
+        const s = (await callControl(await controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] };
         print(o, s, () => formatLinks(s.links, s.partner, s.alarms));
       } catch (e) {
         fail(o, e);
@@ -79,7 +79,7 @@ export function registerHaCommands(program: Command): void {
       try {
         const limit = Number.parseInt(o.limit, 10);
         if (!Number.isInteger(limit) || limit < 1) throw new UsError('US_ERR_CONFIG', `--limit: expected a positive integer, got "${o.limit}"`);
-        const r = (await callControl(controlSocketOf(o.board), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
+        const r = (await callControl(await controlSocketOf(o.board), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
         print(o, r, () => table([['ID', 'AT', 'KIND', 'EVENT'], ...r.events.map((e) => [e.id, e.at, e.kind, e.message])]));
       } catch (e) {
         fail(o, e);

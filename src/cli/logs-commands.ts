@@ -9,7 +9,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { Command } from 'commander';
 import { loadBoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
-import { daemonLogPath } from '../mgmt/daemon.js';
+import { daemonLogPath } from '../mgmt/paths.js';
 import { defaultBoardFile } from './locate.js';
 import { fail, type OutputOptions } from './output.js';
 

@@ -1,22 +1,16 @@
 /**
  * `understudy`: the command-line interface of a board. Every command prints human text, or one JSON
  * document with --json; failures print a US_ERR_* code and exit non-zero.
+ *
+ * Command modules are loaded on demand: `understudy status --json` loads the status command and the
+ * control-socket client, not the upgrade installer, the chassis or the load generator (a script
+ * that polls a board pays Node's start-up and little more; see bench/daemon). Help, an unknown
+ * command or no command at all loads every module, so help and errors list everything.
  */
 import { Command } from 'commander';
-import { readInventory } from '../hw/inventory.js';
-import { Hlr } from '../sim/hlr.js';
 import { UsError } from '../core/errors.js';
-import { registerGuestCommands } from './guest-commands.js';
-import { registerLogsCommands } from './logs-commands.js';
-import { registerConsoleCommands } from './console-commands.js';
-import { registerUpgradeCommands } from './upgrade-commands.js';
-import { registerChassisCommands } from './chassis-commands.js';
-import { registerHaCommands } from './ha-commands.js';
-import { registerLoadCommands } from './load-commands.js';
-import { registerReplicationCommands } from './replication-commands.js';
-import { runDemo } from './demo.js';
-import { runPairDemo } from './demo-pair.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
+import { modulesFor } from './command-modules.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
 const program = new Command('understudy')
@@ -24,14 +18,7 @@ const program = new Command('understudy')
   .option('--json', 'print one JSON document instead of text')
   .showHelpAfterError();
 
-registerGuestCommands(program);
-registerLogsCommands(program);
-registerConsoleCommands(program);
-registerUpgradeCommands(program);
-registerChassisCommands(program);
-registerHaCommands(program);
-registerLoadCommands(program);
-registerReplicationCommands(program);
+for (const register of await Promise.all(modulesFor(process.argv.slice(2)).map((m) => m()))) register(program);
 
 program.command('board')
   .description('this board')
@@ -40,6 +27,7 @@ program.command('board')
   .action(async (_o, cmd: Command) => {
     const o = cmd.optsWithGlobals<OutputOptions>();
     try {
+      const { readInventory } = await import('../hw/inventory.js');
       const inv = await readInventory();
       print(o, inv, () => [
         `host ${inv.hostname}: ${inv.os.distro} ${inv.os.release}, kernel ${inv.os.kernel}`,
@@ -64,6 +52,7 @@ program.command('hlr')
       if (!m) throw new UsError('US_ERR_CONFIG', `--listen: expected <ipv4>:<port>, got "${o.listen}"`);
       let deny: RegExp | undefined;
       try { deny = o.deny ? new RegExp(o.deny) : undefined; } catch (e) { throw new UsError('US_ERR_CONFIG', `--deny: ${(e as Error).message}`); }
+      const { Hlr } = await import('../sim/hlr.js');
       const hlr = new Hlr({ address: m[1]!, port: Number(m[2]), deny });
       await hlr.start();
       print(o, { listening: o.listen, deny: o.deny ?? null }, () => `AUTH service listening on ${o.listen}${deny ? `, denying ${deny}` : ''}; Ctrl-C to stop`);
@@ -89,11 +78,13 @@ program.command('demo')
     const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string }>();
     try {
       if (o.standalone) {
+        const { runDemo } = await import('./demo.js');
         const r = await runDemo(o);
         if (o.json) print(o, r, () => '');
         return;
       }
       if (!['kill', 'power', 'hang'].includes(o.how)) throw new UsError('US_ERR_CONFIG', `--how: kill, power or hang, not "${o.how}"`);
+      const { runPairDemo } = await import('./demo-pair.js');
       const r = await runPairDemo({ name: o.name, runDir: o.runDir, how: o.how as 'kill', rate: Number(o.rate), seconds: Number(o.seconds), keep: o.keep, json: o.json });
       if (o.json) print(o, r, () => '');
       if ((r.lost as number) > 0) process.exitCode = 3;

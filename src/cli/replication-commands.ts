@@ -2,13 +2,12 @@
  * `understudy status`, `understudy clone`, `understudy switchover`: the replicated pair from this
  * board's point of view. Long work (a clone) shows progress: a bar on a terminal, lines otherwise.
  */
-import cliProgress from 'cli-progress';
 import type { Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketOf } from './locate.js';
-import { formatStatus, type DaemonStatus } from './guest-commands.js';
+import { formatStatus, type DaemonStatus } from './status-format.js';
 import { fail, print, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
@@ -50,7 +49,7 @@ export function registerReplicationCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const s = (await callControl(controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
+        const s = (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
         print(o, s, () => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`);
       } catch (e) {
         fail(o, e);
@@ -62,9 +61,10 @@ export function registerReplicationCommands(program: Command): void {
     .option('--board <file>', 'board profile')
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
-      const sock = controlSocketOf(o.board);
+      const sock = await controlSocketOf(o.board);
       const tty = process.stderr.isTTY === true && !o.json;
-      const bar = tty ? new cliProgress.SingleBar({ format: 'clone [{bar}] {percentage}% {phase}', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
+      const cliProgress = tty ? (await import('cli-progress')).default : undefined;
+      const bar = cliProgress ? new cliProgress.SingleBar({ format: 'clone [{bar}] {percentage}% {phase}', hideCursor: true }, cliProgress.Presets.shades_classic) : undefined;
       let last = '';
       const poll = setInterval(() => {
         callControl(sock, 'replication.status', {}, 2000).then((r) => {
@@ -94,7 +94,7 @@ export function registerReplicationCommands(program: Command): void {
       const o = cmd.optsWithGlobals<Opts>();
       try {
         if (!o.json) process.stderr.write('checkpoint: draining the clone and freezing a copy…\n');
-        const r = (await callControl(controlSocketOf(o.board), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
+        const r = (await callControl(await controlSocketOf(o.board), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
         print(o, r, () => `checkpoint of board ${r.board} at input ${r.checkpoint.seq}: ${Math.round(r.checkpoint.bytes / 1048576)} MB in ${r.checkpoint.durationMs} ms, clone paused ${r.checkpoint.pauseMs ?? '?'} ms`);
       } catch (e) {
         fail(o, e);
@@ -107,7 +107,7 @@ export function registerReplicationCommands(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const o = cmd.optsWithGlobals<Opts>();
       try {
-        const r = (await callControl(controlSocketOf(o.board), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
+        const r = (await callControl(await controlSocketOf(o.board), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
         print(o, r, () => `board ${r.board} handed the primary role to its partner at input ${r.handedOverAt}`);
       } catch (e) {
         fail(o, e);

@@ -118,7 +118,7 @@ export interface UpgradeStatus {
 async function haRoleOf(board: BoardProfile): Promise<string | null> {
   try {
     const { callControl } = await import('../mgmt/ipc.js');
-    const { controlSocketPath } = await import('../mgmt/daemon.js');
+    const { controlSocketPath } = await import('../mgmt/paths.js');
     if (!existsSync(controlSocketPath(board))) return null;
     const r = (await callControl(controlSocketPath(board), 'ping', {}, 1500)) as { role?: string };
     return r.role ?? null;
@@ -327,7 +327,7 @@ export function registerUpgradeCommands(program: Command): void {
           return;
         }
         const { callControl } = await import('../mgmt/ipc.js');
-        const { controlSocketPath } = await import('../mgmt/daemon.js');
+        const { controlSocketPath } = await import('../mgmt/paths.js');
         const sock = controlSocketPath(board);
         const deadline = Date.now() + o.timeout * 1000;
         let healthySince: number | undefined;

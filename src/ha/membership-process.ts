@@ -10,15 +10,17 @@
  * `aliveTimeoutMs`) and has not asked to stop: a stuck controller gets its board reset. The process
  * dies with the controller (pdeathsig, and it exits when its IPC channel closes), so a dead
  * controller's board falls silent.
- * This file is both the process's entry point and, via MembershipProcess, its client.
+ * This file is both the process's entry point and, via MembershipProcess, its client. The links
+ * (serialport) and the watchdog are imported by the process side only: the controller, which
+ * imports this file for MembershipProcess, does not load serialport for nothing.
  */
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { EthernetLink, SerialLink, type EthernetLinkOptions, type PartnerLink, type SerialLinkOptions } from '../hw/links/links.js';
-import { LinuxWatchdog } from '../hw/watchdog/watchdog.js';
+import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
+import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../mgmt/footprint.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import { Membership, type LinkState, type PartnerView } from './membership.js';
 
@@ -70,6 +72,8 @@ const KICKS_PER_TIMEOUT = 4;
 
 // ---------------------------------------------------------------- membership process side
 async function runMembership(cfg: MembershipConfig): Promise<void> {
+  const { EthernetLink, SerialLink } = await import('../hw/links/links.js');
+  const { LinuxWatchdog } = await import('../hw/watchdog/watchdog.js');
   const post = (m: FromWorker) => { if (process.connected) process.send!(m); };
   let local: { role: Role; guest: GuestHealth } = { role: 'STARTING', guest: 'none' };
   let lastAlive = performance.now();
@@ -168,9 +172,16 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   post({ t: 'ready' });
 }
 
+// The heartbeat carries the 1-minute load average (the kernel updates it every 5 s): read it once a
+// second, not at every heartbeat (os.cpus() parses /proc at each call: 5 % of this process's CPU).
+const CPU_COUNT = cpus().length;
+let cpuLoadCache = { at: -Infinity, value: null as number | null };
 function cpuLoadPercent(): number | null {
-  const n = cpus().length;
-  return n ? Math.min(100, (loadavg()[0]! / n) * 100) : null;
+  const now = performance.now();
+  if (now - cpuLoadCache.at >= 1000) {
+    cpuLoadCache = { at: now, value: CPU_COUNT ? Math.min(100, (loadavg()[0]! / CPU_COUNT) * 100) : null };
+  }
+  return cpuLoadCache.value;
 }
 
 if (process.env.UNDERSTUDY_MEMBERSHIP === '1' && process.send) {
@@ -209,8 +220,10 @@ export class MembershipProcess extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    const w = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', process.execPath, '--max-old-space-size=24', '--max-semi-space-size=2',
-      fileURLToPath(import.meta.url)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...process.env, UNDERSTUDY_MEMBERSHIP: '1' } });
+    // NODE_OPTIONS is the controller's: the membership process has its own flags.
+    const { NODE_OPTIONS: _, ...env } = process.env;
+    const w = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...MEMBERSHIP_NODE_FLAGS,
+      fileURLToPath(import.meta.url)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...env, ...MEMBERSHIP_ENV, UNDERSTUDY_MEMBERSHIP: '1' } });
     this.worker = w;
     w.on('exit', (code) => { if (!this.stopped) this.emit('exit', code); });
     w.on('error', (e) => this.emit('error', e));

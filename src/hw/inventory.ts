@@ -1,8 +1,8 @@
 /**
  * Board inventory from systeminformation: cores, memory, NICs, temperatures where the hardware has
- * sensors. Read-only.
+ * sensors. Read-only. systeminformation (~4 MB of heap and code) is loaded at the first call, not
+ * by every process that imports this module: an idle controller never asks.
  */
-import si from 'systeminformation';
 
 export interface BoardInventory {
   hostname: string;
@@ -14,6 +14,7 @@ export interface BoardInventory {
 }
 
 export async function readInventory(): Promise<BoardInventory> {
+  const { default: si } = await import('systeminformation');
   const [cpu, mem, nics, temp, os] = await Promise.all([
     si.cpu(), si.mem(), si.networkInterfaces(), si.cpuTemperature(), si.osInfo(),
   ]);

@@ -14,7 +14,6 @@ import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js'
 import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import { createLogger, type Logger } from '../core/log.js';
-import { readInventory } from '../hw/inventory.js';
 import { releaseAddress } from '../hw/netaddr.js';
 import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
@@ -24,17 +23,12 @@ import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
 import type { ControlMessage } from '../replication/messages.js';
 import { Store } from '../store/journal.js';
 import { acquireBoardLock } from './lock.js';
-import { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } from './console/index.js';
-import { Metrics, snapshotFrom } from './metrics.js';
+import type { SerialConsole } from './console/index.js';
+import { serveMetrics, type MetricsEndpoint, type MetricsBody } from './metrics-endpoint.js';
 import { serveControl, type ControlServer } from './ipc.js';
+import { controlSocketPath, daemonLogPath } from './paths.js';
 
-export function controlSocketPath(board: BoardProfile): string {
-  return join(board.storageDir, 'understudyd.sock');
-}
-
-export function daemonLogPath(board: BoardProfile): string {
-  return join(board.storageDir, 'understudyd.log');
-}
+export { controlSocketPath, daemonLogPath };
 
 /**
  * The controller outranks its QEMU's housekeeping threads on the shared cores (the clone renices
@@ -63,6 +57,13 @@ interface GuestUpgradeState {
   error?: string;
 }
 
+/** Where the controller process's memory is, MB: for operators and bench/daemon. */
+function memoryMb(): Record<string, number> {
+  const m = process.memoryUsage();
+  const mb = (b: number) => Math.round((b / 1048576) * 10) / 10;
+  return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) };
+}
+
 /** Management commands an operator may send to the guest application. */
 const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 /** A backup in sync takes a checkpoint this often. */
@@ -79,7 +80,7 @@ export class Daemon {
   private checkpointTimer?: NodeJS.Timeout;
   private control?: ControlServer;
   private console?: SerialConsole;
-  private metricsServer?: { close(): Promise<void>; port: number };
+  private metricsServer?: MetricsEndpoint;
   private releaseLock?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
@@ -166,10 +167,15 @@ export class Daemon {
     this.log.info({ board: this.board.name, guest: this.guest?.name ?? null, paired: !!this.board.ha }, 'controller running');
   }
 
-  /** The serial console and the metrics endpoint, when the profile has them. */
+  /**
+   * The serial console and the metrics endpoint, when the profile has them. Their code is loaded
+   * only then (the console when configured, prom-client at the first scrape): an idle board keeps
+   * the controller's footprint small (see BENCHMARKS.md, bench/daemon).
+   */
   private async startManagement(): Promise<void> {
     const b = this.board;
     if (b.console) {
+      const { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } = await import('./console/index.js');
       this.console = new SerialConsole({
         device: b.console.device, baud: b.console.baud, board: b.name, boardFile: b.sourceFile,
         passwordFile: consolePasswordPath(b),
@@ -189,15 +195,20 @@ export class Daemon {
       }
     }
     if (b.metrics) {
-      const metrics = new Metrics();
-      metrics.onScrape(async () => {
-        const st = (await this.status()) as Record<string, any>;
-        return snapshotFrom({
-          board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
-          guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+      let registry: Promise<() => Promise<MetricsBody>> | undefined;
+      const firstScrape = async () => {
+        const { Metrics, snapshotFrom } = await import('./metrics.js');
+        const metrics = new Metrics();
+        metrics.onScrape(async () => {
+          const st = (await this.status()) as Record<string, any>;
+          return snapshotFrom({
+            board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
+            guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+          });
         });
-      });
-      this.metricsServer = await metrics.serve(b.metrics.address, b.metrics.port);
+        return async () => ({ contentType: metrics.registry.contentType, body: await metrics.text() });
+      };
+      this.metricsServer = await serveMetrics(b.metrics.address, b.metrics.port, async () => (await (registry ??= firstScrape().catch((e) => { registry = undefined; throw e; })))());
     }
   }
 
@@ -384,6 +395,7 @@ export class Daemon {
       endpoint: st?.endpoint ?? {},
       replication: this.replicationStatus(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576),
+      memoryMb: memoryMb(),
     };
   }
 
@@ -551,7 +563,7 @@ export class Daemon {
         return { board: this.board.name, events: this.store!.events({ limit, kind, sinceId }) };
       }
       case 'board.info':
-        return readInventory();
+        return (await import('../hw/inventory.js')).readInventory();
       case 'replication.status':
         return { board: this.board.name, role: this.ha?.currentRole ?? 'STANDALONE', replication: this.replicationStatus() };
       case 'clone':

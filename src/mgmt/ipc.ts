@@ -23,7 +23,24 @@ export type ControlHandler = (command: string, args: Record<string, unknown>) =>
 /** Largest request accepted, in characters of its JSON. */
 export const MAX_REQUEST_CHARS = 64 * 1024;
 
-interface IpcSocketLike { destroy?(): void }
+/**
+ * Largest frame node-ipc may hold without its delimiter: a request of MAX_REQUEST_CHARS plus the
+ * envelope (`{"type":"request","data":…}`). node-ipc itself buffers an unterminated frame without
+ * limit, so a client that never sends the delimiter would grow the daemon's memory.
+ */
+export const MAX_FRAME_CHARS = MAX_REQUEST_CHARS + 1024;
+
+/** How long a client that was sent an error and EOF may keep its connection before it is destroyed. */
+const CLOSE_GRACE_MS = 2000;
+
+/** node-ipc's server-side socket: a net.Socket carrying its partial frame in `ipcBuffer`. */
+interface IpcSocketLike {
+  ipcBuffer?: string;
+  pause?(): void;
+  end?(): void;
+  destroy?(): void;
+  on?(ev: 'data', fn: () => void): void;
+}
 
 function quiet(ipc: IPCModule): void {
   ipc.config.silent = true;
@@ -44,6 +61,23 @@ export async function serveControl(socketPath: string, handler: ControlHandler):
     ipc.serve(socketPath, () => resolve());
     ipc.server.on('request', (data: unknown, socket: IpcSocketLike) => {
       void handleOne(data, handler).then((reply) => ipc.server.emit(socket, 'reply', reply));
+    });
+    ipc.server.on('connect', (socket: IpcSocketLike) => {
+      // Runs after node-ipc's own 'data' listener has appended the chunk to the partial frame.
+      socket.on?.('data', () => {
+        const partial = socket.ipcBuffer ?? '';
+        if (partial.length <= MAX_FRAME_CHARS) return;
+        socket.ipcBuffer = '';
+        socket.pause?.();
+        // The request's id comes first in what callControl sends: answer it, so the client sees the error.
+        const id = /^\{"type":"request","data":\{"id":"([^"\\]{1,64})"/.exec(partial)?.[1] ?? '';
+        const reply: ControlReply = { id, ok: false, error: { code: 'US_ERR_CONTROL', message: `request larger than ${MAX_REQUEST_CHARS} characters (no frame delimiter within ${MAX_FRAME_CHARS}): connection closed` } };
+        ipc.server.emit(socket, 'reply', reply);
+        // Half-close: the client reads the reply, then EOF. Destroying at once could reset a client
+        // that is still writing before it has read the reply; one that ignores the EOF is cut off.
+        socket.end?.();
+        setTimeout(() => socket.destroy?.(), CLOSE_GRACE_MS).unref();
+      });
     });
     ipc.server.on('error', () => undefined);
     ipc.server.start();

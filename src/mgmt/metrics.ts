@@ -2,17 +2,15 @@
  * Prometheus metrics of one board (prom-client, its own Registry): role, partner links and
  * heartbeats, input sequence and replication lag, failovers, fencing, watchdog, guest, service
  * endpoint, and the process's own footprint. The daemon fills a plain MetricsSnapshot from its parts
- * (snapshotFrom helps) and calls update(); serve() answers GET /metrics on a loopback address.
- * Owns the registry and the HTTP server only; reads nothing by itself.
+ * (snapshotFrom helps) and calls update(); serve() answers GET /metrics on a loopback address
+ * (through metrics-endpoint.ts). Owns the registry only; reads nothing by itself.
  *
  * The sources keep absolute counts (frames sent since start, restarts so far…); update() turns them
  * into Prometheus counters by adding the difference, and restarts a series when a source count goes
  * down (its owner restarted), so rate() stays right.
  */
-import { createServer, type Server } from 'node:http';
-import { isIP } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { UsError } from '../core/errors.js';
+import { serveMetrics, type MetricsEndpoint } from './metrics-endpoint.js';
 import { ROLES, GUEST_STATES } from '../ha/frame.js';
 import type { HaStatus } from '../ha/ha-controller.js';
 import type { GuestStatus } from '../guest/supervisor.js';
@@ -201,48 +199,9 @@ export class Metrics {
     return this.registry.metrics();
   }
 
-  /**
-   * Serves GET /metrics on a loopback address (127.0.0.0/8, ::1 or localhost); port 0 picks one.
-   * Everything else gets 404 (405 for other methods on /metrics).
-   */
-  async serve(address: string, port: number): Promise<{ close(): Promise<void>; port: number }> {
-    const loopback = address === 'localhost' || address === '::1' || (isIP(address) === 4 && address.startsWith('127.'));
-    if (!loopback) throw new UsError('US_ERR_CONFIG', `metrics: ${address} is not a loopback address; the endpoint serves this machine only`);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsError('US_ERR_CONFIG', `metrics: port ${port} out of range`);
-    const server: Server = createServer((req, res) => {
-      const path = (req.url ?? '/').split('?')[0];
-      if (path !== '/metrics') {
-        res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found: the metrics are at /metrics\n');
-        return;
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\n');
-        return;
-      }
-      this.text().then(
-        (body) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(req.method === 'HEAD' ? undefined : body),
-        (e: Error) => res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' }).end(`${e.message}\n`),
-      );
-    });
-    server.maxConnections = 16;
-    server.requestTimeout = 10_000;
-    server.headersTimeout = 5_000;
-    server.keepAliveTimeout = 5_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) => reject(e.code === 'EADDRINUSE'
-        ? new UsError('US_ERR_ADDRESS_IN_USE', `metrics endpoint ${address}:${port}: address already in use`)
-        : new UsError('US_ERR_CONFIG', `metrics endpoint ${address}:${port}: ${e.message}`)));
-      server.listen(port, address, () => resolve());
-    });
-    server.on('error', () => undefined);
-    const bound = server.address();
-    return {
-      port: typeof bound === 'object' && bound ? bound.port : port,
-      close: () => new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-    };
+  /** Serves GET /metrics on a loopback address (see metrics-endpoint.ts); port 0 picks one. */
+  serve(address: string, port: number): Promise<MetricsEndpoint> {
+    return serveMetrics(address, port, async () => ({ contentType: this.registry.contentType, body: await this.text() }));
   }
 
   // --------------------------------------------------------------------------------------------

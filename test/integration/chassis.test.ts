@@ -10,14 +10,14 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { constants, existsSync, openSync, readFileSync, readlinkSync, statSync, writeSync, closeSync } from 'node:fs';
+import { constants, existsSync, openSync, readFileSync, readlinkSync, rmSync, statSync, writeSync, closeSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { SerialPort } from 'serialport';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { chassisDown } from '../../src/sim/chassis/launcher.js';
-import type { ChassisState } from '../../src/sim/chassis/state.js';
+import { cleanupRecorded, type ChassisState } from '../../src/sim/chassis/state.js';
 import { RUN_MARKER } from '../../src/sim/chassis/layout.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -271,5 +271,22 @@ describe('the simulated chassis (root)', function () {
     assert.equal(existsSync(`${runDir}/state.json`), false);
     // Down again: nothing to do, no error.
     assert.equal((await chassis.down()).wasRunning, false);
+  });
+
+  it('chassisd still stops everything it started when its run directory was removed under it', async () => {
+    await chassis?.down(); // a fresh chassis (a no-op after the test above)
+    chassis = await Chassis.up({ name, runDir, baud: 115200 });
+    const rec = chassis.recorded()!;
+    try {
+      rmSync(runDir, { recursive: true, force: true }); // a tmpfs cleaner, an operator's rm -rf
+      process.kill(rec.chassisd!.pid, 'SIGTERM');
+      await eventually('chassisd exits', () => !alive(rec.chassisd!.pid) || undefined, 20000, 50);
+      for (const pid of recordedPids(rec)) assert.equal(alive(pid), false, `pid ${pid} is gone`);
+      const ns = namespaces();
+      for (const n of rec.namespaces) assert.ok(!ns.includes(n), `namespace ${n} removed`);
+      assert.deepEqual(processesWithMarker(runDir), [], 'no process of this chassis left');
+    } finally {
+      await cleanupRecorded(rec).catch(() => undefined); // whatever a failing chassisd left
+    }
   });
 });

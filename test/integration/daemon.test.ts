@@ -7,48 +7,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { appendFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { RawControl } from '../support/raw-control.js';
 import { Rig, alive, eventually } from '../support/rig.js';
-
-/** One raw connection to the control socket, speaking node-ipc's framing (JSON then \f) by hand. */
-class RawControl {
-  readonly sock: Socket;
-  received = '';
-  closed = false;
-
-  private constructor(sock: Socket) {
-    this.sock = sock;
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => { this.received += d; });
-    sock.on('close', () => { this.closed = true; });
-    sock.on('error', () => undefined);
-  }
-
-  static open(path: string): Promise<RawControl> {
-    return new Promise((resolve, reject) => {
-      const s = connect(path);
-      s.once('connect', () => resolve(new RawControl(s)));
-      s.once('error', reject);
-    });
-  }
-
-  send(data: string | Buffer): void {
-    this.sock.write(data);
-  }
-
-  /** Frames received so far, parsed. */
-  frames(): Array<{ type: string; data: any }> {
-    return this.received.split('\f').filter(Boolean).map((f) => JSON.parse(f) as { type: string; data: any });
-  }
-
-  close(): void {
-    this.sock.destroy();
-  }
-}
 
 describe('daemon: CLI and control socket against a running controller', function () {
   this.timeout(240000);

@@ -8,6 +8,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync, closeSync, openSync } from 'node:fs';
 import type { Logger } from '../../core/log.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../mgmt/footprint.js';
 import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type BoardName } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
 import { drainSerialEnd } from './serial-relay.js';
@@ -187,13 +188,13 @@ export class SimBoard {
     this.watchdog.listen();
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const out = openSync(layout.log, 'a', 0o600);
-    const args = ['netns', 'exec', layout.netns, process.execPath, DAEMON_ENTRY, '--board', layout.profile,
+    const args = ['netns', 'exec', layout.netns, process.execPath, ...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', layout.profile,
       ...(this.o.guestFile ? ['--guest', this.o.guestFile] : ['--no-guest'])];
     // `ip netns exec` execs the command, so the child's pid is the controller's and leads its group.
     const child = spawn('ip', args, {
       detached: true,
       stdio: ['ignore', out, out],
-      env: { ...process.env, [RUN_MARKER]: this.o.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
+      env: { ...process.env, ...DAEMON_ENV, [RUN_MARKER]: this.o.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
     });
     closeSync(out);
     const pid = child.pid;

@@ -103,10 +103,24 @@ export class Chassisd {
     };
   }
 
-  private record(): void {
+  /**
+   * Updates state.json. Never throws: the run directory may have been removed under a running
+   * chassis (a tmpfs cleaner, an operator), and a teardown must still stop everything it started;
+   * the in-memory record stays the truth for stop(). While the chassis is being built (`strict`) a
+   * failed write fails the build: the names must be on disk before the things are made.
+   */
+  private record(strict = false): void {
     for (const b of BOARD_NAMES) if (this.boards[b]) this.state.boards[b] = { controller: this.boards[b].controller };
-    writeState(this.layout.stateFile, this.state);
+    try {
+      writeState(this.layout.stateFile, this.state);
+      this.recordFailed = false;
+    } catch (e) {
+      if (strict) throw e;
+      if (!this.recordFailed) this.log.error({ err: (e as Error).message, file: this.layout.stateFile }, 'could not write the chassis state file');
+      this.recordFailed = true;
+    }
   }
+  private recordFailed = false;
 
   /** Builds the chassis and boots both boards. On failure, undoes what it made and throws. */
   async start(): Promise<void> {
@@ -119,7 +133,7 @@ export class Chassisd {
     });
     mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
     for (const b of BOARD_NAMES) mkdirSync(L.boards[b].dir, { recursive: true, mode: 0o700 });
-    this.record();
+    this.record(true);
     try {
       // Names first, then the things: a crash in between still leaves them findable.
       const net = {
@@ -130,7 +144,7 @@ export class Chassisd {
       await assertNetworkFree(net);
       this.state.namespaces = [...net.namespaces];
       this.state.vethTemp = [...net.vethTemp];
-      this.record();
+      this.record(true);
       await createNetwork(net);
       const svc = {
         serviceNetns: L.serviceNetns,
@@ -140,7 +154,7 @@ export class Chassisd {
       };
       this.state.namespaces.push(L.serviceNetns);
       this.state.vethTemp.push(...svc.vethTemp);
-      this.record();
+      this.record(true);
       await createServiceNetwork(svc);
       this.log.info({ namespaces: this.state.namespaces }, 'network namespaces, the Ethernet partner link and the service network are up');
       await this.startHlr();
@@ -178,7 +192,7 @@ export class Chassisd {
       await this.power.listen(L.powerSocket);
       this.control = await serveControl(L.controlSocket, (cmd, args) => this.handle(cmd, args));
       await Promise.all(BOARD_NAMES.map((b) => this.boards[b].powerOn()));
-      this.record();
+      this.record(true);
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'chassis failed to start; undoing');
       await this.stop();
@@ -196,7 +210,7 @@ export class Chassisd {
     });
     await new Promise<void>((resolve, reject) => { child.once('spawn', () => resolve()); child.once('error', reject); });
     this.state.helpers.push({ role: 'AUTH service', pid: child.pid!, startTime: startTimeOf(child.pid!) });
-    this.record();
+    this.record(true);
     this.hlr = child;
   }
 
@@ -204,7 +218,7 @@ export class Chassisd {
     const pair = await startPtyPair(ends, this.layout.runDir);
     this.ptys.push(pair);
     this.state.helpers.push({ role, pid: pair.pid, startTime: pair.startTime });
-    this.record();
+    this.record(true);
     pair.process.once('exit', (code, sig) => {
       if (!this.stopping) this.log.error({ role, code, signal: sig }, `${role} (socat) exited; that link is dead until the next chassis up`);
     });

@@ -81,8 +81,28 @@ export class SimWatchdog {
     }
   }
 
+  /**
+   * An expiry seen by a timer is confirmed only after the FIFO has been read: Node runs timers
+   * before it polls for I/O, so after chassisd's own loop was held up (CPU starvation, a GC pause)
+   * the board's kicks may still be sitting unread in the FIFO. setImmediate runs after the poll
+   * phase has read them; a starved reader must not reset a healthy board.
+   */
   private check(): void {
-    if (!this.armed || performance.now() - this.lastKick <= this.o.timeoutMs) return;
+    if (this.confirming || !this.starved()) return;
+    this.confirming = true;
+    setImmediate(() => {
+      this.confirming = false;
+      if (this.starved()) this.fire();
+    });
+  }
+
+  private confirming = false;
+
+  private starved(): boolean {
+    return this.armed && performance.now() - this.lastKick > this.o.timeoutMs;
+  }
+
+  private fire(): void {
     this.fired++;
     this.disarm();
     this.listening = false;

@@ -1,0 +1,40 @@
+/**
+ * The daemon's `status` as text: shared by `guest status`, `status` and the demo. A module of its
+ * own so `understudy status` does not load the guest commands (and their config validation).
+ */
+import type { GuestStatus } from '../guest/supervisor.js';
+import { table } from './output.js';
+
+export interface DaemonStatus {
+  board: string;
+  pid: number;
+  uptimeS: number;
+  role: string;
+  service: { address: string; port: number };
+  guest: GuestStatus | null;
+  endpoint: Record<string, number>;
+  rssMb: number;
+}
+
+export function formatStatus(s: DaemonStatus): string {
+  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
+  const g = s.guest;
+  if (!g) return `${head}\nno guest on this board`;
+  const lines = [
+    head,
+    `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
+    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
+    `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
+    `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
+  ];
+  if (g.pinning) {
+    const p = g.pinning;
+    lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);
+    lines.push(table([
+      ['TID', 'THREAD', 'CPUS', 'POLICY', 'RTPRIO'],
+      ...p.threads.map((t) => [t.tid === g.vcpuTid ? `${t.tid}*` : t.tid, t.name, t.cpus, t.policy, t.rtPriority]),
+    ]).split('\n').map((l) => `  ${l}`).join('\n'));
+    lines.push('  (* = the vCPU thread)');
+  }
+  return lines.join('\n');
+}
