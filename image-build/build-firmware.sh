@@ -133,7 +133,8 @@ import { cpSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'no
 import { basename, dirname, join, resolve } from 'node:path';
 const [root, slot] = process.argv.slice(2);
 const out = [];
-for (const f of readdirSync(join(root, 'guests')).filter((n) => n.endsWith('.json')).sort()) {
+// *-broken.json guests are deliberately broken builds for tests (aborted upgrades): never shipped.
+for (const f of readdirSync(join(root, 'guests')).filter((n) => n.endsWith('.json') && !n.endsWith('-broken.json')).sort()) {
   const d = JSON.parse(readFileSync(join(root, 'guests', f), 'utf8'));
   const images = new Set();
   for (const k of ['kernel', 'initrd']) {

@@ -28,7 +28,7 @@ export class Rig {
   readonly boardFile = join(this.dir, 'board.json');
   readonly guestFile = join(this.dir, 'guest.json');
   readonly board: Record<string, any>;
-  readonly guest: Record<string, any>;
+  guest: Record<string, any>;
   hlr?: Hlr;
   daemonPid?: number;
 
@@ -41,12 +41,33 @@ export class Rig {
     for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console', 'metrics']) delete this.board[k];
     this.board.service = { address: `127.0.${net}.1`, port: 5000 };
     this.board.externalServices = { auth: { address: `127.0.${net}.100`, port: 7000 } };
-    this.guest = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), 'utf8'));
-    for (const k of ['kernel', 'initrd'] as const) this.guest.image[k] = join(PACKAGE_ROOT, 'guests', this.guest.image[k]);
     o.board?.(this.board);
-    o.guest?.(this.guest);
     writeFileSync(this.boardFile, JSON.stringify(this.board, null, 2));
-    writeFileSync(this.guestFile, JSON.stringify(this.guest, null, 2));
+    this.guest = this.useGuest('dx-legacy.json', o.guest);
+  }
+
+  /**
+   * Makes a shipped descriptor (guests/<file>) the one the next startDaemon() boots, with its image
+   * paths made absolute and `change` applied. The board, its storage and the state disk stay.
+   */
+  useGuest(file: string, change?: (g: Record<string, any>) => void): Record<string, any> {
+    const g = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'guests', file), 'utf8')) as Record<string, any>;
+    for (const k of ['kernel', 'initrd'] as const) g.image[k] = join(PACKAGE_ROOT, 'guests', g.image[k]);
+    change?.(g);
+    writeFileSync(this.guestFile, JSON.stringify(g, null, 2));
+    this.guest = g;
+    return g;
+  }
+
+  /** Stops the controller this rig started (SIGTERM, then SIGKILL), keeping the board's storage. */
+  async stopDaemon(): Promise<void> {
+    const pid = this.daemonPid;
+    this.daemonPid = undefined;
+    if (!pid || !alive(pid)) return;
+    process.kill(pid, 'SIGTERM');
+    await waitGone(pid, 10000);
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+    await waitGone(pid, 5000);
   }
 
   get store(): string {
@@ -88,12 +109,7 @@ export class Rig {
 
   async cleanup(): Promise<void> {
     const qemu = this.qemuPid();
-    if (this.daemonPid && alive(this.daemonPid)) {
-      process.kill(this.daemonPid, 'SIGTERM');
-      await waitGone(this.daemonPid, 10000);
-      if (alive(this.daemonPid)) process.kill(this.daemonPid, 'SIGKILL');
-      await waitGone(this.daemonPid, 5000);
-    }
+    await this.stopDaemon();
     // Only a QEMU this rig's controller started (its command line names our storage dir).
     if (qemu && alive(qemu) && readFileSync(`/proc/${qemu}/cmdline`, 'utf8').includes(this.store)) process.kill(qemu, 'SIGKILL');
     this.hlr?.close();

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { loadBoardProfile } from '../../src/config/board-profile.js';
 import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
@@ -28,6 +28,17 @@ describe('board profiles and guest descriptors', () => {
     const g = loadGuestDescriptor(repo('guests/dx-legacy.json'));
     assert.equal(g.nic.model, 'e1000');
     assert.ok(g.image.kernel.startsWith('/'), 'image paths are resolved against the descriptor folder');
+  });
+
+  it('every shipped dx-legacy descriptor is the same guest and states the version its image was built with', () => {
+    const files = readdirSync(repo('guests')).filter((f) => f.startsWith('dx-legacy') && f.endsWith('.json'));
+    assert.ok(files.includes('dx-legacy-v2.json') && files.includes('dx-legacy-v2-broken.json'), files.join(' '));
+    for (const f of files) {
+      const g = loadGuestDescriptor(repo(`guests/${f}`));
+      assert.equal(g.name, 'dx-legacy', `${f}: every generation is the same guest, so it keeps the same state disk`);
+      const manifest = join(dirname(g.image.initrd), 'manifest.json');
+      if (existsSync(manifest)) assert.equal(JSON.parse(readFileSync(manifest, 'utf8')).version, g.version, f);
+    }
   });
 
   it('names the file and the bad field', () => {

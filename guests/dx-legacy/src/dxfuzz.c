@@ -9,9 +9,10 @@
  *
  *   gcc -O1 -g -fsanitize=address,undefined [-DDX_FORMAT=2] -o dxfuzz dxfuzz.c dxcore.c
  *   ./dxfuzz [seconds] [seed]
- *   ./dxfuzz --emit-v1 FILE    (v1 build) writes the state of a fixed script
- *   ./dxfuzz --convert FILE    (v2 build) loads that v1 state and checks that it
- *                              equals the v2 state of the same script
+ *   ./dxfuzz --emit FILE       writes the state of a fixed script, in this build's format
+ *   ./dxfuzz --load FILE       loads a state: "loaded" (exit 0) or "refused <why>" (exit 1)
+ *   ./dxfuzz --convert FILE    (v2 build) loads a v1 state written by --emit of a v1
+ *                              build and checks that it equals the v2 state of the script
  */
 #include "dxcore.h"
 
@@ -400,27 +401,41 @@ static void fwd_semantics(void)
 }
 #endif
 
+static size_t read_state(const char *path, uint8_t *buf, size_t cap)
+{
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, cap, f) : 0;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static int file_mode(const char *mode, const char *path)
 {
     static uint8_t buf[DX_STATE_MAX_LEN];
     dx_state *st = dx_new(DX_FORMAT >= 2 ? "2.0.0" : "1.0.0");
     script(st);
-    if (!strcmp(mode, "--emit-v1") && DX_FORMAT == 1) {
+    if (!strcmp(mode, "--emit")) {
         size_t n = dx_save(st, buf, sizeof buf);
         FILE *f = fopen(path, "wb");
         if (!f || fwrite(buf, 1, n, f) != n || fclose(f) != 0)
             FAIL("cannot write %s", path);
-        printf("ok: v1 state of the script, %zu bytes, digest %08x\n", n, dx_digest(st));
+        printf("ok: v%d state of the script, %zu bytes, digest %08x\n", DX_FORMAT, n, dx_digest(st));
         dx_free(st);
         return 0;
+    }
+    if (!strcmp(mode, "--load")) {
+        size_t n = read_state(path, buf, sizeof buf);
+        const char *why = "";
+        int rc = dx_load(st, buf, n, &why);
+        printf(rc == 0 ? "loaded\n" : "refused %s\n", why);
+        dx_free(st);
+        return rc == 0 ? 0 : 1;
     }
 #if DX_FORMAT >= 2
     if (!strcmp(mode, "--convert")) {
         static uint8_t own[DX_STATE_MAX_LEN];
-        FILE *f = fopen(path, "rb");
-        size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
-        if (f)
-            fclose(f);
+        size_t n = read_state(path, buf, sizeof buf);
         dx_state *t = dx_new("2.0.0");
         const char *why = "";
         if (dx_load(t, buf, n, &why) != 0 || dx_loaded_format(t) != 1)
