@@ -5,8 +5,10 @@
  * primary: messages lost = 0. The killed board is powered back on and re-protected.
  */
 import { Chassis } from '../sim/chassis/rig.js';
-import { partnerOf, type BoardName } from '../sim/chassis/layout.js';
+import { join } from 'node:path';
+import { PACKAGE_ROOT, partnerOf, type BoardName } from '../sim/chassis/layout.js';
 import { gapAround, pairView, startLoad, waitProtected, type BoardView } from '../sim/pair.js';
+import { callControl } from '../mgmt/ipc.js';
 
 export interface PairDemoOptions {
   name: string;
@@ -16,6 +18,8 @@ export interface PairDemoOptions {
   seconds: number;
   keep?: boolean;
   json?: boolean;
+  /** Afterwards, upgrade the guest application to this descriptor under the same load. */
+  upgradeGuest?: string | true;
 }
 
 function line(v: Record<BoardName, BoardView | undefined>): string {
@@ -69,7 +73,32 @@ export async function runPairDemo(o: PairDemoOptions): Promise<Record<string, un
     last = '';
     const again = await waitProtected(L, 180000, (v) => { const s = line(v); if (s !== last) { say(`${ts()} ${s}`); last = s; } }).catch(() => undefined);
     say(`${ts()} ${again ? `re-protected: ${again} primary, ${partnerOf(again)} backup` : 're-protection did not complete in time'}`);
+    let upgrade: Record<string, unknown> | undefined;
+    if (o.upgradeGuest && again) {
+      const target = o.upgradeGuest === true ? join(PACKAGE_ROOT, 'guests', 'dx-legacy-v2.json') : o.upgradeGuest;
+      say(`${ts()} guest upgrade: the pair's guest application is upgraded to ${target} while clients keep sending…`);
+      const load2 = startLoad(L, { rate: o.rate, durationMs: 25000, tag: 'G', retryMs: 20, verify: true });
+      await new Promise((r) => setTimeout(r, 2000));
+      const sock = L.boards[again].controlSocket;
+      let shown = '';
+      const poll = setInterval(() => {
+        callControl(sock, 'replication.status', {}, 2000).then((s) => {
+          const u = (s as { replication?: { guestUpgrade?: { step: string; detail?: string } | null } }).replication?.guestUpgrade;
+          if (u?.detail && u.detail !== shown) { shown = u.detail; say(`${ts()} guest upgrade: ${u.step}: ${u.detail}`); }
+        }, () => undefined);
+      }, 200);
+      const u0 = Date.now();
+      const rep = await callControl(sock, 'guest.upgrade', { guestFile: target }, 900000).finally(() => clearInterval(poll)) as { from: string; to: string; replayed: number };
+      const u1 = Date.now();
+      const r2 = await load2.result;
+      const longest = r2.gaps.filter(([a, b]) => b >= u0 && a <= u1).reduce((m, [a, b]) => Math.max(m, b - a), 0);
+      const lost2 = r2.verify!.missing.length;
+      say(`${ts()} guest upgraded from ${rep.from} to ${rep.to} in ${((u1 - u0) / 1000).toFixed(1)} s (${rep.replayed} inputs replayed to the new version); longest wait for a reply ${longest} ms; ${r2.verify!.stats}`);
+      say(`${ts()} MESSAGES LOST DURING THE UPGRADE: ${lost2}`);
+      upgrade = { from: rep.from, to: rep.to, durationMs: u1 - u0, replayed: rep.replayed, longestGapMs: longest, answered: r2.acked, lost: lost2 };
+    }
     result = {
+      upgrade,
       primaryBefore: primary, faultHow: o.how, faultAt, takeoverMs: gap?.afterFaultMs ?? 0, answered: res.acked, lost,
       retriedIdentical: ver.retriedIdentical, retriedDifferent: ver.retriedDifferent.length, latency: res.latency, throughput: res.throughput,
       reprotected: again ?? null, boards: events.map((b) => ({ board: b.board, power: b.power })),

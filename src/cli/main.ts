@@ -7,6 +7,7 @@
  * that polls a board pays Node's start-up and little more; see bench/daemon). Help, an unknown
  * command or no command at all loads every module, so help and errors list everything.
  */
+import { resolve } from 'node:path';
 import { Command } from 'commander';
 import { UsError } from '../core/errors.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
@@ -71,11 +72,12 @@ program.command('demo')
   .option('--rate <n>', 'client requests per second', '200')
   .option('--seconds <s>', 'load duration', '12')
   .option('--keep', 'leave the chassis running afterwards')
+  .option('--upgrade-guest [descriptor]', 'afterwards, upgrade the guest application under the same load (default guests/dx-legacy-v2.json)')
   .option('--standalone', 'one board only: boot the guest pinned and show it answering (no pair)')
   .option('--board <file>', 'board profile (with --standalone)', defaultBoardFile())
   .option('--guest <file>', 'guest descriptor (with --standalone)', defaultGuestFile())
   .action(async (_o, cmd: Command) => {
-    const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string }>();
+    const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string; upgradeGuest?: string | boolean }>();
     try {
       if (o.standalone) {
         const { runDemo } = await import('./demo.js');
@@ -85,9 +87,10 @@ program.command('demo')
       }
       if (!['kill', 'power', 'hang'].includes(o.how)) throw new UsError('US_ERR_CONFIG', `--how: kill, power or hang, not "${o.how}"`);
       const { runPairDemo } = await import('./demo-pair.js');
-      const r = await runPairDemo({ name: o.name, runDir: o.runDir, how: o.how as 'kill', rate: Number(o.rate), seconds: Number(o.seconds), keep: o.keep, json: o.json });
+      const upgradeGuest = typeof o.upgradeGuest === 'string' ? resolve(o.upgradeGuest) : o.upgradeGuest === true ? true : undefined;
+      const r = await runPairDemo({ name: o.name, runDir: o.runDir, how: o.how as 'kill', rate: Number(o.rate), seconds: Number(o.seconds), keep: o.keep, json: o.json, upgradeGuest });
       if (o.json) print(o, r, () => '');
-      if ((r.lost as number) > 0) process.exitCode = 3;
+      if ((r.lost as number) > 0 || ((r.upgrade as { lost?: number } | undefined)?.lost ?? 0) > 0) process.exitCode = 3;
     } catch (e) {
       fail(o, e);
     }
