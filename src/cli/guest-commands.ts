@@ -110,13 +110,19 @@ export function registerGuestCommands(program: Command): void {
     });
 
   guest.command('upgrade')
-    .description('upgrade the guest application of the pair while it serves (on the primary): the backup replaces its clone by the new version (save, boot on the saved state, replay), the pair switches over, the new version is cloned back')
-    .requiredOption('--to <descriptor>', 'guest descriptor of the new version (the same path on both boards)')
+    .description('upgrade the guest application of the pair while it serves (on the primary): the backup replaces its clone by the new version (save, boot on the saved state, replay), the pair switches over, the new version is cloned over the previous copy (the commit)')
+    .option('--to <descriptor>', 'guest descriptor of the new version (the same path on both boards)')
+    .option('--hold', 'stop after the switchover: the other board keeps the previous version as the backup copy until --commit or --rollback')
+    .option('--commit', 'commit a held upgrade: the new version is cloned over the previous copy')
+    .option('--rollback', 'roll a held upgrade back (on the primary): switch over to the previous copy, which is then cloned back')
     .option('--board <file>', 'board profile')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<OutputOptions & { board?: string; to: string }>();
+      const o = cmd.optsWithGlobals<OutputOptions & { board?: string; to?: string; hold?: boolean; commit?: boolean; rollback?: boolean }>();
       try {
-        const target = loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
+        if ([o.to !== undefined, o.commit === true, o.rollback === true].filter(Boolean).length !== 1) {
+          throw new UsError('US_ERR_CONTROL', 'guest upgrade: give exactly one of --to <descriptor>, --commit, --rollback');
+        }
+        const target = o.to === undefined ? undefined : loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
         const sock = await controlSocketOf(o.board);
         let last = '';
         const poll = setInterval(() => {
@@ -128,8 +134,11 @@ export function registerGuestCommands(program: Command): void {
           }, () => undefined);
         }, 250);
         try {
-          const r = (await callControl(sock, 'guest.upgrade', { guestFile: target.sourceFile }, 900000)) as { from: string; to: string; replayed: number; durationMs: number };
-          print(o, r, () => `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`);
+          const r = (await callControl(sock, 'guest.upgrade', { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true }, 900000)) as Record<string, any>;
+          print(o, r, () => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
+            : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`
+              : r.awaitingCommit ? `guest switched over from ${r.from} to ${r.to} (${r.replayed} inputs replayed); this board keeps ${r.from} as the backup copy: --commit or --rollback`
+                : `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`));
         } finally {
           clearInterval(poll);
         }

@@ -49,7 +49,7 @@ interface GuestUpgradeState {
   from: string;
   to: string;
   guestFile: string;
-  step: 'backup' | 'switchover' | 'reprotect' | 'done' | 'aborted';
+  step: 'backup' | 'switchover' | 'switched' | 'reprotect' | 'done' | 'aborted';
   startedAt: string;
   endedAt?: string;
   detail?: string;
@@ -95,6 +95,11 @@ export class Daemon {
   private lastGuestUpgrade?: GuestUpgradeState;
   /** Set while this board (as backup) replaces its clone by the new version. */
   private upgradingLocally = false;
+  /** Switchover of a guest upgrade: the board stepping down keeps its guest, following the new primary. */
+  private keepCopyOnStepDown = false;
+  private partnerKeepsCopy = false;
+  /** Primary: the backup copy is the partner's previous version (an upgrade not committed yet). */
+  private partnerCopy = false;
   private localUpgrade?: Promise<void>;
   /** The clone saved its state for an upgrade that failed: the log from here on completes that state. */
   private savedStateReplayFrom?: number;
@@ -215,6 +220,7 @@ export class Daemon {
   private wireReplication(r: ReplicationManager): void {
     const host = this.host!;
     r.on('clone-progress', (p) => { this.cloneProgress = p; });
+    r.on('cloned', () => { this.partnerCopy = false; });
     r.on('guest-descriptor', (g) => this.rememberGuestDescriptor(g, 'a clone of the partner\'s guest'));
     r.on('clone-target', (phase) => { if (phase === 'running') this.savedStateReplayFrom = undefined; });
     r.on('control', (m) => {
@@ -238,8 +244,11 @@ export class Daemon {
       } else if (m.type === 'guest-upgrade-failed') {
         this.upgradeWaiter?.reject(new UsError('US_ERR_GUEST_UPGRADE', `the backup could not upgrade its guest: ${m.reason}`));
       } else if (m.type === 'switchover' && this.ha?.currentRole === 'BACKUP') {
-        this.store!.record('role', 'partner hands the primary role over (switchover)');
+        this.store!.record('role', `partner hands the primary role over (switchover${m.keepCopy ? ', keeping its guest as the backup copy' : ''})`);
+        this.partnerKeepsCopy = m.keepCopy === true;
         this.ha.takeOver();
+      } else if (m.type === 'guest-upgrade-commit' && this.ha?.currentRole === 'PRIMARY') {
+        void this.commitGuestUpgrade().catch(() => undefined);
       }
     });
     host.replicator.on('divergence', (key) => {
@@ -300,7 +309,12 @@ export class Daemon {
             }
           } else {
             this.store!.record('guest', `the clone takes over at input ${host.replicator.lastSeq}`);
+            if (this.partnerKeepsCopy && host.replicator.protectOnCurrentChannel()) {
+              this.partnerCopy = true;
+              this.store!.record('guest-upgrade', `protected by the partner's previous copy of the guest until the upgrade is committed (understudy guest upgrade --commit) or rolled back (--rollback)`);
+            }
           }
+          this.partnerKeepsCopy = false;
           await host.serve();
           this.store!.record('guest', `serving on ${this.board.service.address}:${this.board.service.port}`);
           // A clone blocked on an AUTH answer that died with the old primary would wait for its own
@@ -311,7 +325,11 @@ export class Daemon {
         } else if (c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING') {
           await host.unserve();
           host.replicator.becomeBackup();
-          if (role !== 'STOPPING') {
+          const keep = this.keepCopyOnStepDown && role === 'BACKUP';
+          this.keepCopyOnStepDown = false;
+          if (keep && host.replicator.followOnCurrentChannel(true)) {
+            this.store!.record('guest-upgrade', `this board keeps its guest (${host.supervisor.guest.version}) as the backup copy until the upgrade is committed or rolled back`);
+          } else if (role !== 'STOPPING') {
             // Its guest would drift without the input stream: the new primary clones a fresh copy.
             await host.supervisor.stop();
             this.store!.record('guest', `guest stopped: board is ${role}; waiting for a clone`);
@@ -375,6 +393,7 @@ export class Daemon {
       lastCloneError: this.replication?.lastCloneError,
       failovers: this.failovers,
       guestUpgrade: this.guestUpgrade ?? null,
+      partnerRunsPreviousVersion: this.partnerCopy,
       lastGuestUpgrade: this.lastGuestUpgrade ?? null,
       checkpoint: this.checkpointer ? { last: this.checkpointer.info ?? null, inputsLoggedSince: this.checkpointer.loggedSince } : null,
     };
@@ -453,7 +472,41 @@ export class Daemon {
    * the new version (save, boot on the saved state, replay) while this board serves; then the pair
    * switches over, and the new primary clones the new version back to this board.
    */
-  private async upgradeGuest(guestFile: string): Promise<Record<string, unknown>> {
+  private async until(cond: () => boolean, ms: number, what: string): Promise<void> {
+    const end = Date.now() + ms;
+    while (!cond()) {
+      if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `${what} within ${Math.round(ms / 1000)} s`);
+      await new Promise((res) => setTimeout(res, 200));
+    }
+  }
+
+  /** Commit a guest upgrade held after its switchover: the new version is cloned over the partner's previous copy. */
+  private async commitGuestUpgrade(): Promise<Record<string, unknown>> {
+    const host = this.host!;
+    if (this.ha?.currentRole === 'BACKUP') {
+      const want = host.replicator.status();
+      if (want.mode !== 'backup') throw new UsError('US_ERR_ROLE', 'guest upgrade --commit: nothing to commit');
+      host.replicator.sendControl({ type: 'guest-upgrade-commit' });
+      return { board: this.board.name, commit: 'requested from the primary' };
+    }
+    const r = this.requirePrimaryReplication('guest upgrade --commit');
+    if (!this.partnerCopy) throw new UsError('US_ERR_ROLE', 'guest upgrade --commit: no upgrade waits for a commit (the backup runs this board\'s version)');
+    this.store!.record('guest-upgrade', `upgrade committed: cloning ${host.supervisor.guest.version} over the partner's previous copy`);
+    const rep = await r.clone();
+    return { board: this.board.name, committed: host.supervisor.guest.version, clone: rep };
+  }
+
+  /** Roll a held guest upgrade back: switch over to the partner's previous copy, which then clones itself back here. */
+  private async rollbackGuestUpgrade(): Promise<Record<string, unknown>> {
+    this.requirePrimaryReplication('guest upgrade --rollback');
+    if (!this.partnerCopy) throw new UsError('US_ERR_ROLE', 'guest upgrade --rollback: the backup holds no previous version (nothing to roll back, or already committed)');
+    const version = this.host!.supervisor.guest.version;
+    this.store!.record('guest-upgrade', `rolling back: handing the primary role back to the partner's previous copy; ${version} is then replaced by its clone`);
+    const r = await this.switchover(false);
+    return { board: this.board.name, rolledBackFrom: version, ...r };
+  }
+
+  private async upgradeGuest(guestFile: string, hold = false): Promise<Record<string, unknown>> {
     const r = this.requirePrimaryReplication('guest upgrade');
     const host = this.host!;
     if (this.guestUpgrade) throw new UsError('US_ERR_ROLE', `guest upgrade: one is already running (to ${this.guestUpgrade.to})`);
@@ -478,14 +531,17 @@ export class Daemon {
         host.replicator.sendControl({ type: 'guest-upgrade-prepare', guestFile: g.sourceFile, version: g.version });
       });
       st.replayed = ready.replayed;
-      step('switchover', `backup runs ${g.version} and has caught up (${ready.replayed} inputs replayed): switching over`);
-      await this.switchover();
-      step('reprotect', `the partner serves ${g.version}; waiting for it to clone ${g.version} back to this board`);
-      const end = Date.now() + 300000;
-      while (!(host.replicator.mode === 'backup' && host.replicator.protectedNow && host.guestRunning && host.supervisor.guest.version === g.version)) {
-        if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `guest upgrade: this board did not receive a ${g.version} clone within 300 s (the partner serves ${g.version})`);
-        await new Promise((res) => setTimeout(res, 200));
+      step('switchover', `backup runs ${g.version} and has caught up (${ready.replayed} inputs replayed): switching over, this board keeping its ${from.version} copy`);
+      await this.switchover(true);
+      await this.until(() => host.replicator.mode === 'backup' && host.replicator.protectedNow, 60000, 'guest upgrade: this board did not become the backup of the new version');
+      if (hold) {
+        step('switched', `the partner serves ${g.version}, this board follows it with ${from.version}: commit (understudy guest upgrade --commit) or roll back (--rollback on the partner)`);
+        return { board: this.board.name, from: from.version, to: g.version, replayed: ready.replayed, durationMs: Date.now() - t0, awaitingCommit: true };
       }
+      step('reprotect', `the partner serves ${g.version}; committing: it clones ${g.version} to this board`);
+      host.replicator.sendControl({ type: 'guest-upgrade-commit' });
+      await this.until(() => host.replicator.mode === 'backup' && host.replicator.protectedNow && host.guestRunning && host.supervisor.guest.version === g.version,
+        300000, `guest upgrade: this board did not receive a ${g.version} clone within 300 s (the partner serves ${g.version})`);
       step('done', `guest upgrade to ${g.name} ${g.version} complete in ${Math.round((Date.now() - t0) / 1000)} s: both boards run it, the pair is protected`);
       return { board: this.board.name, from: from.version, to: g.version, replayed: ready.replayed, durationMs: Date.now() - t0 };
     } catch (e) {
@@ -515,7 +571,7 @@ export class Daemon {
   }
 
   /** Planned hand-over: drain, step down, tell the backup to take over. */
-  private async switchover(): Promise<Record<string, unknown>> {
+  private async switchover(keepCopy = false): Promise<Record<string, unknown>> {
     this.requirePrimaryReplication('switchover');
     const host = this.host!;
     const r = host.replicator;
@@ -534,8 +590,10 @@ export class Daemon {
       r.release();
       throw new UsError('US_ERR_LINK', `switchover: the backup stopped acknowledging (${r.status().unprotectedReason ?? 'unprotected'}); not handed over`);
     }
-    r.sendControl({ type: 'switchover' });
+    r.sendControl({ type: 'switchover', keepCopy });
+    this.keepCopyOnStepDown = keepCopy;
     if (!this.ha!.yieldPrimary()) {
+      this.keepCopyOnStepDown = false;
       r.release();
       throw new UsError('US_ERR_ROLE', `switchover: this board could not step down (role ${this.ha!.currentRole})`);
     }
@@ -571,8 +629,10 @@ export class Daemon {
       case 'switchover':
         return this.switchover();
       case 'guest.upgrade':
+        if (args.commit === true) return this.commitGuestUpgrade();
+        if (args.rollback === true) return this.rollbackGuestUpgrade();
         if (typeof args.guestFile !== 'string' || !args.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) is required');
-        return this.upgradeGuest(args.guestFile);
+        return this.upgradeGuest(args.guestFile, args.hold === true);
       case 'checkpoint': {
         if (!this.checkpointer) throw new UsError('US_ERR_ROLE', `board ${this.board.name} does not replicate (no partner or no guest)`);
         return { board: this.board.name, checkpoint: await this.checkpointer.take() };

@@ -101,7 +101,8 @@ export type ControlMessage =
   | { type: 'clone-failed'; reason: string }
   | { type: 'clone-done'; cutSeq: number; guestSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null; authOpen?: string[] }
   | { type: 'reclone'; reason: string }
-  | { type: 'switchover' }
+  | { type: 'switchover'; keepCopy?: boolean }
+  | { type: 'guest-upgrade-commit' }
   | { type: 'hello'; board: string; role: string; lastSeq: number; cloned: boolean };
 
 export function encodeControl(m: ControlMessage): Buffer {

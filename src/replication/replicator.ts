@@ -150,8 +150,37 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.o.log.warn({ replies: this.heldOutputs.length, inputs: this.held.length }, 'stepping down: unacknowledged replies and held inputs dropped (clients retry against the new primary)');
     }
     this.heldOutputs = [];
+    // Held inputs were never delivered nor sent: their numbers are given again by the next primary.
+    this.lastSeq -= this.held.length;
     this.held = [];
     this.holding = false;
+  }
+
+  /**
+   * Switchover keeping both copies: the board that stepped down keeps its guest and follows the new
+   * primary on the same channel, from where both stand (every input up to lastSeq delivered here).
+   * `versionChange`: its guest runs another version than the new primary's (a guest upgrade).
+   */
+  followOnCurrentChannel(versionChange: boolean): boolean {
+    if (this.mode !== 'backup' || !this.channel?.open) return false;
+    this.queue = [];
+    this.deliveredSeq = this.lastSeq;
+    this.isProtected = true;
+    this.versionChange = versionChange;
+    this.resetDigests();
+    this.sendAck();
+    return true;
+  }
+
+  /** The other half: the new primary protects with the partner's copy, without a clone. */
+  protectOnCurrentChannel(): boolean {
+    if (this.mode !== 'primary' || !this.channel?.open) return false;
+    this.isProtected = true;
+    this.unprotectedReason = undefined;
+    this.ackedSeq = this.lastSeq;
+    this.unackedSince = 0;
+    this.resetDigests();
+    return true;
   }
 
   /** Primary: the backup's clone holds every input up to cutSeq; stream the rest to it on this channel. */

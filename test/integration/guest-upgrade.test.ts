@@ -56,10 +56,30 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     assert.ok(events.some((e) => /ABORTED/.test(e.message)), events.map((e) => e.message).join('\n'));
   });
 
+  it('--hold keeps v1 as the backup copy after the switchover, and --rollback returns the pair to v1, nothing lost', async () => {
+    const old = p.primary;
+    let held: any;
+    await p.loadThrough(20000, 2000, async () => {
+      held = await callControl(p.chassis.layout.boards[old].controlSocket, 'guest.upgrade', { guestFile: V2, hold: true }, 900000);
+    }, 'UH');
+    assert.equal(held.awaitingCommit, true);
+    const upgraded = partnerOf(old);
+    assert.equal(await appVersion(p, upgraded), '2.0.0');
+    assert.equal(await appVersion(p, old), '1.0.0', 'the previous primary keeps v1');
+    const st = (await p.ctl(upgraded, 'replication.status')).replication;
+    assert.equal(st.protected, true, 'the v2 primary is protected by the v1 copy');
+    assert.equal(st.partnerRunsPreviousVersion, true);
+    await p.loadThrough(15000, 2000, () => callControl(p.chassis.layout.boards[upgraded].controlSocket, 'guest.upgrade', { rollback: true }, 900000), 'UR');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    assert.equal(p.primary, old, 'the v1 copy serves again');
+    for (const b of [old, upgraded]) assert.equal(await appVersion(p, b), '1.0.0', `${b} runs v1 after the rollback`);
+  });
+
   it('upgrades to v2 while serving: nothing acknowledged lost, both boards on v2, protected, the new command works', async () => {
     const old = p.primary;
-    const before = await ask(p, ['REG UGa', 'REG UGb', 'CALL UGa UGb']);
-    assert.match(before[2]!, / OK CALL \d+$/);
+    // The earlier loads have filled the subscriber table (4096): use two of their subscribers.
+    const before = await ask(p, ['GET UB0', 'GET UB1', 'CALL UB0 UB1']);
+    assert.match(before[2]!, / OK CALL \d+$/, before.join(' | '));
     let report: any;
     const { res } = await p.loadThrough(30000, 3000, async () => { report = await upgrade(p, V2); }, 'UV');
     assert.equal(report.to, '2.0.0');
@@ -68,10 +88,10 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     assert.equal(p.primary, partnerOf(old), 'the upgraded backup took over');
     for (const b of [p.primary, partnerOf(p.primary)]) assert.equal(await appVersion(p, b), '2.0.0', `${b} runs v2`);
     // State from before the upgrade (converted from v1) and the new command.
-    const after = await ask(p, ['GET UGa', 'FWD UGa UGb', 'GET UGa']);
-    assert.match(after[0]!, / OK GET UGa calls=1 state=busy/);
-    assert.match(after[1]!, / OK FWD /);
-    assert.match(after[2]!, /fwd=UGb/);
+    const after = await ask(p, ['GET UB0', 'FWD UB0 UB1', 'GET UB0']);
+    assert.match(after[0]!, / OK GET UB0 calls=\d+ state=busy fwd=-$/, 'v1 state converted: the call set up on v1 is still up');
+    assert.match(after[1]!, / OK FWD UB0 UB1$/);
+    assert.match(after[2]!, / OK GET UB0 calls=\d+ state=busy fwd=UB1$/);
     // Both copies identical once idle.
     const equal = async () => (await p.stateCrc(p.primary)) === (await p.stateCrc(partnerOf(p.primary)));
     for (let i = 0; i < 50 && !(await equal()); i++) await new Promise((r) => setTimeout(r, 100));
