@@ -96,7 +96,7 @@ export class Daemon {
   /** Set while this board (as backup) replaces its clone by the new version. */
   private upgradingLocally = false;
   /** Switchover of a guest upgrade: the board stepping down keeps its guest, following the new primary. */
-  private keepCopyOnStepDown = false;
+  private keptCopy = false;
   private partnerKeepsCopy = false;
   /** Primary: the backup copy is the partner's previous version (an upgrade not committed yet). */
   private partnerCopy = false;
@@ -324,10 +324,10 @@ export class Daemon {
           }
         } else if (c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING') {
           await host.unserve();
-          host.replicator.becomeBackup();
-          const keep = this.keepCopyOnStepDown && role === 'BACKUP';
-          this.keepCopyOnStepDown = false;
-          if (keep && host.replicator.followOnCurrentChannel(true)) {
+          const kept = this.keptCopy && role === 'BACKUP';
+          this.keptCopy = false;
+          if (!kept) host.replicator.becomeBackup();
+          if (kept) {
             this.store!.record('guest-upgrade', `this board keeps its guest (${host.supervisor.guest.version}) as the backup copy until the upgrade is committed or rolled back`);
           } else if (role !== 'STOPPING') {
             // Its guest would drift without the input stream: the new primary clones a fresh copy.
@@ -591,12 +591,14 @@ export class Daemon {
       throw new UsError('US_ERR_LINK', `switchover: the backup stopped acknowledging (${r.status().unprotectedReason ?? 'unprotected'}); not handed over`);
     }
     r.sendControl({ type: 'switchover', keepCopy });
-    this.keepCopyOnStepDown = keepCopy;
     if (!this.ha!.yieldPrimary()) {
-      this.keepCopyOnStepDown = false;
       r.release();
       throw new UsError('US_ERR_ROLE', `switchover: this board could not step down (role ${this.ha!.currentRole})`);
     }
+    // Step down at once, in this tick: the new primary may clone to this board, or (keepCopy) send
+    // it inputs, before the role change has been worked through (address released, endpoint closed).
+    r.becomeBackup();
+    if (keepCopy) this.keptCopy = r.followOnCurrentChannel(true);
     this.store!.record('role', `switchover requested at input ${sent}: handing the primary role to the partner`);
     return { board: this.board.name, handedOverAt: sent };
   }

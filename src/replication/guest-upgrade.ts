@@ -109,8 +109,8 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
       if (performance.now() > end) throw new UsError('US_ERR_TIMEOUT', `guest upgrade: the new guest is ${lag} inputs behind after ${d.catchUpTimeoutMs ?? 60000} ms`);
       await sleep(50);
     }
-    // Replayed requests answered and compared: the new guest serves the same state.
-    await supervisor.port.management('PING', 5000);
+    // The new guest answers while it works through what it was given (a busy guest may take a while).
+    await supervisor.inputsInGuest(d.catchUpTimeoutMs ?? 60000);
     return { from: `${from.name} ${from.version}`, to: `${g.name} ${g.version}`, savedSeq, replayFrom, replayed: logged.length, bootMs };
   } finally {
     checkpointer.suspended = false;
