@@ -403,7 +403,9 @@ export function registerUpgradeCommands(program: Command): void {
             away = true;
             continue;
           }
-          if (!run || run.id !== id) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade ${id}: the controller no longer reports it`);
+          // A controller that has just started answers before it has loaded the run's record.
+          if (!run) continue;
+          if (run.id !== id) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade ${id}: the controller reports another run (${run.id}) now`);
           show(run);
           if (run.state === 'done') {
             print(o, run, () => `rolling upgrade ${id}: both boards run ${run.version}, committed; ${run.partner} is primary, ${run.orchestrator} backup`);

@@ -177,15 +177,15 @@ export class RollingUpgrade {
       release();
     }
     const version = check.head.manifest.version;
-    if (partner.version !== me.version) {
-      throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: the boards run different versions (${this.h.board} ${me.version ?? 'none'}, ${partner.board} ${partner.version ?? 'none'})`);
-    }
+    // The boards may run different versions (an earlier run stopped after the backup's commit): each
+    // board's installer applies the version rules to its own running version.
     this.rec = {
       id: randomUUID().slice(0, 8), package: file, version, from: me.version, orchestrator: this.h.board, partner: this.h.partner,
       state: 'running', step: 'verify', steps: [], options: o, startedAt: new Date().toISOString(),
     };
     this.forPartner = [];
-    await this.step('verify', `package ${file} verified: ${version} for ${setup.family} (key ${check.head.keyId}), from ${me.version ?? 'none'}; upgrading ${this.h.partner} (backup) first`);
+    const from = partner.version === me.version ? me.version ?? 'none' : `${this.h.board} ${me.version ?? 'none'}, ${partner.board} ${partner.version ?? 'none'}`;
+    await this.step('verify', `package ${file} verified: ${version} for ${setup.family} (key ${check.head.keyId}), from ${from}; upgrading ${this.h.partner} (backup) first`);
     void this.runPartnerFirst(this.rec);
     return this.rec;
   }
@@ -329,13 +329,13 @@ export class RollingUpgrade {
       const end = Date.now() + rec.options.timeoutMs;
       while (Date.now() < end) {
         const [me, p] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000).catch(() => undefined)]);
-        if (p && p.version === rec.from && !p.trial && p.role === 'BACKUP' && p.guest === 'running' && me.protected) {
-          await this.step('abandon', `${partner} is back on ${rec.from ?? 'its good slot'} and the pair is protected`);
+        if (p && !p.trial && p.running === p.good && p.role === 'BACKUP' && p.guest === 'running' && me.protected) {
+          await this.step('abandon', `${partner} is back on its good slot ${p.good} (${p.version ?? '?'}) and the pair is protected`);
           return;
         }
         await sleep(POLL_MS);
       }
-      await this.step('abandon', `${partner} did not come back protected on ${rec.from ?? 'its good slot'} within ${rec.options.timeoutMs / 1000} s`);
+      await this.step('abandon', `${partner} did not come back protected on its good slot within ${rec.options.timeoutMs / 1000} s`);
     } catch (e) {
       await this.step('abandon', `could not abandon the trial on ${partner}: ${(e as Error).message}; its bootloader returns to the good slot once its boot attempts run out`).catch(() => undefined);
     }
