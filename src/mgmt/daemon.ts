@@ -231,6 +231,7 @@ export class Daemon {
           role,
           guest: this.host ? this.host.supervisor.currentState : null,
           protected: role === 'PRIMARY' && !!this.host?.replicator.protectedNow && !this.replication?.cloneInProgress,
+          backlog: this.host ? Math.max(0, this.host.replicator.lastSeq - this.host.replicator.deliveredSeq) : 0,
         };
       },
       journal: (message, detail) => this.store?.record('upgrade', message, detail),

@@ -53,6 +53,8 @@ export interface BoardUpgradeView {
   protected: boolean;
   /** A rolling upgrade run by this board and not finished. */
   rollingRunning: boolean;
+  /** Inputs this board holds (logged and acknowledged) but has not delivered to its guest yet. */
+  backlog: number;
 }
 
 /** What the rolling upgrade needs from its controller. */
@@ -63,7 +65,7 @@ export interface PairHooks {
   setup: UpgradeSetup;
   peer: PeerClient;
   /** Role, guest state and protection of this board. */
-  pairView(): { role: string; guest: string | null; protected: boolean };
+  pairView(): { role: string; guest: string | null; protected: boolean; backlog: number };
   /** Records in this board's event journal. */
   journal(message: string, detail?: Record<string, unknown>): void;
   /** The planned hand-over (this board must be primary). */
@@ -104,6 +106,8 @@ export interface RollingRecord {
 }
 
 const POLL_MS = 1000;
+/** Most inputs a backup may hold undelivered when the switchover starts. */
+const SWITCHOVER_BACKLOG = 16;
 
 export class RollingUpgrade {
   private rec?: RollingRecord;
@@ -143,6 +147,7 @@ export class RollingUpgrade {
       guest: pv.guest,
       protected: pv.protected,
       rollingRunning: this.running,
+      backlog: pv.backlog,
     };
   }
 
@@ -221,7 +226,8 @@ export class RollingUpgrade {
       await this.step('partner-commit', `${partner} runs ${rec.version} and the pair is protected; committing its trial`);
       await peer.call({ op: 'commit' }, 10000);
       stage = 'committed';
-      await this.step('switchover', `${partner} committed ${rec.version}; switching over to it`);
+      await this.step('switchover', `${partner} committed ${rec.version}; switching over to it once its guest has caught up with the input stream`);
+      await this.waitCaughtUp(rec);
       await this.h.switchover();
       await this.step('protected', `${partner} is taking over; waiting for it to protect the pair again (re-clone to ${this.h.board})`);
       await this.waitSwitchedOver(rec);
@@ -234,7 +240,13 @@ export class RollingUpgrade {
     } catch (e) {
       const failedAt = rec.step;
       if (stage === 'installed' || stage === 'rebooted') await this.abandonPartner(rec, stage === 'rebooted');
-      await this.finish(rec, 'failed', failedAt, e);
+      let note: string | undefined;
+      if (rec.self) {
+        // Installed here but the reboot failed: the trial must not be booted by some later reboot.
+        note = await this.abandonOwnTrial().then(() => `${this.h.board}'s own trial abandoned`, (e2: Error) => `abandoning ${this.h.board}'s own trial failed: ${e2.message}`);
+        rec.self = undefined;
+      }
+      await this.finish(rec, 'failed', failedAt, e, note);
     }
   }
 
@@ -253,17 +265,21 @@ export class RollingUpgrade {
     } catch (e) {
       const failedAt = rec.step;
       try {
-        const release = this.h.setup.store.lock('roll back');
-        try {
-          if ((await readBootState(this.h.setup.env)).trial) await abandonTrial(this.h.setup.env);
-        } finally {
-          release();
-        }
+        await this.abandonOwnTrial();
         await this.finish(rec, 'failed', failedAt, e, `${this.h.board} abandons its trial and reboots into the good slot`);
         await this.h.rebootSelf();
       } catch (e2) {
         await this.finish(rec, 'failed', failedAt, e, `abandoning the trial failed: ${(e2 as Error).message}`);
       }
+    }
+  }
+
+  private async abandonOwnTrial(): Promise<void> {
+    const release = this.h.setup.store.lock('roll back');
+    try {
+      if ((await readBootState(this.h.setup.env)).trial) await abandonTrial(this.h.setup.env);
+    } finally {
+      release();
     }
   }
 
@@ -300,6 +316,28 @@ export class RollingUpgrade {
       await sleep(POLL_MS);
     }
     throw new UsError('US_ERR_TIMEOUT', `${who === 'self' ? this.h.board : this.h.partner} did not come back healthy and protected within ${rec.options.timeoutMs / 1000} s (last: ${last})`);
+  }
+
+  /**
+   * A backup acknowledges inputs when it has logged them, and delivers them to its clone in order,
+   * an AUTH answer only once the clone has asked for it (which can hold delivery back for a while).
+   * A planned hand-over waits until the backlog is small, so the new primary does not start with a
+   * burst of queued inputs.
+   */
+  private async waitCaughtUp(rec: RollingRecord): Promise<void> {
+    const end = Date.now() + rec.options.timeoutMs;
+    let last = 'no answer yet';
+    while (Date.now() < end) {
+      try {
+        const p = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000);
+        if (p.role === 'BACKUP' && p.backlog <= SWITCHOVER_BACKLOG && (await this.view()).protected) return;
+        last = `${p.board} ${p.role}, ${p.backlog} inputs not yet delivered to its guest`;
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await sleep(50);
+    }
+    throw new UsError('US_ERR_TIMEOUT', `the backup did not catch up with the input stream within ${rec.options.timeoutMs / 1000} s (last: ${last}); not switching over`);
   }
 
   /** After the switchover: the partner is primary and protected, this board a backup with a running clone. */
