@@ -5,7 +5,7 @@
  * Progress goes to stderr (a bar on a terminal, percentage lines otherwise), results to stdout.
  */
 import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js';
@@ -16,7 +16,8 @@ import { buildPackage } from '../upgrade/builder.js';
 import { installPackage, type InstallResult } from '../upgrade/installer.js';
 import { generateKeys, loadPrivateKey, loadTrustedKeys } from '../upgrade/keys.js';
 import { SLOT_NAMES, type SlotName } from '../upgrade/slots.js';
-import { defaultBoardFile } from './locate.js';
+import type { RollingRecord } from '../upgrade/rolling.js';
+import { controlSocketOf, defaultBoardFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
@@ -362,6 +363,58 @@ export function registerUpgradeCommands(program: Command): void {
           release();
         }
         throw new UsError('US_ERR_UPGRADE_STATE', `slot ${running} did not become healthy within ${o.timeout} s (last: ${last}); trial abandoned: the next boot selects slot ${st.good ?? '?'}`);
+      } catch (e) {
+        fail(o, e);
+      }
+    });
+
+  up.command('rolling <package>')
+    .description('upgrade both boards of the pair, backup first, then switch over and upgrade the other; the guest is served throughout (run it on the primary)')
+    .option('--timeout <s>', 'bound on each wait for an upgraded board to come back healthy and protected; past it the trial is abandoned', (v) => Number.parseInt(v, 10), 300)
+    .option('--stable <s>', 'an upgraded board must stay healthy and protected this long before its trial is committed', (v) => Number.parseInt(v, 10), 5)
+    .option('--board <file>', 'board profile')
+    .action(async (file: string, _o, cmd: Command) => {
+      const o = cmd.optsWithGlobals<Opts & { timeout: number; stable: number }>();
+      try {
+        const sock = await controlSocketOf(o.board);
+        const { callControl } = await import('../mgmt/ipc.js');
+        const started = (await callControl(sock, 'upgrade.rolling', { package: resolve(file), timeoutMs: o.timeout * 1000, stableMs: o.stable * 1000 }, 60000)) as { run: RollingRecord };
+        const id = started.run.id;
+        let shown = 0;
+        let away = false;
+        const show = (run: RollingRecord) => {
+          for (const st of run.steps.slice(shown)) process.stderr.write(`[${st.n}] ${st.step}: ${st.message}\n`);
+          shown = run.steps.length;
+        };
+        show(started.run);
+        // Every wait inside is bounded by --timeout; this one only guards against a controller that never returns.
+        const end = Date.now() + (4 * o.timeout + 600) * 1000;
+        for (;;) {
+          if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `rolling upgrade ${id}: no end reported by the controller; see \`understudy events --kind upgrade\``);
+          await new Promise((r) => setTimeout(r, 500));
+          let run: RollingRecord | null;
+          try {
+            run = ((await callControl(sock, 'upgrade.rolling.status', {}, 5000)) as { run: RollingRecord | null }).run;
+            if (away) process.stderr.write('controller answers again\n');
+            away = false;
+          } catch {
+            // This board reboots into its trial during the run: wait for its controller to come back.
+            if (!away) process.stderr.write('controller not answering (this board is rebooting); waiting for it\n');
+            away = true;
+            continue;
+          }
+          // A controller that has just started answers before it has loaded the run's record.
+          if (!run) continue;
+          if (run.id !== id) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade ${id}: the controller reports another run (${run.id}) now`);
+          show(run);
+          if (run.state === 'done') {
+            print(o, run, () => `rolling upgrade ${id}: both boards run ${run.version}, committed; ${run.partner} is primary, ${run.orchestrator} backup`);
+            return;
+          }
+          if (run.state === 'failed') {
+            throw new UsError('US_ERR_UPGRADE_ABORTED', `rolling upgrade ${id} to ${run.version} failed at step ${run.failed?.step}: ${run.failed?.code}: ${run.failed?.message}. Now: ${run.outcome ?? '?'}`, { run });
+          }
+        }
       } catch (e) {
         fail(o, e);
       }

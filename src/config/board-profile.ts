@@ -128,6 +128,12 @@ export const boardProfileSchema = z
         keysDir: z.string().min(1).optional(),
         /** Boot attempts of a new slot before falling back to the old one. */
         bootAttempts: z.number().int().min(1).max(10).default(3),
+        /**
+         * How this blade reboots itself into a newly armed slot during a rolling upgrade: argv of a
+         * command. Default ["systemctl", "reboot"]. Not used on a simulated board (the chassis' power
+         * controller power-cycles it).
+         */
+        rebootCommand: z.array(z.string().min(1)).min(1).optional(),
       })
       .default({ bootAttempts: 3 }),
   })

@@ -22,6 +22,11 @@ import { Checkpointer } from '../replication/checkpoint.js';
 import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
 import type { ControlMessage } from '../replication/messages.js';
 import { Store } from '../store/journal.js';
+import { SimulatedPowerController } from '../hw/fencing/fencing.js';
+import type { AuthServer } from '../replication/secure-channel.js';
+import { upgradeSetupFor } from '../upgrade/board-setup.js';
+import { PeerClient, UPGRADE_PORT_OFFSET, listenPeer } from '../upgrade/peer.js';
+import { DEFAULT_ROLLING, RollingUpgrade } from '../upgrade/rolling.js';
 import { acquireBoardLock } from './lock.js';
 import type { SerialConsole } from './console/index.js';
 import { serveMetrics, type MetricsEndpoint, type MetricsBody } from './metrics-endpoint.js';
@@ -89,6 +94,9 @@ export class Daemon {
   private protectTimer?: NodeJS.Timeout;
   private nextCloneAt = 0;
   private cloneProgress?: CloneProgress;
+  /** The rolling upgrade of the pair (run here, or driven by the partner over the upgrade channel). */
+  rolling?: RollingUpgrade;
+  private upgradePeer?: AuthServer;
   failovers = 0;
   /** A guest upgrade this board (as primary) is running, and the last one's outcome. */
   private guestUpgrade?: GuestUpgradeState;
@@ -162,6 +170,7 @@ export class Daemon {
           guestHealth: () => (this.host ? this.host.supervisor.currentState : 'none'),
         });
         this.protectTimer = setInterval(() => this.maybeProtect(), 500);
+        if (this.board.partner?.ethernet) this.startRollingUpgrade();
       } else if (this.host) {
         await this.host.startStandalone();
       }
@@ -258,6 +267,67 @@ export class Daemon {
     host.replicator.on('unprotected', (reason) => this.store!.record('replication', `UNPROTECTED: ${reason}`));
   }
 
+  /**
+   * The upgrade channel to the partner (src/upgrade/peer.ts) and the rolling upgrade; a run that
+   * rebooted this board into its trial resumes here.
+   */
+  private startRollingUpgrade(): void {
+    const b = this.board;
+    const eth = b.partner!.ethernet!;
+    const key = readKeyFile(b.ha!.keyFile);
+    const setup = upgradeSetupFor(b);
+    const ha = this.ha!;
+    const rolling = new RollingUpgrade({
+      board: b.name,
+      get partner() { return ha.membership.partnerView.heartbeat?.sender ?? 'the partner'; },
+      setup,
+      peer: new PeerClient(eth.partnerAddress, eth.port + UPGRADE_PORT_OFFSET, key),
+      pairView: () => {
+        const role = this.ha?.currentRole ?? 'STANDALONE';
+        return {
+          role,
+          guest: this.host ? this.host.supervisor.currentState : null,
+          protected: role === 'PRIMARY' && !!this.host?.replicator.protectedNow && !this.replication?.cloneInProgress,
+          backlog: this.host ? Math.max(0, this.host.replicator.lastSeq - this.host.replicator.deliveredSeq) : 0,
+        };
+      },
+      journal: (message, detail) => this.store?.record('upgrade', message, detail),
+      switchover: () => this.switchover(),
+      rebootSelf: () => this.rebootSelf(setup.rebootCommand),
+    }, join(b.storageDir, 'rolling-upgrade.json'));
+    this.rolling = rolling;
+    void (async () => {
+      // The partner-link address may not be up yet.
+      for (let attempt = 0; attempt < 60 && !this.stopping; attempt++) {
+        try {
+          this.upgradePeer = await listenPeer({
+            address: eth.localAddress, port: eth.port + UPGRADE_PORT_OFFSET, key, incomingDir: setup.incomingDir, handler: rolling.handler,
+            onReject: (e) => this.store?.record('upgrade', `rejected a partner connection on the upgrade channel: ${e.message}`),
+          });
+          if (this.stopping) await this.upgradePeer.close();
+          return;
+        } catch {
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
+      this.store?.record('upgrade', 'the upgrade channel could not listen on the partner link: rolling upgrades cannot reach this board');
+    })();
+    rolling.resume();
+  }
+
+  /** A real blade runs the profile's reboot command; a simulated board is power-cycled by the chassis' power controller. */
+  private async rebootSelf(command: string[]): Promise<void> {
+    this.store?.record('upgrade', `rebooting board ${this.board.name}`);
+    const f = this.board.fencing;
+    if (this.board.kind === 'simulated') {
+      if (f?.method !== 'simulated') throw new UsError('US_ERR_CONFIG', `board ${this.board.name} is simulated but has no simulated power controller (fencing.method) to reboot it`);
+      await new SimulatedPowerController(f.controlSocket).reset(this.board.name);
+      return;
+    }
+    const { execFile } = await import('node:child_process');
+    await new Promise<void>((resolve, reject) => execFile(command[0]!, command.slice(1), { timeout: 30000 }, (e) => (e ? reject(new UsError('US_ERR_INTERNAL', `reboot command ${command.join(' ')} failed: ${e.message}`)) : resolve())));
+  }
+
   /** Primary with a live backup that holds no clone: clone to it. */
   private maybeProtect(): void {
     const host = this.host;
@@ -347,6 +417,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       clearInterval(this.protectTimer);
       clearInterval(this.checkpointTimer);
+      await this.upgradePeer?.close().catch(() => undefined);
       await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
       await this.roleWork;
       await this.replication?.close().catch(() => undefined);
@@ -635,6 +706,17 @@ export class Daemon {
         if (args.rollback === true) return this.rollbackGuestUpgrade();
         if (typeof args.guestFile !== 'string' || !args.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) is required');
         return this.upgradeGuest(args.guestFile, args.hold === true);
+      case 'upgrade.rolling': {
+        if (!this.rolling) throw new UsError('US_ERR_ROLE', `board ${this.board.name} has no partner on an Ethernet link: nothing to roll over`);
+        const num = (v: unknown, d: number) => (v === undefined ? d : Number(v));
+        const timeoutMs = num(args.timeoutMs, DEFAULT_ROLLING.timeoutMs);
+        const stableMs = num(args.stableMs, DEFAULT_ROLLING.stableMs);
+        if (!(timeoutMs >= 1000 && stableMs >= 0)) throw new UsError('US_ERR_CONTROL', 'upgrade.rolling: timeoutMs ≥ 1000 and stableMs ≥ 0');
+        if (typeof args.package !== 'string' || !args.package) throw new UsError('US_ERR_CONTROL', 'upgrade.rolling: package (a path on this board) expected');
+        return { board: this.board.name, run: await this.rolling.start(args.package, { timeoutMs, stableMs }) };
+      }
+      case 'upgrade.rolling.status':
+        return { board: this.board.name, run: this.rolling?.current ?? null };
       case 'checkpoint': {
         if (!this.checkpointer) throw new UsError('US_ERR_ROLE', `board ${this.board.name} does not replicate (no partner or no guest)`);
         return { board: this.board.name, checkpoint: await this.checkpointer.take() };

@@ -19,8 +19,10 @@ export interface UpgradeSetup {
   bootEnvSpec: BootEnvSpec;
   env: BootEnv;
   store: SlotStore;
-  /** Where received packages land by default (YMODEM). */
+  /** Where received packages land by default (YMODEM, and from the partner in a rolling upgrade). */
   incomingDir: string;
+  /** argv that reboots a real blade (the profile's upgrade.rebootCommand). */
+  rebootCommand: string[];
 }
 
 export function upgradeSetupFor(board: BoardProfile): UpgradeSetup {
@@ -49,5 +51,6 @@ export function upgradeSetupFor(board: BoardProfile): UpgradeSetup {
     env: openBootEnv(bootEnvSpec),
     store: new SlotStore(slotsDir, cmdline),
     incomingDir: join(board.storageDir, 'incoming'),
+    rebootCommand: u.rebootCommand ?? ['systemctl', 'reboot'],
   };
 }

@@ -13,7 +13,7 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { UsError } from '../core/errors.js';
 import type { BootEnv } from '../hw/bootenv/boot-env.js';
 import { fsyncDir } from '../hw/bootenv/durable.js';
@@ -68,6 +68,75 @@ export interface InstallResult {
   durationMs: number;
 }
 
+export type VerifyOptions = Pick<InstallOptions, 'packagePath' | 'family' | 'store' | 'env' | 'trustedKeys' | 'force'>;
+
+export interface PackageCheck {
+  head: VerifiedHead;
+  /** The slot an install would write. */
+  target: SlotName;
+  /** The slot kept as the fallback (none on an empty board). */
+  running?: SlotName;
+  firstInstall: boolean;
+  previousVersion?: string;
+  /** The version rules were overridden by `force`. */
+  forced: boolean;
+}
+
+/**
+ * Step 1 of an install, on its own: signature, family, version rules and the slots' state, exactly as
+ * `installPackage` checks them, reading no payload byte and writing nothing. For a caller that must
+ * know a package would install before it acts on it (the rolling upgrade of a pair).
+ */
+export async function verifyPackage(o: VerifyOptions): Promise<PackageCheck> {
+  const where = `package ${o.packagePath}`;
+  const fh = await open(o.packagePath, 'r').catch((e: Error) => {
+    throw new UsError('US_ERR_NOT_FOUND', `${where}: cannot open: ${e.message}`);
+  });
+  try {
+    return await checkOpenPackage(fh, o, where);
+  } finally {
+    await fh.close();
+  }
+}
+
+async function checkOpenPackage(fh: FileHandle, o: VerifyOptions, where: string, onVerified?: () => void): Promise<PackageCheck> {
+  const head = await readVerifiedHead(fh, o.trustedKeys, where);
+  onVerified?.();
+  const m = head.manifest;
+  if (m.compatible !== o.family) {
+    throw new UsError('US_ERR_PKG_INCOMPATIBLE', `${where}: made for board family "${m.compatible}", this board is "${o.family}"`, { compatible: m.compatible, family: o.family });
+  }
+  const st = await readBootState(o.env);
+  const firstInstall = SLOT_NAMES.every((s) => !o.store.isLoadable(s));
+  let target: SlotName;
+  let running: SlotName | undefined;
+  let previousVersion: string | undefined;
+  let forced = false;
+  if (firstInstall) {
+    target = 'A';
+  } else {
+    // The slot we run from, and so must keep, is always a loadable one: a stale command line or a
+    // damaged slot must never make the installer overwrite the only image that boots.
+    running = [o.store.bootedSlot(), st.good, ...SLOT_NAMES].find((s): s is SlotName => s !== undefined && o.store.isLoadable(s))!;
+    if (st.trial === running && st.good !== running) {
+      throw new UsError('US_ERR_UPGRADE_STATE', `the running slot ${running} is an uncommitted trial and slot ${otherSlot(running)} is its fallback: run \`understudy upgrade mark-good\` first (or reboot to fall back)`);
+    }
+    target = otherSlot(running);
+    previousVersion = o.store.readRecord(running).record?.version;
+  }
+  if (previousVersion !== undefined) {
+    if (compareSemVer(m.version, previousVersion) < 0) {
+      if (!o.force) throw new UsError('US_ERR_PKG_DOWNGRADE', `${where}: version ${m.version} is older than the running ${previousVersion}; use --force to downgrade`, { version: m.version, running: previousVersion });
+      forced = true;
+    }
+    if (m.minVersion && compareSemVer(previousVersion, m.minVersion) < 0) {
+      if (!o.force) throw new UsError('US_ERR_PKG_TOO_OLD', `${where}: upgrades from ${m.minVersion} or later; the running version is ${previousVersion}; use --force to install anyway`, { minVersion: m.minVersion, running: previousVersion });
+      forced = true;
+    }
+  }
+  return { head, target, running, firstInstall, previousVersion, forced };
+}
+
 export async function installPackage(o: InstallOptions): Promise<InstallResult> {
   const t0 = performance.now();
   const where = `package ${o.packagePath}`;
@@ -84,41 +153,12 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
     let running: SlotName | undefined;
     let firstInstall: boolean;
     let previousVersion: string | undefined;
-    let forced = false;
+    let forced: boolean;
     const pkgHash = createHash('sha256');
     let result: PayloadResult;
     try {
-      head = await readVerifiedHead(fh, o.trustedKeys, where);
+      ({ head, target, running, firstInstall, previousVersion, forced } = await checkOpenPackage(fh, o, where, () => step('verified')));
       const m = head.manifest;
-      step('verified');
-      if (m.compatible !== o.family) {
-        throw new UsError('US_ERR_PKG_INCOMPATIBLE', `${where}: made for board family "${m.compatible}", this board is "${o.family}"`, { compatible: m.compatible, family: o.family });
-      }
-
-      const st = await readBootState(o.env);
-      firstInstall = SLOT_NAMES.every((s) => !o.store.isLoadable(s));
-      if (firstInstall) {
-        target = 'A';
-      } else {
-        // The slot we run from, and so must keep, is always a loadable one: a stale command line or a
-        // damaged slot must never make the installer overwrite the only image that boots.
-        running = [o.store.bootedSlot(), st.good, ...SLOT_NAMES].find((s): s is SlotName => s !== undefined && o.store.isLoadable(s))!;
-        if (st.trial === running && st.good !== running) {
-          throw new UsError('US_ERR_UPGRADE_STATE', `the running slot ${running} is an uncommitted trial and slot ${otherSlot(running)} is its fallback: run \`understudy upgrade mark-good\` first (or reboot to fall back)`);
-        }
-        target = otherSlot(running);
-        previousVersion = o.store.readRecord(running).record?.version;
-      }
-      if (previousVersion !== undefined) {
-        if (compareSemVer(m.version, previousVersion) < 0) {
-          if (!o.force) throw new UsError('US_ERR_PKG_DOWNGRADE', `${where}: version ${m.version} is older than the running ${previousVersion}; use --force to downgrade`, { version: m.version, running: previousVersion });
-          forced = true;
-        }
-        if (m.minVersion && compareSemVer(previousVersion, m.minVersion) < 0) {
-          if (!o.force) throw new UsError('US_ERR_PKG_TOO_OLD', `${where}: upgrades from ${m.minVersion} or later; the running version is ${previousVersion}; use --force to install anyway`, { minVersion: m.minVersion, running: previousVersion });
-          forced = true;
-        }
-      }
 
       // 2. Stream the payload into the staging directory.
       staging = o.store.stagingDir(target);

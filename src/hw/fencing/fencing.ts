@@ -23,13 +23,25 @@ export class SimulatedPowerController implements FencingDevice {
   constructor(readonly socketPath: string) {}
 
   powerOff(partner: string, timeoutMs = 2000): Promise<void> {
+    return this.request('OFF', partner, timeoutMs);
+  }
+
+  /**
+   * Power-cycles a board (`RESET <board>`): how a simulated board reboots, itself included (then the
+   * answer never arrives: the caller dies with its board).
+   */
+  reset(board: string, timeoutMs = 10000): Promise<void> {
+    return this.request('RESET', board, timeoutMs);
+  }
+
+  private request(verb: 'OFF' | 'RESET', board: string, timeoutMs: number): Promise<void> {
     return new Promise((resolve, reject) => {
       const s = connect(this.socketPath);
       let buf = '';
       const fail = (why: string) => { clearTimeout(timer); s.destroy(); reject(new UsError('US_ERR_FENCING', `power controller ${this.socketPath}: ${why}`)); };
       const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
       s.setEncoding('utf8');
-      s.on('connect', () => s.write(`OFF ${partner}\n`));
+      s.on('connect', () => s.write(`${verb} ${board}\n`));
       s.on('error', (e) => fail(e.message));
       s.on('data', (d: string) => {
         buf += d;
@@ -39,7 +51,7 @@ export class SimulatedPowerController implements FencingDevice {
         clearTimeout(timer);
         s.destroy();
         if (line.startsWith('OK')) resolve();
-        else reject(new UsError('US_ERR_FENCING', `power controller refused to power off ${partner}: ${line}`));
+        else reject(new UsError('US_ERR_FENCING', `power controller refused ${verb} ${board}: ${line}`));
       });
     });
   }

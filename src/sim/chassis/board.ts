@@ -6,9 +6,14 @@
  * controller armed it) resets the board. Owns only the processes it spawns.
  */
 import { spawn } from 'node:child_process';
-import { appendFileSync, closeSync, openSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadBoardProfile } from '../../config/board-profile.js';
 import type { Logger } from '../../core/log.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../mgmt/footprint.js';
+import { upgradeSetupFor } from '../../upgrade/board-setup.js';
+import { simulateBoot } from '../../upgrade/bootflow.js';
+import { SLOT_NAMES } from '../../upgrade/slots.js';
 import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type BoardName } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
 import { drainSerialEnd } from './serial-relay.js';
@@ -187,9 +192,11 @@ export class SimBoard {
     if (stale < 0) this.o.log.warn({ board: this.name, device: layout.serialDevice }, 'could not drain the serial port before boot (held by someone else?)');
     this.watchdog.listen();
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
+    const firmware = await this.bootloader();
     const out = openSync(layout.log, 'a', 0o600);
+    const withGuest = this.o.guestFile && firmware.fault !== 'no-guest';
     const args = ['netns', 'exec', layout.netns, process.execPath, ...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', layout.profile,
-      ...(this.o.guestFile ? ['--guest', this.o.guestFile] : ['--no-guest'])];
+      ...(withGuest ? ['--guest', this.o.guestFile!] : ['--no-guest'])];
     // `ip netns exec` execs the command, so the child's pid is the controller's and leads its group.
     const child = spawn('ip', args, {
       detached: true,
@@ -216,6 +223,41 @@ export class SimBoard {
       this.o.onChange();
     });
     this.o.onChange();
+  }
+
+  /**
+   * The bootloader's step at power-on, as on a blade: once a slot is installed, pick the slot to boot
+   * (an armed trial, counting its attempt down, else the good slot) and hand it to the controller on
+   * the simulated kernel command line. A board with no slot installed boots the controller as is.
+   *
+   * A slot image may carry a simulated firmware fault, the file `simulated-fault` at its root (docs/
+   * chassis.md): `no-guest` — the controller from that slot cannot host the guest. It makes a
+   * "package whose trial never becomes healthy" for tests, with no change to the controller.
+   */
+  private async bootloader(): Promise<{ fault?: string }> {
+    const log = this.o.layout.log;
+    try {
+      const setup = upgradeSetupFor(loadBoardProfile(this.o.layout.profile));
+      if (!SLOT_NAMES.some((s) => setup.store.isLoadable(s))) return {};
+      const release = setup.store.lock('boot');
+      let r;
+      try {
+        r = await simulateBoot(setup.env, setup.store);
+      } finally {
+        release();
+      }
+      let fault: string | undefined;
+      try {
+        fault = readFileSync(join(setup.store.slotDir(r.slot), 'simulated-fault'), 'utf8').trim();
+      } catch { /* a healthy image */ }
+      appendFileSync(log, `# chassis: bootloader: slot ${r.slot} (${r.version ?? '?'}, ${r.reason}${r.reason === 'trial' ? `, ${r.triesLeft} attempts left` : ''})${fault ? `; simulated firmware fault: ${fault}` : ''}\n`);
+      this.o.log.info({ board: this.name, slot: r.slot, reason: r.reason, version: r.version, fault }, `bootloader of ${this.name}: slot ${r.slot} (${r.reason})`);
+      return { fault };
+    } catch (e) {
+      appendFileSync(log, `# chassis: bootloader step failed: ${(e as Error).message}\n`);
+      this.o.log.error({ board: this.name, err: (e as Error).message }, 'simulated bootloader step failed; booting the controller as is');
+      return {};
+    }
   }
 
   /** Kills the board's process group (controller, QEMU, anything it started) and waits until it is empty. */

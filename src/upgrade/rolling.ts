@@ -1,0 +1,481 @@
+/**
+ * The rolling upgrade of a 2N pair, run by the controller of the primary board it is invoked on:
+ *
+ *    1 verify     the package, locally, exactly as the installer does (signature, family, versions)
+ *    2 push       its bytes to the backup over the upgrade channel (peer.ts)
+ *    3 partner-install   the backup installs it into its inactive slot and arms a trial
+ *    4 partner-reboot    the backup reboots into the trial
+ *    5 partner-healthy   until the backup runs the new version, holds a fresh clone and the pair is
+ *                        protected, stable for a while (bounded; else abandon: rollback + reboot)
+ *    6 partner-commit    the backup commits its trial (mark-good)
+ *    7 switchover        planned hand-over: the former backup serves, this board becomes backup
+ *    8 protected         until the new primary has re-cloned to this board
+ *    9 install    this board installs the package into its own inactive slot
+ *   10 reboot     this board reboots into its trial; the run's record survives in the storage dir
+ *   11 healthy    (after the reboot, resumed by the new controller) as 5, for this board
+ *   12 commit     this board commits its trial
+ *
+ * Every step is journaled on both boards (kind "upgrade") and kept in <storageDir>/rolling-upgrade.json,
+ * which `upgrade.rolling.status` returns. Also the partner's side of the upgrade channel (PeerHandler).
+ * Owns the sequence and its record; not the role machine, replication or the installer, which it
+ * reaches through `PairHooks`.
+ */
+import { randomUUID } from 'node:crypto';
+import { readFileSync, realpathSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UsError, asUsError } from '../core/errors.js';
+import { writeFileDurable } from '../hw/bootenv/durable.js';
+import type { UpgradeSetup } from './board-setup.js';
+import { abandonTrial, markGood, readBootState } from './bootflow.js';
+import { installPackage, verifyPackage, type InstallResult } from './installer.js';
+import { loadTrustedKeys } from './keys.js';
+import type { PeerClient, PeerHandler, PeerRequest } from './peer.js';
+import type { SlotName } from './slots.js';
+
+export type RollingStep =
+  | 'verify' | 'push' | 'partner-install' | 'partner-reboot' | 'partner-healthy' | 'partner-commit'
+  | 'switchover' | 'protected' | 'install' | 'reboot' | 'healthy' | 'commit' | 'abandon' | 'done';
+
+/** What one board says about itself for the rolling upgrade (the `status` request). */
+export interface BoardUpgradeView {
+  board: string;
+  role: string;
+  /** The slot booted (kernel command line), else the good slot. */
+  running: SlotName | null;
+  good: SlotName | null;
+  trial: SlotName | null;
+  /** Version of the running slot. */
+  version: string | null;
+  /** The guest's supervisor state, or null without a guest. */
+  guest: string | null;
+  /** This board is primary and its backup holds a clone in sync (no clone in progress). */
+  protected: boolean;
+  /** A rolling upgrade run by this board and not finished. */
+  rollingRunning: boolean;
+  /** Inputs this board holds (logged and acknowledged) but has not delivered to its guest yet. */
+  backlog: number;
+}
+
+/** What the rolling upgrade needs from its controller. */
+export interface PairHooks {
+  board: string;
+  /** The partner's name as its heartbeats give it. */
+  readonly partner: string;
+  setup: UpgradeSetup;
+  peer: PeerClient;
+  /** Role, guest state and protection of this board. */
+  pairView(): { role: string; guest: string | null; protected: boolean; backlog: number };
+  /** Records in this board's event journal. */
+  journal(message: string, detail?: Record<string, unknown>): void;
+  /** The planned hand-over (this board must be primary). */
+  switchover(): Promise<unknown>;
+  /** Reboots this board (a real blade: the profile's reboot command; a simulated one: a power cycle). */
+  rebootSelf(): Promise<void>;
+}
+
+export interface RollingOptions {
+  /** Bound on each wait for a board to come back healthy and protected (and on the switchover's re-protection). */
+  timeoutMs: number;
+  /** How long a board must stay healthy and protected before its trial is committed. */
+  stableMs: number;
+}
+
+export const DEFAULT_ROLLING: RollingOptions = { timeoutMs: 300000, stableMs: 5000 };
+
+export interface RollingRecord {
+  id: string;
+  package: string;
+  version: string;
+  /** The version the pair ran before. */
+  from: string | null;
+  /** The board that runs the upgrade (it was primary at the start). */
+  orchestrator: string;
+  partner: string;
+  state: 'running' | 'done' | 'failed';
+  step: RollingStep;
+  steps: Array<{ n: number; at: string; step: RollingStep; message: string }>;
+  failed?: { step: RollingStep; code: string; message: string };
+  /** Where each board stands at the end (failed runs): the versions running, good, trial. */
+  outcome?: string;
+  options: RollingOptions;
+  startedAt: string;
+  endedAt?: string;
+  /** Set before this board reboots into its trial: the resumed run checks and commits it. */
+  self?: { slot: SlotName };
+}
+
+const POLL_MS = 1000;
+/** Most inputs a backup may hold undelivered when the switchover starts. */
+const SWITCHOVER_BACKLOG = 16;
+
+export class RollingUpgrade {
+  private rec?: RollingRecord;
+  /** Journal lines the partner missed (it was rebooting): sent with the next one. */
+  private forPartner: string[] = [];
+
+  constructor(private readonly h: PairHooks, private readonly recordFile = join(h.setup.incomingDir, '..', 'rolling-upgrade.json')) {
+    try {
+      this.rec = JSON.parse(readFileSync(recordFile, 'utf8')) as RollingRecord;
+    } catch {
+      this.rec = undefined;
+    }
+  }
+
+  /** The last run (running or finished), for `upgrade.rolling.status`. */
+  get current(): RollingRecord | undefined {
+    return this.rec;
+  }
+
+  get running(): boolean {
+    return this.rec?.state === 'running';
+  }
+
+  /** This board's view for the partner and for the health checks. */
+  async view(): Promise<BoardUpgradeView> {
+    const { store, env } = this.h.setup;
+    const st = await readBootState(env);
+    const running = store.bootedSlot() ?? st.good ?? null;
+    const pv = this.h.pairView();
+    return {
+      board: this.h.board,
+      role: pv.role,
+      running,
+      good: st.good ?? null,
+      trial: st.trial ?? null,
+      version: running ? store.readRecord(running).record?.version ?? null : null,
+      guest: pv.guest,
+      protected: pv.protected,
+      rollingRunning: this.running,
+      backlog: pv.backlog,
+    };
+  }
+
+  /**
+   * Checks the preconditions and the package, then runs the upgrade in the background. Throws (and
+   * changes nothing) when the pair is not protected, an upgrade is in progress on either board, or
+   * the package would not install here.
+   */
+  async start(packagePath: string, o: RollingOptions): Promise<RollingRecord> {
+    if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', `a rolling upgrade (${this.rec!.id}, to ${this.rec!.version}) is in progress at step ${this.rec!.step}`);
+    const file = resolve(packagePath);
+    const me = await this.view();
+    if (me.role !== 'PRIMARY') throw new UsError('US_ERR_ROLE', `rolling upgrade: board ${this.h.board} is ${me.role}; run it on the primary (${this.h.partner})`);
+    if (!me.protected) throw new UsError('US_ERR_ROLE', 'rolling upgrade: the pair is not protected (the backup holds no clone in sync); refusing to start');
+    if (me.trial) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: this board has a trial of slot ${me.trial} armed; commit or roll it back first`);
+    let partner: BoardUpgradeView;
+    try {
+      partner = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 5000);
+    } catch (e) {
+      throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${(e as Error).message}`);
+    }
+    if (partner.rollingRunning) throw new UsError('US_ERR_UPGRADE_BUSY', `rolling upgrade: the partner ${partner.board} runs one already`);
+    if (partner.role !== 'BACKUP' || partner.guest !== 'running') throw new UsError('US_ERR_ROLE', `rolling upgrade: the partner ${partner.board} is ${partner.role} with its guest ${partner.guest ?? 'absent'}; the pair is not protected`);
+    if (partner.trial) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: the partner ${partner.board} has a trial of slot ${partner.trial} armed; commit or roll it back first`);
+    const { setup } = this.h;
+    // The installer's own checks, reading no payload byte. The slots lock keeps out a concurrent install.
+    const release = setup.store.lock('start a rolling upgrade');
+    let check;
+    try {
+      check = await verifyPackage({ packagePath: file, family: setup.family, store: setup.store, env: setup.env, trustedKeys: loadTrustedKeys(setup.keysDir) });
+    } finally {
+      release();
+    }
+    const version = check.head.manifest.version;
+    // The boards may run different versions (an earlier run stopped after the backup's commit): each
+    // board's installer applies the version rules to its own running version.
+    this.rec = {
+      id: randomUUID().slice(0, 8), package: file, version, from: me.version, orchestrator: this.h.board, partner: this.h.partner,
+      state: 'running', step: 'verify', steps: [], options: o, startedAt: new Date().toISOString(),
+    };
+    this.forPartner = [];
+    const from = partner.version === me.version ? me.version ?? 'none' : `${this.h.board} ${me.version ?? 'none'}, ${partner.board} ${partner.version ?? 'none'}`;
+    await this.step('verify', `package ${file} verified: ${version} for ${setup.family} (key ${check.head.keyId}), from ${from}; upgrading ${this.h.partner} (backup) first`);
+    void this.runPartnerFirst(this.rec);
+    return this.rec;
+  }
+
+  /** After a restart: a run that rebooted this board into its trial checks it and commits it. */
+  resume(): void {
+    const rec = this.rec;
+    if (!rec || rec.state !== 'running') return;
+    this.forPartner = [];
+    if (!rec.self) {
+      void this.finish(rec, 'failed', rec.step, new UsError('US_ERR_UPGRADE_STATE', `the controller restarted during step ${rec.step}; the run cannot continue (see upgrade status on both boards)`));
+      return;
+    }
+    void this.runSelfAfterReboot(rec, rec.self.slot);
+  }
+
+  // ----------------------------------------------------------------- the sequence
+  private async runPartnerFirst(rec: RollingRecord): Promise<void> {
+    const { peer } = this.h;
+    const partner = this.h.partner;
+    let stage: 'none' | 'installed' | 'rebooted' | 'committed' = 'none';
+    try {
+      await this.step('push', `pushing the package to ${partner}`);
+      const put = await peer.put(rec.package);
+      await this.step('partner-install', `${partner} received it (${put.bytes} bytes); installing into its inactive slot`);
+      const inst = await peer.call<InstallResult>({ op: 'install', file: put.file }, 600000);
+      stage = 'installed';
+      await this.step('partner-reboot', `${partner} installed ${inst.version} into slot ${inst.slot} with a trial armed; rebooting it into the trial`);
+      await peer.call({ op: 'reboot' }, 10000);
+      stage = 'rebooted';
+      await this.step('partner-healthy', `waiting (at most ${rec.options.timeoutMs / 1000} s) for ${partner} to run ${rec.version} from slot ${inst.slot}, re-cloned and protected`);
+      await this.waitHealthy(rec, 'partner', inst.slot);
+      await this.step('partner-commit', `${partner} runs ${rec.version} and the pair is protected; committing its trial`);
+      await peer.call({ op: 'commit' }, 10000);
+      stage = 'committed';
+      await this.step('switchover', `${partner} committed ${rec.version}; switching over to it once its guest has caught up with the input stream`);
+      await this.waitCaughtUp(rec);
+      await this.h.switchover();
+      await this.step('protected', `${partner} is taking over; waiting for it to protect the pair again (re-clone to ${this.h.board})`);
+      await this.waitSwitchedOver(rec);
+      await this.step('install', `${partner} serves and the pair is protected; installing ${rec.version} on ${this.h.board}`);
+      const own = await this.installHere(rec);
+      rec.self = { slot: own.slot };
+      await this.step('reboot', `${this.h.board} installed ${own.version} into slot ${own.slot} with a trial armed; rebooting into it`);
+      await this.h.rebootSelf();
+      // A real blade's reboot command returns while the system goes down; the run resumes after it.
+    } catch (e) {
+      const failedAt = rec.step;
+      if (stage === 'installed' || stage === 'rebooted') await this.abandonPartner(rec, stage === 'rebooted');
+      let note: string | undefined;
+      if (rec.self) {
+        // Installed here but the reboot failed: the trial must not be booted by some later reboot.
+        note = await this.abandonOwnTrial().then(() => `${this.h.board}'s own trial abandoned`, (e2: Error) => `abandoning ${this.h.board}'s own trial failed: ${e2.message}`);
+        rec.self = undefined;
+      }
+      await this.finish(rec, 'failed', failedAt, e, note);
+    }
+  }
+
+  private async runSelfAfterReboot(rec: RollingRecord, slot: SlotName): Promise<void> {
+    try {
+      await this.step('healthy', `${this.h.board} is back; waiting (at most ${rec.options.timeoutMs / 1000} s) for it to run ${rec.version} from slot ${slot}, re-cloned and protected`);
+      await this.waitHealthy(rec, 'self', slot);
+      await this.step('commit', `${this.h.board} runs ${rec.version} and the pair is protected; committing its trial`);
+      const release = this.h.setup.store.lock('commit');
+      try {
+        await markGood(this.h.setup.env, this.h.setup.store);
+      } finally {
+        release();
+      }
+      await this.finish(rec, 'done', 'commit');
+    } catch (e) {
+      const failedAt = rec.step;
+      try {
+        await this.abandonOwnTrial();
+        await this.finish(rec, 'failed', failedAt, e, `${this.h.board} abandons its trial and reboots into the good slot`);
+        await this.h.rebootSelf();
+      } catch (e2) {
+        await this.finish(rec, 'failed', failedAt, e, `abandoning the trial failed: ${(e2 as Error).message}`);
+      }
+    }
+  }
+
+  private async abandonOwnTrial(): Promise<void> {
+    const release = this.h.setup.store.lock('roll back');
+    try {
+      if ((await readBootState(this.h.setup.env)).trial) await abandonTrial(this.h.setup.env);
+    } finally {
+      release();
+    }
+  }
+
+  private async installHere(rec: RollingRecord): Promise<InstallResult> {
+    const s = this.h.setup;
+    return installPackage({ packagePath: rec.package, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts });
+  }
+
+  /** The upgraded board (self or partner) runs the new slot and version as a backup with a running clone, and the pair is protected, for stableMs. */
+  private async waitHealthy(rec: RollingRecord, who: 'self' | 'partner', slot: SlotName): Promise<void> {
+    const end = Date.now() + rec.options.timeoutMs;
+    let since: number | undefined;
+    let last = 'no answer yet';
+    while (Date.now() < end) {
+      try {
+        const [me, partner] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000)]);
+        const [b, primary] = who === 'self' ? [me, partner] : [partner, me];
+        if (b.running && b.running !== slot && b.trial !== slot) {
+          throw new UsError('US_ERR_UPGRADE_STATE', `${b.board} booted slot ${b.running} (${b.version ?? '?'}), not the trial of slot ${slot}: its bootloader fell back`);
+        }
+        const problem = b.running !== slot ? `${b.board} runs slot ${b.running ?? '?'}`
+          : b.version !== rec.version ? `${b.board} runs ${b.version ?? '?'}`
+          : b.role !== 'BACKUP' ? `${b.board} is ${b.role}`
+          : b.guest !== 'running' ? `${b.board}'s guest is ${b.guest ?? 'absent'}`
+          : primary.role !== 'PRIMARY' || !primary.protected ? `${primary.board} (${primary.role}) is not protected`
+          : undefined;
+        if (problem) { last = problem; since = undefined; } else since ??= Date.now();
+        if (since !== undefined && Date.now() - since >= rec.options.stableMs) return;
+      } catch (e) {
+        if ((e as UsError).code === 'US_ERR_UPGRADE_STATE') throw e;
+        last = `${this.h.partner} not answering: ${(e as Error).message}`;
+        since = undefined;
+      }
+      await sleep(POLL_MS);
+    }
+    throw new UsError('US_ERR_TIMEOUT', `${who === 'self' ? this.h.board : this.h.partner} did not come back healthy and protected within ${rec.options.timeoutMs / 1000} s (last: ${last})`);
+  }
+
+  /**
+   * A backup acknowledges inputs when it has logged them, and delivers them to its clone in order,
+   * an AUTH answer only once the clone has asked for it (which can hold delivery back for a while).
+   * A planned hand-over waits until the backlog is small, so the new primary does not start with a
+   * burst of queued inputs.
+   */
+  private async waitCaughtUp(rec: RollingRecord): Promise<void> {
+    const end = Date.now() + rec.options.timeoutMs;
+    let last = 'no answer yet';
+    while (Date.now() < end) {
+      try {
+        const p = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000);
+        if (p.role === 'BACKUP' && p.backlog <= SWITCHOVER_BACKLOG && (await this.view()).protected) return;
+        last = `${p.board} ${p.role}, ${p.backlog} inputs not yet delivered to its guest`;
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await sleep(50);
+    }
+    throw new UsError('US_ERR_TIMEOUT', `the backup did not catch up with the input stream within ${rec.options.timeoutMs / 1000} s (last: ${last}); not switching over`);
+  }
+
+  /** After the switchover: the partner is primary and protected, this board a backup with a running clone. */
+  private async waitSwitchedOver(rec: RollingRecord): Promise<void> {
+    const end = Date.now() + rec.options.timeoutMs;
+    let last = 'no answer yet';
+    while (Date.now() < end) {
+      try {
+        const [me, partner] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000)]);
+        if (partner.role === 'PRIMARY' && partner.protected && me.role === 'BACKUP' && me.guest === 'running') return;
+        last = `${partner.board} ${partner.role}${partner.protected ? ' protected' : ''}, ${me.board} ${me.role} with its guest ${me.guest ?? 'absent'}`;
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await sleep(POLL_MS);
+    }
+    throw new UsError('US_ERR_TIMEOUT', `the pair was not protected again within ${rec.options.timeoutMs / 1000} s after the switchover (last: ${last})`);
+  }
+
+  /** The partner's trial failed or was never tried: disarm it and, if it runs it, reboot it into the good slot; wait until protected again. */
+  private async abandonPartner(rec: RollingRecord, rebooted: boolean): Promise<void> {
+    const partner = this.h.partner;
+    try {
+      await this.step('abandon', `abandoning the trial on ${partner}${rebooted ? ' and rebooting it into its good slot' : ''}`);
+      await this.h.peer.call({ op: 'rollback', reboot: rebooted }, 10000);
+      if (!rebooted) return;
+      const end = Date.now() + rec.options.timeoutMs;
+      while (Date.now() < end) {
+        const [me, p] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000).catch(() => undefined)]);
+        if (p && !p.trial && p.running === p.good && p.role === 'BACKUP' && p.guest === 'running' && me.protected) {
+          await this.step('abandon', `${partner} is back on its good slot ${p.good} (${p.version ?? '?'}) and the pair is protected`);
+          return;
+        }
+        await sleep(POLL_MS);
+      }
+      await this.step('abandon', `${partner} did not come back protected on its good slot within ${rec.options.timeoutMs / 1000} s`);
+    } catch (e) {
+      await this.step('abandon', `could not abandon the trial on ${partner}: ${(e as Error).message}; its bootloader returns to the good slot once its boot attempts run out`).catch(() => undefined);
+    }
+  }
+
+  // ----------------------------------------------------------------- record and journal
+  private persist(rec: RollingRecord): void {
+    writeFileDurable(this.recordFile, `${JSON.stringify(rec, null, 2)}\n`, 0o600);
+  }
+
+  private async step(step: RollingStep, message: string): Promise<void> {
+    const rec = this.rec!;
+    rec.step = step;
+    const n = rec.steps.length + 1;
+    rec.steps.push({ n, at: new Date().toISOString(), step, message });
+    this.persist(rec);
+    await this.journalBoth(`rolling upgrade ${rec.id} to ${rec.version} [${step}]: ${message}`, { id: rec.id, step });
+  }
+
+  private async journalBoth(line: string, detail: Record<string, unknown>): Promise<void> {
+    this.h.journal(line, detail);
+    this.forPartner.push(`(from ${this.h.board}) ${line}`);
+    try {
+      while (this.forPartner.length) {
+        await this.h.peer.call({ op: 'journal', message: this.forPartner[0]! }, 2000);
+        this.forPartner.shift();
+      }
+    } catch {
+      // The partner is rebooting: it gets these lines with the next step.
+    }
+  }
+
+  private async finish(rec: RollingRecord, state: 'done' | 'failed', at: RollingStep, err?: unknown, note?: string): Promise<void> {
+    rec.state = state;
+    rec.endedAt = new Date().toISOString();
+    if (state === 'done') {
+      rec.step = 'done';
+      await this.step('done', `both boards run ${rec.version}, committed; ${this.h.partner} is primary, ${this.h.board} backup`);
+      return;
+    }
+    const u = asUsError(err);
+    rec.failed = { step: at, code: u.code, message: u.message };
+    const [me, partner] = await Promise.all([this.view().catch(() => undefined), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000).catch(() => undefined)]);
+    const where = (v?: BoardUpgradeView) => (v ? `${v.board} ${v.role} running ${v.version ?? '?'} (slot ${v.running ?? '?'}${v.trial ? `, trial ${v.trial} armed` : ''})` : 'partner not answering');
+    rec.outcome = `${where(me)}; ${where(partner)}`;
+    await this.step(at, `FAILED at step ${at}: ${u.code}: ${u.message}${note ? `; ${note}` : ''}. Now: ${rec.outcome}`);
+  }
+
+  // ----------------------------------------------------------------- the partner's side
+  /** Answers the orchestrating partner's requests on the upgrade channel. */
+  readonly handler: PeerHandler = async (req: PeerRequest) => {
+    const s = this.h.setup;
+    switch (req.op) {
+      case 'status':
+        return this.view();
+      case 'journal':
+        this.h.journal(String(req.message).slice(0, 2000));
+        return {};
+      case 'install': {
+        // Only a package the partner pushed here.
+        const file = realpathSync(String(req.file));
+        if (dirname(file) !== realpathSync(s.incomingDir)) throw new UsError('US_ERR_CONTROL', `install: ${req.file} is not a package the partner pushed`);
+        if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', 'this board runs a rolling upgrade itself');
+        const r = await installPackage({ packagePath: file, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts });
+        this.h.journal(`rolling upgrade: installed ${r.version} into slot ${r.slot} for the partner, trial armed (${r.bootAttempts} attempts)`, { slot: r.slot, version: r.version });
+        return r;
+      }
+      case 'reboot':
+        this.rebootSoon('rolling upgrade: the partner reboots this board into its trial');
+        return { rebooting: true };
+      case 'commit': {
+        const release = s.store.lock('commit');
+        try {
+          const r = await markGood(s.env, s.store);
+          this.h.journal(`rolling upgrade: slot ${r.slot} (${r.version ?? '?'}) committed at the partner's request`, { ...r });
+          return r;
+        } finally {
+          release();
+        }
+      }
+      case 'rollback': {
+        const release = s.store.lock('roll back');
+        let r;
+        try {
+          r = (await readBootState(s.env)).trial ? await abandonTrial(s.env) : { abandoned: null, nextBoot: (await readBootState(s.env)).good };
+        } finally {
+          release();
+        }
+        this.h.journal(`rolling upgrade: the partner abandons this board's trial${req.reboot ? '; rebooting into the good slot' : ''}`, { ...r });
+        if (req.reboot) this.rebootSoon('rolling upgrade: rebooting into the good slot');
+        return r;
+      }
+      default:
+        throw new UsError('US_ERR_CONTROL', `unknown upgrade request "${(req as { op?: string }).op}"`);
+    }
+  };
+
+  /** Reboots after the answer went out. */
+  private rebootSoon(why: string): void {
+    this.h.journal(why);
+    setTimeout(() => {
+      this.h.rebootSelf().catch((e: Error) => this.h.journal(`reboot failed: ${e.message}`));
+    }, 300);
+  }
+}
