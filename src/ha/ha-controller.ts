@@ -258,8 +258,13 @@ export class HaController extends EventEmitter {
   }
 
   async status(): Promise<HaStatus> {
-    const snap = await this.membership.snapshot();
     const alarms: string[] = [];
+    // A membership process that is still starting (or stuck) must not make the role unreadable:
+    // answer with what the controller knows and say so.
+    const snap = await this.membership.snapshot().catch((e: Error): MembershipSnapshot => {
+      alarms.push(`${e.message}: links and watchdog unknown`);
+      return { links: [], partner: this.membership.partnerView, loopDelayMs: { p50: 0, p99: 0, max: 0 }, watchdog: null, thread: { tid: null, rtPriority: 0 }, sent: 0 };
+    });
     for (const l of snap.links) if (!l.up) alarms.push(`partner link ${l.name} down`);
     if (snap.partner.state === 'dead') alarms.push('partner lost');
     if (this.fenceStats.lastError && this.role !== 'PRIMARY') alarms.push(`fencing failed: ${this.fenceStats.lastError}`);
