@@ -93,14 +93,7 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     assert.match(after[1]!, / OK FWD UB0 UB1$/);
     assert.match(after[2]!, / OK GET UB0 calls=\d+ state=busy fwd=UB1$/);
     // Both copies identical once idle.
-    const state = async (b: BoardName) => ((await p.ctl(b, 'guest.manage', { command: 'STATE' })) as { reply: string }).reply;
-    let states: string[] = [];
-    for (let i = 0; i < 300; i++) {
-      states = [await state(p.primary), await state(partnerOf(p.primary))];
-      if (states[0] === states[1]) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.equal(states[1], states[0], 'primary and backup states are identical on v2');
+    assert.deepEqual(await p.settledStates(), { same: true }, 'primary and backup states are identical on v2');
     const view = await pairView(p.chassis.layout);
     assert.equal(view[p.primary]?.role, 'PRIMARY');
   });

@@ -8,7 +8,7 @@ import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
-import type { BoardName } from '../../src/sim/chassis/layout.js';
+import { partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
 import { startLoad, waitProtected } from '../../src/sim/pair.js';
 import type { LoadResult } from '../../src/sim/load.js';
 
@@ -68,7 +68,21 @@ export class PairUnderTest {
     return found;
   }
 
-  async stateCrc(b: BoardName): Promise<string> {
-    return /crc=(\w+)/.exec((await this.ctl(b, 'guest.manage', { command: 'STATE' })).reply)![1]!;
+  /**
+   * Waits (up to 30 s) until both copies report the same STATE (they are equal once the backup has
+   * processed everything it was given); otherwise returns both STATE lines and replication views.
+   */
+  async settledStates(): Promise<{ same: true } | { same: false; primary: string; backup: string; replication: unknown[] }> {
+    const backup = partnerOf(this.primary);
+    const state = async (b: BoardName) => ((await this.ctl(b, 'guest.manage', { command: 'STATE' })) as { reply: string }).reply;
+    let a = '';
+    let c = '';
+    for (let i = 0; i < 300; i++) {
+      [a, c] = [await state(this.primary), await state(backup)];
+      if (a === c) return { same: true };
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const replication = [(await this.ctl(this.primary, 'replication.status')).replication, (await this.ctl(backup, 'replication.status')).replication];
+    return { same: false, primary: a, backup: c, replication };
   }
 }
