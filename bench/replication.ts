@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     let recovery: { replayed: number; durationMs: number } | undefined;
     for (let i = 0; i < 600 && !recovery; i++) {
       const ev = ((await ctlB('events', { kind: 'checkpoint', limit: 5 }).catch(() => ({ events: [] }))).events ?? []) as Array<{ message: string; detail?: { replayed?: number; durationMs?: number } }>;
-      const r = ev.find((e) => /restored the checkpoint/.test(e.message));
+      const r = ev.find((e) => /has processed the \d+ replayed inputs/.test(e.message));
       if (r?.detail?.durationMs !== undefined) recovery = { replayed: r.detail.replayed ?? 0, durationMs: r.detail.durationMs };
       else await new Promise((res) => setTimeout(res, 200));
     }
