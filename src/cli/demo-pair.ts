@@ -8,7 +8,7 @@ import { Chassis } from '../sim/chassis/rig.js';
 import { join } from 'node:path';
 import { PACKAGE_ROOT, partnerOf, type BoardName } from '../sim/chassis/layout.js';
 import { gapAround, pairView, startLoad, waitProtected, type BoardView } from '../sim/pair.js';
-import { callControl } from '../mgmt/ipc.js';
+import { guestUpgradeWithProgress } from './guest-commands.js';
 
 export interface PairDemoOptions {
   name: string;
@@ -80,15 +80,8 @@ export async function runPairDemo(o: PairDemoOptions): Promise<Record<string, un
       const load2 = startLoad(L, { rate: o.rate, durationMs: 25000, tag: 'G', retryMs: 20, verify: true });
       await new Promise((r) => setTimeout(r, 2000));
       const sock = L.boards[again].controlSocket;
-      let shown = '';
-      const poll = setInterval(() => {
-        callControl(sock, 'replication.status', {}, 2000).then((s) => {
-          const u = (s as { replication?: { guestUpgrade?: { step: string; detail?: string } | null } }).replication?.guestUpgrade;
-          if (u?.detail && u.detail !== shown) { shown = u.detail; say(`${ts()} guest upgrade: ${u.step}: ${u.detail}`); }
-        }, () => undefined);
-      }, 200);
       const u0 = Date.now();
-      const rep = await callControl(sock, 'guest.upgrade', { guestFile: target }, 900000).finally(() => clearInterval(poll)) as { from: string; to: string; replayed: number };
+      const rep = await guestUpgradeWithProgress(sock, { guestFile: target }, (line) => say(`${ts()} ${line}`)) as { from: string; to: string; replayed: number };
       const u1 = Date.now();
       const r2 = await load2.result;
       const longest = r2.gaps.filter(([a, b]) => b >= u0 && a <= u1).reduce((m, [a, b]) => Math.max(m, b - a), 0);

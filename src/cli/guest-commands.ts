@@ -52,6 +52,26 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   throw new UsError(err.code, err.message);
 }
 
+/**
+ * Runs `guest.upgrade` on a controller and reports each new step it shows in its status
+ * (`guest upgrade: <step>: <detail>`) while the request is under way. Used by the CLI and the demo.
+ */
+export async function guestUpgradeWithProgress(sock: string, args: Record<string, unknown>, onLine: (line: string) => void): Promise<Record<string, any>> {
+  let last = '';
+  const poll = setInterval(() => {
+    callControl(sock, 'replication.status', {}, 2000).then((r) => {
+      const u = (r as { replication?: { guestUpgrade?: { step: string; detail?: string } | null } }).replication?.guestUpgrade;
+      const line = u ? `guest upgrade: ${u.step}: ${u.detail ?? ''}` : '';
+      if (line && line !== last) { last = line; onLine(line); }
+    }, () => undefined);
+  }, 250);
+  try {
+    return (await callControl(sock, 'guest.upgrade', args, 900000)) as Record<string, any>;
+  } finally {
+    clearInterval(poll);
+  }
+}
+
 export function registerGuestCommands(program: Command): void {
   const guest = program.command('guest').description('host the legacy guest on this board');
 
@@ -124,24 +144,12 @@ export function registerGuestCommands(program: Command): void {
         }
         const target = o.to === undefined ? undefined : loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
         const sock = await controlSocketOf(o.board);
-        let last = '';
-        const poll = setInterval(() => {
-          callControl(sock, 'replication.status', {}, 2000).then((r) => {
-            const u = (r as { replication?: { guestUpgrade?: { step: string; detail?: string } | null } }).replication?.guestUpgrade;
-            const line = u ? `guest upgrade: ${u.step}: ${u.detail ?? ''}` : '';
-            if (line && line !== last && !o.json) process.stderr.write(`${line}\n`);
-            if (line) last = line;
-          }, () => undefined);
-        }, 250);
-        try {
-          const r = (await callControl(sock, 'guest.upgrade', { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true }, 900000)) as Record<string, any>;
-          print(o, r, () => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
-            : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`
-              : r.awaitingCommit ? `guest switched over from ${r.from} to ${r.to} (${r.replayed} inputs replayed); this board keeps ${r.from} as the backup copy: --commit or --rollback`
-                : `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`));
-        } finally {
-          clearInterval(poll);
-        }
+        const r = await guestUpgradeWithProgress(sock, { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true },
+          (line) => { if (!o.json) process.stderr.write(`${line}\n`); });
+        print(o, r, () => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
+          : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`
+            : r.awaitingCommit ? `guest switched over from ${r.from} to ${r.to} (${r.replayed} inputs replayed); this board keeps ${r.from} as the backup copy: --commit or --rollback`
+              : `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`));
       } catch (e) {
         fail(o, e);
       }

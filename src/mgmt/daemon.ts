@@ -101,13 +101,12 @@ export class Daemon {
   /** A guest upgrade this board (as primary) is running, and the last one's outcome. */
   private guestUpgrade?: GuestUpgradeState;
   private lastGuestUpgrade?: GuestUpgradeState;
-  /** Set while this board (as backup) replaces its clone by the new version. */
-  private upgradingLocally = false;
   /** Switchover of a guest upgrade: the board stepping down keeps its guest, following the new primary. */
   private keptCopy = false;
   private partnerKeepsCopy = false;
   /** Primary: the backup copy is the partner's previous version (an upgrade not committed yet). */
   private partnerCopy = false;
+  /** Set while this board (as backup) replaces its clone by the new version (onRole waits for it). */
   private localUpgrade?: Promise<void>;
   /** The clone saved its state for an upgrade that failed: the log from here on completes that state. */
   private savedStateReplayFrom?: number;
@@ -128,7 +127,7 @@ export class Daemon {
       host.supervisor.on('state', (s, cause) => {
         if (s !== 'failed') return;
         if (this.ha?.currentRole === 'PRIMARY') this.ha.fire('guest-failed', cause);
-        else if (this.ha?.currentRole === 'BACKUP' && !this.upgradingLocally) {
+        else if (this.ha?.currentRole === 'BACKUP' && !this.localUpgrade) {
           this.store?.record('guest', `clone lost (${cause}): asking the primary for a new clone`);
           host.replicator.sendControl({ type: 'reclone', reason: `clone lost: ${cause}` });
         }
@@ -517,7 +516,6 @@ export class Daemon {
     const host = this.host;
     if (!host || !this.checkpointer) return;
     const send = (m: ControlMessage) => host.replicator.sendControl(m);
-    this.upgradingLocally = true;
     try {
       const report = await upgradeBackupGuest({
         supervisor: host.supervisor, replicator: host.replicator, checkpointer: this.checkpointer, log: this.log.child({ component: 'guest-upgrade' }),
@@ -533,8 +531,6 @@ export class Daemon {
       this.savedStateReplayFrom = (e as { replayFrom?: number }).replayFrom;
       this.store!.record('guest-upgrade', `clone upgrade FAILED: ${(e as Error).message}`);
       send({ type: 'guest-upgrade-failed', reason: (e as Error).message });
-    } finally {
-      this.upgradingLocally = false;
     }
   }
 
