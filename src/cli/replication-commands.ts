@@ -17,6 +17,7 @@ type ReplStatus = ReplicationStatus & {
   lastClone?: CloneReport & { at: string };
   lastCloneError?: string;
   failovers: number;
+  inputLoss?: { checks: number; losses: number; last: { missing: number; at: string } | null } | null;
 };
 
 export function formatReplication(role: string, r: ReplStatus | null): string {
@@ -38,6 +39,7 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
   const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number } | null }).checkpoint;
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
+  if (r.inputLoss) lines.push(`  input-loss watch: ${r.inputLoss.checks} looks, ${r.inputLoss.losses} losses${r.inputLoss.last ? ` (last: ${r.inputLoss.last.missing} inputs at ${r.inputLoss.last.at}, repaired by a re-clone)` : ''}`);
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}`);
   return lines.join('\n');
 }

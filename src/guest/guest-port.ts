@@ -35,10 +35,14 @@ export class GuestPort extends EventEmitter implements InputSink {
     link.on('datagram', (d) => this.onDatagram(d));
   }
 
+  /** Fault injection (tests): this many next service requests are counted as delivered but never sent. */
+  loseNext = 0;
+
   deliver(input: GuestInput): boolean {
     this.delivered++;
     if (input.kind === 'request') {
       this.serviceDelivered++;
+      if (this.loseNext > 0) { this.loseNext--; return true; }
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }
     const sub = /^AUTHR (\S+)/.exec(input.payload.toString('latin1'))?.[1];

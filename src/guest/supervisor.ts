@@ -42,6 +42,8 @@ export interface GuestStatus {
   requestsProcessed?: number;
   /** Requests the application should have processed once it has worked through what it was given. */
   appSeqExpected?: number;
+  /** Frames over the guest's NIC link: to the guest, from it, and dropped because QEMU was not connected. */
+  nic?: { framesToGuest: number; framesFromGuest: number; dropped: number };
   pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
   restarts: RestartRecord[];
   console: { socket: string; log: string };
@@ -457,6 +459,7 @@ export class GuestSupervisor extends EventEmitter {
       bootToReadyMs: this.bootToReadyMs,
       appVersion: this.appVersion,
       appSeqExpected: this.appSeqExpected,
+      nic: { framesToGuest: this.link.framesOut, framesFromGuest: this.link.framesIn, dropped: this.link.dropped },
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
     };

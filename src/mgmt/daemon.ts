@@ -19,6 +19,7 @@ import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
+import { InputLossWatch } from '../replication/loss-watch.js';
 import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
 import type { ControlMessage } from '../replication/messages.js';
 import { Store } from '../store/journal.js';
@@ -75,6 +76,8 @@ const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 const CHECKPOINT_INTERVAL_MS = 60000;
 /** Wait before retrying a failed clone. */
 const CLONE_BACKOFF_MS = 5000;
+/** How often the guest's processed-request count is compared with what it was handed (loss-watch.ts). */
+const LOSS_CHECK_MS = 1000;
 
 export class Daemon {
   readonly host?: GuestHost;
@@ -83,6 +86,8 @@ export class Daemon {
   replication?: ReplicationManager;
   checkpointer?: Checkpointer;
   private checkpointTimer?: NodeJS.Timeout;
+  private lossWatch?: InputLossWatch;
+  private lossTimer?: NodeJS.Timeout;
   private control?: ControlServer;
   private console?: SerialConsole;
   private metricsServer?: MetricsEndpoint;
@@ -161,6 +166,7 @@ export class Daemon {
           this.checkpointTimer = setInterval(() => {
             if (this.host?.replicator.mode === 'backup' && this.host.replicator.protectedNow && this.host.guestRunning) cp.take().catch(() => undefined);
           }, CHECKPOINT_INTERVAL_MS);
+          this.startLossWatch(this.host, this.replication);
         }
         this.ha = new HaController(this.board, this.store, this.log.child({ component: 'ha' }));
         this.ha.on('role', (c) => this.onRole(c));
@@ -217,6 +223,7 @@ export class Daemon {
           return snapshotFrom({
             board: b.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined,
             guest: st.guest, endpoint: st.endpoint, replication: this.host?.replicator.status() ?? null, failovers: this.failovers,
+            inputLosses: this.lossWatch?.losses,
           });
         });
         return async () => ({ contentType: metrics.registry.contentType, body: await metrics.text() });
@@ -264,6 +271,34 @@ export class Daemon {
       host.replicator.sendControl({ type: 'reclone', reason: `divergence on ${key}` });
     });
     host.replicator.on('unprotected', (reason) => this.store!.record('replication', `UNPROTECTED: ${reason}`));
+  }
+
+  /**
+   * A guest copy that never saw some inputs differs from its partner although every reply compared
+   * equal (a lost request has no reply to compare): once the guest is idle and short of what it was
+   * handed, the copies are made equal again by a re-clone (src/replication/loss-watch.ts).
+   */
+  private startLossWatch(host: GuestHost, r: ReplicationManager): void {
+    const w = new InputLossWatch(host.supervisor, () => host.replicator.mode !== 'standalone' && host.replicator.protectedNow
+      && !r.cloneInProgress && !this.guestUpgrade && !this.localUpgrade && !this.stopping);
+    this.lossWatch = w;
+    r.on('cloned', () => w.reset());
+    r.on('clone-target', () => w.reset());
+    w.on('loss', (l) => {
+      const what = l.missing > 0
+        ? `the guest lost ${l.missing} inputs (${l.delivered} requests handed to it, ${l.processed} processed): its state differs from its partner's`
+        : `the guest counts ${-l.missing} requests more than it was handed (${l.delivered} handed, ${l.processed} processed): its state differs from its partner's`;
+      this.log.error({ ...l }, 'guest copy lost inputs');
+      if (this.ha?.currentRole === 'BACKUP' && host.replicator.mode === 'backup') {
+        this.store!.record('divergence', `${what}; asking the primary for a re-clone`, { ...l });
+        host.replicator.sendControl({ type: 'reclone', reason: `the clone is missing ${l.missing} inputs` });
+      } else if (this.ha?.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !r.cloneInProgress) {
+        this.store!.record('divergence', `${what}; cloning it to the backup again`, { ...l });
+        this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+        r.clone().catch((e: Error) => host.replicator.unprotect(`re-clone failed: ${e.message}`));
+      }
+    });
+    this.lossTimer = setInterval(() => { void w.check().catch(() => undefined); }, LOSS_CHECK_MS);
   }
 
   /**
@@ -416,6 +451,7 @@ export class Daemon {
     this.stopping ??= (async () => {
       clearInterval(this.protectTimer);
       clearInterval(this.checkpointTimer);
+      clearInterval(this.lossTimer);
       await this.upgradePeer?.close().catch(() => undefined);
       await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
       await this.roleWork;
@@ -461,6 +497,7 @@ export class Daemon {
       cloneProgress: this.replication?.cloneInProgress ? this.cloneProgress : undefined,
       lastClone: this.replication?.lastClone,
       lastCloneError: this.replication?.lastCloneError,
+      inputLoss: this.lossWatch ? { checks: this.lossWatch.checks, losses: this.lossWatch.losses, last: this.lossWatch.lastLoss ?? null } : null,
       failovers: this.failovers,
       guestUpgrade: this.guestUpgrade ?? null,
       partnerRunsPreviousVersion: this.partnerCopy,
@@ -728,6 +765,14 @@ export class Daemon {
       case 'guest.inject': {
         // Fault injection for tests: a request delivered to this board's guest only, never replicated.
         if (!this.host?.guestRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
+        if (args.lose !== undefined) {
+          // The next n requests for this board's guest are lost on the way (as if the guest dropped them).
+          const n = Number(args.lose);
+          if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsError('US_ERR_CONTROL', 'guest.inject: lose must be an integer 1-1000');
+          this.host.supervisor.port.loseNext = n;
+          this.store!.record('fault', `the next ${n} requests for this board's guest will be lost on the way`);
+          return { lose: n };
+        }
         const payload = String(args.payload ?? '');
         if (!payload || payload.length > 200) throw new UsError('US_ERR_CONTROL', 'guest.inject: payload of 1-200 characters');
         this.host.supervisor.port.deliver({ kind: 'request', clientPort: 65000, payload: Buffer.from(payload) });

@@ -58,6 +58,8 @@ export interface MetricsSnapshot {
   replicationProtected?: boolean;
   /** Reply digests of primary and backup that differed (each triggers a re-clone). */
   divergences?: number;
+  /** Times the guest copy on this board was found short of inputs it was handed (each triggers a re-clone). */
+  inputLosses?: number;
   /** Times this board took over as primary from a failed partner. */
   failovers?: number;
   fencing?: { attempts: number; failures: number };
@@ -105,6 +107,7 @@ export class Metrics {
   private readonly lagSeconds = this.gauge('understudy_replication_lag_seconds', 'Age of the oldest input the backup has not acknowledged');
   private readonly protectedNow = this.gauge('understudy_replication_protected', '1 while the backup holds an up-to-date clone');
   private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
+  private readonly inputLosses = this.counter('understudy_guest_input_losses_total', 'Times the guest copy was found short of inputs it was handed (repaired by a re-clone)');
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
   private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
@@ -145,6 +148,7 @@ export class Metrics {
     if (s.replicationProtected !== undefined) this.protectedNow.set(s.replicationProtected ? 1 : 0);
     if (s.divergences !== undefined) this.count(this.divergences, {}, s.divergences);
     if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
+    if (s.inputLosses !== undefined) this.count(this.inputLosses, {}, s.inputLosses);
     if (s.fencing) {
       this.count(this.fenceAttempts, {}, s.fencing.attempts);
       this.count(this.fenceFailures, {}, s.fencing.failures);
@@ -286,8 +290,9 @@ export function snapshotFrom(p: {
   endpoint?: Record<string, number>;
   replication?: Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> | null;
   failovers?: number;
+  inputLosses?: number;
 }): MetricsSnapshot {
-  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers };
+  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses };
   if (p.replication) {
     const r = p.replication;
     s.inputSequence = { last: r.lastSeq, acked: r.ackedSeq, delivered: r.deliveredSeq };

@@ -333,7 +333,11 @@ export class ReplicationManager extends EventEmitter {
     this.replicator.resetDigests();
     this.supervisor.expectAppSeq(m.guestSeq);
     this.replicator.follow(channel, m.cutSeq, m.authOpen ?? []);
+    // Inputs that follow are logged and acknowledged at once but reach the clone only once it runs,
+    // so no frame meets a QEMU that is still loading its incoming state.
+    this.replicator.pauseDelivery();
     this.supervisor.finishClone().then(() => {
+      this.replicator.resumeDelivery();
       this.store.record('clone', `clone running on this board from input ${m.cutSeq} (guest paused ${m.downtimeMs ?? '?'} ms at the source)`);
       this.emit('clone-target', 'running');
     }, (e: Error) => {

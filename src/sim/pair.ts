@@ -13,7 +13,7 @@ import type { LoadProgress, LoadResult } from './load.js';
 export interface BoardView {
   board: BoardName;
   role: string;
-  replication: { mode: string; protected: boolean; lastSeq: number; ackedSeq: number; deliveredSeq: number; lagInputs: number | null; divergences: number; lastClone?: { durationMs: number; downtimeMs: number | null; holdMs: number } } | null;
+  replication: { mode: string; protected: boolean; lastSeq: number; ackedSeq: number; deliveredSeq: number; lagInputs: number | null; divergences: number; unprotectedReason?: string; lastCloneError?: string; lastClone?: { durationMs: number; downtimeMs: number | null; holdMs: number } } | null;
   guest: { state: string } | null;
 }
 
@@ -34,8 +34,9 @@ export async function pairView(layout: ChassisLayout): Promise<Record<BoardName,
 /** Waits (bounded) until one board is primary with its backup's clone in sync; returns the primary. */
 export async function waitProtected(layout: ChassisLayout, timeoutMs: number, onTick?: (v: Record<BoardName, BoardView | undefined>) => void): Promise<BoardName> {
   const end = Date.now() + timeoutMs;
+  let v: Record<BoardName, BoardView | undefined> | undefined;
   for (let i = 0; i < 100000 && Date.now() < end; i++) {
-    const v = await pairView(layout);
+    v = await pairView(layout);
     onTick?.(v);
     for (const b of ['sim-a', 'sim-b'] as const) {
       const other = b === 'sim-a' ? 'sim-b' : 'sim-a';
@@ -43,7 +44,8 @@ export async function waitProtected(layout: ChassisLayout, timeoutMs: number, on
     }
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Error(`the pair was not protected within ${timeoutMs} ms`);
+  const seen = Object.values(v ?? {}).map((b) => b && `${b.board}: ${b.role}, guest ${b.guest?.state ?? 'none'}, ${b.replication?.mode ?? '-'}${b.replication?.protected ? ' protected' : ''}${b.replication?.unprotectedReason ? ` (${b.replication.unprotectedReason})` : ''}${b.replication?.lastCloneError ? `, last clone error: ${b.replication.lastCloneError}` : ''}`);
+  throw new Error(`the pair was not protected within ${timeoutMs} ms; last seen: ${seen.filter(Boolean).join('; ') || 'no board answered'}`);
 }
 
 export interface LoadRun {

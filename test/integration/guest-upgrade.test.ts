@@ -5,15 +5,12 @@
  * leaves the pair on one version with nothing lost.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { callControl } from '../../src/mgmt/ipc.js';
-import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
+import { PACKAGE_ROOT, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
 import { pairView, waitProtected } from '../../src/sim/pair.js';
 import { PairUnderTest } from '../support/pair.js';
 
-const run = promisify(execFile);
 const V2 = join(PACKAGE_ROOT, 'guests', 'dx-legacy-v2.json');
 const BROKEN = join(PACKAGE_ROOT, 'guests', 'dx-legacy-v2-broken.json');
 
@@ -23,18 +20,6 @@ function upgrade(p: PairUnderTest, guestFile: string): Promise<any> {
 
 async function appVersion(p: PairUnderTest, b: BoardName): Promise<string | undefined> {
   return ((await p.ctl(b, 'status')) as { guest?: { appVersion?: string } }).guest?.appVersion;
-}
-
-/** Sends requests from the service network (as a client would) and returns the replies, in order. */
-async function ask(p: PairUnderTest, requests: string[]): Promise<string[]> {
-  const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
-const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
-const out = [];
-for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, 100));
-c.close();
-console.log(JSON.stringify(out));`;
-  const { stdout } = await run('ip', ['netns', 'exec', p.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: 120000 });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as string[];
 }
 
 describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
@@ -78,7 +63,7 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
   it('upgrades to v2 while serving: nothing acknowledged lost, both boards on v2, protected, the new command works', async () => {
     const old = p.primary;
     // The earlier loads have filled the subscriber table (4096): use two of their subscribers.
-    const before = await ask(p, ['GET UB0', 'GET UB1', 'CALL UB0 UB1']);
+    const before = await p.ask(['GET UB0', 'GET UB1', 'CALL UB0 UB1']);
     assert.match(before[2]!, / OK CALL \d+$/, before.join(' | '));
     let report: any;
     const { res } = await p.loadThrough(30000, 3000, async () => { report = await upgrade(p, V2); }, 'UV');
@@ -88,7 +73,7 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     assert.equal(p.primary, partnerOf(old), 'the upgraded backup took over');
     for (const b of [p.primary, partnerOf(p.primary)]) assert.equal(await appVersion(p, b), '2.0.0', `${b} runs v2`);
     // State from before the upgrade (converted from v1) and the new command.
-    const after = await ask(p, ['GET UB0', 'FWD UB0 UB1', 'GET UB0']);
+    const after = await p.ask(['GET UB0', 'FWD UB0 UB1', 'GET UB0']);
     assert.match(after[0]!, / OK GET UB0 calls=\d+ state=busy fwd=-$/, 'v1 state converted: the call set up on v1 is still up');
     assert.match(after[1]!, / OK FWD UB0 UB1$/);
     assert.match(after[2]!, / OK GET UB0 calls=\d+ state=busy fwd=UB1$/);

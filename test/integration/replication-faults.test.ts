@@ -40,6 +40,33 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     assert.deepEqual(await p.settledStates(), { same: true }, 'primary and re-cloned backup states are identical');
   });
 
+  it('requests lost on the way to a guest copy (backup, then primary) are detected and repaired by re-cloning', async () => {
+    for (const side of ['backup', 'primary'] as const) {
+      const board = side === 'backup' ? partnerOf(p.primary) : p.primary;
+      const before = (await p.ctl(p.primary, 'replication.status')).replication.lastClone.at;
+      const lossesBefore = (await p.ctl(board, 'replication.status')).replication.inputLoss.losses as number;
+      // Two GETs never reach that copy's guest. Lost on the backup: the primary answered, the backup
+      // has no reply to compare (digests see nothing). Lost on the primary: the client retries and
+      // both process the retry, the backup also the originals. Either way only the counts tell.
+      await p.ctl(board, 'guest.inject', { lose: 2 });
+      const replies = await p.ask(['GET LS1', 'GET LS2']);
+      for (const r of replies) assert.match(r, / ERR UNKNOWN LS\d$/, `answered: ${replies.join(' | ')}`);
+      const end = Date.now() + 120000;
+      let journal: Array<{ message: string }> = [];
+      let st: any;
+      for (let i = 0; i < 1000 && Date.now() < end; i++) {
+        journal = (await p.ctl(board, 'events', { kind: 'divergence', limit: 10 })).events;
+        st = (await p.ctl(p.primary, 'replication.status')).replication;
+        if (journal.some((e) => /lost 2 inputs/.test(e.message)) && st.protected && st.lastClone.at !== before) break;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      assert.ok(journal.some((e) => /the guest lost 2 inputs/.test(e.message)), `${side}: loss journaled on ${board}: ${journal.map((e) => e.message).join(' | ')}`);
+      assert.equal((await p.ctl(board, 'replication.status')).replication.inputLoss.losses, lossesBefore + 1, `${side}: reported once`);
+      assert.notEqual(st.lastClone.at, before, `${side}: re-cloned after the loss`);
+      assert.deepEqual(await p.settledStates(), { same: true }, `${side}: both copies identical after the re-clone`);
+    }
+  });
+
   it('kill of the primary QEMU: the primary hands over to its up-to-date backup', async () => {
     const old = p.primary;
     const qemuPid = Number(readFileSync(`${p.chassis.layout.boards[old].storageDir}/qemu.pid`, 'utf8'));

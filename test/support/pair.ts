@@ -4,11 +4,13 @@
  * test/integration/replication.test.ts and test/pending/replication-faults.test.ts.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
-import { partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
+import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
 import { startLoad, waitProtected } from '../../src/sim/pair.js';
 import type { LoadResult } from '../../src/sim/load.js';
 
@@ -39,6 +41,18 @@ export class PairUnderTest {
 
   ctl(b: BoardName, cmd: string, args: Record<string, unknown> = {}): Promise<any> {
     return callControl(this.chassis.layout.boards[b].controlSocket, cmd, args, 30000);
+  }
+
+  /** Sends requests from the service network (as a client would, retrying) and returns the replies, in order. */
+  async ask(requests: string[]): Promise<string[]> {
+    const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
+const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
+const out = [];
+for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, 100));
+c.close();
+console.log(JSON.stringify(out));`;
+    const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', this.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: 120000 });
+    return JSON.parse(stdout.trim().split('\n').pop()!) as string[];
   }
 
   /** Runs load for `ms`, applies `fault` after `faultAfter` ms, and checks nothing acknowledged was lost. */
@@ -82,7 +96,11 @@ export class PairUnderTest {
       if (a === c) return { same: true };
       await new Promise((r) => setTimeout(r, 100));
     }
-    const replication = [(await this.ctl(this.primary, 'replication.status')).replication, (await this.ctl(backup, 'replication.status')).replication];
+    const view = async (b: BoardName) => {
+      const g = ((await this.ctl(b, 'status')) as { guest?: { requestsProcessed?: number; appSeqExpected?: number; nic?: unknown } }).guest;
+      return { board: b, requestsProcessed: g?.requestsProcessed, appSeqExpected: g?.appSeqExpected, nic: g?.nic, replication: (await this.ctl(b, 'replication.status')).replication };
+    };
+    const replication = [await view(this.primary), await view(backup)];
     return { same: false, primary: a, backup: c, replication };
   }
 }

@@ -52,6 +52,7 @@ const base: MetricsSnapshot = {
   replicationLag: { inputs: 1, seconds: 0.002 },
   replicationProtected: true,
   divergences: 0,
+  inputLosses: 3,
   failovers: 1,
   fencing: { attempts: 1, failures: 0 },
   watchdog: { kicks: 500, kicking: true },
@@ -82,6 +83,7 @@ describe('metrics', () => {
     assert.equal(get(p, 'understudy_failovers_total'), 1);
     assert.equal(get(p, 'understudy_replication_protected'), 1);
     assert.equal(get(p, 'understudy_replication_divergences_total'), 0);
+    assert.equal(get(p, 'understudy_guest_input_losses_total'), 3);
     assert.equal(get(p, 'understudy_watchdog_kicks_total'), 500);
     assert.equal(get(p, 'understudy_watchdog_kicking'), 1);
     assert.equal(get(p, 'understudy_guest_state', { state: 'running' }), 1);
@@ -136,12 +138,13 @@ describe('metrics', () => {
     } as unknown as HaStatus;
     const guest = { state: 'running', guest: { name: 'dx', version: '1', nic: 'e1000', memoryMb: 128 }, restarts: [{ at: '', cause: 'x' }], bootToReadyMs: 900, console: { socket: '', log: '' } } as GuestStatus;
     const replication = { protected: true, lastSeq: 90, ackedSeq: 88, deliveredSeq: 85, lagInputs: 2, divergences: 1 };
-    const s = snapshotFrom({ board: 'sim-a', role: 'BACKUP', ha, guest, endpoint: { requests: 1, replies: 1, clients: 1 }, uptimeS: 5, replication, failovers: 2 });
+    const s = snapshotFrom({ board: 'sim-a', role: 'BACKUP', ha, guest, endpoint: { requests: 1, replies: 1, clients: 1 }, uptimeS: 5, replication, failovers: 2, inputLosses: 4 });
     assert.deepEqual(s.inputSequence, { last: 90, acked: 88, delivered: 85 });
     assert.deepEqual(s.replicationLag, { inputs: 2 });
     assert.equal(s.replicationProtected, true);
     assert.equal(s.divergences, 1);
     assert.equal(s.failovers, 2);
+    assert.equal(s.inputLosses, 4);
     assert.equal(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', replication: { ...replication, protected: false, lagInputs: null } }).replicationLag, undefined, 'unprotected: no lag figure');
     assert.equal(s.partner, 'alive');
     assert.equal(s.alarms, 1);
