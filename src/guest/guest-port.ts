@@ -17,6 +17,16 @@ import type { GuestInput, GuestOutput, InputSink } from './io.js';
 export const MANAGEMENT_SOURCE_PORT = 61000;
 const MANAGEMENT_PORTS = 256;
 
+/** Subscriber names as the guest protocol allows them (PROTOCOL.md §3). */
+const SUB = '[A-Za-z0-9_.+-]{1,32}';
+const AUTH_QUESTION = new RegExp(`^AUTHQ (${SUB})(?:\\s|$)`);
+const AUTH_ANSWER = new RegExp(`^AUTHR (${SUB}) `);
+
+/** The subscriber an AUTH question (`AUTHQ <sub>`, from the guest) or answer (`AUTHR <sub> <verdict>`, to it) is about. */
+export function authSubject(kind: 'question' | 'answer', payload: Buffer): string | undefined {
+  return (kind === 'question' ? AUTH_QUESTION : AUTH_ANSWER).exec(payload.toString('latin1'))?.[1];
+}
+
 export declare interface GuestPort {
   on(ev: 'output', fn: (o: GuestOutput) => void): this;
 }
@@ -45,7 +55,7 @@ export class GuestPort extends EventEmitter implements InputSink {
       if (this.loseNext > 0) { this.loseNext--; return true; }
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }
-    const sub = /^AUTHR (\S+)/.exec(input.payload.toString('latin1'))?.[1];
+    const sub = authSubject('answer', input.payload);
     if (sub) this.authOutstanding.delete(sub);
     return this.link.send(this.ports.auth, this.ports.guestAuth, input.payload);
   }
@@ -91,7 +101,7 @@ export class GuestPort extends EventEmitter implements InputSink {
       return;
     }
     if (d.dstPort === this.ports.auth) {
-      const sub = /^AUTHQ (\S+)/.exec(d.payload.toString('latin1'))?.[1];
+      const sub = authSubject('question', d.payload);
       if (sub) this.authOutstanding.add(sub);
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
     }

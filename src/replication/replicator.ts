@@ -16,6 +16,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
 import { ClientMap } from '../guest/client-map.js';
+import { authSubject } from '../guest/guest-port.js';
 import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
@@ -60,8 +61,6 @@ export declare interface Replicator {
   on(ev: 'unprotected', fn: (reason: string) => void): this;
 }
 
-const AUTHQ = /^AUTHQ ([A-Za-z0-9_.+-]{1,32})/;
-const AUTHR = /^AUTHR ([A-Za-z0-9_.+-]{1,32}) /;
 const MAX_DIGESTS = 20000;
 
 export class Replicator extends EventEmitter implements InputPipeline {
@@ -345,7 +344,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     while (this.queue.length && !this.deliveryPaused) {
       const s = this.queue[0]!;
       if (s.input.kind === 'auth-reply') {
-        const sub = AUTHR.exec(s.input.payload.toString('latin1'))?.[1];
+        const sub = authSubject('answer', s.input.payload);
         // The guest discards an answer to a question it has not asked yet: wait for its AUTHQ.
         if (sub && !this.authOpen.has(sub) && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
           if (!this.authHoldSince) {
@@ -442,7 +441,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private noteQuestion(output: GuestOutput): void {
-    const sub = AUTHQ.exec(output.payload.toString('latin1'))?.[1];
+    const sub = authSubject('question', output.payload);
     if (sub) { this.authOpen.add(sub); this.pump(); }
   }
 

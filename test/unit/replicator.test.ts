@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, connect, type Socket } from 'node:net';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
-import { GuestPort } from '../../src/guest/guest-port.js';
+import { GuestPort, authSubject } from '../../src/guest/guest-port.js';
 import type { GuestLink } from '../../src/hw/guestnet/link.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { Replicator } from '../../src/replication/replicator.js';
@@ -170,6 +170,22 @@ class FakeLink extends EventEmitter {
     this.emit('datagram', { srcPort: s.dstPort, dstPort: s.srcPort, payload: Buffer.from(text) });
   }
 }
+
+describe('AUTH question and answer parsing (one parser for the guest port and connection tracking)', () => {
+  it('takes the subscriber of well-formed questions and answers only', () => {
+    const b = (s: string) => Buffer.from(s, 'latin1');
+    assert.equal(authSubject('question', b('AUTHQ alice')), 'alice');
+    assert.equal(authSubject('question', b('AUTHQ a.b+c_d-9\n')), 'a.b+c_d-9');
+    assert.equal(authSubject('answer', b('AUTHR alice OK')), 'alice');
+    assert.equal(authSubject('answer', b('AUTHR bob DENY\n')), 'bob');
+    assert.equal(authSubject('question', b('AUTHR alice OK')), undefined, 'an answer is not a question');
+    assert.equal(authSubject('answer', b('AUTHQ alice')), undefined, 'a question is not an answer');
+    assert.equal(authSubject('answer', b('AUTHR alice')), undefined, 'an answer carries a verdict');
+    assert.equal(authSubject('question', b(`AUTHQ ${'x'.repeat(33)}`)), undefined, 'names are at most 32 bytes');
+    assert.equal(authSubject('question', b('AUTHQ bad/name')), undefined);
+    assert.equal(authSubject('question', b('AUTHQ ')), undefined);
+  });
+});
 
 describe('GuestPort management commands', () => {
   it('a late answer to a command that timed out is not taken as the answer to the next one', async () => {
