@@ -20,12 +20,11 @@ export async function addressPresent(iface: string, address: string): Promise<bo
 }
 
 export async function takeAddress(iface: string, address: string, prefixLength: number): Promise<void> {
-  if (!(await addressPresent(iface, address))) {
-    try {
-      await run('ip', ['addr', 'add', `${address}/${prefixLength}`, 'dev', iface]);
-    } catch (e) {
-      throw new UsError('US_ERR_CONFIG', `cannot take the service address ${address} on ${iface}: ${(e as Error).message.trim()}`);
-    }
+  // One `ip` run on the takeover path: `replace` adds the address, or leaves it if already there.
+  try {
+    await run('ip', ['addr', 'replace', `${address}/${prefixLength}`, 'dev', iface]);
+  } catch (e) {
+    throw new UsError('US_ERR_CONFIG', `cannot take the service address ${address} on ${iface}: ${(e as Error).message.trim()}`);
   }
   // Gratuitous ARP, best effort and not awaited (arping lingers for its deadline): the address works
   // without it, clients just learn the new MAC later.

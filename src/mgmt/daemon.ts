@@ -78,6 +78,8 @@ const CHECKPOINT_INTERVAL_MS = 60000;
 const CLONE_BACKOFF_MS = 5000;
 /** How often the guest's processed-request count is compared with what it was handed (loss-watch.ts). */
 const LOSS_CHECK_MS = 1000;
+/** A backup that asked for a re-clone asks again only if none has started after this long. */
+const RECLONE_ASK_MS = 10000;
 
 export class Daemon {
   readonly host?: GuestHost;
@@ -88,6 +90,7 @@ export class Daemon {
   private checkpointTimer?: NodeJS.Timeout;
   private lossWatch?: InputLossWatch;
   private lossTimer?: NodeJS.Timeout;
+  private recloneAskedAt = 0;
   private control?: ControlServer;
   private console?: SerialConsole;
   private metricsServer?: MetricsEndpoint;
@@ -266,11 +269,23 @@ export class Daemon {
         void this.commitGuestUpgrade().catch(() => undefined);
       }
     });
+    r.on('clone-target', (phase) => { if (phase === 'started') this.recloneAskedAt = 0; });
     host.replicator.on('divergence', (key) => {
-      this.store!.record('divergence', `backup's reply to ${key} differs from the primary's: asking for a re-clone`, { key });
-      host.replicator.sendControl({ type: 'reclone', reason: `divergence on ${key}` });
+      const asked = this.askForReclone(`divergence on ${key}`);
+      this.store!.record('divergence', `backup's reply to ${key} differs from the primary's: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key });
     });
     host.replicator.on('unprotected', (reason) => this.store!.record('replication', `UNPROTECTED: ${reason}`));
+  }
+
+  /**
+   * Backup: one re-clone request for a burst of divergences (every later reply of a diverged copy
+   * may differ too); asked again if no clone has started within RECLONE_ASK_MS.
+   */
+  private askForReclone(reason: string): boolean {
+    if (this.recloneAskedAt && Date.now() - this.recloneAskedAt < RECLONE_ASK_MS) return false;
+    this.recloneAskedAt = Date.now();
+    this.host!.replicator.sendControl({ type: 'reclone', reason });
+    return true;
   }
 
   /**
@@ -290,8 +305,8 @@ export class Daemon {
         : `the guest counts ${-l.missing} requests more than it was handed (${l.delivered} handed, ${l.processed} processed): its state differs from its partner's`;
       this.log.error({ ...l }, 'guest copy lost inputs');
       if (this.ha?.currentRole === 'BACKUP' && host.replicator.mode === 'backup') {
-        this.store!.record('divergence', `${what}; asking the primary for a re-clone`, { ...l });
-        host.replicator.sendControl({ type: 'reclone', reason: `the clone is missing ${l.missing} inputs` });
+        const asked = this.askForReclone(`the clone is missing ${l.missing} inputs`);
+        this.store!.record('divergence', `${what}; ${asked ? 'asking the primary for a re-clone' : 're-clone already asked for'}`, { ...l });
       } else if (this.ha?.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !r.cloneInProgress) {
         this.store!.record('divergence', `${what}; cloning it to the backup again`, { ...l });
         this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
@@ -588,8 +603,9 @@ export class Daemon {
   private async commitGuestUpgrade(): Promise<Record<string, unknown>> {
     const host = this.host!;
     if (this.ha?.currentRole === 'BACKUP') {
-      const want = host.replicator.status();
-      if (want.mode !== 'backup') throw new UsError('US_ERR_ROLE', 'guest upgrade --commit: nothing to commit');
+      if (!host.replicator.followsAnotherVersion || !host.replicator.protectedNow) {
+        throw new UsError('US_ERR_ROLE', 'guest upgrade --commit: nothing to commit (this board\'s copy is not a previous version following the primary)');
+      }
       host.replicator.sendControl({ type: 'guest-upgrade-commit' });
       return { board: this.board.name, commit: 'requested from the primary' };
     }

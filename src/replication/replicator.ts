@@ -210,6 +210,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.sendAck();
   }
 
+  /** Backup: this copy runs another version than the primary's (a guest upgrade not committed yet). */
+  get followsAnotherVersion(): boolean {
+    return this.mode === 'backup' && this.versionChange;
+  }
+
   get protectedNow(): boolean {
     return this.isProtected;
   }

@@ -39,6 +39,12 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     for (const b of [p.primary, partnerOf(p.primary)]) assert.equal(await appVersion(p, b), '1.0.0', `${b} runs v1`);
     const events = (await p.ctl(p.primary, 'events', { kind: 'guest-upgrade', limit: 20 })).events as Array<{ message: string }>;
     assert.ok(events.some((e) => /ABORTED/.test(e.message)), events.map((e) => e.message).join('\n'));
+    // Nothing waits for a commit: refused on either board, nothing cloned.
+    for (const b of [p.primary, partnerOf(p.primary)]) {
+      const e = await p.ctl(b, 'guest.upgrade', { commit: true }).then(() => undefined, (x: { code?: string; message?: string }) => x);
+      assert.equal(e?.code, 'US_ERR_ROLE', `--commit on ${b}: ${e?.message}`);
+      assert.match(e!.message!, /nothing to commit|no upgrade waits for a commit/);
+    }
   });
 
   it('--hold keeps v1 as the backup copy after the switchover, and --rollback returns the pair to v1, nothing lost', async () => {

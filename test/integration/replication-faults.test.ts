@@ -42,6 +42,8 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
 
   it('requests lost on the way to a guest copy (backup, then primary) are detected and repaired by re-cloning', async () => {
     for (const side of ['backup', 'primary'] as const) {
+      // A re-clone of the previous step may still be finishing: start from a protected pair.
+      p.primary = await waitProtected(p.chassis.layout, 120000);
       const board = side === 'backup' ? partnerOf(p.primary) : p.primary;
       const before = (await p.ctl(p.primary, 'replication.status')).replication.lastClone.at;
       const lossesBefore = (await p.ctl(board, 'replication.status')).replication.inputLoss.losses as number;
