@@ -78,7 +78,12 @@ async function main(): Promise<void> {
     process.kill(Number(readFileSync(`${chassis.layout.boards[backup].storageDir}/qemu.pid`, 'utf8')), 'SIGKILL');
     await chassis.fail(primary, 'power');
     let recovery: { replayed: number; durationMs: number } | undefined;
-    for (let i = 0; i < 600 && !recovery; i++) {
+    const recoveryEnd = Date.now() + 600000;
+    for (let i = 0; i < 6000 && !recovery && Date.now() < recoveryEnd; i++) {
+      if (i % 50 === 49) {
+        const r = (await ctlB('replication.status').catch(() => ({}))).replication as { deliveredSeq?: number; lastSeq?: number; authHolds?: number } | undefined;
+        process.stderr.write(`  replaying: delivered ${r?.deliveredSeq ?? '?'} of ${r?.lastSeq ?? '?'}, AUTH answers held ${r?.authHolds ?? '?'}\n`);
+      }
       const ev = ((await ctlB('events', { kind: 'checkpoint', limit: 5 }).catch(() => ({ events: [] }))).events ?? []) as Array<{ message: string; detail?: { replayed?: number; durationMs?: number } }>;
       const r = ev.find((e) => /has processed the \d+ replayed inputs/.test(e.message));
       if (r?.detail?.durationMs !== undefined) recovery = { replayed: r.detail.replayed ?? 0, durationMs: r.detail.durationMs };

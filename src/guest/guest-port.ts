@@ -17,6 +17,14 @@ import type { GuestInput, GuestOutput, InputSink } from './io.js';
 export const MANAGEMENT_SOURCE_PORT = 61000;
 const MANAGEMENT_PORTS = 256;
 
+/**
+ * Requests handed to the guest and not yet known to be processed, at most. The guest's service
+ * socket buffers about 1800 datagrams (4 MB of e1000's 2 KB receive buffers); beyond that its
+ * kernel drops them, which is an input lost in one copy only. A replayed log or the inputs released
+ * after a clone's cut-over would arrive faster than the guest works, so delivery waits for room.
+ */
+export const GUEST_WINDOW = 256;
+
 /** Subscriber names as the guest protocol allows them (PROTOCOL.md §3). */
 const SUB = '[A-Za-z0-9_.+-]{1,32}';
 const AUTH_QUESTION = new RegExp(`^AUTHQ (${SUB})(?:\\s|$)`);
@@ -47,6 +55,57 @@ export class GuestPort extends EventEmitter implements InputSink {
 
   /** Fault injection (tests): this many next service requests are counted as delivered but never sent. */
   loseNext = 0;
+  /** Of the requests counted in serviceDelivered, how many the guest has processed (from its PING `seq=`). */
+  private confirmed = 0;
+  /** The guest's processed-request count when serviceDelivered was last zero (undefined: it reports none). */
+  private seqBase?: number;
+  private refreshing = false;
+  private roomWaiters: Array<() => void> = [];
+
+  /** Starts counting afresh: the guest (or its state) has processed `seqBase` requests, none handed over since. */
+  resetCount(seqBase: number | undefined): void {
+    this.serviceDelivered = 0;
+    this.confirmed = 0;
+    this.seqBase = seqBase;
+  }
+
+  /** Requests handed over that the guest may not have processed yet. */
+  get unconfirmed(): number {
+    return this.serviceDelivered - this.confirmed;
+  }
+
+  hasRoom(): boolean {
+    if (this.seqBase === undefined) return true; // a guest that reports no count gets no flow control
+    const u = this.unconfirmed;
+    if (u >= GUEST_WINDOW / 2) this.refresh(); // ask early, so a steady stream never has to wait
+    return u < GUEST_WINDOW;
+  }
+
+  whenRoom(fn: () => void): void {
+    this.roomWaiters.push(fn);
+    this.refresh();
+  }
+
+  /** One PING at a time: its `seq=` says how many requests the guest has processed. */
+  private refresh(): void {
+    if (this.refreshing) return;
+    this.refreshing = true;
+    let failed = false;
+    this.management('PING', 1000).then((answer) => {
+      const seq = Number(/seq=(\d+)/.exec(answer)?.[1]);
+      if (Number.isFinite(seq) && this.seqBase !== undefined) this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
+    }, () => { failed = true; }).finally(() => {
+      this.refreshing = false;
+      if (!this.roomWaiters.length) return;
+      if (this.seqBase === undefined || this.unconfirmed < GUEST_WINDOW) {
+        const waiters = this.roomWaiters;
+        this.roomWaiters = [];
+        for (const w of waiters) w();
+      } else {
+        setTimeout(() => this.refresh(), failed ? 50 : 2);
+      }
+    });
+  }
 
   deliver(input: GuestInput): boolean {
     this.delivered++;

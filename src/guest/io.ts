@@ -26,6 +26,12 @@ export interface InputPipeline {
 /** Delivers inputs to the local guest. */
 export interface InputSink {
   deliver(input: GuestInput): boolean;
+  /**
+   * Flow control (optional): false while the guest has as many requests unprocessed as it can be
+   * trusted to buffer; whenRoom() calls back once it has worked through enough of them.
+   */
+  hasRoom?(): boolean;
+  whenRoom?(fn: () => void): void;
 }
 
 /** Lets outputs leave the board: replies to clients, queries to external services. */

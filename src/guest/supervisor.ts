@@ -218,7 +218,7 @@ export class GuestSupervisor extends EventEmitter {
    */
   expectAppSeq(seq: number): void {
     this.appSeqBase = seq;
-    this.port.serviceDelivered = 0;
+    this.port.resetCount(seq);
     this.port.authOutstanding.clear();
     this.keepSeqOnReady = true;
   }
@@ -371,7 +371,7 @@ export class GuestSupervisor extends EventEmitter {
             if (this.keepSeqOnReady) this.keepSeqOnReady = false;
             else {
               this.appSeqBase = m[2] === undefined ? undefined : Number(m[2]);
-              this.port.serviceDelivered = 0;
+              this.port.resetCount(this.appSeqBase);
             }
             this.bootToReadyMs = Math.round(performance.now() - t0);
             this.log.info({ bootToReadyMs: this.bootToReadyMs, version: this.appVersion }, 'guest ready');

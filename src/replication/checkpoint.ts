@@ -28,6 +28,9 @@ export interface CheckpointInfo {
   authOpen?: string[];
 }
 
+/** How long a restore's completion is watched for, to journal how long the replay took. */
+const RECOVERY_RECORD_MS = 15 * 60 * 1000;
+
 export class Checkpointer {
   private readonly insert: Database.Statement;
   private readonly file: string;
@@ -169,7 +172,12 @@ export class Checkpointer {
   }
 
   private async recordRecovery(t0: number, replayed: number): Promise<void> {
-    for (let i = 0; i < 600; i++) {
+    // Bounded by time, not by a count of looks: a long log replays for minutes (every REG waits
+    // for its guest's AUTH question), and the record is what operators and bench/replication read.
+    const end = performance.now() + RECOVERY_RECORD_MS;
+    while (performance.now() < end) {
+      const state = this.supervisor.currentState;
+      if (state === 'stopped' || state === 'failed') return; // the restored guest is gone
       if (this.replicator.queuedLocally === 0 && (await this.supervisor.drained().catch(() => false))) {
         const durationMs = Math.round(performance.now() - t0);
         this.store.record('checkpoint', `the restored guest has processed the ${replayed} replayed inputs, ${durationMs} ms after the restore began`, { replayed, durationMs });

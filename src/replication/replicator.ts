@@ -96,6 +96,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   authHolds = 0;
   private ackScheduled = false;
   private deliveryPaused = false;
+  private awaitingRoom = false;
   private primaryDigests = new Map<string, Buffer[]>();
   private localDigests = new Map<string, Buffer[]>();
   divergences = 0;
@@ -344,10 +345,22 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (this.channel?.open) this.channel.send(T_ACK, encodeAck(this.lastSeq));
   }
 
-  /** Delivers queued inputs in order; an AUTH answer waits until the clone has asked for it. */
+  /**
+   * Delivers queued inputs in order; an AUTH answer waits until the clone has asked for it, and a
+   * request waits while the guest has a full window of unprocessed ones (GuestPort flow control).
+   * Not while the guest waits for an AUTH answer: it processes nothing until then, and the answer
+   * is further down this queue.
+   */
   private pump(): void {
     while (this.queue.length && !this.deliveryPaused) {
       const s = this.queue[0]!;
+      if (s.input.kind === 'request' && this.authOpen.size === 0 && this.o.guest.hasRoom && !this.o.guest.hasRoom()) {
+        if (!this.awaitingRoom) {
+          this.awaitingRoom = true;
+          this.o.guest.whenRoom!(() => { this.awaitingRoom = false; this.pump(); });
+        }
+        return;
+      }
       if (s.input.kind === 'auth-reply') {
         const sub = authSubject('answer', s.input.payload);
         // The guest discards an answer to a question it has not asked yet: wait for its AUTHQ.

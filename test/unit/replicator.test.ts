@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, connect, type Socket } from 'node:net';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
-import { GuestPort, authSubject } from '../../src/guest/guest-port.js';
+import { GUEST_WINDOW, GuestPort, authSubject } from '../../src/guest/guest-port.js';
 import type { GuestLink } from '../../src/hw/guestnet/link.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { Replicator } from '../../src/replication/replicator.js';
@@ -197,5 +197,65 @@ describe('GuestPort management commands', () => {
     link.answer(1, 'OK PING 1.0.0 seq=7');
     assert.equal(await second, 'OK PING 1.0.0 seq=7');
     assert.notEqual(link.sent[0]!.srcPort, link.sent[1]!.srcPort);
+  });
+});
+
+describe('delivery flow control (the guest is never handed more than it can buffer)', () => {
+  const ports = { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 };
+  /** A guest that processes requests only when told to, and answers PING with its count. */
+  class SlowGuest extends EventEmitter {
+    requests = 0;
+    processed = 0;
+    sent: string[] = [];
+    send(srcPort: number, dstPort: number, payload: Buffer): boolean {
+      if (dstPort === ports.service) this.requests++;
+      else if (dstPort === ports.management) setImmediate(() => this.emit('datagram', { srcPort: dstPort, dstPort: srcPort, payload: Buffer.from(`OK PING 1.0.0 seq=${1000 + this.processed}`) }));
+      else this.sent.push(payload.toString());
+      return true;
+    }
+  }
+  const tick = () => new Promise((r) => setTimeout(r, 20));
+
+  it('hands a replayed log over a window at a time, in order, as the guest works through it', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    port.resetCount(1000);
+    const r = new Replicator({ guest: port, log });
+    const n = GUEST_WINDOW * 3;
+    const inputs = Array.from({ length: n }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
+    r.replay(0, inputs);
+    await tick();
+    assert.equal(guest.requests, GUEST_WINDOW, 'one window, then it waits');
+    assert.equal(r.queuedLocally, n - GUEST_WINDOW);
+    guest.processed = GUEST_WINDOW; // the guest works through it
+    await tick();
+    assert.equal(guest.requests, GUEST_WINDOW * 2);
+    guest.processed = GUEST_WINDOW * 3;
+    await tick();
+    assert.equal(guest.requests, n, 'the whole log, once the guest keeps up');
+    assert.equal(r.deliveredSeq, n);
+    r.close();
+  });
+
+  it('does not wait on a guest blocked on an AUTH question (its answer is further down the queue)', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    port.resetCount(0);
+    const r = new Replicator({ guest: port, log });
+    const reqs = Array.from({ length: GUEST_WINDOW + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
+    const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
+    // The guest asked about alice (a REG it processed first) and processes nothing until answered.
+    r.replay(0, [...reqs, answer], ['alice']);
+    await tick();
+    assert.equal(guest.requests, reqs.length, 'requests keep flowing while the guest waits for AUTH');
+    assert.deepEqual(guest.sent, ['AUTHR alice OK'], 'and the answer reaches it, in order');
+    r.close();
+  });
+
+  it('a guest that reports no count is not flow-controlled', () => {
+    const port = new GuestPort(new SlowGuest() as unknown as GuestLink, ports);
+    port.resetCount(undefined);
+    for (let i = 0; i < GUEST_WINDOW * 2; i++) port.deliver({ kind: 'request', clientPort: 20000, payload: Buffer.from('x') });
+    assert.equal(port.hasRoom(), true);
   });
 });
