@@ -69,9 +69,25 @@ export class GuestPort extends EventEmitter implements InputSink {
     this.seqBase = seqBase;
   }
 
+  /** Requests the guest will have processed once it has worked through what it was handed (undefined: it reports no count). */
+  get expectedSeq(): number | undefined {
+    return this.seqBase === undefined ? undefined : this.seqBase + this.serviceDelivered;
+  }
+
   /** Requests handed over that the guest may not have processed yet. */
   get unconfirmed(): number {
     return this.serviceDelivered - this.confirmed;
+  }
+
+  /**
+   * Asks the guest (management PING) how many requests it has processed; undefined if its answer
+   * carries no count. Every answer also confirms requests for the flow control.
+   */
+  async processedCount(timeoutMs: number): Promise<number | undefined> {
+    const seq = Number(/seq=(\d+)/.exec(await this.management('PING', timeoutMs))?.[1]);
+    if (!Number.isFinite(seq)) return undefined;
+    if (this.seqBase !== undefined) this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
+    return seq;
   }
 
   hasRoom(): boolean {
@@ -91,10 +107,7 @@ export class GuestPort extends EventEmitter implements InputSink {
     if (this.refreshing) return;
     this.refreshing = true;
     let failed = false;
-    this.management('PING', 1000).then((answer) => {
-      const seq = Number(/seq=(\d+)/.exec(answer)?.[1]);
-      if (Number.isFinite(seq) && this.seqBase !== undefined) this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
-    }, () => { failed = true; }).finally(() => {
+    this.processedCount(1000).catch(() => { failed = true; }).finally(() => {
       this.refreshing = false;
       if (!this.roomWaiters.length) return;
       if (this.seqBase === undefined || this.unconfirmed < GUEST_WINDOW) {

@@ -105,8 +105,6 @@ export class GuestSupervisor extends EventEmitter {
   private vcpuTid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
-  /** The application's processed-request count when it became ready (see drained()). */
-  private appSeqBase?: number;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
   private keepSeqOnReady = false;
   private restarts: RestartRecord[] = [];
@@ -209,7 +207,7 @@ export class GuestSupervisor extends EventEmitter {
 
   /** Requests processed by the application so far, counting what was delivered (exact once drained). */
   get appSeqExpected(): number | undefined {
-    return this.appSeqBase === undefined ? undefined : this.appSeqBase + this.port.serviceDelivered;
+    return this.port.expectedSeq;
   }
 
   /**
@@ -217,7 +215,6 @@ export class GuestSupervisor extends EventEmitter {
    * there (inputs may be delivered to the clone before it is resumed).
    */
   expectAppSeq(seq: number): void {
-    this.appSeqBase = seq;
     this.port.resetCount(seq);
     this.port.authOutstanding.clear();
     this.keepSeqOnReady = true;
@@ -339,8 +336,8 @@ export class GuestSupervisor extends EventEmitter {
    * reply is out, so this also means no REG is waiting for an AUTH answer.
    */
   async drained(): Promise<boolean> {
-    const seq = Number(/seq=(\d+)/.exec(await this.port.management('PING', 1000))?.[1] ?? NaN);
-    return this.appSeqBase !== undefined && seq === this.appSeqBase + this.port.serviceDelivered;
+    const processed = await this.port.processedCount(1000);
+    return this.port.expectedSeq !== undefined && processed === this.port.expectedSeq;
   }
 
   private async pin(qemu: QemuProcess): Promise<void> {
@@ -370,8 +367,7 @@ export class GuestSupervisor extends EventEmitter {
             this.appVersion = m[1];
             if (this.keepSeqOnReady) this.keepSeqOnReady = false;
             else {
-              this.appSeqBase = m[2] === undefined ? undefined : Number(m[2]);
-              this.port.resetCount(this.appSeqBase);
+              this.port.resetCount(m[2] === undefined ? undefined : Number(m[2]));
             }
             this.bootToReadyMs = Math.round(performance.now() - t0);
             this.log.info({ bootToReadyMs: this.bootToReadyMs, version: this.appVersion }, 'guest ready');

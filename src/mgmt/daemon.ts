@@ -246,12 +246,7 @@ export class Daemon {
         this.store!.record('guest-upgrade', `backup asks for a re-clone during the guest upgrade (${m.reason}): left to the upgrade`);
       } else if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY') {
         this.store!.record('replication', `backup asks for a re-clone: ${m.reason}`);
-        // The backup keeps logging and acknowledging the input stream while its new clone is made,
-        // so the primary stays protected (output commit) through the re-clone instead of serving
-        // alone; only a failed re-clone leaves it unprotected (and maybeProtect tries again).
-        if (r.cloneInProgress) return;
-        this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
-        r.clone().catch((e: Error) => host.replicator.unprotect(`re-clone failed: ${e.message}`));
+        this.recloneToBackup();
       } else if (m.type === 'guest-upgrade-prepare' && this.ha?.currentRole === 'BACKUP') {
         void this.upgradeLocalClone(m.guestFile);
       } else if (m.type === 'guest-upgrade-progress' && this.guestUpgrade) {
@@ -275,6 +270,19 @@ export class Daemon {
       this.store!.record('divergence', `backup's reply to ${key} differs from the primary's: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key });
     });
     host.replicator.on('unprotected', (reason) => this.store!.record('replication', `UNPROTECTED: ${reason}`));
+  }
+
+  /**
+   * Primary: clone afresh over the backup's copy. The backup keeps logging and acknowledging the
+   * input stream while its new clone is made, so the primary stays protected (output commit) through
+   * the re-clone instead of serving alone; only a failed re-clone leaves it unprotected (and
+   * maybeProtect tries again). Nothing to do while a clone is already under way.
+   */
+  private recloneToBackup(): void {
+    const r = this.replication;
+    if (!r || r.cloneInProgress) return;
+    this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+    r.clone().catch((e: Error) => this.host!.replicator.unprotect(`re-clone failed: ${e.message}`));
   }
 
   /**
@@ -309,8 +317,7 @@ export class Daemon {
         this.store!.record('divergence', `${what}; ${asked ? 'asking the primary for a re-clone' : 're-clone already asked for'}`, { ...l });
       } else if (this.ha?.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !r.cloneInProgress) {
         this.store!.record('divergence', `${what}; cloning it to the backup again`, { ...l });
-        this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
-        r.clone().catch((e: Error) => host.replicator.unprotect(`re-clone failed: ${e.message}`));
+        this.recloneToBackup();
       }
     });
     this.lossTimer = setInterval(() => { void w.check().catch(() => undefined); }, LOSS_CHECK_MS);

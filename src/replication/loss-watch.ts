@@ -57,7 +57,7 @@ export class InputLossWatch extends EventEmitter {
     const delivered = s.port.delivered;
     let processed: number;
     try {
-      processed = Number(/seq=(\d+)/.exec(await s.port.management('PING', 1000))?.[1] ?? NaN);
+      processed = (await s.port.processedCount(1000)) ?? NaN;
     } catch {
       this.last = undefined;
       return;

@@ -22,6 +22,10 @@ class ScriptedGuest {
       if (!this.answers) throw new Error('timeout');
       return `OK PING 1.0.0 seq=${this.processed}`;
     },
+    processedCount: async (timeoutMs: number): Promise<number | undefined> => {
+      assert.ok(timeoutMs > 0);
+      return Number(/seq=(\d+)/.exec(await this.port.management('PING'))![1]);
+    },
   };
   get appSeqExpected(): number {
     return this.base + this.port.serviceDelivered;
