@@ -30,9 +30,21 @@ const SUB = '[A-Za-z0-9_.+-]{1,32}';
 const AUTH_QUESTION = new RegExp(`^AUTHQ (${SUB})(?:\\s|$)`);
 const AUTH_ANSWER = new RegExp(`^AUTHR (${SUB}) `);
 
+const REG_REQUEST = new RegExp(`^\\S{1,16} REG (${SUB})\\s*$`);
+/** A reply that ends a REG's AUTH question: registered, denied, or no answer within the guest's 5 s (PROTOCOL.md §5). */
+const REG_OUTCOME = new RegExp(`^\\S{1,16} (?:OK REG|ERR DENIED|ERR AUTHUNAVAIL) (${SUB})(?:\\s|$)`);
+
 /** The subscriber an AUTH question (`AUTHQ <sub>`, from the guest) or answer (`AUTHR <sub> <verdict>`, to it) is about. */
 export function authSubject(kind: 'question' | 'answer', payload: Buffer): string | undefined {
   return (kind === 'question' ? AUTH_QUESTION : AUTH_ANSWER).exec(payload.toString('latin1'))?.[1];
+}
+
+/**
+ * The subscriber of a service request `<id> REG <sub>` (the requests that make the guest ask AUTH),
+ * or of a reply that ends such a question (`OK REG`, `ERR DENIED`, `ERR AUTHUNAVAIL`).
+ */
+export function registrationSubject(kind: 'request' | 'outcome', payload: Buffer): string | undefined {
+  return (kind === 'request' ? REG_REQUEST : REG_OUTCOME).exec(payload.toString('latin1'))?.[1];
 }
 
 export declare interface GuestPort {

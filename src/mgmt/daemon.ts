@@ -18,6 +18,7 @@ import { releaseAddress } from '../hw/netaddr.js';
 import { HaController, readKeyFile, type RoleChange } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager, type CloneProgress } from '../replication/manager.js';
+import { inputsAfterSave } from '../replication/replicator.js';
 import { Checkpointer } from '../replication/checkpoint.js';
 import { InputLossWatch } from '../replication/loss-watch.js';
 import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
@@ -117,7 +118,7 @@ export class Daemon {
   /** Set while this board (as backup) replaces its clone by the new version (onRole waits for it). */
   private localUpgrade?: Promise<void>;
   /** The clone saved its state for an upgrade that failed: the log from here on completes that state. */
-  private savedStateReplayFrom?: number;
+  private savedState?: { replayFrom: number; pausedAt: number };
   private upgradeWaiter?: { resolve(m: { version: string; replayed: number }): void; reject(e: Error): void };
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor | undefined, readonly log: Logger) {
@@ -240,7 +241,7 @@ export class Daemon {
     r.on('clone-progress', (p) => { this.cloneProgress = p; });
     r.on('cloned', () => { this.partnerCopy = false; });
     r.on('guest-descriptor', (g) => this.rememberGuestDescriptor(g, 'a clone of the partner\'s guest'));
-    r.on('clone-target', (phase) => { if (phase === 'running') this.savedStateReplayFrom = undefined; });
+    r.on('clone-target', (phase) => { if (phase === 'running') this.savedState = undefined; });
     r.on('control', (m) => {
       if (m.type === 'reclone' && this.ha?.currentRole === 'PRIMARY' && this.guestUpgrade?.step === 'backup') {
         this.store!.record('guest-upgrade', `backup asks for a re-clone during the guest upgrade (${m.reason}): left to the upgrade`);
@@ -414,14 +415,16 @@ export class Daemon {
           if (!host.guestRunning) {
             if (host.supervisor.currentState !== 'stopped') await host.supervisor.stop();
             const promoted = c.from === 'FENCING' || c.from === 'BACKUP';
-            const saved = this.savedStateReplayFrom;
-            if (promoted && saved !== undefined && this.checkpointer) {
+            const saved = this.savedState;
+            if (promoted && saved && this.checkpointer) {
               // The guest saved its state for an upgrade that did not complete: boot on that state
               // and replay every logged input after it.
-              this.store!.record('guest', `promoted without a running guest: booting on the state saved for the upgrade and replaying the input log from input ${saved}`);
+              this.store!.record('guest', `promoted without a running guest: booting on the state saved for the upgrade and replaying the input log from input ${saved.replayFrom}`);
               await host.supervisor.start();
-              host.replicator.replay(saved - 1, this.checkpointer.inputsLogged(saved, Number.MAX_SAFE_INTEGER));
-              this.savedStateReplayFrom = undefined;
+              const received = host.replicator.lastSeq; // the last input may be an answer the old guest read, not replayed
+              host.replicator.replay(saved.replayFrom - 1, inputsAfterSave(this.checkpointer.inputsLogged(saved.replayFrom, Number.MAX_SAFE_INTEGER), saved.pausedAt));
+              host.replicator.lastSeq = Math.max(host.replicator.lastSeq, received);
+              this.savedState = undefined;
             } else if (promoted && this.checkpointer?.info) {
               // Both guests lost: the checkpoint and the inputs logged since bring every acknowledged input back.
               this.store!.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
@@ -587,7 +590,8 @@ export class Daemon {
       this.store!.record('guest-upgrade', `clone upgraded from ${report.from} to ${report.to}: state of ${report.savedSeq} requests loaded, ${report.replayed} inputs replayed from input ${report.replayFrom}, booted in ${report.bootMs} ms`, { ...report });
       send({ type: 'guest-upgrade-ready', version: host.supervisor.guest.version, replayed: report.replayed });
     } catch (e) {
-      this.savedStateReplayFrom = (e as { replayFrom?: number }).replayFrom;
+      const { replayFrom, pausedAt } = e as { replayFrom?: number; pausedAt?: number };
+      this.savedState = replayFrom !== undefined && pausedAt !== undefined ? { replayFrom, pausedAt } : undefined;
       this.store!.record('guest-upgrade', `clone upgrade FAILED: ${(e as Error).message}`);
       send({ type: 'guest-upgrade-failed', reason: (e as Error).message });
     }

@@ -34,7 +34,7 @@ const RECOVERY_RECORD_MS = 15 * 60 * 1000;
 export class Checkpointer {
   private readonly insert: Database.Statement;
   private readonly file: string;
-  private taking = false;
+  private taking?: Promise<unknown>;
   logged = 0;
 
   constructor(
@@ -75,7 +75,17 @@ export class Checkpointer {
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');
     if (this.taking) throw new UsError('US_ERR_ROLE', 'a checkpoint is already being taken');
     if (this.suspended) throw new UsError('US_ERR_ROLE', 'no checkpoint during a guest upgrade');
-    this.taking = true;
+    const run = this.takeNow(qemu);
+    this.taking = run.catch(() => undefined).finally(() => { this.taking = undefined; });
+    return run;
+  }
+
+  /** Resolves once no checkpoint is being taken (a guest upgrade must not pause delivery under one). */
+  async idle(): Promise<void> {
+    await this.taking;
+  }
+
+  private async takeNow(qemu: NonNullable<GuestSupervisor['hypervisor']>): Promise<CheckpointInfo> {
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
     this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
@@ -123,7 +133,6 @@ export class Checkpointer {
       throw e;
     } finally {
       this.replicator.resumeDelivery();
-      this.taking = false;
     }
   }
 

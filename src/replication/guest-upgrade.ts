@@ -9,7 +9,8 @@
  * The exact replay point: when delivery is paused at input D, the old application was given E
  * service requests in all (its `seq` counts each once) and reports having saved n of them. The
  * E - n it had not processed are the last E - n service requests delivered up to D; the replay
- * starts at the first of those (AUTH answers in between are replayed too, in order).
+ * starts at the first of those. Of the AUTH answers in between only the pending REG's is replayed:
+ * the old guest read the others (Replicator.restartDelivery says why).
  */
 import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
@@ -53,6 +54,8 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
 
   checkpointer.suspended = true;
   try {
+    // A checkpoint already under way pauses and resumes delivery itself: let it end first.
+    await checkpointer.idle();
     d.progress('save', `${from.name} ${from.version} saves its state and stops`);
     replicator.pauseDelivery();
     const pausedAt = replicator.deliveredSeq;
@@ -83,7 +86,7 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
       // The old version can still be booted on the saved state, plus the log from replayFrom.
       await supervisor.stop().catch(() => undefined);
       supervisor.useDescriptor(from);
-      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${g.name} ${g.version} did not start: ${(e as Error).message}`), { replayFrom });
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${g.name} ${g.version} did not start: ${(e as Error).message}`), { replayFrom, pausedAt });
     }
     const bootMs = Math.round(performance.now() - t0);
     const st = await supervisor.status();
@@ -95,11 +98,19 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
     if (wrong) {
       await supervisor.stop().catch(() => undefined);
       supervisor.useDescriptor(from);
-      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${wrong}`), { replayFrom });
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${wrong}`), { replayFrom, pausedAt });
     }
 
-    d.progress('replay', `${logged.length} logged inputs from input ${replayFrom}, then the live stream`);
-    replicator.restartDelivery(replayFrom, logged);
+    d.progress('replay', `logged inputs from input ${replayFrom} to ${pausedAt}, then the live stream`);
+    let replayed: number;
+    try {
+      replayed = replicator.restartDelivery(replayFrom, logged);
+    } catch (e) {
+      // The new guest holds only the saved state: stop it, so a promotion boots on that state and replays the log.
+      await supervisor.stop().catch(() => undefined);
+      supervisor.useDescriptor(from);
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${(e as Error).message}`), { replayFrom, pausedAt });
+    }
     const limit = d.catchUpInputs ?? 20;
     const end = performance.now() + (d.catchUpTimeoutMs ?? 60000);
     for (;;) {
@@ -111,7 +122,7 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
     }
     // The new guest answers while it works through what it was given (a busy guest may take a while).
     await supervisor.inputsInGuest(d.catchUpTimeoutMs ?? 60000);
-    return { from: `${from.name} ${from.version}`, to: `${g.name} ${g.version}`, savedSeq, replayFrom, replayed: logged.length, bootMs };
+    return { from: `${from.name} ${from.version}`, to: `${g.name} ${g.version}`, savedSeq, replayFrom, replayed, bootMs };
   } finally {
     checkpointer.suspended = false;
   }

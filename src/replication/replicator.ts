@@ -16,13 +16,35 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../core/log.js';
 import { ClientMap } from '../guest/client-map.js';
-import { authSubject } from '../guest/guest-port.js';
+import { authSubject, registrationSubject } from '../guest/guest-port.js';
 import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
   T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
   encodeDigest, encodeInput, replyDigest, replyKey, type ControlMessage, type SequencedInput,
 } from './messages.js';
+
+/**
+ * Of the inputs logged from a saved state's replay point (`logged[0]`, the first request the state
+ * does not hold) onwards, those a guest booted on that state must be given. Inputs after
+ * `deliveredUpTo` never reached the old guest: all of them. Before that, every request, but of the
+ * AUTH answers only the last one for the REG at the replay point: the old guest asks one question
+ * at a time and reads each answer at once, so it consumed the others for REGs now in the saved
+ * state (or threw them away as late duplicates). The REG it was blocked on when it saved is the one
+ * exception (PROTOCOL.md §6: `seq` excludes it, so it is the request at the replay point): its
+ * answer may have been delivered but not read yet. Replaying the others would hand the new guest
+ * answers it never asks for, each holding the stream for authHoldMs, long enough for the guest to
+ * give up on its real question (ERR AUTHUNAVAIL: an acknowledged registration lost).
+ */
+export function inputsAfterSave(logged: SequencedInput[], deliveredUpTo: number): SequencedInput[] {
+  const first = logged[0];
+  const pending = first?.input.kind === 'request' ? registrationSubject('request', first.input.payload) : undefined;
+  let keep = -1;
+  logged.forEach((s, i) => {
+    if (s.seq <= deliveredUpTo && s.input.kind === 'auth-reply' && pending && authSubject('answer', s.input.payload) === pending) keep = i;
+  });
+  return logged.filter((s, i) => s.seq > deliveredUpTo || s.input.kind === 'request' || i === keep);
+}
 
 export type ReplicationMode = 'standalone' | 'primary' | 'backup';
 
@@ -267,6 +289,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
+    if (output.kind === 'reply') this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
       this.noteQuestion(output);
@@ -364,7 +387,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
       if (s.input.kind === 'auth-reply') {
         const sub = authSubject('answer', s.input.payload);
         // The guest discards an answer to a question it has not asked yet: wait for its AUTHQ.
-        if (sub && !this.authOpen.has(sub) && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
+        // Not while it waits for the answer to another question: it asks one at a time, in the
+        // primary's order, so an answer that comes before the one it waits for is a late duplicate
+        // the primary's guest read and discarded the same way (holding it would stall the stream
+        // for authHoldMs while the guest's own 5 s AUTH timeout runs).
+        if (sub && !this.authOpen.has(sub) && this.authOpen.size === 0 && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
           if (!this.authHoldSince) {
             this.authHoldSince = performance.now();
             this.authHolds++;
@@ -426,17 +453,24 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   /**
-   * Backup, guest upgrade: the new version's guest holds the inputs up to fromSeq - 1 (its saved
-   * state). It gets `logged` (the inputs from fromSeq up to where delivery was paused, from the
-   * input log) and then what was queued since, in order, under connection tracking; its replies
-   * are compared with the primary's but differences are expected (a declared version change).
+   * Backup, guest upgrade: the new version's guest holds the service requests before fromSeq
+   * (its saved state). It gets the requests of `logged` (the inputs from fromSeq up to where
+   * delivery was paused, from the input log) and then what was queued since, in order, under
+   * connection tracking; its replies are compared with the primary's but differences are expected
+   * (a declared version change). Returns how many logged inputs it was given.
+   *
+   * Only the AUTH answer of the REG the old guest was blocked on is replayed (inputsAfterSave).
    */
-  restartDelivery(fromSeq: number, logged: SequencedInput[]): void {
+  restartDelivery(fromSeq: number, logged: SequencedInput[]): number {
     const pausedAt = this.deliveredSeq;
     if (logged.length !== pausedAt - fromSeq + 1 || logged.some((s, i) => s.seq !== fromSeq + i)) {
       throw new Error(`input log does not hold inputs ${fromSeq}..${pausedAt} contiguously`);
     }
-    this.queue = [...logged, ...this.queue];
+    const replay = inputsAfterSave(logged, pausedAt);
+    if (replay.length !== logged.length) {
+      this.o.log.info({ fromSeq, pausedAt, dropped: logged.length - replay.length }, 'guest upgrade: AUTH answers the old guest already read are not replayed');
+    }
+    this.queue = [...replay, ...this.queue];
     this.deliveredSeq = fromSeq - 1;
     this.authOpen.clear();
     clearTimeout(this.authHoldTimer);
@@ -444,6 +478,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.versionChange = true;
     this.resetDigests();
     this.resumeDelivery();
+    return replay.length;
   }
 
   /** The AUTH questions the local guest has open (as connection tracking sees them). */
@@ -461,6 +496,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private noteQuestion(output: GuestOutput): void {
     const sub = authSubject('question', output.payload);
     if (sub) { this.authOpen.add(sub); this.pump(); }
+  }
+
+  /** A REG answered (registered, denied, or given up after the guest's 5 s): its question is closed. */
+  private noteOutcome(output: GuestOutput): void {
+    const sub = registrationSubject('outcome', output.payload);
+    if (sub && this.authOpen.delete(sub)) this.pump();
   }
 
   private onBackupOutput(output: GuestOutput): void {

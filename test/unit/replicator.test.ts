@@ -7,10 +7,10 @@ import { EventEmitter } from 'node:events';
 import { createServer, connect, type Socket } from 'node:net';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
-import { GUEST_WINDOW, GuestPort, authSubject } from '../../src/guest/guest-port.js';
+import { GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
 import type { GuestLink } from '../../src/hw/guestnet/link.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
-import { Replicator } from '../../src/replication/replicator.js';
+import { Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
 
 const log = createLogger('test', { level: 'silent' });
 
@@ -133,6 +133,71 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     }
   });
 
+  const ask = (r: Replicator, sub: string) => r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
+  const answer = (sub: string, verdict = 'OK'): GuestInput => ({ kind: 'auth-reply', payload: Buffer.from(`AUTHR ${sub} ${verdict}`) });
+
+  it('a late duplicate AUTH answer, while the clone waits for another question, is handed over at once', async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    await until(() => gb.inputs.length === 1, 'REG A delivered');
+    ask(b, 'A');
+    p.submit(answer('A'));
+    await until(() => gb.inputs.length === 2, 'the answer to A delivered');
+    b.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    p.submit(req(20001, 'r2 REG B'));
+    await until(() => gb.inputs.length === 3, 'REG B delivered');
+    ask(b, 'B');
+    p.submit(answer('A')); // the primary's guest asked A twice (500 ms retransmission): a second answer
+    p.submit(answer('B'));
+    await until(() => gb.inputs.length === 5, 'the duplicate and the answer to B delivered without the 60 s hold');
+    assert.deepEqual(gb.inputs.slice(3), ['AUTHR A OK', 'AUTHR B OK']);
+    assert.equal(b.authHolds, 0);
+  });
+
+  it('a question the clone gave up on (ERR AUTHUNAVAIL) is closed: the next unasked answer is held again', async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    await until(() => gb.inputs.length === 1, 'REG A delivered');
+    ask(b, 'A');
+    b.onGuestOutput(reply(20000, 'r1 ERR AUTHUNAVAIL A'));
+    p.submit(req(20001, 'r2 REG B'));
+    p.submit(answer('B'));
+    await until(() => gb.inputs.length === 2 && b.status().heldInputs === 1, 'REG B delivered, its answer held');
+    assert.equal(b.authHolds, 1);
+    ask(b, 'B');
+    assert.deepEqual(gb.inputs, ['r1 REG A', 'r2 REG B', 'AUTHR B OK']);
+  });
+
+  it('guest upgrade: the replay gives the new guest the pending REG\'s answer and none of those the old guest read', async () => {
+    const client = { address: '192.0.2.100', port: 4000 };
+    p.submit(req(20000, 'r1 REG A')); // seq 1
+    await until(() => gb.inputs.length === 1, 'REG A delivered');
+    ask(b, 'A');
+    p.submit(req(20001, 'r2 REG P')); // seq 2: waits in the guest behind REG A
+    p.submit(answer('A')); // seq 3: read by the old guest, which registers A and asks P
+    await until(() => gb.inputs.length === 3, 'answer A delivered');
+    b.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    ask(b, 'P');
+    p.submit(answer('P')); // seq 4: delivered, but SAVE STOP comes first: the old guest never reads it
+    await until(() => gb.inputs.length === 4, 'answer P delivered');
+    b.pauseDelivery();
+    p.submit(req(20002, 'r3 REG C')); // seq 5, 6: arrive during the upgrade
+    p.submit(answer('C'));
+    await until(() => b.lastSeq === 6, 'inputs during the upgrade logged');
+    // The old guest saved 1 request (REG P pending): the replay starts at REG P (seq 2).
+    gb.inputs = [];
+    const replayed = b.restartDelivery(2, [
+      { seq: 2, input: req(20001, 'r2 REG P'), client },
+      { seq: 3, input: answer('A') },
+      { seq: 4, input: answer('P') },
+    ]);
+    assert.equal(replayed, 2, 'REG P and its answer; not the answer to A');
+    assert.deepEqual(gb.inputs, ['r2 REG P'], 'the answer waits for the new guest to ask');
+    ask(b, 'P');
+    b.onGuestOutput(reply(20001, 'r2 OK REG P 2'));
+    ask(b, 'C');
+    assert.deepEqual(gb.inputs, ['r2 REG P', 'AUTHR P OK', 'r3 REG C', 'AUTHR C OK']);
+    assert.equal(b.deliveredSeq, 6);
+  });
+
   it('a restored guest gets its logged AUTH answers after asking, and new inputs only after the replay', async () => {
     const g = new RecordingGuest();
     const r = new Replicator({ guest: g, log, authHoldMs: 60000 });
@@ -184,6 +249,27 @@ describe('AUTH question and answer parsing (one parser for the guest port and co
     assert.equal(authSubject('question', b(`AUTHQ ${'x'.repeat(33)}`)), undefined, 'names are at most 32 bytes');
     assert.equal(authSubject('question', b('AUTHQ bad/name')), undefined);
     assert.equal(authSubject('question', b('AUTHQ ')), undefined);
+    assert.equal(registrationSubject('request', b('r1 REG alice')), 'alice');
+    assert.equal(registrationSubject('request', b('r1 GET alice')), undefined, 'only a REG asks AUTH');
+    assert.equal(registrationSubject('request', b('r1 REG alice bob')), undefined, 'exactly one subscriber');
+    assert.equal(registrationSubject('outcome', b('r1 OK REG alice 3')), 'alice');
+    assert.equal(registrationSubject('outcome', b('r1 ERR DENIED alice')), 'alice');
+    assert.equal(registrationSubject('outcome', b('r1 ERR AUTHUNAVAIL alice\n')), 'alice');
+    assert.equal(registrationSubject('outcome', b('r1 OK GET alice calls=0 state=idle')), undefined);
+  });
+});
+
+describe('inputsAfterSave (what a guest booted on a saved state is replayed)', () => {
+  const r = (seq: number, text: string) => ({ seq, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(text) } });
+  const a = (seq: number, text: string) => ({ seq, input: { kind: 'auth-reply' as const, payload: Buffer.from(text) } });
+  const seqs = (l: Array<{ seq: number }>) => l.map((s) => s.seq);
+  it('keeps every request, the last delivered answer of the pending REG, and everything after the pause', () => {
+    const logged = [r(10, 'x1 REG P'), a(11, 'AUTHR A OK'), r(12, 'x2 GET A'), a(13, 'AUTHR P OK'), a(14, 'AUTHR P OK'), a(15, 'AUTHR B OK'), a(16, 'AUTHR A OK'), r(17, 'x3 REG C')];
+    assert.deepEqual(seqs(inputsAfterSave(logged, 15)), [10, 12, 14, 16, 17]);
+  });
+  it('without a pending REG no delivered answer is replayed', () => {
+    assert.deepEqual(seqs(inputsAfterSave([r(10, 'x1 GET P'), a(11, 'AUTHR P OK'), r(12, 'x2 STATS')], 12)), [10, 12]);
+    assert.deepEqual(inputsAfterSave([], 12), []);
   });
 });
 
