@@ -289,7 +289,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
-    if (output.kind === 'reply') this.noteOutcome(output);
+    if (output.kind === 'reply' && this.authOpen.size) this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
       this.noteQuestion(output);
