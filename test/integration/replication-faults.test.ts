@@ -22,9 +22,9 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     const before = (await p.ctl(p.primary, 'replication.status')).replication.lastClone.at;
     // Subscribers DV0, DV1… registered (and idle: the load ends every call it sets up), then a call
     // only the backup sets up between two of them: the GETs of the next run differ.
-    await p.loadThrough(1500, 100, async () => undefined, 'DV');
+    await p.loadThrough(8000, 100, async () => undefined, 'DV'); // long enough for 100 answers on a slow TCG pair (1.5 s gave 34–85 on 2026-12-02)
     await p.ctl(backup, 'guest.inject', { payload: 'zz1 CALL DV0 DV1' });
-    await p.loadThrough(1500, 100, async () => undefined, 'DV');
+    await p.loadThrough(8000, 100, async () => undefined, 'DV'); // long enough for 100 answers on a slow TCG pair (1.5 s gave 34–85 on 2026-12-02)
     const end = Date.now() + 120000;
     let journal: any[] = [];
     for (let i = 0; i < 1000 && Date.now() < end; i++) {
