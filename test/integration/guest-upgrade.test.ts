@@ -72,7 +72,8 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     const before = await p.ask(['GET UB0', 'GET UB1', 'CALL UB0 UB1']);
     assert.match(before[2]!, / OK CALL \d+$/, before.join(' | '));
     let report: any;
-    const { res } = await p.loadThrough(30000, 3000, async () => { report = await upgrade(p, V2); }, 'UV');
+    // The load outlasts the upgrade (8 s on 2026-11-25, 80 s on a slow 2026-12-02): its closing STATS must see v2.
+    const { res } = await p.loadThrough(120000, 3000, async () => { report = await upgrade(p, V2); }, 'UV');
     assert.equal(report.to, '2.0.0');
     assert.match(res.verify!.stats, /version=2\.0\.0/);
     p.primary = await waitProtected(p.chassis.layout, 240000);
