@@ -315,14 +315,14 @@ export class GuestSupervisor extends EventEmitter {
    * buffers, i.e. in guest RAM), processed or not: a management PING sent now travels the same wire
    * after them, in order, so its answer proves they arrived. This is the exact cut-over point of a
    * clone or a checkpoint: a copy of the guest's memory taken after it holds every one of them.
-   * A frame the guest itself dropped is dropped in the copy alike.
+   * A frame the guest itself dropped is dropped in the copy alike. Resolves with the requests the
+   * guest has processed by then (its PING `seq=`; undefined if it reports none).
    */
-  async inputsInGuest(timeoutMs = 10000): Promise<void> {
+  async inputsInGuest(timeoutMs = 10000): Promise<number | undefined> {
     const end = performance.now() + timeoutMs;
     for (;;) {
       try {
-        await this.port.management('PING', Math.max(100, Math.min(2000, end - performance.now())));
-        return;
+        return await this.port.processedCount(Math.max(100, Math.min(2000, end - performance.now())));
       } catch (e) {
         if (performance.now() >= end || !this.qemu?.alive) {
           throw new UsError('US_ERR_TIMEOUT', `guest did not answer a PING within ${timeoutMs} ms: cannot fix the cut-over point (${(e as Error).message})`);

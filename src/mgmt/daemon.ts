@@ -421,9 +421,7 @@ export class Daemon {
               // and replay every logged input after it.
               this.store!.record('guest', `promoted without a running guest: booting on the state saved for the upgrade and replaying the input log from input ${saved.replayFrom}`);
               await host.supervisor.start();
-              const received = host.replicator.lastSeq; // the last input may be an answer the old guest read, not replayed
               host.replicator.replay(saved.replayFrom - 1, inputsAfterSave(this.checkpointer.inputsLogged(saved.replayFrom, Number.MAX_SAFE_INTEGER), saved.pausedAt));
-              host.replicator.lastSeq = Math.max(host.replicator.lastSeq, received);
               this.savedState = undefined;
             } else if (promoted && this.checkpointer?.info) {
               // Both guests lost: the checkpoint and the inputs logged since bring every acknowledged input back.

@@ -91,12 +91,11 @@ export class Checkpointer {
     this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
     try {
       // Every input delivered so far is in the clone's memory once a PING sent after them is answered.
-      await this.supervisor.inputsInGuest(10000);
+      const processed = await this.supervisor.inputsInGuest(10000);
       const seq = this.replicator.deliveredSeq;
       const guestSeq = this.supervisor.appSeqExpected ?? 0;
       // The snapshot holds every delivered input, but a guest upgrade replays from the first request
       // the guest has not processed: keep the log from there (it may lie before seq).
-      const processed = await this.supervisor.port.processedCount(2000).catch(() => undefined);
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
@@ -126,7 +125,7 @@ export class Checkpointer {
       };
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
-        this.store.db.prepare('DELETE FROM inputs WHERE seq < ?').run(Math.min(keepFrom, seq + 1));
+        this.store.db.prepare('DELETE FROM inputs WHERE seq < ?').run(keepFrom);
       })();
       this.store.record('checkpoint', `checkpoint at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, clone paused ${cp.pauseMs ?? '?'} ms, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;

@@ -75,6 +75,13 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
     if (replayFrom === undefined) throw new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: the input log does not reach back ${unprocessed} requests`);
     const logged = checkpointer.inputsLogged(replayFrom, pausedAt);
     d.log.info({ pausedAt, expected, savedSeq, replayFrom, logged: logged.length }, 'guest upgrade: state saved');
+    // From here the clone is gone: on failure the old version can still be booted on the saved
+    // state plus the log from replayFrom (a promotion does that), so no new guest is left running.
+    const abandon = async (why: string): Promise<never> => {
+      await supervisor.stop().catch(() => undefined);
+      supervisor.useDescriptor(from);
+      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${why}`), { replayFrom, pausedAt });
+    };
 
     d.progress('boot', `${g.name} ${g.version} starts on the saved state`);
     await supervisor.stop();
@@ -83,10 +90,7 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
     try {
       await supervisor.start();
     } catch (e) {
-      // The old version can still be booted on the saved state, plus the log from replayFrom.
-      await supervisor.stop().catch(() => undefined);
-      supervisor.useDescriptor(from);
-      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${g.name} ${g.version} did not start: ${(e as Error).message}`), { replayFrom, pausedAt });
+      return abandon(`${g.name} ${g.version} did not start: ${(e as Error).message}`);
     }
     const bootMs = Math.round(performance.now() - t0);
     const st = await supervisor.status();
@@ -95,21 +99,14 @@ export async function upgradeBackupGuest(d: BackupUpgradeDeps, guestFile: string
       : supervisor.appSeqExpected !== savedSeq
         ? `the new guest started at request ${supervisor.appSeqExpected ?? '?'}, not at the saved ${savedSeq}: it did not load the state`
         : undefined;
-    if (wrong) {
-      await supervisor.stop().catch(() => undefined);
-      supervisor.useDescriptor(from);
-      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${wrong}`), { replayFrom, pausedAt });
-    }
+    if (wrong) return abandon(wrong);
 
     d.progress('replay', `logged inputs from input ${replayFrom} to ${pausedAt}, then the live stream`);
     let replayed: number;
     try {
       replayed = replicator.restartDelivery(replayFrom, logged);
     } catch (e) {
-      // The new guest holds only the saved state: stop it, so a promotion boots on that state and replays the log.
-      await supervisor.stop().catch(() => undefined);
-      supervisor.useDescriptor(from);
-      throw Object.assign(new UsError('US_ERR_GUEST_UPGRADE', `guest upgrade: ${(e as Error).message}`), { replayFrom, pausedAt });
+      return abandon((e as Error).message);
     }
     const limit = d.catchUpInputs ?? 20;
     const end = performance.now() + (d.catchUpTimeoutMs ?? 60000);

@@ -429,6 +429,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * `authOpen` open; the logged rest is delivered in order, AUTH answers after the guest's questions.
    */
   replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = []): void {
+    // Every input received keeps its number even if it is not replayed (an AUTH answer the saved state already read).
+    const received = this.lastSeq;
     this.lastSeq = fromSeq;
     this.deliveredSeq = fromSeq;
     this.queue = [];
@@ -438,6 +440,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.queue.push(s);
       this.lastSeq = s.seq;
     }
+    this.lastSeq = Math.max(this.lastSeq, received);
     this.continueQueue();
   }
 
