@@ -73,6 +73,8 @@ async function main(): Promise<void> {
   b.storageDir = join(dir, 'store');
   b.service = { address: '127.0.250.1', port: 5000 };
   b.externalServices = { auth: { address: '127.0.250.100', port: 7000 } };
+  // One board on its own: no partner, membership, watchdog device, fencing or console tty to provide.
+  for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console', 'metrics']) delete b[k];
   const boardFile = join(dir, 'board.json');
   writeFileSync(boardFile, JSON.stringify(b));
   const guestFile = join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');

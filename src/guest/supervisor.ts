@@ -252,7 +252,8 @@ export class GuestSupervisor extends EventEmitter {
         // KVM passed the probe but the real guest failed under it (nested KVM): fall back to TCG once.
         this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`);
         this.log.warn({ reason: this.accel.reason }, 'falling back to TCG');
-        this.qemu?.kill();
+        // Wait for the KVM QEMU to be gone: its QMP socket has the same path as the next one's.
+        await this.qemu?.killAndWait();
         await this.boot();
       }
     } catch (e) {

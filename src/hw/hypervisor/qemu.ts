@@ -144,4 +144,11 @@ export class QemuProcess extends EventEmitter {
     if (!this.exited) this.child.kill('SIGKILL');
     this.qmp.close();
   }
+
+  /** SIGKILL, then resolves once the process has exited (its QMP socket is gone with it). */
+  async killAndWait(): Promise<void> {
+    const exited = this.exited ? Promise.resolve() : new Promise<void>((r) => this.child.once('exit', () => r()));
+    this.kill();
+    await exited;
+  }
 }
