@@ -301,8 +301,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
     const seq = list?.shift();
     if (list && list.length === 0) this.pendingReplies.delete(key);
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, replyDigest(output.payload)));
-    if (this.mode === 'primary' && this.isProtected && seq !== undefined && seq > this.ackedSeq) {
-      this.heldOutputs.push({ seq, output });
+    // Output commit: the reply may depend on any input the guest had been given when it produced
+    // it (a REG's outcome on its AUTH answer, which comes after the request), so it waits until the
+    // backup holds all of those, not only its own request.
+    const commitAt = Math.max(seq ?? 0, this.deliveredSeq);
+    if (this.mode === 'primary' && this.isProtected && commitAt > this.ackedSeq) {
+      this.heldOutputs.push({ seq: commitAt, output });
       return;
     }
     this.out?.release(output);

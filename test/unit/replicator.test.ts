@@ -76,6 +76,16 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     assert.deepEqual(gp.inputs, gb.inputs);
   });
 
+  it('a REG reply waits for the ACK of the AUTH answer it was decided on, not only of its request', async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    await until(() => p.status().ackedSeq === 1, 'request acknowledged');
+    p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR A OK') }); // seq 2, not acknowledged yet
+    p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    assert.deepEqual(out.released, [], 'held until the answer is acknowledged');
+    await until(() => out.released.length === 1, 'released after the answer\'s ACK');
+    assert.equal(p.status().ackedSeq, 2);
+  });
+
   it('stepping down drops replies still waiting for an ACK instead of releasing them', async () => {
     b.pauseDelivery();
     ch.b.removeAllListeners('message'); // the backup hears nothing more: no ACK comes
