@@ -168,7 +168,9 @@ describe('serial console through a pty pair', function () {
   });
 
   it('board info: the same output as the CLI', async () => {
-    const out = await term.run('board info', prompt);
+    // The transcript keeps the tty's bytes as latin1 code units; the console passes the CLI's UTF-8
+    // through unchanged (an Intel CPU's brand has a ®), so read it back as UTF-8.
+    const out = Buffer.from(await term.run('board info', prompt), 'latin1').toString('utf8');
     const cli = await rig.cli('board', 'info'); // board info takes no --board: it reads this machine
     assert.equal(cli.code, 0);
     const firstLines = (s: string) => s.split(/\r?\n/).slice(0, 2).join('\n');

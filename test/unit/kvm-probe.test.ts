@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KVM_SLOWER_LIMIT, PROBE_WRITES, bootSector, chooseAccel } from '../../src/hw/hypervisor/kvm-probe.js';
+import { KVM_SLOWER_LIMIT, PROBE_WRITES, bootSector, chooseAccel, forgetProbe, markKvmBroken, probeKvm } from '../../src/hw/hypervisor/kvm-probe.js';
 
 describe('accelerator probe (KVM against TCG)', () => {
   it('chooses KVM when it ran the probe no slower than the limit allows', () => {
@@ -47,5 +47,43 @@ describe('accelerator probe (KVM against TCG)', () => {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('accelerator probe verdict kept for the boot', () => {
+  let dir: string;
+  let dev: string; // stands in for /dev/kvm (the probe only checks it can open it)
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'us-probe-cache-'));
+    dev = join(dir, 'kvm');
+    writeFileSync(dev, '');
+    forgetProbe();
+  });
+  afterEach(() => { forgetProbe(); rmSync(dir, { recursive: true, force: true }); });
+
+  it('a verdict recorded for this boot and binary is used without probing; another binary probes', async () => {
+    const file = join(dir, 'accel.json');
+    markKvmBroken('KVM failed for the real guest: test', file, 'qemu-system-x86_64');
+    forgetProbe();
+    const t0 = performance.now();
+    const v = await probeKvm('qemu-system-x86_64', 3000, file, dev);
+    assert.equal(v.accel, 'tcg');
+    assert.match(v.reason, /KVM failed for the real guest: test \(probed .*, kept in /);
+    assert.ok(performance.now() - t0 < 1000, 'no probe QEMU was run');
+    forgetProbe();
+    // A binary that does not exist: the cache entry is not for it, so it probes (and fails to run it).
+    const other = await probeKvm('/nonexistent/qemu', 3000, file, dev);
+    assert.equal(other.accel, 'tcg');
+    assert.match(other.reason, /cannot run \/nonexistent\/qemu/);
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as { binary: string; bootId: string };
+    assert.equal(kept.binary, '/nonexistent/qemu', 'the new verdict replaced the old one');
+    assert.equal(kept.bootId, readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
+  });
+
+  it('a verdict from another boot is ignored', async () => {
+    const file = join(dir, 'accel.json');
+    writeFileSync(file, JSON.stringify({ accel: 'kvm', reason: 'old', bootId: 'another-boot', binary: '/nonexistent/qemu', at: 'then' }));
+    const v = await probeKvm('/nonexistent/qemu', 3000, file, dev);
+    assert.equal(v.accel, 'tcg', 'probed again (and could not run the binary)');
   });
 });

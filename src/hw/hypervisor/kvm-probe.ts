@@ -6,11 +6,17 @@
  * after the other: it writes PROBE_WRITES bytes to the serial port (an exit each under KVM) and then
  * 'K'. KVM is chosen only if it printed the 'K' within the timeout and took at most
  * KVM_SLOWER_LIMIT times as long as TCG did in the same run (on a real board KVM is the faster one).
+ *
+ * The verdict is kept for the machine's uptime in PROBE_CACHE (keyed by the kernel's boot id and the
+ * QEMU binary), so the probe runs once per boot, not at every controller start: under nested KVM
+ * the probe itself stalls the whole machine for tens of ms, which on the simulated chassis (both
+ * boards on one machine) starved the partner's heartbeats into a false failover. The chassis probes
+ * before it starts the boards. Delete the file to probe again.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -26,14 +32,60 @@ export const KVM_SLOWER_LIMIT = 3;
 
 let cached: AccelProbe | undefined;
 
+/** Where the verdict is kept until the next boot (a tmpfs). */
+export const PROBE_CACHE = '/run/understudy/accel-probe.json';
+
+interface CachedVerdict extends AccelProbe {
+  bootId: string;
+  binary: string;
+  at: string;
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+function readCache(file: string, binary: string): AccelProbe | undefined {
+  try {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<CachedVerdict>;
+    if (c.bootId !== bootId() || c.binary !== binary || (c.accel !== 'kvm' && c.accel !== 'tcg') || typeof c.reason !== 'string') return undefined;
+    return { accel: c.accel, reason: `${c.reason} (probed ${c.at}, kept in ${file})` };
+  } catch {
+    return undefined;
+  }
+}
+
+function writeCache(file: string, binary: string, v: AccelProbe): void {
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o755 });
+    const tmp = `${file}.${process.pid}.tmp`;
+    const c: CachedVerdict = { ...v, bootId: bootId(), binary, at: new Date().toISOString() };
+    writeFileSync(tmp, `${JSON.stringify(c)}\n`, { mode: 0o644 });
+    renameSync(tmp, file);
+  } catch {
+    // not cached: the next controller start probes again
+  }
+}
+
 /** The CPU model used with each accelerator; the probe uses the same one as the real guest. */
 export function cpuModelFor(accel: Accel): string {
   return accel === 'kvm' ? 'host' : 'qemu64';
 }
 
 /** Records that KVM failed for real after the probe passed, so later starts go straight to TCG. */
-export function markKvmBroken(reason: string): AccelProbe {
-  return (cached = { accel: 'tcg', reason });
+export function markKvmBroken(reason: string, cacheFile: string | null = PROBE_CACHE, binary = 'qemu-system-x86_64'): AccelProbe {
+  cached = { accel: 'tcg', reason };
+  if (cacheFile) writeCache(cacheFile, binary, cached);
+  return cached;
+}
+
+/** Forgets the in-process verdict (tests). */
+export function forgetProbe(): void {
+  cached = undefined;
 }
 
 /** The boot sector: PROBE_WRITES times '.' to COM1, then 'K', then halt. */
@@ -80,20 +132,24 @@ function runProbe(binary: string, img: string, accel: Accel, timeoutMs: number):
   });
 }
 
-export async function probeKvm(binary = 'qemu-system-x86_64', timeoutMs = 3000): Promise<AccelProbe> {
+export async function probeKvm(binary = 'qemu-system-x86_64', timeoutMs = 3000, cacheFile: string | null = PROBE_CACHE, kvmDevice = '/dev/kvm'): Promise<AccelProbe> {
   if (cached) return cached;
   try {
-    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+    accessSync(kvmDevice, constants.R_OK | constants.W_OK);
   } catch {
-    return (cached = { accel: 'tcg', reason: '/dev/kvm is not accessible' });
+    return (cached = { accel: 'tcg', reason: `${kvmDevice} is not accessible` });
   }
+  const known = cacheFile ? readCache(cacheFile, binary) : undefined;
+  if (known) return (cached = known);
   const dir = mkdtempSync(join(tmpdir(), 'us-kvm-probe-'));
   const img = join(dir, 'probe.img');
   writeFileSync(img, bootSector());
   try {
     const kvm = await runProbe(binary, img, 'kvm', timeoutMs);
     const tcg = typeof kvm === 'string' ? 0 : await runProbe(binary, img, 'tcg', timeoutMs);
-    return (cached = chooseAccel(kvm, tcg));
+    cached = chooseAccel(kvm, tcg);
+    if (cacheFile) writeCache(cacheFile, binary, cached);
+    return cached;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

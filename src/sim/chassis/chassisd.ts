@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError, asUsError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
+import { probeKvm } from '../../hw/hypervisor/kvm-probe.js';
 import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
 import { SimBoard, type SimBoardStatus } from './board.js';
 import {
@@ -159,6 +160,10 @@ export class Chassisd {
       this.log.info({ namespaces: this.state.namespaces }, 'network namespaces, the Ethernet partner link and the service network are up');
       await this.startHlr();
 
+      // Probe the accelerator once, before any board runs: the controllers read the verdict
+      // (kvm-probe.ts), and a nested-KVM probe stalls the machine, so never while heartbeats count.
+      const accel = await probeKvm();
+      this.log.info({ accel: accel.accel, reason: accel.reason }, 'accelerator for the boards\' guests');
       const profiles = writeChassisProfiles(L, this.o.baud);
       // The simulated boards' serial consoles accept the documented default password.
       for (const b of BOARD_NAMES) {
