@@ -93,6 +93,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   lastSeq = 0;
   ackedSeq = 0;
   deliveredSeq = 0;
+  /** The last AUTH answer delivered to the local guest (a reply may have been decided on it). */
+  private authDeliveredSeq = 0;
   private isProtected = false;
   private unprotectedReason?: string;
   // primary
@@ -301,10 +303,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
     const seq = list?.shift();
     if (list && list.length === 0) this.pendingReplies.delete(key);
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, replyDigest(output.payload)));
-    // Output commit: the reply may depend on any input the guest had been given when it produced
-    // it (a REG's outcome on its AUTH answer, which comes after the request), so it waits until the
-    // backup holds all of those, not only its own request.
-    const commitAt = Math.max(seq ?? 0, this.deliveredSeq);
+    // Output commit: the reply depends on its request and everything before it (cumulative ACK),
+    // and on any AUTH answer the guest had been given (a REG's outcome is decided on an answer
+    // sequenced after the request). Requests after it are not processed yet (the guest works in
+    // order), so they need not be waited for: that would cost a channel round trip per reply.
+    const commitAt = Math.max(seq ?? this.deliveredSeq, this.authDeliveredSeq);
     if (this.mode === 'primary' && this.isProtected && commitAt > this.ackedSeq) {
       this.heldOutputs.push({ seq: commitAt, output });
       return;
@@ -415,6 +418,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.queue.shift();
       this.o.guest.deliver(s.input);
       this.deliveredSeq = s.seq;
+      if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
     }
   }
 
