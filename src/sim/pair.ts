@@ -45,7 +45,34 @@ export async function waitProtected(layout: ChassisLayout, timeoutMs: number, on
     await new Promise((r) => setTimeout(r, 500));
   }
   const seen = Object.values(v ?? {}).map((b) => b && `${b.board}: ${b.role}, guest ${b.guest?.state ?? 'none'}, ${b.replication?.mode ?? '-'}${b.replication?.protected ? ' protected' : ''}${b.replication?.unprotectedReason ? ` (${b.replication.unprotectedReason})` : ''}${b.replication?.lastCloneError ? `, last clone error: ${b.replication.lastCloneError}` : ''}`);
-  throw new Error(`the pair was not protected within ${timeoutMs} ms; last seen: ${seen.filter(Boolean).join('; ') || 'no board answered'}`);
+  throw new Error(`the pair was not protected within ${timeoutMs} ms; last seen: ${seen.filter(Boolean).join('; ') || 'no board answered'}${await whyNotProtected(layout, v)}`);
+}
+
+/** For the error above: the chassis's view of each board (power, resets, controller exits) and the answering boards' last role events. */
+async function whyNotProtected(layout: ChassisLayout, v: Record<BoardName, BoardView | undefined> | undefined): Promise<string> {
+  const parts: string[] = [];
+  try {
+    const st = (await callControl(layout.controlSocket, 'status', {}, 3000)) as {
+      boards?: Array<{ board: string; power?: string; boots?: number; resets?: { count: number; last: { cause: string; at: string } | null }; lastExit?: unknown; controller?: { state?: string } | null }>;
+      powerController?: { recent?: unknown[] };
+    };
+    for (const b of st.boards ?? []) {
+      parts.push(`chassis: ${b.board} power ${b.power}, ${b.boots} boots, controller ${b.controller?.state ?? 'none'}, ${b.resets?.count ?? 0} resets${b.resets?.last ? ` (last: ${b.resets.last.cause} at ${b.resets.last.at})` : ''}${b.lastExit ? `, last exit ${JSON.stringify(b.lastExit)}` : ''}`);
+    }
+    if (st.powerController?.recent?.length) parts.push(`power controller: ${JSON.stringify(st.powerController.recent.slice(-4))}`);
+  } catch (e) {
+    parts.push(`chassis status: ${(e as Error).message}`);
+  }
+  for (const b of ['sim-a', 'sim-b'] as const) {
+    if (!v?.[b]) continue;
+    try {
+      const ev = ((await callControl(layout.boards[b].controlSocket, 'events', { limit: 8 }, 3000)) as { events: Array<{ at: string; kind: string; message: string }> }).events;
+      parts.push(`${b} journal: ${ev.filter((e) => /role|partner|fenc|guest|clone/.test(e.kind)).map((e) => `${e.at} ${e.kind}: ${e.message}`).join(' | ')}`);
+    } catch {
+      // the board stopped answering meanwhile
+    }
+  }
+  return parts.length ? `\n  ${parts.join('\n  ')}` : '';
 }
 
 export interface LoadRun {
