@@ -18,7 +18,7 @@ import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
-import { PROBE_CACHE, markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
+import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
 import type { QmpEvent } from '../hw/qmp/client.js';
 import { GuestPort } from './guest-port.js';
@@ -250,7 +250,7 @@ export class GuestSupervisor extends EventEmitter {
       } catch (e) {
         if (this.board.accel !== 'auto' || this.accel?.accel !== 'kvm') throw e;
         // KVM passed the probe but the real guest failed under it (nested KVM): fall back to TCG once.
-        this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`, PROBE_CACHE, this.board.qemuBinary);
+        this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`, this.board.qemuBinary);
         this.log.warn({ reason: this.accel.reason }, 'falling back to TCG');
         // Wait for the KVM QEMU to be gone: its QMP socket has the same path as the next one's.
         await this.qemu?.killAndWait();

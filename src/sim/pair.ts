@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { callControl } from '../mgmt/ipc.js';
-import { CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisLayout } from './chassis/layout.js';
+import { BOARD_NAMES, CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisLayout } from './chassis/layout.js';
 import type { LoadProgress, LoadResult } from './load.js';
 
 export interface BoardView {
@@ -63,7 +63,7 @@ async function whyNotProtected(layout: ChassisLayout, v: Record<BoardName, Board
   } catch (e) {
     parts.push(`chassis status: ${(e as Error).message}`);
   }
-  for (const b of ['sim-a', 'sim-b'] as const) {
+  for (const b of BOARD_NAMES) {
     if (!v?.[b]) continue;
     try {
       const ev = ((await callControl(layout.boards[b].controlSocket, 'events', { limit: 8 }, 3000)) as { events: Array<{ at: string; kind: string; message: string }> }).events;

@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { KVM_SLOWER_LIMIT, PROBE_WRITES, bootSector, chooseAccel, forgetProbe, markKvmBroken, probeKvm } from '../../src/hw/hypervisor/kvm-probe.js';
+import { KVM_SLOWER_LIMIT, PROBE_WRITES, bootSector, chooseAccel, forgetProbe, markKvmBroken, probeArgs, probeKvm } from '../../src/hw/hypervisor/kvm-probe.js';
 
 describe('accelerator probe (KVM against TCG)', () => {
   it('chooses KVM when it ran the probe no slower than the limit allows', () => {
@@ -27,8 +27,7 @@ describe('accelerator probe (KVM against TCG)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'us-probe-test-'));
     const img = join(dir, 'probe.img');
     writeFileSync(img, bootSector());
-    const child = spawn('qemu-system-x86_64', ['-accel', 'tcg', '-machine', 'pc', '-cpu', 'qemu64', '-nodefaults', '-no-user-config', '-display', 'none', '-m', '16',
-      '-serial', 'stdio', '-drive', `file=${img},format=raw,if=ide`], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn('qemu-system-x86_64', probeArgs('tcg', img), { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       let out = '';
       await new Promise<void>((resolve, reject) => {
@@ -63,7 +62,7 @@ describe('accelerator probe verdict kept for the boot', () => {
 
   it('a verdict recorded for this boot and binary is used without probing; another binary probes', async () => {
     const file = join(dir, 'accel.json');
-    markKvmBroken('KVM failed for the real guest: test', file, 'qemu-system-x86_64');
+    markKvmBroken('KVM failed for the real guest: test', 'qemu-system-x86_64', file);
     forgetProbe();
     const t0 = performance.now();
     const v = await probeKvm('qemu-system-x86_64', 3000, file, dev);

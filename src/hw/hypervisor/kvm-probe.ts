@@ -77,7 +77,7 @@ export function cpuModelFor(accel: Accel): string {
 }
 
 /** Records that KVM failed for real after the probe passed, so later starts go straight to TCG. */
-export function markKvmBroken(reason: string, cacheFile: string | null = PROBE_CACHE, binary = 'qemu-system-x86_64'): AccelProbe {
+export function markKvmBroken(reason: string, binary = 'qemu-system-x86_64', cacheFile: string | null = PROBE_CACHE): AccelProbe {
   cached = { accel: 'tcg', reason };
   if (cacheFile) writeCache(cacheFile, binary, cached);
   return cached;
@@ -108,12 +108,17 @@ export function chooseAccel(kvm: number | string, tcg: number | string): AccelPr
   return { accel: 'kvm', reason: `KVM probe guest ran in ${kvm} ms (TCG ${tcg} ms)` };
 }
 
+/** QEMU's arguments to boot the probe image `img` under `accel`, its serial port on stdout. */
+export function probeArgs(accel: Accel, img: string): string[] {
+  return ['-accel', accel, '-machine', 'pc', '-cpu', cpuModelFor(accel), '-nodefaults', '-no-user-config', '-display', 'none', '-m', '16',
+    '-serial', 'stdio', '-drive', `file=${img},format=raw,if=ide`];
+}
+
 /** Boots the probe image under `accel`; resolves with the ms until the 'K', or why not. */
 function runProbe(binary: string, img: string, accel: Accel, timeoutMs: number): Promise<number | string> {
   return new Promise((resolve) => {
     const t0 = performance.now();
-    const child = spawn(binary, ['-accel', accel, '-machine', 'pc', '-cpu', cpuModelFor(accel), '-nodefaults', '-no-user-config', '-display', 'none', '-m', '16',
-      '-serial', 'stdio', '-drive', `file=${img},format=raw,if=ide`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(binary, probeArgs(accel, img), { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';
     let done = false;
     const finish = (r: number | string) => {

@@ -132,7 +132,7 @@ export class QemuProcess extends EventEmitter {
   /** Asks QEMU to quit, then kills it if it has not exited within `graceMs`. */
   async stop(graceMs = 3000): Promise<void> {
     if (this.exited) return;
-    const exited = new Promise<void>((r) => this.child.once('exit', () => r()));
+    const exited = this.whenExited();
     this.qmp.execute('quit', undefined, graceMs).catch(() => undefined);
     const timer = setTimeout(() => this.kill(), graceMs);
     await exited;
@@ -147,8 +147,12 @@ export class QemuProcess extends EventEmitter {
 
   /** SIGKILL, then resolves once the process has exited (its QMP socket is gone with it). */
   async killAndWait(): Promise<void> {
-    const exited = this.exited ? Promise.resolve() : new Promise<void>((r) => this.child.once('exit', () => r()));
+    const exited = this.whenExited();
     this.kill();
     await exited;
+  }
+
+  private whenExited(): Promise<void> {
+    return this.exited ? Promise.resolve() : new Promise<void>((r) => this.child.once('exit', () => r()));
   }
 }
