@@ -38,7 +38,7 @@ export async function waitProtected(layout: ChassisLayout, timeoutMs: number, on
   for (let i = 0; i < 100000 && Date.now() < end; i++) {
     v = await pairView(layout);
     onTick?.(v);
-    for (const b of ['sim-a', 'sim-b'] as const) {
+    for (const b of BOARD_NAMES) {
       const other = b === 'sim-a' ? 'sim-b' : 'sim-a';
       if (v[b]?.role === 'PRIMARY' && v[b]?.replication?.protected && v[other]?.role === 'BACKUP' && v[other]?.guest?.state === 'running') return b;
     }
