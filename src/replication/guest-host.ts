@@ -5,11 +5,15 @@
  */
 import type { BoardProfile } from '../config/board-profile.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
+import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { releaseAddress, takeAddress } from '../hw/netaddr.js';
 import { Replicator } from './replicator.js';
 import { ServiceEndpoint } from '../guest/service-endpoint.js';
 import { GuestSupervisor, type GuestStatus } from '../guest/supervisor.js';
+
+/** Management commands an operator may send to the guest application. */
+const MANAGEMENT_COMMANDS = new Set(['PING', 'STATE', 'SAVE', 'HANG']);
 
 export class GuestHost {
   readonly endpoint: ServiceEndpoint;
@@ -68,6 +72,38 @@ export class GuestHost {
     await this.unserve();
     await this.supervisor.stop();
     this.replicator.close();
+  }
+
+  /** The guest, for commands that act on it; names the board when it runs none. */
+  private running(): GuestSupervisor {
+    if (!this.guestRunning) throw new UsError('US_ERR_NOT_RUNNING', `no guest is running on board ${this.board.name}`);
+    return this.supervisor;
+  }
+
+  /** A management command of the operator's (PING, STATE, SAVE, HANG) to the guest application. */
+  async manage(command: unknown): Promise<{ reply: string }> {
+    const s = this.running();
+    const cmd = String(command ?? '').trim().toUpperCase();
+    if (!MANAGEMENT_COMMANDS.has(cmd.split(' ')[0]!)) throw new UsError('US_ERR_CONTROL', `unknown management command "${cmd}" (known: ${[...MANAGEMENT_COMMANDS].join(', ')})`);
+    return { reply: await s.port.management(cmd, 5000) };
+  }
+
+  /**
+   * Fault injection for tests: lose the next `lose` requests on the way to this board's guest, or
+   * deliver `payload` to this board's guest only (never replicated). Returns the journal line.
+   */
+  inject(a: { lose?: unknown; payload?: unknown }): { result: Record<string, unknown>; journal: string } {
+    const port = this.running().port;
+    if (a.lose !== undefined) {
+      const n = Number(a.lose);
+      if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsError('US_ERR_CONTROL', 'guest.inject: lose must be an integer 1-1000');
+      port.loseNext = n;
+      return { result: { lose: n }, journal: `the next ${n} requests for this board's guest will be lost on the way` };
+    }
+    const payload = String(a.payload ?? '');
+    if (!payload || payload.length > 200) throw new UsError('US_ERR_CONTROL', 'guest.inject: payload of 1-200 characters');
+    port.deliver({ kind: 'request', clientPort: 65000, payload: Buffer.from(payload) });
+    return { result: { injected: payload }, journal: `injected "${payload}" into this board's guest only` };
   }
 
   async status(): Promise<{ guest: GuestStatus; endpoint: Record<string, number> }> {

@@ -20,6 +20,11 @@ export interface InputLoss {
   missing: number;
 }
 
+/** What the watch reads of the guest supervisor. */
+export type WatchedGuest = Pick<GuestSupervisor, 'appSeqExpected' | 'currentState'> & {
+  readonly port: Pick<GuestSupervisor['port'], 'authOutstanding' | 'delivered' | 'processedCount'>;
+};
+
 export declare interface InputLossWatch {
   on(ev: 'loss', fn: (l: InputLoss) => void): this;
 }
@@ -32,7 +37,7 @@ export class InputLossWatch extends EventEmitter {
   losses = 0;
   lastLoss?: InputLoss & { at: string };
 
-  constructor(private readonly supervisor: GuestSupervisor, private readonly active: () => boolean) {
+  constructor(private readonly supervisor: WatchedGuest, private readonly active: () => boolean) {
     super();
   }
 

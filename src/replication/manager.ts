@@ -66,6 +66,13 @@ export class ReplicationManager extends EventEmitter {
   readonly inputPort: number;
   readonly migrationPort: number;
 
+  /**
+   * Asked before this board is prepared as a clone target ('check') and once its old copy is stopped
+   * ('become-target'): throws to refuse (a primary takes no clone); at 'become-target' the pair puts
+   * the replicator in backup mode (src/pair/controller.ts admitClone). Until set, every clone is admitted.
+   */
+  admitClone: (stage: 'check' | 'become-target') => void = () => undefined;
+
   constructor(
     private readonly board: BoardProfile,
     private readonly key: Buffer,
@@ -263,7 +270,14 @@ export class ReplicationManager extends EventEmitter {
     let waiter: ((m: ControlMessage | Error) => void) | undefined;
     const onMsg = (type: number, body: Buffer) => {
       if (type !== T_CONTROL) return;
-      const m = decodeControl(body);
+      let m: ControlMessage;
+      try {
+        m = decodeControl(body);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, 'malformed control message from the partner: closing the channel');
+        channel.close();
+        return;
+      }
       if (waiter) { const w = waiter; waiter = undefined; w(m); } else queue.push(m);
     };
     const onClose = () => { if (waiter) { const w = waiter; waiter = undefined; w(new UsError('US_ERR_LINK', 'partner closed the replication channel')); } };
@@ -306,11 +320,10 @@ export class ReplicationManager extends EventEmitter {
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
       // Inputs of a stream already followed keep being logged and acknowledged, but none reaches a
       // guest until the new clone is cut over (the new QEMU would read them in before its memory arrives).
-      if (this.replicator.mode === 'primary') throw new UsError('US_ERR_ROLE', 'this board is primary: it takes no clone');
+      this.admitClone('check');
       this.replicator.pauseDelivery();
       await this.supervisor.stop();
-      if ((this.replicator.mode as string) === 'primary') throw new UsError('US_ERR_ROLE', 'this board became primary while preparing the clone target');
-      this.replicator.becomeBackup();
+      this.admitClone('become-target');
       // A clone runs what its source runs (the same kernel and initrd, or the migration fails).
       if (guestFile && guestFile !== this.supervisor.guest.sourceFile) {
         this.supervisor.useDescriptor(loadGuestDescriptor(guestFile));

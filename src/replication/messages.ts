@@ -7,6 +7,7 @@
  * Pure encoding; no I/O.
  */
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
 import type { GuestInput } from '../guest/io.js';
 
 export const T_INPUT = 1;
@@ -91,24 +92,51 @@ export function decodeDigest(b: Buffer): { key: string; digest: Buffer } {
   return { key: b.subarray(1, 1 + n).toString('latin1'), digest: Buffer.from(b.subarray(1 + n)) };
 }
 
-export type ControlMessage =
-  | { type: 'clone-prepare'; memoryMb: number; guestFile?: string }
-  | { type: 'guest-upgrade-prepare'; guestFile: string; version: string }
-  | { type: 'guest-upgrade-progress'; step: string; detail?: string }
-  | { type: 'guest-upgrade-ready'; version: string; replayed: number }
-  | { type: 'guest-upgrade-failed'; reason: string }
-  | { type: 'clone-ready' }
-  | { type: 'clone-failed'; reason: string }
-  | { type: 'clone-done'; cutSeq: number; guestSeq: number; clients: { entries: Array<[number, string, number]>; next: number }; downtimeMs: number | null; authOpen?: string[] }
-  | { type: 'reclone'; reason: string }
-  | { type: 'switchover'; keepCopy?: boolean }
-  | { type: 'guest-upgrade-commit' }
-  | { type: 'hello'; board: string; role: string; lastSeq: number; cloned: boolean };
+const seqNo = z.number().int().nonnegative();
+const text = z.string().max(4096);
+
+/**
+ * The control messages, validated field by field: a message from a partner running another version
+ * (a rolling upgrade) or a damaged one is refused by decodeControl, never half-read.
+ */
+const CONTROL = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('clone-prepare'), memoryMb: z.number().int().positive(), guestFile: text.optional() }),
+  z.object({ type: z.literal('guest-upgrade-prepare'), guestFile: text, version: text }),
+  z.object({ type: z.literal('guest-upgrade-progress'), step: text, detail: text.optional() }),
+  z.object({ type: z.literal('guest-upgrade-ready'), version: text, replayed: seqNo }),
+  z.object({ type: z.literal('guest-upgrade-failed'), reason: text }),
+  z.object({ type: z.literal('clone-ready') }),
+  z.object({ type: z.literal('clone-failed'), reason: text }),
+  z.object({
+    type: z.literal('clone-done'), cutSeq: seqNo, guestSeq: seqNo,
+    clients: z.object({ entries: z.array(z.tuple([z.number().int(), z.string().max(256), z.number().int()])), next: z.number().int() }),
+    downtimeMs: z.number().nullable(), authOpen: z.array(z.string().max(256)).optional(),
+  }),
+  z.object({ type: z.literal('reclone'), reason: text }),
+  z.object({ type: z.literal('switchover'), keepCopy: z.boolean().optional() }),
+  z.object({ type: z.literal('guest-upgrade-commit') }),
+  z.object({ type: z.literal('hello'), board: text, role: text, lastSeq: seqNo, cloned: z.boolean() }),
+]);
+
+export type ControlMessage = z.infer<typeof CONTROL>;
+export type ControlType = ControlMessage['type'];
 
 export function encodeControl(m: ControlMessage): Buffer {
   return Buffer.from(JSON.stringify(m));
 }
 
+/** Parses and validates one control message; throws a RangeError naming what is wrong. */
 export function decodeControl(b: Buffer): ControlMessage {
-  return JSON.parse(b.toString('utf8')) as ControlMessage;
+  let json: unknown;
+  try {
+    json = JSON.parse(b.toString('utf8'));
+  } catch (e) {
+    throw new RangeError(`control message is not JSON: ${(e as Error).message}`);
+  }
+  const r = CONTROL.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new RangeError(`bad control message${i.path.length ? ` (${i.path.join('.')})` : ''}: ${i.message}`);
+  }
+  return r.data;
 }

@@ -1,0 +1,66 @@
+/**
+ * The board's management interfaces beside the control socket: the serial console and the metrics
+ * endpoint, when the profile has them. Their code is loaded only then (the console when configured,
+ * prom-client at the first scrape): an idle board keeps the controller's footprint small (see
+ * BENCHMARKS.md, bench/daemon). A console that cannot start never keeps the board from serving.
+ */
+import type { BoardProfile } from '../config/board-profile.js';
+import type { Logger } from '../core/log.js';
+import type { Store } from '../store/journal.js';
+import type { SerialConsole } from './console/index.js';
+import type { snapshotFrom } from './metrics.js';
+import { serveMetrics, type MetricsBody } from './metrics-endpoint.js';
+
+export interface ManagementDeps {
+  board: BoardProfile;
+  store: Store;
+  log: Logger;
+  /** The guest's console socket while it runs, and its console log. */
+  guestConsole(): { socket?: string; log?: string };
+  /** What a scrape reports, as src/mgmt/metrics.ts snapshotFrom takes it. */
+  scrape(): Promise<Parameters<typeof snapshotFrom>[0]>;
+}
+
+export interface Management {
+  close(): Promise<void>;
+}
+
+export async function startManagement(d: ManagementDeps): Promise<Management> {
+  const b = d.board;
+  let console: SerialConsole | undefined;
+  if (b.console) {
+    const { SerialConsole, DEFAULT_CLI_ENTRY, consolePasswordPath } = await import('./console/index.js');
+    console = new SerialConsole({
+      device: b.console.device, baud: b.console.baud, board: b.name, boardFile: b.sourceFile, passwordFile: consolePasswordPath(b),
+      guestConsoleSocket: () => d.guestConsole().socket,
+      guestConsoleLog: () => d.guestConsole().log,
+      cliEntry: DEFAULT_CLI_ENTRY,
+      log: d.log.child({ component: 'console' }),
+    });
+    console.on('auth', (e) => d.store.record('console', `${e.kind} ${e.user}${e.reason ? ` (${e.reason})` : ''}`, { ...e }));
+    try {
+      await console.start();
+    } catch (e) {
+      d.store.record('console', `serial console not started: ${(e as Error).message}`);
+      d.log.error({ err: (e as Error).message }, 'serial console not started');
+      console = undefined;
+    }
+  }
+  let metricsServer: { close(): Promise<void> } | undefined;
+  if (b.metrics) {
+    let registry: Promise<() => Promise<MetricsBody>> | undefined;
+    const firstScrape = async () => {
+      const { Metrics, snapshotFrom } = await import('./metrics.js');
+      const metrics = new Metrics();
+      metrics.onScrape(async () => snapshotFrom(await d.scrape()));
+      return async () => ({ contentType: metrics.registry.contentType, body: await metrics.text() });
+    };
+    metricsServer = await serveMetrics(b.metrics.address, b.metrics.port, async () => (await (registry ??= firstScrape().catch((e) => { registry = undefined; throw e; })))());
+  }
+  return {
+    close: async () => {
+      await console?.stop().catch(() => undefined);
+      await metricsServer?.close().catch(() => undefined);
+    },
+  };
+}

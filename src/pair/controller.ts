@@ -1,0 +1,295 @@
+/**
+ * The pair on one board: what the board does in each role, and the composition of the pair's
+ * modules (protection, switchover, guest upgrade, the partner's control messages).
+ *
+ * The HA machine (src/ha/roles.ts) decides the role; ROLE_EFFECTS below says what taking that role
+ * means here — serve or not, the replicator's mode, what happens to the guest — and `applyRole`
+ * carries it out. This file is the only caller of the replicator's mode changes (becomePrimary,
+ * becomeBackup); the replicator follows, it never infers a role.
+ *
+ * Reading it: "what does a BACKUP do when its partner dies during a guest upgrade?" The HA machine
+ * fences the partner and promotes (BACKUP → FENCING → PRIMARY). applyRole first lets the local half
+ * of the upgrade end (GuestUpgrade.settled): it ends with the new guest running, or with the old
+ * guest's state saved and no guest running. Then the PRIMARY rows pick: a running guest takes over
+ * as it is; a saved state is booted and the input log replayed from its replay point; otherwise the
+ * checkpoint is restored, or the guest boots afresh.
+ */
+import type { Role } from '../ha/frame.js';
+import type { RoleChange } from '../ha/ha-controller.js';
+import { UsError } from '../core/errors.js';
+import type { CloneProgress } from '../replication/manager.js';
+import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
+import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
+import { requirePrimary, type PairParts } from './parts.js';
+import { Protection } from './protection.js';
+import { Switchover } from './switchover.js';
+
+/** What happens to the guest when the board takes a role. */
+export type GuestAction =
+  | 'keep-running'        // the running guest (a clone, or the copy kept through a switchover) serves as it is
+  | 'replay-saved-state'  // boot on the state saved for a guest upgrade that did not complete, replay the log from its replay point
+  | 'restore-checkpoint'  // both copies lost: the checkpoint, then every input logged since
+  | 'boot'                // boot from the guest's own state disk (first primary, or nothing better)
+  | 'keep-copy'           // stepped down keeping its guest: it follows the new primary (switchover of a guest upgrade)
+  | 'stop'                // without the input stream it would drift: stopped; the primary clones a fresh copy
+  | 'leave';              // nothing to do (no guest yet, or it is stopped with the controller)
+
+/** What a board finds when it takes a role (after any local guest upgrade has ended). */
+export interface Situation {
+  from: Role;
+  to: Role;
+  guestRunning: boolean;
+  /** This board's guest saved its state for a guest upgrade that did not complete. */
+  savedState: boolean;
+  /** A checkpoint is on disk (this board was a backup that followed the primary). */
+  checkpoint: boolean;
+  /** This board just stepped down keeping its guest (switchover of a guest upgrade). */
+  keptCopy: boolean;
+}
+
+export interface RoleEffects {
+  /** serve: take the service address and open the endpoint; unserve: give them up; leave: as is. */
+  serve: 'serve' | 'unserve' | 'leave';
+  replicator: 'primary' | 'backup' | 'unchanged';
+  guest: GuestAction;
+}
+
+export interface EffectRow extends RoleEffects {
+  role: Role;
+  /** When this row applies (the first matching row of the role wins). */
+  when: string;
+  applies(s: Situation): boolean;
+}
+
+const promoted = (s: Situation) => s.from === 'FENCING' || s.from === 'BACKUP';
+const always = () => true;
+
+/** The whole of what a role means on this board, in order of precedence within each role. */
+export const ROLE_EFFECTS: readonly EffectRow[] = [
+  { role: 'PRIMARY', when: 'its guest runs (the clone, or the copy it kept)', applies: (s) => s.guestRunning,
+    serve: 'serve', replicator: 'primary', guest: 'keep-running' },
+  { role: 'PRIMARY', when: 'promoted; its guest saved its state for a guest upgrade that did not complete', applies: (s) => promoted(s) && s.savedState,
+    serve: 'serve', replicator: 'primary', guest: 'replay-saved-state' },
+  { role: 'PRIMARY', when: 'promoted; a checkpoint is on disk', applies: (s) => promoted(s) && s.checkpoint,
+    serve: 'serve', replicator: 'primary', guest: 'restore-checkpoint' },
+  { role: 'PRIMARY', when: 'otherwise (the pair starts, or promoted with neither a clone nor a checkpoint)', applies: always,
+    serve: 'serve', replicator: 'primary', guest: 'boot' },
+  { role: 'BACKUP', when: 'stepped down keeping its guest (switchover of a guest upgrade)', applies: (s) => s.from === 'PRIMARY' && s.keptCopy,
+    serve: 'unserve', replicator: 'unchanged', guest: 'keep-copy' },
+  { role: 'BACKUP', when: 'stepped down from PRIMARY', applies: (s) => s.from === 'PRIMARY',
+    serve: 'unserve', replicator: 'backup', guest: 'stop' },
+  { role: 'BACKUP', when: 'joined the pair, or gave up a fence (a clone makes it a following backup)', applies: always,
+    serve: 'leave', replicator: 'unchanged', guest: 'leave' },
+  { role: 'FAULT', when: 'its guest failed or could not follow the role', applies: always,
+    serve: 'unserve', replicator: 'backup', guest: 'stop' },
+  { role: 'STOPPING', when: 'the controller stops (it stops the guest itself)', applies: always,
+    serve: 'unserve', replicator: 'backup', guest: 'leave' },
+  { role: 'STARTING', when: 'listening for the partner', applies: always, serve: 'leave', replicator: 'unchanged', guest: 'leave' },
+  { role: 'FENCING', when: 'fencing the partner before promoting', applies: always, serve: 'leave', replicator: 'unchanged', guest: 'leave' },
+];
+
+/** The row for a role change. Pure. */
+export function effectsFor(s: Situation): EffectRow {
+  const row = ROLE_EFFECTS.find((r) => r.role === s.to && r.applies(s));
+  if (!row) throw new UsError('US_ERR_INTERNAL', `no role effects for ${s.from} -> ${s.to}`);
+  return row;
+}
+
+export class PairController {
+  readonly protection: Protection;
+  readonly switchover: Switchover;
+  readonly upgrade: GuestUpgrade;
+  private readonly routes: ControlRoutes;
+  /** Promotions of this board (from BACKUP or FENCING) since the controller started. */
+  failovers = 0;
+  /** Serialises the work that follows role changes. */
+  private roleWork: Promise<void> = Promise.resolve();
+  private stopping = false;
+  private cloneProgress?: CloneProgress;
+
+  constructor(private readonly p: PairParts, upgradeOptions?: GuestUpgradeOptions) {
+    const { host, ha, clones } = p;
+    this.switchover = new Switchover(p, (keepCopy) => this.stepDown(keepCopy));
+    this.upgrade = new GuestUpgrade(p, this.switchover, upgradeOptions);
+    this.protection = new Protection(p, () => this.upgrade.busy || this.stopping);
+    this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade);
+
+    // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest.
+    // A backup whose clone dies does not reboot it (it would hold stale state): it asks for a new clone.
+    host.supervisor.failurePolicy = () => {
+      const role = ha.currentRole;
+      if (role === 'PRIMARY' && host.replicator.protectedNow) return 'give-up';
+      if (role === 'BACKUP' && host.replicator.mode === 'backup') return 'give-up';
+      return 'restart';
+    };
+    host.supervisor.on('state', (s, cause) => {
+      if (s !== 'failed') return;
+      if (ha.currentRole === 'PRIMARY') ha.fire('guest-failed', cause);
+      else if (ha.currentRole === 'BACKUP' && !this.upgrade.replacingClone) this.protection.onCloneLost(cause);
+    });
+    ha.on('role', (c: RoleChange) => this.onRole(c));
+    if (clones) {
+      clones.on('cloned', () => this.upgrade.onCloned());
+      clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
+      clones.on('clone-target', (phase) => { if (phase === 'running') this.upgrade.onCloneTargetRunning(); });
+      clones.on('control', (m) => dispatchControl(this.routes, ha.currentRole, m, p.log));
+      clones.on('clone-progress', (pr) => { this.cloneProgress = pr; });
+    }
+  }
+
+  start(): void {
+    this.protection.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.protection.stop();
+    await this.roleWork;
+  }
+
+  /** For the HA layer's watchdog: false only when this board serves and its guest has failed. */
+  healthy(): boolean {
+    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY';
+  }
+
+  get cloneInProgress(): boolean {
+    return this.p.clones?.cloneInProgress ?? false;
+  }
+
+  /** Primary: clone to the partner now (the operator's `understudy clone`). */
+  clone(): ReturnType<NonNullable<PairParts['clones']>['clone']> {
+    return requirePrimary(this.p, 'clone').clone();
+  }
+
+  /**
+   * The clone manager asks before it prepares this board as a clone target: never on a primary;
+   * otherwise the replicator becomes a backup awaiting the clone's cut-over.
+   */
+  admitClone(stage: 'check' | 'become-target'): void {
+    if (this.p.ha.currentRole === 'PRIMARY' || this.p.host.replicator.mode === 'primary') {
+      throw new UsError('US_ERR_ROLE', stage === 'check' ? 'this board is primary: it takes no clone' : 'this board became primary while preparing the clone target');
+    }
+    if (stage === 'become-target') this.p.host.replicator.becomeBackup();
+  }
+
+  /** Switchover: step down at once (see Switchover.handOver); with keepCopy, follow on the current channel. */
+  private stepDown(keepCopy: boolean): boolean {
+    const r = this.p.host.replicator;
+    r.becomeBackup();
+    return keepCopy ? r.followOnCurrentChannel(true) : false;
+  }
+
+  private onRole(c: RoleChange): void {
+    this.roleWork = this.roleWork.then(() => this.applyRole(c));
+  }
+
+  /**
+   * Carries out the effects of the role the HA machine gave (in order: serving, replicator, guest).
+   * A change overtaken by a later one before its turn came (BACKUP → FENCING → PRIMARY within one
+   * fence) is skipped: the later change carries the board to where the machine is now.
+   */
+  private async applyRole(c: RoleChange): Promise<void> {
+    const { host, ha, journal, checkpoints } = this.p;
+    const role = c.to;
+    if (role !== ha.currentRole) {
+      this.p.log.debug({ from: c.from, to: role, now: ha.currentRole }, 'role change overtaken before its effects: skipped');
+      return;
+    }
+    try {
+      if (role === 'PRIMARY') {
+        if (c.from === 'FENCING' || c.from === 'BACKUP') this.failovers++;
+        // Promoted while replacing its clone (guest upgrade): let that finish first; it holds
+        // the inputs it has not replayed yet, and ends with a running guest or a replay point.
+        if (this.upgrade.replacingClone) {
+          journal.record('guest', 'promoted during a guest upgrade: finishing it before serving');
+          await this.upgrade.settled();
+        }
+      }
+      const fx = effectsFor({
+        from: c.from, to: role,
+        guestRunning: host.guestRunning,
+        savedState: this.upgrade.hasSavedState,
+        checkpoint: checkpoints?.info !== undefined,
+        // Consumed by the role change that follows the step-down, whatever the new role.
+        keptCopy: c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING' ? this.switchover.takeKeptCopy() : false,
+      });
+      this.p.log.debug({ from: c.from, to: role, effects: fx.when }, 'role effects');
+      if (fx.serve === 'unserve') await host.unserve();
+      if (fx.replicator === 'primary') host.replicator.becomePrimary();
+      else if (fx.replicator === 'backup') host.replicator.becomeBackup();
+      await this.guestAction(fx.guest, role, c);
+      if (fx.serve === 'serve') await this.serve();
+    } catch (e) {
+      journal.record('guest', `role change to ${role} failed: ${(e as Error).message}`);
+      this.p.log.error({ err: (e as Error).message, cause: c.cause }, 'guest failed to follow the role');
+      ha.fire('guest-failed', (e as Error).message);
+    }
+  }
+
+  private async guestAction(action: GuestAction, role: Role, c: RoleChange): Promise<void> {
+    const { host, journal, checkpoints } = this.p;
+    const { supervisor, replicator } = host;
+    const promotion = c.from === 'FENCING' || c.from === 'BACKUP';
+    if (role === 'PRIMARY' && action !== 'keep-running' && supervisor.currentState !== 'stopped') await supervisor.stop();
+    switch (action) {
+      case 'keep-running':
+        journal.record('guest', `the clone takes over at input ${replicator.lastSeq}`);
+        break;
+      case 'replay-saved-state':
+        await this.upgrade.resumeFromSavedState();
+        break;
+      case 'restore-checkpoint':
+        journal.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
+        await checkpoints!.restore();
+        break;
+      case 'boot':
+        journal.record('guest', promotion ? 'promoted without a clone or a checkpoint: booting the guest from its saved state' : 'booting the guest: board is primary');
+        replicator.discardQueue();
+        await supervisor.start();
+        break;
+      case 'keep-copy':
+        journal.record('guest-upgrade', `this board keeps its guest (${supervisor.guest.version}) as the backup copy until the upgrade is committed or rolled back`);
+        break;
+      case 'stop':
+        // Its guest would drift without the input stream: the new primary clones a fresh copy.
+        await supervisor.stop();
+        journal.record('guest', `guest stopped: board is ${role}; waiting for a clone`);
+        break;
+      case 'leave':
+        break;
+    }
+    if (role === 'PRIMARY') {
+      // The partner kept its copy through the switchover (guest upgrade): it protects this board without a clone.
+      const partnerKeepsCopy = this.switchover.takePartnerKeepsCopy();
+      if (action === 'keep-running' && partnerKeepsCopy && replicator.protectOnCurrentChannel()) this.upgrade.onProtectedByPreviousCopy();
+    }
+  }
+
+  private async serve(): Promise<void> {
+    const { host, journal, board } = this.p;
+    await host.serve();
+    journal.record('guest', `serving on ${board.service.address}:${board.service.port}`);
+    // A clone blocked on an AUTH answer that died with the old primary would wait for its own
+    // retransmission (500 ms): ask the AUTH service on its behalf right away.
+    for (const sub of host.supervisor.port.authOutstanding) {
+      host.endpoint.release({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
+    }
+  }
+
+  /** The replication part of `understudy status`. */
+  replicationStatus(): Record<string, unknown> {
+    const { host, clones, checkpoints } = this.p;
+    const w = this.protection.lossWatch;
+    return {
+      ...host.replicator.status(),
+      cloneInProgress: clones?.cloneInProgress ?? false,
+      cloneProgress: clones?.cloneInProgress ? this.cloneProgress : undefined,
+      lastClone: clones?.lastClone,
+      lastCloneError: clones?.lastCloneError,
+      inputLoss: w ? { checks: w.checks, losses: w.losses, last: w.lastLoss ?? null } : null,
+      failovers: this.failovers,
+      ...this.upgrade.status(),
+      checkpoint: checkpoints ? { last: checkpoints.info ?? null, inputsLoggedSince: checkpoints.loggedSince } : null,
+    };
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * Keeping the pair protected: the primary clones to a live backup that holds no clone (protect),
+ * clones again over a copy that diverged or lost inputs (re-clone); the backup asks for a re-clone
+ * once per burst of divergences, watches its own copy for lost inputs, and takes a checkpoint every
+ * CHECKPOINT_INTERVAL_MS while it follows the primary.
+ *
+ * Decides only from the role the HA machine gives and the replicator's state; never changes the
+ * replicator's mode (src/pair/controller.ts does).
+ */
+import { InputLossWatch } from '../replication/loss-watch.js';
+import type { PairParts } from './parts.js';
+
+/** A backup in sync takes a checkpoint this often. */
+const CHECKPOINT_INTERVAL_MS = 60000;
+/** Wait before retrying a failed clone. */
+const CLONE_BACKOFF_MS = 5000;
+/** How often the guest's processed-request count is compared with what it was handed (loss-watch.ts). */
+const LOSS_CHECK_MS = 1000;
+/** A backup that asked for a re-clone asks again only if none has started after this long. */
+const RECLONE_ASK_MS = 10000;
+/** How often the primary looks for a backup to protect. */
+const PROTECT_CHECK_MS = 500;
+
+export class Protection {
+  readonly lossWatch?: InputLossWatch;
+  private nextCloneAt = 0;
+  private recloneAskedAt = 0;
+  private timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    private readonly p: PairParts,
+    /** True while the watch must stay quiet (a guest upgrade, the controller stopping). */
+    private readonly quiet: () => boolean,
+  ) {
+    const { host, clones } = p;
+    if (!clones) return;
+    const w = new InputLossWatch(host.supervisor, () => host.replicator.mode !== 'standalone' && host.replicator.protectedNow
+      && !clones.cloneInProgress && !this.quiet());
+    this.lossWatch = w;
+    clones.on('cloned', () => w.reset());
+    clones.on('clone-target', (phase) => {
+      w.reset();
+      if (phase === 'started') this.recloneAskedAt = 0;
+    });
+    w.on('loss', (l) => this.onLoss(l));
+    host.replicator.on('divergence', (key) => {
+      const asked = this.askForReclone(`divergence on ${key}`);
+      p.journal.record('divergence', `backup's reply to ${key} differs from the primary's: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key });
+    });
+    host.replicator.on('unprotected', (reason) => p.journal.record('replication', `UNPROTECTED: ${reason}`));
+  }
+
+  /** The periodic work: look for a backup to protect, checkpoints, the loss watch. */
+  start(): void {
+    const { host, checkpoints } = this.p;
+    this.timers.push(setInterval(() => this.maybeProtect(), PROTECT_CHECK_MS));
+    if (!this.p.clones) return;
+    if (checkpoints) {
+      this.timers.push(setInterval(() => {
+        if (host.replicator.mode === 'backup' && host.replicator.protectedNow && host.guestRunning) checkpoints.take().catch(() => undefined);
+      }, CHECKPOINT_INTERVAL_MS));
+    }
+    const w = this.lossWatch!;
+    this.timers.push(setInterval(() => { void w.check().catch(() => undefined); }, LOSS_CHECK_MS));
+  }
+
+  stop(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+  }
+
+  /** Primary with a live backup that holds no clone: clone to it. */
+  maybeProtect(): void {
+    const { host, clones, ha } = this.p;
+    if (!clones || ha.currentRole !== 'PRIMARY') return;
+    if (!host.guestRunning || host.replicator.protectedNow || clones.cloneInProgress || Date.now() < this.nextCloneAt) return;
+    const partner = ha.membership.partnerView;
+    if (partner.state !== 'alive' || partner.heartbeat?.role !== 'BACKUP') return;
+    this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+    clones.clone().catch(() => undefined); // journaled by the manager
+  }
+
+  /**
+   * Primary: clone afresh over the backup's copy. The backup keeps logging and acknowledging the
+   * input stream while its new clone is made, so the primary stays protected (output commit) through
+   * the re-clone instead of serving alone; only a failed re-clone leaves it unprotected (and
+   * maybeProtect tries again). Nothing to do while a clone is already under way.
+   */
+  recloneToBackup(): void {
+    const clones = this.p.clones;
+    if (!clones || clones.cloneInProgress) return;
+    this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
+    clones.clone().catch((e: Error) => this.p.host.replicator.unprotect(`re-clone failed: ${e.message}`));
+  }
+
+  /** Primary: the backup asks for a re-clone (control message `reclone`). */
+  onRecloneRequest(reason: string): void {
+    this.p.journal.record('replication', `backup asks for a re-clone: ${reason}`);
+    this.recloneToBackup();
+  }
+
+  /** Backup: its clone failed; the primary makes a new one (the backup never reboots stale state). */
+  onCloneLost(cause: string): void {
+    this.p.journal.record('guest', `clone lost (${cause}): asking the primary for a new clone`);
+    this.p.host.replicator.sendControl({ type: 'reclone', reason: `clone lost: ${cause}` });
+  }
+
+  /**
+   * Backup: one re-clone request for a burst of divergences (every later reply of a diverged copy
+   * may differ too); asked again if no clone has started within RECLONE_ASK_MS.
+   */
+  private askForReclone(reason: string): boolean {
+    if (this.recloneAskedAt && Date.now() - this.recloneAskedAt < RECLONE_ASK_MS) return false;
+    this.recloneAskedAt = Date.now();
+    this.p.host.replicator.sendControl({ type: 'reclone', reason });
+    return true;
+  }
+
+  /**
+   * A guest copy that never saw some inputs differs from its partner although every reply compared
+   * equal (a lost request has no reply to compare): once the guest is idle and short of what it was
+   * handed, the copies are made equal again by a re-clone (src/replication/loss-watch.ts).
+   */
+  private onLoss(l: { missing: number; delivered: number; processed: number }): void {
+    const { host, ha, clones, journal } = this.p;
+    const what = l.missing > 0
+      ? `the guest lost ${l.missing} inputs (${l.delivered} requests handed to it, ${l.processed} processed): its state differs from its partner's`
+      : `the guest counts ${-l.missing} requests more than it was handed (${l.delivered} handed, ${l.processed} processed): its state differs from its partner's`;
+    this.p.log.error({ ...l }, 'guest copy lost inputs');
+    if (ha.currentRole === 'BACKUP' && host.replicator.mode === 'backup') {
+      const asked = this.askForReclone(`the clone is missing ${l.missing} inputs`);
+      journal.record('divergence', `${what}; ${asked ? 'asking the primary for a re-clone' : 're-clone already asked for'}`, { ...l });
+    } else if (ha.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !clones!.cloneInProgress) {
+      journal.record('divergence', `${what}; cloning it to the backup again`, { ...l });
+      this.recloneToBackup();
+    }
+  }
+}

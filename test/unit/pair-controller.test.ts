@@ -1,0 +1,324 @@
+/**
+ * The pair layer with fakes (test/support/pair-fakes.ts): the transitions that the integration tests
+ * reach only through minutes of QEMU — promotion with a kept copy, promotion after a cut-short guest
+ * upgrade, the switchover drain, a re-clone asked for during a clone — and the control dispatch.
+ */
+import assert from 'node:assert/strict';
+import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
+import { PairController } from '../../src/pair/controller.js';
+import { controlRoutes, dispatchControl } from '../../src/pair/control.js';
+import { decodeControl, encodeControl, type SequencedInput } from '../../src/replication/messages.js';
+import { fakePair, repoFile, settle } from '../support/pair-fakes.js';
+
+const req = (seq: number, text: string): SequencedInput => ({ seq, input: { kind: 'request', clientPort: 1, payload: Buffer.from(text) }, client: { address: '192.0.2.1', port: 1 } });
+const ans = (seq: number, text: string): SequencedInput => ({ seq, input: { kind: 'auth-reply', payload: Buffer.from(text) } });
+
+describe('pair: role changes carried out (fakes)', () => {
+  it('first primary of the pair: replicator primary, then boot, then serve — in that order', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.calls.filter((c) => !c.startsWith('ha:')), ['replicator:primary', 'replicator:discard-queue', 'guest:start 1.0.0', 'host:serve']);
+    assert.equal(pair.failovers, 0);
+    assert.ok(f.journal.has(/booting the guest: board is primary/));
+  });
+
+  it('promoted with a running clone: it takes over as it is (no boot, no restore) and re-asks open AUTH questions', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.supervisor.currentState = 'running';
+    f.supervisor.port.authOutstanding.add('ALICE');
+    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.calls.filter((c) => !c.startsWith('ha:')), ['replicator:primary', 'host:serve', 'endpoint:AUTHQ ALICE']);
+    assert.equal(pair.failovers, 1);
+  });
+
+  it('promoted with a kept copy (guest-upgrade switchover): protected by the partner\'s copy without a clone', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.supervisor.currentState = 'running';
+    pair.switchover.onPartnerHandsOver(true);
+    assert.ok(f.calls.includes('ha:takeOver'));
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(f.calls.includes('replicator:protect-current'));
+    assert.equal(f.replicator.protectedNow, true);
+    assert.equal(pair.replicationStatus().partnerRunsPreviousVersion, true, 'a commit or rollback is now possible');
+    assert.equal(f.clones.clones, 0);
+    // The fact is consumed: a later promotion is not protected by a copy nobody kept.
+    f.ha.become('BACKUP');
+    f.supervisor.currentState = 'running';
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.equal(f.calls.filter((c) => c === 'replicator:protect-current').length, 1);
+    // A clone to the partner replaces its previous version: nothing left to commit.
+    f.clones.emit('cloned', {});
+    assert.equal(pair.replicationStatus().partnerRunsPreviousVersion, false);
+  });
+
+  it('a primary stepping down without keeping its copy stops its guest; keeping it, follows the new primary', async () => {
+    for (const keepCopy of [false, true]) {
+      const f = fakePair();
+      const pair = new PairController(f.parts);
+      f.ha.become('PRIMARY');
+      await settle();
+      f.calls.length = 0;
+      f.replicator.protectedNow = true;
+      await pair.switchover.handOver(keepCopy);
+      await settle();
+      const tail = f.calls.filter((c) => !c.startsWith('ha:') && !c.startsWith('replicator:hold'));
+      if (keepCopy) {
+        assert.deepEqual(tail, ['send:switchover', 'replicator:backup', 'replicator:follow-current versionChange=true', 'host:unserve']);
+        assert.ok(f.journal.has(/keeps its guest \(1\.0\.0\) as the backup copy/));
+        assert.equal(f.supervisor.currentState, 'running');
+      } else {
+        assert.deepEqual(tail, ['send:switchover', 'replicator:backup', 'host:unserve', 'replicator:backup', 'guest:stop']);
+        assert.equal(f.supervisor.currentState, 'stopped');
+      }
+    }
+  });
+
+  it('the guest failing on the primary is a role event; on the backup it asks for a new clone', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    f.supervisor.fail('qemu exited');
+    assert.deepEqual(f.ha.fired, ['guest-failed (qemu exited)']);
+    f.ha.currentRole = 'BACKUP';
+    f.supervisor.fail('qemu exited');
+    assert.deepEqual(f.replicator.sent.map((m) => m.type), ['reclone']);
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'a backup whose replicator does not follow yet restarts');
+    f.replicator.mode = 'backup';
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up');
+  });
+
+  it('a role change whose guest work fails is reported to the HA machine', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.supervisor.failingVersions.add('1.0.0');
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.ha.fired, ['guest-failed (1.0.0 crashed at boot)']);
+    assert.ok(f.journal.has(/role change to PRIMARY failed/));
+    assert.equal(f.host.serving, false, 'a board whose guest did not boot does not serve');
+  });
+});
+
+describe('pair: guest upgrade, the backup half and a promotion in the middle (fakes)', () => {
+  const v2 = repoFile('guests/dx-legacy-v2-broken.json');
+
+  /** A backup following the primary with a clone that has processed 10 of 12 requests. */
+  function followingBackup() {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.replicator.mode = 'backup';
+    f.replicator.protectedNow = true;
+    f.supervisor.currentState = 'running';
+    f.supervisor.appSeqExpected = 12;
+    f.replicator.deliveredSeq = 20;
+    f.replicator.lastSeq = 20;
+    // Inputs 9..20: requests, and the AUTH answer of the REG at 15.
+    f.checkpoints.log = [req(9, 'a1 GET X'), req(10, 'a2 GET Y'), req(11, 'a3 GET Z'), req(12, 'a4 GET W'), req(13, 'a5 GET V'), req(14, 'a6 GET U'),
+      req(15, 'a7 REG BOB'), ans(16, 'AUTHR BOB OK'), req(17, 'a8 GET T'), req(18, 'a9 GET S'), req(19, 'b1 GET R'), req(20, 'b2 GET Q')];
+    f.supervisor.replies['SAVE STOP'] = 'OK SAVE 4096 seq=10';
+    return { f, pair };
+  }
+
+  it('the new version fails to boot after the save: the failure is reported and no guest is left running', async () => {
+    const { f, pair } = followingBackup();
+    f.supervisor.failingVersions.add('2.0.0');
+    dispatchControl(controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade), 'BACKUP', { type: 'guest-upgrade-prepare', guestFile: v2, version: '2.0.0' }, f.parts.log);
+    await pair.upgrade.settled();
+    await settle();
+    assert.equal(f.replicator.sent.at(-1)?.type, 'guest-upgrade-failed');
+    assert.equal(f.supervisor.currentState, 'stopped');
+    assert.equal(f.supervisor.guest.version, '1.0.0', 'the old descriptor is back for a promotion');
+    assert.equal(f.checkpoints.suspended, false);
+  });
+
+  it('promoted after the upgrade was cut short: boots the old version on the saved state and replays from the replay point', async () => {
+    const { f, pair } = followingBackup();
+    f.supervisor.failingVersions.add('2.0.0');
+    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    await pair.upgrade.onPrepare(v2);
+    f.supervisor.failingVersions.clear();
+    f.calls.length = 0;
+    f.ha.become('FENCING');
+    f.ha.become('PRIMARY');
+    await settle();
+    const work = f.calls.filter((c) => !c.startsWith('ha:'));
+    // 12 requests handed, 10 in the saved state: the replay starts at the 2nd last request up to input 20 → 19.
+    // Of the AUTH answers before it only the pending REG's would be kept; none is at the replay point here.
+    assert.deepEqual(work, ['replicator:primary', 'guest:start 1.0.0', 'replicator:replay from 18: 19,20', 'host:serve']);
+    assert.ok(!f.calls.includes('checkpoint:restore'), 'the saved state wins over the checkpoint');
+    // Once used, the replay point is gone: another promotion restores the checkpoint instead.
+    f.supervisor.currentState = 'stopped';
+    f.ha.become('BACKUP');
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(f.calls.includes('checkpoint:restore'));
+  });
+
+  it('promoted while the clone is being replaced: the upgrade half ends first, then the board serves', async () => {
+    const { f, pair } = followingBackup();
+    let saveAnswered!: (r: string) => void;
+    f.supervisor.replies['SAVE STOP'] = () => new Promise((r) => { saveAnswered = r; });
+    f.supervisor.seqAfterStart = 10;
+    const upgrading = pair.upgrade.onPrepare(repoFile('guests/dx-legacy-v2.json'));
+    await settle();
+    f.ha.become('FENCING');
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(f.journal.has(/promoted during a guest upgrade: finishing it before serving/));
+    assert.ok(!f.calls.includes('host:serve'), 'does not serve while its guest is being replaced');
+    saveAnswered('OK SAVE 4096 seq=10');
+    await upgrading;
+    await settle();
+    const work = f.calls.filter((c) => !c.startsWith('ha:') && !c.startsWith('guest:SAVE'));
+    assert.ok(work.indexOf('replicator:restart-delivery from 19') < work.indexOf('replicator:primary'), work.join(' | '));
+    assert.deepEqual(work.slice(work.indexOf('replicator:primary')), ['replicator:primary', 'host:serve']);
+    assert.equal(f.supervisor.guest.version, '2.0.0', 'the upgraded clone takes over as it is');
+  });
+});
+
+describe('pair: switchover drain (fakes)', () => {
+  it('holds inputs, waits for the last ACK, tells the backup, steps down in the same tick', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.become('PRIMARY');
+    await settle();
+    f.calls.length = 0;
+    f.replicator.protectedNow = true;
+    f.replicator.lastSeq = 100;
+    f.replicator.ackedSeq = 97;
+    setTimeout(() => { f.replicator.ackedSeq = 100; }, 30);
+    const r = await pair.switchover.handOver();
+    assert.deepEqual(r, { board: 'sim-a', handedOverAt: 100 });
+    const i = f.calls.indexOf('send:switchover');
+    assert.equal(f.calls[0], 'replicator:hold');
+    assert.deepEqual(f.calls.slice(i, i + 4), ['send:switchover', 'ha:yieldPrimary', 'ha:PRIMARY->BACKUP', 'replicator:backup']);
+  });
+
+  it('refuses without a backup in sync, during a clone, and when the backup stops acknowledging mid-drain', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.become('PRIMARY');
+    await settle();
+    await assert.rejects(pair.switchover.handOver(), /US_ERR_ROLE|holds no clone in sync/);
+    f.replicator.protectedNow = true;
+    f.clones.cloneInProgress = true;
+    await assert.rejects(pair.switchover.handOver(), /a clone is in progress/);
+    f.clones.cloneInProgress = false;
+    f.replicator.lastSeq = 10;
+    setTimeout(() => f.replicator.unprotect('backup did not acknowledge'), 20);
+    await assert.rejects(pair.switchover.handOver(), /stopped acknowledging/);
+    assert.equal(f.calls.filter((c) => c === 'replicator:release').length, 1, 'held inputs released again');
+    assert.equal(f.ha.currentRole, 'PRIMARY');
+    assert.ok(!f.replicator.sent.some((m) => m.type === 'switchover'));
+  });
+});
+
+describe('pair: protection and control dispatch (fakes)', () => {
+  it('a re-clone asked for during a clone starts no second clone; after it, one', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    f.supervisor.currentState = 'running';
+    f.replicator.mode = 'primary';
+    pair.protection.maybeProtect();
+    assert.equal(f.clones.clones, 1);
+    f.clones.emit('control', { type: 'reclone', reason: 'divergence on 1 x' });
+    f.clones.emit('control', { type: 'reclone', reason: 'divergence on 1 y' });
+    assert.equal(f.clones.clones, 1, 'no second clone while one runs');
+    f.clones.endClone();
+    await settle();
+    f.clones.emit('control', { type: 'reclone', reason: 'clone lost' });
+    assert.equal(f.clones.clones, 2);
+  });
+
+  it('the backup asks for one re-clone per burst of divergences', () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.replicator.emit('divergence', '1 a');
+    f.replicator.emit('divergence', '1 b');
+    assert.deepEqual(f.replicator.sent.map((m) => m.type), ['reclone']);
+    assert.equal(f.journal.lines.filter((l) => /re-clone already asked for/.test(l)).length, 1);
+    f.clones.emit('clone-target', 'started');
+    f.replicator.emit('divergence', '1 c');
+    assert.equal(f.replicator.sent.length, 2, 'a new clone starts a new burst');
+  });
+
+  it('maybeProtect clones only to a live BACKUP partner, from a primary whose guest runs', () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    pair.protection.maybeProtect();
+    assert.equal(f.clones.clones, 0, 'no guest running');
+    f.supervisor.currentState = 'running';
+    f.ha.membership.partnerView.heartbeat = { role: 'STARTING', sender: 'sim-b' };
+    pair.protection.maybeProtect();
+    assert.equal(f.clones.clones, 0, 'partner not a backup yet');
+    f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b' };
+    pair.protection.maybeProtect();
+    assert.equal(f.clones.clones, 1);
+  });
+
+  it('control messages are acted on only in their role', () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    const routes = controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade);
+    assert.equal(dispatchControl(routes, 'PRIMARY', { type: 'switchover', keepCopy: false }, f.parts.log), false, 'a primary is not handed the role');
+    assert.ok(!f.calls.includes('ha:takeOver'));
+    assert.equal(dispatchControl(routes, 'BACKUP', { type: 'switchover' }, f.parts.log), true);
+    assert.ok(f.calls.includes('ha:takeOver'));
+    assert.equal(dispatchControl(routes, 'BACKUP', { type: 'reclone', reason: 'x' }, f.parts.log), false, 'a backup clones nobody');
+    assert.equal(dispatchControl(routes, 'BACKUP', { type: 'clone-ready' }, f.parts.log), false, 'the clone protocol is the manager\'s');
+  });
+
+  it('the clone manager admits a clone only on a board that is not primary, and then makes its replicator a backup', () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    pair.admitClone('check');
+    assert.equal(f.replicator.mode, 'standalone');
+    pair.admitClone('become-target');
+    assert.equal(f.replicator.mode, 'backup');
+    f.ha.currentRole = 'PRIMARY';
+    assert.throws(() => pair.admitClone('check'), /this board is primary: it takes no clone/);
+    assert.throws(() => pair.admitClone('become-target'), /became primary while preparing/);
+  });
+});
+
+describe('partner control messages are validated before anyone acts on them', () => {
+  it('refuses malformed messages with a RangeError naming the problem', () => {
+    for (const [bad, re] of [
+      ['null', /bad control message/],
+      ['{"type":"clone-done"}', /cutSeq|bad control message/],
+      ['{not json', /not JSON/],
+      ['{"type":"switchover","keepCopy":"yes"}', /keepCopy/],
+      ['{"type":"clone-prepare","memoryMb":-1}', /memoryMb/],
+      ['{"type":"nonsense"}', /bad control message/],
+    ] as Array<[string, RegExp]>) {
+      assert.throws(() => decodeControl(Buffer.from(bad)), (e: Error) => e instanceof RangeError && re.test(e.message), bad);
+    }
+  });
+
+  it('round-trips every message the pair sends', () => {
+    const g = loadGuestDescriptor(repoFile('guests/dx-legacy-v2.json'));
+    for (const m of [
+      { type: 'clone-done', cutSeq: 5, guestSeq: 3, clients: { entries: [[40000, '192.0.2.5', 1234]], next: 40001 }, downtimeMs: null, authOpen: ['BOB'] },
+      { type: 'guest-upgrade-prepare', guestFile: g.sourceFile, version: g.version },
+      { type: 'switchover', keepCopy: true },
+      { type: 'reclone', reason: 'x' },
+    ] as const) {
+      assert.deepEqual(decodeControl(encodeControl(m as never)), m);
+    }
+  });
+});
