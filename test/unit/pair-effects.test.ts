@@ -2,6 +2,8 @@
  * The role-effects table (src/pair/controller.ts): what taking each role means on a board, pure.
  */
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
 import { ROLES, type Role } from '../../src/ha/frame.js';
 import { ROLE_EFFECTS, effectsFor, type Situation } from '../../src/pair/controller.js';
 
@@ -67,5 +69,19 @@ describe('pair: role-effects table', () => {
       const r = fx({ from, to, guestRunning: true });
       assert.deepEqual([r.serve, r.replicator, r.guest], ['leave', 'unchanged', 'leave'], `${from} -> ${to}`);
     }
+  });
+
+  it('src/pair/controller.ts is the only caller of the replicator\'s mode changes', () => {
+    const root = resolve(import.meta.dirname, '../../..');
+    const callers: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const f = join(dir, e.name);
+        if (e.isDirectory()) walk(f);
+        else if (f.endsWith('.ts') && /\.become(Primary|Backup|Standalone)\(/.test(readFileSync(f, 'utf8'))) callers.push(relative(root, f));
+      }
+    };
+    walk(join(root, 'src'));
+    assert.deepEqual(callers, ['src/pair/controller.ts']);
   });
 });
