@@ -13,7 +13,7 @@ import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../mgmt/footprint.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../core/footprint.js';
 import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, controlSocketOf, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { fail, print, table, type OutputOptions } from './output.js';
