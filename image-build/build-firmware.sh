@@ -4,7 +4,7 @@
 #
 #   <out>/slot/
 #     firmware.json                 version, family, the Node.js runtime it needs (version + module ABI), build info
-#     controller/understudy.mjs     the controller and CLI, one esbuild bundle (entry src/upgrade/firmware-entry.ts)
+#     controller/understudy.mjs     the controller and CLI, one esbuild bundle (entry src/cli/firmware-entry.ts)
 #     controller/node_modules/      the native addons (better-sqlite3, @serialport/bindings-cpp) and their runtime deps
 #     bin/understudy, bin/understudyd   shell wrappers
 #     guests/<name>.json            guest descriptors, image paths pointing inside the slot
@@ -66,7 +66,7 @@ NODE_MAJOR=$(node -p "process.versions.node.split('.')[0]")
 # 1. The controller: one ESM bundle. Native addons stay external and are copied beside it; CommonJS
 #    code inside the bundle gets a real `require` for them.
 log "bundling the controller (esbuild, Node $NODE_VERSION, ABI $NODE_ABI)"
-npx esbuild src/upgrade/firmware-entry.ts --bundle --platform=node --format=esm --target="node$NODE_MAJOR" \
+npx esbuild src/cli/firmware-entry.ts --bundle --platform=node --format=esm --target="node$NODE_MAJOR" \
 	--outfile="$SLOT/controller/understudy.mjs" --sourcemap --legal-comments=none --log-level=warning \
 	--external:better-sqlite3 --external:@serialport/bindings-cpp \
 	--banner:js="import { createRequire as __usCreateRequire } from 'node:module'; const require = __usCreateRequire(import.meta.url);" \

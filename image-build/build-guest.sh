@@ -9,7 +9,7 @@
 #   DX_VERSION      application version, default 1.0.0; the output directory is
 #                   dx-legacy-v<major>, so v1 and v2 images live side by side.
 #                   The major also selects the application generation compiled
-#                   in (-DDX_FORMAT=<major>: 1 or 2, see src/dxcore.h)
+#                   in (-DDX_FORMAT=<major>: 1 or 2, see guests/dx-legacy/src/dxcore.h)
 #   DX_BREAK        "crash": a deliberately broken build for aborted-upgrade
 #                   tests (loads the state, then aborts before DX-READY), into
 #                   dx-legacy-v<major>-broken; default empty (a working build)

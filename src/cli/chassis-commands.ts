@@ -11,7 +11,7 @@ import { chassisCall, chassisDown, chassisUp, DEFAULT_BAUD, DEFAULT_NAME, type D
 import { chassisLayout, parseBoardName } from '../sim/chassis/layout.js';
 import { SerialPort } from 'serialport';
 import { attachTerminal } from './guest-commands.js';
-import { fail, print, table, type OutputOptions } from './output.js';
+import { action, table, type OutputOptions } from './output.js';
 
 type Where = OutputOptions & { name: string; runDir?: string };
 
@@ -91,17 +91,10 @@ function downText(r: DownResult): string {
 
 /** Runs one chassis request and prints the reply. */
 function simple(cmd: Command, request: (o: Where, ...words: string[]) => [string, Record<string, unknown>], human: (r: any) => string): Command {
-  return cmd.action(async (...a: unknown[]) => {
-    const c = a[a.length - 1] as Command;
-    const o = c.optsWithGlobals<Where>();
-    try {
-      const [command, args] = request(o, ...(a.slice(0, -2) as string[]));
-      const r = await chassisCall(o, command, args);
-      print(o, r, () => human(r));
-    } catch (e) {
-      fail(o, e);
-    }
-  });
+  return cmd.action(action(async (o: Where, ...words: string[]) => {
+    const [command, args] = request(o, ...words);
+    return chassisCall(o, command, args);
+  }, (r) => human(r)));
 }
 
 export function registerChassisCommands(program: Command): void {
@@ -109,48 +102,28 @@ export function registerChassisCommands(program: Command): void {
 
   withWhere(chassis.command('console <board>'))
     .description("attach this terminal to a board's serial console (as a field engineer's terminal would be); Ctrl-] detaches")
-    .action(async (board: string, _o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<OutputOptions & { name: string; runDir?: string }>();
-      try {
-        const dev = chassisLayout(o.name, o.runDir).boards[parseBoardName(board)].consoleUser;
-        if (!process.stdin.isTTY) throw new UsError('US_ERR_CONFIG', `chassis console needs a terminal; the console's tty is ${dev} (screen/minicom/picocom at 115200 8N1)`);
-        const port = new SerialPort({ path: dev, baudRate: 115200, autoOpen: false });
-        await new Promise<void>((res, rej) => port.open((e) => (e ? rej(new UsError('US_ERR_NOT_FOUND', `console of ${board}: ${e.message}`)) : res())));
-        await attachTerminal(port, `the serial console of ${parseBoardName(board)} (${dev})`);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Where, board: string) => {
+      const dev = chassisLayout(o.name, o.runDir).boards[parseBoardName(board)].consoleUser;
+      if (!process.stdin.isTTY) throw new UsError('US_ERR_CONFIG', `chassis console needs a terminal; the console's tty is ${dev} (screen/minicom/picocom at 115200 8N1)`);
+      const port = new SerialPort({ path: dev, baudRate: 115200, autoOpen: false });
+      await new Promise<void>((res, rej) => port.open((e) => (e ? rej(new UsError('US_ERR_NOT_FOUND', `console of ${board}: ${e.message}`)) : res())));
+      await attachTerminal(port, `the serial console of ${parseBoardName(board)} (${dev})`);
+    }));
 
   withWhere(chassis.command('up'))
     .description('build the chassis and power both boards on; waits until both controllers answer')
     .addOption(new Option('--guest <mode>', 'none: boards without a guest; primary: the primary hosts the reference guest').choices(['none', 'primary']).default('none'))
     .option('--baud <n>', 'serial partner link rate', intArg('--baud'), DEFAULT_BAUD)
     .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number; timeout?: number }>();
-      try {
-        const r = await chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, timeoutMs: o.timeout });
-        print(o, r, () => [
-          r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
-          formatChassisStatus(r.status),
-        ].filter(Boolean).join('\n'));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action((o: Where & { guest: 'none' | 'primary'; baud: number; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, timeoutMs: o.timeout }),
+      (r) => [
+        r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
+        formatChassisStatus(r.status),
+      ].filter(Boolean).join('\n')));
 
   withWhere(chassis.command('status'))
     .description('boards (power, controller, role, resets, watchdog), links and the power controller')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where>();
-      try {
-        const s = (await chassisCall(o, 'status')) as ChassisStatus;
-        print(o, s, () => formatChassisStatus(s));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Where) => (await chassisCall(o, 'status')) as ChassisStatus, (s) => formatChassisStatus(s)));
 
   simple(withWhere(chassis.command('fail <board>'))
     .description('inject a board failure: kill (SIGKILL its controller), hang (SIGSTOP it), power (power it off)')
@@ -184,15 +157,7 @@ export function registerChassisCommands(program: Command): void {
   withWhere(chassis.command('down'))
     .description('stop both boards and remove everything the chassis made (also after a crash)')
     .option('--purge', 'also delete the run directory (logs, stores, profiles)')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { purge?: boolean }>();
-      try {
-        const r = await chassisDown({ name: o.name, runDir: o.runDir, purge: o.purge });
-        print(o, r, () => downText(r));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action((o: Where & { purge?: boolean }) => chassisDown({ name: o.name, runDir: o.runDir, purge: o.purge }), (r) => downText(r)));
 
   withWhere(chassis.command('run', { hidden: true }))
     .description('internal: the chassis supervisor, started detached by `chassis up`')

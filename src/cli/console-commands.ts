@@ -10,7 +10,7 @@ import { loadBoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import { checkNewPassword, consolePasswordPath, hashPassword, writePasswordFile } from '../mgmt/console/password.js';
 import { defaultBoardFile } from './locate.js';
-import { fail, print, type OutputOptions } from './output.js';
+import { action, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string; file?: string };
 
@@ -63,25 +63,20 @@ export function registerConsoleCommands(program: Command): void {
     .description('set the console password: asked twice without echo on a terminal, or one line from a pipe')
     .option('--file <path>', 'password file (default: <storageDir>/console.passwd of the board)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const file = o.file ?? consolePasswordPath(loadBoardProfile(defaultBoardFile(o.board)));
-        let password: string;
-        if (process.stdin.isTTY) {
-          password = await readSecret('New console password: ');
-          checkNewPassword(password);
-          const again = await readSecret('Retype it: ');
-          if (again !== password) throw new UsError('US_ERR_PASSWORD', 'the passwords differ; nothing changed');
-        } else {
-          password = await readPipedLine();
-          checkNewPassword(password);
-        }
-        mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-        writePasswordFile(file, await hashPassword(password));
-        print(o, { file, set: true }, () => `console password set (${file}, mode 0600)`);
-      } catch (e) {
-        fail(o, e);
+    .action(action(async (o: Opts) => {
+      const file = o.file ?? consolePasswordPath(loadBoardProfile(defaultBoardFile(o.board)));
+      let password: string;
+      if (process.stdin.isTTY) {
+        password = await readSecret('New console password: ');
+        checkNewPassword(password);
+        const again = await readSecret('Retype it: ');
+        if (again !== password) throw new UsError('US_ERR_PASSWORD', 'the passwords differ; nothing changed');
+      } else {
+        password = await readPipedLine();
+        checkNewPassword(password);
       }
-    });
+      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+      writePasswordFile(file, await hashPassword(password));
+      return { file, set: true };
+    }, (r) => `console password set (${r.file}, mode 0600)`));
 }

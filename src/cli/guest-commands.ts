@@ -13,10 +13,10 @@ import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../mgmt/footprint.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../core/footprint.js';
 import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, controlSocketOf, defaultBoardFile, defaultGuestFile } from './locate.js';
-import { fail, print, table, type OutputOptions } from './output.js';
+import { action, print, table, type OutputOptions } from './output.js';
 import { formatStatus, type DaemonStatus } from './status-format.js';
 
 type Opts = OutputOptions & { board?: string; guest?: string };
@@ -80,54 +80,36 @@ export function registerGuestCommands(program: Command): void {
     .option('--board <file>', 'board profile (default: $UNDERSTUDY_BOARD, /etc/understudy/board.json, board/sim-a.json)')
     .option('--guest <file>', 'guest descriptor (default: $UNDERSTUDY_GUEST, /etc/understudy/guest.json, guests/dx-legacy.json)')
     .option('--foreground', 'run the controller in this process until interrupted')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { foreground?: boolean }>();
-      try {
-        const boardFile = defaultBoardFile(o.board);
-        const guestFile = defaultGuestFile(o.guest);
-        if (o.foreground) {
-          const { runDaemon } = await import('../mgmt/daemon.js');
-          await runDaemon(boardFile, guestFile);
-          return;
-        }
-        const g = loadGuestDescriptor(guestFile);
-        const pid = await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
-        const st = (await callControl(controlSocketPath(loadBoardProfile(boardFile)), 'status')) as DaemonStatus;
-        print(o, { started: true, pid, status: st }, () => `controller started (pid ${pid})\n${formatStatus(st)}`);
-      } catch (e) {
-        fail(o, e);
+    .action(action(async (o: Opts & { foreground?: boolean }) => {
+      const boardFile = defaultBoardFile(o.board);
+      const guestFile = defaultGuestFile(o.guest);
+      if (o.foreground) {
+        const { runDaemon } = await import('../mgmt/daemon.js');
+        await runDaemon(boardFile, guestFile);
+        return;
       }
-    });
+      const g = loadGuestDescriptor(guestFile);
+      const pid = await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
+      const st = (await callControl(controlSocketPath(loadBoardProfile(boardFile)), 'status')) as DaemonStatus;
+      print(o, { started: true, pid, status: st }, () => `controller started (pid ${pid})\n${formatStatus(st)}`);
+    }));
 
   guest.command('status')
     .description('show the guest, its pinning and the controller')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const st = (await callControl(controlSocketPath(boardOf(o)), 'status')) as DaemonStatus;
-        print(o, st, () => formatStatus(st));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => (await callControl(controlSocketPath(boardOf(o)), 'status')) as DaemonStatus, (st) => formatStatus(st)));
 
   guest.command('stop')
     .description('stop the guest and the board controller')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const board = boardOf(o);
-        const pidFile = join(board.storageDir, 'understudyd.pid');
-        const pid = existsSync(pidFile) ? Number.parseInt(readFileSync(pidFile, 'utf8'), 10) : undefined;
-        await callControl(controlSocketPath(board), 'guest.stop');
-        for (let i = 0; i < 200 && pid && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
-        print(o, { stopped: true, board: board.name }, () => `board ${board.name}: guest and controller stopped`);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => {
+      const board = boardOf(o);
+      const pidFile = join(board.storageDir, 'understudyd.pid');
+      const pid = existsSync(pidFile) ? Number.parseInt(readFileSync(pidFile, 'utf8'), 10) : undefined;
+      await callControl(controlSocketPath(board), 'guest.stop');
+      for (let i = 0; i < 200 && pid && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 50));
+      return { stopped: true, board: board.name };
+    }, (r) => `board ${r.board}: guest and controller stopped`));
 
   guest.command('upgrade')
     .description('upgrade the guest application of the pair while it serves (on the primary): the backup replaces its clone by the new version (save, boot on the saved state, replay), the pair switches over, the new version is cloned over the previous copy (the commit)')
@@ -136,59 +118,41 @@ export function registerGuestCommands(program: Command): void {
     .option('--commit', 'commit a held upgrade: the new version is cloned over the previous copy')
     .option('--rollback', 'roll a held upgrade back (on the primary): switch over to the previous copy, which is then cloned back')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<OutputOptions & { board?: string; to?: string; hold?: boolean; commit?: boolean; rollback?: boolean }>();
-      try {
-        if ([o.to !== undefined, o.commit === true, o.rollback === true].filter(Boolean).length !== 1) {
-          throw new UsError('US_ERR_CONTROL', 'guest upgrade: give exactly one of --to <descriptor>, --commit, --rollback');
-        }
-        const target = o.to === undefined ? undefined : loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
-        const sock = await controlSocketOf(o.board);
-        const r = await guestUpgradeWithProgress(sock, { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true },
-          (line) => { if (!o.json) process.stderr.write(`${line}\n`); });
-        print(o, r, () => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
-          : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`
-            : r.awaitingCommit ? `guest switched over from ${r.from} to ${r.to} (${r.replayed} inputs replayed); this board keeps ${r.from} as the backup copy: --commit or --rollback`
-              : `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`));
-      } catch (e) {
-        fail(o, e);
+    .action(action(async (o: OutputOptions & { board?: string; to?: string; hold?: boolean; commit?: boolean; rollback?: boolean }) => {
+      if ([o.to !== undefined, o.commit === true, o.rollback === true].filter(Boolean).length !== 1) {
+        throw new UsError('US_ERR_CONTROL', 'guest upgrade: give exactly one of --to <descriptor>, --commit, --rollback');
       }
-    });
+      const target = o.to === undefined ? undefined : loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
+      const sock = await controlSocketOf(o.board);
+      return guestUpgradeWithProgress(sock, { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true },
+        (line) => { if (!o.json) process.stderr.write(`${line}\n`); });
+    }, (r, o) => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
+      : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`
+        : r.awaitingCommit ? `guest switched over from ${r.from} to ${r.to} (${r.replayed} inputs replayed); this board keeps ${r.from} as the backup copy: --commit or --rollback`
+          : `guest upgraded from ${r.from} to ${r.to} in ${Math.round(r.durationMs / 1000)} s (${r.replayed} inputs replayed to the new version); the pair is protected`)));
 
   guest.command('manage <command...>')
     .description('send a management command to the guest application: PING, STATE, SAVE, HANG (fault injection)')
     .option('--board <file>', 'board profile')
-    .action(async (words: string[], _o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const r = (await callControl(controlSocketPath(boardOf(o)), 'guest.manage', { command: words.join(' ') })) as { reply: string };
-        print(o, r, () => r.reply);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts, words: string[]) => (await callControl(controlSocketPath(boardOf(o)), 'guest.manage', { command: words.join(' ') })) as { reply: string },
+      (r) => r.reply));
 
   guest.command('console')
     .description('attach to the guest serial console (Ctrl-] to detach), or print its log with --tail')
     .option('--board <file>', 'board profile')
     .option('--tail <lines>', 'print the last lines of the console log instead of attaching', (v) => Number.parseInt(v, 10))
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { tail?: number }>();
-      try {
-        const board = boardOf(o);
-        const log = join(board.storageDir, 'console.log');
-        const sock = join(board.storageDir, 'console.sock');
-        if (o.tail !== undefined || o.json || !process.stdin.isTTY) {
-          const n = o.tail ?? 20;
-          const lines = existsSync(log) ? readFileSync(log, 'latin1').split(/\r?\n/).filter(Boolean).slice(-n) : [];
-          print(o, { board: board.name, log, socket: sock, lines }, () => lines.join('\n'));
-          return;
-        }
-        await attachConsole(sock);
-      } catch (e) {
-        fail(o, e);
+    .action(action(async (o: Opts & { tail?: number }) => {
+      const board = boardOf(o);
+      const log = join(board.storageDir, 'console.log');
+      const sock = join(board.storageDir, 'console.sock');
+      if (o.tail !== undefined || o.json || !process.stdin.isTTY) {
+        const n = o.tail ?? 20;
+        const lines = existsSync(log) ? readFileSync(log, 'latin1').split(/\r?\n/).filter(Boolean).slice(-n) : [];
+        print(o, { board: board.name, log, socket: sock, lines }, () => lines.join('\n'));
+        return;
       }
-    });
+      await attachConsole(sock);
+    }));
 }
 
 /** Interactive attach, like conserver: raw terminal, Ctrl-] detaches. */

@@ -8,7 +8,7 @@ import type { LinkState, PartnerView } from '../ha/membership.js';
 import type { JournalEvent } from '../store/journal.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketOf } from './locate.js';
-import { fail, print, table, type OutputOptions } from './output.js';
+import { action, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
 
@@ -44,45 +44,24 @@ export function registerHaCommands(program: Command): void {
   program.command('role')
     .description("this board's role in the pair, the partner, fencing and watchdog")
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const s = (await callControl(await controlSocketOf(o.board), 'role')) as HaStatus;
-        print(o, s, () => formatRole(s));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'role')) as HaStatus, (s) => formatRole(s)));
 
   program.command('link')
     .description('partner links')
     .command('status')
     .description('state of each partner link (serial, Ethernet), counters, rejected frames, alarms')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const s = (await callControl(await controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] };
-        print(o, s, () => formatLinks(s.links, s.partner, s.alarms));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] },
+      (s) => formatLinks(s.links, s.partner, s.alarms)));
 
   program.command('events')
     .description('the event journal: role transitions, link changes, fencing, guest events')
     .option('--board <file>', 'board profile')
     .option('-n, --limit <n>', 'how many of the newest events', '50')
     .option('--kind <kind>', 'only this kind (role, link, partner, fence, watchdog, guest)')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { limit: string; kind?: string }>();
-      try {
-        const limit = Number.parseInt(o.limit, 10);
-        if (!Number.isInteger(limit) || limit < 1) throw new UsError('US_ERR_CONFIG', `--limit: expected a positive integer, got "${o.limit}"`);
-        const r = (await callControl(await controlSocketOf(o.board), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
-        print(o, r, () => table([['ID', 'AT', 'KIND', 'EVENT'], ...r.events.map((e) => [e.id, e.at, e.kind, e.message])]));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts & { limit: string; kind?: string }) => {
+      const limit = Number.parseInt(o.limit, 10);
+      if (!Number.isInteger(limit) || limit < 1) throw new UsError('US_ERR_CONFIG', `--limit: expected a positive integer, got "${o.limit}"`);
+      return (await callControl(await controlSocketOf(o.board), 'events', { limit, ...(o.kind ? { kind: o.kind } : {}) })) as { events: JournalEvent[] };
+    }, (r) => table([['ID', 'AT', 'KIND', 'EVENT'], ...r.events.map((e) => [e.id, e.at, e.kind, e.message])])));
 }

@@ -11,7 +11,7 @@ import { loadBoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import { daemonLogPath } from '../mgmt/paths.js';
 import { defaultBoardFile } from './locate.js';
-import { fail, type OutputOptions } from './output.js';
+import { action, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string; file?: string; follow?: boolean; level?: string; lines: string; component?: string };
 
@@ -197,36 +197,31 @@ export function registerLogsCommands(program: Command): void {
     .option('--level <level>', 'only this level and worse: trace, debug, info, warn, error, fatal')
     .option('--component <name>', 'only this component (ha, guest, endpoint, console, …)')
     .option('-n, --lines <n>', 'how many of the last lines to print first', '50')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
+    .action(action(async (o: Opts) => {
+      const n = Number.parseInt(o.lines, 10);
+      if (!Number.isInteger(n) || n < 0 || String(n) !== o.lines.trim()) throw new UsError('US_ERR_CONFIG', `--lines: expected a whole number, got "${o.lines}"`);
+      const f: Filter = { minLevel: o.level === undefined ? 0 : parseLevel(o.level), component: o.component };
+      const path = logFileOf(o);
+      const json = o.json === true;
+      const out = (s: string) => { process.stdout.write(s); };
+      process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
+      let from = 0;
+      let fd: number | undefined;
       try {
-        const n = Number.parseInt(o.lines, 10);
-        if (!Number.isInteger(n) || n < 0 || String(n) !== o.lines.trim()) throw new UsError('US_ERR_CONFIG', `--lines: expected a whole number, got "${o.lines}"`);
-        const f: Filter = { minLevel: o.level === undefined ? 0 : parseLevel(o.level), component: o.component };
-        const path = logFileOf(o);
-        const json = o.json === true;
-        const out = (s: string) => { process.stdout.write(s); };
-        process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); });
-        let from = 0;
-        let fd: number | undefined;
-        try {
-          fd = openSync(path, 'r');
-        } catch (e) {
-          if (!o.follow) throw new UsError('US_ERR_NOT_FOUND', `no controller log at ${path} (has understudyd run on this board?): ${(e as Error).message}`);
-        }
-        if (fd !== undefined) {
-          try {
-            const r = lastLines(fd, fstatSync(fd).size, n, f);
-            const text = r.lines.map((l) => render(l.line, l.e, json)).filter((s): s is string => s !== undefined);
-            if (text.length) out(`${text.join('\n')}\n`);
-            from = r.end;
-          } finally {
-            closeSync(fd);
-          }
-        }
-        if (o.follow) await follow(path, from, f, json, out);
+        fd = openSync(path, 'r');
       } catch (e) {
-        fail(o, e);
+        if (!o.follow) throw new UsError('US_ERR_NOT_FOUND', `no controller log at ${path} (has understudyd run on this board?): ${(e as Error).message}`);
       }
-    });
+      if (fd !== undefined) {
+        try {
+          const r = lastLines(fd, fstatSync(fd).size, n, f);
+          const text = r.lines.map((l) => render(l.line, l.e, json)).filter((s): s is string => s !== undefined);
+          if (text.length) out(`${text.join('\n')}\n`);
+          from = r.end;
+        } finally {
+          closeSync(fd);
+        }
+      }
+      if (o.follow) await follow(path, from, f, json, out);
+    }));
 }

@@ -8,7 +8,7 @@ import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketOf } from './locate.js';
 import { formatStatus, type DaemonStatus } from './status-format.js';
-import { fail, print, type OutputOptions } from './output.js';
+import { action, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
 type ReplStatus = ReplicationStatus & {
@@ -48,21 +48,13 @@ export function registerReplicationCommands(program: Command): void {
   program.command('status')
     .description('this board: role, guest, replication (input sequence numbers, lag, clone, divergences)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const s = (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean };
-        print(o, s, () => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean },
+      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`));
 
   program.command('clone')
     .description('clone the running guest to the partner board now (on the primary)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
+    .action(action(async (o: Opts) => {
       const sock = await controlSocketOf(o.board);
       const tty = process.stderr.isTTY === true && !o.json;
       const cliProgress = tty ? (await import('cli-progress')).default : undefined;
@@ -78,41 +70,25 @@ export function registerReplicationCommands(program: Command): void {
       }, 200);
       try {
         const r = (await callControl(sock, 'clone', {}, 180000)) as { board: string; clone: CloneReport };
-        clearInterval(poll);
         bar?.update(100, { phase: 'done' });
-        bar?.stop();
-        print(o, r, () => `cloned to the partner in ${r.clone.durationMs} ms: guest paused ${r.clone.downtimeMs ?? '?'} ms, inputs held ${r.clone.holdMs} ms, ${r.clone.transferredMb} MB, cut-over at input ${r.clone.cutSeq}`);
-      } catch (e) {
+        return r;
+      } finally {
         clearInterval(poll);
         bar?.stop();
-        fail(o, e);
       }
-    });
+    }, (r) => `cloned to the partner in ${r.clone.durationMs} ms: guest paused ${r.clone.downtimeMs ?? '?'} ms, inputs held ${r.clone.holdMs} ms, ${r.clone.transferredMb} MB, cut-over at input ${r.clone.cutSeq}`));
 
   program.command('checkpoint')
     .description('freeze a copy of the clone with the input it holds, and truncate the input log (on the backup)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        if (!o.json) process.stderr.write('checkpoint: draining the clone and freezing a copy…\n');
-        const r = (await callControl(await controlSocketOf(o.board), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
-        print(o, r, () => `checkpoint of board ${r.board} at input ${r.checkpoint.seq}: ${Math.round(r.checkpoint.bytes / 1048576)} MB in ${r.checkpoint.durationMs} ms, clone paused ${r.checkpoint.pauseMs ?? '?'} ms`);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => {
+      if (!o.json) process.stderr.write('checkpoint: draining the clone and freezing a copy…\n');
+      return (await callControl(await controlSocketOf(o.board), 'checkpoint', {}, 180000)) as { board: string; checkpoint: { seq: number; bytes: number; pauseMs: number | null; durationMs: number } };
+    }, (r) => `checkpoint of board ${r.board} at input ${r.checkpoint.seq}: ${Math.round(r.checkpoint.bytes / 1048576)} MB in ${r.checkpoint.durationMs} ms, clone paused ${r.checkpoint.pauseMs ?? '?'} ms`));
 
   program.command('switchover')
     .description('hand the primary role to the backup without a failure (on the primary)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
-      try {
-        const r = (await callControl(await controlSocketOf(o.board), 'switchover', {}, 30000)) as { board: string; handedOverAt: number };
-        print(o, r, () => `board ${r.board} handed the primary role to its partner at input ${r.handedOverAt}`);
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'switchover', {}, 30000)) as { board: string; handedOverAt: number },
+      (r) => `board ${r.board} handed the primary role to its partner at input ${r.handedOverAt}`));
 }

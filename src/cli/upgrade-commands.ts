@@ -18,7 +18,7 @@ import { generateKeys, loadPrivateKey, loadTrustedKeys } from '../upgrade/keys.j
 import { SLOT_NAMES, type SlotName } from '../upgrade/slots.js';
 import type { RollingRecord } from '../upgrade/rolling.js';
 import { controlSocketOf, defaultBoardFile } from './locate.js';
-import { fail, print, table, type OutputOptions } from './output.js';
+import { action, print, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
 
@@ -196,19 +196,11 @@ export function registerUpgradeCommands(program: Command): void {
   up.command('keygen')
     .description('make an Ed25519 key pair for signing packages (the .pub.pem goes into each board\'s keys directory)')
     .requiredOption('--out <dir>', 'directory for the key files')
-    .action((_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { out: string }>();
-      try {
-        const k = generateKeys(o.out);
-        print(o, k, () => [
-          `key ${k.keyId}`,
-          `  private: ${k.privateKeyFile} (keep it off the blades)`,
-          `  public:  ${k.publicKeyFile} (install into each board's upgrade keys directory)`,
-        ].join('\n'));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action((o: Opts & { out: string }) => generateKeys(o.out), (k) => [
+      `key ${k.keyId}`,
+      `  private: ${k.privateKeyFile} (keep it off the blades)`,
+      `  public:  ${k.publicKeyFile} (install into each board's upgrade keys directory)`,
+    ].join('\n')));
 
   up.command('build')
     .description('make a signed upgrade package (.usp) from a slot image directory')
@@ -219,11 +211,11 @@ export function registerUpgradeCommands(program: Command): void {
     .option('--description <text>', 'a line for operators')
     .requiredOption('--from <dir>', 'the slot image directory tree')
     .requiredOption('--out <file.usp>', 'package file to write')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { key: string; family: string; version: string; minVersion?: string; description?: string; from: string; out: string }>();
+    .action(action(async (o: Opts & { key: string; family: string; version: string; minVersion?: string; description?: string; from: string; out: string }) => {
       const progress = progressReporter('build');
+      let r;
       try {
-        const r = await buildPackage({
+        r = await buildPackage({
           fromDir: o.from,
           privateKey: loadPrivateKey(o.key),
           family: o.family,
@@ -233,82 +225,56 @@ export function registerUpgradeCommands(program: Command): void {
           out: o.out,
           onProgress: (p) => progress.update(p.done, p.total, p.phase),
         });
+      } finally {
         progress.stop();
-        const m = r.manifest;
-        print(o, { out: r.out, bytes: r.packageBytes, sha256: r.packageSha256, manifest: { ...m, files: m.files.length } }, () =>
-          `${r.out}: ${m.compatible} ${m.version}${m.minVersion ? ` (from ${m.minVersion})` : ''}, ${m.files.length} files, ${(r.packageBytes / 1e6).toFixed(1)} MB, key ${m.keyId}\nsha256 ${r.packageSha256}`);
-      } catch (e) {
-        progress.stop();
-        fail(o, e);
       }
-    });
+      const m = r.manifest;
+      print(o, { out: r.out, bytes: r.packageBytes, sha256: r.packageSha256, manifest: { ...m, files: m.files.length } }, () =>
+        `${r.out}: ${m.compatible} ${m.version}${m.minVersion ? ` (from ${m.minVersion})` : ''}, ${m.files.length} files, ${(r.packageBytes / 1e6).toFixed(1)} MB, key ${m.keyId}\nsha256 ${r.packageSha256}`);
+    }));
 
   up.command('install <package>')
     .description('verify a package and install it into the inactive slot, then arm a one-shot trial boot of it')
     .option('--force', 'allow a downgrade, or an upgrade from below the package\'s minimum version')
     .option('--board <file>', 'board profile')
-    .action(async (file: string, _o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { force?: boolean }>();
-      try {
-        const r = await installWithProgress(setupOf(o), file, o.force === true);
-        print(o, r, () => formatInstall(r));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action((o: Opts & { force?: boolean }, file: string) => installWithProgress(setupOf(o), file, o.force === true), (r) => formatInstall(r)));
 
   up.command('status')
     .description('slots, versions, which slot is running, good and on trial')
     .option('--verify', 'also check every file of both slots against its record')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { verify?: boolean }>();
-      try {
-        const board = loadBoardProfile(defaultBoardFile(o.board));
-        const x = await readStatus(upgradeSetupFor(board), o.verify === true, board);
-        print(o, x, () => formatStatus(x));
-      } catch (e) {
-        fail(o, e);
-      }
-    });
+    .action(action((o: Opts & { verify?: boolean }) => {
+      const board = loadBoardProfile(defaultBoardFile(o.board));
+      return readStatus(upgradeSetupFor(board), o.verify === true, board);
+    }, (x) => formatStatus(x)));
 
   up.command('mark-good')
     .description('commit the running slot after a trial boot (its health checks passed)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
+    .action(action(async (o: Opts) => {
+      const s = setupOf(o);
+      const release = s.store.lock('mark the running slot good');
       try {
-        const s = setupOf(o);
-        const release = s.store.lock('mark the running slot good');
-        try {
-          const r = await markGood(s.env, s.store);
-          print(o, r, () => (r.committed ? `slot ${r.slot} (${r.version ?? '?'}) committed: it is now the good slot` : `slot ${r.slot} (${r.version ?? '?'}) already is the good slot`));
-        } finally {
-          release();
-        }
-      } catch (e) {
-        fail(o, e);
+        const r = await markGood(s.env, s.store);
+        print(o, r, () => (r.committed ? `slot ${r.slot} (${r.version ?? '?'}) committed: it is now the good slot` : `slot ${r.slot} (${r.version ?? '?'}) already is the good slot`));
+      } finally {
+        release();
       }
-    });
+    }));
 
   up.command('rollback')
     .description('abandon an armed trial: the next boot selects the good slot')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
+    .action(action(async (o: Opts) => {
+      const s = setupOf(o);
+      const release = s.store.lock('roll back');
       try {
-        const s = setupOf(o);
-        const release = s.store.lock('roll back');
-        try {
-          const r = await abandonTrial(s.env);
-          print(o, r, () => `trial of slot ${r.abandoned} abandoned; the next boot selects slot ${r.nextBoot ?? '?'}`);
-        } finally {
-          release();
-        }
-      } catch (e) {
-        fail(o, e);
+        const r = await abandonTrial(s.env);
+        print(o, r, () => `trial of slot ${r.abandoned} abandoned; the next boot selects slot ${r.nextBoot ?? '?'}`);
+      } finally {
+        release();
       }
-    });
+    }));
 
   up.command('commit-when-healthy')
     .description('after a trial boot: commit the running slot once the controller reports the guest running for --stable seconds; else roll back (exit 1, so the boot unit can reboot)')
@@ -316,135 +282,120 @@ export function registerUpgradeCommands(program: Command): void {
     .option('--stable <s>', 'healthy for this long without a break', (v) => Number.parseInt(v, 10), 30)
     .option('--interval <ms>', 'poll interval', (v) => Number.parseInt(v, 10), 2000)
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { timeout: number; stable: number; interval: number }>();
-      try {
-        const board = loadBoardProfile(defaultBoardFile(o.board));
-        const s = upgradeSetupFor(board);
-        const running = s.store.bootedSlot();
-        const st = await readBootState(s.env);
-        if (!running || st.trial !== running) {
-          print(o, { committed: false, reason: 'no trial running', running: running ?? null }, () => `nothing to commit: slot ${running ?? '?'} is not on trial`);
+    .action(action(async (o: Opts & { timeout: number; stable: number; interval: number }) => {
+      const board = loadBoardProfile(defaultBoardFile(o.board));
+      const s = upgradeSetupFor(board);
+      const running = s.store.bootedSlot();
+      const st = await readBootState(s.env);
+      if (!running || st.trial !== running) {
+        print(o, { committed: false, reason: 'no trial running', running: running ?? null }, () => `nothing to commit: slot ${running ?? '?'} is not on trial`);
+        return;
+      }
+      const { callControl } = await import('../mgmt/ipc.js');
+      const { controlSocketPath } = await import('../mgmt/paths.js');
+      const sock = controlSocketPath(board);
+      const deadline = Date.now() + o.timeout * 1000;
+      let healthySince: number | undefined;
+      let last = 'no answer yet';
+      while (Date.now() < deadline) {
+        try {
+          const status = (await callControl(sock, 'status', {}, Math.min(5000, o.interval * 2))) as { guest?: { state?: string } };
+          const state = status.guest?.state ?? 'running'; // a board without a guest: the controller answering is the health
+          last = `guest ${state}`;
+          if (state === 'running') healthySince ??= Date.now();
+          else healthySince = undefined;
+        } catch (e) {
+          last = (e as Error).message;
+          healthySince = undefined;
+        }
+        if (healthySince !== undefined && Date.now() - healthySince >= o.stable * 1000) {
+          const release = s.store.lock('commit');
+          try {
+            const r = await markGood(s.env, s.store);
+            print(o, { ...r, healthyForS: o.stable }, () => `slot ${r.slot} (${r.version ?? '?'}) healthy for ${o.stable} s: committed`);
+          } finally {
+            release();
+          }
           return;
         }
-        const { callControl } = await import('../mgmt/ipc.js');
-        const { controlSocketPath } = await import('../mgmt/paths.js');
-        const sock = controlSocketPath(board);
-        const deadline = Date.now() + o.timeout * 1000;
-        let healthySince: number | undefined;
-        let last = 'no answer yet';
-        while (Date.now() < deadline) {
-          try {
-            const status = (await callControl(sock, 'status', {}, Math.min(5000, o.interval * 2))) as { guest?: { state?: string } };
-            const state = status.guest?.state ?? 'running'; // a board without a guest: the controller answering is the health
-            last = `guest ${state}`;
-            if (state === 'running') healthySince ??= Date.now();
-            else healthySince = undefined;
-          } catch (e) {
-            last = (e as Error).message;
-            healthySince = undefined;
-          }
-          if (healthySince !== undefined && Date.now() - healthySince >= o.stable * 1000) {
-            const release = s.store.lock('commit');
-            try {
-              const r = await markGood(s.env, s.store);
-              print(o, { ...r, healthyForS: o.stable }, () => `slot ${r.slot} (${r.version ?? '?'}) healthy for ${o.stable} s: committed`);
-            } finally {
-              release();
-            }
-            return;
-          }
-          await new Promise((r) => setTimeout(r, o.interval));
-        }
-        const release = s.store.lock('roll back');
-        try {
-          await abandonTrial(s.env);
-        } finally {
-          release();
-        }
-        throw new UsError('US_ERR_UPGRADE_STATE', `slot ${running} did not become healthy within ${o.timeout} s (last: ${last}); trial abandoned: the next boot selects slot ${st.good ?? '?'}`);
-      } catch (e) {
-        fail(o, e);
+        await new Promise((r) => setTimeout(r, o.interval));
       }
-    });
+      const release = s.store.lock('roll back');
+      try {
+        await abandonTrial(s.env);
+      } finally {
+        release();
+      }
+      throw new UsError('US_ERR_UPGRADE_STATE', `slot ${running} did not become healthy within ${o.timeout} s (last: ${last}); trial abandoned: the next boot selects slot ${st.good ?? '?'}`);
+    }));
 
   up.command('rolling <package>')
     .description('upgrade both boards of the pair, backup first, then switch over and upgrade the other; the guest is served throughout (run it on the primary)')
     .option('--timeout <s>', 'bound on each wait for an upgraded board to come back healthy and protected; past it the trial is abandoned', (v) => Number.parseInt(v, 10), 300)
     .option('--stable <s>', 'an upgraded board must stay healthy and protected this long before its trial is committed', (v) => Number.parseInt(v, 10), 5)
     .option('--board <file>', 'board profile')
-    .action(async (file: string, _o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { timeout: number; stable: number }>();
-      try {
-        const sock = await controlSocketOf(o.board);
-        const { callControl } = await import('../mgmt/ipc.js');
-        const started = (await callControl(sock, 'upgrade.rolling', { package: resolve(file), timeoutMs: o.timeout * 1000, stableMs: o.stable * 1000 }, 60000)) as { run: RollingRecord };
-        const id = started.run.id;
-        let shown = 0;
-        let away = false;
-        const show = (run: RollingRecord) => {
-          for (const st of run.steps.slice(shown)) process.stderr.write(`[${st.n}] ${st.step}: ${st.message}\n`);
-          shown = run.steps.length;
-        };
-        show(started.run);
-        // Every wait inside is bounded by --timeout; this one only guards against a controller that never returns.
-        const end = Date.now() + (4 * o.timeout + 600) * 1000;
-        for (;;) {
-          if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `rolling upgrade ${id}: no end reported by the controller; see \`understudy events --kind upgrade\``);
-          await new Promise((r) => setTimeout(r, 500));
-          let run: RollingRecord | null;
-          try {
-            run = ((await callControl(sock, 'upgrade.rolling.status', {}, 5000)) as { run: RollingRecord | null }).run;
-            if (away) process.stderr.write('controller answers again\n');
-            away = false;
-          } catch {
-            // This board reboots into its trial during the run: wait for its controller to come back.
-            if (!away) process.stderr.write('controller not answering (this board is rebooting); waiting for it\n');
-            away = true;
-            continue;
-          }
-          // A controller that has just started answers before it has loaded the run's record.
-          if (!run) continue;
-          if (run.id !== id) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade ${id}: the controller reports another run (${run.id}) now`);
-          show(run);
-          if (run.state === 'done') {
-            print(o, run, () => `rolling upgrade ${id}: both boards run ${run.version}, committed; ${run.partner} is primary, ${run.orchestrator} backup`);
-            return;
-          }
-          if (run.state === 'failed') {
-            throw new UsError('US_ERR_UPGRADE_ABORTED', `rolling upgrade ${id} to ${run.version} failed at step ${run.failed?.step}: ${run.failed?.code}: ${run.failed?.message}. Now: ${run.outcome ?? '?'}`, { run });
-          }
+    .action(action(async (o: Opts & { timeout: number; stable: number }, file: string) => {
+      const sock = await controlSocketOf(o.board);
+      const { callControl } = await import('../mgmt/ipc.js');
+      const started = (await callControl(sock, 'upgrade.rolling', { package: resolve(file), timeoutMs: o.timeout * 1000, stableMs: o.stable * 1000 }, 60000)) as { run: RollingRecord };
+      const id = started.run.id;
+      let shown = 0;
+      let away = false;
+      const show = (run: RollingRecord) => {
+        for (const st of run.steps.slice(shown)) process.stderr.write(`[${st.n}] ${st.step}: ${st.message}\n`);
+        shown = run.steps.length;
+      };
+      show(started.run);
+      // Every wait inside is bounded by --timeout; this one only guards against a controller that never returns.
+      const end = Date.now() + (4 * o.timeout + 600) * 1000;
+      for (;;) {
+        if (Date.now() > end) throw new UsError('US_ERR_TIMEOUT', `rolling upgrade ${id}: no end reported by the controller; see \`understudy events --kind upgrade\``);
+        await new Promise((r) => setTimeout(r, 500));
+        let run: RollingRecord | null;
+        try {
+          run = ((await callControl(sock, 'upgrade.rolling.status', {}, 5000)) as { run: RollingRecord | null }).run;
+          if (away) process.stderr.write('controller answers again\n');
+          away = false;
+        } catch {
+          // This board reboots into its trial during the run: wait for its controller to come back.
+          if (!away) process.stderr.write('controller not answering (this board is rebooting); waiting for it\n');
+          away = true;
+          continue;
         }
-      } catch (e) {
-        fail(o, e);
+        // A controller that has just started answers before it has loaded the run's record.
+        if (!run) continue;
+        if (run.id !== id) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade ${id}: the controller reports another run (${run.id}) now`);
+        show(run);
+        if (run.state === 'done') {
+          print(o, run, () => `rolling upgrade ${id}: both boards run ${run.version}, committed; ${run.partner} is primary, ${run.orchestrator} backup`);
+          return;
+        }
+        if (run.state === 'failed') {
+          throw new UsError('US_ERR_UPGRADE_ABORTED', `rolling upgrade ${id} to ${run.version} failed at step ${run.failed?.step}: ${run.failed?.code}: ${run.failed?.message}. Now: ${run.outcome ?? '?'}`, { run });
+        }
       }
-    });
+    }));
 
   up.command('boot')
     .description('simulated board only: one power-on of its bootloader (trial with a boot counter, else the good slot)')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts>();
+    .action(action(async (o: Opts) => {
+      const s = setupOf(o);
+      if (!s.simulated) throw new UsError('US_ERR_UPGRADE_STATE', `board ${s.board} is a real blade: its bootloader selects the slot (see docs/upgrade.md)`);
+      const release = s.store.lock('boot');
       try {
-        const s = setupOf(o);
-        if (!s.simulated) throw new UsError('US_ERR_UPGRADE_STATE', `board ${s.board} is a real blade: its bootloader selects the slot (see docs/upgrade.md)`);
-        const release = s.store.lock('boot');
-        try {
-          const r = await simulateBoot(s.env, s.store);
-          const why = {
-            good: 'the good slot',
-            trial: `trial, ${r.triesLeft} attempts left after this one`,
-            rollback: 'the trial ran out of attempts: rolled back to the good slot',
-            'last-resort': 'the good slot does not load: last resort',
-          }[r.reason];
-          print(o, r, () => `booted slot ${r.slot} (${r.version ?? '?'}): ${why}${r.failedLoads.length ? `; failed to load: ${r.failedLoads.join(', ')}` : ''}`);
-        } finally {
-          release();
-        }
-      } catch (e) {
-        fail(o, e);
+        const r = await simulateBoot(s.env, s.store);
+        const why = {
+          good: 'the good slot',
+          trial: `trial, ${r.triesLeft} attempts left after this one`,
+          rollback: 'the trial ran out of attempts: rolled back to the good slot',
+          'last-resort': 'the good slot does not load: last resort',
+        }[r.reason];
+        print(o, r, () => `booted slot ${r.slot} (${r.version ?? '?'}): ${why}${r.failedLoads.length ? `; failed to load: ${r.failedLoads.join(', ')}` : ''}`);
+      } finally {
+        release();
       }
-    });
+    }));
 
   up.command('receive')
     .description('receive a package by YMODEM / XMODEM-1K on a serial line (send it with sb, minicom or screen), optionally install it')
@@ -456,43 +407,38 @@ export function registerUpgradeCommands(program: Command): void {
     .option('--install', 'install the received package')
     .option('--force', 'with --install: allow a downgrade')
     .option('--board <file>', 'board profile')
-    .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Opts & { device?: string; baud?: number; dir?: string; maxMb: number; timeout: number; install?: boolean; force?: boolean }>();
+    .action(action(async (o: Opts & { device?: string; baud?: number; dir?: string; maxMb: number; timeout: number; install?: boolean; force?: boolean }) => {
+      const board = loadBoardProfile(defaultBoardFile(o.board));
+      const s = upgradeSetupFor(board);
+      const device = o.device ?? board.console?.device;
+      if (!device) throw new UsError('US_ERR_CONFIG', `board ${board.name} has no console device; give --device`);
+      const { SerialPort } = await import('serialport');
+      const port = new SerialPort({ path: device, baudRate: o.baud ?? board.console?.baud ?? 115200, autoOpen: false });
+      await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(new UsError('US_ERR_NOT_FOUND', `serial device ${device}: ${e.message}`)) : resolve())));
+      const { receiveFile } = await import('../upgrade/ymodem.js');
+      const progress = progressReporter('receive');
+      const ctl = new AbortController();
+      const onSig = () => ctl.abort();
+      process.once('SIGINT', onSig);
+      process.stderr.write(`waiting for a YMODEM/XMODEM sender on ${device} (${o.timeout} s)…\n`);
+      let rx;
       try {
-        const board = loadBoardProfile(defaultBoardFile(o.board));
-        const s = upgradeSetupFor(board);
-        const device = o.device ?? board.console?.device;
-        if (!device) throw new UsError('US_ERR_CONFIG', `board ${board.name} has no console device; give --device`);
-        const { SerialPort } = await import('serialport');
-        const port = new SerialPort({ path: device, baudRate: o.baud ?? board.console?.baud ?? 115200, autoOpen: false });
-        await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(new UsError('US_ERR_NOT_FOUND', `serial device ${device}: ${e.message}`)) : resolve())));
-        const { receiveFile } = await import('../upgrade/ymodem.js');
-        const progress = progressReporter('receive');
-        const ctl = new AbortController();
-        const onSig = () => ctl.abort();
-        process.once('SIGINT', onSig);
-        process.stderr.write(`waiting for a YMODEM/XMODEM sender on ${device} (${o.timeout} s)…\n`);
-        let rx;
-        try {
-          rx = await receiveFile(port, {
-            dir: o.dir ?? s.incomingDir,
-            maxBytes: o.maxMb * 1024 * 1024,
-            handshakeTimeoutMs: o.timeout * 1000,
-            signal: ctl.signal,
-            onProgress: (p) => progress.update(p.received, p.total ?? p.received),
-          });
-        } finally {
-          progress.stop();
-          process.off('SIGINT', onSig);
-          await new Promise<void>((r) => port.close(() => r()));
-        }
-        const installed = o.install ? await installWithProgress(s, rx.path, o.force === true) : undefined;
-        print(o, { received: rx, installed }, () => [
-          `received ${rx.name} (${rx.bytes} bytes, ${rx.protocol}, ${rx.blocks} blocks, ${rx.retries} retries, ${rx.durationMs} ms) into ${rx.path}`,
-          ...(installed ? [formatInstall(installed)] : []),
-        ].join('\n'));
-      } catch (e) {
-        fail(o, e);
+        rx = await receiveFile(port, {
+          dir: o.dir ?? s.incomingDir,
+          maxBytes: o.maxMb * 1024 * 1024,
+          handshakeTimeoutMs: o.timeout * 1000,
+          signal: ctl.signal,
+          onProgress: (p) => progress.update(p.received, p.total ?? p.received),
+        });
+      } finally {
+        progress.stop();
+        process.off('SIGINT', onSig);
+        await new Promise<void>((r) => port.close(() => r()));
       }
-    });
+      const installed = o.install ? await installWithProgress(s, rx.path, o.force === true) : undefined;
+      print(o, { received: rx, installed }, () => [
+        `received ${rx.name} (${rx.bytes} bytes, ${rx.protocol}, ${rx.blocks} blocks, ${rx.retries} retries, ${rx.durationMs} ms) into ${rx.path}`,
+        ...(installed ? [formatInstall(installed)] : []),
+      ].join('\n'));
+    }));
 }

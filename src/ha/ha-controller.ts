@@ -7,9 +7,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHistogram } from 'node:perf_hooks';
-import { readFileSync, statSync } from 'node:fs';
 import type { BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
+import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
 import { fencingFor, type FencingDevice } from '../hw/fencing/fencing.js';
 import type { Store } from '../store/journal.js';
@@ -17,22 +17,6 @@ import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import type { LinkState, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
 import { isPreferred, nextRole, type RoleEvent } from './roles.js';
-
-/** Reads the pair's shared key: a root-only file holding hex (≥ 32 digits) or raw bytes (≥ 16). */
-export function readKeyFile(path: string): Buffer {
-  let st;
-  try {
-    st = statSync(path);
-  } catch (e) {
-    throw new UsError('US_ERR_NOT_FOUND', `heartbeat key file ${path}: ${(e as Error).message}`);
-  }
-  if ((st.mode & 0o077) !== 0) throw new UsError('US_ERR_CONFIG', `heartbeat key file ${path} must be readable by root only (mode 0600), it is ${(st.mode & 0o777).toString(8)}`);
-  const raw = readFileSync(path);
-  const text = raw.toString('latin1').trim();
-  const key = /^[0-9a-fA-F]{32,}$/.test(text) && text.length % 2 === 0 ? Buffer.from(text, 'hex') : raw;
-  if (key.length < 16) throw new UsError('US_ERR_CONFIG', `heartbeat key file ${path}: key shorter than 16 bytes`);
-  return key;
-}
 
 export interface RoleChange {
   from: Role;

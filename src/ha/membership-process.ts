@@ -20,7 +20,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
-import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../mgmt/footprint.js';
+import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import { Membership, type LinkState, type PartnerView } from './membership.js';
 

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import type { BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
-import { readKeyFile } from '../ha/ha-controller.js';
+import { readKeyFile } from '../core/key-file.js';
 import { SimulatedPowerController } from '../hw/fencing/fencing.js';
 import type { AuthServer } from '../replication/secure-channel.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';

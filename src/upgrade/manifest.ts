@@ -1,7 +1,7 @@
 /**
  * The upgrade manifest: what a package claims (compatible board family, version, minimum version it
  * may upgrade from, signing key, and every payload file's path, size, mode and SHA-256). Validation
- * only; it is trusted only after its signature verified (see package-reader.ts). Also owns the rule
+ * only; it is trusted only after its signature verified (see package-format.ts). Also owns the rule
  * for a safe relative path, which the payload reader applies to tar entries too.
  */
 import { z } from 'zod';

@@ -1,7 +1,7 @@
 /**
  * A replicated pair on the simulated chassis for integration tests: start it protected, drive load
  * through a fault and check that nothing acknowledged was lost, read the guests' state. Shared by
- * test/integration/replication.test.ts and test/pending/replication-faults.test.ts.
+ * the integration tests of replication, replication faults, checkpoints, guest and rolling upgrades.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';

@@ -2,7 +2,7 @@
  * The CLI loads command modules on demand (src/cli/command-modules.ts): the table that maps a
  * command word to its module must match what each module really registers, or a command would
  * be missing from a command line that names it. Also the daemon's footprint settings are the same
- * in the systemd unit as in src/mgmt/footprint.ts.
+ * in the systemd unit as in src/core/footprint.ts.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { ALL_MODULES, BUILTIN, MODULE_OF, modulesFor } from '../../src/cli/command-modules.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/mgmt/footprint.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/core/footprint.js';
 
 describe('CLI command modules', () => {
   it('every top-level command maps to the module that registers it', async () => {
@@ -39,7 +39,7 @@ describe('CLI command modules', () => {
     assert.equal(modulesFor(['toString']), ALL_MODULES, 'not fooled by Object.prototype');
   });
 
-  it('the systemd unit starts the daemon with the footprint settings of src/mgmt/footprint.ts', () => {
+  it('the systemd unit starts the daemon with the footprint settings of src/core/footprint.ts', () => {
     const unit = readFileSync(join(PACKAGE_ROOT, 'image-build', 'firmware', 'understudyd.service'), 'utf8');
     const exec = /^ExecStart=.*$/m.exec(unit)?.[0] ?? '';
     for (const f of DAEMON_NODE_FLAGS) assert.ok(exec.includes(`/usr/bin/node ${f}`) || exec.includes(` ${f} `), `ExecStart has ${f}`);

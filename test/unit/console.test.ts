@@ -1,7 +1,7 @@
 /**
  * The serial console's pure parts — word splitter, line editor, output filter, escape detector,
  * password hashing and file checks, login throttling, command policy — and the session logic driven
- * through a fake line (a Duplex), with short timers. The real tty is in test/integration/console.
+ * through a fake line (a Duplex), with short timers. The real tty is in test/integration/console.test.ts.
  */
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

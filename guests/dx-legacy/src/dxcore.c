@@ -378,11 +378,19 @@ static void do_reg(dx_state *st, dx_client c, const char *id, size_t idlen,
     out->reply[0] = 0;
 }
 
+/* The arguments of CALL <a> <b> and FWD <a> <b>: exactly two valid subscriber
+ * names, not the same one twice unless same_ok (FWD <a> -, where "-" is also a
+ * valid name). 0 means ERR BADARGS. */
+static int two_sub_args(const tok_t *t, int nt, int same_ok)
+{
+    return nt == 3 && valid_sub(t[1].p, t[1].n) && valid_sub(t[2].p, t[2].n) &&
+           (same_ok || t[1].n != t[2].n || memcmp(t[1].p, t[2].p, t[1].n) != 0);
+}
+
 static void do_call(dx_state *st, dx_client c, const char *id, size_t idlen,
                     const tok_t *t, int nt, dx_result *out)
 {
-    if (nt != 3 || !valid_sub(t[1].p, t[1].n) || !valid_sub(t[2].p, t[2].n) ||
-        (t[1].n == t[2].n && memcmp(t[1].p, t[2].p, t[1].n) == 0)) {
+    if (!two_sub_args(t, nt, 0)) {
         REPLY("ERR BADARGS");
         return;
     }
@@ -480,8 +488,7 @@ static void do_fwd(dx_state *st, dx_client c, const char *id, size_t idlen,
                    const tok_t *t, int nt, dx_result *out)
 {
     int clear = nt == 3 && t[2].n == 1 && t[2].p[0] == '-';
-    if (nt != 3 || !valid_sub(t[1].p, t[1].n) || !valid_sub(t[2].p, t[2].n) ||
-        (!clear && t[1].n == t[2].n && memcmp(t[1].p, t[2].p, t[1].n) == 0)) {
+    if (!two_sub_args(t, nt, clear)) {
         REPLY("ERR BADARGS");
         return;
     }

@@ -3,7 +3,7 @@
  * socket the controller listens on and exchanges Ethernet frames, each prefixed with its length
  * (32-bit big endian). The controller is the guest's only peer: it answers ARP for its own address
  * and exchanges UDP datagrams. The guest's NIC therefore never faces an external network.
- * Owns the socket and frame codec; what the datagrams mean is decided above (guest/datapath.ts).
+ * Owns the socket and frame codec; what the datagrams mean is decided above (guest/guest-port.ts).
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';

@@ -10,7 +10,7 @@ import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadBoardProfile } from '../../config/board-profile.js';
 import type { Logger } from '../../core/log.js';
-import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../mgmt/footprint.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../core/footprint.js';
 import { upgradeSetupFor } from '../../upgrade/board-setup.js';
 import { simulateBoot } from '../../upgrade/bootflow.js';
 import { SLOT_NAMES } from '../../upgrade/slots.js';

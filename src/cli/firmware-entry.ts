@@ -20,7 +20,7 @@ if (abi && process.versions.modules !== abi) {
 
 if (process.argv[2] === 'daemon') {
   process.argv.splice(2, 1);
-  await import('../cli/understudyd.js');
+  await import('./understudyd.js');
 } else {
-  await import('../cli/main.js');
+  await import('./main.js');
 }

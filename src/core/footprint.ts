@@ -3,7 +3,8 @@
  * and glibc malloc settings, measured with bench/daemon (figures and the reasoning in BENCHMARKS.md).
  * Every launcher of understudyd uses these (the simulated chassis, `understudy guest start`, the
  * systemd unit repeats them); the HA layer starts its membership process with its own.
- * Imports nothing: a launcher that reads these loads no daemon code.
+ * Imports nothing: a launcher that reads these loads no daemon code. In core because launchers sit in
+ * several layers (ha's membership process, cli, sim).
  */
 
 /**
