@@ -12,6 +12,7 @@ import type Database from 'better-sqlite3';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
+import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
 import type { Replicator } from './replicator.js';
@@ -85,7 +86,7 @@ export class Checkpointer {
     await this.taking;
   }
 
-  private async takeNow(qemu: NonNullable<GuestSupervisor['hypervisor']>): Promise<CheckpointInfo> {
+  private async takeNow(qemu: Hypervisor): Promise<CheckpointInfo> {
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
     this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged

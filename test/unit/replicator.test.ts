@@ -8,7 +8,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
 import { GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
-import type { GuestLink } from '../../src/hw/guestnet/link.js';
+import { FakeGuestNic } from '../../src/hw/guestnet/fake-nic.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
 
@@ -234,18 +234,6 @@ describe('Replicator (two controllers over loopback TCP)', () => {
   });
 });
 
-class FakeLink extends EventEmitter {
-  sent: Array<{ srcPort: number; dstPort: number; payload: string }> = [];
-  send(srcPort: number, dstPort: number, payload: Buffer): boolean {
-    this.sent.push({ srcPort, dstPort, payload: payload.toString() });
-    return true;
-  }
-  answer(i: number, text: string): void {
-    const s = this.sent[i]!;
-    this.emit('datagram', { srcPort: s.dstPort, dstPort: s.srcPort, payload: Buffer.from(text) });
-  }
-}
-
 describe('AUTH question and answer parsing (one parser for the guest port and connection tracking)', () => {
   it('takes the subscriber of well-formed questions and answers only', () => {
     const b = (s: string) => Buffer.from(s, 'latin1');
@@ -285,8 +273,8 @@ describe('inputsAfterSave (what a guest booted on a saved state is replayed)', (
 
 describe('GuestPort management commands', () => {
   it('a late answer to a command that timed out is not taken as the answer to the next one', async () => {
-    const link = new FakeLink();
-    const port = new GuestPort(link as unknown as GuestLink, { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 });
+    const link = new FakeGuestNic();
+    const port = new GuestPort(link, { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 });
     await assert.rejects(port.management('PING', 20), /within 20 ms/);
     const second = port.management('PING', 2000);
     link.answer(0, 'OK PING 1.0.0 seq=1'); // late, for the first
@@ -314,7 +302,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
 
   it('hands a replayed log over a window at a time, in order, as the guest works through it', async () => {
     const guest = new SlowGuest();
-    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    const port = new GuestPort(guest, ports);
     port.resetCount(1000);
     const r = new Replicator({ guest: port, log });
     const n = GUEST_WINDOW * 3;
@@ -335,7 +323,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
 
   it('does not wait on a guest blocked on an AUTH question (its answer is further down the queue)', async () => {
     const guest = new SlowGuest();
-    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    const port = new GuestPort(guest, ports);
     port.resetCount(0);
     const r = new Replicator({ guest: port, log });
     const reqs = Array.from({ length: GUEST_WINDOW + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
@@ -349,7 +337,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('a guest that reports no count is not flow-controlled', () => {
-    const port = new GuestPort(new SlowGuest() as unknown as GuestLink, ports);
+    const port = new GuestPort(new SlowGuest(), ports);
     port.resetCount(undefined);
     for (let i = 0; i < GUEST_WINDOW * 2; i++) port.deliver({ kind: 'request', clientPort: 20000, payload: Buffer.from('x') });
     assert.equal(port.hasRoom(), true);
