@@ -24,7 +24,7 @@ import { InputLossWatch } from '../replication/loss-watch.js';
 import { upgradeBackupGuest } from '../replication/guest-upgrade.js';
 import type { ControlMessage } from '../replication/messages.js';
 import { Store } from '../store/journal.js';
-import { SimulatedPowerController } from '../hw/fencing/fencing.js';
+import { boardPowerFor } from '../hw/fencing/fencing.js';
 import type { AuthServer } from '../replication/secure-channel.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { PeerClient, UPGRADE_PORT_OFFSET, listenPeer } from '../upgrade/peer.js';
@@ -375,14 +375,7 @@ export class Daemon {
   /** A real blade runs the profile's reboot command; a simulated board is power-cycled by the chassis' power controller. */
   private async rebootSelf(command: string[]): Promise<void> {
     this.store?.record('upgrade', `rebooting board ${this.board.name}`);
-    const f = this.board.fencing;
-    if (this.board.kind === 'simulated') {
-      if (f?.method !== 'simulated') throw new UsError('US_ERR_CONFIG', `board ${this.board.name} is simulated but has no simulated power controller (fencing.method) to reboot it`);
-      await new SimulatedPowerController(f.controlSocket).reset(this.board.name);
-      return;
-    }
-    const { execFile } = await import('node:child_process');
-    await new Promise<void>((resolve, reject) => execFile(command[0]!, command.slice(1), { timeout: 30000 }, (e) => (e ? reject(new UsError('US_ERR_INTERNAL', `reboot command ${command.join(' ')} failed: ${e.message}`)) : resolve())));
+    await boardPowerFor(this.board, command).rebootSelf();
   }
 
   /** Primary with a live backup that holds no clone: clone to it. */
