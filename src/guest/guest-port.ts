@@ -1,11 +1,12 @@
 /**
  * The guest application's UDP ports over the private wire: delivers inputs to its service port,
  * AUTH answers to its AUTH socket, management commands to its management port, and classifies what
- * the guest sends back. Owns no socket of its own (the GuestLink carries the frames).
+ * the guest sends back. Owns no socket of its own (the guest NIC carries the frames: GuestLink, or a
+ * fake in tests).
  */
 import { EventEmitter } from 'node:events';
 import { UsError } from '../core/errors.js';
-import type { GuestDatagram, GuestLink } from '../hw/guestnet/link.js';
+import type { GuestDatagram, GuestNic } from '../hw/guestnet/nic.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import type { GuestInput, GuestOutput, InputSink } from './io.js';
 
@@ -60,7 +61,7 @@ export class GuestPort extends EventEmitter implements InputSink {
   private mgmtNext = 0;
   delivered = 0;
 
-  constructor(private readonly link: GuestLink, private readonly ports: GuestDescriptor['ports']) {
+  constructor(private readonly link: GuestNic, private readonly ports: GuestDescriptor['ports']) {
     super();
     link.on('datagram', (d) => this.onDatagram(d));
   }

@@ -20,6 +20,7 @@ import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRea
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
+import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { QmpEvent } from '../hw/qmp/client.js';
 import { GuestPort } from './guest-port.js';
 
@@ -306,8 +307,8 @@ export class GuestSupervisor extends EventEmitter {
     return qemu;
   }
 
-  /** The running QEMU (for migration). */
-  get hypervisor(): QemuProcess | undefined {
+  /** The running QEMU (for migration), through the hypervisor seam. */
+  get hypervisor(): Hypervisor | undefined {
     return this.qemu?.alive ? this.qemu : undefined;
   }
 

@@ -8,6 +8,7 @@
 import { EventEmitter } from 'node:events';
 import { createHistogram } from 'node:perf_hooks';
 import type { BoardProfile } from '../config/board-profile.js';
+import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
@@ -41,6 +42,14 @@ export interface HaStatus {
   lastTransition?: RoleChange;
 }
 
+export interface HaControllerOptions {
+  /**
+   * Time and timers of the startup wait, the fence delay and retry, the health tick and the yield
+   * after a switchover. Default: the system clock.
+   */
+  clock?: Clock;
+}
+
 export declare interface HaController {
   on(ev: 'role', fn: (c: RoleChange) => void): this;
 }
@@ -55,9 +64,10 @@ export class HaController extends EventEmitter {
   private role: Role = 'STARTING';
   private since = Date.now();
   private readonly fencing: FencingDevice;
-  private startupTimer?: NodeJS.Timeout;
-  private fenceRetry?: NodeJS.Timeout;
-  private healthTimer?: NodeJS.Timeout;
+  private startupTimer?: TimerHandle;
+  private fenceRetry?: TimerHandle;
+  private healthTimer?: TimerHandle;
+  private readonly clock: Clock;
   private guestHealth: () => GuestHealth = () => 'none';
   private readonly generation: number;
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
@@ -74,8 +84,9 @@ export class HaController extends EventEmitter {
    */
   private readonly mainLoopDelay = createHistogram();
 
-  constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger) {
+  constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
+    this.clock = opts.clock ?? systemClock;
     const ha = board.ha;
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
@@ -128,9 +139,9 @@ export class HaController extends EventEmitter {
       throw new UsError('US_ERR_LINK', `membership could not start: ${(e as Error).message}`);
     }
     const healthy = opts.healthy ?? (() => true);
-    let lastTick = performance.now();
-    this.healthTimer = setInterval(() => {
-      const now = performance.now();
+    let lastTick = this.clock.now();
+    this.healthTimer = this.clock.setInterval(() => {
+      const now = this.clock.now();
       this.mainLoopDelay.record(Math.max(1, Math.round((now - lastTick - HEALTH_TICK_MS) * 1e6)));
       lastTick = now;
       if (!healthy()) this.membership.stopKicking('guest supervision lost');
@@ -138,7 +149,7 @@ export class HaController extends EventEmitter {
       if (g !== this.lastGuest) { this.lastGuest = g; this.membership.setLocal(this.role, g); }
     }, HEALTH_TICK_MS);
     this.membership.setLocal(this.role, this.guestHealth());
-    this.startupTimer = setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
+    this.startupTimer = this.clock.setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
   }
 
   get currentRole(): Role {
@@ -148,7 +159,7 @@ export class HaController extends EventEmitter {
   /** Planned hand-over of the primary role: this board steps down and will not take it back for `yieldMs`. */
   yieldPrimary(yieldMs = 5000): boolean {
     if (this.role !== 'PRIMARY') return false;
-    this.yieldUntil = performance.now() + yieldMs;
+    this.yieldUntil = this.clock.now() + yieldMs;
     return this.fire('switchover');
   }
 
@@ -165,7 +176,7 @@ export class HaController extends EventEmitter {
   fire(event: RoleEvent, cause?: string): boolean {
     const t = nextRole(this.role, event, {
       preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true,
-      yielding: performance.now() < this.yieldUntil,
+      yielding: this.clock.now() < this.yieldUntil,
       fenceSent: this.fenceInFlight && this.fenceSent,
     });
     if (!t) return false;
@@ -186,7 +197,7 @@ export class HaController extends EventEmitter {
     this.role = to;
     this.since = Date.now();
     this.lastTransition = change;
-    clearTimeout(this.startupTimer);
+    this.clock.clearTimeout(this.startupTimer);
     this.membership.setLocal(to, this.guestHealth()); // tell the partner at once
     this.store.record('role.transition', `${change.from} -> ${to}: ${cause}`, { from: change.from, to, event });
     const level = to === 'FAULT' || cause.startsWith('FENCING FAILED') ? 'error' : 'info';
@@ -205,14 +216,14 @@ export class HaController extends EventEmitter {
       // fences, so a backup fencing a primary that went silent goes at once.
       const preferred = this.preferredOver(partner) ?? this.board.ha!.priority <= 100;
       if (!preferred && partner?.role !== 'PRIMARY') {
-        await new Promise((r) => setTimeout(r, this.board.ha!.fenceDelayMs));
+        await this.clock.sleep(this.board.ha!.fenceDelayMs);
         if (this.role !== 'FENCING') return; // the partner came back
       }
       this.fenceStats.attempts++;
-      const t0 = performance.now();
+      const t0 = this.clock.now();
       this.fenceSent = true;
       await this.fencing.powerOff(partnerName);
-      this.store.record('fence', `partner ${partnerName} powered off by ${this.fencing.method} in ${(performance.now() - t0).toFixed(1)} ms`, { partner: partnerName, method: this.fencing.method });
+      this.store.record('fence', `partner ${partnerName} powered off by ${this.fencing.method} in ${(this.clock.now() - t0).toFixed(1)} ms`, { partner: partnerName, method: this.fencing.method });
       this.fenceStats.lastError = undefined;
       this.membership.forgetPartner();
       if (this.role === 'FENCING') this.fire('fence-ok');
@@ -222,8 +233,8 @@ export class HaController extends EventEmitter {
       this.store.record('fence', `FENCING FAILED for ${partnerName}: ${(e as Error).message}`, { partner: partnerName, error: (e as Error).message });
       this.log.error({ err: (e as Error).message, partner: partnerName }, 'FENCING FAILED: this board will NOT promote');
       if (this.role === 'FENCING') this.fire('fence-failed', (e as Error).message);
-      clearTimeout(this.fenceRetry);
-      this.fenceRetry = setTimeout(() => {
+      this.clock.clearTimeout(this.fenceRetry);
+      this.fenceRetry = this.clock.setTimeout(() => {
         if (this.membership.partnerView.state !== 'alive' && this.role === 'BACKUP') this.fire('partner-dead', 'retrying the fence');
       }, FENCE_RETRY_MS);
     } finally {
@@ -277,9 +288,9 @@ export class HaController extends EventEmitter {
   /** Orderly stop: announce STOPPING, stop heartbeats, magic-close the watchdog. */
   async stop(): Promise<void> {
     this.fire('stop');
-    clearTimeout(this.startupTimer);
-    clearTimeout(this.fenceRetry);
-    clearInterval(this.healthTimer);
+    this.clock.clearTimeout(this.startupTimer);
+    this.clock.clearTimeout(this.fenceRetry);
+    this.clock.clearInterval(this.healthTimer);
     await this.membership.stop(true);
   }
 }

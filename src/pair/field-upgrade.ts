@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
-import { SimulatedPowerController } from '../hw/fencing/fencing.js';
+import { boardPowerFor } from '../hw/fencing/fencing.js';
 import type { AuthServer } from '../replication/secure-channel.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { PeerClient, UPGRADE_PORT_OFFSET, listenPeer } from '../upgrade/peer.js';
@@ -90,12 +90,5 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
 /** A real blade runs the profile's reboot command; a simulated board is power-cycled by the chassis' power controller. */
 async function rebootSelf(board: BoardProfile, journal: Journal, command: string[]): Promise<void> {
   journal.record('upgrade', `rebooting board ${board.name}`);
-  const f = board.fencing;
-  if (board.kind === 'simulated') {
-    if (f?.method !== 'simulated') throw new UsError('US_ERR_CONFIG', `board ${board.name} is simulated but has no simulated power controller (fencing.method) to reboot it`);
-    await new SimulatedPowerController(f.controlSocket).reset(board.name);
-    return;
-  }
-  const { execFile } = await import('node:child_process');
-  await new Promise<void>((resolve, reject) => execFile(command[0]!, command.slice(1), { timeout: 30000 }, (e) => (e ? reject(new UsError('US_ERR_INTERNAL', `reboot command ${command.join(' ')} failed: ${e.message}`)) : resolve())));
+  await boardPowerFor(board, command).rebootSelf();
 }

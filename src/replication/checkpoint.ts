@@ -12,6 +12,8 @@ import type Database from 'better-sqlite3';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
+import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
+import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
 import type { Replicator } from './replicator.js';
@@ -85,7 +87,7 @@ export class Checkpointer {
     await this.taking;
   }
 
-  private async takeNow(qemu: NonNullable<GuestSupervisor['hypervisor']>): Promise<CheckpointInfo> {
+  private async takeNow(qemu: Hypervisor): Promise<CheckpointInfo> {
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
     this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
@@ -99,16 +101,7 @@ export class Checkpointer {
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
-      await qemu.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
-      await qemu.qmp.execute('migrate-set-parameters', { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
-      await qemu.qmp.execute('migrate', { uri: `exec:cat > ${tmp}`, blk: true });
-      let info: Record<string, any> = {};
-      for (;;) {
-        info = await qemu.qmp.execute<Record<string, any>>('query-migrate');
-        if (info.status === 'completed') break;
-        if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `checkpoint migration ${info.status}: ${info['error-desc'] ?? ''}`);
-        await sleep(50);
-      }
+      const { downtimeMs } = await migrate(qemu, { uri: `exec:cat > ${tmp}`, pollMs: 50, errorPrefix: 'checkpoint migration' });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');
@@ -120,7 +113,7 @@ export class Checkpointer {
       closeSync(dir);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
-        pauseMs: typeof info.downtime === 'number' ? info.downtime : null, durationMs: Math.round(performance.now() - t0),
+        pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
         clients: this.replicator.clients.export(), authOpen,
       };
       this.store.db.transaction(() => {
@@ -130,8 +123,7 @@ export class Checkpointer {
       this.store.record('checkpoint', `checkpoint at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, clone paused ${cp.pauseMs ?? '?'} ms, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;
     } catch (e) {
-      const qs = await qemu.status().catch(() => '');
-      if (qs === 'postmigrate' || qs === 'paused') await qemu.qmp.execute('cont').catch(() => undefined);
+      await recoverFromMigration(qemu, { cancelActive: false });
       rmSync(tmp, { force: true });
       this.store.record('checkpoint', `checkpoint FAILED: ${(e as Error).message}`);
       throw e;

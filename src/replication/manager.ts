@@ -25,6 +25,7 @@ import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descr
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { listThreads } from '../hw/affinity.js';
+import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
 import type { Store } from '../store/journal.js';
 import { T_CONTROL, decodeControl, encodeControl, type ControlMessage } from './messages.js';
@@ -170,26 +171,15 @@ export class ReplicationManager extends EventEmitter {
         if (tid === (await qemu.vcpuThreadId())) continue;
         await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
-      await qemu.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
-      await qemu.qmp.execute('migrate-set-parameters', { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
-      this.progress({ phase: 'migrate', percent: 0 });
-      await qemu.qmp.execute('migrate', { uri: `unix:${relayPath}`, blk: true });
-      let info: Record<string, any> = {};
-      for (;;) {
-        info = await qemu.qmp.execute<Record<string, any>>('query-migrate');
-        const ram = info.ram as { transferred?: number; total?: number } | undefined;
-        if (ram?.total) {
-          this.progress({ phase: 'migrate', transferredMb: Math.round((ram.transferred ?? 0) / 1048576), totalMb: Math.round(ram.total / 1048576),
-            percent: Math.min(99, Math.round(((ram.transferred ?? 0) / ram.total) * 100)) });
-        }
-        if (info.status === 'completed') break;
-        if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `migration ${info.status}: ${info['error-desc'] ?? ''}`);
-        await sleep(20);
-      }
+      const { downtimeMs, transferredBytes } = await migrate(qemu, {
+        uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
+        onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
+        onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
+          percent: Math.min(99, Math.round((p.transferredBytes / p.totalBytes) * 100)) }),
+      });
       // The source is paused after the stream ("postmigrate"); it continues as the primary.
       await qemu.qmp.execute('cont');
       const cutSeq = this.replicator.deliveredSeq;
-      const downtimeMs = typeof info.downtime === 'number' ? info.downtime : null;
       this.progress({ phase: 'cut-over', percent: 100 });
       channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs,
         authOpen: [...this.supervisor.port.authOutstanding] }));
@@ -209,7 +199,7 @@ export class ReplicationManager extends EventEmitter {
       holdStart = 0;
       const report: CloneReport = {
         durationMs: Math.round(performance.now() - t0), downtimeMs, holdMs: Math.round(holdMs), cutSeq,
-        transferredMb: Math.round(((info.ram?.transferred as number | undefined) ?? 0) / 1048576),
+        transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };
       this.lastCloneError = undefined;
@@ -221,11 +211,7 @@ export class ReplicationManager extends EventEmitter {
       this.lastCloneError = (e as Error).message;
       this.store.record('clone', `clone FAILED: ${(e as Error).message}`);
       this.log.error({ err: (e as Error).message }, 'clone failed');
-      if (qemu.alive) {
-        await qemu.qmp.execute('migrate_cancel').catch(() => undefined);
-        const st = await qemu.status().catch(() => '');
-        if (st === 'postmigrate' || st === 'paused') await qemu.qmp.execute('cont').catch(() => undefined);
-      }
+      await recoverFromMigration(qemu, { cancelActive: true });
       channel.close();
       throw e;
     } finally {

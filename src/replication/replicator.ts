@@ -14,6 +14,7 @@
  * seamless. Owns no socket: the channel, the guest port and the endpoint are given to it.
  */
 import { EventEmitter } from 'node:events';
+import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import type { Logger } from '../core/log.js';
 import { ClientMap } from '../guest/client-map.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
@@ -57,6 +58,8 @@ export interface ReplicatorOptions {
   authHoldMs?: number;
   /** Called for every input the backup receives (the checkpoint log). */
   onLogged?: (s: SequencedInput) => void;
+  /** Time and timers of the protection timeout and the AUTH hold. Default: the system clock. */
+  clock?: Clock;
 }
 
 export interface ReplicationStatus {
@@ -103,7 +106,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private pendingReplies = new Map<string, number[]>();
   private heldOutputs: Array<{ seq: number; output: GuestOutput }> = [];
   private unackedSince = 0;
-  private protectionTimer?: NodeJS.Timeout;
+  private protectionTimer?: TimerHandle;
   // backup
   /** Inputs sequenced but not yet handed to the local guest, in order (see pump()). */
   private queue: SequencedInput[] = [];
@@ -116,7 +119,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** Subscribers the clone has asked AUTH about and not been answered yet (connection tracking). */
   private authOpen = new Set<string>();
   private authHoldSince = 0;
-  private authHoldTimer?: NodeJS.Timeout;
+  private authHoldTimer?: TimerHandle;
   authHolds = 0;
   private ackScheduled = false;
   private deliveryPaused = false;
@@ -131,8 +134,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** The clone's last replies, for the divergence log (the primary sends only digests). */
   private localReplies = new Map<string, string>();
 
+  private readonly clock: Clock;
+
   constructor(private readonly o: ReplicatorOptions) {
     super();
+    this.clock = o.clock ?? systemClock;
   }
 
   /** The checkpoint log: every input the backup receives goes there before it is acknowledged. */
@@ -158,7 +164,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.mode = 'primary';
     this.continueQueue();
     this.isProtected = false;
-    this.protectionTimer ??= setInterval(() => this.checkProtection(), 10);
+    this.protectionTimer ??= this.clock.setInterval(() => this.checkProtection(), 10);
   }
 
   /**
@@ -226,7 +232,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.deliveredSeq = cutSeq;
     this.queue = [];
     this.deliveryPaused = false;
-    clearTimeout(this.authHoldTimer);
+    this.clock.clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
     // The questions the source had open at the cut are open in the clone too (same memory).
     this.authOpen = new Set(authOpen);
@@ -256,7 +262,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private forward(s: SequencedInput): void {
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) {
       this.channel.send(T_INPUT, encodeInput(s));
-      if (this.unackedSince === 0) this.unackedSince = performance.now();
+      if (this.unackedSince === 0) this.unackedSince = this.clock.now();
     }
     if (s.input.kind === 'request') {
       const key = replyKey(s.input.clientPort, s.input.payload);
@@ -318,7 +324,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onAck(seq: number): void {
     if (seq <= this.ackedSeq) return;
     this.ackedSeq = seq;
-    this.unackedSince = this.ackedSeq >= this.lastSeq - this.held.length ? 0 : performance.now();
+    this.unackedSince = this.ackedSeq >= this.lastSeq - this.held.length ? 0 : this.clock.now();
     if (!this.heldOutputs.length) return;
     const still: typeof this.heldOutputs = [];
     for (const h of this.heldOutputs) {
@@ -330,7 +336,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private checkProtection(): void {
     if (this.mode !== 'primary' || !this.isProtected) return;
     const timeout = this.o.protectionTimeoutMs ?? 500;
-    if (this.unackedSince && performance.now() - this.unackedSince > timeout) {
+    if (this.unackedSince && this.clock.now() - this.unackedSince > timeout) {
       this.unprotect(`backup did not acknowledge inputs for ${timeout} ms`);
     }
   }
@@ -400,19 +406,19 @@ export class Replicator extends EventEmitter implements InputPipeline {
         // for authHoldMs while the guest's own 5 s AUTH timeout runs).
         if (sub && !this.authOpen.has(sub) && this.authOpen.size === 0 && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
           if (!this.authHoldSince) {
-            this.authHoldSince = performance.now();
+            this.authHoldSince = this.clock.now();
             this.authHolds++;
           }
-          const wait = (this.o.authHoldMs ?? 2000) - (performance.now() - this.authHoldSince);
+          const wait = (this.o.authHoldMs ?? 2000) - (this.clock.now() - this.authHoldSince);
           if (wait > 0) {
-            clearTimeout(this.authHoldTimer);
-            this.authHoldTimer = setTimeout(() => this.pump(), wait);
+            this.clock.clearTimeout(this.authHoldTimer);
+            this.authHoldTimer = this.clock.setTimeout(() => this.pump(), wait);
             return;
           }
           this.o.log.warn({ sub, seq: s.seq }, 'clone never asked for this AUTH answer: handing it over anyway');
         }
         this.authHoldSince = 0;
-        clearTimeout(this.authHoldTimer);
+        this.clock.clearTimeout(this.authHoldTimer);
         if (sub) this.authOpen.delete(sub);
       }
       this.queue.shift();
@@ -484,7 +490,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.queue = [...replay, ...this.queue];
     this.deliveredSeq = fromSeq - 1;
     this.authOpen.clear();
-    clearTimeout(this.authHoldTimer);
+    this.clock.clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
     this.versionChange = true;
     this.resetDigests();
@@ -611,8 +617,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   close(): void {
-    clearInterval(this.protectionTimer);
-    clearTimeout(this.authHoldTimer);
+    this.clock.clearInterval(this.protectionTimer);
+    this.clock.clearTimeout(this.authHoldTimer);
     this.dropChannel('closing');
   }
 }

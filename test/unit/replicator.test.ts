@@ -5,10 +5,11 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { createServer, connect, type Socket } from 'node:net';
+import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
 import { GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
-import type { GuestLink } from '../../src/hw/guestnet/link.js';
+import { FakeGuestNic } from '../../src/hw/guestnet/fake-nic.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
 
@@ -234,18 +235,6 @@ describe('Replicator (two controllers over loopback TCP)', () => {
   });
 });
 
-class FakeLink extends EventEmitter {
-  sent: Array<{ srcPort: number; dstPort: number; payload: string }> = [];
-  send(srcPort: number, dstPort: number, payload: Buffer): boolean {
-    this.sent.push({ srcPort, dstPort, payload: payload.toString() });
-    return true;
-  }
-  answer(i: number, text: string): void {
-    const s = this.sent[i]!;
-    this.emit('datagram', { srcPort: s.dstPort, dstPort: s.srcPort, payload: Buffer.from(text) });
-  }
-}
-
 describe('AUTH question and answer parsing (one parser for the guest port and connection tracking)', () => {
   it('takes the subscriber of well-formed questions and answers only', () => {
     const b = (s: string) => Buffer.from(s, 'latin1');
@@ -285,8 +274,8 @@ describe('inputsAfterSave (what a guest booted on a saved state is replayed)', (
 
 describe('GuestPort management commands', () => {
   it('a late answer to a command that timed out is not taken as the answer to the next one', async () => {
-    const link = new FakeLink();
-    const port = new GuestPort(link as unknown as GuestLink, { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 });
+    const link = new FakeGuestNic();
+    const port = new GuestPort(link, { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 });
     await assert.rejects(port.management('PING', 20), /within 20 ms/);
     const second = port.management('PING', 2000);
     link.answer(0, 'OK PING 1.0.0 seq=1'); // late, for the first
@@ -314,7 +303,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
 
   it('hands a replayed log over a window at a time, in order, as the guest works through it', async () => {
     const guest = new SlowGuest();
-    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    const port = new GuestPort(guest, ports);
     port.resetCount(1000);
     const r = new Replicator({ guest: port, log });
     const n = GUEST_WINDOW * 3;
@@ -335,7 +324,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
 
   it('does not wait on a guest blocked on an AUTH question (its answer is further down the queue)', async () => {
     const guest = new SlowGuest();
-    const port = new GuestPort(guest as unknown as GuestLink, ports);
+    const port = new GuestPort(guest, ports);
     port.resetCount(0);
     const r = new Replicator({ guest: port, log });
     const reqs = Array.from({ length: GUEST_WINDOW + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
@@ -349,9 +338,94 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('a guest that reports no count is not flow-controlled', () => {
-    const port = new GuestPort(new SlowGuest() as unknown as GuestLink, ports);
+    const port = new GuestPort(new SlowGuest(), ports);
     port.resetCount(undefined);
     for (let i = 0; i < GUEST_WINDOW * 2; i++) port.deliver({ kind: 'request', clientPort: 20000, payload: Buffer.from('x') });
     assert.equal(port.hasRoom(), true);
+  });
+});
+
+describe('replication timers on a fake clock (no sleeping)', () => {
+  it('the primary gives up on a silent backup at the first protection check after protectionTimeoutMs, not before', async () => {
+    const clock = new FakeClock();
+    const p = new Replicator({ guest: new RecordingGuest(), log, clock, protectionTimeoutMs: 500 });
+    const out = new RecordingOut();
+    p.setOutput(out);
+    p.becomePrimary(); // checks every 10 ms from now
+    const ch = await channelPair(); // nobody follows on the other end: no ACK ever comes
+    const reasons: string[] = [];
+    p.on('unprotected', (r) => reasons.push(r));
+    try {
+      p.protect(ch.a, 0);
+      clock.advance(5);
+      p.submit(req(20000, 'r1 REG A')); // silence counts from here
+      p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+      clock.advance(300);
+      p.submit(req(20001, 'r2 GET A')); // more inputs do not restart the count: the ACK is what is missing
+      clock.advance(200); // 500 ms of silence exactly (checked at 495 ms; the timeout is "more than")
+      assert.equal(p.protectedNow, true);
+      assert.deepEqual(out.released, [], 'the reply still waits for its ACK');
+      clock.advance(5); // the next check, 505 ms after the first unacknowledged input
+      assert.deepEqual(reasons, ['backup did not acknowledge inputs for 500 ms']);
+      assert.equal(p.protectedNow, false);
+      assert.deepEqual(out.released, ['r1 OK REG A 1'], 'unprotected: held replies go out');
+    } finally {
+      p.close();
+      ch.close();
+    }
+  });
+
+  it('a backup that acknowledges keeps the primary protected however long the clock runs', async () => {
+    const clock = new FakeClock();
+    const p = new Replicator({ guest: new RecordingGuest(), log, clock, protectionTimeoutMs: 500 });
+    const b = new Replicator({ guest: new RecordingGuest(), log });
+    const ch = await channelPair();
+    try {
+      p.becomePrimary();
+      b.becomeBackup();
+      p.protect(ch.a, 0);
+      b.follow(ch.b, 0);
+      p.submit(req(20000, 'r1 REG A'));
+      await until(() => p.status().ackedSeq === 1, 'acknowledged over the channel');
+      clock.advance(60000);
+      assert.equal(p.protectedNow, true);
+      assert.equal(clock.pending, 1, 'only the protection check is armed');
+    } finally {
+      p.close();
+      b.close();
+      ch.close();
+    }
+    assert.equal(clock.pending, 0, 'close() disarms it');
+  });
+
+  const authAnswer = (seq: number, text: string) => ({ seq, input: { kind: 'auth-reply' as const, payload: Buffer.from(text) } });
+  const request = (seq: number, text: string) => ({ seq, input: req(20000, text) });
+
+  it('an AUTH answer the guest has not asked for is held for exactly authHoldMs, then handed over with what follows', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.replay(0, [authAnswer(1, 'AUTHR alice OK'), request(2, 'r2 GET a')]);
+    assert.deepEqual(g.inputs, []);
+    clock.advance(1999);
+    assert.deepEqual(g.inputs, [], 'still held');
+    clock.advance(1);
+    assert.deepEqual(g.inputs, ['AUTHR alice OK', 'r2 GET a']);
+    assert.equal(r.status().authHolds, 1);
+    assert.equal(clock.pending, 0);
+    r.close();
+  });
+
+  it('the guest asking ends the hold at once and disarms its timer', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.replay(0, [authAnswer(1, 'AUTHR alice OK')]);
+    clock.advance(700);
+    assert.equal(clock.pending, 1);
+    r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
+    assert.deepEqual(g.inputs, ['AUTHR alice OK']);
+    assert.equal(clock.pending, 0);
+    r.close();
   });
 });

@@ -2,6 +2,8 @@
  * Fencing: powering the partner blade off before taking over, so two primaries can never serve.
  * One small interface; the simulated chassis' power controller (a unix socket) and ipmitool to the
  * shelf manager on a real chassis. A fence either succeeds or throws US_ERR_FENCING.
+ * Beside it, the board's power as seen from itself (BoardPower): how it reboots itself, through the
+ * same power controller on a simulated board, by the profile's reboot command on a real blade.
  */
 import { execFile } from 'node:child_process';
 import { connect } from 'node:net';
@@ -85,4 +87,50 @@ export function fencingFor(board: BoardProfile): FencingDevice {
   if (!f || f.method === 'none') return new NoFencing();
   if (f.method === 'simulated') return new SimulatedPowerController(f.controlSocket);
   return new IpmitoolFencing(f);
+}
+
+/** How a board reboots itself (a rolling upgrade boots it into its new slot). Chosen once from the profile by boardPowerFor(). */
+export interface BoardPower {
+  readonly method: string;
+  /**
+   * Reboots this board. Resolves once the reboot is under way; when the board goes down at once (a
+   * simulated board power-cycled) it may never resolve: the caller dies with its board.
+   */
+  rebootSelf(): Promise<void>;
+}
+
+/** A simulated board: the chassis' power controller power-cycles it (`RESET <board>`). */
+export class PowerControllerReboot implements BoardPower {
+  readonly method = 'simulated';
+  constructor(private readonly controller: SimulatedPowerController, private readonly board: string) {}
+
+  rebootSelf(): Promise<void> {
+    return this.controller.reset(this.board);
+  }
+}
+
+/** A real blade: runs the reboot command (argv) and waits at most 30 s for it to return. */
+export class CommandReboot implements BoardPower {
+  readonly method = 'command';
+  constructor(private readonly command: string[]) {}
+
+  async rebootSelf(): Promise<void> {
+    try {
+      await run(this.command[0]!, this.command.slice(1), { timeout: 30000 });
+    } catch (e) {
+      throw new UsError('US_ERR_INTERNAL', `reboot command ${this.command.join(' ')} failed: ${(e as Error).message}`);
+    }
+  }
+}
+
+/**
+ * A simulated board reboots through the chassis' power controller (its fencing must be the
+ * simulated one, or US_ERR_CONFIG); a real blade runs `rebootCommand` (the profile's
+ * upgrade.rebootCommand with its default, see upgrade/board-setup.ts).
+ */
+export function boardPowerFor(board: BoardProfile, rebootCommand: string[]): BoardPower {
+  if (board.kind !== 'simulated') return new CommandReboot(rebootCommand);
+  const f = board.fencing;
+  if (f?.method !== 'simulated') throw new UsError('US_ERR_CONFIG', `board ${board.name} is simulated but has no simulated power controller (fencing.method) to reboot it`);
+  return new PowerControllerReboot(new SimulatedPowerController(f.controlSocket), board.name);
 }

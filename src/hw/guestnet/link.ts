@@ -3,13 +3,15 @@
  * socket the controller listens on and exchanges Ethernet frames, each prefixed with its length
  * (32-bit big endian). The controller is the guest's only peer: it answers ARP for its own address
  * and exchanges UDP datagrams. The guest's NIC therefore never faces an external network.
- * Owns the socket and frame codec; what the datagrams mean is decided above (guest/guest-port.ts).
+ * Owns the socket and frame codec; what the datagrams mean is decided above (guest/guest-port.ts,
+ * which sees only the GuestNic seam of nic.ts).
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { UsError } from '../../core/errors.js';
 import { buildArpReply, buildUdpFrame, macToBuffer, parseFrame } from './frames.js';
+import type { GuestDatagram, GuestNic } from './nic.js';
 
 export interface GuestLinkOptions {
   socketPath: string;
@@ -21,12 +23,6 @@ export interface GuestLinkOptions {
   guestMac: string;
 }
 
-export interface GuestDatagram {
-  srcPort: number;
-  dstPort: number;
-  payload: Buffer;
-}
-
 export declare interface GuestLink {
   on(ev: 'datagram', fn: (d: GuestDatagram) => void): this;
   on(ev: 'connected' | 'disconnected', fn: () => void): this;
@@ -34,7 +30,7 @@ export declare interface GuestLink {
 
 const MAX_FRAME = 65536;
 
-export class GuestLink extends EventEmitter {
+export class GuestLink extends EventEmitter implements GuestNic {
   private server?: Server;
   private conn?: Socket;
   private pending: Buffer = Buffer.alloc(0);

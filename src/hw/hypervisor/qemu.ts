@@ -13,6 +13,7 @@ import { UsError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { QmpClient, type QmpEvent } from '../qmp/client.js';
 import { cpuModelFor, type Accel } from './kvm-probe.js';
+import type { Hypervisor } from './types.js';
 
 export interface QemuOptions {
   /** QEMU binary. Default qemu-system-x86_64. */
@@ -68,7 +69,7 @@ export declare interface QemuProcess {
   on(ev: 'event', fn: (e: QmpEvent) => void): this;
 }
 
-export class QemuProcess extends EventEmitter {
+export class QemuProcess extends EventEmitter implements Hypervisor {
   readonly qmp = new QmpClient();
   private exited = false;
 

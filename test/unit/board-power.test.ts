@@ -1,0 +1,62 @@
+/**
+ * BoardPower: how a board reboots itself, chosen from its profile. A simulated board asks the
+ * chassis' power controller (the simulator's own, here in front of recording boards) to reset it;
+ * a real blade runs its reboot command.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { loadBoardProfile, type BoardProfile } from '../../src/config/board-profile.js';
+import { createLogger } from '../../src/core/log.js';
+import { boardPowerFor } from '../../src/hw/fencing/fencing.js';
+import { PowerController, type PowerTarget } from '../../src/sim/chassis/power-controller.js';
+
+const log = createLogger('test', { level: 'silent' });
+
+describe('BoardPower (a board rebooting itself)', () => {
+  const simA = loadBoardProfile(join(PACKAGE_ROOT, 'board/sim-a.json'));
+  const realBlade: BoardProfile = { ...simA, kind: 'real' };
+
+  it('a real blade runs its reboot command, and a failing command is an error naming it', async () => {
+    const ok = boardPowerFor(realBlade, ['true']);
+    assert.equal(ok.method, 'command');
+    await ok.rebootSelf();
+    await assert.rejects(boardPowerFor(realBlade, ['false', 'now']).rebootSelf(), (e: { code: string; message: string }) => {
+      assert.equal(e.code, 'US_ERR_INTERNAL');
+      assert.match(e.message, /^reboot command false now failed: /);
+      return true;
+    });
+  });
+
+  it('a simulated board is reset by the chassis\' power controller', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'us-power-'));
+    const resets: string[] = [];
+    const target = (name: string): PowerTarget => ({
+      power: 'on',
+      powerOn: async () => undefined,
+      powerOff: async () => undefined,
+      reset: async (cause) => { resets.push(`${name} ${cause}`); },
+    });
+    const controller = new PowerController({ 'sim-a': target('sim-a'), 'sim-b': target('sim-b') }, log);
+    try {
+      const socket = join(dir, 'power.sock');
+      await controller.listen(socket);
+      const power = boardPowerFor({ ...simA, fencing: { method: 'simulated', controlSocket: socket } }, ['never', 'run']);
+      assert.equal(power.method, 'simulated');
+      await power.rebootSelf();
+      assert.deepEqual(resets, ['sim-a power-controller']);
+    } finally {
+      controller.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a simulated board without the simulated power controller cannot reboot itself: a configuration error', () => {
+    assert.throws(() => boardPowerFor({ ...simA, fencing: undefined }, ['systemctl', 'reboot']), {
+      code: 'US_ERR_CONFIG',
+      message: 'board sim-a is simulated but has no simulated power controller (fencing.method) to reboot it',
+    });
+  });
+});

@@ -1,0 +1,85 @@
+/**
+ * The migration helper (clone and checkpoint both use it) against a fake hypervisor on the fake QMP
+ * server: the commands and parameters QEMU is given, the progress reported, the figures returned,
+ * and the recovery of a source a failed migration left stopped.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FakeHypervisor } from '../../src/hw/hypervisor/fake.js';
+import { migrate, recoverFromMigration, type MigrationProgress } from '../../src/hw/hypervisor/migration.js';
+
+describe('migrate() and recoverFromMigration()', () => {
+  let dir: string;
+  let hv: FakeHypervisor;
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'us-migrate-'));
+    hv = await FakeHypervisor.start(join(dir, 'qmp.sock'));
+  });
+  afterEach(async () => {
+    if (hv.alive) await hv.exit();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const MiB = 1048576;
+
+  it('sets the capabilities and parameters, migrates to the URI, reports progress and QEMU\'s figures', async () => {
+    hv.script = { totalBytes: 64 * MiB, polls: 4, downtimeMs: 9 };
+    const progress: MigrationProgress[] = [];
+    let commandsAtStart: string[] = [];
+    const r = await migrate(hv, {
+      uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration',
+      onStart: () => { commandsAtStart = [...hv.commands]; },
+      onProgress: (p) => progress.push(p),
+    });
+    assert.deepEqual(r, { downtimeMs: 9, transferredBytes: 64 * MiB });
+    assert.deepEqual(progress.map((p) => [p.transferredBytes / MiB, p.totalBytes / MiB]), [[16, 64], [32, 64], [48, 64], [64, 64]]);
+    assert.deepEqual(commandsAtStart, ['migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
+    assert.deepEqual(hv.commands, ['migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    const args = (c: string) => hv.server.received.find((x) => x.execute === c)?.arguments;
+    assert.deepEqual(args('migrate-set-capabilities'), { capabilities: [{ capability: 'events', state: true }] });
+    assert.deepEqual(args('migrate-set-parameters'), { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
+    assert.deepEqual(args('migrate'), { uri: 'unix:/run/relay.sock', blk: true });
+    assert.equal(await hv.status(), 'postmigrate', 'the source is left stopped for the caller to resume');
+  });
+
+  it('a failed migration rejects with the caller\'s prefix; the recovery cancels and resumes the stopped source', async () => {
+    hv.script = { failAtPoll: 2, errorDesc: 'Unable to write to socket: Broken pipe', stateAfterFailure: 'postmigrate' };
+    await assert.rejects(migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 5, errorPrefix: 'checkpoint migration' }), (e: { code: string; message: string }) => {
+      assert.equal(e.code, 'US_ERR_HYPERVISOR');
+      assert.equal(e.message, 'checkpoint migration failed: Unable to write to socket: Broken pipe');
+      return true;
+    });
+    const before = hv.commands.length;
+    await recoverFromMigration(hv, { cancelActive: true });
+    assert.deepEqual(hv.commands.slice(before), ['migrate_cancel', 'query-status', 'cont']);
+    assert.equal(await hv.status(), 'running');
+  });
+
+  it('without cancelActive the recovery only resumes a stopped source; a running one is left alone', async () => {
+    hv.runState = 'paused';
+    await recoverFromMigration(hv, { cancelActive: false });
+    assert.deepEqual(hv.commands, ['query-status', 'cont']);
+    await recoverFromMigration(hv, { cancelActive: false });
+    assert.deepEqual(hv.commands, ['query-status', 'cont', 'query-status'], 'running: no cont');
+  });
+
+  it('cancelActive stops a migration still running (a failure around it, not in it)', async () => {
+    hv.script = { polls: 1000 };
+    await hv.qmp.execute('migrate', { uri: 'unix:/run/relay.sock' });
+    await recoverFromMigration(hv, { cancelActive: true });
+    assert.equal(hv.migration.status, 'cancelled');
+    assert.equal(await hv.status(), 'running');
+  });
+
+  it('a cancelled migration is reported as such; an exited hypervisor is not recovered and nothing throws', async () => {
+    hv.script = { polls: 1000 };
+    const run = migrate(hv, { uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration' });
+    await new Promise((r) => setTimeout(r, 20));
+    await hv.qmp.execute('migrate_cancel');
+    await assert.rejects(run, { code: 'US_ERR_HYPERVISOR', message: 'migration cancelled: ' });
+    await hv.exit();
+    await recoverFromMigration(hv, { cancelActive: true });
+  });
+});
