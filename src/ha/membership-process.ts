@@ -88,7 +88,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   const m = new Membership({
     self: cfg.self, priority: cfg.priority, generation: cfg.generation, key: Buffer.from(cfg.keyHex, 'hex'),
     intervalMs: cfg.intervalMs, linkTimeoutMs: cfg.linkTimeoutMs, deadtimeMs: cfg.deadtimeMs, links,
-    local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent() }),
+    local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent(), health: 'ok' }),
   });
   m.on('link', (link, up, cause) => post({ t: 'link', link, up, cause }));
   m.on('partner-alive', (hb) => post({ t: 'partner-alive', hb }));

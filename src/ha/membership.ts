@@ -14,13 +14,14 @@
 import { EventEmitter } from 'node:events';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import type { PartnerLink } from '../hw/links/links.js';
-import { decodeHeartbeat, encodeHeartbeat, type GuestHealth, type Heartbeat, type Role, type WatchdogHealth } from './frame.js';
+import { decodeHeartbeat, encodeHeartbeat, type ControllerHealth, type GuestHealth, type Heartbeat, type Role, type WatchdogHealth } from './frame.js';
 
 export interface LocalState {
   role: Role;
   guest: GuestHealth;
   watchdog: WatchdogHealth;
   cpuLoad: number | null;
+  health: ControllerHealth;
 }
 
 export interface MembershipOptions {
@@ -132,8 +133,8 @@ export class Membership extends EventEmitter {
   sendHeartbeat(): void {
     const l = this.o.local();
     const frame = encodeHeartbeat({
-      sender: this.o.self, generation: this.o.generation, seq: this.seq++ >>> 0, role: l.role, guest: l.guest,
-      watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: this.o.priority,
+      sender: this.o.self, generation: this.o.generation, echo: this.highestGeneration, seq: this.seq++, role: l.role, guest: l.guest,
+      watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: this.o.priority, health: l.health,
     }, this.o.key);
     for (const b of this.books) b.link.send(frame);
     this.sent++;

@@ -9,7 +9,7 @@ import type { PartnerLink } from '../../src/hw/links/links.js';
 
 const KEY = Buffer.alloc(32, 7);
 const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({
-  sender: 'sim-a', generation: 3, seq: 10, role: 'PRIMARY', guest: 'running', watchdog: 'kicking', cpuLoad: 12, priority: 10, ...over,
+  sender: 'sim-a', generation: 3, echo: 0, seq: 10, role: 'PRIMARY', guest: 'running', watchdog: 'kicking', cpuLoad: 12, priority: 10, health: 'ok', ...over,
 });
 
 describe('heartbeat frames', () => {
@@ -17,6 +17,14 @@ describe('heartbeat frames', () => {
     const h = hb();
     assert.deepEqual(decodeHeartbeat(encodeHeartbeat(h, KEY), KEY), h);
     assert.deepEqual(decodeHeartbeat(encodeHeartbeat(hb({ cpuLoad: null, role: 'STARTING', guest: 'none' }), KEY), KEY), hb({ cpuLoad: null, role: 'STARTING', guest: 'none' }));
+  });
+
+  it('carries 64-bit sequence numbers past 2^32, the receiver\'s generation and the controller\'s health', () => {
+    for (const seq of [2 ** 32 - 1, 2 ** 32, 2 ** 32 + 100, 2 ** 53 - 1]) {
+      const h = hb({ seq, echo: 0xfffffffe, health: 'hung' });
+      assert.deepEqual(decodeHeartbeat(encodeHeartbeat(h, KEY), KEY), h, String(seq));
+    }
+    assert.throws(() => encodeHeartbeat(hb({ seq: 2 ** 53 }), KEY), /safe/);
   });
 
   it('rejects a frame under another key as forged, and a flipped bit as corrupt', () => {
@@ -30,8 +38,8 @@ describe('heartbeat frames', () => {
   it('rejects a forger who recomputes the CRC but cannot compute the MAC', () => {
     const f = Buffer.from(encodeHeartbeat(hb({ role: 'BACKUP' }), KEY));
     f[2] = 2; // claim PRIMARY
-    const L = f[7]!;
-    f.writeUInt32BE(crc32(f.subarray(0, 28 + L)), 28 + L);
+    const L = f[8]!;
+    f.writeUInt32BE(crc32(f.subarray(0, 37 + L)), 37 + L);
     assert.equal(decodeHeartbeat(f, KEY), 'mac');
   });
 
@@ -110,7 +118,7 @@ function pair(name: 'ethernet' | 'serial'): [MemLink, MemLink] {
 
 describe('membership', function () {
   this.timeout(10000);
-  const local = (role: LocalState['role']): (() => LocalState) => () => ({ role, guest: 'none', watchdog: 'none', cpuLoad: null });
+  const local = (role: LocalState['role']): (() => LocalState) => () => ({ role, guest: 'none', watchdog: 'none', cpuLoad: null, health: 'ok' });
   const until = async (cond: () => boolean, ms = 3000) => {
     const end = Date.now() + ms;
     while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
