@@ -13,6 +13,16 @@ import { fakePair, repoFile, settle } from '../support/pair-fakes.js';
 const req = (seq: number, text: string): SequencedInput => ({ seq, input: { kind: 'request', clientPort: 1, payload: Buffer.from(text) }, client: { address: '192.0.2.1', port: 1 } });
 const ans = (seq: number, text: string): SequencedInput => ({ seq, input: { kind: 'auth-reply', payload: Buffer.from(text) } });
 
+/** A fake board that took the primary role at start-up (booted its guest, serves); the call log cleared. */
+async function servingPrimary() {
+  const f = fakePair();
+  const pair = new PairController(f.parts);
+  f.ha.become('PRIMARY');
+  await settle();
+  f.calls.length = 0;
+  return { f, pair };
+}
+
 describe('pair: role changes carried out (fakes)', () => {
   it('first primary of the pair: replicator primary, then boot, then serve — in that order', async () => {
     const f = fakePair();
@@ -63,11 +73,7 @@ describe('pair: role changes carried out (fakes)', () => {
 
   it('a primary stepping down without keeping its copy stops its guest; keeping it, follows the new primary', async () => {
     for (const keepCopy of [false, true]) {
-      const f = fakePair();
-      const pair = new PairController(f.parts);
-      f.ha.become('PRIMARY');
-      await settle();
-      f.calls.length = 0;
+      const { f, pair } = await servingPrimary();
       f.replicator.protectedNow = true;
       await pair.switchover.handOver(keepCopy);
       await settle();
@@ -189,11 +195,7 @@ describe('pair: guest upgrade, the backup half and a promotion in the middle (fa
 
 describe('pair: switchover drain (fakes)', () => {
   it('holds inputs, waits for the last ACK, tells the backup, steps down in the same tick', async () => {
-    const f = fakePair();
-    const pair = new PairController(f.parts);
-    f.ha.become('PRIMARY');
-    await settle();
-    f.calls.length = 0;
+    const { f, pair } = await servingPrimary();
     f.replicator.protectedNow = true;
     f.replicator.lastSeq = 100;
     f.replicator.ackedSeq = 97;
@@ -206,10 +208,7 @@ describe('pair: switchover drain (fakes)', () => {
   });
 
   it('refuses without a backup in sync, during a clone, and when the backup stops acknowledging mid-drain', async () => {
-    const f = fakePair();
-    const pair = new PairController(f.parts);
-    f.ha.become('PRIMARY');
-    await settle();
+    const { f, pair } = await servingPrimary();
     await assert.rejects(pair.switchover.handOver(), /US_ERR_ROLE|holds no clone in sync/);
     f.replicator.protectedNow = true;
     f.clones.cloneInProgress = true;
