@@ -14,61 +14,26 @@
  *   6  u8   priority
  * Pure functions; no I/O.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { crc32 } from 'node:zlib';
-import { GUEST_STATES, ROLES, TYPE_HEARTBEAT, WATCHDOG_STATES, decodeHeartbeat, type DecodeError, type Heartbeat } from './frame.js';
+import { commonFields, decodeHeartbeat, openFrame, sealFrame, startFrame, type DecodeError, type FrameLayout, type Heartbeat } from './frame.js';
 
 export const FRAME_VERSION_1 = 1;
-const MAC_BYTES = 12;
-const FIXED_BYTES = 32;
+const LAYOUT_V1: FrameLayout = { version: FRAME_VERSION_1, fixedBytes: 32, nameLengthAt: 7 };
 
 /** Encodes the fields version 1 has: no echo, no health, the sequence number's low 32 bits. */
 export function encodeHeartbeatV1(h: Heartbeat, key: Buffer): Buffer {
-  const name = Buffer.from(h.sender, 'latin1');
-  if (name.length < 1 || name.length > 32) throw new RangeError('sender name must be 1-32 bytes');
-  const L = name.length;
-  const f = Buffer.alloc(FIXED_BYTES + L);
-  f[0] = FRAME_VERSION_1;
-  f[1] = TYPE_HEARTBEAT;
-  f[2] = ROLES.indexOf(h.role);
-  f[3] = GUEST_STATES.indexOf(h.guest);
-  f[4] = WATCHDOG_STATES.indexOf(h.watchdog);
-  f[5] = h.cpuLoad === null ? 255 : Math.max(0, Math.min(100, Math.round(h.cpuLoad)));
-  f[6] = h.priority & 0xff;
-  f[7] = L;
-  name.copy(f, 8);
+  const { f, L } = startFrame(h, LAYOUT_V1);
   f.writeUInt32BE(h.generation >>> 0, 8 + L);
   f.writeUInt32BE(h.seq % 2 ** 32, 12 + L);
-  createHmac('sha256', key).update(f.subarray(0, 16 + L)).digest().copy(f, 16 + L, 0, MAC_BYTES);
-  f.writeUInt32BE(crc32(f.subarray(0, 28 + L)), 28 + L);
-  return f;
+  return sealFrame(f, L, key, LAYOUT_V1);
 }
 
 /** Decodes a version-1 frame; `echo` is 0 (none) and `health` 'ok' (version 1 carries neither). */
 export function decodeHeartbeatV1(f: Buffer, key: Buffer): Heartbeat | DecodeError {
-  if (f.length < FIXED_BYTES + 1) return 'malformed';
-  const L = f[7]!;
-  if (L < 1 || L > 32 || f.length !== FIXED_BYTES + L) return 'malformed';
-  if (f.readUInt32BE(28 + L) !== crc32(f.subarray(0, 28 + L))) return 'crc';
-  if (f[0] !== FRAME_VERSION_1 || f[1] !== TYPE_HEARTBEAT) return 'version';
-  const mac = createHmac('sha256', key).update(f.subarray(0, 16 + L)).digest().subarray(0, MAC_BYTES);
-  if (!timingSafeEqual(mac, f.subarray(16 + L, 28 + L))) return 'mac';
-  const role = ROLES[f[2]!];
-  const guest = GUEST_STATES[f[3]!];
-  const watchdog = WATCHDOG_STATES[f[4]!];
-  if (!role || !guest || !watchdog) return 'malformed';
-  return {
-    sender: f.subarray(8, 8 + L).toString('latin1'),
-    generation: f.readUInt32BE(8 + L),
-    echo: 0,
-    seq: f.readUInt32BE(12 + L),
-    role,
-    guest,
-    watchdog,
-    cpuLoad: f[5] === 255 ? null : f[5]!,
-    priority: f[6]!,
-    health: 'ok',
-  };
+  const L = openFrame(f, key, LAYOUT_V1);
+  if (typeof L === 'string') return L;
+  const common = commonFields(f, L, LAYOUT_V1);
+  if (!common) return 'malformed';
+  return { ...common, generation: f.readUInt32BE(8 + L), echo: 0, seq: f.readUInt32BE(12 + L), health: 'ok' };
 }
 
 /** A frame of either version, by its first byte (a version-2 frame always starts with 2). */

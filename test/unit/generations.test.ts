@@ -271,6 +271,16 @@ describe('boot generations and bound heartbeats', function () {
   });
 
   describe('rolling upgrade: version-1 frames of the previous firmware', () => {
+    it('version-1 frames are byte for byte those of the previous firmware (519281f:src/ha/frame.ts), both ways', () => {
+      // Encoded by the previous firmware's own encodeHeartbeat (compiled from commit 519281f), key 32 × 0x07.
+      const old = Buffer.from('01010103010c0a0573696d2d6100000007ffffffff340a7988a766d788d19f95644330f06d', 'hex');
+      const h = hb({ sender: 'sim-a', generation: 7, seq: 2 ** 32 - 1, role: 'BACKUP', echo: 0, health: 'ok' });
+      assert.deepEqual(encodeHeartbeatV1(h, KEY), old);
+      assert.deepEqual(decodeHeartbeatV1(old, KEY), h);
+      assert.equal(decodeHeartbeatV1(old, Buffer.alloc(32, 8)), 'mac');
+      assert.equal(encodeHeartbeatV1({ ...h, seq: 2 ** 32 + 5 }, KEY).readUInt32BE(12 + 5), 5, 'the low 32 bits of a 64-bit sequence number');
+    });
+
     it('a partner heard only in version 1 is believed (a newer boot than any heard in version 2) and answered in version 1', async () => {
       const [, eb] = memLinkPair('ethernet');
       eb.record = true;
