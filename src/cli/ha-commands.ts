@@ -9,6 +9,7 @@ import type { LinkState, PartnerView } from '../ha/membership.js';
 import type { JournalEvent } from '../store/journal.js';
 import { writeKeyFile } from '../core/key-file.js';
 import { callControl } from '../mgmt/ipc.js';
+import { formatConfigError, type DaemonStatus } from './status-format.js';
 import { controlSocketOf, defaultBoardFile } from './locate.js';
 import { action, table, type OutputOptions } from './output.js';
 
@@ -27,7 +28,8 @@ export function formatLinks(links: LinkState[], partner: PartnerView, alarms: st
   ].join('\n');
 }
 
-export function formatRole(s: HaStatus | { board: string; role: string }): string {
+export function formatRole(s: HaStatus | { board: string; role: string; configError?: DaemonStatus['configError'] }): string {
+  if ('configError' in s && s.configError) return [`board ${s.board}: ${s.role}`, ...formatConfigError(s.configError)].join('\n');
   if (!('generation' in s)) return `board ${s.board}: ${s.role} (no partner configured)`;
   const t = s.lastTransition;
   return [
