@@ -14,6 +14,7 @@ import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { callControl } from '../mgmt/ipc.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../core/footprint.js';
+import { CONFIG_ERROR_ROLE, type ConfigErrorState } from '../mgmt/not-serving.js';
 import { controlSocketPath } from '../mgmt/paths.js';
 import { DAEMON_ENTRY, controlSocketOf, defaultBoardFile, defaultGuestFile } from './locate.js';
 import { action, print, table, type OutputOptions } from './output.js';
@@ -26,7 +27,11 @@ function boardOf(o: Opts): BoardProfile {
   return loadBoardProfile(defaultBoardFile(o.board));
 }
 
-/** Starts understudyd in the background and waits for its READY/FAILED line. */
+/**
+ * Starts understudyd in the background and waits for its READY/FAILED/CONFIG-ERROR line. On
+ * CONFIG-ERROR the controller stays up (console and control socket only): the error thrown says so
+ * and carries its pid in `detail`.
+ */
 export async function startDaemonInBackground(boardFile: string, guestFile: string, timeoutMs: number): Promise<number> {
   const board = loadBoardProfile(boardFile);
   loadGuestDescriptor(guestFile);
@@ -48,8 +53,24 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   child.stdout!.destroy();
   child.unref();
   if (line.startsWith('READY')) return child.pid!;
+  if (line.startsWith('CONFIG-ERROR ')) {
+    const c = JSON.parse(line.slice('CONFIG-ERROR '.length)) as ConfigErrorState;
+    throw new UsError(c.code, `${c.message}; the controller stays up without serving (pid ${child.pid}, role ${CONFIG_ERROR_ROLE}) for its console and status: ${c.remedy}`,
+      { pid: child.pid, role: CONFIG_ERROR_ROLE });
+  }
   const err = JSON.parse(line.slice('FAILED '.length)) as { code: UsError['code']; message: string };
   throw new UsError(err.code, err.message);
+}
+
+/**
+ * A controller already up on this board but not serving (CONFIG-ERROR) is asked to retry its start-up
+ * (the operator has fixed the file); returns its pid, or undefined when none is in that state.
+ */
+async function retryNotServing(sock: string, timeoutMs: number): Promise<number | undefined> {
+  const up = (await callControl(sock, 'ping', {}, 3000).catch(() => undefined)) as { pid: number; role: string } | undefined;
+  if (up?.role !== CONFIG_ERROR_ROLE) return undefined;
+  await callControl(sock, 'start.retry', {}, timeoutMs);
+  return up.pid;
 }
 
 /**
@@ -84,13 +105,14 @@ export function registerGuestCommands(program: Command): void {
       const boardFile = defaultBoardFile(o.board);
       const guestFile = defaultGuestFile(o.guest);
       if (o.foreground) {
-        const { runDaemon } = await import('../mgmt/daemon.js');
+        const { runDaemon } = await import('../mgmt/run-daemon.js');
         await runDaemon(boardFile, guestFile);
         return;
       }
       const g = loadGuestDescriptor(guestFile);
-      const pid = await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
-      const st = (await callControl(controlSocketPath(loadBoardProfile(boardFile)), 'status')) as DaemonStatus;
+      const sock = controlSocketPath(loadBoardProfile(boardFile));
+      const pid = (await retryNotServing(sock, g.bootTimeoutMs + 30000)) ?? await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
+      const st = (await callControl(sock, 'status')) as DaemonStatus;
       print(o, { started: true, pid, status: st }, () => `controller started (pid ${pid})\n${formatStatus(st)}`);
     }));
 

@@ -1,13 +1,16 @@
 /**
- * `understudy role`, `understudy link status`, `understudy events`: the pair as this board sees it.
+ * `understudy role`, `understudy link status`, `understudy events`: the pair as this board sees it;
+ * `understudy ha keygen`: the pair's heartbeat key file.
  */
 import type { Command } from 'commander';
 import { UsError } from '../core/errors.js';
 import type { HaStatus } from '../ha/ha-controller.js';
 import type { LinkState, PartnerView } from '../ha/membership.js';
 import type { JournalEvent } from '../store/journal.js';
+import { writeKeyFile } from '../core/key-file.js';
 import { callControl } from '../mgmt/ipc.js';
-import { controlSocketOf } from './locate.js';
+import { formatConfigError, type DaemonStatus } from './status-format.js';
+import { controlSocketOf, defaultBoardFile } from './locate.js';
 import { action, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string };
@@ -25,7 +28,8 @@ export function formatLinks(links: LinkState[], partner: PartnerView, alarms: st
   ].join('\n');
 }
 
-export function formatRole(s: HaStatus | { board: string; role: string }): string {
+export function formatRole(s: HaStatus | { board: string; role: string; configError?: DaemonStatus['configError'] }): string {
+  if ('configError' in s && s.configError) return [`board ${s.board}: ${s.role}`, ...formatConfigError(s.configError)].join('\n');
   if (!('generation' in s)) return `board ${s.board}: ${s.role} (no partner configured)`;
   const t = s.lastTransition;
   return [
@@ -40,7 +44,29 @@ export function formatRole(s: HaStatus | { board: string; role: string }): strin
   ].join('\n');
 }
 
+/** The key file named by the board profile (--board, or the default one), for `ha keygen` without --file. */
+async function profileKeyFile(board?: string): Promise<string> {
+  const { loadBoardProfile } = await import('../config/board-profile.js');
+  const p = loadBoardProfile(defaultBoardFile(board));
+  if (!p.ha) throw new UsError('US_ERR_CONFIG', `board profile ${p.sourceFile} has no ha section (no key file): give --file`);
+  return p.ha.keyFile;
+}
+
 export function registerHaCommands(program: Command): void {
+  program.command('ha')
+    .description('the pair\'s heartbeat key')
+    .command('keygen')
+    .description('write a new heartbeat key file: 32 random bytes as 64 hexadecimal digits, owner root, mode 0600, written atomically (the same file goes on both boards)')
+    .option('--file <file>', 'key file to write (default: ha.keyFile of the board profile)')
+    .option('--board <file>', 'board profile whose ha.keyFile is written when --file is not given')
+    .option('--force', 'replace an existing key file (the partner must then get the new one too)')
+    .action(action(async (o: Opts & { file?: string; force?: boolean }) => {
+      const file = o.file ?? await profileKeyFile(o.board);
+      writeKeyFile(file, { force: o.force === true });
+      return { file, bytes: 32, format: 'hex', mode: '0600' };
+    }, (r) => `heartbeat key written to ${r.file} (32 bytes, hex, mode 0600); copy the same file to the partner board, then restart both controllers`));
+
+
   program.command('role')
     .description("this board's role in the pair, the partner, fencing and watchdog")
     .option('--board <file>', 'board profile')

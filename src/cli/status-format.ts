@@ -14,11 +14,19 @@ export interface DaemonStatus {
   guest: GuestStatus | null;
   endpoint: Record<string, number>;
   rssMb: number;
+  /** Set while the controller is up without serving (role CONFIG-ERROR). */
+  configError?: { code: string; message: string; at: string; remedy: string } | null;
+}
+
+/** The configuration error a controller is up with, as lines of text (none while it serves). */
+export function formatConfigError(c: DaemonStatus['configError']): string[] {
+  return c ? [`NOT SERVING since ${c.at}: configuration error ${c.code}: ${c.message}`, c.remedy] : [];
 }
 
 export function formatStatus(s: DaemonStatus): string {
   const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
   const g = s.guest;
+  if (s.configError) return [head, ...formatConfigError(s.configError)].join('\n');
   if (!g) return `${head}\nno guest on this board`;
   const lines = [
     head,

@@ -1,7 +1,9 @@
 /**
  * understudyd entry: `understudyd --board <profile> --guest <descriptor>`. With UNDERSTUDY_NOTIFY=stdout
- * it writes one line to stdout when ready (`READY <pid>`) or failed (`FAILED <json error>`), which is
- * how `understudy guest start` knows the outcome before it detaches.
+ * it writes one line to stdout when ready (`READY <pid>`), failed (`FAILED <json error>`) or up without
+ * serving because of a configuration error (`CONFIG-ERROR <json>`: the console and the control socket
+ * run, see src/mgmt/not-serving.ts), which is how `understudy guest start` knows the outcome before it
+ * detaches.
  */
 import { Command } from 'commander';
 import { execFile } from 'node:child_process';
@@ -11,12 +13,13 @@ import { asUsError } from '../core/errors.js';
  * systemd readiness without a native sd_notify: when started by a Type=notify unit (NOTIFY_SOCKET
  * set; the unit has NotifyAccess=all), the daemon runs systemd-notify once it serves.
  */
-function notifySystemd(failure?: string): void {
+function notifySystemd(failure?: string, notServing?: string): void {
   if (!process.env.NOTIFY_SOCKET) return;
-  const args = failure ? [`--status=${failure}`] : ['--ready', `--pid=${process.pid}`, '--status=serving'];
+  // Not serving is still "ready": systemd must not kill (and restart) the console a field engineer needs.
+  const args = failure ? [`--status=${failure}`] : ['--ready', `--pid=${process.pid}`, `--status=${notServing ?? 'serving'}`];
   execFile('systemd-notify', args, () => undefined);
 }
-import { runDaemon } from '../mgmt/daemon.js';
+import { runDaemon } from '../mgmt/run-daemon.js';
 import { defaultBoardFile, defaultGuestFile } from './locate.js';
 
 const program = new Command('understudyd')
@@ -30,11 +33,11 @@ const notify = process.env.UNDERSTUDY_NOTIFY === 'stdout';
 let notified = false;
 
 try {
-  await runDaemon(defaultBoardFile(opts.board), opts.guest === false ? undefined : defaultGuestFile(opts.guest), (err) => {
-    if (!notify) { notifySystemd(err ? `failed: ${err.message}` : undefined); return; }
+  await runDaemon(defaultBoardFile(opts.board), opts.guest === false ? undefined : defaultGuestFile(opts.guest), (err, configError) => {
+    notifySystemd(err ? `failed: ${err.message}` : undefined, configError ? `CONFIG-ERROR: ${configError.code} ${configError.message}` : undefined);
+    if (!notify) return;
     notified = true;
-    notifySystemd(err ? `failed: ${err.message}` : undefined);
-    process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : `READY ${process.pid}\n`);
+    process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : configError ? `CONFIG-ERROR ${JSON.stringify(configError)}\n` : `READY ${process.pid}\n`);
   });
 } catch (e) {
   const u = asUsError(e);

@@ -91,7 +91,10 @@ export const boardProfileSchema = z
      */
     ha: z
       .strictObject({
-        /** Shared HMAC-SHA256 key for heartbeats: a root-only file (mode 0600). Relative to the profile's folder. */
+        /**
+         * Shared HMAC-SHA256 key for heartbeats and the partner channels: 64 hexadecimal digits on one line,
+         * owner root, mode 0600 (`understudy ha keygen`; src/core/key-file.ts). Relative to the profile's folder.
+         */
         keyFile: z.string().min(1),
         /** Heartbeat period on each link (advert_interval). 1-1000. */
         intervalMs: z.number().int().min(1).max(1000).default(5),

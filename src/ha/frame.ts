@@ -51,54 +51,83 @@ export interface Heartbeat {
 
 export type DecodeError = 'malformed' | 'crc' | 'version' | 'mac';
 
-export function encodeHeartbeat(h: Heartbeat, key: Buffer): Buffer {
+/**
+ * Where a frame version puts the name's length (the name follows it) and how many bytes it has
+ * besides the name; every version ends with the MAC (12 bytes) and the CRC (4), and has the same
+ * bytes 0-6. Shared with frame-v1.ts, the previous firmware's layout.
+ */
+export interface FrameLayout {
+  version: number;
+  fixedBytes: number;
+  nameLengthAt: number;
+}
+const LAYOUT: FrameLayout = { version: FRAME_VERSION, fixedBytes: FIXED_BYTES, nameLengthAt: 8 };
+
+/** A new frame of `layout` holding bytes 0-6 and the sender's name; returns it and the name's length L. */
+export function startFrame(h: Heartbeat, layout: FrameLayout): { f: Buffer; L: number } {
   const name = Buffer.from(h.sender, 'latin1');
   if (name.length < 1 || name.length > 32) throw new RangeError('sender name must be 1-32 bytes');
-  if (!Number.isSafeInteger(h.seq) || h.seq < 0) throw new RangeError('sequence number must be a safe non-negative integer');
   const L = name.length;
-  const f = Buffer.alloc(FIXED_BYTES + L);
-  f[0] = FRAME_VERSION;
+  const f = Buffer.alloc(layout.fixedBytes + L);
+  f[0] = layout.version;
   f[1] = TYPE_HEARTBEAT;
   f[2] = ROLES.indexOf(h.role);
   f[3] = GUEST_STATES.indexOf(h.guest);
   f[4] = WATCHDOG_STATES.indexOf(h.watchdog);
   f[5] = h.cpuLoad === null ? 255 : Math.max(0, Math.min(100, Math.round(h.cpuLoad)));
   f[6] = h.priority & 0xff;
-  f[7] = CONTROLLER_HEALTH.indexOf(h.health);
-  f[8] = L;
-  name.copy(f, 9);
-  f.writeUInt32BE(h.generation >>> 0, 9 + L);
-  f.writeUInt32BE(h.echo >>> 0, 13 + L);
-  f.writeBigUInt64BE(BigInt(h.seq), 17 + L);
-  createHmac('sha256', key).update(f.subarray(0, 25 + L)).digest().copy(f, 25 + L, 0, MAC_BYTES);
-  f.writeUInt32BE(crc32(f.subarray(0, 37 + L)), 37 + L);
+  f[layout.nameLengthAt] = L;
+  name.copy(f, layout.nameLengthAt + 1);
+  return { f, L };
+}
+
+/** Writes the MAC over everything before it, then the CRC over everything before that. */
+export function sealFrame(f: Buffer, L: number, key: Buffer, layout: FrameLayout): Buffer {
+  const macAt = layout.fixedBytes - MAC_BYTES - 4 + L;
+  createHmac('sha256', key).update(f.subarray(0, macAt)).digest().copy(f, macAt, 0, MAC_BYTES);
+  f.writeUInt32BE(crc32(f.subarray(0, macAt + MAC_BYTES)), macAt + MAC_BYTES);
   return f;
 }
 
-export function decodeHeartbeat(f: Buffer, key: Buffer): Heartbeat | DecodeError {
-  if (f.length < FIXED_BYTES + 1) return 'malformed';
-  const L = f[8]!;
-  if (L < 1 || L > 32 || f.length !== FIXED_BYTES + L) return 'malformed';
-  if (f.readUInt32BE(37 + L) !== crc32(f.subarray(0, 37 + L))) return 'crc';
-  if (f[0] !== FRAME_VERSION || f[1] !== TYPE_HEARTBEAT) return 'version';
-  const mac = createHmac('sha256', key).update(f.subarray(0, 25 + L)).digest().subarray(0, MAC_BYTES);
-  if (!timingSafeEqual(mac, f.subarray(25 + L, 37 + L))) return 'mac';
+/** Checks a frame of `layout`: length, CRC (line noise), version and type, MAC (forgery); returns L. */
+export function openFrame(f: Buffer, key: Buffer, layout: FrameLayout): number | DecodeError {
+  if (f.length < layout.fixedBytes + 1) return 'malformed';
+  const L = f[layout.nameLengthAt]!;
+  if (L < 1 || L > 32 || f.length !== layout.fixedBytes + L) return 'malformed';
+  const macAt = layout.fixedBytes - MAC_BYTES - 4 + L;
+  if (f.readUInt32BE(macAt + MAC_BYTES) !== crc32(f.subarray(0, macAt + MAC_BYTES))) return 'crc';
+  if (f[0] !== layout.version || f[1] !== TYPE_HEARTBEAT) return 'version';
+  const mac = createHmac('sha256', key).update(f.subarray(0, macAt)).digest().subarray(0, MAC_BYTES);
+  if (!timingSafeEqual(mac, f.subarray(macAt, macAt + MAC_BYTES))) return 'mac';
+  return L;
+}
+
+/** Bytes 0-6 and the name of an opened frame, or undefined if an enumerated value is unknown. */
+export function commonFields(f: Buffer, L: number, layout: FrameLayout): Pick<Heartbeat, 'sender' | 'role' | 'guest' | 'watchdog' | 'cpuLoad' | 'priority'> | undefined {
   const role = ROLES[f[2]!];
   const guest = GUEST_STATES[f[3]!];
   const watchdog = WATCHDOG_STATES[f[4]!];
+  if (!role || !guest || !watchdog) return undefined;
+  const name = layout.nameLengthAt + 1;
+  return { sender: f.subarray(name, name + L).toString('latin1'), role, guest, watchdog, cpuLoad: f[5] === 255 ? null : f[5]!, priority: f[6]! };
+}
+
+export function encodeHeartbeat(h: Heartbeat, key: Buffer): Buffer {
+  if (!Number.isSafeInteger(h.seq) || h.seq < 0) throw new RangeError('sequence number must be a safe non-negative integer');
+  const { f, L } = startFrame(h, LAYOUT);
+  f[7] = CONTROLLER_HEALTH.indexOf(h.health);
+  f.writeUInt32BE(h.generation >>> 0, 9 + L);
+  f.writeUInt32BE(h.echo >>> 0, 13 + L);
+  f.writeBigUInt64BE(BigInt(h.seq), 17 + L);
+  return sealFrame(f, L, key, LAYOUT);
+}
+
+export function decodeHeartbeat(f: Buffer, key: Buffer): Heartbeat | DecodeError {
+  const L = openFrame(f, key, LAYOUT);
+  if (typeof L === 'string') return L;
+  const common = commonFields(f, L, LAYOUT);
   const health = CONTROLLER_HEALTH[f[7]!];
   const seq = f.readBigUInt64BE(17 + L);
-  if (!role || !guest || !watchdog || !health || seq > BigInt(Number.MAX_SAFE_INTEGER)) return 'malformed';
-  return {
-    sender: f.subarray(9, 9 + L).toString('latin1'),
-    generation: f.readUInt32BE(9 + L),
-    echo: f.readUInt32BE(13 + L),
-    seq: Number(seq),
-    role,
-    guest,
-    watchdog,
-    cpuLoad: f[5] === 255 ? null : f[5]!,
-    priority: f[6]!,
-    health,
-  };
+  if (!common || !health || seq > BigInt(Number.MAX_SAFE_INTEGER)) return 'malformed';
+  return { ...common, generation: f.readUInt32BE(9 + L), echo: f.readUInt32BE(13 + L), seq: Number(seq), health };
 }

@@ -15,7 +15,8 @@ import type { Logger } from '../core/log.js';
 import { fencingFor, type FencingDevice } from '../hw/fencing/fencing.js';
 import type { Store } from '../store/journal.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
-import type { LinkState, PartnerView } from './membership.js';
+import { BootGenerations } from './generations.js';
+import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
 import { isPreferred, nextRole, type RoleEvent } from './roles.js';
 
@@ -31,6 +32,8 @@ export interface HaStatus {
   role: Role;
   since: string;
   generation: number;
+  /** What this board knows of its partner's boot generations, and the heartbeat version it sends. */
+  partnerGenerations?: PartnerGenerations & { sendVersion: 1 | 2 };
   preferred: boolean | null;
   partner: PartnerView;
   links: LinkState[];
@@ -69,7 +72,7 @@ export class HaController extends EventEmitter {
   private healthTimer?: TimerHandle;
   private readonly clock: Clock;
   private guestHealth: () => GuestHealth = () => 'none';
-  private readonly generation: number;
+  private readonly generations: BootGenerations;
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
   private lastTransition?: RoleChange;
   private fenceInFlight = false;
@@ -90,9 +93,9 @@ export class HaController extends EventEmitter {
     const ha = board.ha;
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
-    this.generation = store.nextGeneration();
+    this.generations = new BootGenerations(store, log);
     this.membership = new MembershipProcess({
-      self: board.name, priority: ha.priority, generation: this.generation, keyHex: key.toString('hex'),
+      self: board.name, priority: ha.priority, generation: this.generations.own, known: this.generations.partner, keyHex: key.toString('hex'),
       intervalMs: ha.intervalMs, linkTimeoutMs: ha.linkTimeoutMs, deadtimeMs: ha.deadtimeMs,
       ethernet: board.partner.ethernet,
       serial: board.partner.serial ? { path: board.partner.serial.device, baudRate: board.partner.serial.baud } : undefined,
@@ -100,6 +103,7 @@ export class HaController extends EventEmitter {
       rtPriority: ha.rtPriority,
     });
     this.fencing = fencingFor(board);
+    this.generations.attach(this.membership);
     this.membership.on('link', (link, up, cause) => {
       this.store.record('link', `${link} link ${up ? 'up' : 'DOWN'}: ${cause}`, { link, up });
       (up ? this.log.info.bind(this.log) : this.log.warn.bind(this.log))({ link, up, cause }, `partner link ${link} ${up ? 'up' : 'down'}`);
@@ -132,7 +136,8 @@ export class HaController extends EventEmitter {
    */
   async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth } = {}): Promise<void> {
     if (opts.guestHealth) this.guestHealth = opts.guestHealth;
-    this.store.record('role', `board ${this.board.name} starting (generation ${this.generation})`, { generation: this.generation });
+    const generation = this.generations.own;
+    this.store.record('role', `board ${this.board.name} starting (generation ${generation})`, { generation });
     try {
       await this.membership.start();
     } catch (e) {
@@ -264,11 +269,14 @@ export class HaController extends EventEmitter {
     if (snap.partner.state === 'dead') alarms.push('partner lost');
     if (this.fenceStats.lastError && this.role !== 'PRIMARY') alarms.push(`fencing failed: ${this.fenceStats.lastError}`);
     if (snap.watchdog && !snap.watchdog.kicking) alarms.push(`watchdog not kicked: ${snap.watchdog.stopReason ?? this.watchdogStopped ?? ''}`);
+    alarms.push(...this.generations.alarms);
+    if (snap.generations?.sendVersion === 1) alarms.push('partner speaks heartbeat version 1 (previous firmware): its frames are not bound to this boot; finish the rolling upgrade');
     return {
       board: this.board.name,
       role: this.role,
       since: new Date(this.since).toISOString(),
-      generation: this.generation,
+      generation: this.generations.own,
+      partnerGenerations: snap.generations,
       preferred: this.preferredOver(snap.partner.heartbeat),
       partner: snap.partner,
       links: snap.links,

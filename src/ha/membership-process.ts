@@ -22,12 +22,14 @@ import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
-import { Membership, type LinkState, type PartnerView } from './membership.js';
+import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
 
 export interface MembershipConfig {
   self: string;
   priority: number;
   generation: number;
+  /** The partner's generations as persisted. */
+  known?: PartnerGenerations;
   keyHex: string;
   intervalMs: number;
   linkTimeoutMs: number;
@@ -46,6 +48,8 @@ export interface MembershipSnapshot {
   watchdog: { device: string; kicks: number; kicking: boolean; stopReason?: string } | null;
   thread: { tid: number | null; rtPriority: number; rtError?: string };
   sent: number;
+  /** The partner's generations and the frame version sent (1 while the partner speaks only version 1). */
+  generations?: PartnerGenerations & { sendVersion: 1 | 2 };
 }
 
 type ToWorker =
@@ -53,6 +57,7 @@ type ToWorker =
   | { t: 'local'; role: Role; guest: GuestHealth }
   | { t: 'alive' }
   | { t: 'forget-partner' }
+  | { t: 'set-generation'; generation: number }
   | { t: 'stop-kicking'; reason: string }
   | { t: 'snapshot'; id: number }
   | { t: 'stop'; magicClose: boolean };
@@ -63,6 +68,9 @@ type FromWorker =
   | { t: 'partner-alive'; hb: Heartbeat }
   | { t: 'partner-update'; hb: Heartbeat }
   | { t: 'partner-dead'; silentMs: number }
+  | { t: 'generations'; generations: PartnerGenerations }
+  | { t: 'generation-behind'; echo: number }
+  | { t: 'partner-ignored'; hb: Heartbeat; reason: IgnoredReason }
   | { t: 'watchdog-stopped'; reason: string }
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
   | { t: 'stopped' };
@@ -86,7 +94,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   if (cfg.ethernet) links.push(new EthernetLink(cfg.ethernet));
   if (cfg.serial) links.push(new SerialLink(cfg.serial));
   const m = new Membership({
-    self: cfg.self, priority: cfg.priority, generation: cfg.generation, key: Buffer.from(cfg.keyHex, 'hex'),
+    self: cfg.self, priority: cfg.priority, generation: cfg.generation, known: cfg.known, key: Buffer.from(cfg.keyHex, 'hex'),
     intervalMs: cfg.intervalMs, linkTimeoutMs: cfg.linkTimeoutMs, deadtimeMs: cfg.deadtimeMs, links,
     local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent(), health: 'ok' }),
   });
@@ -94,6 +102,9 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   m.on('partner-alive', (hb) => post({ t: 'partner-alive', hb }));
   m.on('partner-update', (hb) => post({ t: 'partner-update', hb }));
   m.on('partner-dead', (silentMs) => post({ t: 'partner-dead', silentMs }));
+  m.on('generations', (generations) => post({ t: 'generations', generations }));
+  m.on('generation-behind', (echo) => post({ t: 'generation-behind', echo }));
+  m.on('partner-ignored', (hb, reason) => post({ t: 'partner-ignored', hb, reason }));
 
   const thread: MembershipSnapshot['thread'] = { tid: process.pid, rtPriority: 0 };
   if (cfg.rtPriority > 0) {
@@ -145,13 +156,16 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
       case 'forget-partner':
         m.forgetPartner();
         break;
+      case 'set-generation':
+        m.setGeneration(msg.generation);
+        break;
       case 'stop-kicking':
         stopKicking(msg.reason);
         break;
       case 'snapshot':
         post({
           t: 'snapshot', id: msg.id, snapshot: {
-            links: m.links, partner: m.partnerView, loopDelayMs: m.loopDelayMs, sent: m.sent, thread,
+            links: m.links, partner: m.partnerView, loopDelayMs: m.loopDelayMs, sent: m.sent, thread, generations: m.generations,
             watchdog: watchdog ? { device: watchdog.path, kicks: watchdog.kicks, kicking: kickingAllowed, stopReason } : null,
           },
         });
@@ -195,6 +209,9 @@ export declare interface MembershipProcess {
   on(ev: 'link', fn: (link: string, up: boolean, cause: string) => void): this;
   on(ev: 'partner-alive' | 'partner-update', fn: (hb: Heartbeat) => void): this;
   on(ev: 'partner-dead', fn: (silentMs: number) => void): this;
+  on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
+  on(ev: 'generation-behind', fn: (echo: number) => void): this;
+  on(ev: 'partner-ignored', fn: (hb: Heartbeat, reason: IgnoredReason) => void): this;
   on(ev: 'watchdog-stopped', fn: (reason: string) => void): this;
   on(ev: 'exit', fn: (code: number) => void): this;
 }
@@ -256,6 +273,9 @@ export class MembershipProcess extends EventEmitter {
         this.partnerSince = Date.now();
         this.emit('partner-dead', m.silentMs);
         break;
+      case 'generations': this.emit('generations', m.generations); break;
+      case 'generation-behind': this.emit('generation-behind', m.echo); break;
+      case 'partner-ignored': this.emit('partner-ignored', m.hb, m.reason); break;
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
       case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
       default: break;
@@ -275,6 +295,11 @@ export class MembershipProcess extends EventEmitter {
     this.partnerState = 'unknown';
     this.partnerSince = Date.now();
     this.post({ t: 'forget-partner' });
+  }
+
+  /** This board took a newer boot generation (it was behind its partner's record of it). */
+  setGeneration(generation: number): void {
+    this.post({ t: 'set-generation', generation });
   }
 
   stopKicking(reason: string): void {

@@ -10,11 +10,18 @@
  * delay is measured and reported: as the lateness of the heartbeat timer itself, which is what a
  * stall costs the partner, rather than by monitorEventLoopDelay's own 1 ms timer (another 1000
  * wake-ups a second: a few % of a core on an idle board).
+ *
+ * Replays and restarts: a frame is believed only if it is bound to this board's current boot (its
+ * `echo` is our generation, which the store never hands out twice): a frame made before the partner
+ * heard this boot proves nothing, however authentic. The partner's generations (the highest heard, the
+ * one fenced, the highest heard in version 2) survive restarts: they come in as `known` and every
+ * change is emitted ('generations') for the store. See docs/ha.md, "Replays, restarts and generations".
  */
 import { EventEmitter } from 'node:events';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import type { PartnerLink } from '../hw/links/links.js';
-import { decodeHeartbeat, encodeHeartbeat, type ControllerHealth, type GuestHealth, type Heartbeat, type Role, type WatchdogHealth } from './frame.js';
+import { encodeHeartbeat, type ControllerHealth, type GuestHealth, type Heartbeat, type Role, type WatchdogHealth } from './frame.js';
+import { decodeAnyHeartbeat, encodeHeartbeatV1 } from './frame-v1.js';
 
 export interface LocalState {
   role: Role;
@@ -37,9 +44,26 @@ export interface MembershipOptions {
   deadtimeMs: number;
   links: PartnerLink[];
   local: () => LocalState;
+  /** The partner's generations as persisted (default: none heard yet). */
+  known?: PartnerGenerations;
+  /**
+   * First sequence number sent (default 0). For tests that start a counter near 2^32; a board
+   * always starts at 0 (its generation, not its sequence, tells its boots apart).
+   */
+  initialSeq?: number;
 }
 
-export type RejectReason = 'malformed' | 'crc' | 'version' | 'mac' | 'self' | 'stale' | 'old-generation';
+/** What this board knows of its partner's boot generations; persisted (src/ha/generations.ts). */
+export interface PartnerGenerations {
+  /** The highest boot generation of the partner seen in an authentic frame: older ones are rejected. */
+  highest: number;
+  /** The partner's generation when this board last fenced it: frames of it or older never bring it back. */
+  fenced: number;
+  /** The highest partner generation heard in a version-2 frame: version-1 frames of it or older are refused. */
+  v2: number;
+}
+
+export type RejectReason = 'malformed' | 'crc' | 'version' | 'mac' | 'self' | 'stale' | 'old-generation' | 'unbound';
 
 export interface LinkState {
   name: string;
@@ -77,25 +101,44 @@ export declare interface Membership {
   on(ev: 'partner-alive', fn: (hb: Heartbeat) => void): this;
   on(ev: 'partner-dead', fn: (silentMs: number) => void): this;
   on(ev: 'partner-update', fn: (hb: Heartbeat, previous: Heartbeat | undefined) => void): this;
+  /** The partner's generations changed (a partner boot, a fence): to be persisted. */
+  on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
+  /** The partner has heard a generation of ours above our own: our store lost or rolled it back. Once per generation. */
+  on(ev: 'generation-behind', fn: (echo: number) => void): this;
+  /** Frames bound to this boot keep being rejected while the partner is not alive (see IGNORED_GRACE_MS). Once per generation and reason. */
+  on(ev: 'partner-ignored', fn: (hb: Heartbeat, reason: IgnoredReason) => void): this;
 }
+
+export type IgnoredReason = 'fenced' | 'old-generation' | 'stale';
 
 /** How early a timer may fire by performance.now(): libuv timers use a clock cached per loop turn. */
 const TIMER_SLACK_MS = 2;
+/**
+ * Frames of a fenced or superseded partner boot still arrive for a while (the serial line's backlog);
+ * after this long they are not in flight any more: a replay, or a partner whose generation went back.
+ */
+const IGNORED_GRACE_MS = 1000;
 
-const emptyRejects = (): Record<RejectReason, number> => ({ malformed: 0, crc: 0, version: 0, mac: 0, self: 0, stale: 0, 'old-generation': 0 });
+const emptyRejects = (): Record<RejectReason, number> => ({ malformed: 0, crc: 0, version: 0, mac: 0, self: 0, stale: 0, 'old-generation': 0, unbound: 0 });
 
 export class Membership extends EventEmitter {
   private readonly books: LinkBook[];
-  private seq = 0;
+  private seq: number;
+  private generation: number;
   private sendTimer?: NodeJS.Timeout;
   private deadTimer?: NodeJS.Timeout;
   private partnerState: PartnerView['state'] = 'unknown';
   private partnerSince = Date.now();
   private lastHeardAny = 0;
-  private highestGeneration = 0;
-  /** Frames of this boot generation of the partner (or older) come from a board we powered off. */
-  private fencedGeneration = 0;
+  private readonly known: PartnerGenerations;
+  /** When `known` last moved on (a newer partner boot heard, a fence): the start of IGNORED_GRACE_MS. */
+  private knownChangedAt = performance.now();
+  /** The frame version sent: 1 while the partner is heard only in version 1 (a rolling upgrade). */
+  private sendVersion: 1 | 2 = 2;
+  private behindReported = 0;
+  private readonly ignoredReported = new Set<string>();
   private partner?: Heartbeat;
+  private stopped = false;
   /** How late each heartbeat timer tick ran, ns (the event-loop delay as the heartbeats see it). */
   private readonly loopDelay: RecordableHistogram = createHistogram();
   private lastTick = 0;
@@ -103,6 +146,9 @@ export class Membership extends EventEmitter {
 
   constructor(readonly o: MembershipOptions) {
     super();
+    this.seq = o.initialSeq ?? 0;
+    this.generation = o.generation;
+    this.known = { highest: 0, fenced: 0, v2: 0, ...o.known };
     this.books = o.links.map((link) => ({
       link, up: false, lastHeard: 0, since: Date.now(), changes: 0, lastGeneration: 0, lastSeq: -1, rejected: emptyRejects(),
     }));
@@ -117,6 +163,7 @@ export class Membership extends EventEmitter {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     clearInterval(this.sendTimer);
     clearTimeout(this.deadTimer);
     for (const b of this.books) { clearTimeout(b.timer); await b.link.close(); }
@@ -131,22 +178,45 @@ export class Membership extends EventEmitter {
 
   /** Sends a heartbeat now (also used to announce a role change without waiting for the interval). */
   sendHeartbeat(): void {
+    if (this.stopped) return;
     const l = this.o.local();
-    const frame = encodeHeartbeat({
-      sender: this.o.self, generation: this.o.generation, echo: this.highestGeneration, seq: this.seq++, role: l.role, guest: l.guest,
+    const hb: Heartbeat = {
+      sender: this.o.self, generation: this.generation, echo: this.echo, seq: this.seq++, role: l.role, guest: l.guest,
       watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: this.o.priority, health: l.health,
-    }, this.o.key);
+    };
+    const frame = this.sendVersion === 1 ? encodeHeartbeatV1(hb, this.o.key) : encodeHeartbeat(hb, this.o.key);
     for (const b of this.books) b.link.send(frame);
     this.sent++;
   }
 
+  /**
+   * The partner's generation as we accept it, which binds its frames to its boot: the highest heard;
+   * after a fence, the lowest generation that can bring the partner back (fenced + 1), so that a
+   * partner still running at the fenced generation (or below) learns that it is behind.
+   */
+  private get echo(): number {
+    const k = this.known;
+    return k.highest > k.fenced || k.highest === 0 ? k.highest : k.fenced + 1;
+  }
+
   private onFrame(b: LinkBook, f: Buffer): void {
-    const hb = decodeHeartbeat(f, this.o.key);
-    if (typeof hb === 'string') { b.rejected[hb]++; return; }
+    if (this.stopped) return; // a link may deliver what it had read before it closed
+    const d = decodeAnyHeartbeat(f, this.o.key);
+    if (typeof d === 'string') { b.rejected[d]++; return; }
+    const { hb, version } = d;
     if (hb.sender === this.o.self) { b.rejected.self++; return; }
-    if (hb.generation < this.highestGeneration) { b.rejected['old-generation']++; return; }
-    if (hb.generation === b.lastGeneration && hb.seq <= b.lastSeq) { b.rejected.stale++; return; }
-    if (hb.generation > this.highestGeneration) this.highestGeneration = hb.generation;
+    // Version 1 has no echo: a frame of it is believed only from a partner boot newer than any heard
+    // in version 2 (the previous firmware during a rolling upgrade, never a replay from before it).
+    const bound = version === 1 || hb.echo === this.generation;
+    if (hb.generation < this.known.highest) { b.rejected['old-generation']++; if (bound) this.ignored(hb, 'old-generation'); return; }
+    if (version === 1 && hb.generation <= this.known.v2) { b.rejected.version++; return; }
+    if (version === 2 && hb.echo > this.generation && this.behindReported !== this.generation) {
+      this.behindReported = this.generation;
+      this.emit('generation-behind', hb.echo);
+    }
+    this.learn(hb.generation, version);
+    if (!bound) { b.rejected.unbound++; return; }
+    if (hb.generation === b.lastGeneration && hb.seq <= b.lastSeq) { b.rejected.stale++; this.ignored(hb, 'stale'); return; }
     b.lastGeneration = hb.generation;
     b.lastSeq = hb.seq;
     const now = performance.now();
@@ -160,7 +230,8 @@ export class Membership extends EventEmitter {
     // a boot we fenced bring that partner back.
     const prev = this.partner;
     const newer = !prev || hb.generation > prev.generation || (hb.generation === prev.generation && hb.seq > prev.seq);
-    if (!newer || hb.generation <= this.fencedGeneration) return;
+    if (hb.generation <= this.known.fenced) { this.ignored(hb, 'fenced'); return; }
+    if (!newer) return;
     this.lastHeardAny = now;
     this.deadTimer ??= setTimeout(() => this.checkPartner(), this.o.deadtimeMs);
     this.deadTimer.refresh();
@@ -168,10 +239,52 @@ export class Membership extends EventEmitter {
     if (this.partnerState !== 'alive') {
       this.partnerState = 'alive';
       this.partnerSince = Date.now();
+      this.ignoredReported.clear();
       this.emit('partner-alive', hb);
     } else if (prev && (prev.role !== hb.role || prev.guest !== hb.guest || prev.generation !== hb.generation || prev.watchdog !== hb.watchdog)) {
       this.emit('partner-update', hb, prev);
     }
+  }
+
+  /**
+   * An authentic frame that is not older than the highest generation heard teaches us the partner's
+   * generation (for the echo; bound or not, so that both boards echo each other within one interval)
+   * and which frame version it speaks. Any change is announced at once and handed on for the store.
+   */
+  private learn(generation: number, version: 1 | 2): void {
+    const k = this.known;
+    let changed = false;
+    if (generation > k.highest) { k.highest = generation; this.knownChangedAt = performance.now(); changed = true; }
+    if (version === 2 && generation > k.v2) { k.v2 = generation; changed = true; }
+    const switched = this.sendVersion !== version;
+    this.sendVersion = version;
+    if (changed) this.emit('generations', { ...k });
+    if (changed || switched) this.sendHeartbeat(); // the new echo (or frame version), now
+  }
+
+  /**
+   * Frames bound to this boot but refused while the partner is not alive, once the in-flight ones
+   * have had time to arrive: either a replay, or a partner that cannot be heard (its generation went
+   * back, or it reuses one). Never silent: reported once per generation and reason.
+   */
+  private ignored(hb: Heartbeat, reason: IgnoredReason): void {
+    if (this.partnerState === 'alive' || performance.now() - this.knownChangedAt < IGNORED_GRACE_MS) return;
+    const key = `${hb.generation}:${reason}`;
+    if (this.ignoredReported.has(key)) return;
+    this.ignoredReported.add(key);
+    this.emit('partner-ignored', hb, reason);
+  }
+
+  /** This board took a new generation while running (it was behind its partner's record of it). */
+  setGeneration(generation: number): void {
+    if (generation <= this.generation) return;
+    this.generation = generation;
+    this.sendHeartbeat();
+  }
+
+  /** The partner's generations as this board knows them (persisted by the HA controller). */
+  get generations(): PartnerGenerations & { sendVersion: 1 | 2 } {
+    return { ...this.known, sendVersion: this.sendVersion };
   }
 
   private checkLink(b: LinkBook): void {
@@ -212,9 +325,14 @@ export class Membership extends EventEmitter {
 
   /** Treats the partner as unknown again (after it was fenced): only a new boot of it is news. */
   forgetPartner(): void {
-    this.fencedGeneration = Math.max(this.fencedGeneration, this.partner?.generation ?? 0);
+    const fenced = Math.max(this.known.fenced, this.partner?.generation ?? 0);
     this.partnerState = 'unknown';
     this.partnerSince = Date.now();
+    if (fenced === this.known.fenced) return;
+    this.known.fenced = fenced;
+    this.knownChangedAt = performance.now();
+    this.emit('generations', { ...this.known });
+    this.sendHeartbeat(); // the echo now asks for a newer boot
   }
 
   get partnerView(): PartnerView {

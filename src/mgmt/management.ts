@@ -17,6 +17,8 @@ export interface ManagementDeps {
   log: Logger;
   /** The guest's console socket while it runs, and its console log. */
   guestConsole(): { socket?: string; log?: string };
+  /** What the console shows after a login, if anything (the controller is not serving, and why). */
+  notice?(): string | undefined;
   /** What a scrape reports, as src/mgmt/metrics.ts snapshotFrom takes it. */
   scrape(): Promise<Parameters<typeof snapshotFrom>[0]>;
 }
@@ -34,6 +36,7 @@ export async function startManagement(d: ManagementDeps): Promise<Management> {
       device: b.console.device, baud: b.console.baud, board: b.name, boardFile: b.sourceFile, passwordFile: consolePasswordPath(b),
       guestConsoleSocket: () => d.guestConsole().socket,
       guestConsoleLog: () => d.guestConsole().log,
+      notice: () => d.notice?.(),
       cliEntry: DEFAULT_CLI_ENTRY,
       log: d.log.child({ component: 'console' }),
     });

@@ -16,8 +16,11 @@ import type { HaStatus } from '../ha/ha-controller.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 
-/** Every role a board can report: the pair's roles, and STANDALONE for a board without a partner. */
-export const METRIC_ROLES = ['STANDALONE', ...ROLES] as const;
+/**
+ * Every role a board can report: the pair's roles, STANDALONE for a board without a partner, and
+ * CONFIG-ERROR for a controller up without serving (src/mgmt/not-serving.ts).
+ */
+export const METRIC_ROLES = ['STANDALONE', 'CONFIG-ERROR', ...ROLES] as const;
 export const METRIC_GUEST_STATES = GUEST_STATES;
 export const PARTNER_STATES = ['unknown', 'alive', 'dead'] as const;
 
@@ -33,7 +36,7 @@ export interface LinkSnapshot {
   sent: number;
   /** Frames received on this link, accepted or not (rejected ones are also counted by reason). */
   received: number;
-  /** Frames rejected, by reason (malformed, crc, version, mac, self, stale, old-generation). */
+  /** Frames rejected, by reason (malformed, crc, version, mac, self, stale, old-generation, unbound). */
   rejected?: Record<string, number>;
   /** Frames that could not be sent (queue full, link down). */
   txDropped?: number;
@@ -44,7 +47,7 @@ export interface LinkSnapshot {
 export interface MetricsSnapshot {
   board: string;
   uptimeS?: number;
-  /** STANDALONE, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING */
+  /** STANDALONE, CONFIG-ERROR, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING */
   role?: string;
   /** Unknown, alive or dead, as membership sees the partner. */
   partner?: string;

@@ -3,7 +3,8 @@
  * only): deterministic roles at a cold start; kill -9 and SIGSTOP of the primary's controller;
  * one link cut (no failover, an alarm); both links cut (exactly one primary); fencing that fails
  * (no promotion, retried every second); forged, replayed and corrupted heartbeats (rejected and
- * counted). Every outcome is read from the controllers' control sockets (`role`, `link.status`,
+ * counted); real heartbeats captured and replayed into a board while it restarts (bound to its
+ * previous boot: they change no role). Every outcome is read from the controllers' control sockets (`role`, `link.status`,
  * `events`) and from `chassis status`, as an operator would see it.
  *
  * Each test gets a fresh chassis (so one fault never leaks into the next) and tears it down in
@@ -427,10 +428,10 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
       ...Array.from({ length: N / 2 }, (_, i) => encodeHeartbeat(hb({ role: 'FAULT', seq: Math.max(0, eth0.lastSeq! - 1000 + i) }), key)),
     ];
     // Corrupted: authentic frames with one byte flipped (a bit error on the line).
-    // (Not byte 7, the name length: a flip there makes the frame's length wrong, i.e. malformed.)
+    // (Not byte 8, the name length: a flip there makes the frame's length wrong, i.e. malformed.)
     const corrupted = Array.from({ length: N }, (_, i) => {
       const f = Buffer.from(encodeHeartbeat(hb({ role: 'FAULT', seq: eth0.lastSeq! + 200000 + i }), key));
-      f[(i < 7 ? i : i + 1) % f.length] ^= 0x20;
+      f[(i < 8 ? i : i + 1) % f.length] ^= 0x20;
       return f;
     });
     // An older boot generation under the right key (generation 0 is older than any), and junk.
@@ -468,6 +469,59 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     // The serial link's counters are untouched by frames sent over Ethernet.
     const serial = link(await linkStatus(target), 'serial');
     assert.equal(serial.rejected.mac + serial.rejected.crc, 0);
+  });
+  it('real heartbeats captured, then replayed into a board while it restarts (power-cycled): bound to its previous boot, they change no role', async () => {
+    const { primary, backup } = await settledPair();
+    assert.equal(primary, 'sim-a', 'the preferred board: a replayed "partner is BACKUP" or "STARTING" would make it take the primary role');
+    const key = Buffer.from(readFileSync(chassis!.layout.keyFile, 'utf8').trim(), 'hex');
+    // The capture: the backup's heartbeats exactly as the primary accepted them (every field, so
+    // re-encoded under the pair's key they are the bytes that were on the wire).
+    const seen = new Map<number, Heartbeat>();
+    for (let i = 0; i < 200 && seen.size < 20; i++) {
+      const h = (await role(primary)).partner.heartbeat;
+      if (h) seen.set(h.seq, h);
+      await sleep(10);
+    }
+    const capture = [...seen.values()].sort((x, y) => x.seq - y.seq);
+    assert.ok(capture.length >= 10, `${capture.length} heartbeats captured`);
+    const generationBefore = (await role(primary)).generation;
+    for (const h of capture) {
+      assert.equal(h.role, 'BACKUP');
+      assert.equal(h.echo, generationBefore, 'each was bound to the primary\'s boot of the time');
+    }
+    const frames = capture.map((h) => encodeHeartbeat(h, key));
+
+    // The primary is power-cycled: the backup fences it and promotes.
+    await chassis!.power(primary, 'off');
+    await eventually(`${backup} PRIMARY`, async () => (await roleOf(backup)) === 'PRIMARY', 15000, 50);
+    const mark = await lastEventId(backup);
+    // From power-on until well after it has joined, the capture is replayed into the restarting board,
+    // from its partner's address, every few milliseconds.
+    let replaying = true;
+    const replay = (async () => {
+      let rounds = 0;
+      while (replaying) { await sendFrames(primary, frames, 1); rounds++; }
+      return rounds;
+    })();
+    try {
+      await chassis!.power(primary, 'on');
+      await eventually(`${primary} BACKUP`, async () => (await roleOf(primary)) === 'BACKUP', 20000, 50);
+      await rolesHold({ [primary]: 'BACKUP', [backup]: 'PRIMARY' } as Record<BoardName, Role>, 2000);
+    } finally {
+      replaying = false;
+    }
+    assert.ok((await replay) >= 3, 'the capture was replayed again and again');
+
+    const restarted = await role(primary);
+    assert.ok(restarted.generation > generationBefore, `a new boot generation (${restarted.generation})`);
+    const journal = await events(primary);
+    const boot = journal.filter((e) => e.kind === 'role' && /starting \(generation/.test(e.message)).at(-1)!;
+    const transitions = journal.filter((e) => e.id > boot.id && e.kind === 'role.transition').map((e) => e.message);
+    assert.deepEqual(transitions, ['STARTING -> BACKUP: partner is primary: joining as backup'], 'the restarted board only joined the real primary');
+    assert.deepEqual((await events(backup, mark)).filter((e) => e.kind === 'role.transition' || e.kind === 'fence'), [], 'the primary never stepped down');
+    const eth = link(await linkStatus(primary), 'ethernet');
+    assert.ok(eth.rejected.unbound >= frames.length, `the replayed frames were heard and refused as unbound: ${JSON.stringify(eth.rejected)}`);
+    assert.equal(restarted.partner.heartbeat?.role, 'PRIMARY');
   });
 });
 

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/ha/frame.js';
 import { Membership, type LocalState } from '../../src/ha/membership.js';
 import { SlipFrameDecoder, slipEncode } from '../../src/hw/serial/slip.js';
-import type { PartnerLink } from '../../src/hw/links/links.js';
+import { memLinkPair as pair } from '../support/mem-link.js';
 
 const KEY = Buffer.alloc(32, 7);
 const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({
@@ -92,30 +91,6 @@ describe('SLIP framing decoder', () => {
   });
 });
 
-/** An in-memory link: what one side sends, the other receives (unless cut). */
-class MemLink extends EventEmitter implements PartnerLink {
-  peer?: MemLink;
-  cut = false;
-  readonly counters = { txFrames: 0, txDropped: 0, rxFrames: 0, errors: 0 };
-  constructor(readonly name: 'ethernet' | 'serial') { super(); }
-  async open(): Promise<void> {}
-  async close(): Promise<void> {}
-  send(frame: Buffer): boolean {
-    this.counters.txFrames++;
-    if (!this.cut && this.peer) setImmediate(() => { this.peer!.counters.rxFrames++; this.peer!.emit('frame', frame); });
-    return true;
-  }
-  inject(frame: Buffer): void { this.emit('frame', frame); }
-}
-
-function pair(name: 'ethernet' | 'serial'): [MemLink, MemLink] {
-  const a = new MemLink(name);
-  const b = new MemLink(name);
-  a.peer = b;
-  b.peer = a;
-  return [a, b];
-}
-
 describe('membership', function () {
   this.timeout(10000);
   const local = (role: LocalState['role']): (() => LocalState) => () => ({ role, guest: 'none', watchdog: 'none', cpuLoad: null, health: 'ok' });
@@ -172,22 +147,23 @@ describe('membership', function () {
     assert.equal(dead.length, 1);
   });
 
+  // Frames injected into b echo its generation (1): they are bound to its boot (see generations.test.ts).
   it('rejects and counts forged, replayed, corrupted, own and old-generation frames', async () => {
     const { b, eb } = two();
     await b.start();
-    const good = encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 100 }), KEY);
+    const good = encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 100 }), KEY);
     eb.inject(good);
     eb.inject(good); // replay
-    eb.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 50 }), KEY)); // stale
-    eb.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 4, seq: 500 }), KEY)); // old boot
-    eb.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 101 }), Buffer.alloc(32, 1))); // forged
-    const corrupt = Buffer.from(encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 102 }), KEY));
+    eb.inject(encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 50 }), KEY)); // stale
+    eb.inject(encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 4, seq: 500 }), KEY)); // old boot
+    eb.inject(encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 101 }), Buffer.alloc(32, 1))); // forged
+    const corrupt = Buffer.from(encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 102 }), KEY));
     corrupt[3] ^= 0xff;
     eb.inject(corrupt);
     eb.inject(encodeHeartbeat(hb({ sender: 'sim-b', generation: 9, seq: 1 }), KEY)); // our own name
     eb.inject(Buffer.from('garbage'));
     const r = b.links.find((l) => l.name === 'ethernet')!.rejected;
-    assert.deepEqual(r, { malformed: 1, crc: 1, version: 0, mac: 1, self: 1, stale: 2, 'old-generation': 1 });
+    assert.deepEqual(r, { malformed: 1, crc: 1, version: 0, mac: 1, self: 1, stale: 2, 'old-generation': 1, unbound: 0 });
     assert.equal(b.partnerView.heartbeat?.seq, 100);
   });
 
@@ -197,8 +173,8 @@ describe('membership', function () {
     const roles: string[] = [];
     b.on('partner-alive', (h) => roles.push(h.role));
     b.on('partner-update', (h) => roles.push(h.role));
-    const fault = encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 10, role: 'FAULT' }), KEY);
-    const backup = encodeHeartbeat(hb({ sender: 'sim-a', generation: 5, seq: 11, role: 'BACKUP' }), KEY);
+    const fault = encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 10, role: 'FAULT' }), KEY);
+    const backup = encodeHeartbeat(hb({ echo: 1, sender: 'sim-a', generation: 5, seq: 11, role: 'BACKUP' }), KEY);
     eb.inject(fault);
     eb.inject(backup);
     sb.inject(fault); // the serial copy of seq 10 arrives after Ethernet delivered seq 11

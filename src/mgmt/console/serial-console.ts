@@ -99,6 +99,8 @@ export interface SerialConsoleOptions {
   guestConsoleSocket: () => string | undefined;
   /** The guest's console log (for Ctrl-E c r), if any. */
   guestConsoleLog?: () => string | undefined;
+  /** Shown after each login when it returns text (the controller is not serving, and why). */
+  notice?: () => string | undefined;
   /** The CLI entry, dist/src/cli/main.js. */
   cliEntry: string;
   log: Logger;
@@ -442,6 +444,8 @@ export class SerialConsole extends EventEmitter {
       this.o.log.info({ user, device: this.o.device }, 'console login');
       this.emitAuth({ kind: 'login', user });
       this.write(`logged in to ${this.o.board} as ${user}; "help" lists the commands, "logout" or Ctrl-D ends the session\r\n`);
+      const notice = this.o.notice?.();
+      if (notice) this.write(`${notice.replace(/\r?\n/g, '\r\n')}\r\n`);
       this.showPrompt();
       return;
     }

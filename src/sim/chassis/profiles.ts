@@ -4,11 +4,11 @@
  * chassis' own devices. Validated with the product's schema before any board boots, so a profile
  * the controller would reject fails `chassis up` at once, naming the field.
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
+import { writeKeyFile } from '../../core/key-file.js';
 import {
   AUTH_SERVICE, BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
   partnerOf, type BoardName, type ChassisLayout,
@@ -47,7 +47,7 @@ export function chassisProfile(template: Record<string, any>, board: BoardName, 
 
 /** Writes both profiles (mode 0600) and the pair's fresh heartbeat key. */
 export function writeChassisProfiles(layout: ChassisLayout, baud: number): Record<BoardName, GeneratedProfile> {
-  writeFileSync(layout.keyFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  writeKeyFile(layout.keyFile, { force: true }); // the documented format, as `understudy ha keygen` writes it
   const out = {} as Record<BoardName, GeneratedProfile>;
   for (const board of BOARD_NAMES) {
     let template: Record<string, any>;

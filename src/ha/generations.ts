@@ -1,0 +1,85 @@
+/**
+ * The boot generations that make heartbeats replay- and restart-proof, durable in the board's store:
+ * this board's own (Store.nextGeneration, on disk before it is used) and what it knows of its
+ * partner's (PartnerGenerations: the highest heard, the one fenced, the highest heard in version 2),
+ * written with an fsync each time the membership reports a change (a partner boot, a fence: rare).
+ * It also owns what an operator must hear about them: a generation of ours that went back (the store
+ * lost it), and a partner that is heard but ignored. It decides nothing about roles.
+ */
+import type { Logger } from '../core/log.js';
+import type { Store } from '../store/journal.js';
+import type { Heartbeat } from './frame.js';
+import type { IgnoredReason, PartnerGenerations } from './membership.js';
+
+const PARTNER_KEY = 'ha.partner-generations';
+
+export function loadPartnerGenerations(store: Store): PartnerGenerations {
+  const none = { highest: 0, fenced: 0, v2: 0 };
+  try {
+    const g = JSON.parse(store.getMeta(PARTNER_KEY) ?? '{}') as Partial<PartnerGenerations>;
+    const n = (x: unknown) => (Number.isSafeInteger(x) && (x as number) >= 0 ? (x as number) : 0);
+    return { highest: n(g.highest), fenced: n(g.fenced), v2: n(g.v2) };
+  } catch {
+    return none; // never written by hand in practice; the echo binding still protects this boot
+  }
+}
+
+export function savePartnerGenerations(store: Store, g: PartnerGenerations): void {
+  store.setMetaDurably(PARTNER_KEY, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2 }));
+}
+
+const IGNORED_WHY: Record<IgnoredReason, (hb: Heartbeat, k: PartnerGenerations) => string> = {
+  fenced: (hb, k) => `generation ${hb.generation} is at or below the one it was fenced at (${k.fenced}): a frame of the fenced boot (replayed?), or its boot generation went back; it is asked to take a newer one`,
+  'old-generation': (hb, k) => `generation ${hb.generation} is below the highest heard (${k.highest}): a replay, or its boot generation went back (store lost?); it is asked to take a newer one`,
+  stale: (hb) => `sequence numbers of generation ${hb.generation} already seen: a replay, or the partner reuses a boot generation (its store rolled back?)`,
+};
+
+/** What BootGenerations follows: the membership process (or, in tests, a Membership). */
+export interface GenerationSource {
+  on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
+  on(ev: 'generation-behind', fn: (echo: number) => void): this;
+  on(ev: 'partner-ignored', fn: (hb: Heartbeat, reason: IgnoredReason) => void): this;
+  on(ev: 'partner-alive', fn: (hb: Heartbeat) => void): this;
+  setGeneration(generation: number): void;
+}
+
+/** This board's generation and its partner's, kept on disk and reported. */
+export class BootGenerations {
+  own: number;
+  partner: PartnerGenerations;
+  private behindAlarm?: string;
+  private ignoredAlarm?: string;
+
+  constructor(private readonly store: Store, private readonly log: Logger) {
+    this.partner = loadPartnerGenerations(store);
+    this.own = store.nextGeneration();
+  }
+
+  /** Follows the membership process: persists what it learns, takes a newer generation when behind. */
+  attach(m: GenerationSource): void {
+    m.on('generations', (g) => {
+      this.partner = g;
+      savePartnerGenerations(this.store, g);
+    });
+    m.on('generation-behind', (echo) => {
+      const from = this.own;
+      this.own = this.store.nextGeneration(echo + 1);
+      m.setGeneration(this.own);
+      const msg = `boot generation ${from} is behind the partner's record of this board (${echo}): this board's store lost or rolled back its generation; now generation ${this.own}`;
+      this.store.record('generation', msg, { from, to: this.own, echo });
+      this.log.error({ from, to: this.own, echo }, msg);
+      this.behindAlarm = `boot generation went back (the partner had heard ${echo}, the store had ${from}): check this board's storage`;
+    });
+    m.on('partner-ignored', (hb, reason) => {
+      const msg = `partner ${hb.sender} heard but IGNORED: ${IGNORED_WHY[reason](hb, this.partner)}`;
+      this.store.record('partner', msg, { reason, heartbeat: { ...hb } });
+      this.log.error({ reason, sender: hb.sender, generation: hb.generation }, msg);
+      this.ignoredAlarm = `partner heard but ignored (${reason}, generation ${hb.generation}): the pair is not protected`;
+    });
+    m.on('partner-alive', () => { this.ignoredAlarm = undefined; });
+  }
+
+  get alarms(): string[] {
+    return [this.behindAlarm, this.ignoredAlarm].filter((a): a is string => !!a);
+  }
+}
