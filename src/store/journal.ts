@@ -1,7 +1,8 @@
 /**
  * The board's durable store: SQLite (better-sqlite3) in WAL mode in the board's storage directory.
  * Owns the event journal (every role transition, link change, fencing, guest restart, with its cause)
- * and small durable counters such as the boot generation. Nothing here decides anything.
+ * small durable counters such as the boot generation, and the fences this board carried out (the
+ * escalation of fencing counts them). Nothing here decides anything.
  */
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
@@ -12,6 +13,16 @@ export interface JournalEvent {
   kind: string;
   message: string;
   detail: Record<string, unknown> | null;
+}
+
+export interface FenceRecord {
+  /** Wall-clock ms. */
+  atMs: number;
+  partner: string;
+  /** reset, off, was-off, left-off */
+  outcome: string;
+  /** Powered off by escalation (too many resets within the window). */
+  escalated: boolean;
 }
 
 export class Store {
@@ -32,6 +43,14 @@ export class Store {
         detail TEXT
       );
       CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+      CREATE TABLE IF NOT EXISTS fences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        partner TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        escalated INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX IF NOT EXISTS fences_partner ON fences(partner, at_ms);
     `);
     this.insertEvent = this.db.prepare('INSERT INTO events (at, kind, message, detail) VALUES (?, ?, ?, ?)');
   }
@@ -52,6 +71,35 @@ export class Store {
 
   setMeta(key: string, value: string): void {
     this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  }
+
+  /**
+   * Records a fence this board carried out (wall-clock ms; `outcome` as the device reported it:
+   * reset, off, was-off, left-off), synced to disk before it returns: the count of resets decides
+   * whether the next fence leaves the partner off, and a power cut of this board must not forget one.
+   */
+  recordFence(f: FenceRecord): void {
+    const prev = this.db.pragma('synchronous', { simple: true }) as number;
+    this.db.pragma('synchronous = FULL');
+    try {
+      this.db.prepare('INSERT INTO fences (at_ms, partner, outcome, escalated) VALUES (?, ?, ?, ?)').run(Math.round(f.atMs), f.partner, f.outcome, f.escalated ? 1 : 0);
+    } finally {
+      this.db.pragma(`synchronous = ${prev}`);
+    }
+  }
+
+  /** Fences of `partner` at or after `sinceMs` (wall clock), oldest first. */
+  fencesSince(partner: string, sinceMs: number): FenceRecord[] {
+    const rows = this.db.prepare('SELECT at_ms, partner, outcome, escalated FROM fences WHERE partner = ? AND at_ms >= ? ORDER BY id ASC')
+      .all(partner, Math.round(sinceMs)) as Array<{ at_ms: number; partner: string; outcome: string; escalated: number }>;
+    return rows.map((r) => ({ atMs: r.at_ms, partner: r.partner, outcome: r.outcome, escalated: r.escalated === 1 }));
+  }
+
+  /** The last fence of `partner`, if any. */
+  lastFence(partner: string): FenceRecord | undefined {
+    const r = this.db.prepare('SELECT at_ms, partner, outcome, escalated FROM fences WHERE partner = ? ORDER BY id DESC LIMIT 1')
+      .get(partner) as { at_ms: number; partner: string; outcome: string; escalated: number } | undefined;
+    return r && { atMs: r.at_ms, partner: r.partner, outcome: r.outcome, escalated: r.escalated === 1 };
   }
 
   record(kind: string, message: string, detail?: Record<string, unknown>): number {
