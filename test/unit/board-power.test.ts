@@ -43,7 +43,7 @@ describe('BoardPower (a board rebooting itself)', () => {
     try {
       const socket = join(dir, 'power.sock');
       await controller.listen(socket);
-      const power = boardPowerFor({ ...simA, fencing: { method: 'simulated', controlSocket: socket } }, ['never', 'run']);
+      const power = boardPowerFor({ ...simA, fencing: { method: 'simulated', controlSocket: socket, action: 'reset', escalation: { maxResets: 3, windowS: 3600 } } }, ['never', 'run']);
       assert.equal(power.method, 'simulated');
       await power.rebootSelf();
       assert.deepEqual(resets, ['sim-a power-controller']);
