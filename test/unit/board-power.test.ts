@@ -37,7 +37,7 @@ describe('BoardPower (a board rebooting itself)', () => {
       power: 'on',
       powerOn: async () => undefined,
       powerOff: async () => undefined,
-      reset: async (cause) => { resets.push(`${name} ${cause}`); },
+      reset: async (cause) => { resets.push(`${name} ${cause}`); return true; },
     });
     const controller = new PowerController({ 'sim-a': target('sim-a'), 'sim-b': target('sim-b') }, log);
     try {
