@@ -44,7 +44,7 @@ export interface LinkSnapshot {
 export interface MetricsSnapshot {
   board: string;
   uptimeS?: number;
-  /** STANDALONE, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING */
+  /** STANDALONE, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING, WAITING */
   role?: string;
   /** Unknown, alive or dead, as membership sees the partner. */
   partner?: string;
