@@ -142,10 +142,10 @@ export const boardProfileSchema = z
         fenceDelayMs: z.number().int().min(0).max(60000).default(200),
         /**
          * Wait of a BACKUP before it fences a PRIMARY that went silent on every link (Pacemaker's
-         * priority-fencing-delay). The primary fences a silent backup at once: if both are alive (a
-         * partition), the primary's fence lands first and keeps the service where it is. Must exceed the
-         * fencing device's latency plus the skew between the two boards' verdicts; the price is that a
-         * real primary death is taken over this much later. docs/ha.md.
+         * priority-fencing-delay). The primary fences a silent backup at once (after one more deadtime
+         * of silence): if both are alive (a partition), the primary's fence lands first and keeps the
+         * service where it is. At least deadtimeMs + fenceDelayMs (a fence lands within fenceDelayMs);
+         * the price is that a real primary death is taken over this much later. docs/ha.md.
          */
         priorityFencingDelayMs: z.number().int().min(0).max(60000).default(PRIORITY_FENCING_DELAY_MS),
         /**
@@ -159,6 +159,10 @@ export const boardProfileSchema = z
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
+      .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.fenceDelayMs, {
+        message: 'must be at least deadtimeMs + fenceDelayMs: the primary confirms its verdict for a deadtime, then its fence must land first',
+        path: ['priorityFencingDelayMs'],
+      })
       .optional(),
     /** Field upgrades: A/B slots, boot selection, trusted keys. Defaults are under storageDir. */
     upgrade: z

@@ -89,6 +89,8 @@ export class HaController extends EventEmitter {
   private badMac?: { at: number; links: string[]; frames: number };
   /** A partner heard only with a bad MAC has been journaled (once per episode). */
   private misconfiguredJournaled = false;
+  /** A fence waiting out its delay (priority, fence delay, a primary's confirmation), in the role it was ordered in. */
+  private pendingFence?: { timer: TimerHandle; role: Role; partner: string; waitMs: number };
   /** The partner left powered off by escalation, not heard since: the alarm. */
   private escalated?: string;
   /**
@@ -123,6 +125,7 @@ export class HaController extends EventEmitter {
     this.membership.on('partner-alive', (hb) => {
       this.store.record('partner', `partner ${hb.sender} heard (role ${hb.role}, generation ${hb.generation})`, { ...hb });
       this.escalated = undefined; // powered on again by someone
+      this.cancelPendingFence(`${hb.sender} heard again (role ${hb.role})`);
       this.onPartnerHeartbeat(hb);
     });
     this.membership.on('partner-update', (hb) => this.onPartnerHeartbeat(hb));
@@ -208,6 +211,7 @@ export class HaController extends EventEmitter {
     }
     this.store.record('role', `start-alone requested by the operator: fencing ${this.partnerName}, then serving alone`, { operator: true });
     this.log.warn({ partner: this.partnerName }, 'start-alone requested by the operator');
+    if (!this.fire('start-alone')) refuse(`board ${this.board.name} is ${this.role}`);
     const done = new Promise<RoleChange>((resolve, reject) => {
       const timer = setTimeout(() => { this.off('role', on); reject(new UsError('US_ERR_TIMEOUT', `start-alone: still ${this.role} after ${START_ALONE_TIMEOUT_MS} ms`)); }, START_ALONE_TIMEOUT_MS);
       const on = (c: RoleChange) => {
@@ -218,7 +222,6 @@ export class HaController extends EventEmitter {
       };
       this.on('role', on);
     });
-    this.fire('start-alone');
     const c = await done;
     if (c.to !== 'PRIMARY') throw new UsError('US_ERR_FENCING', `start-alone: ${c.cause}`);
     return { board: this.board.name, role: c.to, cause: c.cause, partner: this.partnerName };
@@ -274,6 +277,26 @@ export class HaController extends EventEmitter {
     const t = nextRole(this.role, event, this.context());
     if (!t) return false;
     const why = cause ? `${t.cause} (${cause})` : t.cause;
+    const waitMs = t.fence ? this.waitMs(t.fence) : 0;
+    if (t.fence && waitMs > 0) {
+      // A fence after a wait: the board stays as it is meanwhile; the change of role comes with the
+      // fence itself, and the partner heard again calls it off (a later verdict waits afresh).
+      if (this.pendingFence || this.fenceInFlight) return false;
+      const role = this.role;
+      const partner = this.partnerName;
+      this.store.record('role', `${role}: ${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`, { role, event, partner, waitMs });
+      this.log.warn({ role, event, partner, waitMs }, `${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`);
+      this.pendingFence = {
+        role, partner, waitMs,
+        timer: this.clock.setTimeout(() => {
+          this.pendingFence = undefined;
+          if (this.role !== role) return;
+          if (t.to !== role) this.transition(t.to, `${why} (silent for ${waitMs} ms more)`, event);
+          void this.fencePartner(t.fence!, waitMs);
+        }, waitMs),
+      };
+      return true;
+    }
     if (t.to !== this.role) {
       this.transition(t.to, why, event);
     } else {
@@ -281,8 +304,28 @@ export class HaController extends EventEmitter {
       this.store.record('role', `${this.role} stays ${this.role}: ${why}`, { role: this.role, event });
       this.log.warn({ role: this.role, event, cause: why }, `${this.role}: ${why}`);
     }
-    if (t.fence) void this.fencePartner(t.fence);
+    if (t.fence) void this.fencePartner(t.fence, 0);
     return true;
+  }
+
+  private waitMs(order: FenceOrder): number {
+    const ha = this.board.ha!;
+    switch (order.wait) {
+      case 'priority-delay': return ha.priorityFencingDelayMs;
+      case 'fence-delay': return ha.fenceDelayMs;
+      case 'confirm': return ha.deadtimeMs;
+      case 'now': return 0;
+    }
+  }
+
+  /** A fence waiting its turn is called off: the partner is heard again, or this board changed role. */
+  private cancelPendingFence(why: string): void {
+    const p = this.pendingFence;
+    if (!p) return;
+    this.clock.clearTimeout(p.timer);
+    this.pendingFence = undefined;
+    this.store.record('role', `${p.role}: fence of ${p.partner} called off: ${why}`, { partner: p.partner, calledOff: true, waitMs: p.waitMs });
+    this.log.info({ partner: p.partner, why }, 'fence called off');
   }
 
   private onPartnerHeartbeat(hb: Heartbeat): void {
@@ -315,6 +358,7 @@ export class HaController extends EventEmitter {
 
   private transition(to: Role, cause: string, event: RoleEvent): void {
     const change: RoleChange = { from: this.role, to, cause, at: new Date().toISOString() };
+    if (this.pendingFence?.role === this.role) this.cancelPendingFence(`${this.role} -> ${to} first`);
     this.role = to;
     this.since = Date.now();
     this.lastTransition = change;
@@ -346,21 +390,16 @@ export class HaController extends EventEmitter {
   private escalationAlarm(at: string): string {
     const f = this.board.fencing;
     const e = f && f.method !== 'none' ? f.escalation : undefined;
-    return `partner ${this.partnerName} left powered off since ${at}: fenced ${e ? `${e.maxResets} times within ${e.windowS} s` : 'repeatedly'} (fencing.escalation); power it on once it is fixed`;
+    return `partner ${this.partnerName} left powered off since ${at}: reset ${e ? `${e.maxResets} times within ${e.windowS} s` : 'repeatedly'}, then powered off (fencing.escalation); power it on once it is fixed`;
   }
 
-  private async fencePartner(order: FenceOrder): Promise<void> {
+  /** Fences the partner now (any wait is over: `waitedMs`), and promotes from FENCING when it is done. */
+  private async fencePartner(order: FenceOrder, waitedMs: number): Promise<void> {
     if (this.fenceInFlight) return;
     this.fenceInFlight = true;
-    const ha = this.board.ha!;
     const partnerName = this.partnerName;
     const fencer = this.role; // FENCING, or a PRIMARY that serves on
     try {
-      const waitMs = order.wait === 'priority-delay' ? ha.priorityFencingDelayMs : order.wait === 'fence-delay' ? ha.fenceDelayMs : 0;
-      if (waitMs > 0) {
-        await this.clock.sleep(waitMs);
-        if (this.role !== fencer) return; // the partner came back, or this board stops
-      }
       const { action, why, escalated } = this.fenceAction(partnerName, order);
       this.fenceStats.attempts++;
       const t0 = this.clock.now();
@@ -380,7 +419,7 @@ export class HaController extends EventEmitter {
       this.store.recordFence({ atMs: this.wallNow(), partner: partnerName, outcome, escalated });
       const what = outcome === 'reset' ? 'reset (power-cycled)' : outcome === 'was-off' ? 'found off' : 'powered off';
       this.store.record('fence', `partner ${partnerName} fenced: ${what} by ${this.fencing.method} in ${ms.toFixed(1)} ms; ${note}`,
-        { partner: partnerName, method: this.fencing.method, action, outcome, escalated, waitedMs: waitMs, ms: Math.round(ms * 10) / 10 });
+        { partner: partnerName, method: this.fencing.method, action, outcome, escalated, waitedMs, ms: Math.round(ms * 10) / 10 });
       if (escalated) {
         this.escalated = this.escalationAlarm(new Date(this.wallNow()).toISOString());
         this.log.error({ partner: partnerName }, this.escalated);
@@ -451,6 +490,8 @@ export class HaController extends EventEmitter {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
     this.clock.clearTimeout(this.fenceRetry);
+    this.clock.clearTimeout(this.pendingFence?.timer);
+    this.pendingFence = undefined;
     this.clock.clearInterval(this.healthTimer);
     await this.membership.stop(true);
   }

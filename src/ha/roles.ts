@@ -61,12 +61,15 @@ export interface RoleContext {
 /**
  * How long to wait before fencing:
  *   now             at once
+ *   confirm         ha.deadtimeMs more, called off if the partner is heard again meanwhile: a PRIMARY
+ *                   confirms the verdict on its backup (a lone serial link falls silent past one
+ *                   deadtime now and then), well within the backup's priority-delay
  *   fence-delay     ha.fenceDelayMs: both boards may be fencing each other and this one is the less
  *                   preferred (the preferred one goes `now`, and its fence lands first)
  *   priority-delay  ha.priorityFencingDelayMs: the silent partner was PRIMARY; if it is alive it
  *                   fences this board at once, so this board lives to fence only if it is not
  */
-export type FenceWait = 'now' | 'fence-delay' | 'priority-delay';
+export type FenceWait = 'now' | 'confirm' | 'fence-delay' | 'priority-delay';
 
 export interface FenceOrder {
   wait: FenceWait;
@@ -150,11 +153,12 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   PRIMARY: {
-    // Priority fencing: the board that serves keeps serving and fences the silent backup at once; a
+    // Priority fencing: the board that serves keeps serving and fences the silent backup at once (once
+    // the silence has lasted another deadtime: well before the backup's priority delay is over); a
     // partner that stopped in order (its last word STOPPING) is not fenced; of two primaries (a
     // moment after a heal) the less preferred waits, as two backups do.
     'partner-dead': (c) => (c.partnerLast === 'STOPPING' ? undefined
-      : { to: 'PRIMARY', cause: 'partner silent on every link: fencing it, serving on unprotected', fence: { wait: c.partnerLast === 'PRIMARY' && !c.preferred ? 'fence-delay' : 'now' } }),
+      : { to: 'PRIMARY', cause: 'partner silent on every link: fencing it, serving on unprotected', fence: { wait: c.partnerLast !== 'PRIMARY' ? 'confirm' : c.preferred ? 'now' : 'fence-delay' } }),
     'partner-primary': (c) => (c.preferred ? undefined : { to: 'BACKUP', cause: 'two primaries seen: the partner is preferred, stepping down' }),
     switchover: { to: 'BACKUP', cause: 'switchover requested: handing over to the partner' },
     'guest-failed': { to: 'FAULT', cause: 'local guest failed' },

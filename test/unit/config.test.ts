@@ -94,6 +94,7 @@ describe('board profiles and guest descriptors', () => {
     };
     bad('startup.json', (x) => { x.ha.startup = 'serve-anyway'; }, /ha\.startup/);
     bad('pfd.json', (x) => { x.ha.priorityFencingDelayMs = -1; }, /ha\.priorityFencingDelayMs/);
+    bad('pfd2.json', (x) => { x.ha.priorityFencingDelayMs = 200; }, /ha\.priorityFencingDelayMs: must be at least deadtimeMs \+ fenceDelayMs/);
     bad('action.json', (x) => { x.fencing.action = 'reboot'; }, /fencing\.action/);
     bad('esc.json', (x) => { x.fencing.escalation = { maxResets: 0, windowS: 60 }; }, /fencing\.escalation\.maxResets/);
     bad('esc2.json', (x) => { x.fencing.escalation = { maxResets: 2, windowS: 60, extra: 1 }; }, /fencing\.escalation/);

@@ -204,47 +204,58 @@ describe('HA controller timers on a fake clock', () => {
     assert.deepEqual(powerRequests, []);
   });
 
-  it('priority fencing: a BACKUP fences a silent PRIMARY exactly priorityFencingDelayMs after the verdict, and gives up if it hears it again meanwhile', async () => {
+  it('priority fencing: a BACKUP fences a silent PRIMARY exactly priorityFencingDelayMs after the verdict (it stays BACKUP meanwhile), gives up if it hears it again, and waits afresh after a new verdict', async () => {
     const { ha, roles } = await controller({ fencing: true });
     await ha.start();
     hear(ha, { role: 'PRIMARY' });
     assert.equal(ha.currentRole, 'BACKUP');
-    // A short cut: heard again within the delay, fencing abandoned, nobody fenced.
+    // A short cut: heard again within the delay, the fence is called off, nobody fenced, no role change.
     silence(ha);
-    assert.equal(ha.currentRole, 'FENCING');
+    assert.equal(ha.currentRole, 'BACKUP', 'waiting, not fencing yet');
     await clock.advanceAsync(250);
     hear(ha, { role: 'PRIMARY' });
-    assert.equal(ha.currentRole, 'BACKUP');
-    await clock.advanceAsync(1000);
-    assert.deepEqual(powerRequests, []);
-    // The primary is really gone.
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^BACKUP: fence of sim-b called off: sim-b heard again/.test(e.message)));
+    // A second verdict 40 ms later: a fresh wait from this verdict, not the rest of the first one.
+    await clock.advanceAsync(40);
     const t0 = clock.now();
     silence(ha);
     await clock.advanceAsync(299);
-    assert.deepEqual(powerRequests, []);
+    assert.deepEqual(powerRequests, [], 'nothing before a full delay after the latest verdict');
+    assert.equal(ha.currentRole, 'BACKUP');
     await clock.advanceAsync(1);
+    assert.equal(ha.currentRole, 'FENCING', 'FENCING once the fence goes out');
     await until(() => ha.currentRole === 'PRIMARY', 'promoted once fenced');
     assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 300 }]);
-    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'BACKUP', 'FENCING', 'PRIMARY']);
-    assert.match(roles[3]!.cause, /priority fencing delay/);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /priority fencing delay.*\(silent for 300 ms more\)$/);
     const f = fences().at(-1)!;
     assert.equal(f.detail!.outcome, 'reset');
     assert.equal(f.detail!.waitedMs, 300);
     assert.match(f.message, /^partner sim-b fenced: reset \(power-cycled\) by simulated in [\d.]+ ms; it boots again and rejoins as backup$/);
   });
 
-  it('a PRIMARY fences its silent BACKUP at once (a reset) and serves on; a partner that left in order (STOPPING) is not fenced', async () => {
+  it('a PRIMARY fences its silent BACKUP once the silence has lasted another deadtime (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {
     const { ha, roles } = await controller({ fencing: true });
     await ha.start();
     hear(ha, { role: 'STARTING' });
     assert.equal(ha.currentRole, 'PRIMARY', 'both starting: sim-a is preferred');
     hear(ha, { role: 'BACKUP' });
+    // A glitch: heard again within the confirmation (one deadtime): nobody fenced.
+    silence(ha);
+    await clock.advanceAsync(20);
+    hear(ha, { role: 'BACKUP' });
+    await clock.advanceAsync(1000);
+    assert.deepEqual(powerRequests, []);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: fence of sim-b called off: sim-b heard again/.test(e.message)));
     const t0 = clock.now();
     silence(ha);
+    await clock.advanceAsync(24);
+    assert.deepEqual(powerRequests, []);
+    await clock.advanceAsync(1);
     await until(() => powerRequests.length === 1 && fences().length === 1, 'the backup fenced');
-    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }], 'at once');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 25 }], 'at once once the silence is confirmed (deadtimeMs)');
     assert.deepEqual(path(roles), ['PRIMARY'], 'never stopped serving');
-    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY stays PRIMARY: partner silent on every link: fencing it, serving on unprotected/.test(e.message)));
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: partner silent on every link: fencing it, serving on unprotected: fencing sim-b in 25 ms unless it is heard again/.test(e.message)));
     assert.equal(ha.membership.partnerView.state, 'unknown', 'the fenced partner is forgotten until it boots again');
     // It boots again and rejoins; later it reboots in order (a rolling upgrade): not fenced.
     news(ha, { t: 'partner-alive', hb: hb({ generation: 2, role: 'STARTING' }) });
@@ -282,6 +293,7 @@ describe('HA controller timers on a fake clock', () => {
       const n = fences().length;
       news(c, { t: 'partner-alive', hb: hb({ generation: ++generation, role: 'BACKUP' }) });
       silence(c);
+      await clock.advanceAsync(25);
       await until(() => fences().length === n + 1, 'fenced');
       wall += 10000;
       return fences().at(-1)!;

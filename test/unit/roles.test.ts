@@ -45,7 +45,7 @@ describe('role state machine', () => {
     for (const c of [pref, notPref]) {
       const p = nextRole('PRIMARY', 'partner-dead', { ...c, partnerLast: 'BACKUP' });
       assert.equal(p?.to, 'PRIMARY');
-      assert.deepEqual(p?.fence, { wait: 'now' });
+      assert.deepEqual(p?.fence, { wait: 'confirm' }, 'one more deadtime, well within the backup\'s priority delay');
       assert.match(p!.cause, /serving on unprotected/);
       const b = nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY' });
       assert.equal(b?.to, 'FENCING');
@@ -59,8 +59,9 @@ describe('role state machine', () => {
     assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...notPref, partnerLast: 'BACKUP' })?.fence, { wait: 'fence-delay' });
   });
 
-  it('a partition never has both boards fence at once: on partner-dead (and on a cold start with fence-then-serve) at most one fences without a wait', () => {
-    const rank = { now: 0, 'fence-delay': 1, 'priority-delay': 2 } as const;
+  it('a partition never has both boards fence at once: on partner-dead (and on a cold start with fence-then-serve) one fences first, the other a delay later', () => {
+    // Config guarantees: confirm (a deadtime) + a fence (within fenceDelayMs) ≤ priority-delay.
+    const rank = { now: 0, confirm: 1, 'fence-delay': 2, 'priority-delay': 3 } as const;
     const order = (state: Role, ctx: RoleContext, ev: 'partner-dead' | 'startup-timeout'): Transition['fence'] | undefined => nextRole(state, ev, ctx)?.fence;
     for (const a of ROLES) {
       for (const b of ROLES) {
@@ -69,7 +70,9 @@ describe('role state machine', () => {
           const fb = order(b, { preferred: !aPreferred, partnerLast: a }, 'partner-dead');
           if (fa && fb) {
             assert.notEqual(rank[fa.wait], rank[fb.wait], `${a} and ${b} would fence each other with the same wait (${fa.wait})`);
-            assert.ok(fa.wait === 'now' || fb.wait === 'now', `${a}/${b}: one of them fences at once`);
+            const first = rank[fa.wait] < rank[fb.wait] ? fa.wait : fb.wait;
+            const second = first === fa.wait ? fb.wait : fa.wait;
+            assert.ok(first === 'now' || (first === 'confirm' && second === 'priority-delay'), `${a}/${b}: one fences at once (a primary: after confirming), the other a fence delay later (${fa.wait}, ${fb.wait})`);
           }
         }
       }
