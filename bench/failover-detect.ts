@@ -9,8 +9,16 @@
  *       dead → the PRIMARY transition (kind `role.transition`)     fencing + promotion
  *       kill → PRIMARY                                             detection + promotion (target ≤ 30 ms p99)
  *     Journal timestamps are wall-clock ISO written by the backup's controller on this same host, so
- *     they compare with Date.now() taken here at the kill. Between kills the killed board (fenced,
- *     so powered off) is powered on again and must come back as BACKUP.
+ *     they compare with Date.now() taken here at the kill. The backup waits ha.priorityFencingDelayMs
+ *     before it fences a silent primary (shown on its own row). Between kills the killed board (fenced
+ *     by a reset) boots again by itself and must come back as BACKUP.
+ *  1b. Partitions (--partitions N): both links cut for --cut-ms (3 s) on a healthy pair, then healed.
+ *     Counts failovers (the backup promoted, or the primary stepping down), fences of each board and
+ *     resets of the primary (target: 0 failovers, the primary never fenced); times the primary's fence
+ *     of the backup (its verdict → the chassis killing the backup, from chassisd.log, and → the fence
+ *     confirmed), the skew of the two verdicts (as journaled by each main process), the margin left
+ *     before the backup's own fence would have gone out (its pending fence order + its wait − the
+ *     kill), and heal → protected again (one PRIMARY, one BACKUP, every link up).
  *  2. A soak: CPU burners (`ip netns exec <ns> node -e 'busy loop'`, two per board, so both cores
  *     of this machine are saturated from inside each board's namespace) for --soak-seconds; counts
  *     false failovers (role transitions and fences in both journals), "partner declared dead"
@@ -19,12 +27,12 @@
  *  noise from the load's effect.
  * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
  *
- * Usage: node dist/bench/failover-detect.js [--kills 20] [--soak-seconds 60] [--baseline-seconds 0]
+ * Usage: node dist/bench/failover-detect.js [--kills 20] [--partitions 10] [--cut-ms 3000] [--soak-seconds 60] [--baseline-seconds 0]
  *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Role } from '../src/ha/frame.js';
@@ -39,6 +47,8 @@ import { machine, printTable, summarize, type LatencySummary } from './lib.js';
 const { values: args } = parseArgs({
   options: {
     kills: { type: 'string', default: '20' },
+    partitions: { type: 'string', default: '10' },
+    'cut-ms': { type: 'string', default: '3000' },
     'soak-seconds': { type: 'string', default: '60' },
     'baseline-seconds': { type: 'string', default: '0' },
     'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
@@ -57,6 +67,8 @@ function intArg(name: string, v: string | undefined, min: number): number {
   return n;
 }
 const KILLS = intArg('kills', args.kills, 0);
+const PARTITIONS = intArg('partitions', args.partitions, 0);
+const CUT_MS = intArg('cut-ms', args['cut-ms'], 100);
 const SOAK_S = intArg('soak-seconds', args['soak-seconds'], 0);
 const BASELINE_S = intArg('baseline-seconds', args['baseline-seconds'], 0);
 const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
@@ -98,6 +110,25 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
   throw new Error(`${what}: not within ${timeoutMs} ms`);
 }
 
+/**
+ * Every partition and kill resets a board: the fencing escalation (3 resets of a partner within an
+ * hour, then it is left off) would end the run after a few rounds. For the bench both boards get a
+ * maxResets above the rounds it runs (a cold start with edited profiles; the power controller is
+ * broken while both go down, so neither fences the other).
+ */
+async function raiseEscalation(maxResets: number): Promise<void> {
+  await chassis!.powerController('break');
+  await Promise.all(BOARDS.map((b) => chassis!.power(b, 'off')));
+  await chassis!.powerController('fix');
+  for (const b of BOARDS) {
+    const file = chassis!.layout.boards[b].profile;
+    const p = JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
+    p.fencing.escalation = { ...(p.fencing.escalation ?? {}), maxResets };
+    writeFileSync(file, JSON.stringify(p, null, 2), { mode: 0o600 });
+  }
+  await Promise.all(BOARDS.map((b) => chassis!.power(b, 'on')));
+}
+
 /** One PRIMARY, one BACKUP, both links up on both boards. */
 async function settledPair(timeoutMs = 30000): Promise<{ primary: BoardName; backup: BoardName }> {
   return until('a settled pair (one PRIMARY, one BACKUP, every link up)', async () => {
@@ -121,6 +152,8 @@ interface KillSample {
   fence: number;
   /** Fence confirmed → PRIMARY transition. */
   promote: number;
+  /** The priority fencing delay the backup waited (the fence's waitedMs). */
+  waited: number;
   /** Role transitions on the backup other than BACKUP→FENCING→PRIMARY (flaps), if any. */
   extra: string[];
 }
@@ -141,7 +174,7 @@ async function oneKill(i: number): Promise<KillSample> {
   const j = await events(backup, mark);
   const dead = j.find((e) => e.kind === 'partner' && /declared dead/.test(e.message));
   const fencing = j.find((e) => e.kind === 'role.transition' && e.detail?.to === 'FENCING');
-  const fence = j.find((e) => e.kind === 'fence' && /powered off/.test(e.message));
+  const fence = j.find((e) => e.kind === 'fence' && e.detail?.outcome !== undefined);
   const promoted = j.filter((e) => e.kind === 'role.transition' && e.detail?.to === 'PRIMARY').at(-1);
   if (!dead || !fencing || !fence || !promoted) throw new Error(`kill ${i}: the backup's journal lacks a step:\n${j.map((e) => `${e.at} ${e.kind} ${e.message}`).join('\n')}`);
   const at = (e: JournalEvent) => Date.parse(e.at);
@@ -155,10 +188,11 @@ async function oneKill(i: number): Promise<KillSample> {
     killToPrimary: at(promoted) - tKill,
     fence: at(fence) - at(fencing),
     promote: at(promoted) - at(fence),
+    waited: Number(fence.detail?.waitedMs ?? NaN),
     extra,
   };
-  // The fenced board is powered on again by the operator and must rejoin as BACKUP.
-  await chassis!.power(primary, 'on');
+  // The fenced board was reset: it boots again by itself and must rejoin as BACKUP.
+  if ((await chassis!.board(primary)).power === 'off') await chassis!.power(primary, 'on'); // fencing.action off
   const back = await settledPair();
   if (back.primary !== backup) throw new Error(`kill ${i}: ${primary} came back as PRIMARY (preempted)`);
   return sample;
@@ -252,9 +286,113 @@ function latencyRows(samples: KillSample[]): Array<Array<string | number>> {
     row('kill → partner declared dead', p((k) => k.killToDead), ''),
     row('  of which kill → last frame heard', p((k) => k.killToLastHeard), ''),
     row('declared dead → PRIMARY', p((k) => k.deadToPrimary), ''),
+    row('  of which the priority fencing delay (still BACKUP)', p((k) => k.waited), ''),
     row('  of which FENCING → fence confirmed', p((k) => k.fence), ''),
     row('  of which fence confirmed → PRIMARY', p((k) => k.promote), ''),
     row('kill → PRIMARY', total, `≤ ${TARGET_P99_MS} p99: ${total.p99 <= TARGET_P99_MS ? 'met' : 'NOT met'}`),
+    row('kill → PRIMARY without the priority delay', p((k) => k.killToPrimary - k.waited), ''),
+  ];
+}
+
+interface PartitionSample {
+  primary: BoardName;
+  /** Role transitions to PRIMARY on the backup, or away from PRIMARY on the primary. */
+  failovers: number;
+  fencesByPrimary: number;
+  fencesByBackup: number;
+  primaryResets: number;
+  /** The primary's verdict → the chassis kills the backup (its reset begins: SIGKILL to its process group). */
+  primaryKill?: number;
+  /** The primary's verdict → its fence of the backup confirmed. */
+  primaryFence?: number;
+  /** The backup's verdict − the primary's verdict. */
+  skew?: number;
+  /** (The backup's pending fence order + its wait) − the backup killed: > 0, or the backup would have fenced too. */
+  margin?: number;
+  healToProtected: number;
+  cutToProtected: number;
+  notes: string[];
+}
+
+/** Cuts both links for CUT_MS on a settled pair, heals, waits for the pair to be whole again. */
+/** When chassisd began resetting `board` (its first SIGKILL) at or after `sinceMs`, from chassisd.log. */
+function chassisResetAt(board: BoardName, sinceMs: number): number {
+  for (const line of readFileSync(`${runDir}/chassisd.log`, 'utf8').split('\n')) {
+    try {
+      const l = JSON.parse(line) as { time?: number; msg?: string };
+      if (l.time !== undefined && l.time >= sinceMs && l.msg === `power-controller reset ${board}`) return l.time;
+    } catch {
+      // not a log line
+    }
+  }
+  return NaN;
+}
+
+async function onePartition(i: number): Promise<PartitionSample> {
+  const { primary, backup } = await settledPair();
+  await sleep(300);
+  const mark = { [primary]: await lastEventId(primary), [backup]: await lastEventId(backup) } as Record<BoardName, number>;
+  const resets0 = (await chassis!.board(primary)).resets.count;
+  const tCut = Date.now();
+  await chassis!.cut('ethernet');
+  await chassis!.cut('serial');
+  await sleep(CUT_MS);
+  await chassis!.heal('ethernet');
+  await chassis!.heal('serial');
+  const tHeal = Date.now();
+  await settledPair(60000);
+  const tBack = Date.now();
+  const pj = await events(primary, mark[primary]!);
+  const bj = await events(backup, mark[backup]!); // its store survives its reset
+  const at = (e: JournalEvent | undefined) => (e ? Date.parse(e.at) : NaN);
+  const pDead = pj.find((e) => e.kind === 'partner' && /declared dead/.test(e.message));
+  const bDead = bj.find((e) => e.kind === 'partner' && /declared dead/.test(e.message));
+  const pFence = pj.find((e) => e.kind === 'fence' && e.detail?.outcome !== undefined);
+  const bOrder = bj.find((e) => e.kind === 'role' && e.detail?.role === 'BACKUP' && typeof e.detail?.waitMs === 'number' && !e.detail?.calledOff);
+  const killedAt = chassisResetAt(backup, tCut);
+  const failovers = bj.filter((e) => e.kind === 'role.transition' && e.detail?.to === 'PRIMARY').length
+    + pj.filter((e) => e.kind === 'role.transition' && e.detail?.from === 'PRIMARY').length;
+  const fin = (n: number) => (Number.isFinite(n) ? n : undefined);
+  const s: PartitionSample = {
+    primary,
+    failovers,
+    fencesByPrimary: pj.filter((e) => e.kind === 'fence' && e.detail?.outcome !== undefined).length,
+    fencesByBackup: bj.filter((e) => e.kind === 'fence' && e.detail?.outcome !== undefined).length,
+    primaryResets: (await chassis!.board(primary)).resets.count - resets0,
+    primaryKill: fin(killedAt - at(pDead)),
+    primaryFence: fin(at(pFence) - at(pDead)),
+    skew: fin(at(bDead) - at(pDead)),
+    margin: fin(at(bOrder) + Number(bOrder?.detail?.waitMs) - killedAt),
+    healToProtected: tBack - tHeal,
+    cutToProtected: tBack - tCut,
+    notes: [],
+  };
+  if (failovers || s.fencesByBackup || s.primaryResets) {
+    keepRun = true;
+    s.notes.push(`partition ${i}: ${[...pj, ...bj].filter((e) => /role|fence/.test(e.kind)).map((e) => `${e.at} ${e.message}`).join(' | ')}`);
+  }
+  return s;
+}
+
+function partitionRows(samples: PartitionSample[]): Array<Array<string | number>> {
+  const sum = (f: (p: PartitionSample) => number) => samples.reduce((a, p) => a + f(p), 0);
+  const lat = (what: string, f: (p: PartitionSample) => number | undefined) => {
+    const v = samples.map(f).filter((x): x is number => x !== undefined);
+    const s = summarize(v);
+    return [what, s.n, fmt(s.p50), fmt(s.p99), fmt(s.max), v.length ? fmt(Math.min(...v)) : '-'];
+  };
+  return [
+    ['partition (both links cut)', 'n', 'p50', 'p99', 'max', 'min / total'],
+    ['failovers (backup promoted, primary stepped down)', samples.length, '', '', '', `${sum((p) => p.failovers)} (target 0)`],
+    ['fences of the primary by the backup', samples.length, '', '', '', `${sum((p) => p.fencesByBackup)} (target 0)`],
+    ['resets of the primary', samples.length, '', '', '', `${sum((p) => p.primaryResets)} (target 0)`],
+    ['fences of the backup by the primary (resets)', samples.length, '', '', '', String(sum((p) => p.fencesByPrimary))],
+    lat('primary verdict → backup killed (ms)', (p) => p.primaryKill),
+    lat('primary verdict → fence confirmed (ms)', (p) => p.primaryFence),
+    lat('verdict skew, backup − primary (ms)', (p) => p.skew),
+    lat('margin before the backup\'s own fence (ms)', (p) => p.margin),
+    lat('heal → protected again (ms)', (p) => p.healToProtected),
+    lat('cut → protected again (ms)', (p) => p.cutToProtected),
   ];
 }
 
@@ -300,7 +438,34 @@ async function main(): Promise<void> {
   const profile = (await role('sim-a'));
   const ha = JSON.parse(readFileSync(chassis.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
   console.log(`timers (board profile defaults): interval ${ha.intervalMs} ms, link timeout ${ha.linkTimeoutMs} ms, deadtime ${ha.deadtimeMs} ms, `
-    + `fence delay ${ha.fenceDelayMs} ms; serial ${BAUD} baud; watchdog ${profile.watchdog ? 'armed' : 'none'}; membership process ${profile.membershipProcess.rtPriority ? `SCHED_FIFO ${profile.membershipProcess.rtPriority}` : `normal scheduling${profile.membershipProcess.rtError ? ` (${profile.membershipProcess.rtError})` : ''}`}`);
+    + `fence delay ${ha.fenceDelayMs} ms, priority fencing delay ${ha.priorityFencingDelayMs} ms; serial ${BAUD} baud; watchdog ${profile.watchdog ? 'armed' : 'none'}; membership process ${profile.membershipProcess.rtPriority ? `SCHED_FIFO ${profile.membershipProcess.rtPriority}` : `normal scheduling${profile.membershipProcess.rtError ? ` (${profile.membershipProcess.rtError})` : ''}`}`);
+
+  const priorityDelayMs = Number(ha.priorityFencingDelayMs);
+  if (KILLS + PARTITIONS > 2) {
+    const maxResets = KILLS + PARTITIONS + 10;
+    await raiseEscalation(maxResets);
+    console.log(`fencing.escalation.maxResets raised to ${maxResets} on both boards for the run (each kill and partition resets a board)`);
+  }
+  const parts: PartitionSample[] = [];
+  for (let i = 1; i <= PARTITIONS; i++) {
+    try {
+      const p = await onePartition(i);
+      parts.push(p);
+      process.stderr.write(`  partition ${i}/${PARTITIONS} (primary ${p.primary}): ${p.failovers} failovers, ${p.fencesByPrimary} fences by the primary, ${p.fencesByBackup} by the backup, `
+        + `backup killed ${fmt(p.primaryKill ?? NaN)} ms after the primary's verdict (fence confirmed ${fmt(p.primaryFence ?? NaN)} ms), skew ${fmt(p.skew ?? NaN)} ms, `
+        + `margin ${fmt(p.margin ?? NaN)} ms, heal → protected ${p.healToProtected} ms\n`);
+    } catch (e) {
+      keepRun = true;
+      process.stderr.write(`  partition ${i}/${PARTITIONS}: FAILED ${(e as Error).message}\n`);
+      await chassis.heal('ethernet').catch(() => undefined);
+      await chassis.heal('serial').catch(() => undefined);
+      for (const b of BOARDS) if ((await chassis.board(b)).power === 'off') await chassis.power(b, 'on');
+    }
+  }
+  if (PARTITIONS > 0) {
+    printTable(`partition: both links cut for ${CUT_MS} ms on a healthy pair, then healed (${parts.length} of ${PARTITIONS} measured; priority fencing delay ${priorityDelayMs} ms)`, partitionRows(parts));
+    for (const n of parts.flatMap((p) => p.notes)) console.log(`  ${n}`);
+  }
 
   const samples: KillSample[] = [];
   const failures: string[] = [];

@@ -68,8 +68,12 @@ export async function runPairDemo(o: PairDemoOptions): Promise<Record<string, un
     const lost = ver.missing.length;
     say(`${ts()} check on the new primary: ${ver.checked} acknowledged registrations, ${lost} missing; ${ver.retriedIdentical} retried ids answered identically, ${ver.retriedDifferent.length} differently`);
     say(`${ts()} MESSAGES LOST: ${lost}`);
-    say(`${ts()} powering ${primary} back on: it joins as backup and gets a fresh clone (re-protection)…`);
-    await chassis.power(primary, 'on');
+    if ((await chassis.board(primary)).power === 'off') {
+      say(`${ts()} ${primary} has no power (a fence leaves such a board off): powering it back on; it joins as backup and gets a fresh clone (re-protection)…`);
+      await chassis.power(primary, 'on');
+    } else {
+      say(`${ts()} ${primary} was reset by the fence: it boots again by itself, joins as backup and gets a fresh clone (re-protection)…`);
+    }
     last = '';
     const again = await waitProtected(L, 180000, (v) => { const s = line(v); if (s !== last) { say(`${ts()} ${s}`); last = s; } }).catch(() => undefined);
     say(`${ts()} ${again ? `re-protected: ${again} primary, ${partnerOf(again)} backup` : 're-protection did not complete in time'}`);

@@ -1,6 +1,7 @@
 /**
  * `understudy role`, `understudy link status`, `understudy events`: the pair as this board sees it;
  * `understudy ha keygen`: the pair's heartbeat key file.
+ * `understudy start-alone`: the operator's word that a board waiting for its partner may serve alone.
  */
 import type { Command } from 'commander';
 import { UsError } from '../core/errors.js';
@@ -79,6 +80,12 @@ export function registerHaCommands(program: Command): void {
     .option('--board <file>', 'board profile')
     .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'link.status')) as { links: LinkState[]; partner: PartnerView; alarms: string[] },
       (s) => formatLinks(s.links, s.partner, s.alarms)));
+
+  program.command('start-alone')
+    .description('a board that has not heard its partner since it started: fence the partner, then serve alone (refused while the partner is heard)')
+    .option('--board <file>', 'board profile')
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'start-alone', {}, 45000)) as { board: string; role: string; cause: string; partner: string },
+      (r) => `board ${r.board}: ${r.role} — ${r.cause} (${r.partner} fenced; it joins as backup when it is heard again)`));
 
   program.command('events')
     .description('the event journal: role transitions, link changes, fencing, guest events')

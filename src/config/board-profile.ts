@@ -8,6 +8,13 @@ import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
 
+/**
+ * Default of ha.priorityFencingDelayMs: above the simulated chassis' fence latency plus the skew of
+ * the two boards' verdicts on a cut (measured: docs/ha.md, "Priority fencing"). A shelf manager over
+ * IPMI needs seconds: set it in the profile.
+ */
+export const PRIORITY_FENCING_DELAY_MS = 250;
+
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
 const core = z.number().int().min(0).max(1023);
@@ -17,6 +24,27 @@ const endpoint = z.strictObject({
   address: ipv4,
   port,
 });
+
+/** What a fence does to the partner, and when it stops bringing it back (both fencing devices). */
+const fenceActionFields = {
+  /**
+   * reset: power-cycle the partner (Pacemaker's default `reboot`): it boots, joins as BACKUP and is
+   * cloned again, so the pair returns to protection by itself. off: power it off; it stays off until
+   * an operator powers it on. A partner already off is left off either way.
+   */
+  action: z.enum(['reset', 'off']).default('reset'),
+  /**
+   * A partner this board has reset `maxResets` times within the last `windowS` seconds is powered off
+   * at the next fence instead, and stays off with an alarm: a board that keeps failing is not cycled
+   * for ever. The count is kept in this board's store (it survives restarts).
+   */
+  escalation: z
+    .strictObject({
+      maxResets: z.number().int().min(1).max(100).default(3),
+      windowS: z.number().int().min(1).max(7 * 24 * 3600).default(3600),
+    })
+    .default({ maxResets: 3, windowS: 3600 }),
+};
 
 export const boardProfileSchema = z
   .strictObject({
@@ -64,6 +92,12 @@ export const boardProfileSchema = z
         ethernet: z
           .strictObject({ interface: z.string().min(1).optional(), localAddress: ipv4, partnerAddress: ipv4, port })
           .optional(),
+        /**
+         * The partner board's name (its profile's `name`): the power controller's target and, before its
+         * first heartbeat, the tie-break of which board fences first. Default: this board's name with a
+         * final -a and -b swapped.
+         */
+        name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and -, at most 32').optional(),
       })
       .optional(),
     /** Hardware watchdog of the board. */
@@ -71,7 +105,7 @@ export const boardProfileSchema = z
     /** How this board powers off its partner before taking over. */
     fencing: z
       .discriminatedUnion('method', [
-        z.strictObject({ method: z.literal('simulated'), controlSocket: z.string().min(1) }),
+        z.strictObject({ method: z.literal('simulated'), controlSocket: z.string().min(1), ...fenceActionFields }),
         z.strictObject({
           method: z.literal('ipmitool'),
           host: z.string().min(1),
@@ -79,6 +113,7 @@ export const boardProfileSchema = z
           passwordFile: z.string().min(1),
           /** FRU / slot address of the partner at the shelf manager. */
           partnerTarget: z.string().min(1),
+          ...fenceActionFields,
         }),
         z.strictObject({ method: z.literal('none') }),
       ])
@@ -102,17 +137,35 @@ export const boardProfileSchema = z
         linkTimeoutMs: z.number().int().min(2).max(60000).default(20),
         /** Silence on every link after which the partner is declared dead (deadtime). */
         deadtimeMs: z.number().int().min(3).max(120000).default(25),
-        /** How long a starting board listens for its partner before acting alone (after fencing it). */
+        /** How long a starting board listens for its partner before it acts on ha.startup. */
         startupWaitMs: z.number().int().min(10).max(600000).default(5000),
         /** Lower wins: the preferred primary when both start together, and the board that fences first. */
         priority: z.number().int().min(0).max(255).default(100),
         /** Extra wait before the less preferred board fences, so two boards never fence each other. */
         fenceDelayMs: z.number().int().min(0).max(60000).default(200),
+        /**
+         * Wait of a BACKUP before it fences a PRIMARY that went silent on every link (Pacemaker's
+         * priority-fencing-delay). The primary fences a silent backup at once (after one more deadtime
+         * of silence): if both are alive (a partition), the primary's fence lands first and keeps the
+         * service where it is. At least deadtimeMs + fenceDelayMs (a fence lands within fenceDelayMs);
+         * the price is that a real primary death is taken over this much later. docs/ha.md.
+         */
+        priorityFencingDelayMs: z.number().int().min(0).max(60000).default(PRIORITY_FENCING_DELAY_MS),
+        /**
+         * A board that has not heard its partner since it started: wait-for-partner (neither fences nor
+         * serves until it hears its partner or the operator runs `understudy start-alone`), or
+         * fence-then-serve (after startupWaitMs it powers the partner off, leaves it off, and serves).
+         */
+        startup: z.enum(['wait-for-partner', 'fence-then-serve']).default('wait-for-partner'),
         /** SCHED_FIFO priority (1-99) of the membership thread (heartbeats, verdicts, watchdog), 0 = normal. */
         rtPriority: z.number().int().min(0).max(99).default(0),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
+      .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.fenceDelayMs, {
+        message: 'must be at least deadtimeMs + fenceDelayMs: the primary confirms its verdict for a deadtime, then its fence must land first',
+        path: ['priorityFencingDelayMs'],
+      })
       .optional(),
     /** Field upgrades: A/B slots, boot selection, trusted keys. Defaults are under storageDir. */
     upgrade: z
@@ -144,12 +197,27 @@ export const boardProfileSchema = z
     if (p.ha && !p.partner) {
       ctx.addIssue({ code: 'custom', path: ['partner'], message: 'required when ha is set: the heartbeats need at least one link' });
     }
+    if (p.ha?.startup === 'fence-then-serve' && !p.partner?.name && !/-[ab]$/.test(p.name)) {
+      ctx.addIssue({ code: 'custom', path: ['partner', 'name'], message: 'required with ha.startup fence-then-serve (the name cannot be guessed from this board\'s): the boards use it to agree which fences first' });
+    }
     if (p.cores.housekeeping.includes(p.cores.guest)) {
       ctx.addIssue({ code: 'custom', path: ['cores', 'housekeeping'], message: `must not contain the guest core ${p.cores.guest}` });
     }
   });
 
 export type BoardProfile = z.output<typeof boardProfileSchema> & { readonly sourceFile: string };
+
+/**
+ * The partner board's name: `partner.name`, else this board's name with a final -a and -b swapped
+ * (sim-a ↔ sim-b), else "partner" (a power controller refuses a name it does not know).
+ */
+export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): string {
+  if (board.partner?.name) return board.partner.name;
+  const n = board.name;
+  if (/-a$/.test(n)) return n.replace(/-a$/, '-b');
+  if (/-b$/.test(n)) return n.replace(/-b$/, '-a');
+  return 'partner';
+}
 
 export function loadBoardProfile(file: string): BoardProfile {
   const p = loadJsonFile(file, boardProfileSchema, 'board profile');

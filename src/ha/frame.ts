@@ -21,7 +21,8 @@ export const FRAME_VERSION = 2;
 export const TYPE_HEARTBEAT = 1;
 const MAC_BYTES = 12;
 
-export const ROLES = ['STARTING', 'BACKUP', 'PRIMARY', 'FENCING', 'FAULT', 'STOPPING'] as const;
+/** The wire carries a role as its index here: append only. */
+export const ROLES = ['STARTING', 'BACKUP', 'PRIMARY', 'FENCING', 'FAULT', 'STOPPING', 'WAITING'] as const;
 export type Role = (typeof ROLES)[number];
 export const GUEST_STATES = ['none', 'stopped', 'starting', 'running', 'restarting', 'failed'] as const;
 export type GuestHealth = (typeof GUEST_STATES)[number];

@@ -7,18 +7,18 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHistogram } from 'node:perf_hooks';
-import type { BoardProfile } from '../config/board-profile.js';
+import { partnerNameOf, type BoardProfile } from '../config/board-profile.js';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
-import { fencingFor, type FencingDevice } from '../hw/fencing/fencing.js';
+import { fencingFor, type FenceAction, type FencingDevice } from '../hw/fencing/fencing.js';
 import type { Store } from '../store/journal.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import { BootGenerations } from './generations.js';
 import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
-import { isPreferred, nextRole, type RoleEvent } from './roles.js';
+import { isPreferred, nextRole, type FenceOrder, type RoleContext, type RoleEvent } from './roles.js';
 
 export interface RoleChange {
   from: Role;
@@ -47,10 +47,12 @@ export interface HaStatus {
 
 export interface HaControllerOptions {
   /**
-   * Time and timers of the startup wait, the fence delay and retry, the health tick and the yield
+   * Time and timers of the startup wait, the fence delays and retry, the health tick and the yield
    * after a switchover. Default: the system clock.
    */
   clock?: Clock;
+  /** Wall-clock ms, for the durable fence count of the escalation (it outlives a restart). Default Date.now. */
+  wallNow?: () => number;
 }
 
 export declare interface HaController {
@@ -61,6 +63,10 @@ export declare interface HaController {
 const HEALTH_TICK_MS = 100;
 /** Retry period of a failed fence while the partner stays silent. */
 const FENCE_RETRY_MS = 1000;
+/** Bad-MAC frames (reported at most once a second) older than this no longer make a partner "heard". */
+const BAD_MAC_RECENT_MS = 3000;
+/** How long an operator's start-alone waits for its fence. */
+const START_ALONE_TIMEOUT_MS = 30000;
 
 export class HaController extends EventEmitter {
   readonly membership: MembershipProcess;
@@ -71,6 +77,7 @@ export class HaController extends EventEmitter {
   private fenceRetry?: TimerHandle;
   private healthTimer?: TimerHandle;
   private readonly clock: Clock;
+  private readonly wallNow: () => number;
   private guestHealth: () => GuestHealth = () => 'none';
   private readonly generations: BootGenerations;
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
@@ -81,6 +88,14 @@ export class HaController extends EventEmitter {
   private watchdogStopped?: string;
   /** After a switchover this board does not take the primary role back on a tie until then. */
   private yieldUntil = 0;
+  /** Frames with a bad MAC lately: when (clock), on which links, how many in this episode. */
+  private badMac?: { at: number; links: string[]; frames: number };
+  /** A partner heard only with a bad MAC has been journaled (once per episode). */
+  private misconfiguredJournaled = false;
+  /** A fence waiting out its delay (priority, fence delay, a primary's confirmation), in the role it was ordered in. */
+  private pendingFence?: { timer: TimerHandle; role: Role; partner: string; waitMs: number };
+  /** The partner left powered off by escalation, not heard since: the alarm. */
+  private escalated?: string;
   /**
    * Event-loop delay of the controller's main thread, ns: the lateness of the 100 ms health tick,
    * a sample every 100 ms (a 1 ms monitorEventLoopDelay timer would wake an idle board 1000 times a second).
@@ -90,6 +105,7 @@ export class HaController extends EventEmitter {
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
     this.clock = opts.clock ?? systemClock;
+    this.wallNow = opts.wallNow ?? Date.now;
     const ha = board.ha;
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
@@ -104,20 +120,27 @@ export class HaController extends EventEmitter {
     });
     this.fencing = fencingFor(board);
     this.generations.attach(this.membership);
+    const last = store.lastFence(this.partnerName);
+    if (last?.escalated) this.escalated = this.escalationAlarm(new Date(last.atMs).toISOString());
     this.membership.on('link', (link, up, cause) => {
       this.store.record('link', `${link} link ${up ? 'up' : 'DOWN'}: ${cause}`, { link, up });
       (up ? this.log.info.bind(this.log) : this.log.warn.bind(this.log))({ link, up, cause }, `partner link ${link} ${up ? 'up' : 'down'}`);
     });
     this.membership.on('partner-alive', (hb) => {
       this.store.record('partner', `partner ${hb.sender} heard (role ${hb.role}, generation ${hb.generation})`, { ...hb });
+      this.escalated = undefined; // powered on again by someone
+      this.cancelPendingFence(`${hb.sender} heard again (role ${hb.role})`);
       this.onPartnerHeartbeat(hb);
     });
     this.membership.on('partner-update', (hb) => this.onPartnerHeartbeat(hb));
     this.membership.on('partner-dead', (silentMs) => {
-      this.store.record('partner', `partner silent on every link for ${silentMs.toFixed(1)} ms: declared dead`, { silentMs });
-      this.log.warn({ silentMs }, 'partner declared dead');
+      const last = this.membership.partnerView.heartbeat;
+      const left = last?.role === 'STOPPING';
+      this.store.record('partner', `partner silent on every link for ${silentMs.toFixed(1)} ms: declared dead${left ? ' (its last heartbeat said STOPPING: it left in order)' : ''}`, { silentMs, lastRole: last?.role });
+      this.log.warn({ silentMs, lastRole: last?.role }, 'partner declared dead');
       this.fire('partner-dead');
     });
+    this.membership.on('bad-mac', (links, frames) => this.onBadMac(links, frames));
     this.membership.on('watchdog-stopped', (reason) => {
       this.watchdogStopped = reason;
       this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
@@ -173,32 +196,174 @@ export class HaController extends EventEmitter {
     return this.fire('takeover', 'the partner handed over');
   }
 
+  /**
+   * The operator's `understudy start-alone`: a board that has not heard its partner fences it and
+   * serves. Refused while the partner is heard (even only with a bad MAC: it is alive) or when this
+   * board is not waiting for it. Resolves once promoted; a fence that fails leaves the board waiting.
+   */
+  async startAlone(): Promise<{ board: string; role: Role; cause: string; partner: string }> {
+    const refuse = (why: string): never => {
+      this.store.record('role', `start-alone refused: ${why}`, { operator: true });
+      throw new UsError('US_ERR_ROLE', `start-alone refused: ${why}`);
+    };
+    if (this.role !== 'STARTING' && this.role !== 'WAITING') {
+      refuse(`board ${this.board.name} is ${this.role}: only a board waiting for its partner (STARTING or WAITING) starts alone`);
+    }
+    const pv = this.membership.partnerView;
+    if (pv.state === 'alive') refuse(`partner ${pv.heartbeat?.sender ?? this.partnerName} is heard (${pv.heartbeat?.role ?? '?'}): the pair decides its roles by itself`);
+    if (this.misconfigured()) {
+      refuse(`partner ${this.partnerName} is heard with a bad MAC on ${this.badMac!.links.join(', ')} (another key?): it is alive; fix ha.keyFile on one board`);
+    }
+    this.store.record('role', `start-alone requested by the operator: fencing ${this.partnerName}, then serving alone`, { operator: true });
+    this.log.warn({ partner: this.partnerName }, 'start-alone requested by the operator');
+    if (!this.fire('start-alone')) refuse(`board ${this.board.name} is ${this.role}`);
+    const done = new Promise<RoleChange>((resolve, reject) => {
+      const timer = setTimeout(() => { this.off('role', on); reject(new UsError('US_ERR_TIMEOUT', `start-alone: still ${this.role} after ${START_ALONE_TIMEOUT_MS} ms`)); }, START_ALONE_TIMEOUT_MS);
+      const on = (c: RoleChange) => {
+        if (c.from !== 'FENCING') return;
+        clearTimeout(timer);
+        this.off('role', on);
+        resolve(c);
+      };
+      this.on('role', on);
+    });
+    const c = await done;
+    if (c.to !== 'PRIMARY') throw new UsError('US_ERR_FENCING', `start-alone: ${c.cause}`);
+    return { board: this.board.name, role: c.to, cause: c.cause, partner: this.partnerName };
+  }
+
+  /**
+   * Before this board reboots itself (a rolling upgrade): it announces STOPPING, as an orderly
+   * shutdown does, so its partner sees it leave rather than fall silent, and does not fence it.
+   */
+  async leaveForReboot(cause: string): Promise<void> {
+    this.fire('stop', cause);
+    await this.clock.sleep(4 * this.board.ha!.intervalMs); // the STOPPING heartbeat goes out on every link
+  }
+
+  /** The reboot announced by leaveForReboot did not happen: the watchdog resets the board instead. */
+  rebootFailed(reason: string): void {
+    this.membership.stopKicking(`the reboot failed (${reason}): the watchdog resets the board`);
+  }
+
+  private get partnerName(): string {
+    return this.membership.partnerView.heartbeat?.sender ?? partnerNameOf(this.board);
+  }
+
   private preferredOver(partner: Heartbeat | undefined): boolean | null {
     return partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null;
   }
 
-  /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
-  fire(event: RoleEvent, cause?: string): boolean {
-    const t = nextRole(this.role, event, {
-      preferred: this.preferredOver(this.membership.partnerView.heartbeat) ?? true,
+  /** Before any heartbeat only names are known on both sides: the lower name is preferred. */
+  private preferredOverUnseen(): boolean {
+    return this.board.name < partnerNameOf(this.board);
+  }
+
+  /** The partner sends only frames with a bad MAC, lately, and none authentic since this board started. */
+  private misconfigured(): boolean {
+    return !this.membership.partnerView.heartbeat && !!this.badMac && this.clock.now() - this.badMac.at <= BAD_MAC_RECENT_MS;
+  }
+
+  private context(): RoleContext {
+    const hb = this.membership.partnerView.heartbeat;
+    return {
+      preferred: this.preferredOver(hb) ?? this.preferredOverUnseen(),
       yielding: this.clock.now() < this.yieldUntil,
       fenceSent: this.fenceInFlight && this.fenceSent,
-    });
+      partnerLast: hb?.role,
+      partnerHung: hb?.health === 'hung',
+      partnerMisconfigured: this.misconfigured(),
+      startup: this.board.ha!.startup,
+    };
+  }
+
+  /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
+  fire(event: RoleEvent, cause?: string): boolean {
+    const t = nextRole(this.role, event, this.context());
     if (!t) return false;
-    this.transition(t.to, cause ? `${t.cause} (${cause})` : t.cause, event);
+    const why = cause ? `${t.cause} (${cause})` : t.cause;
+    const waitMs = t.fence ? this.waitMs(t.fence) : 0;
+    if (t.fence && waitMs > 0) {
+      // A fence after a wait: the board stays as it is meanwhile; the change of role comes with the
+      // fence itself, and the partner heard again calls it off (a later verdict waits afresh).
+      if (this.pendingFence || this.fenceInFlight) return false;
+      const role = this.role;
+      const partner = this.partnerName;
+      this.store.record('role', `${role}: ${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`, { role, event, partner, waitMs });
+      this.log.warn({ role, event, partner, waitMs }, `${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`);
+      this.pendingFence = {
+        role, partner, waitMs,
+        timer: this.clock.setTimeout(() => {
+          this.pendingFence = undefined;
+          if (this.role !== role) return;
+          if (t.to !== role) this.transition(t.to, `${why} (silent for ${waitMs} ms more)`, event);
+          void this.fencePartner(t.fence!, waitMs);
+        }, waitMs),
+      };
+      return true;
+    }
+    if (t.to !== this.role) {
+      this.transition(t.to, why, event);
+    } else {
+      // An order without a change of role: a PRIMARY fencing its silent backup while it serves on.
+      this.store.record('role', `${this.role} stays ${this.role}: ${why}`, { role: this.role, event });
+      this.log.warn({ role: this.role, event, cause: why }, `${this.role}: ${why}`);
+    }
+    if (t.fence) void this.fencePartner(t.fence, 0);
     return true;
+  }
+
+  private waitMs(order: FenceOrder): number {
+    const ha = this.board.ha!;
+    switch (order.wait) {
+      case 'priority-delay': return ha.priorityFencingDelayMs;
+      case 'fence-delay': return ha.fenceDelayMs;
+      case 'confirm': return ha.deadtimeMs;
+      case 'now': return 0;
+    }
+  }
+
+  /** A fence waiting its turn is called off: the partner is heard again, or this board changed role. */
+  private cancelPendingFence(why: string): void {
+    const p = this.pendingFence;
+    if (!p) return;
+    this.clock.clearTimeout(p.timer);
+    this.pendingFence = undefined;
+    this.store.record('role', `${p.role}: fence of ${p.partner} called off: ${why}`, { partner: p.partner, calledOff: true, waitMs: p.waitMs });
+    this.log.info({ partner: p.partner, why }, 'fence called off');
   }
 
   private onPartnerHeartbeat(hb: Heartbeat): void {
     const ev: RoleEvent | undefined = hb.role === 'PRIMARY' ? 'partner-primary'
       : hb.role === 'BACKUP' ? 'partner-backup'
-      : hb.role === 'STARTING' || hb.role === 'FENCING' ? 'partner-starting'
+      : hb.role === 'STARTING' || hb.role === 'WAITING' || hb.role === 'FENCING' ? 'partner-starting'
       : hb.role === 'FAULT' ? 'partner-fault' : undefined;
     if (ev) this.fire(ev);
+    if (hb.health === 'hung') this.fire('partner-hung');
+  }
+
+  private onBadMac(links: string[], frames: number): void {
+    const now = this.clock.now();
+    const fresh = !this.badMac || now - this.badMac.at > BAD_MAC_RECENT_MS;
+    this.badMac = { at: now, links, frames: (fresh ? 0 : this.badMac!.frames) + frames };
+    if (this.misconfigured()) {
+      if (fresh || !this.misconfiguredJournaled) {
+        this.misconfiguredJournaled = true;
+        const msg = `partner heard only with a bad MAC on ${links.join(', ')} (${frames} frames): alive and misconfigured (another key in ha.keyFile?); not fencing it, not serving`;
+        this.store.record('partner', msg, { links, frames, misconfigured: true });
+        this.log.error({ links, frames }, msg);
+      }
+      this.fire('partner-misconfigured');
+    } else if (fresh) {
+      const msg = `heartbeats with a bad MAC on ${links.join(', ')} (${frames} frames): forged, or a board with another key`;
+      this.store.record('partner', msg, { links, frames });
+      this.log.warn({ links, frames }, msg);
+    }
   }
 
   private transition(to: Role, cause: string, event: RoleEvent): void {
     const change: RoleChange = { from: this.role, to, cause, at: new Date().toISOString() };
+    if (this.pendingFence?.role === this.role) this.cancelPendingFence(`${this.role} -> ${to} first`);
     this.role = to;
     this.since = Date.now();
     this.lastTransition = change;
@@ -208,27 +373,62 @@ export class HaController extends EventEmitter {
     const level = to === 'FAULT' || cause.startsWith('FENCING FAILED') ? 'error' : 'info';
     this.log[level]({ from: change.from, to, event, cause }, `role ${change.from} -> ${to}`);
     this.emit('role', change);
-    if (to === 'FENCING') void this.fencePartner();
   }
 
-  private async fencePartner(): Promise<void> {
+  /**
+   * What the fence does: the table may say "leave it off"; else fencing.action, unless this board
+   * already reset that partner fencing.escalation.maxResets times within windowS (then off, for good).
+   */
+  private fenceAction(partner: string, order: FenceOrder): { action: FenceAction; why: string; escalated: boolean } {
+    const f = this.board.fencing;
+    if (!f || f.method === 'none') return { action: 'off', why: 'no fencing method', escalated: false };
+    if (order.keepOff) return { action: 'off', why: 'ha.startup fence-then-serve: it stays off', escalated: false };
+    if (f.action === 'off') return { action: 'off', why: 'fencing.action off: it stays off', escalated: false };
+    const { maxResets, windowS } = f.escalation;
+    const resets = this.store.fencesSince(partner, this.wallNow() - windowS * 1000).filter((r) => r.outcome === 'reset').length;
+    if (resets >= maxResets) {
+      return { action: 'off', why: `ESCALATION: reset ${resets} times within ${windowS} s (fencing.escalation.maxResets ${maxResets}): LEFT OFF until an operator powers it on`, escalated: true };
+    }
+    return { action: 'reset', why: 'it boots again and rejoins as backup', escalated: false };
+  }
+
+  private escalationAlarm(at: string): string {
+    const f = this.board.fencing;
+    const e = f && f.method !== 'none' ? f.escalation : undefined;
+    return `partner ${this.partnerName} left powered off since ${at}: reset ${e ? `${e.maxResets} times within ${e.windowS} s` : 'repeatedly'}, then powered off (fencing.escalation); power it on once it is fixed`;
+  }
+
+  /** Fences the partner now (any wait is over: `waitedMs`), and promotes from FENCING when it is done. */
+  private async fencePartner(order: FenceOrder, waitedMs: number): Promise<void> {
     if (this.fenceInFlight) return;
     this.fenceInFlight = true;
-    const partner = this.membership.partnerView.heartbeat;
-    const partnerName = partner?.sender ?? this.partnerNameGuess();
+    const partnerName = this.partnerName;
+    const fencer = this.role; // FENCING, or a PRIMARY that serves on
     try {
-      // Only a board that its partner could be fencing at the same moment waits: a primary never
-      // fences, so a backup fencing a primary that went silent goes at once.
-      const preferred = this.preferredOver(partner) ?? this.board.ha!.priority <= 100;
-      if (!preferred && partner?.role !== 'PRIMARY') {
-        await this.clock.sleep(this.board.ha!.fenceDelayMs);
-        if (this.role !== 'FENCING') return; // the partner came back
-      }
+      const { action, why, escalated } = this.fenceAction(partnerName, order);
       this.fenceStats.attempts++;
       const t0 = this.clock.now();
       this.fenceSent = true;
-      await this.fencing.powerOff(partnerName);
-      this.store.record('fence', `partner ${partnerName} powered off by ${this.fencing.method} in ${(this.clock.now() - t0).toFixed(1)} ms`, { partner: partnerName, method: this.fencing.method });
+      let outcome: string;
+      let note = why;
+      if (action === 'off') {
+        await this.fencing.powerOff(partnerName);
+        outcome = 'off';
+      } else {
+        const r = await this.fencing.reset(partnerName);
+        outcome = r.outcome;
+        if (r.outcome === 'was-off') note = 'it was already off: left off';
+        if (r.outcome === 'left-off') note = `it did not power on again: ${r.why}`;
+      }
+      const ms = this.clock.now() - t0;
+      this.store.recordFence({ atMs: this.wallNow(), partner: partnerName, outcome, escalated });
+      const what = outcome === 'reset' ? 'reset (power-cycled)' : outcome === 'was-off' ? 'found off' : 'powered off';
+      this.store.record('fence', `partner ${partnerName} fenced: ${what} by ${this.fencing.method} in ${ms.toFixed(1)} ms; ${note}`,
+        { partner: partnerName, method: this.fencing.method, action, outcome, escalated, waitedMs, ms: Math.round(ms * 10) / 10 });
+      if (escalated) {
+        this.escalated = this.escalationAlarm(new Date(this.wallNow()).toISOString());
+        this.log.error({ partner: partnerName }, this.escalated);
+      }
       this.fenceStats.lastError = undefined;
       this.membership.forgetPartner();
       if (this.role === 'FENCING') this.fire('fence-ok');
@@ -236,25 +436,18 @@ export class HaController extends EventEmitter {
       this.fenceStats.failures++;
       this.fenceStats.lastError = (e as Error).message;
       this.store.record('fence', `FENCING FAILED for ${partnerName}: ${(e as Error).message}`, { partner: partnerName, error: (e as Error).message });
-      this.log.error({ err: (e as Error).message, partner: partnerName }, 'FENCING FAILED: this board will NOT promote');
+      this.log.error({ err: (e as Error).message, partner: partnerName }, `FENCING FAILED: this board will NOT ${fencer === 'PRIMARY' ? 'be protected until it succeeds' : 'promote'}`);
       if (this.role === 'FENCING') this.fire('fence-failed', (e as Error).message);
       this.clock.clearTimeout(this.fenceRetry);
       this.fenceRetry = this.clock.setTimeout(() => {
-        if (this.membership.partnerView.state !== 'alive' && this.role === 'BACKUP') this.fire('partner-dead', 'retrying the fence');
+        if (this.membership.partnerView.state === 'alive') return;
+        if (this.role === 'BACKUP' || this.role === 'PRIMARY') this.fire('partner-dead', 'retrying the fence');
+        else if (this.role === 'WAITING') this.fire('startup-timeout', 'retrying the fence');
       }, FENCE_RETRY_MS);
     } finally {
       this.fenceInFlight = false;
       this.fenceSent = false;
     }
-  }
-
-  private partnerNameGuess(): string {
-    // Before any heartbeat (startup-timeout) the partner's name follows the pair's naming
-    // (…-a / …-b); the power controller refuses a name it does not know.
-    const n = this.board.name;
-    if (/-a$/.test(n)) return n.replace(/-a$/, '-b');
-    if (/-b$/.test(n)) return n.replace(/-b$/, '-a');
-    return 'partner';
   }
 
   async status(): Promise<HaStatus> {
@@ -267,7 +460,14 @@ export class HaController extends EventEmitter {
     });
     for (const l of snap.links) if (!l.up) alarms.push(`partner link ${l.name} down`);
     if (snap.partner.state === 'dead') alarms.push('partner lost');
-    if (this.fenceStats.lastError && this.role !== 'PRIMARY') alarms.push(`fencing failed: ${this.fenceStats.lastError}`);
+    if (this.fenceStats.lastError) alarms.push(`fencing failed: ${this.fenceStats.lastError}`);
+    if (this.escalated) alarms.push(this.escalated);
+    if (this.misconfigured()) {
+      alarms.push(`partner misconfigured: heard only with a bad MAC on ${this.badMac!.links.join(', ')} (another key?): not fencing it, not serving`);
+    } else if (this.badMac && this.clock.now() - this.badMac.at <= BAD_MAC_RECENT_MS) {
+      alarms.push(`heartbeats with a bad MAC on ${this.badMac.links.join(', ')}: forged, or a board with another key`);
+    }
+    if (this.role === 'WAITING' && !this.misconfigured()) alarms.push('no partner heard since start: not serving (`understudy start-alone` fences it and serves alone)');
     if (snap.watchdog && !snap.watchdog.kicking) alarms.push(`watchdog not kicked: ${snap.watchdog.stopReason ?? this.watchdogStopped ?? ''}`);
     alarms.push(...this.generations.alarms);
     if (snap.generations?.sendVersion === 1) alarms.push('partner speaks heartbeat version 1 (previous firmware): its frames are not bound to this boot; finish the rolling upgrade');
@@ -298,6 +498,8 @@ export class HaController extends EventEmitter {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
     this.clock.clearTimeout(this.fenceRetry);
+    this.clock.clearTimeout(this.pendingFence?.timer);
+    this.pendingFence = undefined;
     this.clock.clearInterval(this.healthTimer);
     await this.membership.stop(true);
   }

@@ -72,11 +72,14 @@ type FromWorker =
   | { t: 'generation-behind'; echo: number }
   | { t: 'partner-ignored'; hb: Heartbeat; reason: IgnoredReason }
   | { t: 'watchdog-stopped'; reason: string }
+  | { t: 'bad-mac'; links: string[]; frames: number }
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
   | { t: 'stopped' };
 
 /** Kicks per watchdog timeout: four chances before it fires. */
 const KICKS_PER_TIMEOUT = 4;
+/** Period of the bad-MAC report: frames rejected for their MAC since the last one, if any. */
+const BAD_MAC_REPORT_MS = 1000;
 
 // ---------------------------------------------------------------- membership process side
 async function runMembership(cfg: MembershipConfig): Promise<void> {
@@ -142,6 +145,19 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
     return;
   }
 
+  // Frames with a bad MAC: a partner that holds another key (alive, misconfigured) or a forger. The
+  // controller decides what that means; it hears of them once a second at most, and only when they came.
+  const macSeen = new Map<string, number>();
+  const badMacTimer = setInterval(() => {
+    const links: string[] = [];
+    let frames = 0;
+    for (const l of m.links) {
+      const more = l.rejected.mac - (macSeen.get(l.name) ?? 0);
+      if (more > 0) { links.push(l.name); frames += more; macSeen.set(l.name, l.rejected.mac); }
+    }
+    if (frames) post({ t: 'bad-mac', links, frames });
+  }, BAD_MAC_REPORT_MS);
+
   // The controller is gone (even by SIGKILL): fall silent at once, and leave the watchdog armed.
   process.on('disconnect', () => process.exit(0));
   process.on('message', (msg: ToWorker) => {
@@ -176,6 +192,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
           m.sendHeartbeat();
           await m.stop();
           clearInterval(kickTimer);
+          clearInterval(badMacTimer);
           if (msg.magicClose) watchdog?.magicClose(); else watchdog?.abandon();
           post({ t: 'stopped' });
           process.disconnect();
@@ -213,6 +230,8 @@ export declare interface MembershipProcess {
   on(ev: 'generation-behind', fn: (echo: number) => void): this;
   on(ev: 'partner-ignored', fn: (hb: Heartbeat, reason: IgnoredReason) => void): this;
   on(ev: 'watchdog-stopped', fn: (reason: string) => void): this;
+  /** Frames rejected for a bad MAC since the last report (at most one a second), and on which links. */
+  on(ev: 'bad-mac', fn: (links: string[], frames: number) => void): this;
   on(ev: 'exit', fn: (code: number) => void): this;
 }
 
@@ -277,6 +296,7 @@ export class MembershipProcess extends EventEmitter {
       case 'generation-behind': this.emit('generation-behind', m.echo); break;
       case 'partner-ignored': this.emit('partner-ignored', m.hb, m.reason); break;
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
+      case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;
       case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
       default: break;
     }

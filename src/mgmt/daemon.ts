@@ -199,6 +199,10 @@ export class Daemon {
       const st = await this.ha.status();
       return { board: this.board.name, links: st.links, partner: st.partner, alarms: st.alarms };
     },
+    'start-alone': () => {
+      if (!this.ha) throw new UsError('US_ERR_ROLE', `board ${this.board.name} has no partner configured (no ha section in ${this.board.sourceFile}): it always serves alone`);
+      return this.ha.startAlone();
+    },
     events: (a) => {
       const limit = Number(a.limit ?? 50);
       const sinceId = Number(a.sinceId ?? 0);

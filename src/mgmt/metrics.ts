@@ -47,7 +47,7 @@ export interface LinkSnapshot {
 export interface MetricsSnapshot {
   board: string;
   uptimeS?: number;
-  /** STANDALONE, CONFIG-ERROR, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING */
+  /** STANDALONE, CONFIG-ERROR, STARTING, BACKUP, PRIMARY, FENCING, FAULT, STOPPING, WAITING */
   role?: string;
   /** Unknown, alive or dead, as membership sees the partner. */
   partner?: string;

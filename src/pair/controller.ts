@@ -85,6 +85,7 @@ export const ROLE_EFFECTS: readonly EffectRow[] = [
   { role: 'STOPPING', when: 'the controller stops (it stops the guest itself)', applies: always,
     serve: 'unserve', replicator: 'backup', guest: 'leave' },
   { role: 'STARTING', when: 'listening for the partner', applies: always, serve: 'leave', replicator: 'unchanged', guest: 'leave' },
+  { role: 'WAITING', when: 'no partner heard since boot: neither serving nor fencing', applies: always, serve: 'leave', replicator: 'unchanged', guest: 'leave' },
   { role: 'FENCING', when: 'fencing the partner before promoting', applies: always, serve: 'leave', replicator: 'unchanged', guest: 'leave' },
 ];
 

@@ -13,12 +13,13 @@ import type { AuthServer } from '../replication/secure-channel.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { PeerClient, UPGRADE_PORT_OFFSET, listenPeer } from '../upgrade/peer.js';
 import { DEFAULT_ROLLING, RollingUpgrade } from '../upgrade/rolling.js';
+import type { HaController } from '../ha/ha-controller.js';
 import type { PairController } from './controller.js';
 import type { HaPart, HostPart, Journal } from './parts.js';
 
 export interface FieldUpgradeDeps {
   board: BoardProfile;
-  ha: HaPart;
+  ha: HaPart & Pick<HaController, 'leaveForReboot' | 'rebootFailed'>;
   journal: Journal;
   /** The guest and its pair, when this board hosts one. */
   host?: HostPart;
@@ -58,7 +59,7 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
     journal: (message, detail) => d.journal.record('upgrade', message, detail),
     switchover: () => (pair ? pair.switchover.handOver()
       : Promise.reject(new UsError('US_ERR_ROLE', `switchover: board ${b.name} does not replicate (no partner or no guest)`))),
-    rebootSelf: () => rebootSelf(b, d.journal, setup.rebootCommand),
+    rebootSelf: () => rebootSelf(b, d.journal, setup.rebootCommand, ha),
   }, join(b.storageDir, 'rolling-upgrade.json'));
   void (async () => {
     // The partner-link address may not be up yet.
@@ -87,8 +88,19 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
   return { rolling, startRun, close: async () => { await server?.close().catch(() => undefined); } };
 }
 
-/** A real blade runs the profile's reboot command; a simulated board is power-cycled by the chassis' power controller. */
-async function rebootSelf(board: BoardProfile, journal: Journal, command: string[]): Promise<void> {
+/**
+ * A real blade runs the profile's reboot command; a simulated board is power-cycled by the chassis'
+ * power controller. First the board announces STOPPING, as the orderly shutdown of a real reboot
+ * does, so its partner sees it leave and does not fence it as lost; a reboot that then fails leaves
+ * the board to its watchdog.
+ */
+async function rebootSelf(board: BoardProfile, journal: Journal, command: string[], ha: FieldUpgradeDeps['ha']): Promise<void> {
   journal.record('upgrade', `rebooting board ${board.name}`);
-  await boardPowerFor(board, command).rebootSelf();
+  await ha.leaveForReboot(`rebooting ${board.name} (rolling upgrade)`);
+  try {
+    await boardPowerFor(board, command).rebootSelf();
+  } catch (e) {
+    ha.rebootFailed((e as Error).message);
+    throw e;
+  }
 }

@@ -1,12 +1,14 @@
 /**
  * The board's durable store: SQLite (better-sqlite3) in WAL mode in the board's storage directory.
  * Owns the event journal (every role transition, link change, fencing, guest restart, with its cause)
- * and small durable counters such as the boot generation. Nothing here decides anything.
+ * and small durable counters such as the boot generation, and the fences this board carried out (the
+ * escalation of fencing counts them). Nothing here decides anything.
  *
  * The journal runs with synchronous=NORMAL (a power cut may lose its last events, never corrupt it).
  * The few values that protect the pair after a power cut (the boot generation, the partner's
- * generations) are written with `durably`: their transaction alone runs with synchronous=FULL, so it
- * is on disk (fsync of the WAL) before the call returns, and the journal's own writes stay as fast.
+ * generations, the fences) are written with `durably`: their transaction alone runs with
+ * synchronous=FULL, so it is on disk (fsync of the WAL) before the call returns, and the journal's
+ * own writes stay as fast.
  */
 import Database from 'better-sqlite3';
 import { closeSync, fsyncSync, openSync } from 'node:fs';
@@ -18,6 +20,16 @@ export interface JournalEvent {
   kind: string;
   message: string;
   detail: Record<string, unknown> | null;
+}
+
+export interface FenceRecord {
+  /** Wall-clock ms. */
+  atMs: number;
+  partner: string;
+  /** reset, off, was-off, left-off */
+  outcome: string;
+  /** Powered off by escalation (too many resets within the window). */
+  escalated: boolean;
 }
 
 export class Store {
@@ -40,6 +52,14 @@ export class Store {
         detail TEXT
       );
       CREATE INDEX IF NOT EXISTS events_kind ON events(kind);
+      CREATE TABLE IF NOT EXISTS fences (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        partner TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        escalated INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX IF NOT EXISTS fences_partner ON fences(partner, at_ms);
     `);
     this.insertEvent = this.db.prepare('INSERT INTO events (at, kind, message, detail) VALUES (?, ?, ?, ?)');
   }
@@ -87,6 +107,29 @@ export class Store {
         this.dirSynced = true;
       }
     }
+  }
+
+  /**
+   * Records a fence this board carried out (wall-clock ms; `outcome` as the device reported it:
+   * reset, off, was-off, left-off), synced to disk before it returns: the count of resets decides
+   * whether the next fence leaves the partner off, and a power cut of this board must not forget one.
+   */
+  recordFence(f: FenceRecord): void {
+    this.durably(() => this.db.prepare('INSERT INTO fences (at_ms, partner, outcome, escalated) VALUES (?, ?, ?, ?)').run(Math.round(f.atMs), f.partner, f.outcome, f.escalated ? 1 : 0));
+  }
+
+  /** Fences of `partner` at or after `sinceMs` (wall clock), oldest first. */
+  fencesSince(partner: string, sinceMs: number): FenceRecord[] {
+    const rows = this.db.prepare('SELECT at_ms, partner, outcome, escalated FROM fences WHERE partner = ? AND at_ms >= ? ORDER BY id ASC')
+      .all(partner, Math.round(sinceMs)) as Array<{ at_ms: number; partner: string; outcome: string; escalated: number }>;
+    return rows.map((r) => ({ atMs: r.at_ms, partner: r.partner, outcome: r.outcome, escalated: r.escalated === 1 }));
+  }
+
+  /** The last fence of `partner`, if any. */
+  lastFence(partner: string): FenceRecord | undefined {
+    const r = this.db.prepare('SELECT at_ms, partner, outcome, escalated FROM fences WHERE partner = ? ORDER BY id DESC LIMIT 1')
+      .get(partner) as { at_ms: number; partner: string; outcome: string; escalated: number } | undefined;
+    return r && { atMs: r.at_ms, partner: r.partner, outcome: r.outcome, escalated: r.escalated === 1 };
   }
 
   record(kind: string, message: string, detail?: Record<string, unknown>): number {

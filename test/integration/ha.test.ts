@@ -1,11 +1,16 @@
 /**
  * The HA layer on the simulated chassis, as root, boards without a guest (membership and roles
- * only): deterministic roles at a cold start; kill -9 and SIGSTOP of the primary's controller;
- * one link cut (no failover, an alarm); both links cut (exactly one primary); fencing that fails
- * (no promotion, retried every second); forged, replayed and corrupted heartbeats (rejected and
- * counted); real heartbeats captured and replayed into a board while it restarts (bound to its
- * previous boot: they change no role). Every outcome is read from the controllers' control sockets (`role`, `link.status`,
- * `events`) and from `chassis status`, as an operator would see it.
+ * only): deterministic roles at a cold start; kill -9 and SIGSTOP of the primary's controller (the
+ * fenced board is reset and returns as backup by itself); one link cut (no failover, an alarm);
+ * both links cut on a healthy pair (the primary keeps serving, the backup is reset, the pair is
+ * whole again after heal); a cold start with both links cut (nobody fences, nobody serves, until
+ * `understudy start-alone`); boards with different keys (alarms, no fence, no service); the
+ * escalation of resets (the board is left off); fencing that fails (no promotion, retried every
+ * second); forged, replayed and corrupted heartbeats (rejected and counted); real heartbeats captured
+ * and replayed into a board while it restarts (bound to its previous boot: they change no role).
+ * Every outcome is read
+ * from the controllers' control sockets (`role`, `link.status`, `events`), from `chassis status`
+ * and from the CLI, as an operator would see it.
  *
  * Each test gets a fresh chassis (so one fault never leaks into the next) and tears it down in
  * afterEach, failed or not; a failed test's run directory is kept for its logs. Waits are bounded by
@@ -14,14 +19,16 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { encodeHeartbeat, type Heartbeat, type Role } from '../../src/ha/frame.js';
 import type { HaStatus } from '../../src/ha/ha-controller.js';
 import type { LinkState, PartnerView } from '../../src/ha/membership.js';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { chassisDown } from '../../src/sim/chassis/launcher.js';
-import { PLINK_ADDRESS, PLINK_PORT, type BoardName } from '../../src/sim/chassis/layout.js';
+import { CLI_ENTRY, PLINK_ADDRESS, PLINK_PORT, type BoardName } from '../../src/sim/chassis/layout.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../../src/store/journal.js';
 
@@ -126,6 +133,36 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
 
   const link = (s: LinkStatus, n: 'ethernet' | 'serial') => s.links.find((l) => l.name === n)!;
 
+  /** The operator's CLI against a board (`--board <its profile> --json`): exit code and the JSON it printed. */
+  async function cli(b: BoardName, ...args: string[]): Promise<{ code: number; out: any }> {
+    const r = await promisify(execFile)(process.execPath, [CLI_ENTRY, ...args, '--board', chassis!.layout.boards[b].profile, '--json'], { timeout: 60000 })
+      .then((x) => ({ code: 0, stdout: x.stdout }), (e: { code?: number; stdout?: string }) => ({ code: e.code ?? -1, stdout: e.stdout ?? '' }));
+    return { code: r.code, out: JSON.parse(r.stdout) };
+  }
+
+  /**
+   * A cold start of both boards with their profiles edited (a chassis up as the test needs it): both
+   * off (the power controller broken meanwhile, so neither fences the other on the way down),
+   * `edit` on each board's profile.json, `before` (cut links, say), both on, both answering.
+   */
+  async function coldStart(edit: (b: BoardName, profile: Record<string, any>) => void, before: () => Promise<unknown> = async () => undefined): Promise<void> {
+    await chassis!.powerController('break');
+    await Promise.all(BOARDS.map((x) => chassis!.power(x, 'off')));
+    await chassis!.powerController('fix');
+    for (const b of BOARDS) {
+      const file = chassis!.layout.boards[b].profile;
+      const profile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
+      edit(b, profile);
+      writeFileSync(file, JSON.stringify(profile, null, 2), { mode: 0o600 });
+    }
+    await before();
+    await Promise.all(BOARDS.map((x) => chassis!.power(x, 'on')));
+    await eventually('both answer after the cold start', async () => (await chassis!.status()).boards.every((x) => x.answers), 30000, 100);
+  }
+
+  /** Fences journaled by `b` since `since` (done, not failed). */
+  const fencesBy = async (b: BoardName, since: number) => (await events(b, since, 'fence')).filter((e) => e.detail?.outcome !== undefined);
+
   /** Sends frames to `to`'s partner-link port from its partner's address, inside the partner's namespace. */
   async function sendFrames(to: BoardName, frames: Buffer[], gapMs = 3): Promise<void> {
     const from = other(to);
@@ -188,10 +225,11 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     }
   });
 
-  it('kill -9 of the primary\'s controller: the backup fences it, then promotes; the board comes back as BACKUP and never preempts', async () => {
+  it('kill -9 of the primary\'s controller: the backup fences it (a reset) after the priority delay, then promotes; the board comes back as BACKUP by itself and never preempts', async () => {
     const { primary, backup } = await settledPair();
     assert.equal(primary, 'sim-a');
     const since = await marks();
+    const before = await chassis!.board(primary);
     const killed = (await chassis!.fail(primary, 'kill')) as { pid: number | null };
     assert.ok(killed.pid, 'a controller pid was killed');
 
@@ -206,22 +244,25 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     const promoted = journal.findIndex((e) => e.kind === 'role.transition' && e.detail!.to === 'PRIMARY');
     assert.ok(dead >= 0 && dead < fencing && fencing < fence && fence < promoted, `order: dead ${dead} < FENCING ${fencing} < fence ${fence} < PRIMARY ${promoted}`);
     assert.equal(journal[fence]!.detail!.partner, primary, 'the fence names the partner');
-    assert.match(journal[fence]!.message, new RegExp(`partner ${primary} powered off`));
+    assert.equal(journal[fence]!.detail!.outcome, 'reset');
+    assert.equal(journal[fence]!.detail!.waitedMs, 250, 'the priority fencing delay: its partner was the primary');
+    assert.match(journal[fence]!.message, new RegExp(`partner ${primary} fenced: reset`));
+    const waited = Date.parse(journal[fence]!.at) - Date.parse(journal[dead]!.at);
+    assert.ok(waited >= 240, `fenced ${waited} ms after the verdict: not before the priority delay`);
 
     const b = await role(backup);
     assert.equal(b.fencing.attempts, 1);
     assert.equal(b.fencing.failures, 0);
     assert.equal(b.partner.state === 'alive', false, 'the fenced partner is not alive');
     const st = await chassis!.board(primary);
-    assert.equal(st.power, 'off', 'the fenced board stays off');
-    assert.equal(st.resets.last?.cause, 'fence');
+    assert.equal(st.resets.count, before.resets.count + 1, 'reset once');
+    assert.equal(st.resets.last?.cause, 'power-controller');
     assert.equal(st.lastExit?.signal, 'SIGKILL');
     assert.equal(st.lastExit?.pid, killed.pid);
 
-    // The operator powers it on: it joins as BACKUP and leaves the primary alone.
+    // Nobody touches anything: the reset board boots, joins as BACKUP and leaves the primary alone.
     const mark = (await events(backup, 0)).at(-1)!.id;
-    await chassis!.power(primary, 'on');
-    await eventually(`${primary} BACKUP again`, async () => (await roleOf(primary)) === 'BACKUP', 20000, 100);
+    await eventually(`${primary} BACKUP again by itself`, async () => (await roleOf(primary)) === 'BACKUP', 30000, 100);
     const back = await role(primary);
     assert.equal(back.lastTransition?.from, 'STARTING');
     assert.equal(back.lastTransition?.cause, 'partner is primary: joining as backup');
@@ -231,6 +272,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.ok(!returned.some((e) => e.kind === 'role.transition' && e.detail!.to === 'PRIMARY' && e.id > since[primary]),
       `the returning board never took the primary role:\n${returned.map((e) => e.message).join('\n')}`);
     assert.deepEqual((await events(backup, mark)).filter((e) => e.kind === 'role.transition'), [], 'the primary never stepped down');
+    assert.equal((await chassis!.status()).powerController.recent.filter((r) => /^(ON|OFF)/.test(r.request)).length, 0, 'no operator power request');
   });
 
   it('SIGSTOP of the primary\'s controller: its watchdog resets its board, and the backup promotes after fencing', async () => {
@@ -306,42 +348,154 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     });
   }
 
-  it('both links cut: exactly one PRIMARY afterwards, the other board fenced (off) or BACKUP', async () => {
-    await settledPair();
+  it('both links cut for 3 s on a healthy pair: the primary keeps serving and is never fenced, the backup is reset (or waits), and after heal the pair is whole again with no operator action', async () => {
+    const { primary, backup } = await settledPair();
     const since = await marks();
+    const st0 = await chassis!.status();
+    const resets0 = Object.fromEntries(st0.boards.map((b) => [b.board, b.resets.count])) as Record<BoardName, number>;
     await chassis!.cut('ethernet');
     await chassis!.cut('serial');
-    // Settled: each board is off, or has given its partner up (silent on every link) and holds a
-    // final role; and there is exactly one PRIMARY.
-    const outcome = await eventually('the pair settles with one primary', async () => {
-      const st = await chassis!.status();
-      const roles = st.boards.map((b) => {
-        if (b.power === 'off') return 'OFF';
-        if (!b.role.ok) return 'unavailable';
-        const r = b.role.result as HaStatus;
-        return r.partner.state === 'alive' ? `${r.role}(partner alive)` : r.role;
-      });
-      const primaries = roles.filter((r) => r === 'PRIMARY').length;
-      return primaries === 1 && roles.every((r) => r === 'PRIMARY' || r === 'BACKUP' || r === 'OFF') ? { st, roles } : undefined;
-    }, 20000, 100);
-    const winner = BOARDS[outcome.roles.indexOf('PRIMARY')]!;
-    const loser = other(winner);
-    // Stays so: poll both again for a while.
-    for (let i = 0; i < 10; i++) {
-      const roles = await Promise.all(BOARDS.map(roleOf));
-      assert.equal(roles.filter((r) => r === 'PRIMARY').length, 1, `roles ${roles.join(', ')}`);
-      await sleep(200);
+    // Throughout the cut: the primary is PRIMARY at every sample; the backup never is.
+    const seenBackup = new Set<string>();
+    const end = Date.now() + 3000;
+    let samples = 0;
+    for (let i = 0; i < 100 && Date.now() < end; i++) {
+      assert.equal(await roleOf(primary), 'PRIMARY', `${primary} serves throughout the cut (sample ${samples})`);
+      const r = await roleOf(backup);
+      assert.notEqual(r, 'PRIMARY', `${backup} never serves`);
+      seenBackup.add(r);
+      samples++;
+      await sleep(100);
     }
-    const fences = (await events(winner, since[winner], 'fence'));
-    if ((await chassis!.board(loser)).power === 'off') {
-      assert.ok(fences.some((e) => e.detail?.partner === loser && /powered off/.test(e.message)), `${winner} fenced ${loser}`);
-    }
-    // Healed and powered on, the pair is whole again with the same primary.
+    assert.ok(samples >= 10, `${samples} samples`);
     await chassis!.heal('ethernet');
     await chassis!.heal('serial');
-    await chassis!.power(loser, 'on');
     const pair = await settledPair(30000);
-    assert.equal(pair.primary, winner);
+    assert.deepEqual(pair, { primary, backup }, 'the same primary, the backup rejoined by itself');
+
+    // The primary: no role change, never fenced, never reset; it fenced its backup at most once (a reset).
+    const pj = await events(primary, since[primary]);
+    assert.deepEqual(pj.filter((e) => e.kind === 'role.transition').map((e) => e.message), [], 'the primary never changed role');
+    const pf = await fencesBy(primary, since[primary]);
+    assert.ok(pf.length <= 1, pf.map((e) => e.message).join('\n'));
+    for (const f of pf) assert.deepEqual([f.detail!.partner, f.detail!.outcome], [backup, 'reset']);
+    // The backup's journal survives its reset (its store is on its disk).
+    const bj = await events(backup, since[backup]);
+    assert.deepEqual(bj.filter((e) => e.kind === 'fence'), [], 'the backup fenced nobody');
+    assert.ok(!bj.some((e) => e.kind === 'role.transition' && e.detail!.to === 'PRIMARY'), 'the backup never promoted');
+    const st1 = await chassis!.status();
+    const resets = (b: BoardName) => st1.boards.find((x) => x.board === b)!.resets.count - resets0[b];
+    assert.equal(resets(primary), 0, 'the primary was never reset');
+    assert.equal(resets(backup), pf.length, 'the backup was reset once per fence of the primary');
+    for (const board of st1.boards) assert.equal(board.power, 'on');
+    assert.equal(st1.powerController.recent.filter((r) => /^(ON|OFF)/.test(r.request)).length, 0, 'no operator power request, no power-off');
+    console.log(`      backup during the cut: ${[...seenBackup].join(', ')}; fences by the primary: ${pf.length}`);
+  });
+
+  it('both links cut before the boards start: nobody fences, nobody serves (wait-for-partner); `understudy start-alone` on one makes it serve; after heal the other joins as BACKUP', async () => {
+    await settledPair();
+    await coldStart(() => undefined, async () => {
+      await chassis!.cut('ethernet');
+      await chassis!.cut('serial');
+    });
+    const requests0 = (await chassis!.status()).powerController.requests;
+    const waiting = { 'sim-a': 'WAITING', 'sim-b': 'WAITING' } as Record<BoardName, Role>;
+    await eventually('both boards WAITING', async () => (await roleOf('sim-a')) === 'WAITING' && (await roleOf('sim-b')) === 'WAITING', 20000, 200);
+    await rolesHold(waiting, 3000);
+    for (const b of BOARDS) {
+      const r = await role(b);
+      assert.ok(r.alarms.some((a) => /^no partner heard since start: not serving/.test(a)), `${b}: ${r.alarms.join('; ')}`);
+      assert.match(r.lastTransition!.cause, /no partner heard since start: waiting for it/);
+      assert.equal(r.fencing.attempts, 0);
+    }
+    const st = await chassis!.status();
+    assert.deepEqual(st.boards.map((b) => b.power), ['on', 'on'], 'never both off: nobody is off');
+    assert.equal(st.powerController.requests, requests0, 'nobody asked the power controller for anything');
+
+    // The operator: sim-a serves alone (it fences sim-b first: a reset, and sim-b waits again).
+    const mark = await marks();
+    const ok = await cli('sim-a', 'start-alone');
+    assert.equal(ok.code, 0, JSON.stringify(ok.out));
+    assert.deepEqual({ board: ok.out.board, role: ok.out.role, partner: ok.out.partner }, { board: 'sim-a', role: 'PRIMARY', partner: 'sim-b' });
+    const journal = await events('sim-a', mark['sim-a']);
+    assert.ok(journal.some((e) => e.kind === 'role' && /^start-alone requested by the operator: fencing sim-b/.test(e.message)), 'journaled');
+    assert.deepEqual(journal.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}`), ['WAITING->FENCING', 'FENCING->PRIMARY']);
+    assert.equal((await fencesBy('sim-a', mark['sim-a']))[0]?.detail?.outcome, 'reset');
+    const again = await cli('sim-a', 'start-alone');
+    assert.equal(again.code, 1);
+    assert.equal(again.out.error.code, 'US_ERR_ROLE');
+    assert.match(again.out.error.message, /^start-alone refused: board sim-a is PRIMARY/);
+    await eventually('sim-b back and WAITING (the links are still cut)', async () => (await roleOf('sim-b')) === 'WAITING', 30000, 200);
+    assert.equal(await roleOf('sim-a'), 'PRIMARY');
+
+    await chassis!.heal('ethernet');
+    await chassis!.heal('serial');
+    assert.deepEqual(await settledPair(30000), { primary: 'sim-a', backup: 'sim-b' });
+    assert.equal((await role('sim-b')).lastTransition?.cause, 'partner is primary: joining as backup');
+    const refused = await cli('sim-b', 'start-alone');
+    assert.equal(refused.out.error.code, 'US_ERR_ROLE');
+    assert.deepEqual((await chassis!.status()).boards.map((b) => b.power), ['on', 'on']);
+  });
+
+  it('boards holding different keys: both alive, neither fenced, an alarm on both, nobody serves; start-alone is refused', async () => {
+    await settledPair();
+    const otherKey = `${chassis!.layout.runDir}/ha-other.key`;
+    writeFileSync(otherKey, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+    await coldStart((b, profile) => { if (b === 'sim-b') profile.ha.keyFile = otherKey; });
+    const requests0 = (await chassis!.status()).powerController.requests;
+    await eventually('both boards WAITING with the alarm', async () => {
+      for (const b of BOARDS) {
+        const r = await role(b);
+        if (r.role !== 'WAITING' || !r.alarms.some((a) => /^partner misconfigured: heard only with a bad MAC/.test(a))) return false;
+      }
+      return true;
+    }, 20000, 200);
+    await rolesHold({ 'sim-a': 'WAITING', 'sim-b': 'WAITING' } as Record<BoardName, Role>, 6000);
+    for (const b of BOARDS) {
+      const l = await linkStatus(b);
+      assert.ok(l.alarms.some((a) => /^partner misconfigured: heard only with a bad MAC on (ethernet, serial|serial, ethernet|ethernet|serial) \(another key\?\): not fencing it, not serving$/.test(a)), `${b} link status: ${l.alarms.join('; ')}`);
+      assert.ok(link(l, 'ethernet').rejected.mac > 100, `${b} counts the bad MACs`);
+      assert.equal(l.partner.state, 'unknown', 'no authentic frame');
+      const j = await events(b, 0);
+      assert.ok(j.some((e) => e.kind === 'partner' && /^partner heard only with a bad MAC .*alive and misconfigured/.test(e.message)), `${b} journals it`);
+      assert.ok(!j.some((e) => e.kind === 'fence'), `${b} fenced nobody`);
+      const refused = await cli(b, 'start-alone');
+      assert.equal(refused.code, 1);
+      assert.equal(refused.out.error.code, 'US_ERR_ROLE');
+      assert.match(refused.out.error.message, /bad MAC/);
+    }
+    const st = await chassis!.status();
+    assert.deepEqual(st.boards.map((b) => b.power), ['on', 'on']);
+    assert.equal(st.powerController.requests, requests0, 'nobody asked the power controller for anything');
+  });
+
+  it('escalation: a board reset maxResets times within the window is powered off at its next fence and left off, with an alarm; powered on by the operator, it rejoins', async () => {
+    await settledPair();
+    await coldStart((_, profile) => { profile.fencing.escalation = { maxResets: 1, windowS: 600 }; });
+    const { primary, backup } = await settledPair();
+    assert.deepEqual({ primary, backup }, { primary: 'sim-a', backup: 'sim-b' });
+    // 1. sim-a's controller dies: sim-b resets it (its first reset of sim-a) and promotes; sim-a returns as BACKUP.
+    const m1 = await marks();
+    await chassis!.fail('sim-a', 'kill');
+    assert.deepEqual(await settledPair(40000), { primary: 'sim-b', backup: 'sim-a' });
+    assert.deepEqual((await fencesBy('sim-b', m1['sim-b'])).map((e) => e.detail!.outcome), ['reset']);
+    // 2. sim-a's controller dies again (now the backup): sim-b has reset it once within the window: off, for good.
+    const m2 = await marks();
+    await chassis!.fail('sim-a', 'kill');
+    const f = await eventually('sim-b fences sim-a again', async () => (await fencesBy('sim-b', m2['sim-b']))[0], 10000, 100);
+    assert.deepEqual({ action: f.detail!.action, outcome: f.detail!.outcome, escalated: f.detail!.escalated }, { action: 'off', outcome: 'off', escalated: true });
+    assert.match(f.message, /ESCALATION: reset 1 times within 600 s/);
+    await sleep(3000);
+    const a = await chassis!.board('sim-a');
+    assert.equal(a.power, 'off', 'left off');
+    assert.equal(a.resets.last?.cause, 'fence');
+    const r = await role('sim-b');
+    assert.equal(r.role, 'PRIMARY', 'the primary serves on');
+    assert.ok(r.alarms.some((x) => /^partner sim-a left powered off since .*: reset 1 times within 600 s, then powered off \(fencing\.escalation\)/.test(x)), r.alarms.join('; '));
+    // The operator powers it on once fixed: it rejoins and the alarm clears.
+    await chassis!.power('sim-a', 'on');
+    assert.deepEqual(await settledPair(30000), { primary: 'sim-b', backup: 'sim-a' });
+    assert.ok(!(await role('sim-b')).alarms.some((x) => /left powered off/.test(x)));
   });
 
   it('fencing fails (power controller broken, primary killed): the backup does not promote, says so, retries every second, and promotes once fixed', async () => {
@@ -369,13 +523,14 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     await chassis!.powerController('fix');
     await eventually(`${backup} PRIMARY once fencing works`, async () => (await roleOf(backup)) === 'PRIMARY', 10000, 50);
     const fences = await events(backup, since[backup], 'fence');
-    const ok = fences.find((e) => /powered off/.test(e.message));
+    const ok = fences.find((e) => e.detail?.outcome === 'reset');
     assert.ok(ok, fences.map((e) => e.message).join('\n'));
     assert.equal(ok.detail?.partner, primary);
     const lastFailure = fences.filter((e) => /FENCING FAILED/.test(e.message)).at(-1)!;
     const gap = Date.parse(ok.at) - Date.parse(lastFailure.at);
     assert.ok(gap >= 900, `the successful fence is a retry about a second after the last failure (${gap} ms)`);
-    assert.equal((await chassis!.board(primary)).power, 'off');
+    // Reset, it comes back by itself and joins the new primary.
+    assert.deepEqual(await settledPair(30000), { primary: backup, backup: primary });
   });
 
   it('fencing fails for a board that lost power: never promotes while broken (retried every second), promotes once fixed', async () => {

@@ -87,6 +87,33 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     assert.equal(p.primary, partnerOf(old));
   });
 
+  it('both links cut for 3 s on a protected pair: the primary keeps serving, nothing acknowledged is lost, protection is back after heal with no operator action (the backup cloned again)', async () => {
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    const old = p.primary;
+    const before = (await p.ctl(old, 'replication.status')).replication.lastClone.at;
+    const resets0 = (await p.chassis.board(old)).resets.count;
+    const mark = (await p.ctl(old, 'events', { limit: 1 })).events.at(-1).id as number;
+    const { res, faultAt } = await p.loadThrough(12000, 3000, async () => {
+      await p.chassis.cut('ethernet');
+      await p.chassis.cut('serial');
+      await new Promise((r) => setTimeout(r, 3000));
+      await p.chassis.heal('ethernet');
+      await p.chassis.heal('serial');
+    }, 'PT');
+    assert.equal((await pairView(p.chassis.layout))[old]?.role, 'PRIMARY', 'the primary kept the service');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    assert.equal(p.primary, old, 'the same primary, protected again by itself');
+    assert.notEqual((await p.ctl(old, 'replication.status')).replication.lastClone.at, before, 'the backup was cloned again');
+    assert.equal((await p.chassis.board(old)).resets.count, resets0, 'the primary was never reset');
+    const journal = (await p.ctl(old, 'events', { sinceId: mark, limit: 1000 })).events as Array<{ kind: string; message: string; detail: Record<string, unknown> | null }>;
+    assert.deepEqual(journal.filter((e) => e.kind === 'role.transition').map((e) => e.message), [], 'the primary never changed role');
+    const fences = journal.filter((e) => e.kind === 'fence' && e.detail?.outcome !== undefined);
+    assert.ok(fences.every((e) => e.detail!.partner === partnerOf(old) && e.detail!.outcome === 'reset'), fences.map((e) => e.message).join(' | '));
+    const waits = res.gaps.filter(([a, b]) => b >= faultAt && a <= faultAt + 8000 && b - a >= 100).map(([a, b]) => `${b - a} ms from cut+${a - faultAt} ms`);
+    console.log(`      partition: client waits of 100 ms or more from the cut (heal at cut+3000 ms) to 5 s after the heal: ${waits.join(', ') || 'none'}; the primary reset its backup ${fences.length} time(s)`);
+    assert.deepEqual(await p.settledStates(), { same: true }, 'primary and re-cloned backup states are identical');
+  });
+
   it('seeded random faults (kill -9, power off, QEMU kill, both links cut): zero acknowledged requests lost', async () => {
     const seed = Number(process.env.US_FAULT_SEED ?? Date.now() % 1000000);
     const faults = Number(process.env.US_FAULTS ?? 20);

@@ -37,13 +37,13 @@ describe('BoardPower (a board rebooting itself)', () => {
       power: 'on',
       powerOn: async () => undefined,
       powerOff: async () => undefined,
-      reset: async (cause) => { resets.push(`${name} ${cause}`); },
+      reset: async (cause) => { resets.push(`${name} ${cause}`); return true; },
     });
     const controller = new PowerController({ 'sim-a': target('sim-a'), 'sim-b': target('sim-b') }, log);
     try {
       const socket = join(dir, 'power.sock');
       await controller.listen(socket);
-      const power = boardPowerFor({ ...simA, fencing: { method: 'simulated', controlSocket: socket } }, ['never', 'run']);
+      const power = boardPowerFor({ ...simA, fencing: { method: 'simulated', controlSocket: socket, action: 'reset', escalation: { maxResets: 3, windowS: 3600 } } }, ['never', 'run']);
       assert.equal(power.method, 'simulated');
       await power.rebootSelf();
       assert.deepEqual(resets, ['sim-a power-controller']);

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { loadBoardProfile } from '../../src/config/board-profile.js';
+import { PRIORITY_FENCING_DELAY_MS, loadBoardProfile, partnerNameOf } from '../../src/config/board-profile.js';
 import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
 
@@ -72,6 +72,39 @@ describe('board profiles and guest descriptors', () => {
     const g2 = sample('guests/dx-legacy.json');
     g2.ports.service = 70000;
     assert.throws(() => loadGuestDescriptor(write('g2.json', g2)), /ports\.service/);
+  });
+
+  it('HA decisions: defaults of the start-up policy, the priority fencing delay, the fence action and its escalation; bad values name their field', () => {
+    const b = sample('board/sim-a.json');
+    delete b.ha.startup;
+    delete b.ha.priorityFencingDelayMs;
+    delete b.fencing.action;
+    delete b.fencing.escalation;
+    const p = loadBoardProfile(write('defaults.json', b));
+    assert.equal(p.ha!.startup, 'wait-for-partner');
+    assert.equal(p.ha!.priorityFencingDelayMs, PRIORITY_FENCING_DELAY_MS);
+    assert.ok(p.fencing?.method === 'simulated');
+    assert.equal(p.fencing.action, 'reset');
+    assert.deepEqual(p.fencing.escalation, { maxResets: 3, windowS: 3600 });
+    assert.equal(partnerNameOf(p), 'sim-b');
+    const bad = (name: string, edit: (x: Record<string, any>) => void, field: RegExp) => {
+      const x = sample('board/sim-a.json');
+      edit(x);
+      assert.throws(() => loadBoardProfile(write(name, x)), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && field.test(e.message), name);
+    };
+    bad('startup.json', (x) => { x.ha.startup = 'serve-anyway'; }, /ha\.startup/);
+    bad('pfd.json', (x) => { x.ha.priorityFencingDelayMs = -1; }, /ha\.priorityFencingDelayMs/);
+    bad('pfd2.json', (x) => { x.ha.priorityFencingDelayMs = 200; }, /ha\.priorityFencingDelayMs: must be at least deadtimeMs \+ fenceDelayMs/);
+    bad('action.json', (x) => { x.fencing.action = 'reboot'; }, /fencing\.action/);
+    bad('esc.json', (x) => { x.fencing.escalation = { maxResets: 0, windowS: 60 }; }, /fencing\.escalation\.maxResets/);
+    bad('esc2.json', (x) => { x.fencing.escalation = { maxResets: 2, windowS: 60, extra: 1 }; }, /fencing\.escalation/);
+    // fence-then-serve needs both boards to agree which fences first: the partner's name must be known.
+    bad('fts.json', (x) => { x.name = 'shelf1-slot5'; x.ha.startup = 'fence-then-serve'; }, /partner\.name: required with ha\.startup fence-then-serve/);
+    const named = sample('board/sim-a.json');
+    Object.assign(named, { name: 'shelf1-slot5' });
+    named.ha.startup = 'fence-then-serve';
+    named.partner.name = 'shelf1-slot6';
+    assert.equal(partnerNameOf(loadBoardProfile(write('named.json', named))), 'shelf1-slot6');
   });
 
   it('reports a file that is not JSON, or missing, with its path', () => {

@@ -1,9 +1,11 @@
 /**
- * The HA controller's timers on a fake clock: the startup wait, the fence delay of the less
- * preferred board, the fence retry, the health tick and the yield after a switchover, each at the
- * millisecond it is due, without sleeping. The membership process is not started (its start() is
- * replaced): partner events are emitted on it by hand, and fencing goes to a stand-in power
- * controller on a unix socket.
+ * The HA controller's timers and decisions on a fake clock: the startup wait and what follows it
+ * under each start-up policy, the operator's start-alone, the fence delays (the symmetric one, the
+ * priority fencing delay, none for a hung partner), a primary fencing its silent backup, the fence
+ * retry, the escalation of resets (counted in the store, across a restart), the health tick and the
+ * yield after a switchover, each at the millisecond it is due, without sleeping. The membership
+ * process is not started (its start() is replaced): partner news is fed to it by hand, as its
+ * process would send it, and fencing goes to a stand-in power controller on a unix socket.
  */
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,15 +18,27 @@ import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { Heartbeat } from '../../src/ha/frame.js';
 import { HaController, type RoleChange } from '../../src/ha/ha-controller.js';
+import type { MembershipSnapshot } from '../../src/ha/membership-process.js';
 import { Store } from '../../src/store/journal.js';
 
 const log = createLogger('test', { level: 'silent' });
+
+interface BoardOptions {
+  name?: 'sim-a' | 'sim-b';
+  priority?: number;
+  /** true: the stand-in power controller; false: no fencing (every fence fails). */
+  fencing: boolean;
+  startup?: 'wait-for-partner' | 'fence-then-serve';
+  escalation?: { maxResets: number; windowS: number };
+}
 
 describe('HA controller timers on a fake clock', () => {
   let dir: string;
   let store: Store;
   let clock: FakeClock;
-  let ha: HaController | undefined;
+  /** Wall-clock ms as the escalation's durable count sees it; moved by hand. */
+  let wall: number;
+  let controllers: HaController[];
   let power: Server | undefined;
   /** Requests the stand-in power controller received, with the fake time they arrived at. */
   let powerRequests: Array<{ line: string; at: number }>;
@@ -33,48 +47,70 @@ describe('HA controller timers on a fake clock', () => {
     dir = mkdtempSync(join(tmpdir(), 'us-ha-'));
     store = new Store(dir);
     clock = new FakeClock();
+    wall = 1_800_000_000_000;
+    controllers = [];
     powerRequests = [];
   });
   afterEach(async () => {
-    await ha?.stop();
-    ha = undefined;
+    for (const c of controllers) await c.stop();
     await new Promise<void>((r) => (power ? power.close(() => r()) : r()));
     power = undefined;
     store.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** sim-a's profile in the temp dir; `fencing: true` points it at the stand-in power controller. */
-  async function controller(o: { priority: number; fencing: boolean }): Promise<{ ha: HaController; roles: RoleChange[] }> {
-    const profile = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board/sim-a.json'), 'utf8')) as Record<string, any>;
+  async function standInPowerController(): Promise<string> {
+    const socket = join(dir, 'power.sock');
+    if (power) return socket;
+    power = createServer((s) => {
+      s.setEncoding('utf8');
+      s.on('data', (line: string) => {
+        powerRequests.push({ line: line.trim(), at: clock.now() });
+        s.end(`OK ${line.trim()}\n`);
+      });
+    });
+    await new Promise<void>((r) => power!.listen(socket, () => r()));
+    return socket;
+  }
+
+  /** A board's profile in the temp dir (from board/<name>.json); a controller on the shared store. */
+  async function controller(o: BoardOptions): Promise<{ ha: HaController; roles: RoleChange[] }> {
+    const name = o.name ?? 'sim-a';
+    const profile = JSON.parse(readFileSync(join(PACKAGE_ROOT, `board/${name}.json`), 'utf8')) as Record<string, any>;
     const keyFile = join(dir, 'ha.key');
     writeFileSync(keyFile, 'ab'.repeat(32));
     chmodSync(keyFile, 0o600);
     profile.storageDir = dir;
-    profile.ha = { ...profile.ha, keyFile, priority: o.priority, startupWaitMs: 5000, fenceDelayMs: 200 };
+    profile.ha = { ...profile.ha, keyFile, startupWaitMs: 5000, fenceDelayMs: 200, priorityFencingDelayMs: 300,
+      ...(o.priority !== undefined ? { priority: o.priority } : {}), ...(o.startup ? { startup: o.startup } : {}) };
     if (o.fencing) {
-      const socket = join(dir, 'power.sock');
-      power = createServer((s) => {
-        s.setEncoding('utf8');
-        s.on('data', (line: string) => {
-          powerRequests.push({ line: line.trim(), at: clock.now() });
-          s.end(`OK ${line.trim()}\n`);
-        });
-      });
-      await new Promise<void>((r) => power!.listen(socket, () => r()));
-      profile.fencing = { method: 'simulated', controlSocket: socket };
+      profile.fencing = { method: 'simulated', controlSocket: await standInPowerController(), ...(o.escalation ? { escalation: o.escalation } : {}) };
     } else {
       delete profile.fencing; // no fencing: every fence fails
     }
-    const file = join(dir, 'board.json');
+    const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(profile));
-    const c = new HaController(loadBoardProfile(file), store, log, { clock });
-    c.membership.start = async () => undefined; // no membership process: partner events come from the test
+    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall });
+    c.membership.start = async () => undefined; // no membership process: partner news comes from the test
+    c.membership.snapshot = async (): Promise<MembershipSnapshot> => ({
+      links: [], partner: c.membership.partnerView, loopDelayMs: { p50: 0, p99: 0, max: 0 }, watchdog: null, thread: { tid: null, rtPriority: 0 }, sent: 0,
+    });
     const roles: RoleChange[] = [];
     c.on('role', (r) => roles.push(r));
-    ha = c;
+    controllers.push(c);
     return { ha: c, roles };
   }
+
+  let seq = 0;
+  /** The partner's heartbeat as the membership process reports it. */
+  const hb = (over: Partial<Heartbeat> = {}): Heartbeat => ({
+    sender: 'sim-b', generation: 1, echo: 0, seq: ++seq, role: 'BACKUP', guest: 'none', watchdog: 'kicking', cpuLoad: null, priority: 20, health: 'ok', ...over,
+  });
+  /** Feeds the controller what its membership process would post. */
+  const news = (ha: HaController, m: { t: 'partner-alive' | 'partner-update'; hb: Heartbeat } | { t: 'partner-dead'; silentMs: number } | { t: 'bad-mac'; links: string[]; frames: number }) =>
+    (ha.membership as unknown as { onMessage(m: unknown): void }).onMessage(m);
+  const hear = (ha: HaController, over: Partial<Heartbeat> = {}) => news(ha, { t: ha.membership.partnerView.state === 'alive' ? 'partner-update' : 'partner-alive', hb: hb(over) });
+  const silence = (ha: HaController) => news(ha, { t: 'partner-dead', silentMs: 26 });
 
   /** Waits (real time) for I/O the fake clock does not drive: the power controller's answer. */
   const until = async (cond: () => boolean, what: string) => {
@@ -82,54 +118,224 @@ describe('HA controller timers on a fake clock', () => {
     assert.ok(cond(), what);
   };
   const path = (roles: RoleChange[]) => roles.map((r) => r.to);
+  const fences = () => store.events({ kind: 'fence', limit: 1000 });
 
-  it('a board that hears no partner fences it after exactly startupWaitMs, and retries a failed fence every second', async () => {
-    const { ha, roles } = await controller({ priority: 10, fencing: false });
+  it('wait-for-partner (the default): a board that hears nobody waits from exactly startupWaitMs on, never fences nor serves, and joins when its partner appears', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    assert.equal(ha.board.ha!.startup, 'wait-for-partner');
     await ha.start();
     await clock.advanceAsync(4999);
     assert.equal(ha.currentRole, 'STARTING');
     await clock.advanceAsync(1);
-    assert.deepEqual(path(roles), ['FENCING', 'BACKUP'], 'no fencing configured: the fence fails and the board does not promote');
-    assert.match(roles[0]!.cause, /no partner heard since start/);
+    assert.deepEqual(path(roles), ['WAITING']);
+    assert.match(roles[0]!.cause, /no partner heard since start: waiting for it/);
+    await clock.advanceAsync(600000);
+    assert.deepEqual(path(roles), ['WAITING'], 'ten minutes on: still waiting');
+    assert.deepEqual(powerRequests, [], 'nobody was fenced');
+    assert.ok((await ha.status()).alarms.some((a) => /^no partner heard since start: not serving/.test(a)));
+    hear(ha, { role: 'PRIMARY' });
+    assert.deepEqual(path(roles), ['WAITING', 'BACKUP'], 'the partner serves: this board joins it as backup');
+  });
+
+  it('fence-then-serve: the board preferred by name fences at startupWaitMs, the other fenceDelayMs later; each powers its partner off (never a reset) and serves', async () => {
+    for (const [name, waited] of [['sim-a', 0], ['sim-b', 200]] as const) {
+      powerRequests = [];
+      const t0 = clock.now();
+      const { ha, roles } = await controller({ name, fencing: true, startup: 'fence-then-serve' });
+      await ha.start();
+      await clock.advanceAsync(5000 + waited - 1);
+      assert.deepEqual(powerRequests, [], `${name}: not before ${waited} ms`);
+      await clock.advanceAsync(1);
+      await until(() => ha.currentRole === 'PRIMARY', `${name}: promoted once the power controller confirmed`);
+      const partner = name === 'sim-a' ? 'sim-b' : 'sim-a';
+      assert.deepEqual(powerRequests, [{ line: `OFF ${partner}`, at: t0 + 5000 + waited }]);
+      assert.deepEqual(path(roles), ['FENCING', 'PRIMARY']);
+      assert.match(roles[0]!.cause, /fence-then-serve/);
+      await ha.stop();
+    }
+  });
+
+  it('fence-then-serve with a fence that fails: back to WAITING (not serving), retried every second', async () => {
+    const { ha, roles } = await controller({ fencing: false, startup: 'fence-then-serve' });
+    await ha.start();
+    await clock.advanceAsync(5000);
+    assert.deepEqual(path(roles), ['FENCING', 'WAITING'], 'no fencing configured: the fence fails and the board does not serve');
+    assert.match(roles[1]!.cause, /^FENCING FAILED: not serving alone/);
     await clock.advanceAsync(999);
     assert.equal(roles.length, 2);
     await clock.advanceAsync(1);
-    assert.deepEqual(path(roles), ['FENCING', 'BACKUP', 'FENCING', 'BACKUP'], 'the retry, FENCE_RETRY_MS after the failure');
+    assert.deepEqual(path(roles), ['FENCING', 'WAITING', 'FENCING', 'WAITING'], 'the retry, FENCE_RETRY_MS after the failure');
     assert.match(roles[2]!.cause, /retrying the fence/);
   });
 
-  it('the less preferred board waits fenceDelayMs before powering its partner off', async () => {
-    const { ha, roles } = await controller({ priority: 200, fencing: true });
+  it('start-alone: refused while the partner is heard, even only with a bad MAC; otherwise fences at once (a reset) and serves; refused once the board has a role', async () => {
+    const { ha, roles } = await controller({ fencing: true });
     await ha.start();
     await clock.advanceAsync(5000);
-    assert.equal(ha.currentRole, 'FENCING');
-    await clock.advanceAsync(199);
+    assert.equal(ha.currentRole, 'WAITING');
+    // Frames under another key: the partner is alive and misconfigured.
+    news(ha, { t: 'bad-mac', links: ['ethernet', 'serial'], frames: 400 });
+    await assert.rejects(ha.startAlone(), (e: { code: string; message: string }) => {
+      assert.equal(e.code, 'US_ERR_ROLE');
+      assert.match(e.message, /^start-alone refused: partner sim-b is heard with a bad MAC on ethernet, serial/);
+      return true;
+    });
+    const alarms = (await ha.status()).alarms;
+    assert.ok(alarms.some((a) => /^partner misconfigured: heard only with a bad MAC on ethernet, serial/.test(a)), alarms.join('; '));
+    assert.ok(store.events({ kind: 'partner' }).some((e) => /heard only with a bad MAC .*not fencing it, not serving/.test(e.message)));
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^start-alone refused/.test(e.message)), 'the refusal is journaled');
+    // The bad frames stop (that board was powered off): the operator's word goes.
+    await clock.advanceAsync(3001);
+    const r = await ha.startAlone();
+    assert.deepEqual({ role: r.role, partner: r.partner }, { role: 'PRIMARY', partner: 'sim-b' });
+    assert.deepEqual(powerRequests.map((p) => p.line), ['RESET sim-b'], 'the configured action: a reset');
+    assert.deepEqual(path(roles), ['WAITING', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /^start-alone requested by the operator/);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^start-alone requested by the operator: fencing sim-b/.test(e.message)));
+    await assert.rejects(ha.startAlone(), /start-alone refused: board sim-a is PRIMARY/);
+  });
+
+  it('start-alone is refused while the partner is heard', async () => {
+    const { ha } = await controller({ fencing: true });
+    await ha.start();
+    hear(ha, { role: 'STOPPING' }); // heard, and no decision to take on it
+    assert.equal(ha.currentRole, 'STARTING');
+    await assert.rejects(ha.startAlone(), /^UsError: start-alone refused: partner sim-b is heard \(STOPPING\)/);
+    assert.deepEqual(powerRequests, []);
+  });
+
+  it('priority fencing: a BACKUP fences a silent PRIMARY exactly priorityFencingDelayMs after the verdict (it stays BACKUP meanwhile), gives up if it hears it again, and waits afresh after a new verdict', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    assert.equal(ha.currentRole, 'BACKUP');
+    // A short cut: heard again within the delay, the fence is called off, nobody fenced, no role change.
+    silence(ha);
+    assert.equal(ha.currentRole, 'BACKUP', 'waiting, not fencing yet');
+    await clock.advanceAsync(250);
+    hear(ha, { role: 'PRIMARY' });
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^BACKUP: fence of sim-b called off: sim-b heard again/.test(e.message)));
+    // A second verdict 40 ms later: a fresh wait from this verdict, not the rest of the first one.
+    await clock.advanceAsync(40);
+    const t0 = clock.now();
+    silence(ha);
+    await clock.advanceAsync(299);
+    assert.deepEqual(powerRequests, [], 'nothing before a full delay after the latest verdict');
+    assert.equal(ha.currentRole, 'BACKUP');
+    await clock.advanceAsync(1);
+    assert.equal(ha.currentRole, 'FENCING', 'FENCING once the fence goes out');
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted once fenced');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 300 }]);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /priority fencing delay.*\(silent for 300 ms more\)$/);
+    const f = fences().at(-1)!;
+    assert.equal(f.detail!.outcome, 'reset');
+    assert.equal(f.detail!.waitedMs, 300);
+    assert.match(f.message, /^partner sim-b fenced: reset \(power-cycled\) by simulated in [\d.]+ ms; it boots again and rejoins as backup$/);
+  });
+
+  it('a PRIMARY fences its silent BACKUP once the silence has lasted another deadtime (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start();
+    hear(ha, { role: 'STARTING' });
+    assert.equal(ha.currentRole, 'PRIMARY', 'both starting: sim-a is preferred');
+    hear(ha, { role: 'BACKUP' });
+    // A glitch: heard again within the confirmation (one deadtime): nobody fenced.
+    silence(ha);
+    await clock.advanceAsync(20);
+    hear(ha, { role: 'BACKUP' });
+    await clock.advanceAsync(1000);
+    assert.deepEqual(powerRequests, []);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: fence of sim-b called off: sim-b heard again/.test(e.message)));
+    const t0 = clock.now();
+    silence(ha);
+    await clock.advanceAsync(24);
     assert.deepEqual(powerRequests, []);
     await clock.advanceAsync(1);
-    await until(() => ha.currentRole === 'PRIMARY', 'promoted once the power controller confirmed');
-    assert.deepEqual(powerRequests, [{ line: 'OFF sim-b', at: 1000 + 5000 + 200 }]);
-    assert.deepEqual(path(roles), ['FENCING', 'PRIMARY']);
+    await until(() => powerRequests.length === 1 && fences().length === 1, 'the backup fenced');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 25 }], 'at once once the silence is confirmed (deadtimeMs)');
+    assert.deepEqual(path(roles), ['PRIMARY'], 'never stopped serving');
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: partner silent on every link: fencing it, serving on unprotected: fencing sim-b in 25 ms unless it is heard again/.test(e.message)));
+    assert.equal(ha.membership.partnerView.state, 'unknown', 'the fenced partner is forgotten until it boots again');
+    // It boots again and rejoins; later it reboots in order (a rolling upgrade): not fenced.
+    news(ha, { t: 'partner-alive', hb: hb({ generation: 2, role: 'STARTING' }) });
+    hear(ha, { generation: 2, role: 'BACKUP' });
+    hear(ha, { generation: 2, role: 'STOPPING' });
+    silence(ha);
+    await clock.advanceAsync(2000);
+    assert.equal(powerRequests.length, 1, 'a partner that left in order is not fenced');
+    assert.deepEqual(path(roles), ['PRIMARY']);
+  });
+
+  it('a partner whose heartbeats say its controller is hung is fenced at once, without the priority delay', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    const t0 = clock.now();
+    hear(ha, { role: 'PRIMARY', health: 'hung' });
+    assert.equal(ha.currentRole, 'FENCING');
+    hear(ha, { role: 'PRIMARY', health: 'hung' }); // its membership process still heartbeats: no reason to call the fence off
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /hung/);
+  });
+
+  it('escalation: after maxResets resets within windowS the next fence powers the partner off and leaves it off, with an alarm; the count survives a restart, and ages out', async () => {
+    const escalation = { maxResets: 2, windowS: 60 };
+    let { ha } = await controller({ fencing: true, escalation });
+    await ha.start();
+    hear(ha, { role: 'STARTING' });
+    assert.equal(ha.currentRole, 'PRIMARY');
+    let generation = 1;
+    /** The partner boots (a new generation), joins, and falls silent: this primary fences it. */
+    const cycle = async (c: HaController) => {
+      const n = fences().length;
+      news(c, { t: 'partner-alive', hb: hb({ generation: ++generation, role: 'BACKUP' }) });
+      silence(c);
+      await clock.advanceAsync(25);
+      await until(() => fences().length === n + 1, 'fenced');
+      wall += 10000;
+      return fences().at(-1)!;
+    };
+    assert.equal((await cycle(ha)).detail!.outcome, 'reset');
+    assert.equal((await cycle(ha)).detail!.outcome, 'reset');
+    const third = await cycle(ha);
+    assert.deepEqual({ action: third.detail!.action, outcome: third.detail!.outcome, escalated: third.detail!.escalated }, { action: 'off', outcome: 'off', escalated: true });
+    assert.match(third.message, /ESCALATION: reset 2 times within 60 s/);
+    assert.deepEqual(powerRequests.map((p) => p.line), ['RESET sim-b', 'RESET sim-b', 'OFF sim-b']);
+    const alarm = (await ha.status()).alarms.find((a) => /^partner sim-b left powered off since/.test(a));
+    assert.ok(alarm, 'an alarm');
+    // The controller restarts: the alarm and the count are still there (the store).
+    await ha.stop();
+    ({ ha } = await controller({ fencing: true, escalation }));
+    assert.ok((await ha.status()).alarms.some((a) => /^partner sim-b left powered off since/.test(a)), 'the alarm after a restart');
+    await ha.start();
+    hear(ha, { generation: ++generation, role: 'STARTING' }); // an operator powered it on
+    assert.equal(ha.currentRole, 'PRIMARY');
+    assert.ok(!(await ha.status()).alarms.some((a) => /left powered off/.test(a)), 'heard again: the alarm clears');
+    assert.equal((await cycle(ha)).detail!.outcome, 'off', 'still two resets within the window: off again');
+    wall += 60000;
+    assert.equal((await cycle(ha)).detail!.outcome, 'reset', 'the resets aged out of the window');
   });
 
   it('after a switchover the board does not take the primary role back on a tie for yieldMs', async () => {
-    const { ha, roles } = await controller({ priority: 10, fencing: true });
+    const { ha, roles } = await controller({ fencing: true });
     await ha.start();
-    await clock.advanceAsync(5000);
-    await until(() => ha.currentRole === 'PRIMARY', 'preferred: fenced and promoted');
-    assert.equal(powerRequests[0]?.at, 6000, 'the preferred board fences with no delay');
+    hear(ha, { role: 'STARTING' });
+    assert.equal(ha.currentRole, 'PRIMARY', 'both starting: sim-a is preferred');
     assert.equal(ha.yieldPrimary(5000), true);
-    const partnerBackup = { sender: 'sim-b', role: 'BACKUP' } as Heartbeat; // both boards backup: a tie
     await clock.advanceAsync(4999);
-    ha.membership.emit('partner-update', partnerBackup);
+    hear(ha, { role: 'BACKUP' }); // both boards backup: a tie
     assert.equal(ha.currentRole, 'BACKUP', 'still yielding');
     await clock.advanceAsync(1);
-    ha.membership.emit('partner-update', partnerBackup);
+    hear(ha, { role: 'BACKUP' });
     assert.equal(ha.currentRole, 'PRIMARY', 'preferred again once the yield is over');
-    assert.deepEqual(path(roles), ['FENCING', 'PRIMARY', 'BACKUP', 'PRIMARY']);
+    assert.deepEqual(path(roles), ['PRIMARY', 'BACKUP', 'PRIMARY']);
   });
 
   it('the health tick polls every 100 ms: a lost guest supervision stops the watchdog kicks at the next tick', async () => {
-    const { ha } = await controller({ priority: 10, fencing: false });
+    const { ha } = await controller({ fencing: false });
     const stops: Array<{ reason: string; at: number }> = [];
     ha.membership.stopKicking = (reason) => { stops.push({ reason, at: clock.now() }); };
     let healthy = true;

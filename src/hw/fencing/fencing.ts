@@ -1,7 +1,10 @@
 /**
- * Fencing: powering the partner blade off before taking over, so two primaries can never serve.
- * One small interface; the simulated chassis' power controller (a unix socket) and ipmitool to the
- * shelf manager on a real chassis. A fence either succeeds or throws US_ERR_FENCING.
+ * Fencing: making sure the partner blade runs nothing before taking over, so two primaries can never
+ * serve. One small interface; the simulated chassis' power controller (a unix socket) and ipmitool to
+ * the shelf manager on a real chassis. A fence either succeeds or throws US_ERR_FENCING.
+ * Two actions: power the partner off (it stays off), or reset it (a power cycle: it boots again by
+ * itself, as Pacemaker's default `reboot`). A reset resolves as soon as the partner is confirmed down,
+ * not once it is up again: the fence is complete then. A partner that is already off is left off.
  * Beside it, the board's power as seen from itself (BoardPower): how it reboots itself, through the
  * same power controller on a simulated board, by the profile's reboot command on a real blade.
  */
@@ -13,30 +16,53 @@ import { UsError } from '../../core/errors.js';
 
 const run = promisify(execFile);
 
-export interface FencingDevice {
-  readonly method: string;
-  /** Powers the partner off; resolves once the power controller confirms. */
-  powerOff(partner: string, timeoutMs?: number): Promise<void>;
+/** What a fence does to the partner (`fencing.action`). */
+export type FenceAction = 'reset' | 'off';
+
+/**
+ * What a reset did: power-cycled the partner (it boots again); found it off (left off); or powered it
+ * off but could not power it on again (`why`). In every case the partner runs nothing: it is fenced.
+ */
+export interface ResetOutcome {
+  outcome: 'reset' | 'was-off' | 'left-off';
+  why?: string;
 }
 
-/** The simulated chassis' power controller: line protocol `OFF <board>` → `OK OFF <board>`. */
+export interface FencingDevice {
+  readonly method: string;
+  /** Powers the partner off; resolves once the device confirms. */
+  powerOff(partner: string, timeoutMs?: number): Promise<void>;
+  /**
+   * Power-cycles the partner; resolves once the device confirms it is down ('reset': it boots again
+   * without anyone's help), or that it was off already ('was-off': it is left off).
+   */
+  reset(partner: string, timeoutMs?: number): Promise<ResetOutcome>;
+}
+
+/**
+ * The simulated chassis' power controller: line protocol `OFF <board>` → `OK OFF <board>`;
+ * `RESET <board>` → `OK RESET <board>` once the board's processes are gone (it boots after the reset
+ * delay), or `OK OFF <board>` for a board that was off (left off).
+ */
 export class SimulatedPowerController implements FencingDevice {
   readonly method = 'simulated';
   constructor(readonly socketPath: string) {}
 
-  powerOff(partner: string, timeoutMs = 2000): Promise<void> {
-    return this.request('OFF', partner, timeoutMs);
+  async powerOff(partner: string, timeoutMs = 2000): Promise<void> {
+    await this.request('OFF', partner, timeoutMs);
   }
 
   /**
-   * Power-cycles a board (`RESET <board>`): how a simulated board reboots, itself included (then the
-   * answer never arrives: the caller dies with its board).
+   * Power-cycles a board (`RESET <board>`): a fence, or how a simulated board reboots, itself
+   * included (then the answer never arrives: the caller dies with its board). The default timeout
+   * covers a reset already under way on that board (the power controller does one at a time).
    */
-  reset(board: string, timeoutMs = 10000): Promise<void> {
-    return this.request('RESET', board, timeoutMs);
+  async reset(board: string, timeoutMs = 5000): Promise<ResetOutcome> {
+    const reply = await this.request('RESET', board, timeoutMs);
+    return { outcome: reply.startsWith('OK OFF') ? 'was-off' : 'reset' };
   }
 
-  private request(verb: 'OFF' | 'RESET', board: string, timeoutMs: number): Promise<void> {
+  private request(verb: 'OFF' | 'RESET', board: string, timeoutMs: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const s = connect(this.socketPath);
       let buf = '';
@@ -52,25 +78,45 @@ export class SimulatedPowerController implements FencingDevice {
         const line = buf.slice(0, nl).trim();
         clearTimeout(timer);
         s.destroy();
-        if (line.startsWith('OK')) resolve();
+        if (line.startsWith('OK')) resolve(line);
         else reject(new UsError('US_ERR_FENCING', `power controller refused ${verb} ${board}: ${line}`));
       });
     });
   }
 }
 
-/** ipmitool to the shelf manager (ATCA): `chassis power off` on the partner's FRU target. */
+/**
+ * ipmitool to the shelf manager (ATCA) on the partner's FRU target. A reset is `chassis power status`,
+ * then `power off` and `power on` (as fence_ipmilan's default onoff method: the off is confirmed
+ * before the board comes back; `power cycle` would not confirm it). A board found off is left off.
+ */
 export class IpmitoolFencing implements FencingDevice {
   readonly method = 'ipmitool';
-  constructor(private readonly o: { host: string; user: string; passwordFile: string; partnerTarget: string }) {}
+  constructor(private readonly o: { host: string; user: string; passwordFile: string; partnerTarget: string }, private readonly binary = 'ipmitool') {}
+
+  private async chassisPower(partner: string, verb: 'off' | 'on' | 'status', timeoutMs: number): Promise<string> {
+    try {
+      const { stdout } = await run(this.binary, ['-I', 'lanplus', '-H', this.o.host, '-U', this.o.user, '-f', this.o.passwordFile,
+        '-t', this.o.partnerTarget, 'chassis', 'power', verb], { timeout: timeoutMs });
+      return stdout;
+    } catch (e) {
+      throw new UsError('US_ERR_FENCING', `ipmitool power ${verb} of ${partner} (${this.o.partnerTarget} at ${this.o.host}) failed: ${(e as Error).message.trim()}`);
+    }
+  }
 
   async powerOff(partner: string, timeoutMs = 5000): Promise<void> {
+    await this.chassisPower(partner, 'off', timeoutMs);
+  }
+
+  async reset(partner: string, timeoutMs = 5000): Promise<ResetOutcome> {
+    if (/\bis off\b/i.test(await this.chassisPower(partner, 'status', timeoutMs))) return { outcome: 'was-off' };
+    await this.chassisPower(partner, 'off', timeoutMs);
     try {
-      await run('ipmitool', ['-I', 'lanplus', '-H', this.o.host, '-U', this.o.user, '-f', this.o.passwordFile,
-        '-t', this.o.partnerTarget, 'chassis', 'power', 'off'], { timeout: timeoutMs });
+      await this.chassisPower(partner, 'on', timeoutMs);
     } catch (e) {
-      throw new UsError('US_ERR_FENCING', `ipmitool power off of ${partner} (${this.o.partnerTarget} at ${this.o.host}) failed: ${(e as Error).message.trim()}`);
+      return { outcome: 'left-off', why: (e as Error).message }; // fenced all the same; only its return failed
     }
+    return { outcome: 'reset' };
   }
 }
 
@@ -79,6 +125,10 @@ export class NoFencing implements FencingDevice {
   readonly method = 'none';
   async powerOff(partner: string): Promise<void> {
     throw new UsError('US_ERR_FENCING', `no fencing method configured: refusing to take over from ${partner}`);
+  }
+
+  async reset(partner: string): Promise<ResetOutcome> {
+    return this.powerOff(partner) as never;
   }
 }
 
@@ -104,8 +154,8 @@ export class PowerControllerReboot implements BoardPower {
   readonly method = 'simulated';
   constructor(private readonly controller: SimulatedPowerController, private readonly board: string) {}
 
-  rebootSelf(): Promise<void> {
-    return this.controller.reset(this.board);
+  async rebootSelf(): Promise<void> {
+    await this.controller.reset(this.board, 10000);
   }
 }
 

@@ -123,20 +123,30 @@ export class SimBoard {
     });
   }
 
-  /** Hard reset: kill the board, wait the reset delay, boot again. Powers on a board that was off. */
-  reset(cause: ResetCause): Promise<void> {
+  /**
+   * Hard reset: kill the board, wait the reset delay, boot again. `killed` is called as soon as the
+   * board's processes are gone (a fence is complete then; the boot follows). A board that is off
+   * stays off (resolves false, `killed` is not called): whoever switched it off meant it, and a
+   * blade's power cycle does nothing to a blade that has no power.
+   */
+  reset(cause: ResetCause, killed?: () => void): Promise<boolean> {
     return this.serial(async () => {
+      if (this.powerState === 'off') {
+        this.o.log.warn({ board: this.name, cause }, `${cause} reset of ${this.name}: it is off, left off`);
+        return false;
+      }
       this.o.log.warn({ board: this.name, cause }, `${cause} reset ${this.name}`);
       this.recordReset(cause);
       this.resetting = true;
       try {
         await this.killBoard();
+        killed?.();
         await sleep(this.o.resetDelayMs ?? 300);
       } finally {
         this.resetting = false;
       }
-      this.powerState = 'on';
       await this.boot();
+      return true;
     });
   }
 

@@ -3,7 +3,8 @@
  * line protocol, one reply line per request line:
  *   OFF <board>    → kills the board, which stays off      → OK OFF <board>
  *   ON <board>     → boots it (no-op when on)              → OK ON <board>
- *   RESET <board>  → kills it, boots it after the delay    → OK RESET <board>
+ *   RESET <board>  → kills it, boots it after the delay    → OK RESET <board> (once killed: the boot follows)
+ *                    a board that is off stays off          → OK OFF <board>
  *   STATUS         → one line of JSON
  *   anything else  → ERR <reason>
  * OFF and RESET answer only once the board's processes are gone: a fence that says OK is done.
@@ -20,7 +21,8 @@ export interface PowerTarget {
   readonly power: PowerState;
   powerOn(): Promise<void>;
   powerOff(cause: ResetCause): Promise<void>;
-  reset(cause: ResetCause): Promise<void>;
+  /** `killed` once its processes are gone (before it boots again); resolves false for a board that was off (left off, `killed` not called). */
+  reset(cause: ResetCause, killed?: () => void): Promise<boolean>;
 }
 
 export interface PowerRequestRecord {
@@ -116,7 +118,13 @@ export class PowerController {
     try {
       if (op === 'ON') await board.powerOn();
       else if (op === 'OFF') await board.powerOff('fence');
-      else await board.reset('power-controller');
+      else {
+        // Answered once the board is down, not once it is up again: a fence is complete then.
+        const wasOn = await new Promise<boolean>((resolve, reject) => {
+          board.reset('power-controller', () => resolve(true)).then((on) => resolve(on), reject);
+        });
+        if (!wasOn) return `OK OFF ${name}`;
+      }
     } catch (e) {
       return `ERR ${(e as Error).message.replace(/\s+/g, ' ').slice(0, 120)}`;
     }

@@ -37,7 +37,9 @@ export function chassisProfile(template: Record<string, any>, board: BoardName, 
     ethernet: { interface: PLINK_INTERFACE, localAddress: PLINK_ADDRESS[board], partnerAddress: PLINK_ADDRESS[partnerOf(board)], port: PLINK_PORT },
   };
   p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
-  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket };
+  // The chassis' power controller; what a fence does (action, escalation) stays the template's.
+  const { action, escalation } = (p.fencing ?? {}) as { action?: unknown; escalation?: unknown };
+  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
   p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
   p.externalServices = { auth: { ...AUTH_SERVICE } };
   if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
