@@ -39,6 +39,8 @@ export interface HaStatus {
   watchdog: MembershipSnapshot['watchdog'];
   membershipProcess: MembershipSnapshot['thread'];
   loopDelayMs: { membership: MembershipSnapshot['loopDelayMs']; main: MembershipSnapshot['loopDelayMs'] };
+  /** This controller's main loop as its membership process sees it: alive gaps, hang verdicts. */
+  controller?: MembershipSnapshot['controller'];
   lastTransition?: RoleChange;
 }
 
@@ -98,6 +100,8 @@ export class HaController extends EventEmitter {
       serial: board.partner.serial ? { path: board.partner.serial.device, baudRate: board.partner.serial.baud } : undefined,
       watchdog: board.watchdog,
       rtPriority: ha.rtPriority,
+      controllerPid: process.pid,
+      controllerHangMs: ha.controllerHangMs,
     });
     this.fencing = fencingFor(board);
     this.membership.on('link', (link, up, cause) => {
@@ -118,6 +122,14 @@ export class HaController extends EventEmitter {
       this.watchdogStopped = reason;
       this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
       this.log.error({ reason }, 'watchdog kicks stopped: the board will be reset');
+    });
+    this.membership.on('controller-health', (health, silentMs, reason) => {
+      // Read only once this controller runs again: its partner has fenced it by then, or the hang
+      // was shorter than the fence took (then this line explains the fence).
+      this.store.record('controller', health === 'hung'
+        ? `this controller was reported hung in its heartbeats: ${reason ?? ''}`
+        : `this controller answers its membership process again (after ${silentMs} ms)`, { health, silentMs, reason });
+      this.log[health === 'hung' ? 'error' : 'warn']({ health, silentMs, reason }, 'controller health as its membership process reports it');
     });
     this.membership.on('exit', (code) => {
       // Without its membership process the board is blind and its watchdog unkicked: it will be reset.
@@ -185,6 +197,11 @@ export class HaController extends EventEmitter {
   }
 
   private onPartnerHeartbeat(hb: Heartbeat): void {
+    // A hung controller's role claim is stale (its membership process repeats the last one).
+    if (hb.health === 'hung') {
+      this.fire('partner-hung');
+      return;
+    }
     const ev: RoleEvent | undefined = hb.role === 'PRIMARY' ? 'partner-primary'
       : hb.role === 'BACKUP' ? 'partner-backup'
       : hb.role === 'STARTING' || hb.role === 'FENCING' ? 'partner-starting'
@@ -214,8 +231,9 @@ export class HaController extends EventEmitter {
     try {
       // Only a board that its partner could be fencing at the same moment waits: a primary never
       // fences, so a backup fencing a primary that went silent goes at once.
+      // Nor does a board whose partner's controller is hung: that controller fences nobody.
       const preferred = this.preferredOver(partner) ?? this.board.ha!.priority <= 100;
-      if (!preferred && partner?.role !== 'PRIMARY') {
+      if (!preferred && partner?.role !== 'PRIMARY' && partner?.health !== 'hung') {
         await this.clock.sleep(this.board.ha!.fenceDelayMs);
         if (this.role !== 'FENCING') return; // the partner came back
       }
@@ -235,7 +253,10 @@ export class HaController extends EventEmitter {
       if (this.role === 'FENCING') this.fire('fence-failed', (e as Error).message);
       this.clock.clearTimeout(this.fenceRetry);
       this.fenceRetry = this.clock.setTimeout(() => {
-        if (this.membership.partnerView.state !== 'alive' && this.role === 'BACKUP') this.fire('partner-dead', 'retrying the fence');
+        if (this.role !== 'BACKUP') return;
+        const p = this.membership.partnerView;
+        if (p.state !== 'alive') this.fire('partner-dead', 'retrying the fence');
+        else if (p.heartbeat?.health === 'hung') this.fire('partner-hung', 'retrying the fence');
       }, FENCE_RETRY_MS);
     } finally {
       this.fenceInFlight = false;
@@ -276,6 +297,7 @@ export class HaController extends EventEmitter {
       fencing: { method: this.fencing.method, ...this.fenceStats },
       watchdog: snap.watchdog,
       membershipProcess: snap.thread,
+      controller: snap.controller,
       loopDelayMs: { membership: snap.loopDelayMs, main: {
         p50: Math.round(this.mainLoopDelay.percentile(50) / 1e4) / 100,
         p99: Math.round(this.mainLoopDelay.percentile(99) / 1e4) / 100,

@@ -5,7 +5,7 @@
  *
  *   STARTING  listening for the partner after boot (startupWaitMs)
  *   BACKUP    partner is primary; ready to take over
- *   FENCING   partner silent on every link: powering it off before promoting (never promote without)
+ *   FENCING   partner silent on every link, or its controller hung: powering it off before promoting (never promote without)
  *   PRIMARY   serving
  *   FAULT     this board cannot serve (its guest failed); the partner takes over
  *   STOPPING  orderly shutdown
@@ -18,6 +18,7 @@ export type RoleEvent =
   | 'partner-starting'  // … STARTING (or FENCING: it is deciding too)
   | 'partner-fault'     // … FAULT: it gave up serving
   | 'partner-dead'      // every link silent for the deadtime
+  | 'partner-hung'      // the partner's heartbeats say its controller is hung (its membership process still runs)
   | 'startup-timeout'   // no partner heard during startupWaitMs
   | 'fence-ok'
   | 'fence-failed'
@@ -57,6 +58,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   },
   BACKUP: {
     'partner-dead': { to: 'FENCING', cause: 'partner silent on every link' },
+    'partner-hung': { to: 'FENCING', cause: 'partner reports its controller hung: fencing it before taking over' },
     'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
     'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),
     takeover: { to: 'PRIMARY', cause: 'takeover requested' },

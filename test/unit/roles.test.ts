@@ -31,6 +31,11 @@ describe('role state machine', () => {
     assert.equal(nextRole('FENCING', 'fence-failed', pref)?.to, 'BACKUP');
   });
 
+  it('a partner whose controller is hung is fenced by its backup before it promotes, preferred or not; nobody else acts on it', () => {
+    for (const c of [pref, notPref]) assert.equal(nextRole('BACKUP', 'partner-hung', c)?.to, 'FENCING');
+    for (const state of ROLES) if (state !== 'BACKUP') assert.equal(nextRole(state, 'partner-hung', pref), undefined, `${state} + partner-hung`);
+  });
+
   it('a primary keeps serving when the partner goes silent (it does not fence)', () => {
     assert.equal(nextRole('PRIMARY', 'partner-dead', pref), undefined);
   });
