@@ -21,7 +21,8 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
-import { ControllerWatch, procStateReader, type ControllerWatchStatus } from './controller-watch.js';
+import { procStateReader } from '../hw/proc-state.js';
+import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import { Membership, type LinkState, type PartnerView } from './membership.js';
 

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { FakeClock } from '../../src/core/clock.js';
-import { ControllerWatch, procState, procStateReader } from '../../src/ha/controller-watch.js';
+import { ControllerWatch } from '../../src/ha/controller-watch.js';
+import { procState, procStateReader } from '../../src/hw/proc-state.js';
 
 /** A watch on a fake clock whose process state the test sets; checks at a 5 ms heartbeat. */
 function watch(o: { lateMs?: number; hangAfterMs?: number } = {}) {
