@@ -41,6 +41,8 @@ export function formatRole(s: HaStatus | { board: string; role: string; configEr
     `watchdog: ${s.watchdog ? `${s.watchdog.device}, ${s.watchdog.kicking ? 'kicking' : 'NOT KICKING'}, ${s.watchdog.kicks} kicks` : 'none'}`,
     `membership process ${s.membershipProcess.tid ?? '?'}${s.membershipProcess.rtPriority ? ` (SCHED_FIFO ${s.membershipProcess.rtPriority})` : ''}${s.membershipProcess.rtError ? ` (no real-time priority: ${s.membershipProcess.rtError})` : ''}`,
     `event loop delay: membership p99 ${s.loopDelayMs.membership.p99} ms (max ${s.loopDelayMs.membership.max}), main p99 ${s.loopDelayMs.main.p99} ms (max ${s.loopDelayMs.main.max})`,
+    ...(s.controller ? [`controller: ${s.controller.health === 'hung' ? `HUNG (${s.controller.reason})` : 'answering'}; alive gap p99 ${s.controller.aliveGapMs.p99} ms (max ${s.controller.aliveGapMs.max}); `
+      + `reported hung at once when stopped, or after ${s.controller.hangAfterMs} ms of silence`] : []),
     s.alarms.length ? `ALARMS: ${s.alarms.join('; ')}` : 'no alarms',
   ].join('\n');
 }

@@ -74,6 +74,17 @@ export class GuestPort extends EventEmitter implements InputSink {
   private seqBase?: number;
   private refreshing = false;
   private roomWaiters: Array<() => void> = [];
+  /** When the guest was handed the first request it has not answered since its last output. */
+  private workSince?: number;
+
+  /**
+   * How long the guest has had a request to answer and sent nothing at all (no reply, no AUTH
+   * question), ms; 0 when it has answered everything it was handed. A guest that works, however
+   * slowly, keeps resetting it; a hung one (its QEMU stopped, its application stuck) does not.
+   */
+  get silentWithWorkMs(): number {
+    return this.workSince === undefined ? 0 : performance.now() - this.workSince;
+  }
 
   /** Starts counting afresh: the guest (or its state) has processed `seqBase` requests, none handed over since. */
   resetCount(seqBase: number | undefined): void {
@@ -137,6 +148,7 @@ export class GuestPort extends EventEmitter implements InputSink {
     this.delivered++;
     if (input.kind === 'request') {
       this.serviceDelivered++;
+      this.workSince ??= performance.now();
       if (this.loseNext > 0) { this.loseNext--; return true; }
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }
@@ -173,6 +185,7 @@ export class GuestPort extends EventEmitter implements InputSink {
     for (const w of this.mgmtWaiters.values()) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
     this.mgmtWaiters.clear();
     this.authOutstanding.clear();
+    this.workSince = undefined;
   }
 
   private onDatagram(d: GuestDatagram): void {
@@ -182,12 +195,14 @@ export class GuestPort extends EventEmitter implements InputSink {
       return;
     }
     if (d.srcPort === this.ports.service) {
+      this.workSince = undefined;
       this.emit('output', { kind: 'reply', clientPort: d.dstPort, payload: d.payload } satisfies GuestOutput);
       return;
     }
     if (d.dstPort === this.ports.auth) {
       const sub = authSubject('question', d.payload);
       if (sub) this.authOutstanding.add(sub);
+      this.workSince = undefined;
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
     }
   }

@@ -21,6 +21,7 @@ import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
+import { procState } from '../hw/proc-state.js';
 import type { QmpEvent } from '../hw/qmp/client.js';
 import { GuestPort } from './guest-port.js';
 
@@ -76,6 +77,16 @@ export function boardPaths(board: BoardProfile, guest: GuestDescriptor): Supervi
 /** Bounds on automatic restarts: more than this many within the window means the guest is failed. */
 const RESTART_LIMIT = 5;
 const RESTART_WINDOW_MS = 120000;
+/**
+ * The hang check without a witness: a guest that has had a request to answer and sent nothing for
+ * this long is asked for a PING; two unanswered PINGs (1 s each), and it is hung. Far slower than
+ * the backup's witness (src/replication/guest-witness.ts), which it backs up when there is no
+ * backup in sync; it also catches a stopped QEMU, which the guest's own watchdog cannot (QEMU's
+ * emulated watchdog stops with it).
+ */
+export const GUEST_HANG_FALLBACK_MS = 3000;
+const HANG_CHECK_EVERY_MS = 1000;
+const HANG_PINGS = 2;
 /** Fixed addresses of the controller on the private wire. */
 const CONTROLLER_MAC = '52:54:00:00:00:01';
 
@@ -110,6 +121,9 @@ export class GuestSupervisor extends EventEmitter {
   private keepSeqOnReady = false;
   private restarts: RestartRecord[] = [];
   private stopping = false;
+  private hangTimer?: NodeJS.Timeout;
+  private hangChecking = false;
+  private unansweredPings = 0;
   private restartChain: Promise<void> = Promise.resolve();
   /**
    * start, startClone and stop run one at a time, in call order: a clone target being prepared for
@@ -399,6 +413,50 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /**
+   * The guest is hung, as someone with evidence says (the backup's witness, confirmed by
+   * hangEvidence): handled like a guest watchdog firing, through the failure policy (a protected
+   * primary gives up and hands over; otherwise QEMU is relaunched). False if it is not running.
+   */
+  declareHung(cause: string): boolean {
+    if (this.state !== 'running') return false;
+    this.log.error({ cause }, 'guest hung');
+    this.restart(cause, 'relaunch');
+    return true;
+  }
+
+  /**
+   * This board's own evidence that its guest is hung, or undefined: QEMU stopped (its /proc state,
+   * at once), or the guest silent with requests to answer for at least `minSilentMs`.
+   */
+  hangEvidence(minSilentMs: number): string | undefined {
+    const pid = this.qemu?.alive ? this.qemu.pid : undefined;
+    const st = pid ? procState(pid) : undefined;
+    if (st === 'T' || st === 't') return `its QEMU process ${pid} is stopped (state ${st})`;
+    const silent = this.port.silentWithWorkMs;
+    if (silent >= minSilentMs) return `its guest has answered nothing for ${Math.round(silent)} ms with requests to answer`;
+    return undefined;
+  }
+
+  /** The fallback hang check (GUEST_HANG_FALLBACK_MS), once a second while the guest runs. */
+  private async hangCheck(): Promise<void> {
+    if (this.state !== 'running' || this.hangChecking) return;
+    const silent = this.port.silentWithWorkMs;
+    if (silent < GUEST_HANG_FALLBACK_MS) { this.unansweredPings = 0; return; }
+    this.hangChecking = true;
+    try {
+      await this.port.management('PING', 1000);
+      this.unansweredPings = 0;
+    } catch {
+      if (++this.unansweredPings >= HANG_PINGS && this.state === 'running' && this.port.silentWithWorkMs >= GUEST_HANG_FALLBACK_MS) {
+        this.unansweredPings = 0;
+        this.declareHung(`guest hung: requests unanswered for ${Math.round(this.port.silentWithWorkMs)} ms and ${HANG_PINGS} PINGs unanswered`);
+      }
+    } finally {
+      this.hangChecking = false;
+    }
+  }
+
+  /**
    * Asked when the guest dies or hangs: restart it here, or give up and let the caller act (a
    * protected primary hands over to its backup, whose clone is up to date, rather than rebooting
    * from a saved state). Default: restart.
@@ -509,6 +567,13 @@ export class GuestSupervisor extends EventEmitter {
     if (s === this.state) return;
     this.log.info({ from: this.state, to: s, cause }, 'guest state');
     this.state = s;
+    if (s === 'running') {
+      this.unansweredPings = 0;
+      this.hangTimer ??= setInterval(() => void this.hangCheck(), HANG_CHECK_EVERY_MS);
+    } else {
+      clearInterval(this.hangTimer);
+      this.hangTimer = undefined;
+    }
     this.emit('state', s, cause);
   }
 

@@ -42,6 +42,8 @@ export interface HaStatus {
   watchdog: MembershipSnapshot['watchdog'];
   membershipProcess: MembershipSnapshot['thread'];
   loopDelayMs: { membership: MembershipSnapshot['loopDelayMs']; main: MembershipSnapshot['loopDelayMs'] };
+  /** This controller's main loop as its membership process sees it: alive gaps, hang verdicts. */
+  controller?: MembershipSnapshot['controller'];
   lastTransition?: RoleChange;
 }
 
@@ -117,6 +119,8 @@ export class HaController extends EventEmitter {
       serial: board.partner.serial ? { path: board.partner.serial.device, baudRate: board.partner.serial.baud } : undefined,
       watchdog: board.watchdog,
       rtPriority: ha.rtPriority,
+      controllerPid: process.pid,
+      controllerHangMs: ha.controllerHangMs,
     });
     this.fencing = fencingFor(board);
     this.generations.attach(this.membership);
@@ -145,6 +149,14 @@ export class HaController extends EventEmitter {
       this.watchdogStopped = reason;
       this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
       this.log.error({ reason }, 'watchdog kicks stopped: the board will be reset');
+    });
+    this.membership.on('controller-health', (health, silentMs, reason) => {
+      // Read only once this controller runs again: its partner has fenced it by then, or the hang
+      // was shorter than the fence took (then this line explains the fence).
+      this.store.record('controller', health === 'hung'
+        ? `this controller was reported hung in its heartbeats: ${reason ?? ''}`
+        : `this controller answers its membership process again (after ${silentMs} ms)`, { health, silentMs, reason });
+      this.log[health === 'hung' ? 'error' : 'warn']({ health, silentMs, reason }, 'controller health as its membership process reports it');
     });
     this.membership.on('exit', (code) => {
       // Without its membership process the board is blind and its watchdog unkicked: it will be reset.
@@ -334,12 +346,16 @@ export class HaController extends EventEmitter {
   }
 
   private onPartnerHeartbeat(hb: Heartbeat): void {
+    // A hung controller's role claim is stale (its membership process repeats the last one).
+    if (hb.health === 'hung') {
+      this.fire('partner-hung');
+      return;
+    }
     const ev: RoleEvent | undefined = hb.role === 'PRIMARY' ? 'partner-primary'
       : hb.role === 'BACKUP' ? 'partner-backup'
       : hb.role === 'STARTING' || hb.role === 'WAITING' || hb.role === 'FENCING' ? 'partner-starting'
       : hb.role === 'FAULT' ? 'partner-fault' : undefined;
     if (ev) this.fire(ev);
-    if (hb.health === 'hung') this.fire('partner-hung');
   }
 
   private onBadMac(links: string[], frames: number): void {
@@ -440,7 +456,12 @@ export class HaController extends EventEmitter {
       if (this.role === 'FENCING') this.fire('fence-failed', (e as Error).message);
       this.clock.clearTimeout(this.fenceRetry);
       this.fenceRetry = this.clock.setTimeout(() => {
-        if (this.membership.partnerView.state === 'alive') return;
+        const p = this.membership.partnerView;
+        if (p.state === 'alive') {
+          // Heard, but its controller still hung: fence it again (its heartbeats do not call a fence off).
+          if (p.heartbeat?.health === 'hung' && this.role === 'BACKUP') this.fire('partner-hung', 'retrying the fence');
+          return;
+        }
         if (this.role === 'BACKUP' || this.role === 'PRIMARY') this.fire('partner-dead', 'retrying the fence');
         else if (this.role === 'WAITING') this.fire('startup-timeout', 'retrying the fence');
       }, FENCE_RETRY_MS);
@@ -484,6 +505,7 @@ export class HaController extends EventEmitter {
       fencing: { method: this.fencing.method, ...this.fenceStats },
       watchdog: snap.watchdog,
       membershipProcess: snap.thread,
+      controller: snap.controller,
       loopDelayMs: { membership: snap.loopDelayMs, main: {
         p50: Math.round(this.mainLoopDelay.percentile(50) / 1e4) / 100,
         p99: Math.round(this.mainLoopDelay.percentile(99) / 1e4) / 100,

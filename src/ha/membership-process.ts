@@ -21,6 +21,8 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
+import { procStateReader } from '../hw/proc-state.js';
+import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
 import type { GuestHealth, Heartbeat, Role } from './frame.js';
 import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
 
@@ -39,6 +41,10 @@ export interface MembershipConfig {
   watchdog?: { device: string; timeoutMs: number };
   /** SCHED_FIFO priority of the membership thread; 0 = normal scheduling. */
   rtPriority: number;
+  /** The controller's main process (whose /proc state is read when an alive is late). */
+  controllerPid: number;
+  /** Silence of the controller's main loop after which it is reported hung, stopped or not (controller-watch.ts). */
+  controllerHangMs: number;
 }
 
 export interface MembershipSnapshot {
@@ -50,6 +56,8 @@ export interface MembershipSnapshot {
   sent: number;
   /** The partner's generations and the frame version sent (1 while the partner speaks only version 1). */
   generations?: PartnerGenerations & { sendVersion: 1 | 2 };
+  /** The controller's main loop as this process sees it (its alive messages). */
+  controller?: ControllerWatchStatus;
 }
 
 type ToWorker =
@@ -73,6 +81,7 @@ type FromWorker =
   | { t: 'partner-ignored'; hb: Heartbeat; reason: IgnoredReason }
   | { t: 'watchdog-stopped'; reason: string }
   | { t: 'bad-mac'; links: string[]; frames: number }
+  | { t: 'controller-health'; health: 'ok' | 'hung'; reason?: string; silentMs: number }
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
   | { t: 'stopped' };
 
@@ -80,6 +89,15 @@ type FromWorker =
 const KICKS_PER_TIMEOUT = 4;
 /** Period of the bad-MAC report: frames rejected for their MAC since the last one, if any. */
 const BAD_MAC_REPORT_MS = 1000;
+/**
+ * The controller's main loop sends an alive this often. A stopped controller is recognised once one
+ * is late (ALIVE_INTERVAL_MS + ALIVE_LATE_MS of silence, then a /proc read): that is most of what a
+ * SIGSTOP costs before the partner takes over, so it is short. Its price is ~50 small IPC messages a
+ * second (measured in BENCHMARKS.md, bench/daemon).
+ */
+export const ALIVE_INTERVAL_MS = 20;
+/** Lateness of an alive before the controller's process state is read. */
+export const ALIVE_LATE_MS = 10;
 
 // ---------------------------------------------------------------- membership process side
 async function runMembership(cfg: MembershipConfig): Promise<void> {
@@ -88,10 +106,28 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   const post = (m: FromWorker) => { if (process.connected) process.send!(m); };
   let local: { role: Role; guest: GuestHealth } = { role: 'STARTING', guest: 'none' };
   let lastAlive = performance.now();
+  const aliveTimeoutMs = cfg.watchdog ? Math.max(200, cfg.watchdog.timeoutMs / 2) : 0;
+  const controller = new ControllerWatch({
+    now: () => performance.now(), lateMs: ALIVE_INTERVAL_MS + ALIVE_LATE_MS, processState: procStateReader(cfg.controllerPid),
+    // At the latest when the watchdog kicks stop: the board will be reset, its partner need not wait for that.
+    hangAfterMs: aliveTimeoutMs ? Math.min(cfg.controllerHangMs, aliveTimeoutMs) : cfg.controllerHangMs,
+  });
+  // The verdict goes into every heartbeat; a change is also told to the controller (which reads it
+  // only if it runs again) and written to the board's log by this process, which is not hung.
+  let reported: 'ok' | 'hung' = 'ok';
+  const health = () => {
+    const v = controller.check();
+    if (v.health !== reported) {
+      reported = v.health;
+      const silentMs = Math.round(controller.silentMs);
+      post({ t: 'controller-health', health: v.health, reason: v.reason, silentMs });
+      if (v.health === 'hung') process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), board: cfg.self, component: 'membership', reason: v.reason, msg: 'controller hung: reported in the heartbeats' })}\n`);
+    }
+    return v.health;
+  };
   let kickingAllowed = true;
   let stopReason: string | undefined;
   const watchdog = cfg.watchdog ? new LinuxWatchdog(cfg.watchdog.device, cfg.watchdog.timeoutMs) : undefined;
-  const aliveTimeoutMs = cfg.watchdog ? Math.max(200, cfg.watchdog.timeoutMs / 2) : 0;
 
   const links: PartnerLink[] = [];
   if (cfg.ethernet) links.push(new EthernetLink(cfg.ethernet));
@@ -99,7 +135,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   const m = new Membership({
     self: cfg.self, priority: cfg.priority, generation: cfg.generation, known: cfg.known, key: Buffer.from(cfg.keyHex, 'hex'),
     intervalMs: cfg.intervalMs, linkTimeoutMs: cfg.linkTimeoutMs, deadtimeMs: cfg.deadtimeMs, links,
-    local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent(), health: 'ok' }),
+    local: () => ({ ...local, watchdog: watchdog ? (kickingAllowed ? 'kicking' : 'starving') : 'none', cpuLoad: cpuLoadPercent(), health: health() }),
   });
   m.on('link', (link, up, cause) => post({ t: 'link', link, up, cause }));
   m.on('partner-alive', (hb) => post({ t: 'partner-alive', hb }));
@@ -168,6 +204,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
         break;
       case 'alive':
         lastAlive = performance.now();
+        controller.alive();
         break;
       case 'forget-partner':
         m.forgetPartner();
@@ -182,6 +219,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
         post({
           t: 'snapshot', id: msg.id, snapshot: {
             links: m.links, partner: m.partnerView, loopDelayMs: m.loopDelayMs, sent: m.sent, thread, generations: m.generations,
+            controller: controller.status(),
             watchdog: watchdog ? { device: watchdog.path, kicks: watchdog.kicks, kicking: kickingAllowed, stopReason } : null,
           },
         });
@@ -232,6 +270,7 @@ export declare interface MembershipProcess {
   on(ev: 'watchdog-stopped', fn: (reason: string) => void): this;
   /** Frames rejected for a bad MAC since the last report (at most one a second), and on which links. */
   on(ev: 'bad-mac', fn: (links: string[], frames: number) => void): this;
+  on(ev: 'controller-health', fn: (health: 'ok' | 'hung', silentMs: number, reason?: string) => void): this;
   on(ev: 'exit', fn: (code: number) => void): this;
 }
 
@@ -274,7 +313,7 @@ export class MembershipProcess extends EventEmitter {
       w.kill('SIGKILL');
       throw new Error(ready.error);
     }
-    this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), 100);
+    this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), ALIVE_INTERVAL_MS);
   }
 
   private onMessage(m: FromWorker): void {
@@ -297,6 +336,7 @@ export class MembershipProcess extends EventEmitter {
       case 'partner-ignored': this.emit('partner-ignored', m.hb, m.reason); break;
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
       case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;
+      case 'controller-health': this.emit('controller-health', m.health, m.silentMs, m.reason); break;
       case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
       default: break;
     }

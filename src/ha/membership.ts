@@ -241,7 +241,7 @@ export class Membership extends EventEmitter {
       this.partnerSince = Date.now();
       this.ignoredReported.clear();
       this.emit('partner-alive', hb);
-    } else if (prev && (prev.role !== hb.role || prev.guest !== hb.guest || prev.generation !== hb.generation || prev.watchdog !== hb.watchdog)) {
+    } else if (prev && (prev.role !== hb.role || prev.guest !== hb.guest || prev.generation !== hb.generation || prev.watchdog !== hb.watchdog || prev.health !== hb.health)) {
       this.emit('partner-update', hb, prev);
     }
   }

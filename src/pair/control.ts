@@ -10,6 +10,7 @@
  */
 import type { Role } from '../ha/frame.js';
 import type { ControlMessage, ControlType } from '../replication/messages.js';
+import type { GuestHang } from './guest-hang.js';
 import type { GuestUpgrade } from './guest-upgrade.js';
 import type { PairParts } from './parts.js';
 import type { Protection } from './protection.js';
@@ -26,7 +27,7 @@ interface Route<T extends ControlType> {
 export type ControlRoutes = { [T in ControlType]?: Route<T> };
 
 /** The routes of a pair: who acts on what, in which role. */
-export function controlRoutes(p: PairParts, protection: Protection, switchover: Switchover, upgrade: GuestUpgrade): ControlRoutes {
+export function controlRoutes(p: PairParts, protection: Protection, switchover: Switchover, upgrade: GuestUpgrade, guestHang: GuestHang): ControlRoutes {
   return {
     // The backup's copy diverged, lost inputs or died: clone again (unless a guest upgrade is replacing it).
     reclone: { roles: ['PRIMARY'], handle: (m) => {
@@ -39,6 +40,8 @@ export function controlRoutes(p: PairParts, protection: Protection, switchover: 
     'guest-upgrade-failed': { roles: 'any', handle: (m) => upgrade.onBackupReport(m) },
     switchover: { roles: ['BACKUP'], handle: (m) => switchover.onPartnerHandsOver(m.keepCopy === true) },
     'guest-upgrade-commit': { roles: ['PRIMARY'], handle: () => void upgrade.commit().catch(() => undefined) },
+    // The backup's witness says this board's guest stopped answering: checked here, then handed over.
+    'guest-hung': { roles: ['PRIMARY'], handle: (m) => guestHang.onBackupReport(m) },
   };
 }
 

@@ -19,6 +19,7 @@ import type { RoleChange } from '../ha/ha-controller.js';
 import { UsError } from '../core/errors.js';
 import type { CloneProgress } from '../replication/manager.js';
 import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
+import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
 import { requirePrimary, type PairParts } from './parts.js';
 import { Protection } from './protection.js';
@@ -100,6 +101,7 @@ export class PairController {
   readonly protection: Protection;
   readonly switchover: Switchover;
   readonly upgrade: GuestUpgrade;
+  readonly guestHang: GuestHang;
   private readonly routes: ControlRoutes;
   /** Promotions of this board (from BACKUP or FENCING) since the controller started. */
   failovers = 0;
@@ -113,7 +115,8 @@ export class PairController {
     this.switchover = new Switchover(p, (keepCopy) => this.stepDown(keepCopy));
     this.upgrade = new GuestUpgrade(p, this.switchover, upgradeOptions);
     this.protection = new Protection(p, () => this.upgrade.busy || this.stopping);
-    this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade);
+    this.guestHang = new GuestHang(p);
+    this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang);
 
     // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest.
     // A backup whose clone dies does not reboot it (it would hold stale state): it asks for a new clone.

@@ -14,6 +14,7 @@ import type { PartnerView } from '../ha/membership.js';
 import type { Checkpointer } from '../replication/checkpoint.js';
 import type { GuestHost } from '../replication/guest-host.js';
 import type { CloneProgress, CloneReport, ReplicationManager } from '../replication/manager.js';
+import type { WitnessVerdict } from '../replication/guest-witness.js';
 import type { ControlMessage } from '../replication/messages.js';
 import type { Replicator } from '../replication/replicator.js';
 
@@ -31,7 +32,7 @@ export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' 
 };
 
 export type SupervisorPart = Pick<GuestSupervisor,
-  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'failurePolicy'> & {
+  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'failurePolicy' | 'declareHung' | 'hangEvidence'> & {
   status(): Promise<Pick<GuestStatus, 'appVersion'>>;
   on(ev: 'state', fn: (s: GuestState, cause: string) => void): unknown;
   readonly port: Pick<GuestSupervisor['port'], 'authOutstanding' | 'management' | 'delivered' | 'processedCount'>;
@@ -43,6 +44,7 @@ export type ReplicatorPart = Pick<Replicator,
   | 'replay' | 'discardQueue' | 'pauseDelivery' | 'resumeDelivery' | 'restartDelivery'> & {
   on(ev: 'divergence', fn: (key: string) => void): unknown;
   on(ev: 'unprotected', fn: (reason: string) => void): unknown;
+  on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): unknown;
   once(ev: 'unprotected', fn: (reason: string) => void): unknown;
   off(ev: 'unprotected', fn: (reason: string) => void): unknown;
 };

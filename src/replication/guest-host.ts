@@ -23,7 +23,7 @@ export class GuestHost {
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor, private readonly log: Logger) {
     this.supervisor = new GuestSupervisor(board, guest, log.child({ component: 'guest' }));
-    this.replicator = new Replicator({ guest: this.supervisor.port, log: log.child({ component: 'replication' }) });
+    this.replicator = new Replicator({ guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined });
     this.endpoint = new ServiceEndpoint({ service: board.service, auth: board.externalServices.auth }, log.child({ component: 'endpoint' }), this.replicator.clients);
     this.endpoint.attach(this.replicator);
     this.supervisor.port.on('output', (o) => this.replicator.onGuestOutput(o));

@@ -113,6 +113,9 @@ const CONTROL = z.discriminatedUnion('type', [
     downtimeMs: z.number().nullable(), authOpen: z.array(z.string().max(256)).optional(),
   }),
   z.object({ type: z.literal('reclone'), reason: text }),
+  // The backup's witness: its copy answered `replies` requests of the stream and the primary's guest
+  // has sent no reply for silentMs (src/replication/guest-witness.ts).
+  z.object({ type: z.literal('guest-hung'), silentMs: z.number().nonnegative(), replies: seqNo }),
   z.object({ type: z.literal('switchover'), keepCopy: z.boolean().optional() }),
   z.object({ type: z.literal('guest-upgrade-commit') }),
   z.object({ type: z.literal('hello'), board: text, role: text, lastSeq: seqNo, cloned: z.boolean() }),

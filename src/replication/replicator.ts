@@ -19,6 +19,7 @@ import type { Logger } from '../core/log.js';
 import { ClientMap } from '../guest/client-map.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
 import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
+import { PrimaryGuestWitness, type WitnessStatus, type WitnessVerdict } from './guest-witness.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
   T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
@@ -58,8 +59,13 @@ export interface ReplicatorOptions {
   authHoldMs?: number;
   /** Called for every input the backup receives (the checkpoint log). */
   onLogged?: (s: SequencedInput) => void;
-  /** Time and timers of the protection timeout and the AUTH hold. Default: the system clock. */
+  /** Time and timers of the protection timeout, the AUTH hold and the witness check. Default: the system clock. */
   clock?: Clock;
+  /**
+   * Backup: the primary's guest is reported hung when this copy has answered requests of the stream
+   * and no digest has come from the primary for this long (guest-witness.ts). Undefined: no witness.
+   */
+  guestHangMs?: number;
 }
 
 export interface ReplicationStatus {
@@ -79,11 +85,14 @@ export interface ReplicationStatus {
   unprotectedReason?: string;
   authHolds: number;
   clients: number;
+  /** Backup: the witness of the primary's guest (how late its replies come, hang verdicts). */
+  witness?: WitnessStatus;
 }
 
 export declare interface Replicator {
   on(ev: 'divergence', fn: (key: string) => void): this;
   on(ev: 'unprotected', fn: (reason: string) => void): this;
+  on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): this;
 }
 
 const MAX_DIGESTS = 20000;
@@ -135,10 +144,28 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localReplies = new Map<string, string>();
 
   private readonly clock: Clock;
+  private readonly witness?: PrimaryGuestWitness;
+  private witnessTimer?: TimerHandle;
 
   constructor(private readonly o: ReplicatorOptions) {
     super();
     this.clock = o.clock ?? systemClock;
+    if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs });
+  }
+
+  /**
+   * Backup: looks at the witness a few times per bound. The verdict is taken after the poll phase
+   * (setImmediate), never straight from the timer: after a stall of this loop, digests waiting in
+   * the channel's socket are read first.
+   */
+  private watchPrimaryGuest(on: boolean): void {
+    this.witness?.reset();
+    if (!on || !this.witness) { this.clock.clearInterval(this.witnessTimer); this.witnessTimer = undefined; return; }
+    this.witnessTimer ??= this.clock.setInterval(() => setImmediate(() => {
+      if (this.mode !== 'backup' || !this.isProtected || !this.channel?.open || this.versionChange) return;
+      const v = this.witness!.check();
+      if (v) this.emit('primary-guest-silent', v);
+    }), Math.max(5, Math.min(50, Math.floor(this.witness.boundMs / 4))));
   }
 
   /** The checkpoint log: every input the backup receives goes there before it is acknowledged. */
@@ -153,6 +180,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   // ------------------------------------------------------------------ mode changes
   becomeStandalone(reason: string): void {
+    this.watchPrimaryGuest(false);
     this.dropChannel(reason);
     this.mode = 'standalone';
     this.isProtected = false;
@@ -161,6 +189,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** Primary: keeps the sequence counter and client map (a promoted backup continues where it was). */
   becomePrimary(): void {
+    this.watchPrimaryGuest(false);
     this.mode = 'primary';
     this.continueQueue();
     this.isProtected = false;
@@ -174,6 +203,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * delivered nor replicated and no reply was released for them: they are dropped the same way.
    */
   becomeBackup(): void {
+    this.watchPrimaryGuest(false);
     this.mode = 'backup';
     this.isProtected = false;
     if (this.heldOutputs.length || this.held.length) {
@@ -198,6 +228,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.isProtected = true;
     this.versionChange = versionChange;
     this.resetDigests();
+    this.watchPrimaryGuest(true);
     this.sendAck();
     return true;
   }
@@ -238,6 +269,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authOpen = new Set(authOpen);
     this.versionChange = false;
     this.isProtected = true;
+    this.watchPrimaryGuest(true);
     this.sendAck();
   }
 
@@ -422,6 +454,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
         if (sub) this.authOpen.delete(sub);
       }
       this.queue.shift();
+      if (this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness?.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
       this.o.guest.deliver(s.input);
       this.deliveredSeq = s.seq;
       if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
@@ -494,6 +527,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authHoldSince = 0;
     this.versionChange = true;
     this.resetDigests();
+    this.witness?.reset(); // another version: its replies are not the primary's (resumed by the next follow)
     this.resumeDelivery();
     return replay.length;
   }
@@ -524,6 +558,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onBackupOutput(output: GuestOutput): void {
     if (output.kind === 'auth-query') { this.noteQuestion(output); return; }
     const key = replyKey(output.clientPort, output.payload);
+    if (!this.versionChange) this.witness?.onLocalReply(key);
     this.localReplies.set(key, output.payload.toString('latin1').trim());
     if (this.localReplies.size > 1000) this.localReplies.delete(this.localReplies.keys().next().value!);
     this.compare(key, replyDigest(output.payload), this.localDigests, this.primaryDigests);
@@ -531,6 +566,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   private onDigest(key: string, digest: Buffer): void {
     if (this.mode !== 'backup') return;
+    this.witness?.onPrimaryDigest(key);
     this.compare(key, digest, this.primaryDigests, this.localDigests);
   }
 
@@ -582,7 +618,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       if (this.channel !== channel) return;
       this.channel = undefined;
       if (this.mode === 'primary') this.unprotect('replication channel closed');
-      else this.isProtected = false;
+      else { this.isProtected = false; this.watchPrimaryGuest(false); }
     });
   }
 
@@ -613,11 +649,13 @@ export class Replicator extends EventEmitter implements InputPipeline {
       unprotectedReason: this.unprotectedReason,
       authHolds: this.authHolds,
       clients: this.clients.size,
+      witness: this.mode === 'backup' ? this.witness?.status() : undefined,
     };
   }
 
   close(): void {
     this.clock.clearInterval(this.protectionTimer);
+    this.clock.clearInterval(this.witnessTimer);
     this.clock.clearTimeout(this.authHoldTimer);
     this.dropChannel('closing');
   }

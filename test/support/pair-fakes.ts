@@ -92,6 +92,20 @@ export class FakeSupervisor extends EventEmitter {
   async inputsInGuest(): Promise<number | undefined> {
     return this.appSeqExpected;
   }
+  /** What hangEvidence() answers: this board's own evidence of a hung guest, if any. */
+  evidence: string | undefined = undefined;
+  hangEvidence(minSilentMs: number): string | undefined {
+    this.calls.push(`guest:hang-evidence ${minSilentMs}`);
+    return this.evidence;
+  }
+  /** As the real supervisor: through the failure policy (give up: failed; otherwise a restart). */
+  declareHung(cause: string): boolean {
+    if (this.currentState !== 'running') return false;
+    const how = this.failurePolicy(cause);
+    this.calls.push(`guest:hung ${how}`);
+    if (how === 'give-up') this.fail(cause);
+    return true;
+  }
   /** The guest dies (QEMU gone for good): what the supervisor emits. */
   fail(cause: string): void {
     this.currentState = 'failed';

@@ -347,4 +347,33 @@ describe('HA controller timers on a fake clock', () => {
     await clock.advanceAsync(1);
     assert.deepEqual(stops, [{ reason: 'guest supervision lost', at: 1300 }]);
   });
+
+  it('a heartbeat saying the partner\'s controller is hung: the backup fences it at once (no fence delay even when not preferred), and retries a failed fence while it stays hung', async () => {
+    for (const fencing of [true, false]) {
+      const { ha, roles } = await controller({ priority: 200, fencing });
+      await ha.start();
+      const primary = { sender: 'sim-b', role: 'PRIMARY', priority: 10, generation: 1, seq: 1, health: 'ok' } as Heartbeat;
+      ha.membership.emit('partner-alive', primary);
+      assert.equal(ha.currentRole, 'BACKUP');
+      const hung = { ...primary, seq: 2, health: 'hung' } as Heartbeat;
+      Object.assign(ha.membership, { partner: hung, partnerState: 'alive' }); // what MembershipProcess mirrors from its process
+      ha.membership.emit('partner-update', hung);
+      assert.equal(roles[1]?.to, 'FENCING');
+      assert.match(roles[1]!.cause, /controller hung/);
+      if (fencing) {
+        await until(() => ha.currentRole === 'PRIMARY', 'promoted once the power controller confirmed');
+        assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: 1000 }], 'no fence delay');
+      } else {
+        await until(() => roles.length === 3, 'the fence failed');
+        assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'BACKUP'], 'no fencing configured: the fence fails and the board does not promote');
+        await clock.advanceAsync(1000);
+        assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'BACKUP', 'FENCING', 'BACKUP'], 'retried while the partner still reports its controller hung');
+        assert.match(roles[3]!.cause, /controller hung.*retrying the fence/);
+      }
+      await ha.stop();
+      await new Promise<void>((r) => (power ? power.close(() => r()) : r()));
+      power = undefined;
+      powerRequests = [];
+    }
+  });
 });

@@ -139,7 +139,7 @@ describe('pair: guest upgrade, the backup half and a promotion in the middle (fa
   it('the new version fails to boot after the save: the failure is reported and no guest is left running', async () => {
     const { f, pair } = followingBackup();
     f.supervisor.failingVersions.add('2.0.0');
-    dispatchControl(controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade), 'BACKUP', { type: 'guest-upgrade-prepare', guestFile: v2, version: '2.0.0' }, f.parts.log);
+    dispatchControl(controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade, pair.guestHang), 'BACKUP', { type: 'guest-upgrade-prepare', guestFile: v2, version: '2.0.0' }, f.parts.log);
     await pair.upgrade.settled();
     await settle();
     assert.equal(f.replicator.sent.at(-1)?.type, 'guest-upgrade-failed');
@@ -272,7 +272,7 @@ describe('pair: protection and control dispatch (fakes)', () => {
   it('control messages are acted on only in their role', () => {
     const f = fakePair();
     const pair = new PairController(f.parts);
-    const routes = controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade);
+    const routes = controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade, pair.guestHang);
     assert.equal(dispatchControl(routes, 'PRIMARY', { type: 'switchover', keepCopy: false }, f.parts.log), false, 'a primary is not handed the role');
     assert.ok(!f.calls.includes('ha:takeOver'));
     assert.equal(dispatchControl(routes, 'BACKUP', { type: 'switchover' }, f.parts.log), true);

@@ -429,3 +429,57 @@ describe('replication timers on a fake clock (no sleeping)', () => {
     r.close();
   });
 });
+
+describe('the backup\'s witness of the primary\'s guest, in the replicator (fake clock on the backup)', () => {
+  it('reports the primary\'s guest silent guestHangMs after its copy answered a request of the stream, not while the primary\'s digests come', async () => {
+    const clock = new FakeClock();
+    const p = new Replicator({ guest: new RecordingGuest(), log });
+    const gb = new RecordingGuest();
+    const b = new Replicator({ guest: gb, log, clock, guestHangMs: 200 });
+    const ch = await channelPair();
+    const silent: Array<{ silentMs: number; replies: number }> = [];
+    b.on('primary-guest-silent', (v) => silent.push(v));
+    const settleImmediates = () => new Promise((r) => setImmediate(r));
+    try {
+      p.setOutput(new RecordingOut());
+      p.becomePrimary();
+      b.becomeBackup();
+      p.protect(ch.a, 0);
+      b.follow(ch.b, 0);
+      // Healthy: both copies answer; the primary's digest comes after the backup's reply.
+      p.submit(req(20000, 'r1 GET A'));
+      await until(() => gb.inputs.length === 1, 'the backup delivered r1');
+      b.onGuestOutput(reply(20000, 'r1 ERR UNKNOWN A'));
+      clock.advance(150);
+      p.onGuestOutput(reply(20000, 'r1 ERR UNKNOWN A'));
+      await until(() => b.status().digestsCompared === 1, 'the digest arrived');
+      clock.advance(1000);
+      await settleImmediates();
+      assert.equal(silent.length, 0);
+      // The primary's guest stops answering; the backup's copy answers r2 and r3.
+      p.submit(req(20000, 'r2 GET B'));
+      p.submit(req(20000, 'r3 GET C'));
+      await until(() => gb.inputs.length === 3, 'the backup delivered r2, r3');
+      b.onGuestOutput(reply(20000, 'r2 ERR UNKNOWN B'));
+      b.onGuestOutput(reply(20000, 'r3 ERR UNKNOWN C'));
+      clock.advance(150);
+      await settleImmediates();
+      assert.equal(silent.length, 0);
+      clock.advance(50);
+      await settleImmediates();
+      assert.equal(silent.length, 1);
+      assert.equal(silent[0]!.replies, 2);
+      assert.ok(silent[0]!.silentMs >= 200);
+      assert.equal(b.status().witness?.verdicts, 1);
+      assert.equal(b.status().witness?.compared, 1);
+      // Stepping up (promoted) stops the witness.
+      b.becomePrimary();
+      assert.equal(b.status().witness, undefined);
+    } finally {
+      p.close();
+      b.close();
+      ch.close();
+    }
+    assert.equal(clock.pending, 0, 'close() disarms the witness check');
+  });
+});

@@ -1,0 +1,146 @@
+/**
+ * The backup as a live witness of the primary's guest. Both copies are given the same inputs in the
+ * same order; the primary sends a DIGEST of each reply its guest produces. So when this board's copy
+ * answers requests of the stream and, for `boundMs` after the first of them, no DIGEST at all comes
+ * from the primary, the primary's guest has stopped answering what a copy of it answers: it is hung
+ * (its QEMU stopped, its application stuck), not slow. A slow copy on either side cannot trigger it:
+ *
+ *  - only this copy's replies to requests that came on the stream count (not a payload injected
+ *    into this copy alone, not a log replayed after a guest upgrade);
+ *  - every DIGEST, for whatever request, proves the primary's guest is still answering and clears
+ *    the suspicion: a reply the primary never sends (a request its guest lost, which the input-loss
+ *    watch repairs) does not look like a hang;
+ *  - a backup that lags (its guest slower, or its delivery paused for a checkpoint) finds the
+ *    primary's digests already waiting when it answers: nothing is suspected.
+ *
+ * What remains is how far a healthy primary's reply can trail this copy's reply to the same request:
+ * recorded here (`primaryLateMs`) so the bound can be chosen from measurements (BENCHMARKS.md).
+ *
+ * No I/O; the replicator (backup mode) feeds it and checks it periodically, the pair layer acts on
+ * the verdict (src/pair/guest-hang.ts).
+ */
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
+
+export interface WitnessVerdict {
+  /** How long the primary has sent no digest while this copy's first unmatched reply waited. */
+  silentMs: number;
+  /** Replies of this copy to stream requests since the primary's last digest. */
+  replies: number;
+}
+
+export interface WitnessStatus {
+  boundMs: number;
+  /** How much later than this copy's reply the primary's digest of the same reply arrived (0 when it came first), ms. */
+  primaryLateMs: { p50: number; p99: number; max: number; count: number };
+  /** Replies compared in time (matched pairs). */
+  compared: number;
+  /** Verdicts of a hung primary guest since start. */
+  verdicts: number;
+  /** The current suspicion: this copy answered and the primary has been silent since, ms. */
+  waitingMs: number | null;
+}
+
+/** Unmatched local reply times kept per key at most (a key the primary never answers must not grow without bound). */
+const MAX_KEYS = 20000;
+
+export class PrimaryGuestWitness {
+  /** Requests of the stream handed to this copy and not answered yet, by reply key (a count). */
+  private readonly streamRequests = new Map<string, number>();
+  /** This copy's replies the primary has not matched yet: their times, by key. */
+  private readonly localAt = new Map<string, number[]>();
+  /** Digests that arrived before this copy's reply: their arrival times, by key. */
+  private readonly digestAt = new Map<string, number[]>();
+  private waitingSince?: number;
+  private repliesSince = 0;
+  private reported = false;
+  private readonly late: RecordableHistogram = createHistogram();
+  verdicts = 0;
+
+  constructor(private readonly o: { now: () => number; boundMs: number }) {}
+
+  get boundMs(): number {
+    return this.o.boundMs;
+  }
+
+  /** A request from the primary's stream is handed to this copy. */
+  onStreamRequest(key: string): void {
+    this.streamRequests.set(key, (this.streamRequests.get(key) ?? 0) + 1);
+    if (this.streamRequests.size > MAX_KEYS) this.streamRequests.delete(this.streamRequests.keys().next().value!);
+  }
+
+  /** This copy answered the request with this key. */
+  onLocalReply(key: string): void {
+    const n = this.streamRequests.get(key);
+    if (!n) return; // not a request of the stream (injected here, or from before the witness started)
+    if (n === 1) this.streamRequests.delete(key); else this.streamRequests.set(key, n - 1);
+    const now = this.o.now();
+    const early = shift(this.digestAt, key);
+    if (early !== undefined) {
+      this.late.record(1); // the primary answered first
+      return;
+    }
+    push(this.localAt, key, now);
+    this.repliesSince++;
+    this.waitingSince ??= now;
+  }
+
+  /** A digest of one of the primary guest's replies arrived: that guest is answering. */
+  onPrimaryDigest(key: string): void {
+    const now = this.o.now();
+    const mine = shift(this.localAt, key);
+    if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
+    else push(this.digestAt, key, now);
+    this.waitingSince = undefined;
+    this.repliesSince = 0;
+    this.reported = false;
+  }
+
+  /**
+   * The verdict, once per episode: this copy answered stream requests and the primary has sent no
+   * digest for `boundMs` since the first of them. Meant to be called periodically (and not straight
+   * from a timer after a stall: see the replicator).
+   */
+  check(): WitnessVerdict | undefined {
+    if (this.waitingSince === undefined || this.reported) return undefined;
+    const silentMs = this.o.now() - this.waitingSince;
+    if (silentMs < this.o.boundMs) return undefined;
+    this.reported = true;
+    this.verdicts++;
+    return { silentMs, replies: this.repliesSince };
+  }
+
+  /** The copies are no longer comparable (a new clone, another stream, a guest upgrade): start over. */
+  reset(): void {
+    this.streamRequests.clear();
+    this.localAt.clear();
+    this.digestAt.clear();
+    this.waitingSince = undefined;
+    this.repliesSince = 0;
+    this.reported = false;
+  }
+
+  status(): WitnessStatus {
+    const ms = (us: number) => Math.round(us / 10) / 100;
+    const h = this.late;
+    return {
+      boundMs: this.o.boundMs,
+      primaryLateMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), count: h.count },
+      compared: h.count,
+      verdicts: this.verdicts,
+      waitingMs: this.waitingSince === undefined ? null : Math.round(this.o.now() - this.waitingSince),
+    };
+  }
+}
+
+function push(m: Map<string, number[]>, key: string, t: number): void {
+  const l = m.get(key);
+  if (l) l.push(t); else m.set(key, [t]);
+  if (m.size > MAX_KEYS) m.delete(m.keys().next().value!);
+}
+
+function shift(m: Map<string, number[]>, key: string): number | undefined {
+  const l = m.get(key);
+  const t = l?.shift();
+  if (l && l.length === 0) m.delete(key);
+  return t;
+}
