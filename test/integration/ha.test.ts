@@ -297,7 +297,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.ok(!dead || dead.id > transitions[0]!.id, 'not declared dead before FENCING (only once the fence had silenced it)');
     const fence = journal.find((e) => e.kind === 'fence');
     assert.equal(fence?.detail?.partner, primary);
-    assert.match(fence!.message, /powered off/);
+    assert.match(fence!.message, /fenced: reset \(power-cycled\)/, 'the default fence action: a reset');
     assert.equal((await role(backup)).fencing.failures, 0);
 
     const st = await chassis!.board(primary);
