@@ -32,7 +32,7 @@
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Role } from '../src/ha/frame.js';
@@ -113,20 +113,10 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
 /**
  * Every partition and kill resets a board: the fencing escalation (3 resets of a partner within an
  * hour, then it is left off) would end the run after a few rounds. For the bench both boards get a
- * maxResets above the rounds it runs (a cold start with edited profiles; the power controller is
- * broken while both go down, so neither fences the other).
+ * maxResets above the rounds it runs (Chassis.coldStart with edited profiles).
  */
 async function raiseEscalation(maxResets: number): Promise<void> {
-  await chassis!.powerController('break');
-  await Promise.all(BOARDS.map((b) => chassis!.power(b, 'off')));
-  await chassis!.powerController('fix');
-  for (const b of BOARDS) {
-    const file = chassis!.layout.boards[b].profile;
-    const p = JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
-    p.fencing.escalation = { ...(p.fencing.escalation ?? {}), maxResets };
-    writeFileSync(file, JSON.stringify(p, null, 2), { mode: 0o600 });
-  }
-  await Promise.all(BOARDS.map((b) => chassis!.power(b, 'on')));
+  await chassis!.coldStart((_, p) => { p.fencing.escalation = { ...(p.fencing.escalation ?? {}), maxResets }; });
 }
 
 /** One PRIMARY, one BACKUP, both links up on both boards. */

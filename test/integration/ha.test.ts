@@ -140,26 +140,6 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     return { code: r.code, out: JSON.parse(r.stdout) };
   }
 
-  /**
-   * A cold start of both boards with their profiles edited (a chassis up as the test needs it): both
-   * off (the power controller broken meanwhile, so neither fences the other on the way down),
-   * `edit` on each board's profile.json, `before` (cut links, say), both on, both answering.
-   */
-  async function coldStart(edit: (b: BoardName, profile: Record<string, any>) => void, before: () => Promise<unknown> = async () => undefined): Promise<void> {
-    await chassis!.powerController('break');
-    await Promise.all(BOARDS.map((x) => chassis!.power(x, 'off')));
-    await chassis!.powerController('fix');
-    for (const b of BOARDS) {
-      const file = chassis!.layout.boards[b].profile;
-      const profile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
-      edit(b, profile);
-      writeFileSync(file, JSON.stringify(profile, null, 2), { mode: 0o600 });
-    }
-    await before();
-    await Promise.all(BOARDS.map((x) => chassis!.power(x, 'on')));
-    await eventually('both answer after the cold start', async () => (await chassis!.status()).boards.every((x) => x.answers), 30000, 100);
-  }
-
   /** Fences journaled by `b` since `since` (done, not failed). */
   const fencesBy = async (b: BoardName, since: number) => (await events(b, since, 'fence')).filter((e) => e.detail?.outcome !== undefined);
 
@@ -402,7 +382,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
 
   it('both links cut before the boards start: nobody fences, nobody serves (wait-for-partner); `understudy start-alone` on one makes it serve; after heal the other joins as BACKUP', async () => {
     await settledPair();
-    await coldStart(() => undefined, async () => {
+    await chassis!.coldStart(() => undefined, async () => {
       await chassis!.cut('ethernet');
       await chassis!.cut('serial');
     });
@@ -449,7 +429,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     await settledPair();
     const otherKey = `${chassis!.layout.runDir}/ha-other.key`;
     writeFileSync(otherKey, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-    await coldStart((b, profile) => { if (b === 'sim-b') profile.ha.keyFile = otherKey; });
+    await chassis!.coldStart((b, profile) => { if (b === 'sim-b') profile.ha.keyFile = otherKey; });
     const requests0 = (await chassis!.status()).powerController.requests;
     await eventually('both boards WAITING with the alarm', async () => {
       for (const b of BOARDS) {
@@ -479,7 +459,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
 
   it('escalation: a board reset maxResets times within the window is powered off at its next fence and left off, with an alarm; powered on by the operator, it rejoins', async () => {
     await settledPair();
-    await coldStart((_, profile) => { profile.fencing.escalation = { maxResets: 1, windowS: 600 }; });
+    await chassis!.coldStart((_, profile) => { profile.fencing.escalation = { maxResets: 1, windowS: 600 }; });
     const { primary, backup } = await settledPair();
     assert.deepEqual({ primary, backup }, { primary: 'sim-a', backup: 'sim-b' });
     // 1. sim-a's controller dies: sim-b resets it (its first reset of sim-a) and promotes; sim-a returns as BACKUP.

@@ -1,12 +1,15 @@
 /**
  * The chassis as a test rig: `await Chassis.up({...})` goes through the same launcher as
  * `understudy chassis up`, and the methods send the same requests as the `chassis` commands. For
- * integration tests and benchmarks; a failed `up` cleans up before it throws.
+ * integration tests and benchmarks; a failed `up` cleans up before it throws. coldStart() restarts
+ * both boards with edited profiles.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { ChassisStatus, FailHow, LinkName, BoardView } from './chassisd.js';
 import { chassisCall, chassisDown, chassisUp, DEFAULT_NAME, type DownResult, type UpOptions, type UpResult } from './launcher.js';
-import { chassisLayout, parseBoardName, type BoardName, type ChassisLayout } from './layout.js';
+import { BOARD_NAMES, chassisLayout, parseBoardName, type BoardName, type ChassisLayout } from './layout.js';
+import { sleep } from './procs.js';
 import { readState, type ChassisState } from './state.js';
 
 export class Chassis {
@@ -53,6 +56,31 @@ export class Chassis {
 
   heal(link: LinkName): Promise<unknown> {
     return chassisCall(this.where, 'heal', { link });
+  }
+
+  /**
+   * A cold start of both boards with their generated profiles edited, for a test or a benchmark that
+   * needs another configuration than the templates': both powered off (the power controller broken
+   * meanwhile, so neither fences the other on the way down), `edit` on each board's profile.json,
+   * `before` (cut a link, say), both powered on. Resolves once both controllers answer.
+   */
+  async coldStart(edit: (board: BoardName, profile: Record<string, any>) => void, before?: () => Promise<unknown>, timeoutMs = 30000): Promise<void> {
+    await this.powerController('break');
+    await Promise.all(BOARD_NAMES.map((b) => this.power(b, 'off')));
+    await this.powerController('fix');
+    for (const b of BOARD_NAMES) {
+      const file = this.layout.boards[b].profile;
+      const profile = JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
+      edit(b, profile);
+      writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
+    }
+    await before?.();
+    await Promise.all(BOARD_NAMES.map((b) => this.power(b, 'on')));
+    const end = Date.now() + timeoutMs;
+    while (!(await this.status()).boards.every((b) => b.answers)) {
+      if (Date.now() > end) throw new Error(`cold start: both controllers did not answer within ${timeoutMs} ms`);
+      await sleep(100);
+    }
   }
 
   /** What the run has recorded (pids, groups, namespaces, veth names). */
