@@ -163,16 +163,19 @@ export const boardProfileSchema = z
          * Silence of the controller's main loop after which its own heartbeats report it hung and the
          * partner fences it (a stopped controller is reported at once, without this bound). Above the
          * longest stall of a busy, healthy controller (docs/ha.md, BENCHMARKS.md). Capped at half the
-         * watchdog timeout, when the kicks stop and the board will be reset anyway.
+         * watchdog timeout, when the kicks stop and the board will be reset anyway. The default is that
+         * cap: until the stalls of a busy controller are measured, a busy (not stopped) controller is
+         * declared hung no earlier than its watchdog kicks stop, as before.
          */
-        controllerHangMs: z.number().int().min(100).max(60000).default(1000),
+        controllerHangMs: z.number().int().min(100).max(60000).default(60000),
         /**
          * The backup's witness of the primary's guest: when the backup's copy has answered requests
          * of the replicated stream and no reply has come from the primary's guest for this long, the
          * primary is told its guest is hung (it hands over if its own view agrees). Above how far a
-         * healthy primary's replies trail the backup's (docs/replication.md, BENCHMARKS.md). 0: off.
+         * healthy primary's replies trail the backup's (docs/replication.md, BENCHMARKS.md). 0: off,
+         * the default until that trail is measured under load (a bound below it fails a healthy primary).
          */
-        guestHangMs: z.number().int().min(0).max(60000).default(200),
+        guestHangMs: z.number().int().min(0).max(60000).default(0),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
