@@ -283,7 +283,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     const st = await chassis!.board(primary);
     assert.equal(st.watchdog.fired, before.watchdog.fired, 'the watchdog did not fire: the fence came first');
     assert.notEqual(st.resets.last?.cause, 'watchdog');
-    assert.equal(st.resets.last?.cause, 'fence');
+    assert.equal(st.resets.last?.cause, 'power-controller', 'reset by the fence: the power controller\'s RESET, as for kill -9');
     assert.notEqual(st.controller?.pid, hung.pid, 'the hung controller is gone');
     const chassisLog = readFileSync(`${runDir}/chassisd.log`, 'utf8');
     assert.ok(!chassisLog.includes(`watchdog reset ${primary}`), 'chassisd.log has no watchdog reset');
