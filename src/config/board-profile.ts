@@ -9,11 +9,12 @@ import { z } from 'zod';
 import { loadJsonFile } from './load.js';
 
 /**
- * Default of ha.priorityFencingDelayMs: above the simulated chassis' fence latency plus the skew of
- * the two boards' verdicts on a cut (measured: docs/ha.md, "Priority fencing"). A shelf manager over
- * IPMI needs seconds: set it in the profile.
+ * Default of ha.priorityFencingDelayMs: the smallest the check below allows with the defaults of
+ * deadtimeMs, primaryConfirmMs and fenceDelayMs (25 + 75 + 200). On the simulated chassis the primary
+ * kills the backup a few ms after its confirmation and the two verdicts differ by a few ms
+ * (BENCHMARKS.md, docs/ha.md "Partitions"). A shelf manager over IPMI needs seconds: set it in the profile.
  */
-export const PRIORITY_FENCING_DELAY_MS = 250;
+export const PRIORITY_FENCING_DELAY_MS = 300;
 
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
@@ -145,12 +146,20 @@ export const boardProfileSchema = z
         fenceDelayMs: z.number().int().min(0).max(60000).default(200),
         /**
          * Wait of a BACKUP before it fences a PRIMARY that went silent on every link (Pacemaker's
-         * priority-fencing-delay). The primary fences a silent backup at once (after one more deadtime
-         * of silence): if both are alive (a partition), the primary's fence lands first and keeps the
-         * service where it is. At least deadtimeMs + fenceDelayMs (a fence lands within fenceDelayMs);
-         * the price is that a real primary death is taken over this much later. docs/ha.md.
+         * priority-fencing-delay). The primary fences a silent backup at once (after primaryConfirmMs
+         * more of silence): if both are alive (a partition), the primary's fence lands first and keeps
+         * the service where it is. At least deadtimeMs + primaryConfirmMs + fenceDelayMs (the verdicts
+         * may differ by up to a deadtime; a fence lands within fenceDelayMs); the price is that a real
+         * primary death is taken over this much later. docs/ha.md.
          */
         priorityFencingDelayMs: z.number().int().min(0).max(60000).default(PRIORITY_FENCING_DELAY_MS),
+        /**
+         * How much longer a PRIMARY waits, after its deadtime verdict, before it fences its silent
+         * backup; called off if it hears it again. A lone serial link (the Ethernet one cut) falls
+         * silent for up to ~60 ms now and then at 115200 baud: without it, one link cut would get the
+         * backup reset. 0-10000.
+         */
+        primaryConfirmMs: z.number().int().min(0).max(10000).default(75),
         /**
          * A board that has not heard its partner since it started: wait-for-partner (neither fences nor
          * serves until it hears its partner or the operator runs `understudy start-alone`), or
@@ -179,8 +188,8 @@ export const boardProfileSchema = z
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
-      .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.fenceDelayMs, {
-        message: 'must be at least deadtimeMs + fenceDelayMs: the primary confirms its verdict for a deadtime, then its fence must land first',
+      .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.primaryConfirmMs + h.fenceDelayMs, {
+        message: 'must be at least deadtimeMs + primaryConfirmMs + fenceDelayMs: the primary\'s confirmation and fence must land first',
         path: ['priorityFencingDelayMs'],
       })
       .optional(),

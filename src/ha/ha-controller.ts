@@ -330,7 +330,7 @@ export class HaController extends EventEmitter {
     switch (order.wait) {
       case 'priority-delay': return ha.priorityFencingDelayMs;
       case 'fence-delay': return ha.fenceDelayMs;
-      case 'confirm': return ha.deadtimeMs;
+      case 'confirm': return ha.primaryConfirmMs;
       case 'now': return 0;
     }
   }

@@ -61,9 +61,9 @@ export interface RoleContext {
 /**
  * How long to wait before fencing:
  *   now             at once
- *   confirm         ha.deadtimeMs more, called off if the partner is heard again meanwhile: a PRIMARY
- *                   confirms the verdict on its backup (a lone serial link falls silent past one
- *                   deadtime now and then), well within the backup's priority-delay
+ *   confirm         ha.primaryConfirmMs more, called off if the partner is heard again meanwhile: a
+ *                   PRIMARY confirms the verdict on its backup (a lone serial link falls silent past
+ *                   the deadtime now and then), well within the backup's priority-delay
  *   fence-delay     ha.fenceDelayMs: both boards may be fencing each other and this one is the less
  *                   preferred (the preferred one goes `now`, and its fence lands first)
  *   priority-delay  ha.priorityFencingDelayMs: the silent partner was PRIMARY; if it is alive it
@@ -154,7 +154,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   },
   PRIMARY: {
     // Priority fencing: the board that serves keeps serving and fences the silent backup at once (once
-    // the silence has lasted another deadtime: well before the backup's priority delay is over); a
+    // the silence has lasted primaryConfirmMs more: well before the backup's priority delay is over); a
     // partner that stopped in order (its last word STOPPING) is not fenced; of two primaries (a
     // moment after a heal) the less preferred waits, as two backups do.
     'partner-dead': (c) => (c.partnerLast === 'STOPPING' ? undefined

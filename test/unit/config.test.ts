@@ -78,11 +78,13 @@ describe('board profiles and guest descriptors', () => {
     const b = sample('board/sim-a.json');
     delete b.ha.startup;
     delete b.ha.priorityFencingDelayMs;
+    delete b.ha.primaryConfirmMs;
     delete b.fencing.action;
     delete b.fencing.escalation;
     const p = loadBoardProfile(write('defaults.json', b));
     assert.equal(p.ha!.startup, 'wait-for-partner');
     assert.equal(p.ha!.priorityFencingDelayMs, PRIORITY_FENCING_DELAY_MS);
+    assert.equal(p.ha!.primaryConfirmMs, 75);
     assert.ok(p.fencing?.method === 'simulated');
     assert.equal(p.fencing.action, 'reset');
     assert.deepEqual(p.fencing.escalation, { maxResets: 3, windowS: 3600 });
@@ -94,7 +96,8 @@ describe('board profiles and guest descriptors', () => {
     };
     bad('startup.json', (x) => { x.ha.startup = 'serve-anyway'; }, /ha\.startup/);
     bad('pfd.json', (x) => { x.ha.priorityFencingDelayMs = -1; }, /ha\.priorityFencingDelayMs/);
-    bad('pfd2.json', (x) => { x.ha.priorityFencingDelayMs = 200; }, /ha\.priorityFencingDelayMs: must be at least deadtimeMs \+ fenceDelayMs/);
+    bad('pfd2.json', (x) => { x.ha.priorityFencingDelayMs = 299; }, /ha\.priorityFencingDelayMs: must be at least deadtimeMs \+ primaryConfirmMs \+ fenceDelayMs/);
+    bad('confirm.json', (x) => { x.ha.primaryConfirmMs = 76; }, /ha\.priorityFencingDelayMs: must be at least/);
     bad('action.json', (x) => { x.fencing.action = 'reboot'; }, /fencing\.action/);
     bad('esc.json', (x) => { x.fencing.escalation = { maxResets: 0, windowS: 60 }; }, /fencing\.escalation\.maxResets/);
     bad('esc2.json', (x) => { x.fencing.escalation = { maxResets: 2, windowS: 60, extra: 1 }; }, /fencing\.escalation/);

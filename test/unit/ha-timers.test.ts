@@ -234,28 +234,28 @@ describe('HA controller timers on a fake clock', () => {
     assert.match(f.message, /^partner sim-b fenced: reset \(power-cycled\) by simulated in [\d.]+ ms; it boots again and rejoins as backup$/);
   });
 
-  it('a PRIMARY fences its silent BACKUP once the silence has lasted another deadtime (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {
+  it('a PRIMARY fences its silent BACKUP once the silence has lasted primaryConfirmMs more (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {
     const { ha, roles } = await controller({ fencing: true });
     await ha.start();
     hear(ha, { role: 'STARTING' });
     assert.equal(ha.currentRole, 'PRIMARY', 'both starting: sim-a is preferred');
     hear(ha, { role: 'BACKUP' });
-    // A glitch: heard again within the confirmation (one deadtime): nobody fenced.
+    // A glitch: heard again within the confirmation (primaryConfirmMs): nobody fenced.
     silence(ha);
-    await clock.advanceAsync(20);
+    await clock.advanceAsync(70);
     hear(ha, { role: 'BACKUP' });
     await clock.advanceAsync(1000);
     assert.deepEqual(powerRequests, []);
     assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: fence of sim-b called off: sim-b heard again/.test(e.message)));
     const t0 = clock.now();
     silence(ha);
-    await clock.advanceAsync(24);
+    await clock.advanceAsync(74);
     assert.deepEqual(powerRequests, []);
     await clock.advanceAsync(1);
     await until(() => powerRequests.length === 1 && fences().length === 1, 'the backup fenced');
-    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 25 }], 'at once once the silence is confirmed (deadtimeMs)');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 75 }], 'at once once the silence is confirmed (primaryConfirmMs)');
     assert.deepEqual(path(roles), ['PRIMARY'], 'never stopped serving');
-    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: partner silent on every link: fencing it, serving on unprotected: fencing sim-b in 25 ms unless it is heard again/.test(e.message)));
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: partner silent on every link: fencing it, serving on unprotected: fencing sim-b in 75 ms unless it is heard again/.test(e.message)));
     assert.equal(ha.membership.partnerView.state, 'unknown', 'the fenced partner is forgotten until it boots again');
     // It boots again and rejoins; later it reboots in order (a rolling upgrade): not fenced.
     news(ha, { t: 'partner-alive', hb: hb({ generation: 2, role: 'STARTING' }) });
@@ -293,7 +293,7 @@ describe('HA controller timers on a fake clock', () => {
       const n = fences().length;
       news(c, { t: 'partner-alive', hb: hb({ generation: ++generation, role: 'BACKUP' }) });
       silence(c);
-      await clock.advanceAsync(25);
+      await clock.advanceAsync(75);
       await until(() => fences().length === n + 1, 'fenced');
       wall += 10000;
       return fences().at(-1)!;
