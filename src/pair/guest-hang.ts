@@ -50,14 +50,15 @@ export class GuestHang {
    * of this board's guest read in the same turn of the loop count as answers.
    */
   onBackupReport(m: Report): void {
-    setImmediate(() => this.judge(m));
+    setImmediate(() => void this.judge(m));
   }
 
-  private judge(m: Report): void {
+  private async judge(m: Report): Promise<void> {
     const { ha, host, journal } = this.p;
     if (ha.currentRole !== 'PRIMARY') return;
     const heard = `the backup's copy answered ${m.replies} requests the primary's guest has not answered for ${m.silentMs} ms`;
-    const evidence = host.supervisor.hangEvidence(this.confirmAfterMs);
+    const evidence = await host.supervisor.hangEvidence(this.confirmAfterMs);
+    if (ha.currentRole !== 'PRIMARY') return;
     if (!evidence) {
       journal.record('guest-hang', `${heard}; not confirmed here (the guest answered or has nothing to answer): ignored`, { ...m, confirmed: false });
       return;
