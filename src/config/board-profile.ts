@@ -120,7 +120,7 @@ export const boardProfileSchema = z
          * primary is told its guest is hung (it hands over if its own view agrees). Above how far a
          * healthy primary's replies trail the backup's (docs/replication.md, BENCHMARKS.md). 0: off.
          */
-        guestHangMs: z.number().int().min(0).max(60000).default(200),
+        guestHangMs: z.number().int().min(0).max(60000).default(250),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
