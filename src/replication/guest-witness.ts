@@ -16,7 +16,7 @@
  * What remains is how far a healthy primary's reply can trail this copy's reply to the same request:
  * recorded here (`primaryLateMs`) so the bound can be chosen from measurements (BENCHMARKS.md).
  *
- * No I/O; the replicator (backup mode) feeds it and checks it periodically, the pair layer acts on
+ * No I/O; the replicator (backup mode) feeds it and checks it when a verdict falls due (dueAt), the pair layer acts on
  * the verdict (src/pair/guest-hang.ts).
  */
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
@@ -102,10 +102,15 @@ export class PrimaryGuestWitness {
     this.reported = false;
   }
 
+  /** When the verdict falls due if no digest comes (monotonic ms), or undefined: nothing suspected. */
+  get dueAt(): number | undefined {
+    return this.waitingSince === undefined || this.reported ? undefined : this.waitingSince + this.o.boundMs;
+  }
+
   /**
    * The verdict, once per episode: this copy answered stream requests and the primary has sent no
-   * digest for `boundMs` since the first of them. Meant to be called periodically (and not straight
-   * from a timer after a stall: see the replicator).
+   * digest for `boundMs` since the first of them. Called when it falls due (dueAt), and not straight
+   * from a timer after a stall: see the replicator.
    */
   check(): WitnessVerdict | undefined {
     if (this.waitingSince === undefined || this.reported) return undefined;
