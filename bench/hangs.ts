@@ -140,7 +140,9 @@ export class HangBench {
     const what = `hang (${kind}) ${i} of ${primary}`;
     if (res.verify!.missing.length) throw new Error(`${what}: ${res.verify!.missing.length} acknowledged registrations lost`);
     if (res.verify!.retriedDifferent.length) throw new Error(`${what}: retried ids answered differently: ${res.verify!.retriedDifferent[0]}`);
-    const silence = res.gaps.find(([from, to]) => to > tFault && from <= tFault + SILENCE_STARTS_WITHIN_MS);
+    // The silence the fault caused: of the gaps that begin by SILENCE_STARTS_WITHIN_MS after it and
+    // end after it, the one that ends last (a short gap of normal traffic may straddle the fault).
+    const silence = res.gaps.filter(([from, to]) => to > tFault && from <= tFault + SILENCE_STARTS_WITHIN_MS).sort((a, b) => b[1] - a[1])[0];
     if (!silence) throw new Error(`${what}: no silence of the clients after the fault (gaps: ${JSON.stringify(res.gaps.slice(0, 5))})`);
 
     const jb = await this.events(backup, marks[backup]);
