@@ -41,7 +41,7 @@ import { chassisDown } from '../src/sim/chassis/launcher.js';
 import { PACKAGE_ROOT, type BoardName } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../src/store/journal.js';
-import { HangBench, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
+import { HangBench, RATE, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
 import { machine, printTable, summarize, type LatencySummary } from './lib.js';
 
 const { values: args } = parseArgs({
@@ -374,7 +374,7 @@ async function hangs(): Promise<void> {
   };
   const bench = new HangBench(g, burn);
   const profile = JSON.parse(readFileSync(g.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
-  console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}; load 200 requests/s, retry ${RETRY_MS} ms`);
+  console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}; hang rounds: load ${RATE} requests/s, retry ${RETRY_MS} ms`);
   const samples: HangSample[] = [];
   for (let i = 1; i <= HANGS; i++) {
     for (const kind of ['controller', 'guest'] as HangKind[]) {
