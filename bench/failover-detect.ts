@@ -25,9 +25,16 @@
  *     verdicts, link-down events and watchdog resets. Target: 0 in 10 minutes (--soak-seconds 600).
  *  Optionally (--baseline-seconds) the same counts without burners first, to tell the machine's own
  *  noise from the load's effect.
+ *  3. Hangs (--hangs N, each kind; --guest-soak-seconds S), on a second chassis with the guest
+ *     replicated and a client sending continuously (bench/hangs.ts): SIGSTOP of the primary's
+ *     controller and of its QEMU → first good reply and protected again; and a loaded soak with
+ *     CPU burners, checkpoints and re-clones that reads what the hang bounds must stay above (alive
+ *     gaps, main-loop delay, how far the primary's replies trail the backup's) and counts false
+ *     hang verdicts (target 0).
  * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
  *
  * Usage: node dist/bench/failover-detect.js [--kills 20] [--partitions 10] [--cut-ms 3000] [--soak-seconds 60] [--baseline-seconds 0]
+ *                                           [--hangs 0] [--guest-soak-seconds 0] [--guest-soak-burners 1]
  *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
@@ -42,6 +49,7 @@ import { chassisDown } from '../src/sim/chassis/launcher.js';
 import { PACKAGE_ROOT, type BoardName } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../src/store/journal.js';
+import { HangBench, RATE, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
 import { machine, printTable, summarize, type LatencySummary } from './lib.js';
 
 const { values: args } = parseArgs({
@@ -51,6 +59,9 @@ const { values: args } = parseArgs({
     'cut-ms': { type: 'string', default: '3000' },
     'soak-seconds': { type: 'string', default: '60' },
     'baseline-seconds': { type: 'string', default: '0' },
+    hangs: { type: 'string', default: '0' },
+    'guest-soak-seconds': { type: 'string', default: '0' },
+    'guest-soak-burners': { type: 'string', default: '1' },
     'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
     baud: { type: 'string', default: '115200' },
     name: { type: 'string', default: `fd${process.pid % 1000}` },
@@ -73,11 +84,18 @@ const SOAK_S = intArg('soak-seconds', args['soak-seconds'], 0);
 const BASELINE_S = intArg('baseline-seconds', args['baseline-seconds'], 0);
 const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
 const BAUD = intArg('baud', args.baud, 300);
+const HANGS = intArg('hangs', args.hangs, 0);
+const GUEST_SOAK_S = intArg('guest-soak-seconds', args['guest-soak-seconds'], 0);
+const GUEST_SOAK_BURNERS = intArg('guest-soak-burners', args['guest-soak-burners'], 0);
 const TARGET_P99_MS = 30;
+/** Issue 13: a hung controller or guest → first good reply ≤ 100 ms p99. */
+const HANG_TARGET_P99_MS = 100;
 const BOARDS: BoardName[] = ['sim-a', 'sim-b'];
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let chassis: Chassis | undefined;
+/** The chassis with a replicated guest, for the hang rows. */
+let guestChassis: Chassis | undefined;
 /** Keep the run directory (logs, journals) for a post-mortem: --keep, or something went wrong. */
 let keepRun = false;
 const runDir = `/tmp/us-fd-${process.pid}`;
@@ -419,11 +437,19 @@ async function cleanup(): Promise<void> {
   if (chassis) await chassisDown({ name: chassis.layout.name, runDir, purge: !keep }).catch((e) => console.error(`chassis down: ${(e as Error).message}`));
   if (chassis && keep) console.log(`run directory kept for its logs and journals: ${runDir}`);
   chassis = undefined;
+  if (guestChassis) await chassisDown({ name: guestChassis.layout.name, runDir: `${runDir}-g`, purge: !keep }).catch((e) => console.error(`chassis down: ${(e as Error).message}`));
+  if (guestChassis && keep) console.log(`run directory kept for its logs and journals: ${runDir}-g`);
+  guestChassis = undefined;
 }
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
   console.log(`bench/failover-detect — ${new Date().toISOString()} — ${sourceVersion()}\n${machine()}`);
+  if (KILLS > 0 || BASELINE_S > 0 || SOAK_S > 0) await killsAndSoaks();
+  if (HANGS > 0 || GUEST_SOAK_S > 0) await hangs();
+}
+
+async function killsAndSoaks(): Promise<void> {
   chassis = await Chassis.up({ name: args.name, runDir, guest: 'none', baud: BAUD });
   const profile = (await role('sim-a'));
   const ha = JSON.parse(readFileSync(chassis.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
@@ -488,6 +514,50 @@ async function main(): Promise<void> {
     const q = await quietPeriod(SOAK_S, BURNERS);
     printTable(`soak: ${BURNERS} CPU burners in each board's namespace (${cpus().length} cores)`, quietRows('soak', q));
     for (const t of [...q.notes, ...q.transitions]) console.log(`  ${t}`);
+  }
+  await chassisDown({ name: chassis.layout.name, runDir, purge: !(args.keep || keepRun) });
+  chassis = undefined;
+}
+
+/** The hang rows (bench/hangs.ts) on a chassis with the guest replicated. Any failed round fails the bench. */
+async function hangs(): Promise<void> {
+  const g = (guestChassis = await Chassis.up({ name: `${args.name}g`, runDir: `${runDir}-g`, guest: 'primary', baud: BAUD }));
+  const burn = (b: BoardName, ms: number) => {
+    const c = g.spawnIn(b, process.execPath, ['-e', `const e = Date.now() + ${ms}; let x = 0; while (Date.now() < e) x++;`], { stdio: 'ignore' });
+    burners.push(c);
+    return c;
+  };
+  const bench = new HangBench(g, burn);
+  const profile = JSON.parse(readFileSync(g.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
+  console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}; hang rounds: load ${RATE} requests/s, retry ${RETRY_MS} ms`);
+  const samples: HangSample[] = [];
+  for (let i = 1; i <= HANGS; i++) {
+    for (const kind of ['controller', 'guest'] as HangKind[]) {
+      const s = await bench.round(kind, i); // throws: no figure from a round that went another way
+      samples.push(s);
+      process.stderr.write(`  hang (${kind}) ${i}/${HANGS} ${s.board}: first good reply ${s.firstGoodReply.toFixed(0)} ms, backup transition ${s.verdict.toFixed(0)} ms, PRIMARY ${s.primary.toFixed(0)} ms, protected again ${(s.protectedAgain / 1000).toFixed(1)} s\n`);
+    }
+  }
+  if (samples.length) printTable(`hangs: SIGSTOP of the primary's controller / of its QEMU, a client sending continuously (${HANGS} of each)`, hangRows(samples, HANG_TARGET_P99_MS));
+  if (GUEST_SOAK_S > 0) {
+    const f = await bench.soak(GUEST_SOAK_S, GUEST_SOAK_BURNERS);
+    const b = (x: BoardName) => f.boards[x];
+    printTable(`loaded pair with the guest (${f.seconds} s, ${f.burners} CPU burners, ${f.checkpoints} checkpoints, ${f.clones} re-clones, ${f.answered} requests answered)`, [
+      ['measure', 'sim-a', 'sim-b'],
+      ['role at the end', b('sim-a')?.role ?? '-', b('sim-b')?.role ?? '-'],
+      ['controller alive gap p99 / max ms (since boot)', ...(['sim-a', 'sim-b'] as const).map((x) => (b(x)?.aliveGapMs ? `${b(x)!.aliveGapMs!.p99} / ${b(x)!.aliveGapMs!.max}` : '-'))],
+      ['controller main loop delay p99 / max ms (since boot)', ...(['sim-a', 'sim-b'] as const).map((x) => (b(x) ? `${b(x)!.mainLoop.p99} / ${b(x)!.mainLoop.max}` : '-'))],
+    ]);
+    if (f.witness) {
+      const w = f.witness;
+      printTable(`the backup's witness of the primary's guest (ms; bound guestHangMs ${w.boundMs}, ${w.verdicts} verdicts)`, [
+        ['measure', 'n', 'p50', 'p99', 'max'],
+        ['primary\'s reply after the backup\'s copy\'s, same request (0: before)', w.late.count, w.late.p50, w.late.p99, w.late.max],
+        ['primary silent after the copy\'s first unmatched reply (vs the bound)', w.suspected.count, w.suspected.p50, w.suspected.p99, w.suspected.max],
+      ]);
+    }
+    console.log(`false hang verdicts, reports, role changes or losses in the soak: ${f.falseVerdicts.length}${f.falseVerdicts.map((x) => `\n  ${x}`).join('')}`);
+    if (f.falseVerdicts.length) keepRun = true;
   }
 }
 

@@ -172,19 +172,19 @@ export const boardProfileSchema = z
          * Silence of the controller's main loop after which its own heartbeats report it hung and the
          * partner fences it (a stopped controller is reported at once, without this bound). Above the
          * longest stall of a busy, healthy controller (docs/ha.md, BENCHMARKS.md). Capped at half the
-         * watchdog timeout, when the kicks stop and the board will be reset anyway. The default is that
-         * cap: until the stalls of a busy controller are measured, a busy (not stopped) controller is
-         * declared hung no earlier than its watchdog kicks stop, as before.
+         * watchdog timeout, when the kicks stop and the board will be reset anyway. 1000 ms: four times
+         * the longest gap between a loaded controller's alives measured in soaks with CPU burners
+         * (237 ms, p99 50 ms; BENCHMARKS.md).
          */
-        controllerHangMs: z.number().int().min(100).max(60000).default(60000),
+        controllerHangMs: z.number().int().min(100).max(60000).default(1000),
         /**
          * The backup's witness of the primary's guest: when the backup's copy has answered requests
          * of the replicated stream and no reply has come from the primary's guest for this long, the
          * primary is told its guest is hung (it hands over if its own view agrees). Above how far a
-         * healthy primary's replies trail the backup's (docs/replication.md, BENCHMARKS.md). 0: off,
-         * the default until that trail is measured under load (a bound below it fails a healthy primary).
+         * healthy primary's replies trail the backup's (docs/replication.md, BENCHMARKS.md: up to 129 ms,
+         * p99 20 ms, under load with CPU burners; one reply 225 ms late in another run). 0: off.
          */
-        guestHangMs: z.number().int().min(0).max(60000).default(0),
+        guestHangMs: z.number().int().min(0).max(60000).default(250),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })

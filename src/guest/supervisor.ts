@@ -86,7 +86,11 @@ const RESTART_WINDOW_MS = 120000;
  */
 export const GUEST_HANG_FALLBACK_MS = 3000;
 const HANG_CHECK_EVERY_MS = 1000;
+/** How long QEMU may take to say whether it runs the guest (query-status) before that counts as hung too. */
+const QMP_LOOK_MS = 500;
 const HANG_PINGS = 2;
+/** How long a guest suspected of a hang has to answer a PING (hangEvidence): a healthy guest answers in 1-2 ms. */
+const CONFIRM_PING_MS = 100;
 /** Fixed addresses of the controller on the private wire. */
 const CONTROLLER_MAC = '52:54:00:00:00:01';
 
@@ -426,30 +430,46 @@ export class GuestSupervisor extends EventEmitter {
 
   /**
    * This board's own evidence that its guest is hung, or undefined: QEMU stopped (its /proc state,
-   * at once), or the guest silent with requests to answer for at least `minSilentMs`.
+   * at once), or the guest silent with requests to answer for at least `minSilentMs` while QEMU
+   * runs it and, with `ping`, not answering a PING within CONFIRM_PING_MS either. A guest QEMU has
+   * paused on purpose (a migration's stop-and-copy, a checkpoint) is not hung; a QEMU that does not
+   * answer QMP within QMP_LOOK_MS either is. The PING tells a hung guest from one that is idle
+   * because requests were lost on their way to it (the input-loss watch repairs those): requests it
+   * never received leave it "silent with work" as much as a hang does, but it answers the PING.
    */
-  hangEvidence(minSilentMs: number): string | undefined {
-    const pid = this.qemu?.alive ? this.qemu.pid : undefined;
-    const st = pid ? procState(pid) : undefined;
-    if (st === 'T' || st === 't') return `its QEMU process ${pid} is stopped (state ${st})`;
+  async hangEvidence(minSilentMs: number, ping = true): Promise<string | undefined> {
+    const q = this.qemu?.alive ? this.qemu : undefined;
+    if (!q || this.state !== 'running') return undefined;
+    const st = procState(q.pid);
+    if (st === 'T' || st === 't') return `its QEMU process ${q.pid} is stopped (state ${st})`;
+    if (this.port.silentWithWorkMs < minSilentMs) return undefined;
+    const [run, pong] = await Promise.all([
+      q.qmp.execute<{ status: string }>('query-status', undefined, QMP_LOOK_MS).then((r) => r.status, () => undefined),
+      ping ? this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false) : Promise.resolve(false),
+    ]);
+    if (pong) return undefined; // it answers: idle, not hung
+    if (run !== undefined && run !== 'running') return undefined;
     const silent = this.port.silentWithWorkMs;
-    if (silent >= minSilentMs) return `its guest has answered nothing for ${Math.round(silent)} ms with requests to answer`;
-    return undefined;
+    if (silent < minSilentMs) return undefined; // it answered meanwhile
+    const how = run === undefined ? `and QEMU does not answer QMP within ${QMP_LOOK_MS} ms` : 'while QEMU runs it';
+    return `its guest has answered nothing for ${Math.round(silent)} ms with requests to answer${ping ? `, nor a PING within ${CONFIRM_PING_MS} ms,` : ''} ${how}`;
   }
 
   /** The fallback hang check (GUEST_HANG_FALLBACK_MS), once a second while the guest runs. */
   private async hangCheck(): Promise<void> {
     if (this.state !== 'running' || this.hangChecking) return;
-    const silent = this.port.silentWithWorkMs;
-    if (silent < GUEST_HANG_FALLBACK_MS) { this.unansweredPings = 0; return; }
+    if (this.port.silentWithWorkMs < GUEST_HANG_FALLBACK_MS) { this.unansweredPings = 0; return; }
     this.hangChecking = true;
     try {
       await this.port.management('PING', 1000);
       this.unansweredPings = 0;
     } catch {
-      if (++this.unansweredPings >= HANG_PINGS && this.state === 'running' && this.port.silentWithWorkMs >= GUEST_HANG_FALLBACK_MS) {
-        this.unansweredPings = 0;
-        this.declareHung(`guest hung: requests unanswered for ${Math.round(this.port.silentWithWorkMs)} ms and ${HANG_PINGS} PINGs unanswered`);
+      if (++this.unansweredPings >= HANG_PINGS) {
+        const evidence = await this.hangEvidence(GUEST_HANG_FALLBACK_MS, false); // it has just pinged
+        if (evidence && this.state === 'running') {
+          this.unansweredPings = 0;
+          this.declareHung(`guest hung: ${evidence}, and ${HANG_PINGS} PINGs unanswered`);
+        }
       }
     } finally {
       this.hangChecking = false;

@@ -118,11 +118,15 @@ export class PairController {
     this.guestHang = new GuestHang(p);
     this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang);
 
-    // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest.
-    // A backup whose clone dies does not reboot it (it would hold stale state): it asks for a new clone.
+    // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest:
+    // protected, the backup's copy running (its heartbeats), and no clone replacing that copy now
+    // (a re-clone keeps the primary protected while the copy is being replaced: handing over then
+    // would promote a board with no guest). A backup whose clone dies does not reboot it (it would
+    // hold stale state): it asks for a new clone.
     host.supervisor.failurePolicy = () => {
       const role = ha.currentRole;
-      if (role === 'PRIMARY' && host.replicator.protectedNow) return 'give-up';
+      const backupCopyRuns = ha.membership.partnerView.heartbeat?.guest === 'running' && !(p.clones?.cloneInProgress ?? false);
+      if (role === 'PRIMARY' && host.replicator.protectedNow && backupCopyRuns) return 'give-up';
       if (role === 'BACKUP' && host.replicator.mode === 'backup') return 'give-up';
       return 'restart';
     };

@@ -7,7 +7,8 @@
  *  primary's controller is healthy (a hung controller is reported in its heartbeats and fenced
  *  first, src/ha/controller-watch.ts), so it can hand over cleanly without a fence.
  *  Primary: it acts only if its own view agrees (its QEMU stopped, or its guest silent with requests
- *  to answer for half the bound): then the guest is declared hung, which goes through the guest
+ *  to answer for half the bound and not answering a PING either: a guest that lost requests on their
+ *  way to it is idle, not hung, and answers): then the guest is declared hung, which goes through the guest
  *  failure policy like a guest watchdog firing — a protected primary gives up its guest, fires
  *  `guest-failed` (FAULT), and the backup promotes on partner-fault with its copy as it is. A report
  *  the primary cannot confirm (its guest answered meanwhile) is journaled and ignored.
@@ -50,14 +51,15 @@ export class GuestHang {
    * of this board's guest read in the same turn of the loop count as answers.
    */
   onBackupReport(m: Report): void {
-    setImmediate(() => this.judge(m));
+    setImmediate(() => void this.judge(m));
   }
 
-  private judge(m: Report): void {
+  private async judge(m: Report): Promise<void> {
     const { ha, host, journal } = this.p;
     if (ha.currentRole !== 'PRIMARY') return;
     const heard = `the backup's copy answered ${m.replies} requests the primary's guest has not answered for ${m.silentMs} ms`;
-    const evidence = host.supervisor.hangEvidence(this.confirmAfterMs);
+    const evidence = await host.supervisor.hangEvidence(this.confirmAfterMs);
+    if (ha.currentRole !== 'PRIMARY') return;
     if (!evidence) {
       journal.record('guest-hang', `${heard}; not confirmed here (the guest answered or has nothing to answer): ignored`, { ...m, confirmed: false });
       return;

@@ -16,7 +16,7 @@
  * What remains is how far a healthy primary's reply can trail this copy's reply to the same request:
  * recorded here (`primaryLateMs`) so the bound can be chosen from measurements (BENCHMARKS.md).
  *
- * No I/O; the replicator (backup mode) feeds it and checks it periodically, the pair layer acts on
+ * No I/O; the replicator (backup mode) feeds it and checks it when a verdict falls due (dueAt), the pair layer acts on
  * the verdict (src/pair/guest-hang.ts).
  */
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
@@ -32,6 +32,11 @@ export interface WitnessStatus {
   boundMs: number;
   /** How much later than this copy's reply the primary's digest of the same reply arrived (0 when it came first), ms. */
   primaryLateMs: { p50: number; p99: number; max: number; count: number };
+  /**
+   * How long each suspicion lasted before a digest ended it, ms: the primary's silence after this
+   * copy's first unmatched reply — the quantity the bound is compared with (its max must stay below it).
+   */
+  suspectedMs: { p50: number; p99: number; max: number; count: number };
   /** Replies compared in time (matched pairs). */
   compared: number;
   /** Verdicts of a hung primary guest since start. */
@@ -54,6 +59,7 @@ export class PrimaryGuestWitness {
   private repliesSince = 0;
   private reported = false;
   private readonly late: RecordableHistogram = createHistogram();
+  private readonly suspected: RecordableHistogram = createHistogram();
   verdicts = 0;
 
   constructor(private readonly o: { now: () => number; boundMs: number }) {}
@@ -90,15 +96,21 @@ export class PrimaryGuestWitness {
     const mine = shift(this.localAt, key);
     if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
     else push(this.digestAt, key, now);
+    if (this.waitingSince !== undefined && !this.reported) this.suspected.record(Math.max(1, Math.round((now - this.waitingSince) * 1000)));
     this.waitingSince = undefined;
     this.repliesSince = 0;
     this.reported = false;
   }
 
+  /** When the verdict falls due if no digest comes (monotonic ms), or undefined: nothing suspected. */
+  get dueAt(): number | undefined {
+    return this.waitingSince === undefined || this.reported ? undefined : this.waitingSince + this.o.boundMs;
+  }
+
   /**
    * The verdict, once per episode: this copy answered stream requests and the primary has sent no
-   * digest for `boundMs` since the first of them. Meant to be called periodically (and not straight
-   * from a timer after a stall: see the replicator).
+   * digest for `boundMs` since the first of them. Called when it falls due (dueAt), and not straight
+   * from a timer after a stall: see the replicator.
    */
   check(): WitnessVerdict | undefined {
     if (this.waitingSince === undefined || this.reported) return undefined;
@@ -122,9 +134,11 @@ export class PrimaryGuestWitness {
   status(): WitnessStatus {
     const ms = (us: number) => Math.round(us / 10) / 100;
     const h = this.late;
+    const g = this.suspected;
     return {
       boundMs: this.o.boundMs,
       primaryLateMs: { p50: ms(h.percentile(50)), p99: ms(h.percentile(99)), max: ms(h.max), count: h.count },
+      suspectedMs: { p50: ms(g.percentile(50)), p99: ms(g.percentile(99)), max: ms(g.max), count: g.count },
       compared: h.count,
       verdicts: this.verdicts,
       waitingMs: this.waitingSince === undefined ? null : Math.round(this.o.now() - this.waitingSince),

@@ -146,6 +146,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private readonly clock: Clock;
   private readonly witness?: PrimaryGuestWitness;
   private witnessTimer?: TimerHandle;
+  private witnessOn = false;
 
   constructor(private readonly o: ReplicatorOptions) {
     super();
@@ -153,19 +154,29 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs });
   }
 
-  /**
-   * Backup: looks at the witness a few times per bound. The verdict is taken after the poll phase
-   * (setImmediate), never straight from the timer: after a stall of this loop, digests waiting in
-   * the channel's socket are read first.
-   */
+  /** Backup: the witness runs while this board follows the primary's stream. */
   private watchPrimaryGuest(on: boolean): void {
     this.witness?.reset();
-    if (!on || !this.witness) { this.clock.clearInterval(this.witnessTimer); this.witnessTimer = undefined; return; }
-    this.witnessTimer ??= this.clock.setInterval(() => setImmediate(() => {
-      if (this.mode !== 'backup' || !this.isProtected || !this.channel?.open || this.versionChange) return;
+    this.witnessOn = on && !!this.witness;
+    this.clock.clearTimeout(this.witnessTimer);
+    this.witnessTimer = undefined;
+  }
+
+  /**
+   * Arms one timer for when the witness's verdict falls due (no periodic wake-up: an idle or healthy
+   * pair costs nothing). The verdict is taken after the poll phase (setImmediate), never straight
+   * from the timer: after a stall of this loop, digests waiting in the channel's socket are read first.
+   */
+  private armWitness(): void {
+    const due = this.witnessOn ? this.witness!.dueAt : undefined;
+    if (due === undefined || this.witnessTimer) return;
+    this.witnessTimer = this.clock.setTimeout(() => setImmediate(() => {
+      this.witnessTimer = undefined;
+      if (!this.witnessOn || this.mode !== 'backup' || !this.isProtected || !this.channel?.open || this.versionChange) return;
       const v = this.witness!.check();
       if (v) this.emit('primary-guest-silent', v);
-    }), Math.max(5, Math.min(50, Math.floor(this.witness.boundMs / 4))));
+      else this.armWitness(); // a digest ended that suspicion; another may have begun since
+    }), Math.max(1, due - this.clock.now()));
   }
 
   /** The checkpoint log: every input the backup receives goes there before it is acknowledged. */
@@ -454,7 +465,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
         if (sub) this.authOpen.delete(sub);
       }
       this.queue.shift();
-      if (this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness?.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
+      if (this.witnessOn && this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness!.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
       this.o.guest.deliver(s.input);
       this.deliveredSeq = s.seq;
       if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
@@ -558,7 +569,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onBackupOutput(output: GuestOutput): void {
     if (output.kind === 'auth-query') { this.noteQuestion(output); return; }
     const key = replyKey(output.clientPort, output.payload);
-    if (!this.versionChange) this.witness?.onLocalReply(key);
+    if (!this.versionChange && this.witnessOn) {
+      this.witness!.onLocalReply(key);
+      this.armWitness();
+    }
     this.localReplies.set(key, output.payload.toString('latin1').trim());
     if (this.localReplies.size > 1000) this.localReplies.delete(this.localReplies.keys().next().value!);
     this.compare(key, replyDigest(output.payload), this.localDigests, this.primaryDigests);
@@ -566,7 +580,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   private onDigest(key: string, digest: Buffer): void {
     if (this.mode !== 'backup') return;
-    this.witness?.onPrimaryDigest(key);
+    if (this.witnessOn) this.witness!.onPrimaryDigest(key);
     this.compare(key, digest, this.primaryDigests, this.localDigests);
   }
 
@@ -655,7 +669,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   close(): void {
     this.clock.clearInterval(this.protectionTimer);
-    this.clock.clearInterval(this.witnessTimer);
+    this.clock.clearTimeout(this.witnessTimer);
     this.clock.clearTimeout(this.authHoldTimer);
     this.dropChannel('closing');
   }

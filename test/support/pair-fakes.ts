@@ -9,7 +9,7 @@ import { resolve } from 'node:path';
 import { loadBoardProfile } from '../../src/config/board-profile.js';
 import { loadGuestDescriptor, type GuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { createLogger } from '../../src/core/log.js';
-import type { Role } from '../../src/ha/frame.js';
+import type { GuestHealth, Role } from '../../src/ha/frame.js';
 import type { RoleChange } from '../../src/ha/ha-controller.js';
 import type { GuestState } from '../../src/guest/supervisor.js';
 import type { SequencedInput, ControlMessage } from '../../src/replication/messages.js';
@@ -21,7 +21,7 @@ export const repoFile = (f: string) => resolve(import.meta.dirname, '../../..', 
 
 export class FakeHa extends EventEmitter {
   currentRole: Role = 'STARTING';
-  membership = { partnerView: { state: 'alive' as 'unknown' | 'alive' | 'dead', heartbeat: { role: 'BACKUP', sender: 'sim-b' } as { role: Role; sender: string } | undefined } };
+  membership = { partnerView: { state: 'alive' as 'unknown' | 'alive' | 'dead', heartbeat: { role: 'BACKUP', sender: 'sim-b', guest: 'running' } as { role: Role; sender: string; guest?: GuestHealth } | undefined } };
   fired: string[] = [];
   constructor(private readonly calls: string[]) { super(); }
   /** The HA machine moves this board to `to` (what HaController.transition emits). */
@@ -94,7 +94,7 @@ export class FakeSupervisor extends EventEmitter {
   }
   /** What hangEvidence() answers: this board's own evidence of a hung guest, if any. */
   evidence: string | undefined = undefined;
-  hangEvidence(minSilentMs: number): string | undefined {
+  async hangEvidence(minSilentMs: number): Promise<string | undefined> {
     this.calls.push(`guest:hang-evidence ${minSilentMs}`);
     return this.evidence;
   }

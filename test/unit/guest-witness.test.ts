@@ -29,6 +29,8 @@ describe('the backup as witness of the primary\'s guest', () => {
     const st = w.status();
     assert.equal(st.compared, 100);
     assert.ok(Math.abs(st.primaryLateMs.max - 150) < 1, `max ${st.primaryLateMs.max}`);
+    assert.equal(st.suspectedMs.count, 100, 'each reply opened a suspicion its digest ended');
+    assert.ok(Math.abs(st.suspectedMs.max - 150) < 1, `longest suspicion ${st.suspectedMs.max}`);
     assert.equal(st.verdicts, 0);
     assert.equal(st.waitingMs, null);
   });

@@ -103,6 +103,20 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(f.supervisor.failurePolicy('x'), 'give-up');
   });
 
+  it('a primary gives its failed guest up (hands over) only to a backup whose copy runs in sync, never during a re-clone', () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'unprotected: restarts its guest');
+    f.replicator.protectedNow = true;
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up');
+    f.clones.cloneInProgress = true;
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'a clone is replacing the backup\'s copy');
+    f.clones.cloneInProgress = false;
+    f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b', guest: 'starting' };
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'the backup\'s copy is not running');
+  });
+
   it('a role change whose guest work fails is reported to the HA machine', async () => {
     const f = fakePair();
     new PairController(f.parts);

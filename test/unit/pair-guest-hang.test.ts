@@ -8,6 +8,16 @@ import { PairController } from '../../src/pair/controller.js';
 import { controlRoutes, dispatchControl } from '../../src/pair/control.js';
 import { fakePair, settle } from '../support/pair-fakes.js';
 
+/** A protected primary whose guest runs, and the control routes of its pair. */
+function protectedPrimary() {
+  const f = fakePair();
+  const pair = new PairController(f.parts);
+  Object.assign(f.ha, { currentRole: 'PRIMARY' });
+  Object.assign(f.supervisor, { currentState: 'running' });
+  Object.assign(f.replicator, { mode: 'primary', protectedNow: true });
+  return { f, pair, routes: controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade, pair.guestHang) };
+}
+
 describe('pair: a hung guest on the primary (fakes)', () => {
   it('backup: the witness\'s verdict is journaled and sent to the primary, only while it follows as a protected backup', () => {
     const f = fakePair();
@@ -23,14 +33,8 @@ describe('pair: a hung guest on the primary (fakes)', () => {
   });
 
   it('primary: a report its own evidence confirms makes a protected primary give its guest up and fire guest-failed', async () => {
-    const f = fakePair();
-    const pair = new PairController(f.parts);
-    f.ha.currentRole = 'PRIMARY';
-    f.supervisor.currentState = 'running';
-    f.replicator.mode = 'primary';
-    f.replicator.protectedNow = true;
+    const { f, pair, routes } = protectedPrimary();
     f.supervisor.evidence = 'its QEMU process 1234 is stopped (state T)';
-    const routes = controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade, pair.guestHang);
     assert.equal(dispatchControl(routes, 'PRIMARY', { type: 'guest-hung', silentMs: 210, replies: 5 }, f.parts.log), true);
     await settle();
     assert.ok(f.calls.includes(`guest:hang-evidence ${f.parts.board.ha!.guestHangMs / 2}`), 'asked for half the bound');
@@ -42,12 +46,7 @@ describe('pair: a hung guest on the primary (fakes)', () => {
   });
 
   it('primary: a report it cannot confirm (its guest answered) is journaled and ignored', async () => {
-    const f = fakePair();
-    const pair = new PairController(f.parts);
-    f.ha.currentRole = 'PRIMARY';
-    f.supervisor.currentState = 'running';
-    f.replicator.protectedNow = true;
-    const routes = controlRoutes(f.parts, pair.protection, pair.switchover, pair.upgrade, pair.guestHang);
+    const { f, routes } = protectedPrimary();
     dispatchControl(routes, 'PRIMARY', { type: 'guest-hung', silentMs: 210, replies: 1 }, f.parts.log);
     await settle();
     assert.deepEqual(f.ha.fired, []);

@@ -1,0 +1,112 @@
+/**
+ * Hangs on a replicated pair (simulated chassis, real QEMU), under load: the primary's controller
+ * stopped (SIGSTOP), the primary's QEMU stopped, the primary's guest application hung. Each time the
+ * backup takes over, clients get good replies from it, no acknowledged request is lost, and the
+ * journals show the takeover came from the hang verdict (the controller's own heartbeats, or the
+ * backup's witness of the guest), not from a watchdog; then the pair is protected again. Before
+ * that, a loaded pair with a re-clone and a checkpoint reports no hang at all (no false verdict).
+ * No wall-clock bound is asserted: bench/failover-detect measures the times.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { BOARD_NAMES, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
+import { pairView, waitProtected } from '../../src/sim/pair.js';
+import type { JournalEvent } from '../../src/store/journal.js';
+import { PairUnderTest } from '../support/pair.js';
+
+const NAME = `hg${process.pid % 1000}`;
+
+describe('hangs on a replicated pair (real QEMU): the backup takes over on the hang verdict', function () {
+  this.timeout(900000);
+  const p = new PairUnderTest(NAME);
+  before(() => p.up());
+  after(() => p.down());
+
+  const events = async (b: BoardName, sinceId = 0): Promise<JournalEvent[]> => (await p.ctl(b, 'events', { limit: 10000, sinceId })).events;
+  const lastId = async (b: BoardName): Promise<number> => (await p.ctl(b, 'events', { limit: 1 })).events.at(-1)?.id ?? 0;
+  const marks = async () => ({ 'sim-a': await lastId('sim-a'), 'sim-b': await lastId('sim-b') }) as Record<BoardName, number>;
+  const qemuPid = (b: BoardName) => Number(readFileSync(`${p.chassis.layout.boards[b].storageDir}/qemu.pid`, 'utf8'));
+  const show = (j: JournalEvent[]) => j.map((e) => `${e.at} ${e.kind}: ${e.message}`).join('\n');
+
+  /** The fenced (powered-off) board is switched on again, and the pair is protected again. */
+  async function reprotect(): Promise<void> {
+    for (const b of BOARD_NAMES) if ((await p.chassis.board(b)).power === 'off') await p.chassis.power(b, 'on');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+  }
+
+  it('a loaded pair with a re-clone and a checkpoint: no hang reported on either board', async () => {
+    const since = await marks();
+    const backup = partnerOf(p.primary);
+    await p.loadThrough(8000, 2000, async () => {
+      await p.ctl(backup, 'checkpoint');
+      await p.ctl(p.primary, 'clone');
+    });
+    for (const b of BOARD_NAMES) {
+      const j = await events(b, since[b]);
+      assert.deepEqual(j.filter((e) => e.kind === 'guest-hang' || e.kind === 'controller' || e.kind === 'role.transition'), [], `${b}:\n${show(j)}`);
+    }
+    const w = (await p.ctl(backup, 'replication.status')).replication.witness;
+    assert.ok(w && w.compared > 100, `the witness compared the copies' replies: ${JSON.stringify(w)}`);
+    assert.equal(w.verdicts, 0);
+  });
+
+  it('SIGSTOP of the primary\'s controller: reported hung in its heartbeats, fenced, the backup serves; nothing acknowledged lost', async () => {
+    const old = p.primary;
+    const backup = partnerOf(old);
+    const since = await marks();
+    const { res } = await p.loadThrough(8000, 3000, () => p.chassis.fail(old, 'hang'));
+    assert.equal((await pairView(p.chassis.layout))[backup]?.role, 'PRIMARY');
+    assert.ok(res.firstReplyAfterMark === undefined || res.acked > 0);
+    const j = await events(backup, since[backup]);
+    const transitions = j.filter((e) => e.kind === 'role.transition');
+    assert.deepEqual(transitions.map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`), ['BACKUP->FENCING:partner-hung', 'FENCING->PRIMARY:fence-ok'], show(j));
+    const st = await p.chassis.board(old);
+    assert.equal(st.resets.last?.cause, 'fence', 'the hung board was fenced');
+    assert.notEqual(st.resets.last?.cause, 'watchdog');
+    p.primary = backup;
+    await reprotect();
+    assert.equal(p.primary, backup, 'the returning board did not preempt');
+  });
+
+  for (const how of ['SIGSTOP of the primary\'s QEMU', 'the primary\'s guest application hung (HANG)'] as const) {
+    it(`${how}: the backup's witness reports it, the primary confirms and hands over (FAULT), the backup serves; nothing acknowledged lost; protected again`, async () => {
+      const old = p.primary;
+      const backup = partnerOf(old);
+      const since = await marks();
+      const pid = qemuPid(old);
+      await p.loadThrough(8000, 3000, async () => {
+        if (how.startsWith('SIGSTOP')) process.kill(pid, 'SIGSTOP');
+        else await p.ctl(old, 'guest.manage', { command: 'HANG' });
+      });
+      assert.equal((await pairView(p.chassis.layout))[backup]?.role, 'PRIMARY');
+      const jb = await events(backup, since[backup]);
+      const jp = await events(old, since[old]);
+      assert.ok(jb.some((e) => e.kind === 'guest-hang' && /telling the primary/.test(e.message)), `the backup's witness reported it:\n${show(jb)}`);
+      const confirmed = jp.find((e) => e.kind === 'guest-hang' && /the guest is hung/.test(e.message));
+      assert.ok(confirmed, `the primary confirmed it:\n${show(jp)}`);
+      assert.match(confirmed.message, how.startsWith('SIGSTOP') ? /QEMU process \d+ is stopped \(state T\)|answered nothing/ : /answered nothing for \d+ ms/);
+      assert.deepEqual(jp.filter((e) => e.kind === 'role.transition').slice(0, 1).map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`), ['PRIMARY->FAULT:guest-failed'], show(jp));
+      assert.deepEqual(jb.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`), ['BACKUP->PRIMARY:partner-fault'], show(jb));
+      assert.equal((await p.chassis.board(old)).watchdog.fired, 0, 'no board watchdog');
+      assert.ok(!jp.some((e) => /guest watchdog expired/.test(e.message)), 'not the guest\'s watchdog either');
+      // The stopped QEMU was killed by its controller (given up), not left behind.
+      assert.ok(!existsPid(pid), `QEMU ${pid} is gone`);
+      p.primary = backup;
+      await reprotect();
+      assert.equal(p.primary, backup);
+    });
+  }
+
+  it('no copy of the guest crashed (kernel oops or fatal error in a console log)', () => {
+    assert.deepEqual(p.guestCrashes(), []);
+  });
+});
+
+function existsPid(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
