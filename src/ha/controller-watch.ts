@@ -39,13 +39,13 @@ export interface ControllerWatchOptions {
 }
 
 export interface ControllerVerdict {
-  health: ControllerHealth;
+  health: Exclude<ControllerHealth, 'gone'>;
   /** Why it is hung (for the journal and the log). */
   reason?: string;
 }
 
 export interface ControllerWatchStatus {
-  health: ControllerHealth;
+  health: Exclude<ControllerHealth, 'gone'>;
   reason?: string;
   lateMs: number;
   hangAfterMs: number;

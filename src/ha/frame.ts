@@ -28,7 +28,12 @@ export const GUEST_STATES = ['none', 'stopped', 'starting', 'running', 'restarti
 export type GuestHealth = (typeof GUEST_STATES)[number];
 export const WATCHDOG_STATES = ['none', 'kicking', 'starving'] as const;
 export type WatchdogHealth = (typeof WATCHDOG_STATES)[number];
-export const CONTROLLER_HEALTH = ['ok', 'hung'] as const;
+/**
+ * 'hung': the controller's main loop stopped answering its membership process; 'gone': the controller
+ * process exited without stopping in order (a crash, SIGKILL): the membership process's last
+ * heartbeats before it falls silent (a dying gasp). Either way the board serves nobody: fence it now.
+ */
+export const CONTROLLER_HEALTH = ['ok', 'hung', 'gone'] as const;
 export type ControllerHealth = (typeof CONTROLLER_HEALTH)[number];
 /** Frame bytes besides the sender's name. */
 const FIXED_BYTES = 41;

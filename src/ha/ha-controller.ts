@@ -57,8 +57,12 @@ export interface HaControllerOptions {
   wallNow?: () => number;
 }
 
+/** A fence that succeeded: the partner is down (reset or off). `by` is the role this board fenced it from. */
+export interface PartnerFenced { partner: string; outcome: string; by: Role }
+
 export declare interface HaController {
   on(ev: 'role', fn: (c: RoleChange) => void): this;
+  on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): this;
 }
 
 /** Period of the guest-health poll (and of the main thread's loop-delay sample). */
@@ -284,6 +288,7 @@ export class HaController extends EventEmitter {
       fenceSent: this.fenceInFlight && this.fenceSent,
       partnerLast: hb?.role,
       partnerHung: hb?.health === 'hung',
+      partnerGone: hb?.health === 'gone',
       partnerMisconfigured: this.misconfigured(),
       startup: this.board.ha!.startup,
     };
@@ -314,6 +319,7 @@ export class HaController extends EventEmitter {
       };
       return true;
     }
+    if (t.fence) this.cancelPendingFence(`a fence is ordered now: ${why}`);
     if (t.to !== this.role) {
       this.transition(t.to, why, event);
     } else {
@@ -349,6 +355,12 @@ export class HaController extends EventEmitter {
     // A hung controller's role claim is stale (its membership process repeats the last one).
     if (hb.health === 'hung') {
       this.fire('partner-hung');
+      return;
+    }
+    // Its dying gasp: the partner's controller exited (crashed, killed) and its membership process is
+    // about to fall silent. Not a partition: no priority delay.
+    if (hb.health === 'gone') {
+      this.fire('partner-gone');
       return;
     }
     const ev: RoleEvent | undefined = hb.role === 'PRIMARY' ? 'partner-primary'
@@ -447,6 +459,7 @@ export class HaController extends EventEmitter {
       }
       this.fenceStats.lastError = undefined;
       this.membership.forgetPartner();
+      this.emit('partner-fenced', { partner: partnerName, outcome, by: fencer } satisfies PartnerFenced);
       if (this.role === 'FENCING') this.fire('fence-ok');
     } catch (e) {
       this.fenceStats.failures++;
@@ -460,6 +473,7 @@ export class HaController extends EventEmitter {
         if (p.state === 'alive') {
           // Heard, but its controller still hung: fence it again (its heartbeats do not call a fence off).
           if (p.heartbeat?.health === 'hung' && this.role === 'BACKUP') this.fire('partner-hung', 'retrying the fence');
+          if (p.heartbeat?.health === 'gone' && (this.role === 'BACKUP' || this.role === 'PRIMARY')) this.fire('partner-gone', 'retrying the fence');
           return;
         }
         if (this.role === 'BACKUP' || this.role === 'PRIMARY') this.fire('partner-dead', 'retrying the fence');

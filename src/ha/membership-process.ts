@@ -9,7 +9,9 @@
  * The watchdog is kicked only while the controller proves it is alive (a message at least every
  * `aliveTimeoutMs`) and has not asked to stop: a stuck controller gets its board reset. The process
  * dies with the controller (pdeathsig, and it exits when its IPC channel closes), so a dead
- * controller's board falls silent.
+ * controller's board falls silent — after a dying gasp: two heartbeats saying the controller is gone
+ * (health 'gone'), so the partner fences and takes over at once rather than after its priority
+ * fencing delay (silence alone cannot tell a dead primary from a partition).
  * This file is both the process's entry point and, via MembershipProcess, its client. The links
  * (serialport) and the watchdog are imported by the process side only: the controller, which
  * imports this file for MembershipProcess, does not load serialport for nothing.
@@ -23,7 +25,7 @@ import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
 import { procStateReader } from '../hw/proc-state.js';
 import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
-import type { GuestHealth, Heartbeat, Role } from './frame.js';
+import type { ControllerHealth, GuestHealth, Heartbeat, Role } from './frame.js';
 import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
 
 export interface MembershipConfig {
@@ -98,6 +100,8 @@ const BAD_MAC_REPORT_MS = 1000;
 export const ALIVE_INTERVAL_MS = 20;
 /** Lateness of an alive before the controller's process state is read. */
 export const ALIVE_LATE_MS = 10;
+/** How long the membership process outlives its controller: its dying gasp (two heartbeats) written. */
+export const DYING_GASP_MS = 15;
 
 // ---------------------------------------------------------------- membership process side
 async function runMembership(cfg: MembershipConfig): Promise<void> {
@@ -115,7 +119,10 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   // The verdict goes into every heartbeat; a change is also told to the controller (which reads it
   // only if it runs again) and written to the board's log by this process, which is not hung.
   let reported: 'ok' | 'hung' = 'ok';
-  const health = () => {
+  let gone = false;
+  let stopping = false;
+  const health = (): ControllerHealth => {
+    if (gone) return 'gone';
     const v = controller.check();
     if (v.health !== reported) {
       reported = v.health;
@@ -194,8 +201,21 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
     if (frames) post({ t: 'bad-mac', links, frames });
   }, BAD_MAC_REPORT_MS);
 
-  // The controller is gone (even by SIGKILL): fall silent at once, and leave the watchdog armed.
-  process.on('disconnect', () => process.exit(0));
+  // The controller is gone (even by SIGKILL) without stopping in order: a dying gasp — one heartbeat
+  // on every link saying so (health 'gone'), so the partner fences this board and takes over at once
+  // instead of after its priority fencing delay (it cannot tell a dead primary from a partition) —
+  // then fall silent, leaving the watchdog armed. A second gasp a heartbeat later covers one lost
+  // frame; the process is gone DYING_GASP_MS after the controller.
+  const gasp = () => {
+    if (stopping || gone) return;
+    gone = true;
+    process.stderr.write(`${JSON.stringify({ level: 50, time: Date.now(), board: cfg.self, component: 'membership', msg: 'controller exited: dying gasp sent, falling silent' })}\n`);
+    m.sendHeartbeat();
+    setTimeout(() => m.sendHeartbeat(), cfg.intervalMs).unref();
+    setTimeout(() => process.exit(0), DYING_GASP_MS).unref();
+  };
+  process.on('SIGUSR2', gasp); // pdeathsig: the controller died (even by SIGKILL)
+  process.on('disconnect', gasp); // its IPC channel closed
   process.on('message', (msg: ToWorker) => {
     switch (msg.t) {
       case 'local':
@@ -225,6 +245,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
         });
         break;
       case 'stop':
+        stopping = true;
         void (async () => {
           local = { ...local, role: 'STOPPING' };
           m.sendHeartbeat();
@@ -297,7 +318,9 @@ export class MembershipProcess extends EventEmitter {
   async start(): Promise<void> {
     // NODE_OPTIONS is the controller's: the membership process has its own flags.
     const { NODE_OPTIONS: _, ...env } = process.env;
-    const w = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', process.execPath, ...MEMBERSHIP_NODE_FLAGS,
+    // The kernel signals it when the controller dies (SIGUSR2, which nothing else sends it): it sends
+    // its dying gasp and exits. Its default action, before the handler is installed, is to terminate.
+    const w = spawn('setpriv', ['--pdeathsig', 'SIGUSR2', '--', process.execPath, ...MEMBERSHIP_NODE_FLAGS,
       fileURLToPath(import.meta.url)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], env: { ...env, ...MEMBERSHIP_ENV, UNDERSTUDY_MEMBERSHIP: '1' } });
     this.worker = w;
     w.on('exit', (code) => { if (!this.stopped) this.emit('exit', code); });

@@ -24,6 +24,7 @@ export type RoleEvent =
   | 'partner-starting'  // … STARTING, WAITING or FENCING: it is deciding too
   | 'partner-fault'     // … FAULT: it gave up serving
   | 'partner-hung'      // a heartbeat says the partner's controller is hung (health 'hung'): it serves nobody well
+  | 'partner-gone'      // the partner's dying gasp: its controller exited (health 'gone'); it falls silent next
   | 'partner-dead'      // every link silent for the deadtime
   | 'partner-misconfigured' // only frames with a bad MAC heard since this board started: alive, another key
   | 'startup-timeout'   // no partner heard during startupWaitMs
@@ -52,6 +53,8 @@ export interface RoleContext {
   partnerLast?: Role;
   /** The partner's last heartbeat says its controller is hung. */
   partnerHung?: boolean;
+  /** Its last heartbeat was a dying gasp (health 'gone'): its silence is not a partition. */
+  partnerGone?: boolean;
   /** Since this board started, only heartbeats with a bad MAC came from the partner (and lately). */
   partnerMisconfigured?: boolean;
   /** `ha.startup`; default wait-for-partner. */
@@ -88,6 +91,7 @@ type Rule = Transition | ((c: RoleContext) => Transition | undefined);
 
 /** The wait before fencing a partner that fell silent, by its last role. */
 function silentPartnerFence(c: RoleContext): FenceOrder {
+  if (c.partnerGone) return { wait: 'now' }; // it said its controller exited
   if (c.partnerLast === 'PRIMARY') return { wait: 'priority-delay' };
   if (c.partnerLast === 'STOPPING') return { wait: 'now' }; // it stopped serving and never fences
   return { wait: c.preferred ? 'now' : 'fence-delay' };
@@ -95,7 +99,8 @@ function silentPartnerFence(c: RoleContext): FenceOrder {
 
 const partnerDeadFencing = (c: RoleContext): Transition => ({
   to: 'FENCING',
-  cause: c.partnerLast === 'PRIMARY'
+  cause: c.partnerGone ? 'partner silent on every link after its dying gasp (its controller exited)'
+    : c.partnerLast === 'PRIMARY'
     ? 'partner (primary) silent on every link: fencing it after the priority fencing delay (alive, it fences this board first)'
     : 'partner silent on every link',
   fence: silentPartnerFence(c),
@@ -137,6 +142,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   BACKUP: {
     'partner-dead': partnerDeadFencing,
     'partner-hung': { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } },
+    'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
     'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
     'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),
     takeover: { to: 'PRIMARY', cause: 'takeover requested' },
@@ -158,7 +164,8 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     // partner that stopped in order (its last word STOPPING) is not fenced; of two primaries (a
     // moment after a heal) the less preferred waits, as two backups do.
     'partner-dead': (c) => (c.partnerLast === 'STOPPING' ? undefined
-      : { to: 'PRIMARY', cause: 'partner silent on every link: fencing it, serving on unprotected', fence: { wait: c.partnerLast !== 'PRIMARY' ? 'confirm' : c.preferred ? 'now' : 'fence-delay' } }),
+      : { to: 'PRIMARY', cause: 'partner silent on every link: fencing it, serving on unprotected', fence: { wait: c.partnerGone ? 'now' : c.partnerLast !== 'PRIMARY' ? 'confirm' : c.preferred ? 'now' : 'fence-delay' } }),
+    'partner-gone': { to: 'PRIMARY', cause: 'partner (backup) reports its controller exited (its dying gasp): fencing it, serving on unprotected', fence: { wait: 'now' } },
     'partner-primary': (c) => (c.preferred ? undefined : { to: 'BACKUP', cause: 'two primaries seen: the partner is preferred, stepping down' }),
     switchover: { to: 'BACKUP', cause: 'switchover requested: handing over to the partner' },
     'guest-failed': { to: 'FAULT', cause: 'local guest failed' },

@@ -15,7 +15,7 @@
  * checkpoint is restored, or the guest boots afresh.
  */
 import type { Role } from '../ha/frame.js';
-import type { RoleChange } from '../ha/ha-controller.js';
+import type { PartnerFenced, RoleChange } from '../ha/ha-controller.js';
 import { UsError } from '../core/errors.js';
 import type { CloneProgress } from '../replication/manager.js';
 import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
@@ -136,6 +136,14 @@ export class PairController {
       else if (ha.currentRole === 'BACKUP' && !this.upgrade.replacingClone) this.protection.onCloneLost(cause);
     });
     ha.on('role', (c: RoleChange) => this.onRole(c));
+    // A PRIMARY that fenced its backup (silent, or its dying gasp) stops waiting for that backup's
+    // acknowledgements at once: the board is down, it cannot promote with a shorter copy, so the
+    // replies held for it are released now rather than after the replicator's protection timeout.
+    ha.on('partner-fenced', (f: PartnerFenced) => {
+      if (f.by === 'PRIMARY' && ha.currentRole === 'PRIMARY' && host.replicator.mode === 'primary') {
+        host.replicator.unprotect(`the backup ${f.partner} was fenced (${f.outcome}): serving unprotected until it is back`);
+      }
+    });
     if (clones) {
       clones.on('cloned', () => this.upgrade.onCloned());
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));

@@ -9,7 +9,7 @@ import type { Logger } from '../core/log.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import type { GuestState, GuestStatus, GuestSupervisor } from '../guest/supervisor.js';
 import type { Heartbeat } from '../ha/frame.js';
-import type { HaController, RoleChange } from '../ha/ha-controller.js';
+import type { HaController, PartnerFenced, RoleChange } from '../ha/ha-controller.js';
 import type { PartnerView } from '../ha/membership.js';
 import type { Checkpointer } from '../replication/checkpoint.js';
 import type { GuestHost } from '../replication/guest-host.js';
@@ -28,6 +28,7 @@ export interface Journal {
 /** The role machine (src/ha): the pair follows its 'role' events and feeds it a few of its own. */
 export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' | 'takeOver'> & {
   on(ev: 'role', fn: (c: RoleChange) => void): unknown;
+  on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): unknown;
   readonly membership: { readonly partnerView: { state: PartnerView['state']; heartbeat?: Pick<Heartbeat, 'role' | 'sender'> & Partial<Pick<Heartbeat, 'guest'>> } };
 };
 

@@ -281,6 +281,31 @@ describe('HA controller timers on a fake clock', () => {
     assert.match(roles[1]!.cause, /hung/);
   });
 
+  it('a dying gasp (health gone: the partner\'s controller exited): a BACKUP fences its primary at once, not after the priority delay; a PRIMARY fences its backup at once too, and says the fence was done', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    silence(ha); // a verdict just before the gasp arrived: its priority-delay fence is replaced by one now
+    const t0 = clock.now();
+    hear(ha, { role: 'PRIMARY', health: 'gone' });
+    assert.equal(ha.currentRole, 'FENCING');
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted');
+    await clock.advanceAsync(1000);
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }], 'one fence, at once: the pending priority-delay fence was called off');
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /dying gasp/);
+    // Now PRIMARY: its backup boots, joins, and its controller dies.
+    const fenced: unknown[] = [];
+    ha.on('partner-fenced', (f) => fenced.push(f));
+    news(ha, { t: 'partner-alive', hb: hb({ generation: 2, role: 'BACKUP' }) });
+    const t1 = clock.now();
+    hear(ha, { generation: 2, role: 'BACKUP', health: 'gone' });
+    await until(() => fenced.length === 1, 'the backup fenced');
+    assert.deepEqual(powerRequests.at(-1), { line: 'RESET sim-b', at: t1 }, 'no primaryConfirmMs wait: the backup said it is gone');
+    assert.deepEqual(fenced, [{ partner: 'sim-b', outcome: 'reset', by: 'PRIMARY' }]);
+    assert.equal(ha.currentRole, 'PRIMARY');
+  });
+
   it('escalation: after maxResets resets within windowS the next fence powers the partner off and leaves it off, with an alarm; the count survives a restart, and ages out', async () => {
     const escalation = { maxResets: 2, windowS: 60 };
     let { ha } = await controller({ fencing: true, escalation });

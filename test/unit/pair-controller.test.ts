@@ -117,6 +117,17 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'the backup\'s copy is not running');
   });
 
+  it('a PRIMARY that fenced its backup releases what it held for it at once (unprotected), without waiting for the protection timeout; a fence by a promoting board does not', async () => {
+    const { f } = await servingPrimary();
+    f.replicator.mode = 'primary';
+    f.replicator.protectedNow = true;
+    f.ha.emit('partner-fenced', { partner: 'sim-b', outcome: 'reset', by: 'FENCING' });
+    assert.equal(f.replicator.protectedNow, true, 'a promotion\'s fence: the pair\'s role change handles it');
+    f.ha.emit('partner-fenced', { partner: 'sim-b', outcome: 'reset', by: 'PRIMARY' });
+    assert.equal(f.replicator.protectedNow, false);
+    assert.ok(f.calls.some((c) => /^replicator:unprotect the backup sim-b was fenced \(reset\)/.test(c)), f.calls.join(' | '));
+  });
+
   it('a role change whose guest work fails is reported to the HA machine', async () => {
     const f = fakePair();
     new PairController(f.parts);

@@ -97,6 +97,21 @@ describe('role state machine', () => {
     assert.equal(nextRole('FENCING', 'partner-primary', pref)?.to, 'BACKUP', 'a partner back and healthy: fencing abandoned');
   });
 
+  it('a dying gasp (partner-gone): a BACKUP fences its primary at once, a PRIMARY its backup at once and serves on; a starting or waiting board does nothing on it (it falls silent next)', () => {
+    for (const c of [pref, notPref]) {
+      const b = nextRole('BACKUP', 'partner-gone', { ...c, partnerLast: 'PRIMARY' });
+      assert.equal(b?.to, 'FENCING');
+      assert.deepEqual(b?.fence, { wait: 'now' });
+      const p = nextRole('PRIMARY', 'partner-gone', { ...c, partnerLast: 'BACKUP' });
+      assert.equal(p?.to, 'PRIMARY');
+      assert.deepEqual(p?.fence, { wait: 'now' });
+      for (const r of ['STARTING', 'WAITING', 'FENCING', 'FAULT', 'STOPPING'] as const) assert.equal(nextRole(r, 'partner-gone', c), undefined, r);
+      // Its silence after the gasp is no partition either: no priority delay, no confirmation.
+      assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', partnerGone: true })?.fence, { wait: 'now' });
+      assert.deepEqual(nextRole('PRIMARY', 'partner-dead', { ...c, partnerLast: 'BACKUP', partnerGone: true })?.fence, { wait: 'now' });
+    }
+  });
+
   it('safe start-up: with wait-for-partner a board that heard nobody waits, neither fencing nor serving; fence-then-serve fences (left off) first', () => {
     const t = nextRole('STARTING', 'startup-timeout', pref);
     assert.equal(t?.to, 'WAITING', 'the default policy');
