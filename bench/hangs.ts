@@ -4,8 +4,12 @@
  *
  *  - hang (controller): SIGSTOP of the primary's controller. Its membership process reports it hung
  *    in its heartbeats, the backup fences it and promotes (journal: BACKUP -> FENCING on
- *    partner-hung). The fenced board is then powered on again here at once, as an operator would
- *    (until fencing is a reset, issue 13 deliverable 3), and cloned to.
+ *    partner-hung). The fenced board (a reset) boots, joins as backup and is cloned to by itself.
+ *  - kill (controller): SIGKILL of the primary's controller. Its membership process's dying gasp
+ *    (health 'gone'), the backup fences at once (BACKUP -> FENCING on partner-gone) and promotes.
+ *  - partition: both partner links cut for PARTITION_MS, then healed. The primary keeps serving
+ *    (no role change), fences its backup (a reset) and releases what it held for it; after the heal
+ *    the backup joins and is cloned to. The clients' silence is the one at the cut.
  *  - hang (guest): SIGSTOP of the primary's QEMU. The backup's witness reports it, the primary
  *    confirms and hands over (PRIMARY -> FAULT on guest-failed; the backup BACKUP -> PRIMARY on
  *    partner-fault); the old primary returns as backup by itself and is cloned to.
@@ -30,7 +34,9 @@ import type { WitnessStatus } from '../src/replication/guest-witness.js';
 import type { JournalEvent } from '../src/store/journal.js';
 import { summarize, type LatencySummary } from './lib.js';
 
-export type HangKind = 'controller' | 'guest';
+export type HangKind = 'controller' | 'guest' | 'kill' | 'partition';
+/** How long a partition round keeps both links cut. */
+export const PARTITION_MS = 3000;
 type Stat = { p50: number; p99: number; max: number; count: number };
 
 export interface HangSample {
@@ -137,8 +143,14 @@ export class HangBench {
     await sleep(2500);
     const before = Date.now();
     if (kind === 'controller') await this.chassis.fail(primary, 'hang');
+    else if (kind === 'kill') await this.chassis.fail(primary, 'kill');
+    else if (kind === 'partition') await Promise.all([this.chassis.cut('ethernet'), this.chassis.cut('serial')]);
     else process.kill(qemuPid, 'SIGSTOP');
-    const tFault = kind === 'controller' ? before : (before + Date.now()) / 2;
+    const tFault = kind === 'guest' || kind === 'partition' ? (before + Date.now()) / 2 : before;
+    if (kind === 'partition') {
+      await sleep(PARTITION_MS);
+      await Promise.all([this.chassis.heal('ethernet'), this.chassis.heal('serial')]);
+    }
     const res = await load.result;
     const what = `hang (${kind}) ${i} of ${primary}`;
     if (res.verify!.missing.length) throw new Error(`${what}: ${res.verify!.missing.length} acknowledged registrations lost`);
@@ -154,9 +166,19 @@ export class HangBench {
     const t = (e: JournalEvent | undefined) => (e ? Date.parse(e.at) - tFault : NaN);
     const tr = jb.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
     let verdict: JournalEvent | undefined;
-    if (kind === 'controller') {
-      if (tr.join(' ') !== 'BACKUP->FENCING:partner-hung FENCING->PRIMARY:fence-ok') throw new Error(`${what}: the backup did not take over on the hang verdict: ${tr.join(' ')}${show()}`);
+    if (kind === 'controller' || kind === 'kill') {
+      const event = kind === 'controller' ? 'partner-hung' : 'partner-gone';
+      if (tr.join(' ') !== `BACKUP->FENCING:${event} FENCING->PRIMARY:fence-ok`) throw new Error(`${what}: the backup did not take over on ${event}: ${tr.join(' ')}${show()}`);
       verdict = jb.find((e) => e.kind === 'role.transition');
+    } else if (kind === 'partition') {
+      const pj = await this.events(primary, marks[primary]);
+      jp.push(...pj);
+      const ptr = pj.filter((e) => e.kind === 'role.transition');
+      const fence = pj.find((e) => e.kind === 'fence' && e.detail?.outcome === 'reset');
+      if (ptr.length || !fence || tr.some((t) => t.endsWith('->PRIMARY') || t.includes('FENCING'))) {
+        throw new Error(`${what}: not the priority-fencing path (the primary serves on and resets its backup): primary ${ptr.map((e) => e.message).join(' ')}, backup ${tr.join(' ')}${show()}`);
+      }
+      verdict = fence;
     } else {
       const ptr = jp.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
       if (tr[0] !== 'BACKUP->PRIMARY:partner-fault' || ptr[0] !== 'PRIMARY->FAULT:guest-failed' || !jp.some((e) => e.kind === 'guest-hang' && /the guest is hung/.test(e.message))) {
@@ -165,10 +187,12 @@ export class HangBench {
       verdict = jb.find((e) => e.kind === 'role.transition');
     }
     const promoted = jb.find((e) => e.kind === 'role.transition' && e.detail!.to === 'PRIMARY');
-    await this.protectedPair();
+    const after = await this.protectedPair();
+    if (kind === 'partition' && after.primary !== primary) throw new Error(`${what}: the primary changed (${after.primary})${show()}`);
     return {
-      kind, board: primary, firstGoodReply: silence[1] - tFault, verdict: t(verdict), primary: t(promoted), protectedAgain: Date.now() - tFault, answered: res.acked,
-      fence: kind === 'controller' ? t(promoted) - t(verdict) : NaN,
+      kind, board: primary, firstGoodReply: silence[1] - tFault, verdict: t(verdict), primary: kind === 'partition' ? NaN : t(promoted),
+      protectedAgain: Date.now() - tFault - (kind === 'partition' ? PARTITION_MS : 0), answered: res.acked,
+      fence: kind === 'controller' || kind === 'kill' ? t(promoted) - t(verdict) : NaN,
     };
   }
 
@@ -222,20 +246,28 @@ export class HangBench {
   }
 }
 
-export function hangRows(samples: HangSample[], targetP99Ms: number): Array<Array<string | number>> {
+export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<HangKind, number>>): Array<Array<string | number>> {
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
   const rows: Array<Array<string | number>> = [['measure (ms)', 'n', 'p50', 'p99', 'max', 'target']];
-  for (const kind of ['controller', 'guest'] as const) {
+  const name: Record<HangKind, string> = { controller: 'hang (controller)', guest: 'hang (guest)', kill: 'kill (controller)', partition: 'partition' };
+  for (const kind of ['controller', 'guest', 'kill', 'partition'] as const) {
     const s = samples.filter((x) => x.kind === kind);
     if (!s.length) continue;
     const p = (f: (x: HangSample) => number): LatencySummary => summarize(s.map(f));
     const first = p((x) => x.firstGoodReply);
     const row = (what: string, v: LatencySummary, target = '') => [what, v.n, fmt(v.p50), fmt(v.p99), fmt(v.max), target];
-    rows.push(row(`hang (${kind}): fault → first good reply`, first, `≤ ${targetP99Ms} p99: ${first.p99 <= targetP99Ms ? 'met' : 'NOT met'}`));
-    rows.push(row(kind === 'controller' ? '  fault → backup FENCING (hang verdict)' : '  fault → backup PRIMARY (witness, primary FAULT)', p((x) => x.verdict)));
-    if (kind === 'controller') rows.push(row('  of which FENCING → PRIMARY (the simulated fence)', p((x) => x.fence)));
-    if (kind === 'controller') rows.push(row('  fault → backup PRIMARY', p((x) => x.primary)));
-    rows.push(row(`hang (${kind}): fault → protected again`, p((x) => x.protectedAgain), kind === 'controller' ? 'fenced board powered on at once by the bench' : 'automatic'));
+    const target = targetP99Ms[kind];
+    rows.push(row(`${name[kind]}: fault → first good reply`, first, target === undefined ? '' : `≤ ${target} p99: ${first.p99 <= target ? 'met' : 'NOT met'}`));
+    if (kind === 'controller' || kind === 'kill') {
+      rows.push(row(`  fault → backup FENCING (${kind === 'controller' ? 'hang verdict' : 'dying gasp'})`, p((x) => x.verdict)));
+      rows.push(row('  of which FENCING → PRIMARY (the simulated fence, a reset)', p((x) => x.fence)));
+      rows.push(row('  fault → backup PRIMARY', p((x) => x.primary)));
+    } else if (kind === 'guest') {
+      rows.push(row('  fault → backup PRIMARY (witness, primary FAULT)', p((x) => x.verdict)));
+    } else {
+      rows.push(row('  cut → the primary\'s fence of its backup done (0 failovers)', p((x) => x.verdict)));
+    }
+    rows.push(row(`${name[kind]}: ${kind === 'partition' ? 'heal' : 'fault'} → protected again`, p((x) => x.protectedAgain), 'automatic'));
   }
   return rows;
 }
