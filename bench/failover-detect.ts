@@ -34,7 +34,7 @@
  * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
  *
  * Usage: node dist/bench/failover-detect.js [--kills 20] [--partitions 10] [--cut-ms 3000] [--soak-seconds 60] [--baseline-seconds 0]
- *                                           [--hangs 0] [--guest-soak-seconds 0] [--guest-soak-burners 1]
+ *                                           [--hangs 0] [--hang-kinds controller,guest,kill,partition] [--guest-soak-seconds 0] [--guest-soak-burners 1]
  *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
@@ -60,6 +60,7 @@ const { values: args } = parseArgs({
     'soak-seconds': { type: 'string', default: '60' },
     'baseline-seconds': { type: 'string', default: '0' },
     hangs: { type: 'string', default: '0' },
+    'hang-kinds': { type: 'string', default: 'controller,guest,kill,partition' },
     'guest-soak-seconds': { type: 'string', default: '0' },
     'guest-soak-burners': { type: 'string', default: '1' },
     'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
@@ -85,6 +86,8 @@ const BASELINE_S = intArg('baseline-seconds', args['baseline-seconds'], 0);
 const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
 const BAUD = intArg('baud', args.baud, 300);
 const HANGS = intArg('hangs', args.hangs, 0);
+const HANG_KINDS = args['hang-kinds'].split(',').map((k) => k.trim()).filter(Boolean) as HangKind[];
+for (const k of HANG_KINDS) if (!['controller', 'guest', 'kill', 'partition'].includes(k)) throw new Error(`--hang-kinds: unknown kind '${k}' (controller, guest, kill, partition)`);
 const GUEST_SOAK_S = intArg('guest-soak-seconds', args['guest-soak-seconds'], 0);
 const GUEST_SOAK_BURNERS = intArg('guest-soak-burners', args['guest-soak-burners'], 0);
 const TARGET_P99_MS = 30;
@@ -541,14 +544,14 @@ async function hangs(): Promise<void> {
   console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}; hang rounds: load ${RATE} requests/s, retry ${RETRY_MS} ms`);
   const samples: HangSample[] = [];
   for (let i = 1; i <= HANGS; i++) {
-    for (const kind of ['controller', 'guest', 'kill', 'partition'] as HangKind[]) {
+    for (const kind of HANG_KINDS) {
       const s = await bench.round(kind, i); // throws: no figure from a round that went another way
       samples.push(s);
       process.stderr.write(`  ${kind} ${i}/${HANGS} ${s.board}: first good reply ${s.firstGoodReply.toFixed(0)} ms, backup transition ${s.verdict.toFixed(0)} ms, PRIMARY ${s.primary.toFixed(0)} ms, protected again ${(s.protectedAgain / 1000).toFixed(1)} s\n`);
     }
   }
   if (samples.length) {
-    printTable(`with the guest replicated, a client sending continuously (${HANGS} of each): SIGSTOP of the primary's controller, SIGSTOP of its QEMU, SIGKILL of its controller, both links cut for ${PARTITION_MS} ms`,
+    printTable(`with the guest replicated, a client sending continuously (${HANGS} of each of ${HANG_KINDS.join(', ')}; controller: SIGSTOP of the primary's controller, guest: SIGSTOP of its QEMU, kill: SIGKILL of its controller, partition: both links cut for ${PARTITION_MS} ms)`,
       hangRows(samples, { controller: HANG_TARGET_P99_MS, guest: HANG_TARGET_P99_MS, kill: KILL_TARGET_P99_MS }));
   }
   if (GUEST_SOAK_S > 0) {

@@ -13,6 +13,13 @@
  *  - a backup that lags (its guest slower, or its delivery paused for a checkpoint) finds the
  *    primary's digests already waiting when it answers: nothing is suspected.
  *
+ * An AUTH question counts as an answer: a REG of a new subscriber makes the guest ask the AUTH
+ * server (AUTHQ) and answer nothing until the answer comes; on the backup that answer comes only in
+ * the primary's stream, once the primary's guest has asked the same question. So a primary guest
+ * that stops before it asks leaves this copy asking and answering nothing (until its own 5 s AUTH
+ * timeout): this copy's question with no answer in the stream is suspected like an unmatched reply,
+ * and the answer's arrival, like a digest, proves the primary's guest is running.
+ *
  * What remains is how far a healthy primary's reply can trail this copy's reply to the same request:
  * recorded here (`primaryLateMs`) so the bound can be chosen from measurements (BENCHMARKS.md).
  *
@@ -55,6 +62,10 @@ export class PrimaryGuestWitness {
   private readonly localAt = new Map<string, number[]>();
   /** Digests that arrived before this copy's reply: their arrival times, by key. */
   private readonly digestAt = new Map<string, number[]>();
+  /** AUTH answers that came in the stream before this copy asked the question (by subject). */
+  private readonly earlyAnswers = new Map<string, number[]>();
+  /** This copy's AUTH questions whose answer has not come in the stream yet: when asked, by subject. */
+  private readonly questions = new Map<string, number[]>();
   private waitingSince?: number;
   private repliesSince = 0;
   private reported = false;
@@ -90,12 +101,38 @@ export class PrimaryGuestWitness {
     this.waitingSince ??= now;
   }
 
+  /** This copy asked the AUTH server about `subject` (AUTHQ): the primary's guest must ask it too. */
+  onLocalQuestion(subject: string): void {
+    if (shift(this.earlyAnswers, subject) !== undefined) {
+      this.late.record(1);
+      return;
+    }
+    const now = this.o.now();
+    push(this.questions, subject, now);
+    this.repliesSince++;
+    this.waitingSince ??= now;
+  }
+
+  /** An AUTH answer about `subject` came in the primary's stream: the primary's guest asked it, so it runs. */
+  onStreamAnswer(subject: string): void {
+    const now = this.o.now();
+    const mine = shift(this.questions, subject);
+    if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
+    else push(this.earlyAnswers, subject, now);
+    this.alive(now);
+  }
+
   /** A digest of one of the primary guest's replies arrived: that guest is answering. */
   onPrimaryDigest(key: string): void {
     const now = this.o.now();
     const mine = shift(this.localAt, key);
     if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
     else push(this.digestAt, key, now);
+    this.alive(now);
+  }
+
+  /** Proof that the primary's guest runs: the suspicion, if any, ends. */
+  private alive(now: number): void {
     if (this.waitingSince !== undefined && !this.reported) this.suspected.record(Math.max(1, Math.round((now - this.waitingSince) * 1000)));
     this.waitingSince = undefined;
     this.repliesSince = 0;
@@ -126,6 +163,8 @@ export class PrimaryGuestWitness {
     this.streamRequests.clear();
     this.localAt.clear();
     this.digestAt.clear();
+    this.earlyAnswers.clear();
+    this.questions.clear();
     this.waitingSince = undefined;
     this.repliesSince = 0;
     this.reported = false;

@@ -411,6 +411,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
     this.lastSeq = s.seq;
     if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+    if (s.input.kind === 'auth-reply' && this.witnessOn && !this.versionChange) {
+      const sub = authSubject('answer', s.input.payload);
+      if (sub) this.witness!.onStreamAnswer(sub);
+    }
     this.o.onLogged?.(s);
     if (!this.ackScheduled) {
       this.ackScheduled = true;
@@ -567,7 +571,15 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private onBackupOutput(output: GuestOutput): void {
-    if (output.kind === 'auth-query') { this.noteQuestion(output); return; }
+    if (output.kind === 'auth-query') {
+      const sub = authSubject('question', output.payload);
+      if (sub && !this.versionChange && this.witnessOn) {
+        this.witness!.onLocalQuestion(sub);
+        this.armWitness();
+      }
+      this.noteQuestion(output);
+      return;
+    }
     const key = replyKey(output.clientPort, output.payload);
     if (!this.versionChange && this.witnessOn) {
       this.witness!.onLocalReply(key);

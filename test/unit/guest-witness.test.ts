@@ -87,6 +87,27 @@ describe('the backup as witness of the primary\'s guest', () => {
     assert.equal(w.check(), undefined);
   });
 
+  it('the primary\'s guest stops before it asks AUTH about a REG this copy asked about: the question with no answer in the stream is suspected (no 5 s wait for the copy\'s AUTH timeout); an answer in the stream, early or late, is proof of life', () => {
+    const { clock, w } = witness(200);
+    // Healthy: the answer comes in the stream 3 ms after this copy asked; or before it asked (this copy trails).
+    w.onLocalQuestion('S1');
+    clock.advance(3);
+    w.onStreamAnswer('S1');
+    w.onStreamAnswer('S2');
+    clock.advance(5);
+    w.onLocalQuestion('S2');
+    clock.advance(500);
+    assert.equal(w.check(), undefined, 'both questions answered in the stream');
+    assert.equal(w.status().waitingMs, null);
+    // Hung before asking: this copy asks and then answers nothing (it waits for the answer).
+    w.onLocalQuestion('S3');
+    clock.advance(199);
+    assert.equal(w.check(), undefined);
+    clock.advance(1);
+    assert.deepEqual(w.check(), { silentMs: 200, replies: 1 });
+    assert.equal(w.check(), undefined, 'once per episode');
+  });
+
   it('reset forgets the stream (a new clone, a guest upgrade): earlier requests are no longer evidence', () => {
     const { clock, w } = witness(200);
     w.onStreamRequest('7 a');
