@@ -19,6 +19,11 @@ export type GuestOutput =
 export interface InputPipeline {
   /** An external input arrived (a client request or the AUTH service's answer). */
   submit(input: GuestInput): void;
+  /**
+   * Optional: false while a new client request would be dropped (a capped queue is full); the
+   * endpoint then drops the datagram before it gives the client an identity.
+   */
+  accepts?(): boolean;
   /** The local guest produced an output. */
   onGuestOutput(output: GuestOutput): void;
 }
