@@ -20,10 +20,10 @@ export interface InputPipeline {
   /** An external input arrived (a client request or the AUTH service's answer). */
   submit(input: GuestInput): void;
   /**
-   * Optional: false while a new client request would be dropped (a capped queue is full); the
-   * endpoint then drops the datagram before it gives the client an identity.
+   * Optional: asked before a new client request is given an identity. False while a capped queue
+   * is full: the pipeline has counted the drop, and the caller drops the datagram.
    */
-  accepts?(): boolean;
+  admit?(): boolean;
   /** The local guest produced an output. */
   onGuestOutput(output: GuestOutput): void;
 }

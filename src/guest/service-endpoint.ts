@@ -64,8 +64,8 @@ export class ServiceEndpoint implements OutputSink {
   readonly clients: ClientMap;
   readonly counters = {
     requests: 0, replies: 0, oversized: 0, unroutable: 0, authQueries: 0, authReplies: 0, authIgnored: 0,
-    /** Dropped: no id the guest would read; over the source's rate; the pipeline's queue full; a new client with every identity held. */
-    noId: 0, rateLimited: 0, queueFull: 0, clientsRefused: 0,
+    /** Dropped: no id the guest would read; over the source's rate; a new client with every identity held (a full queue is counted by the pipeline). */
+    noId: 0, rateLimited: 0, clientsRefused: 0,
   };
   private readonly limiter: SourceRateLimiter;
   private lastDropLog = 0;
@@ -79,7 +79,7 @@ export class ServiceEndpoint implements OutputSink {
   /** Datagrams dropped before the pipeline, all reasons. */
   get dropped(): number {
     const c = this.counters;
-    return c.oversized + c.noId + c.rateLimited + c.queueFull + c.clientsRefused;
+    return c.oversized + c.noId + c.rateLimited + c.clientsRefused;
   }
 
   /** A log line when drops begin, then at most one every 10 s while they go on (never one per packet). */
@@ -88,8 +88,8 @@ export class ServiceEndpoint implements OutputSink {
     if (this.lastDropLog && now - this.lastDropLog < 10000) return;
     const total = this.dropped;
     const c = this.counters;
-    this.log.warn({ since: total - this.dropsAtLastLog, oversized: c.oversized, noId: c.noId, rateLimited: c.rateLimited, queueFull: c.queueFull, clientsRefused: c.clientsRefused },
-      'service endpoint dropping requests (oversized, no id, over a source\'s rate, queue full or every client identity held)');
+    this.log.warn({ since: total - this.dropsAtLastLog, oversized: c.oversized, noId: c.noId, rateLimited: c.rateLimited, clientsRefused: c.clientsRefused },
+      'service endpoint dropping requests (oversized, no id, over a source\'s rate or every client identity held)');
     this.lastDropLog = now;
     this.dropsAtLastLog = total;
   }
@@ -100,7 +100,7 @@ export class ServiceEndpoint implements OutputSink {
     if (msg.length > (this.o.maxRequestBytes ?? 512)) { c.oversized++; this.noteDrop(); return; }
     if (requestId(msg) === undefined) { c.noId++; this.noteDrop(); return; }
     if (!this.limiter.allow(from.address)) { c.rateLimited++; this.noteDrop(); return; }
-    if (this.pipeline?.accepts && !this.pipeline.accepts()) { c.queueFull++; this.noteDrop(); return; }
+    if (this.pipeline?.admit && !this.pipeline.admit()) return;
     const clientPort = this.clients.portFor(from);
     if (clientPort === undefined) { c.clientsRefused++; this.noteDrop(); return; }
     c.requests++;

@@ -328,21 +328,23 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (this.mode === 'backup') return; // a backup has no endpoint; nothing should get here
     // Capped before a sequence number is given: the partner never hears of a dropped request, so
     // both copies see the same stream. AUTH answers are never dropped (one per question the guest asked).
-    if (input.kind === 'request' && !this.accepts()) {
-      if (this.holding) this.drops.heldFull++; else this.drops.queueFull++;
-      this.noteDrop();
-      return;
-    }
+    if (input.kind === 'request' && !this.admit()) return;
     const seq = ++this.lastSeq;
     const s: SequencedInput = { seq, input, client: input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined };
     if (this.holding) { this.held.push(s); return; }
     this.forward(s);
   }
 
-  /** Room for one more client request (the queue before the local guest, or the cut-over's hold, below its cap). */
-  accepts(): boolean {
+  /**
+   * Room for one more client request: the queue before the local guest, or the cut-over's hold,
+   * below its cap. When not, the drop is counted (and journaled when drops begin).
+   */
+  admit(): boolean {
     const cap = this.o.maxQueuedInputs ?? 4096;
-    return this.holding ? this.held.length < cap : this.queue.length < cap;
+    if (this.holding ? this.held.length < cap : this.queue.length < cap) return true;
+    if (this.holding) this.drops.heldFull++; else this.drops.queueFull++;
+    this.noteDrop();
+    return false;
   }
 
   /** A journal line when drops start, then at most one every 10 s while they go on (not one per packet). */
