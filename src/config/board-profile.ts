@@ -89,10 +89,14 @@ export const boardProfileSchema = z
       .strictObject({
         /** Largest request datagram accepted (bytes, 1-2048); larger ones are dropped. */
         maxRequestBytes: z.number().int().min(1).max(2048).default(512),
-        /** Requests per second accepted from one source address (token bucket); 0: no per-source limit. */
-        ratePerSource: z.number().int().min(0).max(1000000).default(2000),
+        /**
+         * Requests per second accepted from one source address (token bucket); 0: no per-source limit.
+         * Above the most a controller has passed to the guest (13 695/s, BENCHMARKS.md): one gateway
+         * carrying many users is not throttled; lower it to the largest legitimate client's rate.
+         */
+        ratePerSource: z.number().int().min(0).max(1000000).default(20000),
         /** Requests a source address may send at once above its rate (bucket size, 1-100000). */
-        burstPerSource: z.number().int().min(1).max(100000).default(200),
+        burstPerSource: z.number().int().min(1).max(100000).default(2000),
         /** Source addresses whose rate is tracked; past this the longest idle one is forgotten (16-1000000). */
         trackedSources: z.number().int().min(16).max(1000000).default(4096),
         /** Inputs queued before the guest (or held at a clone's cut-over) beyond which new requests are dropped (16-1000000). */

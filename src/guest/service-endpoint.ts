@@ -19,9 +19,9 @@ export interface ServiceEndpointOptions {
   auth: { address: string; port: number };
   /** Largest request accepted; bigger datagrams are dropped and counted. */
   maxRequestBytes?: number;
-  /** Requests per second accepted from one source address (token bucket). Default 2000; 0: no limit. */
+  /** Requests per second accepted from one source address (token bucket). Default 20000; 0: no limit. */
   ratePerSource?: number;
-  /** Requests one source address may send at once above its rate. Default 200. */
+  /** Requests one source address may send at once above its rate. Default 2000. */
   burstPerSource?: number;
   /** Source addresses whose rate is tracked (the longest idle is forgotten first). Default 4096. */
   trackedSources?: number;
@@ -73,7 +73,7 @@ export class ServiceEndpoint implements OutputSink {
 
   constructor(private readonly o: ServiceEndpointOptions, private readonly log: Logger, clients?: ClientMap) {
     this.clients = clients ?? new ClientMap();
-    this.limiter = new SourceRateLimiter(o.ratePerSource ?? 2000, o.burstPerSource ?? 200, o.trackedSources ?? 4096);
+    this.limiter = new SourceRateLimiter(o.ratePerSource ?? 20000, o.burstPerSource ?? 2000, o.trackedSources ?? 4096);
   }
 
   /** Datagrams dropped before the pipeline, all reasons. */

@@ -82,7 +82,7 @@ class Out {
 function board(opts: { ratePerSource?: number; maxQueuedInputs?: number } = {}) {
   const guest = new CachingGuest();
   const replicator = new Replicator({ guest, log, maxQueuedInputs: opts.maxQueuedInputs });
-  const endpoint = new ServiceEndpoint({ service: { address: '127.0.0.1', port: 0 }, auth: { address: '127.0.0.1', port: 1 }, ratePerSource: opts.ratePerSource ?? 0 }, log, replicator.clients);
+  const endpoint = new ServiceEndpoint({ service: { address: '127.0.0.1', port: 0 }, auth: { address: '127.0.0.1', port: 1 }, ratePerSource: opts.ratePerSource ?? 0, burstPerSource: 200 }, log, replicator.clients);
   endpoint.attach(replicator);
   const sent: Array<{ to: string; text: string }> = [];
   replicator.setOutput({ release: (o) => { if (o.kind === 'reply') { const c = replicator.clients.clientOf(o.clientPort); sent.push({ to: c ? `${c.address}:${c.port}` : '?', text: o.payload.toString() }); } } });
