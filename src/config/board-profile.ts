@@ -100,7 +100,7 @@ export const boardProfileSchema = z
         /** Source addresses whose rate is tracked; past this the longest idle one is forgotten (16-1000000). */
         trackedSources: z.number().int().min(16).max(1000000).default(4096),
         /** Inputs queued before the guest (or held at a clone's cut-over) beyond which new requests are dropped (16-1000000). */
-        maxQueuedInputs: z.number().int().min(16).max(1000000).default(4096),
+        maxQueuedInputs: z.number().int().min(16).max(1000000).default(512),
         /** Requests waiting for their reply remembered for output commit; the oldest are forgotten past it (16-1000000). */
         maxPendingReplies: z.number().int().min(16).max(1000000).default(8192),
         /** A request whose reply has not come for this long is forgotten (ms, 100-600000). */

@@ -68,7 +68,7 @@ export interface ReplicatorOptions {
   guestHangMs?: number;
   /**
    * Inputs sequenced but not yet delivered to the local guest (or held during a clone's cut-over)
-   * beyond which a new client request is dropped before it is sequenced (counted). Default 4096.
+   * beyond which a new client request is dropped before it is sequenced (counted). Default 512: at the ~1000 requests/s a replicated TCG guest passes, half a second of queueing (a client retrying after 20-200 ms gains nothing from a deeper queue).
    */
   maxQueuedInputs?: number;
   /** Requests remembered for output commit whose reply has not come (oldest pruned first, counted). Default 8192. */
@@ -117,6 +117,8 @@ export declare interface Replicator {
   on(ev: 'divergence', fn: (key: string) => void): this;
   on(ev: 'unprotected', fn: (reason: string) => void): this;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): this;
+  /** New client requests are being dropped (queue or cut-over hold full): when it begins, then at most every 10 s. */
+  on(ev: 'dropping', fn: (drops: InputDrops) => void): this;
 }
 
 const MAX_DIGESTS = 20000;
@@ -340,7 +342,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * below its cap. When not, the drop is counted (and journaled when drops begin).
    */
   admit(): boolean {
-    const cap = this.o.maxQueuedInputs ?? 4096;
+    const cap = this.o.maxQueuedInputs ?? 512;
     if (this.holding ? this.held.length < cap : this.queue.length < cap) return true;
     if (this.holding) this.drops.heldFull++; else this.drops.queueFull++;
     this.noteDrop();
@@ -352,7 +354,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     const now = this.clock.now();
     if (this.lastDropLog && now - this.lastDropLog < 10000) return;
     const total = this.drops.queueFull + this.drops.heldFull;
-    this.o.log.warn({ drops: { ...this.drops }, since: total - this.dropsAtLastLog, maxQueuedInputs: this.o.maxQueuedInputs ?? 4096 }, 'input queue full: dropping new client requests');
+    this.o.log.warn({ drops: { ...this.drops }, since: total - this.dropsAtLastLog, maxQueuedInputs: this.o.maxQueuedInputs ?? 512 }, 'input queue full: dropping new client requests');
     this.lastDropLog = now;
     this.dropsAtLastLog = total;
     this.emit('dropping', { ...this.drops });

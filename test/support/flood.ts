@@ -2,7 +2,7 @@
  * A hostile flood for the input-bounds integration test, run inside the chassis' service namespace:
  * datagrams to the service address from many source addresses (which the test added to that
  * namespace, in 203.0.113.0/24) and ever new source ports (a pool of sockets, a few replaced every
- * tick). Mixed content: valid requests with fresh ids from each new source, datagrams the guest
+ * tick). Mixed content: one in three a valid request with a fresh id, the rest datagrams the guest
  * would ignore (empty, a 17-byte id, a control byte) and oversized ones. Bounded: stops by itself
  * after the given duration and prints one JSON line with what it sent.
  *
@@ -47,8 +47,8 @@ while (Date.now() < end) {
   for (let i = 0; i < perTick; i++) {
     const s = pool[(n + i) % POOL]!;
     let msg: Buffer;
-    if (n % 2 === 0) { msg = Buffer.from(`f${n.toString(36)} STATS`); kinds.valid++; } else {
-      msg = junk[(n >> 1) % junk.length]!;
+    if (n % 3 === 0) { msg = Buffer.from(`f${n.toString(36)} STATS`); kinds.valid++; } else {
+      msg = junk[n % junk.length]!;
       if (msg.length > 512) kinds.oversized++; else kinds.noId++;
     }
     n++;
