@@ -37,10 +37,11 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.cloneInProgress) lines.push(`  clone in progress: ${r.cloneProgress?.phase ?? '?'} ${r.cloneProgress?.percent ?? ''}${r.cloneProgress?.percent !== undefined ? '%' : ''}`);
   if (r.lastClone) lines.push(`  last clone: ${r.lastClone.at}, ${r.lastClone.durationMs} ms, guest paused ${r.lastClone.downtimeMs ?? '?'} ms, inputs held ${r.lastClone.holdMs} ms, cut-over at input ${r.lastClone.cutSeq}`);
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
-  const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number } | null }).checkpoint;
+  const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number; inputLog?: { limit: number; forced: number } } | null }).checkpoint;
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
+  if (r.drops) lines.push(`  input bounds: ${r.drops.queueFull} requests dropped with the queue full, ${r.drops.heldFull} during a cut-over; ${r.pendingReplies} requests waiting for a reply, ${r.drops.pendingPruned} forgotten unanswered`);
   if (r.inputLoss) lines.push(`  input-loss watch: ${r.inputLoss.checks} looks, ${r.inputLoss.losses} losses${r.inputLoss.last ? ` (last: ${r.inputLoss.last.missing} inputs at ${r.inputLoss.last.at}, repaired by a re-clone)` : ''}`);
-  if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}`);
+  if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
 }
 

@@ -80,6 +80,43 @@ export const boardProfileSchema = z
       interface: z.string().min(1).optional(),
       prefixLength: z.number().int().min(8).max(32).default(24),
     }),
+    /**
+     * Bounds of the input path (docs/replication.md, "Bounds on the input path"): what a flood of
+     * requests from any number of sources can make the controller hold. Every drop is counted in
+     * `understudy status` and the metrics, and journaled when it begins.
+     */
+    input: z
+      .strictObject({
+        /** Largest request datagram accepted (bytes, 1-2048); larger ones are dropped. */
+        maxRequestBytes: z.number().int().min(1).max(2048).default(512),
+        /**
+         * Requests per second accepted from one source address (token bucket); 0: no per-source limit.
+         * Above the most a controller has passed to the guest (13 695/s, BENCHMARKS.md): one gateway
+         * carrying many users is not throttled; lower it to the largest legitimate client's rate.
+         */
+        ratePerSource: z.number().int().min(0).max(1000000).default(20000),
+        /** Requests a source address may send at once above its rate (bucket size, 1-100000). */
+        burstPerSource: z.number().int().min(1).max(100000).default(2000),
+        /** Source addresses whose rate is tracked; past this the longest idle one is forgotten (16-1000000). */
+        trackedSources: z.number().int().min(16).max(1000000).default(4096),
+        /** Inputs queued before the guest (or held at a clone's cut-over) beyond which new requests are dropped (16-1000000). */
+        maxQueuedInputs: z.number().int().min(16).max(1000000).default(512),
+        /** Requests waiting for their reply remembered for output commit; the oldest are forgotten past it (16-1000000). */
+        maxPendingReplies: z.number().int().min(16).max(1000000).default(8192),
+        /** A request whose reply has not come for this long is forgotten (ms, 100-600000). */
+        pendingReplyMaxAgeMs: z.number().int().min(100).max(600000).default(10000),
+        /**
+         * Backup: inputs logged since the last checkpoint at which a checkpoint is forced (the log is
+         * truncated by each checkpoint), at most one attempt every 5 s (1000-100000000). At 512 bytes
+         * an input, the default bounds the log near 100 MB.
+         */
+        inputLogMaxInputs: z.number().int().min(1000).max(100000000).default(200000),
+        /** Entries of the guest's reply cache (the reference guest: 4096). The client map keeps identities that may still have cached replies. */
+        guestReplyCacheEntries: z.number().int().min(0).max(1000000).default(4096),
+        /** Extra entries the client map's mirror of that cache keeps: inputs the guest may lose without an identity being reused too early. */
+        replyCacheMargin: z.number().int().min(0).max(1000000).default(1024),
+      })
+      .prefault({}),
     /** External services the guest uses, reached through the controller. */
     externalServices: z.strictObject({ auth: endpoint }),
     /** Serial console of the board (login shell for field engineers). */

@@ -92,6 +92,7 @@ export class Daemon {
       if (host && board.partner?.ethernet) {
         this.replication = new ReplicationManager(board, readKeyFile(board.ha.keyFile), host.supervisor, host.replicator, store, this.log.child({ component: 'replication' }));
         const cp = (this.checkpointer = new Checkpointer(board.storageDir, store, host.supervisor, host.replicator, this.log.child({ component: 'checkpoint' })));
+        cp.maxLoggedInputs = board.input.inputLogMaxInputs;
         host.replicator.setInputLog((s) => cp.logInput(s));
       }
       const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' })));

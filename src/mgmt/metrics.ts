@@ -75,7 +75,16 @@ export interface MetricsSnapshot {
     requestsProcessed?: number;
   } | null;
   endpoint?: { requests?: number; replies?: number; clients?: number };
+  /** Inputs dropped or forgotten on the input path, by reason (cumulative). */
+  inputDrops?: Record<string, number>;
+  /** Requests remembered for output commit, waiting for their reply. */
+  pendingReplies?: number;
+  /** Backup: inputs logged since the last checkpoint, and checkpoints forced by the log's bound. */
+  inputLog?: { sinceCheckpoint: number; forced: number };
 }
+
+/** The reasons of understudy_input_dropped_total (docs/replication.md, bounds on the input path). */
+export const INPUT_DROP_REASONS = ['oversized', 'no-id', 'rate-limited', 'queue-full', 'held-full', 'client-refused', 'pending-pruned'] as const;
 
 export interface MetricsOptions {
   /** Also export the process's own metrics (process_resident_memory_bytes, CPU, event loop…). Default true. */
@@ -123,6 +132,10 @@ export class Metrics {
   private readonly svcRequests = this.counter('understudy_service_requests_total', 'Requests received on the service endpoint');
   private readonly svcReplies = this.counter('understudy_service_replies_total', 'Replies sent from the service endpoint');
   private readonly svcClients = this.gauge('understudy_service_clients', 'Clients the service endpoint knows');
+  private readonly inputDropped = this.counter('understudy_input_dropped_total', 'Requests dropped or forgotten on the input path, by reason', ['reason']);
+  private readonly pendingReplies = this.gauge('understudy_replication_pending_replies', 'Requests remembered for output commit, waiting for their reply');
+  private readonly logSince = this.gauge('understudy_checkpoint_logged_inputs', 'Backup: inputs logged since the last checkpoint');
+  private readonly logForced = this.counter('understudy_checkpoint_forced_total', 'Checkpoints forced because the input log reached its bound');
 
   constructor(o: MetricsOptions = {}) {
     if (o.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
@@ -173,6 +186,12 @@ export class Metrics {
       if (s.endpoint.requests !== undefined) this.count(this.svcRequests, {}, s.endpoint.requests);
       if (s.endpoint.replies !== undefined) this.count(this.svcReplies, {}, s.endpoint.replies);
       if (s.endpoint.clients !== undefined) this.svcClients.set(s.endpoint.clients);
+    }
+    if (s.inputDrops) for (const [reason, n] of Object.entries(s.inputDrops)) this.count(this.inputDropped, { reason }, n);
+    if (s.pendingReplies !== undefined) this.pendingReplies.set(s.pendingReplies);
+    if (s.inputLog) {
+      this.logSince.set(s.inputLog.sinceCheckpoint);
+      this.count(this.logForced, {}, s.inputLog.forced);
     }
   }
 
@@ -291,7 +310,8 @@ export function snapshotFrom(p: {
   ha?: HaStatus;
   guest?: GuestStatus | null;
   endpoint?: Record<string, number>;
-  replication?: Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> | null;
+  replication?: (Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> & Partial<Pick<ReplicationStatus, 'drops' | 'pendingReplies'>>
+    & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null }) | null;
   failovers?: number;
   inputLosses?: number;
 }): MetricsSnapshot {
@@ -302,6 +322,16 @@ export function snapshotFrom(p: {
     if (r.lagInputs !== null) s.replicationLag = { inputs: r.lagInputs };
     s.replicationProtected = r.protected;
     s.divergences = r.divergences;
+    if (r.pendingReplies !== undefined) s.pendingReplies = r.pendingReplies;
+    if (r.checkpoint?.inputLog) s.inputLog = { sinceCheckpoint: r.checkpoint.inputLog.sinceCheckpoint, forced: r.checkpoint.inputLog.forced };
+  }
+  const e = p.endpoint;
+  const d = p.replication?.drops;
+  if (e || d) {
+    s.inputDrops = {
+      oversized: e?.oversized ?? 0, 'no-id': e?.noId ?? 0, 'rate-limited': e?.rateLimited ?? 0,
+      'queue-full': d?.queueFull ?? 0, 'held-full': d?.heldFull ?? 0, 'client-refused': e?.clientsRefused ?? 0, 'pending-pruned': d?.pendingPruned ?? 0,
+    };
   }
   if (p.ha) {
     s.partner = p.ha.partner.state;

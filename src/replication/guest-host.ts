@@ -23,8 +23,16 @@ export class GuestHost {
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor, private readonly log: Logger) {
     this.supervisor = new GuestSupervisor(board, guest, log.child({ component: 'guest' }));
-    this.replicator = new Replicator({ guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined });
-    this.endpoint = new ServiceEndpoint({ service: board.service, auth: board.externalServices.auth }, log.child({ component: 'endpoint' }), this.replicator.clients);
+    const i = board.input;
+    this.replicator = new Replicator({
+      guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined,
+      maxQueuedInputs: i.maxQueuedInputs, maxPendingReplies: i.maxPendingReplies, pendingReplyMaxAgeMs: i.pendingReplyMaxAgeMs,
+      clientMap: { cacheEntries: i.guestReplyCacheEntries, cacheMargin: i.replyCacheMargin },
+    });
+    this.endpoint = new ServiceEndpoint({
+      service: board.service, auth: board.externalServices.auth, maxRequestBytes: i.maxRequestBytes,
+      ratePerSource: i.ratePerSource, burstPerSource: i.burstPerSource, trackedSources: i.trackedSources,
+    }, log.child({ component: 'endpoint' }), this.replicator.clients);
     this.endpoint.attach(this.replicator);
     this.supervisor.port.on('output', (o) => this.replicator.onGuestOutput(o));
   }
@@ -107,6 +115,6 @@ export class GuestHost {
   }
 
   async status(): Promise<{ guest: GuestStatus; endpoint: Record<string, number> }> {
-    return { guest: await this.supervisor.status(), endpoint: { ...this.endpoint.counters, clients: this.endpoint.clients.size } };
+    return { guest: await this.supervisor.status(), endpoint: { ...this.endpoint.counters, clients: this.endpoint.clients.size, replyCacheMirror: this.endpoint.clients.cachedEntries } };
   }
 }

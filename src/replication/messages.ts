@@ -8,6 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { requestId } from '../guest/client-map.js';
 import type { GuestInput } from '../guest/io.js';
 
 export const T_INPUT = 1;
@@ -71,10 +72,15 @@ export function decodeAck(b: Buffer): number {
   return getSeq(b, 0);
 }
 
-/** The key of a request and its reply: the client's identity and the request id (first word). */
+/**
+ * The key of a request and its reply: the client's identity and the request id as the guest reads
+ * it (requestId: 1-16 printable bytes). A request without a valid id (empty, over 16 bytes, control
+ * bytes: the guest stays silent) gets a key no reply can have (two spaces), never a real id's: a 17-byte id
+ * must not collide with its 16-byte prefix and release that request's reply before its ACK.
+ */
 export function replyKey(clientPort: number, payload: Buffer): string {
-  const sp = payload.indexOf(0x20);
-  return `${clientPort} ${payload.subarray(0, sp < 0 ? Math.min(payload.length, 16) : Math.min(sp, 16)).toString('latin1')}`;
+  const id = requestId(payload);
+  return id === undefined ? `${clientPort}  (no id)` : `${clientPort} ${id}`;
 }
 
 export function replyDigest(payload: Buffer): Buffer {
@@ -109,7 +115,10 @@ const CONTROL = z.discriminatedUnion('type', [
   z.object({ type: z.literal('clone-failed'), reason: text }),
   z.object({
     type: z.literal('clone-done'), cutSeq: seqNo, guestSeq: seqNo,
-    clients: z.object({ entries: z.array(z.tuple([z.number().int(), z.string().max(256), z.number().int()])), next: z.number().int() }),
+    clients: z.object({
+      entries: z.array(z.tuple([z.number().int(), z.string().max(256), z.number().int()])), next: z.number().int(),
+      cache: z.array(z.string().max(32)).optional(), fresh: z.array(z.number().int()).optional(),
+    }),
     downtimeMs: z.number().nullable(), authOpen: z.array(z.string().max(256)).optional(),
   }),
   z.object({ type: z.literal('reclone'), reason: text }),
