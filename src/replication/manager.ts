@@ -292,6 +292,7 @@ export class ReplicationManager extends EventEmitter {
 
   /** A control message, validated (decodeControl); a bad one is counted, journaled and its channel closed. */
   private decodeOrRefuse(channel: MessageChannel, body: Buffer): ControlMessage | undefined {
+    if (!channel.open) return undefined; // refused already: what was buffered behind it is not read
     try {
       return decodeControl(body);
     } catch (e) {

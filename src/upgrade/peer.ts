@@ -150,7 +150,7 @@ function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
   ch.on('message', (type, body) => {
     // One request per connection, then (put) exactly its announced bytes: anything else breaks the
     // protocol. After the answer (an error may come mid-push) the rest is ignored: the socket is closing.
-    if (answered) return;
+    if (answered || !ch.open) return;
     if (type !== T_JSON && type !== T_CHUNK) { dropUpload(); refuse('unknown-type', `message type ${type} (the upgrade channel carries 1 JSON, 2 CHUNK)`); return; }
     if ((type === T_JSON && upload) || (type === T_CHUNK && !upload)) {
       dropUpload();
