@@ -15,6 +15,8 @@ import { FakeClock } from '../../src/core/clock.js';
 import type { UsError } from '../../src/core/errors.js';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
+import { formatPartnerMessages } from '../../src/cli/replication-commands.js';
+import { Metrics, snapshotFrom } from '../../src/mgmt/metrics.js';
 import { ReplicationManager } from '../../src/replication/manager.js';
 import { T_ACK, T_CONTROL, T_DIGEST, T_INPUT, encodeAck, encodeControl, encodeDigest, encodeInput, replyDigest } from '../../src/replication/messages.js';
 import { PartnerRejections } from '../../src/replication/rejections.js';
@@ -168,6 +170,19 @@ describe('partner messages that break the protocol', () => {
       assert.match(journal[2]!, /\(unknown-type\): later; connection dropped \(4 more refused since the last such line\)/);
       assert.deepEqual(rejections.status().byChannel, { replication: { malformed: 5, 'unknown-type': 1 }, upgrade: { malformed: 1 } });
       assert.equal(rejections.status().total, 7);
+    });
+
+    it('operators see the account: a status line, and a Prometheus counter per channel and reason', async () => {
+      make();
+      assert.equal(formatPartnerMessages(rejections.status()), '', 'nothing shown while none was refused');
+      rejections.reject('replication', 'ack-beyond', 'ACK 9, the last input sent is 2');
+      rejections.reject('control', 'malformed', 'bad control message (cutSeq)');
+      assert.match(formatPartnerMessages(rejections.status()), /^\npartner messages refused: 2 \(replication ack-beyond 1; control malformed 1\); last .*: control malformed: bad control message \(cutSeq\)$/);
+      const m = new Metrics({ processMetrics: false });
+      m.update(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', partnerMessages: rejections.status() }));
+      const text = await m.text();
+      assert.match(text, /understudy_partner_messages_refused_total\{[^}]*channel="replication"[^}]*reason="ack-beyond"[^}]*\} 1/);
+      assert.match(text, /understudy_partner_messages_refused_total\{[^}]*channel="control"[^}]*reason="malformed"[^}]*\} 1/);
     });
   });
 
