@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
+import type { RejectionStatus } from '../replication/rejections.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketOf } from './locate.js';
@@ -45,12 +46,19 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   return lines.join('\n');
 }
 
+/** Messages refused from the partner (src/replication/rejections.ts), one line; nothing while there were none. */
+export function formatPartnerMessages(p: RejectionStatus | undefined): string {
+  if (!p?.total) return '';
+  const by = Object.entries(p.byChannel).map(([ch, rs]) => `${ch} ${Object.entries(rs ?? {}).map(([r, n]) => `${r} ${n}`).join(', ')}`).join('; ');
+  return `\npartner messages refused: ${p.total} (${by})${p.last ? `; last ${p.last.at}: ${p.last.channel} ${p.last.reason}: ${p.last.detail}` : ''}`;
+}
+
 export function registerReplicationCommands(program: Command): void {
   program.command('status')
     .description('this board: role, guest, replication (input sequence numbers, lag, clone, divergences)')
     .option('--board <file>', 'board profile')
-    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean },
-      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`));
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean; partnerMessages?: RejectionStatus },
+      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}${formatPartnerMessages(s.partnerMessages)}`));
 
   program.command('clone')
     .description('clone the running guest to the partner board now (on the primary)')

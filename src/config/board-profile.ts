@@ -253,8 +253,13 @@ export const boardProfileSchema = z
          * controller power-cycles it).
          */
         rebootCommand: z.array(z.string().min(1)).min(1).optional(),
+        /**
+         * Room kept free on the filesystem a package is written to: a partner's push (incoming) or an
+         * install (slots) is refused unless it fits with this much to spare. MiB, default 64.
+         */
+        reserveMb: z.number().int().min(0).max(1 << 20).default(64),
       })
-      .default({ bootAttempts: 3 }),
+      .default({ bootAttempts: 3, reserveMb: 64 }),
   })
   .superRefine((p, ctx) => {
     if (p.ha && !p.partner) {

@@ -35,6 +35,8 @@ export type UsErrorCode =
   | 'US_ERR_UPGRADE_BUSY'       // another upgrade operation holds the slots
   | 'US_ERR_UPGRADE_STATE'      // the slots' state forbids the operation (e.g. a trial not yet committed)
   | 'US_ERR_UPGRADE_ABORTED'    // a rolling upgrade of the pair stopped at a step (the detail names it)
+  | 'US_ERR_NO_SPACE'           // not enough free space for a package (push or install) with the reserve kept free
+  | 'US_ERR_UPGRADE_FLOOR'      // the running slot's signed version record (the downgrade floor) is missing or does not verify (--force overrides)
   | 'US_ERR_BOOTENV'            // the boot environment could not be read or written
   | 'US_ERR_NO_BOOTABLE_SLOT'   // neither slot holds a loadable image
   | 'US_ERR_YMODEM'             // a serial file transfer failed (protocol, retries exhausted, too large)

@@ -19,6 +19,9 @@ import { HaController } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
+import { PartnerRejections } from '../replication/rejections.js';
+import { upgradeSetupFor } from '../upgrade/board-setup.js';
+import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
 import { Store } from '../store/journal.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
@@ -48,6 +51,8 @@ export class Daemon {
   private releaseLock?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
+  /** Messages refused from the partner, every channel (the replicator's when a guest is hosted). */
+  private rejections = new PartnerRejections();
 
   constructor(public board: BoardProfile, private readonly files: { board: string; guest?: string }, readonly log: Logger) {}
 
@@ -59,6 +64,7 @@ export class Daemon {
     try {
       const { board } = this;
       const store = (this.store = new Store(board.storageDir));
+      this.cleanLeftovers(store);
       this.control = await serveControl(controlSocketPath(board), (cmd, args) => this.handle(cmd, args));
       this.management = await startManagement({
         board, store, log: this.log,
@@ -67,7 +73,8 @@ export class Daemon {
         scrape: async () => {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
-            replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses };
+            replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
+            partnerMessages: this.rejections.status() };
         },
       });
       await this.serve();
@@ -84,6 +91,9 @@ export class Daemon {
     const { board, store } = this as { board: BoardProfile; store: Store };
     this.guest = this.files.guest ? loadGuestDescriptor(this.files.guest) : undefined;
     const host = (this.host = this.guest ? new GuestHost(board, this.guest, this.log) : undefined);
+    // One account of refused partner messages for every channel; it survives a CONFIG-ERROR retry.
+    if (host) this.rejections = host.replicator.rejections;
+    this.rejections.setSinks({ journal: (m, detail) => store.record('partner-message', m, detail), log: this.log.child({ component: 'partner-messages' }) });
     host?.supervisor.preflight();
     if (host) restoreGuestDescriptor(host.supervisor, store);
     if (board.ha) {
@@ -104,7 +114,7 @@ export class Daemon {
       }
       await ha.start({ healthy: () => this.pair?.healthy() ?? true, guestHealth: () => (host ? host.supervisor.currentState : 'none') });
       if (board.partner?.ethernet) {
-        this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, stopping: () => !!this.stopping });
+        this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
       }
     } else if (host) {
       await host.startStandalone();
@@ -168,8 +178,20 @@ export class Daemon {
       service: this.board.service, serving: this.host?.isServing ?? false, role: this.role, configError: this.configError ?? null,
       partner: this.ha ? this.ha.membership.partnerView : null,
       guest: st?.guest ?? null, endpoint: st?.endpoint ?? {}, replication: this.replicationStatus(),
+      partnerMessages: this.rejections.status(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576), memoryMb: memoryMb(),
     };
+  }
+
+  /** Start-up: what an interrupted push or install left (upgrade/leftovers.ts), removed and journaled. */
+  private cleanLeftovers(store: Store): void {
+    try {
+      const r = cleanUpgradeLeftovers(upgradeSetupFor(this.board));
+      if (r.removed.length) store.record('upgrade', `removed what an interrupted push or install left: ${r.removed.join(', ')}`, { removed: r.removed });
+      if (r.skipped) this.log.info({ reason: r.skipped }, 'upgrade leftovers not looked at');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not clean upgrade leftovers');
+    }
   }
 
   private get role(): string {

@@ -65,6 +65,8 @@ export interface MetricsSnapshot {
   inputLosses?: number;
   /** Times this board took over as primary from a failed partner. */
   failovers?: number;
+  /** Messages refused from the partner (each dropped its connection): channel → reason → count. */
+  partnerMessagesRefused?: Partial<Record<string, Partial<Record<string, number>>>>;
   fencing?: { attempts: number; failures: number };
   watchdog?: { kicks: number; kicking: boolean } | null;
   guest?: {
@@ -120,6 +122,7 @@ export class Metrics {
   private readonly protectedNow = this.gauge('understudy_replication_protected', '1 while the backup holds an up-to-date clone');
   private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
   private readonly inputLosses = this.counter('understudy_guest_input_losses_total', 'Times the guest copy was found short of inputs it was handed (repaired by a re-clone)');
+  private readonly partnerRefused = this.counter('understudy_partner_messages_refused_total', 'Messages from the partner refused (malformed, unknown type, ACK beyond what was sent…), each dropping its connection', ['channel', 'reason']);
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
   private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
@@ -165,6 +168,9 @@ export class Metrics {
     if (s.divergences !== undefined) this.count(this.divergences, {}, s.divergences);
     if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
     if (s.inputLosses !== undefined) this.count(this.inputLosses, {}, s.inputLosses);
+    for (const [channel, reasons] of Object.entries(s.partnerMessagesRefused ?? {})) {
+      for (const [reason, n] of Object.entries(reasons ?? {})) this.count(this.partnerRefused, { channel, reason }, n ?? 0);
+    }
     if (s.fencing) {
       this.count(this.fenceAttempts, {}, s.fencing.attempts);
       this.count(this.fenceFailures, {}, s.fencing.failures);
@@ -314,8 +320,10 @@ export function snapshotFrom(p: {
     & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null }) | null;
   failovers?: number;
   inputLosses?: number;
+  partnerMessages?: { byChannel: MetricsSnapshot['partnerMessagesRefused'] };
 }): MetricsSnapshot {
-  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses };
+  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses,
+    partnerMessagesRefused: p.partnerMessages?.byChannel };
   if (p.replication) {
     const r = p.replication;
     s.inputSequence = { last: r.lastSeq, acked: r.ackedSeq, delivered: r.deliveredSeq };

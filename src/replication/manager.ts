@@ -29,6 +29,7 @@ import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
 import type { Store } from '../store/journal.js';
 import { T_CONTROL, decodeControl, encodeControl, type ControlMessage } from './messages.js';
+import type { RejectionReason } from './rejections.js';
 import type { Replicator } from './replicator.js';
 import { MessageChannel, connectAuthenticated, listenAuthenticated, type AuthServer } from './secure-channel.js';
 
@@ -188,11 +189,8 @@ export class ReplicationManager extends EventEmitter {
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
       channel.on('message', (type, body) => {
         if (type !== T_CONTROL) return;
-        try {
-          this.emit('control', decodeControl(body), channel);
-        } catch {
-          channel.close();
-        }
+        const m = this.decodeOrRefuse(channel, body);
+        if (m) this.emit('control', m, channel);
       });
       const holdMs = performance.now() - holdStart;
       this.replicator.release();
@@ -256,14 +254,8 @@ export class ReplicationManager extends EventEmitter {
     let waiter: ((m: ControlMessage | Error) => void) | undefined;
     const onMsg = (type: number, body: Buffer) => {
       if (type !== T_CONTROL) return;
-      let m: ControlMessage;
-      try {
-        m = decodeControl(body);
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'malformed control message from the partner: closing the channel');
-        channel.close();
-        return;
-      }
+      const m = this.decodeOrRefuse(channel, body);
+      if (!m) return;
       if (waiter) { const w = waiter; waiter = undefined; w(m); } else queue.push(m);
     };
     const onClose = () => { if (waiter) { const w = waiter; waiter = undefined; w(new UsError('US_ERR_LINK', 'partner closed the replication channel')); } };
@@ -287,17 +279,31 @@ export class ReplicationManager extends EventEmitter {
     const channel = new MessageChannel(sock);
     channel.on('message', (type, body) => {
       if (type !== T_CONTROL) return;
-      let m: ControlMessage;
-      try {
-        m = decodeControl(body);
-      } catch {
-        channel.close();
-        return;
-      }
+      const m = this.decodeOrRefuse(channel, body);
+      if (!m) return;
       if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel, m.guestFile);
-      else if (m.type === 'clone-done') this.finishCloneTarget(channel, m);
-      else this.emit('control', m, channel);
+      else if (m.type === 'clone-done') {
+        // Only the channel this board answered clone-ready on may cut a clone over.
+        if (channel !== this.backupChannel) { this.refuseControl(channel, 'unexpected', 'clone-done on a channel that prepared no clone'); return; }
+        this.finishCloneTarget(channel, m);
+      } else this.emit('control', m, channel);
     });
+  }
+
+  /** A control message, validated (decodeControl); a bad one is counted, journaled and its channel closed. */
+  private decodeOrRefuse(channel: MessageChannel, body: Buffer): ControlMessage | undefined {
+    if (!channel.open) return undefined; // refused already: what was buffered behind it is not read
+    try {
+      return decodeControl(body);
+    } catch (e) {
+      this.refuseControl(channel, 'malformed', (e as Error).message);
+      return undefined;
+    }
+  }
+
+  private refuseControl(channel: MessageChannel, reason: RejectionReason, detail: string): void {
+    this.replicator.rejections.reject('control', reason, detail);
+    channel.close();
   }
 
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {

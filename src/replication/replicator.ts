@@ -22,9 +22,10 @@ import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } fr
 import { PrimaryGuestWitness, type WitnessStatus, type WitnessVerdict } from './guest-witness.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
-  T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
+  REPLICATION_TYPES, T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
   encodeDigest, encodeInput, replyDigest, replyKey, type ControlMessage, type SequencedInput,
 } from './messages.js';
+import { PartnerRejections, type RejectionReason } from './rejections.js';
 
 /**
  * Of the inputs logged from a saved state's replay point (`logged[0]`, the first request the state
@@ -77,6 +78,8 @@ export interface ReplicatorOptions {
   pendingReplyMaxAgeMs?: number;
   /** The client map's port range and reply-cache mirror (src/guest/client-map.ts). */
   clientMap?: ClientMapOptions;
+  /** Where refused partner messages are counted and journaled (one per controller). Default: a private one. */
+  rejections?: PartnerRejections;
 }
 
 /** Inputs dropped or forgotten on the input path, by reason (docs/replication.md, bounds). */
@@ -175,6 +178,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localReplies = new Map<string, string>();
 
   private readonly clock: Clock;
+  /** Partner messages refused on this board (the replication channel's share is counted here). */
+  readonly rejections: PartnerRejections;
   private readonly witness?: PrimaryGuestWitness;
   private witnessTimer?: TimerHandle;
   private witnessOn = false;
@@ -183,6 +188,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     super();
     this.clock = o.clock ?? systemClock;
     this.clients = new ClientMap(o.clientMap);
+    this.rejections = o.rejections ?? new PartnerRejections({ log: o.log });
     if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs });
   }
 
@@ -441,6 +447,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.out?.release(output);
   }
 
+  /**
+   * The last input this board put on the stream (primary: forwarded, and so sent while protected;
+   * backup: received). The partner cannot hold anything beyond it: an ACK above it is refused.
+   */
+  get sentSeq(): number {
+    return this.lastSeq - this.held.length;
+  }
+
   private onAck(seq: number): void {
     if (seq <= this.ackedSeq) return;
     this.ackedSeq = seq;
@@ -481,6 +495,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onInputMessage(s: SequencedInput): void {
     if (this.mode !== 'backup') return;
     if (s.seq !== this.lastSeq + 1) {
+      this.rejections.reject('replication', 'out-of-order', `INPUT seq ${s.seq}, expected ${this.lastSeq + 1}`);
       this.o.log.error({ expected: this.lastSeq + 1, got: s.seq }, 'gap in the input stream: asking for a re-clone');
       this.sendControl({ type: 'reclone', reason: `input stream gap: expected ${this.lastSeq + 1}, got ${s.seq}` });
       this.dropChannel('input stream gap');
@@ -710,13 +725,24 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (old && old !== channel) old.close();
     channel.on('message', (type, body) => {
       if (this.channel !== channel) return;
+      if (!REPLICATION_TYPES.has(type)) { this.refuse('unknown-type', `message type ${type} (the replication channel carries 1 INPUT, 2 ACK, 3 DIGEST, 4 CONTROL)`); return; }
+      if (type === T_CONTROL) return; // the clone manager's (manager.ts)
+      let m: { input: SequencedInput } | { ack: number } | { digest: { key: string; digest: Buffer } };
       try {
-        if (type === T_INPUT) this.onInputMessage(decodeInput(body));
-        else if (type === T_ACK) this.onAck(decodeAck(body));
-        else if (type === T_DIGEST) { const d = decodeDigest(body); this.onDigest(d.key, d.digest); }
+        m = type === T_INPUT ? { input: decodeInput(body) } : type === T_ACK ? { ack: decodeAck(body) } : { digest: decodeDigest(body) };
       } catch (e) {
-        this.o.log.error({ err: (e as Error).message, type }, 'malformed replication message: dropping the channel');
-        this.dropChannel('malformed message');
+        this.refuse('malformed', (e as Error).message);
+        return;
+      }
+      // An ACK of an input never sent would release replies whose inputs the backup does not hold.
+      if ('ack' in m && m.ack > this.sentSeq) { this.refuse('ack-beyond', `ACK ${m.ack}, the last input sent is ${this.sentSeq}`); return; }
+      try {
+        if ('input' in m) this.onInputMessage(m.input);
+        else if ('ack' in m) this.onAck(m.ack);
+        else this.onDigest(m.digest.key, m.digest.digest);
+      } catch (e) {
+        this.o.log.error({ err: (e as Error).message, type }, 'replication message could not be handled: dropping the channel');
+        this.dropChannel('message not handled');
       }
     });
     channel.on('close', () => {
@@ -729,6 +755,18 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   sendControl(m: ControlMessage): void {
     this.channel?.send(T_CONTROL, encodeControl(m));
+  }
+
+  /**
+   * A message that breaks the protocol: counted and journaled, and the channel dropped as if it had
+   * closed (a primary serves unprotected and re-clones, a backup waits for that clone). Nothing in
+   * the message is acted on.
+   */
+  private refuse(reason: RejectionReason, detail: string): void {
+    this.rejections.reject('replication', reason, detail);
+    if (this.mode === 'primary' && this.isProtected) { this.unprotect(`refused a replication message from the backup (${reason}): ${detail}`); return; }
+    this.dropChannel(`refused a message (${reason})`);
+    if (this.mode === 'backup') { this.isProtected = false; this.watchPrimaryGuest(false); }
   }
 
   private dropChannel(_reason: string): void {
