@@ -507,6 +507,9 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.ok(transitions.some((e) => e.detail!.from === 'FENCING' && e.detail!.to === 'BACKUP' && /^FENCING -> BACKUP: FENCING FAILED/.test(e.message)),
       transitions.map((e) => e.message).join('\n'));
     assert.ok(!transitions.some((e) => e.detail!.to === 'PRIMARY'));
+    // Two attempts fail at once: on the dying gasp, and on the silence that follows it (no priority
+    // delay after a gasp). Fix only after both, so the success can only come from the retry timer.
+    await eventually('the fence after the silence failed too', async () => (await events(backup, since[backup], 'fence')).filter((e) => /FENCING FAILED/.test(e.message)).length >= 2, 10000, 20);
 
     await chassis!.powerController('fix');
     await eventually(`${backup} PRIMARY once fencing works`, async () => (await roleOf(backup)) === 'PRIMARY', 10000, 50);
