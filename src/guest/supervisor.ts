@@ -294,7 +294,10 @@ export class GuestSupervisor extends EventEmitter {
   private async launch(incoming?: string): Promise<QemuProcess> {
     const g = this.guest;
     const append = [
-      'console=ttyS0', 'quiet', 'ipv6.disable=1', 'panic=1',
+      // A kernel fault is the end of this copy: an oops panics, a panic reboots at once, and the reboot
+      // (QEMU's RESET event, guest-initiated) is handled as the guest's failure (onQmpEvent). An NMI
+      // nobody claims panics too (an operator's crash dump; guest.inject nmi).
+      'console=ttyS0', 'quiet', 'ipv6.disable=1', 'oops=panic', 'panic=-1', 'unknown_nmi_panic',
       `dx.ip=${g.network.guestAddress}`, `dx.mask=${g.network.netmask}`, `dx.gw=${g.network.controllerAddress}`,
       `dx.port=${g.ports.service}`, `dx.mport=${g.ports.management}`, `dx.auth=${g.network.controllerAddress}:${g.ports.auth}`, `dx.aport=${g.ports.guestAuth}`,
       `dx.wdt=${g.watchdog.timeoutS}`, g.image.append,
@@ -406,7 +409,15 @@ export class GuestSupervisor extends EventEmitter {
   private onQmpEvent(e: QmpEvent): void {
     if (e.event === 'WATCHDOG') {
       this.restart(`guest watchdog expired (${String(e.data?.action ?? '')}): the application stopped kicking it`, 'reset');
-    } else if (e.event === 'GUEST_PANICKED' || e.event === 'RESET' || e.event === 'SHUTDOWN') {
+    } else if (e.event === 'GUEST_PANICKED' || (e.event === 'RESET' && e.data?.guest === true)) {
+      // The guest rebooted (or panicked) by itself: a kernel panic (the command line makes every oops
+      // one) or the application rebooting it. Its memory, the state this copy holds, is gone: the
+      // same failure as QEMU dying, through the same policy (a protected primary hands over, a
+      // backup's copy asks for a new clone). Our own system_reset (a watchdog restart) is not a
+      // guest reset, and only a running copy can fail this way.
+      this.log.error({ event: e.event, data: e.data }, 'guest reset itself');
+      if (this.state === 'running') this.restart(`the guest ${e.event === 'RESET' ? 'rebooted itself' : 'panicked'} (${String(e.data?.reason ?? e.event)}): a kernel panic or crash; see ${this.paths.consoleLog}`, 'relaunch');
+    } else if (e.event === 'RESET' || e.event === 'SHUTDOWN') {
       this.log.info({ event: e.event, data: e.data }, 'QEMU event');
     }
   }

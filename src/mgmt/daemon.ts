@@ -253,8 +253,8 @@ export class Daemon {
       return { board: this.board.name, checkpoint: await this.checkpointer.take() };
     },
     'guest.manage': (a) => this.guestHost().manage(a.command),
-    'guest.inject': (a) => {
-      const r = this.guestHost().inject(a);
+    'guest.inject': async (a) => {
+      const r = await this.guestHost().inject(a);
       this.store!.record('fault', r.journal);
       return r.result;
     },

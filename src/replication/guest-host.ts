@@ -97,11 +97,19 @@ export class GuestHost {
   }
 
   /**
-   * Fault injection for tests: lose the next `lose` requests on the way to this board's guest, or
-   * deliver `payload` to this board's guest only (never replicated). Returns the journal line.
+   * Fault injection for tests: lose the next `lose` requests on the way to this board's guest,
+   * deliver `payload` to this board's guest only (never replicated), or with `nmi` send its CPU an
+   * NMI (QMP inject-nmi): the kernel's command line (unknown_nmi_panic) makes that a kernel panic,
+   * what an operator also does to take a crash dump of a hung guest. Returns the journal line.
    */
-  inject(a: { lose?: unknown; payload?: unknown }): { result: Record<string, unknown>; journal: string } {
+  async inject(a: { lose?: unknown; payload?: unknown; nmi?: unknown }): Promise<{ result: Record<string, unknown>; journal: string }> {
     const port = this.running().port;
+    if (a.nmi === true) {
+      const hv = this.supervisor.hypervisor;
+      if (!hv) throw new UsError('US_ERR_NOT_RUNNING', 'guest.inject: no QEMU runs the guest here');
+      await hv.qmp.execute('inject-nmi');
+      return { result: { nmi: true }, journal: 'NMI sent to this board\'s guest (a kernel panic: unknown_nmi_panic)' };
+    }
     if (a.lose !== undefined) {
       const n = Number(a.lose);
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsError('US_ERR_CONTROL', 'guest.inject: lose must be an integer 1-1000');

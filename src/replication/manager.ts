@@ -45,6 +45,8 @@ export interface CloneProgress {
 export interface CloneReport {
   durationMs: number;
   downtimeMs: number | null;
+  /** Whether the guest ran during the copy (KVM) or was stopped for all of it (TCG). */
+  live: boolean;
   holdMs: number;
   cutSeq: number;
   transferredMb: number;
@@ -153,10 +155,9 @@ export class ReplicationManager extends EventEmitter {
 
       // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
       // once a PING sent after them is answered (frames travel the private wire in order), so the
-      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy: stopping the
-      // guest ourselves after a live bulk copy (to hold inputs only for the last pass) was tried and
-      // corrupted the clone's memory under TCG (QEMU 7.2: kernel oopses in the clone), see
-      // docs/replication.md.
+      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy. Under TCG the
+      // guest is stopped for the whole copy too (a live TCG copy loses writes: see migration.ts), so
+      // the guest's pause is the copy's length there; under KVM it runs until QEMU's last pass.
       this.progress({ phase: 'drain' });
       this.replicator.hold();
       holdStart = performance.now();
@@ -172,7 +173,7 @@ export class ReplicationManager extends EventEmitter {
         if (tid === (await qemu.vcpuThreadId())) continue;
         await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
-      const { downtimeMs, transferredBytes } = await migrate(qemu, {
+      const { downtimeMs, live, transferredBytes } = await migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
@@ -196,12 +197,12 @@ export class ReplicationManager extends EventEmitter {
       this.replicator.release();
       holdStart = 0;
       const report: CloneReport = {
-        durationMs: Math.round(performance.now() - t0), downtimeMs, holdMs: Math.round(holdMs), cutSeq,
+        durationMs: Math.round(performance.now() - t0), downtimeMs, live, holdMs: Math.round(holdMs), cutSeq,
         transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };
       this.lastCloneError = undefined;
-      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms, inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
+      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms (${live ? 'live copy' : 'stopped copy: TCG'}), inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
       this.progress({ phase: 'done', percent: 100 });
       this.emit('cloned', report);
       return report;

@@ -24,7 +24,8 @@ describe('migrate() and recoverFromMigration()', () => {
 
   const MiB = 1048576;
 
-  it('sets the capabilities and parameters, migrates to the URI, reports progress and QEMU\'s figures', async () => {
+  it('sets the capabilities and parameters, migrates to the URI, reports progress and QEMU\'s figures (KVM: a live copy)', async () => {
+    hv.kvmEnabled = true;
     hv.script = { totalBytes: 64 * MiB, polls: 4, downtimeMs: 9 };
     const progress: MigrationProgress[] = [];
     let commandsAtStart: string[] = [];
@@ -33,15 +34,34 @@ describe('migrate() and recoverFromMigration()', () => {
       onStart: () => { commandsAtStart = [...hv.commands]; },
       onProgress: (p) => progress.push(p),
     });
-    assert.deepEqual(r, { downtimeMs: 9, transferredBytes: 64 * MiB });
+    assert.deepEqual(r, { downtimeMs: 9, live: true, transferredBytes: 64 * MiB });
     assert.deepEqual(progress.map((p) => [p.transferredBytes / MiB, p.totalBytes / MiB]), [[16, 64], [32, 64], [48, 64], [64, 64]]);
-    assert.deepEqual(commandsAtStart, ['migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
-    assert.deepEqual(hv.commands, ['migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    assert.deepEqual(commandsAtStart, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
+    assert.deepEqual(hv.commands, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    assert.equal(hv.runStateAtMigrate, 'running', 'under KVM the guest runs during the copy');
     const args = (c: string) => hv.server.received.find((x) => x.execute === c)?.arguments;
     assert.deepEqual(args('migrate-set-capabilities'), { capabilities: [{ capability: 'events', state: true }] });
     assert.deepEqual(args('migrate-set-parameters'), { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
     assert.deepEqual(args('migrate'), { uri: 'unix:/run/relay.sock', blk: true });
     assert.equal(await hv.status(), 'postmigrate', 'the source is left stopped for the caller to resume');
+  });
+
+  it('under TCG the guest is stopped before the copy starts (a live TCG copy loses writes); the pause is measured from the stop', async () => {
+    hv.kvmEnabled = false;
+    hv.script = { totalBytes: 64 * MiB, polls: 3, downtimeMs: 9 };
+    const r = await migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 20, errorPrefix: 'checkpoint migration' });
+    assert.deepEqual(hv.commands.slice(0, 5), ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'stop', 'migrate']);
+    assert.equal(hv.runStateAtMigrate, 'paused', 'stopped before migrate');
+    assert.equal(r.live, false);
+    // Three polls 20 ms apart after the stop: QEMU's 9 ms (the last pass only) is not the guest's pause.
+    assert.ok(r.downtimeMs !== null && r.downtimeMs >= 35, `pause measured from the stop: ${r.downtimeMs} ms`);
+    assert.equal(await hv.status(), 'postmigrate');
+  });
+
+  it('an explicit live option overrides the accelerator\'s choice (query-kvm not asked)', async () => {
+    const r = await migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 5, errorPrefix: 'migration', live: true });
+    assert.equal(r.live, true);
+    assert.ok(!hv.commands.includes('query-kvm') && !hv.commands.includes('stop'));
   });
 
   it('a failed migration rejects with the caller\'s prefix; the recovery cancels and resumes the stopped source', async () => {
