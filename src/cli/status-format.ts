@@ -35,6 +35,11 @@ export function formatStatus(s: DaemonStatus): string {
     `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
     `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
   ];
+  if (g.stateLoad) {
+    const l = g.stateLoad;
+    const refused = l.expected && l.outcome !== 'loaded';
+    lines.push(`saved state: ${l.outcome}${l.reason ? ` (${l.reason})` : ''}${l.expected ? ', expected' : ''}${refused ? ' — ALARM: REFUSED, not serving (understudy guest start --start-empty)' : ''}`);
+  }
   if (g.pinning) {
     const p = g.pinning;
     lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);

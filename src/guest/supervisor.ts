@@ -347,7 +347,10 @@ export class GuestSupervisor extends EventEmitter {
     this.stateLoad = outcome;
     this.log.info({ stateLoad: outcome }, 'guest state load');
     if (!look.expected || outcome.outcome === 'loaded') return;
-    await this.qemu?.killAndWait(); // before anything can ask it to SAVE
+    // Before anything can ask it to SAVE; and not an unexpected exit to restart from (that would
+    // boot the same disk again): it stays down until the operator decides.
+    this.stopping = true;
+    await this.qemu?.killAndWait();
     const said = m ? `it said "${outcome.line}"` : `it printed no DX-STATE line within ${STATE_LINE_WAIT_MS} ms`;
     throw new UsError('US_ERR_GUEST_STATE', `guest ${this.guest.name} ${this.guest.version} came up without the saved state on ${this.paths.stateDisk} (${said}): `
       + 'not serving, and the disk is left as it was; run "understudy guest start --start-empty" to set that disk aside and start with an empty state, '
