@@ -36,6 +36,11 @@ export function formatStatus(s: DaemonStatus): string {
     `dropped at the endpoint: ${s.endpoint.oversized ?? 0} oversized, ${s.endpoint.noId ?? 0} without an id, ${s.endpoint.rateLimited ?? 0} over a source's rate, ${s.endpoint.clientsRefused ?? 0} new clients refused (every identity held)`,
     `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
   ];
+  if (g.stateLoad) {
+    const l = g.stateLoad;
+    const refused = l.expected && l.outcome !== 'loaded';
+    lines.push(`saved state: ${l.outcome}${l.reason ? ` (${l.reason})` : ''}${l.expected ? ', expected' : ''}${refused ? ' — ALARM: REFUSED, not serving (understudy guest start --start-empty)' : ''}`);
+  }
   if (g.pinning) {
     const p = g.pinning;
     lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);

@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
+import { checkResolvedPaths, safePath, safeProgram } from './safe-path.js';
 
 /**
  * Default of ha.priorityFencingDelayMs: the smallest the check below allows with the defaults of
@@ -64,11 +65,11 @@ export const boardProfileSchema = z
       guestRtPriority: z.number().int().min(0).max(99).default(0),
     }),
     /** QEMU binary, a name looked up on PATH or an absolute path. */
-    qemuBinary: z.string().min(1).default('qemu-system-x86_64'),
+    qemuBinary: safeProgram.default('qemu-system-x86_64'),
     /** Hypervisor accelerator: auto probes KVM (with a short timeout) and falls back to TCG. */
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */
-    storageDir: z.string().min(1),
+    storageDir: safePath,
     /**
      * The service endpoint: where external clients send requests to the guest. With `interface`, the
      * address moves with the primary role: added to that interface (and announced by gratuitous ARP)
@@ -120,13 +121,13 @@ export const boardProfileSchema = z
     /** External services the guest uses, reached through the controller. */
     externalServices: z.strictObject({ auth: endpoint }),
     /** Serial console of the board (login shell for field engineers). */
-    console: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+    console: z.strictObject({ device: safePath, baud: z.number().int().positive().default(115200) }).optional(),
     /** Prometheus metrics endpoint (GET /metrics), loopback only. Absent: no endpoint. */
     metrics: z.strictObject({ address: ipv4.default('127.0.0.1'), port }).optional(),
     /** Links to the partner blade. */
     partner: z
       .strictObject({
-        serial: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+        serial: z.strictObject({ device: safePath, baud: z.number().int().positive().default(115200) }).optional(),
         ethernet: z
           .strictObject({ interface: z.string().min(1).optional(), localAddress: ipv4, partnerAddress: ipv4, port })
           .optional(),
@@ -139,16 +140,16 @@ export const boardProfileSchema = z
       })
       .optional(),
     /** Hardware watchdog of the board. */
-    watchdog: z.strictObject({ device: z.string().min(1), timeoutMs: z.number().int().min(100).max(600000) }).optional(),
+    watchdog: z.strictObject({ device: safePath, timeoutMs: z.number().int().min(100).max(600000) }).optional(),
     /** How this board powers off its partner before taking over. */
     fencing: z
       .discriminatedUnion('method', [
-        z.strictObject({ method: z.literal('simulated'), controlSocket: z.string().min(1), ...fenceActionFields }),
+        z.strictObject({ method: z.literal('simulated'), controlSocket: safePath, ...fenceActionFields }),
         z.strictObject({
           method: z.literal('ipmitool'),
           host: z.string().min(1),
           user: z.string().min(1),
-          passwordFile: z.string().min(1),
+          passwordFile: safePath,
           /** FRU / slot address of the partner at the shelf manager. */
           partnerTarget: z.string().min(1),
           ...fenceActionFields,
@@ -168,7 +169,7 @@ export const boardProfileSchema = z
          * Shared HMAC-SHA256 key for heartbeats and the partner channels: 64 hexadecimal digits on one line,
          * owner root, mode 0600 (`understudy ha keygen`; src/core/key-file.ts). Relative to the profile's folder.
          */
-        keyFile: z.string().min(1),
+        keyFile: safePath,
         /** Heartbeat period on each link (advert_interval). 1-1000. */
         intervalMs: z.number().int().min(1).max(1000).default(5),
         /** Silence after which one link is reported down (link_timeout). Must be below deadtimeMs. */
@@ -234,17 +235,17 @@ export const boardProfileSchema = z
     upgrade: z
       .strictObject({
         /** Holds the two slots A and B. Default: <storageDir>/slots. */
-        slotsDir: z.string().min(1).optional(),
+        slotsDir: safePath.optional(),
         /** Boot selection: a file-backed environment (simulation), U-Boot's (fw_setenv) or GRUB's (grub-editenv). */
         bootEnv: z
           .discriminatedUnion('type', [
-            z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
-            z.strictObject({ type: z.literal('uboot'), config: z.string().min(1).default('/etc/fw_env.config') }),
-            z.strictObject({ type: z.literal('grub'), path: z.string().min(1).default('/boot/grub/grubenv') }),
+            z.strictObject({ type: z.literal('file'), path: safePath }),
+            z.strictObject({ type: z.literal('uboot'), config: safePath.default('/etc/fw_env.config') }),
+            z.strictObject({ type: z.literal('grub'), path: safePath.default('/boot/grub/grubenv') }),
           ])
           .optional(),
         /** Directory of trusted Ed25519 public keys (*.pem); several allowed for key rotation. Default: <storageDir>/keys. */
-        keysDir: z.string().min(1).optional(),
+        keysDir: safePath.optional(),
         /** Boot attempts of a new slot before falling back to the old one. */
         bootAttempts: z.number().int().min(1).max(10).default(3),
         /**
@@ -290,5 +291,18 @@ export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): st
 export function loadBoardProfile(file: string): BoardProfile {
   const p = loadJsonFile(file, boardProfileSchema, 'board profile');
   const dir = dirname(p.sourceFile);
-  return { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
+  const board = { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
+  // The folder a relative path was resolved against may itself hold what the raw value may not.
+  const f = board.fencing as { controlSocket?: string; passwordFile?: string } | undefined;
+  const be = board.upgrade.bootEnv as { path?: string; config?: string } | undefined;
+  const paths: Record<string, string | undefined> = {
+    storageDir: board.storageDir, 'ha.keyFile': board.ha?.keyFile, 'console.device': board.console?.device,
+    'partner.serial.device': board.partner?.serial?.device, 'watchdog.device': board.watchdog?.device,
+    'fencing.controlSocket': f?.controlSocket, 'fencing.passwordFile': f?.passwordFile,
+    'upgrade.slotsDir': board.upgrade.slotsDir, 'upgrade.keysDir': board.upgrade.keysDir,
+    'upgrade.bootEnv.path': be?.path, 'upgrade.bootEnv.config': be?.config,
+  };
+  checkResolvedPaths('board profile', p.sourceFile, Object.fromEntries(Object.entries(paths).filter((e): e is [string, string] => e[1] !== undefined)));
+  return board;
 }
+

@@ -12,6 +12,7 @@ export type UsErrorCode =
   | 'US_ERR_QMP_CLOSED'      // the QMP connection went away
   | 'US_ERR_HYPERVISOR'      // QEMU could not be started or died
   | 'US_ERR_GUEST_TIMEOUT'   // the guest did not become ready in time
+  | 'US_ERR_GUEST_STATE'     // the guest came up without the saved state its disk holds: not serving
   | 'US_ERR_PINNING'         // CPU affinity / priority could not be applied
   | 'US_ERR_ALREADY_RUNNING' // a second controller on the same board
   | 'US_ERR_NOT_RUNNING'     // no controller answers on this board

@@ -28,7 +28,7 @@ import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
 import { restoreGuestDescriptor } from '../pair/guest-upgrade.js';
 import { acquireBoardLock } from './lock.js';
 import { startManagement, type Management } from './management.js';
-import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
+import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalGuestStateRefused, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
 import { memoryMb, raiseOwnPriority } from './process-info.js';
 import { serveControl, type ControlServer } from './ipc.js';
 import { controlSocketPath } from './paths.js';
@@ -54,7 +54,12 @@ export class Daemon {
   /** Messages refused from the partner, every channel (the replicator's when a guest is hosted). */
   private rejections = new PartnerRejections();
 
-  constructor(public board: BoardProfile, private readonly files: { board: string; guest?: string }, readonly log: Logger) {}
+  /** Set aside the guest's state disk before the next boot (the operator's --start-empty); one-shot. */
+  private startEmpty: boolean;
+
+  constructor(public board: BoardProfile, private readonly files: { board: string; guest?: string }, readonly log: Logger, o: { startEmpty?: boolean } = {}) {
+    this.startEmpty = o.startEmpty ?? false;
+  }
 
   async start(): Promise<void> {
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
@@ -79,6 +84,7 @@ export class Daemon {
       });
       await this.serve();
     } catch (e) {
+      if ((e as UsError).code === 'US_ERR_GUEST_STATE') journalGuestStateRefused(e, this.store);
       if (this.board.console && this.management && isConfigError(e)) return this.notServing(e);
       await this.stop();
       throw e;
@@ -95,6 +101,13 @@ export class Daemon {
     if (host) this.rejections = host.replicator.rejections;
     this.rejections.setSinks({ journal: (m, detail) => store.record('partner-message', m, detail), log: this.log.child({ component: 'partner-messages' }) });
     host?.supervisor.preflight();
+    if (host && this.startEmpty) {
+      this.startEmpty = false;
+      const aside = host.supervisor.setStateDiskAside();
+      store.record('guest', aside
+        ? `operator chose to start the guest empty: its state disk was set aside as ${aside} (kept, not deleted)`
+        : 'operator chose to start the guest empty: there was no state disk to set aside', { aside: aside ?? null });
+    }
     if (host) restoreGuestDescriptor(host.supervisor, store);
     if (board.ha) {
       // A service address left on our interface by an earlier run is not ours until we are primary.
@@ -138,13 +151,15 @@ export class Daemon {
   }
 
   /** Out of CONFIG-ERROR: re-reads the profile (and the descriptor) and starts serving, or stays. */
-  async retryStart(): Promise<{ board: string; role: string }> {
+  async retryStart(o: { startEmpty?: boolean } = {}): Promise<{ board: string; role: string }> {
     if (!this.configError) throw new UsError('US_ERR_ROLE', `board ${this.board.name} is serving (${this.role}): nothing to retry`);
+    if (o.startEmpty) this.startEmpty = true;
     try {
       this.board = retryProfile(this.board, this.files.board);
       this.configError = undefined;
       await this.serve();
     } catch (e) {
+      if ((e as UsError).code === 'US_ERR_GUEST_STATE') journalGuestStateRefused(e, this.store);
       await this.notServing(e);
       throw e;
     }
@@ -262,7 +277,7 @@ export class Daemon {
       setImmediate(() => void this.stop().then(() => process.exit(0)));
       return { stopping: true };
     },
-    'start.retry': () => this.retryStart(),
+    'start.retry': (args) => this.retryStart({ startEmpty: args.startEmpty === true }),
   };
 
   private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {

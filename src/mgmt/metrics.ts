@@ -75,6 +75,8 @@ export interface MetricsSnapshot {
     restarts: number;
     bootToReadyMs?: number;
     requestsProcessed?: number;
+    /** The last boot came up without the saved state its disk held (refused: US_ERR_GUEST_STATE). */
+    stateRefused?: boolean;
   } | null;
   endpoint?: { requests?: number; replies?: number; clients?: number };
   /** Inputs dropped or forgotten on the input path, by reason (cumulative). */
@@ -131,6 +133,7 @@ export class Metrics {
   private readonly guestState = this.gauge('understudy_guest_state', 'One-hot: the state of the guest', ['state']);
   private readonly guestRestarts = this.counter('understudy_guest_restarts_total', 'Guest restarts by the supervisor');
   private readonly guestBoot = this.gauge('understudy_guest_boot_to_ready_seconds', 'Last boot: QEMU start to the application answering');
+  private readonly guestStateRefused = this.gauge('understudy_guest_state_refused', '1 while the last boot came up without the saved state its disk holds (not serving; the operator decides)');
   private readonly guestRequests = this.counter('understudy_guest_requests_processed_total', 'Requests the guest application reports as processed');
   private readonly svcRequests = this.counter('understudy_service_requests_total', 'Requests received on the service endpoint');
   private readonly svcReplies = this.counter('understudy_service_replies_total', 'Replies sent from the service endpoint');
@@ -186,6 +189,7 @@ export class Metrics {
         this.count(this.guestRestarts, {}, g.restarts);
         if (g.bootToReadyMs !== undefined) this.guestBoot.set(g.bootToReadyMs / 1000);
         if (g.requestsProcessed !== undefined) this.count(this.guestRequests, {}, g.requestsProcessed);
+        this.guestStateRefused.set(g.stateRefused ? 1 : 0);
       }
     }
     if (s.endpoint) {
@@ -360,7 +364,8 @@ export function snapshotFrom(p: {
   }
   if (p.guest !== undefined) {
     s.guest = p.guest
-      ? { state: p.guest.state, restarts: p.guest.restarts.length, bootToReadyMs: p.guest.bootToReadyMs, requestsProcessed: p.guest.requestsProcessed }
+      ? { state: p.guest.state, restarts: p.guest.restarts.length, bootToReadyMs: p.guest.bootToReadyMs, requestsProcessed: p.guest.requestsProcessed,
+        stateRefused: !!p.guest.stateLoad && p.guest.stateLoad.expected && p.guest.stateLoad.outcome !== 'loaded' }
       : null;
   }
   if (p.endpoint) s.endpoint = { requests: p.endpoint.requests, replies: p.endpoint.replies, clients: p.endpoint.clients };

@@ -1,6 +1,6 @@
 /**
  * Checkpoints, kept on the backup board: a frozen copy of the clone (QEMU migration to a file) with
- * the input sequence number it contains, and the log of every input received since, in SQLite. If
+ * the input sequence number it contains (written by Node from a unix socket QEMU migrates to: no shell), and the log of every input received since, in SQLite. If
  * both guests are lost, the surviving controller restores the checkpoint and replays the log, so
  * every acknowledged input is back. The log is truncated after each checkpoint: disk use stays bounded
  * (one checkpoint file, the inputs of one interval).
@@ -13,7 +13,7 @@ import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ClientMapState } from '../guest/client-map.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
-import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
+import { feedIncoming, migrateToFile, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
@@ -129,7 +129,7 @@ export class Checkpointer {
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
-      const { downtimeMs } = await migrate(qemu, { uri: `exec:cat > ${tmp}`, pollMs: 50, errorPrefix: 'checkpoint migration' });
+      const { downtimeMs } = await migrateToFile(qemu, tmp, join(this.storageDir, 'checkpoint-out.sock'), { pollMs: 50, errorPrefix: 'checkpoint migration' });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');
@@ -191,7 +191,14 @@ export class Checkpointer {
     const cp = this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     await this.supervisor.stop();
-    await this.supervisor.startClone(`exec:cat ${this.file}`);
+    const incoming = join(this.storageDir, 'restore-in.sock');
+    await this.supervisor.startClone(`unix:${incoming}`);
+    try {
+      await feedIncoming(this.file, incoming);
+    } catch (e) {
+      await this.supervisor.stop(); // a QEMU waiting for a stream that will not come
+      throw e;
+    }
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq);
     await this.supervisor.finishClone();

@@ -1,9 +1,12 @@
 /**
  * Migration of the running guest out of its hypervisor, to wherever a URI points: a clone to the
- * partner (`unix:` relay) or a checkpoint to a file (`exec:cat > …`). One typed helper over QMP
- * (query-kvm, stop, migrate-set-capabilities, migrate-set-parameters, migrate, query-migrate,
- * migrate_cancel, cont), written against the Hypervisor seam. Knows nothing of what the copy is
- * for: callers resume the source, record and report.
+ * partner (`unix:` relay) or a checkpoint to a file (migrateToFile: QEMU writes to a unix socket
+ * this process listens on and Node writes the file; feedIncoming reads one back into a QEMU waiting
+ * with `-incoming unix:…`). No shell: QEMU 7.2's `exec:` URIs run `/bin/sh -c`, it has no `file:`
+ * URI, and `fd:` needs a descriptor passed over QMP with SCM_RIGHTS, which Node cannot do. One
+ * typed helper over QMP (query-kvm, stop, migrate-set-capabilities, migrate-set-parameters,
+ * migrate, query-migrate, migrate_cancel, cont), written against the Hypervisor seam. Knows nothing
+ * of what the copy is for: callers resume the source, record and report.
  *
  * Live (the guest runs while its RAM goes over) only under KVM. Under TCG the guest is stopped
  * before the copy starts: QEMU's TCG dirty tracking loses guest writes during a live migration.
@@ -16,6 +19,9 @@
  * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
  * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsError } from '../../core/errors.js';
 import type { Hypervisor } from './types.js';
@@ -28,7 +34,7 @@ const DOWNTIME_LIMIT_MS = 20;
 const MAX_BANDWIDTH_BYTES_PER_S = 4 * 1024 ** 3;
 
 export interface MigrationOptions {
-  /** Where the stream goes: `unix:<path>`, `exec:<command>`, … */
+  /** Where the stream goes: `unix:<path>` (never `exec:`: that runs a shell). */
   uri: string;
   /** Period of the query-migrate polls, ms. */
   pollMs: number;
@@ -112,4 +118,63 @@ export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: bo
   if (o.cancelActive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
   const state = await hv.status().catch(() => '');
   if (state === 'postmigrate' || state === 'paused') await hv.qmp.execute('cont').catch(() => undefined);
+}
+
+/**
+ * Migrates the running guest into `file` (created, mode 0600; it must not exist) with no shell:
+ * QEMU connects to a unix socket at `socketPath` that this process listens on, and the stream is
+ * written to the file from here. Resolves once QEMU reports completion AND the whole stream is on
+ * disk (not yet fsynced: the caller does that before it renames). On failure the file is left for
+ * the caller to remove.
+ */
+export async function migrateToFile(hv: Hypervisor, file: string, socketPath: string, o: Omit<MigrationOptions, 'uri'>): Promise<MigrationResult> {
+  rmSync(socketPath, { force: true });
+  const server = createServer();
+  let writing: Promise<void> | undefined;
+  let conn: Socket | undefined;
+  server.on('connection', (sock) => {
+    if (writing) { sock.destroy(); return; } // one stream only: whoever comes second gets nothing
+    conn = sock;
+    writing = pipeline(sock, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+    writing.catch(() => undefined); // awaited below; a failure here must not go unhandled meanwhile
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => { server.off('error', reject); resolve(); });
+  });
+  try {
+    const r = await migrate(hv, { ...o, uri: `unix:${socketPath}` });
+    if (!writing) throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix}: QEMU reported completion but never connected to ${socketPath}`);
+    await writing; // QEMU closes its end after the last byte
+    return r;
+  } catch (e) {
+    conn?.destroy();
+    await writing?.catch(() => undefined);
+    throw e;
+  } finally {
+    server.close();
+    rmSync(socketPath, { force: true });
+  }
+}
+
+/**
+ * Feeds a migration stream saved by migrateToFile to a QEMU started with `-incoming unix:<socketPath>`
+ * (it listens there). Resolves once the whole file is sent; QEMU then loads it and stops (`paused`).
+ */
+export async function feedIncoming(file: string, socketPath: string, timeoutMs = 10000): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  let sock: Socket;
+  for (;;) {
+    try {
+      sock = await new Promise<Socket>((resolve, reject) => {
+        const s = connect(socketPath, () => { s.off('error', reject); resolve(s); });
+        s.once('error', reject);
+      });
+      break;
+    } catch (e) {
+      if (performance.now() > end) throw new UsError('US_ERR_HYPERVISOR', `cannot reach QEMU's incoming migration socket ${socketPath}: ${(e as Error).message}`);
+      await sleep(20);
+    }
+  }
+  await pipeline(createReadStream(file), sock);
 }
