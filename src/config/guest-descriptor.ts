@@ -2,11 +2,13 @@
  * The guest descriptor: one guest's image, memory, emulated legacy NIC, ports and watchdog.
  * Format documented in guests/README.md. Validation only.
  */
+import { realpathSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
+import { UsError } from '../core/errors.js';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
-import { checkResolvedPaths, safePath } from './safe-path.js';
+import { checkResolvedPaths, safePath, unsafePathReason } from './safe-path.js';
 
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
@@ -65,4 +67,26 @@ export function loadGuestDescriptor(file: string): GuestDescriptor {
   const image = { ...g.image, kernel: resolve(dir, g.image.kernel), initrd: resolve(dir, g.image.initrd) };
   checkResolvedPaths('guest descriptor', g.sourceFile, { 'image.kernel': image.kernel, 'image.initrd': image.initrd });
   return { ...g, image };
+}
+
+/**
+ * A guest descriptor the PARTNER names (a clone's or a guest upgrade's `guestFile`): loaded only
+ * from the folder this board's own descriptor is in (`ownFile`), both resolved through symlinks, so
+ * whoever can talk on the partner channel cannot make this board read, or start QEMU on, files
+ * anywhere else. Throws US_ERR_CONFIG naming the field before anything is stopped or started.
+ */
+export function loadPartnerGuestDescriptor(file: string, ownFile: string, field = 'guestFile'): GuestDescriptor {
+  const bad = unsafePathReason(file, true);
+  if (bad) throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${JSON.stringify(file.slice(0, 80))}: ${bad}`, { field });
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch (e) {
+    throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} on this board`, { field });
+  }
+  const allowed = dirname(realpathSync(ownFile));
+  if (dirname(real) !== allowed || !real.endsWith('.json')) {
+    throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${file} is not a .json descriptor in ${allowed}, the folder of this board's guest descriptor: refused`, { field });
+  }
+  return loadGuestDescriptor(real);
 }

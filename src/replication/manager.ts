@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
-import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
+import { loadPartnerGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { listThreads } from '../hw/affinity.js';
@@ -311,15 +311,18 @@ export class ReplicationManager extends EventEmitter {
     try {
       this.emit('clone-target', 'started');
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
+      // A clone runs what its source runs (the same kernel and initrd, or the migration fails). The
+      // partner names the descriptor: checked before this board's copy is stopped.
+      const descriptor = guestFile && guestFile !== this.supervisor.guest.sourceFile
+        ? loadPartnerGuestDescriptor(guestFile, this.supervisor.guest.sourceFile, 'clone-prepare guestFile') : undefined;
       // Inputs of a stream already followed keep being logged and acknowledged, but none reaches a
       // guest until the new clone is cut over (the new QEMU would read them in before its memory arrives).
       this.admitClone('check');
       this.replicator.pauseDelivery();
       await this.supervisor.stop();
       this.admitClone('become-target');
-      // A clone runs what its source runs (the same kernel and initrd, or the migration fails).
-      if (guestFile && guestFile !== this.supervisor.guest.sourceFile) {
-        this.supervisor.useDescriptor(loadGuestDescriptor(guestFile));
+      if (descriptor) {
+        this.supervisor.useDescriptor(descriptor);
         this.emit('guest-descriptor', this.supervisor.guest);
       }
       await this.supervisor.startClone(`unix:${join(this.board.storageDir, 'migrate-in.sock')}`);

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { loadBoardProfile } from '../../src/config/board-profile.js';
-import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
+import { loadGuestDescriptor, loadPartnerGuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { unsafePathReason } from '../../src/config/safe-path.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
 
@@ -91,5 +91,33 @@ describe('paths from the configuration (hostile values)', () => {
       const hasMeaning = [...p].some((c) => meaningful.has(c) || /[\u0000-\u001f\u007f-\uffff]/.test(c));
       assert.equal(accepted, !hasMeaning, p);
     }), { numRuns: 2000 });
+  });
+
+  it('a descriptor the partner names (clone-prepare, guest-upgrade-prepare) is read only from the folder of this board\'s own', () => {
+    // Two descriptors side by side, as an operator installs versions; their images resolved from the repository.
+    const own = sample('guests/dx-legacy.json');
+    for (const k of ['kernel', 'initrd'] as const) own.image[k] = repo(join('guests', own.image[k]));
+    const ownFile = write('dx.json', own);
+    const v2 = write('dx-v2.json', { ...own, version: '2.0.0' });
+    assert.equal(loadPartnerGuestDescriptor(v2, ownFile).version, '2.0.0', 'beside its own: loaded');
+    const elsewhere = join(dir, 'other');
+    mkdirSync(elsewhere);
+    const outside = join(elsewhere, 'dx.json');
+    copyFileSync(v2, outside);
+    const link = join(dir, 'link.json');
+    symlinkSync(outside, link); // a symlink beside it pointing elsewhere is resolved first
+    const refused = (f: string, pattern: RegExp) => assert.throws(() => loadPartnerGuestDescriptor(f, ownFile, 'clone-prepare guestFile'), (e: Error & { code: string }) => {
+      assert.equal(e.code, 'US_ERR_CONFIG');
+      assert.match(e.message, /the partner's clone-prepare guestFile/);
+      assert.match(e.message, pattern);
+      return true;
+    });
+    refused(outside, /not a \.json descriptor in .*refused/);
+    refused(link, /not a \.json descriptor in/);
+    refused(join(dir, '..', 'etc', 'passwd'), /ENOENT|not a \.json/);
+    refused('/etc/passwd', /not a \.json descriptor/);
+    refused('relative/dx.json', /must be an absolute path/);
+    refused(`${dir}/dx.json,file=/etc/shadow`, /comma/);
+    refused(join(dir, 'missing.json'), /ENOENT on this board/);
   });
 });
