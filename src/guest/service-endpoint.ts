@@ -7,11 +7,17 @@
  * see the same stream) when it is over maxRequestBytes, has no id the guest would read (it would
  * stay silent: nothing to answer, nothing to cache), goes over its source address's rate, finds the
  * pipeline's queue full, or is a new client while every identity is held (src/guest/client-map.ts).
+ *
+ * An AUTH answer is taken only from the AUTH service's address and port, to the ephemeral port of
+ * this board's AUTH socket, at most maxRequestBytes long, and only about a subscriber this board
+ * asked about and has not had an answer for (`AUTHR <sub> …` after an `AUTHQ <sub>` sent): one answer
+ * per question. A forged or stray answer is dropped and counted before it is sequenced.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { ClientMap, requestId } from './client-map.js';
+import { authSubject } from './guest-port.js';
 import type { GuestOutput, InputPipeline, OutputSink } from './io.js';
 
 export interface ServiceEndpointOptions {
@@ -26,6 +32,9 @@ export interface ServiceEndpointOptions {
   /** Source addresses whose rate is tracked (the longest idle is forgotten first). Default 4096. */
   trackedSources?: number;
 }
+
+/** Open AUTH questions remembered (the guest asks one at a time; this bounds a misbehaving guest). */
+const MAX_OPEN_QUESTIONS = 1024;
 
 /** Per-source token buckets in a bounded table (a Map in least-recently-seen order). */
 export class SourceRateLimiter {
@@ -66,7 +75,11 @@ export class ServiceEndpoint implements OutputSink {
     requests: 0, replies: 0, oversized: 0, unroutable: 0, authQueries: 0, authReplies: 0, authIgnored: 0,
     /** Dropped: no id the guest would read; over the source's rate; a new client with every identity held (a full queue is counted by the pipeline). */
     noId: 0, rateLimited: 0, clientsRefused: 0,
+    /** AUTH answers dropped: over maxRequestBytes; about no question this board has open. */
+    authOversized: 0, authUnasked: 0,
   };
+  /** AUTH questions sent and not yet answered, by subscriber (a count: the guest may ask again). */
+  private readonly asked = new Map<string, number>();
   private readonly limiter: SourceRateLimiter;
   private lastDropLog = 0;
   private dropsAtLastLog = 0;
@@ -107,6 +120,20 @@ export class ServiceEndpoint implements OutputSink {
     this.pipeline?.submit({ kind: 'request', clientPort, payload: msg });
   }
 
+  /** One datagram on the AUTH client socket: an answer is handed to the pipeline only if it answers an open question. */
+  receiveAuth(msg: Buffer, from: { address: string; port: number }): void {
+    const c = this.counters;
+    if (from.address !== this.o.auth.address || from.port !== this.o.auth.port) { c.authIgnored++; return; }
+    if (msg.length > (this.o.maxRequestBytes ?? 512)) { c.authOversized++; return; }
+    const sub = authSubject('answer', msg);
+    const open = sub === undefined ? 0 : this.asked.get(sub) ?? 0;
+    if (open === 0) { c.authUnasked++; return; }
+    if (open === 1) this.asked.delete(sub!);
+    else this.asked.set(sub!, open - 1);
+    c.authReplies++;
+    this.pipeline?.submit({ kind: 'auth-reply', payload: msg });
+  }
+
   attach(pipeline: InputPipeline): void {
     this.pipeline = pipeline;
   }
@@ -117,9 +144,7 @@ export class ServiceEndpoint implements OutputSink {
     // The AUTH client socket binds to the service address so answers come back to this board only.
     this.authSocket = await bindUdp(this.o.service.address, 0, 'AUTH client socket');
     this.authSocket.on('message', (msg, rinfo) => {
-      if (rinfo.address !== this.o.auth.address || rinfo.port !== this.o.auth.port) { this.counters.authIgnored++; return; }
-      this.counters.authReplies++;
-      this.pipeline?.submit({ kind: 'auth-reply', payload: msg });
+      this.receiveAuth(msg, rinfo);
     });
     this.log.info({ service: this.o.service, auth: this.o.auth }, 'service endpoint open');
   }
@@ -132,6 +157,13 @@ export class ServiceEndpoint implements OutputSink {
       this.service.send(output.payload, client.port, client.address);
     } else {
       this.counters.authQueries++;
+      const sub = authSubject('question', output.payload);
+      if (sub !== undefined) {
+        const open = this.asked.get(sub) ?? 0;
+        this.asked.delete(sub); // re-inserted last: the oldest open question is forgotten first
+        this.asked.set(sub, open + 1);
+        if (this.asked.size > MAX_OPEN_QUESTIONS) this.asked.delete(this.asked.keys().next().value!);
+      }
       this.authSocket?.send(output.payload, this.o.auth.port, this.o.auth.address);
     }
   }

@@ -88,7 +88,7 @@ export interface MetricsSnapshot {
 }
 
 /** The reasons of understudy_input_dropped_total (docs/replication.md, bounds on the input path). */
-export const INPUT_DROP_REASONS = ['oversized', 'no-id', 'rate-limited', 'queue-full', 'held-full', 'client-refused', 'pending-pruned'] as const;
+export const INPUT_DROP_REASONS = ['oversized', 'no-id', 'rate-limited', 'queue-full', 'held-full', 'client-refused', 'pending-pruned', 'auth-foreign', 'auth-oversized', 'auth-unasked'] as const;
 
 export interface MetricsOptions {
   /** Also export the process's own metrics (process_resident_memory_bytes, CPU, event loop…). Default true. */
@@ -343,6 +343,7 @@ export function snapshotFrom(p: {
     s.inputDrops = {
       oversized: e?.oversized ?? 0, 'no-id': e?.noId ?? 0, 'rate-limited': e?.rateLimited ?? 0,
       'queue-full': d?.queueFull ?? 0, 'held-full': d?.heldFull ?? 0, 'client-refused': e?.clientsRefused ?? 0, 'pending-pruned': d?.pendingPruned ?? 0,
+      'auth-foreign': e?.authIgnored ?? 0, 'auth-oversized': e?.authOversized ?? 0, 'auth-unasked': e?.authUnasked ?? 0,
     };
   }
   if (p.ha) {

@@ -175,6 +175,46 @@ describe('Client map: no identity handed over while the guest may hold its cache
   });
 });
 
+describe('AUTH answers', () => {
+  it('only from the AUTH service, at most maxRequestBytes, and one per question this board asked; the rest dropped and counted', () => {
+    const ep = new ServiceEndpoint({ service: { address: '127.0.0.1', port: 0 }, auth: { address: '127.0.0.1', port: 7000 } }, log);
+    const submitted: string[] = [];
+    ep.attach({ submit: (i) => { submitted.push(i.payload.toString()); }, onGuestOutput: () => undefined });
+    const auth = { address: '127.0.0.1', port: 7000 };
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), auth); // asked nothing yet
+    ep.release({ kind: 'auth-query', payload: Buffer.from('AUTHQ S1') });
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), { address: '127.0.0.2', port: 7000 }); // another source
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), { address: '127.0.0.1', port: 7001 }); // another port
+    ep.receiveAuth(Buffer.from(`AUTHR S1 OK ${'x'.repeat(600)}`), auth); // oversized
+    ep.receiveAuth(Buffer.from('AUTHR S2 OK'), auth); // a subscriber nobody asked about
+    ep.receiveAuth(Buffer.from('garbage'), auth);
+    assert.deepEqual(submitted, [], 'nothing forged reached the pipeline');
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), auth);
+    ep.receiveAuth(Buffer.from('AUTHR S1 BLOCKED'), auth); // a second answer to one question
+    assert.deepEqual(submitted, ['AUTHR S1 OK'], 'one answer per question');
+    // The guest asks again (its own retry): one more answer is due.
+    ep.release({ kind: 'auth-query', payload: Buffer.from('AUTHQ S1') });
+    ep.release({ kind: 'auth-query', payload: Buffer.from('AUTHQ S1') });
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), auth);
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), auth);
+    ep.receiveAuth(Buffer.from('AUTHR S1 OK'), auth);
+    assert.equal(submitted.length, 3);
+    assert.deepEqual({ ...ep.counters, requests: 0 }, { ...ep.counters, requests: 0, authIgnored: 2, authOversized: 1, authUnasked: 5, authReplies: 3, authQueries: 3 });
+  });
+
+  it('a guest asking about more subscribers than the table holds forgets the oldest questions first', () => {
+    const ep = new ServiceEndpoint({ service: { address: '127.0.0.1', port: 0 }, auth: { address: '127.0.0.1', port: 7000 } }, log);
+    const submitted: string[] = [];
+    ep.attach({ submit: (i) => { submitted.push(i.payload.toString()); }, onGuestOutput: () => undefined });
+    for (let i = 0; i < 1030; i++) ep.release({ kind: 'auth-query', payload: Buffer.from(`AUTHQ Q${i}`) });
+    const auth = { address: '127.0.0.1', port: 7000 };
+    ep.receiveAuth(Buffer.from('AUTHR Q0 OK'), auth);
+    ep.receiveAuth(Buffer.from('AUTHR Q1029 OK'), auth);
+    assert.deepEqual(submitted, ['AUTHR Q1029 OK']);
+    assert.equal(ep.counters.authUnasked, 1);
+  });
+});
+
 describe('Request ids over 16 bytes', () => {
   it('replyKey keeps a 17-byte id apart from its 16-byte prefix, and an id-less request apart from every real id', () => {
     const id16 = 'A'.repeat(16);
