@@ -18,6 +18,9 @@ type ReplStatus = ReplicationStatus & {
   lastCloneError?: string;
   failovers: number;
   inputLoss?: { checks: number; losses: number; last: { missing: number; at: string } | null } | null;
+  channelRejections?: Record<string, Record<string, number>>;
+  channelRejectionsTotal?: number;
+  lastChannelRejection?: { purpose: string; reason: string; remote: string; detail: string; at: string } | null;
 };
 
 export function formatReplication(role: string, r: ReplStatus | null): string {
@@ -40,6 +43,11 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number } | null }).checkpoint;
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
   if (r.inputLoss) lines.push(`  input-loss watch: ${r.inputLoss.checks} looks, ${r.inputLoss.losses} losses${r.inputLoss.last ? ` (last: ${r.inputLoss.last.missing} inputs at ${r.inputLoss.last.at}, repaired by a re-clone)` : ''}`);
+  if (r.channelRejectionsTotal) {
+    const by = Object.entries(r.channelRejections ?? {}).map(([p, rs]) => `${p}: ${Object.entries(rs).map(([k, n]) => `${k}=${n}`).join(' ')}`).join('; ');
+    const l = r.lastChannelRejection;
+    lines.push(`  partner channel connections rejected: ${r.channelRejectionsTotal} (${by})${l ? `; last ${l.at}: ${l.purpose} ${l.reason} ${l.remote} (${l.detail})` : ''}`);
+  }
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}`);
   return lines.join('\n');
 }

@@ -23,6 +23,8 @@ import { Store } from '../store/journal.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
 import { restoreGuestDescriptor } from '../pair/guest-upgrade.js';
+import { partnerChannelRejections } from '../replication/secure-channel.js';
+import { journalChannelRejections } from './channel-rejections.js';
 import { acquireBoardLock } from './lock.js';
 import { startManagement, type Management } from './management.js';
 import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
@@ -46,6 +48,7 @@ export class Daemon {
   private control?: ControlServer;
   private management?: Management;
   private releaseLock?: () => void;
+  private unjournalRejections?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
 
@@ -67,7 +70,8 @@ export class Daemon {
         scrape: async () => {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
-            replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses };
+            replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
+            channelRejections: partnerChannelRejections.snapshot() };
         },
       });
       await this.serve();
@@ -87,6 +91,7 @@ export class Daemon {
     host?.supervisor.preflight();
     if (host) restoreGuestDescriptor(host.supervisor, store);
     if (board.ha) {
+      this.unjournalRejections ??= journalChannelRejections(store, this.log.child({ component: 'partner-channel' }));
       // A service address left on our interface by an earlier run is not ours until we are primary.
       if (board.service.interface) await releaseAddress(board.service.interface, board.service.address, board.service.prefixLength);
       if (host && board.partner?.ethernet) {
@@ -117,6 +122,8 @@ export class Daemon {
     await this.pair?.stop();
     await this.replication?.close().catch(() => undefined);
     await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
+    this.unjournalRejections?.();
+    this.unjournalRejections = undefined;
     this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.host = undefined;
   }
 
@@ -176,7 +183,10 @@ export class Daemon {
   }
 
   private replicationStatus(): Record<string, unknown> | null {
-    return this.pair ? this.pair.replicationStatus() : this.host ? { ...this.host.replicator.status(), cloneInProgress: false, failovers: 0 } : null;
+    const st = this.pair ? this.pair.replicationStatus() : this.host ? { ...this.host.replicator.status(), cloneInProgress: false, failovers: 0 } : null;
+    // The partner channels' rejections (inputs, migration, upgrade), by purpose and reason.
+    return st && { ...st, channelRejections: partnerChannelRejections.snapshot(), channelRejectionsTotal: partnerChannelRejections.total,
+      lastChannelRejection: partnerChannelRejections.last ?? null };
   }
 
   private guestHost(): GuestHost {

@@ -65,6 +65,8 @@ export interface MetricsSnapshot {
   inputLosses?: number;
   /** Times this board took over as primary from a failed partner. */
   failovers?: number;
+  /** Partner-channel connections dropped, by purpose (inputs, migration, upgrade) and reason (src/replication/secure-channel.ts). */
+  channelRejections?: Record<string, Record<string, number>>;
   fencing?: { attempts: number; failures: number };
   watchdog?: { kicks: number; kicking: boolean } | null;
   guest?: {
@@ -111,6 +113,7 @@ export class Metrics {
   private readonly protectedNow = this.gauge('understudy_replication_protected', '1 while the backup holds an up-to-date clone');
   private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
   private readonly inputLosses = this.counter('understudy_guest_input_losses_total', 'Times the guest copy was found short of inputs it was handed (repaired by a re-clone)');
+  private readonly channelRejected = this.counter('understudy_partner_channel_rejected_total', 'Partner-channel connections dropped for a failed handshake or an unauthenticated record, by purpose and reason', ['purpose', 'reason']);
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
   private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
@@ -152,6 +155,9 @@ export class Metrics {
     if (s.divergences !== undefined) this.count(this.divergences, {}, s.divergences);
     if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
     if (s.inputLosses !== undefined) this.count(this.inputLosses, {}, s.inputLosses);
+    for (const [purpose, reasons] of Object.entries(s.channelRejections ?? {})) {
+      for (const [reason, n] of Object.entries(reasons)) this.count(this.channelRejected, { purpose, reason }, n);
+    }
     if (s.fencing) {
       this.count(this.fenceAttempts, {}, s.fencing.attempts);
       this.count(this.fenceFailures, {}, s.fencing.failures);
@@ -294,8 +300,13 @@ export function snapshotFrom(p: {
   replication?: Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> | null;
   failovers?: number;
   inputLosses?: number;
+  channelRejections?: Record<string, Partial<Record<string, number>>>;
 }): MetricsSnapshot {
   const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses };
+  if (p.channelRejections) {
+    s.channelRejections = Object.fromEntries(Object.entries(p.channelRejections).map(([k, v]) =>
+      [k, Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number'))]));
+  }
   if (p.replication) {
     const r = p.replication;
     s.inputSequence = { last: r.lastSeq, acked: r.ackedSeq, delivered: r.deliveredSeq };
