@@ -8,7 +8,7 @@ connection's client, so that a frame sent on IFACE arrives at the server across 
 segments into that live connection: the next
 sequence number after a segment it saw, the sender's addresses, ports and MACs, and a TLS
 application-data record of random bytes (what an attacker writes to pass as the sender), retrying on
-later segments up to 3 times. Prints one JSON line: {"captured": [hex...], "injected": n}.
+later segments up to 3 times. Prints `ready` on stderr once it listens, then one JSON line on stdout: {"captured": [hex...], "injected": n}.
 Test tool only; no traffic leaves the namespace's link.
 """
 import json
@@ -26,6 +26,7 @@ ETH_P_IP = 0x0800
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(ETH_P_ALL))
 s.bind((iface, 0))
 s.settimeout(0.2)
+print('ready', file=sys.stderr, flush=True)
 dst = socket.inet_aton(server_ip)
 
 
