@@ -105,8 +105,8 @@ function identityOf(purpose: string): string {
   return `understudy/v${CHANNEL_VERSION}/${purpose}`;
 }
 
-/** The purpose of an established channel socket (set by connect/listen), for MessageChannel's counts. */
-const purposeOf = new WeakMap<Socket, string>();
+/** The purpose and side of an established channel socket (set by connect/listen), for MessageChannel's counts. */
+const channelOf = new WeakMap<Socket, { purpose: string; side: 'server' | 'client' }>();
 
 function remoteOf(sock: Socket): string {
   return `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`;
@@ -130,7 +130,7 @@ function isTlsError(e: Error & { code?: string }): boolean {
  * A plain close or reset is not a rejection.
  */
 function guardEstablished(sock: TLSSocket, purpose: string, side: 'server' | 'client'): void {
-  purposeOf.set(sock, purpose);
+  channelOf.set(sock, { purpose, side });
   const remote = remoteOf(sock);
   sock.on('error', (e: Error & { code?: string }) => {
     if (isTlsError(e) && !isPeerAlert(e)) partnerChannelRejections.record({ purpose, reason: 'record', side, remote, detail: e.code ?? e.message });
@@ -278,8 +278,8 @@ export class MessageChannel extends EventEmitter {
     while (this.pending.length >= 4) {
       const len = this.pending.readUInt32BE(0);
       if (len < 1 || len > MAX_MESSAGE) {
-        const purpose = purposeOf.get(this.socket);
-        if (purpose) partnerChannelRejections.record({ purpose, reason: 'framing', side: 'server', remote: remoteOf(this.socket), detail: `message length ${len}` });
+        const ch = channelOf.get(this.socket);
+        if (ch) partnerChannelRejections.record({ ...ch, reason: 'framing', remote: remoteOf(this.socket), detail: `message length ${len}` });
         this.shutdown(new UsError('US_ERR_LINK', `bad message length ${len} from partner`));
         this.socket.destroy();
         return;

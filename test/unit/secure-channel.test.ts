@@ -212,6 +212,18 @@ describe('partner channel: TLS-PSK, every record authenticated (man-in-the-middl
     }
   });
 
+  it('a key holder that sends an impossible message length: the connection is dropped and counted (framing)', async () => {
+    const before = count('framing');
+    const sock = await connectAuthenticated('127.0.0.1', server.port, key, PURPOSE);
+    sock.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1]));
+    await until(() => closeErrors.length === 1, 'dropped');
+    assert.match(String(closeErrors[0]?.message), /bad message length/);
+    assert.equal(count('framing'), before + 1);
+    assert.equal(rejections.at(-1)?.side, 'server');
+    assert.deepEqual(delivered.at(-1), []);
+    sock.destroy();
+  });
+
   it('a byte pipe (the migration stream) is protected the same way: a flipped bit ends it', async () => {
     const got: Buffer[] = [];
     let closedErr: Error | undefined;
