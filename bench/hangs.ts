@@ -7,6 +7,9 @@
  *    partner-hung). The fenced board (a reset) boots, joins as backup and is cloned to by itself.
  *  - kill (controller): SIGKILL of the primary's controller. Its membership process's dying gasp
  *    (health 'gone'), the backup fences at once (BACKUP -> FENCING on partner-gone) and promotes.
+ *  - power: the primary's board loses power. No gasp: the backup's verdict, then the power
+ *    controller reports the board off, so it is fenced (found off) and taken over without the priority
+ *    delay. The board stays off (a power failure): the bench powers it on again, as an operator would.
  *  - partition: both partner links cut for PARTITION_MS, then healed. The primary keeps serving
  *    (no role change), fences its backup (a reset) and releases what it held for it; after the heal
  *    the backup joins and is cloned to. The clients' silence is the one at the cut.
@@ -34,7 +37,7 @@ import type { WitnessStatus } from '../src/replication/guest-witness.js';
 import type { JournalEvent } from '../src/store/journal.js';
 import { summarize, type LatencySummary } from './lib.js';
 
-export type HangKind = 'controller' | 'guest' | 'kill' | 'partition';
+export type HangKind = 'controller' | 'guest' | 'kill' | 'power' | 'partition';
 /** How long a partition round keeps both links cut. */
 export const PARTITION_MS = 3000;
 type Stat = { p50: number; p99: number; max: number; count: number };
@@ -144,6 +147,7 @@ export class HangBench {
     const before = Date.now();
     if (kind === 'controller') await this.chassis.fail(primary, 'hang');
     else if (kind === 'kill') await this.chassis.fail(primary, 'kill');
+    else if (kind === 'power') await this.chassis.fail(primary, 'power');
     else if (kind === 'partition') await Promise.all([this.chassis.cut('ethernet'), this.chassis.cut('serial')]);
     else process.kill(qemuPid, 'SIGSTOP');
     const tFault = kind === 'guest' || kind === 'partition' ? (before + Date.now()) / 2 : before;
@@ -166,8 +170,9 @@ export class HangBench {
     const t = (e: JournalEvent | undefined) => (e ? Date.parse(e.at) - tFault : NaN);
     const tr = jb.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
     let verdict: JournalEvent | undefined;
-    if (kind === 'controller' || kind === 'kill') {
-      const event = kind === 'controller' ? 'partner-hung' : 'partner-gone';
+    if (kind === 'controller' || kind === 'kill' || kind === 'power') {
+      const event = kind === 'controller' ? 'partner-hung' : kind === 'kill' ? 'partner-gone' : 'partner-dead';
+      if (kind === 'power' && !jb.some((e) => e.kind === 'role' && /is powered off .*not a partition/.test(e.message))) throw new Error(`${what}: the power controller's answer was not used${show()}`);
       if (tr.join(' ') !== `BACKUP->FENCING:${event} FENCING->PRIMARY:fence-ok`) throw new Error(`${what}: the backup did not take over on ${event}: ${tr.join(' ')}${show()}`);
       verdict = jb.find((e) => e.kind === 'role.transition');
     } else if (kind === 'partition') {
@@ -192,7 +197,7 @@ export class HangBench {
     return {
       kind, board: primary, firstGoodReply: silence[1] - tFault, verdict: t(verdict), primary: kind === 'partition' ? NaN : t(promoted),
       protectedAgain: Date.now() - tFault - (kind === 'partition' ? PARTITION_MS : 0), answered: res.acked,
-      fence: kind === 'controller' || kind === 'kill' ? t(promoted) - t(verdict) : NaN,
+      fence: kind === 'controller' || kind === 'kill' || kind === 'power' ? t(promoted) - t(verdict) : NaN,
     };
   }
 
@@ -249,8 +254,8 @@ export class HangBench {
 export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<HangKind, number>>): Array<Array<string | number>> {
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
   const rows: Array<Array<string | number>> = [['measure (ms)', 'n', 'p50', 'p99', 'max', 'target']];
-  const name: Record<HangKind, string> = { controller: 'hang (controller)', guest: 'hang (guest)', kill: 'kill (controller)', partition: 'partition' };
-  for (const kind of ['controller', 'guest', 'kill', 'partition'] as const) {
+  const name: Record<HangKind, string> = { controller: 'hang (controller)', guest: 'hang (guest)', kill: 'kill (controller)', power: 'power loss', partition: 'partition' };
+  for (const kind of ['controller', 'guest', 'kill', 'power', 'partition'] as const) {
     const s = samples.filter((x) => x.kind === kind);
     if (!s.length) continue;
     const p = (f: (x: HangSample) => number): LatencySummary => summarize(s.map(f));
@@ -258,8 +263,8 @@ export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<Hang
     const row = (what: string, v: LatencySummary, target = '') => [what, v.n, fmt(v.p50), fmt(v.p99), fmt(v.max), target];
     const target = targetP99Ms[kind];
     rows.push(row(`${name[kind]}: fault → first good reply`, first, target === undefined ? '' : `≤ ${target} p99: ${first.p99 <= target ? 'met' : 'NOT met'}`));
-    if (kind === 'controller' || kind === 'kill') {
-      rows.push(row(`  fault → backup FENCING (${kind === 'controller' ? 'hang verdict' : 'dying gasp'})`, p((x) => x.verdict)));
+    if (kind === 'controller' || kind === 'kill' || kind === 'power') {
+      rows.push(row(`  fault → backup FENCING (${kind === 'controller' ? 'hang verdict' : kind === 'kill' ? 'dying gasp' : 'verdict, then the power controller says off'})`, p((x) => x.verdict)));
       rows.push(row('  of which FENCING → PRIMARY (the simulated fence, a reset)', p((x) => x.fence)));
       rows.push(row('  fault → backup PRIMARY', p((x) => x.primary)));
     } else if (kind === 'guest') {
@@ -267,7 +272,7 @@ export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<Hang
     } else {
       rows.push(row('  cut → the primary\'s fence of its backup done (0 failovers)', p((x) => x.verdict)));
     }
-    rows.push(row(`${name[kind]}: ${kind === 'partition' ? 'heal' : 'fault'} → protected again`, p((x) => x.protectedAgain), 'automatic'));
+    rows.push(row(`${name[kind]}: ${kind === 'partition' ? 'heal' : 'fault'} → protected again`, p((x) => x.protectedAgain), kind === 'power' ? 'board powered on by the bench' : 'automatic'));
   }
   return rows;
 }

@@ -32,13 +32,13 @@ function boardOf(o: Opts): BoardProfile {
  * CONFIG-ERROR the controller stays up (console and control socket only): the error thrown says so
  * and carries its pid in `detail`.
  */
-export async function startDaemonInBackground(boardFile: string, guestFile: string, timeoutMs: number): Promise<number> {
+export async function startDaemonInBackground(boardFile: string, guestFile: string, timeoutMs: number, o: { startEmpty?: boolean } = {}): Promise<number> {
   const board = loadBoardProfile(boardFile);
   loadGuestDescriptor(guestFile);
   const { mkdirSync } = await import('node:fs');
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const errFd = openSync(join(board.storageDir, 'understudyd.stderr'), 'a', 0o600);
-  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile], {
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile, ...(o.startEmpty ? ['--start-empty'] : [])], {
     detached: true,
     stdio: ['ignore', 'pipe', errFd],
     env: { ...process.env, ...DAEMON_ENV, UNDERSTUDY_NOTIFY: 'stdout', UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
@@ -66,10 +66,10 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
  * A controller already up on this board but not serving (CONFIG-ERROR) is asked to retry its start-up
  * (the operator has fixed the file); returns its pid, or undefined when none is in that state.
  */
-async function retryNotServing(sock: string, timeoutMs: number): Promise<number | undefined> {
+async function retryNotServing(sock: string, timeoutMs: number, startEmpty: boolean): Promise<number | undefined> {
   const up = (await callControl(sock, 'ping', {}, 3000).catch(() => undefined)) as { pid: number; role: string } | undefined;
   if (up?.role !== CONFIG_ERROR_ROLE) return undefined;
-  await callControl(sock, 'start.retry', {}, timeoutMs);
+  await callControl(sock, 'start.retry', { startEmpty }, timeoutMs);
   return up.pid;
 }
 
@@ -101,17 +101,19 @@ export function registerGuestCommands(program: Command): void {
     .option('--board <file>', 'board profile (default: $UNDERSTUDY_BOARD, /etc/understudy/board.json, board/sim-a.json)')
     .option('--guest <file>', 'guest descriptor (default: $UNDERSTUDY_GUEST, /etc/understudy/guest.json, guests/dx-legacy.json)')
     .option('--foreground', 'run the controller in this process until interrupted')
-    .action(action(async (o: Opts & { foreground?: boolean }) => {
+    .option('--start-empty', 'after the guest refused its saved state (US_ERR_GUEST_STATE): set the state disk aside (kept as <disk>.aside-<time>) and boot with an empty state')
+    .action(action(async (o: Opts & { foreground?: boolean; startEmpty?: boolean }) => {
       const boardFile = defaultBoardFile(o.board);
       const guestFile = defaultGuestFile(o.guest);
+      const startEmpty = o.startEmpty === true;
       if (o.foreground) {
         const { runDaemon } = await import('../mgmt/run-daemon.js');
-        await runDaemon(boardFile, guestFile);
+        await runDaemon(boardFile, guestFile, undefined, { startEmpty });
         return;
       }
       const g = loadGuestDescriptor(guestFile);
       const sock = controlSocketPath(loadBoardProfile(boardFile));
-      const pid = (await retryNotServing(sock, g.bootTimeoutMs + 30000)) ?? await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000);
+      const pid = (await retryNotServing(sock, g.bootTimeoutMs + 30000, startEmpty)) ?? await startDaemonInBackground(boardFile, guestFile, g.bootTimeoutMs + 30000, { startEmpty });
       const st = (await callControl(sock, 'status')) as DaemonStatus;
       print(o, { started: true, pid, status: st }, () => `controller started (pid ${pid})\n${formatStatus(st)}`);
     }));

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
+import type { RejectionStatus } from '../replication/rejections.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
 import { controlSocketOf } from './locate.js';
@@ -40,24 +41,32 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.cloneInProgress) lines.push(`  clone in progress: ${r.cloneProgress?.phase ?? '?'} ${r.cloneProgress?.percent ?? ''}${r.cloneProgress?.percent !== undefined ? '%' : ''}`);
   if (r.lastClone) lines.push(`  last clone: ${r.lastClone.at}, ${r.lastClone.durationMs} ms, guest paused ${r.lastClone.downtimeMs ?? '?'} ms, inputs held ${r.lastClone.holdMs} ms, cut-over at input ${r.lastClone.cutSeq}`);
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
-  const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number } | null }).checkpoint;
+  const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number; inputLog?: { limit: number; forced: number } } | null }).checkpoint;
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
+  if (r.drops) lines.push(`  input bounds: ${r.drops.queueFull} requests dropped with the queue full, ${r.drops.heldFull} during a cut-over; ${r.pendingReplies} requests waiting for a reply, ${r.drops.pendingPruned} forgotten unanswered`);
   if (r.inputLoss) lines.push(`  input-loss watch: ${r.inputLoss.checks} looks, ${r.inputLoss.losses} losses${r.inputLoss.last ? ` (last: ${r.inputLoss.last.missing} inputs at ${r.inputLoss.last.at}, repaired by a re-clone)` : ''}`);
   if (r.channelRejectionsTotal) {
     const by = Object.entries(r.channelRejections ?? {}).map(([p, rs]) => `${p}: ${Object.entries(rs).map(([k, n]) => `${k}=${n}`).join(' ')}`).join('; ');
     const l = r.lastChannelRejection;
     lines.push(`  partner channel connections rejected: ${r.channelRejectionsTotal} (${by})${l ? `; last ${l.at}: ${l.purpose} ${l.reason} ${l.remote} (${l.detail})` : ''}`);
   }
-  if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}`);
+  if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
+}
+
+/** Messages refused from the partner (src/replication/rejections.ts), one line; nothing while there were none. */
+export function formatPartnerMessages(p: RejectionStatus | undefined): string {
+  if (!p?.total) return '';
+  const by = Object.entries(p.byChannel).map(([ch, rs]) => `${ch} ${Object.entries(rs ?? {}).map(([r, n]) => `${r} ${n}`).join(', ')}`).join('; ');
+  return `\npartner messages refused: ${p.total} (${by})${p.last ? `; last ${p.last.at}: ${p.last.channel} ${p.last.reason}: ${p.last.detail}` : ''}`;
 }
 
 export function registerReplicationCommands(program: Command): void {
   program.command('status')
     .description('this board: role, guest, replication (input sequence numbers, lag, clone, divergences)')
     .option('--board <file>', 'board profile')
-    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean },
-      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}`));
+    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean; partnerMessages?: RejectionStatus },
+      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}${formatPartnerMessages(s.partnerMessages)}`));
 
   program.command('clone')
     .description('clone the running guest to the partner board now (on the primary)')

@@ -33,8 +33,14 @@ export function formatStatus(s: DaemonStatus): string {
     `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
     `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
     `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
+    `dropped at the endpoint: ${s.endpoint.oversized ?? 0} oversized, ${s.endpoint.noId ?? 0} without an id, ${s.endpoint.rateLimited ?? 0} over a source's rate, ${s.endpoint.clientsRefused ?? 0} new clients refused (every identity held)`,
     `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,
   ];
+  if (g.stateLoad) {
+    const l = g.stateLoad;
+    const refused = l.expected && l.outcome !== 'loaded';
+    lines.push(`saved state: ${l.outcome}${l.reason ? ` (${l.reason})` : ''}${l.expected ? ', expected' : ''}${refused ? ' — ALARM: REFUSED, not serving (understudy guest start --start-empty)' : ''}`);
+  }
   if (g.pinning) {
     const p = g.pinning;
     lines.push(`pinning: guest core ${p.guestCore}, housekeeping ${p.housekeeping.join(',')}, controller on CPUs ${p.controller}`);

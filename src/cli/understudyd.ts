@@ -27,8 +27,9 @@ const program = new Command('understudyd')
   .option('--board <file>', 'board profile')
   .option('--guest <file>', 'guest descriptor')
   .option('--no-guest', 'run the board without a guest (membership and roles only)')
+  .option('--start-empty', 'set the guest\'s state disk aside (kept) and boot it with an empty state: after it refused a saved state')
   .parse();
-const opts = program.opts<{ board?: string; guest?: string | false }>();
+const opts = program.opts<{ board?: string; guest?: string | false; startEmpty?: boolean }>();
 const notify = process.env.UNDERSTUDY_NOTIFY === 'stdout';
 let notified = false;
 
@@ -38,7 +39,7 @@ try {
     if (!notify) return;
     notified = true;
     process.stdout.write(err ? `FAILED ${JSON.stringify(asUsError(err).toJSON())}\n` : configError ? `CONFIG-ERROR ${JSON.stringify(configError)}\n` : `READY ${process.pid}\n`);
-  });
+  }, { startEmpty: opts.startEmpty === true });
 } catch (e) {
   const u = asUsError(e);
   if (!notify) process.stderr.write(`error ${u.code}: ${u.message}\n`);

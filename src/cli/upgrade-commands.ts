@@ -83,6 +83,7 @@ async function installWithProgress(s: UpgradeSetup, file: string, force: boolean
       env: s.env,
       trustedKeys: loadTrustedKeys(s.keysDir),
       bootAttempts: s.bootAttempts,
+      reserveBytes: s.reserveBytes,
       force,
       onProgress: (p) => progress.update(p.done, p.total),
     });

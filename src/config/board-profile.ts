@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
+import { checkResolvedPaths, safePath, safeProgram } from './safe-path.js';
 
 /**
  * Default of ha.priorityFencingDelayMs: the smallest the check below allows with the defaults of
@@ -64,11 +65,11 @@ export const boardProfileSchema = z
       guestRtPriority: z.number().int().min(0).max(99).default(0),
     }),
     /** QEMU binary, a name looked up on PATH or an absolute path. */
-    qemuBinary: z.string().min(1).default('qemu-system-x86_64'),
+    qemuBinary: safeProgram.default('qemu-system-x86_64'),
     /** Hypervisor accelerator: auto probes KVM (with a short timeout) and falls back to TCG. */
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */
-    storageDir: z.string().min(1),
+    storageDir: safePath,
     /**
      * The service endpoint: where external clients send requests to the guest. With `interface`, the
      * address moves with the primary role: added to that interface (and announced by gratuitous ARP)
@@ -80,16 +81,53 @@ export const boardProfileSchema = z
       interface: z.string().min(1).optional(),
       prefixLength: z.number().int().min(8).max(32).default(24),
     }),
+    /**
+     * Bounds of the input path (docs/replication.md, "Bounds on the input path"): what a flood of
+     * requests from any number of sources can make the controller hold. Every drop is counted in
+     * `understudy status` and the metrics, and journaled when it begins.
+     */
+    input: z
+      .strictObject({
+        /** Largest request datagram accepted (bytes, 1-2048); larger ones are dropped. */
+        maxRequestBytes: z.number().int().min(1).max(2048).default(512),
+        /**
+         * Requests per second accepted from one source address (token bucket); 0: no per-source limit.
+         * Above the most a controller has passed to the guest (13 695/s, BENCHMARKS.md): one gateway
+         * carrying many users is not throttled; lower it to the largest legitimate client's rate.
+         */
+        ratePerSource: z.number().int().min(0).max(1000000).default(20000),
+        /** Requests a source address may send at once above its rate (bucket size, 1-100000). */
+        burstPerSource: z.number().int().min(1).max(100000).default(2000),
+        /** Source addresses whose rate is tracked; past this the longest idle one is forgotten (16-1000000). */
+        trackedSources: z.number().int().min(16).max(1000000).default(4096),
+        /** Inputs queued before the guest (or held at a clone's cut-over) beyond which new requests are dropped (16-1000000). */
+        maxQueuedInputs: z.number().int().min(16).max(1000000).default(512),
+        /** Requests waiting for their reply remembered for output commit; the oldest are forgotten past it (16-1000000). */
+        maxPendingReplies: z.number().int().min(16).max(1000000).default(8192),
+        /** A request whose reply has not come for this long is forgotten (ms, 100-600000). */
+        pendingReplyMaxAgeMs: z.number().int().min(100).max(600000).default(10000),
+        /**
+         * Backup: inputs logged since the last checkpoint at which a checkpoint is forced (the log is
+         * truncated by each checkpoint), at most one attempt every 5 s (1000-100000000). At 512 bytes
+         * an input, the default bounds the log near 100 MB.
+         */
+        inputLogMaxInputs: z.number().int().min(1000).max(100000000).default(200000),
+        /** Entries of the guest's reply cache (the reference guest: 4096). The client map keeps identities that may still have cached replies. */
+        guestReplyCacheEntries: z.number().int().min(0).max(1000000).default(4096),
+        /** Extra entries the client map's mirror of that cache keeps: inputs the guest may lose without an identity being reused too early. */
+        replyCacheMargin: z.number().int().min(0).max(1000000).default(1024),
+      })
+      .prefault({}),
     /** External services the guest uses, reached through the controller. */
     externalServices: z.strictObject({ auth: endpoint }),
     /** Serial console of the board (login shell for field engineers). */
-    console: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+    console: z.strictObject({ device: safePath, baud: z.number().int().positive().default(115200) }).optional(),
     /** Prometheus metrics endpoint (GET /metrics), loopback only. Absent: no endpoint. */
     metrics: z.strictObject({ address: ipv4.default('127.0.0.1'), port }).optional(),
     /** Links to the partner blade. */
     partner: z
       .strictObject({
-        serial: z.strictObject({ device: z.string().min(1), baud: z.number().int().positive().default(115200) }).optional(),
+        serial: z.strictObject({ device: safePath, baud: z.number().int().positive().default(115200) }).optional(),
         ethernet: z
           .strictObject({ interface: z.string().min(1).optional(), localAddress: ipv4, partnerAddress: ipv4, port })
           .optional(),
@@ -102,16 +140,16 @@ export const boardProfileSchema = z
       })
       .optional(),
     /** Hardware watchdog of the board. */
-    watchdog: z.strictObject({ device: z.string().min(1), timeoutMs: z.number().int().min(100).max(600000) }).optional(),
+    watchdog: z.strictObject({ device: safePath, timeoutMs: z.number().int().min(100).max(600000) }).optional(),
     /** How this board powers off its partner before taking over. */
     fencing: z
       .discriminatedUnion('method', [
-        z.strictObject({ method: z.literal('simulated'), controlSocket: z.string().min(1), ...fenceActionFields }),
+        z.strictObject({ method: z.literal('simulated'), controlSocket: safePath, ...fenceActionFields }),
         z.strictObject({
           method: z.literal('ipmitool'),
           host: z.string().min(1),
           user: z.string().min(1),
-          passwordFile: z.string().min(1),
+          passwordFile: safePath,
           /** FRU / slot address of the partner at the shelf manager. */
           partnerTarget: z.string().min(1),
           ...fenceActionFields,
@@ -131,7 +169,7 @@ export const boardProfileSchema = z
          * Shared HMAC-SHA256 key for heartbeats and the partner channels: 64 hexadecimal digits on one line,
          * owner root, mode 0600 (`understudy ha keygen`; src/core/key-file.ts). Relative to the profile's folder.
          */
-        keyFile: z.string().min(1),
+        keyFile: safePath,
         /** Heartbeat period on each link (advert_interval). 1-1000. */
         intervalMs: z.number().int().min(1).max(1000).default(5),
         /** Silence after which one link is reported down (link_timeout). Must be below deadtimeMs. */
@@ -197,17 +235,17 @@ export const boardProfileSchema = z
     upgrade: z
       .strictObject({
         /** Holds the two slots A and B. Default: <storageDir>/slots. */
-        slotsDir: z.string().min(1).optional(),
+        slotsDir: safePath.optional(),
         /** Boot selection: a file-backed environment (simulation), U-Boot's (fw_setenv) or GRUB's (grub-editenv). */
         bootEnv: z
           .discriminatedUnion('type', [
-            z.strictObject({ type: z.literal('file'), path: z.string().min(1) }),
-            z.strictObject({ type: z.literal('uboot'), config: z.string().min(1).default('/etc/fw_env.config') }),
-            z.strictObject({ type: z.literal('grub'), path: z.string().min(1).default('/boot/grub/grubenv') }),
+            z.strictObject({ type: z.literal('file'), path: safePath }),
+            z.strictObject({ type: z.literal('uboot'), config: safePath.default('/etc/fw_env.config') }),
+            z.strictObject({ type: z.literal('grub'), path: safePath.default('/boot/grub/grubenv') }),
           ])
           .optional(),
         /** Directory of trusted Ed25519 public keys (*.pem); several allowed for key rotation. Default: <storageDir>/keys. */
-        keysDir: z.string().min(1).optional(),
+        keysDir: safePath.optional(),
         /** Boot attempts of a new slot before falling back to the old one. */
         bootAttempts: z.number().int().min(1).max(10).default(3),
         /**
@@ -216,8 +254,13 @@ export const boardProfileSchema = z
          * controller power-cycles it).
          */
         rebootCommand: z.array(z.string().min(1)).min(1).optional(),
+        /**
+         * Room kept free on the filesystem a package is written to: a partner's push (incoming) or an
+         * install (slots) is refused unless it fits with this much to spare. MiB, default 64.
+         */
+        reserveMb: z.number().int().min(0).max(1 << 20).default(64),
       })
-      .default({ bootAttempts: 3 }),
+      .default({ bootAttempts: 3, reserveMb: 64 }),
   })
   .superRefine((p, ctx) => {
     if (p.ha && !p.partner) {
@@ -248,5 +291,18 @@ export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): st
 export function loadBoardProfile(file: string): BoardProfile {
   const p = loadJsonFile(file, boardProfileSchema, 'board profile');
   const dir = dirname(p.sourceFile);
-  return { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
+  const board = { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
+  // The folder a relative path was resolved against may itself hold what the raw value may not.
+  const f = board.fencing as { controlSocket?: string; passwordFile?: string } | undefined;
+  const be = board.upgrade.bootEnv as { path?: string; config?: string } | undefined;
+  const paths: Record<string, string | undefined> = {
+    storageDir: board.storageDir, 'ha.keyFile': board.ha?.keyFile, 'console.device': board.console?.device,
+    'partner.serial.device': board.partner?.serial?.device, 'watchdog.device': board.watchdog?.device,
+    'fencing.controlSocket': f?.controlSocket, 'fencing.passwordFile': f?.passwordFile,
+    'upgrade.slotsDir': board.upgrade.slotsDir, 'upgrade.keysDir': board.upgrade.keysDir,
+    'upgrade.bootEnv.path': be?.path, 'upgrade.bootEnv.config': be?.config,
+  };
+  checkResolvedPaths('board profile', p.sourceFile, Object.fromEntries(Object.entries(paths).filter((e): e is [string, string] => e[1] !== undefined)));
+  return board;
 }
+

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
+import { checkResolvedPaths, safePath } from './safe-path.js';
 
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
@@ -18,9 +19,9 @@ export const guestDescriptorSchema = z.strictObject({
   version: z.string().min(1).max(32),
   image: z.strictObject({
     /** Kernel, relative to the descriptor's folder. */
-    kernel: z.string().min(1),
+    kernel: safePath,
     /** Initramfs holding the application, relative to the descriptor's folder. */
-    initrd: z.string().min(1),
+    initrd: safePath,
     /** Extra kernel command line. */
     append: z.string().default(''),
   }),
@@ -61,5 +62,7 @@ export type GuestDescriptor = z.output<typeof guestDescriptorSchema> & { readonl
 export function loadGuestDescriptor(file: string): GuestDescriptor {
   const g = loadJsonFile(file, guestDescriptorSchema, 'guest descriptor');
   const dir = dirname(g.sourceFile);
-  return { ...g, image: { ...g.image, kernel: resolve(dir, g.image.kernel), initrd: resolve(dir, g.image.initrd) } };
+  const image = { ...g.image, kernel: resolve(dir, g.image.kernel), initrd: resolve(dir, g.image.initrd) };
+  checkResolvedPaths('guest descriptor', g.sourceFile, { 'image.kernel': image.kernel, 'image.initrd': image.initrd });
+  return { ...g, image };
 }

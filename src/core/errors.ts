@@ -12,6 +12,7 @@ export type UsErrorCode =
   | 'US_ERR_QMP_CLOSED'      // the QMP connection went away
   | 'US_ERR_HYPERVISOR'      // QEMU could not be started or died
   | 'US_ERR_GUEST_TIMEOUT'   // the guest did not become ready in time
+  | 'US_ERR_GUEST_STATE'     // the guest came up without the saved state its disk holds: not serving
   | 'US_ERR_PINNING'         // CPU affinity / priority could not be applied
   | 'US_ERR_ALREADY_RUNNING' // a second controller on the same board
   | 'US_ERR_NOT_RUNNING'     // no controller answers on this board
@@ -35,6 +36,8 @@ export type UsErrorCode =
   | 'US_ERR_UPGRADE_BUSY'       // another upgrade operation holds the slots
   | 'US_ERR_UPGRADE_STATE'      // the slots' state forbids the operation (e.g. a trial not yet committed)
   | 'US_ERR_UPGRADE_ABORTED'    // a rolling upgrade of the pair stopped at a step (the detail names it)
+  | 'US_ERR_NO_SPACE'           // not enough free space for a package (push or install) with the reserve kept free
+  | 'US_ERR_UPGRADE_FLOOR'      // the running slot's signed version record (the downgrade floor) is missing or does not verify (--force overrides)
   | 'US_ERR_BOOTENV'            // the boot environment could not be read or written
   | 'US_ERR_NO_BOOTABLE_SLOT'   // neither slot holds a loadable image
   | 'US_ERR_YMODEM'             // a serial file transfer failed (protocol, retries exhausted, too large)

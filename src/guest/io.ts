@@ -19,6 +19,11 @@ export type GuestOutput =
 export interface InputPipeline {
   /** An external input arrived (a client request or the AUTH service's answer). */
   submit(input: GuestInput): void;
+  /**
+   * Optional: asked before a new client request is given an identity. False while a capped queue
+   * is full: the pipeline has counted the drop, and the caller drops the datagram.
+   */
+  admit?(): boolean;
   /** The local guest produced an output. */
   onGuestOutput(output: GuestOutput): void;
 }

@@ -8,7 +8,7 @@
  * the board's pid file that is somehow still alive at start is killed, never adopted.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -26,6 +26,26 @@ import type { QmpEvent } from '../hw/qmp/client.js';
 import { GuestPort } from './guest-port.js';
 
 export type GuestState = 'stopped' | 'starting' | 'running' | 'restarting' | 'failed';
+
+/**
+ * What the guest application said about its saved state at its last boot (its `DX-STATE` console
+ * line, guests/dx-legacy/PROTOCOL.md), and whether a state was expected: the state disk held one.
+ */
+export interface StateLoadOutcome {
+  expected: boolean;
+  outcome: 'loaded' | 'empty' | 'unknown';
+  /** The guest's reason for starting empty (`badformat`, `badcrc`, `nomagic`, …). */
+  reason?: string;
+  line?: string;
+  at: string;
+}
+
+/** The guest's state-load line on its console. */
+const DX_STATE_LINE = /DX-STATE (loaded|empty)(?: reason=(\S+))?[^\r\n]*/;
+/** How long after the guest answers its first PING its DX-STATE line may still be on its way to the console log. */
+const STATE_LINE_WAIT_MS = 5000;
+/** Bytes of the state disk's header (DX_STATE_HDR_LEN): all zero means no state was ever saved. */
+const STATE_HEADER_BYTES = 64;
 
 export interface RestartRecord {
   at: string;
@@ -49,6 +69,8 @@ export interface GuestStatus {
   pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
   restarts: RestartRecord[];
   console: { socket: string; log: string };
+  /** The state-load outcome of the last boot (none for a clone: it continues its source's memory). */
+  stateLoad?: StateLoadOutcome;
 }
 
 export interface SupervisorPaths {
@@ -124,6 +146,7 @@ export class GuestSupervisor extends EventEmitter {
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
   private keepSeqOnReady = false;
   private restarts: RestartRecord[] = [];
+  private stateLoad?: StateLoadOutcome;
   private stopping = false;
   private hangTimer?: NodeJS.Timeout;
   private hangChecking = false;
@@ -267,7 +290,7 @@ export class GuestSupervisor extends EventEmitter {
       try {
         await this.boot();
       } catch (e) {
-        if (this.board.accel !== 'auto' || this.accel?.accel !== 'kvm') throw e;
+        if (this.board.accel !== 'auto' || this.accel?.accel !== 'kvm' || (e as UsError).code === 'US_ERR_GUEST_STATE') throw e;
         // KVM passed the probe but the real guest failed under it (nested KVM): fall back to TCG once.
         this.accel = markKvmBroken(`KVM failed for the real guest: ${(e as Error).message}`, this.board.qemuBinary);
         this.log.warn({ reason: this.accel.reason }, 'falling back to TCG');
@@ -285,16 +308,77 @@ export class GuestSupervisor extends EventEmitter {
 
   private async boot(): Promise<void> {
     const t0 = performance.now();
+    const look = this.beforeStateLoad();
     const qemu = await this.launch();
     await qemu.qmp.execute('cont');
     await this.waitReady(t0);
+    await this.checkStateLoad(look);
+  }
+
+  /** Before a boot: whether the disk holds a saved state, and where the console log ends now. */
+  private beforeStateLoad(): { expected: boolean; consoleOffset: number } {
+    let consoleOffset = 0;
+    try {
+      consoleOffset = statSync(this.paths.consoleLog).size;
+    } catch {
+      // no console log yet
+    }
+    return { expected: stateDiskHoldsState(this.paths.stateDisk), consoleOffset };
+  }
+
+  /**
+   * After a boot: the guest's DX-STATE line. A guest that came up empty (or said nothing) although
+   * its disk held a saved state must neither serve nor SAVE over that disk: its QEMU is killed at
+   * once and the start fails with US_ERR_GUEST_STATE; the disk is left as it was. The operator
+   * decides (`understudy guest start --start-empty` sets the disk aside and starts empty).
+   */
+  private async checkStateLoad(look: { expected: boolean; consoleOffset: number }): Promise<void> {
+    const end = performance.now() + STATE_LINE_WAIT_MS;
+    let m: RegExpExecArray | null = null;
+    for (;;) {
+      m = DX_STATE_LINE.exec(readFrom(this.paths.consoleLog, look.consoleOffset));
+      if (m || !look.expected || performance.now() > end) break; // nothing expected: one look, for the status
+      await sleep(50);
+    }
+    const outcome: StateLoadOutcome = {
+      expected: look.expected, outcome: m ? (m[1] as 'loaded' | 'empty') : 'unknown',
+      ...(m?.[2] ? { reason: m[2] } : {}), ...(m ? { line: m[0].trim() } : {}), at: new Date().toISOString(),
+    };
+    this.stateLoad = outcome;
+    this.log.info({ stateLoad: outcome }, 'guest state load');
+    if (!look.expected || outcome.outcome === 'loaded') return;
+    // Before anything can ask it to SAVE; and not an unexpected exit to restart from (that would
+    // boot the same disk again): it stays down until the operator decides.
+    this.stopping = true;
+    await this.qemu?.killAndWait();
+    const said = m ? `it said "${outcome.line}"` : `it printed no DX-STATE line within ${STATE_LINE_WAIT_MS} ms`;
+    throw new UsError('US_ERR_GUEST_STATE', `guest ${this.guest.name} ${this.guest.version} came up without the saved state on ${this.paths.stateDisk} (${said}): `
+      + 'not serving, and the disk is left as it was; run "understudy guest start --start-empty" to set that disk aside and start with an empty state, '
+      + 'or start a guest version that reads it', { stateDisk: this.paths.stateDisk, reason: outcome.reason ?? outcome.outcome });
+  }
+
+  /**
+   * The operator's decision after a refused state: the state disk is renamed aside (kept, never
+   * deleted) and the next boot starts on a blank one. Only while stopped. Returns where it went,
+   * or undefined when there was no disk.
+   */
+  setStateDiskAside(): string | undefined {
+    if (this.state !== 'stopped' && this.state !== 'failed') throw new UsError('US_ERR_ROLE', `cannot set the state disk aside while the guest is ${this.state}`);
+    if (!existsSync(this.paths.stateDisk)) return undefined;
+    const aside = `${this.paths.stateDisk}.aside-${new Date().toISOString().replace(/[:.]/g, '-')}`;
+    renameSync(this.paths.stateDisk, aside);
+    this.log.warn({ from: this.paths.stateDisk, to: aside }, 'state disk set aside: the guest starts empty');
+    return aside;
   }
 
   /** Launches QEMU paused (or waiting for a migration stream) and pins it. */
   private async launch(incoming?: string): Promise<QemuProcess> {
     const g = this.guest;
     const append = [
-      'console=ttyS0', 'quiet', 'ipv6.disable=1', 'panic=1',
+      // A kernel fault is the end of this copy: an oops panics, a panic reboots at once, and the reboot
+      // (QEMU's RESET event, guest-initiated) is handled as the guest's failure (onQmpEvent). An NMI
+      // nobody claims panics too (an operator's crash dump; guest.inject nmi).
+      'console=ttyS0', 'quiet', 'ipv6.disable=1', 'oops=panic', 'panic=-1', 'unknown_nmi_panic',
       `dx.ip=${g.network.guestAddress}`, `dx.mask=${g.network.netmask}`, `dx.gw=${g.network.controllerAddress}`,
       `dx.port=${g.ports.service}`, `dx.mport=${g.ports.management}`, `dx.auth=${g.network.controllerAddress}:${g.ports.auth}`, `dx.aport=${g.ports.guestAuth}`,
       `dx.wdt=${g.watchdog.timeoutS}`, g.image.append,
@@ -406,7 +490,15 @@ export class GuestSupervisor extends EventEmitter {
   private onQmpEvent(e: QmpEvent): void {
     if (e.event === 'WATCHDOG') {
       this.restart(`guest watchdog expired (${String(e.data?.action ?? '')}): the application stopped kicking it`, 'reset');
-    } else if (e.event === 'GUEST_PANICKED' || e.event === 'RESET' || e.event === 'SHUTDOWN') {
+    } else if (e.event === 'GUEST_PANICKED' || (e.event === 'RESET' && e.data?.guest === true)) {
+      // The guest rebooted (or panicked) by itself: a kernel panic (the command line makes every oops
+      // one) or the application rebooting it. Its memory, the state this copy holds, is gone: the
+      // same failure as QEMU dying, through the same policy (a protected primary hands over, a
+      // backup's copy asks for a new clone). Our own system_reset (a watchdog restart) is not a
+      // guest reset, and only a running copy can fail this way.
+      this.log.error({ event: e.event, data: e.data }, 'guest reset itself');
+      if (this.state === 'running') this.restart(`the guest ${e.event === 'RESET' ? 'rebooted itself' : 'panicked'} (${String(e.data?.reason ?? e.event)}): a kernel panic or crash; see ${this.paths.consoleLog}`, 'relaunch');
+    } else if (e.event === 'RESET' || e.event === 'SHUTDOWN') {
       this.log.info({ event: e.event, data: e.data }, 'QEMU event');
     }
   }
@@ -510,8 +602,10 @@ export class GuestSupervisor extends EventEmitter {
     try {
       if (how === 'reset' && this.qemu?.alive) {
         const t0 = performance.now();
+        const look = this.beforeStateLoad();
         await this.qemu.qmp.execute('system_reset');
         await this.waitReady(t0);
+        await this.checkStateLoad(look);
       } else {
         this.qemu?.kill();
         await this.boot();
@@ -538,6 +632,7 @@ export class GuestSupervisor extends EventEmitter {
       nic: { framesToGuest: this.link.framesOut, framesFromGuest: this.link.framesIn, dropped: this.link.dropped },
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
+      ...(this.stateLoad ? { stateLoad: this.stateLoad } : {}),
     };
     if (this.qemu?.alive) {
       try {
@@ -624,5 +719,39 @@ export class GuestSupervisor extends EventEmitter {
       // not running
     }
     rmSync(this.paths.qemuPid, { force: true });
+  }
+}
+
+/** True when the state disk's header is not all zero: something was saved there (valid or not). */
+export function stateDiskHoldsState(file: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    const hdr = Buffer.alloc(STATE_HEADER_BYTES);
+    const n = readSync(fd, hdr, 0, hdr.length, 0);
+    return hdr.subarray(0, n).some((b) => b !== 0);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The text of `file` from byte `offset` on (latin1; empty if it cannot be read). */
+function readFrom(file: string, offset: number): string {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const buf = Buffer.alloc(Math.max(0, Math.min(fstatSync(fd).size - offset, 1048576)));
+    const n = readSync(fd, buf, 0, buf.length, offset);
+    return buf.subarray(0, n).toString('latin1');
+  } finally {
+    closeSync(fd);
   }
 }

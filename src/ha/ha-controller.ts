@@ -57,6 +57,9 @@ export interface HaControllerOptions {
   wallNow?: () => number;
 }
 
+/** A fence ordered after a wait, and called off if the partner is heard again meanwhile. */
+interface PendingFence { timer: TimerHandle; role: Role; partner: string; waitMs: number }
+
 /** A fence that succeeded: the partner is down (reset or off). `by` is the role this board fenced it from. */
 export interface PartnerFenced { partner: string; outcome: string; by: Role }
 
@@ -67,6 +70,8 @@ export declare interface HaController {
 
 /** Period of the guest-health poll (and of the main thread's loop-delay sample). */
 const HEALTH_TICK_MS = 100;
+/** How long the fencing device may take to say whether a silent primary is powered (else: the priority delay runs its course). */
+const POWER_STATE_MS = 250;
 /** Retry period of a failed fence while the partner stays silent. */
 const FENCE_RETRY_MS = 1000;
 /** Bad-MAC frames (reported at most once a second) older than this no longer make a partner "heard". */
@@ -99,7 +104,7 @@ export class HaController extends EventEmitter {
   /** A partner heard only with a bad MAC has been journaled (once per episode). */
   private misconfiguredJournaled = false;
   /** A fence waiting out its delay (priority, fence delay, a primary's confirmation), in the role it was ordered in. */
-  private pendingFence?: { timer: TimerHandle; role: Role; partner: string; waitMs: number };
+  private pendingFence?: PendingFence;
   /** The partner left powered off by escalation, not heard since: the alarm. */
   private escalated?: string;
   /**
@@ -308,7 +313,7 @@ export class HaController extends EventEmitter {
       const partner = this.partnerName;
       this.store.record('role', `${role}: ${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`, { role, event, partner, waitMs });
       this.log.warn({ role, event, partner, waitMs }, `${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`);
-      this.pendingFence = {
+      const pending: PendingFence = {
         role, partner, waitMs,
         timer: this.clock.setTimeout(() => {
           this.pendingFence = undefined;
@@ -317,6 +322,21 @@ export class HaController extends EventEmitter {
           void this.fencePartner(t.fence!, waitMs);
         }, waitMs),
       };
+      this.pendingFence = pending;
+      // The priority delay is for a primary that may be alive and cut off. One the fencing device
+      // reports powered off is not cut off: fence it (found off) and promote now.
+      if (t.fence.wait === 'priority-delay' && this.fencing.powerState) {
+        const t0 = this.clock.now();
+        this.fencing.powerState(partner, POWER_STATE_MS).then((state) => {
+          if (state !== 'off' || this.pendingFence !== pending || this.role !== role) return;
+          this.clock.clearTimeout(pending.timer);
+          this.pendingFence = undefined;
+          const asked = Math.round(this.clock.now() - t0);
+          this.store.record('role', `${role}: ${partner} is powered off (${this.fencing.method}, asked in ${asked} ms): not a partition, fencing it now`, { role, partner, powerState: state, askedMs: asked });
+          if (t.to !== role) this.transition(t.to, `${why} (the fencing device reports it powered off)`, event);
+          void this.fencePartner(t.fence!, asked);
+        }, (e: Error) => this.log.info({ partner, err: e.message }, 'power state of the partner unknown: waiting the priority fencing delay'));
+      }
       return true;
     }
     if (t.fence) this.cancelPendingFence(`a fence is ordered now: ${why}`);

@@ -19,6 +19,9 @@ import { HaController } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
+import { PartnerRejections } from '../replication/rejections.js';
+import { upgradeSetupFor } from '../upgrade/board-setup.js';
+import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
 import { Store } from '../store/journal.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
@@ -27,7 +30,7 @@ import { partnerChannelRejections } from '../replication/secure-channel.js';
 import { journalChannelRejections } from './channel-rejections.js';
 import { acquireBoardLock } from './lock.js';
 import { startManagement, type Management } from './management.js';
-import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
+import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalGuestStateRefused, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
 import { memoryMb, raiseOwnPriority } from './process-info.js';
 import { serveControl, type ControlServer } from './ipc.js';
 import { controlSocketPath } from './paths.js';
@@ -51,8 +54,15 @@ export class Daemon {
   private unjournalRejections?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
+  /** Messages refused from the partner, every channel (the replicator's when a guest is hosted). */
+  private rejections = new PartnerRejections();
 
-  constructor(public board: BoardProfile, private readonly files: { board: string; guest?: string }, readonly log: Logger) {}
+  /** Set aside the guest's state disk before the next boot (the operator's --start-empty); one-shot. */
+  private startEmpty: boolean;
+
+  constructor(public board: BoardProfile, private readonly files: { board: string; guest?: string }, readonly log: Logger, o: { startEmpty?: boolean } = {}) {
+    this.startEmpty = o.startEmpty ?? false;
+  }
 
   async start(): Promise<void> {
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
@@ -62,6 +72,7 @@ export class Daemon {
     try {
       const { board } = this;
       const store = (this.store = new Store(board.storageDir));
+      this.cleanLeftovers(store);
       this.control = await serveControl(controlSocketPath(board), (cmd, args) => this.handle(cmd, args));
       this.management = await startManagement({
         board, store, log: this.log,
@@ -71,11 +82,12 @@ export class Daemon {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
             replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
-            channelRejections: partnerChannelRejections.snapshot() };
+            channelRejections: partnerChannelRejections.snapshot(), partnerMessages: this.rejections.status() };
         },
       });
       await this.serve();
     } catch (e) {
+      if ((e as UsError).code === 'US_ERR_GUEST_STATE') journalGuestStateRefused(e, this.store);
       if (this.board.console && this.management && isConfigError(e)) return this.notServing(e);
       await this.stop();
       throw e;
@@ -88,7 +100,17 @@ export class Daemon {
     const { board, store } = this as { board: BoardProfile; store: Store };
     this.guest = this.files.guest ? loadGuestDescriptor(this.files.guest) : undefined;
     const host = (this.host = this.guest ? new GuestHost(board, this.guest, this.log) : undefined);
+    // One account of refused partner messages for every channel; it survives a CONFIG-ERROR retry.
+    if (host) this.rejections = host.replicator.rejections;
+    this.rejections.setSinks({ journal: (m, detail) => store.record('partner-message', m, detail), log: this.log.child({ component: 'partner-messages' }) });
     host?.supervisor.preflight();
+    if (host && this.startEmpty) {
+      this.startEmpty = false;
+      const aside = host.supervisor.setStateDiskAside();
+      store.record('guest', aside
+        ? `operator chose to start the guest empty: its state disk was set aside as ${aside} (kept, not deleted)`
+        : 'operator chose to start the guest empty: there was no state disk to set aside', { aside: aside ?? null });
+    }
     if (host) restoreGuestDescriptor(host.supervisor, store);
     if (board.ha) {
       this.unjournalRejections ??= journalChannelRejections(store, this.log.child({ component: 'partner-channel' }));
@@ -97,6 +119,7 @@ export class Daemon {
       if (host && board.partner?.ethernet) {
         this.replication = new ReplicationManager(board, readKeyFile(board.ha.keyFile), host.supervisor, host.replicator, store, this.log.child({ component: 'replication' }));
         const cp = (this.checkpointer = new Checkpointer(board.storageDir, store, host.supervisor, host.replicator, this.log.child({ component: 'checkpoint' })));
+        cp.maxLoggedInputs = board.input.inputLogMaxInputs;
         host.replicator.setInputLog((s) => cp.logInput(s));
       }
       const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' })));
@@ -108,7 +131,7 @@ export class Daemon {
       }
       await ha.start({ healthy: () => this.pair?.healthy() ?? true, guestHealth: () => (host ? host.supervisor.currentState : 'none') });
       if (board.partner?.ethernet) {
-        this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, stopping: () => !!this.stopping });
+        this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
       }
     } else if (host) {
       await host.startStandalone();
@@ -134,13 +157,15 @@ export class Daemon {
   }
 
   /** Out of CONFIG-ERROR: re-reads the profile (and the descriptor) and starts serving, or stays. */
-  async retryStart(): Promise<{ board: string; role: string }> {
+  async retryStart(o: { startEmpty?: boolean } = {}): Promise<{ board: string; role: string }> {
     if (!this.configError) throw new UsError('US_ERR_ROLE', `board ${this.board.name} is serving (${this.role}): nothing to retry`);
+    if (o.startEmpty) this.startEmpty = true;
     try {
       this.board = retryProfile(this.board, this.files.board);
       this.configError = undefined;
       await this.serve();
     } catch (e) {
+      if ((e as UsError).code === 'US_ERR_GUEST_STATE') journalGuestStateRefused(e, this.store);
       await this.notServing(e);
       throw e;
     }
@@ -174,8 +199,20 @@ export class Daemon {
       service: this.board.service, serving: this.host?.isServing ?? false, role: this.role, configError: this.configError ?? null,
       partner: this.ha ? this.ha.membership.partnerView : null,
       guest: st?.guest ?? null, endpoint: st?.endpoint ?? {}, replication: this.replicationStatus(),
+      partnerMessages: this.rejections.status(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576), memoryMb: memoryMb(),
     };
+  }
+
+  /** Start-up: what an interrupted push or install left (upgrade/leftovers.ts), removed and journaled. */
+  private cleanLeftovers(store: Store): void {
+    try {
+      const r = cleanUpgradeLeftovers(upgradeSetupFor(this.board));
+      if (r.removed.length) store.record('upgrade', `removed what an interrupted push or install left: ${r.removed.join(', ')}`, { removed: r.removed });
+      if (r.skipped) this.log.info({ reason: r.skipped }, 'upgrade leftovers not looked at');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'could not clean upgrade leftovers');
+    }
   }
 
   private get role(): string {
@@ -240,8 +277,8 @@ export class Daemon {
       return { board: this.board.name, checkpoint: await this.checkpointer.take() };
     },
     'guest.manage': (a) => this.guestHost().manage(a.command),
-    'guest.inject': (a) => {
-      const r = this.guestHost().inject(a);
+    'guest.inject': async (a) => {
+      const r = await this.guestHost().inject(a);
       this.store!.record('fault', r.journal);
       return r.result;
     },
@@ -249,7 +286,7 @@ export class Daemon {
       setImmediate(() => void this.stop().then(() => process.exit(0)));
       return { stopping: true };
     },
-    'start.retry': () => this.retryStart(),
+    'start.retry': (args) => this.retryStart({ startEmpty: args.startEmpty === true }),
   };
 
   private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {

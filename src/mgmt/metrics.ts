@@ -67,6 +67,8 @@ export interface MetricsSnapshot {
   failovers?: number;
   /** Partner-channel connections dropped, by purpose (inputs, migration, upgrade) and reason (src/replication/secure-channel.ts). */
   channelRejections?: Record<string, Record<string, number>>;
+  /** Messages refused from the partner (each dropped its connection): channel → reason → count. */
+  partnerMessagesRefused?: Partial<Record<string, Partial<Record<string, number>>>>;
   fencing?: { attempts: number; failures: number };
   watchdog?: { kicks: number; kicking: boolean } | null;
   guest?: {
@@ -75,9 +77,20 @@ export interface MetricsSnapshot {
     restarts: number;
     bootToReadyMs?: number;
     requestsProcessed?: number;
+    /** The last boot came up without the saved state its disk held (refused: US_ERR_GUEST_STATE). */
+    stateRefused?: boolean;
   } | null;
   endpoint?: { requests?: number; replies?: number; clients?: number };
+  /** Inputs dropped or forgotten on the input path, by reason (cumulative). */
+  inputDrops?: Record<string, number>;
+  /** Requests remembered for output commit, waiting for their reply. */
+  pendingReplies?: number;
+  /** Backup: inputs logged since the last checkpoint, and checkpoints forced by the log's bound. */
+  inputLog?: { sinceCheckpoint: number; forced: number };
 }
+
+/** The reasons of understudy_input_dropped_total (docs/replication.md, bounds on the input path). */
+export const INPUT_DROP_REASONS = ['oversized', 'no-id', 'rate-limited', 'queue-full', 'held-full', 'client-refused', 'pending-pruned'] as const;
 
 export interface MetricsOptions {
   /** Also export the process's own metrics (process_resident_memory_bytes, CPU, event loop…). Default true. */
@@ -114,6 +127,7 @@ export class Metrics {
   private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
   private readonly inputLosses = this.counter('understudy_guest_input_losses_total', 'Times the guest copy was found short of inputs it was handed (repaired by a re-clone)');
   private readonly channelRejected = this.counter('understudy_partner_channel_rejected_total', 'Partner-channel connections dropped for a failed handshake or an unauthenticated record, by purpose and reason', ['purpose', 'reason']);
+  private readonly partnerRefused = this.counter('understudy_partner_messages_refused_total', 'Messages from the partner refused (malformed, unknown type, ACK beyond what was sent…), each dropping its connection', ['channel', 'reason']);
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
   private readonly fenceFailures = this.counter('understudy_fencing_failures_total', 'Failed attempts to power off the partner');
@@ -122,10 +136,15 @@ export class Metrics {
   private readonly guestState = this.gauge('understudy_guest_state', 'One-hot: the state of the guest', ['state']);
   private readonly guestRestarts = this.counter('understudy_guest_restarts_total', 'Guest restarts by the supervisor');
   private readonly guestBoot = this.gauge('understudy_guest_boot_to_ready_seconds', 'Last boot: QEMU start to the application answering');
+  private readonly guestStateRefused = this.gauge('understudy_guest_state_refused', '1 while the last boot came up without the saved state its disk holds (not serving; the operator decides)');
   private readonly guestRequests = this.counter('understudy_guest_requests_processed_total', 'Requests the guest application reports as processed');
   private readonly svcRequests = this.counter('understudy_service_requests_total', 'Requests received on the service endpoint');
   private readonly svcReplies = this.counter('understudy_service_replies_total', 'Replies sent from the service endpoint');
   private readonly svcClients = this.gauge('understudy_service_clients', 'Clients the service endpoint knows');
+  private readonly inputDropped = this.counter('understudy_input_dropped_total', 'Requests dropped or forgotten on the input path, by reason', ['reason']);
+  private readonly pendingReplies = this.gauge('understudy_replication_pending_replies', 'Requests remembered for output commit, waiting for their reply');
+  private readonly logSince = this.gauge('understudy_checkpoint_logged_inputs', 'Backup: inputs logged since the last checkpoint');
+  private readonly logForced = this.counter('understudy_checkpoint_forced_total', 'Checkpoints forced because the input log reached its bound');
 
   constructor(o: MetricsOptions = {}) {
     if (o.processMetrics !== false) collectDefaultMetrics({ register: this.registry });
@@ -158,6 +177,9 @@ export class Metrics {
     for (const [purpose, reasons] of Object.entries(s.channelRejections ?? {})) {
       for (const [reason, n] of Object.entries(reasons)) this.count(this.channelRejected, { purpose, reason }, n);
     }
+    for (const [channel, reasons] of Object.entries(s.partnerMessagesRefused ?? {})) {
+      for (const [reason, n] of Object.entries(reasons ?? {})) this.count(this.partnerRefused, { channel, reason }, n ?? 0);
+    }
     if (s.fencing) {
       this.count(this.fenceAttempts, {}, s.fencing.attempts);
       this.count(this.fenceFailures, {}, s.fencing.failures);
@@ -173,12 +195,19 @@ export class Metrics {
         this.count(this.guestRestarts, {}, g.restarts);
         if (g.bootToReadyMs !== undefined) this.guestBoot.set(g.bootToReadyMs / 1000);
         if (g.requestsProcessed !== undefined) this.count(this.guestRequests, {}, g.requestsProcessed);
+        this.guestStateRefused.set(g.stateRefused ? 1 : 0);
       }
     }
     if (s.endpoint) {
       if (s.endpoint.requests !== undefined) this.count(this.svcRequests, {}, s.endpoint.requests);
       if (s.endpoint.replies !== undefined) this.count(this.svcReplies, {}, s.endpoint.replies);
       if (s.endpoint.clients !== undefined) this.svcClients.set(s.endpoint.clients);
+    }
+    if (s.inputDrops) for (const [reason, n] of Object.entries(s.inputDrops)) this.count(this.inputDropped, { reason }, n);
+    if (s.pendingReplies !== undefined) this.pendingReplies.set(s.pendingReplies);
+    if (s.inputLog) {
+      this.logSince.set(s.inputLog.sinceCheckpoint);
+      this.count(this.logForced, {}, s.inputLog.forced);
     }
   }
 
@@ -297,12 +326,15 @@ export function snapshotFrom(p: {
   ha?: HaStatus;
   guest?: GuestStatus | null;
   endpoint?: Record<string, number>;
-  replication?: Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> | null;
+  replication?: (Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> & Partial<Pick<ReplicationStatus, 'drops' | 'pendingReplies'>>
+    & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null }) | null;
   failovers?: number;
   inputLosses?: number;
   channelRejections?: Record<string, Partial<Record<string, number>>>;
+  partnerMessages?: { byChannel: MetricsSnapshot['partnerMessagesRefused'] };
 }): MetricsSnapshot {
-  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses };
+  const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses,
+    partnerMessagesRefused: p.partnerMessages?.byChannel };
   if (p.channelRejections) {
     s.channelRejections = Object.fromEntries(Object.entries(p.channelRejections).map(([k, v]) =>
       [k, Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number'))]));
@@ -313,6 +345,16 @@ export function snapshotFrom(p: {
     if (r.lagInputs !== null) s.replicationLag = { inputs: r.lagInputs };
     s.replicationProtected = r.protected;
     s.divergences = r.divergences;
+    if (r.pendingReplies !== undefined) s.pendingReplies = r.pendingReplies;
+    if (r.checkpoint?.inputLog) s.inputLog = { sinceCheckpoint: r.checkpoint.inputLog.sinceCheckpoint, forced: r.checkpoint.inputLog.forced };
+  }
+  const e = p.endpoint;
+  const d = p.replication?.drops;
+  if (e || d) {
+    s.inputDrops = {
+      oversized: e?.oversized ?? 0, 'no-id': e?.noId ?? 0, 'rate-limited': e?.rateLimited ?? 0,
+      'queue-full': d?.queueFull ?? 0, 'held-full': d?.heldFull ?? 0, 'client-refused': e?.clientsRefused ?? 0, 'pending-pruned': d?.pendingPruned ?? 0,
+    };
   }
   if (p.ha) {
     s.partner = p.ha.partner.state;
@@ -333,7 +375,8 @@ export function snapshotFrom(p: {
   }
   if (p.guest !== undefined) {
     s.guest = p.guest
-      ? { state: p.guest.state, restarts: p.guest.restarts.length, bootToReadyMs: p.guest.bootToReadyMs, requestsProcessed: p.guest.requestsProcessed }
+      ? { state: p.guest.state, restarts: p.guest.restarts.length, bootToReadyMs: p.guest.bootToReadyMs, requestsProcessed: p.guest.requestsProcessed,
+        stateRefused: !!p.guest.stateLoad && p.guest.stateLoad.expected && p.guest.stateLoad.outcome !== 'loaded' }
       : null;
   }
   if (p.endpoint) s.endpoint = { requests: p.endpoint.requests, replies: p.endpoint.replies, clients: p.endpoint.clients };

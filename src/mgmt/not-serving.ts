@@ -31,13 +31,22 @@ export const REMEDY = 'fix the file named, then run "understudy guest start" (or
  */
 export function isConfigError(e: unknown): boolean {
   const code = (e as UsError | undefined)?.code;
-  return code === 'US_ERR_CONFIG' || code === 'US_ERR_NOT_FOUND';
+  return code === 'US_ERR_CONFIG' || code === 'US_ERR_NOT_FOUND' || code === 'US_ERR_GUEST_STATE';
+}
+
+/** How to get out of a refused saved state (US_ERR_GUEST_STATE). */
+export const GUEST_STATE_REMEDY = 'the guest came up without the saved state its disk holds; the disk is left as it was: run "understudy guest start --start-empty" to set it aside and start empty, or start a guest version that reads it';
+
+/** The alarm of a guest that came up without its saved state: journaled with kind `guest`. */
+export function journalGuestStateRefused(e: unknown, store: Store | undefined): void {
+  const u = asUsError(e);
+  store?.record('guest', `ALARM guest state refused: ${u.message}`, { code: u.code, ...(u.detail ?? {}) });
 }
 
 /** The state for `e`, journaled (kind `config`) and logged loudly. */
 export function journalNotServing(e: unknown, store: Store | undefined, log: Logger): ConfigErrorState {
   const u = asUsError(e);
-  const s: ConfigErrorState = { code: u.code, message: u.message, at: new Date().toISOString(), remedy: REMEDY };
+  const s: ConfigErrorState = { code: u.code, message: u.message, at: new Date().toISOString(), remedy: u.code === 'US_ERR_GUEST_STATE' ? GUEST_STATE_REMEDY : REMEDY };
   const msg = `NOT SERVING (${CONFIG_ERROR_ROLE}): ${s.code} ${s.message}; the console and the control socket stay up: ${s.remedy}`;
   store?.record('config', msg, { ...s });
   log.error({ code: s.code, err: s.message }, msg);

@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { loadBoardProfile } from '../config/board-profile.js';
 import type { UsError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
+import { installCrashHandlers } from './crash-handlers.js';
 import { Daemon } from './daemon.js';
 import type { ConfigErrorState } from './not-serving.js';
 import { daemonLogPath } from './paths.js';
@@ -15,11 +16,12 @@ import { daemonLogPath } from './paths.js';
  * Entry point of understudyd: runs until SIGTERM/SIGINT or `guest stop`. `onReady` gets the error of a
  * failed start, or (second argument) the configuration error the controller stays up with.
  */
-export async function runDaemon(boardFile: string, guestFile: string | undefined, onReady?: (err?: UsError, configError?: ConfigErrorState) => void): Promise<Daemon> {
+export async function runDaemon(boardFile: string, guestFile: string | undefined, onReady?: (err?: UsError, configError?: ConfigErrorState) => void, o: { startEmpty?: boolean } = {}): Promise<Daemon> {
   const board = loadBoardProfile(boardFile);
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const log = createLogger('understudyd', { file: daemonLogPath(board) }).child({ board: board.name });
-  const daemon = new Daemon(board, { board: boardFile, guest: guestFile }, log);
+  const daemon = new Daemon(board, { board: boardFile, guest: guestFile }, log, o);
+  installCrashHandlers({ log, journal: () => daemon.store });
   const shutdown = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
     void daemon.stop().then(() => process.exit(0));

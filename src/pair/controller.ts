@@ -305,7 +305,7 @@ export class PairController {
       inputLoss: w ? { checks: w.checks, losses: w.losses, last: w.lastLoss ?? null } : null,
       failovers: this.failovers,
       ...this.upgrade.status(),
-      checkpoint: checkpoints ? { last: checkpoints.info ?? null, inputsLoggedSince: checkpoints.loggedSince } : null,
+      checkpoint: checkpoints ? { last: checkpoints.info ?? null, inputsLoggedSince: checkpoints.loggedSince, inputLog: checkpoints.logStatus } : null,
     };
   }
 }

@@ -9,6 +9,7 @@ import type { BoardProfile } from '../config/board-profile.js';
 import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
 import { boardPowerFor } from '../hw/fencing/fencing.js';
+import type { PartnerRejections } from '../replication/rejections.js';
 import type { AuthServer } from '../replication/secure-channel.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { PeerClient, UPGRADE_PORT_OFFSET, listenPeer } from '../upgrade/peer.js';
@@ -24,6 +25,8 @@ export interface FieldUpgradeDeps {
   /** The guest and its pair, when this board hosts one. */
   host?: HostPart;
   pair?: PairController;
+  /** Where refused upgrade-channel messages are counted and journaled. */
+  rejections?: PartnerRejections;
   /** True once the controller stops (the channel then stops trying to listen). */
   stopping(): boolean;
 }
@@ -46,7 +49,7 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
     board: b.name,
     get partner() { return ha.membership.partnerView.heartbeat?.sender ?? 'the partner'; },
     setup,
-    peer: new PeerClient(eth.partnerAddress, eth.port + UPGRADE_PORT_OFFSET, key),
+    peer: new PeerClient(eth.partnerAddress, eth.port + UPGRADE_PORT_OFFSET, key, d.rejections),
     pairView: () => {
       const role = ha.currentRole;
       return {
@@ -67,6 +70,7 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
       try {
         server = await listenPeer({
           address: eth.localAddress, port: eth.port + UPGRADE_PORT_OFFSET, key, incomingDir: setup.incomingDir, handler: rolling.handler,
+          rejections: d.rejections, reserveBytes: setup.reserveBytes,
           onReject: (e) => d.journal.record('upgrade', `rejected a partner connection on the upgrade channel: ${e.message}`),
         });
         if (d.stopping()) await server.close();

@@ -16,7 +16,7 @@ import type { GuestHost } from '../replication/guest-host.js';
 import type { CloneProgress, CloneReport, ReplicationManager } from '../replication/manager.js';
 import type { WitnessVerdict } from '../replication/guest-witness.js';
 import type { ControlMessage } from '../replication/messages.js';
-import type { Replicator } from '../replication/replicator.js';
+import type { InputDrops, Replicator } from '../replication/replicator.js';
 
 /** The event journal (src/store/journal.ts): every decision of the pair is recorded with its cause. */
 export interface Journal {
@@ -46,6 +46,7 @@ export type ReplicatorPart = Pick<Replicator,
   on(ev: 'divergence', fn: (key: string) => void): unknown;
   on(ev: 'unprotected', fn: (reason: string) => void): unknown;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): unknown;
+  on(ev: 'dropping', fn: (d: InputDrops) => void): unknown;
   once(ev: 'unprotected', fn: (reason: string) => void): unknown;
   off(ev: 'unprotected', fn: (reason: string) => void): unknown;
 };
@@ -67,7 +68,7 @@ export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | '
 };
 
 /** Checkpoints and the input log, on the backup (src/replication/checkpoint.ts). */
-export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended'>;
+export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'logStatus'>;
 
 /**
  * Everything a pair is made of on one board that hosts a guest. A board whose partner has no Ethernet

@@ -48,6 +48,9 @@ export class Protection {
       p.journal.record('divergence', `backup's reply to ${key} differs from the primary's: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key });
     });
     host.replicator.on('unprotected', (reason) => p.journal.record('replication', `UNPROTECTED: ${reason}`));
+    // Emitted when drops begin and at most once every 10 s while they go on (never one per packet).
+    host.replicator.on('dropping', (d) => p.journal.record('replication',
+      `input queue full: new client requests dropped (${d.queueFull} with the queue full, ${d.heldFull} during a cut-over so far; input.maxQueuedInputs)`, { ...d }));
   }
 
   /** The periodic work: look for a backup to protect, checkpoints, the loss watch. */

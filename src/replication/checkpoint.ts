@@ -1,6 +1,6 @@
 /**
  * Checkpoints, kept on the backup board: a frozen copy of the clone (QEMU migration to a file) with
- * the input sequence number it contains, and the log of every input received since, in SQLite. If
+ * the input sequence number it contains (written by Node from a unix socket QEMU migrates to: no shell), and the log of every input received since, in SQLite. If
  * both guests are lost, the surviving controller restores the checkpoint and replays the log, so
  * every acknowledged input is back. The log is truncated after each checkpoint: disk use stays bounded
  * (one checkpoint file, the inputs of one interval).
@@ -11,8 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import type { ClientMapState } from '../guest/client-map.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
-import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
+import { feedIncoming, migrateToFile, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
@@ -25,7 +26,7 @@ export interface CheckpointInfo {
   bytes: number;
   pauseMs: number | null;
   durationMs: number;
-  clients: { entries: Array<[number, string, number]>; next: number };
+  clients: ClientMapState;
   /** AUTH questions the clone had open at the checkpoint (their answers come later in the log). */
   authOpen?: string[];
 }
@@ -38,6 +39,17 @@ export class Checkpointer {
   private readonly file: string;
   private taking?: Promise<unknown>;
   logged = 0;
+  /** Inputs logged since the last checkpoint (what the log holds, roughly). */
+  private sinceCheckpoint = 0;
+  private lastForcedAt = 0;
+  /** Checkpoints forced because the log reached maxLoggedInputs. */
+  forced = 0;
+  /**
+   * The input log's bound: at this many inputs logged since the last checkpoint, a checkpoint is
+   * forced (it truncates the log), at most one attempt every 5 s. Set from the board profile
+   * (input.inputLogMaxInputs).
+   */
+  maxLoggedInputs = 200000;
 
   constructor(
     private readonly storageDir: string,
@@ -58,6 +70,22 @@ export class Checkpointer {
     const i = s.input;
     this.insert.run(s.seq, i.kind === 'request' ? 0 : 1, i.kind === 'request' ? i.clientPort : 0, s.client?.address ?? null, s.client?.port ?? null, i.payload);
     this.logged++;
+    if (++this.sinceCheckpoint >= this.maxLoggedInputs) this.forceCheckpoint();
+  }
+
+  /** The log is at its bound: take a checkpoint now rather than at the next interval (journaled). */
+  private forceCheckpoint(): void {
+    const now = performance.now();
+    if (this.taking || this.suspended || (this.lastForcedAt && now - this.lastForcedAt < 5000)) return;
+    this.lastForcedAt = now;
+    this.forced++;
+    this.store.record('checkpoint', `input log holds ${this.sinceCheckpoint} inputs since the last checkpoint (input.inputLogMaxInputs ${this.maxLoggedInputs}): forcing a checkpoint to truncate it`, { logged: this.sinceCheckpoint, limit: this.maxLoggedInputs });
+    this.take().catch((e: Error) => this.log.warn({ err: e.message }, 'forced checkpoint failed: the input log keeps growing until one succeeds'));
+  }
+
+  /** Inputs logged since the last checkpoint and checkpoints forced by the log's bound. */
+  get logStatus(): { sinceCheckpoint: number; limit: number; forced: number } {
+    return { sinceCheckpoint: this.sinceCheckpoint, limit: this.maxLoggedInputs, forced: this.forced };
   }
 
   get info(): CheckpointInfo | undefined {
@@ -101,7 +129,7 @@ export class Checkpointer {
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
-      const { downtimeMs } = await migrate(qemu, { uri: `exec:cat > ${tmp}`, pollMs: 50, errorPrefix: 'checkpoint migration' });
+      const { downtimeMs } = await migrateToFile(qemu, tmp, join(this.storageDir, 'checkpoint-out.sock'), { pollMs: 50, errorPrefix: 'checkpoint migration' });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');
@@ -120,6 +148,7 @@ export class Checkpointer {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
         this.store.db.prepare('DELETE FROM inputs WHERE seq < ?').run(keepFrom);
       })();
+      this.sinceCheckpoint = Math.max(0, this.replicator.lastSeq - keepFrom + 1);
       this.store.record('checkpoint', `checkpoint at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, clone paused ${cp.pauseMs ?? '?'} ms, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;
     } catch (e) {
@@ -162,7 +191,14 @@ export class Checkpointer {
     const cp = this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     await this.supervisor.stop();
-    await this.supervisor.startClone(`exec:cat ${this.file}`);
+    const incoming = join(this.storageDir, 'restore-in.sock');
+    await this.supervisor.startClone(`unix:${incoming}`);
+    try {
+      await feedIncoming(this.file, incoming);
+    } catch (e) {
+      await this.supervisor.stop(); // a QEMU waiting for a stream that will not come
+      throw e;
+    }
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq);
     await this.supervisor.finishClone();

@@ -23,8 +23,16 @@ export class GuestHost {
 
   constructor(readonly board: BoardProfile, readonly guest: GuestDescriptor, private readonly log: Logger) {
     this.supervisor = new GuestSupervisor(board, guest, log.child({ component: 'guest' }));
-    this.replicator = new Replicator({ guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined });
-    this.endpoint = new ServiceEndpoint({ service: board.service, auth: board.externalServices.auth }, log.child({ component: 'endpoint' }), this.replicator.clients);
+    const i = board.input;
+    this.replicator = new Replicator({
+      guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined,
+      maxQueuedInputs: i.maxQueuedInputs, maxPendingReplies: i.maxPendingReplies, pendingReplyMaxAgeMs: i.pendingReplyMaxAgeMs,
+      clientMap: { cacheEntries: i.guestReplyCacheEntries, cacheMargin: i.replyCacheMargin },
+    });
+    this.endpoint = new ServiceEndpoint({
+      service: board.service, auth: board.externalServices.auth, maxRequestBytes: i.maxRequestBytes,
+      ratePerSource: i.ratePerSource, burstPerSource: i.burstPerSource, trackedSources: i.trackedSources,
+    }, log.child({ component: 'endpoint' }), this.replicator.clients);
     this.endpoint.attach(this.replicator);
     this.supervisor.port.on('output', (o) => this.replicator.onGuestOutput(o));
   }
@@ -89,11 +97,19 @@ export class GuestHost {
   }
 
   /**
-   * Fault injection for tests: lose the next `lose` requests on the way to this board's guest, or
-   * deliver `payload` to this board's guest only (never replicated). Returns the journal line.
+   * Fault injection for tests: lose the next `lose` requests on the way to this board's guest,
+   * deliver `payload` to this board's guest only (never replicated), or with `nmi` send its CPU an
+   * NMI (QMP inject-nmi): the kernel's command line (unknown_nmi_panic) makes that a kernel panic,
+   * what an operator also does to take a crash dump of a hung guest. Returns the journal line.
    */
-  inject(a: { lose?: unknown; payload?: unknown }): { result: Record<string, unknown>; journal: string } {
+  async inject(a: { lose?: unknown; payload?: unknown; nmi?: unknown }): Promise<{ result: Record<string, unknown>; journal: string }> {
     const port = this.running().port;
+    if (a.nmi === true) {
+      const hv = this.supervisor.hypervisor;
+      if (!hv) throw new UsError('US_ERR_NOT_RUNNING', 'guest.inject: no QEMU runs the guest here');
+      await hv.qmp.execute('inject-nmi');
+      return { result: { nmi: true }, journal: 'NMI sent to this board\'s guest (a kernel panic: unknown_nmi_panic)' };
+    }
     if (a.lose !== undefined) {
       const n = Number(a.lose);
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new UsError('US_ERR_CONTROL', 'guest.inject: lose must be an integer 1-1000');
@@ -107,6 +123,6 @@ export class GuestHost {
   }
 
   async status(): Promise<{ guest: GuestStatus; endpoint: Record<string, number> }> {
-    return { guest: await this.supervisor.status(), endpoint: { ...this.endpoint.counters, clients: this.endpoint.clients.size } };
+    return { guest: await this.supervisor.status(), endpoint: { ...this.endpoint.counters, clients: this.endpoint.clients.size, replyCacheMirror: this.endpoint.clients.cachedEntries } };
   }
 }

@@ -90,44 +90,45 @@ export class PrimaryGuestWitness {
     const n = this.streamRequests.get(key);
     if (!n) return; // not a request of the stream (injected here, or from before the witness started)
     if (n === 1) this.streamRequests.delete(key); else this.streamRequests.set(key, n - 1);
-    const now = this.o.now();
-    const early = shift(this.digestAt, key);
-    if (early !== undefined) {
-      this.late.record(1); // the primary answered first
-      return;
-    }
-    push(this.localAt, key, now);
-    this.repliesSince++;
-    this.waitingSince ??= now;
+    this.localOutput(this.localAt, this.digestAt, key);
   }
 
   /** This copy asked the AUTH server about `subject` (AUTHQ): the primary's guest must ask it too. */
   onLocalQuestion(subject: string): void {
-    if (shift(this.earlyAnswers, subject) !== undefined) {
-      this.late.record(1);
-      return;
-    }
-    const now = this.o.now();
-    push(this.questions, subject, now);
-    this.repliesSince++;
-    this.waitingSince ??= now;
+    this.localOutput(this.questions, this.earlyAnswers, subject);
   }
 
   /** An AUTH answer about `subject` came in the primary's stream: the primary's guest asked it, so it runs. */
   onStreamAnswer(subject: string): void {
-    const now = this.o.now();
-    const mine = shift(this.questions, subject);
-    if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
-    else push(this.earlyAnswers, subject, now);
-    this.alive(now);
+    this.primaryOutput(this.questions, this.earlyAnswers, subject);
   }
 
   /** A digest of one of the primary guest's replies arrived: that guest is answering. */
   onPrimaryDigest(key: string): void {
+    this.primaryOutput(this.localAt, this.digestAt, key);
+  }
+
+  /**
+   * This copy produced an output (a reply, an AUTH question) the primary's guest must match: matched
+   * already (`early` holds the primary's, it came first) or waited for in `pending` (a suspicion).
+   */
+  private localOutput(pending: Map<string, number[]>, early: Map<string, number[]>, key: string): void {
+    if (shift(early, key) !== undefined) {
+      this.late.record(1); // the primary's came first
+      return;
+    }
     const now = this.o.now();
-    const mine = shift(this.localAt, key);
+    push(pending, key, now);
+    this.repliesSince++;
+    this.waitingSince ??= now;
+  }
+
+  /** The primary's guest's matching output arrived (a digest, an AUTH answer in the stream): how late, and proof of life. */
+  private primaryOutput(pending: Map<string, number[]>, early: Map<string, number[]>, key: string): void {
+    const now = this.o.now();
+    const mine = shift(pending, key);
     if (mine !== undefined) this.late.record(Math.max(1, Math.round((now - mine) * 1000)));
-    else push(this.digestAt, key, now);
+    else push(early, key, now);
     this.alive(now);
   }
 

@@ -29,6 +29,7 @@ import { migrate, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
 import type { Store } from '../store/journal.js';
 import { T_CONTROL, decodeControl, encodeControl, type ControlMessage } from './messages.js';
+import type { RejectionReason } from './rejections.js';
 import type { Replicator } from './replicator.js';
 import { MessageChannel, connectAuthenticated, listenAuthenticated, type AuthServer } from './secure-channel.js';
 
@@ -44,6 +45,8 @@ export interface CloneProgress {
 export interface CloneReport {
   durationMs: number;
   downtimeMs: number | null;
+  /** Whether the guest ran during the copy (KVM) or was stopped for all of it (TCG). */
+  live: boolean;
   holdMs: number;
   cutSeq: number;
   transferredMb: number;
@@ -152,10 +155,9 @@ export class ReplicationManager extends EventEmitter {
 
       // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
       // once a PING sent after them is answered (frames travel the private wire in order), so the
-      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy: stopping the
-      // guest ourselves after a live bulk copy (to hold inputs only for the last pass) was tried and
-      // corrupted the clone's memory under TCG (QEMU 7.2: kernel oopses in the clone), see
-      // docs/replication.md.
+      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy. Under TCG the
+      // guest is stopped for the whole copy too (a live TCG copy loses writes: see migration.ts), so
+      // the guest's pause is the copy's length there; under KVM it runs until QEMU's last pass.
       this.progress({ phase: 'drain' });
       this.replicator.hold();
       holdStart = performance.now();
@@ -171,7 +173,7 @@ export class ReplicationManager extends EventEmitter {
         if (tid === (await qemu.vcpuThreadId())) continue;
         await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
-      const { downtimeMs, transferredBytes } = await migrate(qemu, {
+      const { downtimeMs, live, transferredBytes } = await migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
@@ -188,22 +190,19 @@ export class ReplicationManager extends EventEmitter {
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
       channel.on('message', (type, body) => {
         if (type !== T_CONTROL) return;
-        try {
-          this.emit('control', decodeControl(body), channel);
-        } catch {
-          channel.close();
-        }
+        const m = this.decodeOrRefuse(channel, body);
+        if (m) this.emit('control', m, channel);
       });
       const holdMs = performance.now() - holdStart;
       this.replicator.release();
       holdStart = 0;
       const report: CloneReport = {
-        durationMs: Math.round(performance.now() - t0), downtimeMs, holdMs: Math.round(holdMs), cutSeq,
+        durationMs: Math.round(performance.now() - t0), downtimeMs, live, holdMs: Math.round(holdMs), cutSeq,
         transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };
       this.lastCloneError = undefined;
-      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms, inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
+      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms (${live ? 'live copy' : 'stopped copy: TCG'}), inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
       this.progress({ phase: 'done', percent: 100 });
       this.emit('cloned', report);
       return report;
@@ -256,14 +255,8 @@ export class ReplicationManager extends EventEmitter {
     let waiter: ((m: ControlMessage | Error) => void) | undefined;
     const onMsg = (type: number, body: Buffer) => {
       if (type !== T_CONTROL) return;
-      let m: ControlMessage;
-      try {
-        m = decodeControl(body);
-      } catch (e) {
-        this.log.error({ err: (e as Error).message }, 'malformed control message from the partner: closing the channel');
-        channel.close();
-        return;
-      }
+      const m = this.decodeOrRefuse(channel, body);
+      if (!m) return;
       if (waiter) { const w = waiter; waiter = undefined; w(m); } else queue.push(m);
     };
     const onClose = () => { if (waiter) { const w = waiter; waiter = undefined; w(new UsError('US_ERR_LINK', 'partner closed the replication channel')); } };
@@ -287,17 +280,31 @@ export class ReplicationManager extends EventEmitter {
     const channel = new MessageChannel(sock);
     channel.on('message', (type, body) => {
       if (type !== T_CONTROL) return;
-      let m: ControlMessage;
-      try {
-        m = decodeControl(body);
-      } catch {
-        channel.close();
-        return;
-      }
+      const m = this.decodeOrRefuse(channel, body);
+      if (!m) return;
       if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel, m.guestFile);
-      else if (m.type === 'clone-done') this.finishCloneTarget(channel, m);
-      else this.emit('control', m, channel);
+      else if (m.type === 'clone-done') {
+        // Only the channel this board answered clone-ready on may cut a clone over.
+        if (channel !== this.backupChannel) { this.refuseControl(channel, 'unexpected', 'clone-done on a channel that prepared no clone'); return; }
+        this.finishCloneTarget(channel, m);
+      } else this.emit('control', m, channel);
     });
+  }
+
+  /** A control message, validated (decodeControl); a bad one is counted, journaled and its channel closed. */
+  private decodeOrRefuse(channel: MessageChannel, body: Buffer): ControlMessage | undefined {
+    if (!channel.open) return undefined; // refused already: what was buffered behind it is not read
+    try {
+      return decodeControl(body);
+    } catch (e) {
+      this.refuseControl(channel, 'malformed', (e as Error).message);
+      return undefined;
+    }
+  }
+
+  private refuseControl(channel: MessageChannel, reason: RejectionReason, detail: string): void {
+    this.replicator.rejections.reject('control', reason, detail);
+    channel.close();
   }
 
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {

@@ -7,13 +7,24 @@
  * Pure encoding; no I/O.
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { z } from 'zod';
+import { CLIENT_PORT_FIRST, CLIENT_PORT_LAST, requestId } from '../guest/client-map.js';
 import type { GuestInput } from '../guest/io.js';
 
 export const T_INPUT = 1;
 export const T_ACK = 2;
 export const T_DIGEST = 3;
 export const T_CONTROL = 4;
+/** Every message type the replication channel carries; any other is a protocol violation. */
+export const REPLICATION_TYPES: ReadonlySet<number> = new Set([T_INPUT, T_ACK, T_DIGEST, T_CONTROL]);
+
+/** Largest input payload: a UDP datagram (65 507 bytes over IPv4). */
+export const MAX_INPUT_PAYLOAD = 65507;
+/** Longest client address text (an IPv6 address with an embedded IPv4 one). */
+const MAX_ADDRESS = 45;
+/** The request id part of a reply key (replyKey): at most 16 bytes. */
+export const MAX_REQUEST_ID = 16;
 
 export interface SequencedInput {
   seq: number;
@@ -45,19 +56,38 @@ export function encodeInput(s: SequencedInput): Buffer {
   return b;
 }
 
+/**
+ * Exact decoder of an INPUT: every byte accounted for, every field in range. A message that does
+ * not re-encode to the same bytes is refused with a RangeError naming the field.
+ *   seq 1..2^53-1; kind 0 (request) or 1 (AUTH answer); a request's clientPort in the client map's
+ *   range with the client's address (an IP address) and port (1..65535), or neither (no client
+ *   known); an AUTH answer has no port nor client; payload at most one UDP datagram.
+ */
 export function decodeInput(b: Buffer): SequencedInput {
-  if (b.length < 14) throw new RangeError('short INPUT');
+  if (b.length < 14) throw new RangeError(`INPUT: ${b.length} bytes, shorter than its 14-byte header`);
   const seq = getSeq(b, 0);
+  if (seq < 1 || seq > Number.MAX_SAFE_INTEGER) throw new RangeError(`INPUT seq ${seq} out of range (1..2^53-1)`);
   const kind = b[8];
   const clientPort = b.readUInt16BE(9);
   const alen = b[11]!;
-  if (b.length < 14 + alen) throw new RangeError('short INPUT');
+  if (b.length < 14 + alen) throw new RangeError(`INPUT: address length ${alen} runs past the message (${b.length} bytes)`);
+  if (alen > MAX_ADDRESS) throw new RangeError(`INPUT address length ${alen} out of range (0..${MAX_ADDRESS})`);
   const address = b.subarray(12, 12 + alen).toString('latin1');
   const port = b.readUInt16BE(12 + alen);
   const payload = Buffer.from(b.subarray(14 + alen));
-  if (kind === 0) return { seq, input: { kind: 'request', clientPort, payload }, client: { address, port } };
-  if (kind === 1) return { seq, input: { kind: 'auth-reply', payload } };
-  throw new RangeError(`bad INPUT kind ${kind}`);
+  if (payload.length > MAX_INPUT_PAYLOAD) throw new RangeError(`INPUT payload of ${payload.length} bytes exceeds ${MAX_INPUT_PAYLOAD}`);
+  if (kind === 0) {
+    if (clientPort < CLIENT_PORT_FIRST || clientPort > CLIENT_PORT_LAST) throw new RangeError(`INPUT clientPort ${clientPort} out of range (${CLIENT_PORT_FIRST}..${CLIENT_PORT_LAST})`);
+    if (alen === 0 && port === 0) return { seq, input: { kind: 'request', clientPort, payload } };
+    if (alen === 0 || isIP(address) === 0) throw new RangeError('INPUT client address is not an IP address');
+    if (port === 0) throw new RangeError('INPUT client port 0 out of range (1..65535)');
+    return { seq, input: { kind: 'request', clientPort, payload }, client: { address, port } };
+  }
+  if (kind === 1) {
+    if (clientPort !== 0 || alen !== 0 || port !== 0) throw new RangeError('INPUT: an AUTH answer carries no clientPort nor client');
+    return { seq, input: { kind: 'auth-reply', payload } };
+  }
+  throw new RangeError(`INPUT kind ${kind} unknown (0 request, 1 AUTH answer)`);
 }
 
 export function encodeAck(seq: number): Buffer {
@@ -66,15 +96,23 @@ export function encodeAck(seq: number): Buffer {
   return b;
 }
 
+/** An ACK is exactly 8 bytes, a sequence number 0..2^53-1 (whether it was sent is the replicator's check). */
 export function decodeAck(b: Buffer): number {
-  if (b.length !== 8) throw new RangeError('bad ACK');
-  return getSeq(b, 0);
+  if (b.length !== 8) throw new RangeError(`ACK: ${b.length} bytes, expected 8`);
+  const seq = getSeq(b, 0);
+  if (seq > Number.MAX_SAFE_INTEGER) throw new RangeError(`ACK seq ${seq} out of range (0..2^53-1)`);
+  return seq;
 }
 
-/** The key of a request and its reply: the client's identity and the request id (first word). */
+/**
+ * The key of a request and its reply: the client's identity and the request id as the guest reads
+ * it (requestId: 1-16 printable bytes). A request without a valid id (empty, over 16 bytes, control
+ * bytes: the guest stays silent) gets a key no reply can have (two spaces), never a real id's: a 17-byte id
+ * must not collide with its 16-byte prefix and release that request's reply before its ACK.
+ */
 export function replyKey(clientPort: number, payload: Buffer): string {
-  const sp = payload.indexOf(0x20);
-  return `${clientPort} ${payload.subarray(0, sp < 0 ? Math.min(payload.length, 16) : Math.min(sp, 16)).toString('latin1')}`;
+  const id = requestId(payload);
+  return id === undefined ? `${clientPort}  (no id)` : `${clientPort} ${id}`;
 }
 
 export function replyDigest(payload: Buffer): Buffer {
@@ -86,21 +124,33 @@ export function encodeDigest(key: string, digest: Buffer): Buffer {
   return Buffer.concat([Buffer.from([k.length]), k, digest]);
 }
 
+/** What replyKey can produce: a port (0..65535, no leading zero), a space, an id of at most 16 bytes without a space. */
+/** `<port> <id>`, or `<port>  (no id)`: replyKey's key of a payload without a valid id. */
+const REPLY_KEY = new RegExp(`^(0|[1-9][0-9]{0,4})(?: [^ ]{0,${MAX_REQUEST_ID}}|  \\(no id\\))$`, 's');
+
+/** A DIGEST: [key length][key][8-byte digest], exactly; the key as replyKey makes it. */
 export function decodeDigest(b: Buffer): { key: string; digest: Buffer } {
+  if (b.length < 1) throw new RangeError('DIGEST: empty message');
   const n = b[0]!;
-  if (b.length !== 1 + n + 8) throw new RangeError('bad DIGEST');
-  return { key: b.subarray(1, 1 + n).toString('latin1'), digest: Buffer.from(b.subarray(1 + n)) };
+  if (b.length !== 1 + n + 8) throw new RangeError(`DIGEST: ${b.length} bytes, its key length ${n} says ${1 + n + 8}`);
+  const key = b.subarray(1, 1 + n).toString('latin1');
+  const m = REPLY_KEY.exec(key);
+  if (!m || Number(m[1]) > 65535) throw new RangeError(`DIGEST key ${JSON.stringify(key.slice(0, 40))} is not "<port> <id>" (id at most ${MAX_REQUEST_ID} bytes)`);
+  return { key, digest: Buffer.from(b.subarray(1 + n)) };
 }
 
-const seqNo = z.number().int().nonnegative();
+const seqNo = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const text = z.string().max(4096);
+const ipAddress = z.string().max(MAX_ADDRESS).refine((a) => isIP(a) !== 0, 'an IP address');
+const udpPort = z.number().int().min(1).max(65535);
+const clientPort = z.number().int().min(CLIENT_PORT_FIRST).max(CLIENT_PORT_LAST);
 
 /**
  * The control messages, validated field by field: a message from a partner running another version
  * (a rolling upgrade) or a damaged one is refused by decodeControl, never half-read.
  */
 const CONTROL = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('clone-prepare'), memoryMb: z.number().int().positive(), guestFile: text.optional() }),
+  z.object({ type: z.literal('clone-prepare'), memoryMb: z.number().int().positive().max(1 << 20), guestFile: text.optional() }),
   z.object({ type: z.literal('guest-upgrade-prepare'), guestFile: text, version: text }),
   z.object({ type: z.literal('guest-upgrade-progress'), step: text, detail: text.optional() }),
   z.object({ type: z.literal('guest-upgrade-ready'), version: text, replayed: seqNo }),
@@ -109,13 +159,17 @@ const CONTROL = z.discriminatedUnion('type', [
   z.object({ type: z.literal('clone-failed'), reason: text }),
   z.object({
     type: z.literal('clone-done'), cutSeq: seqNo, guestSeq: seqNo,
-    clients: z.object({ entries: z.array(z.tuple([z.number().int(), z.string().max(256), z.number().int()])), next: z.number().int() }),
-    downtimeMs: z.number().nullable(), authOpen: z.array(z.string().max(256)).optional(),
+    clients: z.object({
+      entries: z.array(z.tuple([clientPort, ipAddress, udpPort])).max(CLIENT_PORT_LAST - CLIENT_PORT_FIRST + 1),
+      next: clientPort,
+      cache: z.array(z.string().max(32)).max(1 << 20).optional(), fresh: z.array(clientPort).max(CLIENT_PORT_LAST - CLIENT_PORT_FIRST + 1).optional(),
+    }),
+    downtimeMs: z.number().nonnegative().finite().nullable(), authOpen: z.array(z.string().max(256)).max(CLIENT_PORT_LAST - CLIENT_PORT_FIRST + 1).optional(),
   }),
   z.object({ type: z.literal('reclone'), reason: text }),
   // The backup's witness: its copy answered `replies` requests of the stream and the primary's guest
   // has sent no reply for silentMs (src/replication/guest-witness.ts).
-  z.object({ type: z.literal('guest-hung'), silentMs: z.number().nonnegative(), replies: seqNo }),
+  z.object({ type: z.literal('guest-hung'), silentMs: z.number().nonnegative().finite(), replies: seqNo }),
   z.object({ type: z.literal('switchover'), keepCopy: z.boolean().optional() }),
   z.object({ type: z.literal('guest-upgrade-commit') }),
   z.object({ type: z.literal('hello'), board: text, role: text, lastSeq: seqNo, cloned: z.boolean() }),

@@ -16,15 +16,16 @@
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import type { Logger } from '../core/log.js';
-import { ClientMap } from '../guest/client-map.js';
+import { ClientMap, type ClientMapOptions } from '../guest/client-map.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
 import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
 import { PrimaryGuestWitness, type WitnessStatus, type WitnessVerdict } from './guest-witness.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
-  T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
+  REPLICATION_TYPES, T_ACK, T_CONTROL, T_DIGEST, T_INPUT, decodeAck, decodeDigest, decodeInput, encodeAck, encodeControl,
   encodeDigest, encodeInput, replyDigest, replyKey, type ControlMessage, type SequencedInput,
 } from './messages.js';
+import { PartnerRejections, type RejectionReason } from './rejections.js';
 
 /**
  * Of the inputs logged from a saved state's replay point (`logged[0]`, the first request the state
@@ -66,6 +67,29 @@ export interface ReplicatorOptions {
    * and no digest has come from the primary for this long (guest-witness.ts). Undefined: no witness.
    */
   guestHangMs?: number;
+  /**
+   * Inputs sequenced but not yet delivered to the local guest (or held during a clone's cut-over)
+   * beyond which a new client request is dropped before it is sequenced (counted). Default 512: at the ~1000 requests/s a replicated TCG guest passes, half a second of queueing (a client retrying after 20-200 ms gains nothing from a deeper queue).
+   */
+  maxQueuedInputs?: number;
+  /** Requests remembered for output commit whose reply has not come (oldest pruned first, counted). Default 8192. */
+  maxPendingReplies?: number;
+  /** A remembered request older than this gets no more waiting for its reply (pruned, counted). Default 10000. */
+  pendingReplyMaxAgeMs?: number;
+  /** The client map's port range and reply-cache mirror (src/guest/client-map.ts). */
+  clientMap?: ClientMapOptions;
+  /** Where refused partner messages are counted and journaled (one per controller). Default: a private one. */
+  rejections?: PartnerRejections;
+}
+
+/** Inputs dropped or forgotten on the input path, by reason (docs/replication.md, bounds). */
+export interface InputDrops {
+  /** New requests dropped because the queue before the local guest was full. */
+  queueFull: number;
+  /** New requests dropped because the inputs held for a clone's cut-over were at the cap. */
+  heldFull: number;
+  /** Requests whose reply never came (the guest ignored or lost them), forgotten by the count or age bound. */
+  pendingPruned: number;
 }
 
 export interface ReplicationStatus {
@@ -85,6 +109,9 @@ export interface ReplicationStatus {
   unprotectedReason?: string;
   authHolds: number;
   clients: number;
+  /** Requests remembered for output commit, waiting for their reply. */
+  pendingReplies: number;
+  drops: InputDrops;
   /** Backup: the witness of the primary's guest (how late its replies come, hang verdicts). */
   witness?: WitnessStatus;
 }
@@ -93,13 +120,16 @@ export declare interface Replicator {
   on(ev: 'divergence', fn: (key: string) => void): this;
   on(ev: 'unprotected', fn: (reason: string) => void): this;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): this;
+  /** New client requests are being dropped (queue or cut-over hold full): when it begins, then at most every 10 s. */
+  on(ev: 'dropping', fn: (drops: InputDrops) => void): this;
 }
 
 const MAX_DIGESTS = 20000;
 
 export class Replicator extends EventEmitter implements InputPipeline {
   mode: ReplicationMode = 'standalone';
-  readonly clients = new ClientMap();
+  readonly clients: ClientMap;
+  readonly drops: InputDrops = { queueFull: 0, heldFull: 0, pendingPruned: 0 };
   private out?: OutputSink;
   private channel?: MessageChannel;
   lastSeq = 0;
@@ -112,7 +142,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // primary
   private holding = false;
   private held: SequencedInput[] = [];
-  private pendingReplies = new Map<string, number[]>();
+  /** Per reply key, the requests waiting for their reply: sequence number and when it was sequenced. */
+  private pendingReplies = new Map<string, Array<{ seq: number; at: number }>>();
+  private pendingCount = 0;
+  private lastDropLog = 0;
+  private dropsAtLastLog = 0;
   private heldOutputs: Array<{ seq: number; output: GuestOutput }> = [];
   private unackedSince = 0;
   private protectionTimer?: TimerHandle;
@@ -144,6 +178,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localReplies = new Map<string, string>();
 
   private readonly clock: Clock;
+  /** Partner messages refused on this board (the replication channel's share is counted here). */
+  readonly rejections: PartnerRejections;
   private readonly witness?: PrimaryGuestWitness;
   private witnessTimer?: TimerHandle;
   private witnessOn = false;
@@ -151,6 +187,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   constructor(private readonly o: ReplicatorOptions) {
     super();
     this.clock = o.clock ?? systemClock;
+    this.clients = new ClientMap(o.clientMap);
+    this.rejections = o.rejections ?? new PartnerRejections({ log: o.log });
     if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs });
   }
 
@@ -296,10 +334,55 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // ------------------------------------------------------------------ primary: inputs
   submit(input: GuestInput): void {
     if (this.mode === 'backup') return; // a backup has no endpoint; nothing should get here
+    // Capped before a sequence number is given: the partner never hears of a dropped request, so
+    // both copies see the same stream. AUTH answers are never dropped (one per question the guest asked).
+    if (input.kind === 'request' && !this.admit()) return;
     const seq = ++this.lastSeq;
     const s: SequencedInput = { seq, input, client: input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined };
     if (this.holding) { this.held.push(s); return; }
     this.forward(s);
+  }
+
+  /**
+   * Room for one more client request: the queue before the local guest, or the cut-over's hold,
+   * below its cap. When not, the drop is counted (and journaled when drops begin).
+   */
+  admit(): boolean {
+    const cap = this.o.maxQueuedInputs ?? 512;
+    if (this.holding ? this.held.length < cap : this.queue.length < cap) return true;
+    if (this.holding) this.drops.heldFull++; else this.drops.queueFull++;
+    this.noteDrop();
+    return false;
+  }
+
+  /** A journal line when drops start, then at most one every 10 s while they go on (not one per packet). */
+  private noteDrop(): void {
+    const now = this.clock.now();
+    if (this.lastDropLog && now - this.lastDropLog < 10000) return;
+    const total = this.drops.queueFull + this.drops.heldFull;
+    this.o.log.warn({ drops: { ...this.drops }, since: total - this.dropsAtLastLog, maxQueuedInputs: this.o.maxQueuedInputs ?? 512 }, 'input queue full: dropping new client requests');
+    this.lastDropLog = now;
+    this.dropsAtLastLog = total;
+    this.emit('dropping', { ...this.drops });
+  }
+
+  /** Remembers a request for output commit; the oldest are forgotten past the count or age bound. */
+  private rememberRequest(key: string, seq: number): void {
+    const now = this.clock.now();
+    const list = this.pendingReplies.get(key);
+    if (list) list.push({ seq, at: now }); else this.pendingReplies.set(key, [{ seq, at: now }]);
+    this.pendingCount++;
+    const max = this.o.maxPendingReplies ?? 8192;
+    const maxAge = this.o.pendingReplyMaxAgeMs ?? 10000;
+    // Map order is first insertion of each key: its first entry is the oldest of that key, and
+    // pruning from the front forgets the keys waiting longest. A forgotten request's reply, should
+    // it still come, is committed at the last delivered input (a later point: safe, not early).
+    for (const [k, l] of this.pendingReplies) {
+      if (this.pendingCount <= max && now - l[0]!.at <= maxAge) break;
+      this.pendingReplies.delete(k);
+      this.pendingCount -= l.length;
+      this.drops.pendingPruned += l.length;
+    }
   }
 
   private forward(s: SequencedInput): void {
@@ -308,9 +391,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
       if (this.unackedSince === 0) this.unackedSince = this.clock.now();
     }
     if (s.input.kind === 'request') {
-      const key = replyKey(s.input.clientPort, s.input.payload);
-      const list = this.pendingReplies.get(key);
-      if (list) list.push(s.seq); else this.pendingReplies.set(key, [s.seq]);
+      this.clients.noteRequest(s.input.clientPort, s.input.payload);
+      this.rememberRequest(replyKey(s.input.clientPort, s.input.payload), s.seq);
     }
     this.queue.push(s);
     this.pump();
@@ -349,7 +431,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
     const key = replyKey(output.clientPort, output.payload);
     const list = this.pendingReplies.get(key);
-    const seq = list?.shift();
+    const seq = list?.shift()?.seq;
+    if (list) this.pendingCount--;
     if (list && list.length === 0) this.pendingReplies.delete(key);
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, replyDigest(output.payload)));
     // Output commit: the reply depends on its request and everything before it (cumulative ACK),
@@ -362,6 +445,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
       return;
     }
     this.out?.release(output);
+  }
+
+  /**
+   * The last input this board put on the stream (primary: forwarded, and so sent while protected;
+   * backup: received). The partner cannot hold anything beyond it: an ACK above it is refused.
+   */
+  get sentSeq(): number {
+    return this.lastSeq - this.held.length;
   }
 
   private onAck(seq: number): void {
@@ -404,6 +495,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private onInputMessage(s: SequencedInput): void {
     if (this.mode !== 'backup') return;
     if (s.seq !== this.lastSeq + 1) {
+      this.rejections.reject('replication', 'out-of-order', `INPUT seq ${s.seq}, expected ${this.lastSeq + 1}`);
       this.o.log.error({ expected: this.lastSeq + 1, got: s.seq }, 'gap in the input stream: asking for a re-clone');
       this.sendControl({ type: 'reclone', reason: `input stream gap: expected ${this.lastSeq + 1}, got ${s.seq}` });
       this.dropChannel('input stream gap');
@@ -411,6 +503,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
     this.lastSeq = s.seq;
     if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+    if (s.input.kind === 'request') this.clients.noteRequest(s.input.clientPort, s.input.payload);
     if (s.input.kind === 'auth-reply' && this.witnessOn && !this.versionChange) {
       const sub = authSubject('answer', s.input.payload);
       if (sub) this.witness!.onStreamAnswer(sub);
@@ -499,6 +592,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authOpen = new Set(authOpen);
     for (const s of inputs) {
       if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+      if (s.input.kind === 'request') this.clients.noteRequest(s.input.clientPort, s.input.payload);
       this.queue.push(s);
       this.lastSeq = s.seq;
     }
@@ -631,13 +725,24 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (old && old !== channel) old.close();
     channel.on('message', (type, body) => {
       if (this.channel !== channel) return;
+      if (!REPLICATION_TYPES.has(type)) { this.refuse('unknown-type', `message type ${type} (the replication channel carries 1 INPUT, 2 ACK, 3 DIGEST, 4 CONTROL)`); return; }
+      if (type === T_CONTROL) return; // the clone manager's (manager.ts)
+      let m: { input: SequencedInput } | { ack: number } | { digest: { key: string; digest: Buffer } };
       try {
-        if (type === T_INPUT) this.onInputMessage(decodeInput(body));
-        else if (type === T_ACK) this.onAck(decodeAck(body));
-        else if (type === T_DIGEST) { const d = decodeDigest(body); this.onDigest(d.key, d.digest); }
+        m = type === T_INPUT ? { input: decodeInput(body) } : type === T_ACK ? { ack: decodeAck(body) } : { digest: decodeDigest(body) };
       } catch (e) {
-        this.o.log.error({ err: (e as Error).message, type }, 'malformed replication message: dropping the channel');
-        this.dropChannel('malformed message');
+        this.refuse('malformed', (e as Error).message);
+        return;
+      }
+      // An ACK of an input never sent would release replies whose inputs the backup does not hold.
+      if ('ack' in m && m.ack > this.sentSeq) { this.refuse('ack-beyond', `ACK ${m.ack}, the last input sent is ${this.sentSeq}`); return; }
+      try {
+        if ('input' in m) this.onInputMessage(m.input);
+        else if ('ack' in m) this.onAck(m.ack);
+        else this.onDigest(m.digest.key, m.digest.digest);
+      } catch (e) {
+        this.o.log.error({ err: (e as Error).message, type }, 'replication message could not be handled: dropping the channel');
+        this.dropChannel('message not handled');
       }
     });
     channel.on('close', () => {
@@ -650,6 +755,18 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   sendControl(m: ControlMessage): void {
     this.channel?.send(T_CONTROL, encodeControl(m));
+  }
+
+  /**
+   * A message that breaks the protocol: counted and journaled, and the channel dropped as if it had
+   * closed (a primary serves unprotected and re-clones, a backup waits for that clone). Nothing in
+   * the message is acted on.
+   */
+  private refuse(reason: RejectionReason, detail: string): void {
+    this.rejections.reject('replication', reason, detail);
+    if (this.mode === 'primary' && this.isProtected) { this.unprotect(`refused a replication message from the backup (${reason}): ${detail}`); return; }
+    this.dropChannel(`refused a message (${reason})`);
+    if (this.mode === 'backup') { this.isProtected = false; this.watchPrimaryGuest(false); }
   }
 
   private dropChannel(_reason: string): void {
@@ -675,6 +792,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
       unprotectedReason: this.unprotectedReason,
       authHolds: this.authHolds,
       clients: this.clients.size,
+      pendingReplies: this.pendingCount,
+      drops: { ...this.drops },
       witness: this.mode === 'backup' ? this.witness?.status() : undefined,
     };
   }

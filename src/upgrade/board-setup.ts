@@ -23,6 +23,8 @@ export interface UpgradeSetup {
   incomingDir: string;
   /** argv that reboots a real blade (the profile's upgrade.rebootCommand). */
   rebootCommand: string[];
+  /** Bytes kept free where a package is pushed or installed (upgrade.reserveMb). */
+  reserveBytes: number;
 }
 
 export function upgradeSetupFor(board: BoardProfile): UpgradeSetup {
@@ -52,5 +54,6 @@ export function upgradeSetupFor(board: BoardProfile): UpgradeSetup {
     store: new SlotStore(slotsDir, cmdline),
     incomingDir: join(board.storageDir, 'incoming'),
     rebootCommand: u.rebootCommand ?? ['systemctl', 'reboot'],
+    reserveBytes: (u.reserveMb ?? 64) * 1048576,
   };
 }

@@ -18,6 +18,7 @@ import { UsError } from '../core/errors.js';
 import type { BootEnv } from '../hw/bootenv/boot-env.js';
 import { fsyncDir } from '../hw/bootenv/durable.js';
 import { armTrial, commitSlot, disarmTrial, readBootState } from './bootflow.js';
+import { assertRoom, statfsFreeBytes, type FreeBytes } from './free-space.js';
 import type { TrustedKeys } from './keys.js';
 import { readVerifiedHead, type VerifiedHead } from './package-format.js';
 import { PayloadExtractor, syncTree, type PayloadResult } from './payload.js';
@@ -49,6 +50,10 @@ export interface InstallOptions {
   onStep?: (s: InstallStep) => void;
   /** Read size while streaming. Default 1 MiB. */
   chunkBytes?: number;
+  /** Bytes kept free in the slots directory after the install (upgrade.reserveMb). Default 64 MiB. */
+  reserveBytes?: number;
+  /** Free bytes on a filesystem (a seam for tests). Default: statfs. */
+  freeBytes?: FreeBytes;
 }
 
 export interface InstallResult {
@@ -107,11 +112,20 @@ async function checkOpenPackage(fh: FileHandle, o: VerifyOptions, where: string,
     throw new UsError('US_ERR_PKG_INCOMPATIBLE', `${where}: made for board family "${m.compatible}", this board is "${o.family}"`, { compatible: m.compatible, family: o.family });
   }
   const st = await readBootState(o.env);
-  const firstInstall = SLOT_NAMES.every((s) => !o.store.isLoadable(s));
+  const noRecord = SLOT_NAMES.every((s) => !o.store.isLoadable(s));
   let target: SlotName;
   let running: SlotName | undefined;
   let previousVersion: string | undefined;
   let forced = false;
+  // A board with no slot at all is empty; slots that are there but unreadable hide the running
+  // version, and a downgrade must not pass for a first install.
+  const present = SLOT_NAMES.filter((s) => existsSync(o.store.slotDir(s)));
+  if (noRecord && present.length) {
+    const files = present.map((s) => o.store.readRecord(s).problem && `${o.store.slotDir(s)}/slot.json (${o.store.readRecord(s).problem})`).join(', ');
+    if (!o.force) throw new UsError('US_ERR_UPGRADE_FLOOR', `${where}: no slot has a readable record (${files}): the running version, the downgrade floor, is unknown; use --force to install anyway`, { slots: present });
+    forced = true;
+  }
+  const firstInstall = noRecord;
   if (firstInstall) {
     target = 'A';
   } else {
@@ -123,6 +137,13 @@ async function checkOpenPackage(fh: FileHandle, o: VerifyOptions, where: string,
     }
     target = otherSlot(running);
     previousVersion = o.store.readRecord(running).record?.version;
+    // The floor is the running slot's version as its signed head says; never a bare, unsigned slot.json.
+    try {
+      previousVersion = o.store.signedVersion(running, o.trustedKeys);
+    } catch (e) {
+      if (!o.force) throw e;
+      forced = true;
+    }
   }
   if (previousVersion !== undefined) {
     if (compareSemVer(m.version, previousVersion) < 0) {
@@ -160,7 +181,8 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
       ({ head, target, running, firstInstall, previousVersion, forced } = await checkOpenPackage(fh, o, where, () => step('verified')));
       const m = head.manifest;
 
-      // 2. Stream the payload into the staging directory.
+      // 2. Stream the payload into the staging directory, if it fits beside what is there.
+      assertRoom(o.store.slotsDir, head.header.payloadBytes, o.reserveBytes ?? 64 * 1048576, where, o.freeBytes ?? statfsFreeBytes);
       staging = o.store.stagingDir(target);
       mkdirSync(staging, { mode: 0o755 });
       pkgHash.update(head.headBytes);
@@ -197,6 +219,7 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
       ...(m.description ? { description: m.description } : {}),
       files: m.files,
     });
+    o.store.writeSignedHeadInto(staging, head.headBytes);
     syncTree(staging, result.dirs);
     step('staged');
 

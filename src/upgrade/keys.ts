@@ -4,7 +4,7 @@
  * bytes. Blades hold only public keys; the private key stays with whoever builds packages.
  */
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError } from '../core/errors.js';
 
@@ -58,13 +58,30 @@ export function loadPrivateKey(file: string): KeyObject {
 /** The public keys a board trusts, by key id. */
 export type TrustedKeys = ReadonlyMap<string, { key: KeyObject; file: string }>;
 
-/** Reads every *.pem in `dir` as an Ed25519 public key; a file that is not one is a config error. */
+/**
+ * Whoever can write a trusted key can sign packages this board installs: the keys directory and
+ * every key in it must belong to root (or to the user the controller runs as) and be writable by
+ * no one else. Throws US_ERR_CONFIG naming the file.
+ */
+export function assertKeyFileSafe(file: string, what = 'trusted key'): void {
+  const st = statSync(file);
+  const me = process.geteuid?.() ?? 0;
+  if (st.uid !== 0 && st.uid !== me) throw new UsError('US_ERR_CONFIG', `${what} ${file}: owned by uid ${st.uid}, expected root: anyone who can replace it can sign packages for this board`, { file, uid: st.uid });
+  if (st.mode & 0o022) throw new UsError('US_ERR_CONFIG', `${what} ${file}: mode ${(st.mode & 0o777).toString(8)} is group- or world-writable: anyone who can replace it can sign packages for this board (chmod go-w)`, { file, mode: st.mode & 0o777 });
+}
+
+/**
+ * Reads every *.pem in `dir` as an Ed25519 public key; a file that is not one, or that someone other
+ * than root could write (assertKeyFileSafe), is a config error naming it.
+ */
 export function loadTrustedKeys(dir: string): TrustedKeys {
   const out = new Map<string, { key: KeyObject; file: string }>();
   if (!existsSync(dir)) return out;
+  assertKeyFileSafe(dir, 'keys directory');
   for (const name of readdirSync(dir).sort()) {
     if (!name.endsWith('.pem')) continue;
     const file = join(dir, name);
+    assertKeyFileSafe(file);
     let key: KeyObject;
     try {
       key = createPublicKey(readFileSync(file, 'utf8'));

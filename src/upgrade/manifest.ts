@@ -11,6 +11,11 @@ import { isSemVer } from './semver.js';
 export const MANIFEST_FORMAT = 1;
 /** The record the installer writes into each slot; no package may ship a file of that name. */
 export const SLOT_RECORD = 'slot.json';
+/**
+ * The package's signed head (header, manifest, signature) the installer keeps beside slot.json: the
+ * slot's version, and so the downgrade floor, is read from it only after its signature verifies.
+ */
+export const SLOT_SIGNED_HEAD = 'slot.head';
 /** Bounds that keep a hostile manifest from exhausting memory. */
 export const MAX_FILES = 100000;
 export const MAX_PATH = 1024;
@@ -40,7 +45,7 @@ export const manifestFileSchema = z.strictObject({
   path: z.string().superRefine((p, ctx) => {
     const why = unsafePathReason(p);
     if (why) ctx.addIssue({ code: 'custom', message: why });
-    if (p === SLOT_RECORD) ctx.addIssue({ code: 'custom', message: `${SLOT_RECORD} is reserved for the installer` });
+    if (p === SLOT_RECORD || p === SLOT_SIGNED_HEAD) ctx.addIssue({ code: 'custom', message: `${p} is reserved for the installer` });
   }),
   /** Size in bytes. */
   size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),

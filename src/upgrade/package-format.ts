@@ -119,6 +119,47 @@ export async function readVerifiedHead(fh: FileHandle, trusted: TrustedKeys, whe
   const signature = await readAt(fh, HEADER_BYTES + header.manifestBytes, header.signatureBytes);
   if (signature.length < header.signatureBytes) throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: truncated inside the signature`);
 
+  const { manifest, keyId: claimed, keyFile } = verifyManifest(manifestBytes, signature, trusted, where);
+  if (manifest.payload.size !== header.payloadBytes) {
+    throw new UsError('US_ERR_PKG_FORMAT', `${where}: header says ${header.payloadBytes} payload bytes, the signed manifest ${manifest.payload.size}`);
+  }
+
+  const payloadOffset = HEADER_BYTES + header.manifestBytes + header.signatureBytes;
+  const end = payloadOffset + header.payloadBytes;
+  const { size } = await fh.stat();
+  if (size < end) {
+    throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: truncated: ${size} bytes, the package needs ${end} (${end - size} missing; was the transfer interrupted?)`, { size, expected: end });
+  }
+  let trailingPadding = 0;
+  if (size > end) {
+    const extra = size - end;
+    const tail = extra <= MAX_TRAILING_PADDING ? await readAt(fh, end, extra) : undefined;
+    if (!tail || !tail.every((c) => c === SUB)) {
+      throw new UsError('US_ERR_PKG_FORMAT', `${where}: ${extra} unexpected bytes after the payload`, { size, expected: end });
+    }
+    trailingPadding = extra;
+  }
+  const headBytes = Buffer.concat([headerBuf, manifestBytes, signature]);
+  return { header, manifestBytes, signature, manifest, keyId: claimed, keyFile, payloadOffset, trailingPadding, headBytes };
+}
+
+/**
+ * A package's head on its own (header, manifest, signature: `VerifiedHead.headBytes`, as the installer
+ * keeps it in each slot), verified exactly as in a package: the signature by a trusted key before
+ * the manifest is parsed, every length accounted for.
+ */
+export function verifyHeadBytes(b: Buffer, trusted: TrustedKeys, where: string): { manifest: Manifest; keyId: string } {
+  const header = decodeHeader(b, where);
+  const end = HEADER_BYTES + header.manifestBytes + header.signatureBytes;
+  if (b.length !== end) throw new UsError('US_ERR_PKG_FORMAT', `${where}: ${b.length} bytes, the head it describes has ${end}`);
+  const manifestBytes = b.subarray(HEADER_BYTES, HEADER_BYTES + header.manifestBytes);
+  const r = verifyManifest(manifestBytes, b.subarray(HEADER_BYTES + header.manifestBytes, end), trusted, where);
+  if (r.manifest.payload.size !== header.payloadBytes) throw new UsError('US_ERR_PKG_FORMAT', `${where}: header and signed manifest disagree on the payload size`);
+  return { manifest: r.manifest, keyId: r.keyId };
+}
+
+/** The signature over the manifest bytes by the trusted key the manifest names; then the manifest, parsed. */
+function verifyManifest(manifestBytes: Buffer, signature: Buffer, trusted: TrustedKeys, where: string): { manifest: Manifest; keyId: string; keyFile: string } {
   if (trusted.size === 0) throw new UsError('US_ERR_PKG_UNKNOWN_KEY', `${where}: this board trusts no signing keys (install a public key in its keys directory)`);
   const claimed = peekKeyId(manifestBytes);
   if (claimed === undefined) throw new UsError('US_ERR_PKG_SIGNATURE', `${where}: the manifest names no signing key; the signature cannot be checked`);
@@ -143,25 +184,5 @@ export async function readVerifiedHead(fh: FileHandle, trusted: TrustedKeys, whe
   }
   const manifest = r.data;
   if (keyIdOf(k.key) !== manifest.keyId) throw new UsError('US_ERR_PKG_SIGNATURE', `${where}: key id mismatch`);
-  if (manifest.payload.size !== header.payloadBytes) {
-    throw new UsError('US_ERR_PKG_FORMAT', `${where}: header says ${header.payloadBytes} payload bytes, the signed manifest ${manifest.payload.size}`);
-  }
-
-  const payloadOffset = HEADER_BYTES + header.manifestBytes + header.signatureBytes;
-  const end = payloadOffset + header.payloadBytes;
-  const { size } = await fh.stat();
-  if (size < end) {
-    throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: truncated: ${size} bytes, the package needs ${end} (${end - size} missing; was the transfer interrupted?)`, { size, expected: end });
-  }
-  let trailingPadding = 0;
-  if (size > end) {
-    const extra = size - end;
-    const tail = extra <= MAX_TRAILING_PADDING ? await readAt(fh, end, extra) : undefined;
-    if (!tail || !tail.every((c) => c === SUB)) {
-      throw new UsError('US_ERR_PKG_FORMAT', `${where}: ${extra} unexpected bytes after the payload`, { size, expected: end });
-    }
-    trailingPadding = extra;
-  }
-  const headBytes = Buffer.concat([headerBuf, manifestBytes, signature]);
-  return { header, manifestBytes, signature, manifest, keyId: claimed, keyFile: k.file, payloadOffset, trailingPadding, headBytes };
+  return { manifest, keyId: claimed, keyFile: k.file };
 }

@@ -11,9 +11,12 @@ import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSyn
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
+import { z } from 'zod';
 import { UsError, asUsError, type UsErrorCode } from '../core/errors.js';
 import { fsyncDir } from '../hw/bootenv/durable.js';
+import { PartnerRejections } from '../replication/rejections.js';
 import { MessageChannel, connectAuthenticated, listenAuthenticated, type AuthServer } from '../replication/secure-channel.js';
+import { assertRoom, statfsFreeBytes, type FreeBytes } from './free-space.js';
 
 export const UPGRADE_PURPOSE = 'upgrade';
 /** Offset of the upgrade channel's port from the partner link's base port (inputs +1, migration +2). */
@@ -26,17 +29,75 @@ const CHUNK = 256 * 1024;
 /** Largest package the partner accepts. */
 const MAX_PACKAGE = 4 * 1024 ** 3;
 
-export type PeerRequest =
-  | { op: 'status' }
-  | { op: 'install'; file: string }
-  | { op: 'reboot' }
-  | { op: 'commit' }
-  | { op: 'rollback'; reboot: boolean }
-  | { op: 'journal'; message: string };
+const text = z.string().max(65536);
+const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, '64 lowercase hex digits');
+const slotOrNull = z.enum(['A', 'B']).nullable();
 
-type PutRequest = { op: 'put'; size: number; sha256: string };
+/** Every request the upgrade channel carries, exactly (unknown fields refused). */
+const REQUEST = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('status') }),
+  z.strictObject({ op: z.literal('install'), file: z.string().min(1).max(4096) }),
+  z.strictObject({ op: z.literal('reboot') }),
+  z.strictObject({ op: z.literal('commit') }),
+  z.strictObject({ op: z.literal('rollback'), reboot: z.boolean() }),
+  z.strictObject({ op: z.literal('journal'), message: text }),
+  z.strictObject({ op: z.literal('put'), size: z.number().int().min(1).max(MAX_PACKAGE), sha256: sha256Hex }),
+]);
+type AnyRequest = z.output<typeof REQUEST>;
+export type PeerRequest = Exclude<AnyRequest, { op: 'put' }>;
+type PutRequest = Extract<AnyRequest, { op: 'put' }>;
 
+/** An answer: a result, or a stable error code and its message. */
+const ANSWER = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), result: z.unknown() }),
+  z.strictObject({ ok: z.literal(false), error: z.strictObject({ code: z.string().regex(/^US_ERR_[A-Z_]{1,40}$/, 'a US_ERR_* code'), message: text }) }),
+]);
 type Answer = { ok: true; result: unknown } | { ok: false; error: { code: UsErrorCode; message: string } };
+
+/** What the results the rolling upgrade reads must hold (extra fields are kept, not trusted). */
+const RESULTS: Partial<Record<AnyRequest['op'], z.ZodType>> = {
+  status: z.looseObject({
+    board: z.string().max(256), role: z.string().max(64), running: slotOrNull, good: slotOrNull, trial: slotOrNull,
+    version: z.string().max(256).nullable(), guest: z.string().max(64).nullable(), protected: z.boolean(), rollingRunning: z.boolean(),
+    backlog: z.number().int().nonnegative(),
+  }),
+  put: z.strictObject({ file: z.string().min(1).max(4096), bytes: z.number().int().min(1).max(MAX_PACKAGE) }),
+  install: z.looseObject({ slot: z.enum(['A', 'B']), version: z.string().min(1).max(256), bootAttempts: z.number().int().nonnegative() }),
+};
+
+function parseJson<T>(what: string, schema: z.ZodType<T>, b: Buffer): T {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(b.toString('utf8'));
+  } catch (e) {
+    throw new RangeError(`${what} is not JSON: ${(e as Error).message}`);
+  }
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new RangeError(`bad ${what}${i.path.length ? ` (${i.path.join('.')})` : ''}: ${i.message}`);
+  }
+  return r.data;
+}
+
+/** One request from the partner, validated; throws a RangeError naming the bad field. */
+export function decodePeerRequest(b: Buffer): PeerRequest | PutRequest {
+  return parseJson('upgrade request', REQUEST, b);
+}
+
+/** One answer from the partner to `op`, validated with its result; throws a RangeError naming the bad field. */
+export function decodePeerAnswer(op: string, b: Buffer): Answer {
+  const a = parseJson('upgrade answer', ANSWER, b) as Answer;
+  const schema = RESULTS[op as AnyRequest['op']];
+  if (a.ok && schema) {
+    const r = schema.safeParse(a.result);
+    if (!r.success) {
+      const i = r.error.issues[0]!;
+      throw new RangeError(`bad upgrade answer to "${op}" (result${i.path.length ? `.${i.path.join('.')}` : ''}): ${i.message}`);
+    }
+  }
+  return a;
+}
 
 export type PeerHandler = (req: PeerRequest) => Promise<unknown>;
 
@@ -48,6 +109,12 @@ export interface PeerServerOptions {
   incomingDir: string;
   handler: PeerHandler;
   onReject?: (e: Error) => void;
+  /** Refused messages are counted and journaled here (channel "upgrade"). */
+  rejections?: PartnerRejections;
+  /** Bytes kept free in incomingDir after a push (upgrade.reserveMb). Default 64 MiB. */
+  reserveBytes?: number;
+  /** Free bytes on a filesystem (a seam for tests). Default: statfs. */
+  freeBytes?: FreeBytes;
 }
 
 /** Serves the partner's requests. */
@@ -57,6 +124,10 @@ export function listenPeer(o: PeerServerOptions): Promise<AuthServer> {
 
 function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
   const ch = new MessageChannel(sock);
+  const refuse = (reason: 'malformed' | 'unknown-type' | 'unexpected', detail: string) => {
+    o.rejections?.reject('upgrade', reason, detail);
+    ch.close();
+  };
   let upload: { fd: number; tmp: string; size: number; received: number; hash: ReturnType<typeof createHash>; sha256: string } | undefined;
   let answered = false;
   const answer = (a: Answer) => {
@@ -77,22 +148,37 @@ function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
   };
   ch.on('close', () => dropUpload());
   ch.on('message', (type, body) => {
+    // One request per connection, then (put) exactly its announced bytes: anything else breaks the
+    // protocol. After the answer (an error may come mid-push) the rest is ignored: the socket is closing.
+    if (answered || !ch.open) return;
+    if (type !== T_JSON && type !== T_CHUNK) { dropUpload(); refuse('unknown-type', `message type ${type} (the upgrade channel carries 1 JSON, 2 CHUNK)`); return; }
+    if ((type === T_JSON && upload) || (type === T_CHUNK && !upload)) {
+      dropUpload();
+      refuse('unexpected', type === T_CHUNK ? 'package bytes without a put request' : 'a second request on one connection');
+      return;
+    }
+    let req: PeerRequest | PutRequest | undefined;
+    if (type === T_JSON) {
+      try {
+        req = decodePeerRequest(body);
+      } catch (e) {
+        refuse('malformed', (e as Error).message);
+        return;
+      }
+    }
     try {
-      if (type === T_JSON && !upload && !answered) {
-        const req = JSON.parse(body.toString('utf8')) as PeerRequest | PutRequest;
+      if (req) {
         if (req.op === 'put') {
-          if (!Number.isSafeInteger(req.size) || req.size < 1 || req.size > MAX_PACKAGE || !/^[0-9a-f]{64}$/.test(String(req.sha256))) {
-            throw new UsError('US_ERR_CONTROL', 'put: size (1 byte to 4 GiB) and sha256 (64 hex digits) expected');
-          }
           mkdirSync(o.incomingDir, { recursive: true, mode: 0o700 });
+          assertRoom(o.incomingDir, req.size, o.reserveBytes ?? 64 * 1048576, 'put: the pushed package', o.freeBytes ?? statfsFreeBytes);
           const tmp = join(o.incomingDir, `.rolling-${randomBytes(6).toString('hex')}.part`);
           upload = { fd: openSync(tmp, 'wx', 0o600), tmp, size: req.size, received: 0, hash: createHash('sha256'), sha256: req.sha256 };
           return;
         }
         o.handler(req).then((result) => answer({ ok: true, result }), fail);
-      } else if (type === T_CHUNK && upload) {
+      } else if (upload) {
         const u = upload;
-        if (u.received + body.length > u.size) throw new UsError('US_ERR_CONTROL', `put: more than the announced ${u.size} bytes`);
+        if (u.received + body.length > u.size) { dropUpload(); refuse('unexpected', `put: more than the announced ${u.size} bytes`); return; }
         writeSync(u.fd, body);
         u.hash.update(body);
         u.received += body.length;
@@ -109,8 +195,6 @@ function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
         renameSync(u.tmp, file);
         fsyncDir(o.incomingDir);
         answer({ ok: true, result: { file, bytes: u.size } });
-      } else {
-        throw new UsError('US_ERR_CONTROL', `unexpected message type ${type} on the upgrade channel`);
       }
     } catch (e) {
       dropUpload();
@@ -121,7 +205,7 @@ function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
 
 /** The client side: the board running a rolling upgrade asks its partner. */
 export class PeerClient {
-  constructor(readonly address: string, readonly port: number, private readonly key: Buffer) {}
+  constructor(readonly address: string, readonly port: number, private readonly key: Buffer, private readonly rejections?: PartnerRejections) {}
 
   /** One request; rejects with the partner's UsError, or US_ERR_LINK / US_ERR_TIMEOUT. */
   async call<T = unknown>(req: PeerRequest, timeoutMs = 10000): Promise<T> {
@@ -178,15 +262,22 @@ export class PeerClient {
       };
       const timer = setTimeout(() => settle(() => reject(new UsError('US_ERR_TIMEOUT', `partner did not answer "${op}" within ${timeoutMs} ms`))), timeoutMs);
       ch.on('message', (type, body) => {
-        if (type !== T_JSON) return;
         settle(() => {
-          try {
-            const a = JSON.parse(body.toString('utf8')) as Answer;
-            if (a.ok) resolve(a.result);
-            else reject(new UsError(a.error.code, `partner: ${a.error.message}`));
-          } catch (e) {
-            reject(new UsError('US_ERR_LINK', `malformed answer from the partner: ${(e as Error).message}`));
+          if (type !== T_JSON) {
+            this.rejections?.reject('upgrade', 'unknown-type', `message type ${type} in answer to "${op}"`);
+            reject(new UsError('US_ERR_LINK', `malformed answer from the partner to "${op}": message type ${type}`));
+            return;
           }
+          let a: Answer;
+          try {
+            a = decodePeerAnswer(op, body);
+          } catch (e) {
+            this.rejections?.reject('upgrade', 'malformed', (e as Error).message);
+            reject(new UsError('US_ERR_LINK', `malformed answer from the partner: ${(e as Error).message}`));
+            return;
+          }
+          if (a.ok) resolve(a.result);
+          else reject(new UsError(a.error.code, `partner: ${a.error.message}`));
         });
       });
       ch.on('close', () => settle(() => reject(new UsError('US_ERR_LINK', `partner closed the upgrade channel before answering "${op}"`))));

@@ -285,7 +285,7 @@ export class RollingUpgrade {
 
   private async installHere(rec: RollingRecord): Promise<InstallResult> {
     const s = this.h.setup;
-    return installPackage({ packagePath: rec.package, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts });
+    return installPackage({ packagePath: rec.package, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts, reserveBytes: s.reserveBytes });
   }
 
   /** The upgraded board (self or partner) runs the new slot and version as a backup with a running clone, and the pair is protected, for stableMs. */
@@ -437,7 +437,7 @@ export class RollingUpgrade {
         const file = realpathSync(String(req.file));
         if (dirname(file) !== realpathSync(s.incomingDir)) throw new UsError('US_ERR_CONTROL', `install: ${req.file} is not a package the partner pushed`);
         if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', 'this board runs a rolling upgrade itself');
-        const r = await installPackage({ packagePath: file, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts });
+        const r = await installPackage({ packagePath: file, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts, reserveBytes: s.reserveBytes });
         this.h.journal(`rolling upgrade: installed ${r.version} into slot ${r.slot} for the partner, trial armed (${r.bootAttempts} attempts)`, { slot: r.slot, version: r.version });
         return r;
       }

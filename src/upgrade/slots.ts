@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { UsError } from '../core/errors.js';
 import { writeFileDurable } from '../hw/bootenv/durable.js';
-import { manifestFileSchema, SLOT_RECORD } from './manifest.js';
+import { manifestFileSchema, SLOT_RECORD, SLOT_SIGNED_HEAD } from './manifest.js';
+import type { TrustedKeys } from './keys.js';
+import { verifyHeadBytes } from './package-format.js';
 import { isSemVer } from './semver.js';
 
 export type SlotName = 'A' | 'B';
@@ -86,6 +88,39 @@ export class SlotStore {
     writeFileDurable(join(dir, SLOT_RECORD), `${JSON.stringify(rec, null, 2)}\n`, 0o644);
   }
 
+  /** Keeps the package's signed head in the slot being staged (read back by `signedVersion`). */
+  writeSignedHeadInto(dir: string, head: Buffer): void {
+    writeFileDurable(join(dir, SLOT_SIGNED_HEAD), head, 0o644);
+  }
+
+  /**
+   * The slot's version as its package's signed head says it, verified with the trusted keys and
+   * checked against slot.json (same version, key and files): the downgrade floor. Throws
+   * US_ERR_UPGRADE_FLOOR naming the file when it is missing, unreadable, does not verify or does not match.
+   */
+  signedVersion(s: SlotName, trusted: TrustedKeys): string {
+    const file = join(this.slotDir(s), SLOT_SIGNED_HEAD);
+    const floor = (why: string) => new UsError('US_ERR_UPGRADE_FLOOR', `${file}: ${why}: slot ${s}'s version, the downgrade floor, cannot be trusted; use --force to install anyway`, { file, slot: s });
+    const { record, problem } = this.readRecord(s);
+    if (!record) throw floor(`slot.json: ${problem}`);
+    let bytes: Buffer;
+    try {
+      bytes = readFileSync(file);
+    } catch (e) {
+      throw floor((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing (a slot installed before signed version records)' : `unreadable: ${(e as Error).message}`);
+    }
+    let m;
+    try {
+      ({ manifest: m } = verifyHeadBytes(bytes, trusted, file));
+    } catch (e) {
+      throw floor(`does not verify: ${(e as Error).message}`);
+    }
+    if (m.version !== record.version || m.keyId !== record.keyId || m.compatible !== record.compatible || JSON.stringify(m.files) !== JSON.stringify(record.files)) {
+      throw floor(`signed for version ${m.version}, slot.json says ${record.version} (or its files differ)`);
+    }
+    return m.version;
+  }
+
   /** What a bootloader can check cheaply: the slot has a well-formed record. */
   isLoadable(s: SlotName): boolean {
     return this.readRecord(s).record !== undefined;
@@ -120,7 +155,7 @@ export class SlotStore {
       if (h.digest('hex') !== f.sha256) problems.push(`${f.path}: SHA-256 differs from the record`);
     }
     if (problems.length === 0) {
-      const listed = new Set([SLOT_RECORD, ...record.files.map((f) => f.path)]);
+      const listed = new Set([SLOT_RECORD, SLOT_SIGNED_HEAD, ...record.files.map((f) => f.path)]);
       const extra = walkFiles(this.slotDir(s)).filter((p) => !listed.has(p));
       if (extra.length) problems.push(`unrecorded file(s): ${extra.slice(0, 3).join(', ')}`);
     }

@@ -2,7 +2,8 @@
  * The reference guest's version 2 with real QEMU, on one board and one state disk: v1 serves and is
  * stopped gracefully (SAVE STOP); a deliberately broken v2 loads that state and dies before it is
  * ready, leaving the disk untouched; v2 converts the v1 state (format 1 -> 2) and serves it unchanged,
- * plus call forwarding; v2 reloads its own format; v1 refuses the v2 format. PROTOCOL.md §6, §8, §11.
+ * plus call forwarding; v2 reloads its own format; v1 refuses the v2 format, and the controller then
+ * refuses to serve that empty v1 (issue 14). PROTOCOL.md §6, §8, §11.
  */
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readFileSync, readSync } from 'node:fs';
@@ -156,9 +157,17 @@ describe('guest application v2: upgrade over the saved state (real QEMU)', funct
     await rig.stopDaemon();
   });
 
-  it('v1 meets the v2 state: starts empty with reason=badformat', async () => {
-    const con = await boot('dx-legacy.json');
-    assert.match(con, /DX-STATE empty reason=badformat/);
-    assert.equal(await ask('z1', 'STATS'), 'z1 OK STATS subs=0 active=0 total=0 version=1.0.0');
+  it('v1 meets the v2 state (a newer format): it comes up empty, so the controller refuses to serve it and leaves the disk as it was', async () => {
+    await rig.stopDaemon();
+    rig.useGuest('dx-legacy.json');
+    const disk = stateRegion(stateDisk());
+    await assert.rejects(rig.startDaemon(), (e: { code: string; message: string }) => {
+      assert.equal(e.code, 'US_ERR_GUEST_STATE', e.message);
+      assert.match(e.message, /DX-STATE empty reason=badformat/);
+      return true;
+    });
+    assert.match(newConsole(), /DX-STATE empty reason=badformat/);
+    await assert.rejects(client.request('z1', 'STATS', 1000, 1), 'nothing serves on the service address');
+    assert.ok(stateRegion(stateDisk()).equals(disk), 'the v2 state on the disk is untouched');
   });
 });

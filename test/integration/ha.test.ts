@@ -507,6 +507,9 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.ok(transitions.some((e) => e.detail!.from === 'FENCING' && e.detail!.to === 'BACKUP' && /^FENCING -> BACKUP: FENCING FAILED/.test(e.message)),
       transitions.map((e) => e.message).join('\n'));
     assert.ok(!transitions.some((e) => e.detail!.to === 'PRIMARY'));
+    // Two attempts fail at once: on the dying gasp, and on the silence that follows it (no priority
+    // delay after a gasp). Fix only after both, so the success can only come from the retry timer.
+    await eventually('the fence after the silence failed too', async () => (await events(backup, since[backup], 'fence')).filter((e) => /FENCING FAILED/.test(e.message)).length >= 2, 10000, 20);
 
     await chassis!.powerController('fix');
     await eventually(`${backup} PRIMARY once fencing works`, async () => (await roleOf(backup)) === 'PRIMARY', 10000, 50);
@@ -521,7 +524,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.deepEqual(await settledPair(30000), { primary: backup, backup: primary });
   });
 
-  it('fencing fails for a board that lost power: never promotes while broken (retried every second), promotes once fixed', async () => {
+  it('fencing fails for a board that lost power: the power controller reports it off (no priority delay), but it never promotes while fencing is broken (retried every second), and promotes once fixed', async () => {
     const { primary, backup } = await settledPair();
     const since = await marks();
     await chassis!.powerController('break');
@@ -537,6 +540,11 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     }
     const failures = (await events(backup, since[backup], 'fence')).filter((e) => /FENCING FAILED/.test(e.message));
     assert.ok(failures.length >= 3);
+    // Not a partition: the power controller (STATUS still answers while broken) says the board is
+    // off, so the first fence went out without the priority fencing delay.
+    const roleEvents = await events(backup, since[backup], 'role');
+    assert.ok(roleEvents.some((e) => new RegExp(`${primary} is powered off \\(simulated, asked in \\d+ ms\\): not a partition, fencing it now`).test(e.message)),
+      roleEvents.map((e) => e.message).join('\n'));
     // The last ones are retries by the timer (the first may follow a verdict): about a second apart.
     for (let i = failures.length - 2; i < failures.length; i++) {
       const gap = Date.parse(failures[i]!.at) - Date.parse(failures[i - 1]!.at);

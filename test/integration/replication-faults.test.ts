@@ -114,6 +114,34 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     assert.deepEqual(await p.settledStates(), { same: true }, 'primary and re-cloned backup states are identical');
   });
 
+  it('a kernel panic in a copy of the guest (an NMI): the backup\'s copy is cloned again; the primary\'s hands over to its backup; nothing acknowledged is lost', async () => {
+    // The backup's copy: its state is gone with the reboot. The backup must not keep a rebooted,
+    // empty copy as if it were the clone: it asks for a new one, and the pair is protected again.
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    const backup = partnerOf(p.primary);
+    const before = (await p.ctl(p.primary, 'replication.status')).replication.lastClone.at;
+    const mark = (await p.ctl(backup, 'events', { limit: 1 })).events.at(-1).id as number;
+    await p.ctl(backup, 'guest.inject', { nmi: true });
+    let recloned = false;
+    for (const end = Date.now() + 240000; Date.now() < end && !recloned;) {
+      await new Promise((r) => setTimeout(r, 500));
+      const st = (await p.ctl(p.primary, 'replication.status')).replication;
+      recloned = st.protected && st.lastClone.at !== before;
+    }
+    const journal = (await p.ctl(backup, 'events', { sinceId: mark, limit: 1000 })).events as Array<{ message: string }>;
+    assert.ok(recloned, `the backup was cloned again after its copy panicked: ${journal.map((e) => e.message).slice(-8).join(' | ')}`);
+    assert.ok(journal.some((e) => /rebooted itself/.test(e.message)), `the reboot is journaled on ${backup}: ${journal.map((e) => e.message).slice(-8).join(' | ')}`);
+    assert.equal((await pairView(p.chassis.layout))[p.primary]?.role, 'PRIMARY', 'the primary kept the service');
+    assert.deepEqual(await p.settledStates(), { same: true }, 'both copies identical after the re-clone');
+
+    // The primary's copy, under load: the protected primary hands over to its backup's up-to-date
+    // copy instead of serving from a rebooted, empty guest.
+    const old = p.primary;
+    await p.loadThrough(10000, 3000, () => p.ctl(old, 'guest.inject', { nmi: true }), 'NM');
+    assert.equal((await pairView(p.chassis.layout))[partnerOf(old)]?.role, 'PRIMARY', 'the backup took over');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+  });
+
   it('seeded random faults (kill -9, power off, QEMU kill, both links cut): zero acknowledged requests lost', async () => {
     const seed = Number(process.env.US_FAULT_SEED ?? Date.now() % 1000000);
     const faults = Number(process.env.US_FAULTS ?? 20);

@@ -33,6 +33,8 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     const rp = (await p.ctl(p.primary, 'replication.status')).replication;
     assert.equal(rp.lastSeq, rb.lastSeq);
     assert.ok(typeof rp.lastClone.downtimeMs === 'number', 'the guest pause of the clone is reported');
+    // The exact decoders (INPUT, ACK, DIGEST, control) refused nothing a real partner sent.
+    for (const b of [p.primary, backup]) assert.deepEqual((await p.ctl(b, 'status')).partnerMessages, { total: 0, byChannel: {} }, `${b}: no partner message refused`);
   });
 
   it('kill -9 of the primary controller: the backup takes over, nothing acknowledged is lost', async () => {

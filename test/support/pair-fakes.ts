@@ -163,6 +163,7 @@ export class FakeReplicator extends EventEmitter {
     return {
       mode: this.mode, protected: this.protectedNow, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, deliveredSeq: this.deliveredSeq, lagInputs: null,
       heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, authHolds: 0, clients: 0,
+      pendingReplies: 0, drops: { queueFull: 0, heldFull: 0, pendingPruned: 0 },
     };
   }
 }
@@ -188,6 +189,7 @@ export class FakeCheckpoints {
   info: CheckpointInfo | undefined = undefined;
   loggedSince = 0;
   suspended = false;
+  logStatus = { sinceCheckpoint: 0, limit: 200000, forced: 0 };
   log: SequencedInput[] = [];
   constructor(private readonly calls: string[]) {}
   async restore(): Promise<{ seq: number; replayed: number }> { this.calls.push('checkpoint:restore'); return { seq: 0, replayed: 0 }; }

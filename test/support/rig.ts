@@ -8,9 +8,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
 import { startDaemonInBackground } from '../../src/cli/guest-commands.js';
 import { Hlr } from '../../src/sim/hlr.js';
+import { UdpClient } from '../../src/sim/udp-client.js';
 
 const run = promisify(execFile);
 let nextNet = 0;
@@ -31,6 +33,7 @@ export class Rig {
   guest: Record<string, any>;
   hlr?: Hlr;
   daemonPid?: number;
+  client?: UdpClient;
 
   constructor(o: RigOptions = {}) {
     // Each rig gets its own 127.0.<n>.0/24 so parallel or leftover runs never collide.
@@ -80,6 +83,24 @@ export class Rig {
     return this.hlr;
   }
 
+  /** The AUTH stand-in, the controller and a client of the service address: a board serving its guest. */
+  async startServing(): Promise<UdpClient> {
+    await this.startHlr();
+    await this.startDaemon();
+    this.client = await new UdpClient(this.board.service as { address: string; port: number }).open();
+    return this.client;
+  }
+
+  /** What this board's journal holds of `kind`, oldest first (read from its SQLite file; the controller may be down). */
+  journal(kind: string): string[] {
+    const db = new Database(join(this.store, 'understudy.db'), { readonly: true });
+    try {
+      return (db.prepare('SELECT message FROM events WHERE kind = ? ORDER BY id').all(kind) as Array<{ message: string }>).map((r) => r.message);
+    } finally {
+      db.close();
+    }
+  }
+
   async startDaemon(): Promise<number> {
     this.daemonPid = await startDaemonInBackground(this.boardFile, this.guestFile, 120000);
     return this.daemonPid;
@@ -109,6 +130,7 @@ export class Rig {
 
   async cleanup(): Promise<void> {
     const qemu = this.qemuPid();
+    this.client?.close();
     await this.stopDaemon();
     // Only a QEMU this rig's controller started (its command line names our storage dir).
     if (qemu && alive(qemu) && readFileSync(`/proc/${qemu}/cmdline`, 'utf8').includes(this.store)) process.kill(qemu, 'SIGKILL');

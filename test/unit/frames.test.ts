@@ -58,16 +58,15 @@ describe('ClientMap', () => {
     assert.equal(m.portFor({ address: '127.0.0.1', port: 4000 }), a);
     const b = m.portFor({ address: '127.0.0.2', port: 4000 });
     assert.notEqual(a, b);
-    assert.deepEqual(m.clientOf(b), { address: '127.0.0.2', port: 4000 });
+    assert.deepEqual(m.clientOf(b!), { address: '127.0.0.2', port: 4000 });
   });
 
-  it('reuses the oldest port when full, deterministically', () => {
-    const m1 = new ClientMap(100, 101);
-    const m2 = new ClientMap(100, 101);
-    const seq = [1, 2, 3, 1, 4].map((p) => ({ address: '127.0.0.1', port: p }));
-    assert.deepEqual(seq.map((c) => m1.portFor(c)), seq.map((c) => m2.portFor(c)));
-    assert.equal(m1.size, 2);
-    assert.equal(m1.clientOf(100)?.port, 4);
-    assert.equal(m1.clientOf(101)?.port, 1);
+  it('refuses a new client rather than reuse a port that is still held', () => {
+    const m = new ClientMap(100, 101);
+    assert.equal(m.portFor({ address: '127.0.0.1', port: 1 }), 100);
+    assert.equal(m.portFor({ address: '127.0.0.1', port: 2 }), 101);
+    assert.equal(m.portFor({ address: '127.0.0.1', port: 3 }), undefined);
+    assert.equal(m.refused, 1);
+    assert.equal(m.clientOf(100)?.port, 1);
   });
 });

@@ -42,6 +42,9 @@ describe('HA controller timers on a fake clock', () => {
   let power: Server | undefined;
   /** Requests the stand-in power controller received, with the fake time they arrived at. */
   let powerRequests: Array<{ line: string; at: number }>;
+  /** STATUS <board> requests (the partner's power), and what the stand-in answers to them. */
+  let statusRequests: Array<{ line: string; at: number }>;
+  let partnerPower: 'ON' | 'OFF' | 'silent';
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'us-ha-'));
@@ -50,6 +53,8 @@ describe('HA controller timers on a fake clock', () => {
     wall = 1_800_000_000_000;
     controllers = [];
     powerRequests = [];
+    statusRequests = [];
+    partnerPower = 'ON';
   });
   afterEach(async () => {
     for (const c of controllers) await c.stop();
@@ -65,8 +70,14 @@ describe('HA controller timers on a fake clock', () => {
     power = createServer((s) => {
       s.setEncoding('utf8');
       s.on('data', (line: string) => {
-        powerRequests.push({ line: line.trim(), at: clock.now() });
-        s.end(`OK ${line.trim()}\n`);
+        const l = line.trim();
+        if (l.startsWith('STATUS ')) {
+          statusRequests.push({ line: l, at: clock.now() });
+          if (partnerPower !== 'silent') s.end(`OK ${partnerPower} ${l.split(' ')[1]}\n`);
+          return;
+        }
+        powerRequests.push({ line: l, at: clock.now() });
+        s.end(`OK ${l}\n`);
       });
     });
     await new Promise<void>((r) => power!.listen(socket, () => r()));
@@ -232,6 +243,30 @@ describe('HA controller timers on a fake clock', () => {
     assert.equal(f.detail!.outcome, 'reset');
     assert.equal(f.detail!.waitedMs, 300);
     assert.match(f.message, /^partner sim-b fenced: reset \(power-cycled\) by simulated in [\d.]+ ms; it boots again and rejoins as backup$/);
+  });
+
+  it('a silent PRIMARY that the fencing device reports powered off is fenced at once (no priority delay); one reported on, or a device that does not answer, waits the delay', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start();
+    for (const power of ['ON', 'silent'] as const) {
+      partnerPower = power;
+      hear(ha, { role: 'PRIMARY' });
+      silence(ha);
+      await until(() => statusRequests.length > 0, 'the device was asked');
+      statusRequests = [];
+      await clock.advanceAsync(299);
+      assert.deepEqual(powerRequests, [], `${power}: nothing before the priority delay`);
+      hear(ha, { role: 'PRIMARY' }); // back: the pending fence is called off
+      assert.equal(ha.currentRole, 'BACKUP');
+    }
+    partnerPower = 'OFF';
+    const t0 = clock.now();
+    silence(ha);
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted without waiting the delay');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }], 'fenced (found off) at once');
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /the fencing device reports it powered off/);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /sim-b is powered off \(simulated, asked in \d+ ms\): not a partition, fencing it now/.test(e.message)));
   });
 
   it('a PRIMARY fences its silent BACKUP once the silence has lasted primaryConfirmMs more (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {

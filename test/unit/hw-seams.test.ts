@@ -42,14 +42,14 @@ describe('FakeHypervisor (the Hypervisor seam over the fake QMP server)', () => 
   it('scripts a migration: active with progress, then completed with the source left postmigrate', async () => {
     const hv: Hypervisor = fake;
     fake.script = { totalBytes: 8 * 1048576, polls: 2, downtimeMs: 7 };
-    await hv.qmp.execute('migrate', { uri: 'exec:cat > /dev/null' });
+    await hv.qmp.execute('migrate', { uri: 'unix:/run/relay.sock' });
     const first = await hv.qmp.execute<{ status: string; ram: { transferred: number; total: number } }>('query-migrate');
     assert.equal(first.status, 'active');
     assert.deepEqual([first.ram.transferred, first.ram.total], [4 * 1048576, 8 * 1048576]);
     const last = await hv.qmp.execute<{ status: string; downtime: number }>('query-migrate');
     assert.deepEqual([last.status, last.downtime], ['completed', 7]);
     assert.equal(await hv.status(), 'postmigrate');
-    assert.equal(fake.migration.uri, 'exec:cat > /dev/null');
+    assert.equal(fake.migration.uri, 'unix:/run/relay.sock');
   });
 
   it('is not alive once it exited, and its QMP is closed', async () => {

@@ -90,6 +90,7 @@ describe('metrics', () => {
     assert.equal(get(p, 'understudy_guest_state', { state: 'failed' }), 0);
     assert.equal(get(p, 'understudy_guest_restarts_total'), 2);
     assert.equal(get(p, 'understudy_guest_boot_to_ready_seconds'), 2.5);
+    assert.equal(get(p, 'understudy_guest_state_refused'), 0);
     assert.equal(get(p, 'understudy_service_requests_total'), 9);
     assert.equal(get(p, 'understudy_service_clients'), 3);
     assert.equal(p.types.get('understudy_failovers_total'), 'counter');
@@ -157,12 +158,15 @@ describe('metrics', () => {
     assert.equal(s.failovers, 2);
     assert.equal(s.inputLosses, 4);
     assert.equal(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', replication: { ...replication, protected: false, lagInputs: null } }).replicationLag, undefined, 'unprotected: no lag figure');
+    assert.equal(s.guest?.stateRefused, false, 'no state-load outcome: nothing refused');
+    const load = (expected: boolean, outcome: 'loaded' | 'empty') => snapshotFrom({ board: 'sim-a', role: 'STANDALONE', guest: { ...guest, stateLoad: { expected, outcome, at: '' } } }).guest?.stateRefused;
+    assert.deepEqual([load(true, 'empty'), load(true, 'loaded'), load(false, 'empty')], [true, false, false], 'refused only when a saved state was expected and not loaded');
     assert.equal(s.partner, 'alive');
     assert.equal(s.alarms, 1);
     assert.deepEqual(s.links![0], { name: 'serial', up: true, lastHeardMsAgo: 2, changes: 1, sent: 10, received: 9, rejected: ha.links[0]!.rejected, txDropped: 1, errors: 0 });
     assert.deepEqual(s.fencing, { attempts: 2, failures: 1 });
     assert.deepEqual(s.watchdog, { kicks: 40, kicking: true });
-    assert.deepEqual(s.guest, { state: 'running', restarts: 1, bootToReadyMs: 900, requestsProcessed: undefined });
+    assert.deepEqual(s.guest, { state: 'running', restarts: 1, bootToReadyMs: 900, requestsProcessed: undefined, stateRefused: false });
   });
 
   it('onScrape refreshes the metrics at each scrape; a failing source serves the last values', async () => {

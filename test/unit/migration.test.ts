@@ -4,11 +4,13 @@
  * and the recovery of a source a failed migration left stopped.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeHypervisor } from '../../src/hw/hypervisor/fake.js';
-import { migrate, recoverFromMigration, type MigrationProgress } from '../../src/hw/hypervisor/migration.js';
+import { feedIncoming, migrate, migrateToFile, recoverFromMigration, type MigrationProgress } from '../../src/hw/hypervisor/migration.js';
 
 describe('migrate() and recoverFromMigration()', () => {
   let dir: string;
@@ -24,7 +26,8 @@ describe('migrate() and recoverFromMigration()', () => {
 
   const MiB = 1048576;
 
-  it('sets the capabilities and parameters, migrates to the URI, reports progress and QEMU\'s figures', async () => {
+  it('sets the capabilities and parameters, migrates to the URI, reports progress and QEMU\'s figures (KVM: a live copy)', async () => {
+    hv.kvmEnabled = true;
     hv.script = { totalBytes: 64 * MiB, polls: 4, downtimeMs: 9 };
     const progress: MigrationProgress[] = [];
     let commandsAtStart: string[] = [];
@@ -33,10 +36,11 @@ describe('migrate() and recoverFromMigration()', () => {
       onStart: () => { commandsAtStart = [...hv.commands]; },
       onProgress: (p) => progress.push(p),
     });
-    assert.deepEqual(r, { downtimeMs: 9, transferredBytes: 64 * MiB });
+    assert.deepEqual(r, { downtimeMs: 9, live: true, transferredBytes: 64 * MiB });
     assert.deepEqual(progress.map((p) => [p.transferredBytes / MiB, p.totalBytes / MiB]), [[16, 64], [32, 64], [48, 64], [64, 64]]);
-    assert.deepEqual(commandsAtStart, ['migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
-    assert.deepEqual(hv.commands, ['migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    assert.deepEqual(commandsAtStart, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
+    assert.deepEqual(hv.commands, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    assert.equal(hv.runStateAtMigrate, 'running', 'under KVM the guest runs during the copy');
     const args = (c: string) => hv.server.received.find((x) => x.execute === c)?.arguments;
     assert.deepEqual(args('migrate-set-capabilities'), { capabilities: [{ capability: 'events', state: true }] });
     assert.deepEqual(args('migrate-set-parameters'), { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
@@ -44,9 +48,27 @@ describe('migrate() and recoverFromMigration()', () => {
     assert.equal(await hv.status(), 'postmigrate', 'the source is left stopped for the caller to resume');
   });
 
+  it('under TCG the guest is stopped before the copy starts (a live TCG copy loses writes); the pause is measured from the stop', async () => {
+    hv.kvmEnabled = false;
+    hv.script = { totalBytes: 64 * MiB, polls: 3, downtimeMs: 9 };
+    const r = await migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 20, errorPrefix: 'checkpoint migration' });
+    assert.deepEqual(hv.commands.slice(0, 5), ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'stop', 'migrate']);
+    assert.equal(hv.runStateAtMigrate, 'paused', 'stopped before migrate');
+    assert.equal(r.live, false);
+    // Three polls 20 ms apart after the stop: QEMU's 9 ms (the last pass only) is not the guest's pause.
+    assert.ok(r.downtimeMs !== null && r.downtimeMs >= 35, `pause measured from the stop: ${r.downtimeMs} ms`);
+    assert.equal(await hv.status(), 'postmigrate');
+  });
+
+  it('an explicit live option overrides the accelerator\'s choice (query-kvm not asked)', async () => {
+    const r = await migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 5, errorPrefix: 'migration', live: true });
+    assert.equal(r.live, true);
+    assert.ok(!hv.commands.includes('query-kvm') && !hv.commands.includes('stop'));
+  });
+
   it('a failed migration rejects with the caller\'s prefix; the recovery cancels and resumes the stopped source', async () => {
     hv.script = { failAtPoll: 2, errorDesc: 'Unable to write to socket: Broken pipe', stateAfterFailure: 'postmigrate' };
-    await assert.rejects(migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 5, errorPrefix: 'checkpoint migration' }), (e: { code: string; message: string }) => {
+    await assert.rejects(migrate(hv, { uri: 'unix:/run/checkpoint-out.sock', pollMs: 5, errorPrefix: 'checkpoint migration' }), (e: { code: string; message: string }) => {
       assert.equal(e.code, 'US_ERR_HYPERVISOR');
       assert.equal(e.message, 'checkpoint migration failed: Unable to write to socket: Broken pipe');
       return true;
@@ -81,5 +103,60 @@ describe('migrate() and recoverFromMigration()', () => {
     await assert.rejects(run, { code: 'US_ERR_HYPERVISOR', message: 'migration cancelled: ' });
     await hv.exit();
     await recoverFromMigration(hv, { cancelActive: true });
+  });
+
+  /** The fake QEMU's `migrate` also writes `stream` to the unix socket its URI names, as QEMU does. */
+  const streamOnMigrate = (stream: Buffer) => {
+    const orig = hv.server.handlers.get('migrate')!;
+    hv.server.handlers.set('migrate', (args) => {
+      const r = orig(args);
+      const path = String(args?.uri).replace(/^unix:/, '');
+      const c = connect(path, () => c.end(stream));
+      c.on('error', () => undefined);
+      return r;
+    });
+  };
+
+  it('migrateToFile: no shell; QEMU streams to a socket this process listens on and the file holds every byte', async () => {
+    const stream = randomBytes(3 * 1048576 + 17);
+    streamOnMigrate(stream);
+    hv.kvmEnabled = true; // a live copy: the pause is QEMU's figure
+    hv.script = { polls: 3, downtimeMs: 7 };
+    const file = join(dir, 'checkpoint.img.tmp');
+    const sock = join(dir, 'checkpoint-out.sock');
+    const r = await migrateToFile(hv, file, sock, { pollMs: 5, errorPrefix: 'checkpoint migration' });
+    assert.equal(r.downtimeMs, 7);
+    assert.equal(hv.migration.uri, `unix:${sock}`, 'QEMU is given a unix: URI, never exec:');
+    assert.ok(readFileSync(file).equals(stream), 'the file is the stream, byte for byte');
+    assert.equal(existsSync(sock), false, 'the socket is removed');
+  });
+
+  it('migrateToFile refuses to overwrite an existing file and rejects a failed migration, leaving no socket', async () => {
+    const file = join(dir, 'exists.img');
+    writeFileSync(file, 'old');
+    streamOnMigrate(Buffer.from('new stream'));
+    const sock = join(dir, 'out.sock');
+    await assert.rejects(migrateToFile(hv, file, sock, { pollMs: 5, errorPrefix: 'checkpoint migration' }), /EEXIST/);
+    assert.equal(readFileSync(file, 'utf8'), 'old');
+    assert.equal(existsSync(sock), false);
+    await recoverFromMigration(hv, { cancelActive: true });
+    hv.script = { failAtPoll: 1, errorDesc: 'Broken pipe' };
+    await assert.rejects(migrateToFile(hv, join(dir, 'f2'), sock, { pollMs: 5, errorPrefix: 'checkpoint migration' }), /checkpoint migration failed: Broken pipe/);
+    assert.equal(existsSync(sock), false);
+  });
+
+  it('feedIncoming sends a saved stream whole to the socket an incoming QEMU listens on', async () => {
+    const data = randomBytes(2 * 1048576 + 3);
+    const file = join(dir, 'checkpoint.img');
+    writeFileSync(file, data);
+    const sock = join(dir, 'restore-in.sock');
+    const got: Buffer[] = [];
+    const received = new Promise<Buffer>((resolve) => {
+      const srv = createServer((c) => { c.on('data', (b: Buffer) => got.push(b)); c.on('end', () => { srv.close(); resolve(Buffer.concat(got)); }); });
+      // QEMU starts listening a little after launch: feedIncoming retries until it can connect.
+      setTimeout(() => srv.listen(sock), 100);
+    });
+    await feedIncoming(file, sock, 5000);
+    assert.ok((await received).equals(data));
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -11,6 +11,8 @@ import { buildPackage } from '../../src/upgrade/builder.js';
 import { installPackage, type InstallOptions } from '../../src/upgrade/installer.js';
 import { generateKeys, loadPrivateKey, loadTrustedKeys } from '../../src/upgrade/keys.js';
 import { HEADER_BYTES } from '../../src/upgrade/package-format.js';
+import { cleanUpgradeLeftovers } from '../../src/upgrade/leftovers.js';
+import { SLOT_SIGNED_HEAD } from '../../src/upgrade/manifest.js';
 import { SlotStore } from '../../src/upgrade/slots.js';
 import { assemblePackage, craftPackage, manifestFor, tarEnd, tarEntry, treeDigest, writeImage, type CraftFile } from '../../src/upgrade/testing.js';
 
@@ -328,5 +330,104 @@ describe('upgrade installer', function () {
     writeFileSync(join(store.slotsDir, '.lock'), `999999999 ${bootId}\n`);
     assert.equal((await installPackage(opts(pkg('1.0.0')))).slot, 'A');
     assert.ok(!existsSync(join(store.slotsDir, '.lock')));
+  });
+
+  describe('the gaps of issue 14: downgrade floor, key files, free space, leftovers', () => {
+    beforeEach(twoGoodSlots);
+
+    it('keeps the package\'s signed head in each slot; the slot still verifies with it', () => {
+      assert.ok(existsSync(join(store.slotDir('B'), SLOT_SIGNED_HEAD)));
+      assert.ok(store.verify('B').ok, store.verify('B').problems.join('; '));
+      assert.equal(store.signedVersion('B', loadTrustedKeys(keysDir)), '1.1.0');
+    });
+
+    it('an edited slot.json does not lower the floor: the signed head says 1.1.0, so 1.0.5 is refused', async () => {
+      const f = join(store.slotDir('B'), 'slot.json');
+      writeFileSync(f, readFileSync(f, 'utf8').replace('"version": "1.1.0"', '"version": "0.0.1"'));
+      assert.equal(store.readRecord('B').record?.version, '0.0.1', 'the edit is a well-formed record');
+      await rejects(pkg('1.0.5'), 'US_ERR_UPGRADE_FLOOR', new RegExp(`${SLOT_SIGNED_HEAD}: signed for version 1\\.1\\.0, slot\\.json says 0\\.0\\.1.*--force`));
+    });
+
+    it('a missing, corrupt or untrusted signed head refuses the install, naming the file, unless forced', async () => {
+      const head = join(store.slotDir('B'), SLOT_SIGNED_HEAD);
+      const good = readFileSync(head);
+      const name = head.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      rmSync(head);
+      await rejects(pkg('1.2.0'), 'US_ERR_UPGRADE_FLOOR', new RegExp(`${name}: missing`));
+      const bad = Buffer.from(good);
+      bad[bad.length - 1] ^= 1; // the signature
+      writeFileSync(head, bad);
+      await rejects(pkg('1.2.0'), 'US_ERR_UPGRADE_FLOOR', new RegExp(`${name}: does not verify`));
+      // Re-signed by a key this board does not trust.
+      const foreign = craftPackage(files, otherKey, { version: '1.1.0' });
+      writeFileSync(head, foreign.subarray(0, HEADER_BYTES + foreign.readUInt32BE(12) + 64));
+      await rejects(pkg('1.2.0'), 'US_ERR_UPGRADE_FLOOR', new RegExp(`${name}: does not verify: .*does not trust`));
+      const r = await installPackage(opts(pkg('1.0.5'), { force: true }));
+      assert.deepEqual([r.slot, r.forced, r.version], ['A', true, '1.0.5']);
+    });
+
+    it('slots whose records are all unreadable are not an empty board: no silent first install', async () => {
+      for (const s of ['A', 'B'] as const) writeFileSync(join(store.slotDir(s), 'slot.json'), '{ damaged');
+      await assert.rejects(installPackage(opts(pkg('0.0.1'))), (e: Error & { code: string }) => e.code === 'US_ERR_UPGRADE_FLOOR' && /slots\/A\/slot\.json.*unknown.*--force/.test(e.message));
+      assert.equal(readFileSync(join(store.slotDir('A'), 'slot.json'), 'utf8'), '{ damaged', 'slot A untouched');
+      const r = await installPackage(opts(pkg('0.0.1'), { force: true }));
+      assert.deepEqual([r.slot, r.forced, r.firstInstall], ['A', true, true]);
+    });
+
+    it('a trusted key or keys directory that someone other than root can write is refused, naming it', () => {
+      const pem = join(keysDir, 'release.pem');
+      chmodSync(pem, 0o664);
+      assert.throws(() => loadTrustedKeys(keysDir), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && e.message.includes(pem) && /group- or world-writable/.test(e.message));
+      chmodSync(pem, 0o644);
+      chownSync(pem, 65534, 65534);
+      assert.throws(() => loadTrustedKeys(keysDir), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && e.message.includes(pem) && /uid 65534, expected root/.test(e.message));
+      chownSync(pem, 0, 0);
+      chmodSync(keysDir, 0o777);
+      assert.throws(() => loadTrustedKeys(keysDir), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && e.message.includes(`keys directory ${keysDir}`));
+      chmodSync(keysDir, 0o755);
+      assert.equal(loadTrustedKeys(keysDir).size, 1);
+    });
+
+    it('an install that would not leave the reserve free is refused before any byte is written', async () => {
+      const seen: string[] = [];
+      await rejects(pkg('1.2.0'), 'US_ERR_NO_SPACE', /MiB needed in .*slots with 64\.0 MiB kept free, only 1\.0 MiB available/,
+        { freeBytes: (d) => { seen.push(d); return 1048576; } });
+      assert.deepEqual(seen, [store.slotsDir]);
+      const r = await installPackage(opts(pkg('1.2.0'), { freeBytes: () => 65 * 1048576 + 100000, reserveBytes: 64 * 1048576 }));
+      assert.equal(r.version, '1.2.0');
+    });
+
+    it('leftovers of an interrupted install and push are removed at start-up; a serial transfer still being written is kept', () => {
+      mkdirSync(store.stagingDir('A'));
+      writeFileSync(join(store.stagingDir('A'), 'half'), 'x');
+      mkdirSync(store.retiredDir('B'));
+      const incoming = join(dir, 'incoming');
+      mkdirSync(incoming);
+      const push = join(incoming, '.rolling-0123456789ab.part');
+      const oldRx = join(incoming, '.pkg.usp.part');
+      const liveRx = join(incoming, '.other.usp.part');
+      const done = join(incoming, 'rolling-0123456789abcdef.usp');
+      for (const f of [push, oldRx, liveRx, done]) writeFileSync(f, 'x');
+      const hourAgo = new Date(Date.now() - 3600000);
+      utimesSync(oldRx, hourAgo, hourAgo);
+      const r = cleanUpgradeLeftovers({ store, incomingDir: incoming });
+      assert.deepEqual(r.removed.sort(), [store.retiredDir('B'), store.stagingDir('A'), push, oldRx].sort());
+      for (const f of r.removed) assert.ok(!existsSync(f), `${f} removed`);
+      assert.ok(existsSync(liveRx) && existsSync(done), 'a live transfer and a complete package are kept');
+      assert.ok(store.verify('A').ok && store.verify('B').ok, 'the slots themselves untouched');
+    });
+
+    it('leaves the slots alone while another upgrade operation holds their lock', () => {
+      mkdirSync(store.stagingDir('A'));
+      const release = store.lock('install');
+      try {
+        const r = cleanUpgradeLeftovers({ store, incomingDir: join(dir, 'incoming') });
+        assert.deepEqual(r.removed, []);
+        assert.match(r.skipped ?? '', /holds/);
+        assert.ok(existsSync(store.stagingDir('A')));
+      } finally {
+        release();
+      }
+    });
   });
 });

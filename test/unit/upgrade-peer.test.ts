@@ -17,6 +17,7 @@ describe('upgrade channel between the controllers', () => {
   let server: AuthServer;
   const key = randomBytes(32);
   const seen: PeerRequest[] = [];
+  const view = { board: 'sim-b', role: 'BACKUP', running: 'A', good: 'A', trial: null, version: '1.0.0', guest: 'running', protected: false, rollingRunning: false, backlog: 0 };
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'us-peer-'));
@@ -25,7 +26,7 @@ describe('upgrade channel between the controllers', () => {
       handler: async (req) => {
         seen.push(req);
         if (req.op === 'commit') throw new UsError('US_ERR_UPGRADE_STATE', 'no trial is running');
-        return { op: req.op };
+        return req.op === 'status' ? view : { op: req.op };
       },
     });
   });
@@ -49,7 +50,7 @@ describe('upgrade channel between the controllers', () => {
 
   it('carries requests and the handler\'s errors with their code', async () => {
     const c = new PeerClient('127.0.0.1', server.port, key);
-    assert.deepEqual(await c.call({ op: 'status' }), { op: 'status' });
+    assert.deepEqual(await c.call({ op: 'status' }), view);
     await assert.rejects(c.call({ op: 'commit' }), (e: UsError) => e.code === 'US_ERR_UPGRADE_STATE' && /no trial is running/.test(e.message));
     assert.deepEqual(seen.map((r) => r.op), ['status', 'commit']);
   });

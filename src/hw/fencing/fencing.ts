@@ -37,6 +37,11 @@ export interface FencingDevice {
    * without anyone's help), or that it was off already ('was-off': it is left off).
    */
   reset(partner: string, timeoutMs?: number): Promise<ResetOutcome>;
+  /**
+   * The partner's power as the device sees it, if the device can say (a shelf manager can): a
+   * silent partner that is powered off is not cut off, it is gone. Throws if the device does not answer.
+   */
+  powerState?(partner: string, timeoutMs?: number): Promise<'on' | 'off'>;
 }
 
 /**
@@ -62,7 +67,12 @@ export class SimulatedPowerController implements FencingDevice {
     return { outcome: reply.startsWith('OK OFF') ? 'was-off' : 'reset' };
   }
 
-  private request(verb: 'OFF' | 'RESET', board: string, timeoutMs: number): Promise<string> {
+  async powerState(board: string, timeoutMs = 500): Promise<'on' | 'off'> {
+    const reply = await this.request('STATUS', board, timeoutMs);
+    return reply.startsWith('OK OFF') ? 'off' : 'on';
+  }
+
+  private request(verb: 'OFF' | 'RESET' | 'STATUS', board: string, timeoutMs: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const s = connect(this.socketPath);
       let buf = '';
@@ -106,6 +116,13 @@ export class IpmitoolFencing implements FencingDevice {
 
   async powerOff(partner: string, timeoutMs = 5000): Promise<void> {
     await this.chassisPower(partner, 'off', timeoutMs);
+  }
+
+  async powerState(partner: string, timeoutMs = 2000): Promise<'on' | 'off'> {
+    const out = await this.chassisPower(partner, 'status', timeoutMs);
+    if (/\bis off\b/i.test(out)) return 'off';
+    if (/\bis on\b/i.test(out)) return 'on';
+    throw new UsError('US_ERR_FENCING', `ipmitool power status of ${partner}: unexpected answer "${out.trim().slice(0, 80)}"`);
   }
 
   async reset(partner: string, timeoutMs = 5000): Promise<ResetOutcome> {

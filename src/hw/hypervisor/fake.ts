@@ -31,6 +31,10 @@ export class FakeHypervisor implements Hypervisor {
   migration: { uri?: string; status?: string; polls: number } = { polls: 0 };
   /** Run state answered by query-status; `cont` and `stop` change it like QEMU does. */
   runState = 'running';
+  /** What query-kvm answers: whether KVM runs the guest (false: TCG, as on the test machines). */
+  kvmEnabled = false;
+  /** The run state when `migrate` was given (a TCG copy stops the guest first). */
+  runStateAtMigrate?: string;
   vcpuTid = 4242;
   private exited = false;
 
@@ -40,11 +44,13 @@ export class FakeHypervisor implements Hypervisor {
     h.set('query-cpus-fast', () => [{ 'cpu-index': 0, 'thread-id': this.vcpuTid }]);
     h.set('cont', () => { this.runState = 'running'; return {}; });
     h.set('stop', () => { this.runState = 'paused'; return {}; });
+    h.set('query-kvm', () => ({ enabled: this.kvmEnabled, present: this.kvmEnabled }));
     h.set('migrate-set-capabilities', () => ({}));
     h.set('migrate-set-parameters', () => ({}));
     h.set('migrate', (args) => {
       if (this.migration.status === 'active') return { error: { class: 'GenericError', desc: 'There\'s a migration process in progress' } };
       this.migration = { uri: String(args?.uri), status: 'active', polls: 0 };
+      this.runStateAtMigrate = this.runState;
       return {};
     });
     h.set('query-migrate', () => this.queryMigrate());

@@ -1,10 +1,27 @@
 /**
- * Live migration of the running guest out of its hypervisor, to wherever a URI points: a clone to
- * the partner (`unix:` relay) or a checkpoint to a file (`exec:cat > …`). One typed helper over
- * QMP (migrate-set-capabilities, migrate-set-parameters, migrate, query-migrate, migrate_cancel,
- * cont), written against the Hypervisor seam. Knows nothing of what the copy is for: callers
- * resume the source, record and report.
+ * Migration of the running guest out of its hypervisor, to wherever a URI points: a clone to the
+ * partner (`unix:` relay) or a checkpoint to a file (migrateToFile: QEMU writes to a unix socket
+ * this process listens on and Node writes the file; feedIncoming reads one back into a QEMU waiting
+ * with `-incoming unix:…`). No shell: QEMU 7.2's `exec:` URIs run `/bin/sh -c`, it has no `file:`
+ * URI, and `fd:` needs a descriptor passed over QMP with SCM_RIGHTS, which Node cannot do. One
+ * typed helper over QMP (query-kvm, stop, migrate-set-capabilities, migrate-set-parameters,
+ * migrate, query-migrate, migrate_cancel, cont), written against the Hypervisor seam. Knows nothing
+ * of what the copy is for: callers resume the source, record and report.
+ *
+ * Live (the guest runs while its RAM goes over) only under KVM. Under TCG the guest is stopped
+ * before the copy starts: QEMU's TCG dirty tracking loses guest writes during a live migration.
+ * Collecting the dirty bitmap clears the migration bits without resetting the not-dirty flags of
+ * the TCG TLB (the word-aligned fast path of cpu_physical_memory_sync_dirty_bitmap), so a write
+ * through a TLB entry filled while its page was dirty is never tracked again and the copy keeps the
+ * page's older contents. Fixed upstream in March 2024 (QEMU commit 03bfc2188f, "physmem: Fix
+ * migration dirty bitmap coherency with TCG memory access", 9.0), with other lost-tracking races
+ * reported in the same thread; Debian 12's QEMU 7.2 has the flaw. Seen here as clones whose kernel
+ * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
+ * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsError } from '../../core/errors.js';
 import type { Hypervisor } from './types.js';
@@ -17,7 +34,7 @@ const DOWNTIME_LIMIT_MS = 20;
 const MAX_BANDWIDTH_BYTES_PER_S = 4 * 1024 ** 3;
 
 export interface MigrationOptions {
-  /** Where the stream goes: `unix:<path>`, `exec:<command>`, … */
+  /** Where the stream goes: `unix:<path>` (never `exec:`: that runs a shell). */
   uri: string;
   /** Period of the query-migrate polls, ms. */
   pollMs: number;
@@ -27,6 +44,8 @@ export interface MigrationOptions {
   onStart?: () => void;
   /** Called at every poll that reports RAM figures. */
   onProgress?: (p: MigrationProgress) => void;
+  /** Live or stopped copy; default: live under KVM only (see liveCopySafe). */
+  live?: boolean;
 }
 
 export interface MigrationProgress {
@@ -35,8 +54,14 @@ export interface MigrationProgress {
 }
 
 export interface MigrationResult {
-  /** How long the guest was paused, QEMU's own measure (query-migrate `downtime`), ms; null if it gave none. */
+  /**
+   * How long the guest was paused, ms: a live copy, QEMU's own measure (query-migrate `downtime`,
+   * null if it gave none); a stopped copy, from the `stop` to the completion (the caller's `cont`
+   * follows at once).
+   */
   downtimeMs: number | null;
+  /** Whether the guest ran during the copy. */
+  live: boolean;
   /** RAM sent, bytes. */
   transferredBytes: number;
 }
@@ -49,20 +74,38 @@ export interface MigrationResult {
  * calls recoverFromMigration().
  */
 export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<MigrationResult> {
+  const live = o.live ?? liveCopySafe(await hv.qmp.execute<{ enabled?: boolean }>('query-kvm').then((k) => k.enabled === true, () => false));
   await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   await hv.qmp.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': MAX_BANDWIDTH_BYTES_PER_S });
   o.onStart?.();
+  let stoppedAt = 0;
+  if (!live) {
+    await hv.qmp.execute('stop');
+    stoppedAt = performance.now();
+  }
   await hv.qmp.execute('migrate', { uri: o.uri, blk: true });
   for (;;) {
     const info = await hv.qmp.execute<Record<string, any>>('query-migrate');
     const ram = info.ram as { transferred?: number; total?: number } | undefined;
     if (ram?.total) o.onProgress?.({ transferredBytes: ram.transferred ?? 0, totalBytes: ram.total });
     if (info.status === 'completed') {
-      return { downtimeMs: typeof info.downtime === 'number' ? info.downtime : null, transferredBytes: ram?.transferred ?? 0 };
+      const downtimeMs = live ? (typeof info.downtime === 'number' ? info.downtime : null) : Math.round(performance.now() - stoppedAt);
+      return { downtimeMs, live, transferredBytes: ram?.transferred ?? 0 };
     }
     if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix} ${info.status}: ${info['error-desc'] ?? ''}`);
     await sleep(o.pollMs);
   }
+}
+
+/**
+ * Whether the guest may run while its RAM is copied: only under KVM (`kvm`: QMP query-kvm says it
+ * is enabled). Under TCG a live copy loses writes (see the top of this file), so the guest is
+ * stopped for the whole copy. That costs clients nothing more: a clone holds inputs for the whole
+ * copy anyway and a checkpoint pauses delivery to the backup's copy; only the guest's own clock
+ * sees the longer pause.
+ */
+export function liveCopySafe(kvm: boolean): boolean {
+  return kvm;
 }
 
 /**
@@ -75,4 +118,63 @@ export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: bo
   if (o.cancelActive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
   const state = await hv.status().catch(() => '');
   if (state === 'postmigrate' || state === 'paused') await hv.qmp.execute('cont').catch(() => undefined);
+}
+
+/**
+ * Migrates the running guest into `file` (created, mode 0600; it must not exist) with no shell:
+ * QEMU connects to a unix socket at `socketPath` that this process listens on, and the stream is
+ * written to the file from here. Resolves once QEMU reports completion AND the whole stream is on
+ * disk (not yet fsynced: the caller does that before it renames). On failure the file is left for
+ * the caller to remove.
+ */
+export async function migrateToFile(hv: Hypervisor, file: string, socketPath: string, o: Omit<MigrationOptions, 'uri'>): Promise<MigrationResult> {
+  rmSync(socketPath, { force: true });
+  const server = createServer();
+  let writing: Promise<void> | undefined;
+  let conn: Socket | undefined;
+  server.on('connection', (sock) => {
+    if (writing) { sock.destroy(); return; } // one stream only: whoever comes second gets nothing
+    conn = sock;
+    writing = pipeline(sock, createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+    writing.catch(() => undefined); // awaited below; a failure here must not go unhandled meanwhile
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, () => { server.off('error', reject); resolve(); });
+  });
+  try {
+    const r = await migrate(hv, { ...o, uri: `unix:${socketPath}` });
+    if (!writing) throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix}: QEMU reported completion but never connected to ${socketPath}`);
+    await writing; // QEMU closes its end after the last byte
+    return r;
+  } catch (e) {
+    conn?.destroy();
+    await writing?.catch(() => undefined);
+    throw e;
+  } finally {
+    server.close();
+    rmSync(socketPath, { force: true });
+  }
+}
+
+/**
+ * Feeds a migration stream saved by migrateToFile to a QEMU started with `-incoming unix:<socketPath>`
+ * (it listens there). Resolves once the whole file is sent; QEMU then loads it and stops (`paused`).
+ */
+export async function feedIncoming(file: string, socketPath: string, timeoutMs = 10000): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  let sock: Socket;
+  for (;;) {
+    try {
+      sock = await new Promise<Socket>((resolve, reject) => {
+        const s = connect(socketPath, () => { s.off('error', reject); resolve(s); });
+        s.once('error', reject);
+      });
+      break;
+    } catch (e) {
+      if (performance.now() > end) throw new UsError('US_ERR_HYPERVISOR', `cannot reach QEMU's incoming migration socket ${socketPath}: ${(e as Error).message}`);
+      await sleep(20);
+    }
+  }
+  await pipeline(createReadStream(file), sock);
 }

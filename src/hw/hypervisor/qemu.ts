@@ -40,8 +40,17 @@ export interface QemuOptions {
   incoming?: string;
 }
 
+/**
+ * QEMU's seccomp filter: besides the default deny list (obsolete syscalls are refused), no setuid or
+ * privilege changes, no fork/exec (so no `exec:` migration, no helper scripts), no scheduler or
+ * affinity changes from inside (the controller pins QEMU's threads from outside). Options checked
+ * against QEMU 7.2 (`-sandbox on,bogus=deny` is refused with "Invalid parameter").
+ */
+export const QEMU_SANDBOX = 'on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny';
+
 export function qemuArgs(o: QemuOptions): string[] {
   const args = [
+    '-sandbox', QEMU_SANDBOX,
     '-name', `${o.name},debug-threads=on`,
     '-accel', o.accel,
     '-machine', 'pc',

@@ -117,8 +117,11 @@ export class SimBoard {
       if (this.powerState === 'off') return;
       this.o.log.warn({ board: this.name, cause }, `power off ${this.name} (${cause})`);
       this.recordReset(cause);
-      await this.killBoard();
+      // Without power from now on, as a real blade is the instant its power is cut (what the power
+      // controller's STATUS says); its processes take a moment more to be gone (an OFF or RESET
+      // queued behind this one answers only then).
       this.powerState = 'off';
+      await this.killBoard();
       this.o.onChange();
     });
   }

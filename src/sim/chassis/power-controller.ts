@@ -6,6 +6,7 @@
  *   RESET <board>  → kills it, boots it after the delay    → OK RESET <board> (once killed: the boot follows)
  *                    a board that is off stays off          → OK OFF <board>
  *   STATUS         → one line of JSON
+ *   STATUS <board> → its power (also while broken)     → OK ON <board> | OK OFF <board>
  *   anything else  → ERR <reason>
  * OFF and RESET answer only once the board's processes are gone: a fence that says OK is done.
  * `break()` injects a fencing failure: OFF and RESET answer `ERR BROKEN` until `fix()`.
@@ -105,7 +106,7 @@ export class PowerController {
     const [verb = '', target, ...extra] = line.split(/\s+/);
     const op = verb.toUpperCase();
     if (op === 'STATUS' && target === undefined) return JSON.stringify(this.status());
-    if (op !== 'ON' && op !== 'OFF' && op !== 'RESET') return `ERR unknown request "${line.slice(0, 40)}" (ON|OFF|RESET <board>, STATUS)`;
+    if (op !== 'ON' && op !== 'OFF' && op !== 'RESET' && op !== 'STATUS') return `ERR unknown request "${line.slice(0, 40)}" (ON|OFF|RESET|STATUS <board>, STATUS)`;
     if (target === undefined || extra.length) return `ERR usage: ${op} <board>`;
     let name: BoardName;
     try {
@@ -113,8 +114,9 @@ export class PowerController {
     } catch {
       return `ERR unknown board "${target.slice(0, 40)}"`;
     }
-    if (this.brokenNow && op !== 'ON') return 'ERR BROKEN';
     const board = this.boards[name];
+    if (op === 'STATUS') return `OK ${board.power === 'on' ? 'ON' : 'OFF'} ${name}`;
+    if (this.brokenNow && op !== 'ON') return 'ERR BROKEN';
     try {
       if (op === 'ON') await board.powerOn();
       else if (op === 'OFF') await board.powerOff('fence');
