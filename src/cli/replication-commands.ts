@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
+import type { LegacyChannelsStatus } from '../replication/legacy-channel.js';
 import type { RejectionStatus } from '../replication/rejections.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
@@ -22,7 +23,16 @@ type ReplStatus = ReplicationStatus & {
   channelRejections?: Record<string, Record<string, number>>;
   channelRejectionsTotal?: number;
   lastChannelRejection?: { purpose: string; reason: string; remote: string; detail: string; at: string } | null;
+  legacyChannels?: LegacyChannelsStatus;
 };
+
+/** The previous firmware's partner channels: the alarm while in use, the connections they carried. */
+function legacyLines(l: LegacyChannelsStatus | undefined): string[] {
+  if (!l || (!l.inUse && !l.total)) return [];
+  const by = Object.entries(l.connections).map(([p, n]) => `${p} ${n}`).join(', ');
+  if (l.inUse) return [`  ALARM: ${l.alarm} (since ${l.since}; connections without TLS: ${l.total}${by ? `: ${by}` : ''})`];
+  return [`  partner channels: TLS only; ${l.total} connections of the previous firmware since the controller started (${by})`];
+}
 
 export function formatReplication(role: string, r: ReplStatus | null): string {
   if (!r) return 'replication: no guest on this board';
@@ -50,6 +60,7 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
     const l = r.lastChannelRejection;
     lines.push(`  partner channel connections rejected: ${r.channelRejectionsTotal} (${by})${l ? `; last ${l.at}: ${l.purpose} ${l.reason} ${l.remote} (${l.detail})` : ''}`);
   }
+  lines.push(...legacyLines(r.legacyChannels));
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
 }

@@ -103,6 +103,12 @@ export declare interface Membership {
   on(ev: 'partner-update', fn: (hb: Heartbeat, previous: Heartbeat | undefined) => void): this;
   /** The partner's generations changed (a partner boot, a fence): to be persisted. */
   on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
+  /**
+   * The heartbeat version this board sends changed: 1 while the partner is heard only in version 1
+   * (the previous firmware, during a rolling upgrade), 2 again once it is heard in version 2. The
+   * layers above speak the previous firmware's partner channels only while it is 1.
+   */
+  on(ev: 'send-version', fn: (version: 1 | 2) => void): this;
   /** The partner has heard a generation of ours above our own: our store lost or rolled it back. Once per generation. */
   on(ev: 'generation-behind', fn: (echo: number) => void): this;
   /** Frames bound to this boot keep being rejected while the partner is not alive (see IGNORED_GRACE_MS). Once per generation and reason. */
@@ -259,6 +265,7 @@ export class Membership extends EventEmitter {
     const switched = this.sendVersion !== version;
     this.sendVersion = version;
     if (changed) this.emit('generations', { ...k });
+    if (switched) this.emit('send-version', version);
     if (changed || switched) this.sendHeartbeat(); // the new echo (or frame version), now
   }
 

@@ -3,10 +3,13 @@
  * can read per rejected connection, `partner channel <purpose>: rejected <reason> from <peer> (<detail>):
  * connection dropped`. A flood of them (an attacker on the partner link) is journaled at most once a
  * second per purpose and reason, the line saying how many were not; every one is still counted in
- * `status` and metrics. Owns nothing but that subscription.
+ * `status` and metrics. Also journals the previous firmware's channels (legacy-channel.ts): when
+ * they are turned on and off, and the first connection of each purpose while they are on. Owns nothing
+ * but those subscriptions.
  */
 import type { Logger } from '../core/log.js';
 import type { Store } from '../store/journal.js';
+import { LEGACY_ALARM, legacyPartnerChannels, type LegacyConnection } from '../replication/legacy-channel.js';
 import { partnerChannelRejections, type ChannelRejection } from '../replication/secure-channel.js';
 
 /** Shortest gap between two journal lines of the same purpose and reason. */
@@ -29,4 +32,30 @@ export function journalChannelRejections(store: Store, log: Logger, now: () => n
   };
   partnerChannelRejections.on('rejected', onRejected);
   return () => { partnerChannelRejections.off('rejected', onRejected); };
+}
+
+/**
+ * Journals (kind partner-channel) the previous firmware's channels: on, off (with the connections that
+ * ended), and the first connection of each purpose while on. Returns the unsubscribe.
+ */
+export function journalLegacyChannels(store: Store, log: Logger): () => void {
+  const seen = new Set<string>();
+  const onChange = (inUse: boolean, why: string, dropped: number) => {
+    seen.clear();
+    const msg = inUse
+      ? `${LEGACY_ALARM} (${why}): its handshake is accepted and spoken on the partner channels until it is heard in heartbeat version 2`
+      : `partner channels TLS only again (${why})${dropped ? `: ${dropped} connections of the previous firmware ended` : ''}`;
+    store.record('partner-channel', msg, { legacy: inUse, why, dropped });
+    log[inUse ? 'warn' : 'info']({ legacy: inUse, why, dropped }, msg);
+  };
+  const onConnection = (c: LegacyConnection) => {
+    if (seen.has(c.purpose)) return;
+    seen.add(c.purpose);
+    const how = c.side === 'server' ? `accepted from ${c.remote}` : `opened to ${c.remote}`;
+    store.record('partner-channel', `partner channel ${c.purpose}: a connection of the previous firmware (no TLS) ${how}; further ones are counted, not journaled`,
+      { purpose: c.purpose, side: c.side, remote: c.remote, legacy: true });
+  };
+  legacyPartnerChannels.on('change', onChange);
+  legacyPartnerChannels.on('connection', onConnection);
+  return () => { legacyPartnerChannels.off('change', onChange); legacyPartnerChannels.off('connection', onConnection); };
 }

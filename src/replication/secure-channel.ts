@@ -11,12 +11,19 @@
  * On top: length-prefixed binary messages (MessageChannel) for the input stream, and the socket itself
  * as a byte pipe for the clone's migration stream. Owns sockets, TLS and framing; knows nothing of
  * what the messages mean.
+ *
+ * A rolling upgrade from the previous firmware (before TLS): while the membership says the partner is
+ * heard only in heartbeat version 1 (`legacyPartnerChannels`, legacy-channel.ts), a connecting board
+ * speaks that firmware's handshake, and a listening board waits LEGACY_SNIFF_MS for a TLS ClientHello
+ * and, if none comes (the old client sends nothing first), speaks the old server-first nonce.
+ * Otherwise TLS only: the old handshake is refused and counted as any other failed handshake.
  */
 import { constants, createHmac } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, createServer as netCreateServer, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as tlsCreateServer, type TLSSocket } from 'node:tls';
 import { UsError } from '../core/errors.js';
+import { LegacyHandshakeError, acceptLegacyHandshake, legacyPartnerChannels, offerLegacyHandshake } from './legacy-channel.js';
 
 /** Largest message accepted; an input is at most a UDP datagram plus a header. */
 export const MAX_MESSAGE = 1 << 20;
@@ -31,6 +38,14 @@ export const CHANNEL_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305';
 const TLS_VERSION = 'TLSv1.2';
 /** Version of the channel's key derivation and identity; a board speaking another one is refused. */
 const CHANNEL_VERSION = 2;
+/**
+ * While the previous firmware's channels are allowed: how long a listening board waits for a TLS
+ * ClientHello (sent at once by this firmware's client) before it speaks the previous firmware's
+ * server-first nonce (whose client sends nothing first and waits up to 3 s for it).
+ */
+export const LEGACY_SNIFF_MS = 300;
+/** The first byte of a TLS handshake record (a ClientHello). */
+const TLS_HANDSHAKE_RECORD = 0x16;
 
 /** Why a partner connection was dropped. */
 export type RejectReason =
@@ -145,6 +160,7 @@ export async function connectAuthenticated(address: string, port: number, key: B
     raw.once('connect', () => { clearTimeout(timer); resolve(); });
     raw.once('error', (e) => { clearTimeout(timer); reject(new UsError('US_ERR_LINK', `partner ${address}:${port}: ${e.message}`)); });
   });
+  if (legacyPartnerChannels.allowed) return connectLegacy(raw, `${address}:${port}`, key, purpose, timeoutMs);
   const identity = identityOf(purpose);
   const psk = channelPsk(key, purpose);
   const sock = tlsConnect({
@@ -184,6 +200,46 @@ export async function connectAuthenticated(address: string, port: number, key: B
   return sock;
 }
 
+/** The previous firmware's client handshake on a connected socket (its partner is heard only in heartbeat version 1). */
+async function connectLegacy(raw: Socket, remote: string, key: Buffer, purpose: string, timeoutMs: number): Promise<Socket> {
+  raw.on('error', () => undefined); // the channel on top listens; a reset before that is not a crash
+  try {
+    await offerLegacyHandshake(raw, key, purpose, timeoutMs);
+  } catch (e) {
+    raw.destroy();
+    const err = e as LegacyHandshakeError;
+    partnerChannelRejections.record({ purpose, reason: err.reason, side: 'client', remote, detail: err.message });
+    throw new UsError(err.code, `partner ${remote} failed to authenticate (${purpose}): ${err.message}`);
+  }
+  if (!legacyPartnerChannels.established(raw, { purpose, side: 'client', remote })) {
+    throw new UsError('US_ERR_LINK', `partner ${remote} (${purpose}): the previous firmware's channels were turned off during the handshake`);
+  }
+  channelOf.set(raw, { purpose, side: 'client' });
+  raw.pause();
+  return raw;
+}
+
+/**
+ * The first bytes of a new connection, or null if none came within ms (the previous firmware's
+ * client, which waits for the server's nonce). Whatever was read is put back for the TLS server.
+ */
+function firstBytes(sock: Socket, ms: number): Promise<Buffer | null | 'closed'> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(null), ms);
+    const onData = (d: Buffer) => { done(d); sock.unshift(d); };
+    const onClose = () => done('closed');
+    const done = (r: Buffer | null | 'closed') => {
+      clearTimeout(timer);
+      sock.pause();
+      sock.off('data', onData);
+      sock.off('close', onClose);
+      resolve(r);
+    };
+    sock.on('data', onData);
+    sock.once('close', onClose);
+  });
+}
+
 export interface AuthServer {
   close(): Promise<void>;
   readonly port: number;
@@ -194,7 +250,7 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
   onSocket: (s: Socket) => void, onReject?: (e: Error) => void, handshakeTimeoutMs = 3000): Promise<AuthServer> {
   const identity = identityOf(purpose);
   const psk = channelPsk(key, purpose);
-  const server = tlsCreateServer({
+  const tlsServer = tlsCreateServer({
     ciphers: CHANNEL_CIPHERS, minVersion: TLS_VERSION, maxVersion: TLS_VERSION, honorCipherOrder: true,
     pskIdentityHint: identity,
     // Another purpose's identity, or none, gets no key: the handshake fails.
@@ -208,13 +264,45 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
     guardEstablished(sock, purpose, 'server');
     onSocket(sock);
   });
-  server.on('tlsClientError', (e: Error & { code?: string }, sock: TLSSocket) => {
+  tlsServer.on('tlsClientError', (e: Error & { code?: string }, sock: TLSSocket) => {
     const timeout = e.code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
     const reason: RejectReason = timeout ? 'handshake-timeout' : 'handshake';
     // A connection reset before a single byte (a port probe) is still a rejected connection.
     partnerChannelRejections.record({ purpose, reason, side: 'server', remote: remoteOf(sock), detail: e.code ?? e.message });
     sock.destroy();
     onReject?.(new UsError('US_ERR_LINK', `partner failed to authenticate (${purpose}): ${e.code ?? e.message}`));
+  });
+  const refuse = (remote: string, reason: RejectReason, detail: string) => {
+    partnerChannelRejections.record({ purpose, reason, side: 'server', remote, detail });
+    onReject?.(new UsError('US_ERR_LINK', `partner failed to authenticate (${purpose}): ${detail}`));
+  };
+  /** The previous firmware's client: it sent nothing and waits for the nonce. */
+  const serveLegacy = (sock: Socket, remote: string) => {
+    acceptLegacyHandshake(sock, key, purpose, handshakeTimeoutMs).then(() => {
+      if (!legacyPartnerChannels.established(sock, { purpose, side: 'server', remote })) return;
+      channelOf.set(sock, { purpose, side: 'server' });
+      onSocket(sock);
+    }, (e: LegacyHandshakeError) => {
+      sock.destroy();
+      refuse(remote, e.reason, e.message);
+    });
+  };
+  // TLS is handed the TCP connection; while the previous firmware's channels are allowed, only once
+  // its first bytes show a ClientHello.
+  const server = netCreateServer({ noDelay: true }, (sock) => {
+    sock.on('error', () => undefined);
+    if (!legacyPartnerChannels.allowed) { tlsServer.emit('connection', sock); return; }
+    const remote = remoteOf(sock);
+    void firstBytes(sock, LEGACY_SNIFF_MS).then((first) => {
+      if (first === 'closed') refuse(remote, 'handshake', 'closed before any byte');
+      else if (first === null) serveLegacy(sock, remote);
+      else if (first[0] === TLS_HANDSHAKE_RECORD) tlsServer.emit('connection', sock);
+      else {
+        // Neither TLS nor the previous firmware's client (which waits for the nonce): a probe.
+        sock.destroy();
+        refuse(remote, 'handshake', `neither TLS nor the previous firmware's client (first byte 0x${first[0]!.toString(16)})`);
+      }
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e) => reject(new UsError('US_ERR_ADDRESS_IN_USE', `partner channel ${address}:${port}: ${e.message}`)));
