@@ -66,12 +66,6 @@ export interface PartnerFenced { partner: string; outcome: string; by: Role }
 export declare interface HaController {
   on(ev: 'role', fn: (c: RoleChange) => void): this;
   on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): this;
-  /**
-   * The partner is heard only in heartbeat version 1 (true: the previous firmware, during a rolling
-   * upgrade) or again in version 2 (false). Those frames carry the pair key's MAC: this cannot be
-   * forged by anyone without the key. The partner channels follow it (src/replication/secure-channel.ts).
-   */
-  on(ev: 'partner-previous-firmware', fn: (previous: boolean) => void): this;
 }
 
 /** Period of the guest-health poll (and of the main thread's loop-delay sample). */
@@ -162,6 +156,7 @@ export class HaController extends EventEmitter {
       this.fire('partner-dead');
     });
     this.membership.on('bad-mac', (links, frames) => this.onBadMac(links, frames));
+    // The partner channels follow the same event (src/replication/legacy-channel.ts, wired by the daemon).
     this.membership.on('send-version', (version) => {
       const previous = version === 1;
       if (previous === this.partnerV1) return;
@@ -169,7 +164,6 @@ export class HaController extends EventEmitter {
       this.log[previous ? 'warn' : 'info']({ heartbeatVersion: version }, previous
         ? 'partner heard only in heartbeat version 1: it runs the previous firmware'
         : 'partner heard in heartbeat version 2 again');
-      this.emit('partner-previous-firmware', previous);
     });
     this.membership.on('watchdog-stopped', (reason) => {
       this.watchdogStopped = reason;
@@ -216,11 +210,6 @@ export class HaController extends EventEmitter {
     }, HEALTH_TICK_MS);
     this.membership.setLocal(this.role, this.guestHealth());
     this.startupTimer = this.clock.setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
-  }
-
-  /** The partner is heard only in heartbeat version 1: it runs the previous firmware (a rolling upgrade). */
-  get partnerRunsPreviousFirmware(): boolean {
-    return this.partnerV1;
   }
 
   get currentRole(): Role {

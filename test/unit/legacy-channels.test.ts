@@ -20,6 +20,7 @@ import { formatReplication } from '../../src/cli/replication-commands.js';
 import { encodeHeartbeat, type Heartbeat } from '../../src/ha/frame.js';
 import { encodeHeartbeatV1 } from '../../src/ha/frame-v1.js';
 import { Membership, type LocalState } from '../../src/ha/membership.js';
+import { MembershipProcess } from '../../src/ha/membership-process.js';
 import { journalLegacyChannels } from '../../src/mgmt/channel-rejections.js';
 import { Metrics, snapshotFrom } from '../../src/mgmt/metrics.js';
 import { LEGACY_ALARM, legacyPartnerChannels } from '../../src/replication/legacy-channel.js';
@@ -298,6 +299,15 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       } finally {
         await s.close();
       }
+    });
+    it('the controller follows what its membership process posts (send-version crosses the process boundary)', () => {
+      const mp = new MembershipProcess({} as never); // not started: the test posts as its process would
+      const post = (m: unknown) => (mp as unknown as { onMessage(m: unknown): void }).onMessage(m);
+      unfollow.push(legacyPartnerChannels.follow(mp));
+      post({ t: 'send-version', version: 1 });
+      assert.equal(legacyPartnerChannels.allowed, true);
+      post({ t: 'send-version', version: 2 });
+      assert.equal(legacyPartnerChannels.allowed, false);
     });
   });
 
