@@ -279,7 +279,10 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
   /** The previous firmware's client: it sent nothing and waits for the nonce. */
   const serveLegacy = (sock: Socket, remote: string) => {
     acceptLegacyHandshake(sock, key, purpose, handshakeTimeoutMs).then(() => {
-      if (!legacyPartnerChannels.established(sock, { purpose, side: 'server', remote })) return;
+      if (!legacyPartnerChannels.established(sock, { purpose, side: 'server', remote })) {
+        refuse(remote, 'handshake', 'the previous firmware\'s handshake completed after its channels were turned off (the partner heard in heartbeat version 2)');
+        return;
+      }
       channelOf.set(sock, { purpose, side: 'server' });
       onSocket(sock);
     }, (e: LegacyHandshakeError) => {
@@ -295,8 +298,9 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
     const remote = remoteOf(sock);
     void firstBytes(sock, LEGACY_SNIFF_MS).then((first) => {
       if (first === 'closed') refuse(remote, 'handshake', 'closed before any byte');
-      else if (first === null) serveLegacy(sock, remote);
-      else if (first[0] === TLS_HANDSHAKE_RECORD) tlsServer.emit('connection', sock);
+      else if (first === null && legacyPartnerChannels.allowed) serveLegacy(sock, remote);
+      // A ClientHello, or silence after the old protocol was turned off meanwhile: TLS only.
+      else if (first === null || first[0] === TLS_HANDSHAKE_RECORD) tlsServer.emit('connection', sock);
       else {
         // Neither TLS nor the previous firmware's client (which waits for the nonce): a probe.
         sock.destroy();

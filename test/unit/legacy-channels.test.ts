@@ -201,6 +201,20 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
         await s.close();
       }
     });
+    it('turned off while a new connection waits for its ClientHello: that connection gets TLS only (refused, counted)', async () => {
+      const s = await newServer('inputs', 300);
+      try {
+        const before = count('inputs', 'handshake-timeout');
+        const attempt = assert.rejects(oldConnect(s.server.port, key, 'inputs', 2000));
+        await sleep(50); // within the server's wait for a ClientHello (or before it accepted: the same outcome)
+        legacyPartnerChannels.set(false, 'test: partner heard in version 2');
+        await attempt;
+        await until(() => count('inputs', 'handshake-timeout') === before + 1, 'counted as a handshake timeout');
+        assert.equal(s.channels.length, 0);
+      } finally {
+        await s.close();
+      }
+    });
   });
 
   describe('otherwise (TLS only)', () => {
