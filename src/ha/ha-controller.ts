@@ -14,7 +14,7 @@ import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
 import { fencingFor, type FenceAction, type FencingDevice } from '../hw/fencing/fencing.js';
 import type { Store } from '../store/journal.js';
-import type { GuestHealth, Heartbeat, Role } from './frame.js';
+import { FRAME_VERSION, type GuestHealth, type Heartbeat, type HeartbeatVersion, type Role } from './frame.js';
 import { BootGenerations } from './generations.js';
 import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
@@ -33,7 +33,7 @@ export interface HaStatus {
   since: string;
   generation: number;
   /** What this board knows of its partner's boot generations, and the heartbeat version it sends. */
-  partnerGenerations?: PartnerGenerations & { sendVersion: 1 | 2 };
+  partnerGenerations?: PartnerGenerations & { sendVersion: HeartbeatVersion };
   preferred: boolean | null;
   partner: PartnerView;
   links: LinkState[];
@@ -112,8 +112,6 @@ export class HaController extends EventEmitter {
    * a sample every 100 ms (a 1 ms monitorEventLoopDelay timer would wake an idle board 1000 times a second).
    */
   private readonly mainLoopDelay = createHistogram();
-  /** The partner is heard only in heartbeat version 1 (the previous firmware): what its membership process last said. */
-  private partnerV1 = false;
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
@@ -158,12 +156,10 @@ export class HaController extends EventEmitter {
     this.membership.on('bad-mac', (links, frames) => this.onBadMac(links, frames));
     // The partner channels follow the same event (src/replication/legacy-channel.ts, wired by the daemon).
     this.membership.on('send-version', (version) => {
-      const previous = version === 1;
-      if (previous === this.partnerV1) return;
-      this.partnerV1 = previous;
+      const previous = version < FRAME_VERSION; // the membership posts only changes
       this.log[previous ? 'warn' : 'info']({ heartbeatVersion: version }, previous
-        ? 'partner heard only in heartbeat version 1: it runs the previous firmware'
-        : 'partner heard in heartbeat version 2 again');
+        ? `partner heard only in heartbeat version ${version}: it runs the previous firmware (partner channels before TLS)`
+        : `partner heard in heartbeat version ${version} again`);
     });
     this.membership.on('watchdog-stopped', (reason) => {
       this.watchdogStopped = reason;

@@ -43,7 +43,7 @@ export function journalLegacyChannels(store: Store, log: Logger): () => void {
   const onChange = (inUse: boolean, why: string, dropped: number) => {
     seen.clear();
     const msg = inUse
-      ? `${LEGACY_ALARM} (${why}): its handshake is accepted and spoken on the partner channels until it is heard in heartbeat version 2`
+      ? `${LEGACY_ALARM} (${why}): its handshake is accepted and spoken on the partner channels until it is heard in heartbeat version 3`
       : `partner channels TLS only again (${why})${dropped ? `: ${dropped} connections of the previous firmware ended` : ''}`;
     store.record('partner-channel', msg, { legacy: inUse, why, dropped });
     log[inUse ? 'warn' : 'info']({ legacy: inUse, why, dropped }, msg);

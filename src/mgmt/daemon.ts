@@ -130,7 +130,7 @@ export class Daemon {
         host.replicator.setInputLog((s) => cp.logInput(s));
       }
       const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' })));
-      // The previous firmware's partner channels only while the partner is heard only in heartbeat version 1.
+      // The previous firmware's partner channels only while the partner is heard only in heartbeat version 1 or 2.
       this.unfollowLegacy = legacyPartnerChannels.follow(ha.membership);
       if (host) {
         const pair = (this.pair = new PairController({ board, ha, host, clones: this.replication, checkpoints: this.checkpointer, journal: store, log: this.log.child({ component: 'pair' }) }));

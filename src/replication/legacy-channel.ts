@@ -6,9 +6,10 @@
  * (src/replication/secure-channel.ts before issue 14).
  *
  * It authenticates the handshake only: anyone on the partner link can inject into, replay or relay
- * such a connection. So it is allowed only while the partner is heard only in heartbeat version 1
- * (frames under the pair key's MAC that only the previous firmware sends: src/ha/frame-v1.ts), and
- * never again once the partner is heard in version 2 (`LegacyPartnerChannels`, below, follows the
+ * such a connection. So it is allowed only while this board sends a heartbeat version below 3, i.e.
+ * while the partner is heard only in version 1 or 2 (frames under the pair key's MAC that only the
+ * previous firmware sends: src/ha/frame-v1.ts, and version 2, the deployed firmware before TLS), and
+ * never again once the partner is heard in version 3 (`LegacyPartnerChannels`, below, follows the
  * membership's `send-version`). Owns that handshake and that permission; secure-channel.ts decides
  * which protocol a connection speaks.
  */
@@ -16,6 +17,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { UsError } from '../core/errors.js';
+import { FRAME_VERSION, type HeartbeatVersion } from '../ha/frame.js';
 
 const NONCE = 16;
 const MAC = 32;
@@ -106,7 +108,7 @@ export interface LegacyConnection {
 }
 
 export interface LegacyChannelsStatus {
-  /** True while the partner is heard only in heartbeat version 1: the previous firmware's channels are spoken. */
+  /** True while the partner is heard only in heartbeat version 1 or 2: the previous firmware's channels are spoken. */
   inUse: boolean;
   since: string | null;
   /** The alarm while inUse. */
@@ -119,8 +121,8 @@ export interface LegacyChannelsStatus {
 
 /** What LegacyPartnerChannels follows: the membership (process) or, in tests, a Membership. */
 export interface HeartbeatVersionSource {
-  on(ev: 'send-version', fn: (version: 1 | 2) => void): this;
-  off(ev: 'send-version', fn: (version: 1 | 2) => void): this;
+  on(ev: 'send-version', fn: (version: HeartbeatVersion) => void): this;
+  off(ev: 'send-version', fn: (version: HeartbeatVersion) => void): this;
 }
 
 export declare interface LegacyPartnerChannels {
@@ -130,7 +132,7 @@ export declare interface LegacyPartnerChannels {
 
 /**
  * Whether this board speaks the previous firmware's partner channels now, and what it did with them.
- * Off unless the membership says the partner is heard only in heartbeat version 1. Turned off, it
+ * Off unless the membership says the partner is heard only in heartbeat version 1 or 2. Turned off, it
  * ends the legacy connections still open (the previous firmware is gone from the partner, so a
  * connection of its protocol that outlives it can only be someone else's).
  */
@@ -159,9 +161,9 @@ export class LegacyPartnerChannels extends EventEmitter {
 
   /** Follows the heartbeat version the membership sends; returns the unsubscribe (which also turns it off). */
   follow(source: HeartbeatVersionSource): () => void {
-    const on = (v: 1 | 2) => this.set(v === 1, v === 1
-      ? 'the partner is heard only in heartbeat version 1 (the previous firmware)'
-      : 'the partner is heard in heartbeat version 2');
+    const on = (v: HeartbeatVersion) => this.set(v < FRAME_VERSION, v < FRAME_VERSION
+      ? `the partner is heard only in heartbeat version ${v} (the previous firmware)`
+      : `the partner is heard in heartbeat version ${v}`);
     source.on('send-version', on);
     return () => { source.off('send-version', on); this.set(false, 'the controller stops serving'); };
   }

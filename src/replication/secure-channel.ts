@@ -13,7 +13,7 @@
  * what the messages mean.
  *
  * A rolling upgrade from the previous firmware (before TLS): while the membership says the partner is
- * heard only in heartbeat version 1 (`legacyPartnerChannels`, legacy-channel.ts), a connecting board
+ * heard only in heartbeat version 1 or 2 (`legacyPartnerChannels`, legacy-channel.ts), a connecting board
  * speaks that firmware's handshake, and a listening board waits LEGACY_SNIFF_MS for a TLS ClientHello
  * and, if none comes (the old client sends nothing first), speaks the old server-first nonce.
  * Otherwise TLS only: the old handshake is refused and counted as any other failed handshake.
@@ -200,7 +200,7 @@ export async function connectAuthenticated(address: string, port: number, key: B
   return sock;
 }
 
-/** The previous firmware's client handshake on a connected socket (its partner is heard only in heartbeat version 1). */
+/** The previous firmware's client handshake on a connected socket (its partner is heard only in heartbeat version 1 or 2). */
 async function connectLegacy(raw: Socket, remote: string, key: Buffer, purpose: string, timeoutMs: number): Promise<Socket> {
   raw.on('error', () => undefined); // the channel on top listens; a reset before that is not a crash
   try {
@@ -280,7 +280,7 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
   const serveLegacy = (sock: Socket, remote: string) => {
     acceptLegacyHandshake(sock, key, purpose, handshakeTimeoutMs).then(() => {
       if (!legacyPartnerChannels.established(sock, { purpose, side: 'server', remote })) {
-        refuse(remote, 'handshake', 'the previous firmware\'s handshake completed after its channels were turned off (the partner heard in heartbeat version 2)');
+        refuse(remote, 'handshake', 'the previous firmware\'s handshake completed after its channels were turned off (the partner heard in heartbeat version 3)');
         return;
       }
       channelOf.set(sock, { purpose, side: 'server' });

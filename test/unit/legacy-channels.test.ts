@@ -1,11 +1,12 @@
 /**
  * A rolling upgrade from the previous firmware (partner channels before TLS): this firmware against
  * that firmware's own channel code (test/support/previous-firmware-channel.ts, from git history), on
- * loopback. While the partner is heard only in heartbeat version 1 the two talk — the input stream,
- * a clone-prepare and the migration stream, upgrade requests — in both directions; otherwise this
- * firmware refuses the old handshake and counts it, and never offers it. A real Membership decides:
- * a partner heard in version 2 never turns the old protocol on; version-1 frames do (not forged ones
- * without the key), and version 2 heard again turns it off and ends the old connections. What an
+ * loopback. While the partner is heard only in heartbeat version 1 or 2 the two talk — the input
+ * stream, a clone-prepare and the migration stream, upgrade requests — in both directions; otherwise
+ * this firmware refuses the old handshake and counts it, and never offers it. A real Membership
+ * decides: a partner heard in version 3 never turns the old protocol on; version-1 and version-2
+ * frames do (not forged ones without the key), and version 3 heard turns it off and ends the old
+ * connections. What an
  * operator sees: the alarm in `understudy status`, the metrics, the journal lines.
  */
 import assert from 'node:assert/strict';
@@ -184,13 +185,13 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       }
     });
 
-    it('turned off (the partner heard in version 2): the open connections of the old protocol end, the next old handshake is refused', async () => {
+    it('turned off (the partner heard in version 3): the open connections of the old protocol end, the next old handshake is refused', async () => {
       const s = await newServer('inputs', 400);
       try {
         const old = await oldConnect(s.server.port, key, 'inputs');
         await until(() => s.channels.length === 1, 'accepted');
         const ended = closedOf(old);
-        legacyPartnerChannels.set(false, 'test: partner heard in version 2');
+        legacyPartnerChannels.set(false, 'test: partner heard in version 3');
         await ended;
         assert.equal(s.channels[0]!.open, false);
         const before = count('inputs', 'handshake-timeout');
@@ -207,7 +208,7 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
         const before = count('inputs', 'handshake-timeout');
         const attempt = assert.rejects(oldConnect(s.server.port, key, 'inputs', 2000));
         await sleep(50); // within the server's wait for a ClientHello (or before it accepted: the same outcome)
-        legacyPartnerChannels.set(false, 'test: partner heard in version 2');
+        legacyPartnerChannels.set(false, 'test: partner heard in version 3');
         await attempt;
         await until(() => count('inputs', 'handshake-timeout') === before + 1, 'counted as a handshake timeout');
         assert.equal(s.channels.length, 0);
@@ -263,7 +264,7 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       running = []; unfollow = [];
     });
 
-    it('a board whose partner is heard in heartbeat version 2 never speaks the old protocol, client or server', async () => {
+    it('a board whose partner is heard in heartbeat version 3 (this firmware) never speaks the old protocol, client or server', async () => {
       const [ea, eb] = memLinkPair('ethernet');
       const a = new Membership({ ...TIMERS, self: 'sim-a', priority: 10, generation: 5, links: [ea], local: local('PRIMARY') });
       const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
@@ -276,7 +277,8 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       await until(() => a.partnerView.state === 'alive' && b.partnerView.state === 'alive', 'the pair hears itself');
       await sleep(100);
       assert.deepEqual(changes, [], 'never turned on');
-      assert.equal(b.generations.sendVersion, 2);
+      assert.equal(b.generations.sendVersion, 3);
+      assert.equal(a.generations.sendVersion, 3);
       const old = await oldListen(key, 'inputs', () => assert.fail('no old handshake offered'));
       const s = await newServer('inputs', 300);
       try {
@@ -289,7 +291,7 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       }
     });
 
-    it('version-1 frames under the pair key turn it on (not forged ones); version 2 heard again turns it off and ends the old connections', async () => {
+    it('version-1 frames under the pair key turn it on (not forged ones); version 3 heard turns it off and ends the old connections', async () => {
       const [, eb] = memLinkPair('ethernet');
       const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
       running.push(b);
@@ -305,7 +307,7 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
         const old = await oldConnect(s.server.port, key, 'inputs');
         await until(() => s.channels.length === 1, 'the previous firmware\'s client accepted');
         const ended = closedOf(old);
-        // The partner rebooted into this firmware: version 2, bound to this board's boot.
+        // The partner rebooted into this firmware: version 3, bound to this board's boot.
         eb.inject(encodeHeartbeat(hb({ generation: 4, echo: 8, seq: 0, role: 'BACKUP' }), key));
         assert.equal(legacyPartnerChannels.allowed, false);
         await ended;
@@ -314,6 +316,73 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
         await s.close();
       }
     });
+
+    it('the deployed firmware (heartbeat version 2, channels before TLS) turns it on too, not a forged version-2 frame; version 3 turns it off for good', async () => {
+      const [, eb] = memLinkPair('ethernet');
+      eb.record = true;
+      const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
+      running.push(b);
+      unfollow.push(legacyPartnerChannels.follow(b));
+      await b.start();
+      // Frames exactly as the deployed firmware (fdc23d0) encodes them: this layout, version byte 2.
+      const deployed = (over: Partial<Heartbeat>, k = key) => encodeHeartbeat(hb(over), k, 2);
+      eb.inject(deployed({ generation: 3, echo: 8, seq: 1 }, randomBytes(32))); // a forger without the key
+      await sleep(20);
+      assert.equal(legacyPartnerChannels.allowed, false, 'a version-2 frame with a bad MAC changes nothing');
+      assert.equal(b.generations.sendVersion, 3);
+      eb.inject(deployed({ generation: 3, echo: 8, seq: 2 }));
+      assert.equal(legacyPartnerChannels.allowed, true, 'the deployed firmware heard');
+      assert.equal(b.generations.sendVersion, 2);
+      assert.equal(eb.sentFrames.at(-1)![0], 2, 'answered in version 2, which the deployed firmware decodes');
+      const s = await newServer('inputs');
+      try {
+        // Both ways, as the deployed firmware's channel code (the same as 519281f's) speaks them.
+        const old = await oldConnect(s.server.port, key, 'inputs');
+        await until(() => s.channels.length === 1, 'the deployed firmware\'s client accepted');
+        const accepted: Socket[] = [];
+        const oldServer = await oldListen(key, 'inputs', (sock) => accepted.push(sock));
+        try {
+          const out = await connectAuthenticated('127.0.0.1', oldServer.port, key, 'inputs', 3000);
+          out.destroy();
+          await until(() => accepted.length === 1, 'this board\'s client accepted by the deployed firmware\'s server');
+        } finally {
+          for (const sock of accepted) sock.destroy();
+          await oldServer.close();
+        }
+        const ended = closedOf(old);
+        // The partner rebooted into this firmware: version 3.
+        eb.inject(encodeHeartbeat(hb({ generation: 4, echo: 8, seq: 0, role: 'BACKUP' }), key));
+        assert.equal(legacyPartnerChannels.allowed, false);
+        await ended;
+        // A version-2 frame of that boot now (a downgrade, or a replay) is refused and turns nothing back on.
+        eb.inject(deployed({ generation: 4, echo: 8, seq: 1 }));
+        assert.equal(b.links[0]!.rejected.version, 1);
+        assert.equal(legacyPartnerChannels.allowed, false);
+        assert.equal(b.generations.sendVersion, 3);
+        await assert.rejects(oldConnect(s.server.port, key, 'inputs', 1500));
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('two boards of this firmware settle on version 3 with the old protocol never on', async () => {
+      const [ea, eb] = memLinkPair('ethernet');
+      const a = new Membership({ ...TIMERS, self: 'sim-a', priority: 10, generation: 5, links: [ea], local: local('PRIMARY') });
+      const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
+      running.push(a, b);
+      const changes: boolean[] = [];
+      const versions: number[] = [];
+      legacyPartnerChannels.on('change', (on) => changes.push(on));
+      for (const m of [a, b]) m.on('send-version', (v) => versions.push(v));
+      unfollow.push(legacyPartnerChannels.follow(a), legacyPartnerChannels.follow(b), () => legacyPartnerChannels.removeAllListeners('change'));
+      await a.start();
+      await b.start();
+      await until(() => a.partnerView.state === 'alive' && b.partnerView.state === 'alive', 'the pair hears itself');
+      await sleep(100);
+      assert.deepEqual(versions, [], 'neither ever left version 3');
+      assert.deepEqual(changes, [], 'never turned on');
+      assert.deepEqual([a.generations.sendVersion, b.generations.sendVersion], [3, 3]);
+    });
     it('the controller follows what its membership process posts (send-version crosses the process boundary)', () => {
       const mp = new MembershipProcess({} as never); // not started: the test posts as its process would
       const post = (m: unknown) => (mp as unknown as { onMessage(m: unknown): void }).onMessage(m);
@@ -321,6 +390,8 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       post({ t: 'send-version', version: 1 });
       assert.equal(legacyPartnerChannels.allowed, true);
       post({ t: 'send-version', version: 2 });
+      assert.equal(legacyPartnerChannels.allowed, true, 'version 2: the deployed firmware, channels before TLS');
+      post({ t: 'send-version', version: 3 });
       assert.equal(legacyPartnerChannels.allowed, false);
     });
   });
@@ -350,11 +421,11 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
       const text = await m.text();
       assert.match(text, /understudy_partner_channel_legacy\{[^}]*\} 1/);
       assert.match(text, new RegExp(`understudy_partner_channel_legacy_connections_total\\{[^}]*purpose="upgrade"[^}]*\\} ${st.connections.upgrade}`));
-      legacyPartnerChannels.set(false, 'the partner is heard in heartbeat version 2');
+      legacyPartnerChannels.set(false, 'the partner is heard in heartbeat version 3');
       assert.doesNotMatch(formatReplication('PRIMARY', { ...repl, legacyChannels: legacyPartnerChannels.status() } as never), /ALARM/);
       assert.match(journal[0] ?? '', /^partner runs the previous firmware: partner channels without TLS; finish the rolling upgrade \(the partner is heard only in heartbeat version 1/);
       assert.equal(journal.filter((l) => /partner channel upgrade: a connection of the previous firmware \(no TLS\) accepted from 127\.0\.0\.1:\d+/.test(l)).length, 1, 'the first connection journaled, not every one');
-      assert.match(journal.at(-1) ?? '', /^partner channels TLS only again \(the partner is heard in heartbeat version 2\)/);
+      assert.match(journal.at(-1) ?? '', /^partner channels TLS only again \(the partner is heard in heartbeat version 3\)/);
     } finally {
       unjournal();
     }
