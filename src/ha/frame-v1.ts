@@ -1,8 +1,8 @@
 /**
- * Heartbeat frames of version 1, the previous firmware's layout, kept for one purpose: a rolling
- * upgrade, where one board still runs the previous firmware while the other runs this one. Membership
- * decodes them (and sends them while its partner is heard only in version 1; see docs/ha.md, "Rolling
- * upgrade from version-1 heartbeats"). Version 1 has no echo (a frame is not bound to the receiver's
+ * Heartbeat frames of version 1, the layout of the firmware before the one deployed today (which sends
+ * version 2), kept for one purpose: a rolling upgrade, where one board still runs that firmware while
+ * the other runs this one. Membership decodes them (and sends them while its partner is heard only in
+ * version 1; see docs/ha.md, "Rolling upgrade from the previous firmware"). Version 1 has no echo (a frame is not bound to the receiver's
  * boot), no controller health and a 32-bit sequence number.
  *
  *   0  u8   version (1)           7  u8   name length L (1-32)
