@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
+import type { LegacyChannelsStatus } from '../replication/legacy-channel.js';
 import type { RejectionStatus } from '../replication/rejections.js';
 import type { ReplicationStatus } from '../replication/replicator.js';
 import { callControl } from '../mgmt/ipc.js';
@@ -19,7 +20,19 @@ type ReplStatus = ReplicationStatus & {
   lastCloneError?: string;
   failovers: number;
   inputLoss?: { checks: number; losses: number; last: { missing: number; at: string } | null } | null;
+  channelRejections?: Record<string, Record<string, number>>;
+  channelRejectionsTotal?: number;
+  lastChannelRejection?: { purpose: string; reason: string; remote: string; detail: string; at: string } | null;
+  legacyChannels?: LegacyChannelsStatus;
 };
+
+/** The previous firmware's partner channels: the alarm while in use, the connections they carried. */
+function legacyLines(l: LegacyChannelsStatus | undefined): string[] {
+  if (!l || (!l.inUse && !l.total)) return [];
+  const by = Object.entries(l.connections).map(([p, n]) => `${p} ${n}`).join(', ');
+  if (l.inUse) return [`  ALARM: ${l.alarm} (since ${l.since}; connections without TLS: ${l.total}${by ? `: ${by}` : ''})`];
+  return [`  partner channels: TLS only; ${l.total} connections of the previous firmware since the controller started (${by})`];
+}
 
 export function formatReplication(role: string, r: ReplStatus | null): string {
   if (!r) return 'replication: no guest on this board';
@@ -42,6 +55,12 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
   if (r.drops) lines.push(`  input bounds: ${r.drops.queueFull} requests dropped with the queue full, ${r.drops.heldFull} during a cut-over; ${r.pendingReplies} requests waiting for a reply, ${r.drops.pendingPruned} forgotten unanswered`);
   if (r.inputLoss) lines.push(`  input-loss watch: ${r.inputLoss.checks} looks, ${r.inputLoss.losses} losses${r.inputLoss.last ? ` (last: ${r.inputLoss.last.missing} inputs at ${r.inputLoss.last.at}, repaired by a re-clone)` : ''}`);
+  if (r.channelRejectionsTotal) {
+    const by = Object.entries(r.channelRejections ?? {}).map(([p, rs]) => `${p}: ${Object.entries(rs).map(([k, n]) => `${k}=${n}`).join(' ')}`).join('; ');
+    const l = r.lastChannelRejection;
+    lines.push(`  partner channel connections rejected: ${r.channelRejectionsTotal} (${by})${l ? `; last ${l.at}: ${l.purpose} ${l.reason} ${l.remote} (${l.detail})` : ''}`);
+  }
+  lines.push(...legacyLines(r.legacyChannels));
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
 }

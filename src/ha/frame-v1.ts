@@ -1,8 +1,8 @@
 /**
- * Heartbeat frames of version 1, the previous firmware's layout, kept for one purpose: a rolling
- * upgrade, where one board still runs the previous firmware while the other runs this one. Membership
- * decodes them (and sends them while its partner is heard only in version 1; see docs/ha.md, "Rolling
- * upgrade from version-1 heartbeats"). Version 1 has no echo (a frame is not bound to the receiver's
+ * Heartbeat frames of version 1, the layout of the firmware before the one deployed today (which sends
+ * version 2), kept for one purpose: a rolling upgrade, where one board still runs that firmware while
+ * the other runs this one. Membership decodes them (and sends them while its partner is heard only in
+ * version 1; see docs/ha.md, "Rolling upgrade from the previous firmware"). Version 1 has no echo (a frame is not bound to the receiver's
  * boot), no controller health and a 32-bit sequence number.
  *
  *   0  u8   version (1)           7  u8   name length L (1-32)
@@ -14,7 +14,7 @@
  *   6  u8   priority
  * Pure functions; no I/O.
  */
-import { commonFields, decodeHeartbeat, openFrame, sealFrame, startFrame, type DecodeError, type FrameLayout, type Heartbeat } from './frame.js';
+import { FRAME_VERSION_2, commonFields, decodeHeartbeat, openFrame, sealFrame, startFrame, type DecodeError, type FrameLayout, type Heartbeat, type HeartbeatVersion } from './frame.js';
 
 export const FRAME_VERSION_1 = 1;
 const LAYOUT_V1: FrameLayout = { version: FRAME_VERSION_1, fixedBytes: 32, nameLengthAt: 7 };
@@ -36,9 +36,9 @@ export function decodeHeartbeatV1(f: Buffer, key: Buffer): Heartbeat | DecodeErr
   return { ...common, generation: f.readUInt32BE(8 + L), echo: 0, seq: f.readUInt32BE(12 + L), health: 'ok' };
 }
 
-/** A frame of either version, by its first byte (a version-2 frame always starts with 2). */
-export function decodeAnyHeartbeat(f: Buffer, key: Buffer): { hb: Heartbeat; version: 1 | 2 } | DecodeError {
+/** A frame of any version, by its first byte (which every version's CRC and MAC cover). */
+export function decodeAnyHeartbeat(f: Buffer, key: Buffer): { hb: Heartbeat; version: HeartbeatVersion } | DecodeError {
   const v1 = f[0] === FRAME_VERSION_1;
   const hb = v1 ? decodeHeartbeatV1(f, key) : decodeHeartbeat(f, key);
-  return typeof hb === 'string' ? hb : { hb, version: v1 ? 1 : 2 };
+  return typeof hb === 'string' ? hb : { hb, version: v1 ? 1 : f[0] === FRAME_VERSION_2 ? 2 : 3 };
 }

@@ -3,7 +3,8 @@
  * serial). Authenticated with HMAC-SHA256 (truncated to 96 bits, enough for a frame that is stale in
  * milliseconds) under the pair's shared key, then a CRC-32 so line noise is told apart from forgery.
  *
- *   0  u8   version (2)           8  u8   name length L (1-32)
+ *   0  u8   version (3; 2 from    8  u8   name length L (1-32)
+ *           the previous firmware)
  *   1  u8   type (1 = heartbeat)  9  L    sender name (ASCII)
  *   2  u8   role                  9+L  u32 boot generation of the sender
  *   3  u8   guest state           13+L u32 echo: the receiver's boot generation as the sender last
@@ -12,12 +13,20 @@
  *   6  u8   priority              25+L 12  HMAC-SHA256(key, bytes 0..25+L)[0..12]
  *   7  u8   controller health     37+L u32 CRC-32 of bytes 0..37+L
  *           (0 ok, 1 hung: the sender's controller stopped answering its membership process)
- * Pure functions; no I/O.
+ * Version 3 says only "this sender speaks TLS partner channels": its layout is version 2's, byte for
+ * byte. Version 2 is what the firmware deployed before TLS partner channels sends (its decoder refuses
+ * any other version byte); this board sends it while its partner is heard only in version 2 (see
+ * docs/ha.md, "Rolling upgrade from the previous firmware"). Pure functions; no I/O.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
-export const FRAME_VERSION = 2;
+/** The version this firmware sends: version 2's layout, and TLS partner channels. */
+export const FRAME_VERSION = 3;
+/** The previous firmware's version of the same layout (partner channels before TLS). */
+export const FRAME_VERSION_2 = 2;
+/** Every heartbeat version this firmware decodes (1: frame-v1.ts). */
+export type HeartbeatVersion = 1 | 2 | 3;
 export const TYPE_HEARTBEAT = 1;
 const MAC_BYTES = 12;
 
@@ -68,6 +77,7 @@ export interface FrameLayout {
   nameLengthAt: number;
 }
 const LAYOUT: FrameLayout = { version: FRAME_VERSION, fixedBytes: FIXED_BYTES, nameLengthAt: 8 };
+const LAYOUT_V2: FrameLayout = { ...LAYOUT, version: FRAME_VERSION_2 };
 
 /** A new frame of `layout` holding bytes 0-6 and the sender's name; returns it and the name's length L. */
 export function startFrame(h: Heartbeat, layout: FrameLayout): { f: Buffer; L: number } {
@@ -118,20 +128,24 @@ export function commonFields(f: Buffer, L: number, layout: FrameLayout): Pick<He
   return { sender: f.subarray(name, name + L).toString('latin1'), role, guest, watchdog, cpuLoad: f[5] === 255 ? null : f[5]!, priority: f[6]! };
 }
 
-export function encodeHeartbeat(h: Heartbeat, key: Buffer): Buffer {
+/** A frame of version 3 (this firmware) or, with version 2, byte for byte what the previous firmware sends. */
+export function encodeHeartbeat(h: Heartbeat, key: Buffer, version: 2 | 3 = FRAME_VERSION): Buffer {
   if (!Number.isSafeInteger(h.seq) || h.seq < 0) throw new RangeError('sequence number must be a safe non-negative integer');
-  const { f, L } = startFrame(h, LAYOUT);
+  const layout = version === FRAME_VERSION_2 ? LAYOUT_V2 : LAYOUT;
+  const { f, L } = startFrame(h, layout);
   f[7] = CONTROLLER_HEALTH.indexOf(h.health);
   f.writeUInt32BE(h.generation >>> 0, 9 + L);
   f.writeUInt32BE(h.echo >>> 0, 13 + L);
   f.writeBigUInt64BE(BigInt(h.seq), 17 + L);
-  return sealFrame(f, L, key, LAYOUT);
+  return sealFrame(f, L, key, layout);
 }
 
+/** A frame of version 3 or 2 (the same strict checks; decodeAnyHeartbeat says which). */
 export function decodeHeartbeat(f: Buffer, key: Buffer): Heartbeat | DecodeError {
-  const L = openFrame(f, key, LAYOUT);
+  const layout = f[0] === FRAME_VERSION_2 ? LAYOUT_V2 : LAYOUT;
+  const L = openFrame(f, key, layout);
   if (typeof L === 'string') return L;
-  const common = commonFields(f, L, LAYOUT);
+  const common = commonFields(f, L, layout);
   const health = CONTROLLER_HEALTH[f[7]!];
   const seq = f.readBigUInt64BE(17 + L);
   if (!common || !health || seq > BigInt(Number.MAX_SAFE_INTEGER)) return 'malformed';

@@ -1,7 +1,8 @@
 /**
  * The boot generations that make heartbeats replay- and restart-proof, durable in the board's store:
  * this board's own (Store.nextGeneration, on disk before it is used) and what it knows of its
- * partner's (PartnerGenerations: the highest heard, the one fenced, the highest heard in version 2),
+ * partner's (PartnerGenerations: the highest heard, the one fenced, the highest heard in version 2 or later and in
+ * version 3; a record without v3, written by an earlier firmware, reads as none heard in version 3),
  * written with an fsync each time the membership reports a change (a partner boot, a fence: rare).
  * It also owns what an operator must hear about them: a generation of ours that went back (the store
  * lost it), and a partner that is heard but ignored. It decides nothing about roles.
@@ -14,18 +15,18 @@ import type { IgnoredReason, PartnerGenerations } from './membership.js';
 const PARTNER_KEY = 'ha.partner-generations';
 
 export function loadPartnerGenerations(store: Store): PartnerGenerations {
-  const none = { highest: 0, fenced: 0, v2: 0 };
+  const none = { highest: 0, fenced: 0, v2: 0, v3: 0 };
   try {
     const g = JSON.parse(store.getMeta(PARTNER_KEY) ?? '{}') as Partial<PartnerGenerations>;
     const n = (x: unknown) => (Number.isSafeInteger(x) && (x as number) >= 0 ? (x as number) : 0);
-    return { highest: n(g.highest), fenced: n(g.fenced), v2: n(g.v2) };
+    return { highest: n(g.highest), fenced: n(g.fenced), v2: n(g.v2), v3: n(g.v3) };
   } catch {
     return none; // never written by hand in practice; the echo binding still protects this boot
   }
 }
 
 export function savePartnerGenerations(store: Store, g: PartnerGenerations): void {
-  store.setMetaDurably(PARTNER_KEY, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2 }));
+  store.setMetaDurably(PARTNER_KEY, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2, v3: g.v3 }));
 }
 
 const IGNORED_WHY: Record<IgnoredReason, (hb: Heartbeat, k: PartnerGenerations) => string> = {

@@ -14,7 +14,7 @@ import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
 import { fencingFor, type FenceAction, type FencingDevice } from '../hw/fencing/fencing.js';
 import type { Store } from '../store/journal.js';
-import type { GuestHealth, Heartbeat, Role } from './frame.js';
+import { FRAME_VERSION, type GuestHealth, type Heartbeat, type HeartbeatVersion, type Role } from './frame.js';
 import { BootGenerations } from './generations.js';
 import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
@@ -33,7 +33,7 @@ export interface HaStatus {
   since: string;
   generation: number;
   /** What this board knows of its partner's boot generations, and the heartbeat version it sends. */
-  partnerGenerations?: PartnerGenerations & { sendVersion: 1 | 2 };
+  partnerGenerations?: PartnerGenerations & { sendVersion: HeartbeatVersion };
   preferred: boolean | null;
   partner: PartnerView;
   links: LinkState[];
@@ -154,6 +154,13 @@ export class HaController extends EventEmitter {
       this.fire('partner-dead');
     });
     this.membership.on('bad-mac', (links, frames) => this.onBadMac(links, frames));
+    // The partner channels follow the same event (src/replication/legacy-channel.ts, wired by the daemon).
+    this.membership.on('send-version', (version) => {
+      const previous = version < FRAME_VERSION; // the membership posts only changes
+      this.log[previous ? 'warn' : 'info']({ heartbeatVersion: version }, previous
+        ? `partner heard only in heartbeat version ${version}: it runs the previous firmware (partner channels before TLS)`
+        : `partner heard in heartbeat version ${version} again`);
+    });
     this.membership.on('watchdog-stopped', (reason) => {
       this.watchdogStopped = reason;
       this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });

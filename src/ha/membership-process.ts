@@ -25,7 +25,7 @@ import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
 import { procStateReader } from '../hw/proc-state.js';
 import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
-import type { ControllerHealth, GuestHealth, Heartbeat, Role } from './frame.js';
+import type { ControllerHealth, GuestHealth, Heartbeat, HeartbeatVersion, Role } from './frame.js';
 import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
 
 export interface MembershipConfig {
@@ -56,8 +56,8 @@ export interface MembershipSnapshot {
   watchdog: { device: string; kicks: number; kicking: boolean; stopReason?: string } | null;
   thread: { tid: number | null; rtPriority: number; rtError?: string };
   sent: number;
-  /** The partner's generations and the frame version sent (1 while the partner speaks only version 1). */
-  generations?: PartnerGenerations & { sendVersion: 1 | 2 };
+  /** The partner's generations and the frame version sent (1 or 2 while the partner speaks only that version). */
+  generations?: PartnerGenerations & { sendVersion: HeartbeatVersion };
   /** The controller's main loop as this process sees it (its alive messages). */
   controller?: ControllerWatchStatus;
 }
@@ -80,6 +80,7 @@ type FromWorker =
   | { t: 'partner-dead'; silentMs: number }
   | { t: 'generations'; generations: PartnerGenerations }
   | { t: 'generation-behind'; echo: number }
+  | { t: 'send-version'; version: HeartbeatVersion }
   | { t: 'partner-ignored'; hb: Heartbeat; reason: IgnoredReason }
   | { t: 'watchdog-stopped'; reason: string }
   | { t: 'bad-mac'; links: string[]; frames: number }
@@ -150,6 +151,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   m.on('partner-dead', (silentMs) => post({ t: 'partner-dead', silentMs }));
   m.on('generations', (generations) => post({ t: 'generations', generations }));
   m.on('generation-behind', (echo) => post({ t: 'generation-behind', echo }));
+  m.on('send-version', (version) => post({ t: 'send-version', version }));
   m.on('partner-ignored', (hb, reason) => post({ t: 'partner-ignored', hb, reason }));
 
   const thread: MembershipSnapshot['thread'] = { tid: process.pid, rtPriority: 0 };
@@ -287,6 +289,7 @@ export declare interface MembershipProcess {
   on(ev: 'partner-dead', fn: (silentMs: number) => void): this;
   on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
   on(ev: 'generation-behind', fn: (echo: number) => void): this;
+  on(ev: 'send-version', fn: (version: HeartbeatVersion) => void): this;
   on(ev: 'partner-ignored', fn: (hb: Heartbeat, reason: IgnoredReason) => void): this;
   on(ev: 'watchdog-stopped', fn: (reason: string) => void): this;
   /** Frames rejected for a bad MAC since the last report (at most one a second), and on which links. */
@@ -356,6 +359,7 @@ export class MembershipProcess extends EventEmitter {
         break;
       case 'generations': this.emit('generations', m.generations); break;
       case 'generation-behind': this.emit('generation-behind', m.echo); break;
+      case 'send-version': this.emit('send-version', m.version); break;
       case 'partner-ignored': this.emit('partner-ignored', m.hb, m.reason); break;
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
       case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;

@@ -14,13 +14,13 @@
  * Replays and restarts: a frame is believed only if it is bound to this board's current boot (its
  * `echo` is our generation, which the store never hands out twice): a frame made before the partner
  * heard this boot proves nothing, however authentic. The partner's generations (the highest heard, the
- * one fenced, the highest heard in version 2) survive restarts: they come in as `known` and every
+ * one fenced, the highest heard in version 2 or later and in version 3) survive restarts: they come in as `known` and every
  * change is emitted ('generations') for the store. See docs/ha.md, "Replays, restarts and generations".
  */
 import { EventEmitter } from 'node:events';
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import type { PartnerLink } from '../hw/links/links.js';
-import { encodeHeartbeat, type ControllerHealth, type GuestHealth, type Heartbeat, type Role, type WatchdogHealth } from './frame.js';
+import { FRAME_VERSION, encodeHeartbeat, type ControllerHealth, type GuestHealth, type Heartbeat, type HeartbeatVersion, type Role, type WatchdogHealth } from './frame.js';
 import { decodeAnyHeartbeat, encodeHeartbeatV1 } from './frame-v1.js';
 
 export interface LocalState {
@@ -59,8 +59,10 @@ export interface PartnerGenerations {
   highest: number;
   /** The partner's generation when this board last fenced it: frames of it or older never bring it back. */
   fenced: number;
-  /** The highest partner generation heard in a version-2 frame: version-1 frames of it or older are refused. */
+  /** The highest partner generation heard in a frame of version 2 or later: version-1 frames of it or older are refused. */
   v2: number;
+  /** The highest partner generation heard in a version-3 frame: version-2 (and 1) frames of it or older are refused. */
+  v3: number;
 }
 
 export type RejectReason = 'malformed' | 'crc' | 'version' | 'mac' | 'self' | 'stale' | 'old-generation' | 'unbound';
@@ -103,6 +105,12 @@ export declare interface Membership {
   on(ev: 'partner-update', fn: (hb: Heartbeat, previous: Heartbeat | undefined) => void): this;
   /** The partner's generations changed (a partner boot, a fence): to be persisted. */
   on(ev: 'generations', fn: (g: PartnerGenerations) => void): this;
+  /**
+   * The heartbeat version this board sends changed: 1 or 2 while the partner is heard only in that
+   * version (an older firmware, during a rolling upgrade), 3 again once it is heard in version 3. The
+   * layers above speak the previous firmware's partner channels only while it is below 3.
+   */
+  on(ev: 'send-version', fn: (version: HeartbeatVersion) => void): this;
   /** The partner has heard a generation of ours above our own: our store lost or rolled it back. Once per generation. */
   on(ev: 'generation-behind', fn: (echo: number) => void): this;
   /** Frames bound to this boot keep being rejected while the partner is not alive (see IGNORED_GRACE_MS). Once per generation and reason. */
@@ -133,8 +141,8 @@ export class Membership extends EventEmitter {
   private readonly known: PartnerGenerations;
   /** When `known` last moved on (a newer partner boot heard, a fence): the start of IGNORED_GRACE_MS. */
   private knownChangedAt = performance.now();
-  /** The frame version sent: 1 while the partner is heard only in version 1 (a rolling upgrade). */
-  private sendVersion: 1 | 2 = 2;
+  /** The frame version sent: 1 or 2 while the partner is heard only in that version (a rolling upgrade). */
+  private sendVersion: HeartbeatVersion = FRAME_VERSION;
   private behindReported = 0;
   private readonly ignoredReported = new Set<string>();
   private partner?: Heartbeat;
@@ -148,7 +156,7 @@ export class Membership extends EventEmitter {
     super();
     this.seq = o.initialSeq ?? 0;
     this.generation = o.generation;
-    this.known = { highest: 0, fenced: 0, v2: 0, ...o.known };
+    this.known = { highest: 0, fenced: 0, v2: 0, v3: 0, ...o.known };
     this.books = o.links.map((link) => ({
       link, up: false, lastHeard: 0, since: Date.now(), changes: 0, lastGeneration: 0, lastSeq: -1, rejected: emptyRejects(),
     }));
@@ -184,7 +192,7 @@ export class Membership extends EventEmitter {
       sender: this.o.self, generation: this.generation, echo: this.echo, seq: this.seq++, role: l.role, guest: l.guest,
       watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: this.o.priority, health: l.health,
     };
-    const frame = this.sendVersion === 1 ? encodeHeartbeatV1(hb, this.o.key) : encodeHeartbeat(hb, this.o.key);
+    const frame = this.sendVersion === 1 ? encodeHeartbeatV1(hb, this.o.key) : encodeHeartbeat(hb, this.o.key, this.sendVersion);
     for (const b of this.books) b.link.send(frame);
     this.sent++;
   }
@@ -206,11 +214,12 @@ export class Membership extends EventEmitter {
     const { hb, version } = d;
     if (hb.sender === this.o.self) { b.rejected.self++; return; }
     // Version 1 has no echo: a frame of it is believed only from a partner boot newer than any heard
-    // in version 2 (the previous firmware during a rolling upgrade, never a replay from before it).
+    // in version 2 or 3 (the previous firmware during a rolling upgrade, never a replay from before it).
+    // Nor is a partner boot heard in version 3 ever taken back to version 2 (no downgrade).
     const bound = version === 1 || hb.echo === this.generation;
     if (hb.generation < this.known.highest) { b.rejected['old-generation']++; if (bound) this.ignored(hb, 'old-generation'); return; }
-    if (version === 1 && hb.generation <= this.known.v2) { b.rejected.version++; return; }
-    if (version === 2 && hb.echo > this.generation && this.behindReported !== this.generation) {
+    if ((version === 1 && hb.generation <= this.known.v2) || (version === 2 && hb.generation <= this.known.v3)) { b.rejected.version++; return; }
+    if (version !== 1 && hb.echo > this.generation && this.behindReported !== this.generation) {
       this.behindReported = this.generation;
       this.emit('generation-behind', hb.echo);
     }
@@ -251,14 +260,16 @@ export class Membership extends EventEmitter {
    * generation (for the echo; bound or not, so that both boards echo each other within one interval)
    * and which frame version it speaks. Any change is announced at once and handed on for the store.
    */
-  private learn(generation: number, version: 1 | 2): void {
+  private learn(generation: number, version: HeartbeatVersion): void {
     const k = this.known;
     let changed = false;
     if (generation > k.highest) { k.highest = generation; this.knownChangedAt = performance.now(); changed = true; }
-    if (version === 2 && generation > k.v2) { k.v2 = generation; changed = true; }
+    if (version >= 2 && generation > k.v2) { k.v2 = generation; changed = true; }
+    if (version === 3 && generation > k.v3) { k.v3 = generation; changed = true; }
     const switched = this.sendVersion !== version;
     this.sendVersion = version;
     if (changed) this.emit('generations', { ...k });
+    if (switched) this.emit('send-version', version);
     if (changed || switched) this.sendHeartbeat(); // the new echo (or frame version), now
   }
 
@@ -283,7 +294,7 @@ export class Membership extends EventEmitter {
   }
 
   /** The partner's generations as this board knows them (persisted by the HA controller). */
-  get generations(): PartnerGenerations & { sendVersion: 1 | 2 } {
+  get generations(): PartnerGenerations & { sendVersion: HeartbeatVersion } {
     return { ...this.known, sendVersion: this.sendVersion };
   }
 

@@ -26,6 +26,9 @@ import { Store } from '../store/journal.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
 import { restoreGuestDescriptor } from '../pair/guest-upgrade.js';
+import { legacyPartnerChannels } from '../replication/legacy-channel.js';
+import { partnerChannelRejections } from '../replication/secure-channel.js';
+import { journalChannelRejections, journalLegacyChannels } from './channel-rejections.js';
 import { acquireBoardLock } from './lock.js';
 import { startManagement, type Management } from './management.js';
 import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalGuestStateRefused, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
@@ -49,6 +52,9 @@ export class Daemon {
   private control?: ControlServer;
   private management?: Management;
   private releaseLock?: () => void;
+  private unjournalRejections?: () => void;
+  /** Stops following the partner's heartbeat version for the previous firmware's channels (and turns them off). */
+  private unfollowLegacy?: () => void;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
   /** Messages refused from the partner, every channel (the replicator's when a guest is hosted). */
@@ -79,7 +85,7 @@ export class Daemon {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
             replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
-            partnerMessages: this.rejections.status() };
+            channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status() };
         },
       });
       await this.serve();
@@ -110,6 +116,11 @@ export class Daemon {
     }
     if (host) restoreGuestDescriptor(host.supervisor, store);
     if (board.ha) {
+      if (!this.unjournalRejections) {
+        const log = this.log.child({ component: 'partner-channel' });
+        const unjournal = [journalChannelRejections(store, log), journalLegacyChannels(store, log)];
+        this.unjournalRejections = () => { for (const u of unjournal) u(); };
+      }
       // A service address left on our interface by an earlier run is not ours until we are primary.
       if (board.service.interface) await releaseAddress(board.service.interface, board.service.address, board.service.prefixLength);
       if (host && board.partner?.ethernet) {
@@ -119,6 +130,8 @@ export class Daemon {
         host.replicator.setInputLog((s) => cp.logInput(s));
       }
       const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' })));
+      // The previous firmware's partner channels only while the partner is heard only in heartbeat version 1 or 2.
+      this.unfollowLegacy = legacyPartnerChannels.follow(ha.membership);
       if (host) {
         const pair = (this.pair = new PairController({ board, ha, host, clones: this.replication, checkpoints: this.checkpointer, journal: store, log: this.log.child({ component: 'pair' }) }));
         if (this.replication) this.replication.admitClone = (stage) => pair.admitClone(stage);
@@ -138,9 +151,13 @@ export class Daemon {
   private async stopServing(): Promise<void> {
     await this.fieldUpgrade?.close();
     await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
+    this.unfollowLegacy?.();
+    this.unfollowLegacy = undefined;
     await this.pair?.stop();
     await this.replication?.close().catch(() => undefined);
     await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
+    this.unjournalRejections?.();
+    this.unjournalRejections = undefined;
     this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.host = undefined;
   }
 
@@ -214,7 +231,10 @@ export class Daemon {
   }
 
   private replicationStatus(): Record<string, unknown> | null {
-    return this.pair ? this.pair.replicationStatus() : this.host ? { ...this.host.replicator.status(), cloneInProgress: false, failovers: 0 } : null;
+    const st = this.pair ? this.pair.replicationStatus() : this.host ? { ...this.host.replicator.status(), cloneInProgress: false, failovers: 0 } : null;
+    // The partner channels' rejections (inputs, migration, upgrade), by purpose and reason.
+    return st && { ...st, channelRejections: partnerChannelRejections.snapshot(), channelRejectionsTotal: partnerChannelRejections.total,
+      lastChannelRejection: partnerChannelRejections.last ?? null, legacyChannels: legacyPartnerChannels.status() };
   }
 
   private guestHost(): GuestHost {

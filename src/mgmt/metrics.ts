@@ -65,6 +65,10 @@ export interface MetricsSnapshot {
   inputLosses?: number;
   /** Times this board took over as primary from a failed partner. */
   failovers?: number;
+  /** Partner-channel connections dropped, by purpose (inputs, migration, upgrade) and reason (src/replication/secure-channel.ts). */
+  channelRejections?: Record<string, Record<string, number>>;
+  /** The previous firmware's partner channels (no TLS): in use now (a rolling upgrade from it), connections by purpose. */
+  legacyChannels?: { inUse: boolean; connections: Record<string, number> };
   /** Messages refused from the partner (each dropped its connection): channel → reason → count. */
   partnerMessagesRefused?: Partial<Record<string, Partial<Record<string, number>>>>;
   fencing?: { attempts: number; failures: number };
@@ -124,6 +128,9 @@ export class Metrics {
   private readonly protectedNow = this.gauge('understudy_replication_protected', '1 while the backup holds an up-to-date clone');
   private readonly divergences = this.counter('understudy_replication_divergences_total', 'Reply digests of primary and backup that differed');
   private readonly inputLosses = this.counter('understudy_guest_input_losses_total', 'Times the guest copy was found short of inputs it was handed (repaired by a re-clone)');
+  private readonly channelRejected = this.counter('understudy_partner_channel_rejected_total', 'Partner-channel connections dropped for a failed handshake or an unauthenticated record, by purpose and reason', ['purpose', 'reason']);
+  private readonly legacyInUse = this.gauge('understudy_partner_channel_legacy', '1 while the partner runs the previous firmware and the partner channels speak its protocol (no TLS): finish the rolling upgrade');
+  private readonly legacyConnections = this.counter('understudy_partner_channel_legacy_connections_total', 'Partner-channel connections of the previous firmware\'s protocol (no TLS), by purpose', ['purpose']);
   private readonly partnerRefused = this.counter('understudy_partner_messages_refused_total', 'Messages from the partner refused (malformed, unknown type, ACK beyond what was sent…), each dropping its connection', ['channel', 'reason']);
   private readonly failovers = this.counter('understudy_failovers_total', 'Takeovers: this board became primary because its partner failed');
   private readonly fenceAttempts = this.counter('understudy_fencing_attempts_total', 'Attempts to power off the partner');
@@ -171,6 +178,13 @@ export class Metrics {
     if (s.divergences !== undefined) this.count(this.divergences, {}, s.divergences);
     if (s.failovers !== undefined) this.count(this.failovers, {}, s.failovers);
     if (s.inputLosses !== undefined) this.count(this.inputLosses, {}, s.inputLosses);
+    for (const [purpose, reasons] of Object.entries(s.channelRejections ?? {})) {
+      for (const [reason, n] of Object.entries(reasons)) this.count(this.channelRejected, { purpose, reason }, n);
+    }
+    if (s.legacyChannels) {
+      this.legacyInUse.set(s.legacyChannels.inUse ? 1 : 0);
+      for (const [purpose, n] of Object.entries(s.legacyChannels.connections)) this.count(this.legacyConnections, { purpose }, n);
+    }
     for (const [channel, reasons] of Object.entries(s.partnerMessagesRefused ?? {})) {
       for (const [reason, n] of Object.entries(reasons ?? {})) this.count(this.partnerRefused, { channel, reason }, n ?? 0);
     }
@@ -324,10 +338,16 @@ export function snapshotFrom(p: {
     & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null }) | null;
   failovers?: number;
   inputLosses?: number;
+  channelRejections?: Record<string, Partial<Record<string, number>>>;
+  legacyChannels?: MetricsSnapshot['legacyChannels'];
   partnerMessages?: { byChannel: MetricsSnapshot['partnerMessagesRefused'] };
 }): MetricsSnapshot {
   const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses,
-    partnerMessagesRefused: p.partnerMessages?.byChannel };
+    partnerMessagesRefused: p.partnerMessages?.byChannel, legacyChannels: p.legacyChannels && { inUse: p.legacyChannels.inUse, connections: p.legacyChannels.connections } };
+  if (p.channelRejections) {
+    s.channelRejections = Object.fromEntries(Object.entries(p.channelRejections).map(([k, v]) =>
+      [k, Object.fromEntries(Object.entries(v).filter((e): e is [string, number] => typeof e[1] === 'number'))]));
+  }
   if (p.replication) {
     const r = p.replication;
     s.inputSequence = { last: r.lastSeq, acked: r.ackedSeq, delivered: r.deliveredSeq };
@@ -348,7 +368,8 @@ export function snapshotFrom(p: {
   }
   if (p.ha) {
     s.partner = p.ha.partner.state;
-    s.alarms = p.ha.alarms.length;
+    // The previous firmware's channels in use is an alarm of its own (the HA layer cannot see it).
+    s.alarms = p.ha.alarms.length + (p.legacyChannels?.inUse ? 1 : 0);
     s.links = p.ha.links.map((l) => ({
       name: l.name,
       up: l.up,

@@ -23,7 +23,7 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import { encodeHeartbeat, type Heartbeat, type Role } from '../../src/ha/frame.js';
+import { FRAME_VERSION, encodeHeartbeat, type Heartbeat, type Role } from '../../src/ha/frame.js';
 import type { HaStatus } from '../../src/ha/ha-controller.js';
 import type { LinkState, PartnerView } from '../../src/ha/membership.js';
 import { callControl } from '../../src/mgmt/ipc.js';
@@ -556,7 +556,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.ok(!r.alarms.some((a) => /^fencing failed/.test(a)), `no fencing alarm once promoted: ${r.alarms.join('; ')}`);
   });
 
-  it('forged, replayed and corrupted heartbeats on the Ethernet partner link: rejected and counted, no crash, roles unchanged', async () => {
+  it('forged, replayed, corrupted and downgraded heartbeats on the Ethernet partner link: rejected and counted, no crash, roles unchanged', async () => {
     const { primary, backup } = await settledPair();
     const expected = { [primary]: 'PRIMARY', [backup]: 'BACKUP' } as Record<BoardName, Role>;
     const target = backup; // a forged "partner FAULT" accepted by the backup would make it take over
@@ -569,6 +569,8 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.equal(partnerHb.sender, primary);
     const hb = (over: Partial<Heartbeat>): Heartbeat => ({ ...partnerHb, ...over });
     const N = 20;
+    assert.equal(before.partnerGenerations?.sendVersion, FRAME_VERSION, 'two boards of this firmware speak heartbeat version 3');
+    // Frames of this firmware: version 3 (encodeHeartbeat's default), unless a test says otherwise.
 
     // Forged: the right shape, a wrong key; claims the primary gave up (FAULT) with a fresh sequence.
     const wrongKey = randomBytes(32);
@@ -588,11 +590,15 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     // An older boot generation under the right key (generation 0 is older than any), and junk.
     const oldGeneration = encodeHeartbeat(hb({ generation: partnerHb.generation - 1, seq: 0xfffffff0 }), key);
     const junk = [Buffer.from('hello'), Buffer.alloc(40, 0xff)];
+    // A downgrade under the right key: version 2 (the firmware before TLS partner channels) of the
+    // partner's boot already heard in version 3. Believed, it would turn the old channels on.
+    const downgraded = encodeHeartbeat(hb({ role: 'FAULT', seq: eth0.lastSeq! + 300000 }), key, 2);
 
     await sendFrames(target, forged);
     await sendFrames(target, replayed);
     await sendFrames(target, corrupted);
     await sendFrames(target, [oldGeneration, ...junk]);
+    await sendFrames(target, [downgraded]);
 
     const eth = await eventually('every injected frame counted', async () => {
       const l = link(await linkStatus(target), 'ethernet');
@@ -605,6 +611,11 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     assert.equal(eth.rejected.crc - eth0.rejected.crc, N, 'corrupted frames rejected.crc');
     assert.equal(eth.rejected.malformed - eth0.rejected.malformed, junk.length, 'junk rejected.malformed');
     assert.equal(eth.rejected['old-generation'] - eth0.rejected['old-generation'], 1, 'an older generation rejected');
+    const downgrades = await eventually('the downgrade counted', async () => {
+      const l = link(await linkStatus(target), 'ethernet');
+      return l.rejected.version > eth0.rejected.version ? l.rejected.version - eth0.rejected.version : undefined;
+    }, 10000, 100);
+    assert.equal(downgrades, 1, 'the version-2 frame rejected.version');
     assert.equal(eth.up, true, 'the link stays up: the partner\'s real heartbeats still arrive');
     assert.ok(eth.lastSeq! >= eth0.lastSeq!, 'the real sequence goes on');
 
@@ -613,6 +624,7 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
     const after = await role(target);
     assert.equal(after.membershipProcess.tid, before.membershipProcess.tid, 'membership process not restarted');
     assert.equal(after.generation, before.generation);
+    assert.equal(after.partnerGenerations?.sendVersion, FRAME_VERSION, 'still version 3: no downgrade');
     assert.equal(after.partner.state, 'alive');
     assert.equal(after.partner.heartbeat?.role, 'PRIMARY');
     assert.equal((await chassis!.board(target)).controller!.pid, pidBefore, 'controller not restarted');

@@ -43,15 +43,15 @@ export class PairUnderTest {
     return callControl(this.chassis.layout.boards[b].controlSocket, cmd, args, 30000);
   }
 
-  /** Sends requests from the service network (as a client would, retrying) and returns the replies, in order. */
-  async ask(requests: string[]): Promise<string[]> {
+  /** Sends requests from the service network (as a client would, retrying every 200 ms up to `tries` times) and returns the replies, in order. */
+  async ask(requests: string[], tries = 100): Promise<string[]> {
     const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
 const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
 const out = [];
-for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, 100));
+for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, ${tries}));
 c.close();
 console.log(JSON.stringify(out));`;
-    const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', this.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: 120000 });
+    const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', this.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: Math.max(120000, requests.length * tries * 250) });
     return JSON.parse(stdout.trim().split('\n').pop()!) as string[];
   }
 

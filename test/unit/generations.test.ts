@@ -4,16 +4,18 @@
  * in nothing; an older partner boot rejected after a restart (the partner's generations persisted);
  * the pair forming within a few intervals at a cold start and after a partner reboot; a counter
  * started at 2^32 − 100 crossing 2^32 with no verdict; a generation that went back recovered on its
- * own and never silently; version-1 frames (the previous firmware) during a rolling upgrade.
+ * own and never silently; version-1 and version-2 frames (the previous firmwares) during a rolling
+ * upgrade, and no downgrade from version 3 (this firmware).
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { pino } from 'pino';
-import { decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/ha/frame.js';
-import { decodeHeartbeatV1, encodeHeartbeatV1 } from '../../src/ha/frame-v1.js';
-import { BootGenerations, loadPartnerGenerations } from '../../src/ha/generations.js';
+import { FRAME_VERSION, decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/ha/frame.js';
+import { decodeAnyHeartbeat, decodeHeartbeatV1, encodeHeartbeatV1 } from '../../src/ha/frame-v1.js';
+import { BootGenerations, loadPartnerGenerations, savePartnerGenerations } from '../../src/ha/generations.js';
 import { Membership, type IgnoredReason, type LocalState, type MembershipOptions } from '../../src/ha/membership.js';
 import { Store } from '../../src/store/journal.js';
 import { MemLink, memLinkPair } from '../support/mem-link.js';
@@ -91,12 +93,24 @@ describe('boot generations and bound heartbeats', function () {
       const dir = tmp();
       const s = openStore(dir);
       const g = new BootGenerations(s, quiet);
-      assert.deepEqual(g.partner, { highest: 0, fenced: 0, v2: 0 });
+      assert.deepEqual(g.partner, { highest: 0, fenced: 0, v2: 0, v3: 0 });
       const m = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: g.own, links: [], local: local('BACKUP') });
       g.attach(m);
-      m.emit('generations', { highest: 9, fenced: 4, v2: 9 });
+      m.emit('generations', { highest: 9, fenced: 4, v2: 9, v3: 8 });
       s.close();
-      assert.deepEqual(loadPartnerGenerations(openStore(dir)), { highest: 9, fenced: 4, v2: 9 });
+      assert.deepEqual(loadPartnerGenerations(openStore(dir)), { highest: 9, fenced: 4, v2: 9, v3: 8 });
+    });
+
+    it('a record of the firmware deployed before (no v3 field) reads as none heard in version 3, and is written back with it', () => {
+      const dir = tmp();
+      const s = openStore(dir);
+      // What fdc23d0:src/ha/generations.ts writes.
+      s.setMetaDurably('ha.partner-generations', JSON.stringify({ highest: 6, fenced: 2, v2: 6 }));
+      assert.deepEqual(loadPartnerGenerations(s), { highest: 6, fenced: 2, v2: 6, v3: 0 });
+      savePartnerGenerations(s, { highest: 7, fenced: 2, v2: 7, v3: 7 });
+      assert.deepEqual(JSON.parse(s.getMeta('ha.partner-generations')!), { highest: 7, fenced: 2, v2: 7, v3: 7 });
+      s.setMetaDurably('ha.partner-generations', JSON.stringify({ highest: 6, fenced: 2, v2: 6, v3: -1 }));
+      assert.equal(loadPartnerGenerations(s).v3, 0, 'a bad value reads as none');
     });
   });
 
@@ -297,12 +311,13 @@ describe('boot generations and bound heartbeats', function () {
       assert.equal(decoded.sender, 'sim-b');
       assert.equal(b.m.generations.sendVersion, 1);
 
-      // The partner is upgraded: it reboots speaking version 2; from then on, version 1 of it or older is refused.
+      // The partner is upgraded: it reboots speaking version 3; from then on, version 1 of it or older is refused.
       eb.sentFrames.length = 0;
       eb.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 4, echo: b.gens.own, seq: 0, role: 'BACKUP' }), KEY));
       assert.equal(b.m.partnerView.heartbeat?.generation, 4);
       await sleep(20);
-      assert.ok(typeof decodeHeartbeat(eb.sentFrames.at(-1)!, KEY) !== 'string', 'version 2 again');
+      assert.ok(typeof decodeHeartbeat(eb.sentFrames.at(-1)!, KEY) !== 'string');
+      assert.equal(eb.sentFrames.at(-1)![0], FRAME_VERSION, 'version 3 again');
       eb.inject(encodeHeartbeatV1(hb({ sender: 'sim-a', generation: 4, seq: 100, role: 'FAULT' }), KEY)); // a downgrade attempt
       eb.inject(encodeHeartbeatV1(hb({ sender: 'sim-a', generation: 3, seq: 100, role: 'FAULT' }), KEY)); // a replay of the old firmware
       const r = b.m.links[0]!.rejected;
@@ -310,9 +325,10 @@ describe('boot generations and bound heartbeats', function () {
       assert.equal(r['old-generation'], 1);
       assert.equal(b.m.partnerView.heartbeat?.role, 'BACKUP');
       assert.equal(b.gens.partner.v2, 4);
+      assert.equal(b.gens.partner.v3, 4);
     });
 
-    it('two boards of this firmware never settle on version 1: hearing version 2 once brings both back', async () => {
+    it('two boards of this firmware never settle on version 1: hearing version 3 once brings both back', async () => {
       const [ea, eb] = memLinkPair('ethernet');
       const b = board('sim-b', openStore(tmp()), [eb]);
       await b.m.start();
@@ -323,9 +339,130 @@ describe('boot generations and bound heartbeats', function () {
       await a.m.start();
       await until(() => a.m.partnerView.state === 'alive' && b.m.partnerView.heartbeat?.generation === 2);
       await sleep(100);
-      assert.equal(b.m.generations.sendVersion, 2);
-      assert.equal(a.m.generations.sendVersion, 2);
+      assert.equal(b.m.generations.sendVersion, 3);
+      assert.equal(a.m.generations.sendVersion, 3);
       assert.equal(b.m.partnerView.state, 'alive');
+    });
+  });
+
+  describe('rolling upgrade: version-2 frames of the firmware deployed before TLS partner channels', () => {
+    /** Frames exactly as the deployed firmware (fdc23d0) sends them: this layout with the version byte 2. */
+    const v2 = (over: Partial<Heartbeat>, key = KEY) => encodeHeartbeat(hb({ sender: 'sim-a', ...over }), key, 2);
+    const sentVersion = (l: MemLink) => l.sentFrames.at(-1)![0];
+    /** sim-b started on a link that records what it sends, and the versions its membership switched to. */
+    async function recordedBoard() {
+      const [, eb] = memLinkPair('ethernet');
+      eb.record = true;
+      const b = board('sim-b', openStore(tmp()), [eb]);
+      const versions: number[] = [];
+      b.m.on('send-version', (v) => versions.push(v));
+      await b.m.start();
+      return { eb, b, versions };
+    }
+
+    it('version-2 frames are byte for byte those of the deployed firmware; version 3 differs only in its version byte', () => {
+      // Encoded by the deployed firmware's own encodeHeartbeat (compiled from commit fdc23d0), key 32 × 0x07;
+      // its decodeHeartbeat returns 'version' for the version-3 frame below (its partner is not heard).
+      const old = Buffer.from('02010103010c0a010573696d2d610000000700000009000001000000000325eb2c68bc9c57707db136dcdfbd1e1a', 'hex');
+      const v3 = Buffer.from('03010103010c0a010573696d2d6100000007000000090000010000000003b28a0118bd5f8ba5047127aec2651089', 'hex');
+      const h = hb({ sender: 'sim-a', generation: 7, echo: 9, seq: 2 ** 40 + 3, role: 'BACKUP', health: 'hung' });
+      assert.deepEqual(encodeHeartbeat(h, KEY, 2), old);
+      assert.deepEqual(encodeHeartbeat(h, KEY), v3);
+      assert.deepEqual(decodeAnyHeartbeat(old, KEY), { hb: h, version: 2 });
+      assert.deepEqual(decodeAnyHeartbeat(v3, KEY), { hb: h, version: 3 });
+      assert.equal(decodeHeartbeat(old, Buffer.alloc(32, 8)), 'mac');
+      const relabelled = Buffer.from(old);
+      relabelled[0] = 3; // the version byte is under the MAC (and the CRC): a version-2 frame cannot be passed off as 3
+      relabelled.writeUInt32BE(crc32(relabelled.subarray(0, relabelled.length - 4)), relabelled.length - 4);
+      assert.equal(decodeHeartbeat(relabelled, KEY), 'mac');
+    });
+
+    it('a partner heard only in version 2 is answered in version 2; once heard in version 3, version 2 of that boot or older is refused', async () => {
+      const { eb, b, versions } = await recordedBoard();
+      assert.equal(sentVersion(eb), 3, 'this firmware starts in version 3');
+      eb.inject(v2({ generation: 3, echo: b.gens.own, seq: 1, role: 'PRIMARY' }));
+      eb.inject(v2({ generation: 3, echo: b.gens.own, seq: 2, role: 'PRIMARY' }));
+      assert.equal(b.m.partnerView.state, 'alive');
+      assert.equal(b.m.partnerView.heartbeat?.role, 'PRIMARY');
+      assert.equal(b.m.generations.sendVersion, 2);
+      assert.equal(sentVersion(eb), 2, 'answered in version 2, the only one the deployed firmware decodes');
+      await sleep(20);
+      assert.equal(sentVersion(eb), 2, 'and kept so');
+      assert.deepEqual(versions, [2]);
+      assert.deepEqual({ v2: b.gens.partner.v2, v3: b.gens.partner.v3 }, { v2: 3, v3: 0 });
+
+      // The partner is upgraded: it reboots into this firmware (version 3).
+      eb.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 4, echo: b.gens.own, seq: 0, role: 'BACKUP' }), KEY));
+      assert.equal(b.m.generations.sendVersion, 3);
+      assert.equal(sentVersion(eb), 3);
+      assert.deepEqual(versions, [2, 3]);
+      assert.deepEqual({ v2: b.gens.partner.v2, v3: b.gens.partner.v3 }, { v2: 4, v3: 4 });
+      // No downgrade: version 2 (or 1) of that boot or an older one is refused, and the version sent stays 3.
+      eb.inject(v2({ generation: 4, echo: b.gens.own, seq: 100, role: 'FAULT' }));
+      eb.inject(encodeHeartbeatV1(hb({ sender: 'sim-a', generation: 4, seq: 101, role: 'FAULT' }), KEY));
+      eb.inject(v2({ generation: 3, echo: b.gens.own, seq: 100, role: 'FAULT' })); // the old boot: below the highest heard
+      const r = b.m.links[0]!.rejected;
+      assert.equal(r.version, 2);
+      assert.equal(r['old-generation'], 1);
+      assert.equal(b.m.partnerView.heartbeat?.role, 'BACKUP');
+      assert.equal(b.m.generations.sendVersion, 3);
+      assert.deepEqual(versions, [2, 3]);
+      // A rollback (the partner's next boot runs the deployed firmware again) is heard: a newer boot.
+      eb.inject(v2({ generation: 5, echo: b.gens.own, seq: 0, role: 'BACKUP' }));
+      assert.equal(b.m.partnerView.heartbeat?.generation, 5);
+      assert.equal(b.m.generations.sendVersion, 2);
+    });
+
+    it('the refusal of version 2 survives a restart (v3 persisted)', async () => {
+      const dir = tmp();
+      const s1 = openStore(dir);
+      const [, eb1] = memLinkPair('ethernet');
+      const b1 = board('sim-b', s1, [eb1]);
+      await b1.m.start();
+      eb1.inject(encodeHeartbeat(hb({ sender: 'sim-a', generation: 6, echo: b1.gens.own, seq: 0 }), KEY));
+      assert.equal(b1.gens.partner.v3, 6);
+      await b1.m.stop();
+      running = running.filter((m) => m !== b1.m);
+      s1.close();
+      const [, eb2] = memLinkPair('ethernet');
+      const b2 = board('sim-b', openStore(dir), [eb2]);
+      await b2.m.start();
+      assert.equal(b2.gens.partner.v3, 6);
+      eb2.inject(v2({ generation: 6, echo: b2.gens.own, seq: 1000 }));
+      assert.equal(b2.m.links[0]!.rejected.version, 1);
+      assert.equal(b2.m.partnerView.state, 'unknown');
+      assert.equal(b2.m.generations.sendVersion, 3);
+    });
+
+    it('a version-2 frame without the pair key changes nothing', async () => {
+      const { eb, b, versions } = await recordedBoard();
+      eb.inject(v2({ generation: 3, echo: b.gens.own, seq: 1 }, Buffer.alloc(32, 8)));
+      await sleep(20);
+      assert.equal(b.m.links[0]!.rejected.mac, 1);
+      assert.equal(b.m.partnerView.state, 'unknown');
+      assert.equal(b.m.generations.sendVersion, 3);
+      assert.equal(sentVersion(eb), 3);
+      assert.deepEqual(versions, []);
+      assert.deepEqual(b.gens.partner, { highest: 0, fenced: 0, v2: 0, v3: 0 });
+    });
+
+    it('two boards of this firmware settle on version 3 and never send anything else', async () => {
+      const [ea, eb] = memLinkPair('ethernet');
+      ea.record = true;
+      eb.record = true;
+      const a = board('sim-a', openStore(tmp()), [ea]);
+      const b = board('sim-b', openStore(tmp()), [eb]);
+      const versions: number[] = [];
+      a.m.on('send-version', (v) => versions.push(v));
+      b.m.on('send-version', (v) => versions.push(v));
+      await a.m.start();
+      await b.m.start();
+      await until(() => a.m.partnerView.state === 'alive' && b.m.partnerView.state === 'alive');
+      await sleep(50);
+      assert.deepEqual(versions, []);
+      assert.ok(ea.sentFrames.length > 5 && eb.sentFrames.length > 5);
+      assert.ok([...ea.sentFrames, ...eb.sentFrames].every((f) => f[0] === FRAME_VERSION), 'every frame sent is version 3');
+      assert.deepEqual({ v2: a.gens.partner.v2, v3: a.gens.partner.v3 }, { v2: b.gens.own, v3: b.gens.own });
     });
   });
 });

@@ -112,6 +112,17 @@ describe('metrics', () => {
     assert.equal(get(p, 'understudy_heartbeats_sent_total', { link: 'ethernet' }), undefined);
   });
 
+  it('partner-channel rejections are counters by purpose and reason, mapped from the daemon\'s status', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const snap = snapshotFrom({ board: 'sim-a', role: 'PRIMARY', channelRejections: { inputs: { record: 2, handshake: 5 }, upgrade: { handshake: 1 } } });
+    m.update(snap);
+    const p = await scrape(m);
+    assert.equal(get(p, 'understudy_partner_channel_rejected_total', { purpose: 'inputs', reason: 'record' }), 2);
+    assert.equal(get(p, 'understudy_partner_channel_rejected_total', { purpose: 'inputs', reason: 'handshake' }), 5);
+    assert.equal(get(p, 'understudy_partner_channel_rejected_total', { purpose: 'upgrade', reason: 'handshake' }), 1);
+    assert.equal(p.types.get('understudy_partner_channel_rejected_total'), 'counter');
+  });
+
   it('role and guest state are one-hot as they change; absent sections are left alone', async () => {
     const m = new Metrics({ processMetrics: false });
     m.update(base);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FakeClock } from '../../src/core/clock.js';
@@ -21,7 +21,7 @@ import { ReplicationManager } from '../../src/replication/manager.js';
 import { T_ACK, T_CONTROL, T_DIGEST, T_INPUT, encodeAck, encodeControl, encodeDigest, encodeInput, replyDigest } from '../../src/replication/messages.js';
 import { PartnerRejections } from '../../src/replication/rejections.js';
 import { Replicator } from '../../src/replication/replicator.js';
-import { MessageChannel, acceptHandshake, offerHandshake } from '../../src/replication/secure-channel.js';
+import { MessageChannel, connectAuthenticated, listenAuthenticated, type AuthServer } from '../../src/replication/secure-channel.js';
 import { PeerClient, listenPeer } from '../../src/upgrade/peer.js';
 
 const log = createLogger('test', { level: 'silent' });
@@ -187,25 +187,22 @@ describe('partner messages that break the protocol', () => {
   });
 
   describe('clone manager (control messages on a loopback channel)', () => {
-    let server: ReturnType<typeof createServer>, mgr: ReplicationManager, rep: Replicator, client: MessageChannel, closed: Promise<void>;
+    let server: AuthServer, mgr: ReplicationManager, rep: Replicator, client: MessageChannel, closed: Promise<void>;
     const key = randomBytes(32);
     beforeEach(async () => {
       rep = new Replicator({ guest: { deliver: () => true }, log });
       const board = { partner: { ethernet: { port: 7000, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
       const supervisor = { guest: { sourceFile: 'g.json' }, stop: async () => undefined };
       mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: () => 0 } as never, log);
-      server = createServer({ pauseOnConnect: true });
-      await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
-      const accepted = new Promise<Socket>((res) => server.once('connection', res));
-      const sock = connect((server.address() as { port: number }).port, '127.0.0.1');
-      sock.pause();
-      const s2 = await accepted;
-      await Promise.all([acceptHandshake(s2, key, 'inputs'), offerHandshake(sock, key, 'inputs')]);
-      (mgr as unknown as { onInputChannel(s: Socket): void }).onInputChannel(s2);
+      let onAccepted!: (s: Socket) => void;
+      const accepted = new Promise<Socket>((res) => { onAccepted = res; });
+      server = await listenAuthenticated('127.0.0.1', 0, key, 'inputs', (s) => onAccepted(s));
+      const sock = await connectAuthenticated('127.0.0.1', server.port, key, 'inputs');
+      (mgr as unknown as { onInputChannel(s: Socket): void }).onInputChannel(await accepted);
       client = new MessageChannel(sock);
       closed = new Promise((res) => client.on('close', () => res()));
     });
-    afterEach(() => { client.close(); server.close(); rep.close(); });
+    afterEach(async () => { client.close(); await server.close(); rep.close(); });
 
     it('a malformed control message (null, a clone-done with no fields, not JSON) closes the channel, counted and journaled', async () => {
       for (const body of ['null', '{"type":"clone-done"}', '{"type":']) {
@@ -264,19 +261,16 @@ describe('partner messages that break the protocol', () => {
     it('an answer that fails its schema is refused: the rolling upgrade gets US_ERR_LINK, counted', async () => {
       // A partner whose status answer lacks its fields (another version, or damaged).
       const rejections = new PartnerRejections();
-      const server = createServer({ pauseOnConnect: true }, (s) => {
-        acceptHandshake(s, key, 'upgrade').then(() => {
-          const ch = new MessageChannel(s);
-          ch.on('message', () => ch.send(1, Buffer.from(JSON.stringify({ ok: true, result: { role: 'PRIMARY', protected: 'yes' } }))));
-        }, () => s.destroy());
+      const server = await listenAuthenticated('127.0.0.1', 0, key, 'upgrade', (s) => {
+        const ch = new MessageChannel(s);
+        ch.on('message', () => ch.send(1, Buffer.from(JSON.stringify({ ok: true, result: { role: 'PRIMARY', protected: 'yes' } }))));
       });
-      await new Promise<void>((res) => server.listen(0, '127.0.0.1', () => res()));
       try {
-        const c = new PeerClient('127.0.0.1', (server.address() as { port: number }).port, key, rejections);
+        const c = new PeerClient('127.0.0.1', server.port, key, rejections);
         await assert.rejects(c.call({ op: 'status' }, 3000), (e: UsError) => e.code === 'US_ERR_LINK' && /bad upgrade answer to "status" \(result\.board\)/.test(e.message));
         assert.equal(rejections.count('upgrade', 'malformed'), 1);
       } finally {
-        server.close();
+        await server.close();
       }
     });
   });
