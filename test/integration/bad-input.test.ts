@@ -15,8 +15,9 @@ function startArgs(rig: Rig): string[] {
 
 /** Nothing of a controller is left: no lock, no sockets, no QEMU. */
 function assertNothingStarted(rig: Rig): void {
-  const left = existsSync(rig.store) ? readdirSync(rig.store) : [];
-  for (const f of ['understudyd.pid', 'qemu.pid', 'understudyd.sock', 'qmp.sock', 'guest-nic.sock']) {
+  const list = (d: string) => (existsSync(d) ? readdirSync(d) : []);
+  const left = [...list(rig.store), ...list(join(rig.store, 'qemu')).map((f) => `qemu/${f}`)];
+  for (const f of ['understudyd.pid', 'qemu.pid', 'understudyd.sock', 'qemu/qmp.sock', 'qemu/guest-nic.sock']) {
     assert.ok(!left.includes(f), `${f} left behind in ${rig.store}: ${left.join(', ')}`);
   }
 }

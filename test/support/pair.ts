@@ -76,7 +76,7 @@ console.log(JSON.stringify(out));`;
   guestCrashes(): string[] {
     const found: string[] = [];
     for (const b of Object.values(this.chassis.layout.boards)) {
-      const log = join(b.storageDir, 'console.log');
+      const log = join(b.storageDir, 'qemu', 'console.log');
       if (!existsSync(log)) continue;
       for (const line of readFileSync(log, 'latin1').split('\n')) {
         if (/Kernel panic - not syncing: NMI: Not continuing/.test(line)) continue;
