@@ -733,7 +733,8 @@ export class GuestSupervisor extends EventEmitter {
       nic: { framesToGuest: this.link.framesOut, framesFromGuest: this.link.framesIn, dropped: this.link.dropped },
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
-      qemuUser: { name: this.qemuCredentials.user, uid: this.qemuCredentials.uid },
+      // Once resolved by a start (a missing user is that start's error, not the status's).
+      ...(this.credentials ? { qemuUser: { name: this.credentials.user, uid: this.credentials.uid } } : {}),
       ...(this.stateLoad ? { stateLoad: this.stateLoad } : {}),
     };
     if (this.qemu?.alive) {

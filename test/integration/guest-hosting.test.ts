@@ -6,8 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { readThreadAffinity, listThreads } from '../../src/hw/affinity.js';
 import { UdpClient } from '../../src/sim/udp-client.js';
 import { Rig, alive, eventually, waitGone } from '../support/rig.js';
@@ -16,10 +17,19 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
   this.timeout(240000);
   let rig: Rig;
   let client: UdpClient;
+  // The guest's kernel and initrd in a folder QEMU's user cannot enter (a checkout under a 0700 folder).
+  const hidden = mkdtempSync(join(tmpdir(), 'us-hidden-image-'));
 
   before(async () => {
     // A short guest watchdog so the hang test is quick; 'auto' accel exercises the KVM probe.
-    rig = new Rig({ guest: (g) => { g.watchdog.timeoutS = 3; } });
+    rig = new Rig({ guest: (g) => {
+      g.watchdog.timeoutS = 3;
+      for (const k of ['kernel', 'initrd'] as const) {
+        const to = join(hidden, basename(g.image[k] as string));
+        copyFileSync(g.image[k] as string, to);
+        g.image[k] = to;
+      }
+    } });
     await rig.startHlr();
     await rig.startDaemon();
     client = await new UdpClient(rig.board.service).open();
@@ -27,6 +37,7 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
   after(async () => {
     client?.close();
     await rig?.cleanup();
+    rmSync(hidden, { recursive: true, force: true });
   });
 
   it('answers every protocol command through the service endpoint', async () => {
@@ -106,6 +117,15 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
     assert.equal(field('CapPrm')[0], '0000000000000000');
     assert.match(readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8'), /^qemu-system-x86_64\0-sandbox\0on,/, 'setpriv exec\'d QEMU itself (the pid is QEMU\'s)');
     assert.deepEqual(st.guest.qemuUser, { name: 'understudy-qemu', uid }, 'status shows QEMU\'s user');
+    // Its kernel and initrd, in a folder it cannot enter, were copied where it can read them.
+    const argv = readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0');
+    for (const [opt, what] of [['-kernel', 'kernel'], ['-initrd', 'initrd']] as const) {
+      const file = argv[argv.indexOf(opt) + 1]!;
+      assert.ok(file.startsWith(join(rig.store, 'qemu-image', `${what}-`)), `${opt} ${file}`);
+      const f = statSync(file);
+      assert.deepEqual([f.uid, f.mode & 0o777], [0, 0o644], `${file} is root's, readable`);
+      assert.ok(readFileSync(file).equals(readFileSync(rig.guest.image[what] as string)), `${file} is a copy of ${rig.guest.image[what]}`);
+    }
 
     // The layout: storageDir searchable only, QEMU's folder its own, the state disk its own.
     assert.equal(statSync(rig.store).mode & 0o777, 0o711);
