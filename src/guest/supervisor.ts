@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { chownSync, existsSync, readdirSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
-import { basename, delimiter, isAbsolute, join } from 'node:path';
+import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
@@ -216,6 +216,9 @@ export class GuestSupervisor extends EventEmitter {
   /** Checks everything that can be checked before anything is started, so a bad start leaves nothing behind. */
   preflight(): void {
     this.credentials = resolveQemuUser(this.board.qemuUser, `board profile ${this.board.sourceFile}: qemuUser`);
+    // The folder storageDir is in must let QEMU's user through (checked again, to its own folder, at each start).
+    const parent = dirname(this.board.storageDir);
+    if (existsSync(parent)) this.checkQemuReaches(parent);
     for (const [what, file] of [['kernel', this.guest.image.kernel], ['initrd', this.guest.image.initrd]] as const) {
       if (!existsSync(file)) {
         throw new UsError('US_ERR_NOT_FOUND', `guest image ${what} ${file} (from ${this.guest.sourceFile}) does not exist: run image-build/build-guest.sh`);
@@ -282,7 +285,13 @@ export class GuestSupervisor extends EventEmitter {
       chmodSync(dir, mode);
     }
     if (c.uid !== 0) this.closeStorageToOthers();
-    const why = unreachableFor(c, this.paths.qemuDir, 'search');
+    this.checkQemuReaches(this.paths.qemuDir);
+  }
+
+  /** US_ERR_CONFIG naming qemuUser and the folder in the way when QEMU's user cannot search `dir` (and every folder above it). */
+  private checkQemuReaches(dir: string): void {
+    const c = this.qemuCredentials;
+    const why = unreachableFor(c, dir, 'search');
     if (why) {
       throw new UsError('US_ERR_CONFIG', `board profile ${this.board.sourceFile}: qemuUser: QEMU runs as ${c.user} (uid ${c.uid}), which cannot reach its folder ${this.paths.qemuDir}: ${why}; `
         + 'make the folders above storageDir searchable by it (chmod o+x), move storageDir, or set qemuUser to "root"', { qemuUser: c.user, folder: this.paths.qemuDir });
