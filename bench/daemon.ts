@@ -16,7 +16,7 @@
  * (--settle: seconds between the pair becoming protected and the sampling, default 30.)
  */
 import { execFile } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
@@ -273,6 +273,7 @@ async function pair(): Promise<void> {
 
 async function standalone(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'us-bench-daemon-'));
+  chmodSync(dir, 0o711); // searchable by the board's QEMU user (qemuUser), on its way to <storageDir>/qemu
   const b = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board', 'sim-a.json'), 'utf8'));
   for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console']) delete b[k];
   b.storageDir = join(dir, 'store');

@@ -7,7 +7,7 @@
  *    same machine.
  * Usage: node dist/bench/guest.js [--boots N] [--requests N] [--window N] [--seconds S]
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -69,6 +69,7 @@ async function measure(ask: Ask, label: string): Promise<{ lat: LatencySummary; 
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'us-bench-guest-'));
+  chmodSync(dir, 0o711); // searchable by the board's QEMU user (qemuUser), on its way to <storageDir>/qemu
   const b = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board', 'sim-a.json'), 'utf8'));
   b.storageDir = join(dir, 'store');
   b.service = { address: '127.0.250.1', port: 5000 };

@@ -19,6 +19,15 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing
 fi
 
+# QEMU's own user (board profile qemuUser, default understudy-qemu): a system user with no home and no
+# login; in the kvm group when the host has one (/dev/kvm). QEMU is started as it by setpriv.
+if [ "$(id -u)" = 0 ]; then
+  getent passwd understudy-qemu >/dev/null || useradd --system --no-create-home --shell /usr/sbin/nologin understudy-qemu
+  if getent group kvm >/dev/null && ! id -nG understudy-qemu | tr ' ' '\n' | grep -qx kvm; then usermod -a -G kvm understudy-qemu; fi
+elif ! getent passwd understudy-qemu >/dev/null; then
+  echo "setup: user understudy-qemu missing: run this as root once (or set qemuUser to root in the board profile)" >&2
+fi
+
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
 stamp=node_modules/.understudy-lock.sha256
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then

@@ -3,7 +3,7 @@
  * console, send management commands, stop.
  */
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, existsSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, existsSync, lstatSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -12,6 +12,7 @@ import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js'
 import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
+import { readFrom } from '../hw/hypervisor/qemu-user.js';
 import { callControl } from '../mgmt/ipc.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../core/footprint.js';
 import { CONFIG_ERROR_ROLE, type ConfigErrorState } from '../mgmt/not-serving.js';
@@ -167,11 +168,13 @@ export function registerGuestCommands(program: Command): void {
     .option('--tail <lines>', 'print the last lines of the console log instead of attaching', (v) => Number.parseInt(v, 10))
     .action(action(async (o: Opts & { tail?: number }) => {
       const board = boardOf(o);
-      const log = join(board.storageDir, 'console.log');
-      const sock = join(board.storageDir, 'console.sock');
+      const log = join(board.storageDir, 'qemu', 'console.log');
+      const sock = join(board.storageDir, 'qemu', 'console.sock');
       if (o.tail !== undefined || o.json || !process.stdin.isTTY) {
         const n = o.tail ?? 20;
-        const lines = existsSync(log) ? readFileSync(log, 'latin1').split(/\r?\n/).filter(Boolean).slice(-n) : [];
+        // QEMU's user writes that folder: read the log's last MiB without following a symlink or waiting on a FIFO.
+        const size = existsSync(log) ? lstatSync(log).size : 0;
+        const lines = readFrom(log, Math.max(0, size - 1048576)).split(/\r?\n/).filter(Boolean).slice(-n);
         print(o, { board: board.name, log, socket: sock, lines }, () => lines.join('\n'));
         return;
       }

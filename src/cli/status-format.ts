@@ -31,7 +31,7 @@ export function formatStatus(s: DaemonStatus): string {
   const lines = [
     head,
     `guest ${g.guest.name} ${g.guest.version} (app ${g.appVersion ?? '?'}): ${g.state}, ${g.guest.memoryMb} MB, NIC ${g.guest.nic}`,
-    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
+    `hypervisor: QEMU pid ${g.qemuPid ?? '-'}${g.qemuUser ? ` as ${g.qemuUser.name} (uid ${g.qemuUser.uid})` : ''}, accel ${g.accel ?? '?'} (${g.accelReason ?? ''}), boot-to-ready ${g.bootToReadyMs ?? '-'} ms`,
     `traffic: ${s.endpoint.requests ?? 0} requests, ${s.endpoint.replies ?? 0} replies, ${s.endpoint.clients ?? 0} clients; guest processed ${g.requestsProcessed ?? '-'}`,
     `dropped at the endpoint: ${s.endpoint.oversized ?? 0} oversized, ${s.endpoint.noId ?? 0} without an id, ${s.endpoint.rateLimited ?? 0} over a source's rate, ${s.endpoint.clientsRefused ?? 0} new clients refused (every identity held); AUTH answers dropped: ${s.endpoint.authIgnored ?? 0} from elsewhere, ${s.endpoint.authOversized ?? 0} oversized, ${s.endpoint.authUnasked ?? 0} to no open question`,
     `restarts: ${g.restarts.length}${g.restarts.length ? ` (last: ${g.restarts[g.restarts.length - 1]!.cause})` : ''}`,

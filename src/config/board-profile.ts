@@ -66,6 +66,11 @@ export const boardProfileSchema = z
     }),
     /** QEMU binary, a name looked up on PATH or an absolute path. */
     qemuBinary: safeProgram.default('qemu-system-x86_64'),
+    /**
+     * The user QEMU runs as (started by setpriv as that user, never root): a system user without a
+     * login. `root` keeps QEMU as root (a guest escape is then root on the blade). Must exist at start.
+     */
+    qemuUser: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'a user name: lowercase letters, digits, _ and -, at most 32, not starting with a digit or -').default('understudy-qemu'),
     /** Hypervisor accelerator: auto probes KVM (with a short timeout) and falls back to TCG. */
     accel: z.enum(['auto', 'kvm', 'tcg']).default('auto'),
     /** Directory for the board's state: control socket, logs, guest console, store. Relative paths are from the profile's folder. */

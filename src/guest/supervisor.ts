@@ -8,8 +8,8 @@
  * the board's pid file that is somehow still alive at start is killed, never adopted.
  */
 import { EventEmitter } from 'node:events';
-import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
-import { delimiter, isAbsolute, join } from 'node:path';
+import { chownSync, existsSync, readdirSync, fchownSync, lchownSync, lstatSync, mkdirSync, openSync, closeSync, ftruncateSync, fstatSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { basename, delimiter, dirname, isAbsolute, join } from 'node:path';
 import { accessSync, constants as fsConstants } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
@@ -20,6 +20,7 @@ import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRea
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
+import { readFrom, readableByQemu, resolveQemuUser, unreachableFor, type QemuCredentials } from '../hw/hypervisor/qemu-user.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
 import { procState } from '../hw/proc-state.js';
 import type { QmpEvent } from '../hw/qmp/client.js';
@@ -69,15 +70,38 @@ export interface GuestStatus {
   pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
   restarts: RestartRecord[];
   console: { socket: string; log: string };
+  /** The user QEMU runs as (board profile qemuUser) and its uid; `root` (uid 0) only when the profile says so. */
+  qemuUser?: { name: string; uid: number };
   /** The state-load outcome of the last boot (none for a clone: it continues its source's memory). */
   stateLoad?: StateLoadOutcome;
 }
 
+/**
+ * Where the board's guest files are. QEMU runs as the board's QEMU user, which must not write the
+ * controller's storageDir (the store, the keys, the control socket): what QEMU creates, and the
+ * sockets it connects to, are in `qemuDir` (owned by that user, mode 0700); the controller reads
+ * and creates there only without following a symlink. The state disk stays in storageDir (mode
+ * 0711: searchable, not listable or writable by QEMU's user), owned by QEMU's user; QEMU's stderr
+ * and pid file stay the controller's.
+ */
 export interface SupervisorPaths {
+  /** `<storageDir>/qemu`: QEMU's own folder. */
+  qemuDir: string;
+  /** `<storageDir>/qemu-image`: copies of the kernel and initrd when QEMU's user cannot read them where they are (root's, mode 0755). */
+  imageDir: string;
   qmp: string;
+  /** The guest NIC's stream socket: the controller listens, QEMU connects. */
   nic: string;
   consoleSocket: string;
   consoleLog: string;
+  /** A clone target's `-incoming` socket (QEMU listens; the relay connects). */
+  cloneIn: string;
+  /** The clone source's relay socket (the controller listens; QEMU migrates to it). */
+  cloneOut: string;
+  /** A checkpoint's socket (the controller listens and writes the file; QEMU migrates to it). */
+  checkpointOut: string;
+  /** A checkpoint restore's `-incoming` socket (QEMU listens; the controller feeds the file). */
+  restoreIn: string;
   stateDisk: string;
   qemuStderr: string;
   qemuPid: string;
@@ -85,11 +109,18 @@ export interface SupervisorPaths {
 
 export function boardPaths(board: BoardProfile, guest: GuestDescriptor): SupervisorPaths {
   const d = board.storageDir;
+  const q = join(d, 'qemu');
   return {
-    qmp: join(d, 'qmp.sock'),
-    nic: join(d, 'guest-nic.sock'),
-    consoleSocket: join(d, 'console.sock'),
-    consoleLog: join(d, 'console.log'),
+    qemuDir: q,
+    imageDir: join(d, 'qemu-image'),
+    qmp: join(q, 'qmp.sock'),
+    nic: join(q, 'guest-nic.sock'),
+    consoleSocket: join(q, 'console.sock'),
+    consoleLog: join(q, 'console.log'),
+    cloneIn: join(q, 'migrate-in.sock'),
+    cloneOut: join(q, 'migrate-out.sock'),
+    checkpointOut: join(q, 'checkpoint-out.sock'),
+    restoreIn: join(q, 'restore-in.sock'),
     stateDisk: join(d, `${guest.name}-state.img`),
     qemuStderr: join(d, 'qemu.log'),
     qemuPid: join(d, 'qemu.pid'),
@@ -152,6 +183,7 @@ export class GuestSupervisor extends EventEmitter {
   private hangChecking = false;
   private unansweredPings = 0;
   private restartChain: Promise<void> = Promise.resolve();
+  private credentials?: QemuCredentials;
   /**
    * start, startClone and stop run one at a time, in call order: a clone target being prepared for
    * the partner and a promotion restoring a checkpoint must not launch two QEMUs over each other.
@@ -183,6 +215,10 @@ export class GuestSupervisor extends EventEmitter {
 
   /** Checks everything that can be checked before anything is started, so a bad start leaves nothing behind. */
   preflight(): void {
+    this.credentials = resolveQemuUser(this.board.qemuUser, `board profile ${this.board.sourceFile}: qemuUser`);
+    // The folder storageDir is in must let QEMU's user through (checked again, to its own folder, at each start).
+    const parent = dirname(this.board.storageDir);
+    if (existsSync(parent)) this.checkQemuReaches(parent);
     for (const [what, file] of [['kernel', this.guest.image.kernel], ['initrd', this.guest.image.initrd]] as const) {
       if (!existsSync(file)) {
         throw new UsError('US_ERR_NOT_FOUND', `guest image ${what} ${file} (from ${this.guest.sourceFile}) does not exist: run image-build/build-guest.sh`);
@@ -203,8 +239,7 @@ export class GuestSupervisor extends EventEmitter {
   private async prepare(): Promise<void> {
     this.preflight();
     this.stopping = false;
-    mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
-    chmodSync(this.board.storageDir, 0o700);
+    this.prepareDirs();
     this.killStaleQemu();
     this.ensureStateDisk();
     this.accel ??= this.board.accel === 'auto'
@@ -213,6 +248,79 @@ export class GuestSupervisor extends EventEmitter {
     this.log.info({ accel: this.accel.accel, reason: this.accel.reason }, 'accelerator chosen');
     await setProcessAffinity(process.pid, this.board.cores.housekeeping);
     await this.link.listen();
+    this.giveToQemu(this.paths.nic);
+  }
+
+  /** The user QEMU runs as (resolved at the last start; before one, from the profile). */
+  get qemuCredentials(): QemuCredentials {
+    return this.credentials ??= resolveQemuUser(this.board.qemuUser, `board profile ${this.board.sourceFile}: qemuUser`);
+  }
+
+  /**
+   * Makes a socket the controller listens on in the QEMU folder connectable by QEMU's user: lchown
+   * (never follows a symlink QEMU's user could have put there) and mode 0600.
+   */
+  giveToQemu(socketPath: string): void {
+    const c = this.qemuCredentials;
+    lchownSync(socketPath, c.uid, c.gid);
+    if (!lstatSync(socketPath).isSymbolicLink()) chmodSync(socketPath, 0o600);
+  }
+
+  /**
+   * storageDir (0700 when QEMU runs as root, else 0711: QEMU's user may pass through it to its own
+   * folder and the state disk, but neither list nor write it), QEMU's folder (its user's, 0700) and
+   * the image folder (root's, 0755). Fails, naming the folder, when QEMU's user cannot reach its
+   * folder (a folder above storageDir it may not search).
+   */
+  private prepareDirs(): void {
+    const c = this.qemuCredentials;
+    const { storageDir } = this.board;
+    mkdirSync(storageDir, { recursive: true, mode: 0o700 });
+    chmodSync(storageDir, c.uid === 0 ? 0o700 : 0o711);
+    for (const [dir, uid, gid, mode] of [[this.paths.qemuDir, c.uid, c.gid, 0o700], [this.paths.imageDir, 0, 0, 0o755]] as const) {
+      mkdirSync(dir, { recursive: true, mode });
+      // Only root writes storageDir, so these are the folders made here, not something put in their place.
+      if (!lstatSync(dir).isDirectory()) throw new UsError('US_ERR_CONFIG', `${dir} is not a folder: remove it`);
+      chownSync(dir, uid, gid);
+      chmodSync(dir, mode);
+    }
+    if (c.uid !== 0) this.closeStorageToOthers();
+    this.checkQemuReaches(this.paths.qemuDir);
+  }
+
+  /** US_ERR_CONFIG naming qemuUser and the folder in the way when QEMU's user cannot search `dir` (and every folder above it). */
+  private checkQemuReaches(dir: string): void {
+    const c = this.qemuCredentials;
+    const why = unreachableFor(c, dir, 'search');
+    if (why) {
+      throw new UsError('US_ERR_CONFIG', `board profile ${this.board.sourceFile}: qemuUser: QEMU runs as ${c.user} (uid ${c.uid}), which cannot reach its folder ${this.paths.qemuDir}: ${why}; `
+        + 'make the folders above storageDir searchable by it (chmod o+x), move storageDir, or set qemuUser to "root"', { qemuUser: c.user, folder: this.paths.qemuDir });
+    }
+  }
+
+  /**
+   * storageDir is searchable by others (0711) when QEMU runs as its own user: whatever is in it must
+   * not be readable by them, also a file made before (an earlier version, a CLI command with root's
+   * umask 022): every entry but QEMU's folder, the image folder and the state disk loses its bits
+   * for others. A folder without them hides all below it.
+   */
+  private closeStorageToOthers(): void {
+    const open = new Set([basename(this.paths.qemuDir), basename(this.paths.imageDir), basename(this.paths.stateDisk)]);
+    for (const name of readdirSync(this.board.storageDir)) {
+      if (open.has(name)) continue;
+      const f = join(this.board.storageDir, name);
+      const st = lstatSync(f);
+      if (st.isSymbolicLink() || !(st.mode & 0o007)) continue;
+      chmodSync(f, st.mode & 0o7770);
+      this.log.info({ file: f, mode: (st.mode & 0o7770).toString(8) }, 'closed to other users (storageDir is searchable by QEMU\'s user)');
+    }
+  }
+
+  /** The kernel or initrd where QEMU's user can read it (a cached copy in the image folder if need be). */
+  private imageForQemu(file: string, what: 'kernel' | 'initrd'): string {
+    const r = readableByQemu(file, this.qemuCredentials, this.paths.imageDir, what);
+    if (r.copied) this.log.info({ from: file, to: r.path, user: this.qemuCredentials.user }, `guest ${what} copied where QEMU's user can read it`);
+    return r.path;
   }
 
   /**
@@ -388,8 +496,8 @@ export class GuestSupervisor extends EventEmitter {
       name: `understudy-${this.board.name}-${g.name}`,
       accel: this.accel!.accel,
       memoryMb: g.memoryMb,
-      kernel: g.image.kernel,
-      initrd: g.image.initrd,
+      kernel: this.imageForQemu(g.image.kernel, 'kernel'),
+      initrd: this.imageForQemu(g.image.initrd, 'initrd'),
       append,
       nic: g.nic,
       nicSocketPath: this.paths.nic,
@@ -400,6 +508,8 @@ export class GuestSupervisor extends EventEmitter {
       watchdog: g.watchdog.timeoutS > 0,
       stderrPath: this.paths.qemuStderr,
       incoming,
+      credentials: this.qemuCredentials,
+      cwd: this.paths.qemuDir,
     }, this.log);
     this.qemu = qemu;
     writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
@@ -632,6 +742,8 @@ export class GuestSupervisor extends EventEmitter {
       nic: { framesToGuest: this.link.framesOut, framesFromGuest: this.link.framesIn, dropped: this.link.dropped },
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
+      // Once resolved by a start (a missing user is that start's error, not the status's).
+      ...(this.credentials ? { qemuUser: { name: this.credentials.user, uid: this.credentials.uid } } : {}),
       ...(this.stateLoad ? { stateLoad: this.stateLoad } : {}),
     };
     if (this.qemu?.alive) {
@@ -692,11 +804,13 @@ export class GuestSupervisor extends EventEmitter {
     this.emit('state', s, cause);
   }
 
+  /** The state disk: at least its size, owned by QEMU's user (it writes it), mode 0600. */
   private ensureStateDisk(): void {
     const fd = openSync(this.paths.stateDisk, 'a+', 0o600);
     try {
       const want = this.guest.stateDisk.sizeMb * 1048576;
       if (fstatSync(fd).size < want) ftruncateSync(fd, want);
+      fchownSync(fd, this.qemuCredentials.uid, this.qemuCredentials.gid);
     } finally {
       closeSync(fd);
     }
@@ -734,23 +848,6 @@ export function stateDiskHoldsState(file: string): boolean {
     const hdr = Buffer.alloc(STATE_HEADER_BYTES);
     const n = readSync(fd, hdr, 0, hdr.length, 0);
     return hdr.subarray(0, n).some((b) => b !== 0);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/** The text of `file` from byte `offset` on (latin1; empty if it cannot be read). */
-function readFrom(file: string, offset: number): string {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch {
-    return '';
-  }
-  try {
-    const buf = Buffer.alloc(Math.max(0, Math.min(fstatSync(fd).size - offset, 1048576)));
-    const n = readSync(fd, buf, 0, buf.length, offset);
-    return buf.subarray(0, n).toString('latin1');
   } finally {
     closeSync(fd);
   }

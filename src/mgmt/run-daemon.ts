@@ -18,6 +18,9 @@ import { daemonLogPath } from './paths.js';
  */
 export async function runDaemon(boardFile: string, guestFile: string | undefined, onReady?: (err?: UsError, configError?: ConfigErrorState) => void, o: { startEmpty?: boolean } = {}): Promise<Daemon> {
   const board = loadBoardProfile(boardFile);
+  // Everything the controller creates is its own (0600/0700 unless said otherwise): storageDir is
+  // searchable by QEMU's user (mode 0711, guest/supervisor.ts), so a file there must not be readable by others.
+  process.umask(0o077);
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const log = createLogger('understudyd', { file: daemonLogPath(board) }).child({ board: board.name });
   const daemon = new Daemon(board, { board: boardFile, guest: guestFile }, log, o);

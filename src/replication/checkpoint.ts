@@ -129,7 +129,7 @@ export class Checkpointer {
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
-      const { downtimeMs } = await migrateToFile(qemu, tmp, join(this.storageDir, 'checkpoint-out.sock'), { pollMs: 50, errorPrefix: 'checkpoint migration' });
+      const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', socketOwner: this.supervisor.qemuCredentials });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');
@@ -191,7 +191,7 @@ export class Checkpointer {
     const cp = this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     await this.supervisor.stop();
-    const incoming = join(this.storageDir, 'restore-in.sock');
+    const incoming = this.supervisor.paths.restoreIn;
     await this.supervisor.startClone(`unix:${incoming}`);
     try {
       await feedIncoming(this.file, incoming);

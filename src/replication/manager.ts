@@ -146,7 +146,7 @@ export class ReplicationManager extends EventEmitter {
     const ctl = this.controlOn(channel);
     let holdStart = 0;
     let relay: Server | undefined;
-    const relayPath = join(this.board.storageDir, 'migrate-out.sock');
+    const relayPath = this.supervisor.paths.cloneOut;
     const reniced: number[] = [];
     try {
       channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: this.supervisor.guest.sourceFile }));
@@ -246,6 +246,7 @@ export class ReplicationManager extends EventEmitter {
       server.once('error', reject);
       server.listen(path, () => resolve());
     });
+    this.supervisor.giveToQemu(path); // QEMU, as its own user, connects to it
     return server;
   }
 
@@ -325,7 +326,7 @@ export class ReplicationManager extends EventEmitter {
         this.supervisor.useDescriptor(descriptor);
         this.emit('guest-descriptor', this.supervisor.guest);
       }
-      await this.supervisor.startClone(`unix:${join(this.board.storageDir, 'migrate-in.sock')}`);
+      await this.supervisor.startClone(`unix:${this.supervisor.paths.cloneIn}`);
       // The channel of the stream followed so far stays open (inputs keep being logged and
       // acknowledged on it) until the new clone's cut-over replaces it.
       this.backupChannel = channel;
@@ -357,7 +358,7 @@ export class ReplicationManager extends EventEmitter {
   }
 
   private onMigrationStream(remote: Socket): void {
-    const local = connect(join(this.board.storageDir, 'migrate-in.sock'));
+    const local = connect(this.supervisor.paths.cloneIn);
     local.on('connect', () => {
       remote.pipe(local);
       local.pipe(remote);

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rig } from '../support/rig.js';
 
@@ -15,8 +15,9 @@ function startArgs(rig: Rig): string[] {
 
 /** Nothing of a controller is left: no lock, no sockets, no QEMU. */
 function assertNothingStarted(rig: Rig): void {
-  const left = existsSync(rig.store) ? readdirSync(rig.store) : [];
-  for (const f of ['understudyd.pid', 'qemu.pid', 'understudyd.sock', 'qmp.sock', 'guest-nic.sock']) {
+  const list = (d: string) => (existsSync(d) ? readdirSync(d) : []);
+  const left = [...list(rig.store), ...list(join(rig.store, 'qemu')).map((f) => `qemu/${f}`)];
+  for (const f of ['understudyd.pid', 'qemu.pid', 'understudyd.sock', 'qemu/qmp.sock', 'qemu/guest-nic.sock']) {
     assert.ok(!left.includes(f), `${f} left behind in ${rig.store}: ${left.join(', ')}`);
   }
 }
@@ -60,6 +61,28 @@ describe('bad input to guest start', function () {
     const out = await r.cli(...startArgs(r));
     assert.equal(out.code, 1);
     assert.match(out.stderr, /US_ERR_NOT_FOUND: QEMU binary "\/nonexistent\/qemu-system-x86_64"/);
+    assertNothingStarted(r);
+  });
+
+  it('QEMU\'s user missing on the host: names qemuUser and the fix', async () => {
+    const r = rig({ board: (b) => { b.qemuUser = 'us-no-such-user'; } });
+    const out = await r.cli(...startArgs(r));
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /US_ERR_CONFIG: board profile \S+board\.json: qemuUser: QEMU's user "us-no-such-user" does not exist on this host/);
+    assert.match(out.stderr, /image-build\/setup\.sh/);
+    assertNothingStarted(r);
+  });
+
+  it('storageDir under a folder QEMU\'s user cannot enter: names qemuUser and that folder', async () => {
+    const r = rig();
+    const locked = join(r.dir, 'locked');
+    mkdirSync(locked, { mode: 0o700 });
+    r.board.storageDir = join(locked, 'store');
+    writeFileSync(r.boardFile, JSON.stringify(r.board, null, 2));
+    const out = await r.cli(...startArgs(r));
+    assert.equal(out.code, 1);
+    assert.match(out.stderr, /US_ERR_CONFIG: .*qemuUser: QEMU runs as understudy-qemu \(uid \d+\), which cannot reach its folder/);
+    assert.ok(out.stderr.includes(`${locked} (mode 0700, owner uid 0) is not searchable by understudy-qemu`), out.stderr);
     assertNothingStarted(r);
   });
 

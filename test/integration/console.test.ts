@@ -46,8 +46,8 @@ describe('serial console through a pty pair', function () {
       board: rig.board.name,
       boardFile: rig.boardFile,
       passwordFile,
-      guestConsoleSocket: () => join(rig.store, 'console.sock'),
-      guestConsoleLog: () => join(rig.store, 'console.log'),
+      guestConsoleSocket: () => join(rig.store, 'qemu', 'console.sock'),
+      guestConsoleLog: () => join(rig.store, 'qemu', 'console.log'),
       cliEntry: CLI,
       log,
     });

@@ -1,10 +1,14 @@
 /**
  * The foundation end to end, with real QEMU: boot the reference guest behind its controller, every
  * protocol command through the board's service endpoint, pinning read back from /proc, the guest
- * watchdog restarting a hung guest, one controller per board, no QEMU left after SIGKILL.
+ * watchdog restarting a hung guest, one controller per board, no QEMU left after SIGKILL; QEMU as
+ * its own user (board profile qemuUser), with no capability and no write access to the storage.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { readThreadAffinity, listThreads } from '../../src/hw/affinity.js';
 import { UdpClient } from '../../src/sim/udp-client.js';
 import { Rig, alive, eventually, waitGone } from '../support/rig.js';
@@ -13,10 +17,19 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
   this.timeout(240000);
   let rig: Rig;
   let client: UdpClient;
+  // The guest's kernel and initrd in a folder QEMU's user cannot enter (a checkout under a 0700 folder).
+  const hidden = mkdtempSync(join(tmpdir(), 'us-hidden-image-'));
 
   before(async () => {
     // A short guest watchdog so the hang test is quick; 'auto' accel exercises the KVM probe.
-    rig = new Rig({ guest: (g) => { g.watchdog.timeoutS = 3; } });
+    rig = new Rig({ guest: (g) => {
+      g.watchdog.timeoutS = 3;
+      for (const k of ['kernel', 'initrd'] as const) {
+        const to = join(hidden, basename(g.image[k] as string));
+        copyFileSync(g.image[k] as string, to);
+        g.image[k] = to;
+      }
+    } });
     await rig.startHlr();
     await rig.startDaemon();
     client = await new UdpClient(rig.board.service).open();
@@ -24,6 +37,7 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
   after(async () => {
     client?.close();
     await rig?.cleanup();
+    rmSync(hidden, { recursive: true, force: true });
   });
 
   it('answers every protocol command through the service endpoint', async () => {
@@ -85,6 +99,49 @@ describe('hosting the legacy guest on one board (real QEMU)', function () {
     assert.equal(readThreadAffinity(st.pid, st.pid).cpus, rig.board.cores.housekeeping.join(','), 'controller on housekeeping');
     assert.equal(st.guest.pinning.vcpu.cpus, String(rig.board.cores.guest), 'status shows the effective affinity');
     assert.match(readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').replace(/\0/g, ' '), / -smp 1 .*-device e1000,/);
+  });
+
+  it('runs QEMU as understudy-qemu from its first instruction: not root, no capability, cannot write the controller\'s storage', async () => {
+    const st = await rig.cliJson('guest', 'status', '--board', rig.boardFile);
+    const qemuPid = st.guest.qemuPid as number;
+    const uid = Number(execFileSync('id', ['-u', 'understudy-qemu'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'understudy-qemu'], { encoding: 'utf8' }).trim());
+    assert.notEqual(uid, 0);
+    const status = readFileSync(`/proc/${qemuPid}/status`, 'utf8');
+    const field = (name: string) => new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+    assert.deepEqual(field('Uid'), [uid, uid, uid, uid].map(String), `QEMU ${qemuPid} runs as uid ${uid} (real, effective, saved, fs)`);
+    assert.deepEqual(field('Gid'), [gid, gid, gid, gid].map(String));
+    const kvm = spawnSync('getent', ['group', 'kvm'], { encoding: 'utf8' }).stdout.split(':')[2];
+    assert.deepEqual(field('Groups').filter(Boolean), kvm ? [kvm] : [], 'no supplementary group but kvm');
+    assert.equal(field('CapEff')[0], '0000000000000000');
+    assert.equal(field('CapPrm')[0], '0000000000000000');
+    assert.match(readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8'), /^qemu-system-x86_64\0-sandbox\0on,/, 'setpriv exec\'d QEMU itself (the pid is QEMU\'s)');
+    assert.deepEqual(st.guest.qemuUser, { name: 'understudy-qemu', uid }, 'status shows QEMU\'s user');
+    // Its kernel and initrd, in a folder it cannot enter, were copied where it can read them.
+    const argv = readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0');
+    for (const [opt, what] of [['-kernel', 'kernel'], ['-initrd', 'initrd']] as const) {
+      const file = argv[argv.indexOf(opt) + 1]!;
+      assert.ok(file.startsWith(join(rig.store, 'qemu-image', `${what}-`)), `${opt} ${file}`);
+      const f = statSync(file);
+      assert.deepEqual([f.uid, f.mode & 0o777], [0, 0o644], `${file} is root's, readable`);
+      assert.ok(readFileSync(file).equals(readFileSync(rig.guest.image[what] as string)), `${file} is a copy of ${rig.guest.image[what]}`);
+    }
+
+    // The layout: storageDir searchable only, QEMU's folder its own, the state disk its own.
+    assert.equal(statSync(rig.store).mode & 0o777, 0o711);
+    const qdir = statSync(join(rig.store, 'qemu'));
+    assert.deepEqual([qdir.uid, qdir.mode & 0o777], [uid, 0o700]);
+    assert.equal(statSync(join(rig.store, 'dx-legacy-state.img')).uid, uid);
+    assert.ok(existsSync(join(rig.store, 'qemu', 'qmp.sock')) && existsSync(join(rig.store, 'qemu', 'console.log')));
+    // What QEMU's user can do to the controller's own files: nothing (setpriv as QEMU is started).
+    const asQemu = (...cmd: string[]) => spawnSync('setpriv', ['--reuid', String(uid), '--regid', String(gid), '--clear-groups', '--', ...cmd], { encoding: 'utf8' });
+    assert.notEqual(asQemu('touch', join(rig.store, 'planted')).status, 0, 'QEMU\'s user cannot create files in storageDir');
+    assert.ok(!existsSync(join(rig.store, 'planted')));
+    assert.notEqual(asQemu('ls', rig.store).status, 0, 'nor list it');
+    for (const f of ['understudy.db', 'understudyd.log', 'qemu.log', 'qemu.pid']) {
+      assert.notEqual(asQemu('cat', join(rig.store, f)).status, 0, `nor read ${f}`);
+    }
+    assert.equal(asQemu('touch', join(rig.store, 'qemu', 'x')).status, 0, 'but it writes its own folder (the check itself works)');
   });
 
   it('shows the guest console log and the board inventory', async () => {

@@ -48,7 +48,7 @@ describe('a guest that cannot load its saved state does not serve (real QEMU)', 
     corrupted[100] ^= 0xff; // inside the body: the body CRC no longer matches (reason=badcrc)
     writeFileSync(stateDisk(), corrupted);
     const qemuBefore = rig.qemuPid();
-    const consoleBefore = readFileSync(join(rig.store, 'console.log'), 'latin1').length;
+    const consoleBefore = readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1').length;
     await assert.rejects(startDaemonInBackground(rig.boardFile, rig.guestFile, 120000), (e: { code: string; message: string }) => {
       assert.equal(e.code, 'US_ERR_GUEST_STATE', e.message);
       assert.match(e.message, /came up without the saved state .*DX-STATE empty reason=badcrc.*--start-empty/);
@@ -62,7 +62,7 @@ describe('a guest that cannot load its saved state does not serve (real QEMU)', 
     assert.ok(qemu === undefined || qemu === qemuBefore || !alive(qemu), 'the QEMU that came up empty was killed');
     await assert.rejects(client.request('x1', 'STATS', 1000, 1), 'the service address does not answer');
     assert.ok(readFileSync(stateDisk()).equals(corrupted), 'the state disk is exactly as it was (no SAVE over it)');
-    const boots = readFileSync(join(rig.store, 'console.log'), 'latin1').slice(consoleBefore).match(/DX-STATE /g) ?? [];
+    const boots = readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1').slice(consoleBefore).match(/DX-STATE /g) ?? [];
     assert.equal(boots.length, 1, 'the refused guest is not restarted as if it had crashed');
     const alarms = journal('guest').filter((m) => m.startsWith('ALARM guest state refused'));
     assert.equal(alarms.length, 1, journal('guest').join('\n'));

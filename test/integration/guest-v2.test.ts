@@ -34,7 +34,7 @@ describe('guest application v2: upgrade over the saved state (real QEMU)', funct
   const stateDisk = () => join(rig.store, 'dx-legacy-state.img');
   /** Console lines printed since the last call (the console log is appended across boots). */
   const newConsole = () => {
-    const text = readFileSync(join(rig.store, 'console.log'), 'latin1');
+    const text = readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1');
     const fresh = text.slice(consoleSeen);
     consoleSeen = text.length;
     return fresh;
@@ -81,7 +81,7 @@ describe('guest application v2: upgrade over the saved state (real QEMU)', funct
     assert.equal(v1.stats, 'as OK STATS subs=4 active=1 total=2 version=1.0.0');
     const seq = /seq=(\d+)/.exec(v1.state)![1];
     assert.match(await manage('SAVE', 'STOP'), new RegExp(`^OK SAVE \\d+ seq=${seq}$`));
-    const con = await eventually(() => { const c = readFileSync(join(rig.store, 'console.log'), 'latin1'); return c.includes('DX-EXIT') ? c : undefined; }, 30000);
+    const con = await eventually(() => { const c = readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1'); return c.includes('DX-EXIT') ? c : undefined; }, 30000);
     assert.match(con, new RegExp(`DX-STOP seq=${seq}\\r?\\nDX-EXIT status=0`));
     newConsole();
     await rig.stopDaemon();
@@ -96,7 +96,7 @@ describe('guest application v2: upgrade over the saved state (real QEMU)', funct
     let whenExited: string = outcome;
     try {
       // The application has exited (it aborts right after loading); the controller is still waiting.
-      await eventually(() => (readFileSync(join(rig.store, 'console.log'), 'latin1').slice(consoleSeen).includes('DX-EXIT') ? true : undefined), 90000);
+      await eventually(() => (readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1').slice(consoleSeen).includes('DX-EXIT') ? true : undefined), 90000);
       whenExited = outcome;
     } finally {
       // The controller never reports ready, so the rig does not know its pid: take it from its lock file.
@@ -144,7 +144,7 @@ describe('guest application v2: upgrade over the saved state (real QEMU)', funct
     assert.equal(await ask('s2', 'STATS'), 's2 OK STATS subs=5 active=2 total=3 version=2.0.0');
     v2State = await manage('STATE');
     assert.match(await manage('SAVE', 'STOP'), /^OK SAVE \d+ seq=\d+$/);
-    await eventually(() => (readFileSync(join(rig.store, 'console.log'), 'latin1').slice(consoleSeen).includes('DX-EXIT') ? true : undefined), 30000);
+    await eventually(() => (readFileSync(join(rig.store, 'qemu', 'console.log'), 'latin1').slice(consoleSeen).includes('DX-EXIT') ? true : undefined), 30000);
     newConsole();
     await rig.stopDaemon();
   });

@@ -75,14 +75,18 @@ console.log(JSON.stringify(out));`;
    */
   guestCrashes(): string[] {
     const found: string[] = [];
+    let logs = 0;
     for (const b of Object.values(this.chassis.layout.boards)) {
-      const log = join(b.storageDir, 'console.log');
+      const log = join(b.storageDir, 'qemu', 'console.log');
       if (!existsSync(log)) continue;
+      logs++;
       for (const line of readFileSync(log, 'latin1').split('\n')) {
         if (/Kernel panic - not syncing: NMI: Not continuing/.test(line)) continue;
         if (/\bBUG:|Oops:|general protection fault|Kernel panic|DX-FATAL/.test(line)) found.push(`${b.name}: ${line.trim()}`);
       }
     }
+    // A guest ran on this pair: no console log at all means the check looked in the wrong place.
+    if (logs === 0) found.push('no guest console log found (<storageDir>/qemu/console.log on either board)');
     return found;
   }
 

@@ -4,7 +4,7 @@
  * `understudy guest start` does. Cleans up only what it started, by pid.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -15,6 +15,12 @@ import { Hlr } from '../../src/sim/hlr.js';
 import { UdpClient } from '../../src/sim/udp-client.js';
 
 const run = promisify(execFile);
+
+/** `dir`, made mode 0711: searchable by QEMU's user (board profile qemuUser), not listable. */
+export function searchable(dir: string): string {
+  chmodSync(dir, 0o711);
+  return dir;
+}
 let nextNet = 0;
 
 export interface RigOptions {
@@ -26,7 +32,8 @@ export interface RigOptions {
 }
 
 export class Rig {
-  readonly dir = mkdtempSync(join(tmpdir(), 'us-rig-'));
+  /** Mode 0711 (mkdtemp makes 0700): the board's QEMU user must pass through it to <storageDir>/qemu. */
+  readonly dir = searchable(mkdtempSync(join(tmpdir(), 'us-rig-')));
   readonly boardFile = join(this.dir, 'board.json');
   readonly guestFile = join(this.dir, 'guest.json');
   readonly board: Record<string, any>;

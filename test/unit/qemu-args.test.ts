@@ -1,12 +1,34 @@
 import assert from 'node:assert/strict';
-import { QEMU_SANDBOX, qemuArgs } from '../../src/hw/hypervisor/qemu.js';
+import { QEMU_SANDBOX, qemuArgs, qemuCommand } from '../../src/hw/hypervisor/qemu.js';
+import { ROOT_CREDENTIALS } from '../../src/hw/hypervisor/qemu-user.js';
 
 describe('QEMU\'s command line', () => {
   const base = {
     name: 'understudy-sim-a-dx-legacy', accel: 'tcg' as const, memoryMb: 128, kernel: '/g/vmlinuz', initrd: '/g/initrd.img', append: 'console=ttyS0',
     nic: { model: 'e1000', mac: '52:54:00:12:34:56' }, nicSocketPath: '/s/nic.sock', qmpSocketPath: '/s/qmp.sock', consoleSocketPath: '/s/console.sock',
     consoleLogPath: '/s/console.log', stateDiskPath: '/s/dx-state.img', watchdog: true, stderrPath: '/s/qemu.log',
+    credentials: { user: 'understudy-qemu', uid: 998, gid: 997, groups: [106] }, cwd: '/s',
   };
+
+  it('starts QEMU through setpriv as its own user, uid and gid changed before the parent-death signal, only the kvm group kept', () => {
+    const { file, args } = qemuCommand(base);
+    assert.equal(file, 'setpriv');
+    const sep = args.indexOf('--');
+    assert.deepEqual(args.slice(0, sep), ['--reuid', '998', '--regid', '997', '--groups', '106', '--pdeathsig', 'SIGKILL']);
+    assert.deepEqual(args.slice(sep + 1), ['qemu-system-x86_64', ...qemuArgs(base)]);
+    // QEMU's own -runas would change uid after its seccomp filter is in place (SIGSYS with elevateprivileges=deny).
+    assert.ok(!args.includes('-runas') && !args.includes('--keep-groups') && !args.includes('--init-groups'), args.join(' '));
+  });
+
+  it('without a kvm group on the host, QEMU keeps no supplementary group at all', () => {
+    const { args } = qemuCommand({ ...base, credentials: { user: 'q', uid: 1001, gid: 1001, groups: [] }, binary: '/opt/qemu/bin/qemu-system-x86_64' });
+    assert.deepEqual(args.slice(0, args.indexOf('--') + 2), ['--reuid', '1001', '--regid', '1001', '--clear-groups', '--pdeathsig', 'SIGKILL', '--', '/opt/qemu/bin/qemu-system-x86_64']);
+  });
+
+  it('qemuUser root: QEMU keeps the controller\'s identity (only the parent-death signal)', () => {
+    const { args } = qemuCommand({ ...base, credentials: ROOT_CREDENTIALS });
+    assert.deepEqual(args.slice(0, args.indexOf('--') + 2), ['--pdeathsig', 'SIGKILL', '--', 'qemu-system-x86_64']);
+  });
 
   it('runs QEMU under its seccomp sandbox: no privilege change, no fork/exec, no resource control', () => {
     const a = qemuArgs(base);

@@ -3,7 +3,8 @@
  * Owns the process, its command line and its QMP connection; knows nothing of HA roles.
  *
  * No orphans: QEMU is started through `setpriv --pdeathsig SIGKILL`, so the kernel kills it when the
- * controller dies, even by SIGKILL. The controller never adopts a leftover QEMU; at start it kills the
+ * controller dies, even by SIGKILL. The same setpriv starts it as the board's QEMU user (qemu-user.ts),
+ * never as root unless the board profile says `qemuUser: "root"`. The controller never adopts a leftover QEMU; at start it kills the
  * one recorded in the board's pid file if it is still alive (see guest/supervisor.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -13,6 +14,7 @@ import { UsError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { QmpClient, type QmpEvent } from '../qmp/client.js';
 import { cpuModelFor, type Accel } from './kvm-probe.js';
+import { setprivArgs, type QemuCredentials } from './qemu-user.js';
 import type { Hypervisor } from './types.js';
 
 export interface QemuOptions {
@@ -38,6 +40,9 @@ export interface QemuOptions {
   stderrPath: string;
   /** Migration listen URI (a clone target); the guest then waits for the stream. */
   incoming?: string;
+  /** Who QEMU runs as (setpriv); its working directory is `cwd`, a folder that user can reach. */
+  credentials: QemuCredentials;
+  cwd: string;
 }
 
 /**
@@ -73,6 +78,11 @@ export function qemuArgs(o: QemuOptions): string[] {
   return args;
 }
 
+/** The program and arguments that start QEMU: setpriv (user, groups, parent-death signal), then QEMU. */
+export function qemuCommand(o: QemuOptions): { file: string; args: string[] } {
+  return { file: 'setpriv', args: [...setprivArgs(o.credentials), '--', o.binary ?? 'qemu-system-x86_64', ...qemuArgs(o)] };
+}
+
 export declare interface QemuProcess {
   on(ev: 'exit', fn: (code: number | null, signal: NodeJS.Signals | null) => void): this;
   on(ev: 'event', fn: (e: QmpEvent) => void): this;
@@ -102,11 +112,11 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
   /** Starts QEMU paused (-S) and connects QMP. The caller pins the vCPU, then calls `cont`. */
   static async launch(o: QemuOptions, log: Logger): Promise<QemuProcess> {
     const binary = o.binary ?? 'qemu-system-x86_64';
-    const args = qemuArgs(o);
+    const cmd = qemuCommand(o);
     const errFd = openSync(o.stderrPath, 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawn('setpriv', ['--pdeathsig', 'SIGKILL', '--', binary, ...args], { stdio: ['ignore', 'ignore', errFd] });
+      child = spawn(cmd.file, cmd.args, { stdio: ['ignore', 'ignore', errFd], cwd: o.cwd });
     } finally {
       closeSync(errFd);
     }
@@ -116,7 +126,7 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
     });
     if (spawnError) throw new UsError('US_ERR_NOT_FOUND', `cannot start QEMU (${binary}): ${spawnError.message}`);
     const q = new QemuProcess(child, o, log);
-    log.info({ pid: child.pid, accel: o.accel, nic: o.nic.model }, 'QEMU started');
+    log.info({ pid: child.pid, accel: o.accel, nic: o.nic.model, user: o.credentials.user, uid: o.credentials.uid }, 'QEMU started');
     try {
       await q.qmp.connectWithRetry(o.qmpSocketPath, 10000, () => q.alive);
     } catch (e) {

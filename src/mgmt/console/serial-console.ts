@@ -24,7 +24,7 @@
  *   handover → the tty is closed and lent to `upgrade receive` (YMODEM) until it ends → shell
  */
 import { EventEmitter } from 'node:events';
-import { closeSync, existsSync, openSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, constants as fsConstants, existsSync, openSync, readSync, fstatSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -741,8 +741,10 @@ export class SerialConsole extends EventEmitter {
     }
     let text = '';
     try {
-      const fd = openSync(path, 'r');
+      // QEMU's user owns the folder of that log: no symlink followed, no FIFO waited on (the daemon's loop).
+      const fd = openSync(path, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
       try {
+        if (!fstatSync(fd).isFile()) throw new Error('not a regular file');
         const size = fstatSync(fd).size;
         const len = Math.min(size, REPLAY_BYTES);
         const buf = Buffer.alloc(len);

@@ -7,7 +7,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError, asUsError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
@@ -132,8 +132,13 @@ export class Chassisd {
     await run('chrt', ['-a', '-R', '-f', '-p', '9', String(process.pid)]).then(() => run('chrt', ['-R', '-f', '-p', '10', String(process.pid)])).catch((e: Error) => {
       this.log.warn({ err: e.message }, 'chassis runs without real-time priority');
     });
-    mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
-    for (const b of BOARD_NAMES) mkdirSync(L.boards[b].dir, { recursive: true, mode: 0o700 });
+    // 0711: each board's QEMU user must pass through to its board's storageDir/qemu (the files here are 0600).
+    mkdirSync(L.runDir, { recursive: true, mode: 0o711 });
+    chmodSync(L.runDir, 0o711);
+    for (const b of BOARD_NAMES) {
+      mkdirSync(L.boards[b].dir, { recursive: true, mode: 0o711 });
+      chmodSync(L.boards[b].dir, 0o711);
+    }
     this.record(true);
     try {
       // Names first, then the things: a crash in between still leaves them findable.

@@ -97,7 +97,7 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   if (guest !== 'none' && guest !== 'primary') throw new UsError('US_ERR_CONFIG', `--guest: none or primary, got "${String(guest)}"`);
   const baud = validBaud(o.baud ?? DEFAULT_BAUD);
   const L = chassisLayout(name, o.runDir);
-  mkdirSync(L.runDir, { recursive: true, mode: 0o700 });
+  mkdirSync(L.runDir, { recursive: true, mode: 0o711 }); // searchable: the boards' QEMU users pass through (chassisd.ts)
   const recovered = await recoverPrevious(L);
   const pid = await spawnChassisd(L, guest, baud);
   const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
