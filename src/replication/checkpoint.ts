@@ -129,7 +129,7 @@ export class Checkpointer {
       const unprocessed = processed === undefined ? 0 : guestSeq - processed;
       const keepFrom = unprocessed > 0 ? (this.nthLastRequest(seq, unprocessed) ?? seq + 1) : seq + 1;
       rmSync(tmp, { force: true });
-      const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', socketOwner: this.supervisor.qemuCredentials });
+      const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
       const fd = openSync(tmp, 'r');

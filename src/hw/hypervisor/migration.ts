@@ -19,7 +19,7 @@
  * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
  * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
-import { createReadStream, createWriteStream, lchownSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,10 +125,10 @@ export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: bo
  * QEMU connects to a unix socket at `socketPath` that this process listens on, and the stream is
  * written to the file from here. Resolves once QEMU reports completion AND the whole stream is on
  * disk (not yet fsynced: the caller does that before it renames). On failure the file is left for
- * the caller to remove. `socketOwner`: the user QEMU runs as, given the socket (it must be able to
- * connect); lchown, so a symlink put in its place is never followed.
+ * the caller to remove. `onListening`: called with the socket once it listens, before QEMU is told to
+ * connect (the caller gives it to the user QEMU runs as).
  */
-export async function migrateToFile(hv: Hypervisor, file: string, socketPath: string, o: Omit<MigrationOptions, 'uri'> & { socketOwner?: { uid: number; gid: number } }): Promise<MigrationResult> {
+export async function migrateToFile(hv: Hypervisor, file: string, socketPath: string, o: Omit<MigrationOptions, 'uri'> & { onListening?: (socketPath: string) => void }): Promise<MigrationResult> {
   rmSync(socketPath, { force: true });
   const server = createServer();
   let writing: Promise<void> | undefined;
@@ -144,7 +144,7 @@ export async function migrateToFile(hv: Hypervisor, file: string, socketPath: st
     server.listen(socketPath, () => { server.off('error', reject); resolve(); });
   });
   try {
-    if (o.socketOwner) lchownSync(socketPath, o.socketOwner.uid, o.socketOwner.gid);
+    o.onListening?.(socketPath);
     const r = await migrate(hv, { ...o, uri: `unix:${socketPath}` });
     if (!writing) throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix}: QEMU reported completion but never connected to ${socketPath}`);
     await writing; // QEMU closes its end after the last byte
