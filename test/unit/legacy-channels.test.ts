@@ -258,6 +258,25 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
     });
     let running: Membership[] = [];
     let unfollow: Array<() => void> = [];
+    /**
+     * Two boards of this firmware on one Ethernet link; `changes` collects the old protocol's
+     * on/off; `start` starts both and waits until each hears the other.
+     */
+    const thisFirmwarePair = () => {
+      const [ea, eb] = memLinkPair('ethernet');
+      const a = new Membership({ ...TIMERS, self: 'sim-a', priority: 10, generation: 5, links: [ea], local: local('PRIMARY') });
+      const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
+      running.push(a, b);
+      const changes: boolean[] = [];
+      legacyPartnerChannels.on('change', (on) => changes.push(on));
+      unfollow.push(() => legacyPartnerChannels.removeAllListeners('change'));
+      const start = async () => {
+        await a.start();
+        await b.start();
+        await until(() => a.partnerView.state === 'alive' && b.partnerView.state === 'alive', 'the pair hears itself');
+      };
+      return { a, b, changes, start };
+    };
     afterEach(async () => {
       for (const u of unfollow) u();
       for (const m of running) await m.stop();
@@ -265,16 +284,9 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
     });
 
     it('a board whose partner is heard in heartbeat version 3 (this firmware) never speaks the old protocol, client or server', async () => {
-      const [ea, eb] = memLinkPair('ethernet');
-      const a = new Membership({ ...TIMERS, self: 'sim-a', priority: 10, generation: 5, links: [ea], local: local('PRIMARY') });
-      const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
-      running.push(a, b);
-      const changes: boolean[] = [];
-      legacyPartnerChannels.on('change', (on) => changes.push(on));
-      unfollow.push(legacyPartnerChannels.follow(b), () => legacyPartnerChannels.removeAllListeners('change'));
-      await a.start();
-      await b.start();
-      await until(() => a.partnerView.state === 'alive' && b.partnerView.state === 'alive', 'the pair hears itself');
+      const { a, b, changes, start } = thisFirmwarePair();
+      unfollow.push(legacyPartnerChannels.follow(b));
+      await start();
       await sleep(100);
       assert.deepEqual(changes, [], 'never turned on');
       assert.equal(b.generations.sendVersion, 3);
@@ -366,18 +378,11 @@ describe('partner channels with a board of the previous firmware (rolling upgrad
     });
 
     it('two boards of this firmware settle on version 3 with the old protocol never on', async () => {
-      const [ea, eb] = memLinkPair('ethernet');
-      const a = new Membership({ ...TIMERS, self: 'sim-a', priority: 10, generation: 5, links: [ea], local: local('PRIMARY') });
-      const b = new Membership({ ...TIMERS, self: 'sim-b', priority: 20, generation: 8, links: [eb], local: local('BACKUP') });
-      running.push(a, b);
-      const changes: boolean[] = [];
+      const { a, b, changes, start } = thisFirmwarePair();
       const versions: number[] = [];
-      legacyPartnerChannels.on('change', (on) => changes.push(on));
       for (const m of [a, b]) m.on('send-version', (v) => versions.push(v));
-      unfollow.push(legacyPartnerChannels.follow(a), legacyPartnerChannels.follow(b), () => legacyPartnerChannels.removeAllListeners('change'));
-      await a.start();
-      await b.start();
-      await until(() => a.partnerView.state === 'alive' && b.partnerView.state === 'alive', 'the pair hears itself');
+      unfollow.push(legacyPartnerChannels.follow(a), legacyPartnerChannels.follow(b));
+      await start();
       await sleep(100);
       assert.deepEqual(versions, [], 'neither ever left version 3');
       assert.deepEqual(changes, [], 'never turned on');
