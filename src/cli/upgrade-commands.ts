@@ -434,6 +434,8 @@ export function registerUpgradeCommands(program: Command): void {
       } finally {
         progress.stop();
         process.off('SIGINT', onSig);
+        // The last ACK must reach the sender before the port closes (tcdrain), or sb repeats its last block for ~100 s.
+        await new Promise<void>((r) => port.drain(() => r()));
         await new Promise<void>((r) => port.close(() => r()));
       }
       const installed = o.install ? await installWithProgress(s, rx.path, o.force === true) : undefined;

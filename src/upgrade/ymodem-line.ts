@@ -140,9 +140,24 @@ export class SerialLine {
     this.buffered = 0;
   }
 
+  private lastWrite: Promise<void> = Promise.resolve();
+
   write(bytes: number[] | Buffer): void {
     if (this.lineGone) return;
-    this.stream.write(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes));
+    this.lastWrite = new Promise<void>((resolve) => {
+      this.stream.write(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes), () => resolve());
+    });
+  }
+
+  /**
+   * Waits (at most `maxMs`) until everything written has been handed to the device. The last ACK
+   * of a transfer is written just before the port is closed: closed first, it can be dropped, and
+   * the sender then repeats its last block until its own retries run out (sb: about 100 s).
+   */
+  async settle(maxMs = 2000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.lastWrite, new Promise<void>((r) => { timer = setTimeout(r, maxMs); })]);
+    clearTimeout(timer);
   }
 
   /** The cancel sequence lrzsz sends: CAN×8 then BS×8 (the backspaces tidy a terminal that echoed). */

@@ -112,6 +112,7 @@ export async function sendFile(port: Duplex, file: string, o: SendOptions = {}):
     if (!line.lineGone && !(e instanceof UsError && e.code === 'US_ERR_YMODEM_CANCELLED' && !o.signal?.aborted)) line.cancel();
     throw e;
   } finally {
+    await line.settle();
     closeSync(fd);
     line.detach();
   }

@@ -333,6 +333,7 @@ export async function receiveFile(port: Duplex, o: ReceiveOptions): Promise<Rece
     if (!senderCancelled && !line.lineGone) line.cancel();
     throw e;
   } finally {
+    await line.settle();
     line.detach();
   }
 }

@@ -78,6 +78,23 @@ describe('YMODEM receiver', function () {
     assert.deepEqual(readdirSync(out()), ['pkg.usp'], 'no .part file left');
   });
 
+  it('returns only once its last ACK has been handed to the line (closing the port sooner drops it: sb then repeats its last block for ~100 s)', async () => {
+    const { sender, receiver } = linePair();
+    // The receiver's writes complete slowly, as a serial port's do (libuv's pool, a busy machine).
+    let pending = 0;
+    const write = receiver._write.bind(receiver);
+    receiver._write = (chunk, enc, cb) => {
+      pending++;
+      setTimeout(() => write(chunk, enc, (e) => { pending--; cb(e); }), 30);
+    };
+    const [r] = await Promise.all([
+      receiveFile(receiver, { dir: out(), ...fast }).then((res) => ({ ...res, pendingAtReturn: pending })),
+      sendFile(sender, src, { ackTimeoutMs: 300 }),
+    ]);
+    assert.deepEqual(readFileSync(r.path), data);
+    assert.equal(r.pendingAtReturn, 0, 'a write (the last ACK) was still pending when the receiver returned');
+  });
+
   it('receives 128-byte blocks, and XMODEM-1K (no header: a given name, padding kept)', async () => {
     let l = linePair();
     const [r1] = await Promise.all([receiveFile(l.receiver, { dir: out(), ...fast }), sendFile(l.sender, src, { blockBytes: 128, ackTimeoutMs: 300 })]);
