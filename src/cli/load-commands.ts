@@ -22,10 +22,11 @@ export function registerLoadCommands(program: Command): void {
     .option('--duration <ms>', 'how long to send', '10000')
     .option('--tag <t>', 'prefix of subscriber names and ids', 'L')
     .option('--retry <ms>', 'retry a request (same id) after this long without a reply', '100')
+    .option('--reg-every <n>', 'mix: a registration every n-th step, a call (CALL + END) on the others (default: 3 registrations, 1 call in 4)')
     .option('--verify', 'afterwards, check every acknowledged registration and re-send a sample of ids')
     .option('--check <tag:count>', 'send nothing: check that subscribers <tag>0..<tag>(count-1) are all registered')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; verify?: boolean; check?: string; json?: boolean }>();
+      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; regEvery?: string; verify?: boolean; check?: string; json?: boolean }>();
       let gen: LoadGenerator | undefined;
       try {
         const num = (v: string, what: string, min: number) => {
@@ -36,6 +37,7 @@ export function registerLoadCommands(program: Command): void {
         gen = new LoadGenerator({
           target: endpoint(o.target, '--target'), bind: o.bind, rate: num(o.rate, 'rate', 0), window: num(o.window, 'window', 1),
           durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
+          regEvery: o.regEvery === undefined ? undefined : num(o.regEvery, 'reg-every', 1),
           onProgress: (p) => process.stdout.write(`${JSON.stringify({ progress: { ...p, gaps: p.gaps.length } })}\n`),
         });
         if (o.check) {
@@ -51,7 +53,7 @@ export function registerLoadCommands(program: Command): void {
         if (o.verify) result.verify = await gen.verify();
         gen.close();
         process.stdout.write(`${JSON.stringify({ result })}\n`);
-        if (result.verify && (result.verify.missing.length || result.verify.retriedDifferent.length)) process.exitCode = 3;
+        if (result.verify && (result.verify.missing.length || result.verify.retriedDifferent.length || result.verify.callIdsReused.length)) process.exitCode = 3;
       } catch (e) {
         // One line, like the progress lines, so a parent reading lines gets the reason.
         process.stdout.write(`${JSON.stringify({ error: asUsError(e).toJSON() })}\n`);

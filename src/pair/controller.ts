@@ -118,17 +118,23 @@ export class PairController {
     this.guestHang = new GuestHang(p);
     this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang);
 
-    // A primary whose backup holds an up-to-date clone hands over instead of rebooting its guest:
-    // protected, the backup's copy running (its heartbeats), and no clone replacing that copy now
-    // (a re-clone keeps the primary protected while the copy is being replaced: handing over then
-    // would promote a board with no guest). A backup whose clone dies does not reboot it (it would
-    // hold stale state): it asks for a new clone.
+    // What a board does when its guest fails (QEMU exits, the guest panics, the watchdog fires).
+    // In a pair the guest's state lives in the copies and the input stream, never on the state disk
+    // (nothing SAVEs it): relaunching from the disk boots an empty or stale state. So:
+    // - A PRIMARY that is protected hands over (FAULT; the backup promotes): with its copy running,
+    //   that copy serves as it is; while its copy is being replaced by a re-clone, the backup still
+    //   holds the old copy's stream (logged, acknowledged) and restores its checkpoint and replays
+    //   that log. Relaunching instead served an empty guest, and the next re-clone copied it onto the
+    //   backup: every acknowledged request lost (CI, 2026-12-05: ERR FULL answered, then OK REG … 9).
+    // - A board that is not PRIMARY never relaunches its copy: a BACKUP asks for a new clone; a board
+    //   FENCING its partner (about to promote) restores the checkpoint when it promotes, rather than
+    //   waiting for an empty guest to boot (14 s under TCG, seen in the same run).
+    // - An unprotected PRIMARY relaunches: no other copy exists, the disk is all there is.
     host.supervisor.failurePolicy = () => {
       const role = ha.currentRole;
-      const backupCopyRuns = ha.membership.partnerView.heartbeat?.guest === 'running' && !(p.clones?.cloneInProgress ?? false);
-      if (role === 'PRIMARY' && host.replicator.protectedNow && backupCopyRuns) return 'give-up';
-      if (role === 'BACKUP' && host.replicator.mode === 'backup') return 'give-up';
-      return 'restart';
+      const partnerIsBackup = ha.membership.partnerView.heartbeat?.role === 'BACKUP';
+      if (role === 'PRIMARY') return host.replicator.protectedNow && partnerIsBackup ? 'give-up' : 'restart';
+      return 'give-up';
     };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
@@ -259,7 +265,11 @@ export class PairController {
         await checkpoints!.restore();
         break;
       case 'boot':
-        journal.record('guest', promotion ? 'promoted without a clone or a checkpoint: booting the guest from its saved state' : 'booting the guest: board is primary');
+        if (promotion) {
+          // Nothing of the pair's state survived here (no copy, no checkpoint): what the disk holds is all there is.
+          journal.record('guest', 'STATE LOST: promoted without a running clone or a checkpoint: booting the guest from its state disk; requests acknowledged since that state was saved are lost');
+          this.p.log.error({ from: c.from }, 'promoted without a clone or a checkpoint: booting from the state disk (acknowledged state lost)');
+        } else journal.record('guest', 'booting the guest: board is primary');
         replicator.discardQueue();
         await supervisor.start();
         break;

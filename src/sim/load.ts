@@ -19,6 +19,13 @@ export interface LoadOptions {
   /** Prefix of subscriber names and ids, so several runs do not collide. */
   tag: string;
   retryMs: number;
+  /**
+   * The mix: a registration on every `regEvery`-th step, a call set up and ended on the others.
+   * Unset: three registrations and one call in four steps (the mix the recorded benchmarks used).
+   * The guest never forgets a subscriber and holds at most 4096: a chassis shared by many loads
+   * needs a sparse mix (e.g. 10) to stay under that limit.
+   */
+  regEvery?: number;
   onProgress?: (p: LoadProgress) => void;
   progressEveryMs?: number;
 }
@@ -33,6 +40,11 @@ export interface LoadProgress {
   inFlight: number;
   lastReplyAt: number;
   longestGapMs: number;
+  /**
+   * Replies that mean a guest limit was reached (ERR FULL): a run with any of them measured the
+   * error path, not the service, and its figures must not be used.
+   */
+  limitReplies: number;
 }
 
 export interface LoadResult extends LoadProgress {
@@ -40,7 +52,11 @@ export interface LoadResult extends LoadProgress {
   throughput: number;
   registered: number;
   calls: number;
-  verify?: { checked: number; missing: string[]; retriedIdentical: number; retriedDifferent: string[]; stats: string };
+  verify?: {
+    checked: number; missing: string[]; retriedIdentical: number; retriedDifferent: string[]; stats: string;
+    /** Call ids acknowledged twice (OK CALL n to two different requests): a call set-up was lost and its id reused. */
+    callIdsReused: string[];
+  };
   /** Replies received after `markAt` (e.g. a fault injection): when the first one arrived. */
   firstReplyAfterMark?: number;
 }
@@ -53,7 +69,7 @@ export const GAP_MS = 20;
 export class LoadGenerator {
   private client: UdpClient;
   private stopAt = 0;
-  private progress: LoadProgress = { at: 0, gaps: [], sent: 0, acked: 0, retries: 0, inFlight: 0, lastReplyAt: 0, longestGapMs: 0 };
+  private progress: LoadProgress = { at: 0, gaps: [], sent: 0, acked: 0, retries: 0, inFlight: 0, lastReplyAt: 0, longestGapMs: 0, limitReplies: 0 };
   private latencies: number[] = [];
   private readonly done: Done[] = [];
   private registered: string[] = [];
@@ -100,6 +116,7 @@ export class LoadGenerator {
     this.progress.lastReplyAt = now;
     if (this.markAt && now >= this.markAt && this.firstAfterMark === undefined) this.firstAfterMark = now;
     this.progress.acked++;
+    if (/ ERR FULL$/.test(reply)) this.progress.limitReplies++;
     this.latencies.push(performance.now() - t0);
     this.done.push({ id, body, reply });
     return reply;
@@ -108,7 +125,8 @@ export class LoadGenerator {
   /** One unit of work: register a subscriber; every fourth, set up and end a call between two. */
   private async step(k: number): Promise<void> {
     const t = this.o.tag;
-    if (k % 4 === 3 && this.registered.length >= 2) {
+    const callStep = this.o.regEvery ? k % this.o.regEvery !== 0 : k % 4 === 3;
+    if (callStep && this.registered.length >= 2) {
       const a = this.registered[(k * 7) % this.registered.length]!;
       const b = this.registered[(k * 13 + 1) % this.registered.length]!;
       if (a !== b) {
@@ -177,7 +195,18 @@ export class LoadGenerator {
       if (!/ OK GET /.test(r)) missing.push(sub);
     }
     const stats = await this.client.request(`${this.o.tag}S${Date.now() % 1e6}`, 'STATS', this.o.retryMs, this.patience);
-    return { checked: this.registered.length, missing, retriedIdentical: same, retriedDifferent: different, stats };
+    // Call ids only grow (total + 1): one acknowledged to two requests means the copy that gave the
+    // second had lost the first call (a stale state served after a fault).
+    const byCallId = new Map<string, string>();
+    const callIdsReused: string[] = [];
+    for (const d of this.done) {
+      const m = / OK CALL (\d+)$/.exec(d.reply);
+      if (!m) continue;
+      const first = byCallId.get(m[1]!);
+      if (first !== undefined && first !== d.id) callIdsReused.push(`call ${m[1]} acknowledged to ${first} and to ${d.id}`);
+      else byCallId.set(m[1]!, d.id);
+    }
+    return { checked: this.registered.length, missing, retriedIdentical: same, retriedDifferent: different, stats, callIdsReused };
   }
 
   /** Checks that subscribers `<tag>0 … <tag>(count-1)` (another run's registrations) are all known. */

@@ -98,23 +98,26 @@ describe('pair: role changes carried out (fakes)', () => {
     f.ha.currentRole = 'BACKUP';
     f.supervisor.fail('qemu exited');
     assert.deepEqual(f.replicator.sent.map((m) => m.type), ['reclone']);
-    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'a backup whose replicator does not follow yet restarts');
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up', 'a backup never relaunches a copy from its disk (an empty or stale state)');
     f.replicator.mode = 'backup';
     assert.equal(f.supervisor.failurePolicy('x'), 'give-up');
+    f.ha.currentRole = 'FENCING';
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up', 'a board about to promote restores its checkpoint rather than boot an empty guest');
   });
 
-  it('a primary gives its failed guest up (hands over) only to a backup whose copy runs in sync, never during a re-clone', () => {
+  it('a protected primary gives its failed guest up (hands over) to its backup, also during a re-clone (the backup restores its checkpoint and log); unprotected, it relaunches', () => {
     const f = fakePair();
     new PairController(f.parts);
     f.ha.currentRole = 'PRIMARY';
-    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'unprotected: restarts its guest');
+    f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b', guest: 'running' };
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'unprotected: restarts its guest (the only copy)');
     f.replicator.protectedNow = true;
     assert.equal(f.supervisor.failurePolicy('x'), 'give-up');
     f.clones.cloneInProgress = true;
-    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'a clone is replacing the backup\'s copy');
-    f.clones.cloneInProgress = false;
     f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b', guest: 'starting' };
-    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'the backup\'s copy is not running');
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up', 'a re-clone is replacing the backup\'s copy: it still holds the stream');
+    f.ha.membership.partnerView.heartbeat = { role: 'STARTING', sender: 'sim-b', guest: 'none' };
+    assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'the partner is not a backup');
   });
 
   it('a PRIMARY that fenced its backup releases what it held for it at once (unprotected), without waiting for the protection timeout; a fence by a promoting board does not', async () => {
