@@ -38,18 +38,21 @@ describe('checkpoints and a double failure (real QEMU)', function () {
   it('restores the checkpoint and replays the log when both guests are lost', async () => {
     const primary = p.primary;
     const backup = partnerOf(primary);
-    const a = await startLoad(chassis.layout, { rate: 150, durationMs: 4000, tag: 'CA', retryMs: 20 }).result;
+    // A mix sparse in registrations (the guest holds 4096 subscribers and never forgets one): no
+    // load here may reach that limit (ERR FULL would replace the service's work with an error path).
+    const stats0 = await p.stats();
+    const a = await startLoad(chassis.layout, { rate: 150, durationMs: 4000, tag: 'CA', retryMs: 20, regEvery: 10 }).result;
     const cp = (await callControl(chassis.layout.boards[backup].controlSocket, 'checkpoint', {}, 180000)) as { checkpoint: { seq: number; pauseMs: number | null } };
     assert.ok(cp.checkpoint.seq > 0, 'checkpoint holds inputs');
-    const b = await startLoad(chassis.layout, { rate: 150, durationMs: 4000, tag: 'CB', retryMs: 20 }).result;
+    const b = await startLoad(chassis.layout, { rate: 150, durationMs: 4000, tag: 'CB', retryMs: 20, regEvery: 10 }).result;
     // Then as fast as the pair takes them: more logged inputs than the guest's socket can buffer, so
     // the replay must be paced to the guest (handed over at once, most of them were dropped).
     // The pair's rate depends on the machine (AUTH round trips under TCG): bursts of 10 s, at most 6, until the log holds enough.
-    const bursts: Array<{ tag: string; registered: number }> = [];
+    const bursts: Array<{ tag: string; registered: number; calls: number; limitReplies: number }> = [];
     let logged = 0;
     for (let i = 0; i < 6 && logged <= 10000; i++) {
-      const c = await startLoad(chassis.layout, { rate: 0, durationMs: 10000, tag: `CC${i}x`, retryMs: 200, window: 16 }).result;
-      bursts.push({ tag: `CC${i}x`, registered: c.registered });
+      const c = await startLoad(chassis.layout, { rate: 0, durationMs: 10000, tag: `CC${i}x`, retryMs: 200, window: 16, regEvery: 10 }).result;
+      bursts.push({ tag: `CC${i}x`, registered: c.registered, calls: c.calls, limitReplies: c.limitReplies });
       const st = (await callControl(chassis.layout.boards[backup].controlSocket, 'replication.status')) as any;
       logged = st.replication.checkpoint.inputsLoggedSince as number;
     }
@@ -81,5 +84,10 @@ describe('checkpoints and a double failure (real QEMU)', function () {
     assert.deepEqual(await check('CA', a.registered), [], 'registrations before the checkpoint');
     assert.deepEqual(await check('CB', b.registered), [], 'registrations logged after the checkpoint');
     for (const c of bursts) assert.deepEqual(await check(c.tag, c.registered), [], `registrations of burst ${c.tag} logged after the checkpoint`);
+    assert.deepEqual([a, b, ...bursts].map((l) => l.limitReplies), [a, b, ...bursts].map(() => 0), 'no load reached a guest limit (ERR FULL)');
+    // Every call set up before the double failure is in the restored state (total counts them).
+    const calls = [a, b, ...bursts].reduce((n, l) => n + l.calls, 0);
+    const stats1 = await p.stats();
+    assert.ok(stats1.total >= stats0.total + calls, `calls lost in the restore: before ${stats0.reply}, after ${stats1.reply}, ${calls} calls acknowledged`);
   });
 });
