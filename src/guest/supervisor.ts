@@ -370,6 +370,16 @@ export class GuestSupervisor extends EventEmitter {
     this.keepSeqOnReady = true;
   }
 
+  /**
+   * The running guest (idle: nothing handed over is still on its way) has processed `processed`
+   * requests while the controller counted more: those inputs never reached it and never will. Count
+   * from what it really holds, or every clone made from this copy would carry the shortfall into
+   * its partner's count (which then reports the same loss after each clone: a re-clone loop).
+   */
+  rebaseAppSeq(processed: number): void {
+    this.port.resetCount(processed);
+  }
+
   /** The migration stream is in: run the clone (it continues exactly where its source was). */
   async finishClone(timeoutMs = 60000): Promise<void> {
     const q = this.qemu;

@@ -134,6 +134,9 @@ export class Protection {
       const asked = this.askForReclone(`the clone is missing ${l.missing} inputs`);
       journal.record('divergence', `${what}; ${asked ? 'asking the primary for a re-clone' : 're-clone already asked for'}`, { ...l });
     } else if (ha.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !clones!.cloneInProgress) {
+      // This copy is the reference from now on: its count is what it processed (the clone's
+      // cut-over hands that count to the backup).
+      if (l.missing > 0) host.supervisor.rebaseAppSeq(l.processed);
       journal.record('divergence', `${what}; cloning it to the backup again`, { ...l });
       this.recloneToBackup();
     }

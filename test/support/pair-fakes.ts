@@ -66,7 +66,7 @@ export class FakeSupervisor extends EventEmitter {
       const r = this.replies[cmd];
       return typeof r === 'function' ? r() : (r ?? 'OK');
     },
-    processedCount: async (): Promise<number | undefined> => this.appSeqExpected,
+    processedCount: async (): Promise<number | undefined> => this.processed ?? this.appSeqExpected,
   };
   constructor(private readonly calls: string[], guest = loadGuestDescriptor(repoFile('guests/dx-legacy.json'))) {
     super();
@@ -91,6 +91,12 @@ export class FakeSupervisor extends EventEmitter {
   }
   async inputsInGuest(): Promise<number | undefined> {
     return this.appSeqExpected;
+  }
+  /** What the guest reports having processed (PING seq=); undefined: the count the controller expects. */
+  processed?: number;
+  rebaseAppSeq(processed: number): void {
+    this.calls.push(`guest:rebase ${processed}`);
+    this.appSeqExpected = processed;
   }
   /** What hangEvidence() answers: this board's own evidence of a hung guest, if any. */
   evidence: string | undefined = undefined;

@@ -120,6 +120,28 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(f.supervisor.failurePolicy('x'), 'restart', 'the partner is not a backup');
   });
 
+  it('a primary whose own copy lost inputs counts from what its guest processed, then re-clones: the shortfall is not handed to every later clone', async () => {
+    const f = fakePair();
+    const pc = new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    f.replicator.mode = 'primary';
+    f.replicator.protectedNow = true;
+    f.supervisor.currentState = 'running';
+    f.supervisor.appSeqExpected = 100;
+    f.supervisor.processed = 98; // two inputs never reached the guest
+    const watch = (pc as unknown as { protection: { lossWatch: { check(): Promise<void>; losses: number } } }).protection.lossWatch;
+    await watch.check();
+    await watch.check(); // idle twice with the same shortfall: a loss
+    assert.equal(watch.losses, 1);
+    assert.ok(f.calls.includes('guest:rebase 98'), f.calls.join(', '));
+    assert.equal(f.supervisor.appSeqExpected, 98, 'the count a clone hands to the backup is what the guest holds');
+    assert.equal(f.clones.clones, 1, 're-cloned to the backup');
+    f.clones.endClone();
+    await watch.check();
+    await watch.check();
+    assert.equal(watch.losses, 1, 'no loss reported again after the rebase');
+  });
+
   it('a PRIMARY that fenced its backup releases what it held for it at once (unprotected), without waiting for the protection timeout; a fence by a promoting board does not', async () => {
     const { f } = await servingPrimary();
     f.replicator.mode = 'primary';
