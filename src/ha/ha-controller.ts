@@ -174,6 +174,10 @@ export class HaController extends EventEmitter {
         : `this controller answers its membership process again (after ${silentMs} ms)`, { health, silentMs, reason });
       this.log[health === 'hung' ? 'error' : 'warn']({ health, silentMs, reason }, 'controller health as its membership process reports it');
     });
+    this.membership.on('rt-dropped', (reason, threads) => {
+      this.store.record('membership', `membership process ${reason}`, { reason, threads });
+      this.log.error({ reason, threadTicks: threads }, 'membership process busy: real-time scheduling dropped');
+    });
     this.membership.on('exit', (code) => {
       // Without its membership process the board is blind and its watchdog unkicked: it will be reset.
       this.store.record('watchdog', `membership process exited (${code}): the board will be reset by its watchdog`);
@@ -530,6 +534,8 @@ export class HaController extends EventEmitter {
       alarms.push(`heartbeats with a bad MAC on ${this.badMac.links.join(', ')}: forged, or a board with another key`);
     }
     if (this.role === 'WAITING' && !this.misconfigured()) alarms.push('no partner heard since start: not serving (`understudy start-alone` fences it and serves alone)');
+    if (snap.thread.rtDropped) alarms.push(`membership process ${snap.thread.rtDropped}`);
+    if (snap.thread.rtDropped) alarms.push(`membership process ${snap.thread.rtDropped}`);
     if (snap.watchdog && !snap.watchdog.kicking) alarms.push(`watchdog not kicked: ${snap.watchdog.stopReason ?? this.watchdogStopped ?? ''}`);
     alarms.push(...this.generations.alarms);
     if (snap.generations?.sendVersion === 1) alarms.push('partner speaks heartbeat version 1 (previous firmware): its frames are not bound to this boot; finish the rolling upgrade');

@@ -19,6 +19,7 @@
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
@@ -54,7 +55,7 @@ export interface MembershipSnapshot {
   partner: PartnerView;
   loopDelayMs: { p50: number; p99: number; max: number };
   watchdog: { device: string; kicks: number; kicking: boolean; stopReason?: string } | null;
-  thread: { tid: number | null; rtPriority: number; rtError?: string };
+  thread: { tid: number | null; rtPriority: number; rtError?: string; rtDropped?: string };
   sent: number;
   /** The partner's generations and the frame version sent (1 or 2 while the partner speaks only that version). */
   generations?: PartnerGenerations & { sendVersion: HeartbeatVersion };
@@ -88,6 +89,13 @@ type FromWorker =
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
   | { t: 'stopped' };
 
+/**
+ * The real-time governor (run by the controller, outside the membership process, so a busy loop in
+ * it cannot stop it): above this share of one core (all its threads) for RT_GOVERNOR_SECONDS in a
+ * row, the membership process loses real-time scheduling. Its normal use is a few % of a core.
+ */
+export const RT_GOVERNOR_SHARE = 0.5;
+export const RT_GOVERNOR_SECONDS = 3;
 /** Kicks per watchdog timeout: four chances before it fires. */
 const KICKS_PER_TIMEOUT = 4;
 /** Period of the bad-MAC report: frames rejected for their MAC since the last one, if any. */
@@ -296,12 +304,28 @@ export declare interface MembershipProcess {
   on(ev: 'bad-mac', fn: (links: string[], frames: number) => void): this;
   on(ev: 'controller-health', fn: (health: 'ok' | 'hung', silentMs: number, reason?: string) => void): this;
   on(ev: 'exit', fn: (code: number) => void): this;
+  /** The governor dropped the membership process's real-time scheduling (why, and its threads' CPU ticks). */
+  on(ev: 'rt-dropped', fn: (reason: string, threads: string) => void): this;
+}
+
+/** Clock ticks per second in /proc/<pid>/stat (USER_HZ: 100 on every Linux architecture Node runs on). */
+const CLOCK_TICKS = 100;
+
+/** utime + stime of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line. */
+function statTicks(stat: string): number {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
 }
 
 /** Runs the membership process and mirrors what it reports. */
 export class MembershipProcess extends EventEmitter {
   private worker?: ChildProcess;
   private aliveTimer?: NodeJS.Timeout;
+  private governor?: NodeJS.Timeout;
+  private governorLast?: { ticks: number; at: number };
+  private busySeconds = 0;
+  /** Why the governor took real-time scheduling away, once it has. */
+  rtDropped?: string;
   private nextId = 1;
   private waiters = new Map<number, (s: MembershipSnapshot) => void>();
   private partner: Heartbeat | undefined;
@@ -309,6 +333,9 @@ export class MembershipProcess extends EventEmitter {
   private partnerSince = Date.now();
   private lastHeard = 0;
   private stopped = false;
+
+  /** CPU ticks (user + system, all threads) of a process; /proc by default (tests give their own). */
+  readTicks: (pid: number) => number = (pid) => statTicks(readFileSync(`/proc/${pid}/stat`, 'latin1'));
 
   constructor(readonly cfg: MembershipConfig) {
     super();
@@ -340,6 +367,46 @@ export class MembershipProcess extends EventEmitter {
       throw new Error(ready.error);
     }
     this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), ALIVE_INTERVAL_MS);
+    if (this.cfg.rtPriority > 0 && w.pid) this.governor = setInterval(() => this.govern(w.pid!), 1000);
+  }
+
+  /**
+   * SCHED_FIFO on every thread means that whatever makes the membership process busy (a bug, a heap
+   * at its limit, a flood of frames) takes the core from this controller and from QEMU, whose
+   * silence then looks like a dead board to the partner: a fence storm the pair caused itself (seen
+   * once on the test machine: both boards' membership processes at the kernel's real-time cap,
+   * 95 %, for minutes, the load average at 27). Sustained use above the bound drops all its threads
+   * to normal scheduling; the board's log gets the per-thread CPU (a GC helper or the event loop).
+   */
+  govern(pid: number): void {
+    let now: { ticks: number; at: number };
+    try {
+      now = { ticks: this.readTicks(pid), at: performance.now() };
+    } catch {
+      clearInterval(this.governor); // the process is gone
+      return;
+    }
+    const last = this.governorLast;
+    this.governorLast = now;
+    if (!last) return;
+    const share = ((now.ticks - last.ticks) * 1000 / CLOCK_TICKS) / Math.max(1, now.at - last.at);
+    this.busySeconds = share > RT_GOVERNOR_SHARE ? this.busySeconds + 1 : 0;
+    if (this.busySeconds < RT_GOVERNOR_SECONDS) return;
+    clearInterval(this.governor);
+    const threads: string[] = [];
+    try {
+      for (const t of readdirSync(`/proc/${pid}/task`)) {
+        const st = readFileSync(`/proc/${pid}/task/${t}/stat`, 'latin1');
+        threads.push(`${st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'))}:${statTicks(st)}`);
+      }
+    } catch {
+      // it ended meanwhile
+    }
+    const reason = `used ${Math.round(share * 100)} % of a core for ${this.busySeconds} s (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
+    execFile('chrt', ['-a', '-o', '-p', '0', String(pid)], (err) => {
+      this.rtDropped = err ? `${reason}; dropping it failed: ${err.message.trim()}` : reason;
+      this.emit('rt-dropped', this.rtDropped, threads.join(' '));
+    });
   }
 
   private onMessage(m: FromWorker): void {
@@ -407,7 +474,7 @@ export class MembershipProcess extends EventEmitter {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { this.waiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
-      this.waiters.set(id, (s) => { clearTimeout(timer); resolve(s); });
+      this.waiters.set(id, (s) => { clearTimeout(timer); resolve(this.rtDropped ? { ...s, thread: { ...s.thread, rtPriority: 0, rtDropped: this.rtDropped } } : s); });
       this.post({ t: 'snapshot', id });
     });
   }
@@ -417,6 +484,7 @@ export class MembershipProcess extends EventEmitter {
     if (!this.worker || this.stopped) return;
     this.stopped = true;
     clearInterval(this.aliveTimer);
+    clearInterval(this.governor);
     const w = this.worker;
     if (w.exitCode !== null || w.signalCode !== null) return;
     await new Promise<void>((resolve) => {
