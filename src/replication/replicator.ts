@@ -56,6 +56,14 @@ export interface ReplicatorOptions {
   log: Logger;
   /** Without an ACK for this long, the primary stops waiting: it serves unprotected and raises an alarm. */
   protectionTimeoutMs?: number;
+  /**
+   * After a cut-over (a clone, a re-clone) the protection timeout does not end protection for this
+   * long: the new copy is being resumed on a backup that has just received the whole guest, and its
+   * first ACKs can be late on a loaded board. Ending protection then drops the channel and starts
+   * another clone, which discards the copy that had just arrived (seen under load: a 10 s clone,
+   * unprotected 508 ms later, a re-clone, and a promotion in the middle of it with no copy at all).
+   */
+  cutoverGraceMs?: number;
   /** How long the backup holds an AUTH answer its clone has not asked for yet before handing it over anyway. */
   authHoldMs?: number;
   /** Called for every input the backup receives (the checkpoint log). */
@@ -149,6 +157,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private dropsAtLastLog = 0;
   private heldOutputs: Array<{ seq: number; output: GuestOutput }> = [];
   private unackedSince = 0;
+  /** When the current channel's cut-over made this primary protected (cutoverGraceMs). */
+  private protectedAt = -Infinity;
   private protectionTimer?: TimerHandle;
   // backup
   /** Inputs sequenced but not yet handed to the local guest, in order (see pump()). */
@@ -296,6 +306,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** Primary: the backup's clone holds every input up to cutSeq; stream the rest to it on this channel. */
   protect(channel: MessageChannel, cutSeq: number): void {
     this.attachChannel(channel);
+    this.protectedAt = this.clock.now();
     this.isProtected = true;
     this.unprotectedReason = undefined;
     this.unackedSince = 0;
@@ -470,7 +481,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private checkProtection(): void {
     if (this.mode !== 'primary' || !this.isProtected) return;
     const timeout = this.o.protectionTimeoutMs ?? 500;
-    if (this.unackedSince && this.clock.now() - this.unackedSince > timeout) {
+    const now = this.clock.now();
+    if (this.unackedSince && now - this.unackedSince > timeout && now - this.protectedAt >= (this.o.cutoverGraceMs ?? 2000)) {
       this.unprotect(`backup did not acknowledge inputs for ${timeout} ms`);
     }
   }

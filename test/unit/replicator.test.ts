@@ -348,7 +348,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
 describe('replication timers on a fake clock (no sleeping)', () => {
   it('the primary gives up on a silent backup at the first protection check after protectionTimeoutMs, not before', async () => {
     const clock = new FakeClock();
-    const p = new Replicator({ guest: new RecordingGuest(), log, clock, protectionTimeoutMs: 500 });
+    const p = new Replicator({ guest: new RecordingGuest(), log, clock, protectionTimeoutMs: 500, cutoverGraceMs: 0 });
     const out = new RecordingOut();
     p.setOutput(out);
     p.becomePrimary(); // checks every 10 ms from now
@@ -369,6 +369,29 @@ describe('replication timers on a fake clock (no sleeping)', () => {
       assert.deepEqual(reasons, ['backup did not acknowledge inputs for 500 ms']);
       assert.equal(p.protectedNow, false);
       assert.deepEqual(out.released, ['r1 OK REG A 1'], 'unprotected: held replies go out');
+    } finally {
+      p.close();
+      ch.close();
+    }
+  });
+
+  it('just after a cut-over a late backup keeps protection for cutoverGraceMs (its copy is being resumed), then loses it', async () => {
+    const clock = new FakeClock();
+    const p = new Replicator({ guest: new RecordingGuest(), log, clock, protectionTimeoutMs: 500, cutoverGraceMs: 2000 });
+    p.setOutput(new RecordingOut());
+    p.becomePrimary();
+    const ch = await channelPair(); // no ACK ever comes
+    const reasons: string[] = [];
+    p.on('unprotected', (r) => reasons.push(r));
+    try {
+      p.protect(ch.a, 0);
+      p.submit(req(20000, 'r1 REG A'));
+      clock.advance(1000); // 1 s unacknowledged: beyond the timeout, inside the grace
+      assert.equal(p.protectedNow, true, 'still protected inside the grace after the cut-over');
+      clock.advance(995);
+      assert.deepEqual(reasons, []);
+      clock.advance(10); // the grace is over and the silence is older than the timeout
+      assert.deepEqual(reasons, ['backup did not acknowledge inputs for 500 ms']);
     } finally {
       p.close();
       ch.close();
