@@ -21,9 +21,12 @@ import type { CloneProgress } from '../replication/manager.js';
 import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
 import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
-import { requirePrimary, type PairParts } from './parts.js';
+import { requirePrimary, until, type PairParts } from './parts.js';
 import { Protection } from './protection.js';
 import { Switchover } from './switchover.js';
+
+/** How long a promotion waits for a clone that was arriving to run or fail (its QEMU fails by itself when the stream stops). */
+const CLONE_ARRIVAL_WAIT_MS = 60000;
 
 /** What happens to the guest when the board takes a role. */
 export type GuestAction =
@@ -109,6 +112,8 @@ export class PairController {
   private roleWork: Promise<void> = Promise.resolve();
   private stopping = false;
   private cloneProgress?: CloneProgress;
+  /** The copy the partner is cloning to this board: arriving ('started'), running, or failed. */
+  private cloneTarget: 'none' | 'started' | 'running' | 'failed' = 'none';
 
   constructor(private readonly p: PairParts, upgradeOptions?: GuestUpgradeOptions) {
     const { host, ha, clones } = p;
@@ -131,6 +136,9 @@ export class PairController {
     //   waiting for an empty guest to boot (14 s under TCG, seen in the same run).
     // - An unprotected PRIMARY relaunches: no other copy exists, the disk is all there is.
     host.supervisor.failurePolicy = () => {
+      // A copy that was still arriving (a clone target) never relaunches from the disk, whatever the
+      // role by now: a promotion waits for it (applyRole) and then restores what this board holds.
+      if (this.cloneArriving()) return 'give-up';
       const role = ha.currentRole;
       const partnerIsBackup = ha.membership.partnerView.heartbeat?.role === 'BACKUP';
       if (role === 'PRIMARY') return host.replicator.protectedNow && partnerIsBackup ? 'give-up' : 'restart';
@@ -153,7 +161,10 @@ export class PairController {
     if (clones) {
       clones.on('cloned', () => this.upgrade.onCloned());
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
-      clones.on('clone-target', (phase) => { if (phase === 'running') this.upgrade.onCloneTargetRunning(); });
+      clones.on('clone-target', (phase) => {
+        this.cloneTarget = phase;
+        if (phase === 'running') this.upgrade.onCloneTargetRunning();
+      });
       clones.on('control', (m) => dispatchControl(this.routes, ha.currentRole, m, p.log));
       clones.on('clone-progress', (pr) => { this.cloneProgress = pr; });
     }
@@ -161,6 +172,11 @@ export class PairController {
 
   start(): void {
     this.protection.start();
+  }
+
+  /** A clone target is waiting for (or loading) the partner's stream: its QEMU runs no guest yet. */
+  private cloneArriving(): boolean {
+    return this.cloneTarget === 'started' && this.p.host.supervisor.currentState === 'starting';
   }
 
   async stop(): Promise<void> {
@@ -225,6 +241,15 @@ export class PairController {
         if (this.upgrade.replacingClone) {
           journal.record('guest', 'promoted during a guest upgrade: finishing it before serving');
           await this.upgrade.settled();
+        }
+        // Promoted while a clone was arriving (its stream may be complete, its QEMU resuming): the
+        // copy is this board's state, so wait until it runs or fails. Deciding at once found no
+        // running guest and booted the disk over a clone that was running 35 ms later (STATE LOST,
+        // seen in a fault run on 2026-12-05).
+        if ((c.from === 'FENCING' || c.from === 'BACKUP') && this.cloneArriving()) {
+          journal.record('guest', 'promoted while a clone was arriving: waiting for it to run (or fail) before choosing what to serve');
+          await until(() => this.cloneTarget !== 'started' || host.supervisor.currentState !== 'starting', CLONE_ARRIVAL_WAIT_MS, 'the arriving clone did not run or fail')
+            .catch((e: Error) => journal.record('guest', e.message));
         }
       }
       const fx = effectsFor({

@@ -47,6 +47,41 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(pair.failovers, 1);
   });
 
+  it('promoted while a clone is arriving: waits for it to run, then takes over with it (no boot of the disk over it)', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.clones.emit('clone-target', 'started');
+    f.supervisor.currentState = 'starting'; // QEMU waiting for (or loading) the stream
+    assert.equal(f.supervisor.failurePolicy('x'), 'give-up', 'an arriving copy never relaunches from the disk');
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(f.journal.has(/promoted while a clone was arriving: waiting for it/));
+    assert.ok(!f.calls.includes('guest:start 1.0.0'), 'nothing booted while the clone arrives');
+    f.supervisor.currentState = 'running';
+    f.clones.emit('clone-target', 'running');
+    await new Promise((r) => setTimeout(r, 300)); // the wait polls every 200 ms
+    await settle();
+    assert.deepEqual(f.calls.filter((c) => !c.startsWith('ha:')), ['replicator:primary', 'host:serve']);
+    assert.ok(!f.journal.has(/STATE LOST/));
+    assert.equal(pair.failovers, 1);
+  });
+
+  it('promoted while a clone was arriving that then failed: the checkpoint is restored', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    f.clones.emit('clone-target', 'started');
+    f.supervisor.currentState = 'starting';
+    f.ha.become('PRIMARY');
+    await settle();
+    f.supervisor.currentState = 'failed'; // the stream stopped: its QEMU exited
+    await new Promise((r) => setTimeout(r, 300));
+    await settle();
+    assert.ok(f.calls.includes('checkpoint:restore'), f.calls.join(', '));
+  });
+
   it('promoted with a kept copy (guest-upgrade switchover): protected by the partner\'s copy without a clone', async () => {
     const f = fakePair();
     const pair = new PairController(f.parts);
