@@ -21,8 +21,9 @@ describe('replication on the simulated chassis (real QEMU)', function () {
 
   it('clones the guest to the backup and keeps both copies identical under load (inputs, AUTH order, digests)', async () => {
     const backup = partnerOf(p.primary);
-    const { res } = await p.loadThrough(6000, 100, async () => undefined);
-    assert.ok(res.registered > 50);
+    // Registrations (each asks AUTH) at one step in three: this test is about AUTH order too.
+    const { res } = await p.loadThrough(6000, 100, async () => undefined, undefined, 3);
+    assert.ok(res.registered > 50, `${res.registered} registered`);
     // Idle now: both copies have processed the same inputs.
     assert.deepEqual(await p.settledStates(), { same: true }, 'primary and backup states are identical');
     const rb = (await p.ctl(backup, 'replication.status')).replication;

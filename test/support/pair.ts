@@ -72,10 +72,10 @@ console.log(JSON.stringify(out));`;
    * chassis shared by a whole suite of loads must never reach that (a load that does measures
    * ERR FULL, not the service, and fails here).
    */
-  async loadThrough(ms: number, faultAfter: number, fault: () => Promise<unknown>, tag = `T${this.tagN++}x`): Promise<{ res: LoadResult; faultAt: number }> {
+  async loadThrough(ms: number, faultAfter: number, fault: () => Promise<unknown>, tag = `T${this.tagN++}x`, regEvery = 10): Promise<{ res: LoadResult; faultAt: number }> {
     const before = await this.stats();
-    assert.ok(before.subs + Math.ceil((ms / 1000) * 150 / 10) + 10 < 4096, `the guest is too full for this load (${before.reply}): the suite registers too much`);
-    const load = startLoad(this.chassis.layout, { rate: 150, durationMs: ms, tag, retryMs: 20, verify: true, regEvery: 10 });
+    assert.ok(before.subs + Math.ceil((ms / 1000) * 150 / regEvery) + 10 < 4096, `the guest is too full for this load (${before.reply}): the suite registers too much`);
+    const load = startLoad(this.chassis.layout, { rate: 150, durationMs: ms, tag, retryMs: 20, verify: true, regEvery });
     await new Promise((r) => setTimeout(r, faultAfter));
     const faultAt = Date.now();
     await fault();
