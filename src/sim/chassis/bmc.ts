@@ -21,7 +21,8 @@ export const BMC_USER = 'fence';
 export const BMC_CIPHER_SUITE = 3;
 
 export interface BmcFiles {
-  board: BoardName;
+  /** The board it powers (the name the power controller knows). */
+  board: string;
   dir: string;
   lanConf: string;
   emu: string;
@@ -103,7 +104,7 @@ esac
 }
 
 /** ipmi_sim's LAN configuration: one RMCP+ channel on the BMC's loopback address, one admin user. */
-export function lanConf(b: BmcFiles, password: string, control: string): string {
+export function lanConf(b: Pick<BmcFiles, 'board' | 'address' | 'port'>, password: string, control: string): string {
   return `# ipmi_sim configuration of the simulated BMC of ${b.board} (written by chassisd; src/sim/chassis/bmc.ts)
 name "${b.board}"
 set_working_mc 0x20
@@ -128,18 +129,24 @@ mc_enable 0x20
 `;
 
 /**
- * Writes one board's BMC files (fresh state, a new random password in lan.conf and in the partner's
- * fence.pass, both 0600) and returns ipmi_sim's argv.
+ * Writes one BMC's files (fresh state, a new random password in lan.conf and in `partnerPasswordFile`,
+ * both 0600; the chassis-control script asks the power controller at `powerSocket` about `b.board`)
+ * and returns ipmi_sim's argv. Used by chassisd and by tests that run a BMC on their own.
  */
-export function writeBmcFiles(layout: ChassisLayout, board: BoardName): { files: BmcFiles; argv: string[] } {
-  const b = bmcFiles(layout, board);
+export function writeBmcConfig(b: BmcFiles, powerSocket: string): string[] {
   rmSync(b.stateDir, { recursive: true, force: true });
   mkdirSync(b.stateDir, { recursive: true, mode: 0o700 });
   chmodSync(b.dir, 0o700);
   const password = randomBytes(12).toString('base64url');
-  writeFileSync(b.control, chassisControlScript(layout.powerSocket, board), { mode: 0o700 });
+  writeFileSync(b.control, chassisControlScript(powerSocket, b.board), { mode: 0o700 });
   writeFileSync(b.lanConf, lanConf(b, password, `${b.control} 0x20`), { mode: 0o600 });
   writeFileSync(b.emu, EMU, { mode: 0o600 });
   writeFileSync(b.partnerPasswordFile, `${password}\n`, { mode: 0o600 });
-  return { files: b, argv: ['ipmi_sim', '-c', b.lanConf, '-f', b.emu, '-s', b.stateDir, '-n'] };
+  return ['ipmi_sim', '-c', b.lanConf, '-f', b.emu, '-s', b.stateDir, '-n'];
+}
+
+/** One board's BMC in the chassis: its files written, and ipmi_sim's argv. */
+export function writeBmcFiles(layout: ChassisLayout, board: BoardName): { files: BmcFiles; argv: string[] } {
+  const files = bmcFiles(layout, board);
+  return { files, argv: writeBmcConfig(files, layout.powerSocket) };
 }
