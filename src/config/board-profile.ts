@@ -299,8 +299,11 @@ export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): st
   return 'partner';
 }
 
+/** What makes a board profile, for the error about a missing one. */
+const BOARD_PROFILE_HOWTO = 'copy one of the package\'s board/ profiles there and edit it (board/standalone.json: one board without a partner; board/example-atca-blade.json: a blade of a pair), or name another with --board or $UNDERSTUDY_BOARD';
+
 export function loadBoardProfile(file: string): BoardProfile {
-  const p = loadJsonFile(file, boardProfileSchema, 'board profile');
+  const p = loadJsonFile(file, boardProfileSchema, 'board profile', BOARD_PROFILE_HOWTO);
   const dir = dirname(p.sourceFile);
   const board = { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
   // The folder a relative path was resolved against may itself hold what the raw value may not.
