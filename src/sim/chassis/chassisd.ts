@@ -66,7 +66,7 @@ export interface ChassisStatus {
   powerController: { socket: string; broken: boolean; requests: number; recent: Array<{ at: string; request: string; reply: string }> };
   /** With --fencing ipmi: each board's simulated BMC (ipmi_sim), where it listens (in its partner's namespace) and whether it runs. */
   bmcs: Array<{ board: BoardName; address: string; port: number; netns: string; pid: number; alive: boolean }>;
-  /** The socat processes behind the serial links and consoles. */
+  /** The helper processes: socat behind the serial links and consoles, the AUTH service, the BMCs (--fencing ipmi). */
   helpers: Array<{ role: string; pid: number; alive: boolean }>;
 }
 
