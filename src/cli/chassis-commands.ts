@@ -76,9 +76,10 @@ export function formatChassisStatus(s: ChassisStatus): string {
   lines.push(`ethernet link: ${e.state} (${end('sim-a')}, ${end('sim-b')})`);
   lines.push(`serial link: ${s.links.serial.state}, ${s.links.serial.baud} baud; a→b ${counters(s.links.serial.aToB)}; b→a ${counters(s.links.serial.bToA)}`);
   const pc = s.powerController;
+  for (const b of s.bmcs ?? []) lines.push(`BMC of ${b.board}: ipmi_sim pid ${b.pid} ${b.alive ? 'running' : 'GONE'} at ${b.address}:${b.port} in ${b.netns} (fencing of ${b.board} goes through it)`);
   lines.push(`power controller: ${pc.socket}, ${pc.broken ? 'BROKEN (OFF/RESET answer ERR BROKEN)' : 'working'}, ${pc.requests} requests${pc.recent.length ? `; last: ${pc.recent[pc.recent.length - 1]!.request} → ${pc.recent[pc.recent.length - 1]!.reply}` : ''}`);
   const deadHelpers = s.helpers.filter((h) => !h.alive);
-  lines.push(deadHelpers.length ? `DEAD helpers: ${deadHelpers.map((h) => `${h.role} (pid ${h.pid})`).join(', ')}` : `helpers: ${s.helpers.length} socat processes running`);
+  lines.push(deadHelpers.length ? `DEAD helpers: ${deadHelpers.map((h) => `${h.role} (pid ${h.pid})`).join(', ')}` : `helpers: ${s.helpers.length} running (socat, AUTH service${(s.bmcs ?? []).length ? ', BMCs' : ''})`);
   return lines.join('\n');
 }
 
@@ -114,8 +115,9 @@ export function registerChassisCommands(program: Command): void {
     .description('build the chassis and power both boards on; waits until both controllers answer')
     .addOption(new Option('--guest <mode>', 'none: boards without a guest; primary: the primary hosts the reference guest').choices(['none', 'primary']).default('none'))
     .option('--baud <n>', 'serial partner link rate', intArg('--baud'), DEFAULT_BAUD)
+    .addOption(new Option('--fencing <how>', 'simulated: the boards fence through the power controller; ipmi: through ipmitool to a simulated BMC per board (ipmi_sim) in front of it').choices(['simulated', 'ipmi']).default('simulated'))
     .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
-    .action(action((o: Where & { guest: 'none' | 'primary'; baud: number; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, timeoutMs: o.timeout }),
+    .action(action((o: Where & { guest: 'none' | 'primary'; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout }),
       (r) => [
         r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
         formatChassisStatus(r.status),
@@ -163,8 +165,9 @@ export function registerChassisCommands(program: Command): void {
     .description('internal: the chassis supervisor, started detached by `chassis up`')
     .requiredOption('--baud <n>', 'serial partner link rate', intArg('--baud'))
     .addOption(new Option('--guest <mode>').choices(['none', 'primary']).default('none'))
+    .addOption(new Option('--fencing <how>').choices(['simulated', 'ipmi']).default('simulated'))
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number }>();
-      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest });
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number; fencing: 'simulated' | 'ipmi' }>();
+      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, fencing: o.fencing });
     });
 }

@@ -99,7 +99,7 @@ export function registerGuestCommands(program: Command): void {
 
   guest.command('start')
     .description('start the board controller and boot the guest, pinned to the guest core')
-    .option('--board <file>', 'board profile (default: $UNDERSTUDY_BOARD, /etc/understudy/board.json, board/sim-a.json)')
+    .option('--board <file>', 'board profile (default: $UNDERSTUDY_BOARD, /etc/understudy/board.json, board/standalone.json)')
     .option('--guest <file>', 'guest descriptor (default: $UNDERSTUDY_GUEST, /etc/understudy/guest.json, guests/dx-legacy.json)')
     .option('--foreground', 'run the controller in this process until interrupted')
     .option('--start-empty', 'after the guest refused its saved state (US_ERR_GUEST_STATE): set the state disk aside (kept as <disk>.aside-<time>) and boot with an empty state')

@@ -1,6 +1,7 @@
 /**
  * Where the CLI finds things when the operator does not say: the board profile (env
- * UNDERSTUDY_BOARD, then /etc/understudy/board.json on a blade, then the repository's sim-a) and
+ * UNDERSTUDY_BOARD, then /etc/understudy/board.json on a blade, then the repository's standalone
+ * board: one board without a partner, which needs no key, watchdog or fencing) and
  * the installed package root.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -15,7 +16,7 @@ export function defaultBoardFile(given?: string): string {
   if (given) return given;
   if (process.env.UNDERSTUDY_BOARD) return process.env.UNDERSTUDY_BOARD;
   if (existsSync('/etc/understudy/board.json')) return '/etc/understudy/board.json';
-  return join(PACKAGE_ROOT, 'board', 'sim-a.json');
+  return join(PACKAGE_ROOT, 'board', 'standalone.json');
 }
 
 export function defaultGuestFile(given?: string): string {

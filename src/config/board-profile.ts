@@ -152,11 +152,17 @@ export const boardProfileSchema = z
         z.strictObject({ method: z.literal('simulated'), controlSocket: safePath, ...fenceActionFields }),
         z.strictObject({
           method: z.literal('ipmitool'),
+          /** The shelf manager's (or the partner's own BMC's) address, reached with `ipmitool -I lanplus`. */
           host: z.string().min(1),
+          /** Its RMCP+ UDP port. */
+          port: port.default(623),
           user: z.string().min(1),
+          /** The BMC user's password, one line, owner root, mode 0600: ipmitool reads it itself (-f), so it never shows in ps. */
           passwordFile: safePath,
-          /** FRU / slot address of the partner at the shelf manager. */
-          partnerTarget: z.string().min(1),
+          /** IPMB address of the partner's controller behind the shelf manager (-t, e.g. 0x86); absent: the BMC at host is the partner's own. */
+          partnerTarget: z.string().regex(/^0x[0-9a-fA-F]{2}$/, 'an IPMB address such as 0x86').optional(),
+          /** RMCP+ cipher suite (-C): 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128) unless the BMC needs another (17: SHA256). */
+          cipherSuite: z.number().int().min(0).max(17).default(3),
           ...fenceActionFields,
         }),
         z.strictObject({ method: z.literal('none') }),
@@ -293,8 +299,11 @@ export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): st
   return 'partner';
 }
 
+/** What makes a board profile, for the error about a missing one. */
+const BOARD_PROFILE_HOWTO = 'copy one of the package\'s board/ profiles there and edit it (board/standalone.json: one board without a partner; board/example-atca-blade.json: a blade of a pair), or name another with --board or $UNDERSTUDY_BOARD';
+
 export function loadBoardProfile(file: string): BoardProfile {
-  const p = loadJsonFile(file, boardProfileSchema, 'board profile');
+  const p = loadJsonFile(file, boardProfileSchema, 'board profile', BOARD_PROFILE_HOWTO);
   const dir = dirname(p.sourceFile);
   const board = { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
   // The folder a relative path was resolved against may itself hold what the raw value may not.

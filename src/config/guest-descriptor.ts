@@ -62,7 +62,7 @@ export const guestDescriptorSchema = z.strictObject({
 export type GuestDescriptor = z.output<typeof guestDescriptorSchema> & { readonly sourceFile: string };
 
 export function loadGuestDescriptor(file: string): GuestDescriptor {
-  const g = loadJsonFile(file, guestDescriptorSchema, 'guest descriptor');
+  const g = loadJsonFile(file, guestDescriptorSchema, 'guest descriptor', 'copy the package\'s guests/dx-legacy.json there (its image paths relative to the copy, or absolute) and edit it, or name another with --guest or $UNDERSTUDY_GUEST');
   const dir = dirname(g.sourceFile);
   const image = { ...g.image, kernel: resolve(dir, g.image.kernel), initrd: resolve(dir, g.image.initrd) };
   checkResolvedPaths('guest descriptor', g.sourceFile, { 'image.kernel': image.kernel, 'image.initrd': image.initrd });

@@ -13,13 +13,14 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return out || '(top level)';
 }
 
-export function loadJsonFile<S extends z.ZodType>(file: string, schema: S, what: string): z.output<S> & { readonly sourceFile: string } {
+/** Loads `file`; a missing or unreadable one is US_ERR_NOT_FOUND naming it, with `howToCreate` (what makes one) when given. */
+export function loadJsonFile<S extends z.ZodType>(file: string, schema: S, what: string, howToCreate?: string): z.output<S> & { readonly sourceFile: string } {
   const abs = resolve(file);
   let text: string;
   try {
     text = readFileSync(abs, 'utf8');
   } catch (e) {
-    throw new UsError('US_ERR_NOT_FOUND', `${what} ${file}: cannot read: ${(e as Error).message}`, { file: abs });
+    throw new UsError('US_ERR_NOT_FOUND', `${what} ${file}: cannot read: ${(e as Error).message}${howToCreate ? `; ${howToCreate}` : ''}`, { file: abs });
   }
   let raw: unknown;
   try {

@@ -43,7 +43,7 @@ export function loadPrivateKey(file: string): KeyObject {
   try {
     pem = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new UsError('US_ERR_NOT_FOUND', `signing key ${file}: ${(e as Error).message}`);
+    throw new UsError('US_ERR_NOT_FOUND', `signing key ${file}: ${(e as Error).message}; make a key pair with "understudy upgrade keygen --out DIR" (the .pub.pem goes into each board's upgrade keys directory)`);
   }
   let key: KeyObject;
   try {

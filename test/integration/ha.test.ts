@@ -31,30 +31,13 @@ import { chassisDown } from '../../src/sim/chassis/launcher.js';
 import { CLI_ENTRY, PLINK_ADDRESS, PLINK_PORT, type BoardName } from '../../src/sim/chassis/layout.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../../src/store/journal.js';
+import { eventually } from '../support/eventually.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BOARDS: BoardName[] = ['sim-a', 'sim-b'];
 const other = (b: BoardName): BoardName => (b === 'sim-a' ? 'sim-b' : 'sim-a');
 
 type LinkStatus = { board: string; links: LinkState[]; partner: PartnerView; alarms: string[] };
-
-/** Polls `check` until it returns a value (not undefined/false); bounded by count and time. */
-async function eventually<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, everyMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  const maxTries = Math.ceil(timeoutMs / Math.max(everyMs, 1)) + 10;
-  let last: unknown;
-  for (let i = 0; i < maxTries && Date.now() < end; i++) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-      last = undefined;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (last error: ${String(last)})` : ''}`);
-}
 
 /** Sends UDP datagrams (hex) from `fromAddress` inside a namespace; a bounded child that exits by itself. */
 const UDP_SENDER = `

@@ -5,6 +5,9 @@ import { dirname, join } from 'node:path';
 import { PRIORITY_FENCING_DELAY_MS, loadBoardProfile, partnerNameOf } from '../../src/config/board-profile.js';
 import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { readKeyFile } from '../../src/core/key-file.js';
+import { LinuxWatchdog } from '../../src/hw/watchdog/watchdog.js';
+import { loadPrivateKey } from '../../src/upgrade/keys.js';
 
 const repo = (p: string) => join(PACKAGE_ROOT, p);
 
@@ -21,13 +24,30 @@ describe('board profiles and guest descriptors', () => {
   const sample = (f: string) => JSON.parse(readFileSync(repo(f), 'utf8')) as Record<string, any>;
 
   it('loads every shipped profile and descriptor', () => {
-    for (const f of ['board/sim-a.json', 'board/sim-b.json', 'board/example-atca-blade.json']) {
+    for (const f of ['board/sim-a.json', 'board/sim-b.json', 'board/example-atca-blade.json', 'board/standalone.json']) {
       const b = loadBoardProfile(repo(f));
       assert.ok(b.name && b.cores.housekeeping.length > 0, f);
     }
     const g = loadGuestDescriptor(repo('guests/dx-legacy.json'));
     assert.equal(g.nic.model, 'e1000');
     assert.ok(g.image.kernel.startsWith('/'), 'image paths are resolved against the descriptor folder');
+  });
+
+  it('the standalone profile is one board on its own: no partner, heartbeat key, watchdog or fencing to set up first', () => {
+    const b = loadBoardProfile(repo('board/standalone.json'));
+    assert.equal(b.ha, undefined, 'no ha section: no key file is read');
+    assert.equal(b.partner, undefined);
+    assert.equal(b.watchdog, undefined);
+    assert.equal(b.fencing, undefined);
+    assert.ok(b.service.address.startsWith('127.'), 'its service stays on loopback');
+  });
+
+  it('ipmitool fencing: port and cipher suite default to 623 and 3, the bridged target is optional and must be an IPMB address', () => {
+    const b = sample('board/example-atca-blade.json');
+    const f = { method: 'ipmitool', host: '192.0.2.50', user: 'fence', passwordFile: '/etc/understudy/ipmi.pass' };
+    const loaded = loadBoardProfile(write('ipmi.json', { ...b, fencing: f }));
+    assert.deepEqual({ ...loaded.fencing, action: undefined, escalation: undefined }, { ...f, port: 623, cipherSuite: 3, action: undefined, escalation: undefined });
+    assert.throws(() => loadBoardProfile(write('ipmi-bad.json', { ...b, fencing: { ...f, partnerTarget: 'slot 4' } })), (e: Error) => /fencing\.partnerTarget/.test(e.message) && /IPMB address/.test(e.message));
   });
 
   it('every shipped dx-legacy descriptor is the same guest and states the version its image was built with', () => {
@@ -113,5 +133,14 @@ describe('board profiles and guest descriptors', () => {
   it('reports a file that is not JSON, or missing, with its path', () => {
     assert.throws(() => loadBoardProfile(write('x.json', '{ "name": ')), (e: Error & { code: string }) => e.code === 'US_ERR_CONFIG' && /not valid JSON/.test(e.message));
     assert.throws(() => loadGuestDescriptor(join(dir, 'nope.json')), (e: Error & { code: string }) => e.code === 'US_ERR_NOT_FOUND' && e.message.includes('nope.json'));
+  });
+
+  it('every error about a missing file says what makes it: board profile, guest descriptor, heartbeat key, watchdog device, signing key', () => {
+    const missing = (re: RegExp) => (e: Error & { code: string }) => e.code === 'US_ERR_NOT_FOUND' && e.message.includes(join(dir, 'nope')) && re.test(e.message);
+    assert.throws(() => loadBoardProfile(join(dir, 'nope')), missing(/board\/standalone\.json/));
+    assert.throws(() => loadGuestDescriptor(join(dir, 'nope')), missing(/guests\/dx-legacy\.json/));
+    assert.throws(() => readKeyFile(join(dir, 'nope')), missing(new RegExp(`understudy ha keygen --file ${join(dir, 'nope')}`)));
+    assert.throws(() => new LinuxWatchdog(join(dir, 'nope'), 1000).open(), missing(/understudy chassis up. makes it/));
+    assert.throws(() => loadPrivateKey(join(dir, 'nope')), missing(/understudy upgrade keygen --out/));
   });
 });

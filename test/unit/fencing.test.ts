@@ -9,7 +9,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../../src/core/log.js';
-import { IpmitoolFencing, SimulatedPowerController } from '../../src/hw/fencing/fencing.js';
+import { IpmitoolFencing, SimulatedPowerController, ipmitoolFailure } from '../../src/hw/fencing/fencing.js';
 import { PowerController, type PowerTarget } from '../../src/sim/chassis/power-controller.js';
 import type { PowerState } from '../../src/sim/chassis/board.js';
 
@@ -83,5 +83,35 @@ esac
     const r = await device.reset('blade-b');
     assert.equal(r.outcome, 'left-off');
     assert.match(r.why!, /ipmitool power on of blade-b \(0x86 at 192\.0\.2\.2\) failed/);
+  });
+
+  it('ipmitool: the password stays in its file (-f), never in argv; a missing password file is an error naming it and how to write it', async () => {
+    const device = new IpmitoolFencing({ host: '127.0.0.1', port: 6230, user: 'fence', passwordFile: join(dir, 'absent.pass') }, '/bin/true');
+    const argv = device.args('off');
+    assert.deepEqual(argv.slice(argv.indexOf('-f'), argv.indexOf('-f') + 2), ['-f', join(dir, 'absent.pass')]);
+    assert.ok(!argv.includes('-P') && !argv.includes('-E'), argv.join(' '));
+    assert.deepEqual(argv.slice(-3), ['chassis', 'power', 'off']);
+    assert.ok(!argv.includes('-t'), 'no partnerTarget: not bridged');
+    assert.deepEqual(argv.slice(argv.indexOf('-p'), argv.indexOf('-p') + 2), ['-p', '6230']);
+    await assert.rejects(device.powerOff('blade-b'), (e: { code: string; message: string }) => e.code === 'US_ERR_FENCING'
+      && e.message.includes(`fencing.passwordFile ${join(dir, 'absent.pass')}: ENOENT`) && /chmod 600/.test(e.message) && /blade-b \(BMC 127\.0\.0\.1:6230\)/.test(e.message));
+  });
+
+  it('ipmitool: a power off the BMC does not confirm is not a fence', async () => {
+    const fake = join(dir, 'ipmitool');
+    writeFileSync(fake, '#!/bin/sh\necho "Chassis Power Control: Up/On"\n');
+    chmodSync(fake, 0o755);
+    writeFileSync(join(dir, 'pass'), 'x\n');
+    const device = new IpmitoolFencing({ host: '192.0.2.2', user: 'u', passwordFile: join(dir, 'pass') }, fake);
+    await assert.rejects(device.powerOff('blade-b'), (e: { code: string; message: string }) => e.code === 'US_ERR_FENCING' && /not confirmed/.test(e.message));
+  });
+
+  it('ipmitool failures in words: ipmitool -v\'s RAKP messages (captured from ipmitool 1.8.19 against ipmi_sim) and a killed call', () => {
+    const fail = (stderr: string, extra: Record<string, unknown> = {}) => ipmitoolFailure(Object.assign(new Error('Command failed'), { code: 1, stderr, ...extra }), 2000);
+    assert.match(fail('Loading IANA PEN Registry...\n> RAKP 2 HMAC is invalid\nError: Unable to establish IPMI v2 / RMCP+ session\n'), /refused the credentials \(wrong password/);
+    assert.match(fail('Loading IANA PEN Registry...\nRAKP 2 message indicates an error : unauthorized name\nError: Unable to establish IPMI v2 / RMCP+ session\n'), /refused the credentials \(unknown user/);
+    assert.match(fail('Loading IANA PEN Registry...\nGet Auth Capabilities error\nError issuing Get Channel Authentication Capabilities request\nError: Unable to establish IPMI v2 / RMCP+ session\n'), /no answer from the BMC/);
+    assert.match(fail('', { killed: true, signal: 'SIGKILL', code: null }), /did not answer within 2000 ms/);
+    assert.match(ipmitoolFailure(Object.assign(new Error('spawn ipmitool ENOENT'), { code: 'ENOENT' }), 2000), /Debian package ipmitool/);
   });
 });

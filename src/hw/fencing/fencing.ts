@@ -9,6 +9,7 @@
  * same power controller on a simulated board, by the profile's reboot command on a real blade.
  */
 import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 import { connect } from 'node:net';
 import { promisify } from 'node:util';
 import type { BoardProfile } from '../../config/board-profile.js';
@@ -95,39 +96,75 @@ export class SimulatedPowerController implements FencingDevice {
   }
 }
 
+/** What IpmitoolFencing needs: the profile's `fencing` section with method ipmitool. */
+export interface IpmitoolOptions {
+  /** The shelf manager's (or the partner's BMC's) address. */
+  host: string;
+  /** Its RMCP+ UDP port (623). */
+  port?: number;
+  user: string;
+  /** The password, read by ipmitool itself (-f): never on a command line another user could see in ps. */
+  passwordFile: string;
+  /** IPMB address of the partner's controller behind the shelf manager (-t, a bridged request); absent: the BMC at host is the partner's own. */
+  partnerTarget?: string;
+  /** RMCP+ cipher suite (-C); 3 (RAKP-HMAC-SHA1, AES-CBC-128) unless the BMC needs another. */
+  cipherSuite?: number;
+}
+
 /**
- * ipmitool to the shelf manager (ATCA) on the partner's FRU target. A reset is `chassis power status`,
- * then `power off` and `power on` (as fence_ipmilan's default onoff method: the off is confirmed
- * before the board comes back; `power cycle` would not confirm it). A board found off is left off.
+ * ipmitool (`-I lanplus`) to the shelf manager (ATCA) on the partner's FRU target, or to the
+ * partner's own BMC. A reset is `chassis power status`, then `power off` and `power on` (as
+ * fence_ipmilan's default onoff method: the off is confirmed before the board comes back; `power
+ * cycle` would not confirm it). A board found off is left off. Every failure is US_ERR_FENCING naming
+ * the partner, the BMC and what went wrong (no answer, refused credentials, an unexpected answer);
+ * a call that does not finish within its timeout is killed (the process group ipmitool runs in).
  */
 export class IpmitoolFencing implements FencingDevice {
   readonly method = 'ipmitool';
-  constructor(private readonly o: { host: string; user: string; passwordFile: string; partnerTarget: string }, private readonly binary = 'ipmitool') {}
+  constructor(private readonly o: IpmitoolOptions, private readonly binary = 'ipmitool') {}
+
+  /** The BMC as an operator names it: host[:port] (and the bridged target). */
+  get bmc(): string {
+    const where = `${this.o.host}${this.o.port !== undefined && this.o.port !== 623 ? `:${this.o.port}` : ''}`;
+    return this.o.partnerTarget ? `${this.o.partnerTarget} at ${where}` : `BMC ${where}`;
+  }
+
+  /** ipmitool's arguments for one chassis power command (exported through the class for tests). */
+  args(verb: 'off' | 'on' | 'status'): string[] {
+    return ['-v', '-I', 'lanplus', '-H', this.o.host, '-p', String(this.o.port ?? 623), '-U', this.o.user, '-f', this.o.passwordFile,
+      '-C', String(this.o.cipherSuite ?? 3), ...(this.o.partnerTarget ? ['-t', this.o.partnerTarget] : []), 'chassis', 'power', verb];
+  }
 
   private async chassisPower(partner: string, verb: 'off' | 'on' | 'status', timeoutMs: number): Promise<string> {
+    const what = `ipmitool power ${verb} of ${partner} (${this.bmc})`;
     try {
-      const { stdout } = await run(this.binary, ['-I', 'lanplus', '-H', this.o.host, '-U', this.o.user, '-f', this.o.passwordFile,
-        '-t', this.o.partnerTarget, 'chassis', 'power', verb], { timeout: timeoutMs });
+      accessSync(this.o.passwordFile, constants.R_OK);
+    } catch (e) {
+      throw new UsError('US_ERR_FENCING', `${what} failed: fencing.passwordFile ${this.o.passwordFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; write the BMC user's password into it (one line, owner root, mode 0600: printf '%s\n' PASSWORD > ${this.o.passwordFile}; chmod 600 ${this.o.passwordFile})`);
+    }
+    try {
+      const { stdout } = await run(this.binary, this.args(verb), { timeout: timeoutMs, killSignal: 'SIGKILL' });
       return stdout;
     } catch (e) {
-      throw new UsError('US_ERR_FENCING', `ipmitool power ${verb} of ${partner} (${this.o.partnerTarget} at ${this.o.host}) failed: ${(e as Error).message.trim()}`);
+      throw new UsError('US_ERR_FENCING', `${what} failed: ${ipmitoolFailure(e as ExecFailure, timeoutMs)}`);
     }
   }
 
   async powerOff(partner: string, timeoutMs = 5000): Promise<void> {
-    await this.chassisPower(partner, 'off', timeoutMs);
+    const out = await this.chassisPower(partner, 'off', timeoutMs);
+    if (!/Down\/Off/i.test(out)) throw new UsError('US_ERR_FENCING', `ipmitool power off of ${partner} (${this.bmc}): not confirmed, the answer was "${firstLine(out)}"`);
   }
 
   async powerState(partner: string, timeoutMs = 2000): Promise<'on' | 'off'> {
     const out = await this.chassisPower(partner, 'status', timeoutMs);
     if (/\bis off\b/i.test(out)) return 'off';
     if (/\bis on\b/i.test(out)) return 'on';
-    throw new UsError('US_ERR_FENCING', `ipmitool power status of ${partner}: unexpected answer "${out.trim().slice(0, 80)}"`);
+    throw new UsError('US_ERR_FENCING', `ipmitool power status of ${partner} (${this.bmc}): unexpected answer "${firstLine(out)}"`);
   }
 
   async reset(partner: string, timeoutMs = 5000): Promise<ResetOutcome> {
-    if (/\bis off\b/i.test(await this.chassisPower(partner, 'status', timeoutMs))) return { outcome: 'was-off' };
-    await this.chassisPower(partner, 'off', timeoutMs);
+    if ((await this.powerState(partner, timeoutMs)) === 'off') return { outcome: 'was-off' };
+    await this.powerOff(partner, timeoutMs);
     try {
       await this.chassisPower(partner, 'on', timeoutMs);
     } catch (e) {
@@ -135,6 +172,29 @@ export class IpmitoolFencing implements FencingDevice {
     }
     return { outcome: 'reset' };
   }
+}
+
+type ExecFailure = Error & { code?: string | number; killed?: boolean; signal?: string; stderr?: string; stdout?: string };
+
+const firstLine = (s: string) => s.trim().split('\n')[0]!.slice(0, 120);
+
+/**
+ * What went wrong with one ipmitool call, in an operator's words. ipmitool -v names the RAKP step
+ * that failed: message 2's HMAC does not match (the password), or the BMC refused the user name;
+ * no answer to Get Channel Authentication Capabilities means nothing answers at that address.
+ */
+export function ipmitoolFailure(e: ExecFailure, timeoutMs: number): string {
+  if (e.code === 'ENOENT') return 'ipmitool is not installed (Debian package ipmitool)';
+  const err = `${e.stderr ?? ''}`;
+  if (e.killed || e.signal === 'SIGKILL') return `the BMC did not answer within ${timeoutMs} ms (ipmitool killed)`;
+  if (/RAKP 2 HMAC is invalid|invalid integrity check|unauthorized name|RAKP 2 message indicates an error/i.test(err)) {
+    return `the BMC refused the credentials (${/unauthorized name/i.test(err) ? 'unknown user' : 'wrong password'}: fencing.user / fencing.passwordFile)`;
+  }
+  if (/Get Auth Capabilities error|Get Channel Authentication Capabilities|No response|Unable to establish/i.test(err) && !/RAKP/i.test(err)) {
+    return 'no answer from the BMC (unreachable, wrong fencing.host or fencing.port, or not an IPMI 2.0 BMC)';
+  }
+  const lines = err.split('\n').map((l) => l.trim()).filter((l) => l && !/^Loading IANA|^Running Get|^>/.test(l));
+  return lines.slice(-2).join('; ').slice(0, 200) || `exit ${String(e.code)}`;
 }
 
 /** No fencing configured: every fence fails, so the board never promotes over a silent partner. */

@@ -18,6 +18,9 @@ export interface WatchdogDevice {
   readonly kicks: number;
 }
 
+/** What makes the device, for the error about a missing one. */
+const WATCHDOG_HOWTO = 'on a blade it is the watchdog driver\'s device (load the driver: e.g. modprobe iTCO_wdt, or softdog to try), on the simulated chassis `understudy chassis up` makes it; a board without one leaves the profile\'s watchdog section out';
+
 export class LinuxWatchdog implements WatchdogDevice {
   private fd?: number;
   kicks = 0;
@@ -31,7 +34,7 @@ export class LinuxWatchdog implements WatchdogDevice {
     try {
       isFifo = statSync(this.path).isFIFO();
     } catch (e) {
-      throw new UsError('US_ERR_NOT_FOUND', `watchdog device ${this.path}: ${(e as Error).message}`);
+      throw new UsError('US_ERR_NOT_FOUND', `watchdog device ${this.path}: ${(e as Error).message}; ${WATCHDOG_HOWTO}`);
     }
     if (!isFifo) {
       // A real device: set the timeout (util-linux wdctl) before we start kicking it. Seconds, rounded up.

@@ -7,7 +7,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError, asUsError } from '../../core/errors.js';
 import { createLogger, type Logger } from '../../core/log.js';
@@ -20,7 +20,9 @@ import {
 } from './layout.js';
 import { assertNetworkFree, createNetwork, createServiceNetwork, dropAddress, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
 import { PowerController } from './power-controller.js';
-import { startTimeOf, isAlive, signal } from './procs.js';
+import { startTimeOf, isAlive, signal, sleep } from './procs.js';
+import { BMC_CIPHER_SUITE, BMC_USER, writeBmcFiles } from './bmc.js';
+import { IpmitoolFencing } from '../../hw/fencing/fencing.js';
 import { writeChassisProfiles } from './profiles.js';
 import { consolePasswordPath, hashPassword, writePasswordFile } from '../../mgmt/console/index.js';
 import { startPtyPair, type PtyPair } from './pty-pair.js';
@@ -30,6 +32,8 @@ import { cleanupRecorded, writeState, type ChassisState } from './state.js';
 export type GuestMode = 'none' | 'primary';
 export type LinkName = 'ethernet' | 'serial';
 export type FailHow = 'kill' | 'hang' | 'power';
+/** How the boards fence each other: the power controller's socket, or IPMI to a simulated BMC per board (ipmi_sim) in front of it. */
+export type ChassisFencing = 'simulated' | 'ipmi';
 
 export interface ChassisdOptions {
   name: string;
@@ -37,6 +41,8 @@ export interface ChassisdOptions {
   /** Serial partner link rate, written into both profiles and used by the relay. */
   baud: number;
   guest: GuestMode;
+  /** Default simulated. */
+  fencing?: ChassisFencing;
 }
 
 /** What a board's controller says about itself, or why it could not be asked. */
@@ -51,14 +57,16 @@ export interface BoardView extends SimBoardStatus {
 }
 
 export interface ChassisStatus {
-  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number };
+  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number; fencing: ChassisFencing };
   boards: BoardView[];
   links: {
     ethernet: { state: 'up' | 'cut'; ends: Record<BoardName, PlinkStatus | null> };
     serial: { state: 'up' | 'cut'; baud: number; aToB: DirectionCounters; bToA: DirectionCounters };
   };
   powerController: { socket: string; broken: boolean; requests: number; recent: Array<{ at: string; request: string; reply: string }> };
-  /** The socat processes behind the serial links and consoles. */
+  /** With --fencing ipmi: each board's simulated BMC (ipmi_sim), where it listens (in its partner's namespace) and whether it runs. */
+  bmcs: Array<{ board: BoardName; address: string; port: number; netns: string; pid: number; alive: boolean }>;
+  /** The helper processes: socat behind the serial links and consoles, the AUTH service, the BMCs (--fencing ipmi). */
   helpers: Array<{ role: string; pid: number; alive: boolean }>;
 }
 
@@ -84,6 +92,7 @@ export class Chassisd {
   private relay?: SerialRelay;
   private hlr?: ChildProcess;
   private power?: PowerController;
+  private readonly bmcs: Array<{ board: BoardName; address: string; port: number; netns: string; pid: number; process: ChildProcess }> = [];
   private control?: ControlServer;
   private ethernetCut = false;
   private readonly startedAt = Date.now();
@@ -169,7 +178,7 @@ export class Chassisd {
       // (kvm-probe.ts), and a nested-KVM probe stalls the machine, so never while heartbeats count.
       const accel = await probeKvm();
       this.log.info({ accel: accel.accel, reason: accel.reason }, 'accelerator for the boards\' guests');
-      const profiles = writeChassisProfiles(L, this.o.baud);
+      const profiles = writeChassisProfiles(L, this.o.baud, this.o.fencing ?? 'simulated');
       // The simulated boards' serial consoles accept the documented default password.
       for (const b of BOARD_NAMES) {
         mkdirSync(L.boards[b].storageDir, { recursive: true, mode: 0o700 });
@@ -200,6 +209,7 @@ export class Chassisd {
       }
       this.power = new PowerController(this.boards, this.log.child({ component: 'power' }));
       await this.power.listen(L.powerSocket);
+      if (this.o.fencing === 'ipmi') for (const b of BOARD_NAMES) await this.startBmc(b);
       this.control = await serveControl(L.controlSocket, (cmd, args) => this.handle(cmd, args));
       await Promise.all(BOARD_NAMES.map((b) => this.boards[b].powerOn()));
       this.record(true);
@@ -224,6 +234,38 @@ export class Chassisd {
     this.hlr = child;
   }
 
+  /**
+   * One board's simulated BMC: ipmi_sim in the partner's namespace (where the fence comes from),
+   * recorded by pid before anything else; ready once `chassis power status` answers through it.
+   */
+  private async startBmc(board: BoardName): Promise<void> {
+    const { files, argv } = writeBmcFiles(this.layout, board);
+    const logFd = openSync(files.log, 'a', 0o600);
+    const child = spawn('ip', ['netns', 'exec', files.netns, ...argv], { stdio: ['ignore', logFd, logFd], env: { ...process.env, [RUN_MARKER]: this.layout.runDir } });
+    closeSync(logFd);
+    await new Promise<void>((resolve, reject) => { child.once('spawn', () => resolve()); child.once('error', (e) => reject(new UsError('US_ERR_NOT_FOUND', `cannot start ipmi_sim for ${board}: ${e.message}`))); });
+    this.state.helpers.push({ role: `BMC ${board} (ipmi_sim)`, pid: child.pid!, startTime: startTimeOf(child.pid!) });
+    this.record(true);
+    this.bmcs.push({ board, address: files.address, port: files.port, netns: files.netns, pid: child.pid!, process: child });
+    child.once('exit', (code, sig) => {
+      if (!this.stopping) this.log.error({ board, code, signal: sig, log: files.log }, `BMC of ${board} (ipmi_sim) exited: IPMI fencing of ${board} fails until the next chassis up`);
+    });
+    const probe = new IpmitoolFencing({ host: files.address, port: files.port, user: BMC_USER, passwordFile: files.partnerPasswordFile, cipherSuite: BMC_CIPHER_SUITE });
+    const end = Date.now() + 10000;
+    for (;;) {
+      try {
+        await run('ip', ['netns', 'exec', files.netns, 'ipmitool', ...probe.args('status')], { timeout: 2000 });
+        break;
+      } catch (e) {
+        if (child.exitCode !== null || Date.now() > end) {
+          throw new UsError('US_ERR_CHASSIS', `the simulated BMC of ${board} (ipmi_sim at ${files.address}:${files.port} in ${files.netns}) does not answer: ${((e as { stderr?: string }).stderr ?? (e as Error).message).trim().slice(-200)}; see ${files.log} (is openipmi installed? image-build/setup.sh installs it)`);
+        }
+        await sleep(100);
+      }
+    }
+    this.log.info({ board, address: files.address, port: files.port, netns: files.netns, pid: child.pid }, `BMC of ${board} (ipmi_sim) answers`);
+  }
+
   private async startPty(role: string, ends: [string, string]): Promise<void> {
     const pair = await startPtyPair(ends, this.layout.runDir);
     this.ptys.push(pair);
@@ -245,6 +287,7 @@ export class Chassisd {
       this.record();
       await this.relay?.close();
       for (const p of this.ptys) if (isAlive(p.pid)) signal(p.pid, 'SIGTERM');
+      for (const b of this.bmcs) if (isAlive(b.pid)) signal(b.pid, 'SIGTERM');
       if (this.hlr?.pid && isAlive(this.hlr.pid)) signal(this.hlr.pid, 'SIGTERM');
       const report = await cleanupRecorded(this.state);
       this.log.info(report, 'chassis torn down');
@@ -353,13 +396,14 @@ export class Chassisd {
     const counters = this.relay!.counters();
     const pc = this.power!.status();
     return {
-      chassis: { name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud },
+      chassis: { name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud, fencing: this.o.fencing ?? 'simulated' },
       boards,
       links: {
         ethernet: { state: this.ethernetCut ? 'cut' : 'up', ends: { 'sim-a': ea ?? null, 'sim-b': eb ?? null } },
         serial: { state: this.relay!.isCut ? 'cut' : 'up', baud: this.o.baud, aToB: counters.aToB, bToA: counters.bToA },
       },
       powerController: { socket: L.powerSocket, broken: pc.broken, requests: pc.requests, recent: pc.recent },
+      bmcs: this.bmcs.map((b) => ({ board: b.board, address: b.address, port: b.port, netns: b.netns, pid: b.pid, alive: isAlive(b.pid) })),
       helpers: this.state.helpers.map((h) => ({ role: h.role, pid: h.pid, alive: isAlive(h.pid) })),
     };
   }

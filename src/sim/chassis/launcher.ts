@@ -9,7 +9,7 @@ import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { UsError, type UsErrorCode } from '../../core/errors.js';
 import { callControl } from '../../mgmt/ipc.js';
-import { tail, type ChassisStatus, type GuestMode } from './chassisd.js';
+import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
 import { BOARD_NAMES, CLI_ENTRY, RUN_MARKER, chassisLayout, type ChassisLayout } from './layout.js';
 import { sleep, waitUntil } from './procs.js';
 import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
@@ -23,6 +23,8 @@ export interface UpOptions {
   guest?: GuestMode;
   /** Serial partner link rate. Default 115200. */
   baud?: number;
+  /** How the boards fence each other: `simulated` (the power controller, default) or `ipmi` (ipmitool to a simulated BMC per board, ipmi_sim). */
+  fencing?: ChassisFencing;
   /** Bound on the wait for both controllers to answer. Default 30 s, or 180 s with a guest. */
   timeoutMs?: number;
 }
@@ -65,9 +67,9 @@ async function recoverPrevious(L: ChassisLayout): Promise<CleanupReport | null> 
 }
 
 /** Spawns chassisd and waits for its READY/FAILED line. */
-async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number): Promise<number> {
+async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing): Promise<number> {
   const logFd = openSync(L.log, 'a', 0o600);
-  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest], {
+  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing], {
     detached: true,
     stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, [RUN_MARKER]: L.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
@@ -96,10 +98,12 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   const guest = o.guest ?? 'none';
   if (guest !== 'none' && guest !== 'primary') throw new UsError('US_ERR_CONFIG', `--guest: none or primary, got "${String(guest)}"`);
   const baud = validBaud(o.baud ?? DEFAULT_BAUD);
+  const fencing = o.fencing ?? 'simulated';
+  if (fencing !== 'simulated' && fencing !== 'ipmi') throw new UsError('US_ERR_CONFIG', `--fencing: simulated or ipmi, got "${String(fencing)}"`);
   const L = chassisLayout(name, o.runDir);
   mkdirSync(L.runDir, { recursive: true, mode: 0o711 }); // searchable: the boards' QEMU users pass through (chassisd.ts)
   const recovered = await recoverPrevious(L);
-  const pid = await spawnChassisd(L, guest, baud);
+  const pid = await spawnChassisd(L, guest, baud, fencing);
   const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
   const end = Date.now() + timeoutMs;
   let status: ChassisStatus | undefined;

@@ -9,6 +9,7 @@
  *   STATUS <board> → its power (also while broken)     → OK ON <board> | OK OFF <board>
  *   anything else  → ERR <reason>
  * OFF and RESET answer only once the board's processes are gone: a fence that says OK is done.
+ * A client that closes its side after its lines still gets every reply, then the connection closes.
  * `break()` injects a fencing failure: OFF and RESET answer `ERR BROKEN` until `fix()`.
  */
 import { chmodSync, rmSync } from 'node:fs';
@@ -59,7 +60,9 @@ export class PowerController {
 
   async listen(socketPath: string): Promise<void> {
     rmSync(socketPath, { force: true });
-    this.server = createServer((s) => this.serve(s));
+    // Half-open: a client may send its line and close its side (socat, the simulated BMCs' chassis
+    // control); it still gets every reply, then the close.
+    this.server = createServer({ allowHalfOpen: true }, (s) => this.serve(s));
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(socketPath, () => resolve());
@@ -72,6 +75,7 @@ export class PowerController {
     let work: Promise<void> = Promise.resolve();
     sock.setEncoding('utf8');
     sock.on('error', () => undefined);
+    sock.on('end', () => { void work.then(() => { if (!sock.destroyed) sock.end(); }); });
     sock.on('data', (d: string) => {
       buf += d;
       if (buf.length > MAX_LINE && !buf.includes('\n')) {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
 import { writeKeyFile } from '../../core/key-file.js';
+import { ipmiFencingOf } from './bmc.js';
 import {
   AUTH_SERVICE, BOARD_NAMES, PACKAGE_ROOT, PLINK_ADDRESS, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
   partnerOf, type BoardName, type ChassisLayout,
@@ -27,7 +28,7 @@ export function templateFile(board: BoardName): string {
 }
 
 /** Builds one board's profile from its template (pure; exported for tests). */
-export function chassisProfile(template: Record<string, any>, board: BoardName, layout: ChassisLayout, baud: number): Record<string, any> {
+export function chassisProfile(template: Record<string, any>, board: BoardName, layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
   const b = layout.boards[board];
   const p = structuredClone(template);
   p.storageDir = b.storageDir;
@@ -39,7 +40,9 @@ export function chassisProfile(template: Record<string, any>, board: BoardName, 
   p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
   // The chassis' power controller; what a fence does (action, escalation) stays the template's.
   const { action, escalation } = (p.fencing ?? {}) as { action?: unknown; escalation?: unknown };
-  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
+  // The chassis' power controller, or (--fencing ipmi) the partner's simulated BMC in front of it.
+  const device = fencing === 'ipmi' ? ipmiFencingOf(layout, board) : { method: 'simulated', controlSocket: layout.powerSocket };
+  p.fencing = { ...device, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
   p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
   p.externalServices = { auth: { ...AUTH_SERVICE } };
   if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
@@ -48,7 +51,7 @@ export function chassisProfile(template: Record<string, any>, board: BoardName, 
 }
 
 /** Writes both profiles (mode 0600) and the pair's fresh heartbeat key. */
-export function writeChassisProfiles(layout: ChassisLayout, baud: number): Record<BoardName, GeneratedProfile> {
+export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<BoardName, GeneratedProfile> {
   writeKeyFile(layout.keyFile, { force: true }); // the documented format, as `understudy ha keygen` writes it
   const out = {} as Record<BoardName, GeneratedProfile>;
   for (const board of BOARD_NAMES) {
@@ -58,7 +61,7 @@ export function writeChassisProfiles(layout: ChassisLayout, baud: number): Recor
     } catch (e) {
       throw new UsError('US_ERR_CONFIG', `board template ${templateFile(board)}: ${(e as Error).message}`);
     }
-    const profile = chassisProfile(template, board, layout, baud);
+    const profile = chassisProfile(template, board, layout, baud, fencing);
     const check = boardProfileSchema.safeParse(profile);
     if (!check.success) {
       const i = check.error.issues[0]!;
