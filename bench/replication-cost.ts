@@ -140,7 +140,10 @@ async function waitUnprotected(chassis: Chassis, primary: BoardName): Promise<vo
   throw new Error(`${primary} still protected 30 s after its backup was powered off`);
 }
 
-async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }> }> {
+type LoopRow = { phase: string; board: string; lastWindow: { p50Ms: number; p99Ms: number; maxMs: number } | null; windowS: number };
+
+async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }>; loop: LoopRow[] }> {
+  const loop: LoopRow[] = [];
   const runs: PhaseRun[] = [];
   const cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }> = [];
   const chassis = await Chassis.up({ name: 'bench', runDir: '/tmp/us-bench-cost', guest: 'primary' });
@@ -168,12 +171,17 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
           if (result.errorReplies || (run.subscribers > SUBSCRIBER_BUDGET)) throw new Error(`${arm}${round} ${s.shape}: ${result.errorReplies} ERR replies (${result.errorSamples.join('; ')}), ${run.subscribers} subscribers: stopping, no table`);
         }
         cpu.push({ phase: `${arm}${round}`, seconds: (Date.now() - t0) / 1000, cpu: cpuDelta(before, cpuByBoard(roots)) });
+        for (const b of BOARD_NAMES) {
+          if (arm === 'U' && b !== primary) continue;
+          const st = (await callControl(chassis.layout.boards[b].controlSocket, 'status')) as { eventLoopDelay?: { windowS: number; lastWindow: LoopRow['lastWindow'] } };
+          loop.push({ phase: `${arm}${round}`, board: b === primary ? `${b} (primary)` : `${b} (backup)`, lastWindow: st.eventLoopDelay?.lastWindow ?? null, windowS: st.eventLoopDelay?.windowS ?? NaN });
+        }
       }
     }
   } finally {
     await chassis.down({ purge: true });
   }
-  return { runs, cpu };
+  return { runs, cpu, loop };
 }
 
 function cpuTable(rows: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }>): string {
@@ -208,6 +216,10 @@ async function main(): Promise<void> {
   console.log(`subscribers: at most ${maxSubs} in any guest (budget ${SUBSCRIBER_BUDGET}, table ${GUEST_SUBSCRIBERS}); 0 ERR replies; every run verified, nothing lost`);
   console.log(report.tables);
   console.log(cpuTable([...ceiling.cpu, ...pair.cpu]));
+  console.log(table(`controllers' event-loop delay, the last full ${pair.loop[0]?.windowS ?? '?'} s window of each phase (its open-loop end)`, [
+    ['phase', 'board', 'p50 ms', 'p99 ms', 'max ms'],
+    ...pair.loop.map((l) => [l.phase, l.board, l.lastWindow?.p50Ms ?? 'n/a', l.lastWindow?.p99Ms ?? 'n/a', l.lastWindow?.maxMs ?? 'n/a']),
+  ]));
   const r = report;
   const fmt = (s: { min: number; max: number }, d = 3) => `${s.min.toFixed(d)}–${s.max.toFixed(d)}`;
   console.log(`\nagainst the targets: added p50 ${fmt(r.latency.addedP50)} ms (≤ 0.3), added p99 ${fmt(r.latency.addedP99)} ms (≤ 1), throughput raw ${fmt(r.throughput.raw)}, to the ceiling ${fmt(r.throughput.toCeiling)} (≥ 0.9)`);
