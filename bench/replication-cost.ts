@@ -26,6 +26,7 @@ import { Chassis } from '../src/sim/chassis/rig.js';
 import { BOARD_NAMES, CLI_ENTRY, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
 import { Hlr } from '../src/sim/hlr.js';
 import { mixCycle, parseMix, type LoadResult } from '../src/sim/load.js';
+import { snapshotDelta, type HistogramSnapshot } from '../src/core/histogram.js';
 import { startLoad, waitProtected } from '../src/sim/pair.js';
 import { costReport, cpuByBoard, cpuDelta, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
 import { machine, table } from './lib.js';
@@ -140,10 +141,25 @@ async function waitUnprotected(chassis: Chassis, primary: BoardName): Promise<vo
   throw new Error(`${primary} still protected 30 s after its backup was powered off`);
 }
 
+type HopRow = { phase: string; shape: string; hops: Record<string, HistogramSnapshot> };
+type Hops = Record<string, HistogramSnapshot>;
+
+/** Both boards' per-hop histograms (replication.hops), the backup's named backup*. */
+async function hopsOf(chassis: Chassis, primary: BoardName, arm: Arm): Promise<Hops> {
+  const out: Hops = {};
+  for (const b of BOARD_NAMES) {
+    if (arm === 'U' && b !== primary) continue;
+    const st = (await callControl(chassis.layout.boards[b].controlSocket, 'status')) as { replication?: { hops?: Hops } | null };
+    for (const [k, v] of Object.entries(st.replication?.hops ?? {})) if ((b === primary) !== k.startsWith('backup')) out[k] = v;
+  }
+  return out;
+}
+
 type LoopRow = { phase: string; board: string; lastWindow: { p50Ms: number; p99Ms: number; maxMs: number } | null; windowS: number };
 
-async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }>; loop: LoopRow[] }> {
+async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }>; loop: LoopRow[]; hops: HopRow[] }> {
   const loop: LoopRow[] = [];
+  const hops: HopRow[] = [];
   const runs: PhaseRun[] = [];
   const cpu: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }> = [];
   const chassis = await Chassis.up({ name: 'bench', runDir: '/tmp/us-bench-cost', guest: 'primary' });
@@ -165,8 +181,11 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
         const t0 = Date.now();
         for (const [i, s] of SHAPES.entries()) {
           say(`${arm}${round} ${s.shape}…`);
+          const hopsBefore = await hopsOf(chassis, primary, arm);
           const result = await startLoad(chassis.layout, { rate: s.rate, durationMs: SECONDS * 1000, tag: `${arm}${round}${'abcdefghij'[i]}`, retryMs: 200, window: s.window, verify: true, mix: MIX, pool: `${POOL.tag}:${POOL.count}` }).result;
           const run = { arm, round, shape: s.shape, result, subscribers: subscribersIn(result) };
+          const hopsAfter = await hopsOf(chassis, primary, arm);
+          hops.push({ phase: `${arm}${round}`, shape: s.shape, hops: Object.fromEntries(Object.entries(hopsAfter).map(([k, v]) => [k, snapshotDelta(hopsBefore[k], v)])) });
           runs.push(run);
           if (result.errorReplies || (run.subscribers > SUBSCRIBER_BUDGET)) throw new Error(`${arm}${round} ${s.shape}: ${result.errorReplies} ERR replies (${result.errorSamples.join('; ')}), ${run.subscribers} subscribers: stopping, no table`);
         }
@@ -181,7 +200,7 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
   } finally {
     await chassis.down({ purge: true });
   }
-  return { runs, cpu, loop };
+  return { runs, cpu, loop, hops };
 }
 
 function cpuTable(rows: Array<{ phase: string; seconds: number; cpu: Record<string, Record<string, number>> }>): string {
@@ -219,6 +238,12 @@ async function main(): Promise<void> {
   console.log(table(`controllers' event-loop delay, the last full ${pair.loop[0]?.windowS ?? '?'} s window of each phase (its open-loop end)`, [
     ['phase', 'board', 'p50 ms', 'p99 ms', 'max ms'],
     ...pair.loop.map((l) => [l.phase, l.board, l.lastWindow?.p50Ms ?? 'n/a', l.lastWindow?.p99Ms ?? 'n/a', l.lastWindow?.maxMs ?? 'n/a']),
+  ]));
+  const HOP_COLUMNS = ['forwarded', 'delivered', 'replied', 'covered', 'released', 'authAnswer', 'backupLogged', 'backupAcked'];
+  const pct = (h: HistogramSnapshot | undefined) => (h && h.n ? `${h.p50Ms} / ${h.p99Ms}` : '-');
+  console.log(table('where the time goes: ms from an input\'s receipt to each hop, p50 / p99 (primary: forwarded to the backup, delivered to the guest, guest replied, covered by the ACK, released; AUTHQ → AUTHR; backup: logged, ACK sent)', [
+    ['phase', 'shape', ...HOP_COLUMNS],
+    ...pair.hops.map((h) => [h.phase, h.shape, ...HOP_COLUMNS.map((c) => pct(h.hops[c]))]),
   ]));
   const r = report;
   const fmt = (s: { min: number; max: number }, d = 3) => `${s.min.toFixed(d)}–${s.max.toFixed(d)}`;

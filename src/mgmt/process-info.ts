@@ -26,6 +26,9 @@ export function memoryMb(): Record<string, number> {
   return { rss: mb(m.rss), heapTotal: mb(m.heapTotal), heapUsed: mb(m.heapUsed), external: mb(m.external), arrayBuffers: mb(m.arrayBuffers) };
 }
 
+/** How often libuv checks the loop (ms): the histogram's resolution. */
+const RESOLUTION_MS = 10;
+
 /** Event-loop delay over one window (ms): what an input waiting for this process's loop waited. */
 export interface LoopDelayWindow { p50Ms: number; p99Ms: number; maxMs: number }
 
@@ -34,7 +37,7 @@ export interface LoopDelayWindow { p50Ms: number; p99Ms: number; maxMs: number }
  * cost), in windows of `windowMs`: status shows the last full window and the worst since start.
  */
 export class EventLoopDelay {
-  private readonly h = monitorEventLoopDelay({ resolution: 10 });
+  private readonly h = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
   private last: LoopDelayWindow | null = null;
   private worstMs = 0;
   private readonly timer: NodeJS.Timeout;
@@ -50,7 +53,8 @@ export class EventLoopDelay {
   }
 
   private now(): LoopDelayWindow {
-    const ms = (ns: number) => Math.round(ns / 1e4) / 100;
+    // The histogram records the interval between its 10 ms checks: lateness is what exceeds it.
+    const ms = (ns: number) => Math.max(0, Math.round((ns - RESOLUTION_MS * 1e6) / 1e4) / 100);
     return this.h.count ? { p50Ms: ms(this.h.percentile(50)), p99Ms: ms(this.h.percentile(99)), maxMs: ms(this.h.max) } : { p50Ms: 0, p99Ms: 0, maxMs: 0 };
   }
 
