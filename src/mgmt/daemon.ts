@@ -87,7 +87,8 @@ export class Daemon {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
             replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
-            channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status() };
+            channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status(),
+            eventLoopDelay: this.loopDelay.status() };
         },
       });
       await this.serve();
