@@ -162,6 +162,7 @@ export class LoadGenerator {
       if (o.mix.call > 0 && this.pool.count < 2 * o.window + 2) {
         throw new UsError('US_ERR_CONFIG', `pool: ${this.pool.count} subscribers cannot keep ${o.window} calls in flight (at least ${2 * o.window + 2})`);
       }
+      if (o.mix.get > 0 && this.pool.count < 1) throw new UsError('US_ERR_CONFIG', 'pool: GETs need at least one subscriber in the pool');
       if (!/^[A-Za-z0-9]{1,12}$/.test(this.pool.tag)) throw new UsError('US_ERR_CONFIG', `pool: tag "${this.pool.tag}" must be 1–12 letters or digits`);
     }
   }

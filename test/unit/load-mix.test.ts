@@ -166,6 +166,7 @@ describe('load generator: request mix', function () {
 
   it('refuses a pool too small for the calls in flight, naming it', () => {
     assert.throws(() => new LoadGenerator({ target: { address: '127.0.0.1', port: 9 }, bind: '127.0.0.1', rate: 0, window: 16, durationMs: 1, tag: 'x', retryMs: 50, mix: parseMix('call=1'), pool: { tag: 'P', count: 10 } }), /pool: 10 subscribers cannot keep 16 calls/);
+    assert.throws(() => new LoadGenerator({ target: { address: '127.0.0.1', port: 9 }, bind: '127.0.0.1', rate: 0, window: 1, durationMs: 1, tag: 'x', retryMs: 50, mix: parseMix('get=1'), pool: { tag: 'P', count: 0 } }), /GETs need at least one subscriber/);
   });
 
   it('counts ERR FULL of a full guest as a limit reply and as the error path', async () => {
