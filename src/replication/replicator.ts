@@ -465,7 +465,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
       const sub = authSubject('question', output.payload);
-      if (sub !== undefined && this.askedAt.size < 4096) this.askedAt.set(sub, performance.now());
+      if (sub !== undefined) {
+        this.askedAt.set(sub, performance.now());
+        // Questions never answered (AUTH down) must not grow the map: the oldest are forgotten.
+        if (this.askedAt.size > 4096) for (const k of this.askedAt.keys()) { this.askedAt.delete(k); if (this.askedAt.size <= 2048) break; }
+      }
       this.noteQuestion(output);
       this.out?.release(output);
       return;
