@@ -3,14 +3,20 @@ import { cpus, totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
 export { percentile, summarize, type LatencySummary } from '../src/sim/stats.js';
 
-export function printTable(title: string, rows: Array<Array<string | number>>): void {
+/** A markdown table under a title, as text. */
+export function table(title: string, rows: Array<Array<string | number>>): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? (Number.isInteger(c) ? String(c) : c.toFixed(3)) : c)));
   const w = cells[0]!.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
-  console.log(`\n${title}`);
+  const lines = [`\n${title}`];
   cells.forEach((r, k) => {
-    console.log(`| ${r.map((c, i) => c.padEnd(w[i]!)).join(' | ')} |`);
-    if (k === 0) console.log(`|${w.map((x) => '-'.repeat(x + 2)).join('|')}|`);
+    lines.push(`| ${r.map((c, i) => c.padEnd(w[i]!)).join(' | ')} |`);
+    if (k === 0) lines.push(`|${w.map((x) => '-'.repeat(x + 2)).join('|')}|`);
   });
+  return lines.join('\n');
+}
+
+export function printTable(title: string, rows: Array<Array<string | number>>): void {
+  console.log(table(title, rows));
 }
 
 export function machine(): string {

@@ -4,12 +4,18 @@
  */
 import type { Command } from 'commander';
 import { UsError, asUsError } from '../core/errors.js';
-import { LoadGenerator } from '../sim/load.js';
+import { LoadGenerator, parseMix } from '../sim/load.js';
 
 function endpoint(s: string, what: string): { address: string; port: number } {
   const m = /^(\d+\.\d+\.\d+\.\d+):(\d+)$/.exec(s);
   if (!m) throw new UsError('US_ERR_CONFIG', `${what}: expected <ipv4>:<port>, got "${s}"`);
   return { address: m[1]!, port: Number(m[2]) };
+}
+
+function pool(s: string): { tag: string; count: number } {
+  const m = /^([A-Za-z0-9]+):(\d+)$/.exec(s);
+  if (!m) throw new UsError('US_ERR_CONFIG', `--pool: expected <tag>:<count>, got "${s}"`);
+  return { tag: m[1]!, count: Number(m[2]) };
 }
 
 export function registerLoadCommands(program: Command): void {
@@ -23,10 +29,12 @@ export function registerLoadCommands(program: Command): void {
     .option('--tag <t>', 'prefix of subscriber names and ids', 'L')
     .option('--retry <ms>', 'retry a request (same id) after this long without a reply', '100')
     .option('--reg-every <n>', 'mix: a registration every n-th step, a call (CALL + END) on the others (default: 3 registrations, 1 call in 4)')
+    .option('--mix <weights>', 'mix as weights of step kinds, e.g. reg=1,get=59,call=40: REG of a new subscriber, GET, CALL + END between idle subscribers (replaces --reg-every)')
+    .option('--pool <tag:count>', 'with --mix: subscribers <tag>0..<tag>(count-1) for GETs and calls, registered first if the guest does not know them (default: <tag>p, 2 × window + 2)')
     .option('--verify', 'afterwards, check every acknowledged registration and re-send a sample of ids')
     .option('--check <tag:count>', 'send nothing: check that subscribers <tag>0..<tag>(count-1) are all registered')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; regEvery?: string; verify?: boolean; check?: string; json?: boolean }>();
+      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; regEvery?: string; mix?: string; pool?: string; verify?: boolean; check?: string; json?: boolean }>();
       let gen: LoadGenerator | undefined;
       try {
         const num = (v: string, what: string, min: number) => {
@@ -38,6 +46,8 @@ export function registerLoadCommands(program: Command): void {
           target: endpoint(o.target, '--target'), bind: o.bind, rate: num(o.rate, 'rate', 0), window: num(o.window, 'window', 1),
           durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
           regEvery: o.regEvery === undefined ? undefined : num(o.regEvery, 'reg-every', 1),
+          mix: o.mix === undefined ? undefined : parseMix(o.mix),
+          pool: o.pool === undefined ? undefined : pool(o.pool),
           onProgress: (p) => process.stdout.write(`${JSON.stringify({ progress: { ...p, gaps: p.gaps.length } })}\n`),
         });
         if (o.check) {

@@ -34,6 +34,13 @@ function legacyLines(l: LegacyChannelsStatus | undefined): string[] {
   return [`  partner channels: TLS only; ${l.total} connections of the previous firmware since the controller started (${by})`];
 }
 
+/** Per-hop timing since the controller started, p50/p99 ms from an input's receipt; the hops that saw inputs only. */
+function hopLine(h: ReplicationStatus['hops']): string {
+  if (!h) return '';
+  const seen = Object.entries(h).filter(([, s]) => s.n > 0).map(([k, s]) => `${k} ${s.p50Ms}/${s.p99Ms}`);
+  return seen.length ? `  time from receipt, p50/p99 ms (since start): ${seen.join(', ')}` : '';
+}
+
 export function formatReplication(role: string, r: ReplStatus | null): string {
   if (!r) return 'replication: no guest on this board';
   const lines: string[] = [];
@@ -61,6 +68,8 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
     lines.push(`  partner channel connections rejected: ${r.channelRejectionsTotal} (${by})${l ? `; last ${l.at}: ${l.purpose} ${l.reason} ${l.remote} (${l.detail})` : ''}`);
   }
   lines.push(...legacyLines(r.legacyChannels));
+  const hops = hopLine(r.hops);
+  if (hops) lines.push(hops);
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
 }

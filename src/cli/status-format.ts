@@ -14,6 +14,8 @@ export interface DaemonStatus {
   guest: GuestStatus | null;
   endpoint: Record<string, number>;
   rssMb: number;
+  /** The controller's event-loop delay: the last full window and the worst since start (older controllers: absent). */
+  eventLoopDelay?: { windowS: number; lastWindow: { p50Ms: number; p99Ms: number; maxMs: number } | null; maxMsSinceStart: number };
   /** Set while the controller is up without serving (role CONFIG-ERROR). */
   configError?: { code: string; message: string; at: string; remedy: string } | null;
 }
@@ -23,8 +25,14 @@ export function formatConfigError(c: DaemonStatus['configError']): string[] {
   return c ? [`NOT SERVING since ${c.at}: configuration error ${c.code}: ${c.message}`, c.remedy] : [];
 }
 
+function loopDelay(d: DaemonStatus['eventLoopDelay']): string {
+  if (!d) return '';
+  const w = d.lastWindow;
+  return `, event loop late ${w ? `p99 ${w.p99Ms} ms, max ${w.maxMs} ms over the last ${d.windowS} s` : 'n/a (first window not over)'}, max ${d.maxMsSinceStart} ms since start`;
+}
+
 export function formatStatus(s: DaemonStatus): string {
-  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}`;
+  const head = `board ${s.board} (${s.role}): controller pid ${s.pid}, up ${s.uptimeS} s, RSS ${s.rssMb} MB, service ${s.service.address}:${s.service.port}${loopDelay(s.eventLoopDelay)}`;
   const g = s.guest;
   if (s.configError) return [head, ...formatConfigError(s.configError)].join('\n');
   if (!g) return `${head}\nno guest on this board`;

@@ -32,7 +32,7 @@ import { journalChannelRejections, journalLegacyChannels } from './channel-rejec
 import { acquireBoardLock } from './lock.js';
 import { startManagement, type Management } from './management.js';
 import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConfigError, journalGuestStateRefused, journalNotServing, reloadConfig, retryProfile, type ConfigErrorState } from './not-serving.js';
-import { memoryMb, raiseOwnPriority } from './process-info.js';
+import { EventLoopDelay, memoryMb, raiseOwnPriority } from './process-info.js';
 import { serveControl, type ControlServer } from './ipc.js';
 import { controlSocketPath } from './paths.js';
 
@@ -56,6 +56,8 @@ export class Daemon {
   /** Stops following the partner's heartbeat version for the previous firmware's channels (and turns them off). */
   private unfollowLegacy?: () => void;
   private readonly startedAt = Date.now();
+  /** How late this process's event loop runs (inputs, heartbeats and ACKs all wait for it). */
+  private readonly loopDelay = new EventLoopDelay();
   private stopping?: Promise<void>;
   /** Messages refused from the partner, every channel (the replicator's when a guest is hosted). */
   private rejections = new PartnerRejections();
@@ -85,7 +87,8 @@ export class Daemon {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
             replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
-            channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status() };
+            channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status(),
+            eventLoopDelay: this.loopDelay.status() };
         },
       });
       await this.serve();
@@ -211,7 +214,7 @@ export class Daemon {
       partner: this.ha ? this.ha.membership.partnerView : null,
       guest: st?.guest ?? null, endpoint: st?.endpoint ?? {}, replication: this.replicationStatus(),
       partnerMessages: this.rejections.status(),
-      rssMb: Math.round(process.memoryUsage().rss / 1048576), memoryMb: memoryMb(),
+      rssMb: Math.round(process.memoryUsage().rss / 1048576), memoryMb: memoryMb(), eventLoopDelay: this.loopDelay.status(),
     };
   }
 

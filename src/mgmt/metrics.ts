@@ -89,6 +89,10 @@ export interface MetricsSnapshot {
   pendingReplies?: number;
   /** Backup: inputs logged since the last checkpoint, and checkpoints forced by the log's bound. */
   inputLog?: { sinceCheckpoint: number; forced: number };
+  /** Per-hop timing since start (ms from an input's receipt; docs/replication.md, "Where the time goes"). */
+  replicationHops?: Record<string, { n: number; p50Ms: number | null; p99Ms: number | null }>;
+  /** The controller's event-loop delay over the last full window (ms). */
+  eventLoopDelay?: { p99Ms: number; maxMs: number };
 }
 
 /** The reasons of understudy_input_dropped_total (docs/replication.md, bounds on the input path). */
@@ -148,6 +152,9 @@ export class Metrics {
   private readonly inputDropped = this.counter('understudy_input_dropped_total', 'Requests dropped or forgotten on the input path, by reason', ['reason']);
   private readonly pendingReplies = this.gauge('understudy_replication_pending_replies', 'Requests remembered for output commit, waiting for their reply');
   private readonly logSince = this.gauge('understudy_checkpoint_logged_inputs', 'Backup: inputs logged since the last checkpoint');
+  private readonly hopSeconds = this.gauge('understudy_replication_hop_seconds', 'Time from an input\'s receipt to a hop (forwarded, delivered, replied, covered, released, authAnswer, backupLogged, backupAcked), quantile since start', ['hop', 'quantile']);
+  private readonly hopInputs = this.counter('understudy_replication_hop_inputs_total', 'Inputs timed at a hop', ['hop']);
+  private readonly loopDelay = this.gauge('understudy_event_loop_delay_seconds', 'How late the controller\'s event loop ran over the last 10 s window (quantile 0.99, and the max)', ['quantile']);
   private readonly logForced = this.counter('understudy_checkpoint_forced_total', 'Checkpoints forced because the input log reached its bound');
 
   constructor(o: MetricsOptions = {}) {
@@ -216,6 +223,15 @@ export class Metrics {
     if (s.inputLog) {
       this.logSince.set(s.inputLog.sinceCheckpoint);
       this.count(this.logForced, {}, s.inputLog.forced);
+    }
+    for (const [hop, h] of Object.entries(s.replicationHops ?? {})) {
+      this.count(this.hopInputs, { hop }, h.n);
+      if (h.p50Ms !== null) this.hopSeconds.set({ hop, quantile: '0.5' }, h.p50Ms / 1000);
+      if (h.p99Ms !== null) this.hopSeconds.set({ hop, quantile: '0.99' }, h.p99Ms / 1000);
+    }
+    if (s.eventLoopDelay) {
+      this.loopDelay.set({ quantile: '0.99' }, s.eventLoopDelay.p99Ms / 1000);
+      this.loopDelay.set({ quantile: 'max' }, s.eventLoopDelay.maxMs / 1000);
     }
   }
 
@@ -335,7 +351,8 @@ export function snapshotFrom(p: {
   guest?: GuestStatus | null;
   endpoint?: Record<string, number>;
   replication?: (Pick<ReplicationStatus, 'protected' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'lagInputs' | 'divergences'> & Partial<Pick<ReplicationStatus, 'drops' | 'pendingReplies'>>
-    & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null }) | null;
+    & { checkpoint?: { inputLog?: { sinceCheckpoint: number; forced: number } } | null; hops?: MetricsSnapshot['replicationHops'] }) | null;
+  eventLoopDelay?: { lastWindow: { p99Ms: number; maxMs: number } | null };
   failovers?: number;
   inputLosses?: number;
   channelRejections?: Record<string, Partial<Record<string, number>>>;
@@ -355,8 +372,10 @@ export function snapshotFrom(p: {
     s.replicationProtected = r.protected;
     s.divergences = r.divergences;
     if (r.pendingReplies !== undefined) s.pendingReplies = r.pendingReplies;
+    if (r.hops) s.replicationHops = Object.fromEntries(Object.entries(r.hops).map(([k, h]) => [k, { n: h.n, p50Ms: h.p50Ms, p99Ms: h.p99Ms }]));
     if (r.checkpoint?.inputLog) s.inputLog = { sinceCheckpoint: r.checkpoint.inputLog.sinceCheckpoint, forced: r.checkpoint.inputLog.forced };
   }
+  if (p.eventLoopDelay?.lastWindow) s.eventLoopDelay = { p99Ms: p.eventLoopDelay.lastWindow.p99Ms, maxMs: p.eventLoopDelay.lastWindow.maxMs };
   const e = p.endpoint;
   const d = p.replication?.drops;
   if (e || d) {

@@ -15,6 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
+import { LatencyHistogram, type HistogramSnapshot } from '../core/histogram.js';
 import type { Logger } from '../core/log.js';
 import { ClientMap, type ClientMapOptions } from '../guest/client-map.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
@@ -122,7 +123,19 @@ export interface ReplicationStatus {
   drops: InputDrops;
   /** Backup: the witness of the primary's guest (how late its replies come, hang verdicts). */
   witness?: WitnessStatus;
+  /** Where an input's time goes, since the controller started (docs/replication.md, "Where the time goes"). */
+  hops?: Record<Hop, HistogramSnapshot>;
 }
+
+/**
+ * The hops an input's time is measured at, each from its receipt on this board (ms). Primary, a
+ * client request: forwarded (sent to the backup), delivered (to the guest), replied (the guest's
+ * reply), covered (the backup's ACK covers what the reply depends on; only while protected),
+ * released (to the client). authAnswer: the guest's AUTHQ → its AUTHR sequenced. Backup: logged (the
+ * input log written), acked (the ACK covering it sent; the oldest input an ACK covers).
+ */
+export const HOPS = ['forwarded', 'delivered', 'replied', 'covered', 'released', 'authAnswer', 'backupLogged', 'backupAcked'] as const;
+export type Hop = (typeof HOPS)[number];
 
 export declare interface Replicator {
   on(ev: 'divergence', fn: (key: string) => void): this;
@@ -155,7 +168,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private pendingCount = 0;
   private lastDropLog = 0;
   private dropsAtLastLog = 0;
-  private heldOutputs: Array<{ seq: number; output: GuestOutput }> = [];
+  private heldOutputs: Array<{ seq: number; output: GuestOutput; inputSeq?: number }> = [];
   private unackedSince = 0;
   /** When the current channel's cut-over made this primary protected (cutoverGraceMs). */
   private protectedAt = -Infinity;
@@ -188,6 +201,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localReplies = new Map<string, string>();
 
   private readonly clock: Clock;
+  /** Per-hop timing: histograms (no per-input log), and when each input in flight was received. */
+  private readonly hops = Object.fromEntries(HOPS.map((h) => [h, new LatencyHistogram()])) as Record<Hop, LatencyHistogram>;
+  private readonly receivedAt = new Map<number, number>();
+  private readonly askedAt = new Map<string, number>();
+  private oldestUnackedAt = 0;
   /** Partner messages refused on this board (the replication channel's share is counted here). */
   readonly rejections: PartnerRejections;
   private readonly witness?: PrimaryGuestWitness;
@@ -350,6 +368,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (input.kind === 'request' && !this.admit()) return;
     const seq = ++this.lastSeq;
     const s: SequencedInput = { seq, input, client: input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined };
+    this.noteReceived(s);
     if (this.holding) { this.held.push(s); return; }
     this.forward(s);
   }
@@ -396,9 +415,29 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
   }
 
+  /** Per-hop timing: a request's receipt, or an AUTH answer to the question the guest asked. */
+  private noteReceived(s: SequencedInput): void {
+    const now = performance.now();
+    if (s.input.kind === 'request') {
+      this.receivedAt.set(s.seq, now);
+      // Replies that never come (a dropped client, a stepped-down primary) must not grow the map.
+      if (this.receivedAt.size > 16384) for (const k of this.receivedAt.keys()) { this.receivedAt.delete(k); if (this.receivedAt.size <= 8192) break; }
+    } else if (s.input.kind === 'auth-reply') {
+      const sub = authSubject('answer', s.input.payload);
+      const asked = sub === undefined ? undefined : this.askedAt.get(sub);
+      if (asked !== undefined) { this.hops.authAnswer.record(now - asked); this.askedAt.delete(sub!); }
+    }
+  }
+
+  private hop(h: Hop, seq: number): void {
+    const t = this.receivedAt.get(seq);
+    if (t !== undefined) this.hops[h].record(performance.now() - t);
+  }
+
   private forward(s: SequencedInput): void {
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) {
       this.channel.send(T_INPUT, encodeInput(s));
+      this.hop('forwarded', s.seq);
       if (this.unackedSince === 0) this.unackedSince = this.clock.now();
     }
     if (s.input.kind === 'request') {
@@ -436,6 +475,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (output.kind === 'reply' && this.authOpen.size) this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
+      const sub = authSubject('question', output.payload);
+      if (sub !== undefined) {
+        this.askedAt.set(sub, performance.now());
+        // Questions never answered (AUTH down) must not grow the map: the oldest are forgotten.
+        if (this.askedAt.size > 4096) for (const k of this.askedAt.keys()) { this.askedAt.delete(k); if (this.askedAt.size <= 2048) break; }
+      }
       this.noteQuestion(output);
       this.out?.release(output);
       return;
@@ -451,11 +496,21 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // sequenced after the request). Requests after it are not processed yet (the guest works in
     // order), so they need not be waited for: that would cost a channel round trip per reply.
     const commitAt = Math.max(seq ?? this.deliveredSeq, this.authDeliveredSeq);
+    if (seq !== undefined) this.hop('replied', seq);
     if (this.mode === 'primary' && this.isProtected && commitAt > this.ackedSeq) {
-      this.heldOutputs.push({ seq: commitAt, output });
+      this.heldOutputs.push({ seq: commitAt, output, inputSeq: seq });
       return;
     }
+    if (seq !== undefined && this.mode === 'primary' && this.isProtected) this.hop('covered', seq);
+    this.releaseOutput(output, seq);
+  }
+
+  /** To the client; the end of the request's timing. */
+  private releaseOutput(output: GuestOutput, inputSeq: number | undefined): void {
     this.out?.release(output);
+    if (inputSeq === undefined) return;
+    this.hop('released', inputSeq);
+    this.receivedAt.delete(inputSeq);
   }
 
   /**
@@ -473,7 +528,9 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (!this.heldOutputs.length) return;
     const still: typeof this.heldOutputs = [];
     for (const h of this.heldOutputs) {
-      if (h.seq <= seq) this.out?.release(h.output); else still.push(h);
+      if (h.seq > seq) { still.push(h); continue; }
+      if (h.inputSeq !== undefined) this.hop('covered', h.inputSeq);
+      this.releaseOutput(h.output, h.inputSeq);
     }
     this.heldOutputs = still;
   }
@@ -499,7 +556,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private releaseAllHeld(_reason: string): void {
-    for (const h of this.heldOutputs) this.out?.release(h.output);
+    for (const h of this.heldOutputs) this.releaseOutput(h.output, h.inputSeq);
     this.heldOutputs = [];
   }
 
@@ -520,7 +577,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
       const sub = authSubject('answer', s.input.payload);
       if (sub) this.witness!.onStreamAnswer(sub);
     }
+    const receivedAt = performance.now();
     this.o.onLogged?.(s);
+    this.hops.backupLogged.record(performance.now() - receivedAt);
+    if (!this.oldestUnackedAt) this.oldestUnackedAt = receivedAt;
     if (!this.ackScheduled) {
       this.ackScheduled = true;
       setImmediate(() => { this.ackScheduled = false; this.sendAck(); });
@@ -530,7 +590,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private sendAck(): void {
-    if (this.channel?.open) this.channel.send(T_ACK, encodeAck(this.lastSeq));
+    if (this.channel?.open) {
+      this.channel.send(T_ACK, encodeAck(this.lastSeq));
+      if (this.oldestUnackedAt) this.hops.backupAcked.record(performance.now() - this.oldestUnackedAt);
+    }
+    this.oldestUnackedAt = 0;
   }
 
   /**
@@ -576,6 +640,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.queue.shift();
       if (this.witnessOn && this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness!.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
       this.o.guest.deliver(s.input);
+      if (this.mode === 'primary') this.hop('delivered', s.seq);
       this.deliveredSeq = s.seq;
       if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
     }
@@ -807,6 +872,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       pendingReplies: this.pendingCount,
       drops: { ...this.drops },
       witness: this.mode === 'backup' ? this.witness?.status() : undefined,
+      hops: Object.fromEntries(HOPS.map((h) => [h, this.hops[h].snapshot()])) as Record<Hop, HistogramSnapshot>,
     };
   }
 

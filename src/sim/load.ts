@@ -5,8 +5,58 @@
  * end it checks the service's state against what was acknowledged: an acknowledged registration
  * that the (new) primary does not know is a lost message. Progress is printed as JSON lines.
  */
+import { z } from 'zod';
+import { UsError } from '../core/errors.js';
 import { UdpClient } from './udp-client.js';
 import { summarize, type LatencySummary } from './stats.js';
+
+/** The kinds of step of a mix: a REG of a new subscriber, a GET, a call set up and ended (CALL + END). */
+export const MIX_KINDS = ['reg', 'get', 'call'] as const;
+export type MixKind = (typeof MIX_KINDS)[number];
+/** Weights of the kinds of step, e.g. { reg: 1, get: 59, call: 40 }: 1 % of steps register, and so on. */
+export type RequestMix = Record<MixKind, number>;
+
+const mixSchema = z.object({ reg: z.number().int().min(0).max(1000), get: z.number().int().min(0).max(1000), call: z.number().int().min(0).max(1000) })
+  .strict().refine((m) => m.reg + m.get + m.call > 0, { message: 'at least one weight must be above 0' });
+
+/** Parses `reg=1,get=59,call=40` (a missing kind weighs 0); the error names the bad part. */
+export function parseMix(text: string): RequestMix {
+  const m: Record<string, number> = { reg: 0, get: 0, call: 0 };
+  for (const part of text.split(',')) {
+    const kv = /^\s*([a-z]+)\s*=\s*(\d+)\s*$/.exec(part);
+    if (!kv) throw new UsError('US_ERR_CONFIG', `--mix: expected <kind>=<weight>[,…] with kinds ${MIX_KINDS.join(', ')}; "${part}" is not`);
+    if (!(MIX_KINDS as readonly string[]).includes(kv[1]!)) throw new UsError('US_ERR_CONFIG', `--mix: unknown kind "${kv[1]}" (kinds: ${MIX_KINDS.join(', ')})`);
+    m[kv[1]!] = Number(kv[2]);
+  }
+  const r = mixSchema.safeParse(m);
+  if (!r.success) throw new UsError('US_ERR_CONFIG', `--mix "${text}": ${r.error.issues.map((i) => `${i.path.join('.') || 'weights'}: ${i.message}`).join('; ')}`);
+  return r.data;
+}
+
+/**
+ * One cycle of the mix's steps, the kinds interleaved as evenly as their weights allow (largest
+ * remainder first): step k of a run is of kind cycle[k % cycle.length], so a run is deterministic
+ * and every whole cycle holds exactly the weights' shares.
+ */
+export function mixCycle(mix: RequestMix): MixKind[] {
+  const total = mix.reg + mix.get + mix.call;
+  const placed: Record<MixKind, number> = { reg: 0, get: 0, call: 0 };
+  const cycle: MixKind[] = [];
+  for (let j = 1; j <= total; j++) {
+    let best: MixKind = 'reg';
+    let bestDue = -Infinity;
+    for (const kind of MIX_KINDS) {
+      const due = (mix[kind] * j) / total - placed[kind];
+      if (mix[kind] > placed[kind] && due > bestDue) { best = kind; bestDue = due; }
+    }
+    placed[best]++;
+    cycle.push(best);
+  }
+  return cycle;
+}
+
+/** The replies a run counts as the error path: every ERR (a run that got one did not measure the service). */
+export const ERROR_REPLY = / ERR( |$)/;
 
 export interface LoadOptions {
   target: { address: string; port: number };
@@ -26,6 +76,19 @@ export interface LoadOptions {
    * needs a sparse mix (e.g. 10) to stay under that limit.
    */
   regEvery?: number;
+  /**
+   * The mix as weights of step kinds (parseMix); replaces regEvery. Every REG is of a new
+   * subscriber (it asks AUTH), a GET reads a known one, a call is set up between two idle ones and
+   * ended. GETs and calls use the pool, registered before the clock starts.
+   */
+  mix?: RequestMix;
+  /**
+   * With a mix: subscribers `<tag>0 … <tag>(count-1)`, registered before the timed part if the guest
+   * does not know them yet (GET first: never a second REG). Several runs can share one pool, so a
+   * series of runs adds only its REG steps to the guest's table. Default: `<tag of the run>p`, and
+   * 2 × window + 2 of them (calls in flight never run out of idle subscribers).
+   */
+  pool?: { tag: string; count: number };
   onProgress?: (p: LoadProgress) => void;
   progressEveryMs?: number;
 }
@@ -45,6 +108,8 @@ export interface LoadProgress {
    * error path, not the service, and its figures must not be used.
    */
   limitReplies: number;
+  /** Replies on the error path (any ERR, ERR FULL included): a mix run must have none. */
+  errorReplies: number;
 }
 
 export interface LoadResult extends LoadProgress {
@@ -52,6 +117,10 @@ export interface LoadResult extends LoadProgress {
   throughput: number;
   registered: number;
   calls: number;
+  /** Requests sent in the timed part, by command (a retry is not a second request). */
+  requests: { REG: number; GET: number; CALL: number; END: number };
+  /** The first few error-path replies, as received. */
+  errorSamples: string[];
   verify?: {
     checked: number; missing: string[]; retriedIdentical: number; retriedDifferent: string[]; stats: string;
     /** Call ids acknowledged twice (OK CALL n to two different requests): a call set-up was lost and its id reused. */
@@ -69,7 +138,14 @@ export const GAP_MS = 20;
 export class LoadGenerator {
   private client: UdpClient;
   private stopAt = 0;
-  private progress: LoadProgress = { at: 0, gaps: [], sent: 0, acked: 0, retries: 0, inFlight: 0, lastReplyAt: 0, longestGapMs: 0, limitReplies: 0 };
+  private progress: LoadProgress = { at: 0, gaps: [], sent: 0, acked: 0, retries: 0, inFlight: 0, lastReplyAt: 0, longestGapMs: 0, limitReplies: 0, errorReplies: 0 };
+  private requests = { REG: 0, GET: 0, CALL: 0, END: 0 };
+  private errorSamples: string[] = [];
+  /** With a mix: the cycle of step kinds, the known subscribers and those not in a call. */
+  private readonly cycle?: MixKind[];
+  private known: string[] = [];
+  private idle = new Set<string>();
+  private readonly pool?: { tag: string; count: number };
   private latencies: number[] = [];
   private readonly done: Done[] = [];
   private registered: string[] = [];
@@ -80,6 +156,15 @@ export class LoadGenerator {
 
   constructor(readonly o: LoadOptions) {
     this.client = new UdpClient(o.target, o.bind);
+    if (o.mix) {
+      this.cycle = mixCycle(o.mix);
+      this.pool = o.pool ?? { tag: `${o.tag}p`, count: 2 * o.window + 2 };
+      if (o.mix.call > 0 && this.pool.count < 2 * o.window + 2) {
+        throw new UsError('US_ERR_CONFIG', `pool: ${this.pool.count} subscribers cannot keep ${o.window} calls in flight (at least ${2 * o.window + 2})`);
+      }
+      if (o.mix.get > 0 && this.pool.count < 1) throw new UsError('US_ERR_CONFIG', 'pool: GETs need at least one subscriber in the pool');
+      if (!/^[A-Za-z0-9]{1,12}$/.test(this.pool.tag)) throw new UsError('US_ERR_CONFIG', `pool: tag "${this.pool.tag}" must be 1–12 letters or digits`);
+    }
   }
 
   /** Retries of one verification request: 30 s of silence (a clone's cut-over holds inputs for seconds). */
@@ -117,6 +202,12 @@ export class LoadGenerator {
     if (this.markAt && now >= this.markAt && this.firstAfterMark === undefined) this.firstAfterMark = now;
     this.progress.acked++;
     if (/ ERR FULL$/.test(reply)) this.progress.limitReplies++;
+    if (ERROR_REPLY.test(reply)) {
+      this.progress.errorReplies++;
+      if (this.errorSamples.length < 5) this.errorSamples.push(`${body} -> ${reply}`);
+    }
+    const command = body.split(' ', 1)[0] as keyof typeof this.requests;
+    if (command in this.requests) this.requests[command]++;
     this.latencies.push(performance.now() - t0);
     this.done.push({ id, body, reply });
     return reply;
@@ -142,8 +233,50 @@ export class LoadGenerator {
     if (/ OK REG /.test(r)) this.registered.push(sub);
   }
 
+  /** A step of the mix: its kind is fixed by k alone. */
+  private async mixStep(k: number): Promise<void> {
+    const t = this.o.tag;
+    const kind = this.cycle![k % this.cycle!.length]!;
+    if (kind === 'reg') {
+      const n = this.nextReg++;
+      const sub = `${t}${n}`;
+      const r = await this.ask(`${t}r${n}`, `REG ${sub}`);
+      if (/ OK REG /.test(r)) { this.registered.push(sub); this.known.push(sub); this.idle.add(sub); }
+    } else if (kind === 'get') {
+      await this.ask(`${t}g${k}`, `GET ${this.known[(k * 7) % this.known.length]!}`);
+    } else {
+      // Two idle subscribers, chosen by k: never one already in a call (that would be ERR BUSY).
+      const free = [...this.idle];
+      const a = free[(k * 7) % free.length]!;
+      const b = free[((k * 7) % free.length + 1 + ((k * 13) % (free.length - 1))) % free.length]!;
+      this.idle.delete(a);
+      this.idle.delete(b);
+      const r = await this.ask(`${t}c${k}`, `CALL ${a} ${b}`);
+      const m = / OK CALL (\d+)$/.exec(r);
+      if (m) { this.calls++; await this.ask(`${t}e${k}`, `END ${m[1]}`); }
+      this.idle.add(a);
+      this.idle.add(b);
+    }
+  }
+
+  /** Before the clock starts: the pool known to the guest (GET, and REG only of those it does not know). */
+  private async preparePool(): Promise<void> {
+    const p = this.pool!;
+    for (let n = 0; n < p.count; n++) {
+      const sub = `${p.tag}${n}`;
+      const known = await this.client.request(`${this.o.tag}q${n}`, `GET ${sub}`, this.o.retryMs, this.patience);
+      if (!/ OK GET /.test(known)) {
+        const r = await this.client.request(`${this.o.tag}Q${n}`, `REG ${sub}`, this.o.retryMs, this.patience);
+        if (!/ OK REG /.test(r)) throw new UsError('US_ERR_CONTROL', `pool: REG ${sub} was answered "${r}"`);
+      }
+      this.known.push(sub);
+      this.idle.add(sub);
+    }
+  }
+
   async run(): Promise<LoadResult> {
     await this.client.open();
+    if (this.cycle) await this.preparePool();
     const t0 = Date.now();
     this.stopAt = t0 + this.o.durationMs;
     const ticker = this.o.onProgress ? setInterval(() => this.o.onProgress!({ ...this.progress, at: Date.now() }), this.o.progressEveryMs ?? 1000) : undefined;
@@ -158,7 +291,7 @@ export class LoadGenerator {
           if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           if (Date.now() >= this.stopAt) break;
         }
-        await this.step(mine);
+        await (this.cycle ? this.mixStep(mine) : this.step(mine));
       }
     });
     try {
@@ -170,6 +303,7 @@ export class LoadGenerator {
     return {
       ...this.progress, at: Date.now(), latency: summarize(this.latencies), throughput: this.progress.acked / elapsed,
       registered: this.registered.length, calls: this.calls, firstReplyAfterMark: this.firstAfterMark,
+      requests: { ...this.requests }, errorSamples: [...this.errorSamples],
     };
   }
 

@@ -123,6 +123,20 @@ describe('metrics', () => {
     assert.equal(p.types.get('understudy_partner_channel_rejected_total'), 'counter');
   });
 
+  it('per-hop timing and event-loop delay, mapped from the daemon\'s status, in seconds', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const hop = (n: number, p50Ms: number | null, p99Ms: number | null) => ({ n, p50Ms, p99Ms, maxMs: p99Ms, buckets: {} });
+    const replication = { protected: true, lastSeq: 5, ackedSeq: 5, deliveredSeq: 5, lagInputs: 0, divergences: 0, hops: { released: hop(40, 1.5, 12), covered: hop(0, null, null) } };
+    m.update(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', replication, eventLoopDelay: { lastWindow: { p99Ms: 3, maxMs: 40 } } }));
+    const p = await scrape(m);
+    assert.equal(get(p, 'understudy_replication_hop_seconds', { hop: 'released', quantile: '0.5' }), 0.0015);
+    assert.equal(get(p, 'understudy_replication_hop_seconds', { hop: 'released', quantile: '0.99' }), 0.012);
+    assert.equal(get(p, 'understudy_replication_hop_seconds', { hop: 'covered', quantile: '0.99' }), undefined, 'no sample for a hop nothing passed');
+    assert.equal(get(p, 'understudy_replication_hop_inputs_total', { hop: 'released' }), 40);
+    assert.equal(get(p, 'understudy_event_loop_delay_seconds', { quantile: 'max' }), 0.04);
+    assert.equal(get(p, 'understudy_event_loop_delay_seconds', { quantile: '0.99' }), 0.003);
+  });
+
   it('role and guest state are one-hot as they change; absent sections are left alone', async () => {
     const m = new Metrics({ processMetrics: false });
     m.update(base);

@@ -77,6 +77,29 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     assert.deepEqual(gp.inputs, gb.inputs);
   });
 
+  it('times each hop: a held reply is covered and released only at the ACK; the backup logs and acknowledges; AUTHQ → AUTHR', async () => {
+    p.submit(req(20000, 'r1 GET A'));
+    p.submit(req(20001, 'r2 REG B'));
+    p.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ B') });
+    p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR B OK') });
+    p.onGuestOutput(reply(20000, 'r1 OK GET A calls=0 state=idle'));
+    const held = p.status().hops!;
+    assert.equal(held.forwarded.n, 2);
+    assert.equal(held.delivered.n, 2);
+    assert.equal(held.replied.n, 1);
+    assert.equal(held.authAnswer.n, 1);
+    assert.equal(held.released.n + held.covered.n, 0, 'not released before the ACK');
+    assert.deepEqual(out.released, ['AUTHQ B'], 'only the question to AUTH went out');
+    await until(() => out.released.length === 2, 'the reply released after the ACK');
+    const done = p.status().hops!;
+    assert.equal(done.covered.n, 1);
+    assert.equal(done.released.n, 1);
+    assert.ok(done.released.p50Ms! >= done.replied.p50Ms!, 'released no earlier than replied');
+    await until(() => b.status().hops!.backupAcked.n > 0, 'the backup acknowledged');
+    assert.equal(b.status().hops!.backupLogged.n, 3);
+    assert.equal(b.status().hops!.released.n, 0, 'a backup releases nothing');
+  });
+
   it('a REG reply waits for the ACK of the AUTH answer it was decided on, not only of its request', async () => {
     p.submit(req(20000, 'r1 REG A'));
     await until(() => p.status().ackedSeq === 1, 'request acknowledged');

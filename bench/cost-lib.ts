@@ -1,0 +1,193 @@
+/**
+ * The pure part of bench/replication-cost: which runs may be used (the fail-on-error-path rule),
+ * the ratios and spreads, the tables, and CPU seconds per process read from /proc. No I/O but /proc.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import type { LoadResult } from '../src/sim/load.js';
+import { table } from './lib.js';
+
+/** The arm a run belongs to. R: replicated (backup in sync); U: backup off, primary unprotected; S/D: the ceiling's one and two standalone guests. */
+export type Arm = 'R' | 'U' | 'S' | 'D';
+
+/** One load run of the benchmark: which arm, which round, how it was driven, what it measured. */
+export interface PhaseRun {
+  arm: Arm;
+  round: number;
+  /** 'closed-1', 'closed-16', 'open-<rate>' … */
+  shape: string;
+  result: Pick<LoadResult, 'acked' | 'throughput' | 'latency' | 'limitReplies' | 'errorReplies' | 'errorSamples' | 'verify' | 'requests'>;
+  /** Subscribers in the guest after the run (STATS subs). */
+  subscribers?: number;
+}
+
+/** The guest's subscriber table (PROTOCOL.md, Limits) and the share of it a run may fill. */
+export const GUEST_SUBSCRIBERS = 4096;
+export const SUBSCRIBER_BUDGET = GUEST_SUBSCRIBERS / 2;
+
+/**
+ * Why these runs must not be published, or [] when they may: any ERR reply (ERR FULL is a guest
+ * limit; any other ERR is the error path too), a verify that found an acknowledged registration
+ * missing, a re-sent id answered differently or a call id acknowledged twice, or a guest past the
+ * subscriber budget.
+ */
+export function unusable(runs: PhaseRun[]): string[] {
+  const why: string[] = [];
+  for (const r of runs) {
+    const at = `${r.arm}${r.round} ${r.shape}`;
+    if (r.result.limitReplies > 0) why.push(`${at}: ${r.result.limitReplies} ERR FULL replies (a guest limit was reached)`);
+    const other = r.result.errorReplies - r.result.limitReplies;
+    if (other > 0) why.push(`${at}: ${other} other ERR replies (${(r.result.errorSamples ?? []).slice(0, 3).join('; ')})`);
+    const v = r.result.verify;
+    if (!v) why.push(`${at}: not verified`);
+    else {
+      if (v.missing.length) why.push(`${at}: ${v.missing.length} acknowledged registrations lost (${v.missing.slice(0, 3).join(', ')})`);
+      if (v.retriedDifferent.length) why.push(`${at}: ${v.retriedDifferent.length} re-sent ids answered differently`);
+      if (v.callIdsReused.length) why.push(`${at}: ${v.callIdsReused.length} call ids acknowledged twice`);
+    }
+    if (r.subscribers !== undefined && r.subscribers > SUBSCRIBER_BUDGET) why.push(`${at}: ${r.subscribers} subscribers in the guest, over the budget of ${SUBSCRIBER_BUDGET} (of ${GUEST_SUBSCRIBERS})`);
+  }
+  return why;
+}
+
+export interface Spread { values: number[]; min: number; max: number; mean: number }
+
+export function spread(values: number[]): Spread {
+  if (!values.length) return { values, min: NaN, max: NaN, mean: NaN };
+  return { values, min: Math.min(...values), max: Math.max(...values), mean: values.reduce((a, b) => a + b, 0) / values.length };
+}
+
+const f = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+const range = (s: Spread, d = 3): string => `${f(s.min, d)}–${f(s.max, d)}`;
+
+/** Per-round pairs of one shape: R_i / U_i (round i), the ratio of each round. */
+function pairs(runs: PhaseRun[], a: Arm, b: Arm, shape: string, pick: (r: PhaseRun) => number, op: (x: number, y: number) => number): number[] {
+  const out: number[] = [];
+  for (const ra of runs.filter((r) => r.arm === a && r.shape === shape)) {
+    const rb = runs.find((r) => r.arm === b && r.shape === shape && r.round === ra.round);
+    if (rb) out.push(op(pick(ra), pick(rb)));
+  }
+  return out;
+}
+
+export interface CostFigures {
+  latency: { addedP50: Spread; addedP99: Spread };
+  throughput: { raw: Spread; ceiling: Spread; toCeiling: Spread };
+  tables: string;
+}
+
+/**
+ * The figures and tables of a run, or an exception listing why there are none (unusable runs): a
+ * run that saw the error path gets no table at all, so its numbers cannot be copied anywhere.
+ */
+export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
+  const bad = unusable([...runs, ...ceiling]);
+  if (bad.length) throw new Error(`no table: these runs measured something else than the service:\n  ${bad.join('\n  ')}`);
+  const shapes = [...new Set(runs.map((r) => r.shape))];
+  const perPhase: Array<Array<string | number>> = [['phase', 'shape', 'requests', 'req/s', 'p50 ms', 'p99 ms', 'REG/GET/CALL/END', 'subscribers after']];
+  for (const r of runs) {
+    const q = r.result.requests;
+    perPhase.push([`${r.arm}${r.round}`, r.shape, r.result.acked, Math.round(r.result.throughput), r.result.latency.p50, r.result.latency.p99, q ? `${q.REG}/${q.GET}/${q.CALL}/${q.END}` : '-', r.subscribers ?? '-']);
+  }
+  const summary: Array<Array<string | number>> = [['shape', 'U req/s', 'R req/s', 'ratio R/U', 'U p50 ms', 'R p50 ms', 'added p50 ms', 'U p99 ms', 'R p99 ms', 'added p99 ms']];
+  const of = (arm: Arm, shape: string, pick: (r: PhaseRun) => number) => spread(runs.filter((r) => r.arm === arm && r.shape === shape).map(pick));
+  for (const s of shapes) {
+    summary.push([s,
+      range(of('U', s, (r) => r.result.throughput), 0), range(of('R', s, (r) => r.result.throughput), 0),
+      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.throughput, (x, y) => x / y))),
+      range(of('U', s, (r) => r.result.latency.p50)), range(of('R', s, (r) => r.result.latency.p50)),
+      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.latency.p50, (x, y) => x - y))),
+      range(of('U', s, (r) => r.result.latency.p99)), range(of('R', s, (r) => r.result.latency.p99)),
+      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.latency.p99, (x, y) => x - y)))]);
+  }
+  // The ceiling: per-guest throughput with two standalone guests loaded at once (D, two runs per
+  // round) over one standalone guest alone (S), round by round.
+  const ceilRows: Array<Array<string | number>> = [['round', 'one guest alone req/s', 'two guests at once, req/s each', 'ceiling (each of two / alone)']];
+  const ceil: number[] = [];
+  for (const round of [...new Set(ceiling.map((r) => r.round))]) {
+    const s = ceiling.filter((r) => r.arm === 'S' && r.round === round);
+    const d = ceiling.filter((r) => r.arm === 'D' && r.round === round);
+    if (!s.length || !d.length) continue;
+    const alone = s.reduce((a, r) => a + r.result.throughput, 0) / s.length;
+    const each = d.reduce((a, r) => a + r.result.throughput, 0) / d.length;
+    ceil.push(each / alone);
+    ceilRows.push([round, Math.round(alone), d.map((r) => Math.round(r.result.throughput)).join(' + '), each / alone]);
+  }
+  const raw = spread(pairs(runs, 'R', 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
+  const ceilingS = spread(ceil);
+  const toCeiling = spread(raw.values.flatMap((x) => ceil.map((c) => x / c)));
+  const p50 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y));
+  const p99 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y));
+  const tables = [
+    table('every phase (R = replicated, backup in sync; U = backup powered off, primary unprotected)', perPhase),
+    table('replicated vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', summary),
+    table('machine ceiling: two standalone guests on the same cores, same mix, 16 outstanding each', ceilRows),
+    table('throughput at 16 outstanding', [
+      ['raw ratio R/U', 'ceiling', 'ratio to the ceiling (R/U ÷ ceiling)'],
+      [range(raw), range(ceilingS), range(toCeiling)],
+    ]),
+  ].join('\n');
+  return { latency: { addedP50: p50, addedP99: p99 }, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on every Linux ABI in use). */
+const USER_HZ = 100;
+
+/** CPU seconds (user + system, all threads) of every live process, with its parent, group and name. */
+export function procTable(): Map<number, { ppid: number; pgid: number; name: string; cmd: string; cpuS: number }> {
+  const out = new Map<number, { ppid: number; pgid: number; name: string; cmd: string; cpuS: number }>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      const name = stat.slice(stat.indexOf('(') + 1, close);
+      const rest = stat.slice(close + 2).split(' ');
+      // rest[0] = state (field 3), so field n is rest[n - 3]: ppid 4, pgrp 5, utime 14, stime 15.
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      out.set(Number(e), { ppid: Number(rest[1]), pgid: Number(rest[2]), name, cmd, cpuS: (Number(rest[11]) + Number(rest[12])) / USER_HZ });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/** What a process of a board is, by its name and command line. */
+export function processKind(p: { name: string; cmd: string }): string {
+  if (/qemu-system/.test(p.name) || /qemu-system/.test(p.cmd)) return 'qemu';
+  if (/membership/.test(p.cmd)) return 'membership';
+  if (/understudyd|daemon/.test(p.cmd)) return 'controller';
+  return p.name;
+}
+
+/** CPU seconds by kind of process under each root (the root, its group and its descendants). */
+export function cpuByBoard(roots: Record<string, number | undefined>): Record<string, Record<string, number>> {
+  const t = procTable();
+  const out: Record<string, Record<string, number>> = {};
+  for (const [board, root] of Object.entries(roots)) {
+    out[board] = {};
+    if (!root) continue;
+    const mine = new Set<number>([root]);
+    for (let grew = true; grew;) {
+      grew = false;
+      for (const [pid, p] of t) if (!mine.has(pid) && (mine.has(p.ppid) || p.pgid === root)) { mine.add(pid); grew = true; }
+    }
+    for (const pid of mine) {
+      const p = t.get(pid);
+      if (!p) continue;
+      const k = pid === root ? 'controller' : processKind(p);
+      out[board]![k] = (out[board]![k] ?? 0) + p.cpuS;
+    }
+  }
+  return out;
+}
+
+/** The CPU seconds spent between two cpuByBoard snapshots. */
+export function cpuDelta(before: Record<string, Record<string, number>>, after: Record<string, Record<string, number>>): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [b, kinds] of Object.entries(after)) {
+    out[b] = {};
+    for (const [k, s] of Object.entries(kinds)) out[b]![k] = Math.max(0, s - (before[b]?.[k] ?? 0));
+  }
+  return out;
+}
