@@ -114,6 +114,8 @@ export class PairController {
   private cloneProgress?: CloneProgress;
   /** The copy the partner is cloning to this board: arriving ('started'), running, or failed. */
   private cloneTarget: 'none' | 'started' | 'running' | 'failed' = 'none';
+  /** The failure being reported is that of an arriving clone (failurePolicy gave it up). */
+  private arrivalGaveUp = false;
 
   constructor(private readonly p: PairParts, upgradeOptions?: GuestUpgradeOptions) {
     const { host, ha, clones } = p;
@@ -138,7 +140,7 @@ export class PairController {
     host.supervisor.failurePolicy = () => {
       // A copy that was still arriving (a clone target) never relaunches from the disk, whatever the
       // role by now: a promotion waits for it (applyRole) and then restores what this board holds.
-      if (this.cloneArriving()) return 'give-up';
+      if (this.cloneArriving()) { this.arrivalGaveUp = true; return 'give-up'; }
       const role = ha.currentRole;
       const partnerIsBackup = ha.membership.partnerView.heartbeat?.role === 'BACKUP';
       if (role === 'PRIMARY') return host.replicator.protectedNow && partnerIsBackup ? 'give-up' : 'restart';
@@ -146,7 +148,12 @@ export class PairController {
     };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
-      if (ha.currentRole === 'PRIMARY') ha.fire('guest-failed', cause);
+      const arriving = this.arrivalGaveUp;
+      this.arrivalGaveUp = false;
+      // A clone that was still arriving when this board was promoted is not a failure of the
+      // primary's guest (FAULT would leave the pair with nobody serving when the partner is gone):
+      // the promotion waiting for it (applyRole) goes on to the checkpoint or the disk.
+      if (ha.currentRole === 'PRIMARY') { if (!arriving) ha.fire('guest-failed', cause); }
       else if (ha.currentRole === 'BACKUP' && !this.upgrade.replacingClone) this.protection.onCloneLost(cause);
     });
     ha.on('role', (c: RoleChange) => this.onRole(c));

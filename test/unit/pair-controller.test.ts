@@ -76,9 +76,12 @@ describe('pair: role changes carried out (fakes)', () => {
     f.supervisor.currentState = 'starting';
     f.ha.become('PRIMARY');
     await settle();
-    f.supervisor.currentState = 'failed'; // the stream stopped: its QEMU exited
+    // The stream stopped: its QEMU exited, through the failure policy like any guest failure.
+    assert.equal(f.supervisor.failurePolicy('QEMU exited'), 'give-up');
+    f.supervisor.fail('QEMU exited (code 1)');
     await new Promise((r) => setTimeout(r, 300));
     await settle();
+    assert.deepEqual(f.ha.fired, [], 'the arriving clone failing is not the new primary\'s guest failing (no FAULT)');
     assert.ok(f.calls.includes('checkpoint:restore'), f.calls.join(', '));
   });
 
