@@ -173,6 +173,11 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   },
   FAULT: {
     'partner-primary': { to: 'BACKUP', cause: 'partner serves: ready for a fresh clone' },
+    // Handed over, and the partner died before (or after) taking over: staying FAULT would leave
+    // nobody serving. Fence it and serve what this board has (its checkpoint, or its disk: STATE LOST).
+    'partner-dead': partnerDeadFencing,
+    'partner-hung': { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } },
+    'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   STOPPING: {},

@@ -105,7 +105,10 @@ describe('role state machine', () => {
       const p = nextRole('PRIMARY', 'partner-gone', { ...c, partnerLast: 'BACKUP' });
       assert.equal(p?.to, 'PRIMARY');
       assert.deepEqual(p?.fence, { wait: 'now' });
-      for (const r of ['STARTING', 'WAITING', 'FENCING', 'FAULT', 'STOPPING'] as const) assert.equal(nextRole(r, 'partner-gone', c), undefined, r);
+      for (const r of ['STARTING', 'WAITING', 'FENCING', 'STOPPING'] as const) assert.equal(nextRole(r, 'partner-gone', c), undefined, r);
+      // A board in FAULT (it handed over) whose partner dies is the only one left: it fences and serves what it has.
+      assert.deepEqual(nextRole('FAULT', 'partner-gone', c)?.fence, { wait: 'now' });
+      assert.equal(nextRole('FAULT', 'partner-dead', { ...c, partnerLast: 'PRIMARY' })?.to, 'FENCING');
       // Its silence after the gasp is no partition either: no priority delay, no confirmation.
       assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', partnerGone: true })?.fence, { wait: 'now' });
       assert.deepEqual(nextRole('PRIMARY', 'partner-dead', { ...c, partnerLast: 'BACKUP', partnerGone: true })?.fence, { wait: 'now' });
