@@ -88,6 +88,8 @@ export class HaController extends EventEmitter {
   private since = Date.now();
   private readonly fencing: FencingDevice;
   private startupTimer?: TimerHandle;
+  /** Once, ha.startupWaitMs after start: the link alarms of links never heard since (no change event says so). */
+  private linkAlarmTimer?: TimerHandle;
   private fenceRetry?: TimerHandle;
   private healthTimer?: TimerHandle;
   private readonly clock: Clock;
@@ -217,6 +219,7 @@ export class HaController extends EventEmitter {
     }, HEALTH_TICK_MS);
     this.membership.setLocal(this.role, this.guestHealth());
     this.startupTimer = this.clock.setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
+    if (this.alarms) this.linkAlarmTimer = this.clock.setTimeout(() => void this.syncLinkAlarms(), this.board.ha!.startupWaitMs);
   }
 
   get currentRole(): Role {
@@ -526,6 +529,19 @@ export class HaController extends EventEmitter {
     }
   }
 
+  /**
+   * The link alarms as the membership process sees the links now: a link silent since this controller
+   * started raises its alarm (its membership reports only changes), one up clears a stale one.
+   */
+  private async syncLinkAlarms(): Promise<void> {
+    const a = this.alarms!;
+    const snap = await this.membership.snapshot().catch(() => undefined);
+    for (const l of snap?.links ?? []) {
+      a.set('partner-link-down', a.resource(`partner-link/${l.name}`), l.up ? undefined : `partner link ${l.name} down: not heard since the controller started`,
+        { clearText: `partner link ${l.name} up` });
+    }
+  }
+
   async status(): Promise<HaStatus> {
     const alarms: string[] = [];
     // A membership process that is still starting (or stuck) must not make the role unreadable:
@@ -574,6 +590,7 @@ export class HaController extends EventEmitter {
   async stop(): Promise<void> {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
+    this.clock.clearTimeout(this.linkAlarmTimer);
     this.clock.clearTimeout(this.fenceRetry);
     this.clock.clearTimeout(this.pendingFence?.timer);
     this.pendingFence = undefined;
