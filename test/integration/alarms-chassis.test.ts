@@ -20,25 +20,14 @@ import { callControl } from '../../src/mgmt/ipc.js';
 import { chassisDown } from '../../src/sim/chassis/launcher.js';
 import { CLI_ENTRY, PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, type BoardName } from '../../src/sim/chassis/layout.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
+import { eventually } from '../support/rig.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const BOARDS: BoardName[] = ['sim-a', 'sim-b'];
 const TRAP_PORT = 16162;
 
-async function eventually<T>(what: string, check: () => Promise<T | undefined | false>, timeoutMs: number, everyMs = 100): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  let last: unknown;
-  for (let i = 0; i < Math.ceil(timeoutMs / everyMs) + 10 && Date.now() < end; i++) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (last error: ${String(last)})` : ''}`);
-}
+/** Polls a condition (test/support/rig.ts's eventually takes values, not booleans). */
+const until = (check: () => Promise<boolean>, timeoutMs: number) => eventually(async () => (await check()) || undefined, timeoutMs, 100);
 
 describe('alarms of the simulated chassis at a real snmptrapd (root)', function () {
   this.timeout(180000);
@@ -70,11 +59,11 @@ describe('alarms of the simulated chassis at a real snmptrapd (root)', function 
     trapd = spawn('ip', ['netns', 'exec', chassis.layout.serviceNetns, 'snmptrapd', '-f', '-C', '-c', `${runDir}-snmptrapd.conf`, '-Lf', trapLog,
       '-M', join(PACKAGE_ROOT, 'docs/mib'), '-m', 'UNDERSTUDY-ALARM-MIB', `udp:${SERVICE_CLIENT_ADDRESS}:${TRAP_PORT}`],
     { stdio: 'ignore', detached: true, env: { ...process.env, SNMP_PERSISTENT_DIR: `${runDir}-snmptrapd`, MIBS: '' } });
-    await eventually('snmptrapd started', async () => existsSync(trapLog) && readFileSync(trapLog, 'utf8').includes('NET-SNMP version'), 10000);
+    await until(async () => existsSync(trapLog) && readFileSync(trapLog, 'utf8').includes('NET-SNMP version'), 10000);
     await chassis.coldStart((_b, profile) => {
       profile.snmp = { holdMs: 100, managers: [{ version: 'v2c', address: SERVICE_CLIENT_ADDRESS, port: TRAP_PORT, community: 'chassis-nms' }] };
     });
-    await eventually('one PRIMARY and one BACKUP', async () => {
+    await until(async () => {
       const r = await Promise.all(BOARDS.map(roleOf));
       return r.includes('PRIMARY') && r.includes('BACKUP');
     }, 30000);
@@ -93,7 +82,7 @@ describe('alarms of the simulated chassis at a real snmptrapd (root)', function 
     await chassis!.cut('ethernet');
     for (const b of BOARDS) {
       const res = `/board/${b}/partner-link/ethernet`;
-      await eventually(`${b}'s raise at snmptrapd`, async () => atManager(res).length >= 1, 20000);
+      await until(async () => atManager(res).length >= 1, 20000);
       assert.deepEqual(atManager(res), ['major(4)'], `${b}: one raise, decoded with the MIB`);
       const a = await ethernetAlarm(b);
       assert.equal(a['is-cleared'], false);
@@ -106,7 +95,7 @@ describe('alarms of the simulated chassis at a real snmptrapd (root)', function 
     const before = await ethernetAlarm(backup);
     const killed = (await chassis!.fail(backup, 'kill')) as { pid: number | null };
     assert.ok(killed.pid, 'a controller was killed');
-    await eventually(`${backup} back as BACKUP`, async () => (await roleOf(backup)) === 'BACKUP', 60000, 200);
+    await until(async () => (await roleOf(backup)) === 'BACKUP', 60000);
     assert.equal((await ethernetAlarm(backup))?.['is-cleared'], false, 'active at once after the restart (kept in the store)');
     // The restarted controller looks at its links once ha.startupWaitMs after it started (a link never
     // heard since gets its alarm then): past that, and past holdMs, a second raise would be at the manager.
@@ -121,7 +110,7 @@ describe('alarms of the simulated chassis at a real snmptrapd (root)', function 
     await chassis!.heal('ethernet');
     for (const b of BOARDS) {
       const res = `/board/${b}/partner-link/ethernet`;
-      await eventually(`${b}'s clear at snmptrapd`, async () => atManager(res).length >= 2, 20000);
+      await until(async () => atManager(res).length >= 2, 20000);
       assert.deepEqual(atManager(res), ['major(4)', 'cleared(1)'], `${b}: raise, then clear`);
       assert.equal((await ethernetAlarm(b))['is-cleared'], true);
     }
