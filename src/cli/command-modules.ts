@@ -15,14 +15,15 @@ const chassis: CommandModule = () => import('./chassis-commands.js').then((m) =>
 const ha: CommandModule = () => import('./ha-commands.js').then((m) => m.registerHaCommands);
 const load: CommandModule = () => import('./load-commands.js').then((m) => m.registerLoadCommands);
 const replication: CommandModule = () => import('./replication-commands.js').then((m) => m.registerReplicationCommands);
+const alarms: CommandModule = () => import('./alarms-commands.js').then((m) => m.registerAlarmsCommands);
 
 /** Every command module, in help order. */
-export const ALL_MODULES: readonly CommandModule[] = [guest, logs, consoleCmds, upgrade, chassis, ha, load, replication];
+export const ALL_MODULES: readonly CommandModule[] = [guest, logs, consoleCmds, upgrade, chassis, ha, load, replication, alarms];
 
 /** The module that registers each top-level command. */
 export const MODULE_OF: Readonly<Record<string, CommandModule>> = {
   guest, logs, console: consoleCmds, upgrade, chassis, ha, role: ha, link: ha, events: ha, 'start-alone': ha, load,
-  status: replication, clone: replication, checkpoint: replication, switchover: replication,
+  status: replication, clone: replication, checkpoint: replication, switchover: replication, alarms,
 };
 
 /** Defined in main.ts itself (their heavy parts are imported inside their actions). */

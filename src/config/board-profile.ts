@@ -48,6 +48,17 @@ const fenceActionFields = {
     .default({ maxResets: 3, windowS: 3600 }),
 };
 
+/** What every SNMP manager of the `snmp` section has, whatever its version. */
+const snmpManagerFields = {
+  address: ipv4,
+  port: port.default(162),
+  /** trap: sent once; inform: acknowledged by the manager, retried. */
+  notify: z.enum(['trap', 'inform']).default('trap'),
+  /** Per try (ms) and retries of an inform (snmptrap -t, -r). */
+  timeoutMs: z.number().int().min(100).max(60000).default(1000),
+  retries: z.number().int().min(0).max(10).default(2),
+};
+
 export const boardProfileSchema = z
   .strictObject({
     /** Board name, used in logs, heartbeats and the storage path. */
@@ -129,6 +140,59 @@ export const boardProfileSchema = z
     console: z.strictObject({ device: safePath, baud: z.number().int().positive().default(115200) }).optional(),
     /** Prometheus metrics endpoint (GET /metrics), loopback only. Absent: no endpoint. */
     metrics: z.strictObject({ address: ipv4.default('127.0.0.1'), port }).optional(),
+    /**
+     * Limits of the alarms the controller checks itself (docs/alarms.md). Every field has a default;
+     * the section may be left out.
+     */
+    alarms: z
+      .strictObject({
+        /** pair-unprotected is raised when the PRIMARY has had no following backup for this long (s, 1-3600). */
+        unprotectedAfterS: z.number().int().min(1).max(3600).default(10),
+        /** disk-space-low below this much free space on storageDir's file system (percent, 1-90). */
+        diskFreeMinPercent: z.number().int().min(1).max(90).default(10),
+        /** memory-high above this resident size of the controller process (MB, 50-65536). */
+        controllerRssMaxMb: z.number().int().min(50).max(65536).default(400),
+        /** clock-jump when the wall clock steps this far against the monotonic clock between two checks (ms, 100-3600000). */
+        clockStepMaxMs: z.number().int().min(100).max(3600000).default(2000),
+        /** Period of those checks (s, 1-600). */
+        checkEveryS: z.number().int().min(1).max(600).default(5),
+      })
+      .prefault({}),
+    /**
+     * SNMP notifications of every alarm raise and clear to the operator's managers (docs/alarms.md),
+     * sent with net-snmp's snmptrap. Absent: none are sent.
+     */
+    snmp: z
+      .strictObject({
+        /**
+         * This board's SNMPv3 engine ID (hex, 5-32 bytes), sent with v3 traps: the manager's snmptrapd
+         * needs `createUser -e <engineId> …`. Default: 80007ed904 + the board name in hex (RFC 3411
+         * text format under the enterprise number of the MIB).
+         */
+        engineId: z.string().regex(/^(0x)?([0-9a-fA-F]{2}){5,32}$/, 'hexadecimal, 5 to 32 bytes').optional(),
+        /** Notifications leave this long after the change (ms, 0-10000), so a takeover never shares its moment with the start of snmptrap. */
+        holdMs: z.number().int().min(0).max(10000).default(250),
+        managers: z.array(z.discriminatedUnion('version', [
+          z.strictObject({
+            version: z.literal('v2c'),
+            ...snmpManagerFields,
+            community: z.string().regex(/^[\x21-\x7e]{1,64}$/, 'printable ASCII without spaces, 1-64').default('public'),
+          }),
+          z.strictObject({
+            version: z.literal('v3'),
+            ...snmpManagerFields,
+            /** The USM user (security level authPriv always). */
+            user: z.string().regex(/^[\x21-\x7e]{1,32}$/, 'printable ASCII without spaces, 1-32'),
+            authProtocol: z.enum(['SHA', 'SHA-256', 'SHA-512']).default('SHA'),
+            /** File holding the authentication pass phrase (one line, at least 8 characters; mode 0600). */
+            authPassFile: safePath,
+            privProtocol: z.enum(['AES', 'AES-192', 'AES-256']).default('AES'),
+            /** File holding the privacy pass phrase (one line, at least 8 characters; mode 0600). */
+            privPassFile: safePath,
+          }),
+        ])).min(1).max(8),
+      })
+      .optional(),
     /** Links to the partner blade. */
     partner: z
       .strictObject({
@@ -305,7 +369,10 @@ const BOARD_PROFILE_HOWTO = 'copy one of the package\'s board/ profiles there an
 export function loadBoardProfile(file: string): BoardProfile {
   const p = loadJsonFile(file, boardProfileSchema, 'board profile', BOARD_PROFILE_HOWTO);
   const dir = dirname(p.sourceFile);
-  const board = { ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}) };
+  const board = {
+    ...p, storageDir: resolve(dir, p.storageDir), ...(p.ha ? { ha: { ...p.ha, keyFile: resolve(dir, p.ha.keyFile) } } : {}),
+    ...(p.snmp ? { snmp: { ...p.snmp, managers: p.snmp.managers.map((m) => (m.version === 'v3' ? { ...m, authPassFile: resolve(dir, m.authPassFile), privPassFile: resolve(dir, m.privPassFile) } : m)) } } : {}),
+  };
   // The folder a relative path was resolved against may itself hold what the raw value may not.
   const f = board.fencing as { controlSocket?: string; passwordFile?: string } | undefined;
   const be = board.upgrade.bootEnv as { path?: string; config?: string } | undefined;
@@ -316,6 +383,9 @@ export function loadBoardProfile(file: string): BoardProfile {
     'upgrade.slotsDir': board.upgrade.slotsDir, 'upgrade.keysDir': board.upgrade.keysDir,
     'upgrade.bootEnv.path': be?.path, 'upgrade.bootEnv.config': be?.config,
   };
+  board.snmp?.managers.forEach((m, i) => {
+    if (m.version === 'v3') { paths[`snmp.managers[${i}].authPassFile`] = m.authPassFile; paths[`snmp.managers[${i}].privPassFile`] = m.privPassFile; }
+  });
   checkResolvedPaths('board profile', p.sourceFile, Object.fromEntries(Object.entries(paths).filter((e): e is [string, string] => e[1] !== undefined)));
   return board;
 }

@@ -13,6 +13,7 @@ import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
 import type { Logger } from '../core/log.js';
 import { fencingFor, type FenceAction, type FencingDevice } from '../hw/fencing/fencing.js';
+import type { AlarmList } from '../store/alarms.js';
 import type { Store } from '../store/journal.js';
 import { FRAME_VERSION, type GuestHealth, type Heartbeat, type HeartbeatVersion, type Role } from './frame.js';
 import { BootGenerations } from './generations.js';
@@ -55,6 +56,8 @@ export interface HaControllerOptions {
   clock?: Clock;
   /** Wall-clock ms, for the durable fence count of the escalation (it outlives a restart). Default Date.now. */
   wallNow?: () => number;
+  /** The board's alarm list: partner links, fencing, the partner left off, the watchdog (docs/alarms.md). */
+  alarms?: AlarmList;
 }
 
 /** A fence ordered after a wait, and called off if the partner is heard again meanwhile. */
@@ -85,6 +88,8 @@ export class HaController extends EventEmitter {
   private since = Date.now();
   private readonly fencing: FencingDevice;
   private startupTimer?: TimerHandle;
+  /** Once, ha.startupWaitMs after start: the link alarms of links never heard since (no change event says so). */
+  private linkAlarmTimer?: TimerHandle;
   private fenceRetry?: TimerHandle;
   private healthTimer?: TimerHandle;
   private readonly clock: Clock;
@@ -112,11 +117,13 @@ export class HaController extends EventEmitter {
    * a sample every 100 ms (a 1 ms monitorEventLoopDelay timer would wake an idle board 1000 times a second).
    */
   private readonly mainLoopDelay = createHistogram();
+  private readonly alarms?: AlarmList;
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
     this.clock = opts.clock ?? systemClock;
     this.wallNow = opts.wallNow ?? Date.now;
+    this.alarms = opts.alarms;
     const ha = board.ha;
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
@@ -138,10 +145,13 @@ export class HaController extends EventEmitter {
     this.membership.on('link', (link, up, cause) => {
       this.store.record('link', `${link} link ${up ? 'up' : 'DOWN'}: ${cause}`, { link, up });
       (up ? this.log.info.bind(this.log) : this.log.warn.bind(this.log))({ link, up, cause }, `partner link ${link} ${up ? 'up' : 'down'}`);
+      this.alarms?.set('partner-link-down', this.alarms.resource(`partner-link/${link}`), up ? undefined : `partner link ${link} down: ${cause}`, { clearText: `partner link ${link} up: ${cause}` });
     });
     this.membership.on('partner-alive', (hb) => {
       this.store.record('partner', `partner ${hb.sender} heard (role ${hb.role}, generation ${hb.generation})`, { ...hb });
       this.escalated = undefined; // powered on again by someone
+      this.alarms?.clear('partner-left-off', this.alarms.resource('partner'), `partner ${hb.sender} heard again`);
+      this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `partner ${hb.sender} heard again`);
       this.cancelPendingFence(`${hb.sender} heard again (role ${hb.role})`);
       this.onPartnerHeartbeat(hb);
     });
@@ -164,6 +174,7 @@ export class HaController extends EventEmitter {
     this.membership.on('watchdog-stopped', (reason) => {
       this.watchdogStopped = reason;
       this.store.record('watchdog', `watchdog kicks stopped: ${reason}; the board will be reset`, { reason });
+      this.alarms?.raise('watchdog-reset', this.alarms.resource('watchdog'), `watchdog kicks stopped: ${reason}; the board will be reset`);
       this.log.error({ reason }, 'watchdog kicks stopped: the board will be reset');
     });
     this.membership.on('controller-health', (health, silentMs, reason) => {
@@ -198,6 +209,8 @@ export class HaController extends EventEmitter {
     } catch (e) {
       throw new UsError('US_ERR_LINK', `membership could not start: ${(e as Error).message}`);
     }
+    // The reset the alarm announced is over: this controller runs and its membership process kicks again.
+    this.alarms?.clear('watchdog-reset', this.alarms.resource('watchdog'), `the controller runs again (generation ${generation}) and the watchdog is kicked`);
     const healthy = opts.healthy ?? (() => true);
     let lastTick = this.clock.now();
     this.healthTimer = this.clock.setInterval(() => {
@@ -210,6 +223,7 @@ export class HaController extends EventEmitter {
     }, HEALTH_TICK_MS);
     this.membership.setLocal(this.role, this.guestHealth());
     this.startupTimer = this.clock.setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
+    if (this.alarms) this.linkAlarmTimer = this.clock.setTimeout(() => void this.syncLinkAlarms(), this.board.ha!.startupWaitMs);
   }
 
   get currentRole(): Role {
@@ -487,8 +501,10 @@ export class HaController extends EventEmitter {
       if (escalated) {
         this.escalated = this.escalationAlarm(new Date(this.wallNow()).toISOString());
         this.log.error({ partner: partnerName }, this.escalated);
+        this.alarms?.raise('partner-left-off', this.alarms.resource('partner'), this.escalated);
       }
       this.fenceStats.lastError = undefined;
+      this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `partner ${partnerName} fenced: ${what} by ${this.fencing.method}`);
       this.membership.forgetPartner();
       this.emit('partner-fenced', { partner: partnerName, outcome, by: fencer } satisfies PartnerFenced);
       if (this.role === 'FENCING') this.fire('fence-ok');
@@ -496,6 +512,7 @@ export class HaController extends EventEmitter {
       this.fenceStats.failures++;
       this.fenceStats.lastError = (e as Error).message;
       this.store.record('fence', `FENCING FAILED for ${partnerName}: ${(e as Error).message}`, { partner: partnerName, error: (e as Error).message });
+      this.alarms?.raise('fencing-failed', this.alarms.resource('partner'), `fencing ${partnerName} by ${this.fencing.method} failed: ${(e as Error).message}`);
       this.log.error({ err: (e as Error).message, partner: partnerName }, `FENCING FAILED: this board will NOT ${fencer === 'PRIMARY' ? 'be protected until it succeeds' : 'promote'}`);
       if (this.role === 'FENCING') this.fire('fence-failed', (e as Error).message);
       this.clock.clearTimeout(this.fenceRetry);
@@ -513,6 +530,19 @@ export class HaController extends EventEmitter {
     } finally {
       this.fenceInFlight = false;
       this.fenceSent = false;
+    }
+  }
+
+  /**
+   * The link alarms as the membership process sees the links now: a link silent since this controller
+   * started raises its alarm (its membership reports only changes), one up clears a stale one.
+   */
+  private async syncLinkAlarms(): Promise<void> {
+    const a = this.alarms!;
+    const snap = await this.membership.snapshot().catch(() => undefined);
+    for (const l of snap?.links ?? []) {
+      a.set('partner-link-down', a.resource(`partner-link/${l.name}`), l.up ? undefined : `partner link ${l.name} down: not heard since the controller started`,
+        { clearText: `partner link ${l.name} up` });
     }
   }
 
@@ -566,6 +596,7 @@ export class HaController extends EventEmitter {
   async stop(): Promise<void> {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
+    this.clock.clearTimeout(this.linkAlarmTimer);
     this.clock.clearTimeout(this.fenceRetry);
     this.clock.clearTimeout(this.pendingFence?.timer);
     this.pendingFence = undefined;

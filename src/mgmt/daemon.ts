@@ -23,6 +23,9 @@ import { PartnerRejections } from '../replication/rejections.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
 import { Store } from '../store/journal.js';
+import { AlarmList, toIetfAlarms } from '../store/alarms.js';
+import { feedAlarms } from './alarm-feeds.js';
+import { SnmpNotifier } from './snmp-notifier.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
 import { restoreGuestDescriptor } from '../pair/guest-upgrade.js';
@@ -45,7 +48,11 @@ export class Daemon {
   configError?: ConfigErrorState;
   ha?: HaController;
   store?: Store;
+  /** The board's alarm list (docs/alarms.md): fed by HA, the guest, replication, the console and the limit checks. */
+  alarms?: AlarmList;
   pair?: PairController;
+  private snmp?: SnmpNotifier;
+  private unfeedAlarms?: () => void;
   private replication?: ReplicationManager;
   private checkpointer?: Checkpointer;
   private fieldUpgrade?: FieldUpgrade;
@@ -77,10 +84,11 @@ export class Daemon {
     try {
       const { board } = this;
       const store = (this.store = new Store(board.storageDir));
+      this.alarms = new AlarmList(store, { board: board.name });
       this.cleanLeftovers(store);
       this.control = await serveControl(controlSocketPath(board), (cmd, args) => this.handle(cmd, args));
       this.management = await startManagement({
-        board, store, log: this.log,
+        board, store, alarms: this.alarms, log: this.log,
         guestConsole: () => ({ socket: this.host?.guestRunning ? this.host.supervisor.paths.consoleSocket : undefined, log: this.host?.supervisor.paths.consoleLog }),
         notice: () => (this.configError ? consoleNotice(this.configError) : undefined),
         scrape: async () => {
@@ -88,7 +96,8 @@ export class Daemon {
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,
             replication: this.host?.replicator.status() ?? null, failovers: this.pair?.failovers ?? 0, inputLosses: this.pair?.protection.lossWatch?.losses,
             channelRejections: partnerChannelRejections.snapshot(), legacyChannels: legacyPartnerChannels.status(), partnerMessages: this.rejections.status(),
-            eventLoopDelay: this.loopDelay.status() };
+            eventLoopDelay: this.loopDelay.status(),
+            alarmList: { alarms: this.alarms!.list({ activeOnly: true }), notifications: this.snmp?.status() } };
         },
       });
       await this.serve();
@@ -110,6 +119,8 @@ export class Daemon {
     if (host) this.rejections = host.replicator.rejections;
     this.rejections.setSinks({ journal: (m, detail) => store.record('partner-message', m, detail), log: this.log.child({ component: 'partner-messages' }) });
     host?.supervisor.preflight();
+    // SNMP first: a pass phrase file that cannot be read is a configuration error like any other.
+    if (board.snmp) this.snmp = new SnmpNotifier(board, this.alarms!, this.log.child({ component: 'snmp' }));
     if (host && this.startEmpty) {
       this.startEmpty = false;
       const aside = host.supervisor.setStateDiskAside();
@@ -132,7 +143,7 @@ export class Daemon {
         cp.maxLoggedInputs = board.input.inputLogMaxInputs;
         host.replicator.setInputLog((s) => cp.logInput(s));
       }
-      const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' })));
+      const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' }), { alarms: this.alarms }));
       // The previous firmware's partner channels only while the partner is heard only in heartbeat version 1 or 2.
       this.unfollowLegacy = legacyPartnerChannels.follow(ha.membership);
       if (host) {
@@ -141,12 +152,17 @@ export class Daemon {
         await this.replication?.listen();
         pair.start();
       }
+      this.unfeedAlarms = feedAlarms(board, this.alarms!, {
+        supervisor: host?.supervisor, replicator: host?.replicator, lossWatch: this.pair?.protection.lossWatch, clones: this.replication,
+        role: () => this.role,
+      });
       await ha.start({ healthy: () => this.pair?.healthy() ?? true, guestHealth: () => (host ? host.supervisor.currentState : 'none') });
       if (board.partner?.ethernet) {
         this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
       }
-    } else if (host) {
-      await host.startStandalone();
+    } else {
+      this.unfeedAlarms = feedAlarms(board, this.alarms!, { supervisor: host?.supervisor, role: () => this.role });
+      if (host) await host.startStandalone();
     }
   }
 
@@ -161,6 +177,12 @@ export class Daemon {
     await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
     this.unjournalRejections?.();
     this.unjournalRejections = undefined;
+    this.unfeedAlarms?.();
+    this.unfeedAlarms = undefined;
+    // What changed while stopping (links down, the guest stopped) still reaches the managers.
+    await this.snmp?.flush().catch(() => undefined);
+    this.snmp?.close();
+    this.snmp = undefined;
     this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.host = undefined;
   }
 
@@ -214,8 +236,21 @@ export class Daemon {
       partner: this.ha ? this.ha.membership.partnerView : null,
       guest: st?.guest ?? null, endpoint: st?.endpoint ?? {}, replication: this.replicationStatus(),
       partnerMessages: this.rejections.status(),
+      alarms: this.alarmSummary(),
       rssMb: Math.round(process.memoryUsage().rss / 1048576), memoryMb: memoryMb(), eventLoopDelay: this.loopDelay.status(),
     };
+  }
+
+  /** For `understudy status`: active alarms by severity, and the SNMP notifications by manager. */
+  private alarmSummary(): Record<string, unknown> | null {
+    if (!this.alarms) return null;
+    return { active: this.alarms.list({ activeOnly: true }).length, bySeverity: this.alarms.activeBySeverity(), notifications: this.snmp?.status() ?? [] };
+  }
+
+  /** `understudy alarms`: active and recent alarms in the ietf-alarms shape, and the notifications. */
+  private alarmList(a: Record<string, unknown>): Record<string, unknown> {
+    const list = this.alarms!.list({ activeOnly: a.active === true });
+    return { board: this.board.name, ...toIetfAlarms(list), summary: this.alarmSummary() };
   }
 
   /** Start-up: what an interrupted push or install left (upgrade/leftovers.ts), removed and journaled. */
@@ -270,6 +305,7 @@ export class Daemon {
       if (!Number.isFinite(limit) || !Number.isFinite(sinceId)) throw new UsError('US_ERR_CONTROL', 'events: limit and sinceId must be numbers');
       return { board: this.board.name, events: this.store!.events({ limit, kind: a.kind === undefined ? undefined : String(a.kind), sinceId }) };
     },
+    alarms: (a) => this.alarmList(a),
     'board.info': async () => (await import('../hw/inventory.js')).readInventory(),
     'replication.status': () => ({ board: this.board.name, role: this.role, replication: this.replicationStatus() }),
     clone: async () => ({ board: this.board.name, clone: await this.requirePair().clone() }),

@@ -6,6 +6,7 @@
  */
 import type { BoardProfile } from '../config/board-profile.js';
 import type { Logger } from '../core/log.js';
+import type { AlarmList } from '../store/alarms.js';
 import type { Store } from '../store/journal.js';
 import type { SerialConsole } from './console/index.js';
 import type { snapshotFrom } from './metrics.js';
@@ -14,6 +15,8 @@ import { serveMetrics, type MetricsBody } from './metrics-endpoint.js';
 export interface ManagementDeps {
   board: BoardProfile;
   store: Store;
+  /** The console's lockout is raised and cleared here. */
+  alarms?: AlarmList;
   log: Logger;
   /** The guest's console socket while it runs, and its console log. */
   guestConsole(): { socket?: string; log?: string };
@@ -25,6 +28,25 @@ export interface ManagementDeps {
 
 export interface Management {
   close(): Promise<void>;
+}
+
+/** console-lockout: raised at a lockout, cleared when it ends or a login succeeds. */
+function followLockout(console: SerialConsole, alarms: AlarmList, device: string): void {
+  const resource = alarms.resource('console');
+  let timer: NodeJS.Timeout | undefined;
+  console.on('auth', (e) => {
+    if (e.kind === 'lockout') {
+      alarms.raise('console-lockout', resource, `serial console ${device} locked for ${Math.ceil((e.lockedForMs ?? 0) / 1000)} s after ${e.failures ?? '?'} failed logins (last user "${e.user}")`);
+      clearTimeout(timer);
+      timer = setTimeout(() => alarms.clear('console-lockout', resource, 'the console lockout ended'), e.lockedForMs ?? 0);
+      timer.unref();
+    } else if (e.kind === 'login') {
+      clearTimeout(timer);
+      alarms.clear('console-lockout', resource, `login of ${e.user} on the console`);
+    }
+  });
+  // A lockout still active from before a restart: this console starts unlocked.
+  alarms.clear('console-lockout', resource, 'the console started again (unlocked)');
 }
 
 export async function startManagement(d: ManagementDeps): Promise<Management> {
@@ -41,6 +63,7 @@ export async function startManagement(d: ManagementDeps): Promise<Management> {
       log: d.log.child({ component: 'console' }),
     });
     console.on('auth', (e) => d.store.record('console', `${e.kind} ${e.user}${e.reason ? ` (${e.reason})` : ''}`, { ...e }));
+    if (d.alarms) followLockout(console, d.alarms, b.console.device);
     try {
       await console.start();
     } catch (e) {

@@ -53,6 +53,11 @@ export interface MetricsSnapshot {
   partner?: string;
   links?: LinkSnapshot[];
   alarms?: number;
+  /** The alarm list (src/store/alarms.ts): active alarms by type and severity; SNMP notifications by manager. */
+  alarmList?: {
+    active: Array<{ type: string; severity: string }>;
+    notifications?: Array<{ manager: string; sent: number; failed: number; dropped: number }>;
+  };
   /** Input sequence numbers by stage, e.g. { assigned, delivered, acknowledged } (set by replication). */
   inputSequence?: Record<string, number>;
   /** How far the backup is behind: inputs not yet acknowledged, and the age of the oldest one. */
@@ -118,6 +123,11 @@ export class Metrics {
   private readonly role = this.gauge('understudy_role', 'One-hot: 1 for the role this board has now', ['role']);
   private readonly partner = this.gauge('understudy_partner_state', 'One-hot: the partner as membership sees it', ['state']);
   private readonly alarms = this.gauge('understudy_alarms', 'Alarms raised now (e.g. a partner link down)');
+  private readonly alarmsActive = this.gauge('understudy_alarms_active', 'Active alarms of the alarm list (understudy alarms), by alarm type and X.733 perceived severity', ['type', 'severity']);
+  private readonly snmpSent = this.counter('understudy_snmp_notifications_sent_total', 'SNMP notifications (alarm raise and clear) snmptrap sent, or a manager acknowledged (informs)', ['manager']);
+  private readonly snmpFailed = this.counter('understudy_snmp_notifications_failed_total', 'SNMP notifications that could not be sent or were not acknowledged', ['manager']);
+  private readonly snmpDropped = this.counter('understudy_snmp_notifications_dropped_total', 'SNMP notifications dropped from a full queue (a manager slower than the alarms)', ['manager']);
+  private readonly knownAlarmSeries = new Set<string>();
   private readonly linkUp = this.gauge('understudy_link_up', '1 when the partner link carries heartbeats', ['link']);
   private readonly linkHeard = this.gauge('understudy_link_last_heard_seconds', 'Seconds since a valid heartbeat arrived on the link', ['link']);
   private readonly linkChanges = this.counter('understudy_link_changes_total', 'Times the link went up or down', ['link']);
@@ -175,6 +185,7 @@ export class Metrics {
     if (s.partner !== undefined) this.oneHot(this.partner, 'state', PARTNER_STATES, s.partner);
     if (s.alarms !== undefined) this.alarms.set(s.alarms);
     if (s.links) this.updateLinks(s.links);
+    if (s.alarmList) this.updateAlarmList(s.alarmList);
     if (s.inputSequence) {
       for (const [stage, v] of Object.entries(s.inputSequence)) { this.inputSeq.set({ stage }, v); this.knownStages.add(stage); }
       for (const stage of [...this.knownStages]) if (!(stage in s.inputSequence)) { this.inputSeq.remove({ stage }); this.knownStages.delete(stage); }
@@ -272,6 +283,22 @@ export class Metrics {
 
   // --------------------------------------------------------------------------------------------
 
+  private updateAlarmList(a: NonNullable<MetricsSnapshot['alarmList']>): void {
+    const counts = new Map<string, number>();
+    for (const x of a.active) counts.set(JSON.stringify([x.type, x.severity]), (counts.get(JSON.stringify([x.type, x.severity])) ?? 0) + 1);
+    // A series whose alarms all cleared goes to 0 (not away): a dashboard sees the clear.
+    for (const k of [...this.knownAlarmSeries, ...counts.keys()]) {
+      const [type, severity] = JSON.parse(k) as [string, string];
+      this.alarmsActive.set({ type, severity }, counts.get(k) ?? 0);
+      this.knownAlarmSeries.add(k);
+    }
+    for (const n of a.notifications ?? []) {
+      this.count(this.snmpSent, { manager: n.manager }, n.sent);
+      this.count(this.snmpFailed, { manager: n.manager }, n.failed);
+      this.count(this.snmpDropped, { manager: n.manager }, n.dropped);
+    }
+  }
+
   private updateLinks(links: LinkSnapshot[]): void {
     const seen = new Set<string>();
     for (const l of links) {
@@ -358,6 +385,7 @@ export function snapshotFrom(p: {
   channelRejections?: Record<string, Partial<Record<string, number>>>;
   legacyChannels?: MetricsSnapshot['legacyChannels'];
   partnerMessages?: { byChannel: MetricsSnapshot['partnerMessagesRefused'] };
+  alarmList?: { alarms: Array<{ alarmTypeId: string; perceivedSeverity: string; isCleared: boolean }>; notifications?: Array<{ manager: string; sent: number; failed: number; dropped: number }> };
 }): MetricsSnapshot {
   const s: MetricsSnapshot = { board: p.board, uptimeS: p.uptimeS, role: p.role, failovers: p.failovers, inputLosses: p.inputLosses,
     partnerMessagesRefused: p.partnerMessages?.byChannel, legacyChannels: p.legacyChannels && { inUse: p.legacyChannels.inUse, connections: p.legacyChannels.connections } };
@@ -384,6 +412,9 @@ export function snapshotFrom(p: {
       'queue-full': d?.queueFull ?? 0, 'held-full': d?.heldFull ?? 0, 'client-refused': e?.clientsRefused ?? 0, 'pending-pruned': d?.pendingPruned ?? 0,
       'auth-foreign': e?.authIgnored ?? 0, 'auth-oversized': e?.authOversized ?? 0, 'auth-unasked': e?.authUnasked ?? 0,
     };
+  }
+  if (p.alarmList) {
+    s.alarmList = { active: p.alarmList.alarms.filter((a) => !a.isCleared).map((a) => ({ type: a.alarmTypeId, severity: a.perceivedSeverity })), notifications: p.alarmList.notifications };
   }
   if (p.ha) {
     s.partner = p.ha.partner.state;

@@ -54,7 +54,7 @@ export function journalNotServing(e: unknown, store: Store | undefined, log: Log
 }
 
 /** Control commands answered while not serving: seeing the state, the journal, retrying, stopping. */
-const ANSWERED_WHILE_NOT_SERVING: ReadonlySet<string> = new Set(['ping', 'status', 'role', 'events', 'board.info', 'guest.stop', 'start.retry']);
+const ANSWERED_WHILE_NOT_SERVING: ReadonlySet<string> = new Set(['ping', 'status', 'role', 'events', 'alarms', 'board.info', 'guest.stop', 'start.retry']);
 
 export function assertAnsweredWhileNotServing(command: string, board: string, s: ConfigErrorState): void {
   if (ANSWERED_WHILE_NOT_SERVING.has(command)) return;

@@ -137,6 +137,26 @@ describe('metrics', () => {
     assert.equal(get(p, 'understudy_event_loop_delay_seconds', { quantile: '0.99' }), 0.003);
   });
 
+  it('active alarms by type and severity (a cleared series goes to 0), SNMP notification counters by manager', async () => {
+    const m = new Metrics({ processMetrics: false });
+    const alarm = (t: string, sev: string, isCleared = false) => ({ alarmTypeId: t, perceivedSeverity: sev, isCleared });
+    m.update(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', alarmList: {
+      alarms: [alarm('partner-link-down', 'major'), alarm('partner-link-down', 'major'), alarm('pair-unprotected', 'critical'), alarm('console-lockout', 'warning', true)],
+      notifications: [{ manager: '192.0.2.50:162', sent: 4, failed: 1, dropped: 0 }],
+    } }));
+    let p = await scrape(m);
+    assert.equal(get(p, 'understudy_alarms_active', { type: 'partner-link-down', severity: 'major' }), 2);
+    assert.equal(get(p, 'understudy_alarms_active', { type: 'pair-unprotected', severity: 'critical' }), 1);
+    assert.equal(get(p, 'understudy_alarms_active', { type: 'console-lockout', severity: 'warning' }), undefined, 'a cleared alarm is not active');
+    assert.equal(get(p, 'understudy_snmp_notifications_sent_total', { manager: '192.0.2.50:162' }), 4);
+    assert.equal(get(p, 'understudy_snmp_notifications_failed_total', { manager: '192.0.2.50:162' }), 1);
+    m.update(snapshotFrom({ board: 'sim-a', role: 'PRIMARY', alarmList: { alarms: [alarm('partner-link-down', 'major')], notifications: [{ manager: '192.0.2.50:162', sent: 6, failed: 1, dropped: 0 }] } }));
+    p = await scrape(m);
+    assert.equal(get(p, 'understudy_alarms_active', { type: 'partner-link-down', severity: 'major' }), 1);
+    assert.equal(get(p, 'understudy_alarms_active', { type: 'pair-unprotected', severity: 'critical' }), 0, 'cleared: the series stays, at 0');
+    assert.equal(get(p, 'understudy_snmp_notifications_sent_total', { manager: '192.0.2.50:162' }), 6);
+  });
+
   it('role and guest state are one-hot as they change; absent sections are left alone', async () => {
     const m = new Metrics({ processMetrics: false });
     m.update(base);
