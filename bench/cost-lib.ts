@@ -3,6 +3,7 @@
  * the ratios and spreads, the tables, and CPU seconds per process read from /proc. No I/O but /proc.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { CLOCK_TICKS_PER_S, parseProcStat } from '../src/hw/proc-state.js';
 import type { LoadResult } from '../src/sim/load.js';
 import { table } from './lib.js';
 
@@ -129,22 +130,15 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
   return { latency: { addedP50: p50, addedP99: p99 }, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
 }
 
-/** Clock ticks per second of /proc/<pid>/stat's utime and stime (USER_HZ: 100 on every Linux ABI in use). */
-const USER_HZ = 100;
-
 /** CPU seconds (user + system, all threads) of every live process, with its parent, group and name. */
 export function procTable(): Map<number, { ppid: number; pgid: number; name: string; cmd: string; cpuS: number }> {
   const out = new Map<number, { ppid: number; pgid: number; name: string; cmd: string; cpuS: number }>();
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
-      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
-      const close = stat.lastIndexOf(')');
-      const name = stat.slice(stat.indexOf('(') + 1, close);
-      const rest = stat.slice(close + 2).split(' ');
-      // rest[0] = state (field 3), so field n is rest[n - 3]: ppid 4, pgrp 5, utime 14, stime 15.
+      const st = parseProcStat(readFileSync(`/proc/${e}/stat`, 'utf8'));
       const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      out.set(Number(e), { ppid: Number(rest[1]), pgid: Number(rest[2]), name, cmd, cpuS: (Number(rest[11]) + Number(rest[12])) / USER_HZ });
+      out.set(Number(e), { ppid: Number(st.field(4)), pgid: Number(st.field(5)), name: st.name, cmd, cpuS: st.cpuTicks / CLOCK_TICKS_PER_S });
     } catch {
       // gone meanwhile
     }

@@ -25,6 +25,7 @@ import { PACKAGE_ROOT } from '../src/cli/locate.js';
 import { startDaemonInBackground } from '../src/cli/guest-commands.js';
 import { controlSocketPath } from '../src/mgmt/paths.js';
 import { callControl } from '../src/mgmt/ipc.js';
+import { parseProcStat } from '../src/hw/proc-state.js';
 import { Hlr } from '../src/sim/hlr.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { machine, printTable, summarize } from './lib.js';
@@ -57,11 +58,8 @@ interface ProcSample {
 
 function readStat(pid: number): ProcSample | undefined {
   try {
-    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const close = s.lastIndexOf(')');
-    const comm = s.slice(s.indexOf('(') + 1, close);
-    const f = s.slice(close + 2).split(' '); // f[0] = state (field 3)
-    return { pid, comm, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) }; // utime = field 14, stime = 15
+    const st = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    return { pid, comm: st.name, ppid: Number(st.field(4)), ticks: st.cpuTicks };
   } catch {
     return undefined;
   }

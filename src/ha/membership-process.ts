@@ -24,7 +24,7 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
-import { procStateReader } from '../hw/proc-state.js';
+import { CLOCK_TICKS_PER_S, parseProcStat, procStateReader } from '../hw/proc-state.js';
 import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
 import type { ControllerHealth, GuestHealth, Heartbeat, HeartbeatVersion, Role } from './frame.js';
 import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
@@ -308,14 +308,7 @@ export declare interface MembershipProcess {
   on(ev: 'rt-dropped', fn: (reason: string, threads: string) => void): this;
 }
 
-/** Clock ticks per second in /proc/<pid>/stat (USER_HZ: 100 on every Linux architecture Node runs on). */
-const CLOCK_TICKS = 100;
 
-/** utime + stime of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat line. */
-function statTicks(stat: string): number {
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
-}
 
 /** Runs the membership process and mirrors what it reports. */
 export class MembershipProcess extends EventEmitter {
@@ -335,7 +328,7 @@ export class MembershipProcess extends EventEmitter {
   private stopped = false;
 
   /** CPU ticks (user + system, all threads) of a process; /proc by default (tests give their own). */
-  readTicks: (pid: number) => number = (pid) => statTicks(readFileSync(`/proc/${pid}/stat`, 'latin1'));
+  readTicks: (pid: number) => number = (pid) => parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1')).cpuTicks;
 
   constructor(readonly cfg: MembershipConfig) {
     super();
@@ -389,15 +382,15 @@ export class MembershipProcess extends EventEmitter {
     const last = this.governorLast;
     this.governorLast = now;
     if (!last) return;
-    const share = ((now.ticks - last.ticks) * 1000 / CLOCK_TICKS) / Math.max(1, now.at - last.at);
+    const share = ((now.ticks - last.ticks) * 1000 / CLOCK_TICKS_PER_S) / Math.max(1, now.at - last.at);
     this.busySeconds = share > RT_GOVERNOR_SHARE ? this.busySeconds + 1 : 0;
     if (this.busySeconds < RT_GOVERNOR_SECONDS) return;
     clearInterval(this.governor);
     const threads: string[] = [];
     try {
       for (const t of readdirSync(`/proc/${pid}/task`)) {
-        const st = readFileSync(`/proc/${pid}/task/${t}/stat`, 'latin1');
-        threads.push(`${st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'))}:${statTicks(st)}`);
+        const st = parseProcStat(readFileSync(`/proc/${pid}/task/${t}/stat`, 'latin1'));
+        threads.push(`${st.name}:${st.cpuTicks}`);
       }
     } catch {
       // it ended meanwhile

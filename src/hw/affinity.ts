@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { UsError } from '../core/errors.js';
+import { parseProcStat } from './proc-state.js';
 
 const run = promisify(execFile);
 
@@ -64,10 +65,9 @@ export function readThreadAffinity(pid: number, tid: number): ThreadAffinity {
   const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '';
   const cpus = /^Cpus_allowed_list:\s*(.*)$/m.exec(status)?.[1] ?? '';
   // /proc/<pid>/task/<tid>/stat fields 40 (rt_priority) and 41 (policy); the name (field 2) may hold spaces.
-  const stat = readFileSync(`${base}/stat`, 'utf8');
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const rtPriority = Number.parseInt(rest[37] ?? '0', 10);
-  const policy = POLICIES[Number.parseInt(rest[38] ?? '0', 10)] ?? 'unknown';
+  const stat = parseProcStat(readFileSync(`${base}/stat`, 'utf8'));
+  const rtPriority = Number.parseInt(stat.field(40) ?? '0', 10);
+  const policy = POLICIES[Number.parseInt(stat.field(41) ?? '0', 10)] ?? 'unknown';
   return { tid, name, cpus, policy, rtPriority };
 }
 

@@ -6,10 +6,24 @@
  */
 import { openSync, readFileSync, readSync } from 'node:fs';
 
-/** The state letter in a /proc/<pid>/stat line: the field after the parenthesised name (which may hold spaces and parentheses). */
+/** USER_HZ: clock ticks per second of utime and stime in /proc/<pid>/stat (100 on every Linux ABI Node runs on). */
+export const CLOCK_TICKS_PER_S = 100;
+
+/**
+ * A /proc/<pid>/stat (or /proc/<pid>/task/<tid>/stat) line, split: the name (field 2, which may hold
+ * spaces and parentheses) and every field by its number in proc(5), 1-based (3 state, 4 ppid,
+ * 5 pgrp, 14 utime, 15 stime, 22 starttime, 40 rt_priority, 41 policy).
+ */
+export function parseProcStat(stat: string): { name: string; field(n: number): string | undefined; cpuTicks: number } {
+  const close = stat.lastIndexOf(')');
+  const rest = stat.slice(close + 2).split(' '); // rest[0] is field 3
+  const field = (n: number) => rest[n - 3];
+  return { name: stat.slice(stat.indexOf('(') + 1, close), field, cpuTicks: Number(field(14)) + Number(field(15)) };
+}
+
+/** The state letter in a /proc/<pid>/stat line. */
 function stateOf(stat: string): string | undefined {
-  const i = stat.lastIndexOf(')');
-  return i < 0 ? undefined : stat[i + 2];
+  return stat.lastIndexOf(')') < 0 ? undefined : parseProcStat(stat).field(3)?.[0];
 }
 
 /** The state letter of a process from /proc/<pid>/stat, or undefined (no such process). */

@@ -6,6 +6,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { RUN_MARKER } from './layout.js';
+import { parseProcStat } from '../../hw/proc-state.js';
 
 /** A process the chassis started, as recorded in state.json. */
 export interface RecordedProcess {
@@ -22,10 +23,8 @@ interface ProcStat {
 
 function readStat(pid: number, statFile = `/proc/${pid}/stat`): ProcStat | undefined {
   try {
-    const s = readFileSync(statFile, 'utf8');
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    const rest = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return { state: rest[0]!, pgid: Number(rest[2]), startTime: Number(rest[19]) };
+    const st = parseProcStat(readFileSync(statFile, 'utf8'));
+    return { state: st.field(3)!, pgid: Number(st.field(5)), startTime: Number(st.field(22)) };
   } catch {
     return undefined;
   }
