@@ -150,6 +150,7 @@ export class PairController {
       if (s !== 'failed') return;
       const arriving = this.arrivalGaveUp;
       this.arrivalGaveUp = false;
+      if (arriving) this.cloneTarget = 'failed'; // not left 'started' for the next guest this board boots
       // A clone that was still arriving when this board was promoted is not a failure of the
       // primary's guest (FAULT would leave the pair with nobody serving when the partner is gone):
       // the promotion waiting for it (applyRole) goes on to the checkpoint or the disk.
