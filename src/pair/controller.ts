@@ -254,6 +254,13 @@ export class PairController {
         // copy is this board's state, so wait until it runs or fails. Deciding at once found no
         // running guest and booted the disk over a clone that was running 35 ms later (STATE LOST,
         // seen in a fault run on 2026-12-05).
+        if ((c.from === 'FENCING' || c.from === 'BACKUP') && this.cloneArriving() && !this.p.clones?.targetStreamBegun) {
+          // Prepared, but its source never began the stream and never will (it failed, or was
+          // fenced): waiting would only leave QEMU listening for 60 s while nobody serves.
+          journal.record('guest', 'promoted while a clone was being prepared whose stream never began: abandoning it');
+          this.cloneTarget = 'failed';
+          await host.supervisor.stop();
+        }
         if ((c.from === 'FENCING' || c.from === 'BACKUP') && this.cloneArriving()) {
           journal.record('guest', 'promoted while a clone was arriving: waiting for it to run (or fail) before choosing what to serve');
           await until(() => this.cloneTarget !== 'started' || host.supervisor.currentState !== 'starting', CLONE_ARRIVAL_WAIT_MS, 'the arriving clone did not run or fail')

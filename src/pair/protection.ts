@@ -1,8 +1,8 @@
 /**
  * Keeping the pair protected: the primary clones to a live backup that holds no clone (protect),
  * clones again over a copy that diverged or lost inputs (re-clone); the backup asks for a re-clone
- * once per burst of divergences, watches its own copy for lost inputs, and takes a checkpoint every
- * CHECKPOINT_INTERVAL_MS while it follows the primary.
+ * once per burst of divergences, watches its own copy for lost inputs, and takes a checkpoint as
+ * soon as a clone runs on it and then every CHECKPOINT_INTERVAL_MS while it follows the primary.
  *
  * Decides only from the role the HA machine gives and the replicator's state; never changes the
  * replicator's mode (src/pair/controller.ts does).
@@ -12,6 +12,16 @@ import type { PairParts } from './parts.js';
 
 /** A backup in sync takes a checkpoint this often. */
 const CHECKPOINT_INTERVAL_MS = 60000;
+/**
+ * A backup takes a checkpoint this soon after a clone starts running on it. A re-clone stops the
+ * backup's copy before the new one arrives; if the primary dies in that window, the checkpoint and
+ * the input log (kept through the re-clone) are the pair's state. Without one, a promotion there
+ * found nothing and booted the state disk (STATE LOST, seen in 20-fault runs on 2026-12-05:
+ * a re-clone asked 3.5 s after a clone, the primary killed 3.6 s later, no checkpoint yet).
+ */
+const CHECKPOINT_AFTER_CLONE_MS = 300;
+/** Attempts of that checkpoint (one every CHECKPOINT_AFTER_CLONE_MS while the backup is not yet protected or busy). */
+const CHECKPOINT_AFTER_CLONE_TRIES = 50;
 /** Wait before retrying a failed clone. */
 const CLONE_BACKOFF_MS = 5000;
 /** How often the guest's processed-request count is compared with what it was handed (loss-watch.ts). */
@@ -26,6 +36,10 @@ export class Protection {
   private nextCloneAt = 0;
   private recloneAskedAt = 0;
   private timers: NodeJS.Timeout[] = [];
+  private afterCloneTimer?: NodeJS.Timeout;
+  /** Checkpoints taken because a clone arrived (status, tests). */
+  afterCloneCheckpoints = 0;
+  private stopped = false;
 
   constructor(
     private readonly p: PairParts,
@@ -41,6 +55,8 @@ export class Protection {
     clones.on('clone-target', (phase) => {
       w.reset();
       if (phase === 'started') this.recloneAskedAt = 0;
+      clearTimeout(this.afterCloneTimer);
+      if (phase === 'running') this.checkpointAfterClone(0);
     });
     w.on('loss', (l) => this.onLoss(l));
     host.replicator.on('divergence', (key) => {
@@ -68,8 +84,29 @@ export class Protection {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    clearTimeout(this.afterCloneTimer);
+  }
+
+  /**
+   * Backup: a checkpoint of the clone that just arrived, once the replicator follows (protected)
+   * and no other checkpoint or guest upgrade is under way; retried a few times, given up when the
+   * board stops following (a new clone, a promotion).
+   */
+  private checkpointAfterClone(attempt: number): void {
+    const { host, checkpoints, log } = this.p;
+    if (!checkpoints || this.stopped || attempt >= CHECKPOINT_AFTER_CLONE_TRIES) return;
+    this.afterCloneTimer = setTimeout(() => {
+      const r = host.replicator;
+      if (r.mode !== 'backup' || !host.guestRunning || this.stopped) return;
+      if (!r.protectedNow || this.quiet()) { this.checkpointAfterClone(attempt + 1); return; }
+      checkpoints.take().then(() => { this.afterCloneCheckpoints++; }, (e: Error) => {
+        log.debug({ err: e.message, attempt }, 'checkpoint after a clone: not yet');
+        this.checkpointAfterClone(attempt + 1);
+      });
+    }, CHECKPOINT_AFTER_CLONE_MS);
   }
 
   /** Primary with a live backup that holds no clone: clone to it. */

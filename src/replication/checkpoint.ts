@@ -98,8 +98,13 @@ export class Checkpointer {
     return (this.store.db.prepare('SELECT COUNT(*) AS n FROM inputs WHERE seq > ?').get(cp) as { n: number }).n;
   }
 
-  /** Backup only: freezes a copy of the running clone at an exact input, then truncates the log. */
+  /**
+   * Backup only: freezes a copy of the running clone at an exact input, then truncates the log. A
+   * checkpoint already under way (the one taken when a clone arrives, the periodic one) is let
+   * finish first: the caller gets its own, at a later input.
+   */
   async take(): Promise<CheckpointInfo> {
+    for (let i = 0; this.taking && i < 3; i++) await this.taking;
     if (this.replicator.mode !== 'backup' || !this.replicator.protectedNow) throw new UsError('US_ERR_ROLE', 'checkpoints are taken on the backup, while it follows the primary');
     const qemu = this.supervisor.hypervisor;
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');

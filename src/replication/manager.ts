@@ -64,6 +64,12 @@ export class ReplicationManager extends EventEmitter {
   private inputServer?: AuthServer;
   private migrationServer?: AuthServer;
   private backupChannel?: MessageChannel;
+  /**
+   * This board as a clone target: whether the partner's migration stream has begun. A promotion
+   * waits for a clone whose stream is arriving (it runs, or fails when the stream breaks), but a
+   * stream that never began never will: its source is gone (src/pair/controller.ts).
+   */
+  targetStreamBegun = false;
   private cloning?: Promise<CloneReport>;
   lastClone?: CloneReport & { at: string };
   lastCloneError?: string;
@@ -310,6 +316,7 @@ export class ReplicationManager extends EventEmitter {
 
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {
     try {
+      this.targetStreamBegun = false;
       this.emit('clone-target', 'started');
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
       // A clone runs what its source runs (the same kernel and initrd, or the migration fails). The
@@ -358,6 +365,7 @@ export class ReplicationManager extends EventEmitter {
   }
 
   private onMigrationStream(remote: Socket): void {
+    this.targetStreamBegun = true;
     const local = connect(this.supervisor.paths.cloneIn);
     local.on('connect', () => {
       remote.pipe(local);

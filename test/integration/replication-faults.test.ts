@@ -142,6 +142,37 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     p.primary = await waitProtected(p.chassis.layout, 240000);
   });
 
+  it('the primary killed while it re-clones its backup (the backup\'s copy already stopped): the backup restores the checkpoint it took when its clone arrived, replays its log, serves; nothing acknowledged is lost', async () => {
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    const old = p.primary;
+    const backup = partnerOf(old);
+    // The checkpoint the backup takes once its clone runs (protection.ts): no operator command.
+    let cp: { seq: number } | null = null;
+    for (const end = Date.now() + 120000; Date.now() < end && !cp;) {
+      cp = (await p.ctl(backup, 'replication.status')).replication.checkpoint.last;
+      if (!cp) await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(cp, `${backup} took a checkpoint after its clone arrived`);
+    const mark = (await p.ctl(backup, 'events', { limit: 1 })).events.at(-1).id as number;
+    await p.loadThrough(12000, 2500, async () => {
+      void p.ctl(old, 'clone').catch(() => undefined); // ends with the primary
+      // The backup has stopped its copy for the new clone: the window this test is about.
+      for (const end = Date.now() + 30000; Date.now() < end;) {
+        const g = (await p.ctl(backup, 'status')).guest;
+        if (g?.state !== 'running') break;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await p.chassis.fail(old, 'kill');
+    }, 'RW');
+    const journal = (await p.ctl(backup, 'events', { sinceId: mark, limit: 1000 })).events as Array<{ message: string }>;
+    const text = journal.map((e) => e.message).join(' | ');
+    assert.ok(journal.some((e) => /restored the checkpoint at input \d+ and replayed \d+ logged inputs/.test(e.message)), `restored on ${backup}: ${text}`);
+    assert.ok(!journal.some((e) => /STATE LOST/.test(e.message)), text);
+    assert.equal((await pairView(p.chassis.layout))[backup]?.role, 'PRIMARY', 'the backup took over');
+    for (const b of BOARD_NAMES) if ((await p.chassis.board(b)).power === 'off') await p.chassis.power(b, 'on');
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+  });
+
   it('seeded random faults (kill -9, power off, QEMU kill, both links cut): zero acknowledged requests lost', async () => {
     const seed = Number(process.env.US_FAULT_SEED ?? Date.now() % 1000000);
     const faults = Number(process.env.US_FAULTS ?? 20);

@@ -179,6 +179,8 @@ export class FakeClones extends EventEmitter {
   clones = 0;
   lastClone = undefined;
   lastCloneError = undefined;
+  /** As a clone target: the partner's migration stream has begun. */
+  targetStreamBegun = true;
   /** The clone in progress ends when the test resolves it. */
   private finish?: () => void;
   constructor(private readonly calls: string[]) { super(); }

@@ -8,6 +8,7 @@ import { execFile } from 'node:child_process';
 import { cpSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
@@ -79,7 +80,13 @@ console.log(JSON.stringify(out));`;
     await new Promise((r) => setTimeout(r, faultAfter));
     const faultAt = Date.now();
     await fault();
-    const res = await load.result;
+    let res: LoadResult;
+    try {
+      res = await load.result;
+    } catch (e) {
+      // CI prints only the test output: say what each board did around the fault.
+      throw new Error(`${(e as Error).message}\n${await this.postMortem(faultAt)}`);
+    }
     assert.ok(res.acked > 100, `load ran (${res.acked} answered)`);
     assert.equal(res.limitReplies, 0, `the guest answered ERR FULL ${res.limitReplies} times: a limit was reached`);
     assert.equal(res.verify!.missing.length, 0, `acknowledged registrations missing on the new primary: ${res.verify!.missing.slice(0, 5).join(', ')}`);
@@ -92,6 +99,24 @@ console.log(JSON.stringify(out));`;
     assert.ok(after.subs >= before.subs && after.total >= before.total + res.calls,
       `the service is behind what it acknowledged: before ${before.reply}, after ${after.reply}, this load set up ${res.calls} calls`);
     return { res, faultAt };
+  }
+
+  /** Each board's journal since shortly before `since` (role, replication, HA events), for a failure message. */
+  async postMortem(since: number): Promise<string> {
+    const out: string[] = [];
+    for (const b of Object.keys(this.chassis.layout.boards) as BoardName[]) {
+      try {
+        // Read from the board's database: a board powered off has no control socket.
+        const db = new Database(join(this.chassis.layout.boards[b].storageDir, 'understudy.db'), { readonly: true });
+        const events = db.prepare('SELECT at, kind, message FROM events ORDER BY id DESC LIMIT 80').all() as Array<{ at: string; kind: string; message: string }>;
+        db.close();
+        const recent = events.filter((e) => Date.parse(e.at) >= since - 15000).sort((x, y) => x.at.localeCompare(y.at));
+        out.push(`--- ${b} (fault at ${new Date(since).toISOString()}):`, ...recent.map((e) => `  ${e.at} ${e.kind}: ${e.message}`));
+      } catch (e) {
+        out.push(`--- ${b}: no journal (${(e as Error).message})`);
+      }
+    }
+    return out.join('\n');
   }
 
   /**

@@ -23,6 +23,20 @@ async function servingPrimary() {
   return { f, pair };
 }
 
+/** A backup holding a checkpoint, promoted while a clone is arriving (its QEMU starting); `streamBegun`: the partner's migration stream had begun. */
+async function promotedWhileArriving(streamBegun: boolean) {
+  const f = fakePair();
+  new PairController(f.parts);
+  f.ha.currentRole = 'BACKUP';
+  f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+  f.clones.emit('clone-target', 'started');
+  f.clones.targetStreamBegun = streamBegun;
+  f.supervisor.currentState = 'starting';
+  f.ha.become('PRIMARY');
+  await settle();
+  return f;
+}
+
 describe('pair: role changes carried out (fakes)', () => {
   it('first primary of the pair: replicator primary, then boot, then serve — in that order', async () => {
     const f = fakePair();
@@ -68,14 +82,7 @@ describe('pair: role changes carried out (fakes)', () => {
   });
 
   it('promoted while a clone was arriving that then failed: the checkpoint is restored', async () => {
-    const f = fakePair();
-    new PairController(f.parts);
-    f.ha.currentRole = 'BACKUP';
-    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
-    f.clones.emit('clone-target', 'started');
-    f.supervisor.currentState = 'starting';
-    f.ha.become('PRIMARY');
-    await settle();
+    const f = await promotedWhileArriving(true);
     // The stream stopped: its QEMU exited, through the failure policy like any guest failure.
     assert.equal(f.supervisor.failurePolicy('QEMU exited'), 'give-up');
     f.supervisor.fail('QEMU exited (code 1)');
@@ -83,6 +90,14 @@ describe('pair: role changes carried out (fakes)', () => {
     await settle();
     assert.deepEqual(f.ha.fired, [], 'the arriving clone failing is not the new primary\'s guest failing (no FAULT)');
     assert.ok(f.calls.includes('checkpoint:restore'), f.calls.join(', '));
+  });
+
+  it('promoted while a clone was prepared whose stream never began (its source died first): abandoned at once, the checkpoint restored, no 60 s wait', async () => {
+    const f = await promotedWhileArriving(false);
+    assert.ok(f.journal.has(/stream never began: abandoning it/));
+    assert.ok(!f.journal.has(/waiting for it to run/));
+    assert.ok(f.calls.indexOf('guest:stop') >= 0 && f.calls.indexOf('guest:stop') < f.calls.indexOf('checkpoint:restore'), f.calls.join(', '));
+    assert.deepEqual(f.ha.fired, []);
   });
 
   it('promoted with a kept copy (guest-upgrade switchover): protected by the partner\'s copy without a clone', async () => {
@@ -340,6 +355,27 @@ describe('pair: protection and control dispatch (fakes)', () => {
     f.clones.emit('clone-target', 'started');
     f.replicator.emit('divergence', '1 c');
     assert.equal(f.replicator.sent.length, 2, 'a new clone starts a new burst');
+  });
+
+  it('a backup takes a checkpoint as soon as a clone runs on it and it follows (the state of a re-clone window), not before, and not after a new clone started', async () => {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.replicator.mode = 'backup';
+    f.supervisor.currentState = 'running';
+    f.clones.emit('clone-target', 'running');
+    await new Promise((r) => setTimeout(r, 700));
+    assert.deepEqual(f.calls.filter((c) => c === 'checkpoint:take'), [], 'not while the replicator does not follow yet');
+    f.replicator.protectedNow = true;
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(f.calls.filter((c) => c === 'checkpoint:take'), ['checkpoint:take']);
+    assert.equal(pair.protection.afterCloneCheckpoints, 1);
+    // A clone that runs and is replaced at once (a re-clone started): no checkpoint of the old one.
+    f.clones.emit('clone-target', 'running');
+    f.clones.emit('clone-target', 'started');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(f.calls.filter((c) => c === 'checkpoint:take').length, 1);
+    pair.protection.stop();
   });
 
   it('maybeProtect clones only to a live BACKUP partner, from a primary whose guest runs', () => {
