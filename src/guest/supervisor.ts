@@ -362,11 +362,16 @@ export class GuestSupervisor extends EventEmitter {
 
   /**
    * A clone's application has processed exactly what its source had at the cut-over: count from
-   * there (inputs may be delivered to the clone before it is resumed).
+   * there (inputs may be delivered to the clone before it is resumed). `authOpen`: the AUTH
+   * questions its source had asked and not had answered at the cut. The clone is blocked on them
+   * (same memory) without ever asking them itself: they are outstanding here too, or the loss
+   * watch took the requests queued behind a blocked REG for lost inputs, and a promoted clone would
+   * not ask the AUTH service on their behalf.
    */
-  expectAppSeq(seq: number): void {
+  expectAppSeq(seq: number, authOpen: readonly string[] = []): void {
     this.port.resetCount(seq);
     this.port.authOutstanding.clear();
+    for (const sub of authOpen) this.port.authOutstanding.add(sub);
     this.keepSeqOnReady = true;
   }
 

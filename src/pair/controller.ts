@@ -116,6 +116,8 @@ export class PairController {
   private cloneTarget: 'none' | 'started' | 'running' | 'failed' = 'none';
   /** The failure being reported is that of an arriving clone (failurePolicy gave it up). */
   private arrivalGaveUp = false;
+  /** A promotion's guest work (waiting for an arriving clone, restoring a checkpoint) is under way. */
+  private promoting = false;
 
   constructor(private readonly p: PairParts, upgradeOptions?: GuestUpgradeOptions) {
     const { host, ha, clones } = p;
@@ -193,9 +195,14 @@ export class PairController {
     await this.roleWork;
   }
 
-  /** For the HA layer's watchdog: false only when this board serves and its guest has failed. */
+  /**
+   * For the HA layer's watchdog: false only when this board serves and its guest has failed. Not
+   * while a promotion is choosing and starting what to serve: the copy that failed then is a clone
+   * that was arriving (its source died), and the checkpoint is about to be restored. Counted as a
+   * loss of supervision, it reset the only board left (2026-12-05, a 20-fault run).
+   */
   healthy(): boolean {
-    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY';
+    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY' || this.promoting;
   }
 
   get cloneInProgress(): boolean {
@@ -241,9 +248,11 @@ export class PairController {
       this.p.log.debug({ from: c.from, to: role, now: ha.currentRole }, 'role change overtaken before its effects: skipped');
       return;
     }
+    const promotion = role === 'PRIMARY' && (c.from === 'FENCING' || c.from === 'BACKUP');
+    if (promotion) this.promoting = true;
     try {
       if (role === 'PRIMARY') {
-        if (c.from === 'FENCING' || c.from === 'BACKUP') this.failovers++;
+        if (promotion) this.failovers++;
         // Promoted while replacing its clone (guest upgrade): let that finish first; it holds
         // the inputs it has not replayed yet, and ends with a running guest or a replay point.
         if (this.upgrade.replacingClone) {
@@ -277,7 +286,7 @@ export class PairController {
       });
       this.p.log.debug({ from: c.from, to: role, effects: fx.when }, 'role effects');
       if (fx.serve === 'unserve') await host.unserve();
-      if (fx.replicator === 'primary') host.replicator.becomePrimary();
+      if (fx.replicator === 'primary') host.replicator.becomePrimary({ holdDelivery: fx.guest === 'restore-checkpoint' });
       else if (fx.replicator === 'backup') host.replicator.becomeBackup();
       await this.guestAction(fx.guest, role, c);
       if (fx.serve === 'serve') await this.serve();
@@ -285,6 +294,8 @@ export class PairController {
       journal.record('guest', `role change to ${role} failed: ${(e as Error).message}`);
       this.p.log.error({ err: (e as Error).message, cause: c.cause }, 'guest failed to follow the role');
       ha.fire('guest-failed', (e as Error).message);
+    } finally {
+      if (promotion) this.promoting = false;
     }
   }
 

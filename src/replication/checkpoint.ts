@@ -205,7 +205,7 @@ export class Checkpointer {
       throw e;
     }
     this.replicator.clients.import(cp.clients);
-    this.supervisor.expectAppSeq(cp.guestSeq);
+    this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);
     await this.supervisor.finishClone();
     const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
     this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);

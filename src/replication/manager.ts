@@ -348,7 +348,7 @@ export class ReplicationManager extends EventEmitter {
     // Synchronously, before the inputs that follow on this channel are read.
     this.replicator.clients.import(m.clients);
     this.replicator.resetDigests();
-    this.supervisor.expectAppSeq(m.guestSeq);
+    this.supervisor.expectAppSeq(m.guestSeq, m.authOpen ?? []);
     this.replicator.follow(channel, m.cutSeq, m.authOpen ?? []);
     // Inputs that follow are logged and acknowledged at once but reach the clone only once it runs,
     // so no frame meets a QEMU that is still loading its incoming state.

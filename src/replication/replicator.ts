@@ -264,11 +264,19 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.continueQueue();
   }
 
-  /** Primary: keeps the sequence counter and client map (a promoted backup continues where it was). */
-  becomePrimary(): void {
+  /**
+   * Primary: keeps the sequence counter and client map (a promoted backup continues where it was).
+   * `holdDelivery`: the local guest is about to be replaced by a restored checkpoint, whose replay()
+   * hands it the logged inputs in order and resumes delivery. What is queued now must not reach the
+   * guest before that: handed over meanwhile, the inputs queued during a re-clone reached the
+   * restored QEMU ahead of the replay (their AUTH answers after the 2 s hold), and the restored copy
+   * processed them twice and out of order (retried REGs answered with other counts, 2026-12-05).
+   */
+  becomePrimary(opts: { holdDelivery?: boolean } = {}): void {
     this.watchPrimaryGuest(false);
     this.mode = 'primary';
-    this.continueQueue();
+    if (opts.holdDelivery) this.deliveryPaused = true;
+    else this.continueQueue();
     this.isProtected = false;
     this.protectionTimer ??= this.clock.setInterval(() => this.checkProtection(), 10);
   }

@@ -132,7 +132,7 @@ export class FakeReplicator extends EventEmitter {
   channelOpen = true;
   sent: ControlMessage[] = [];
   constructor(private readonly calls: string[]) { super(); }
-  becomePrimary(): void { this.calls.push('replicator:primary'); this.mode = 'primary'; this.protectedNow = false; }
+  becomePrimary(opts: { holdDelivery?: boolean } = {}): void { this.calls.push(opts.holdDelivery ? 'replicator:primary(held)' : 'replicator:primary'); this.mode = 'primary'; this.protectedNow = false; }
   becomeBackup(): void { this.calls.push('replicator:backup'); this.mode = 'backup'; this.protectedNow = false; }
   followOnCurrentChannel(versionChange: boolean): boolean {
     this.calls.push(`replicator:follow-current versionChange=${versionChange}`);

@@ -26,7 +26,7 @@ async function servingPrimary() {
 /** A backup holding a checkpoint, promoted while a clone is arriving (its QEMU starting); `streamBegun`: the partner's migration stream had begun. */
 async function promotedWhileArriving(streamBegun: boolean) {
   const f = fakePair();
-  new PairController(f.parts);
+  const pair = new PairController(f.parts);
   f.ha.currentRole = 'BACKUP';
   f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
   f.clones.emit('clone-target', 'started');
@@ -34,7 +34,7 @@ async function promotedWhileArriving(streamBegun: boolean) {
   f.supervisor.currentState = 'starting';
   f.ha.become('PRIMARY');
   await settle();
-  return f;
+  return Object.assign(f, { pair });
 }
 
 describe('pair: role changes carried out (fakes)', () => {
@@ -86,6 +86,7 @@ describe('pair: role changes carried out (fakes)', () => {
     // The stream stopped: its QEMU exited, through the failure policy like any guest failure.
     assert.equal(f.supervisor.failurePolicy('QEMU exited'), 'give-up');
     f.supervisor.fail('QEMU exited (code 1)');
+    assert.equal(f.pair.healthy(), true, 'a promotion under way with a failed arriving clone is not a loss of guest supervision (no watchdog reset)');
     await new Promise((r) => setTimeout(r, 300));
     await settle();
     assert.deepEqual(f.ha.fired, [], 'the arriving clone failing is not the new primary\'s guest failing (no FAULT)');
@@ -97,6 +98,7 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(f.journal.has(/stream never began: abandoning it/));
     assert.ok(!f.journal.has(/waiting for it to run/));
     assert.ok(f.calls.indexOf('guest:stop') >= 0 && f.calls.indexOf('guest:stop') < f.calls.indexOf('checkpoint:restore'), f.calls.join(', '));
+    assert.ok(f.calls.includes('replicator:primary(held)'), `delivery held until the replay: ${f.calls.join(', ')}`);
     assert.deepEqual(f.ha.fired, []);
   });
 

@@ -462,6 +462,20 @@ describe('replication timers on a fake clock (no sleeping)', () => {
     r.close();
   });
 
+  it('promoted to restore a checkpoint (holdDelivery): what was queued never reaches the guest, held AUTH answers included; the replay alone is handed over', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    // Queued and not delivered (an AUTH answer the old copy never asked for, a request behind it).
+    r.replay(0, [authAnswer(1, 'AUTHR alice OK'), request(2, 'r2 REG alice')]);
+    r.becomePrimary({ holdDelivery: true });
+    clock.advance(5000);
+    assert.deepEqual(g.inputs, [], 'nothing handed to the guest being restored');
+    r.replay(0, [request(1, 'r1 GET a')]);
+    assert.deepEqual(g.inputs, ['r1 GET a']);
+    r.close();
+  });
+
   it('the guest asking ends the hold at once and disarms its timer', () => {
     const clock = new FakeClock();
     const g = new RecordingGuest();
