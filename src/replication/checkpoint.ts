@@ -137,6 +137,11 @@ export class Checkpointer {
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       await qemu.qmp.execute('cont');
+      // The cut is fixed (seq, authOpen) and the log keeps everything after it: the guest may have its
+      // inputs again now, not after the file is made durable. Its AUTH timer runs from here, and an
+      // answer held behind the fsyncs of a loaded disk could outlast the guest's 5 s wait (ERR
+      // AUTHUNAVAIL on the backup only: a divergence, and a re-clone).
+      this.replicator.resumeDelivery();
       const fd = openSync(tmp, 'r');
       fsyncSync(fd);
       closeSync(fd);
