@@ -117,6 +117,8 @@ export interface ReplicationStatus {
   versionDifferences: number;
   unprotectedReason?: string;
   authHolds: number;
+  /** Delivery to the local guest: paused (a clone or checkpoint cut, a restore), waiting for room in the guest's window, the AUTH questions it waits on, what heads the queue. */
+  delivery: { paused: boolean; awaitingRoom: boolean; authOpen: string[]; queued: number; head: string | null };
   clients: number;
   /** Requests remembered for output commit, waiting for their reply. */
   pendingReplies: number;
@@ -876,6 +878,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
       versionDifferences: this.versionDifferences,
       unprotectedReason: this.unprotectedReason,
       authHolds: this.authHolds,
+      delivery: {
+        paused: this.deliveryPaused, awaitingRoom: this.awaitingRoom, authOpen: [...this.authOpen].slice(0, 10), queued: this.queue.length,
+        head: this.queue[0] ? `${this.queue[0].input.kind} ${this.queue[0].seq}` : null,
+      },
       clients: this.clients.size,
       pendingReplies: this.pendingCount,
       drops: { ...this.drops },

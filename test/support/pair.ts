@@ -116,6 +116,10 @@ console.log(JSON.stringify(out));`;
         out.push(`--- ${b}: no journal (${(e as Error).message})`);
       }
     }
+    for (const b of Object.keys(this.chassis.layout.boards) as BoardName[]) {
+      const st = await callControl(this.chassis.layout.boards[b].controlSocket, 'status', {}, 3000).catch(() => undefined) as any;
+      if (st) out.push(`--- ${b} now: ${st.role}, guest ${st.guest?.state}, ${JSON.stringify({ delivery: st.replication?.delivery, protected: st.replication?.protected, lastSeq: st.replication?.lastSeq, deliveredSeq: st.replication?.deliveredSeq, drops: st.replication?.drops })}`);
+    }
     return out.join('\n');
   }
 
