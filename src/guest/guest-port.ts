@@ -25,6 +25,13 @@ const MANAGEMENT_PORTS = 256;
  * after a clone's cut-over would arrive faster than the guest works, so delivery waits for room.
  */
 export const GUEST_WINDOW = 256;
+/**
+ * A guest that answers PINGs with the same processed count for this long, with a full window
+ * unconfirmed and no AUTH question open, is idle: what it was counted as handed and never processed
+ * will never be (lost on the way: the loss watch reports it). Flow control stops waiting for it:
+ * waiting forever stalled a restored copy's whole replay, and its service (2026-12-05).
+ */
+export const IDLE_WRITE_OFF_MS = 1000;
 
 /** Subscriber names as the guest protocol allows them (PROTOCOL.md §3). */
 const SUB = '[A-Za-z0-9_.+-]{1,32}';
@@ -76,6 +83,10 @@ export class GuestPort extends EventEmitter implements InputSink {
   private roomWaiters: Array<() => void> = [];
   /** When the guest was handed the first request it has not answered since its last output. */
   private workSince?: number;
+  /** The processed count seen while the window was full, and since when (IDLE_WRITE_OFF_MS). */
+  private stall?: { seq: number; since: number };
+  /** Requests flow control stopped waiting for (an idle guest never processed them); counted, never forgotten by the loss watch. */
+  writtenOff = 0;
 
   /**
    * How long the guest has had a request to answer and sent nothing at all (no reply, no AUTH
@@ -90,6 +101,7 @@ export class GuestPort extends EventEmitter implements InputSink {
   resetCount(seqBase: number | undefined): void {
     this.serviceDelivered = 0;
     this.confirmed = 0;
+    this.stall = undefined;
     this.seqBase = seqBase;
   }
 
@@ -110,8 +122,22 @@ export class GuestPort extends EventEmitter implements InputSink {
   async processedCount(timeoutMs: number): Promise<number | undefined> {
     const seq = Number(/seq=(\d+)/.exec(await this.management('PING', timeoutMs))?.[1]);
     if (!Number.isFinite(seq)) return undefined;
-    if (this.seqBase !== undefined) this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
+    if (this.seqBase !== undefined) {
+      this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
+      this.noteStall(seq);
+    }
     return seq;
+  }
+
+  /** A full window that an idle guest will never work through: stop waiting for it (IDLE_WRITE_OFF_MS). */
+  private noteStall(seq: number): void {
+    if (this.unconfirmed < GUEST_WINDOW || this.authOutstanding.size > 0) { this.stall = undefined; return; }
+    const now = performance.now();
+    if (!this.stall || this.stall.seq !== seq) { this.stall = { seq, since: now }; return; }
+    if (now - this.stall.since < IDLE_WRITE_OFF_MS) return;
+    this.writtenOff += this.unconfirmed;
+    this.confirmed = this.serviceDelivered;
+    this.stall = undefined;
   }
 
   hasRoom(): boolean {

@@ -67,6 +67,8 @@ export interface GuestStatus {
   appSeqExpected?: number;
   /** Frames over the guest's NIC link: to the guest, from it, and dropped because QEMU was not connected. */
   nic?: { framesToGuest: number; framesFromGuest: number; dropped: number };
+  /** Requests flow control stopped waiting for: handed to the guest, never processed by it while idle (guest-port.ts IDLE_WRITE_OFF_MS). */
+  flowWrittenOff?: number;
   pinning?: { guestCore: number; housekeeping: number[]; vcpu?: ThreadAffinity; threads: ThreadAffinity[]; controller: string };
   restarts: RestartRecord[];
   console: { socket: string; log: string };
@@ -755,6 +757,7 @@ export class GuestSupervisor extends EventEmitter {
       appVersion: this.appVersion,
       appSeqExpected: this.appSeqExpected,
       nic: { framesToGuest: this.link.framesOut, framesFromGuest: this.link.framesIn, dropped: this.link.dropped },
+      flowWrittenOff: this.port.writtenOff,
       restarts: this.restarts,
       console: { socket: this.paths.consoleSocket, log: this.paths.consoleLog },
       // Once resolved by a start (a missing user is that start's error, not the status's).

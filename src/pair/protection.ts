@@ -48,7 +48,9 @@ export class Protection {
   ) {
     const { host, clones } = p;
     if (!clones) return;
-    const w = new InputLossWatch(host.supervisor, () => host.replicator.mode !== 'standalone' && host.replicator.protectedNow
+    // A primary watches its own copy protected or not: its count is what a clone inherits, and an
+    // inflated count also stalls the flow control of a restored copy serving alone.
+    const w = new InputLossWatch(host.supervisor, () => (host.replicator.mode === 'primary' || (host.replicator.mode === 'backup' && host.replicator.protectedNow))
       && !clones.cloneInProgress && !this.quiet());
     this.lossWatch = w;
     clones.on('cloned', () => w.reset());

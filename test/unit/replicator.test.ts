@@ -360,6 +360,29 @@ describe('delivery flow control (the guest is never handed more than it can buff
     r.close();
   });
 
+  it('a count that runs ahead of the guest by a window (inputs it never got) does not stall delivery forever: once the guest is idle for IDLE_WRITE_OFF_MS the rest flows, and the shortfall stays visible', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest, ports);
+    // The controller believes the guest holds 300 requests it never received (counted, lost on the way).
+    port.resetCount(1000 + 300);
+    const r = new Replicator({ guest: port, log });
+    const n = GUEST_WINDOW * 2;
+    const inputs = Array.from({ length: n }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
+    r.replay(0, inputs);
+    const work = setInterval(() => { guest.processed = guest.requests; }, 5); // the guest keeps up with what it gets
+    try {
+      await tick();
+      assert.ok(guest.requests < n, 'waiting while the guest may still be working');
+      for (let i = 0; i < 150 && guest.requests < n; i++) await tick();
+      assert.equal(guest.requests, n, 'the whole log reached the guest');
+      assert.ok(port.writtenOff >= GUEST_WINDOW, `written off: ${port.writtenOff}`);
+      assert.equal(port.expectedSeq! - (1000 + guest.processed), 300, 'the expected count still shows the 300 the guest never had (the loss watch reports them)');
+    } finally {
+      clearInterval(work);
+      r.close();
+    }
+  });
+
   it('a guest that reports no count is not flow-controlled', () => {
     const port = new GuestPort(new SlowGuest(), ports);
     port.resetCount(undefined);
