@@ -222,6 +222,15 @@ export class GuestPort extends EventEmitter implements InputSink {
     }
     if (d.srcPort === this.ports.service) {
       this.workSince = undefined;
+      // A REG's outcome ends its question, whatever was seen before: a retransmitted AUTHQ the guest
+      // sent just before it read the answer arrives after that answer was handed over, and left the
+      // question "open" for good (the loss watch blind; a clone told to expect it, its delivery then
+      // unpaced and AUTH answers handed to it before it asked, which the guest discards: ERR
+      // AUTHUNAVAIL on the backup only, a divergence and a re-clone).
+      if (this.authOutstanding.size) {
+        const sub = registrationSubject('outcome', d.payload);
+        if (sub) this.authOutstanding.delete(sub);
+      }
       this.emit('output', { kind: 'reply', clientPort: d.dstPort, payload: d.payload } satisfies GuestOutput);
       return;
     }

@@ -308,6 +308,28 @@ describe('GuestPort management commands', () => {
   });
 });
 
+describe('GuestPort: the AUTH questions the guest has open', () => {
+  it('a retransmitted question that arrives after its answer was handed over is closed by the REG\'s outcome, not left open for good', () => {
+    const ports = { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 };
+    const link = new FakeGuestNic();
+    const port = new GuestPort(link, ports);
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ alice');
+    assert.deepEqual([...port.authOutstanding], ['alice']);
+    port.deliver({ kind: 'auth-reply', payload: Buffer.from('AUTHR alice OK') });
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ alice'); // sent 500 ms after the first, before the guest read the answer
+    assert.deepEqual([...port.authOutstanding], ['alice']);
+    link.fromGuest(ports.service, 20000, 'r1 OK REG alice 1');
+    assert.deepEqual([...port.authOutstanding], [], 'closed by the outcome');
+    // An outcome for another subscriber, or an ordinary reply, closes nothing.
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ bob');
+    link.fromGuest(ports.service, 20000, 'r2 OK GET alice 0');
+    link.fromGuest(ports.service, 20000, 'r3 ERR AUTHUNAVAIL carol');
+    assert.deepEqual([...port.authOutstanding], ['bob']);
+    link.fromGuest(ports.service, 20000, 'r4 ERR AUTHUNAVAIL bob');
+    assert.deepEqual([...port.authOutstanding], []);
+  });
+});
+
 describe('delivery flow control (the guest is never handed more than it can buffer)', () => {
   const ports = { service: 5000, management: 5002, auth: 7000, guestAuth: 5001 };
   /** A guest that processes requests only when told to, and answers PING with its count. */
