@@ -236,7 +236,8 @@ export class GuestPort extends EventEmitter implements InputSink {
     }
     if (d.dstPort === this.ports.auth) {
       const sub = authSubject('question', d.payload);
-      if (sub) this.authOutstanding.add(sub);
+      // One question at a time (the guest blocks on it): a new subject ends any other.
+      if (sub && !this.authOutstanding.has(sub)) { this.authOutstanding.clear(); this.authOutstanding.add(sub); }
       this.workSince = undefined;
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
     }

@@ -740,9 +740,20 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.pump();
   }
 
+  /**
+   * The guest asks one AUTH question at a time and blocks until it is answered or given up: a
+   * question about another subscriber means the one before is over, whatever this side saw of it.
+   * A question left open by mistake (its answer and outcome missed) otherwise stayed open for good,
+   * and with one open every answer was handed over unasked: the guest discards an answer that comes
+   * before its question, waits 5 s and answers ERR AUTHUNAVAIL (a replay from a checkpoint lost
+   * acknowledged registrations that way, 2026-12-05).
+   */
   private noteQuestion(output: GuestOutput): void {
     const sub = authSubject('question', output.payload);
-    if (sub) { this.authOpen.add(sub); this.pump(); }
+    if (!sub) return;
+    if (this.authOpen.size && !this.authOpen.has(sub)) this.authOpen.clear();
+    this.authOpen.add(sub);
+    this.pump();
   }
 
   /** A REG answered (registered, denied, or given up after the guest's 5 s): its question is closed. */

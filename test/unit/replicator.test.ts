@@ -327,6 +327,21 @@ describe('GuestPort: the AUTH questions the guest has open', () => {
     assert.deepEqual([...port.authOutstanding], ['bob']);
     link.fromGuest(ports.service, 20000, 'r4 ERR AUTHUNAVAIL bob');
     assert.deepEqual([...port.authOutstanding], []);
+    // One question at a time: a question about another subscriber ends the one before.
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ dave');
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ erin');
+    assert.deepEqual([...port.authOutstanding], ['erin']);
+  });
+
+  it('connection tracking keeps one question open: a stale one never makes it hand over an answer before the guest asks', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.becomePrimary();
+    r.replay(0, [], ['stale']); // a question the guest is not blocked on any more
+    r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
+    assert.deepEqual(r.openQuestions, ['alice']);
+    r.close();
   });
 });
 
@@ -398,6 +413,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
       for (let i = 0; i < 150 && guest.requests < n; i++) await tick();
       assert.equal(guest.requests, n, 'the whole log reached the guest');
       assert.ok(port.writtenOff >= GUEST_WINDOW, `written off: ${port.writtenOff}`);
+      guest.processed = guest.requests;
       assert.equal(port.expectedSeq! - (1000 + guest.processed), 300, 'the expected count still shows the 300 the guest never had (the loss watch reports them)');
     } finally {
       clearInterval(work);
