@@ -32,6 +32,14 @@ export const GUEST_WINDOW = 256;
  * waiting forever stalled a restored copy's whole replay, and its service (2026-12-05).
  */
 export const IDLE_WRITE_OFF_MS = 1000;
+/**
+ * Requests handed to a guest blocked on an AUTH question (it reads none until the answer, further
+ * down the queue, reaches it), at most: below the ~1800 its service socket buffers. Unbounded, a
+ * replay with an early AUTH answer handed 2000 requests at once to a blocked guest and it dropped a
+ * run of them (acknowledged registrations missing after a restore, 2026-12-05). Past the bound
+ * the guest's own AUTH timeout (5 s) unblocks it: slower, nothing lost.
+ */
+export const GUEST_BLOCKED_LIMIT = 1024;
 
 /** Subscriber names as the guest protocol allows them (PROTOCOL.md §3). */
 const SUB = '[A-Za-z0-9_.+-]{1,32}';
@@ -140,9 +148,10 @@ export class GuestPort extends EventEmitter implements InputSink {
     this.stall = undefined;
   }
 
-  hasRoom(): boolean {
+  hasRoom(guestBlocked = false): boolean {
     if (this.seqBase === undefined) return true; // a guest that reports no count gets no flow control
     const u = this.unconfirmed;
+    if (guestBlocked) return u < GUEST_BLOCKED_LIMIT;
     if (u >= GUEST_WINDOW / 2) this.refresh(); // ask early, so a steady stream never has to wait
     return u < GUEST_WINDOW;
   }

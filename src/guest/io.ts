@@ -34,8 +34,10 @@ export interface InputSink {
   /**
    * Flow control (optional): false while the guest has as many requests unprocessed as it can be
    * trusted to buffer; whenRoom() calls back once it has worked through enough of them.
+   * `guestBlocked`: the guest waits for an AUTH answer further down the queue, so what it was handed
+   * cannot be confirmed before it gets that answer: the bound is then what it can buffer at most.
    */
-  hasRoom?(): boolean;
+  hasRoom?(guestBlocked?: boolean): boolean;
   whenRoom?(fn: () => void): void;
 }
 

@@ -616,7 +616,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private pump(): void {
     while (this.queue.length && !this.deliveryPaused) {
       const s = this.queue[0]!;
-      if (s.input.kind === 'request' && this.authOpen.size === 0 && this.o.guest.hasRoom && !this.o.guest.hasRoom()) {
+      if (s.input.kind === 'request' && this.o.guest.hasRoom && !this.o.guest.hasRoom(this.authOpen.size > 0)) {
         if (!this.awaitingRoom) {
           this.awaitingRoom = true;
           this.o.guest.whenRoom!(() => { this.awaitingRoom = false; this.pump(); });
@@ -677,6 +677,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.deliveredSeq = fromSeq;
     this.queue = [];
     this.authOpen = new Set(authOpen);
+    // A hold of the queue before (an answer the old copy never asked for) is not the replay's: its
+    // start time left over made the replay hand its first AUTH answer over at once, unasked.
+    this.clock.clearTimeout(this.authHoldTimer);
+    this.authHoldSince = 0;
     for (const s of inputs) {
       if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
       if (s.input.kind === 'request') this.clients.noteRequest(s.input.clientPort, s.input.payload);

@@ -8,7 +8,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
-import { GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
+import { GUEST_BLOCKED_LIMIT, GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
 import { FakeGuestNic } from '../../src/hw/guestnet/fake-nic.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
@@ -421,6 +421,20 @@ describe('delivery flow control (the guest is never handed more than it can buff
     }
   });
 
+  it('a guest blocked on an AUTH question is handed at most what it can buffer, never a whole replay at once', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest, ports);
+    port.resetCount(1000); // the SlowGuest's count starts at 1000
+    const r = new Replicator({ guest: port, log });
+    const reqs = Array.from({ length: GUEST_BLOCKED_LIMIT + 300 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
+    const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
+    r.replay(0, [...reqs, answer], ['alice']);
+    await tick();
+    assert.equal(guest.requests, GUEST_BLOCKED_LIMIT, 'up to the bound, then it waits (the guest gives up its question after 5 s)');
+    assert.deepEqual(guest.sent, []);
+    r.close();
+  });
+
   it('a guest that reports no count is not flow-controlled', () => {
     const port = new GuestPort(new SlowGuest(), ports);
     port.resetCount(undefined);
@@ -534,6 +548,21 @@ describe('replication timers on a fake clock (no sleeping)', () => {
     assert.deepEqual(g.inputs, [], 'nothing handed to the guest being restored');
     r.replay(0, [request(1, 'r1 GET a')]);
     assert.deepEqual(g.inputs, ['r1 GET a']);
+    r.close();
+  });
+
+  it('a replay starts its own AUTH hold: one left over from the queue before does not hand the replay\'s first answer over unasked', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.replay(0, [authAnswer(1, 'AUTHR old OK')]); // held: its copy never asks
+    clock.advance(1900);
+    r.becomePrimary({ holdDelivery: true });
+    clock.advance(500); // the old hold would have run out by now
+    r.replay(0, [request(1, 'r1 REG alice'), authAnswer(2, 'AUTHR alice OK')]);
+    assert.deepEqual(g.inputs, ['r1 REG alice'], 'the answer waits for the restored guest to ask');
+    clock.advance(1999);
+    assert.deepEqual(g.inputs, ['r1 REG alice']);
     r.close();
   });
 
