@@ -95,6 +95,8 @@ export class GuestPort extends EventEmitter implements InputSink {
   private stall?: { seq: number; since: number };
   /** Requests flow control stopped waiting for (an idle guest never processed them); counted, never forgotten by the loss watch. */
   writtenOff = 0;
+  /** When the guest's confirmed count last moved (or work was handed to an idle guest). */
+  private lastProgressAt = 0;
 
   /**
    * How long the guest has had a request to answer and sent nothing at all (no reply, no AUTH
@@ -131,7 +133,9 @@ export class GuestPort extends EventEmitter implements InputSink {
     const seq = Number(/seq=(\d+)/.exec(await this.management('PING', timeoutMs))?.[1]);
     if (!Number.isFinite(seq)) return undefined;
     if (this.seqBase !== undefined) {
+      const before = this.confirmed;
       this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
+      if (this.confirmed > before) this.lastProgressAt = performance.now();
       this.noteStall(seq);
     }
     return seq;
@@ -146,6 +150,12 @@ export class GuestPort extends EventEmitter implements InputSink {
     this.writtenOff += this.unconfirmed;
     this.confirmed = this.serviceDelivered;
     this.stall = undefined;
+  }
+
+  working(): boolean {
+    if (this.seqBase === undefined || this.unconfirmed <= 0) return false;
+    this.refresh(); // one PING at a time: its count says whether it moved
+    return performance.now() - this.lastProgressAt < IDLE_WRITE_OFF_MS;
   }
 
   hasRoom(guestBlocked = false): boolean {
@@ -182,6 +192,7 @@ export class GuestPort extends EventEmitter implements InputSink {
   deliver(input: GuestInput): boolean {
     this.delivered++;
     if (input.kind === 'request') {
+      if (this.unconfirmed <= 0) this.lastProgressAt = performance.now(); // an idle guest starts on it now
       this.serviceDelivered++;
       this.workSince ??= performance.now();
       if (this.loseNext > 0) { this.loseNext--; return true; }

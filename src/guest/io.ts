@@ -38,6 +38,12 @@ export interface InputSink {
    * cannot be confirmed before it gets that answer: the bound is then what it can buffer at most.
    */
   hasRoom?(guestBlocked?: boolean): boolean;
+  /**
+   * True while the guest is still working through requests it was handed (some unconfirmed, its
+   * count moving). An AUTH answer it has not asked for yet is held while it is: it asks once it
+   * reaches the REG, which may sit behind hundreds of requests in its buffer.
+   */
+  working?(): boolean;
   whenRoom?(fn: () => void): void;
 }
 

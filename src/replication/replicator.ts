@@ -631,6 +631,17 @@ export class Replicator extends EventEmitter implements InputPipeline {
         // the primary's guest read and discarded the same way (holding it would stall the stream
         // for authHoldMs while the guest's own 5 s AUTH timeout runs).
         if (sub && !this.authOpen.has(sub) && this.authOpen.size === 0 && (this.mode === 'backup' || s.seq <= this.replayUntil)) {
+          // The guest asks once it reaches the REG this answers, which may sit behind hundreds of
+          // requests it was handed: hold while it works through them, and time the hold from when
+          // it is idle. Timed from here, the 2 s ran out first under load, the answer went over
+          // unasked, the guest discarded it and answered ERR AUTHUNAVAIL where the primary had
+          // registered (divergences after clones; after a restore, registrations lost).
+          if (this.o.guest.working?.()) {
+            this.authHoldSince = 0;
+            this.clock.clearTimeout(this.authHoldTimer);
+            this.authHoldTimer = this.clock.setTimeout(() => this.pump(), 20);
+            return;
+          }
           if (!this.authHoldSince) {
             this.authHoldSince = this.clock.now();
             this.authHolds++;

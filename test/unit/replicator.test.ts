@@ -435,6 +435,26 @@ describe('delivery flow control (the guest is never handed more than it can buff
     r.close();
   });
 
+  it('an AUTH answer waits while the guest still works through the requests ahead of its REG, however long that takes, and goes over when it asks', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest, ports);
+    port.resetCount(1000);
+    const r = new Replicator({ guest: port, log, authHoldMs: 100 });
+    const reqs = Array.from({ length: 50 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(i === 49 ? 'r49 REG alice' : `q${i} GET a`) } }));
+    r.replay(0, [...reqs, { seq: 51, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } }]);
+    // The guest works through them slowly: 2 every 20 ms, 500 ms for the 50 (five times authHoldMs).
+    const work = setInterval(() => { guest.processed = Math.min(49, guest.processed + 2); }, 20);
+    try {
+      for (let i = 0; i < 40 && guest.processed < 49; i++) await tick();
+      assert.deepEqual(guest.sent, [], 'not handed over while the guest had not reached the REG');
+      r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
+      assert.deepEqual(guest.sent, ['AUTHR alice OK']);
+    } finally {
+      clearInterval(work);
+      r.close();
+    }
+  });
+
   it('a guest that reports no count is not flow-controlled', () => {
     const port = new GuestPort(new SlowGuest(), ports);
     port.resetCount(undefined);
