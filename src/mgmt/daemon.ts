@@ -25,6 +25,7 @@ import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
 import { Store } from '../store/journal.js';
 import { AlarmList, toIetfAlarms } from '../store/alarms.js';
 import { feedAlarms } from './alarm-feeds.js';
+import { watchFirmwareTrial } from './trial-alarm.js';
 import { SnmpNotifier } from './snmp-notifier.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
@@ -53,6 +54,8 @@ export class Daemon {
   pair?: PairController;
   private snmp?: SnmpNotifier;
   private unfeedAlarms?: () => void;
+  /** Stops looking for a firmware trial that did not commit (trial-alarm.ts). */
+  private unwatchTrial?: () => void;
   private replication?: ReplicationManager;
   private checkpointer?: Checkpointer;
   private fieldUpgrade?: FieldUpgrade;
@@ -86,6 +89,7 @@ export class Daemon {
       const store = (this.store = new Store(board.storageDir));
       this.alarms = new AlarmList(store, { board: board.name });
       this.cleanLeftovers(store);
+      this.unwatchTrial = watchFirmwareTrial(board, this.alarms, store).stop;
       this.control = await serveControl(controlSocketPath(board), (cmd, args) => this.handle(cmd, args));
       this.management = await startManagement({
         board, store, alarms: this.alarms, log: this.log,
@@ -215,6 +219,7 @@ export class Daemon {
       await this.stopServing();
       await this.management?.close();
       this.control?.close();
+      this.unwatchTrial?.();
       this.store?.close();
       this.releaseLock?.();
       this.log.info('controller stopped');
