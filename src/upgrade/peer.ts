@@ -39,6 +39,7 @@ const REQUEST = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('install'), file: z.string().min(1).max(4096) }),
   z.strictObject({ op: z.literal('reboot') }),
   z.strictObject({ op: z.literal('commit') }),
+  z.strictObject({ op: z.literal('switchover') }),
   z.strictObject({ op: z.literal('rollback'), reboot: z.boolean() }),
   z.strictObject({ op: z.literal('journal'), message: text }),
   z.strictObject({ op: z.literal('put'), size: z.number().int().min(1).max(MAX_PACKAGE), sha256: sha256Hex }),
