@@ -315,11 +315,16 @@ export class Daemon {
     'replication.status': () => ({ board: this.board.name, role: this.role, replication: this.replicationStatus() }),
     clone: async () => ({ board: this.board.name, clone: await this.requirePair().clone() }),
     switchover: () => this.requirePair().switchover.handOver(),
-    'guest.upgrade': (a) => {
+    'guest.upgrade': async (a) => {
       const up = this.requirePair().upgrade;
       if (a.commit === true) return up.commit();
       if (a.rollback === true) return up.rollback();
-      if (typeof a.guestFile !== 'string' || !a.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) is required');
+      if (typeof a.package === 'string' && a.package) {
+        // A guest package: unpacked here and on the partner first (field-upgrade.ts), then its descriptor.
+        if (!this.fieldUpgrade) throw new UsError('US_ERR_ROLE', `guest upgrade: board ${this.board.name} has no partner on an Ethernet link to send the package over`);
+        return up.run(await this.fieldUpgrade.prepareGuestPackage(a.package), a.hold === true);
+      }
+      if (typeof a.guestFile !== 'string' || !a.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) or package (a guest package) is required');
       return up.run(a.guestFile, a.hold === true);
     },
     'upgrade.rolling': async (a) => {
