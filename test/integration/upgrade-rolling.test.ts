@@ -173,7 +173,8 @@ describe('rolling upgrade of the pair (simulated chassis, real QEMU)', function 
   it('resumes after the orchestrating controller is killed while the partner runs its trial: both on 1.2.0, committed, protected, nothing acknowledged lost', async () => {
     const orchestrator = p.primary = await waitProtected(p.chassis.layout, 240000);
     const partner = partnerOf(orchestrator);
-    const rolling = cli(['upgrade', 'rolling', pkg.v120, '--stable', '3', '--board', profile(orchestrator), '--json']);
+    // --stable 20: the partner runs its trial, protecting the pair, for 20 s before its commit: the kill lands in that window.
+    const rolling = cli(['upgrade', 'rolling', pkg.v120, '--stable', '20', '--board', profile(orchestrator), '--json']);
     let id: string | undefined;
     let acked = 0;
     // Load in segments (few registrations: the earlier tests filled much of the subscriber table),
@@ -182,11 +183,14 @@ describe('rolling upgrade of the pair (simulated chassis, real QEMU)', function 
     for (let seg = 0; seg < 60; seg++) {
       const { res } = await p.loadThrough(20000, 0, async () => {
         if (killed) return;
-        for (let i = 0; i < 180; i++) {
+        for (let i = 0; i < 190; i++) {
           const st = await p.ctl(orchestrator, 'upgrade.rolling.status').catch(() => undefined);
-          const part = await p.ctl(partner, 'status').catch(() => undefined);
           id ??= st?.run?.version === '1.2.0' ? st.run.id : undefined;
-          if (st?.run?.step === 'partner-healthy' && part?.role === 'BACKUP' && part?.guest?.state === 'running' && st?.run?.state === 'running') {
+          // The partner in its trial holds a clone in sync: the orchestrator is protected (killed before
+          // that, no board would hold the guest's state: a double failure, not what this tests).
+          const repl = (await p.ctl(orchestrator, 'replication.status').catch(() => undefined))?.replication;
+          const part = await p.ctl(partner, 'status').catch(() => undefined);
+          if (st?.run?.step === 'partner-healthy' && st.run.state === 'running' && repl?.protected === true && repl.cloneInProgress === false && part?.role === 'BACKUP') {
             await p.chassis.fail(orchestrator, 'kill');
             killed = true;
             return;
