@@ -186,11 +186,16 @@ describe('rolling upgrade of the pair (simulated chassis, real QEMU)', function 
         for (let i = 0; i < 190; i++) {
           const st = await p.ctl(orchestrator, 'upgrade.rolling.status').catch(() => undefined);
           id ??= st?.run?.version === '1.2.0' ? st.run.id : undefined;
-          // The partner in its trial holds a clone in sync: the orchestrator is protected (killed before
-          // that, no board would hold the guest's state: a double failure, not what this tests).
+          // The partner runs its trial and holds a clone in sync: the orchestrator is protected by a clone
+          // made after the partner's reboot, 5 s ago or more. Killed sooner (while the partner reboots, or
+          // before its new clone), no board holds the guest's state: a double failure, not what this tests
+          // (two earlier runs did that: the partner's old clone still counted as protection until it left).
           const repl = (await p.ctl(orchestrator, 'replication.status').catch(() => undefined))?.replication;
           const part = await p.ctl(partner, 'status').catch(() => undefined);
-          if (st?.run?.step === 'partner-healthy' && st.run.state === 'running' && repl?.protected === true && repl.cloneInProgress === false && part?.role === 'BACKUP') {
+          const healthyFrom = Date.parse(st?.run?.steps?.filter((x: { step: string }) => x.step === 'partner-healthy').pop()?.at ?? '');
+          const clonedAt = repl?.lastClone ? Date.parse(repl.lastClone.at) : Number.NaN;
+          const settled = repl?.protected === true && repl.cloneInProgress === false && clonedAt > healthyFrom && Date.now() - clonedAt > 5000;
+          if (st?.run?.step === 'partner-healthy' && st.run.state === 'running' && settled && part?.role === 'BACKUP' && part?.guest?.state === 'running') {
             await p.chassis.fail(orchestrator, 'kill');
             killed = true;
             return;
