@@ -16,19 +16,17 @@
  * (--settle: seconds between the pair becoming protected and the sampling, default 30.)
  */
 import { execFile } from 'node:child_process';
-import { chmodSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { loadBoardProfile } from '../src/config/board-profile.js';
 import { PACKAGE_ROOT } from '../src/cli/locate.js';
-import { startDaemonInBackground } from '../src/cli/guest-commands.js';
 import { controlSocketPath } from '../src/mgmt/paths.js';
 import { callControl } from '../src/mgmt/ipc.js';
 import { parseProcStat } from '../src/hw/proc-state.js';
-import { Hlr } from '../src/sim/hlr.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { machine, printTable, summarize } from './lib.js';
+import { startStandaloneBoard } from './standalone-board.js';
 
 const run = promisify(execFile);
 const { values: args } = parseArgs({
@@ -270,48 +268,24 @@ async function pair(): Promise<void> {
 }
 
 async function standalone(): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'us-bench-daemon-'));
-  chmodSync(dir, 0o711); // searchable by the board's QEMU user (qemuUser), on its way to <storageDir>/qemu
-  const b = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board', 'sim-a.json'), 'utf8'));
-  for (const k of ['ha', 'partner', 'watchdog', 'fencing', 'console']) delete b[k];
-  b.storageDir = join(dir, 'store');
-  b.service = { address: '127.0.251.1', port: 5000 };
-  b.externalServices = { auth: { address: '127.0.251.100', port: 7000 } };
-  const boardFile = join(dir, 'board.json');
-  writeFileSync(boardFile, JSON.stringify(b));
-  const guestFile = join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');
-  const board = loadBoardProfile(boardFile);
-  const sock = controlSocketPath(board);
-  const hlr = new Hlr({ ...b.externalServices.auth });
-  await hlr.start();
-  let daemonPid: number | undefined;
+  const board = await startStandaloneBoard('daemon');
   try {
-    daemonPid = await startDaemonInBackground(boardFile, guestFile, 120000);
-    const root = daemonPid;
-    process.stderr.write(`controller pid ${daemonPid} up; settling 5 s…\n`);
+    const root = board.daemonPid;
+    process.stderr.write(`controller pid ${root} up; settling 5 s…\n`);
     await sleep(5000);
     const groups = [
       new Footprint('controller (understudyd, no partner)', () => tree(root).controller, true),
       new Footprint('QEMU guest', () => tree(root).qemu),
     ];
     const elapsedS = await sampleIdle(groups);
-    const lat = await latency(sock, ['guest', 'status', '--json', '--board', boardFile]);
+    const lat = await latency(board.socket, ['guest', 'status', '--json', '--board', board.boardFile]);
     console.log(`\nbench/daemon --mode standalone — ${new Date().toISOString()} — ${machine()}`);
     printTable(`idle footprint over ${elapsedS.toFixed(1)} s with the guest running (target: controller ≤ 100 MB, ≤ 2 % of a core)`, [
       HEADER, ...groups.map((g) => g.row()),
     ]);
     printTable('control round trip', lat);
   } finally {
-    if (daemonPid) {
-      const qemuPidFile = join(board.storageDir, 'qemu.pid');
-      const qemu = existsSync(qemuPidFile) ? Number.parseInt(readFileSync(qemuPidFile, 'utf8'), 10) : undefined;
-      try { process.kill(daemonPid, 'SIGTERM'); } catch { /* gone */ }
-      for (let i = 0; i < 200; i++) { try { process.kill(daemonPid, 0); } catch { break; } await new Promise((r) => setTimeout(r, 50)); }
-      try { process.kill(daemonPid, 'SIGKILL'); } catch { /* gone */ }
-      if (qemu && existsSync(`/proc/${qemu}`) && readFileSync(`/proc/${qemu}/cmdline`, 'utf8').includes(board.storageDir)) process.kill(qemu, 'SIGKILL');
-    }
-    hlr.close();
-    rmSync(dir, { recursive: true, force: true });
+    await board.stop();
   }
 }
 

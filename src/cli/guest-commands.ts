@@ -3,9 +3,9 @@
  * console, send management commands, stop.
  */
 import { spawn } from 'node:child_process';
-import { openSync, closeSync, existsSync, lstatSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, existsSync, lstatSync, readFileSync, readSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { loadBoardProfile, type BoardProfile } from '../config/board-profile.js';
@@ -13,6 +13,7 @@ import { loadGuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { GuestStatus } from '../guest/supervisor.js';
 import { readFrom } from '../hw/hypervisor/qemu-user.js';
+import { MAGIC as PACKAGE_MAGIC } from '../upgrade/package-format.js';
 import { callControl } from '../mgmt/ipc.js';
 import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../core/footprint.js';
 import { CONFIG_ERROR_ROLE, type ConfigErrorState } from '../mgmt/not-serving.js';
@@ -94,6 +95,20 @@ export async function guestUpgradeWithProgress(sock: string, args: Record<string
   }
 }
 
+/** A signed package (.usp) rather than a descriptor: its first bytes are the package magic. */
+function isPackageFile(file: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const head = Buffer.alloc(PACKAGE_MAGIC.length);
+    return readSync(fd, head, 0, head.length, 0) === head.length && head.equals(PACKAGE_MAGIC);
+  } catch {
+    return false; // the descriptor loader names the file
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 export function registerGuestCommands(program: Command): void {
   const guest = program.command('guest').description('host the legacy guest on this board');
 
@@ -138,18 +153,20 @@ export function registerGuestCommands(program: Command): void {
 
   guest.command('upgrade')
     .description('upgrade the guest application of the pair while it serves (on the primary): the backup replaces its clone by the new version (save, boot on the saved state, replay), the pair switches over, the new version is cloned over the previous copy (the commit)')
-    .option('--to <descriptor>', 'guest descriptor of the new version (the same path on both boards)')
+    .option('--to <descriptor|package>', 'the new version: a guest descriptor (the same path on both boards), or a signed package (.usp) holding guests/<name>.json and its images, which is unpacked on both boards')
     .option('--hold', 'stop after the switchover: the other board keeps the previous version as the backup copy until --commit or --rollback')
     .option('--commit', 'commit a held upgrade: the new version is cloned over the previous copy')
     .option('--rollback', 'roll a held upgrade back (on the primary): switch over to the previous copy, which is then cloned back')
     .option('--board <file>', 'board profile')
     .action(action(async (o: OutputOptions & { board?: string; to?: string; hold?: boolean; commit?: boolean; rollback?: boolean }) => {
       if ([o.to !== undefined, o.commit === true, o.rollback === true].filter(Boolean).length !== 1) {
-        throw new UsError('US_ERR_CONTROL', 'guest upgrade: give exactly one of --to <descriptor>, --commit, --rollback');
+        throw new UsError('US_ERR_CONTROL', 'guest upgrade: give exactly one of --to <descriptor|package>, --commit, --rollback');
       }
-      const target = o.to === undefined ? undefined : loadGuestDescriptor(o.to); // a bad descriptor is named here, before anything starts
+      // A signed package (its magic bytes) is unpacked by the controllers; a descriptor is checked here, before anything starts.
+      const pkg = o.to !== undefined && isPackageFile(o.to) ? resolve(o.to) : undefined;
+      const target = o.to === undefined || pkg ? undefined : loadGuestDescriptor(o.to);
       const sock = await controlSocketOf(o.board);
-      return guestUpgradeWithProgress(sock, { guestFile: target?.sourceFile, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true },
+      return guestUpgradeWithProgress(sock, { guestFile: target?.sourceFile, package: pkg, hold: o.hold === true, commit: o.commit === true, rollback: o.rollback === true },
         (line) => { if (!o.json) process.stderr.write(`${line}\n`); });
     }, (r, o) => (o.commit ? `upgrade committed: ${JSON.stringify(r.committed ?? r.commit)}`
       : o.rollback ? `rolled back from ${r.rolledBackFrom}: the partner's previous copy serves; it is cloned back to this board`

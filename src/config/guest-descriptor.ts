@@ -4,7 +4,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import { UsError } from '../core/errors.js';
 import { z } from 'zod';
 import { loadJsonFile } from './load.js';
@@ -69,13 +69,56 @@ export function loadGuestDescriptor(file: string): GuestDescriptor {
   return { ...g, image };
 }
 
+/** What a partner names a descriptor unpacked from a guest package by: `guest-package:<id>/<path in the package>`. */
+export const GUEST_PACKAGE_REF = 'guest-package:';
+const PACKAGE_REF = /^guest-package:([0-9a-f]{16})\/(guests\/[^/]+\.json)$/;
+
+/** Where a board unpacks guest packages (src/upgrade/guest-package.ts): one folder per package, named by its id. */
+export function guestPackagesDir(storageDir: string): string {
+  return join(storageDir, 'guest-packages');
+}
+
+/**
+ * How this board names `g` to its partner: a descriptor unpacked from a guest package by the
+ * package's id and its path in the package (each board unpacks it under its own storage dir), any
+ * other by its path (the same on both boards, as before).
+ */
+export function partnerNameOf(g: Pick<GuestDescriptor, 'sourceFile'>, storageDir: string): string {
+  const base = realpathOr(guestPackagesDir(storageDir));
+  const rel = relative(base, realpathOr(g.sourceFile));
+  const m = /^([0-9a-f]{16})\/(guests\/[^/]+\.json)$/.exec(rel.split(sep).join('/'));
+  return m ? `${GUEST_PACKAGE_REF}${m[1]}/${m[2]}` : g.sourceFile;
+}
+
+function realpathOr(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
 /**
  * A guest descriptor the PARTNER names (a clone's or a guest upgrade's `guestFile`): loaded only
- * from the folder this board's own descriptor is in (`ownFile`), both resolved through symlinks, so
- * whoever can talk on the partner channel cannot make this board read, or start QEMU on, files
- * anywhere else. Throws US_ERR_CONFIG naming the field before anything is stopped or started.
+ * from the folder this board's own descriptor is in (`ownFile`), or, named `guest-package:<id>/guests/<f>.json`,
+ * from a guest package this board unpacked itself under `storageDir` — both resolved through
+ * symlinks, so whoever can talk on the partner channel cannot make this board read, or start QEMU
+ * on, files anywhere else. Throws US_ERR_CONFIG naming the field before anything is stopped or started.
  */
-export function loadPartnerGuestDescriptor(file: string, ownFile: string, field = 'guestFile'): GuestDescriptor {
+export function loadPartnerGuestDescriptor(file: string, ownFile: string, field = 'guestFile', storageDir?: string): GuestDescriptor {
+  if (file.startsWith(GUEST_PACKAGE_REF)) {
+    const m = PACKAGE_REF.exec(file);
+    if (!m || !storageDir) throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${JSON.stringify(file.slice(0, 80))}: not guest-package:<16 hex digits>/guests/<name>.json${storageDir ? '' : ' (this board takes no guest packages here)'}: refused`, { field });
+    const dir = join(guestPackagesDir(storageDir), m[1]!);
+    let real: string;
+    try {
+      real = realpathSync(join(dir, m[2]!));
+    } catch (e) {
+      throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} on this board (the guest package was not unpacked here)`, { field });
+    }
+    if (dirname(real) !== join(realpathSync(dir), 'guests')) throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${file} leads out of the guest package's guests/ folder: refused`, { field });
+    return loadGuestDescriptor(real);
+  }
   const bad = unsafePathReason(file, true);
   if (bad) throw new UsError('US_ERR_CONFIG', `the partner's ${field} ${JSON.stringify(file.slice(0, 80))}: ${bad}`, { field });
   let real: string;

@@ -25,6 +25,7 @@ import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
 import { Store } from '../store/journal.js';
 import { AlarmList, toIetfAlarms } from '../store/alarms.js';
 import { feedAlarms } from './alarm-feeds.js';
+import { watchFirmwareTrial } from './trial-alarm.js';
 import { SnmpNotifier } from './snmp-notifier.js';
 import { PairController } from '../pair/controller.js';
 import { startFieldUpgrade, type FieldUpgrade } from '../pair/field-upgrade.js';
@@ -53,6 +54,8 @@ export class Daemon {
   pair?: PairController;
   private snmp?: SnmpNotifier;
   private unfeedAlarms?: () => void;
+  /** Stops looking for a firmware trial that did not commit (trial-alarm.ts). */
+  private unwatchTrial?: () => void;
   private replication?: ReplicationManager;
   private checkpointer?: Checkpointer;
   private fieldUpgrade?: FieldUpgrade;
@@ -86,6 +89,7 @@ export class Daemon {
       const store = (this.store = new Store(board.storageDir));
       this.alarms = new AlarmList(store, { board: board.name });
       this.cleanLeftovers(store);
+      this.unwatchTrial = watchFirmwareTrial(board, this.alarms, store).stop;
       this.control = await serveControl(controlSocketPath(board), (cmd, args) => this.handle(cmd, args));
       this.management = await startManagement({
         board, store, alarms: this.alarms, log: this.log,
@@ -215,6 +219,7 @@ export class Daemon {
       await this.stopServing();
       await this.management?.close();
       this.control?.close();
+      this.unwatchTrial?.();
       this.store?.close();
       this.releaseLock?.();
       this.log.info('controller stopped');
@@ -310,11 +315,16 @@ export class Daemon {
     'replication.status': () => ({ board: this.board.name, role: this.role, replication: this.replicationStatus() }),
     clone: async () => ({ board: this.board.name, clone: await this.requirePair().clone() }),
     switchover: () => this.requirePair().switchover.handOver(),
-    'guest.upgrade': (a) => {
+    'guest.upgrade': async (a) => {
       const up = this.requirePair().upgrade;
       if (a.commit === true) return up.commit();
       if (a.rollback === true) return up.rollback();
-      if (typeof a.guestFile !== 'string' || !a.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) is required');
+      if (typeof a.package === 'string' && a.package) {
+        // A guest package: unpacked here and on the partner first (field-upgrade.ts), then its descriptor.
+        if (!this.fieldUpgrade) throw new UsError('US_ERR_ROLE', `guest upgrade: board ${this.board.name} has no partner on an Ethernet link to send the package over`);
+        return up.run(await this.fieldUpgrade.prepareGuestPackage(a.package), a.hold === true);
+      }
+      if (typeof a.guestFile !== 'string' || !a.guestFile) throw new UsError('US_ERR_CONTROL', 'guest.upgrade: guestFile (a guest descriptor) or package (a guest package) is required');
       return up.run(a.guestFile, a.hold === true);
     },
     'upgrade.rolling': async (a) => {

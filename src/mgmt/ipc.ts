@@ -2,10 +2,18 @@
  * The only module that touches node-ipc (pinned to exactly 12.0.0: other versions carried malicious
  * code). Local control requests and replies over a unix socket that only root can open.
  * Everything above speaks ControlRequest/ControlReply and never sees node-ipc.
+ *
+ * The daemon serves with node-ipc. The client side (`callControl`, one request per connection)
+ * speaks node-ipc's framing itself — a JSON `{type, data}` message ended by the delimiter `\f`, as
+ * node-ipc's EventParser and js-message write it — because loading node-ipc costs a CLI process
+ * ~30 ms of its start (of a ~150 ms `understudy status`); node-ipc is imported only when a server
+ * starts. test/unit/ipc.test.ts runs this client against the node-ipc server. For the same reason a
+ * request's id is this process's id and a counter, not a random UUID (node:crypto: ~13 ms more): it
+ * only has to tell this connection's reply from anything else on it.
  */
 import { chmodSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
-import { IPCModule } from 'node-ipc';
+import { connect } from 'node:net';
+import type { IPCModule } from 'node-ipc';
 import { UsError, asUsError, type UsErrorCode } from '../core/errors.js';
 
 export interface ControlRequest {
@@ -52,7 +60,11 @@ export interface ControlServer {
   close(): void;
 }
 
+/** node-ipc's frame delimiter (its default `config.delimiter`), which the server and callControl use. */
+const FRAME_DELIMITER = '\f';
+
 export async function serveControl(socketPath: string, handler: ControlHandler): Promise<ControlServer> {
+  const { IPCModule } = await import('node-ipc');
   const ipc = new IPCModule();
   quiet(ipc);
   ipc.config.id = 'understudyd';
@@ -103,36 +115,53 @@ async function handleOne(data: unknown, handler: ControlHandler): Promise<Contro
   }
 }
 
-/** Sends one request to the daemon and resolves with its result, or rejects with its UsError. */
+/**
+ * Sends one request to the daemon and resolves with its result, or rejects with its UsError. One
+ * connection per request, in node-ipc's framing (see the top comment); frames other than this
+ * request's reply are ignored.
+ */
+let requests = 0;
+
 export function callControl(socketPath: string, command: string, args: Record<string, unknown> = {}, timeoutMs = 15000): Promise<unknown> {
-  const ipc = new IPCModule();
-  quiet(ipc);
-  ipc.config.maxRetries = 0;
-  ipc.config.stopRetrying = true;
-  const id = randomUUID();
+  const id = `${process.pid}-${++requests}`;
   return new Promise((resolve, reject) => {
+    const sock = connect(socketPath);
     let done = false;
+    let buffered = '';
     const finish = (err: Error | undefined, result?: unknown) => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      ipc.disconnect('understudyd');
+      sock.destroy();
       if (err) reject(err); else resolve(result);
     };
     const timer = setTimeout(() => finish(new UsError('US_ERR_TIMEOUT', `daemon did not answer "${command}" within ${timeoutMs} ms`)), timeoutMs);
-    ipc.connectTo('understudyd', socketPath, () => {
-      const conn = ipc.of.understudyd;
-      conn.on('connect', () => conn.emit('request', { id, command, args } satisfies ControlRequest));
-      conn.on('error', (e: NodeJS.ErrnoException) => {
-        const notRunning = e.code === 'ENOENT' || e.code === 'ECONNREFUSED';
-        finish(new UsError(notRunning ? 'US_ERR_NOT_RUNNING' : 'US_ERR_CONTROL',
-          notRunning ? `no daemon is running on this board (${socketPath})` : `control socket ${socketPath}: ${e.message}`));
-      });
-      conn.on('reply', (reply: ControlReply) => {
-        if (reply.id !== id) return;
+    sock.setEncoding('utf8');
+    sock.once('connect', () => sock.write(JSON.stringify({ type: 'request', data: { id, command, args } satisfies ControlRequest }) + FRAME_DELIMITER));
+    sock.on('error', (e: NodeJS.ErrnoException) => {
+      const notRunning = e.code === 'ENOENT' || e.code === 'ECONNREFUSED';
+      finish(new UsError(notRunning ? 'US_ERR_NOT_RUNNING' : 'US_ERR_CONTROL',
+        notRunning ? `no daemon is running on this board (${socketPath})` : `control socket ${socketPath}: ${e.message}`));
+    });
+    sock.on('close', () => finish(new UsError('US_ERR_CONTROL', `control socket ${socketPath}: the daemon closed the connection without answering "${command}"`)));
+    sock.on('data', (chunk: string) => {
+      buffered += chunk;
+      let end: number;
+      while ((end = buffered.indexOf(FRAME_DELIMITER)) >= 0) {
+        const frame = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        let msg: { type?: unknown; data?: ControlReply } | undefined;
+        try {
+          msg = JSON.parse(frame) as typeof msg;
+        } catch {
+          finish(new UsError('US_ERR_CONTROL', `control socket ${socketPath}: a frame that is not JSON`));
+          return;
+        }
+        const reply = msg?.data;
+        if (msg?.type !== 'reply' || !reply || reply.id !== id) continue;
         if (reply.ok) finish(undefined, reply.result);
         else finish(new UsError(reply.error.code, reply.error.message));
-      });
+      }
     });
   });
 }

@@ -20,7 +20,7 @@
  * version on the saved state and replays the log from it (`resumeFromSavedState`, the controller's
  * `replay-saved-state` effect). A new clone makes it meaningless (`onCloneTargetRunning`).
  */
-import { loadGuestDescriptor, loadPartnerGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
+import { loadGuestDescriptor, loadPartnerGuestDescriptor, partnerNameOf, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import { inputsAfterSave } from '../replication/replicator.js';
 import type { ControlMessage } from '../replication/messages.js';
@@ -164,7 +164,7 @@ export class GuestUpgrade {
         resolve: (m) => { clearTimeout(timer); r.off('unprotected', lost); resolve(m); },
         reject: (e) => { clearTimeout(timer); r.off('unprotected', lost); reject(e); },
       };
-      r.sendControl({ type: 'guest-upgrade-prepare', guestFile: g.sourceFile, version: g.version });
+      r.sendControl({ type: 'guest-upgrade-prepare', guestFile: partnerNameOf(g, this.p.board.storageDir), version: g.version });
     });
   }
 
@@ -256,7 +256,7 @@ export class GuestUpgrade {
     const log = this.p.log;
     this.savedState = undefined;
     // The primary names the descriptor: only one beside this board's own is read.
-    const g: GuestDescriptor = loadPartnerGuestDescriptor(guestFile, supervisor.guest.sourceFile, 'guest-upgrade-prepare guestFile');
+    const g: GuestDescriptor = loadPartnerGuestDescriptor(guestFile, supervisor.guest.sourceFile, 'guest-upgrade-prepare guestFile', this.p.board.storageDir);
     const from = supervisor.guest;
     if (replicator.mode !== 'backup' || !replicator.protectedNow) throw new UsError('US_ERR_ROLE', 'guest upgrade: this board does not follow the primary');
     if (supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'guest upgrade: no clone running on this board');

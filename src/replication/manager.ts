@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { BoardProfile } from '../config/board-profile.js';
-import { loadPartnerGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
+import { loadPartnerGuestDescriptor, partnerNameOf, type GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { listThreads } from '../hw/affinity.js';
@@ -155,7 +155,8 @@ export class ReplicationManager extends EventEmitter {
     const relayPath = this.supervisor.paths.cloneOut;
     const reniced: number[] = [];
     try {
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: this.supervisor.guest.sourceFile }));
+      // The descriptor is named as the target finds it: a guest package's by its id, unpacked on each board.
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: partnerNameOf(this.supervisor.guest, this.board.storageDir) }));
       const ready = await ctl.next(60000);
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
 
@@ -321,8 +322,8 @@ export class ReplicationManager extends EventEmitter {
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
       // A clone runs what its source runs (the same kernel and initrd, or the migration fails). The
       // partner names the descriptor: checked before this board's copy is stopped.
-      const descriptor = guestFile && guestFile !== this.supervisor.guest.sourceFile
-        ? loadPartnerGuestDescriptor(guestFile, this.supervisor.guest.sourceFile, 'clone-prepare guestFile') : undefined;
+      const descriptor = guestFile && guestFile !== this.supervisor.guest.sourceFile && guestFile !== partnerNameOf(this.supervisor.guest, this.board.storageDir)
+        ? loadPartnerGuestDescriptor(guestFile, this.supervisor.guest.sourceFile, 'clone-prepare guestFile', this.board.storageDir) : undefined;
       // Inputs of a stream already followed keep being logged and acknowledged, but none reaches a
       // guest until the new clone is cut over (the new QEMU would read them in before its memory arrives).
       this.admitClone('check');

@@ -21,7 +21,7 @@ import { armTrial, commitSlot, disarmTrial, readBootState } from './bootflow.js'
 import { assertRoom, statfsFreeBytes, type FreeBytes } from './free-space.js';
 import type { TrustedKeys } from './keys.js';
 import { readVerifiedHead, type VerifiedHead } from './package-format.js';
-import { PayloadExtractor, syncTree, type PayloadResult } from './payload.js';
+import { PayloadExtractor, streamPayload, syncTree, type PayloadResult } from './payload.js';
 import { compareSemVer } from './semver.js';
 import { otherSlot, SLOT_NAMES, type SlotName, type SlotStore } from './slots.js';
 
@@ -186,23 +186,8 @@ export async function installPackage(o: InstallOptions): Promise<InstallResult> 
       staging = o.store.stagingDir(target);
       mkdirSync(staging, { mode: 0o755 });
       pkgHash.update(head.headBytes);
-      const ex = new PayloadExtractor(m, staging, where);
-      const total = head.header.payloadBytes;
-      const chunkBytes = o.chunkBytes ?? 1 << 20;
-      let done = 0;
-      o.onProgress?.({ done, total });
-      while (done < total) {
-        // A fresh buffer per read: the tar parser may keep a reference to the tail of a chunk.
-        const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total - done));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, head.payloadOffset + done);
-        if (bytesRead === 0) throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: file shrank while being read`);
-        const chunk = buf.subarray(0, bytesRead);
-        pkgHash.update(chunk);
-        await ex.write(chunk);
-        done += bytesRead;
-        o.onProgress?.({ done, total });
-      }
-      result = await ex.finish();
+      result = await streamPayload(fh, head.payloadOffset, head.header.payloadBytes, new PayloadExtractor(m, staging, where), where,
+        { chunkBytes: o.chunkBytes, onChunk: (c) => pkgHash.update(c), onProgress: o.onProgress });
     } finally {
       await fh.close();
     }

@@ -7,6 +7,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Header, Parser, type ReadEntry } from 'tar';
 import { UsError } from '../core/errors.js';
@@ -27,6 +28,29 @@ export interface PayloadResult {
   bytes: number;
   /** Directories created under the target, deepest first (for fsync). */
   dirs: string[];
+}
+
+/**
+ * Reads the payload of an open package (`total` bytes from `offset`) into `ex`, chunk by chunk, each
+ * chunk also given to `onChunk` (the whole package's hash); returns the extractor's result.
+ */
+export async function streamPayload(fh: FileHandle, offset: number, total: number, ex: PayloadExtractor, where: string,
+  o: { chunkBytes?: number; onChunk?(c: Buffer): void; onProgress?(p: { done: number; total: number }): void } = {}): Promise<PayloadResult> {
+  const chunkBytes = o.chunkBytes ?? 1 << 20;
+  let done = 0;
+  o.onProgress?.({ done, total });
+  while (done < total) {
+    // A fresh buffer per read: the tar parser may keep a reference to the tail of a chunk.
+    const buf = Buffer.allocUnsafe(Math.min(chunkBytes, total - done));
+    const { bytesRead } = await fh.read(buf, 0, buf.length, offset + done);
+    if (bytesRead === 0) throw new UsError('US_ERR_PKG_TRUNCATED', `${where}: file shrank while being read`);
+    const chunk = buf.subarray(0, bytesRead);
+    o.onChunk?.(chunk);
+    await ex.write(chunk);
+    done += bytesRead;
+    o.onProgress?.({ done, total });
+  }
+  return ex.finish();
 }
 
 /**

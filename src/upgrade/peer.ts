@@ -39,6 +39,8 @@ const REQUEST = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('install'), file: z.string().min(1).max(4096) }),
   z.strictObject({ op: z.literal('reboot') }),
   z.strictObject({ op: z.literal('commit') }),
+  z.strictObject({ op: z.literal('switchover') }),
+  z.strictObject({ op: z.literal('guest-package'), file: z.string().min(1).max(4096) }),
   z.strictObject({ op: z.literal('rollback'), reboot: z.boolean() }),
   z.strictObject({ op: z.literal('journal'), message: text }),
   z.strictObject({ op: z.literal('put'), size: z.number().int().min(1).max(MAX_PACKAGE), sha256: sha256Hex }),
@@ -63,6 +65,10 @@ const RESULTS: Partial<Record<AnyRequest['op'], z.ZodType>> = {
   }),
   put: z.strictObject({ file: z.string().min(1).max(4096), bytes: z.number().int().min(1).max(MAX_PACKAGE) }),
   install: z.looseObject({ slot: z.enum(['A', 'B']), version: z.string().min(1).max(256), bootAttempts: z.number().int().nonnegative() }),
+  'guest-package': z.looseObject({
+    id: z.string().regex(/^[0-9a-f]{16}$/),
+    descriptors: z.array(z.looseObject({ ref: z.string().max(4096), name: z.string().max(64), version: z.string().max(256) })).max(1000),
+  }),
 };
 
 function parseJson<T>(what: string, schema: z.ZodType<T>, b: Buffer): T {

@@ -16,12 +16,15 @@
  *   12 commit     this board commits its trial
  *
  * Every step is journaled on both boards (kind "upgrade") and kept in <storageDir>/rolling-upgrade.json,
- * which `upgrade.rolling.status` returns. Also the partner's side of the upgrade channel (PeerHandler).
+ * which `upgrade.rolling.status` returns. A controller that restarts in the middle of a run resumes
+ * it from that record: where it goes on is read from both boards' state (`resumePoint`), not from the
+ * step recorded, since the restart itself moves the pair (this board's guest died with its
+ * controller, so the partner took over). Also the partner's side of the upgrade channel (PeerHandler).
  * Owns the sequence and its record; not the role machine, replication or the installer, which it
  * reaches through `PairHooks`.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsError, asUsError } from '../core/errors.js';
@@ -83,6 +86,11 @@ export interface RollingOptions {
 
 export const DEFAULT_ROLLING: RollingOptions = { timeoutMs: 300000, stableMs: 5000 };
 
+/** How far the partner's half got: what a failure has to undo there. */
+type Stage = 'none' | 'installed' | 'rebooted' | 'committed';
+
+const describe = (v: BoardUpgradeView) => `${v.board} ${v.role} running ${v.version ?? '?'} (slot ${v.running ?? '?'}${v.trial ? `, trial ${v.trial} armed` : ''}${v.guest ? `, guest ${v.guest}` : ''})`;
+
 export interface RollingRecord {
   id: string;
   package: string;
@@ -102,7 +110,36 @@ export interface RollingRecord {
   startedAt: string;
   endedAt?: string;
   /** Set before this board reboots into its trial: the resumed run checks and commits it. */
-  self?: { slot: SlotName };
+  self?: { slot: SlotName; rebootRetried?: boolean };
+}
+
+/**
+ * Where a run interrupted by a controller restart goes on, read from both boards now:
+ *  - hand-back: the partner took over before it was upgraded; it hands the primary role back first
+ *  - push / partner-reboot / partner-healthy: the partner's half, from where its slots say it is
+ *  - switchover / protected: the partner runs the new version, committed; it is to serve, or serves
+ *  - done: both boards run the new version, committed
+ */
+export type ResumeAt = 'hand-back' | 'push' | 'partner-reboot' | 'partner-healthy' | 'switchover' | 'protected' | 'done';
+
+/** The new version runs on a board from the slot it booted, and whether that slot is committed. */
+function runsNew(v: BoardUpgradeView, version: string): 'no' | 'trial' | 'committed' {
+  if (!v.running || v.version !== version) return 'no';
+  if (v.trial === v.running) return 'trial';
+  return v.good === v.running && !v.trial ? 'committed' : 'no';
+}
+
+/**
+ * Pure: where a run to `version` that this board orchestrates goes on after its controller restarted
+ * (before it had rebooted itself into its own trial: that is `RollingRecord.self`). A trial armed on
+ * the partner and not running is this run's (a run does not start while either board has one).
+ */
+export function resumePoint(version: string, me: BoardUpgradeView, partner: BoardUpgradeView): ResumeAt {
+  const p = runsNew(partner, version);
+  if (p === 'committed') return runsNew(me, version) === 'committed' ? 'done' : partner.role === 'PRIMARY' ? 'protected' : 'switchover';
+  if (p === 'trial') return 'partner-healthy';
+  if (partner.role === 'PRIMARY') return 'hand-back';
+  return partner.trial && partner.running !== partner.trial ? 'partner-reboot' : 'push';
 }
 
 const POLL_MS = 1000;
@@ -195,41 +232,124 @@ export class RollingUpgrade {
     return this.rec;
   }
 
-  /** After a restart: a run that rebooted this board into its trial checks it and commits it. */
+  /**
+   * After a controller restart: a run that rebooted this board into its trial checks it and commits
+   * it; a run interrupted anywhere else goes on from where both boards stand (`resumePoint`).
+   */
   resume(): void {
     const rec = this.rec;
     if (!rec || rec.state !== 'running') return;
     this.forPartner = [];
-    if (!rec.self) {
-      void this.finish(rec, 'failed', rec.step, new UsError('US_ERR_UPGRADE_STATE', `the controller restarted during step ${rec.step}; the run cannot continue (see upgrade status on both boards)`));
+    if (rec.self) {
+      void this.runSelfAfterReboot(rec, rec.self.slot);
       return;
     }
-    void this.runSelfAfterReboot(rec, rec.self.slot);
+    void this.resumeOrchestration(rec);
+  }
+
+  private async resumeOrchestration(rec: RollingRecord): Promise<void> {
+    const interrupted = rec.step;
+    let trialInstalled = false;
+    try {
+      await this.step(interrupted, `the controller of ${this.h.board} restarted during step ${interrupted}; resuming the run once both boards answer`);
+      let { me, partner } = await this.bothViews(rec);
+      let at = resumePoint(rec.version, me, partner);
+      // A trial installed on the partner and not booted yet is abandoned if the run fails before it reboots.
+      trialInstalled = !!partner.trial && partner.running !== partner.trial;
+      if (!existsSync(rec.package)) throw new UsError('US_ERR_NOT_FOUND', `the package ${rec.package} is no longer on ${this.h.board}: the run cannot go on`);
+      await this.step(interrupted, `resuming at ${at}: ${describe(me)}; ${describe(partner)}`);
+      if (at === 'hand-back') {
+        await this.handBack(rec);
+        ({ me, partner } = await this.bothViews(rec));
+        at = resumePoint(rec.version, me, partner);
+        if (at === 'hand-back') throw new UsError('US_ERR_ROLE', `${partner.board} is still primary after handing over: ${describe(me)}; ${describe(partner)}`);
+        await this.step(interrupted, `going on at ${at}`);
+      }
+      if (at === 'done') {
+        await this.finish(rec, 'done', 'commit');
+        return;
+      }
+      trialInstalled = false; // from here runPartnerFirst undoes what it must itself
+      await this.runPartnerFirst(rec, at, partner.trial ?? partner.running ?? undefined);
+    } catch (e) {
+      if (trialInstalled) await this.abandonPartner(rec, false);
+      await this.finish(rec, 'failed', rec.step, e);
+    }
+  }
+
+  /** Both boards' views once the partner answers on the upgrade channel (at most timeoutMs). */
+  private async bothViews(rec: RollingRecord): Promise<{ me: BoardUpgradeView; partner: BoardUpgradeView }> {
+    const end = Date.now() + rec.options.timeoutMs;
+    let last = 'no answer yet';
+    while (Date.now() < end) {
+      try {
+        const [me, partner] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000)]);
+        // A role in flux (promotion, fencing, a board starting) says nothing about where the run stands.
+        const settled = (r: string) => r === 'PRIMARY' || r === 'BACKUP';
+        if (settled(me.role) && settled(partner.role) && me.role !== partner.role) return { me, partner };
+        last = `${describe(me)}; ${describe(partner)}`;
+      } catch (e) {
+        last = `${this.h.partner} not answering: ${(e as Error).message}`;
+      }
+      await sleep(POLL_MS);
+    }
+    throw new UsError('US_ERR_TIMEOUT', `the pair did not settle into a primary and a backup within ${rec.options.timeoutMs / 1000} s (last: ${last})`);
+  }
+
+  /** The partner took over before it was upgraded: once the pair is protected, it hands the primary role back to this board. */
+  private async handBack(rec: RollingRecord): Promise<void> {
+    await this.step('switchover', `${this.h.partner} took over before it was upgraded; once this board follows it, it hands the primary role back`);
+    await this.waitPair(rec, (me, partner) => partner.role === 'PRIMARY' && partner.protected && me.role === 'BACKUP' && me.guest === 'running', `${this.h.partner} protected by this board`);
+    await this.h.peer.call({ op: 'switchover' }, 120000);
+    await this.waitPair(rec, (me, partner) => me.role === 'PRIMARY' && me.protected && partner.role === 'BACKUP' && partner.guest === 'running', `${this.h.board} primary and protected again`);
   }
 
   // ----------------------------------------------------------------- the sequence
-  private async runPartnerFirst(rec: RollingRecord): Promise<void> {
+  /**
+   * The run from step 2 on, or from where a resumed run goes on (`from`; `trialSlot`: the partner's
+   * trial slot when it is past its install).
+   */
+  private async runPartnerFirst(rec: RollingRecord, from: Exclude<ResumeAt, 'hand-back' | 'done'> = 'push', trialSlot?: SlotName): Promise<void> {
     const { peer } = this.h;
     const partner = this.h.partner;
-    let stage: 'none' | 'installed' | 'rebooted' | 'committed' = 'none';
+    const order: ResumeAt[] = ['push', 'partner-reboot', 'partner-healthy', 'switchover', 'protected'];
+    const from_ = order.indexOf(from);
+    let stage: Stage = from_ <= 0 ? 'none' : from_ === 1 ? 'installed' : from_ === 2 ? 'rebooted' : 'committed';
+    let slot = trialSlot;
     try {
-      await this.step('push', `pushing the package to ${partner}`);
-      const put = await peer.put(rec.package);
-      await this.step('partner-install', `${partner} received it (${put.bytes} bytes); installing into its inactive slot`);
-      const inst = await peer.call<InstallResult>({ op: 'install', file: put.file }, 600000);
-      stage = 'installed';
-      await this.step('partner-reboot', `${partner} installed ${inst.version} into slot ${inst.slot} with a trial armed; rebooting it into the trial`);
-      await peer.call({ op: 'reboot' }, 10000);
-      stage = 'rebooted';
-      await this.step('partner-healthy', `waiting (at most ${rec.options.timeoutMs / 1000} s) for ${partner} to run ${rec.version} from slot ${inst.slot}, re-cloned and protected`);
-      await this.waitHealthy(rec, 'partner', inst.slot);
-      await this.step('partner-commit', `${partner} runs ${rec.version} and the pair is protected; committing its trial`);
-      await peer.call({ op: 'commit' }, 10000);
-      stage = 'committed';
-      await this.step('switchover', `${partner} committed ${rec.version}; switching over to it once its guest has caught up with the input stream`);
-      await this.waitCaughtUp(rec);
-      await this.h.switchover();
-      await this.step('protected', `${partner} is taking over; waiting for it to protect the pair again (re-clone to ${this.h.board})`);
+      if (from_ <= 0) {
+        await this.step('push', `pushing the package to ${partner}`);
+        const put = await peer.put(rec.package);
+        await this.step('partner-install', `${partner} received it (${put.bytes} bytes); installing into its inactive slot`);
+        const inst = await peer.call<InstallResult>({ op: 'install', file: put.file }, 600000);
+        stage = 'installed';
+        slot = inst.slot;
+        await this.step('partner-reboot', `${partner} installed ${inst.version} into slot ${inst.slot} with a trial armed; rebooting it into the trial`);
+      } else if (from_ === 1) {
+        await this.step('partner-reboot', `${partner} has ${rec.version} in slot ${slot ?? '?'} with a trial armed; rebooting it into the trial`);
+      }
+      if (!slot && from_ <= 2) throw new UsError('US_ERR_UPGRADE_STATE', `${partner}'s trial slot is unknown`);
+      if (from_ <= 1) {
+        await peer.call({ op: 'reboot' }, 10000);
+        stage = 'rebooted';
+      }
+      if (from_ <= 2) {
+        await this.step('partner-healthy', `waiting (at most ${rec.options.timeoutMs / 1000} s) for ${partner} to run ${rec.version} from slot ${slot}, re-cloned and protected`);
+        await this.waitHealthy(rec, 'partner', slot!);
+        await this.step('partner-commit', `${partner} runs ${rec.version} and the pair is protected; committing its trial`);
+        await peer.call({ op: 'commit' }, 10000);
+        stage = 'committed';
+      }
+      // The partner may serve already: it took over while its trial ran (this board's controller restarted).
+      const partnerServes = from_ === 4 || (await peer.call<BoardUpgradeView>({ op: 'status' }, 5000)).role === 'PRIMARY';
+      if (partnerServes) {
+        await this.step('protected', `${partner} runs ${rec.version}, committed, and serves already; waiting for it to protect the pair (re-clone to ${this.h.board})`);
+      } else {
+        await this.step('switchover', `${partner} committed ${rec.version}; switching over to it once its guest has caught up with the input stream`);
+        await this.waitCaughtUp(rec);
+        await this.h.switchover();
+        await this.step('protected', `${partner} is taking over; waiting for it to protect the pair again (re-clone to ${this.h.board})`);
+      }
       await this.waitSwitchedOver(rec);
       await this.step('install', `${partner} serves and the pair is protected; installing ${rec.version} on ${this.h.board}`);
       const own = await this.installHere(rec);
@@ -252,6 +372,14 @@ export class RollingUpgrade {
 
   private async runSelfAfterReboot(rec: RollingRecord, slot: SlotName): Promise<void> {
     try {
+      const me = await this.view();
+      if (me.trial === slot && me.running !== slot && !rec.self?.rebootRetried) {
+        // The controller restarted after the install but before the board went down: reboot now, once.
+        rec.self = { slot, rebootRetried: true };
+        await this.step('reboot', `the controller of ${this.h.board} restarted before the board rebooted into its trial of slot ${slot}; rebooting now`);
+        await this.h.rebootSelf();
+        return;
+      }
       await this.step('healthy', `${this.h.board} is back; waiting (at most ${rec.options.timeoutMs / 1000} s) for it to run ${rec.version} from slot ${slot}, re-cloned and protected`);
       await this.waitHealthy(rec, 'self', slot);
       await this.step('commit', `${this.h.board} runs ${rec.version} and the pair is protected; committing its trial`);
@@ -288,7 +416,12 @@ export class RollingUpgrade {
     return installPackage({ packagePath: rec.package, family: s.family, store: s.store, env: s.env, trustedKeys: loadTrustedKeys(s.keysDir), bootAttempts: s.bootAttempts, reserveBytes: s.reserveBytes });
   }
 
-  /** The upgraded board (self or partner) runs the new slot and version as a backup with a running clone, and the pair is protected, for stableMs. */
+  /**
+   * The upgraded board (self or partner) runs the new slot and version with a running guest and the
+   * pair is protected, for stableMs: as the backup with a clone in sync (the planned order), or as
+   * the primary protected by the other board (it took over meanwhile, e.g. when this board's
+   * controller restarted).
+   */
   private async waitHealthy(rec: RollingRecord, who: 'self' | 'partner', slot: SlotName): Promise<void> {
     const end = Date.now() + rec.options.timeoutMs;
     let since: number | undefined;
@@ -296,15 +429,16 @@ export class RollingUpgrade {
     while (Date.now() < end) {
       try {
         const [me, partner] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000)]);
-        const [b, primary] = who === 'self' ? [me, partner] : [partner, me];
+        const [b, other] = who === 'self' ? [me, partner] : [partner, me];
         if (b.running && b.running !== slot && b.trial !== slot) {
           throw new UsError('US_ERR_UPGRADE_STATE', `${b.board} booted slot ${b.running} (${b.version ?? '?'}), not the trial of slot ${slot}: its bootloader fell back`);
         }
         const problem = b.running !== slot ? `${b.board} runs slot ${b.running ?? '?'}`
           : b.version !== rec.version ? `${b.board} runs ${b.version ?? '?'}`
-          : b.role !== 'BACKUP' ? `${b.board} is ${b.role}`
+          : b.role !== 'BACKUP' && b.role !== 'PRIMARY' ? `${b.board} is ${b.role}`
           : b.guest !== 'running' ? `${b.board}'s guest is ${b.guest ?? 'absent'}`
-          : primary.role !== 'PRIMARY' || !primary.protected ? `${primary.board} (${primary.role}) is not protected`
+          : b.role === 'BACKUP' && (other.role !== 'PRIMARY' || !other.protected) ? `${other.board} (${other.role}) is not protected`
+          : b.role === 'PRIMARY' && (!b.protected || other.role !== 'BACKUP' || other.guest !== 'running') ? `${b.board} serves, not protected by ${other.board} (${other.role}, guest ${other.guest ?? 'absent'})`
           : undefined;
         if (problem) { last = problem; since = undefined; } else since ??= Date.now();
         if (since !== undefined && Date.now() - since >= rec.options.stableMs) return;
@@ -342,19 +476,25 @@ export class RollingUpgrade {
 
   /** After the switchover: the partner is primary and protected, this board a backup with a running clone. */
   private async waitSwitchedOver(rec: RollingRecord): Promise<void> {
+    await this.waitPair(rec, (me, partner) => partner.role === 'PRIMARY' && partner.protected && me.role === 'BACKUP' && me.guest === 'running',
+      'the pair was not protected again after the switchover');
+  }
+
+  /** Until `ok` holds for both boards' views (at most timeoutMs). */
+  private async waitPair(rec: RollingRecord, ok: (me: BoardUpgradeView, partner: BoardUpgradeView) => boolean, what: string): Promise<void> {
     const end = Date.now() + rec.options.timeoutMs;
     let last = 'no answer yet';
     while (Date.now() < end) {
       try {
         const [me, partner] = await Promise.all([this.view(), this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 3000)]);
-        if (partner.role === 'PRIMARY' && partner.protected && me.role === 'BACKUP' && me.guest === 'running') return;
-        last = `${partner.board} ${partner.role}${partner.protected ? ' protected' : ''}, ${me.board} ${me.role} with its guest ${me.guest ?? 'absent'}`;
+        if (ok(me, partner)) return;
+        last = `${describe(me)}${me.protected ? ' protected' : ''}; ${describe(partner)}${partner.protected ? ' protected' : ''}`;
       } catch (e) {
         last = (e as Error).message;
       }
       await sleep(POLL_MS);
     }
-    throw new UsError('US_ERR_TIMEOUT', `the pair was not protected again within ${rec.options.timeoutMs / 1000} s after the switchover (last: ${last})`);
+    throw new UsError('US_ERR_TIMEOUT', `${what}: not within ${rec.options.timeoutMs / 1000} s (last: ${last})`);
   }
 
   /** The partner's trial failed or was never tried: disarm it and, if it runs it, reboot it into the good slot; wait until protected again. */
@@ -444,6 +584,14 @@ export class RollingUpgrade {
       case 'reboot':
         this.rebootSoon('rolling upgrade: the partner reboots this board into its trial');
         return { rebooting: true };
+      case 'switchover': {
+        // A resumed run whose orchestrator lost the primary role (its controller restarted) takes it back.
+        const pv = this.h.pairView();
+        if (pv.role !== 'PRIMARY' || !pv.protected) throw new UsError('US_ERR_ROLE', `switchover: ${this.h.board} is ${pv.role}${pv.protected ? '' : ', not protected'}`);
+        this.h.journal('rolling upgrade: the partner resumes its run and asks for the primary role back: switching over');
+        await this.h.switchover();
+        return { switchedOver: true };
+      }
       case 'commit': {
         const release = s.store.lock('commit');
         try {

@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { UsError } from '../../src/core/errors.js';
 import { RawControl as Raw } from '../support/raw-control.js';
 import { callControl, serveControl, MAX_FRAME_CHARS, MAX_REQUEST_CHARS, type ControlServer } from '../../src/mgmt/ipc.js';
 
@@ -28,7 +30,11 @@ describe('control socket (node-ipc wrapper)', function () {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'us-ipc-'));
     path = join(dir, 'control.sock');
-    server = await serveControl(path, async (command) => ({ pong: command }));
+    server = await serveControl(path, async (command, args) => {
+      if (command === 'fail') throw new UsError('US_ERR_ROLE', 'refused on purpose');
+      if (command === 'echo') return args;
+      return { pong: command };
+    });
   });
 
   after(() => {
@@ -39,6 +45,31 @@ describe('control socket (node-ipc wrapper)', function () {
 
   it('answers a request', async () => {
     assert.deepEqual(await callControl(path, 'ping'), { pong: 'ping' });
+  });
+
+  // callControl speaks node-ipc's framing itself (it does not load node-ipc): against the node-ipc server.
+  it('the client: a large reply split over many reads, concurrent requests each get their own reply, an error keeps its code', async () => {
+    const big = { text: 'x\u00e9\u20ac'.repeat(20000), n: 7 };
+    const [a, b, c] = await Promise.all([callControl(path, 'echo', big), callControl(path, 'echo', { n: 1 }), callControl(path, 'ping')]);
+    assert.deepEqual(a, big);
+    assert.deepEqual(b, { n: 1 });
+    assert.deepEqual(c, { pong: 'ping' });
+    await assert.rejects(callControl(path, 'fail'), (e: UsError) => e.code === 'US_ERR_ROLE' && e.message === 'refused on purpose');
+  });
+
+  it('the client: no daemon is US_ERR_NOT_RUNNING; a socket that closes without answering is US_ERR_CONTROL, one that never answers times out', async () => {
+    await assert.rejects(callControl(join(dir, 'none.sock'), 'ping'), (e: UsError) => e.code === 'US_ERR_NOT_RUNNING');
+    const mute = createServer((s) => { s.on('data', () => undefined); });
+    const closes = createServer((s) => s.once('data', () => s.end()));
+    await new Promise<void>((r) => mute.listen(join(dir, 'mute.sock'), r));
+    await new Promise<void>((r) => closes.listen(join(dir, 'closes.sock'), r));
+    try {
+      await assert.rejects(callControl(join(dir, 'closes.sock'), 'ping', {}, 5000), (e: UsError) => e.code === 'US_ERR_CONTROL' && /closed the connection/.test(e.message));
+      await assert.rejects(callControl(join(dir, 'mute.sock'), 'ping', {}, 200), (e: UsError) => e.code === 'US_ERR_TIMEOUT');
+    } finally {
+      mute.close();
+      closes.close();
+    }
   });
 
   it('an unterminated frame past the limit: error reply with the request id, connection closed', async () => {
