@@ -184,6 +184,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * guest's question). Inputs this board sequences itself as primary are never held.
    */
   private replayUntil = 0;
+  /** The answer last counted in authHolds (its sequence number). */
+  private heldAnswerSeq = 0;
   /** Subscribers the clone has asked AUTH about and not been answered yet (connection tracking). */
   private authOpen = new Set<string>();
   private authHoldSince = 0;
@@ -636,16 +638,15 @@ export class Replicator extends EventEmitter implements InputPipeline {
           // it is idle. Timed from here, the 2 s ran out first under load, the answer went over
           // unasked, the guest discarded it and answered ERR AUTHUNAVAIL where the primary had
           // registered (divergences after clones; after a restore, registrations lost).
+          // Counted once per answer held, whichever way it waits.
+          if (this.heldAnswerSeq !== s.seq) { this.heldAnswerSeq = s.seq; this.authHolds++; }
           if (this.o.guest.working?.()) {
             this.authHoldSince = 0;
             this.clock.clearTimeout(this.authHoldTimer);
             this.authHoldTimer = this.clock.setTimeout(() => this.pump(), 20);
             return;
           }
-          if (!this.authHoldSince) {
-            this.authHoldSince = this.clock.now();
-            this.authHolds++;
-          }
+          if (!this.authHoldSince) this.authHoldSince = this.clock.now();
           const wait = (this.o.authHoldMs ?? 2000) - (this.clock.now() - this.authHoldSince);
           if (wait > 0) {
             this.clock.clearTimeout(this.authHoldTimer);

@@ -449,6 +449,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
       assert.deepEqual(guest.sent, [], 'not handed over while the guest had not reached the REG');
       r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
       assert.deepEqual(guest.sent, ['AUTHR alice OK']);
+      assert.equal(r.status().authHolds, 1, 'an answer held while the guest works counts as held, once');
     } finally {
       clearInterval(work);
       r.close();
