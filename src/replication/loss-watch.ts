@@ -55,7 +55,15 @@ export class InputLossWatch extends EventEmitter {
   private async look(): Promise<void> {
     const s = this.supervisor;
     const expected = s.appSeqExpected;
-    if (!this.active() || s.currentState !== 'running' || expected === undefined || s.port.authOutstanding.size > 0) {
+    if (!this.active() || s.currentState !== 'running' || expected === undefined) {
+      // Inactive (a clone under way, the guest not running): a shortfall seen before is reported
+      // again afterwards. A clone that failed leaves the copy as it was, and a report taken while
+      // the caller could not act (a clone started during the look) must not be the only one.
+      this.last = undefined;
+      this.reported = undefined;
+      return;
+    }
+    if (s.port.authOutstanding.size > 0) {
       this.last = undefined;
       return;
     }

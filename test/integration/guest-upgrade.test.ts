@@ -112,7 +112,10 @@ describe('guest upgrade v1 → v2 under load (real QEMU)', function () {
     // The load outlasts the upgrade (8 s on 2026-11-25, 80 s on a slow 2026-12-02): its closing STATS must see v2.
     // From the guest package, as an operator runs it.
     const { res } = await p.loadThrough(120000, 3000, async () => {
-      const r = await promisify(execFile)(process.execPath, [CLI_ENTRY, 'guest', 'upgrade', '--to', pkg, '--json', '--board', p.chassis.layout.boards[old].profile], { timeout: 900000 });
+      const r = await promisify(execFile)(process.execPath, [CLI_ENTRY, 'guest', 'upgrade', '--to', pkg, '--json', '--board', p.chassis.layout.boards[old].profile], { timeout: 900000 })
+        .catch((e: Error & { stdout?: string; stderr?: string }) => {
+          throw new Error(`guest upgrade --to failed: ${e.stdout ?? ''} ${e.stderr ?? ''}`); // the CLI's --json error
+        });
       report = JSON.parse(r.stdout);
     }, 'UV');
     assert.equal(report.to, '2.0.0');

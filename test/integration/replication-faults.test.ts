@@ -62,7 +62,13 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
         if (journal.some((e) => /lost 2 inputs/.test(e.message)) && st.protected && st.lastClone.at !== before) break;
         await new Promise((r) => setTimeout(r, 500));
       }
-      assert.ok(journal.some((e) => /the guest lost 2 inputs/.test(e.message)), `${side}: loss journaled on ${board}: ${journal.map((e) => e.message).join(' | ')}`);
+      if (!journal.some((e) => /the guest lost 2 inputs/.test(e.message))) {
+        // A post-mortem in the failure: the watch's counters and everything the board journaled lately.
+        const recent = (await p.ctl(board, 'events', { limit: 25 })).events as Array<{ kind: string; message: string }>;
+        const watch = (await p.ctl(board, 'replication.status')).replication.inputLoss;
+        assert.fail(`${side}: loss not journaled on ${board}; watch ${JSON.stringify(watch)}; divergences: ${journal.map((e) => e.message).join(' | ')}; `
+          + `recent events: ${recent.map((e) => `[${e.kind}] ${e.message}`).join(' | ')}`);
+      }
       assert.equal((await p.ctl(board, 'replication.status')).replication.inputLoss.losses, lossesBefore + 1, `${side}: reported once`);
       assert.notEqual(st.lastClone.at, before, `${side}: re-cloned after the loss`);
       assert.deepEqual(await p.settledStates(), { same: true }, `${side}: both copies identical after the re-clone`);

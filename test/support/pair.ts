@@ -79,7 +79,13 @@ console.log(JSON.stringify(out));`;
     const load = startLoad(this.chassis.layout, { rate: 150, durationMs: ms, tag, retryMs: 20, verify: true, regEvery });
     await new Promise((r) => setTimeout(r, faultAfter));
     const faultAt = Date.now();
-    await fault();
+    try {
+      await fault();
+    } catch (e) {
+      // The load runs on to its end (it must not outlive the test); say what each board did.
+      await load.result.catch(() => undefined);
+      throw new Error(`${(e as Error).message}\n${await this.postMortem(faultAt)}`);
+    }
     let res: LoadResult;
     try {
       res = await load.result;

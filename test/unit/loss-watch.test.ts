@@ -137,4 +137,24 @@ describe('input-loss watch', () => {
     await w.check();
     assert.equal(losses.length, 1);
   });
+  it('reports a shortfall again after the watch was inactive (a clone that failed, or began while the loss was reported)', async () => {
+    const g = new ScriptedGuest();
+    let active = true;
+    const { w, losses } = watch(g, () => active);
+    g.hand(6);
+    g.processed += 4;
+    await w.check();
+    await w.check();
+    assert.equal(losses.length, 1, 'reported once');
+    await w.check();
+    await w.check();
+    assert.equal(losses.length, 1, 'not again while nothing changes');
+    active = false; // a clone under way; it fails and leaves the copy as it was
+    await w.check();
+    active = true;
+    await w.check();
+    await w.check();
+    assert.equal(losses.length, 2, 'the same shortfall is reported again once the watch is active');
+    assert.equal(losses[1]!.missing, 2);
+  });
 });
