@@ -64,6 +64,9 @@ export interface GuestUpgradeOptions {
   backupTimeoutMs?: number;
 }
 
+/** How long an upgrade waits for a clone under way before it starts (refused after that). */
+const CLONE_WAIT_MS = 180000;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class GuestUpgrade {
@@ -112,6 +115,14 @@ export class GuestUpgrade {
     const clones = requirePrimary(this.p, 'guest upgrade');
     const { host, journal } = this.p;
     if (this.current) throw new UsError('US_ERR_ROLE', `guest upgrade: one is already running (to ${this.current.to})`);
+    if (clones.cloneInProgress) {
+      // A clone under way (a re-clone after a divergence, a previous upgrade's commit) ends within
+      // seconds: wait for it rather than refuse the operator.
+      journal.record('guest-upgrade', 'guest upgrade: waiting for the clone under way to finish before starting');
+      await until(() => !clones.cloneInProgress, CLONE_WAIT_MS, 'guest upgrade: the clone under way did not finish').catch(() => undefined);
+      const other = this.current as GuestUpgradeState | undefined; // one may have begun meanwhile
+      if (other) throw new UsError('US_ERR_ROLE', `guest upgrade: one is already running (to ${other.to})`);
+    }
     if (!host.replicator.protectedNow || clones.cloneInProgress) throw new UsError('US_ERR_ROLE', 'guest upgrade: the pair is not protected (the backup holds no clone in sync); see understudy status');
     const g = loadGuestDescriptor(guestFile);
     const from = host.supervisor.guest;
