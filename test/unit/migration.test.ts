@@ -159,4 +159,29 @@ describe('migrate() and recoverFromMigration()', () => {
     await feedIncoming(file, sock, 5000);
     assert.ok((await received).equals(data));
   });
+
+  it('feedIncoming: QEMU closing its end right after the last byte is a success (it has the whole stream), not a "Premature close"', async () => {
+    const data = randomBytes(4 * 1048576 + 5);
+    const file = join(dir, 'checkpoint.img');
+    writeFileSync(file, data);
+    for (let round = 0; round < 20; round++) {
+      const sock = join(dir, `restore-in-${round}.sock`);
+      let got = 0;
+      const srv = createServer((c) => c.on('data', (b: Buffer) => { got += b.length; if (got >= data.length) { c.destroy(); srv.close(); } }));
+      await new Promise<void>((r) => srv.listen(sock, r));
+      await feedIncoming(file, sock, 5000);
+      assert.equal(got, data.length, `round ${round}: every byte arrived`);
+    }
+  });
+
+  it('feedIncoming: QEMU closing in the middle of the stream is a failure naming how much was sent', async () => {
+    const data = randomBytes(8 * 1048576);
+    const file = join(dir, 'checkpoint.img');
+    writeFileSync(file, data);
+    const sock = join(dir, 'restore-in.sock');
+    let got = 0;
+    const srv = createServer((c) => c.on('data', (b: Buffer) => { got += b.length; if (got >= 1048576) { c.destroy(); srv.close(); } }));
+    await new Promise<void>((r) => srv.listen(sock, r));
+    await assert.rejects(feedIncoming(file, sock, 5000), (e: Error) => /closed after \d+ of 8388608 bytes/.test(e.message) && /US_ERR_HYPERVISOR|closed/.test(e.message));
+  });
 });

@@ -19,7 +19,7 @@
  * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
  * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
-import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -178,5 +178,28 @@ export async function feedIncoming(file: string, socketPath: string, timeoutMs =
       await sleep(20);
     }
   }
-  await pipeline(createReadStream(file), sock);
+  // Each chunk counts once the kernel has taken it. QEMU closes its end as soon as it has read the
+  // stream's last section, which can come before our own end of the stream is through: `pipeline`
+  // took that for a failure ("Premature close") and a promotion restoring the checkpoint went to
+  // FAULT with nobody serving (seen twice on 2026-12-05). Only bytes not sent are a failure; whether
+  // QEMU loaded the stream is the caller's check (its run state).
+  const size = statSync(file).size;
+  let sent = 0;
+  sock.on('error', () => undefined); // reported by the write callbacks below
+  try {
+    for await (const chunk of createReadStream(file, { highWaterMark: 1048576 })) {
+      await new Promise<void>((resolve, reject) => sock.write(chunk as Buffer, (err) => (err ? reject(err) : resolve())));
+      sent += (chunk as Buffer).length;
+    }
+  } catch (e) {
+    sock.destroy();
+    throw new UsError('US_ERR_HYPERVISOR', `incoming migration socket ${socketPath} closed after ${sent} of ${size} bytes of ${file}: ${(e as Error).message}`);
+  }
+  if (!sock.destroyed && !sock.writableFinished) {
+    await new Promise<void>((resolve) => {
+      sock.once('finish', resolve).once('close', resolve).once('error', resolve);
+      sock.end();
+    });
+  }
+  sock.destroy();
 }
