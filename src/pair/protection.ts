@@ -31,6 +31,9 @@ const RECLONE_ASK_MS = 10000;
 /** How often the primary looks for a backup to protect. */
 const PROTECT_CHECK_MS = 500;
 
+/** At most one journal line a second for divergences after the first of a burst. */
+const DIVERGENCE_LINE_MS = 1000;
+
 export class Protection {
   readonly lossWatch?: InputLossWatch;
   private nextCloneAt = 0;
@@ -40,6 +43,9 @@ export class Protection {
   /** Checkpoints taken because a clone arrived (status, tests). */
   afterCloneCheckpoints = 0;
   private stopped = false;
+  /** The divergence journal's rate limit: when it last wrote a line, and the divergences since. */
+  private divergenceLineAt = 0;
+  private divergencesUnlisted = 0;
 
   constructor(
     private readonly p: PairParts,
@@ -63,7 +69,15 @@ export class Protection {
     w.on('loss', (l) => this.onLoss(l));
     host.replicator.on('divergence', (key) => {
       const asked = this.askForReclone(`divergence on ${key}`);
-      p.journal.record('divergence', `backup's reply to ${key} differs from the primary's: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key });
+      // Every later reply of a diverged copy may differ too: one journal line per burst and at most
+      // one a second after it, each counting the divergences it stands for (a line per reply flooded
+      // the journal until the re-clone).
+      const now = Date.now();
+      if (!asked && now - this.divergenceLineAt < DIVERGENCE_LINE_MS) { this.divergencesUnlisted++; return; }
+      const more = this.divergencesUnlisted;
+      this.divergenceLineAt = now;
+      this.divergencesUnlisted = 0;
+      p.journal.record('divergence', `backup's reply to ${key} differs from the primary's${more ? ` (and ${more} more since the last line)` : ''}: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key, more });
     });
     host.replicator.on('unprotected', (reason) => p.journal.record('replication', `UNPROTECTED: ${reason}`));
     // Emitted when drops begin and at most once every 10 s while they go on (never one per packet).

@@ -205,6 +205,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private localReplies = new Map<string, string>();
 
   private readonly clock: Clock;
+  /** When a divergence was last logged (rate limit of that log line). */
+  private divergenceLoggedAt = -Infinity;
   /** Per-hop timing: histograms (no per-input log), and when each input in flight was received. */
   private readonly hops = Object.fromEntries(HOPS.map((h) => [h, new LatencyHistogram()])) as Record<Hop, LatencyHistogram>;
   private readonly receivedAt = new Map<number, number>();
@@ -819,7 +821,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.versionDifferences++;
     } else if (!theirs.equals(mine)) {
       this.divergences++;
-      this.o.log.error({ key, backupReply: this.localReplies.get(key), divergences: this.divergences }, 'DIVERGENCE: the backup answered differently from the primary');
+      // The first of a burst, then at most one line a second (a diverged copy may differ on every reply).
+      const now = this.clock.now();
+      if (now - this.divergenceLoggedAt >= 1000) {
+        this.divergenceLoggedAt = now;
+        this.o.log.error({ key, backupReply: this.localReplies.get(key), divergences: this.divergences }, 'DIVERGENCE: the backup answered differently from the primary');
+      }
       this.emit('divergence', key);
     }
   }

@@ -346,17 +346,23 @@ describe('pair: protection and control dispatch (fakes)', () => {
     assert.equal(f.clones.clones, 2);
   });
 
-  it('the backup asks for one re-clone per burst of divergences', () => {
+  it('the backup asks for one re-clone per burst of divergences, and journals a burst in one line (then at most one a second, counting the rest)', async () => {
     const f = fakePair();
     new PairController(f.parts);
     f.ha.currentRole = 'BACKUP';
-    f.replicator.emit('divergence', '1 a');
-    f.replicator.emit('divergence', '1 b');
+    for (let i = 0; i < 30; i++) f.replicator.emit('divergence', `1 a${i}`);
     assert.deepEqual(f.replicator.sent.map((m) => m.type), ['reclone']);
-    assert.equal(f.journal.lines.filter((l) => /re-clone already asked for/.test(l)).length, 1);
+    const lines = () => f.journal.lines.filter((l) => /differs from the primary's/.test(l));
+    assert.equal(lines().length, 1, 'one journal line for the burst, not one per reply');
+    assert.match(lines()[0]!, /1 a0 differs .*asking for a re-clone/);
+    await new Promise((r) => setTimeout(r, 1050));
+    f.replicator.emit('divergence', '1 b');
+    assert.equal(lines().length, 2);
+    assert.match(lines()[1]!, /1 b differs from the primary's \(and 29 more since the last line\): re-clone already asked for/);
     f.clones.emit('clone-target', 'started');
     f.replicator.emit('divergence', '1 c');
     assert.equal(f.replicator.sent.length, 2, 'a new clone starts a new burst');
+    assert.match(lines().at(-1)!, /1 c differs .*asking for a re-clone/, 'its first divergence is journaled at once');
   });
 
   it('a backup takes a checkpoint as soon as a clone runs on it and it follows (the state of a re-clone window), not before, and not after a new clone started', async () => {
