@@ -26,7 +26,7 @@ export const MODULE_OF: Readonly<Record<string, CommandModule>> = {
   status: replication, clone: replication, checkpoint: replication, switchover: replication, alarms,
 };
 
-/** Defined in main.ts itself (their heavy parts are imported inside their actions). */
+/** Defined in program.ts itself (their heavy parts are imported inside their actions). */
 export const BUILTIN: ReadonlySet<string> = new Set(['board', 'hlr', 'demo']);
 
 /**

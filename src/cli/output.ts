@@ -14,7 +14,7 @@ export function print(o: OutputOptions, result: unknown, human: () => string): v
   process.stdout.write(o.json ? `${JSON.stringify(result, null, 2)}\n` : `${human()}\n`);
 }
 
-function fail(o: OutputOptions, err: unknown): never {
+export function fail(o: OutputOptions, err: unknown): never {
   const u = asUsError(err);
   if (o.json) process.stdout.write(`${JSON.stringify({ error: u.toJSON() }, null, 2)}\n`);
   else process.stderr.write(`error ${u.code}: ${u.message}\n`);

@@ -81,12 +81,22 @@ export function formatPartnerMessages(p: RejectionStatus | undefined): string {
   return `\npartner messages refused: ${p.total} (${by})${p.last ? `; last ${p.last.at}: ${p.last.channel} ${p.last.reason}: ${p.last.detail}` : ''}`;
 }
 
+export type BoardStatus = DaemonStatus & { replication: ReplStatus | null; serving: boolean; partnerMessages?: RejectionStatus };
+
+/** `understudy status`: what the board's controller reports (also run by fast-status.ts). */
+export async function boardStatus(o: { board?: string }): Promise<BoardStatus> {
+  return (await callControl(await controlSocketOf(o.board), 'status')) as BoardStatus;
+}
+
+export function formatBoardStatus(s: BoardStatus): string {
+  return `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}${formatPartnerMessages(s.partnerMessages)}`;
+}
+
 export function registerReplicationCommands(program: Command): void {
   program.command('status')
     .description('this board: role, guest, replication (input sequence numbers, lag, clone, divergences)')
     .option('--board <file>', 'board profile')
-    .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'status')) as DaemonStatus & { replication: ReplStatus | null; serving: boolean; partnerMessages?: RejectionStatus },
-      (s) => `${formatStatus(s)}\n${formatReplication(s.role, s.replication)}${formatPartnerMessages(s.partnerMessages)}`));
+    .action(action((o: Opts) => boardStatus(o), formatBoardStatus));
 
   program.command('clone')
     .description('clone the running guest to the partner board now (on the primary)')

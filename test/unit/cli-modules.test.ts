@@ -25,7 +25,25 @@ describe('CLI command modules', () => {
       }
     }
     for (const name of Object.keys(MODULE_OF)) assert.ok(registered.has(name), `${name} is registered by a module`);
-    for (const name of BUILTIN) assert.ok(!registered.has(name), `${name} is defined in main.ts only`);
+    for (const name of BUILTIN) assert.ok(!registered.has(name), `${name} is defined in program.ts only`);
+  });
+
+  it('the plain status command is answered without commander, as the full program answers it; anything else goes to the program', async () => {
+    const { runFastStatus } = await import('../../src/cli/fast-status.js');
+    for (const argv of [['status', '--help'], ['guest', 'status'], ['status', 'extra'], ['status', '--bogus'], ['--version'], [], ['status', '--board']]) {
+      assert.equal(await runFastStatus(argv), false, argv.join(' '));
+    }
+    // Against a board with no controller: the same error document and exit code either way.
+    const { execFile } = await import('node:child_process');
+    const run = (args: string[]) => new Promise<{ code: number | null; out: string }>((res) => {
+      execFile(process.execPath, args, (e, out) => res({ code: e ? (e as { code?: number }).code ?? 1 : 0, out }));
+    });
+    const board = join(PACKAGE_ROOT, 'board', 'standalone.json');
+    const fast = await run([join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js'), '--json', 'status', '--board', board]);
+    const full = await run(['--input-type=module', '-e', `process.argv.push('--json', 'status', '--board', ${JSON.stringify(board)}); await import(${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'program.js'))});`]);
+    assert.equal(fast.code, 1);
+    assert.equal(JSON.parse(fast.out).error.code, 'US_ERR_NOT_RUNNING');
+    assert.deepEqual([fast.code, JSON.parse(fast.out)], [full.code, JSON.parse(full.out)]);
   });
 
   it('chooses the modules from the command word', () => {
