@@ -174,6 +174,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private unackedSince = 0;
   /** When the current channel's cut-over made this primary protected (cutoverGraceMs). */
   private protectedAt = -Infinity;
+  /** Backup: when it began to follow the current channel (the witness waits cutoverGraceMs after it). */
+  private followedAt = -Infinity;
   private protectionTimer?: TimerHandle;
   // backup
   /** Inputs sequenced but not yet handed to the local guest, in order (see pump()). */
@@ -240,8 +242,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * from the timer: after a stall of this loop, digests waiting in the channel's socket are read first.
    */
   private armWitness(): void {
-    const due = this.witnessOn ? this.witness!.dueAt : undefined;
-    if (due === undefined || this.witnessTimer) return;
+    const dueAt = this.witnessOn ? this.witness!.dueAt : undefined;
+    if (dueAt === undefined || this.witnessTimer) return;
+    // Not within cutoverGraceMs of a cut-over: the primary's guest has just been resumed after the
+    // copy and works through the inputs held meanwhile, its digests late on a loop that has just
+    // finished a clone (a 269 ms "silence" reported right after a re-clone, seen under load).
+    const due = Math.max(dueAt, this.followedAt + (this.o.cutoverGraceMs ?? 2000));
     this.witnessTimer = this.clock.setTimeout(() => setImmediate(() => {
       this.witnessTimer = undefined;
       if (!this.witnessOn || this.mode !== 'backup' || !this.isProtected || !this.channel?.open || this.versionChange) return;
@@ -361,6 +367,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authOpen = new Set(authOpen);
     this.versionChange = false;
     this.isProtected = true;
+    this.followedAt = this.clock.now();
     this.watchPrimaryGuest(true);
     this.sendAck();
   }

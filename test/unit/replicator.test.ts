@@ -617,6 +617,7 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       b.becomeBackup();
       p.protect(ch.a, 0);
       b.follow(ch.b, 0);
+      clock.advance(2000); // past the cut-over's grace (its own test below)
       // Healthy: both copies answer; the primary's digest comes after the backup's reply.
       p.submit(req(20000, 'r1 GET A'));
       await until(() => gb.inputs.length === 1, 'the backup delivered r1');
@@ -652,5 +653,38 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       ch.close();
     }
     assert.equal(clock.pending, 0, 'close() disarms the witness check');
+  });
+
+  it('takes no verdict within cutoverGraceMs of the cut-over: a primary resumed after the copy works through the held inputs first', async () => {
+    const clock = new FakeClock();
+    const p = new Replicator({ guest: new RecordingGuest(), log });
+    const gb = new RecordingGuest();
+    const b = new Replicator({ guest: gb, log, clock, guestHangMs: 200, cutoverGraceMs: 1000 });
+    const ch = await channelPair();
+    const silent: Array<{ silentMs: number; replies: number }> = [];
+    b.on('primary-guest-silent', (v) => silent.push(v));
+    const settleImmediates = () => new Promise((r) => setImmediate(r));
+    try {
+      p.setOutput(new RecordingOut());
+      p.becomePrimary();
+      b.becomeBackup();
+      p.protect(ch.a, 0);
+      b.follow(ch.b, 0);
+      p.submit(req(20000, 'g1 GET A'));
+      await until(() => gb.inputs.length === 1, 'the backup delivered g1');
+      b.onGuestOutput(reply(20000, 'g1 ERR UNKNOWN A'));
+      clock.advance(600);
+      await settleImmediates();
+      assert.equal(silent.length, 0, 'no verdict 600 ms after the cut-over (grace 1000 ms), though the bound (200 ms) has passed');
+      // Still silent when the grace ends: the verdict comes then.
+      clock.advance(400);
+      await settleImmediates();
+      assert.equal(silent.length, 1);
+      assert.ok(silent[0]!.silentMs >= 1000);
+    } finally {
+      p.close();
+      b.close();
+      ch.close();
+    }
   });
 });
