@@ -655,7 +655,7 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
     assert.equal(clock.pending, 0, 'close() disarms the witness check');
   });
 
-  it('takes no verdict within cutoverGraceMs of the cut-over: a primary resumed after the copy works through the held inputs first', async () => {
+  it('takes no verdict within cutoverGraceMs of the cut-over (a primary resumed after the copy works through the held inputs first), nor during a checkpoint on the backup and that long after it', async () => {
     const clock = new FakeClock();
     const p = new Replicator({ guest: new RecordingGuest(), log });
     const gb = new RecordingGuest();
@@ -681,6 +681,24 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       await settleImmediates();
       assert.equal(silent.length, 1);
       assert.ok(silent[0]!.silentMs >= 1000);
+      // The primary's guest answers again (its digest ends that episode). Then a checkpoint on this
+      // board (delivery paused): no verdict however long, and none for the grace after it.
+      p.onGuestOutput(reply(20000, 'g1 ERR UNKNOWN A'));
+      await until(() => b.status().digestsCompared === 1, 'the digest of g1 arrived');
+      p.submit(req(20000, 'g2 GET B'));
+      await until(() => gb.inputs.length === 2, 'the backup delivered g2');
+      b.onGuestOutput(reply(20000, 'g2 ERR UNKNOWN B'));
+      b.pauseDelivery();
+      clock.advance(5000);
+      await settleImmediates();
+      assert.equal(silent.length, 1, 'no verdict while a checkpoint pauses delivery');
+      b.resumeDelivery();
+      clock.advance(900);
+      await settleImmediates();
+      assert.equal(silent.length, 1, 'nor within the grace after it');
+      clock.advance(100);
+      await settleImmediates();
+      assert.equal(silent.length, 2, 'still silent after the grace: the verdict');
     } finally {
       p.close();
       b.close();
