@@ -74,15 +74,6 @@ export const boardProfileSchema = z
       housekeeping: z.array(core).min(1),
       /** SCHED_FIFO priority for the vCPU thread (1-99), or 0 for the normal scheduler. */
       guestRtPriority: z.number().int().min(0).max(99).default(0),
-      /**
-       * The nice value of the vCPU thread while this board's copy follows the primary (a backup or
-       * any role but PRIMARY): on the simulated chassis both boards' guests share one core, and the
-       * backup's copy running each input at the same instant doubled the primary's reply time. The
-       * backup logs and acknowledges inputs whatever its copy's speed; its copy catches up when the
-       * core is free. On a real blade the guest core is its own and this changes nothing. 0: the
-       * same share as the primary's. Ignored with guestRtPriority > 0 (SCHED_FIFO).
-       */
-      followerNice: z.number().int().min(0).max(19).default(10),
     }),
     /** QEMU binary, a name looked up on PATH or an absolute path. */
     qemuBinary: safeProgram.default('qemu-system-x86_64'),

@@ -16,7 +16,7 @@ import type { BoardProfile } from '../config/board-profile.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, setThreadNice, type ThreadAffinity } from '../hw/affinity.js';
+import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
@@ -174,10 +174,6 @@ export class GuestSupervisor extends EventEmitter {
   private state: GuestState = 'stopped';
   private accel?: { accel: Accel; reason: string };
   private vcpuTid?: number;
-  /** This board's copy follows the primary's (any role but PRIMARY): its vCPU runs at cores.followerNice. */
-  private following = false;
-  /** The nice value last applied to the current vCPU thread. */
-  private vcpuNice = 0;
   private bootToReadyMs?: number;
   private appVersion?: string;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
@@ -588,31 +584,6 @@ export class GuestSupervisor extends EventEmitter {
       throw new UsError('US_ERR_PINNING', `vCPU thread ${vcpu} runs on CPUs ${got.cpus}, expected ${guestCore}`);
     }
     this.log.info({ vcpuTid: vcpu, guestCore, housekeeping, rtPriority: guestRtPriority }, 'vCPU pinned');
-    this.vcpuNice = 0;
-    await this.applyShare();
-  }
-
-  /**
-   * This board's copy serves (false) or follows the primary's (true): a follower's vCPU yields the
-   * core to a serving copy that shares it (board cores.followerNice; the simulated chassis runs both
-   * boards' guests on one core). Applied to the running vCPU now and to every later one at its start.
-   */
-  async setFollowing(following: boolean): Promise<void> {
-    this.following = following;
-    await this.applyShare();
-  }
-
-  private async applyShare(): Promise<void> {
-    const nice = this.following && this.board.cores.guestRtPriority === 0 ? this.board.cores.followerNice : 0;
-    const tid = this.vcpuTid;
-    if (tid === undefined || !this.qemu?.alive || nice === this.vcpuNice) return;
-    try {
-      await setThreadNice(tid, nice);
-      this.vcpuNice = nice;
-      this.log.info({ vcpuTid: tid, nice, following: this.following }, nice ? 'vCPU yields to the serving copy (follower)' : 'vCPU at full share (serving)');
-    } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'vCPU share not changed');
-    }
   }
 
   private async waitReady(t0: number): Promise<void> {

@@ -18,8 +18,6 @@ export interface ThreadAffinity {
   cpus: string;
   policy: 'SCHED_OTHER' | 'SCHED_FIFO' | 'SCHED_RR' | 'SCHED_BATCH' | 'SCHED_IDLE' | 'unknown';
   rtPriority: number;
-  /** Nice value (SCHED_OTHER share). */
-  nice: number;
 }
 
 /** Expands a kernel cpu list ("0-2,5") into numbers. */
@@ -59,15 +57,6 @@ export async function setRealtimePriority(tid: number, priority: number): Promis
   }
 }
 
-/** The nice value of one thread (SCHED_OTHER), with util-linux `renice`. */
-export async function setThreadNice(tid: number, nice: number): Promise<void> {
-  try {
-    await run('renice', ['-n', String(nice), '-p', String(tid)]);
-  } catch (e) {
-    throw new UsError('US_ERR_PINNING', `cannot set nice ${nice} on thread ${tid}: ${(e as Error).message.trim()}`);
-  }
-}
-
 const POLICIES = ['SCHED_OTHER', 'SCHED_FIFO', 'SCHED_RR', 'SCHED_BATCH', 'unknown', 'SCHED_IDLE'] as const;
 
 export function readThreadAffinity(pid: number, tid: number): ThreadAffinity {
@@ -79,8 +68,7 @@ export function readThreadAffinity(pid: number, tid: number): ThreadAffinity {
   const stat = parseProcStat(readFileSync(`${base}/stat`, 'utf8'));
   const rtPriority = Number.parseInt(stat.field(40) ?? '0', 10);
   const policy = POLICIES[Number.parseInt(stat.field(41) ?? '0', 10)] ?? 'unknown';
-  const nice = Number.parseInt(stat.field(19) ?? '0', 10);
-  return { tid, name, cpus, policy, rtPriority, nice };
+  return { tid, name, cpus, policy, rtPriority };
 }
 
 export function listThreads(pid: number): number[] {

@@ -250,9 +250,6 @@ export class PairController {
     }
     const promotion = role === 'PRIMARY' && (c.from === 'FENCING' || c.from === 'BACKUP');
     if (promotion) this.promoting = true;
-    // A serving copy gets its core's full share at once (a promoted one first catches up on what it
-    // was handed); any other copy follows and yields to the primary's where they share a core.
-    await host.supervisor.setFollowing(role !== 'PRIMARY');
     try {
       if (role === 'PRIMARY') {
         if (promotion) this.failovers++;

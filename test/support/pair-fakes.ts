@@ -68,14 +68,9 @@ export class FakeSupervisor extends EventEmitter {
     },
     processedCount: async (): Promise<number | undefined> => this.processed ?? this.appSeqExpected,
   };
-  /** As set by the pair (setFollowing): true unless this board serves. */
-  following = false;
   constructor(private readonly calls: string[], guest = loadGuestDescriptor(repoFile('guests/dx-legacy.json'))) {
     super();
     this.guest = guest;
-  }
-  async setFollowing(following: boolean): Promise<void> {
-    this.following = following;
   }
   async start(): Promise<void> {
     this.calls.push(`guest:start ${this.guest.version}`);

@@ -38,24 +38,6 @@ async function promotedWhileArriving(streamBegun: boolean) {
 }
 
 describe('pair: role changes carried out (fakes)', () => {
-  it('the vCPU share follows the role: a copy that serves gets its full share first thing at a promotion, any other follows', async () => {
-    const f = fakePair();
-    new PairController(f.parts);
-    f.ha.become('BACKUP');
-    await settle();
-    assert.equal(f.supervisor.following, true, 'a backup\'s copy follows');
-    f.supervisor.currentState = 'running';
-    f.ha.become('FENCING');
-    await settle();
-    assert.equal(f.supervisor.following, true);
-    f.ha.become('PRIMARY');
-    await settle();
-    assert.equal(f.supervisor.following, false, 'promoted: full share');
-    f.ha.become('FAULT');
-    await settle();
-    assert.equal(f.supervisor.following, true);
-  });
-
   it('first primary of the pair: replicator primary, then boot, then serve — in that order', async () => {
     const f = fakePair();
     const pair = new PairController(f.parts);
