@@ -69,6 +69,7 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
         guest: host ? host.supervisor.currentState : null,
         protected: role === 'PRIMARY' && !!host?.replicator.protectedNow && !pair?.cloneInProgress,
         backlog: host ? Math.max(0, host.replicator.lastSeq - host.replicator.deliveredSeq) : 0,
+        cloning: role === 'PRIMARY' && !!pair?.cloneInProgress,
       };
     },
     journal: (message, detail) => d.journal.record('upgrade', message, detail),

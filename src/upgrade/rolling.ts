@@ -41,6 +41,9 @@ export type RollingStep =
   | 'switchover' | 'protected' | 'install' | 'reboot' | 'healthy' | 'commit' | 'abandon' | 'done';
 
 /** What one board says about itself for the rolling upgrade (the `status` request). */
+/** How long a rolling upgrade waits for a clone under way before it starts (refused after that). */
+const CLONE_WAIT_MS = 180000;
+
 export interface BoardUpgradeView {
   board: string;
   role: string;
@@ -68,7 +71,8 @@ export interface PairHooks {
   setup: UpgradeSetup;
   peer: PeerClient;
   /** Role, guest state and protection of this board. */
-  pairView(): { role: string; guest: string | null; protected: boolean; backlog: number };
+  /** `cloning`: this board (primary) is cloning its guest to the partner right now. */
+  pairView(): { role: string; guest: string | null; protected: boolean; backlog: number; cloning?: boolean };
   /** Records in this board's event journal. */
   journal(message: string, detail?: Record<string, unknown>): void;
   /** The planned hand-over (this board must be primary). */
@@ -196,7 +200,14 @@ export class RollingUpgrade {
   async start(packagePath: string, o: RollingOptions): Promise<RollingRecord> {
     if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', `a rolling upgrade (${this.rec!.id}, to ${this.rec!.version}) is in progress at step ${this.rec!.step}`);
     const file = resolve(packagePath);
-    const me = await this.view();
+    let me = await this.view();
+    // A clone under way (a re-clone after a divergence or a lost input) ends within seconds: wait for
+    // it rather than refuse the operator (a test's run was refused right after such a re-clone).
+    for (const end = Date.now() + CLONE_WAIT_MS; me.role === 'PRIMARY' && !me.protected && this.h.pairView().cloning === true && Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 200));
+      me = await this.view();
+    }
+    if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', `a rolling upgrade (${this.rec!.id}, to ${this.rec!.version}) is in progress at step ${this.rec!.step}`);
     if (me.role !== 'PRIMARY') throw new UsError('US_ERR_ROLE', `rolling upgrade: board ${this.h.board} is ${me.role}; run it on the primary (${this.h.partner})`);
     if (!me.protected) throw new UsError('US_ERR_ROLE', 'rolling upgrade: the pair is not protected (the backup holds no clone in sync); refusing to start');
     if (me.trial) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: this board has a trial of slot ${me.trial} armed; commit or roll it back first`);

@@ -180,10 +180,14 @@ describe('rolling upgrade of the pair (simulated chassis, real QEMU)', function 
     // Load in segments (few registrations: the earlier tests filled much of the subscriber table),
     // the controller killed in the first one in which the partner runs its trial as a backup in sync.
     let killed = false;
+    // A CLI that ended before the kill (the run refused or failed): say so now, not after 60 segments of load.
+    let early: CliRun | undefined;
+    void rolling.then((r) => { if (!killed) early = r; });
     for (let seg = 0; seg < 60; seg++) {
+      if (early) assert.fail(`understudy upgrade rolling ended before the orchestrator was killed (exit ${early.code}): ${early.stdout} ${early.stderr}`);
       const { res } = await p.loadThrough(20000, 0, async () => {
         if (killed) return;
-        for (let i = 0; i < 190; i++) {
+        for (let i = 0; i < 190 && !early; i++) {
           const st = await p.ctl(orchestrator, 'upgrade.rolling.status').catch(() => undefined);
           id ??= st?.run?.version === '1.2.0' ? st.run.id : undefined;
           // The partner runs its trial and holds a clone in sync: the orchestrator is protected by a clone

@@ -173,6 +173,30 @@ describe('rolling upgrade: a run resumed after the orchestrator\'s controller re
     assert.ok(rec.steps.some((s) => /going on at partner-reboot/.test(s.message)));
   });
 
+  it('start waits for a clone under way rather than refusing "not protected"; without one it refuses at once', async () => {
+    const partner = new FakePartner({ role: 'BACKUP', guest: 'running', trial: 'B' }, { role: 'BACKUP' });
+    let cloning = true;
+    const rolling = new RollingUpgrade({
+      board: 'sim-a', partner: 'sim-b', setup, peer: partner.client as unknown as PeerClient,
+      pairView: () => ({ role: 'PRIMARY', guest: 'running', protected: !cloning, backlog: 0, cloning }),
+      journal: () => undefined,
+      switchover: async () => undefined,
+      rebootSelf: async () => undefined,
+    }, recordFile);
+    const t0 = Date.now();
+    setTimeout(() => { cloning = false; }, 400);
+    // Past the protection check once the clone ended: refused further on (the partner has a trial armed), not for protection.
+    await assert.rejects(rolling.start(pkg, { timeoutMs: 20000, stableMs: 0 }), (e: UsError) => e.code === 'US_ERR_UPGRADE_STATE' && /trial of slot B armed/.test(e.message));
+    assert.ok(Date.now() - t0 >= 350, 'it waited for the clone');
+    // Not protected and no clone under way: refused at once.
+    const idle = new RollingUpgrade({
+      board: 'sim-a', partner: 'sim-b', setup, peer: partner.client as unknown as PeerClient,
+      pairView: () => ({ role: 'PRIMARY', guest: 'running', protected: false, backlog: 0, cloning: false }),
+      journal: () => undefined, switchover: async () => undefined, rebootSelf: async () => undefined,
+    }, recordFile);
+    await assert.rejects(idle.start(pkg, { timeoutMs: 20000, stableMs: 0 }), /the pair is not protected/);
+  });
+
   it('the package is gone: the resumed run fails naming it, and abandons the partner\'s installed trial', async () => {
     interruptedAt('partner-reboot');
     rmSync(pkg);
