@@ -602,21 +602,28 @@ describe('replication timers on a fake clock (no sleeping)', () => {
 });
 
 describe('the backup\'s witness of the primary\'s guest, in the replicator (fake clock on the backup)', () => {
-  it('reports the primary\'s guest silent guestHangMs after its copy answered a request of the stream, not while the primary\'s digests come', async () => {
+  /** A primary and a backup following it on a real channel pair, the backup on a fake clock; its verdicts collected. */
+  async function witnessPair(backupOptions: { guestHangMs: number; cutoverGraceMs?: number }) {
     const clock = new FakeClock();
     const p = new Replicator({ guest: new RecordingGuest(), log });
     const gb = new RecordingGuest();
-    const b = new Replicator({ guest: gb, log, clock, guestHangMs: 200 });
+    const b = new Replicator({ guest: gb, log, clock, ...backupOptions });
     const ch = await channelPair();
     const silent: Array<{ silentMs: number; replies: number }> = [];
     b.on('primary-guest-silent', (v) => silent.push(v));
-    const settleImmediates = () => new Promise((r) => setImmediate(r));
+    p.setOutput(new RecordingOut());
+    p.becomePrimary();
+    b.becomeBackup();
+    p.protect(ch.a, 0);
+    b.follow(ch.b, 0);
+    const close = () => { p.close(); b.close(); ch.close(); };
+    return { clock, p, gb, b, silent, close };
+  }
+  const settleImmediates = () => new Promise((r) => setImmediate(r));
+
+  it('reports the primary\'s guest silent guestHangMs after its copy answered a request of the stream, not while the primary\'s digests come', async () => {
+    const { clock, p, gb, b, silent, close } = await witnessPair({ guestHangMs: 200 });
     try {
-      p.setOutput(new RecordingOut());
-      p.becomePrimary();
-      b.becomeBackup();
-      p.protect(ch.a, 0);
-      b.follow(ch.b, 0);
       clock.advance(2000); // past the cut-over's grace (its own test below)
       // Healthy: both copies answer; the primary's digest comes after the backup's reply.
       p.submit(req(20000, 'r1 GET A'));
@@ -648,28 +655,14 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       b.becomePrimary();
       assert.equal(b.status().witness, undefined);
     } finally {
-      p.close();
-      b.close();
-      ch.close();
+      close();
     }
     assert.equal(clock.pending, 0, 'close() disarms the witness check');
   });
 
   it('takes no verdict within cutoverGraceMs of the cut-over (a primary resumed after the copy works through the held inputs first), nor during a checkpoint on the backup and that long after it', async () => {
-    const clock = new FakeClock();
-    const p = new Replicator({ guest: new RecordingGuest(), log });
-    const gb = new RecordingGuest();
-    const b = new Replicator({ guest: gb, log, clock, guestHangMs: 200, cutoverGraceMs: 1000 });
-    const ch = await channelPair();
-    const silent: Array<{ silentMs: number; replies: number }> = [];
-    b.on('primary-guest-silent', (v) => silent.push(v));
-    const settleImmediates = () => new Promise((r) => setImmediate(r));
+    const { clock, p, gb, b, silent, close } = await witnessPair({ guestHangMs: 200, cutoverGraceMs: 1000 });
     try {
-      p.setOutput(new RecordingOut());
-      p.becomePrimary();
-      b.becomeBackup();
-      p.protect(ch.a, 0);
-      b.follow(ch.b, 0);
       p.submit(req(20000, 'g1 GET A'));
       await until(() => gb.inputs.length === 1, 'the backup delivered g1');
       b.onGuestOutput(reply(20000, 'g1 ERR UNKNOWN A'));
@@ -700,9 +693,7 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       await settleImmediates();
       assert.equal(silent.length, 2, 'still silent after the grace: the verdict');
     } finally {
-      p.close();
-      b.close();
-      ch.close();
+      close();
     }
   });
 });
