@@ -12,7 +12,10 @@
 #                   in (-DDX_FORMAT=<major>: 1 or 2, see guests/dx-legacy/src/dxcore.h)
 #   DX_BREAK        "crash": a deliberately broken build for aborted-upgrade
 #                   tests (loads the state, then aborts before DX-READY), into
-#                   dx-legacy-v<major>-broken; default empty (a working build)
+#                   dx-legacy-v<major>-broken; "poison": a build with poison
+#                   triggers for the poison-input tests (a REG of a subscriber
+#                   named crash* crashes the guest, hang* hangs it), into
+#                   dx-legacy-v<major>-poison; default empty (a working build)
 #   DX_SRC_DIR      C sources, default guests/dx-legacy/src
 #   DX_APP_SOURCES  .c files of the app inside DX_SRC_DIR, default "dxlegacy.c dxcore.c"
 #   DX_INIT         the initramfs /init, default guests/dx-legacy/init
@@ -51,9 +54,14 @@ DX_BREAK=${DX_BREAK:-}
 case "$DX_BREAK" in
 "") BREAK_CFLAGS=() ;;
 crash) BREAK_CFLAGS=(-DDX_BREAK_CRASH) ;;
-*) die "DX_BREAK must be empty or crash" ;;
+poison) BREAK_CFLAGS=(-DDX_POISON) ;;
+*) die "DX_BREAK must be empty, crash or poison" ;;
 esac
-NAME="dx-legacy-v$MAJOR${DX_BREAK:+-broken}"
+case "$DX_BREAK" in
+"") NAME="dx-legacy-v$MAJOR" ;;
+crash) NAME="dx-legacy-v$MAJOR-broken" ;;
+poison) NAME="dx-legacy-v$MAJOR-poison" ;;
+esac
 SRC_DIR=${DX_SRC_DIR:-$ROOT/guests/dx-legacy/src}
 APP_SOURCES=${DX_APP_SOURCES:-dxlegacy.c dxcore.c}
 INIT=${DX_INIT:-$ROOT/guests/dx-legacy/init}

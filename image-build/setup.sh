@@ -43,8 +43,11 @@ echo "setup: compiling TypeScript"
 rm -rf dist
 npx tsc -p tsconfig.json
 
-# The reference guest v1, v2 (call forwarding, state format v2) and a deliberately broken v2 for
+# The reference guest v1, v2 (call forwarding, state format v2), a deliberately broken v2 for
 # aborted-upgrade tests, side by side in image-build/out/; each is skipped when its stamp matches.
 sh image-build/build-guest.sh
 DX_VERSION=2.0.0 sh image-build/build-guest.sh
 DX_VERSION=2.0.0 DX_BREAK=crash sh image-build/build-guest.sh
+# A v1 with poison triggers (a REG of crash* crashes it, hang* hangs it) for the poison-input tests
+# and `npm start -- --poison`; guests/dx-legacy-poison.json.
+DX_BREAK=poison sh image-build/build-guest.sh

@@ -114,10 +114,11 @@ export function registerChassisCommands(program: Command): void {
   withWhere(chassis.command('up'))
     .description('build the chassis and power both boards on; waits until both controllers answer')
     .addOption(new Option('--guest <mode>', 'none: boards without a guest; primary: the primary hosts the reference guest').choices(['none', 'primary']).default('none'))
+    .option('--guest-file <descriptor>', 'with --guest primary: the guest descriptor (default guests/dx-legacy.json; guests/dx-legacy-poison.json has poison triggers)')
     .option('--baud <n>', 'serial partner link rate', intArg('--baud'), DEFAULT_BAUD)
     .addOption(new Option('--fencing <how>', 'simulated: the boards fence through the power controller; ipmi: through ipmitool to a simulated BMC per board (ipmi_sim) in front of it').choices(['simulated', 'ipmi']).default('simulated'))
     .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
-    .action(action((o: Where & { guest: 'none' | 'primary'; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout }),
+    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout }),
       (r) => [
         r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
         formatChassisStatus(r.status),
@@ -166,8 +167,9 @@ export function registerChassisCommands(program: Command): void {
     .requiredOption('--baud <n>', 'serial partner link rate', intArg('--baud'))
     .addOption(new Option('--guest <mode>').choices(['none', 'primary']).default('none'))
     .addOption(new Option('--fencing <how>').choices(['simulated', 'ipmi']).default('simulated'))
+    .option('--guest-file <descriptor>')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; baud: number; fencing: 'simulated' | 'ipmi' }>();
-      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, fencing: o.fencing });
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi' }>();
+      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, guestFile: o.guestFile, fencing: o.fencing });
     });
 }

@@ -16,14 +16,15 @@ const ha: CommandModule = () => import('./ha-commands.js').then((m) => m.registe
 const load: CommandModule = () => import('./load-commands.js').then((m) => m.registerLoadCommands);
 const replication: CommandModule = () => import('./replication-commands.js').then((m) => m.registerReplicationCommands);
 const alarms: CommandModule = () => import('./alarms-commands.js').then((m) => m.registerAlarmsCommands);
+const quarantine: CommandModule = () => import('./quarantine-commands.js').then((m) => m.registerQuarantineCommands);
 
 /** Every command module, in help order. */
-export const ALL_MODULES: readonly CommandModule[] = [guest, logs, consoleCmds, upgrade, chassis, ha, load, replication, alarms];
+export const ALL_MODULES: readonly CommandModule[] = [guest, logs, consoleCmds, upgrade, chassis, ha, load, replication, alarms, quarantine];
 
 /** The module that registers each top-level command. */
 export const MODULE_OF: Readonly<Record<string, CommandModule>> = {
   guest, logs, console: consoleCmds, upgrade, chassis, ha, role: ha, link: ha, events: ha, 'start-alone': ha, load,
-  status: replication, clone: replication, checkpoint: replication, switchover: replication, alarms,
+  status: replication, clone: replication, checkpoint: replication, switchover: replication, alarms, quarantine,
 };
 
 /** Defined in program.ts itself (their heavy parts are imported inside their actions). */

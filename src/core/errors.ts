@@ -45,7 +45,8 @@ export type UsErrorCode =
   | 'US_ERR_CHASSIS'            // the simulated chassis could not be set up, driven or torn down
   | 'US_ERR_CONSOLE'            // the serial console refuses a command or cannot parse a line
   | 'US_ERR_PASSWORD'           // a console password could not be set (too short, mismatch, wrong current one)
-  | 'US_ERR_GUEST_UPGRADE';     // a guest upgrade step failed: the upgrade is aborted, the pair stays on the old version
+  | 'US_ERR_GUEST_UPGRADE'     // a guest upgrade step failed: the upgrade is aborted, the pair stays on the old version
+  | 'US_ERR_GUEST_FAILED';     // the guest could not be brought back (a recovery from the checkpoint gave up)
 
 export class UsError extends Error {
   readonly code: UsErrorCode;

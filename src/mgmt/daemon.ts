@@ -19,6 +19,10 @@ import { HaController } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
 import { ReplicationManager } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
+import { PoisonRecovery } from '../replication/poison.js';
+import { Quarantine } from '../store/quarantine.js';
+import { quarantineCommands, raisePoisonAlarm, syncPoisonAlarms } from './quarantine-control.js';
+import { GUEST_HANG_FALLBACK_MS } from '../guest/supervisor.js';
 import { PartnerRejections } from '../replication/rejections.js';
 import { upgradeSetupFor } from '../upgrade/board-setup.js';
 import { cleanUpgradeLeftovers } from '../upgrade/leftovers.js';
@@ -58,6 +62,9 @@ export class Daemon {
   private unwatchTrial?: () => void;
   private replication?: ReplicationManager;
   private checkpointer?: Checkpointer;
+  private recovery?: PoisonRecovery;
+  /** The pair's quarantine of poison inputs (docs/poison.md). */
+  quarantine?: Quarantine;
   private fieldUpgrade?: FieldUpgrade;
   private control?: ControlServer;
   private management?: Management;
@@ -146,13 +153,25 @@ export class Daemon {
         const cp = (this.checkpointer = new Checkpointer(board.storageDir, store, host.supervisor, host.replicator, this.log.child({ component: 'checkpoint' })));
         cp.maxLoggedInputs = board.input.inputLogMaxInputs;
         host.replicator.setInputLog((s) => cp.logInput(s));
+        this.quarantine ??= new Quarantine(store);
+        this.recovery = new PoisonRecovery({
+          checkpoints: cp, supervisor: host.supervisor, replicator: host.replicator, log: this.log.child({ component: 'recovery' }),
+          hangMs: GUEST_HANG_FALLBACK_MS, onStep: (what) => store.record('recovery', what),
+        });
       }
       const ha = (this.ha = new HaController(board, store, this.log.child({ component: 'ha' }), { alarms: this.alarms }));
       // The previous firmware's partner channels only while the partner is heard only in heartbeat version 1 or 2.
       this.unfollowLegacy = legacyPartnerChannels.follow(ha.membership);
       if (host) {
-        const pair = (this.pair = new PairController({ board, ha, host, clones: this.replication, checkpoints: this.checkpointer, journal: store, log: this.log.child({ component: 'pair' }) }));
+        const pair = (this.pair = new PairController({ board, ha, host, clones: this.replication, checkpoints: this.checkpointer, recovery: this.recovery, quarantine: this.quarantine, journal: store, log: this.log.child({ component: 'pair' }) }));
         if (this.replication) this.replication.admitClone = (stage) => pair.admitClone(stage);
+        const alarms = this.alarms;
+        if (alarms && this.quarantine) {
+          const q = this.quarantine;
+          pair.poison.onQuarantined = (e) => { raisePoisonAlarm(alarms, e); };
+          pair.poison.onMerged = () => { syncPoisonAlarms(alarms, q); };
+          syncPoisonAlarms(alarms, q);
+        }
         await this.replication?.listen();
         pair.start();
       }
@@ -187,7 +206,7 @@ export class Daemon {
     await this.snmp?.flush().catch(() => undefined);
     this.snmp?.close();
     this.snmp = undefined;
-    this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.host = undefined;
+    this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.recovery = this.host = undefined;
   }
 
   /** A configuration error: only the console and the control socket stay, journaled and shown. */
@@ -290,6 +309,15 @@ export class Daemon {
     return this.pair;
   }
 
+  private quarantineHandlers?: ReturnType<typeof quarantineCommands>;
+  /** `understudy quarantine …` (src/mgmt/quarantine-control.ts), made at the first use. */
+  private quarantineControl(): ReturnType<typeof quarantineCommands> {
+    return (this.quarantineHandlers ??= quarantineCommands({
+      board: this.board.name, quarantine: () => this.quarantine, store: this.store!, alarms: this.alarms,
+      onReleased: () => this.pair?.poison.sendToPartner(),
+    }));
+  }
+
   /** The control socket's commands (src/mgmt/ipc.ts), each mapped onto the part of the board that does it. */
   private readonly commands: Record<string, Command> = {
     ping: () => ({ board: this.board.name, pid: process.pid, role: this.role }),
@@ -311,6 +339,9 @@ export class Daemon {
       return { board: this.board.name, events: this.store!.events({ limit, kind: a.kind === undefined ? undefined : String(a.kind), sinceId }) };
     },
     alarms: (a) => this.alarmList(a),
+    'quarantine.list': (a) => this.quarantineControl()['quarantine.list']!(a),
+    'quarantine.show': (a) => this.quarantineControl()['quarantine.show']!(a),
+    'quarantine.release': (a) => this.quarantineControl()['quarantine.release']!(a),
     'board.info': async () => (await import('../hw/inventory.js')).readInventory(),
     'replication.status': () => ({ board: this.board.name, role: this.role, replication: this.replicationStatus() }),
     clone: async () => ({ board: this.board.name, clone: await this.requirePair().clone() }),

@@ -53,8 +53,12 @@ export function journalNotServing(e: unknown, store: Store | undefined, log: Log
   return s;
 }
 
-/** Control commands answered while not serving: seeing the state, the journal, retrying, stopping. */
-const ANSWERED_WHILE_NOT_SERVING: ReadonlySet<string> = new Set(['ping', 'status', 'role', 'events', 'alarms', 'board.info', 'guest.stop', 'start.retry']);
+/**
+ * Control commands answered while not serving: seeing the state, the journal, the alarms and the
+ * quarantined inputs (read from the store; releasing one waits until the board serves), retrying,
+ * stopping.
+ */
+const ANSWERED_WHILE_NOT_SERVING: ReadonlySet<string> = new Set(['ping', 'status', 'role', 'events', 'alarms', 'quarantine.list', 'quarantine.show', 'board.info', 'guest.stop', 'start.retry']);
 
 export function assertAnsweredWhileNotServing(command: string, board: string, s: ConfigErrorState): void {
   if (ANSWERED_WHILE_NOT_SERVING.has(command)) return;

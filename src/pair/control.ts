@@ -12,6 +12,7 @@ import type { Role } from '../ha/frame.js';
 import type { ControlMessage, ControlType } from '../replication/messages.js';
 import type { GuestHang } from './guest-hang.js';
 import type { GuestUpgrade } from './guest-upgrade.js';
+import type { PoisonGuard } from './poison-guard.js';
 import type { PairParts } from './parts.js';
 import type { Protection } from './protection.js';
 import type { Switchover } from './switchover.js';
@@ -27,7 +28,7 @@ interface Route<T extends ControlType> {
 export type ControlRoutes = { [T in ControlType]?: Route<T> };
 
 /** The routes of a pair: who acts on what, in which role. */
-export function controlRoutes(p: PairParts, protection: Protection, switchover: Switchover, upgrade: GuestUpgrade, guestHang: GuestHang): ControlRoutes {
+export function controlRoutes(p: PairParts, protection: Protection, switchover: Switchover, upgrade: GuestUpgrade, guestHang: GuestHang, poison?: PoisonGuard): ControlRoutes {
   return {
     // The backup's copy diverged, lost inputs or died: clone again (unless a guest upgrade is replacing it).
     reclone: { roles: ['PRIMARY'], handle: (m) => {
@@ -42,6 +43,8 @@ export function controlRoutes(p: PairParts, protection: Protection, switchover: 
     'guest-upgrade-commit': { roles: ['PRIMARY'], handle: () => void upgrade.commit().catch(() => undefined) },
     // The backup's witness says this board's guest stopped answering: checked here, then handed over.
     'guest-hung': { roles: ['PRIMARY'], handle: (m) => guestHang.onBackupReport(m) },
+    // The primary's quarantine of poison inputs: merged, so this board answers their retries the same way.
+    quarantine: { roles: ['BACKUP'], handle: (m) => poison?.onPartnerQuarantine(m) },
   };
 }
 

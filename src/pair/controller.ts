@@ -22,6 +22,7 @@ import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js
 import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
 import { requirePrimary, until, type PairParts } from './parts.js';
+import { PoisonGuard } from './poison-guard.js';
 import { Protection } from './protection.js';
 import { Switchover } from './switchover.js';
 
@@ -105,6 +106,7 @@ export class PairController {
   readonly switchover: Switchover;
   readonly upgrade: GuestUpgrade;
   readonly guestHang: GuestHang;
+  readonly poison: PoisonGuard;
   private readonly routes: ControlRoutes;
   /** Promotions of this board (from BACKUP or FENCING) since the controller started. */
   failovers = 0;
@@ -123,9 +125,10 @@ export class PairController {
     const { host, ha, clones } = p;
     this.switchover = new Switchover(p, (keepCopy) => this.stepDown(keepCopy));
     this.upgrade = new GuestUpgrade(p, this.switchover, upgradeOptions);
-    this.protection = new Protection(p, () => this.upgrade.busy || this.stopping);
+    this.protection = new Protection(p, () => this.upgrade.busy || this.stopping || this.poison?.recovering === true);
     this.guestHang = new GuestHang(p);
-    this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang);
+    this.poison = new PoisonGuard(p, p.recovery, p.quarantine);
+    this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang, this.poison);
 
     // What a board does when its guest fails (QEMU exits, the guest panics, the watchdog fires).
     // In a pair the guest's state lives in the copies and the input stream, never on the state disk
@@ -143,16 +146,29 @@ export class PairController {
       // A copy that was still arriving (a clone target) never relaunches from the disk, whatever the
       // role by now: a promotion waits for it (applyRole) and then restores what this board holds.
       if (this.cloneArriving()) { this.arrivalGaveUp = true; return 'give-up'; }
+      // A copy restored from the checkpoint fails while the recovery watches it: that is its evidence.
+      if (this.poison.recovering) return 'give-up';
       const role = ha.currentRole;
       const partnerIsBackup = ha.membership.partnerView.heartbeat?.role === 'BACKUP';
-      if (role === 'PRIMARY') return host.replicator.protectedNow && partnerIsBackup ? 'give-up' : 'restart';
+      if (role === 'PRIMARY') {
+        if (host.replicator.protectedNow && partnerIsBackup) return 'give-up';
+        // Promoted, no backup yet, the checkpoint and the log since it here: rebuilt from them (a
+        // poison input that reached this copy after the promotion is found on the way).
+        return this.poison.canRecoverAsPrimary() ? 'give-up' : 'restart';
+      }
       return 'give-up';
     };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
+      if (this.poison.recovering) return; // the recovery watches its restored copy
+      this.poison.noteCopyFailed(cause);
       const arriving = this.arrivalGaveUp;
       this.arrivalGaveUp = false;
       if (arriving) this.cloneTarget = 'failed'; // not left 'started' for the next guest this board boots
+      if (ha.currentRole === 'PRIMARY' && !arriving && !this.promoting && this.poison.canRecoverAsPrimary()) {
+        this.roleWork = this.roleWork.then(() => this.recoverAsPrimary(cause));
+        return;
+      }
       // A clone that was still arriving when this board was promoted is not a failure of the
       // primary's guest (FAULT would leave the pair with nobody serving when the partner is gone):
       // the promotion waiting for it (applyRole) goes on to the checkpoint or the disk.
@@ -169,7 +185,7 @@ export class PairController {
       }
     });
     if (clones) {
-      clones.on('cloned', () => this.upgrade.onCloned());
+      clones.on('cloned', () => { this.upgrade.onCloned(); this.poison.sendToPartner(); });
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
       clones.on('clone-target', (phase) => {
         this.cloneTarget = phase;
@@ -202,7 +218,29 @@ export class PairController {
    * loss of supervision, it reset the only board left (2026-12-05, a 20-fault run).
    */
   healthy(): boolean {
-    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY' || this.promoting;
+    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY' || this.promoting || this.poison.recovering;
+  }
+
+  /**
+   * An unprotected PRIMARY whose copy failed and that holds the checkpoint and every input since:
+   * it stops serving, rebuilds the copy from them (finding a poison input on the way) and serves
+   * again; if that fails, the guest has failed (FAULT).
+   */
+  private async recoverAsPrimary(cause: string): Promise<void> {
+    const { host, ha, journal } = this.p;
+    if (ha.currentRole !== 'PRIMARY' || this.stopping) return;
+    this.promoting = true;
+    try {
+      await host.unserve();
+      host.replicator.becomePrimary({ holdDelivery: true });
+      await this.poison.recover(`the guest failed on the primary without a backup (${cause})`);
+      await this.serve();
+    } catch (e) {
+      journal.record('recovery', `recovery from the checkpoint failed: ${(e as Error).message}`);
+      ha.fire('guest-failed', (e as Error).message);
+    } finally {
+      this.promoting = false;
+    }
   }
 
   get cloneInProgress(): boolean {
@@ -312,8 +350,11 @@ export class PairController {
         await this.upgrade.resumeFromSavedState();
         break;
       case 'restore-checkpoint':
-        journal.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
-        await checkpoints!.restore();
+        if (this.p.recovery) await this.poison.recover('promoted without a running clone');
+        else {
+          journal.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
+          await checkpoints!.restore();
+        }
         break;
       case 'boot':
         if (promotion) {
@@ -335,6 +376,11 @@ export class PairController {
       case 'leave':
         break;
     }
+    if (role === 'PRIMARY' && promotion && checkpoints?.info && !replicator.protectedNow) {
+      // Until a backup follows, this board logs its inputs after the checkpoint: a copy that fails
+      // meanwhile (a poison input that reached it after the promotion) is rebuilt from them.
+      replicator.logWhileUnprotected = true;
+    }
     if (role === 'PRIMARY') {
       // The partner kept its copy through the switchover (guest upgrade): it protects this board without a clone.
       const partnerKeepsCopy = this.switchover.takePartnerKeepsCopy();
@@ -346,6 +392,7 @@ export class PairController {
     const { host, journal, board } = this.p;
     await host.serve();
     journal.record('guest', `serving on ${board.service.address}:${board.service.port}`);
+    this.poison.answerPoisonClients();
     // A clone blocked on an AUTH answer that died with the old primary would wait for its own
     // retransmission (500 ms): ask the AUTH service on its behalf right away.
     for (const sub of host.supervisor.port.authOutstanding) {
@@ -367,6 +414,7 @@ export class PairController {
       failovers: this.failovers,
       ...this.upgrade.status(),
       checkpoint: checkpoints ? { last: checkpoints.info ?? null, inputsLoggedSince: checkpoints.loggedSince, inputLog: checkpoints.logStatus } : null,
+      poison: this.poison.status(),
     };
   }
 }

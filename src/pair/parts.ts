@@ -16,7 +16,9 @@ import type { GuestHost } from '../replication/guest-host.js';
 import type { CloneProgress, CloneReport, ReplicationManager } from '../replication/manager.js';
 import type { WitnessVerdict } from '../replication/guest-witness.js';
 import type { ControlMessage } from '../replication/messages.js';
+import type { PoisonRecovery } from '../replication/poison.js';
 import type { InputDrops, Replicator } from '../replication/replicator.js';
+import type { Quarantine } from '../store/quarantine.js';
 
 /** The event journal (src/store/journal.ts): every decision of the pair is recorded with its cause. */
 export interface Journal {
@@ -42,7 +44,7 @@ export type SupervisorPart = Pick<GuestSupervisor,
 export type ReplicatorPart = Pick<Replicator,
   | 'mode' | 'becomePrimary' | 'becomeBackup' | 'protectedNow' | 'followsAnotherVersion' | 'followOnCurrentChannel' | 'protectOnCurrentChannel'
   | 'hold' | 'release' | 'heldCount' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'status' | 'unprotect' | 'sendControl'
-  | 'replay' | 'discardQueue' | 'pauseDelivery' | 'resumeDelivery' | 'restartDelivery'> & {
+  | 'replay' | 'discardQueue' | 'pauseDelivery' | 'resumeDelivery' | 'restartDelivery' | 'screen' | 'frontier' | 'logWhileUnprotected'> & {
   on(ev: 'divergence', fn: (key: string) => void): unknown;
   on(ev: 'unprotected', fn: (reason: string) => void): unknown;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): unknown;
@@ -68,7 +70,7 @@ export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | '
 };
 
 /** Checkpoints and the input log, on the backup (src/replication/checkpoint.ts). */
-export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'logStatus'>;
+export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'logStatus' | 'logCovers'>;
 
 /**
  * Everything a pair is made of on one board that hosts a guest. A board whose partner has no Ethernet
@@ -80,6 +82,10 @@ export interface PairParts {
   host: HostPart;
   clones?: ClonePart;
   checkpoints?: CheckpointPart;
+  /** The guarded restore that finds poison inputs (src/replication/poison.ts), where there are checkpoints. */
+  recovery?: Pick<PoisonRecovery, 'recover'>;
+  /** The pair's quarantine of poison inputs (src/store/quarantine.ts). */
+  quarantine?: Quarantine;
   journal: Journal;
   log: Logger;
 }

@@ -198,8 +198,27 @@ export class Checkpointer {
    */
   async restore(): Promise<{ seq: number; replayed: number }> {
     const t0 = performance.now();
+    const cp = await this.restoreImage();
+    const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
+    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
+    this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
+    this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
+    // The board serves meanwhile (new requests queue behind the replay in the guest); when the guest
+    // has processed all of it is recorded on its own, for operators and bench/replication.
+    void this.recordRecovery(t0, inputs.length).catch(() => undefined); // the store may close first (controller stopping)
+    return { seq: cp.seq, replayed: inputs.length };
+  }
+
+  /**
+   * Starts the guest from the checkpoint's image, holding it at the checkpoint's input (nothing is
+   * replayed: the caller hands it the log, all at once or in parts). Delivery stays held meanwhile:
+   * QEMU connects the guest's NIC before it has loaded the state, and inputs queued for the copy
+   * that failed reached the new one ahead of the replay (AUTH answers out of step).
+   */
+  async restoreImage(): Promise<CheckpointInfo> {
     const cp = this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
+    this.replicator.holdDelivery();
     await this.supervisor.stop();
     const incoming = this.supervisor.paths.restoreIn;
     await this.supervisor.startClone(`unix:${incoming}`);
@@ -212,14 +231,19 @@ export class Checkpointer {
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);
     await this.supervisor.finishClone();
-    const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
-    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
-    this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
-    this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
-    // The board serves meanwhile (new requests queue behind the replay in the guest); when the guest
-    // has processed all of it is recorded on its own, for operators and bench/replication.
-    void this.recordRecovery(t0, inputs.length).catch(() => undefined); // the store may close first (controller stopping)
-    return { seq: cp.seq, replayed: inputs.length };
+    return cp;
+  }
+
+  /**
+   * Whether the checkpoint and the log hold the whole stream up to `lastSeq` (every input after the
+   * checkpoint logged, none missing): only then can a copy be rebuilt from them.
+   */
+  logCovers(lastSeq: number): boolean {
+    const cp = this.info;
+    if (!cp) return false;
+    if (lastSeq <= cp.seq) return true;
+    const r = this.store.db.prepare('SELECT COUNT(*) AS n, MAX(seq) AS top FROM inputs WHERE seq > ? AND seq <= ?').get(cp.seq, lastSeq) as { n: number; top: number | null };
+    return r.n === lastSeq - cp.seq && r.top === lastSeq;
   }
 
   private async recordRecovery(t0: number, replayed: number): Promise<void> {

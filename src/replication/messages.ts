@@ -173,6 +173,17 @@ const CONTROL = z.discriminatedUnion('type', [
   z.object({ type: z.literal('switchover'), keepCopy: z.boolean().optional() }),
   z.object({ type: z.literal('guest-upgrade-commit') }),
   z.object({ type: z.literal('hello'), board: text, role: text, lastSeq: seqNo, cloned: z.boolean() }),
+  // The pair's quarantine of poison inputs (src/store/quarantine.ts), from the primary: the backup
+  // merges it, so the board that takes over answers their retries the same way.
+  z.object({
+    type: z.literal('quarantine'),
+    entries: z.array(z.object({
+      id: z.number().int().positive().max(Number.MAX_SAFE_INTEGER), key: z.string().regex(/^[0-9a-f]{32}$/), seq: seqNo, clientAddress: ipAddress.nullable(), clientPort: udpPort.nullable(),
+      payloadBase64: z.string().max(4096).regex(/^[A-Za-z0-9+/]*={0,2}$/), at: text, confirmation: text,
+      failures: z.array(z.object({ copy: text, board: text, how: z.enum(['crash', 'hang']), cause: text, at: text })).max(16),
+      status: z.enum(['active', 'released']), releasedBy: text.nullable(), releasedAt: text.nullable(),
+    })).max(1024),
+  }),
 ]);
 
 export type ControlMessage = z.infer<typeof CONTROL>;

@@ -20,6 +20,7 @@ import type { Logger } from '../core/log.js';
 import { ClientMap, type ClientMapOptions } from '../guest/client-map.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
 import type { GuestInput, GuestOutput, InputPipeline, InputSink, OutputSink } from '../guest/io.js';
+import { ProcessedFrontier } from './frontier.js';
 import { PrimaryGuestWitness, type WitnessStatus, type WitnessVerdict } from './guest-witness.js';
 import type { MessageChannel } from './secure-channel.js';
 import {
@@ -99,6 +100,8 @@ export interface InputDrops {
   heldFull: number;
   /** Requests whose reply never came (the guest ignored or lost them), forgotten by the count or age bound. */
   pendingPruned: number;
+  /** Requests answered from the quarantine (a poison input or a resend of one): never sequenced, never given to a guest. */
+  quarantined: number;
 }
 
 export interface ReplicationStatus {
@@ -152,7 +155,21 @@ const MAX_DIGESTS = 20000;
 export class Replicator extends EventEmitter implements InputPipeline {
   mode: ReplicationMode = 'standalone';
   readonly clients: ClientMap;
-  readonly drops: InputDrops = { queueFull: 0, heldFull: 0, pendingPruned: 0 };
+  readonly drops: InputDrops = { queueFull: 0, heldFull: 0, pendingPruned: 0, quarantined: 0 };
+  /** How far the local guest has worked through the requests it was handed (the suspects when it fails). */
+  readonly frontier = new ProcessedFrontier();
+  /**
+   * Primary: every client request is first shown to this screen (the quarantine of poison inputs);
+   * a request it answers is not sequenced and reaches no guest, and its answer goes straight out.
+   */
+  screen?: (input: Extract<GuestInput, { kind: 'request' }>, client: { address: string; port: number } | undefined) => Buffer | undefined;
+  /**
+   * Primary, while unprotected: log every input sequenced here as the backup would (the checkpoint's
+   * input log), so that a copy that fails now can still be restored from the checkpoint and the log
+   * (a poison input that reaches a promoted board's copy). Set by the pair after a promotion that
+   * kept a checkpoint; ended by the next clone.
+   */
+  logWhileUnprotected = false;
   private out?: OutputSink;
   private channel?: MessageChannel;
   lastSeq = 0;
@@ -341,6 +358,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   protectOnCurrentChannel(): boolean {
     if (this.mode !== 'primary' || !this.channel?.open) return false;
     this.isProtected = true;
+    this.logWhileUnprotected = false;
     this.unprotectedReason = undefined;
     this.ackedSeq = this.lastSeq;
     this.unackedSince = 0;
@@ -353,6 +371,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.attachChannel(channel);
     this.protectedAt = this.clock.now();
     this.isProtected = true;
+    this.logWhileUnprotected = false; // the backup logs from here (its own checkpoint)
     this.unprotectedReason = undefined;
     this.unackedSince = 0;
     // The clone holds every input up to cutSeq: replies to them need no further ACK (a re-clone
@@ -393,10 +412,21 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (this.mode === 'backup') return; // a backup has no endpoint; nothing should get here
     // Capped before a sequence number is given: the partner never hears of a dropped request, so
     // both copies see the same stream. AUTH answers are never dropped (one per question the guest asked).
+    const client = input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined;
+    if (input.kind === 'request' && this.screen) {
+      const answer = this.screen(input, client);
+      if (answer) {
+        this.drops.quarantined++;
+        this.out?.release({ kind: 'reply', clientPort: input.clientPort, payload: answer });
+        return;
+      }
+    }
     if (input.kind === 'request' && !this.admit()) return;
     const seq = ++this.lastSeq;
-    const s: SequencedInput = { seq, input, client: input.kind === 'request' ? this.clients.clientOf(input.clientPort) : undefined };
+    const s: SequencedInput = { seq, input, client };
     this.noteReceived(s);
+    // Logged as soon as it has its number: held for a clone's cut-over, it is part of the stream already.
+    if (this.mode === 'primary' && !this.isProtected && this.logWhileUnprotected) this.o.onLogged?.(s);
     if (this.holding) { this.held.push(s); return; }
     this.forward(s);
   }
@@ -500,6 +530,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
+    if (output.kind === 'reply') this.frontier.replied(replyKey(output.clientPort, output.payload));
     if (output.kind === 'reply' && this.authOpen.size) this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
@@ -678,10 +709,16 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.queue.shift();
       if (this.witnessOn && this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness!.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
       this.o.guest.deliver(s.input);
+      if (s.input.kind === 'request') this.frontier.delivered(s.seq, replyKey(s.input.clientPort, s.input.payload));
       if (this.mode === 'primary') this.hop('delivered', s.seq);
       this.deliveredSeq = s.seq;
       if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
     }
+  }
+
+  /** The local guest is about to be replaced (a restore): nothing queued reaches it until replay() hands it the log. */
+  holdDelivery(): void {
+    this.deliveryPaused = true;
   }
 
   /** Backup: inputs keep arriving, being logged and acknowledged, but wait before the clone (a checkpoint). */
@@ -719,7 +756,24 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.lastSeq = s.seq;
     }
     this.lastSeq = Math.max(this.lastSeq, received);
+    this.frontier.reset(fromSeq);
     this.continueQueue();
+  }
+
+  /**
+   * More of a replay (after replay()): logged inputs handed over in order after what is queued. A
+   * recovery from a poison input gives the restored copy the log in parts (src/replication/poison.ts).
+   */
+  appendReplay(inputs: SequencedInput[]): void {
+    for (const s of inputs) {
+      if (s.input.kind === 'request' && s.client) this.clients.assign(s.input.clientPort, s.client);
+      if (s.input.kind === 'request') this.clients.noteRequest(s.input.clientPort, s.input.payload);
+      this.queue.push(s);
+      this.lastSeq = Math.max(this.lastSeq, s.seq);
+    }
+    this.deliveryPaused = false;
+    this.replayUntil = Math.max(this.replayUntil, this.queue.at(-1)?.seq ?? 0);
+    this.pump();
   }
 
   /**
@@ -731,6 +785,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.queue = [];
     this.authOpen.clear();
     this.deliveredSeq = this.lastSeq;
+    this.frontier.reset(this.lastSeq);
   }
 
   /**

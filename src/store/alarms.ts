@@ -113,6 +113,12 @@ export const ALARM_TYPES = {
     specificProblem: 'the serial console is locked after repeated failed logins',
     raisedWhen: 'the console locks after repeated failed logins', clearedWhen: 'the lockout ends, or a login succeeds',
   },
+  'poison-input': {
+    severity: 'major', eventType: 'processingErrorAlarm', probableCause: 'softwareError',
+    specificProblem: 'a client request crashed or hung both copies of the guest and was quarantined',
+    raisedWhen: 'an input is quarantined (one alarm per input, qualifier q<N>; docs/poison.md)',
+    clearedWhen: 'its input is released from quarantine: none is active once no input is in quarantine any more',
+  },
 } as const satisfies Record<string, AlarmType>;
 export type AlarmTypeId = keyof typeof ALARM_TYPES;
 

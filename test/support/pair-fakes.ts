@@ -13,7 +13,8 @@ import type { GuestHealth, Role } from '../../src/ha/frame.js';
 import type { RoleChange } from '../../src/ha/ha-controller.js';
 import type { GuestState } from '../../src/guest/supervisor.js';
 import type { SequencedInput, ControlMessage } from '../../src/replication/messages.js';
-import type { ReplicationStatus } from '../../src/replication/replicator.js';
+import type { Replicator, ReplicationStatus } from '../../src/replication/replicator.js';
+import { ProcessedFrontier } from '../../src/replication/frontier.js';
 import type { PairParts } from '../../src/pair/parts.js';
 import type { CheckpointInfo } from '../../src/replication/checkpoint.js';
 
@@ -131,6 +132,9 @@ export class FakeReplicator extends EventEmitter {
   /** Whether the partner channel is open (followOnCurrentChannel / protectOnCurrentChannel need it). */
   channelOpen = true;
   sent: ControlMessage[] = [];
+  readonly frontier = new ProcessedFrontier();
+  logWhileUnprotected = false;
+  screen?: Replicator['screen'];
   constructor(private readonly calls: string[]) { super(); }
   becomePrimary(opts: { holdDelivery?: boolean } = {}): void { this.calls.push(opts.holdDelivery ? 'replicator:primary(held)' : 'replicator:primary'); this.mode = 'primary'; this.protectedNow = false; }
   becomeBackup(): void { this.calls.push('replicator:backup'); this.mode = 'backup'; this.protectedNow = false; }
@@ -170,7 +174,7 @@ export class FakeReplicator extends EventEmitter {
       mode: this.mode, protected: this.protectedNow, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, deliveredSeq: this.deliveredSeq, lagInputs: null,
       heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, authHolds: 0, clients: 0,
       delivery: { paused: false, awaitingRoom: false, authOpen: [], queued: 0, head: null },
-      pendingReplies: 0, drops: { queueFull: 0, heldFull: 0, pendingPruned: 0 },
+      pendingReplies: 0, drops: { queueFull: 0, heldFull: 0, pendingPruned: 0, quarantined: 0 },
     };
   }
 }
@@ -209,6 +213,9 @@ export class FakeCheckpoints {
   }
   async take(): Promise<never> { this.calls.push('checkpoint:take'); return {} as never; }
   async idle(): Promise<void> {}
+  /** Whether the log covers the stream (set by a test). */
+  covers = false;
+  logCovers(): boolean { return this.covers; }
 }
 
 export class FakeJournal {

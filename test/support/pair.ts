@@ -20,10 +20,11 @@ export class PairUnderTest {
   primary!: BoardName;
   private tagN = 0;
 
-  constructor(readonly name: string) {}
+  /** `guestFile`: another guest descriptor for both boards (default guests/dx-legacy.json). */
+  constructor(readonly name: string, private readonly opts: { guestFile?: string } = {}) {}
 
   async up(): Promise<void> {
-    this.chassis = await Chassis.up({ name: this.name, runDir: `/tmp/us-${this.name}`, guest: 'primary' });
+    this.chassis = await Chassis.up({ name: this.name, runDir: `/tmp/us-${this.name}`, guest: 'primary', guestFile: this.opts.guestFile });
     this.primary = await waitProtected(this.chassis.layout, 240000);
   }
 
@@ -44,12 +45,16 @@ export class PairUnderTest {
     return callControl(this.chassis.layout.boards[b].controlSocket, cmd, args, 30000);
   }
 
-  /** Sends requests from the service network (as a client would, retrying every 200 ms up to `tries` times) and returns the replies, in order. */
-  async ask(requests: string[], tries = 100): Promise<string[]> {
+  /**
+   * Sends requests from the service network (as a client would, retrying every 200 ms up to `tries`
+   * times) and returns the replies, in order. `ids`: the request ids to use (default: fresh ones).
+   */
+  async ask(requests: string[], tries = 100, ids?: string[]): Promise<string[]> {
     const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
 const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
 const out = [];
-for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request('u' + process.pid + 'x' + i, r, 200, ${tries}));
+const ids = ${JSON.stringify(ids ?? null)};
+for (const [i, r] of ${JSON.stringify(requests)}.entries()) out.push(await c.request(ids ? ids[i] : 'u' + process.pid + 'x' + i, r, 200, ${tries}));
 c.close();
 console.log(JSON.stringify(out));`;
     const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', this.chassis.layout.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: Math.max(120000, requests.length * tries * 250) });

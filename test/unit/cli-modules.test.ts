@@ -49,6 +49,8 @@ describe('CLI command modules', () => {
   it('chooses the modules from the command word', () => {
     assert.deepEqual(modulesFor(['status', '--json']), [MODULE_OF.status]);
     assert.deepEqual(modulesFor(['--json', 'guest', 'status']), [MODULE_OF.guest]);
+    assert.deepEqual(modulesFor(['quarantine', 'release', 'q7', '--json']), [MODULE_OF.quarantine]);
+    assert.notEqual(MODULE_OF.quarantine, MODULE_OF.alarms, 'quarantine has a module of its own');
     assert.deepEqual(modulesFor(['board', 'info']), []);
     assert.equal(modulesFor([]), ALL_MODULES);
     assert.equal(modulesFor(['--help']), ALL_MODULES);

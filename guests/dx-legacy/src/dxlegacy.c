@@ -13,6 +13,11 @@
  *   DX_BREAK_CRASH  a deliberately broken build for aborted-upgrade tests: it
  *                   loads the state, says DX-BROKEN and aborts before DX-READY
  *                   (the watchdog stays armed, as with any crash)
+ *   DX_POISON       poison triggers for the poison-input tests, never in the
+ *                   default image: a service request `<id> REG crash<...>`
+ *                   crashes the guest (a kernel oops, so the whole unit goes
+ *                   down as with a fault in a legacy RTOS), `<id> REG hang<...>`
+ *                   hangs it (no service, no management, no watchdog kicks)
  */
 #define _GNU_SOURCE
 #include "dxcore.h"
@@ -442,6 +447,34 @@ static enum dx_verdict auth_ask(const char *sub)
 
 /* ---------------------------------------------------------------- service */
 
+#ifdef DX_POISON
+/* The poison triggers (build switch DX_POISON): deterministic, decided by the request's bytes
+ * alone, so both copies fed the same stream fail on the same request. */
+static void poison_check(const uint8_t *buf, size_t n)
+{
+    char line[64];
+    size_t m = n < sizeof line - 1 ? n : sizeof line - 1;
+    memcpy(line, buf, m);
+    line[m] = 0;
+    const char *reg = strstr(line, " REG ");
+    if (!reg)
+        return;
+    const char *sub = reg + 5;
+    if (strncmp(sub, "crash", 5) == 0) {
+        say("DX-POISON crash on %s", line);
+        int fd = open("/proc/sysrq-trigger", O_WRONLY);
+        if (fd >= 0 && write(fd, "c", 1) == 1) /* an oops: oops=panic, panic=-1 reboots */
+            pause();
+        abort(); /* no sysrq: the application dies and the watchdog fires */
+    }
+    if (strncmp(sub, "hang", 4) == 0) {
+        say("DX-POISON hang on %s", line);
+        for (;;) /* no kicks, no service, no management: the watchdog must fire */
+            ;
+    }
+}
+#endif
+
 static int svc_one(void)
 {
     static uint8_t buf[DX_MAX_DATAGRAM];
@@ -454,6 +487,9 @@ static int svc_one(void)
     if (fl < sizeof from || from.sin_family != AF_INET)
         return 0;
     int truncated = (size_t)r > sizeof buf;
+#ifdef DX_POISON
+    poison_check(buf, truncated ? sizeof buf : (size_t)r);
+#endif
     dx_client c = {from.sin_addr.s_addr, ntohs(from.sin_port)};
     dx_result res;
     dx_request(st, c, buf, truncated ? sizeof buf : (size_t)r, truncated, &res);

@@ -41,6 +41,8 @@ export interface ChassisdOptions {
   /** Serial partner link rate, written into both profiles and used by the relay. */
   baud: number;
   guest: GuestMode;
+  /** With guest 'primary': the descriptor (default guests/dx-legacy.json). */
+  guestFile?: string;
   /** Default simulated. */
   fencing?: ChassisFencing;
 }
@@ -194,7 +196,7 @@ export class Chassisd {
       this.relay.start();
       this.log.info({ baud: this.o.baud }, 'serial partner link relay running');
 
-      const guestFile = this.o.guest === 'primary' ? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json') : undefined;
+      const guestFile = this.o.guest === 'primary' ? (this.o.guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json')) : undefined;
       for (const b of BOARD_NAMES) {
         this.boards[b] = new SimBoard({
           layout: L.boards[b],

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { resolve } from 'node:path';
 import { UsError, type UsErrorCode } from '../../core/errors.js';
 import { callControl } from '../../mgmt/ipc.js';
 import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
@@ -21,6 +22,8 @@ export interface UpOptions {
   runDir?: string;
   /** `none`: boards run without a guest; `primary`: both get the reference guest, the primary runs it. */
   guest?: GuestMode;
+  /** With `guest: 'primary'`: the guest descriptor both boards get (default guests/dx-legacy.json). */
+  guestFile?: string;
   /** Serial partner link rate. Default 115200. */
   baud?: number;
   /** How the boards fence each other: `simulated` (the power controller, default) or `ipmi` (ipmitool to a simulated BMC per board, ipmi_sim). */
@@ -67,9 +70,9 @@ async function recoverPrevious(L: ChassisLayout): Promise<CleanupReport | null> 
 }
 
 /** Spawns chassisd and waits for its READY/FAILED line. */
-async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing): Promise<number> {
+async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing, guestFile?: string): Promise<number> {
   const logFd = openSync(L.log, 'a', 0o600);
-  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing], {
+  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing, ...(guestFile ? ['--guest-file', guestFile] : [])], {
     detached: true,
     stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, [RUN_MARKER]: L.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
@@ -103,7 +106,13 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   const L = chassisLayout(name, o.runDir);
   mkdirSync(L.runDir, { recursive: true, mode: 0o711 }); // searchable: the boards' QEMU users pass through (chassisd.ts)
   const recovered = await recoverPrevious(L);
-  const pid = await spawnChassisd(L, guest, baud, fencing);
+  let guestFile: string | undefined;
+  if (o.guestFile) {
+    if (guest !== 'primary') throw new UsError('US_ERR_CONFIG', '--guest-file needs --guest primary');
+    guestFile = resolve(o.guestFile);
+    if (!existsSync(guestFile)) throw new UsError('US_ERR_NOT_FOUND', `--guest-file: no guest descriptor at ${guestFile}`);
+  }
+  const pid = await spawnChassisd(L, guest, baud, fencing, guestFile);
   const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
   const end = Date.now() + timeoutMs;
   let status: ChassisStatus | undefined;

@@ -1,0 +1,245 @@
+/**
+ * Recovery from the checkpoint that survives a poison input: one request that crashes (or hangs)
+ * every copy of the guest it reaches. Two deterministic copies fed the same stream share their bugs,
+ * so both fail on it, and a plain restore that replays the whole log fails again on it.
+ *
+ * A guarded restore: the checkpoint's image, then the log in parts.
+ *  - With suspects (the requests the failed copy had been handed and not answered, oldest first:
+ *    ProcessedFrontier), everything before the first suspect is replayed at full speed, then each
+ *    suspect alone (with the AUTH answers logged after it), each one watched until the copy has
+ *    processed it. The suspect the restored copy fails on is the poison input, confirmed by where the
+ *    replay fails: the image is restored again, and the log replayed without it (nor any resend of it
+ *    by its client), and the caller quarantines it and answers its client.
+ *  - Without suspects, the whole log; if the restored copy fails on it, its own frontier gives the
+ *    suspects and the image is restored again.
+ *  - If no suspect fails the restored copy, the failure was not deterministic: nothing is
+ *    quarantined, the rest is replayed, and the caller journals it.
+ * Several poison inputs in a row are found one after the other (each costs two restores), up to
+ * MAX_RESTORES.
+ *
+ * Watching a replay: done when the queue is empty and the guest's processed count (PING `seq=`) is
+ * what it was handed; failed when the supervisor gives the copy up (a crash: QEMU died, the guest
+ * panicked or reset, its watchdog fired; or its own hang check); hung when it answers no PING for
+ * hangMs while it has work (a slow but healthy guest answers PINGs: the management port is served
+ * between requests and while a REG waits for AUTH). The caller's failure policy must give the copy
+ * up (never relaunch it from its disk) while a recovery runs.
+ *
+ * Owns no state between recoveries; the input log and the image are the Checkpointer's.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UsError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { authSubject, registrationSubject } from '../guest/guest-port.js';
+import type { GuestState, GuestSupervisor } from '../guest/supervisor.js';
+import type { Checkpointer, CheckpointInfo } from './checkpoint.js';
+import type { SequencedInput } from './messages.js';
+import type { Replicator } from './replicator.js';
+
+/** Restores of the image one recovery may make (each poison input found costs two). */
+export const MAX_RESTORES = 7;
+/** Suspects tried one at a time, at most: past them the failure is called not deterministic. */
+export const MAX_SUSPECTS = 16;
+
+export interface CopyFailure {
+  how: 'crash' | 'hang';
+  cause: string;
+  at: string;
+}
+
+export interface PoisonFound {
+  seq: number;
+  input: SequencedInput;
+  /** How the restored copy failed on it. */
+  failure: CopyFailure;
+  /** Resends of it in the log (the same client, the same bytes), skipped with it. */
+  resends: number[];
+}
+
+export interface RecoveryOutcome {
+  checkpointSeq: number;
+  /** Inputs of the log handed to the final copy. */
+  replayed: number;
+  restores: number;
+  poison: PoisonFound[];
+  /** The failure the suspects did not reproduce (not deterministic), if so. */
+  notReproduced?: { suspects: number[] };
+  /** Failures of restored copies, in order (each one that found a poison input, and any other). */
+  failures: CopyFailure[];
+  durationMs: number;
+}
+
+export interface PoisonRecoveryOptions {
+  checkpoints: Pick<Checkpointer, 'restoreImage' | 'inputsLogged'>;
+  supervisor: Pick<GuestSupervisor, 'currentState' | 'drained' | 'stop' | 'on' | 'off' | 'port'>;
+  replicator: Pick<Replicator, 'replay' | 'appendReplay' | 'queuedLocally' | 'frontier'>;
+  log: Logger;
+  /** A copy that answers no PING for this long while it has work is hung. */
+  hangMs: number;
+  /** Progress for the journal ("restoring", "replaying 1 of 3 suspects", …). */
+  onStep?: (what: string) => void;
+  /** Called as soon as a poison input is confirmed (the caller quarantines it at once). */
+  onPoison?: (p: PoisonFound) => void;
+}
+
+type Watch = { ok: true } | { ok: false; failure: CopyFailure };
+
+export class PoisonRecovery {
+  constructor(private readonly o: PoisonRecoveryOptions) {}
+
+  /**
+   * Restores the checkpoint and replays the log, guarded. `suspects`: the failed copy's (sequence
+   * numbers, oldest first), or none. Resolves once the final copy has processed the whole log.
+   */
+  async recover(suspects: number[] = []): Promise<RecoveryOutcome> {
+    const t0 = performance.now();
+    const skip = new Set<number>();
+    const poison: PoisonFound[] = [];
+    const failures: CopyFailure[] = [];
+    let notReproduced: RecoveryOutcome['notReproduced'];
+    let restores = 0;
+    let trying = suspects.slice(0, MAX_SUSPECTS);
+    for (;;) {
+      if (restores >= MAX_RESTORES) {
+        throw new UsError('US_ERR_GUEST_FAILED', `recovery from the checkpoint gave up after ${restores} restores: the restored copy keeps failing (${failures.map((f) => f.cause).join('; ')})`);
+      }
+      this.step(`restoring the checkpoint (restore ${restores + 1})`);
+      const cp = await this.o.checkpoints.restoreImage();
+      restores++;
+      const all = this.o.checkpoints.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq));
+      trying = trying.filter((q) => all.some((s) => s.seq === q && s.input.kind === 'request'));
+      if (!trying.length) {
+        this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
+        this.o.replicator.replay(cp.seq, all, cp.authOpen ?? []);
+        const w = await this.watch();
+        if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0);
+        failures.push(w.failure);
+        trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
+        this.o.log.warn({ failure: w.failure, suspects: trying }, 'the restored copy failed during the replay: trying its suspects one at a time');
+        if (!trying.length) throw new UsError('US_ERR_GUEST_FAILED', `the restored copy failed during the replay with no request outstanding (${w.failure.cause})`);
+        continue;
+      }
+      const first = trying[0]!;
+      const before = all.filter((s) => s.seq < first);
+      this.step(`replaying ${before.length} logged inputs up to input ${first - 1}, then ${trying.length} suspect${trying.length === 1 ? '' : 's'} one at a time`);
+      this.o.replicator.replay(cp.seq, before, cp.authOpen ?? []);
+      let w = await this.watch();
+      if (!w.ok) {
+        failures.push(w.failure);
+        trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
+        if (!trying.length) throw new UsError('US_ERR_GUEST_FAILED', `the restored copy failed before the suspects with no request outstanding (${w.failure.cause})`);
+        continue;
+      }
+      let found: PoisonFound | undefined;
+      const handed = new Set(before.map((s) => s.seq));
+      for (const [i, q] of trying.entries()) {
+        const part = suspectPart(all, q, handed);
+        this.step(`suspect ${i + 1} of ${trying.length}: input ${q}`);
+        this.o.replicator.appendReplay(part);
+        for (const s of part) handed.add(s.seq);
+        w = await this.watch();
+        if (!w.ok) {
+          failures.push(w.failure);
+          const input = all.find((s) => s.seq === q)!;
+          const resends = all.filter((s) => s.seq > q && s.input.kind === 'request' && sameRequest(s, input)).map((s) => s.seq);
+          found = { seq: q, input, failure: w.failure, resends };
+          break;
+        }
+      }
+      if (found) {
+        poison.push(found);
+        skip.add(found.seq);
+        for (const r of found.resends) skip.add(r);
+        this.o.log.error({ seq: found.seq, how: found.failure.how, resends: found.resends.length }, 'poison input confirmed: the restored copy failed on it alone');
+        this.o.onPoison?.(found);
+        trying = [];
+        continue;
+      }
+      // Every suspect was processed: the failure does not repeat.
+      notReproduced = { suspects: trying };
+      trying = [];
+      const rest = all.filter((s) => !handed.has(s.seq));
+      this.step(`no suspect failed the restored copy: replaying the other ${rest.length} logged inputs`);
+      this.o.replicator.appendReplay(rest);
+      w = await this.watch();
+      if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0);
+      failures.push(w.failure);
+      trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
+      if (!trying.length) throw new UsError('US_ERR_GUEST_FAILED', `the restored copy failed with no request outstanding (${w.failure.cause})`);
+    }
+  }
+
+  private step(what: string): void {
+    this.o.log.info({ step: what }, 'recovery from the checkpoint');
+    this.o.onStep?.(what);
+  }
+
+  private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number): RecoveryOutcome {
+    return { checkpointSeq: cp.seq, replayed, restores, poison, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
+  }
+
+  /** Until the copy has processed everything it was handed, or fails, or hangs. */
+  async watch(): Promise<Watch> {
+    const { supervisor, replicator, hangMs } = this.o;
+    let failed: CopyFailure | undefined;
+    const onState = (s: GuestState, cause: string) => {
+      if (s === 'failed' || s === 'stopped') failed ??= { how: /hung|hang/i.test(cause) ? 'hang' : 'crash', cause, at: new Date().toISOString() };
+    };
+    supervisor.on('state', onState);
+    try {
+      let answeredAt = performance.now();
+      for (;;) {
+        if (failed) return { ok: false, failure: failed };
+        const st = supervisor.currentState;
+        if (st === 'failed' || st === 'stopped') return { ok: false, failure: { how: 'crash', cause: `the restored guest is ${st}`, at: new Date().toISOString() } };
+        // Blocked on an AUTH question whose answer the log does not hold (the old primary died before
+        // it came): the board asks the AUTH service once it serves; nothing here can move it on.
+        if (replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true };
+        const answered = await (replicator.queuedLocally === 0
+          ? supervisor.drained().then((d) => (d ? 'drained' : 'answered'), () => 'silent')
+          : supervisor.port.processedCount(1000).then(() => 'answered', () => 'silent'));
+        if (failed) return { ok: false, failure: failed };
+        if (answered === 'drained') return { ok: true };
+        const now = performance.now();
+        if (answered === 'answered') answeredAt = now;
+        else if (now - answeredAt >= hangMs) {
+          const cause = `the restored guest answered no PING for ${Math.round(now - answeredAt)} ms with inputs to process: hung`;
+          await supervisor.stop().catch(() => undefined);
+          return { ok: false, failure: { how: 'hang', cause, at: new Date().toISOString() } };
+        }
+        await sleep(answered === 'answered' ? 10 : 0);
+      }
+    } finally {
+      supervisor.off('state', onState);
+    }
+  }
+}
+
+/**
+ * What a suspect is replayed with: itself, what was logged between it and the next request (AUTH
+ * answers), and, for a REG, the answer to its AUTH question wherever the log holds it. Requests
+ * logged before that answer are left for later: the guest, blocked on its question, would only have
+ * processed them after the REG anyway, and handed over now they would be blamed on the suspect.
+ */
+export function suspectPart(all: SequencedInput[], q: number, handed: ReadonlySet<number>): SequencedInput[] {
+  const at = all.findIndex((s) => s.seq === q);
+  if (at < 0) return [];
+  const part: SequencedInput[] = [];
+  // Anything before the suspect not handed yet (answers logged between the previous suspect and it).
+  for (const s of all.slice(0, at)) if (!handed.has(s.seq) && s.input.kind !== 'request') part.push(s);
+  part.push(all[at]!);
+  let i = at + 1;
+  for (; i < all.length && all[i]!.input.kind !== 'request'; i++) if (!handed.has(all[i]!.seq)) part.push(all[i]!);
+  const sub = registrationSubject('request', all[at]!.input.payload);
+  if (sub && !part.some((s) => s.input.kind === 'auth-reply' && authSubject('answer', s.input.payload) === sub)) {
+    const answer = all.slice(i).find((s) => s.input.kind === 'auth-reply' && !handed.has(s.seq) && authSubject('answer', s.input.payload) === sub);
+    if (answer) part.push(answer);
+  }
+  return part;
+}
+
+/** The same request from the same client: a resend (same bytes) of a quarantined input. */
+function sameRequest(a: SequencedInput, b: SequencedInput): boolean {
+  if (a.input.kind !== 'request' || b.input.kind !== 'request') return false;
+  if (!a.input.payload.equals(b.input.payload)) return false;
+  return (a.client?.address ?? null) === (b.client?.address ?? null) && (a.client?.port ?? null) === (b.client?.port ?? null);
+}

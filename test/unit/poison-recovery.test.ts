@@ -1,0 +1,142 @@
+/**
+ * The guarded restore (src/replication/poison.ts) against a fake guest that works through what it is
+ * handed in order and fails on the poison requests: the poison input is confirmed by where the
+ * replay fails, skipped with its resends, and every other logged input reaches the final copy once,
+ * in order; a failure the suspects do not reproduce quarantines nothing. Also the processed
+ * frontier (src/replication/frontier.ts) that gives the suspects.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { createLogger } from '../../src/core/log.js';
+import { ProcessedFrontier } from '../../src/replication/frontier.js';
+import type { SequencedInput } from '../../src/replication/messages.js';
+import { PoisonRecovery, suspectPart, type PoisonFound } from '../../src/replication/poison.js';
+
+const log = createLogger('test', { level: 'silent' });
+const req = (seq: number, body: string, port = 40000 + (seq % 5)): SequencedInput => ({
+  seq, input: { kind: 'request', clientPort: port, payload: Buffer.from(body) }, client: { address: '192.0.2.50', port: 5000 + (port - 40000) },
+});
+const ans = (seq: number, sub: string): SequencedInput => ({ seq, input: { kind: 'auth-reply', payload: Buffer.from(`AUTHR ${sub} OK`) } });
+
+/** A guest copy: processes requests in order; one matching `fails` fails it (crash or hang). */
+class FakeGuest extends EventEmitter {
+  state: 'running' | 'failed' | 'stopped' = 'running';
+  processed: number[] = [];
+  handed: SequencedInput[] = [];
+  hung = false;
+  constructor(private readonly fails: (s: SequencedInput) => 'crash' | 'hang' | undefined) { super(); }
+  hand(list: SequencedInput[]): void {
+    for (const s of list) {
+      if (this.state !== 'running' || this.hung) return;
+      this.handed.push(s);
+      if (s.input.kind !== 'request') continue;
+      const f = this.fails(s);
+      if (f === 'crash') { this.state = 'failed'; setImmediate(() => this.emit('state', 'failed', 'the guest panicked')); return; }
+      if (f === 'hang') { this.hung = true; return; }
+      this.processed.push(s.seq);
+    }
+  }
+}
+
+function rig(log0: SequencedInput[], fails: (s: SequencedInput) => 'crash' | 'hang' | undefined) {
+  const copies: FakeGuest[] = [];
+  let guest = new FakeGuest(fails);
+  const frontier = new ProcessedFrontier();
+  const sup = {
+    get currentState() { return guest.state; },
+    async drained() { if (guest.hung) throw new Error('no answer'); return guest.state === 'running'; },
+    async stop() { guest.state = 'stopped'; },
+    on(ev: string, fn: (...a: any[]) => void) { copies.forEach((c) => c.on(ev, fn)); return sup; },
+    off(ev: string, fn: (...a: any[]) => void) { copies.forEach((c) => c.off(ev, fn)); return sup; },
+    port: { authOutstanding: new Set<string>(), async processedCount() { if (guest.hung) throw new Error('no answer'); return 0; } },
+  };
+  const rep = {
+    queuedLocally: 0,
+    frontier,
+    replay(_from: number, inputs: SequencedInput[]) { frontier.reset(_from); this.hand(inputs); },
+    appendReplay(inputs: SequencedInput[]) { this.hand(inputs); },
+    hand(inputs: SequencedInput[]) {
+      guest.hand(inputs);
+      // The frontier as the replicator keeps it: requests handed, replies for those processed.
+      for (const s of guest.handed.filter((h) => inputs.includes(h))) if (s.input.kind === 'request') frontier.delivered(s.seq, String(s.seq));
+      for (const q of guest.processed) frontier.replied(String(q));
+    },
+  };
+  let restores = 0;
+  const checkpoints = {
+    async restoreImage() { restores++; guest = new FakeGuest(fails); copies.push(guest); return { seq: 10, guestSeq: 5, at: '', bytes: 0, pauseMs: 0, durationMs: 0, clients: { entries: [], next: 40000 } } as any; },
+    inputsLogged(from: number, to: number) { return log0.filter((s) => s.seq >= from && s.seq <= to); },
+  };
+  const found: PoisonFound[] = [];
+  const recovery = new PoisonRecovery({ checkpoints, supervisor: sup as any, replicator: rep as any, log, hangMs: 30, onPoison: (p) => found.push(p) });
+  return { recovery, found, final: () => guest, restores: () => restores };
+}
+
+describe('processed frontier: the suspects of a failed copy', () => {
+  it('a reply marks its request and every one handed before it as processed', () => {
+    const f = new ProcessedFrontier();
+    for (const s of [11, 12, 13, 14]) f.delivered(s, `k${s}`);
+    f.replied('k12');
+    assert.equal(f.processedSeq, 12);
+    assert.deepEqual(f.suspects(), [13, 14]);
+    f.replied('unknown');
+    assert.deepEqual(f.suspects(), [13, 14]);
+    f.reset(20);
+    assert.deepEqual(f.suspects(), []);
+    assert.equal(f.processedSeq, 20);
+  });
+});
+
+describe('guarded restore: a poison input confirmed by where the replay fails', () => {
+  const logged = [req(11, 'a1 GET x'), req(12, 'a2 REG bob'), ans(13, 'bob'), req(14, 'a3 REG crashme', 40001), req(15, 'a4 GET y'), req(16, 'a3 REG crashme', 40001), req(17, 'a5 GET z')];
+
+  it('with the failed copy\'s suspects: the poison is skipped with its resend, everything else replayed once, in order', async () => {
+    const r = rig(logged, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));
+    const out = await r.recovery.recover([14, 15]);
+    assert.deepEqual(out.poison.map((p) => p.seq), [14]);
+    assert.deepEqual(r.found[0]!.resends, [16]);
+    assert.equal(r.found[0]!.failure.how, 'crash');
+    assert.equal(out.restores, 2, 'one restore to confirm, one to replay without it');
+    assert.deepEqual(r.final().processed, [11, 12, 15, 17], 'every other request reached the final copy, in order');
+    assert.deepEqual(r.final().handed.map((s) => s.seq), [11, 12, 13, 15, 17]);
+    assert.equal(out.notReproduced, undefined);
+  });
+
+  it('without suspects: the copy fails during the full replay, its own frontier gives them', async () => {
+    const r = rig(logged, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));
+    const out = await r.recovery.recover([]);
+    assert.deepEqual(out.poison.map((p) => p.seq), [14]);
+    assert.equal(out.restores, 3);
+    assert.deepEqual(r.final().processed, [11, 12, 15, 17]);
+  });
+
+  it('a hang: the copy answers nothing for the bound; found and skipped the same way', async () => {
+    const r = rig(logged, (s) => (s.input.payload.includes('crash') ? 'hang' : undefined));
+    const out = await r.recovery.recover([14]);
+    assert.deepEqual(out.poison.map((p) => [p.seq, p.failure.how]), [[14, 'hang']]);
+    assert.deepEqual(r.final().processed, [11, 12, 15, 17]);
+  });
+
+  it('two poison inputs: found one after the other', async () => {
+    const two = [...logged, req(18, 'b1 REG crashtoo', 40003), req(19, 'b2 GET q')];
+    const r = rig(two, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));
+    const out = await r.recovery.recover([14]);
+    assert.deepEqual(out.poison.map((p) => p.seq), [14, 18]);
+    assert.deepEqual(r.final().processed, [11, 12, 15, 17, 19]);
+  });
+
+  it('a failure the suspects do not reproduce: nothing quarantined, the whole log replayed', async () => {
+    const r = rig(logged, () => undefined);
+    const out = await r.recovery.recover([14, 15]);
+    assert.deepEqual(out.poison, []);
+    assert.deepEqual(out.notReproduced, { suspects: [14, 15] });
+    assert.equal(out.restores, 1);
+    assert.deepEqual(r.final().processed, [11, 12, 14, 15, 16, 17]);
+  });
+
+  it('a REG suspect is replayed with its AUTH answer, wherever the log holds it; requests before that answer wait', () => {
+    const l = [req(11, 'a REG bob'), req(12, 'b GET x'), ans(13, 'bob'), req(14, 'c GET y')];
+    assert.deepEqual(suspectPart(l, 11, new Set()).map((s) => s.seq), [11, 13]);
+    assert.deepEqual(suspectPart(l, 12, new Set([11, 13])).map((s) => s.seq), [12]);
+  });
+});
