@@ -60,10 +60,20 @@ program.command('demo')
   .option('--seconds <s>', 'load duration', '12')
   .option('--keep', 'leave the chassis running afterwards')
   .option('--upgrade-guest [descriptor]', 'afterwards, upgrade the guest application under the same load (default guests/dx-legacy-v2.json)')
+  .option('--poison [subscriber]', 'a poison input instead: the guest\'s poison build, under load one request that crashes both copies (default subscriber crashDemo; hang… hangs them), the recovery, the quarantine')
   .option('--standalone', 'one board only: boot the guest pinned and show it answering (no pair)')
   .option('--board <file>', 'board profile (with --standalone)', defaultBoardFile())
   .option('--guest <file>', 'guest descriptor (with --standalone)', defaultGuestFile())
-  .action(action(async (o: OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string; upgradeGuest?: string | boolean }) => {
+  .action(action(async (o: OutputOptions & { name: string; runDir?: string; how: string; rate: string; seconds: string; keep?: boolean; standalone?: boolean; board: string; guest: string; upgradeGuest?: string | boolean; poison?: string | boolean }) => {
+    if (o.poison) {
+      const sub = typeof o.poison === 'string' ? o.poison : undefined;
+      if (sub !== undefined && !/^(crash|hang)[A-Za-z0-9_.+-]{0,27}$/.test(sub)) throw new UsError('US_ERR_CONFIG', `--poison: a subscriber name starting with crash or hang (at most 32 characters), not "${sub}"`);
+      const { runPoisonDemo } = await import('./demo-poison.js');
+      const r = await runPoisonDemo({ name: o.name, runDir: o.runDir, rate: Number(o.rate), seconds: Number(o.seconds), keep: o.keep, json: o.json, poison: sub });
+      if (o.json) print(o, r, () => '');
+      if ((r.lost as number) > 0 || !/ ERR POISON q\d+$/.test(String(r.answer))) process.exitCode = 3;
+      return;
+    }
     if (o.standalone) {
       const { runDemo } = await import('./demo.js');
       const r = await runDemo(o);

@@ -120,12 +120,14 @@ export class PairController {
   private arrivalGaveUp = false;
   /** A promotion's guest work (waiting for an arriving clone, restoring a checkpoint) is under way. */
   private promoting = false;
+  /** A rebuild of the failed copy from the checkpoint is queued or under way (recoverAsPrimary). */
+  private rebuildPending = false;
 
   constructor(private readonly p: PairParts, upgradeOptions?: GuestUpgradeOptions) {
     const { host, ha, clones } = p;
     this.switchover = new Switchover(p, (keepCopy) => this.stepDown(keepCopy));
     this.upgrade = new GuestUpgrade(p, this.switchover, upgradeOptions);
-    this.protection = new Protection(p, () => this.upgrade.busy || this.stopping || this.poison?.recovering === true);
+    this.protection = new Protection(p, () => this.upgrade.busy || this.stopping, () => this.poison?.recovering === true);
     this.guestHang = new GuestHang(p);
     this.poison = new PoisonGuard(p, p.recovery, p.quarantine);
     this.routes = controlRoutes(p, this.protection, this.switchover, this.upgrade, this.guestHang, this.poison);
@@ -165,7 +167,9 @@ export class PairController {
       const arriving = this.arrivalGaveUp;
       this.arrivalGaveUp = false;
       if (arriving) this.cloneTarget = 'failed'; // not left 'started' for the next guest this board boots
-      if (ha.currentRole === 'PRIMARY' && !arriving && !this.promoting && this.poison.canRecoverAsPrimary()) {
+      if (ha.currentRole === 'PRIMARY' && !arriving && this.poison.canRecoverAsPrimary()) {
+        // Also during a promotion that kept this copy: the recovery runs once the promotion is done.
+        this.rebuildPending = true;
         this.roleWork = this.roleWork.then(() => this.recoverAsPrimary(cause));
         return;
       }
@@ -218,7 +222,7 @@ export class PairController {
    * loss of supervision, it reset the only board left (2026-12-05, a 20-fault run).
    */
   healthy(): boolean {
-    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY' || this.promoting || this.poison.recovering;
+    return this.p.host.supervisor.currentState !== 'failed' || this.p.ha.currentRole !== 'PRIMARY' || this.promoting || this.rebuildPending;
   }
 
   /**
@@ -228,7 +232,7 @@ export class PairController {
    */
   private async recoverAsPrimary(cause: string): Promise<void> {
     const { host, ha, journal } = this.p;
-    if (ha.currentRole !== 'PRIMARY' || this.stopping) return;
+    if (ha.currentRole !== 'PRIMARY' || this.stopping) { this.rebuildPending = false; return; }
     this.promoting = true;
     try {
       await host.unserve();
@@ -240,6 +244,7 @@ export class PairController {
       ha.fire('guest-failed', (e as Error).message);
     } finally {
       this.promoting = false;
+      this.rebuildPending = false;
     }
   }
 
@@ -325,6 +330,11 @@ export class PairController {
       this.p.log.debug({ from: c.from, to: role, effects: fx.when }, 'role effects');
       if (fx.serve === 'unserve') await host.unserve();
       if (fx.replicator === 'primary') host.replicator.becomePrimary({ holdDelivery: fx.guest === 'restore-checkpoint' });
+      // Promoted with the checkpoint and a log that covers the stream: until a backup follows, this
+      // board logs its inputs after it, so a copy that fails meanwhile (a poison input that reached
+      // it after the promotion) is rebuilt from them. Set before the guest's work: the copy can fail
+      // while the promotion is still under way.
+      if (promotion && fx.replicator === 'primary' && checkpoints?.info && checkpoints.logCovers(host.replicator.lastSeq)) host.replicator.logWhileUnprotected = true;
       else if (fx.replicator === 'backup') host.replicator.becomeBackup();
       await this.guestAction(fx.guest, role, c);
       if (fx.serve === 'serve') await this.serve();
@@ -375,11 +385,6 @@ export class PairController {
         break;
       case 'leave':
         break;
-    }
-    if (role === 'PRIMARY' && promotion && checkpoints?.info && !replicator.protectedNow) {
-      // Until a backup follows, this board logs its inputs after the checkpoint: a copy that fails
-      // meanwhile (a poison input that reached it after the promotion) is rebuilt from them.
-      replicator.logWhileUnprotected = true;
     }
     if (role === 'PRIMARY') {
       // The partner kept its copy through the switchover (guest upgrade): it protects this board without a clone.

@@ -93,6 +93,13 @@ export class PoisonGuard {
     const f = this.lastFailure && Date.now() - this.lastFailure.at < FAILURE_MEMORY_MS ? this.lastFailure : undefined;
     this.lastFailure = undefined;
     const suspects = f?.suspects ?? [];
+    const lastSeq = this.p.host.replicator.lastSeq;
+    if (this.p.checkpoints && !this.p.checkpoints.logCovers(lastSeq)) {
+      // This board was primary and protected after its checkpoint (its backup logged, not it): what
+      // it holds ends before the stream does. Restored anyway (the alternative is the disk's older state).
+      journal.record('recovery', `STATE LOST: the checkpoint here (input ${this.p.checkpoints.info?.seq ?? '?'}) and its log do not reach input ${lastSeq}: inputs the log lacks are lost; restoring what it holds`, { lastSeq });
+      this.p.log.error({ lastSeq, checkpoint: this.p.checkpoints.info?.seq }, 'stale checkpoint: restoring it anyway (acknowledged state lost)');
+    }
     journal.record('recovery', `${why}: restoring the checkpoint and replaying the input log${suspects.length ? `, guarded by the ${suspects.length} request${suspects.length === 1 ? '' : 's'} this board's copy had not answered when it failed (${f!.cause}): inputs ${suspects.join(', ')}` : ''}`, { suspects });
     this.recoveringNow = true;
     const quarantined: number[] = [];

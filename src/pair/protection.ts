@@ -51,6 +51,8 @@ export class Protection {
     private readonly p: PairParts,
     /** True while the watch must stay quiet (a guest upgrade, the controller stopping). */
     private readonly quiet: () => boolean,
+    /** True while the copy is being rebuilt from the checkpoint (no clone of a half-replayed copy). */
+    private readonly rebuilding: () => boolean = () => false,
   ) {
     const { host, clones } = p;
     if (!clones) return;
@@ -128,7 +130,7 @@ export class Protection {
   /** Primary with a live backup that holds no clone: clone to it. */
   maybeProtect(): void {
     const { host, clones, ha } = this.p;
-    if (!clones || ha.currentRole !== 'PRIMARY') return;
+    if (!clones || ha.currentRole !== 'PRIMARY' || this.rebuilding()) return;
     if (!host.guestRunning || host.replicator.protectedNow || clones.cloneInProgress || Date.now() < this.nextCloneAt) return;
     const partner = ha.membership.partnerView;
     if (partner.state !== 'alive' || partner.heartbeat?.role !== 'BACKUP') return;
@@ -144,7 +146,7 @@ export class Protection {
    */
   recloneToBackup(): void {
     const clones = this.p.clones;
-    if (!clones || clones.cloneInProgress) return;
+    if (!clones || clones.cloneInProgress || this.rebuilding()) return;
     this.nextCloneAt = Date.now() + CLONE_BACKOFF_MS;
     clones.clone().catch((e: Error) => this.p.host.replicator.unprotect(`re-clone failed: ${e.message}`));
   }
