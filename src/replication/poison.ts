@@ -110,7 +110,7 @@ export class PoisonRecovery {
       if (!trying.length) {
         this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
         this.o.replicator.replay(cp.seq, all, cp.authOpen ?? []);
-        const w = await this.watch();
+        const w = await this.watch(true);
         if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0);
         failures.push(w.failure);
         trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
@@ -119,7 +119,7 @@ export class PoisonRecovery {
         continue;
       }
       const first = trying[0]!;
-      const before = all.filter((s) => s.seq < first);
+      const before = prefixPart(all, first);
       this.step(`replaying ${before.length} logged inputs up to input ${first - 1}, then ${trying.length} suspect${trying.length === 1 ? '' : 's'} one at a time`);
       this.o.replicator.replay(cp.seq, before, cp.authOpen ?? []);
       let w = await this.watch();
@@ -160,7 +160,7 @@ export class PoisonRecovery {
       const rest = all.filter((s) => !handed.has(s.seq));
       this.step(`no suspect failed the restored copy: replaying the other ${rest.length} logged inputs`);
       this.o.replicator.appendReplay(rest);
-      w = await this.watch();
+      w = await this.watch(true);
       if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0);
       failures.push(w.failure);
       trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
@@ -177,8 +177,13 @@ export class PoisonRecovery {
     return { checkpointSeq: cp.seq, replayed, restores, poison, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
   }
 
-  /** Until the copy has processed everything it was handed, or fails, or hangs. */
-  async watch(): Promise<Watch> {
+  /**
+   * Until the copy has processed everything it was handed, or fails, or hangs. `last`: nothing more
+   * will be handed to it, so a copy blocked on an AUTH question the log holds no answer for is done
+   * (the board asks the AUTH service once it serves); otherwise it is waited for (the guest gives the
+   * question up after its own 5 s), so that nothing handed later is blamed for what it does.
+   */
+  async watch(last = false): Promise<Watch> {
     const { supervisor, replicator, hangMs } = this.o;
     let failed: CopyFailure | undefined;
     const onState = (s: GuestState, cause: string) => {
@@ -193,7 +198,7 @@ export class PoisonRecovery {
         if (st === 'failed' || st === 'stopped') return { ok: false, failure: { how: 'crash', cause: `the restored guest is ${st}`, at: new Date().toISOString() } };
         // Blocked on an AUTH question whose answer the log does not hold (the old primary died before
         // it came): the board asks the AUTH service once it serves; nothing here can move it on.
-        if (replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true };
+        if (last && replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true };
         const answered = await (replicator.queuedLocally === 0
           ? supervisor.drained().then((d) => (d ? 'drained' : 'answered'), () => 'silent')
           : supervisor.port.processedCount(1000).then(() => 'answered', () => 'silent'));
@@ -212,6 +217,29 @@ export class PoisonRecovery {
       supervisor.off('state', onState);
     }
   }
+}
+
+/**
+ * What is replayed before the first suspect: every input logged before it, and the AUTH answers
+ * logged after it that a REG before it was waiting for (the failed copy answered that REG: the
+ * answer reached it while the suspects sat unread in its socket).
+ */
+export function prefixPart(all: SequencedInput[], first: number): SequencedInput[] {
+  const before = all.filter((s) => s.seq < first);
+  const waiting = new Set<string>();
+  for (const s of before) {
+    const reg = s.input.kind === 'request' ? registrationSubject('request', s.input.payload) : undefined;
+    if (reg) waiting.add(reg);
+    const ans = s.input.kind === 'auth-reply' ? authSubject('answer', s.input.payload) : undefined;
+    if (ans) waiting.delete(ans);
+  }
+  const late: SequencedInput[] = [];
+  for (const s of all) {
+    if (s.seq < first || s.input.kind !== 'auth-reply') continue;
+    const sub = authSubject('answer', s.input.payload);
+    if (sub && waiting.delete(sub)) late.push(s);
+  }
+  return [...before, ...late];
 }
 
 /**

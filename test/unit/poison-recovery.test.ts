@@ -10,7 +10,7 @@ import { EventEmitter } from 'node:events';
 import { createLogger } from '../../src/core/log.js';
 import { ProcessedFrontier } from '../../src/replication/frontier.js';
 import type { SequencedInput } from '../../src/replication/messages.js';
-import { PoisonRecovery, suspectPart, type PoisonFound } from '../../src/replication/poison.js';
+import { PoisonRecovery, prefixPart, suspectPart, type PoisonFound } from '../../src/replication/poison.js';
 
 const log = createLogger('test', { level: 'silent' });
 const req = (seq: number, body: string, port = 40000 + (seq % 5)): SequencedInput => ({
@@ -138,5 +138,12 @@ describe('guarded restore: a poison input confirmed by where the replay fails', 
     const l = [req(11, 'a REG bob'), req(12, 'b GET x'), ans(13, 'bob'), req(14, 'c GET y')];
     assert.deepEqual(suspectPart(l, 11, new Set()).map((s) => s.seq), [11, 13]);
     assert.deepEqual(suspectPart(l, 12, new Set([11, 13])).map((s) => s.seq), [12]);
+  });
+
+  it('the prefix before the first suspect takes the AUTH answer its last REG was given after the suspects arrived', () => {
+    // The failed copy answered REG bob (11): its answer (14) reached it while 12 and 13 sat unread.
+    const l = [req(10, 'a GET x'), req(11, 'b REG bob'), req(12, 'c GET y'), req(13, 'd REG crashme'), ans(14, 'bob'), ans(15, 'zed')];
+    assert.deepEqual(prefixPart(l, 12).map((s) => s.seq), [10, 11, 14]);
+    assert.deepEqual(prefixPart(l, 11).map((s) => s.seq), [10]);
   });
 });

@@ -1,0 +1,91 @@
+/**
+ * bench/poison (`npm run bench:poison`): how long a poison input takes the service away. On the
+ * simulated chassis with the guest's poison build, for each size of the input log (inputs logged
+ * since the checkpoint: about 1 000 and about 10 000), several rounds of:
+ *   a checkpoint on the backup; a closed-loop load until the log holds the size; then, under a steady
+ *   load that checks every acknowledged request, one client's `REG crash…`: both copies crash, the
+ *   board with the checkpoint restores it, confirms the input, skips it and serves.
+ * Measured: poison sent → first good reply to the other clients (the outage), → the poison's own
+ * ERR POISON answer; the recovery's own duration and restores (from the journal); acknowledged
+ * requests lost (must be 0: the script fails otherwise, and on any ERR reply of the load).
+ * Target (issue 16): ≤ 3 s with 10 000 logged inputs.
+ */
+import { join } from 'node:path';
+import { askFromServiceNet } from '../src/cli/demo-poison.js';
+import { callControl } from '../src/mgmt/ipc.js';
+import { Chassis } from '../src/sim/chassis/rig.js';
+import { PACKAGE_ROOT, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { pairView, startLoad, waitProtected } from '../src/sim/pair.js';
+import { machine, percentile, printTable } from './lib.js';
+
+const SIZES = (process.env.POISON_SIZES ?? '1000,10000').split(',').map(Number);
+const ROUNDS = Number(process.env.POISON_ROUNDS ?? 2);
+const MIX = 'reg=1,get=59,call=40';
+
+interface Round { size: number; logged: number; outageMs: number; answerMs: number; recoveryMs: number; restores: number; replayed: number; lost: number; answer: string }
+
+async function main(): Promise<void> {
+  const chassis = await Chassis.up({ name: 'bpz', runDir: '/tmp/us-bpz', guest: 'primary', guestFile: join(PACKAGE_ROOT, 'guests', 'dx-legacy-poison.json') });
+  const L = chassis.layout;
+  const rounds: Round[] = [];
+  const failures: string[] = [];
+  try {
+    let n = 0;
+    for (const size of SIZES) {
+      for (let r = 0; r < ROUNDS; r++) {
+        let done: Round | undefined;
+        for (let attempt = 0; attempt < 3 && !done; attempt++) {
+          const primary = await waitProtected(L, 300000);
+          const backup = partnerOf(primary);
+          await callControl(L.boards[backup].controlSocket, 'checkpoint', {}, 180000);
+          // Fill the log to the size (closed loop, 16 outstanding), in 2 s bursts.
+          let logged = 0;
+          for (let i = 0; i < 60 && logged < size; i++) {
+            const fill = await startLoad(L, { rate: 0, window: 16, durationMs: 2000, tag: `F${n}x${i}y`, retryMs: 200, mix: MIX }).result;
+            if (fill.errorReplies) throw new Error(`the fill load got ${fill.errorReplies} ERR replies: a guest limit was reached`);
+            logged = ((await callControl(L.boards[backup].controlSocket, 'replication.status')) as { replication: { checkpoint: { inputsLoggedSince: number } } }).replication.checkpoint.inputsLoggedSince;
+          }
+          const tag = `B${n++}x`;
+          const load = startLoad(L, { rate: 150, durationMs: 15000, tag, retryMs: 20, verify: true, mix: MIX });
+          await new Promise((res) => setTimeout(res, 2000));
+          const atPoison = ((await callControl(L.boards[backup].controlSocket, 'replication.status')) as { replication: { checkpoint: { inputsLoggedSince: number } } }).replication.checkpoint.inputsLoggedSince;
+          const t0 = Date.now();
+          const answer = await askFromServiceNet(L, `${tag}p`, `REG crash${tag}`);
+          const answerMs = Date.now() - t0;
+          const res = await load.result;
+          const lost = res.verify!.missing.length + res.verify!.callIdsReused.length + res.verify!.retriedDifferent.length;
+          const after = res.gaps.filter(([a]) => a >= t0 - 50).sort((x, y) => (y[1] - y[0]) - (x[1] - x[0]))[0];
+          const outageMs = after ? after[1] - t0 : 0;
+          const v = await pairView(L);
+          const serving = (Object.keys(v) as BoardName[]).find((b) => v[b]?.role === 'PRIMARY');
+          const rec = serving ? ((await callControl(L.boards[serving].controlSocket, 'replication.status')) as { replication: { poison: { lastRecovery: { durationMs: number; restores: number; replayed: number } | null } } }).replication.poison.lastRecovery : null;
+          if (!/ ERR POISON q\d+$/.test(answer)) failures.push(`round ${tag}: the poison's client got "${answer}"`);
+          if (res.errorReplies) failures.push(`round ${tag}: the load got ${res.errorReplies} ERR replies`);
+          if (lost) failures.push(`round ${tag}: ${lost} acknowledged requests lost or answered differently`);
+          if (atPoison < size * 0.8) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged < ${size}): again`); continue; }
+          done = { size, logged: atPoison, outageMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer };
+          console.error(`round ${tag}: ${atPoison} logged, outage ${outageMs} ms, poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
+        }
+        if (done) rounds.push(done);
+        else failures.push(`size ${size}: no round with the log at its size (periodic checkpoints)`);
+      }
+    }
+  } finally {
+    await chassis.down({ purge: true }).catch(() => undefined);
+  }
+  if (failures.length) {
+    console.error(`bench/poison: FAILED, no table printed:\n  ${failures.join('\n  ')}`);
+    process.exit(1);
+  }
+  console.log(`bench/poison ${new Date().toISOString()} — ${machine()}`);
+  const rows: Array<Array<string | number>> = [['logged inputs (target)', 'rounds', 'logged at poison', 'outage p50 ms', 'outage max ms', 'poison answered p50 ms', 'recovery p50 ms', 'restores', 'replayed', 'lost']];
+  for (const size of SIZES) {
+    const rs = rounds.filter((x) => x.size === size);
+    const p50 = (v: number[]) => percentile([...v].sort((a, b) => a - b), 50);
+    rows.push([size, rs.length, rs.map((x) => x.logged).join('/'), p50(rs.map((x) => x.outageMs)), Math.max(...rs.map((x) => x.outageMs)),
+      p50(rs.map((x) => x.answerMs)), p50(rs.map((x) => x.recoveryMs)), rs.map((x) => x.restores).join('/'), rs.map((x) => x.replayed).join('/'), rs.reduce((s, x) => s + x.lost, 0)]);
+  }
+  printTable('poison input → first good reply to the other clients (outage), by inputs logged since the checkpoint; target ≤ 3000 ms at 10 000', rows);
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });
