@@ -186,8 +186,14 @@ export class PoisonRecovery {
   async watch(last = false): Promise<Watch> {
     const { supervisor, replicator, hangMs } = this.o;
     let failed: CopyFailure | undefined;
+    // A PING in flight when the copy fails would otherwise be waited out (1 s): the failure ends it.
+    let onFailed: () => void = () => undefined;
+    const failure = new Promise<'failed'>((res) => { onFailed = () => res('failed'); });
     const onState = (s: GuestState, cause: string) => {
-      if (s === 'failed' || s === 'stopped') failed ??= { how: /hung|hang/i.test(cause) ? 'hang' : 'crash', cause, at: new Date().toISOString() };
+      if (s === 'failed' || s === 'stopped') {
+        failed ??= { how: /hung|hang/i.test(cause) ? 'hang' : 'crash', cause, at: new Date().toISOString() };
+        onFailed();
+      }
     };
     supervisor.on('state', onState);
     try {
@@ -199,9 +205,9 @@ export class PoisonRecovery {
         // Blocked on an AUTH question whose answer the log does not hold (the old primary died before
         // it came): the board asks the AUTH service once it serves; nothing here can move it on.
         if (last && replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true };
-        const answered = await (replicator.queuedLocally === 0
+        const answered = await Promise.race([failure, replicator.queuedLocally === 0
           ? supervisor.drained().then((d) => (d ? 'drained' : 'answered'), () => 'silent')
-          : supervisor.port.processedCount(1000).then(() => 'answered', () => 'silent'));
+          : supervisor.port.processedCount(1000).then(() => 'answered', () => 'silent')]);
         if (failed) return { ok: false, failure: failed };
         if (answered === 'drained') return { ok: true };
         const now = performance.now();

@@ -65,9 +65,23 @@ describe('poison inputs: both copies fail, the pair recovers without the input (
 
   it('a request that hangs both copies is found within the hang bound and quarantined the same way', poisonUnderLoad('hangGamma', 'pz3'));
 
-  it('the quarantine is kept on both boards and a released entry reaches the guest again (nothing else differs)', async () => {
-    const onBackup = (await p.ctl(partnerOf(p.primary), 'quarantine.list', {})) as QuarantineList;
+  it('the quarantine is kept on both boards; a release on the primary is journaled, clears its alarm and reaches the backup', async () => {
+    const backup = partnerOf(p.primary);
+    const onBackup = (await p.ctl(backup, 'quarantine.list', {})) as QuarantineList;
     assert.equal(onBackup.entries.filter((e) => e.status === 'active').length, 3, 'the backup learnt the pair\'s quarantine');
+    const hang = (await quarantine()).entries.find((e) => e.payloadText === 'pz3 REG hangGamma')!;
+    const alarmsOf = async () => ((await p.ctl(p.primary, 'alarms', { active: true })) as { 'ietf-alarms:alarms': { 'alarm-list': { alarm: Array<{ 'alarm-type-id': string; 'alarm-type-qualifier': string }> } } })['ietf-alarms:alarms']['alarm-list'].alarm
+      .filter((a) => /poison-input/.test(a['alarm-type-id'])).map((a) => a['alarm-type-qualifier']);
+    assert.ok((await alarmsOf()).includes(`q${hang.id}`), 'a poison-input alarm per quarantined input');
+    await p.ctl(p.primary, 'quarantine.release', { id: `q${hang.id}`, by: 'test' });
+    assert.ok(!(await alarmsOf()).includes(`q${hang.id}`), 'its alarm is cleared by the release');
+    let onBackupNow: QuarantineList | undefined;
+    for (let i = 0; i < 50; i++) {
+      onBackupNow = (await p.ctl(backup, 'quarantine.list', {})) as QuarantineList;
+      if (onBackupNow.entries.find((e) => e.payloadText === 'pz3 REG hangGamma')?.status === 'released') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(onBackupNow!.entries.find((e) => e.payloadText === 'pz3 REG hangGamma')?.status, 'released', 'the backup learnt the release');
   });
 
   it('a crash of only the primary\'s copy (not a poison input) is an ordinary failover: nothing is quarantined', async () => {
