@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { callControl } from '../mgmt/ipc.js';
 import { Chassis } from '../sim/chassis/rig.js';
 import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../sim/chassis/layout.js';
-import { gapAround, pairView, startLoad, waitProtected, type BoardView } from '../sim/pair.js';
+import { pairView, startLoad, waitProtected, type BoardView } from '../sim/pair.js';
 import type { ChassisLayout } from '../sim/chassis/layout.js';
 
 export interface PoisonDemoOptions {
@@ -73,16 +73,18 @@ export async function runPoisonDemo(o: PoisonDemoOptions): Promise<Record<string
     const retry = await askFromServiceNet(L, 'p1', `REG ${poison}`, 20);
     say(`${ts()} its retry (same id) got "${retry}"${retry === answer ? ' (the same: answered from the quarantine, never given to a guest)' : ''}`);
     const res = await load.result;
-    const gap = gapAround(res.gaps, sentAt);
+    // The outage: the longest wait for a reply that began after the poison was sent.
+    const gap = res.gaps.filter(([a]) => a >= sentAt - 50).map(([from, to]) => ({ from, to })).sort((x, y) => (y.to - y.from) - (x.to - x.from))[0];
     const v = await pairView(L);
     const serving = (Object.keys(v) as BoardName[]).find((b) => v[b]?.role === 'PRIMARY') ?? primary;
     const journal = (await callControl(L.boards[serving].controlSocket, 'events', { limit: 200 })) as Journal;
-    for (const e of journal.events.filter((x) => Date.parse(x.at) >= sentAt - 500 && /^(recovery|quarantine)$|^role/.test(x.kind)).reverse()) {
+    const story = journal.events.filter((x) => Date.parse(x.at) >= sentAt - 500 && /^(recovery|quarantine|role\.transition)$/.test(x.kind)).sort((a, b) => a.at.localeCompare(b.at));
+    for (const e of story) {
       say(`${ts()}   ${serving} ${e.at.slice(11, 23)} ${e.kind}: ${e.message}`);
     }
     const q = (await callControl(L.boards[serving].controlSocket, 'quarantine.list', {})) as { entries: Array<{ id: number; seq: number; payloadText: string | null; failures: Array<{ copy: string; how: string }> }> };
     for (const e of q.entries) say(`${ts()} quarantine: q${e.id} input ${e.seq} "${e.payloadText ?? '(binary)'}" failed ${e.failures.map((f) => `${f.copy} ${f.how}`).join(', ')}`);
-    say(`${ts()} load finished: ${res.acked} requests answered, p50 ${res.latency.p50.toFixed(2)} ms, p99 ${res.latency.p99.toFixed(2)} ms; longest wait for the other clients ${gap ? `${gap.to - gap.from} ms` : 'none'}`);
+    say(`${ts()} load finished: ${res.acked} requests answered, p50 ${res.latency.p50.toFixed(2)} ms, p99 ${res.latency.p99.toFixed(2)} ms; the other clients' longest wait for a reply ${gap ? `${gap.to - gap.from} ms (${gap.to - sentAt} ms after the poison was sent)` : 'none'}`);
     const ver = res.verify!;
     const lost = ver.missing.length + ver.callIdsReused.length;
     say(`${ts()} check on ${serving}: ${ver.checked} acknowledged registrations, ${ver.missing.length} missing; ${res.calls} calls, ${ver.callIdsReused.length} call ids acknowledged twice; ${ver.retriedIdentical} retried ids answered identically, ${ver.retriedDifferent.length} differently`);

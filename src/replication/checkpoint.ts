@@ -29,6 +29,11 @@ export interface CheckpointInfo {
   clients: ClientMapState;
   /** AUTH questions the clone had open at the checkpoint (their answers come later in the log). */
   authOpen?: string[];
+  /**
+   * Logged inputs after `seq` the image already holds (AUTH answers a recovery's snapshot was taken
+   * after: src/replication/poison.ts): never replayed onto it again.
+   */
+  alreadyIn?: number[];
 }
 
 /** How long a restore's completion is watched for, to journal how long the replay took. */
@@ -199,7 +204,8 @@ export class Checkpointer {
   async restore(): Promise<{ seq: number; replayed: number }> {
     const t0 = performance.now();
     const cp = await this.restoreImage();
-    const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER);
+    const skip = new Set(cp.alreadyIn ?? []);
+    const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq));
     this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
     this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
     this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
@@ -232,6 +238,43 @@ export class Checkpointer {
     this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);
     await this.supervisor.finishClone();
     return cp;
+  }
+
+  /**
+   * A recovery's snapshot: the restored copy, which has processed the log up to `seq` (and the inputs
+   * `alreadyIn` after it), becomes the checkpoint, so that the next restore of this recovery does not
+   * replay that part of the log again. The log is kept (nothing is truncated); the copy runs on.
+   */
+  async snapshot(seq: number, alreadyIn: number[]): Promise<CheckpointInfo> {
+    const t0 = performance.now();
+    const qemu = this.supervisor.hypervisor;
+    if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the restored copy is not running');
+    const tmp = `${this.file}.tmp`;
+    rmSync(tmp, { force: true });
+    const guestSeq = this.supervisor.appSeqExpected ?? 0;
+    try {
+      const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'recovery snapshot', onListening: (sock) => this.supervisor.giveToQemu(sock) });
+      const authOpen = this.replicator.openQuestions;
+      await qemu.qmp.execute('cont');
+      const fd = openSync(tmp, 'r');
+      fsyncSync(fd);
+      closeSync(fd);
+      renameSync(tmp, this.file);
+      const dir = openSync(this.storageDir, 'r');
+      fsyncSync(dir);
+      closeSync(dir);
+      const cp: CheckpointInfo = {
+        seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size, pauseMs: downtimeMs,
+        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, alreadyIn,
+      };
+      this.store.setMeta('checkpoint', JSON.stringify(cp));
+      this.store.record('checkpoint', `recovery snapshot at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
+      return cp;
+    } catch (e) {
+      await recoverFromMigration(qemu, { cancelActive: false });
+      rmSync(tmp, { force: true });
+      throw e;
+    }
   }
 
   /**

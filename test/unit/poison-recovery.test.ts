@@ -63,9 +63,17 @@ function rig(log0: SequencedInput[], fails: (s: SequencedInput) => 'crash' | 'ha
     },
   };
   let restores = 0;
+  let snap: { seq: number; alreadyIn: number[]; processed: number[] } | undefined;
   const checkpoints = {
-    async restoreImage() { restores++; guest = new FakeGuest(fails); copies.push(guest); return { seq: 10, guestSeq: 5, at: '', bytes: 0, pauseMs: 0, durationMs: 0, clients: { entries: [], next: 40000 } } as any; },
+    async restoreImage() {
+      restores++;
+      guest = new FakeGuest(fails);
+      if (snap) guest.processed = [...snap.processed];
+      copies.push(guest);
+      return { seq: snap?.seq ?? 10, alreadyIn: snap?.alreadyIn, guestSeq: 5, at: '', bytes: 0, pauseMs: 0, durationMs: 0, clients: { entries: [], next: 40000 } } as any;
+    },
     inputsLogged(from: number, to: number) { return log0.filter((s) => s.seq >= from && s.seq <= to); },
+    async snapshot(seq: number, alreadyIn: number[]) { snap = { seq, alreadyIn, processed: [...guest.processed] }; return {} as any; },
   };
   const found: PoisonFound[] = [];
   const recovery = new PoisonRecovery({ checkpoints, supervisor: sup as any, replicator: rep as any, log, hangMs: 30, onPoison: (p) => found.push(p) });
@@ -123,6 +131,18 @@ describe('guarded restore: a poison input confirmed by where the replay fails', 
     const out = await r.recovery.recover([14]);
     assert.deepEqual(out.poison.map((p) => p.seq), [14, 18]);
     assert.deepEqual(r.final().processed, [11, 12, 15, 17, 19]);
+  });
+
+  it('a long prefix is snapshotted once processed: the restore after the confirmation starts from there', async () => {
+    const long: SequencedInput[] = [];
+    for (let i = 11; i < 2200; i++) long.push(req(i, `g${i} GET x`));
+    long.push(req(2200, 'p REG crashme'), req(2201, 'q GET y'));
+    const r = rig(long, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));
+    const out = await r.recovery.recover([2200, 2201]);
+    assert.deepEqual(out.poison.map((p) => p.seq), [2200]);
+    assert.equal(out.restores, 2);
+    assert.deepEqual(r.final().handed.map((s) => s.seq), [2201], 'only what follows the snapshot is replayed onto the last copy');
+    assert.equal(r.final().processed.length, 2189 + 1, 'the snapshot\'s prefix and the input after the poison');
   });
 
   it('a failure the suspects do not reproduce: nothing quarantined, the whole log replayed', async () => {
