@@ -22,7 +22,36 @@ const SIZES = (process.env.POISON_SIZES ?? '1000,10000').split(',').map(Number);
 const ROUNDS = Number(process.env.POISON_ROUNDS ?? 2);
 const MIX = 'reg=1,get=59,call=40';
 
-interface Round { size: number; logged: number; outageMs: number; answerMs: number; recoveryMs: number; restores: number; replayed: number; lost: number; answer: string }
+interface Round { size: number; logged: number; outageMs: number; answerMs: number; recoveryMs: number; restores: number; replayed: number; lost: number; answer: string; phases: Record<string, number> }
+
+/** The recovery's phases from the serving board's journal: ms from the poison sent to each milestone, then between them. */
+const MILESTONES: Array<[string, RegExp]> = [
+  ['promoted', /^(BACKUP|FENCING) -> PRIMARY/],
+  ['restore 1', /^restoring the checkpoint \(restore 1\)/],
+  ['prefix replay', /^replaying \d+ logged inputs up to input/],
+  ['snapshot', /^snapshot of the restored copy/],
+  ['confirm', /^suspect 1 of/],
+  ['restore 2', /^restoring the checkpoint \(restore 2\)/],
+  ['final replay', /^replaying \d+ logged inputs after input/],
+  ['recovered', /^recovered from the checkpoint/],
+  ['serving', /^serving on /],
+];
+export const PHASES = ['detect+promote', 'recovery start', 'restore 1', 'prefix replay', 'snapshot', 'confirm', 'restore 2', 'final replay', 'serve'];
+
+function phasesOf(events: Array<{ at: string; message: string }>, t0: number): Record<string, number> {
+  const at: Record<string, number> = {};
+  for (const [name, re] of MILESTONES) {
+    const e = events.find((x) => re.test(x.message) && Date.parse(x.at) >= t0);
+    if (e) at[name] = Date.parse(e.at);
+  }
+  // Each phase runs from its milestone to the next one present (a phase that did not happen is absent).
+  const marks: Array<[string, number | undefined]> = [['detect+promote', t0], ['recovery start', at.promoted], ['restore 1', at['restore 1']], ['prefix replay', at['prefix replay']],
+    ['snapshot', at.snapshot], ['confirm', at.confirm], ['restore 2', at['restore 2']], ['final replay', at['final replay']], ['serve', at.recovered], ['end', at.serving]];
+  const present = marks.filter((m): m is [string, number] => m[1] !== undefined);
+  const out: Record<string, number> = {};
+  for (let i = 0; i + 1 < present.length; i++) out[present[i]![0]] = present[i + 1]![1] - present[i]![1];
+  return out;
+}
 
 async function main(): Promise<void> {
   const chassis = await Chassis.up({ name: 'bpz', runDir: '/tmp/us-bpz', guest: 'primary', guestFile: join(PACKAGE_ROOT, 'guests', 'dx-legacy-poison.json') });
@@ -58,12 +87,14 @@ async function main(): Promise<void> {
           const outageMs = after ? after[1] - t0 : 0;
           const v = await pairView(L);
           const serving = (Object.keys(v) as BoardName[]).find((b) => v[b]?.role === 'PRIMARY');
+          const journal = serving ? ((await callControl(L.boards[serving].controlSocket, 'events', { limit: 400 })) as { events: Array<{ at: string; kind: string; message: string }> }).events : [];
+          const phases = phasesOf(journal.filter((e) => /^(recovery|role\.transition|guest)$/.test(e.kind)).sort((a, b) => a.at.localeCompare(b.at)), t0);
           const rec = serving ? ((await callControl(L.boards[serving].controlSocket, 'replication.status')) as { replication: { poison: { lastRecovery: { durationMs: number; restores: number; replayed: number } | null } } }).replication.poison.lastRecovery : null;
           if (!/ ERR POISON q\d+$/.test(answer)) failures.push(`round ${tag}: the poison's client got "${answer}"`);
           if (res.errorReplies) failures.push(`round ${tag}: the load got ${res.errorReplies} ERR replies`);
           if (lost) failures.push(`round ${tag}: ${lost} acknowledged requests lost or answered differently`);
           if (atPoison < size * 0.8) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged < ${size}): again`); continue; }
-          done = { size, logged: atPoison, outageMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer };
+          done = { size, logged: atPoison, outageMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer, phases };
           console.error(`round ${tag}: ${atPoison} logged, outage ${outageMs} ms, poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
         }
         if (done) rounds.push(done);
@@ -86,6 +117,12 @@ async function main(): Promise<void> {
       p50(rs.map((x) => x.answerMs)), p50(rs.map((x) => x.recoveryMs)), rs.map((x) => x.restores).join('/'), rs.map((x) => x.replayed).join('/'), rs.reduce((s, x) => s + x.lost, 0)]);
   }
   printTable('poison input → first good reply to the other clients (outage), by inputs logged since the checkpoint; target ≤ 3000 ms at 10 000', rows);
+  const prow: Array<Array<string | number>> = [['logged inputs (target)', ...PHASES.map((p) => `${p} ms`)]];
+  for (const size of SIZES) {
+    const rs = rounds.filter((x) => x.size === size);
+    prow.push([size, ...PHASES.map((p) => { const v = rs.map((x) => x.phases[p]).filter((x): x is number => x !== undefined).sort((a, b) => a - b); return v.length ? percentile(v, 50) : '-'; })]);
+  }
+  printTable('where the outage goes (p50 per phase, from the recovering board\'s journal; "detect+promote": poison sent → the backup promoted)', prow);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

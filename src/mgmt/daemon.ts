@@ -101,7 +101,12 @@ export class Daemon {
       this.management = await startManagement({
         board, store, alarms: this.alarms, log: this.log,
         guestConsole: () => ({ socket: this.host?.guestRunning ? this.host.supervisor.paths.consoleSocket : undefined, log: this.host?.supervisor.paths.consoleLog }),
-        notice: () => (this.configError ? consoleNotice(this.configError) : undefined),
+        notice: () => {
+          if (this.configError) return consoleNotice(this.configError);
+          // Poison inputs in quarantine: shown at every login until released (docs/poison.md).
+          const n = this.quarantine?.activeCount ?? 0;
+          return n ? `${n} poison input${n === 1 ? '' : 's'} in quarantine (answered ERR POISON, never given to the guest): \`quarantine list\`` : undefined;
+        },
         scrape: async () => {
           const st = (await this.status()) as Record<string, any>;
           return { board: board.name, uptimeS: st.uptimeS, role: st.role, ha: this.ha ? await this.ha.status() : undefined, guest: st.guest, endpoint: st.endpoint,

@@ -84,6 +84,21 @@ describe('poison inputs: both copies fail, the pair recovers without the input (
     assert.equal(onBackupNow!.entries.find((e) => e.payloadText === 'pz3 REG hangGamma')?.status, 'released', 'the backup learnt the release');
   });
 
+  it('both copies lost to a fault that is not an input (an NMI to each): restored and replayed whole, nothing quarantined', async () => {
+    const before = (await quarantine()).entries.length;
+    const old = p.primary;
+    const backup = partnerOf(old);
+    const since = new Date().toISOString();
+    await p.loadThrough(12000, 3000, async () => {
+      await p.ctl(backup, 'guest.inject', { nmi: true });
+      await p.ctl(old, 'guest.inject', { nmi: true });
+    });
+    p.primary = await waitProtected(p.chassis.layout, 300000);
+    assert.equal((await quarantine()).entries.length, before, 'nothing quarantined');
+    const events = ((await p.ctl(backup, 'events', { limit: 200, kind: 'recovery' })) as { events: Array<{ at: string; message: string }> }).events.filter((e) => e.at >= since);
+    assert.ok(events.some((e) => /^recovered from the checkpoint .* 0 poison inputs skipped/.test(e.message)), `the board with the checkpoint recovered, skipping nothing: ${JSON.stringify(events.map((e) => e.message))}`);
+  });
+
   it('a crash of only the primary\'s copy (not a poison input) is an ordinary failover: nothing is quarantined', async () => {
     const before = (await quarantine()).entries.length;
     const old = p.primary;
