@@ -40,9 +40,12 @@ export const PHASES = ['detect+promote', 'recovery start', 'restore 1', 'prefix 
 
 function phasesOf(events: Array<{ at: string; message: string }>, t0: number): Record<string, number> {
   const at: Record<string, number> = {};
+  // In order: each milestone is the first one after the one before it (a board promoted with its copy
+  // running serves once before the copy fails and is rebuilt: that first "serving" is not the end).
+  let after = t0;
   for (const [name, re] of MILESTONES) {
-    const e = events.find((x) => re.test(x.message) && Date.parse(x.at) >= t0);
-    if (e) at[name] = Date.parse(e.at);
+    const e = events.find((x) => re.test(x.message) && Date.parse(x.at) >= after);
+    if (e) { at[name] = Date.parse(e.at); after = at[name]!; }
   }
   // Each phase runs from its milestone to the next one present (a phase that did not happen is absent).
   const marks: Array<[string, number | undefined]> = [['detect+promote', t0], ['recovery start', at.promoted], ['restore 1', at['restore 1']], ['prefix replay', at['prefix replay']],
