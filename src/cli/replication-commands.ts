@@ -70,6 +70,11 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   lines.push(...legacyLines(r.legacyChannels));
   const hops = hopLine(r.hops);
   if (hops) lines.push(hops);
+  const poison = (r as ReplStatus & { poison?: { quarantined: number; recoveries: number; lastRecovery: { at: string; durationMs: number; restores: number; replayed: number; poison: Array<{ seq: number; how: string }>; notReproduced?: unknown } | null } }).poison;
+  if (poison && (poison.quarantined || poison.recoveries)) {
+    const l = poison.lastRecovery;
+    lines.push(`  poison inputs: ${poison.quarantined} in quarantine (\`quarantine list\`); recoveries from the checkpoint here: ${poison.recoveries}${l ? ` (last ${l.at}: ${l.durationMs} ms, ${l.restores} restores, ${l.replayed} inputs replayed, ${l.poison.length ? `skipped ${l.poison.map((x) => `input ${x.seq} (${x.how})`).join(', ')}` : l.notReproduced ? 'the failure did not repeat: nothing skipped' : 'nothing skipped'})` : ''}`);
+  }
   if (cp) lines.push(`  last checkpoint: ${cp.last ? `input ${cp.last.seq} at ${cp.last.at} (clone paused ${cp.last.pauseMs ?? '?'} ms)` : 'none'}; inputs logged since: ${cp.inputsLoggedSince}${cp.inputLog ? ` (a checkpoint is forced at ${cp.inputLog.limit}; forced so far: ${cp.inputLog.forced})` : ''}`);
   return lines.join('\n');
 }

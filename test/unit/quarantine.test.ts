@@ -431,3 +431,13 @@ describe('understudy quarantine (CLI)', () => {
     }
   });
 });
+
+describe('understudy status: the poison line', () => {
+  it('says how many inputs are in quarantine and what the last recovery skipped; nothing before any', async () => {
+    const { formatReplication } = await import('../../src/cli/replication-commands.js');
+    const base = { mode: 'primary', protected: true, lastSeq: 10, ackedSeq: 10, deliveredSeq: 10, lagInputs: 0, divergences: 0, failovers: 1, cloneInProgress: false };
+    assert.doesNotMatch(formatReplication('PRIMARY', { ...base, poison: { quarantined: 0, recoveries: 0, lastRecovery: null } } as never), /poison/);
+    const text = formatReplication('PRIMARY', { ...base, poison: { quarantined: 1, recoveries: 1, lastRecovery: { at: '2026-12-05T17:00:00.000Z', durationMs: 4066, restores: 2, replayed: 89, poison: [{ seq: 1023, how: 'crash' }] } } } as never);
+    assert.match(text, /poison inputs: 1 in quarantine \(`quarantine list`\); recoveries from the checkpoint here: 1 \(last 2026-12-05T17:00:00\.000Z: 4066 ms, 2 restores, 89 inputs replayed, skipped input 1023 \(crash\)\)/);
+  });
+});
