@@ -289,6 +289,19 @@ export class Checkpointer {
     return r.n === lastSeq - cp.seq && r.top === lastSeq;
   }
 
+  /**
+   * A guarded restore (src/replication/poison.ts) ended: journaled as a plain restore is, for
+   * operators and the benchmarks. `caughtUp`: the copy has processed every replayed input already
+   * (otherwise that is watched for and journaled when it has).
+   */
+  noteRestored(seq: number, replayed: number, t0: number, caughtUp: boolean): void {
+    this.store.record('checkpoint', `restored the checkpoint at input ${seq} and replayed ${replayed} logged inputs`, { seq, replayed });
+    if (caughtUp) {
+      const durationMs = Math.round(performance.now() - t0);
+      this.store.record('checkpoint', `the restored guest has processed the ${replayed} replayed inputs, ${durationMs} ms after the restore began`, { replayed, durationMs });
+    } else void this.recordRecovery(t0, replayed).catch(() => undefined);
+  }
+
   private async recordRecovery(t0: number, replayed: number): Promise<void> {
     // Bounded by time, not by a count of looks: a long log replays for minutes (every REG waits
     // for its guest's AUTH question), and the record is what operators and bench/replication read.

@@ -75,7 +75,7 @@ export interface RecoveryOutcome {
 }
 
 export interface PoisonRecoveryOptions {
-  checkpoints: Pick<Checkpointer, 'restoreImage' | 'inputsLogged'> & Partial<Pick<Checkpointer, 'snapshot'>>;
+  checkpoints: Pick<Checkpointer, 'restoreImage' | 'inputsLogged'> & Partial<Pick<Checkpointer, 'snapshot' | 'noteRestored'>>;
   supervisor: Pick<GuestSupervisor, 'currentState' | 'drained' | 'stop' | 'on' | 'off' | 'port'>;
   replicator: Pick<Replicator, 'replay' | 'appendReplay' | 'queuedLocally' | 'frontier'>;
   log: Logger;
@@ -87,7 +87,8 @@ export interface PoisonRecoveryOptions {
   onPoison?: (p: PoisonFound) => void;
 }
 
-type Watch = { ok: true } | { ok: false; failure: CopyFailure };
+/** ok: processed everything (`blocked`: all but a REG waiting for an AUTH answer the log does not hold). */
+type Watch = { ok: true; blocked?: boolean } | { ok: false; failure: CopyFailure };
 
 export class PoisonRecovery {
   constructor(private readonly o: PoisonRecoveryOptions) {}
@@ -118,7 +119,7 @@ export class PoisonRecovery {
         this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
         this.o.replicator.replay(cp.seq, all, cp.authOpen ?? []);
         const w = await this.watch(true);
-        if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0);
+        if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0, w.blocked !== true);
         failures.push(w.failure);
         trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
         this.o.log.warn({ failure: w.failure, suspects: trying }, 'the restored copy failed during the replay: trying its suspects one at a time');
@@ -174,7 +175,7 @@ export class PoisonRecovery {
       this.step(`no suspect failed the restored copy: replaying the other ${rest.length} logged inputs`);
       this.o.replicator.appendReplay(rest);
       w = await this.watch(true);
-      if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0);
+      if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0, w.blocked !== true);
       failures.push(w.failure);
       trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
       if (!trying.length) throw new UsError('US_ERR_GUEST_FAILED', `the restored copy failed with no request outstanding (${w.failure.cause})`);
@@ -186,7 +187,8 @@ export class PoisonRecovery {
     this.o.onStep?.(what);
   }
 
-  private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number): RecoveryOutcome {
+  private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number, caughtUp: boolean): RecoveryOutcome {
+    this.o.checkpoints.noteRestored?.(cp.seq, replayed, t0, caughtUp);
     return { checkpointSeq: cp.seq, replayed, restores, poison, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
   }
 
@@ -217,7 +219,7 @@ export class PoisonRecovery {
         if (st === 'failed' || st === 'stopped') return { ok: false, failure: { how: 'crash', cause: `the restored guest is ${st}`, at: new Date().toISOString() } };
         // Blocked on an AUTH question whose answer the log does not hold (the old primary died before
         // it came): the board asks the AUTH service once it serves; nothing here can move it on.
-        if (last && replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true };
+        if (last && replicator.queuedLocally === 0 && supervisor.port.authOutstanding.size > 0) return { ok: true, blocked: true };
         const answered = await Promise.race([failure, replicator.queuedLocally === 0
           ? supervisor.drained().then((d) => (d ? 'drained' : 'answered'), () => 'silent')
           : supervisor.port.processedCount(1000).then(() => 'answered', () => 'silent')]);
