@@ -4,6 +4,7 @@
  * without echo; from a pipe one line is read (for provisioning scripts and the console itself).
  */
 import { mkdirSync } from 'node:fs';
+import { makeParentDirs } from '../core/dirs.js';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import { loadBoardProfile } from '../config/board-profile.js';
@@ -75,6 +76,7 @@ export function registerConsoleCommands(program: Command): void {
         password = await readPipedLine();
         checkNewPassword(password);
       }
+      makeParentDirs(dirname(file));
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       writePasswordFile(file, await hashPassword(password));
       return { file, set: true };

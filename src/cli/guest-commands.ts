@@ -38,6 +38,7 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   const board = loadBoardProfile(boardFile);
   loadGuestDescriptor(guestFile);
   const { mkdirSync } = await import('node:fs');
+  (await import('../core/dirs.js')).makeParentDirs(board.storageDir);
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const errFd = openSync(join(board.storageDir, 'understudyd.stderr'), 'a', 0o600);
   const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', board.sourceFile, '--guest', guestFile, ...(o.startEmpty ? ['--start-empty'] : [])], {

@@ -16,6 +16,7 @@ import type { BoardProfile } from '../config/board-profile.js';
 import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
+import { makeParentDirs } from '../core/dirs.js';
 import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
@@ -277,6 +278,7 @@ export class GuestSupervisor extends EventEmitter {
   private prepareDirs(): void {
     const c = this.qemuCredentials;
     const { storageDir } = this.board;
+    makeParentDirs(storageDir);
     mkdirSync(storageDir, { recursive: true, mode: 0o700 });
     chmodSync(storageDir, c.uid === 0 ? 0o700 : 0o711);
     for (const [dir, uid, gid, mode] of [[this.paths.qemuDir, c.uid, c.gid, 0o700], [this.paths.imageDir, 0, 0, 0o755]] as const) {

@@ -8,6 +8,7 @@
  * and the control socket up and nothing else (role CONFIG-ERROR, not-serving.ts) until a retry.
  */
 import { join } from 'node:path';
+import { makeParentDirs } from '../core/dirs.js';
 import { mkdirSync, chmodSync } from 'node:fs';
 import type { BoardProfile } from '../config/board-profile.js';
 import { loadGuestDescriptor, type GuestDescriptor } from '../config/guest-descriptor.js';
@@ -87,6 +88,7 @@ export class Daemon {
   }
 
   async start(): Promise<void> {
+    makeParentDirs(this.board.storageDir);
     mkdirSync(this.board.storageDir, { recursive: true, mode: 0o700 });
     chmodSync(this.board.storageDir, 0o700);
     this.releaseLock = acquireBoardLock(join(this.board.storageDir, 'understudyd.pid'), this.board.name);

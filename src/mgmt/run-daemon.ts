@@ -7,6 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { loadBoardProfile } from '../config/board-profile.js';
 import type { UsError } from '../core/errors.js';
 import { createLogger } from '../core/log.js';
+import { makeParentDirs } from '../core/dirs.js';
 import { installCrashHandlers } from './crash-handlers.js';
 import { Daemon } from './daemon.js';
 import type { ConfigErrorState } from './not-serving.js';
@@ -21,6 +22,7 @@ export async function runDaemon(boardFile: string, guestFile: string | undefined
   // Everything the controller creates is its own (0600/0700 unless said otherwise): storageDir is
   // searchable by QEMU's user (mode 0711, guest/supervisor.ts), so a file there must not be readable by others.
   process.umask(0o077);
+  makeParentDirs(board.storageDir);
   mkdirSync(board.storageDir, { recursive: true, mode: 0o700 });
   const log = createLogger('understudyd', { file: daemonLogPath(board) }).child({ board: board.name });
   const daemon = new Daemon(board, { board: boardFile, guest: guestFile }, log, o);
