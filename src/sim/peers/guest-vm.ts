@@ -1,11 +1,8 @@
 /**
  * The reference guest as a peer set-up hosts it: a plain QEMU (the same machine, CPU model, memory,
  * NIC model and state disk as Understudy's guest, src/hw/hypervisor/qemu.ts), but with QEMU's own
- * user-mode network in the board's namespace instead of Understudy's controller on the NIC:
- *  - the service port is forwarded from the service address (192.0.2.10:5000, bound before the
- *    board holds it: ip_nonlocal_bind), so the guest answers on whichever board has the address;
- *  - a second forward on 127.0.0.1:5003 for a health check from the board itself;
- *  - the guest reaches the AUTH service (192.0.2.200:7000) through the user-mode NAT.
+ * NIC on a tap in the board's namespace (net.ts: the board forwards the service address's port to
+ * it and masquerades its AUTH queries to 192.0.2.200:7000) instead of Understudy's controller.
  * Pinned with taskset to the guest core the board profiles give Understudy's guest (core 1).
  * Owns one QEMU process (through ProcessGroups) and its QMP connection.
  */
@@ -13,12 +10,11 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { QmpClient } from '../../hw/qmp/client.js';
 import { cpuModelFor, type Accel } from '../../hw/hypervisor/kvm-probe.js';
-import { AUTH_SERVICE, PACKAGE_ROOT, SERVICE_PORT, SERVICE_VIP } from '../chassis/layout.js';
+import { AUTH_SERVICE, PACKAGE_ROOT } from '../chassis/layout.js';
+import { GUEST_TAP } from './net.js';
 import type { ProcessGroups } from './procs.js';
 
 export const GUEST_DESCRIPTOR = join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');
-/** The port on the board's loopback where a health check reaches the guest's service port. */
-export const HEALTH_PORT = 5003;
 /** Core the board profiles reserve for the guest. */
 export const GUEST_CORE = 1;
 
@@ -61,12 +57,8 @@ export function guestAppend(g: Descriptor): string {
     `dx.aport=${g.ports.guestAuth ?? 5001}`, `dx.wdt=${g.watchdog.timeoutS}`, g.image.append].filter(Boolean).join(' ');
 }
 
-/** The user-mode netdev `hn0`: 10.0.0.0/24 with QEMU as 10.0.0.1 (the guest's gateway), the service port forwarded. */
-export function userNetdev(g: Descriptor): string {
-  const guest = g.network.guestAddress;
-  return `user,id=hn0,net=10.0.0.0/24,host=${g.network.controllerAddress},ipv6=off,`
-    + `hostfwd=udp:${SERVICE_VIP}:${SERVICE_PORT}-${guest}:${g.ports.service},hostfwd=udp:127.0.0.1:${HEALTH_PORT}-${guest}:${g.ports.service}`;
-}
+/** The netdev `hn0`: the board's tap (net.ts), no helper scripts. */
+export const TAP_NETDEV = `tap,id=hn0,ifname=${GUEST_TAP},script=no,downscript=no,vhost=off`;
 
 export function guestVmArgs(o: GuestVmOptions, g = loadDescriptor()): string[] {
   const img = (p: string) => resolve(dirname(GUEST_DESCRIPTOR), p);
@@ -76,7 +68,7 @@ export function guestVmArgs(o: GuestVmOptions, g = loadDescriptor()): string[] {
     '-qmp', `unix:${join(o.dir, 'qmp.sock')},server=on,wait=off`,
     '-chardev', `file,id=con0,path=${join(o.dir, 'console.log')}`, '-serial', 'chardev:con0',
     '-kernel', img(g.image.kernel), '-initrd', img(g.image.initrd), '-append', guestAppend(g),
-    '-netdev', userNetdev(g),
+    '-netdev', TAP_NETDEV,
     '-device', `${g.nic.model},id=e0,netdev=hn0,mac=${g.nic.mac}${g.nic.model === 'e1000' ? ',autonegotiation=off' : ''}`,
     ...(o.drive ?? ['-drive', `file=${o.stateDisk},format=raw,if=ide,cache=writeback`]),
     '-device', 'i6300esb', '-action', 'watchdog=none',

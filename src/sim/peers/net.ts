@@ -3,12 +3,16 @@
  * (chassis/netns.ts) under another name: a namespace per board joined by the partner link (`plink`,
  * 198.51.100.1/.2), and the service network's namespace (the clients at 192.0.2.100, the AUTH
  * service at 192.0.2.200) bridged to each board's `svc0` (192.0.2.1/.2). The service address
- * 192.0.2.10 belongs to whichever board the peer's own mechanism gives it to. Owns only the
- * namespaces and links it creates; removes them on down().
+ * 192.0.2.10 belongs to whichever board the peer's own mechanism gives it to.
+ * On each board the guest's NIC is a tap (`dx0`, the board 10.0.0.1, the guest 10.0.0.2 as its
+ * descriptor says), and the board forwards: the service address's port to the guest (DNAT), the
+ * guest's AUTH queries out to the service network (masquerade): nftables in the board's namespace.
+ * (QEMU's user-mode network cannot stand in: its forwarded UDP port answers only the first client.)
+ * Owns only the namespaces and links it creates; removes them on down().
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BOARD_NAMES, PLINK_ADDRESS, SERVICE_BOARD_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX, SERVICE_VIP, type BoardName } from '../chassis/layout.js';
+import { BOARD_NAMES, PLINK_ADDRESS, SERVICE_BOARD_ADDRESS, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, type BoardName } from '../chassis/layout.js';
 import { assertNetworkFree, createNetwork, createServiceNetwork, ip, removeNetwork, vethTempNames } from '../chassis/netns.js';
 
 const run = promisify(execFile);
@@ -31,13 +35,36 @@ export async function peerNetUp(name: string): Promise<PeerNet> {
   try {
     await createNetwork({ namespaces: boards, vethTemp: plink, addresses: [PLINK_ADDRESS['sim-a'], PLINK_ADDRESS['sim-b']] });
     await createServiceNetwork({ serviceNetns: net.serviceNetns, boards, vethTemp: svc, addresses: [SERVICE_BOARD_ADDRESS['sim-a'], SERVICE_BOARD_ADDRESS['sim-b']] });
-    // A guest's user-mode NIC binds the service address on both boards before either holds it.
-    for (const ns of boards) await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_nonlocal_bind=1']);
+    for (const ns of boards) await guestLink(ns);
   } catch (e) {
     await peerNetDown(net).catch(() => undefined);
     throw e;
   }
   return net;
+}
+
+/** The guest's tap on the board and the board's forwarding to and from it. */
+export const GUEST_TAP = 'dx0';
+export const GUEST_ADDRESS = '10.0.0.2';
+const BOARD_GUEST_SIDE = '10.0.0.1/24';
+
+export function natRules(): string {
+  return `table ip peer {
+  chain pre { type nat hook prerouting priority dstnat; ip daddr ${SERVICE_VIP} udp dport ${SERVICE_PORT} dnat to ${GUEST_ADDRESS}:${SERVICE_PORT}; }
+  chain post { type nat hook postrouting priority srcnat; ip saddr 10.0.0.0/24 oifname "${SERVICE_INTERFACE}" masquerade; }
+}
+`;
+}
+
+async function guestLink(ns: string): Promise<void> {
+  await ip('-n', ns, 'tuntap', 'add', 'dev', GUEST_TAP, 'mode', 'tap');
+  await ip('-n', ns, 'addr', 'add', BOARD_GUEST_SIDE, 'dev', GUEST_TAP);
+  await ip('-n', ns, 'link', 'set', GUEST_TAP, 'up');
+  await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  await new Promise<void>((resolve, reject) => {
+    const c = execFile('ip', ['netns', 'exec', ns, 'nft', '-f', '-'], (e, _o, err) => (e ? reject(new Error(`nft in ${ns}: ${err || e.message}`)) : resolve()));
+    c.stdin!.end(natRules());
+  });
 }
 
 export async function peerNetDown(net: PeerNet): Promise<void> {
