@@ -8,7 +8,7 @@
  * namespaces; the state of each instance is written by its notify script.
  * Owns the keepalived processes, their guests and their files under `dir`.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Accel } from '../../hw/hypervisor/kvm-probe.js';
 import { BOARD_NAMES, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, partnerOf, type BoardName } from '../chassis/layout.js';
@@ -111,6 +111,9 @@ export class KeepalivedPair {
     chmodSync(join(d, 'notify.sh'), 0o700);
     writeFileSync(join(d, 'keepalived.conf'), keepalivedConf(b, d));
     writeFileSync(join(d, 'state'), 'none\n');
+    // Pid files a SIGKILLed keepalived left: its dead VRRP child may linger as a zombie (this
+    // machine's init reaps slowly), which keepalived would take for a running daemon.
+    for (const f of ['keepalived.pid', 'vrrp.pid', 'checkers.pid']) rmSync(join(d, f), { force: true });
     await this.procs.spawnIn(this.keepalivedKey(b), this.net.boards[b], 'keepalived',
       ['--dont-fork', '--log-console', '--log-detail', '--no-syslog', '--vrrp', '-f', join(d, 'keepalived.conf'), '-p', join(d, 'keepalived.pid'), '-r', join(d, 'vrrp.pid'), '-c', join(d, 'checkers.pid')],
       join(d, 'keepalived.log'));

@@ -7,6 +7,7 @@
  * On each board the guest's NIC is a tap (`dx0`, the board 10.0.0.1, the guest 10.0.0.2 as its
  * descriptor says), and the board forwards: the service address's port to the guest (DNAT), the
  * guest's AUTH queries out to the service network (masquerade): nftables in the board's namespace.
+ * The forward applies only while the board holds the service address (`fib daddr type local`).
  * (QEMU's user-mode network cannot stand in: its forwarded UDP port answers only the first client.)
  * Owns only the namespaces and links it creates; removes them on down().
  */
@@ -50,7 +51,7 @@ const BOARD_GUEST_SIDE = '10.0.0.1/24';
 
 export function natRules(): string {
   return `table ip peer {
-  chain pre { type nat hook prerouting priority dstnat; ip daddr ${SERVICE_VIP} udp dport ${SERVICE_PORT} dnat to ${GUEST_ADDRESS}:${SERVICE_PORT}; }
+  chain pre { type nat hook prerouting priority dstnat; ip daddr ${SERVICE_VIP} fib daddr type local udp dport ${SERVICE_PORT} dnat to ${GUEST_ADDRESS}:${SERVICE_PORT}; }
   chain post { type nat hook postrouting priority srcnat; ip saddr 10.0.0.0/24 oifname "${SERVICE_INTERFACE}" masquerade; }
 }
 `;

@@ -5,7 +5,8 @@
  * name. Owns nothing else.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { parseProcStat } from '../../hw/proc-state.js';
 
 export interface Started {
   key: string;
@@ -53,17 +54,22 @@ export class ProcessGroups {
     process.kill(-s.pid, signal);
   }
 
-  /** SIGKILLs the group of `key` (continued first if stopped) and waits for its exit. */
+  /**
+   * SIGKILLs the whole group of `key` (its leader may be gone while a child it forked lives on, as
+   * keepalived's VRRP child does) and waits until no live member is left.
+   */
   async kill(key: string): Promise<void> {
     const s = this.started.get(key);
-    if (!s || s.exited) return;
+    if (!s) return;
+    const pgid = s.pid;
+    const alive = () => livingMembers(pgid).length > 0;
     try {
-      process.kill(-s.pid, 'SIGKILL');
+      process.kill(-pgid, 'SIGKILL');
     } catch {
-      // already gone
+      // no member left
     }
-    for (let i = 0; i < 200 && !s.exited; i++) await sleep(25);
-    if (!s.exited) throw new Error(`${key} (pid ${s.pid}) survives SIGKILL`);
+    for (let i = 0; i < 200 && (alive() || !s.exited); i++) await sleep(25);
+    if (alive()) throw new Error(`${key}: pids ${livingMembers(pgid).join(', ')} of group ${pgid} survive SIGKILL`);
   }
 
   async killAll(): Promise<void> {
@@ -71,4 +77,19 @@ export class ProcessGroups {
     for (const key of [...this.started.keys()]) await this.kill(key).catch((e: Error) => errors.push(e.message));
     if (errors.length) throw new Error(errors.join('; '));
   }
+}
+
+/** Members of process group `pgid` that are not zombies. */
+function livingMembers(pgid: number): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = parseProcStat(readFileSync(`/proc/${e}/stat`, 'utf8'));
+      if (Number(st.field(5)) === pgid && st.field(3) !== 'Z') out.push(Number(e));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
