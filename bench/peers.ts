@@ -5,6 +5,7 @@
  * One table (peers-lib.ts says what each column measures); BENCHMARKS.md records it.
  *
  * Usage: node dist/bench/peers.js [--faults N] [--seconds S] [--rounds R] [--footprint-seconds S] [--setups understudy,keepalived,colo]
+ *                                  [--colo-delays 20000,200]  (x-checkpoint-delay of each COLO row, ms)
  * Needs root (namespaces). Cleans up every namespace and process it started, on error and on ^C.
  * A set-up that meets the error path fails the bench (exit code 1, no table); a set-up that cannot
  * run here at all (COLO on a QEMU without it) is shown as not runnable, with QEMU's own error.
@@ -25,6 +26,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     'footprint-seconds': { type: 'string', default: '10' },
     setups: { type: 'string', default: 'understudy,keepalived,colo' },
+    'colo-delays': { type: 'string', default: '20000,200' },
   },
 });
 const num = (name: string, v: string | undefined, min: number) => {
@@ -39,6 +41,7 @@ const opts = {
 const setups = args.setups!.split(',').map((s) => s.trim()).filter(Boolean);
 for (const s of setups) if (!['understudy', 'keepalived', 'colo'].includes(s)) { console.error(`--setups: unknown set-up "${s}"`); process.exit(2); }
 const tag = process.pid % 1000;
+const coloDelays = args['colo-delays']!.split(',').map((d) => num('colo-delays', d, 1));
 
 function commit(): string {
   try {
@@ -56,7 +59,9 @@ async function main(): Promise<void> {
   for (const s of setups) {
     if (s === 'understudy') rows.push(await understudyRow({ ...opts, name: `pu${tag}`, runDir: `/tmp/us-peers-u-${process.pid}` }));
     if (s === 'keepalived') rows.push(await keepalivedRow({ ...opts, name: `pk${tag}`, runDir: `/tmp/us-peers-k-${process.pid}` }));
-    if (s === 'colo') rows.push(await coloRow({ ...opts, name: `pc${tag}`, runDir: `/tmp/us-peers-c-${process.pid}` }));
+    if (s === 'colo') {
+      for (const [i, delay] of coloDelays.entries()) rows.push(await coloRow({ ...opts, name: `pc${tag}${i}`, runDir: `/tmp/us-peers-c${i}-${process.pid}`, checkpointDelayMs: delay }));
+    }
   }
   console.log(`\nbench/peers — ${started} — ${commit()}\n${machine()}`);
   console.log(`${opts.faults} faults of each kind per set-up; load phases ${opts.seconds} s × ${opts.rounds} rounds (P protected, U backup powered off, alternated); footprint over ${opts.footprintSeconds} s idle`);

@@ -11,7 +11,7 @@
  * (QEMU's user-mode network cannot stand in: its forwarded UDP port answers only the first client.)
  * Owns only the namespaces and links it creates; removes them on down().
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { BOARD_NAMES, PLINK_ADDRESS, SERVICE_BOARD_ADDRESS, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, type BoardName } from '../chassis/layout.js';
 import { assertNetworkFree, createNetwork, createServiceNetwork, ip, removeNetwork, vethTempNames } from '../chassis/netns.js';
@@ -80,7 +80,8 @@ export async function setServiceLink(net: PeerNet, board: BoardName, up: boolean
 /** Gives the service address to `board` and announces it (gratuitous ARP), as a takeover does. */
 export async function takeServiceAddress(net: PeerNet, board: BoardName): Promise<void> {
   await ip('-n', net.boards[board], 'addr', 'replace', `${SERVICE_VIP}/${SERVICE_PREFIX}`, 'dev', SERVICE_INTERFACE);
-  await run('ip', ['netns', 'exec', net.boards[board], 'arping', '-q', '-U', '-c', '1', '-I', SERVICE_INTERFACE, SERVICE_VIP]).catch(() => undefined);
+  // Unsolicited ARP: nothing to wait for (arping would sit out its one-second interval).
+  spawn('ip', ['netns', 'exec', net.boards[board], 'arping', '-q', '-U', '-c', '1', '-I', SERVICE_INTERFACE, SERVICE_VIP], { stdio: 'ignore' }).on('error', () => undefined);
 }
 
 export async function dropServiceAddress(net: PeerNet, board: BoardName): Promise<void> {
