@@ -19,7 +19,7 @@ import { loadDescriptor } from '../src/sim/peers/guest-vm.js';
 import { peerNetDown, peerNetUp, setServiceLink, takeServiceAddress, type PeerNet } from '../src/sim/peers/net.js';
 import { ProcessGroups } from '../src/sim/peers/procs.js';
 import { startAuth } from './peers-keepalived.js';
-import { armFigures, FAULT_KINDS, faultRound, footprint, type ArmFigures, type FaultKind, type FaultSample, type PeerRow } from './peers-lib.js';
+import { armFigures, FAULT_KINDS, faultRound, footprint, withTeardown, type ArmFigures, type FaultKind, type FaultSample, type PeerRow } from './peers-lib.js';
 import type { RunOptions } from './peers-understudy.js';
 
 /**
@@ -153,7 +153,12 @@ export async function coloRow(o: RunOptions & { name: string; runDir: string; ch
   const net = await peerNetUp(o.name);
   const c = new ColoPair(net, procs, o.runDir, accel, o.checkpointDelayMs, blank);
   const b = new ColoBench(c, net, procs, o.runDir);
+  const teardown = async () => {
+    await procs.killAll().catch((e: Error) => o.say(`COLO cleanup: ${e.message}`));
+    await peerNetDown(net);
+  };
   const qemuLogs = () => (['sim-a', 'sim-b'] as const).map((x) => `${x}: ${existsSync(join(o.runDir, x, 'qemu.log')) ? readFileSync(join(o.runDir, x, 'qemu.log'), 'utf8').trim().slice(-600) : '(no log)'}`).join('\n');
+  return withTeardown(teardown, async () => {
   try {
     await startAuth(procs, net.serviceNetns, join(o.runDir, 'auth.log'));
     let primary: BoardName = 'sim-a';
@@ -212,8 +217,6 @@ export async function coloRow(o: RunOptions & { name: string; runDir: string; ch
     };
   } catch (e) {
     throw new Error(`${(e as Error).message}\n${qemuLogs()}`);
-  } finally {
-    await procs.killAll().catch((e: Error) => o.say(`COLO cleanup: ${e.message}`));
-    await peerNetDown(net);
   }
+  });
 }

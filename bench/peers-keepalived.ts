@@ -18,7 +18,7 @@ import { GuestVm } from '../src/sim/peers/guest-vm.js';
 import { KeepalivedPair } from '../src/sim/peers/keepalived.js';
 import { GUEST_ADDRESS, peerNetDown, peerNetUp } from '../src/sim/peers/net.js';
 import { ProcessGroups } from '../src/sim/peers/procs.js';
-import { armFigures, callsTotal, FAULT_KINDS, faultRound, footprint, type ArmFigures, type FaultKind, type FaultSample, type PeerRow } from './peers-lib.js';
+import { armFigures, callsTotal, FAULT_KINDS, faultRound, footprint, withTeardown, type ArmFigures, type FaultKind, type FaultSample, type PeerRow } from './peers-lib.js';
 import type { RunOptions } from './peers-understudy.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -69,7 +69,11 @@ export async function keepalivedRow(o: RunOptions & { name: string; runDir: stri
   const procs = new ProcessGroups();
   const net = await peerNetUp(o.name);
   const k = new KeepalivedPair(net, procs, o.runDir, accel);
-  try {
+  const teardown = async () => {
+    await procs.killAll().catch((e: Error) => o.say(`keepalived cleanup: ${e.message}`));
+    await peerNetDown(net);
+  };
+  return withTeardown(teardown, async () => {
     await startAuth(procs, net.serviceNetns, join(o.runDir, 'auth.log'));
     await Promise.all(BOARD_NAMES.map((b) => k.startBoard(b)));
     let master = await k.waitProtected();
@@ -107,8 +111,5 @@ export async function keepalivedRow(o: RunOptions & { name: string; runDir: stri
       setup: 'keepalived 2.2.7', runnable: true, faults, protectedArm: P, unprotectedArm: U, footprint: fp,
       notes: ['keepalived: VRRPv3 advert_int 0.01 s, nopreempt, vrrp_script health check every 1 s (its minimum), warm standby (each board boots its own guest: no state transfer); kill = SIGKILL of keepalived\'s main process, restarted by the bench; power = processes SIGKILLed + service NIC down, powered on at once; guest = SIGSTOP of QEMU, the hung QEMU then replaced by a fresh boot'],
     };
-  } finally {
-    await procs.killAll().catch((e: Error) => o.say(`keepalived cleanup: ${e.message}`));
-    await peerNetDown(net);
-  }
+  });
 }

@@ -55,6 +55,20 @@ export type PeerRow =
   | { setup: string; runnable: true; faults: FaultSample[]; protectedArm: ArmFigures[]; unprotectedArm: ArmFigures[]; footprint: BoardFootprint[]; notes: string[] }
   | { setup: string; runnable: false; reason: string; notes: string[] };
 
+/** What must be undone if the run is interrupted (^C, SIGTERM): each set-up registers its own teardown while it runs. */
+export const teardowns = new Set<() => Promise<unknown>>();
+
+/** Runs `body` with `teardown` registered for an interruption, and runs `teardown` after it in any case. */
+export async function withTeardown<T>(teardown: () => Promise<unknown>, body: () => Promise<T>): Promise<T> {
+  teardowns.add(teardown);
+  try {
+    return await body();
+  } finally {
+    teardowns.delete(teardown);
+    await teardown();
+  }
+}
+
 /** startLoad needs only the service namespace of a layout. */
 export const serviceLayout = (serviceNetns: string): ChassisLayout => ({ serviceNetns }) as ChassisLayout;
 

@@ -10,7 +10,7 @@ import { BOARD_NAMES, partnerOf, type BoardName } from '../src/sim/chassis/layou
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { waitProtected } from '../src/sim/pair.js';
 import { HangBench } from './hangs.js';
-import { armFigures, FAULT_KINDS, footprint, type ArmFigures, type FaultSample, type PeerRow } from './peers-lib.js';
+import { armFigures, FAULT_KINDS, footprint, withTeardown, type ArmFigures, type FaultSample, type PeerRow } from './peers-lib.js';
 
 export interface RunOptions { faults: number; seconds: number; rounds: number; footprintSeconds: number; say: (s: string) => void }
 
@@ -25,7 +25,7 @@ async function waitUnprotected(chassis: Chassis, primary: BoardName): Promise<vo
 
 export async function understudyRow(o: RunOptions & { name: string; runDir: string }): Promise<PeerRow> {
   const chassis = await Chassis.up({ name: o.name, runDir: o.runDir, guest: 'primary' });
-  try {
+  return withTeardown(() => chassis.down({ purge: true }), async () => {
     // Every kill and power loss resets a board: keep the fencing escalation out of the rounds (as bench/failover-detect does).
     await chassis.coldStart((_, p) => { p.fencing.escalation = { ...(p.fencing.escalation ?? {}), maxResets: o.faults * 3 + 10 }; });
     const bench = new HangBench(chassis, () => { throw new Error('no CPU burners in bench/peers'); });
@@ -63,7 +63,5 @@ export async function understudyRow(o: RunOptions & { name: string; runDir: stri
     }
     notes.push('Understudy: faults by bench/hangs.ts (HangBench.round: journals checked, any acknowledged registration lost or re-sent id answered differently fails the bench); a board that lost power is powered on by the bench at once.');
     return { setup: 'Understudy', runnable: true, faults, protectedArm: P, unprotectedArm: U, footprint: fp, notes };
-  } finally {
-    await chassis.down({ purge: true });
-  }
+  });
 }

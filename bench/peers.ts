@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { PACKAGE_ROOT } from '../src/sim/chassis/layout.js';
 import { coloRow } from './peers-colo.js';
 import { keepalivedRow } from './peers-keepalived.js';
-import { peersTable, type PeerRow } from './peers-lib.js';
+import { peersTable, teardowns, type PeerRow } from './peers-lib.js';
 import { understudyRow } from './peers-understudy.js';
 import { machine, printTable } from './lib.js';
 
@@ -75,7 +75,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     if (stopping) return;
     stopping = true;
-    console.error(`\n${sig}: the set-ups clean up as they unwind`);
+    console.error(`\n${sig}: cleaning up`);
+    void Promise.allSettled([...teardowns].map((t) => t())).then(() => process.exit(130));
   });
 }
 

@@ -107,7 +107,6 @@ export class ColoPair {
     const pvm = this.vms[primary]!;
     const q = (cmd: string, args?: Record<string, unknown>) => pvm.qmp.execute(cmd, args, 30000);
     const here = PLINK_ADDRESS[primary];
-    const pd = this.boardDir(primary);
     const unix = (id: string, path: string, server: boolean) => q('chardev-add', { id, backend: { type: 'socket', data: { addr: { type: 'unix', data: { path } }, server, ...(server ? { wait: false } : {}) } } });
     const tcp = (id: string, port: number) => q('chardev-add', { id, backend: { type: 'socket', data: { addr: { type: 'inet', data: { host: here, port: String(port) } }, server: true, wait: false } } });
     if (this.objectsAtBoot.has(primary)) this.objectsAtBoot.delete(primary);
