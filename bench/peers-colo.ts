@@ -13,12 +13,12 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeKvm } from '../src/hw/hypervisor/kvm-probe.js';
-import { PACKAGE_ROOT, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
-import { ColoPair, DEFAULT_CHECKPOINT_DELAY_MS } from '../src/sim/peers/colo.js';
+import { partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { ColoPair, DEFAULT_CHECKPOINT_DELAY_MS, type HeartbeatEvent } from '../src/sim/peers/colo.js';
 import { loadDescriptor } from '../src/sim/peers/guest-vm.js';
 import { peerNetDown, peerNetUp, setServiceLink, takeServiceAddress, type PeerNet } from '../src/sim/peers/net.js';
 import { ProcessGroups } from '../src/sim/peers/procs.js';
-import { startAuth } from './peers-keepalived.js';
+import { startAuth } from '../src/sim/peers/auth.js';
 import { armFigures, FAULT_KINDS, faultRound, footprint, withTeardown, type ArmFigures, type FaultKind, type FaultSample, type PeerRow } from './peers-lib.js';
 import type { RunOptions } from './peers-understudy.js';
 
@@ -30,42 +30,13 @@ import type { RunOptions } from './peers-understudy.js';
 export const HEARTBEAT = { intervalMs: 5, deadtimeMs: 250 };
 /** Checkpoints a new COLO pair must survive before anything is measured on it. */
 const CHECKPOINTS_TO_SURVIVE = 3;
-const HEARTBEAT_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'peers', 'colo-heartbeat.js');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface HbEvent { at: number; event: string; why?: string; message?: string; errors?: string[]; tookMs?: number }
-
 class ColoBench {
-  private hbRuns = 0;
-  hbLog = '';
-
   constructor(readonly c: ColoPair, readonly net: PeerNet, readonly procs: ProcessGroups, readonly dir: string) {}
 
-  /** Our heartbeat on the secondary's board, watching the primary. */
-  async startHeartbeat(primary: BoardName): Promise<void> {
-    const secondary = partnerOf(primary);
-    this.hbLog = join(this.dir, `heartbeat-${++this.hbRuns}.log`);
-    await this.procs.spawnIn('heartbeat', this.net.boards[secondary], process.execPath, [HEARTBEAT_ENTRY, this.c.heartbeatSocket(primary), this.c.heartbeatSocket(secondary),
-      this.net.boards[primary], this.net.boards[secondary], String(HEARTBEAT.intervalMs), String(HEARTBEAT.deadtimeMs)], this.hbLog);
-    await this.waitEvent('watching', 10000);
-  }
-
-  events(): HbEvent[] {
-    if (!existsSync(this.hbLog)) return [];
-    return readFileSync(this.hbLog, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as HbEvent);
-  }
-
-  async waitEvent(event: string, timeoutMs: number): Promise<HbEvent> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const ev = this.events();
-      const e = ev.find((x) => x.event === event);
-      if (e) return e;
-      const err = ev.find((x) => x.event === 'error');
-      if (err) throw new Error(`COLO heartbeat: ${err.message}`);
-      if (Date.now() > end) throw new Error(`COLO heartbeat: no "${event}" within ${timeoutMs} ms (${this.hbLog})`);
-      await sleep(5);
-    }
+  startHeartbeat(primary: BoardName): Promise<void> {
+    return this.c.startHeartbeat(primary, HEARTBEAT);
   }
 
   /**
@@ -99,8 +70,8 @@ class ColoBench {
   }
 
   /** A heartbeat that declared the primary lost while no fault was injected. */
-  falseFailover(): HbEvent | undefined {
-    return this.events().find((e) => e.event === 'lost');
+  falseFailover(): HeartbeatEvent | undefined {
+    return this.c.heartbeatEvents().find((e) => e.event === 'lost');
   }
 
   async protect(primary: BoardName): Promise<void> {
@@ -126,7 +97,7 @@ class ColoBench {
 
   async recover(kind: FaultKind, failed: BoardName): Promise<void> {
     const survivor = partnerOf(failed);
-    const fo = await this.waitEvent('failover', 30000);
+    const fo = await this.c.waitHeartbeatEvent('failover', 30000);
     if (fo.errors?.length) throw new Error(`COLO failover: ${fo.errors.join('; ')}`);
     await this.procs.kill('heartbeat');
     await this.procs.kill(this.c.key(failed)); // the hung or dead primary

@@ -13,7 +13,8 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { probeKvm } from '../src/hw/hypervisor/kvm-probe.js';
-import { BOARD_NAMES, CLI_ENTRY, AUTH_SERVICE, SERVICE_PORT, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { BOARD_NAMES, SERVICE_PORT, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { startAuth } from '../src/sim/peers/auth.js';
 import { GuestVm } from '../src/sim/peers/guest-vm.js';
 import { KeepalivedPair } from '../src/sim/peers/keepalived.js';
 import { GUEST_ADDRESS, peerNetDown, peerNetUp } from '../src/sim/peers/net.js';
@@ -29,11 +30,6 @@ async function until(what: string, ok: () => boolean, timeoutMs: number): Promis
     if (Date.now() > end) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await sleep(2);
   }
-}
-
-/** The AUTH stand-in in the service network (the same one the chassis runs). */
-export async function startAuth(procs: ProcessGroups, serviceNetns: string, log: string): Promise<void> {
-  await procs.spawnIn('auth', serviceNetns, process.execPath, [CLI_ENTRY, 'hlr', '--listen', `${AUTH_SERVICE.address}:${AUTH_SERVICE.port}`], log);
 }
 
 async function inject(k: KeepalivedPair, procs: ProcessGroups, kind: FaultKind, master: BoardName): Promise<number> {

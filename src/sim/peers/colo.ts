@@ -17,10 +17,10 @@
  * stay identical to the blank image they start from; the bench checks that they still are.
  * Owns its VMs (through ProcessGroups) and their files under `dir`.
  */
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Accel } from '../../hw/hypervisor/kvm-probe.js';
-import { PLINK_ADDRESS, partnerOf, type BoardName } from '../chassis/layout.js';
+import { PACKAGE_ROOT, PLINK_ADDRESS, partnerOf, type BoardName } from '../chassis/layout.js';
 import { GuestVm } from './guest-vm.js';
 import type { PeerNet } from './net.js';
 import type { ProcessGroups } from './procs.js';
@@ -31,6 +31,9 @@ const COMPARE_PORT = 9004;
 const MIGRATION_PORT = 9998;
 /** QEMU's default x-checkpoint-delay, ms (migration.c: DEFAULT_MIGRATE_X_CHECKPOINT_DELAY). */
 export const DEFAULT_CHECKPOINT_DELAY_MS = 20000;
+
+export interface HeartbeatEvent { at: number; event: string; why?: string; message?: string; errors?: string[]; tookMs?: number; silentMs?: number }
+const HEARTBEAT_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'peers', 'colo-heartbeat.js');
 
 export class ColoPair {
   readonly vms: Partial<Record<BoardName, GuestVm>> = {};
@@ -86,6 +89,37 @@ export class ColoPair {
     this.primary = b;
     await vm.waitReady();
     return vm;
+  }
+
+  private hbRuns = 0;
+  /** The log of the running heartbeat (one JSON line per event). */
+  hbLog = '';
+
+  /** Our heartbeat (colo-heartbeat.ts) on the secondary's board, watching `primary`; resolves once it watches. */
+  async startHeartbeat(primary: BoardName, timers: { intervalMs: number; deadtimeMs: number }): Promise<void> {
+    const secondary = partnerOf(primary);
+    this.hbLog = join(this.dir, `heartbeat-${++this.hbRuns}.log`);
+    await this.procs.spawnIn('heartbeat', this.net.boards[secondary], process.execPath, [HEARTBEAT_ENTRY, this.heartbeatSocket(primary), this.heartbeatSocket(secondary),
+      this.net.boards[primary], this.net.boards[secondary], String(timers.intervalMs), String(timers.deadtimeMs)], this.hbLog);
+    await this.waitHeartbeatEvent('watching', 10000);
+  }
+
+  heartbeatEvents(): HeartbeatEvent[] {
+    if (!this.hbLog || !existsSync(this.hbLog)) return [];
+    return readFileSync(this.hbLog, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as HeartbeatEvent);
+  }
+
+  async waitHeartbeatEvent(event: string, timeoutMs: number): Promise<HeartbeatEvent> {
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const ev = this.heartbeatEvents();
+      const e = ev.find((x) => x.event === event);
+      if (e) return e;
+      const err = ev.find((x) => x.event === 'error');
+      if (err) throw new Error(`COLO heartbeat: ${err.message}`);
+      if (Date.now() > end) throw new Error(`COLO heartbeat: no "${event}" within ${timeoutMs} ms (${this.hbLog})`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   /** A second QMP monitor for the heartbeat (one client per monitor). */
