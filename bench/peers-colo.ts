@@ -130,64 +130,64 @@ export async function coloRow(o: RunOptions & { name: string; runDir: string; ch
   };
   const qemuLogs = () => (['sim-a', 'sim-b'] as const).map((x) => `${x}: ${existsSync(join(o.runDir, x, 'qemu.log')) ? readFileSync(join(o.runDir, x, 'qemu.log'), 'utf8').trim().slice(-600) : '(no log)'}`).join('\n');
   return withTeardown(teardown, async () => {
-  try {
-    await startAuth(procs, net.serviceNetns, join(o.runDir, 'auth.log'));
-    let primary: BoardName = 'sim-a';
-    const pvm = await c.bootPrimary(primary);
-    await takeServiceAddress(net, primary);
-    const caps = (await pvm.qmp.execute('query-migrate-capabilities')) as Array<{ capability: string }>;
-    if (!caps.some((x) => x.capability === 'x-colo')) return { setup, runnable: false, reason: `this QEMU has no x-colo migration capability (query-migrate-capabilities: ${caps.map((x) => x.capability).join(', ')})`, notes: [] };
-    o.say(`${setup}: U1 (the primary alone)…`);
-    const U: ArmFigures[] = [await armFigures(net.serviceNetns, o.seconds, 'cU1')];
     try {
-      await c.protect(primary);
-    } catch (e) {
-      return { setup, runnable: false, reason: `the first protection failed: ${(e as Error).message}\n${qemuLogs()}`, notes: [] };
-    }
-    const broken = await b.survivesCheckpoints(primary, o.checkpointDelayMs);
-    if (broken) return { setup, runnable: false, reason: broken, notes: [] };
-    await b.startHeartbeat(primary);
-    const roots = async () => Object.fromEntries((['sim-a', 'sim-b'] as const).map((x) => [`${x} (${x === c.primary ? 'primary' : 'secondary'})`,
-      [procs.get(c.key(x))?.pid, x !== c.primary ? procs.get('heartbeat')?.pid : undefined].filter((p): p is number => p !== undefined)]));
-    o.say(`${setup}: protected (primary ${primary}, ${accel}); footprint for ${o.footprintSeconds} s…`);
-    const fp = await footprint(roots, o.footprintSeconds);
-    const P: ArmFigures[] = [];
-    for (let round = 1; round <= o.rounds; round++) {
-      if (round > 1) {
-        await b.unprotect(primary);
-        o.say(`${setup}: U${round}…`);
-        U.push(await armFigures(net.serviceNetns, o.seconds, `cU${round}`));
-        await b.protect(primary);
+      await startAuth(procs, net.serviceNetns, join(o.runDir, 'auth.log'));
+      let primary: BoardName = 'sim-a';
+      const pvm = await c.bootPrimary(primary);
+      await takeServiceAddress(net, primary);
+      const caps = (await pvm.qmp.execute('query-migrate-capabilities')) as Array<{ capability: string }>;
+      if (!caps.some((x) => x.capability === 'x-colo')) return { setup, runnable: false, reason: `this QEMU has no x-colo migration capability (query-migrate-capabilities: ${caps.map((x) => x.capability).join(', ')})`, notes: [] };
+      o.say(`${setup}: U1 (the primary alone)…`);
+      const U: ArmFigures[] = [await armFigures(net.serviceNetns, o.seconds, 'cU1')];
+      try {
+        await c.protect(primary);
+      } catch (e) {
+        return { setup, runnable: false, reason: `the first protection failed: ${(e as Error).message}\n${qemuLogs()}`, notes: [] };
       }
-      o.say(`${setup}: P${round}…`);
-      P.push(await armFigures(net.serviceNetns, o.seconds, `cP${round}`));
-      const ff = b.falseFailover();
-      if (ff) throw new Error(`${setup}: the heartbeat lost a healthy primary under load (${ff.why}): no figure from this run`);
-    }
-    const faults: FaultSample[] = [];
-    for (let i = 1; i <= o.faults; i++) {
-      for (const kind of FAULT_KINDS) {
-        primary = c.primary!;
-        await sleep(1000);
+      const broken = await b.survivesCheckpoints(primary, o.checkpointDelayMs);
+      if (broken) return { setup, runnable: false, reason: broken, notes: [] };
+      await b.startHeartbeat(primary);
+      const roots = async () => Object.fromEntries((['sim-a', 'sim-b'] as const).map((x) => [`${x} (${x === c.primary ? 'primary' : 'secondary'})`,
+        [procs.get(c.key(x))?.pid, x !== c.primary ? procs.get('heartbeat')?.pid : undefined].filter((p): p is number => p !== undefined)]));
+      o.say(`${setup}: protected (primary ${primary}, ${accel}); footprint for ${o.footprintSeconds} s…`);
+      const fp = await footprint(roots, o.footprintSeconds);
+      const P: ArmFigures[] = [];
+      for (let round = 1; round <= o.rounds; round++) {
+        if (round > 1) {
+          await b.unprotect(primary);
+          o.say(`${setup}: U${round}…`);
+          U.push(await armFigures(net.serviceNetns, o.seconds, `cU${round}`));
+          await b.protect(primary);
+        }
+        o.say(`${setup}: P${round}…`);
+        P.push(await armFigures(net.serviceNetns, o.seconds, `cP${round}`));
         const ff = b.falseFailover();
-        if (ff) throw new Error(`${setup}: the heartbeat lost a healthy primary (${ff.why}): no figure from this run`);
-        const s = await faultRound({
-          serviceNetns: net.serviceNetns, kind, tag: `C${kind[0]}${i}x`, statelessOk: false,
-          inject: () => b.inject(kind, primary), recover: () => b.recover(kind, primary),
-        });
-        o.say(`${setup} ${kind} ${i}/${o.faults}: first good reply ${s.firstGoodReply.toFixed(0)} ms, protected again ${(s.protectedAgain / 1000).toFixed(1)} s`);
-        faults.push(s);
+        if (ff) throw new Error(`${setup}: the heartbeat lost a healthy primary under load (${ff.why}): no figure from this run`);
       }
+      const faults: FaultSample[] = [];
+      for (let i = 1; i <= o.faults; i++) {
+        for (const kind of FAULT_KINDS) {
+          primary = c.primary!;
+          await sleep(1000);
+          const ff = b.falseFailover();
+          if (ff) throw new Error(`${setup}: the heartbeat lost a healthy primary (${ff.why}): no figure from this run`);
+          const s = await faultRound({
+            serviceNetns: net.serviceNetns, kind, tag: `C${kind[0]}${i}x`, statelessOk: false,
+            inject: () => b.inject(kind, primary), recover: () => b.recover(kind, primary),
+          });
+          o.say(`${setup} ${kind} ${i}/${o.faults}: first good reply ${s.firstGoodReply.toFixed(0)} ms, protected again ${(s.protectedAgain / 1000).toFixed(1)} s`);
+          faults.push(s);
+        }
+      }
+      const blankSum = sha(blank);
+      const changed = (['sim-a', 'sim-b'] as const).filter((x) => existsSync(c.disk(x)) && sha(c.disk(x)) !== blankSum);
+      if (changed.length) throw new Error(`${setup}: the state disk of ${changed.join(', ')} changed: the diskless argument does not hold, no figure from this run`);
+      return {
+        setup, runnable: true, faults, protectedArm: P, unprotectedArm: U, footprint: fp,
+        notes: [`${setup}: heartbeat every ${HEARTBEAT.intervalMs} ms, primary lost after ${HEARTBEAT.deadtimeMs} ms of silence or at once when its monitor closes; no false failover in the run; both boards' state disks identical to the blank image at the end (no block replication needed: the guest writes its disk only on SAVE)`],
+      };
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${qemuLogs()}`);
     }
-    const blankSum = sha(blank);
-    const changed = (['sim-a', 'sim-b'] as const).filter((x) => existsSync(c.disk(x)) && sha(c.disk(x)) !== blankSum);
-    if (changed.length) throw new Error(`${setup}: the state disk of ${changed.join(', ')} changed: the diskless argument does not hold, no figure from this run`);
-    return {
-      setup, runnable: true, faults, protectedArm: P, unprotectedArm: U, footprint: fp,
-      notes: [`${setup}: heartbeat every ${HEARTBEAT.intervalMs} ms, primary lost after ${HEARTBEAT.deadtimeMs} ms of silence or at once when its monitor closes; no false failover in the run; both boards' state disks identical to the blank image at the end (no block replication needed: the guest writes its disk only on SAVE)`],
-    };
-  } catch (e) {
-    throw new Error(`${(e as Error).message}\n${qemuLogs()}`);
-  }
   });
 }
