@@ -29,8 +29,8 @@ export const POOL = 'P:40';
 export const SILENCE_STARTS_WITHIN_MS = 50;
 /** The fault round's load: bench/hangs.ts's (RATE/s, retry RETRY_MS, 8 outstanding), the fault 2.5 s in. */
 export const FAULT_LOAD = { rate: RATE, retryMs: RETRY_MS, durationMs: 4000, faultAfterMs: 2500 };
-/** A reply a set-up that keeps no state gives after its takeover: the survivor never knew the subscriber. */
-export const LOST_STATE_REPLY = / ERR UNKNOWN /;
+/** Replies a set-up that keeps no state gives after its takeover: the survivor never knew the subscriber, or the call (END of a call the old master set up). */
+export const LOST_STATE_REPLY = / ERR (UNKNOWN|NOCALL) /;
 
 export interface FaultSample {
   kind: FaultKind;
