@@ -2,14 +2,15 @@
 # Set-up shared by README's two commands, idempotent, for a fresh Debian 12 machine as root:
 # Debian packages (python3: the partner-link attacker of test/integration/partner-channel.test.ts;
 # ipmitool: IPMI fencing; openipmi: ipmi_sim, the simulated BMCs of `chassis up --fencing ipmi`;
-# snmp: snmptrap, which sends the alarm notifications; snmptrapd: the manager of test/integration/alarms-snmp.test.ts),
+# snmp: snmptrap, which sends the alarm notifications; snmptrapd: the manager of test/integration/alarms-snmp.test.ts;
+# keepalived: the VRRP peer of bench/peers; nftables: the peers' boards forward the service address to their guests),
 # npm dependencies (npm ci when the lockfile changed), the TypeScript build and the guest images
 # (cached by build-guest.sh).
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-PACKAGES="qemu-system-x86 socat busybox-static cpio xz-utils gcc libc6-dev iproute2 util-linux kmod u-boot-tools libubootenv-tool grub-common lrzsz iputils-arping python3 ipmitool openipmi snmp snmptrapd"
+PACKAGES="qemu-system-x86 socat busybox-static cpio xz-utils gcc libc6-dev iproute2 util-linux kmod u-boot-tools libubootenv-tool grub-common lrzsz iputils-arping python3 ipmitool openipmi snmp snmptrapd keepalived nftables"
 missing=""
 for p in $PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
