@@ -66,6 +66,8 @@ export interface GuestUpgradeOptions {
 
 /** How long an upgrade waits for a clone under way before it starts (refused after that). */
 const CLONE_WAIT_MS = 180000;
+/** Backup: how long a guest upgrade asked for while a clone that has just arrived is resuming waits for it to run. */
+const CLONE_RESUME_WAIT_MS = 30000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -270,6 +272,11 @@ export class GuestUpgrade {
     const g: GuestDescriptor = loadPartnerGuestDescriptor(guestFile, supervisor.guest.sourceFile, 'guest-upgrade-prepare guestFile', this.p.board.storageDir);
     const from = supervisor.guest;
     if (replicator.mode !== 'backup' || !replicator.protectedNow) throw new UsError('US_ERR_ROLE', 'guest upgrade: this board does not follow the primary');
+    // A clone that has just arrived may still be resuming here when the primary, its clone complete,
+    // asks (a full run, 2026-12-05: asked 0.3 s after the clone completed, "no clone running", aborted).
+    if (supervisor.currentState === 'starting') {
+      await until(() => supervisor.currentState !== 'starting', CLONE_RESUME_WAIT_MS, 'the clone arriving on this board did not run').catch(() => undefined);
+    }
     if (supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'guest upgrade: no clone running on this board');
     if (g.version === from.version && g.sourceFile === from.sourceFile) throw new UsError('US_ERR_CONTROL', `guest upgrade: already running ${g.name} ${g.version}`);
 

@@ -253,6 +253,16 @@ describe('pair: guest upgrade, the backup half and a promotion in the middle (fa
     assert.equal(f.checkpoints.suspended, false);
   });
 
+  it('asked while the clone that has just arrived is still resuming: waits for it to run, then upgrades it', async () => {
+    const { f, pair } = followingBackup();
+    f.supervisor.seqAfterStart = 10;
+    f.supervisor.currentState = 'starting';
+    setTimeout(() => { f.supervisor.currentState = 'running'; }, 300);
+    await pair.upgrade.onPrepare(v2);
+    assert.equal(f.replicator.sent.at(-1)?.type, 'guest-upgrade-ready', JSON.stringify(f.replicator.sent.at(-1)));
+    assert.equal(f.supervisor.guest.version, '2.0.0');
+  });
+
   it('promoted after the upgrade was cut short: boots the old version on the saved state and replays from the replay point', async () => {
     const { f, pair } = followingBackup();
     f.supervisor.failingVersions.add('2.0.0');
