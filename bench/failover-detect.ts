@@ -50,7 +50,7 @@ import { PACKAGE_ROOT, type BoardName } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../src/store/journal.js';
 import { HangBench, PARTITION_MS, RATE, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
-import { machine, printTable, summarize, type LatencySummary } from './lib.js';
+import { cleanUpOnSignal, machine, printTable, summarize, type LatencySummary } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -576,15 +576,7 @@ async function hangs(): Promise<void> {
   }
 }
 
-let interrupted = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    if (interrupted) return;
-    interrupted = true;
-    console.error(`\n${sig}: cleaning up`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
+cleanUpOnSignal(cleanup);
 
 try {
   await main();

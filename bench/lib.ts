@@ -19,6 +19,19 @@ export function printTable(title: string, rows: Array<Array<string | number>>): 
   console.log(table(title, rows));
 }
 
+/** On SIGINT or SIGTERM (the first one only): runs `cleanup`, then exits 130. */
+export function cleanUpOnSignal(cleanup: () => Promise<unknown>): void {
+  let interrupted = false;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      if (interrupted) return;
+      interrupted = true;
+      console.error(`\n${sig}: cleaning up`);
+      void cleanup().then(() => process.exit(130));
+    });
+  }
+}
+
 export function machine(): string {
   let model = cpus()[0]?.model ?? 'unknown CPU';
   try {

@@ -5,23 +5,13 @@
  * boards' journals for the expected path and throws on any acknowledged loss), the load and
  * footprint through peers-lib like the other set-ups. P: protected pair; U: backup powered off.
  */
-import { callControl } from '../src/mgmt/ipc.js';
-import { BOARD_NAMES, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { BOARD_NAMES, partnerOf } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
-import { waitProtected } from '../src/sim/pair.js';
+import { waitProtected, waitUnprotected } from '../src/sim/pair.js';
 import { HangBench } from './hangs.js';
 import { armFigures, FAULT_KINDS, footprint, withTeardown, type ArmFigures, type FaultSample, type PeerRow } from './peers-lib.js';
 
 export interface RunOptions { faults: number; seconds: number; rounds: number; footprintSeconds: number; say: (s: string) => void }
-
-async function waitUnprotected(chassis: Chassis, primary: BoardName): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    const r = (await callControl(chassis.layout.boards[primary].controlSocket, 'replication.status')) as { replication: { protected: boolean } };
-    if (!r.replication.protected) return;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`${primary} still protected 30 s after its backup was powered off`);
-}
 
 export async function understudyRow(o: RunOptions & { name: string; runDir: string }): Promise<PeerRow> {
   const chassis = await Chassis.up({ name: o.name, runDir: o.runDir, guest: 'primary' });
@@ -49,7 +39,7 @@ export async function understudyRow(o: RunOptions & { name: string; runDir: stri
       P.push(await armFigures(chassis.layout.serviceNetns, o.seconds, `uP${round}`));
       o.say(`understudy U${round}: backup ${partnerOf(primary)} powered off…`);
       await chassis.power(partnerOf(primary), 'off');
-      await waitUnprotected(chassis, primary);
+      await waitUnprotected(chassis.layout, primary);
       U.push(await armFigures(chassis.layout.serviceNetns, o.seconds, `uU${round}`));
       await chassis.power(partnerOf(primary), 'on');
     }

@@ -17,7 +17,7 @@ import { coloRow } from './peers-colo.js';
 import { keepalivedRow } from './peers-keepalived.js';
 import { peersTable, teardowns, type PeerRow } from './peers-lib.js';
 import { understudyRow } from './peers-understudy.js';
-import { machine, printTable } from './lib.js';
+import { cleanUpOnSignal, machine, printTable } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -70,15 +70,7 @@ async function main(): Promise<void> {
   for (const r of rows) if (!r.runnable) console.log(`- ${r.setup} not runnable: ${r.reason}`);
 }
 
-let stopping = false;
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    if (stopping) return;
-    stopping = true;
-    console.error(`\n${sig}: cleaning up`);
-    void Promise.allSettled([...teardowns].map((t) => t())).then(() => process.exit(130));
-  });
-}
+cleanUpOnSignal(() => Promise.allSettled([...teardowns].map((t) => t())));
 
 try {
   await main();

@@ -27,7 +27,7 @@ import { BOARD_NAMES, CLI_ENTRY, partnerOf, type BoardName } from '../src/sim/ch
 import { Hlr } from '../src/sim/hlr.js';
 import { mixCycle, parseMix, type LoadResult } from '../src/sim/load.js';
 import { snapshotDelta, type HistogramSnapshot } from '../src/core/histogram.js';
-import { startLoad, waitProtected } from '../src/sim/pair.js';
+import { startLoad, waitProtected, waitUnprotected } from '../src/sim/pair.js';
 import { costReport, cpuByBoard, cpuDelta, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
 import { machine, table } from './lib.js';
 
@@ -132,15 +132,6 @@ async function measureCeiling(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase:
   return { runs, cpu };
 }
 
-async function waitUnprotected(chassis: Chassis, primary: BoardName): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    const r = (await callControl(chassis.layout.boards[primary].controlSocket, 'replication.status')) as { replication: { protected: boolean } };
-    if (!r.replication.protected) return;
-    await new Promise((res) => setTimeout(res, 100));
-  }
-  throw new Error(`${primary} still protected 30 s after its backup was powered off`);
-}
-
 type HopRow = { phase: string; shape: string; hops: Record<string, HistogramSnapshot> };
 type Hops = Record<string, HistogramSnapshot>;
 
@@ -170,7 +161,7 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
         if (arm === 'U') {
           say(`U${round}: powering the backup (${partnerOf(primary)}) off…`);
           await chassis.power(partnerOf(primary), 'off');
-          await waitUnprotected(chassis, primary);
+          await waitUnprotected(chassis.layout, primary);
         } else {
           if (round > 1) await chassis.power(partnerOf(primary), 'on');
           primary = await waitProtected(chassis.layout, 240000);

@@ -6,29 +6,14 @@
  */
 import type { Command } from 'commander';
 import { callControl } from '../mgmt/ipc.js';
+import type { QuarantineJson } from '../store/quarantine.js';
 import { controlSocketOf } from './locate.js';
 import { action, table, type OutputOptions } from './output.js';
 
 type Opts = OutputOptions & { board?: string; active?: boolean; by?: string };
 
 /** An entry as the control socket answers it (quarantineJson). */
-export interface QuarantineJson {
-  id: number;
-  seq: number;
-  clientAddress: string | null;
-  clientPort: number | null;
-  requestId: string;
-  at: string;
-  failures: Array<{ copy: string; board: string; how: string; cause: string; at: string }>;
-  confirmation: string;
-  status: 'active' | 'released';
-  releasedAt: string | null;
-  releasedBy: string | null;
-  answered: number;
-  key: string;
-  payloadText: string | null;
-  payloadBase64: string;
-}
+export type { QuarantineJson };
 
 interface ListAnswer { board: string; active: number; entries: QuarantineJson[] }
 interface ShowAnswer { board: string; entry: QuarantineJson }

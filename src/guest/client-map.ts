@@ -17,6 +17,10 @@
  * Deterministic: a replica fed the same inputs (`assign` + `noteRequest` in stream order) builds
  * the same map. Owns no socket.
  */
+import { requestId } from '../core/request-id.js';
+
+/** The request id the guest reads from a datagram (src/core/request-id.ts). */
+export { requestId };
 
 export const CLIENT_PORT_FIRST = 20000;
 export const CLIENT_PORT_LAST = 59999;
@@ -47,24 +51,6 @@ export interface ClientMapState {
   cache?: string[];
   /** Ports assigned whose first request has not reached the stream yet. */
   fresh?: number[];
-}
-
-/**
- * The request id the guest reads from a datagram (PROTOCOL.md §3.1): after at most one trailing
- * `\n` or `\r\n` is stripped, the bytes before the first space, 1-16 bytes of 0x21-0x7E. Undefined
- * when the guest would stay silent (and cache nothing).
- */
-export function requestId(payload: Buffer): string | undefined {
-  let len = payload.length;
-  if (len >= 2 && payload[len - 2] === 0x0d && payload[len - 1] === 0x0a) len -= 2;
-  else if (len >= 1 && payload[len - 1] === 0x0a) len -= 1;
-  let n = 0;
-  while (n < len && payload[n] !== 0x20) {
-    const c = payload[n]!;
-    if (c < 0x21 || c > 0x7e || n === 16) return undefined;
-    n++;
-  }
-  return n === 0 ? undefined : payload.subarray(0, n).toString('latin1');
 }
 
 export class ClientMap {

@@ -147,13 +147,7 @@ export class Checkpointer {
       // answer held behind the fsyncs of a loaded disk could outlast the guest's 5 s wait (ERR
       // AUTHUNAVAIL on the backup only: a divergence, and a re-clone).
       this.replicator.resumeDelivery();
-      const fd = openSync(tmp, 'r');
-      fsyncSync(fd);
-      closeSync(fd);
-      renameSync(tmp, this.file);
-      const dir = openSync(this.storageDir, 'r');
-      fsyncSync(dir);
-      closeSync(dir);
+      this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
@@ -174,6 +168,17 @@ export class Checkpointer {
     } finally {
       this.replicator.resumeDelivery();
     }
+  }
+
+  /** Makes a finished image file durable and the checkpoint: the file, its rename, the folder, each fsynced. */
+  private install(tmp: string): void {
+    const fd = openSync(tmp, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
+    renameSync(tmp, this.file);
+    const dir = openSync(this.storageDir, 'r');
+    fsyncSync(dir);
+    closeSync(dir);
   }
 
   /** Logged inputs from..to (inclusive), in order. */
@@ -256,13 +261,7 @@ export class Checkpointer {
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'recovery snapshot', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions;
       await qemu.qmp.execute('cont');
-      const fd = openSync(tmp, 'r');
-      fsyncSync(fd);
-      closeSync(fd);
-      renameSync(tmp, this.file);
-      const dir = openSync(this.storageDir, 'r');
-      fsyncSync(dir);
-      closeSync(dir);
+      this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size, pauseMs: downtimeMs,
         durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, alreadyIn,

@@ -32,6 +32,16 @@ export async function pairView(layout: ChassisLayout): Promise<Record<BoardName,
 }
 
 /** Waits (bounded) until one board is primary with its backup's clone in sync; returns the primary. */
+/** Until `primary` reports itself unprotected (its backup gone), up to 30 s. */
+export async function waitUnprotected(layout: ChassisLayout, primary: BoardName): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    const r = (await callControl(layout.boards[primary].controlSocket, 'replication.status')) as { replication: { protected: boolean } };
+    if (!r.replication.protected) return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`${primary} still protected 30 s after its backup was powered off`);
+}
+
 export async function waitProtected(layout: ChassisLayout, timeoutMs: number, onTick?: (v: Record<BoardName, BoardView | undefined>) => void): Promise<BoardName> {
   const end = Date.now() + timeoutMs;
   let v: Record<BoardName, BoardView | undefined> | undefined;

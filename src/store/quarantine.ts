@@ -14,6 +14,7 @@
  */
 import { createHash } from 'node:crypto';
 import { UsError } from '../core/errors.js';
+import { requestId } from '../core/request-id.js';
 import type { Store } from './journal.js';
 
 export interface QuarantineFailure {
@@ -58,22 +59,11 @@ export function poisonReply(requestId: string, entryId: number): Buffer {
 }
 
 /**
- * The request id as the guest reads it (PROTOCOL.md §3.1, the same rule as requestId in
- * src/guest/client-map.ts, a layer above this one): after at most one trailing `\n` or `\r\n` is
- * stripped, the bytes before the first space, 1-16 bytes of 0x21-0x7E; '' when there is none (the
- * guest stays silent to such a datagram, and the input bounds drop it before the stream).
+ * The request id as the guest reads it (src/core/request-id.ts); '' when there is none (the guest
+ * stays silent to such a datagram, and the input bounds drop it before the stream).
  */
 export function requestIdOf(payload: Buffer): string {
-  let len = payload.length;
-  if (len >= 2 && payload[len - 2] === 0x0d && payload[len - 1] === 0x0a) len -= 2;
-  else if (len >= 1 && payload[len - 1] === 0x0a) len -= 1;
-  let n = 0;
-  while (n < len && payload[n] !== 0x20) {
-    const c = payload[n]!;
-    if (c < 0x21 || c > 0x7e || n === 16) return '';
-    n++;
-  }
-  return payload.subarray(0, n).toString('latin1');
+  return requestId(payload) ?? '';
 }
 
 function keyOf(clientAddress: string | null, clientPort: number | null, payload: Buffer): string {
@@ -95,7 +85,9 @@ function entryOf(r: Row): QuarantineEntry {
 }
 
 /** An entry as JSON (the payload as text where printable, always as base64). */
-export function quarantineJson(e: QuarantineEntry): Record<string, unknown> {
+export type QuarantineJson = Omit<QuarantineEntry, 'payload'> & { payloadText: string | null; payloadBase64: string };
+
+export function quarantineJson(e: QuarantineEntry): QuarantineJson {
   const { payload, ...rest } = e;
   const text = payload.toString('latin1');
   return { ...rest, payloadText: /^[\x20-\x7e]*$/.test(text) ? text : null, payloadBase64: payload.toString('base64') };
