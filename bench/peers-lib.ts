@@ -218,8 +218,10 @@ export function peersTable(rows: PeerRow[]): Array<Array<string | number>> {
     const P = r.protectedArm;
     const U = r.unprotectedArm;
     const ratio = (f: (a: ArmFigures) => number) => P.map((p, i) => f(p) / f(U[i]!));
-    const lat = `${f2(mean(P.map((a) => a.p50)))} / ${f2(mean(P.map((a) => a.p99)))} (${f2(mean(ratio((a) => a.p50)))} / ${f2(mean(ratio((a) => a.p99)))})`;
-    const tput = `${f0(mean(P.map((a) => a.throughput)))} (${f2(mean(ratio((a) => a.throughput)))})`;
+    // The mean of the per-round ratios (P and U alternated in each round), with their range: the spread.
+    const spreadOf = (v: number[]) => `${f2(mean(v))} [${f2(Math.min(...v))}–${f2(Math.max(...v))}]`;
+    const lat = `${f2(mean(P.map((a) => a.p50)))} / ${f2(mean(P.map((a) => a.p99)))} (${spreadOf(ratio((a) => a.p50))} / ${spreadOf(ratio((a) => a.p99))})`;
+    const tput = `${f0(mean(P.map((a) => a.throughput)))} (${spreadOf(ratio((a) => a.throughput))})`;
     const fp = r.footprint.map((b) => `${b.board}: ${b.haCpuPct.toFixed(1)} + ${b.guestCpuPct.toFixed(1)} %; ${f0(b.haRssMb)} + ${f0(b.guestRssMb)} MB`).join('; ');
     FAULT_KINDS.forEach((kind, i) => {
       const s = r.faults.filter((x) => x.kind === kind);
