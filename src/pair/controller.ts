@@ -193,7 +193,7 @@ export class PairController {
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
       clones.on('clone-target', (phase) => {
         this.cloneTarget = phase;
-        if (phase === 'running') this.upgrade.onCloneTargetRunning();
+        if (phase === 'running') { this.poison.forgetFailure(); this.upgrade.onCloneTargetRunning(); }
       });
       clones.on('control', (m) => dispatchControl(this.routes, ha.currentRole, m, p.log));
       clones.on('clone-progress', (pr) => { this.cloneProgress = pr; });

@@ -74,6 +74,15 @@ export class PoisonGuard {
   }
 
   /**
+   * A new copy runs here (a clone arrived): the one that failed is gone, and what it was working on
+   * is in the clone's image. Its suspects would otherwise guard a later restore that has nothing to
+   * do with them (journaled as evidence, in CI: suspects 10 s old, from before the clone).
+   */
+  forgetFailure(): void {
+    this.lastFailure = undefined;
+  }
+
+  /**
    * A PRIMARY without a backup whose copy failed, and that can rebuild it from the checkpoint and its
    * log (promoted with a checkpoint, logging since): it recovers rather than booting its disk.
    */

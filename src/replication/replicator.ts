@@ -120,6 +120,7 @@ export interface ReplicationStatus {
   versionDifferences: number;
   unprotectedReason?: string;
   authHolds: number;
+  answersAhead: number;
   /** Delivery to the local guest: paused (a clone or checkpoint cut, a restore), waiting for room in the guest's window, the AUTH questions it waits on, what heads the queue. */
   delivery: { paused: boolean; awaitingRoom: boolean; authOpen: string[]; queued: number; head: string | null };
   clients: number;
@@ -213,6 +214,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private authHoldSince = 0;
   private authHoldTimer?: TimerHandle;
   authHolds = 0;
+  /** AUTH answers handed to a blocked guest ahead of the requests queued before them (answerAhead()). */
+  answersAhead = 0;
   private ackScheduled = false;
   private deliveryPaused = false;
   private awaitingRoom = false;
@@ -666,6 +669,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     while (this.queue.length && !this.deliveryPaused) {
       const s = this.queue[0]!;
       if (s.input.kind === 'request' && this.o.guest.hasRoom && !this.o.guest.hasRoom(this.authOpen.size > 0)) {
+        if (this.answerAhead()) continue;
         if (!this.awaitingRoom) {
           this.awaitingRoom = true;
           this.o.guest.whenRoom!(() => { this.awaitingRoom = false; this.pump(); });
@@ -714,6 +718,36 @@ export class Replicator extends EventEmitter implements InputPipeline {
       this.deliveredSeq = s.seq;
       if (s.input.kind === 'auth-reply') this.authDeliveredSeq = s.seq;
     }
+  }
+
+  /**
+   * A replayed log (no backup following): the guest is blocked on an AUTH question whose answer sits
+   * further down the queue, behind more requests than a blocked guest may be handed
+   * (GUEST_BLOCKED_LIMIT). Nothing could move: the requests wait for room, the guest reads none
+   * until the answer, the answer waits behind them. It is handed over now, out of the queue: a
+   * blocked guest reads only its AUTH socket, so it applies the answer at the same point of its
+   * work either way (PROTOCOL.md §5). Waiting instead cost the guest's own 5 s AUTH timeout per
+   * such REG, and ERR AUTHUNAVAIL where the primary had registered: a restored copy that then
+   * asked about every later REG of that subscriber, 5 s each, and never caught up (CI, 2026-12-05,
+   * seed 367318: a promotion's replay stalled 947 inputs short of the end).
+   * deliveredSeq is not moved (it still says what was handed in order); the answer is gone from
+   * the queue, so it is not handed twice. Returns whether one was handed over.
+   */
+  private answerAhead(): boolean {
+    if (!this.authOpen.size || this.isProtected || this.mode === 'backup') return false;
+    const i = this.queue.findIndex((q, k) => k > 0 && q.seq <= this.replayUntil && q.input.kind === 'auth-reply'
+      && this.authOpen.has(authSubject('answer', q.input.payload) ?? ''));
+    if (i < 0) return false;
+    const [s] = this.queue.splice(i, 1);
+    const sub = authSubject('answer', s!.input.payload)!;
+    this.authOpen.delete(sub);
+    this.authHoldSince = 0;
+    this.clock.clearTimeout(this.authHoldTimer);
+    this.answersAhead++;
+    this.o.log.info({ sub, seq: s!.seq, behind: i }, 'AUTH answer handed to the blocked guest ahead of the requests queued before it');
+    this.o.guest.deliver(s!.input);
+    this.authDeliveredSeq = Math.max(this.authDeliveredSeq, s!.seq);
+    return true;
   }
 
   /** The local guest is about to be replaced (a restore): nothing queued reaches it until replay() hands it the log. */
@@ -983,7 +1017,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       digestsCompared: this.digestsCompared,
       versionDifferences: this.versionDifferences,
       unprotectedReason: this.unprotectedReason,
-      authHolds: this.authHolds,
+      authHolds: this.authHolds, answersAhead: this.answersAhead,
       delivery: {
         paused: this.deliveryPaused, awaitingRoom: this.awaitingRoom, authOpen: [...this.authOpen].slice(0, 10), queued: this.queue.length,
         head: this.queue[0] ? `${this.queue[0].input.kind} ${this.queue[0].seq}` : null,

@@ -427,11 +427,48 @@ describe('delivery flow control (the guest is never handed more than it can buff
     port.resetCount(1000); // the SlowGuest's count starts at 1000
     const r = new Replicator({ guest: port, log });
     const reqs = Array.from({ length: GUEST_BLOCKED_LIMIT + 300 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
-    const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
-    r.replay(0, [...reqs, answer], ['alice']);
+    // The log holds no answer to its question (the primary died before it came).
+    r.replay(0, reqs, ['alice']);
     await tick();
     assert.equal(guest.requests, GUEST_BLOCKED_LIMIT, 'up to the bound, then it waits (the guest gives up its question after 5 s)');
     assert.deepEqual(guest.sent, []);
+    r.close();
+  });
+
+  it('a replayed AUTH answer further down than a blocked guest may be handed goes over ahead of the requests before it, once; the requests stay in order (no deadlock)', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest, ports);
+    port.resetCount(1000);
+    const r = new Replicator({ guest: port, log });
+    const reqs = Array.from({ length: GUEST_BLOCKED_LIMIT + 300 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
+    const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
+    const after = { seq: reqs.length + 2, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from('z1 GET a') } };
+    r.replay(0, [...reqs, answer, after], ['alice']);
+    await tick();
+    assert.deepEqual(guest.sent, ['AUTHR alice OK'], 'the answer it waits for reached it although requests queued before it could not');
+    assert.equal(guest.requests, GUEST_BLOCKED_LIMIT, 'no request beyond the bound');
+    assert.equal(r.deliveredSeq, GUEST_BLOCKED_LIMIT, 'what was handed in order is unchanged');
+    assert.equal(r.status().answersAhead, 1);
+    guest.processed = guest.requests; // unblocked, it works through what it holds
+    for (let i = 0; i < 100 && guest.requests < reqs.length + 1; i++) { guest.processed = guest.requests; await tick(); }
+    assert.equal(guest.requests, reqs.length + 1, 'every request, the one after the answer too');
+    assert.deepEqual(guest.sent, ['AUTHR alice OK'], 'the answer is not handed twice');
+    assert.equal(r.deliveredSeq, after.seq);
+    assert.equal(r.queuedLocally, 0);
+    r.close();
+  });
+
+  it('a backup never hands an answer ahead (the primary\'s order is the stream it must follow)', async () => {
+    const guest = new SlowGuest();
+    const port = new GuestPort(guest, ports);
+    port.resetCount(1000);
+    const r = new Replicator({ guest: port, log });
+    r.becomeBackup();
+    r.replay(0, [...Array.from({ length: GUEST_BLOCKED_LIMIT + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } })),
+      { seq: GUEST_BLOCKED_LIMIT + 11, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } }], ['alice']);
+    await tick();
+    assert.deepEqual(guest.sent, []);
+    assert.equal(r.status().answersAhead, 0);
     r.close();
   });
 
