@@ -113,7 +113,8 @@ export class PoisonGuard {
     this.recoveringNow = true;
     const quarantined: number[] = [];
     try {
-      const out = await this.recovery.recover(suspects);
+      const q = this.quarantine;
+      const out = await this.recovery.recover(suspects, q ? (s) => s.input.kind === 'request' && q.match(s.client, s.input.payload) !== undefined : undefined);
       this.recoveries++;
       for (const found of out.poison) {
         const failures: QuarantineFailure[] = [];
@@ -139,7 +140,7 @@ export class PoisonGuard {
       if (out.notReproduced) {
         journal.record('recovery', `the failure was not reproduced: a restored copy processed each of the inputs ${out.notReproduced.suspects.join(', ')} alone without failing (not deterministic: nothing quarantined)`, { suspects: out.notReproduced.suspects });
       }
-      journal.record('recovery', `recovered from the checkpoint at input ${out.checkpointSeq}: ${out.replayed} logged inputs replayed, ${out.restores} restore${out.restores === 1 ? '' : 's'}, ${out.poison.length} poison input${out.poison.length === 1 ? '' : 's'} skipped, ${out.durationMs} ms`, { ...out, poison: out.poison.map((x) => x.seq) });
+      journal.record('recovery', `recovered from the checkpoint at input ${out.checkpointSeq}: ${out.replayed} logged inputs replayed, ${out.restores} restore${out.restores === 1 ? '' : 's'}, ${out.poison.length} poison input${out.poison.length === 1 ? '' : 's'} skipped${out.quarantinedSkipped ? ` (and ${out.quarantinedSkipped} logged request${out.quarantinedSkipped === 1 ? '' : 's'} already in quarantine)` : ''}, ${out.durationMs} ms`, { ...out, poison: out.poison.map((x) => x.seq) });
       this.lastRecovery = { ...out, at: new Date().toISOString(), quarantined };
       if (quarantined.length) this.sendToPartner();
       return out;

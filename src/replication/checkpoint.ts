@@ -128,7 +128,7 @@ export class Checkpointer {
   private async takeNow(qemu: Hypervisor): Promise<CheckpointInfo> {
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
-    this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
+    const paused = this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged
     try {
       // Every input delivered so far is in the clone's memory once a PING sent after them is answered.
       const processed = await this.supervisor.inputsInGuest(10000);
@@ -146,7 +146,7 @@ export class Checkpointer {
       // inputs again now, not after the file is made durable. Its AUTH timer runs from here, and an
       // answer held behind the fsyncs of a loaded disk could outlast the guest's 5 s wait (ERR
       // AUTHUNAVAIL on the backup only: a divergence, and a re-clone).
-      this.replicator.resumeDelivery();
+      this.replicator.resumeDelivery(paused);
       this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
@@ -166,7 +166,7 @@ export class Checkpointer {
       this.store.record('checkpoint', `checkpoint FAILED: ${(e as Error).message}`);
       throw e;
     } finally {
-      this.replicator.resumeDelivery();
+      this.replicator.resumeDelivery(paused);
     }
   }
 

@@ -67,6 +67,8 @@ export interface RecoveryOutcome {
   replayed: number;
   restores: number;
   poison: PoisonFound[];
+  /** Logged requests not replayed because the quarantine already holds them (an earlier recovery's). */
+  quarantinedSkipped: number;
   /** The failure the suspects did not reproduce (not deterministic), if so. */
   notReproduced?: { suspects: number[] };
   /** Failures of restored copies, in order (each one that found a poison input, and any other). */
@@ -97,13 +99,14 @@ export class PoisonRecovery {
    * Restores the checkpoint and replays the log, guarded. `suspects`: the failed copy's (sequence
    * numbers, oldest first), or none. Resolves once the final copy has processed the whole log.
    */
-  async recover(suspects: number[] = []): Promise<RecoveryOutcome> {
+  async recover(suspects: number[] = [], alreadyQuarantined?: (s: SequencedInput) => boolean): Promise<RecoveryOutcome> {
     const t0 = performance.now();
     const skip = new Set<number>();
     const poison: PoisonFound[] = [];
     const failures: CopyFailure[] = [];
     let notReproduced: RecoveryOutcome['notReproduced'];
     let restores = 0;
+    let quarantinedSkipped = 0;
     let trying = suspects.slice(0, MAX_SUSPECTS);
     for (;;) {
       if (restores >= MAX_RESTORES) {
@@ -113,13 +116,18 @@ export class PoisonRecovery {
       const cp = await this.o.checkpoints.restoreImage();
       restores++;
       const inImage = new Set(cp.alreadyIn ?? []);
-      const all = this.o.checkpoints.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq) && !inImage.has(s.seq));
+      // A poison input quarantined by an earlier recovery is still in the log (and so are resends of
+      // it sequenced before its quarantine): never given to a copy again, as the live screen does.
+      // Replayed, it failed the restored copy once more and cost two restores to be found again.
+      const logged = this.o.checkpoints.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq) && !inImage.has(s.seq));
+      const all = alreadyQuarantined ? logged.filter((s) => s.input.kind !== 'request' || !alreadyQuarantined(s)) : logged;
+      quarantinedSkipped = logged.length - all.length;
       trying = trying.filter((q) => all.some((s) => s.seq === q && s.input.kind === 'request'));
       if (!trying.length) {
         this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
         this.o.replicator.replay(cp.seq, all, cp.authOpen ?? []);
         const w = await this.watch(true);
-        if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0, w.blocked !== true);
+        if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0, w.blocked !== true, quarantinedSkipped);
         failures.push(w.failure);
         trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
         this.o.log.warn({ failure: w.failure, suspects: trying }, 'the restored copy failed during the replay: trying its suspects one at a time');
@@ -175,7 +183,7 @@ export class PoisonRecovery {
       this.step(`no suspect failed the restored copy: replaying the other ${rest.length} logged inputs`);
       this.o.replicator.appendReplay(rest);
       w = await this.watch(true);
-      if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0, w.blocked !== true);
+      if (w.ok) return this.done(cp, handed.size + rest.length, restores, poison, failures, notReproduced, t0, w.blocked !== true, quarantinedSkipped);
       failures.push(w.failure);
       trying = this.o.replicator.frontier.suspects(MAX_SUSPECTS);
       if (!trying.length) throw new UsError('US_ERR_GUEST_FAILED', `the restored copy failed with no request outstanding (${w.failure.cause})`);
@@ -187,9 +195,9 @@ export class PoisonRecovery {
     this.o.onStep?.(what);
   }
 
-  private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number, caughtUp: boolean): RecoveryOutcome {
+  private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number, caughtUp: boolean, quarantinedSkipped: number): RecoveryOutcome {
     this.o.checkpoints.noteRestored?.(cp.seq, replayed, t0, caughtUp);
-    return { checkpointSeq: cp.seq, replayed, restores, poison, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
+    return { checkpointSeq: cp.seq, replayed, restores, poison, quarantinedSkipped, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
   }
 
   /**

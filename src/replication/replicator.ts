@@ -218,6 +218,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   answersAhead = 0;
   private ackScheduled = false;
   private deliveryPaused = false;
+  /** Bumped by every pause, hold and replacement of what the guest is handed (resumeDelivery's token). */
+  private deliveryEpoch = 0;
   private awaitingRoom = false;
   private primaryDigests = new Map<string, Buffer[]>();
   private localDigests = new Map<string, Buffer[]>();
@@ -313,6 +315,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    */
   becomePrimary(opts: { holdDelivery?: boolean } = {}): void {
     this.watchPrimaryGuest(false);
+    this.deliveryEpoch++;
     this.mode = 'primary';
     if (opts.holdDelivery) this.deliveryPaused = true;
     else this.continueQueue();
@@ -328,6 +331,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    */
   becomeBackup(): void {
     this.watchPrimaryGuest(false);
+    this.deliveryEpoch++;
     this.mode = 'backup';
     this.isProtected = false;
     if (this.heldOutputs.length || this.held.length) {
@@ -386,6 +390,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
   follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = []): void {
     this.attachChannel(channel);
+    this.deliveryEpoch++;
     this.lastSeq = cutSeq;
     this.deliveredSeq = cutSeq;
     this.queue = [];
@@ -752,16 +757,30 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** The local guest is about to be replaced (a restore): nothing queued reaches it until replay() hands it the log. */
   holdDelivery(): void {
+    this.deliveryEpoch++;
     this.deliveryPaused = true;
   }
 
-  /** Backup: inputs keep arriving, being logged and acknowledged, but wait before the clone (a checkpoint). */
-  pauseDelivery(): void {
+  /**
+   * Backup: inputs keep arriving, being logged and acknowledged, but wait before the clone (a
+   * checkpoint). Returns a token for resumeDelivery: a pause that someone else's hold has since
+   * replaced is not ended by it.
+   */
+  pauseDelivery(): number {
     this.deliveryPaused = true;
     this.witnessQuietUntil = Infinity;
+    return ++this.deliveryEpoch;
   }
 
-  resumeDelivery(): void {
+  /**
+   * Ends a pause. With the token pauseDelivery() gave: only if nothing has held, paused or replaced
+   * the guest's delivery since. A checkpoint that failed because a promotion's restore stopped its
+   * copy resumed delivery in the middle of that restore: the inputs queued for the lost copy (a poison
+   * input's resends among them) reached the restored QEMU ahead of its replay, and it hung before
+   * the suspects (poison.test, 2026-12-05). The same held for a clone target's pause.
+   */
+  resumeDelivery(token?: number): void {
+    if (token !== undefined && token !== this.deliveryEpoch) return;
     this.deliveryPaused = false;
     this.witnessQuietUntil = this.clock.now() + (this.o.cutoverGraceMs ?? 2000);
     this.armWitness();
@@ -859,6 +878,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** Promoted or restored: what is queued still reaches the guest in order, under connection tracking. */
   private continueQueue(): void {
+    this.deliveryEpoch++;
     this.deliveryPaused = false;
     this.replayUntil = this.lastSeq;
     this.pump();

@@ -162,7 +162,7 @@ export class FakeReplicator extends EventEmitter {
   sendControl(m: ControlMessage): void { this.calls.push(`send:${m.type}`); this.sent.push(m); }
   replay(fromSeq: number, inputs: SequencedInput[]): void { this.calls.push(`replicator:replay from ${fromSeq}: ${inputs.map((s) => s.seq).join(',')}`); }
   discardQueue(): void { this.calls.push('replicator:discard-queue'); }
-  pauseDelivery(): void { this.calls.push('replicator:pause'); }
+  pauseDelivery(): number { this.calls.push('replicator:pause'); return 0; }
   resumeDelivery(): void { this.calls.push('replicator:resume'); }
   restartDelivery(fromSeq: number, logged: SequencedInput[]): number {
     this.calls.push(`replicator:restart-delivery from ${fromSeq}`);

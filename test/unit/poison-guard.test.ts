@@ -23,7 +23,7 @@ function guard() {
   const recovery = {
     recover: async (suspects: number[]) => {
       suspectsGiven.push(suspects);
-      return { checkpointSeq: 90, replayed: 10, restores: 1, poison: [], failures: [], durationMs: 1 };
+      return { checkpointSeq: 90, replayed: 10, restores: 1, poison: [], quarantinedSkipped: 0, failures: [], durationMs: 1 };
     },
   };
   return { g: new PoisonGuard(parts, recovery, undefined), journal, suspectsGiven };

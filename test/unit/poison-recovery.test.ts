@@ -125,6 +125,15 @@ describe('guarded restore: a poison input confirmed by where the replay fails', 
     assert.deepEqual(r.final().processed, [11, 12, 15, 17]);
   });
 
+  it('an input an earlier recovery quarantined (and its resends) is not replayed again: one restore, nothing found again', async () => {
+    const r = rig(logged, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));
+    const out = await r.recovery.recover([], (s) => s.input.payload.includes('crashme'));
+    assert.deepEqual(out.poison, []);
+    assert.equal(out.restores, 1);
+    assert.equal(out.quarantinedSkipped, 2);
+    assert.deepEqual(r.final().processed, [11, 12, 15, 17]);
+  });
+
   it('two poison inputs: found one after the other', async () => {
     const two = [...logged, req(18, 'b1 REG crashtoo', 40003), req(19, 'b2 GET q')];
     const r = rig(two, (s) => (s.input.payload.includes('crash') ? 'crash' : undefined));

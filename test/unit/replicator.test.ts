@@ -609,6 +609,25 @@ describe('replication timers on a fake clock (no sleeping)', () => {
     r.close();
   });
 
+  it('a checkpoint that ends after a restore began (its copy stopped under it) does not resume delivery: the queue for the lost copy never reaches the restored one', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.replay(0, [authAnswer(1, 'AUTHR alice OK'), request(2, 'r2 REG hangGamma')]); // queued for the copy that is lost
+    const checkpoint = r.pauseDelivery();
+    r.becomePrimary({ holdDelivery: true }); // promoted: the checkpoint is restored
+    r.resumeDelivery(checkpoint); // the checkpoint fails (its copy was stopped) and ends its pause
+    clock.advance(5000);
+    assert.deepEqual(g.inputs, [], 'nothing handed to the guest being restored');
+    r.replay(0, [request(1, 'r1 GET a')]);
+    assert.deepEqual(g.inputs, ['r1 GET a']);
+    const again = r.pauseDelivery();
+    r.resumeDelivery(again); // a pause nobody replaced ends as before
+    r.replay(1, [request(2, 'r2 GET b')]);
+    assert.deepEqual(g.inputs, ['r1 GET a', 'r2 GET b']);
+    r.close();
+  });
+
   it('a replay starts its own AUTH hold: one left over from the queue before does not hand the replay\'s first answer over unasked', () => {
     const clock = new FakeClock();
     const g = new RecordingGuest();
