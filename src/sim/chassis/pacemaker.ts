@@ -11,7 +11,8 @@
  * The init script is the pid namespace's pid 1: it bind-mounts the board's own folders over
  * /etc/corosync, /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker and /var/log/cluster,
  * mounts a fresh tmpfs on /dev/shm (libqb's IPC rings) and on /run (with /run/understudy, and the
- * chassis run directory if it is elsewhere under /run, bound back into it), sets the host name to the board's, starts `corosync -f`,
+ * chassis run directory if it is elsewhere under /run, bound back into it), binds the package's board/ocf over
+ * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest), sets the host name to the board's, starts `corosync -f`,
  * waits until it answers, then `pacemakerd -f`. libqb's IPC sockets are abstract unix sockets, so
  * the board's network namespace separates them too. Ending the namespace is ending its pid 1: the
  * kernel kills every process in it; `--kill-child` makes the `unshare` the chassis starts (and
@@ -21,7 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError } from '../../core/errors.js';
-import { plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
+import { PACKAGE_ROOT, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
 
 /** Who runs the boards: Understudy alone (the pair), or Pacemaker and Corosync beside it. */
 export type ChassisManager = 'understudy' | 'pacemaker';
@@ -108,6 +109,8 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
  * uncovered again by the move).
  */
 const NEW_RUN = '/mnt';
+/** The package's OCF provider folder: board/ocf holds the agent `guest` (ocf:understudy:guest). */
+export const OCF_PROVIDER_DIR = join(PACKAGE_ROOT, 'board', 'ocf');
 
 export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: string): string {
   // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
@@ -127,6 +130,9 @@ mount -t tmpfs -o mode=1777,size=64m shm /dev/shm
 mount -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
 mkdir -p ${q(NEW_RUN)}/crm ${q(NEW_RUN)}/lock
 ${binds}mount --move ${q(NEW_RUN)} /run
+# ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
+mkdir -p /usr/lib/ocf/resource.d/understudy
+mount --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
 hostname ${board}
 corosync -f &
 tries=0
