@@ -74,6 +74,7 @@ export function formatChassisStatus(s: ChassisStatus): string {
   ];
   for (const b of s.boards) {
     if (b.lastExit && !b.lastExit.expected) lines.push(`${b.board}: controller ${b.lastExit.pid} exited on its own (${b.lastExit.signal ?? `code ${b.lastExit.code}`}) at ${b.lastExit.at}; log ${b.log}`);
+    if (b.pacemaker) lines.push(`${b.board} corosync and pacemaker: ${b.pacemaker.alive ? `running (unshare pid ${b.pacemaker.pid}, namespace pid 1 ${b.pacemaker.init ?? '?'})` : 'GONE'}; \`understudy chassis crm ${b.board} -- crm_mon -1\``);
     lines.push(`${b.board} sees its partner links: ${answerText(b.linkStatus, (r) => (r.links as Array<{ name: string; up: boolean }>).map((l) => `${l.name} ${l.up ? 'up' : 'down'}`).join(', ') + ((r.alarms as string[])?.length ? `; alarms: ${(r.alarms as string[]).join('; ')}` : ''))}`);
   }
   lines.push(`ethernet link: ${e.state} (${(Object.keys(e.ends) as ChassisBoard[]).map(end).join(', ')})`);

@@ -5,14 +5,17 @@
  * package's agent, and starts pacemakerd only after corosync answers.
  */
 import assert from 'node:assert/strict';
-import { chassisLayout } from '../../src/sim/chassis/layout.js';
-import { corosyncConf, initScript, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
+import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
+import { COROSYNC_PORT, corosyncConf, initScript, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
 
 describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
   it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
     const three = corosyncConf('us', ['sim-a', 'sim-b', 'sim-c']);
     assert.match(three, /transport: knet/);
     assert.match(three, /crypto_cipher: aes256/);
+    // Not the pair's heartbeat port on the same addresses.
+    assert.match(three, new RegExp(`mcastport: ${COROSYNC_PORT}\\n`));
+    assert.notEqual(COROSYNC_PORT, PLINK_PORT);
     for (const [i, b] of ['sim-a', 'sim-b', 'sim-c'].entries()) {
       assert.match(three, new RegExp(`ring0_addr: 198\\.51\\.100\\.${i + 1}\\n    name: ${b}\\n    nodeid: ${i + 1}\\n`));
     }

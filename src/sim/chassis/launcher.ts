@@ -153,6 +153,10 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
     await sleep(200);
   }
   const silent = status?.boards.filter((b) => !answered.has(b.board)).map((b) => b.board).join(', ') ?? BOARD_NAMES.join(', ');
+  if (!silent && manager === 'pacemaker') {
+    const online = await clusterOnline(L).catch(() => [] as string[]);
+    throw new UsError('US_ERR_TIMEOUT', `Pacemaker shows ${online.length ? online.join(', ') : 'no board'} online, not all ${L.boardNames.length} boards, after ${timeoutMs} ms; the chassis stays up for inspection (\`chassis crm <board> -- crm_mon -1\`, logs in <board dir>/pacemaker/; \`chassis down\` to clean up)`);
+  }
   throw new UsError('US_ERR_TIMEOUT', `controllers of ${silent} did not answer within ${timeoutMs} ms; the chassis stays up for inspection (\`chassis down\` to clean up)`);
 }
 

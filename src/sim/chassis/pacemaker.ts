@@ -13,7 +13,8 @@
  * mounts a fresh tmpfs on /dev/shm (libqb's IPC rings) and on /run (with /run/understudy, and the
  * chassis run directory if it is elsewhere under /run, bound back into it), binds the package's board/ocf over
  * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest), sets the host name to the board's, starts `corosync -f`,
- * waits until it answers, then `pacemakerd -f`. libqb's IPC sockets are abstract unix sockets, so
+ * waits until it answers, then `pacemakerd -f`. Every mount is `mount -n`: the machine's
+ * /run/mount/utab is not the namespace's to write (and after /run has moved, mount fails to). libqb's IPC sockets are abstract unix sockets, so
  * the board's network namespace separates them too. Ending the namespace is ending its pid 1: the
  * kernel kills every process in it; `--kill-child` makes the `unshare` the chassis starts (and
  * records) take pid 1 with it, so killing that one process, or its process group, ends them all.
@@ -67,7 +68,7 @@ export function authkeyFile(layout: ChassisLayout): string {
 }
 
 /**
- * corosync.conf (pure): knet over the backplane, every board a node named after it with its
+ * corosync.conf (pure): knet over the backplane on COROSYNC_PORT, every board a node named after it with its
  * backplane address, encrypted and authenticated with the chassis' authkey. Two boards get
  * votequorum's two_node (each may keep quorum alone after the other is fenced).
  */
@@ -80,6 +81,10 @@ totem {
   transport: knet
   crypto_cipher: aes256
   crypto_hash: sha256
+  interface {
+    linknumber: 0
+    mcastport: ${COROSYNC_PORT}
+  }
 }
 nodelist {
 ${nodes}}
@@ -95,6 +100,13 @@ logging {
 }
 `;
 }
+
+/**
+ * corosync's knet port on the backplane. Not its default, 5405: that is the pair's own heartbeat
+ * port (PLINK_PORT) on the same address, in the same namespace — sharing it took the pair's
+ * Ethernet link down (the heartbeats no longer arrived) and made the pair fence.
+ */
+export const COROSYNC_PORT = 5420;
 
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
@@ -116,23 +128,23 @@ export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: strin
   // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
   // verdict, the default chassis run directories), and the run directory if it is elsewhere in /run.
   const keep = ['/run/understudy', ...(runDir.startsWith('/run/') && !runDir.startsWith('/run/understudy/') ? [runDir] : [])];
-  const binds = keep.map((d) => `mkdir -p ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\nmount --rbind ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\n`).join('');
+  const binds = keep.map((d) => `mkdir -p ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\nmount -n --rbind ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\n`).join('');
   return `#!/bin/sh
 # pid 1 of ${board}'s Pacemaker namespaces (mount, pid, uts, ipc; net: the board's). Written by the chassis.
 set -eu
-mount --bind ${q(f.etc)} /etc/corosync
-mount --bind ${q(f.libPacemaker)} /var/lib/pacemaker
-mount --bind ${q(f.libCorosync)} /var/lib/corosync
-mount --bind ${q(f.logPacemaker)} /var/log/pacemaker
+mount -n --bind ${q(f.etc)} /etc/corosync
+mount -n --bind ${q(f.libPacemaker)} /var/lib/pacemaker
+mount -n --bind ${q(f.libCorosync)} /var/lib/corosync
+mount -n --bind ${q(f.logPacemaker)} /var/log/pacemaker
 mkdir -p /var/log/cluster
-mount --bind ${q(f.logCluster)} /var/log/cluster
-mount -t tmpfs -o mode=1777,size=64m shm /dev/shm
-mount -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
+mount -n --bind ${q(f.logCluster)} /var/log/cluster
+mount -n -t tmpfs -o mode=1777,size=64m shm /dev/shm
+mount -n -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
 mkdir -p ${q(NEW_RUN)}/crm ${q(NEW_RUN)}/lock
-${binds}mount --move ${q(NEW_RUN)} /run
+${binds}mount -n --move ${q(NEW_RUN)} /run
 # ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
 mkdir -p /usr/lib/ocf/resource.d/understudy
-mount --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
+mount -n --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
 hostname ${board}
 corosync -f &
 tries=0
