@@ -21,7 +21,19 @@ if [ -n "$missing" ]; then
   echo "setup: installing Debian packages:$missing"
   if [ "$(id -u)" != 0 ]; then echo "setup: must run as root to install packages" >&2; exit 1; fi
   apt-get update -qq
+  # Debian starts a package's services as it installs them. None may run on the machine itself (the
+  # cluster daemons corosync, pacemaker and pcsd least of all: the chassis runs them inside each
+  # simulated board, and the tests start every service they use): deny starts while installing,
+  # unless the machine already has its own policy.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# setup.sh: no service starts while it installs packages\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    guard=1
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends $missing
+  if [ -n "$guard" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
 fi
 
 # QEMU's own user (board profile qemuUser, default understudy-qemu): a system user with no home and no

@@ -197,6 +197,32 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     assert.deepEqual(back, BOARDS);
   });
 
+  it('the agent\'s monitor on the pair\'s boards: 8 (running promoted) on the PRIMARY, 0 on the BACKUP, each with its promotion score in the cluster', async () => {
+    const agent = join(PACKAGE_ROOT, 'board', 'ocf', 'guest');
+    const codes: Record<string, number> = {};
+    for (const b of ['sim-a', 'sim-b'] as const) {
+      const env = ['env', 'OCF_ROOT=/usr/lib/ocf', 'OCF_RESOURCE_INSTANCE=usguest', `OCF_RESKEY_board=${chassis!.layout.boards[b].profile}`,
+        `OCF_RESKEY_cli=${join(PACKAGE_ROOT, 'bin', 'understudy')}`];
+      codes[b] = (await crm(b, [...env, agent, 'monitor'])).code;
+    }
+    const roles = await Promise.all(['sim-a', 'sim-b'].map(async (b) => {
+      const r = (await chassis!.board(b)).role;
+      return r.ok ? String((r.result as { role: string }).role) : 'unavailable';
+    }));
+    const want = (role: string) => (role === 'PRIMARY' ? 8 : role === 'BACKUP' ? 0 : -1);
+    assert.deepEqual(codes, { 'sim-a': want(roles[0]!), 'sim-b': want(roles[1]!) }, `roles ${roles.join(', ')}`);
+    assert.deepEqual([...roles].sort(), ['BACKUP', 'PRIMARY']);
+    // The scores are node attributes in the live cluster, read on the third board.
+    for (const [i, b] of ['sim-a', 'sim-b'].entries()) {
+      const score = await eventually(`${b}'s promotion score`, async () => {
+        const r = await crm('sim-c', ['crm_attribute', '--node', b, '--name', 'master-usguest', '--lifetime', 'reboot', '--query', '--quiet']);
+        return r.code === 0 && r.out.trim() ? r.out.trim() : undefined;
+      }, 20000, 500);
+      // No guest on this chassis: the backup holds no clone, so it scores as unsynced.
+      assert.equal(score, roles[i] === 'PRIMARY' ? '1000' : '1', `${b} (${roles[i]})`);
+    }
+  });
+
   it('ocf:understudy:guest passes ocf-tester on sim-c, against a real controller and the reference guest under QEMU (start, monitor, promote, demote, notify, reload, stop)', async function () {
     this.timeout(600000);
     // A profile of its own for the agent's instance, beside sim-c's (which the chassis runs): its
