@@ -3,14 +3,18 @@
  * ocf-shellfuncs and xmllint, as installed by image-build/setup.sh): its meta-data is valid against
  * ra-api-1.dtd and documents every parameter the agent reads; validate-all answers 6
  * (ERR_CONFIGURED) or 5 (ERR_INSTALLED) for what is wrong; with no controller running, monitor and a
- * probe answer 7 (NOT_RUNNING), stop succeeds, promote and demote answer 7; an unknown action 3.
+ * probe answer 7 (NOT_RUNNING), stop succeeds, promote and demote answer 7; an unknown action 3;
+ * against a stand-in controller on the control socket (the real CLI asking it), monitor maps each
+ * role to its OCF code, 9 only for a failure where the instance was promoted.
  * The agent against a real controller, a guest and a cluster: test/integration/pacemaker.test.ts.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { serveControl, type ControlServer } from '../../src/mgmt/ipc.js';
+import { controlSocketPath } from '../../src/mgmt/paths.js';
 import { PACKAGE_ROOT } from '../../src/sim/chassis/layout.js';
 
 const AGENT = join(PACKAGE_ROOT, 'board', 'ocf', 'guest');
@@ -78,5 +82,31 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
     assert.equal((await agent('reload-agent', env())).code, 0);
     assert.equal((await agent('reload', env())).code, 0);
     assert.equal((await agent('migrate_to', env())).code, 3);
+  });
+
+  it('monitor against a controller (a stand-in on the control socket, the real CLI asking it): each role to its OCF code; FAULT is 9 only where this instance was promoted', async () => {
+    let status: Record<string, unknown> = {};
+    const sock = controlSocketPath({ storageDir: join(dir, 'store') });
+    mkdirSync(join(dir, 'store'), { recursive: true, mode: 0o700 });
+    const server: ControlServer = await serveControl(sock, async (cmd) => {
+      if (cmd !== 'status') throw new Error(`unexpected ${cmd}`);
+      return { board: 'standalone', pid: process.pid, ...status };
+    });
+    try {
+      const code = async (s: Record<string, unknown>) => { status = s; return (await agent('monitor', env())).code; };
+      const promoted = join(dir, 'understudy-guest-guest-test.promoted');
+      assert.equal(await code({ role: 'BACKUP', serving: false, replication: { protected: true } }), 0);
+      assert.equal(await code({ role: 'WAITING', serving: false, replication: null }), 0);
+      assert.equal(await code({ role: 'STANDALONE', serving: false }), 0, 'a board without a partner, not serving: started, not promoted');
+      assert.equal(await code({ role: 'CONFIG-ERROR', serving: false }), 6);
+      assert.equal(await code({ role: 'FAULT', serving: false }), 1, 'a failure where it was never promoted');
+      assert.ok(!existsSync(promoted));
+      assert.equal(await code({ role: 'PRIMARY', serving: true }), 8);
+      assert.ok(existsSync(promoted), 'the agent remembers it was promoted here');
+      assert.equal(await code({ role: 'FAULT', serving: false }), 9, 'failed while promoted');
+      assert.equal(await code({ role: 'STANDALONE', serving: true }), 8);
+    } finally {
+      server.close();
+    }
   });
 });
