@@ -8,7 +8,10 @@ import { Command, Option } from 'commander';
 import { UsError } from '../core/errors.js';
 import { runChassisd, type ChassisStatus, type BoardView, type Answer } from '../sim/chassis/chassisd.js';
 import { chassisCall, chassisDown, chassisUp, DEFAULT_BAUD, DEFAULT_NAME, type DownResult } from '../sim/chassis/launcher.js';
-import { chassisLayout, parseBoardName } from '../sim/chassis/layout.js';
+import { boardNames, chassisLayout, parseBoardName, type ChassisBoard } from '../sim/chassis/layout.js';
+import { readState } from '../sim/chassis/state.js';
+import { chassisCrm } from '../sim/chassis/crm.js';
+import type { ChassisManager } from '../sim/chassis/pacemaker.js';
 import { SerialPort } from 'serialport';
 import { attachTerminal } from './guest-commands.js';
 import { action, table, type OutputOptions } from './output.js';
@@ -57,9 +60,9 @@ function counters(c: ChassisStatus['links']['serial']['aToB']): string {
 export function formatChassisStatus(s: ChassisStatus): string {
   const c = s.chassis;
   const e = s.links.ethernet;
-  const end = (b: 'sim-a' | 'sim-b') => (e.ends[b] ? `${b} plink ${e.ends[b]!.adminUp ? 'up' : 'down'}/${e.ends[b]!.operstate}` : `${b} plink missing`);
+  const end = (b: ChassisBoard) => (e.ends[b] ? `${b} plink ${e.ends[b]!.adminUp ? 'up' : 'down'}/${e.ends[b]!.operstate}` : `${b} plink missing`);
   const lines = [
-    `chassis ${c.name} (${c.runDir}): chassisd pid ${c.pid}, up ${c.uptimeS} s, guest ${c.guest}`,
+    `chassis ${c.name} (${c.runDir}): chassisd pid ${c.pid}, up ${c.uptimeS} s, guest ${c.guest}${c.boards ? `, ${c.boards} boards on the backplane ${c.backplaneNetns}` : ''}`,
     table([
       ['BOARD', 'NETNS', 'POWER', 'CONTROLLER', 'ANSWERS', 'ROLE', 'BOOTS', 'RESETS', 'LAST RESET', 'WATCHDOG'],
       ...s.boards.map((b) => [
@@ -71,9 +74,10 @@ export function formatChassisStatus(s: ChassisStatus): string {
   ];
   for (const b of s.boards) {
     if (b.lastExit && !b.lastExit.expected) lines.push(`${b.board}: controller ${b.lastExit.pid} exited on its own (${b.lastExit.signal ?? `code ${b.lastExit.code}`}) at ${b.lastExit.at}; log ${b.log}`);
+    if (b.pacemaker) lines.push(`${b.board} corosync and pacemaker: ${b.pacemaker.alive ? `running (unshare pid ${b.pacemaker.pid}, namespace pid 1 ${b.pacemaker.init ?? '?'})` : 'GONE'}; \`understudy chassis crm ${b.board} -- crm_mon -1\``);
     lines.push(`${b.board} sees its partner links: ${answerText(b.linkStatus, (r) => (r.links as Array<{ name: string; up: boolean }>).map((l) => `${l.name} ${l.up ? 'up' : 'down'}`).join(', ') + ((r.alarms as string[])?.length ? `; alarms: ${(r.alarms as string[]).join('; ')}` : ''))}`);
   }
-  lines.push(`ethernet link: ${e.state} (${end('sim-a')}, ${end('sim-b')})`);
+  lines.push(`ethernet link: ${e.state} (${(Object.keys(e.ends) as ChassisBoard[]).map(end).join(', ')})`);
   lines.push(`serial link: ${s.links.serial.state}, ${s.links.serial.baud} baud; a→b ${counters(s.links.serial.aToB)}; b→a ${counters(s.links.serial.bToA)}`);
   const pc = s.powerController;
   for (const b of s.bmcs ?? []) lines.push(`BMC of ${b.board}: ipmi_sim pid ${b.pid} ${b.alive ? 'running' : 'GONE'} at ${b.address}:${b.port} in ${b.netns} (fencing of ${b.board} goes through it)`);
@@ -104,7 +108,9 @@ export function registerChassisCommands(program: Command): void {
   withWhere(chassis.command('console <board>'))
     .description("attach this terminal to a board's serial console (as a field engineer's terminal would be); Ctrl-] detaches")
     .action(action(async (o: Where, board: string) => {
-      const dev = chassisLayout(o.name, o.runDir).boards[parseBoardName(board)].consoleUser;
+      const L = chassisLayout(o.name, o.runDir);
+      const names = boardNames(readState(L.stateFile)?.boardCount ?? L.boardNames.length);
+      const dev = chassisLayout(o.name, o.runDir, names.length).boards[parseBoardName(board, names)].consoleUser;
       if (!process.stdin.isTTY) throw new UsError('US_ERR_CONFIG', `chassis console needs a terminal; the console's tty is ${dev} (screen/minicom/picocom at 115200 8N1)`);
       const port = new SerialPort({ path: dev, baudRate: 115200, autoOpen: false });
       await new Promise<void>((res, rej) => port.open((e) => (e ? rej(new UsError('US_ERR_NOT_FOUND', `console of ${board}: ${e.message}`)) : res())));
@@ -118,7 +124,9 @@ export function registerChassisCommands(program: Command): void {
     .option('--baud <n>', 'serial partner link rate', intArg('--baud'), DEFAULT_BAUD)
     .addOption(new Option('--fencing <how>', 'simulated: the boards fence through the power controller; ipmi: through ipmitool to a simulated BMC per board (ipmi_sim) in front of it').choices(['simulated', 'ipmi']).default('simulated'))
     .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
-    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout }),
+    .option('--boards <n>', 'how many boards (2-8): sim-a and sim-b are the pair, sim-c… spares, all on one backplane bridge', intArg('--boards'), 2)
+    .addOption(new Option('--manager <who>', 'pacemaker: every board also runs corosync and pacemaker in its own namespaces (docs/pacemaker.md)').choices(['understudy', 'pacemaker']).default('understudy'))
+    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number; boards: number; manager: ChassisManager }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout, boards: o.boards, manager: o.manager }),
       (r) => [
         r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
         formatChassisStatus(r.status),
@@ -157,6 +165,14 @@ export function registerChassisCommands(program: Command): void {
     (r) => `${r.link} link ${r.state}`);
   }
 
+  withWhere(chassis.command('crm <board> <command...>'))
+    .description("run one of Pacemaker's tools inside a board's namespaces (chassis up --manager pacemaker), e.g. `chassis crm sim-a -- crm_mon -1`; exits with its status")
+    .action(action(async (o: Where, board: string, argv: string[]) => {
+      // The tool's own output goes straight to this terminal; its exit status is ours.
+      const code = await chassisCrm(o, board, argv);
+      if (code !== 0) process.exitCode = code;
+    }));
+
   withWhere(chassis.command('down'))
     .description('stop both boards and remove everything the chassis made (also after a crash)')
     .option('--purge', 'also delete the run directory (logs, stores, profiles)')
@@ -168,8 +184,10 @@ export function registerChassisCommands(program: Command): void {
     .addOption(new Option('--guest <mode>').choices(['none', 'primary']).default('none'))
     .addOption(new Option('--fencing <how>').choices(['simulated', 'ipmi']).default('simulated'))
     .option('--guest-file <descriptor>')
+    .option('--boards <n>', 'how many boards', intArg('--boards'), 2)
+    .addOption(new Option('--manager <who>').choices(['understudy', 'pacemaker']).default('understudy'))
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi' }>();
-      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, guestFile: o.guestFile, fencing: o.fencing });
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; boards: number; manager: ChassisManager }>();
+      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, guestFile: o.guestFile, fencing: o.fencing, boards: o.boards, manager: o.manager });
     });
 }

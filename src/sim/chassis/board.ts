@@ -14,8 +14,9 @@ import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../core/footprint.js';
 import { upgradeSetupFor } from '../../upgrade/board-setup.js';
 import { simulateBoot } from '../../upgrade/bootflow.js';
 import { SLOT_NAMES } from '../../upgrade/slots.js';
-import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type BoardName } from './layout.js';
+import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type ChassisBoard } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
+import { namespaceInit } from './pacemaker.js';
 import { drainSerialEnd } from './serial-relay.js';
 import { SimWatchdog, type SimWatchdogStatus } from './watchdog.js';
 
@@ -37,6 +38,12 @@ export interface SimBoardOptions {
   onChange: () => void;
   /** After the board's processes are gone: what a dead board's hardware stops doing (its NIC answering). */
   onKilled?: () => Promise<void>;
+  /**
+   * Started at every boot before the controller, in its own process group, and killed with the
+   * board: the board's cluster manager (`chassis up --manager pacemaker`: corosync and pacemakerd in
+   * their own namespaces; the `ip` arguments, and the log its output goes to).
+   */
+  clusterManager?: { argv: string[]; log: string };
 }
 
 export interface ControllerExit {
@@ -49,7 +56,7 @@ export interface ControllerExit {
 }
 
 export interface SimBoardStatus {
-  board: BoardName;
+  board: ChassisBoard;
   netns: string;
   power: PowerState;
   /** Powered on and a reset is in progress. */
@@ -66,15 +73,19 @@ export interface SimBoardStatus {
   resets: { count: number; last: { cause: ResetCause; at: string } | null };
   watchdog: SimWatchdogStatus;
   log: string;
+  /** With --manager pacemaker: the board's corosync and pacemaker (the recorded `unshare`, its namespace's pid 1). */
+  pacemaker?: { pid: number; init: number | null; alive: boolean };
 }
 
 export class SimBoard {
-  readonly name: BoardName;
+  readonly name: ChassisBoard;
   private powerState: PowerState = 'off';
   private resetting = false;
   private boots = 0;
   /** The current controller; `expected` is set when the chassis itself ends it. */
   private current?: RecordedProcess & { startedAt: string; expected: boolean };
+  /** The cluster manager's `unshare` (leader of its own process group). */
+  private manager?: RecordedProcess;
   private lastExit: ControllerExit | null = null;
   private resetCount = 0;
   private lastReset: { cause: ResetCause; at: string } | null = null;
@@ -94,6 +105,11 @@ export class SimBoard {
   /** The running controller (leader of the board's process group), for state.json. */
   get controller(): RecordedProcess | undefined {
     return this.current ? { pid: this.current.pid, startTime: this.current.startTime } : undefined;
+  }
+
+  /** The running cluster manager, for state.json. */
+  get clusterManager(): RecordedProcess | undefined {
+    return this.manager ? { ...this.manager } : undefined;
   }
 
   private serial<T>(op: () => Promise<T>): Promise<T> {
@@ -206,6 +222,7 @@ export class SimBoard {
     this.watchdog.listen();
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const firmware = await this.bootloader();
+    if (this.o.clusterManager) this.startClusterManager(this.o.clusterManager);
     const out = openSync(layout.log, 'a', 0o600);
     const withGuest = this.o.guestFile && firmware.fault !== 'no-guest';
     const args = ['netns', 'exec', layout.netns, process.execPath, ...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', layout.profile,
@@ -273,9 +290,45 @@ export class SimBoard {
     }
   }
 
+  /**
+   * The board's cluster manager: `ip netns exec … unshare … sh init.sh` in its own process group;
+   * recorded before anything else happens to it. It is not restarted if it dies (a blade whose
+   * corosync died is fenced by the others, as on a real shelf).
+   */
+  private startClusterManager(m: { argv: string[]; log: string }): void {
+    const out = openSync(m.log, 'a', 0o600);
+    appendFileSync(m.log, `# chassis: ${this.name} boot ${this.boots}: corosync and pacemaker at ${new Date().toISOString()}\n`);
+    const child = spawn('ip', m.argv, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, [RUN_MARKER]: this.o.runDir } });
+    closeSync(out);
+    if (child.pid === undefined) {
+      child.once('error', (e) => this.o.log.error({ board: this.name, err: e.message }, 'cluster manager could not be spawned'));
+      return;
+    }
+    this.manager = { pid: child.pid, startTime: startTimeOf(child.pid) };
+    child.once('error', (e) => this.o.log.error({ board: this.name, err: e.message }, 'cluster manager spawn failed'));
+    child.once('exit', (code, sig) => {
+      this.o.log.warn({ board: this.name, pid: child.pid, code, signal: sig }, `corosync and pacemaker of ${this.name} ended (${sig ?? `code ${code}`})`);
+    });
+    this.o.log.info({ board: this.name, pid: child.pid }, `corosync and pacemaker of ${this.name} started (unshare pid ${child.pid})`);
+    this.o.onChange();
+  }
+
+  /** Ends the cluster manager: its process group, then (--kill-child) the namespace's pid 1 and with it every process in it. */
+  private async killClusterManager(): Promise<void> {
+    const m = this.manager;
+    if (!m) return;
+    const init = namespaceInit(m.pid);
+    if (groupMembers(m.pid).length > 0) signal(-m.pid, 'SIGKILL');
+    if (init && isAlive(init)) signal(init, 'SIGKILL');
+    const gone = await waitUntil(() => groupMembers(m.pid).length === 0 && !(init && isAlive(init)), 5000, 5);
+    if (!gone) this.o.log.error({ board: this.name, pgid: m.pid, init }, 'cluster manager did not die within 5 s');
+    this.manager = undefined;
+  }
+
   /** Kills the board's process group (controller, QEMU, anything it started) and waits until it is empty. */
   private async killBoard(): Promise<void> {
     this.watchdog.ignore();
+    await this.killClusterManager();
     const cur = this.current;
     if (!cur) return;
     cur.expected = true;
@@ -306,6 +359,7 @@ export class SimBoard {
       resets: { count: this.resetCount, last: this.lastReset },
       watchdog: this.watchdog.status(),
       log: this.o.layout.log,
+      ...(this.o.clusterManager ? { pacemaker: this.manager ? { pid: this.manager.pid, init: namespaceInit(this.manager.pid) ?? null, alive: isAlive(this.manager.pid) } : undefined } : {}),
     };
   }
 }

@@ -15,15 +15,16 @@ import { probeKvm } from '../../hw/hypervisor/kvm-probe.js';
 import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
 import { SimBoard, type SimBoardStatus } from './board.js';
 import {
-  AUTH_SERVICE, BOARD_NAMES, CLI_ENTRY, PACKAGE_ROOT, PLINK_ADDRESS, RUN_MARKER, SERVICE_BOARD_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX, SERVICE_VIP,
-  chassisLayout, parseBoardName, type BoardName, type ChassisLayout,
+  AUTH_SERVICE, BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, SERVICE_INTERFACE, SERVICE_PREFIX, SERVICE_VIP,
+  chassisLayout, isPairBoard, parseBoardName, plinkAddress, serviceBoardAddress, type BoardName, type ChassisBoard, type ChassisLayout,
 } from './layout.js';
-import { assertNetworkFree, createNetwork, createServiceNetwork, dropAddress, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
+import { assertBackplaneFree, assertNetworkFree, createBackplane, createNetwork, createServiceNetwork, dropAddress, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
 import { PowerController } from './power-controller.js';
 import { startTimeOf, isAlive, signal, sleep } from './procs.js';
 import { BMC_CIPHER_SUITE, BMC_USER, writeBmcFiles } from './bmc.js';
 import { IpmitoolFencing } from '../../hw/fencing/fencing.js';
 import { writeChassisProfiles } from './profiles.js';
+import { pacemakerArgv, writePacemakerFiles, type ChassisManager } from './pacemaker.js';
 import { consolePasswordPath, hashPassword, writePasswordFile } from '../../mgmt/console/index.js';
 import { startPtyPair, type PtyPair } from './pty-pair.js';
 import { SerialRelay, openSerialEnd, type DirectionCounters } from './serial-relay.js';
@@ -45,6 +46,10 @@ export interface ChassisdOptions {
   guestFile?: string;
   /** Default simulated. */
   fencing?: ChassisFencing;
+  /** How many boards (2–8): sim-a and sim-b are the pair, further boards spares. Default 2. */
+  boards?: number;
+  /** pacemaker: every board also runs corosync and pacemaker in its own namespaces (pacemaker.ts). Default understudy. */
+  manager?: ChassisManager;
 }
 
 /** What a board's controller says about itself, or why it could not be asked. */
@@ -59,15 +64,15 @@ export interface BoardView extends SimBoardStatus {
 }
 
 export interface ChassisStatus {
-  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number; fencing: ChassisFencing };
+  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number; fencing: ChassisFencing; boards?: number; backplaneNetns?: string; manager?: ChassisManager };
   boards: BoardView[];
   links: {
-    ethernet: { state: 'up' | 'cut'; ends: Record<BoardName, PlinkStatus | null> };
+    ethernet: { state: 'up' | 'cut'; ends: Record<ChassisBoard, PlinkStatus | null> };
     serial: { state: 'up' | 'cut'; baud: number; aToB: DirectionCounters; bToA: DirectionCounters };
   };
   powerController: { socket: string; broken: boolean; requests: number; recent: Array<{ at: string; request: string; reply: string }> };
   /** With --fencing ipmi: each board's simulated BMC (ipmi_sim), where it listens (in its partner's namespace) and whether it runs. */
-  bmcs: Array<{ board: BoardName; address: string; port: number; netns: string; pid: number; alive: boolean }>;
+  bmcs: Array<{ board: ChassisBoard; address: string; port: number; netns: string; pid: number; alive: boolean }>;
   /** The helper processes: socat behind the serial links and consoles, the AUTH service, the BMCs (--fencing ipmi). */
   helpers: Array<{ role: string; pid: number; alive: boolean }>;
 }
@@ -89,19 +94,19 @@ export const SIM_CONSOLE_PASSWORD = 'understudy';
 export class Chassisd {
   readonly layout: ChassisLayout;
   private readonly state: ChassisState;
-  private readonly boards = {} as Record<BoardName, SimBoard>;
+  private readonly boards = {} as Record<ChassisBoard, SimBoard>;
   private readonly ptys: PtyPair[] = [];
   private relay?: SerialRelay;
   private hlr?: ChildProcess;
   private power?: PowerController;
-  private readonly bmcs: Array<{ board: BoardName; address: string; port: number; netns: string; pid: number; process: ChildProcess }> = [];
+  private readonly bmcs: Array<{ board: ChassisBoard; address: string; port: number; netns: string; pid: number; process: ChildProcess }> = [];
   private control?: ControlServer;
   private ethernetCut = false;
   private readonly startedAt = Date.now();
   private stopping?: Promise<void>;
 
   constructor(private readonly o: ChassisdOptions, private readonly log: Logger) {
-    this.layout = chassisLayout(o.name, o.runDir);
+    this.layout = chassisLayout(o.name, o.runDir, o.boards ?? MIN_BOARDS);
     this.state = {
       version: 1,
       name: o.name,
@@ -112,6 +117,7 @@ export class Chassisd {
       vethTemp: [],
       helpers: [],
       boards: {},
+      ...(this.layout.boardNames.length > MIN_BOARDS ? { boardCount: this.layout.boardNames.length } : {}),
     };
   }
 
@@ -122,7 +128,7 @@ export class Chassisd {
    * failed write fails the build: the names must be on disk before the things are made.
    */
   private record(strict = false): void {
-    for (const b of BOARD_NAMES) if (this.boards[b]) this.state.boards[b] = { controller: this.boards[b].controller };
+    for (const b of this.layout.boardNames) if (this.boards[b]) this.state.boards[b] = { controller: this.boards[b].controller, pacemaker: this.boards[b].clusterManager };
     try {
       writeState(this.layout.stateFile, this.state);
       this.recordFailed = false;
@@ -146,28 +152,44 @@ export class Chassisd {
     // 0711: each board's QEMU user must pass through to its board's storageDir/qemu (the files here are 0600).
     mkdirSync(L.runDir, { recursive: true, mode: 0o711 });
     chmodSync(L.runDir, 0o711);
-    for (const b of BOARD_NAMES) {
+    for (const b of L.boardNames) {
       mkdirSync(L.boards[b].dir, { recursive: true, mode: 0o711 });
       chmodSync(L.boards[b].dir, 0o711);
     }
     this.record(true);
     try {
       // Names first, then the things: a crash in between still leaves them findable.
-      const net = {
-        namespaces: [L.boards['sim-a'].netns, L.boards['sim-b'].netns] as [string, string],
-        vethTemp: vethTempNames(this.o.name),
-        addresses: [PLINK_ADDRESS['sim-a'], PLINK_ADDRESS['sim-b']] as [string, string],
-      };
-      await assertNetworkFree(net);
-      this.state.namespaces = [...net.namespaces];
-      this.state.vethTemp = [...net.vethTemp];
-      this.record(true);
-      await createNetwork(net);
+      const boardNetns = L.boardNames.map((b) => L.boards[b].netns);
+      if (L.backplaneNetns) {
+        const backplane = {
+          backplaneNetns: L.backplaneNetns,
+          boards: boardNetns,
+          vethTemp: L.boardNames.flatMap(() => vethTempNames(this.o.name)),
+          addresses: L.boardNames.map(plinkAddress),
+          ports: L.boardNames.map((b) => `bp-${b.slice(4)}`),
+        };
+        await assertBackplaneFree(backplane);
+        this.state.namespaces = [...boardNetns, L.backplaneNetns];
+        this.state.vethTemp = [...backplane.vethTemp];
+        this.record(true);
+        await createBackplane(backplane);
+      } else {
+        const net = {
+          namespaces: boardNetns as [string, string],
+          vethTemp: vethTempNames(this.o.name),
+          addresses: [plinkAddress('sim-a'), plinkAddress('sim-b')] as [string, string],
+        };
+        await assertNetworkFree(net);
+        this.state.namespaces = [...net.namespaces];
+        this.state.vethTemp = [...net.vethTemp];
+        this.record(true);
+        await createNetwork(net);
+      }
       const svc = {
         serviceNetns: L.serviceNetns,
-        boards: net.namespaces,
-        vethTemp: [...vethTempNames(this.o.name), ...vethTempNames(this.o.name)] as [string, string, string, string],
-        addresses: [SERVICE_BOARD_ADDRESS['sim-a'], SERVICE_BOARD_ADDRESS['sim-b']] as [string, string],
+        boards: boardNetns,
+        vethTemp: L.boardNames.flatMap(() => vethTempNames(this.o.name)),
+        addresses: L.boardNames.map(serviceBoardAddress),
       };
       this.state.namespaces.push(L.serviceNetns);
       this.state.vethTemp.push(...svc.vethTemp);
@@ -181,13 +203,15 @@ export class Chassisd {
       const accel = await probeKvm();
       this.log.info({ accel: accel.accel, reason: accel.reason }, 'accelerator for the boards\' guests');
       const profiles = writeChassisProfiles(L, this.o.baud, this.o.fencing ?? 'simulated');
+      const pacemaker = this.o.manager === 'pacemaker' ? writePacemakerFiles(L) : undefined;
       // The simulated boards' serial consoles accept the documented default password.
-      for (const b of BOARD_NAMES) {
+      for (const b of L.boardNames) {
         mkdirSync(L.boards[b].storageDir, { recursive: true, mode: 0o700 });
         writePasswordFile(consolePasswordPath(L.boards[b]), await hashPassword(SIM_CONSOLE_PASSWORD));
       }
-      for (const b of BOARD_NAMES) {
-        await this.startPty(`socat serial ${b}`, [L.boards[b].serialDevice, L.boards[b].relayDevice]);
+      // The serial partner link joins the pair only: a spare has no partner (its profile none).
+      for (const b of L.boardNames) {
+        if (isPairBoard(b)) await this.startPty(`socat serial ${b}`, [L.boards[b].serialDevice, L.boards[b].relayDevice]);
         await this.startPty(`socat console ${b}`, [L.boards[b].consoleBoard, L.boards[b].consoleUser]);
       }
       const onError = (e: Error) => this.log.error({ err: e.message }, 'serial relay port error');
@@ -197,7 +221,7 @@ export class Chassisd {
       this.log.info({ baud: this.o.baud }, 'serial partner link relay running');
 
       const guestFile = this.o.guest === 'primary' ? (this.o.guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json')) : undefined;
-      for (const b of BOARD_NAMES) {
+      for (const b of L.boardNames) {
         this.boards[b] = new SimBoard({
           layout: L.boards[b],
           runDir: L.runDir,
@@ -206,6 +230,7 @@ export class Chassisd {
           log: this.log.child({ component: 'board' }),
           onChange: () => this.record(),
           onKilled: () => dropAddress(L.boards[b].netns, SERVICE_VIP, SERVICE_PREFIX, SERVICE_INTERFACE),
+          ...(pacemaker ? { clusterManager: { argv: pacemakerArgv(L, b), log: pacemaker[b].out } } : {}),
         });
         this.boards[b].watchdog.open();
       }
@@ -213,7 +238,7 @@ export class Chassisd {
       await this.power.listen(L.powerSocket);
       if (this.o.fencing === 'ipmi') for (const b of BOARD_NAMES) await this.startBmc(b);
       this.control = await serveControl(L.controlSocket, (cmd, args) => this.handle(cmd, args));
-      await Promise.all(BOARD_NAMES.map((b) => this.boards[b].powerOn()));
+      await Promise.all(L.boardNames.map((b) => this.boards[b].powerOn()));
       this.record(true);
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'chassis failed to start; undoing');
@@ -284,8 +309,8 @@ export class Chassisd {
       this.log.info('chassis shutting down');
       this.control?.close();
       this.power?.close();
-      await Promise.allSettled(BOARD_NAMES.filter((b) => this.boards[b]).map((b) => this.boards[b].shutdown()));
-      for (const b of BOARD_NAMES) this.boards[b]?.watchdog.close();
+      await Promise.allSettled(this.layout.boardNames.filter((b) => this.boards[b]).map((b) => this.boards[b].shutdown()));
+      for (const b of this.layout.boardNames) this.boards[b]?.watchdog.close();
       this.record();
       await this.relay?.close();
       for (const p of this.ptys) if (isAlive(p.pid)) signal(p.pid, 'SIGTERM');
@@ -295,7 +320,7 @@ export class Chassisd {
       this.log.info(report, 'chassis torn down');
       if (report.survivors.length === 0) {
         for (const f of [this.layout.stateFile, this.layout.controlSocket, this.layout.powerSocket, this.layout.keyFile]) rmSync(f, { force: true });
-        for (const b of BOARD_NAMES) {
+        for (const b of this.layout.boardNames) {
           const B = this.layout.boards[b];
           for (const f of [B.serialDevice, B.relayDevice, B.consoleBoard, B.consoleUser, B.watchdogFifo]) rmSync(f, { force: true });
         }
@@ -305,7 +330,7 @@ export class Chassisd {
   }
 
   private board(args: Record<string, unknown>): SimBoard {
-    return this.boards[parseBoardName(String(args.board ?? ''))];
+    return this.boards[parseBoardName(String(args.board ?? ''), this.layout.boardNames)];
   }
 
   private async handle(command: string, args: Record<string, unknown>): Promise<unknown> {
@@ -384,7 +409,7 @@ export class Chassisd {
 
   async status(): Promise<ChassisStatus> {
     const L = this.layout;
-    const boards = await Promise.all(BOARD_NAMES.map(async (b): Promise<BoardView> => {
+    const boards = await Promise.all(L.boardNames.map(async (b): Promise<BoardView> => {
       const st = this.boards[b].status();
       const sock = L.boards[b].controlSocket;
       if (!st.controller || st.controller.state !== 'running') {
@@ -394,14 +419,18 @@ export class Chassisd {
       const [ping, role, linkStatus] = await Promise.all([this.askBoard(sock, 'ping'), this.askBoard(sock, 'role'), this.askBoard(sock, 'link.status')]);
       return { ...st, answers: ping.ok, controlSocket: sock, role, linkStatus };
     }));
-    const [ea, eb] = await Promise.all(BOARD_NAMES.map((b) => plinkStatus(L.boards[b].netns)));
+    const ends = await Promise.all(L.boardNames.map((b) => plinkStatus(L.boards[b].netns)));
     const counters = this.relay!.counters();
     const pc = this.power!.status();
     return {
-      chassis: { name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud, fencing: this.o.fencing ?? 'simulated' },
+      chassis: {
+        name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud, fencing: this.o.fencing ?? 'simulated',
+        ...(L.backplaneNetns ? { boards: L.boardNames.length, backplaneNetns: L.backplaneNetns } : {}),
+        ...(this.o.manager === 'pacemaker' ? { manager: this.o.manager } : {}),
+      },
       boards,
       links: {
-        ethernet: { state: this.ethernetCut ? 'cut' : 'up', ends: { 'sim-a': ea ?? null, 'sim-b': eb ?? null } },
+        ethernet: { state: this.ethernetCut ? 'cut' : 'up', ends: Object.fromEntries(L.boardNames.map((b, i) => [b, ends[i] ?? null])) },
         serial: { state: this.relay!.isCut ? 'cut' : 'up', baud: this.o.baud, aToB: counters.aToB, bToA: counters.bToA },
       },
       powerController: { socket: L.powerSocket, broken: pc.broken, requests: pc.requests, recent: pc.recent },

@@ -4,15 +4,17 @@
  * group, output to <run>/chassisd.log), and waits until both boards' controllers answer.
  * `chassisDown` asks chassisd to shut down, then undoes whatever state.json still names.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { resolve } from 'node:path';
 import { UsError, type UsErrorCode } from '../../core/errors.js';
 import { callControl } from '../../mgmt/ipc.js';
 import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
-import { BOARD_NAMES, CLI_ENTRY, RUN_MARKER, chassisLayout, type ChassisLayout } from './layout.js';
-import { sleep, waitUntil } from './procs.js';
+import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, RUN_MARKER, boardNames, chassisLayout, type ChassisLayout } from './layout.js';
+import { isSameProcess, sleep, waitUntil } from './procs.js';
+import { namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
 import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
 
 export interface UpOptions {
@@ -30,6 +32,13 @@ export interface UpOptions {
   fencing?: ChassisFencing;
   /** Bound on the wait for both controllers to answer. Default 30 s, or 180 s with a guest. */
   timeoutMs?: number;
+  /**
+   * How many boards, 2–8 (default 2): sim-a and sim-b are the pair as always; sim-c… are spares,
+   * each in its own namespaces, all on one backplane bridge (docs/chassis.md).
+   */
+  boards?: number;
+  /** pacemaker: every board also runs corosync and pacemaker (docs/pacemaker.md); `up` waits until all are online. Default understudy. */
+  manager?: ChassisManager;
 }
 
 export interface UpResult {
@@ -49,6 +58,7 @@ export interface DownResult {
 }
 
 export const DEFAULT_NAME = 'us';
+const run = promisify(execFile);
 export const DEFAULT_BAUD = 115200;
 
 function validBaud(baud: number): number {
@@ -70,9 +80,10 @@ async function recoverPrevious(L: ChassisLayout): Promise<CleanupReport | null> 
 }
 
 /** Spawns chassisd and waits for its READY/FAILED line. */
-async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing, guestFile?: string): Promise<number> {
+async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing, guestFile?: string, manager: ChassisManager = 'understudy'): Promise<number> {
   const logFd = openSync(L.log, 'a', 0o600);
-  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing, ...(guestFile ? ['--guest-file', guestFile] : [])], {
+  const boards = [...(L.boardNames.length > MIN_BOARDS ? ['--boards', String(L.boardNames.length)] : []), ...(manager === 'pacemaker' ? ['--manager', manager] : [])];
+  const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing, ...boards, ...(guestFile ? ['--guest-file', guestFile] : [])], {
     detached: true,
     stdio: ['ignore', 'pipe', logFd],
     env: { ...process.env, [RUN_MARKER]: L.runDir, UNDERSTUDY_LOG: process.env.UNDERSTUDY_LOG ?? 'info' },
@@ -103,7 +114,9 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   const baud = validBaud(o.baud ?? DEFAULT_BAUD);
   const fencing = o.fencing ?? 'simulated';
   if (fencing !== 'simulated' && fencing !== 'ipmi') throw new UsError('US_ERR_CONFIG', `--fencing: simulated or ipmi, got "${String(fencing)}"`);
-  const L = chassisLayout(name, o.runDir);
+  const count = boardNames(o.boards ?? MIN_BOARDS).length;
+  if (count > MIN_BOARDS && fencing === 'ipmi') throw new UsError('US_ERR_CONFIG', '--fencing ipmi: only on a chassis of two boards (the BMCs sit in the pair\'s namespaces)');
+  const L = chassisLayout(name, o.runDir, count);
   mkdirSync(L.runDir, { recursive: true, mode: 0o711 }); // searchable: the boards' QEMU users pass through (chassisd.ts)
   const recovered = await recoverPrevious(L);
   let guestFile: string | undefined;
@@ -112,8 +125,10 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
     guestFile = resolve(o.guestFile);
     if (!existsSync(guestFile)) throw new UsError('US_ERR_NOT_FOUND', `--guest-file: no guest descriptor at ${guestFile}`);
   }
-  const pid = await spawnChassisd(L, guest, baud, fencing, guestFile);
-  const timeoutMs = o.timeoutMs ?? (guest === 'none' ? 30000 : 180000);
+  const manager = o.manager ?? 'understudy';
+  if (manager !== 'understudy' && manager !== 'pacemaker') throw new UsError('US_ERR_CONFIG', `--manager: understudy or pacemaker, got "${String(manager)}"`);
+  const pid = await spawnChassisd(L, guest, baud, fencing, guestFile, manager);
+  const timeoutMs = o.timeoutMs ?? (guest === 'none' ? (manager === 'pacemaker' ? 120000 : 30000) : 180000);
   const end = Date.now() + timeoutMs;
   let status: ChassisStatus | undefined;
   // A board counts once it has answered: its HA layer may fence the other one a moment later.
@@ -121,7 +136,11 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   while (Date.now() < end) {
     status = (await callControl(L.controlSocket, 'status', {}, 10000)) as ChassisStatus;
     for (const b of status.boards) if (b.answers) answered.add(b.board);
-    if (answered.size === status.boards.length) return { pid, recovered, status };
+    if (answered.size === status.boards.length) {
+      if (manager !== 'pacemaker') return { pid, recovered, status };
+      const online = await clusterOnline(L).catch(() => [] as string[]);
+      if (online.length === status.boards.length) return { pid, recovered, status };
+    }
     const lost = status.boards.find((b) => !answered.has(b.board) && !b.resetting && (b.power === 'off' || !b.controller || !b.controller.alive));
     if (lost) {
       const ex = lost.lastExit;
@@ -134,7 +153,28 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
     await sleep(200);
   }
   const silent = status?.boards.filter((b) => !answered.has(b.board)).map((b) => b.board).join(', ') ?? BOARD_NAMES.join(', ');
+  if (!silent && manager === 'pacemaker') {
+    const online = await clusterOnline(L).catch(() => [] as string[]);
+    throw new UsError('US_ERR_TIMEOUT', `Pacemaker shows ${online.length ? online.join(', ') : 'no board'} online, not all ${L.boardNames.length} boards, after ${timeoutMs} ms; the chassis stays up for inspection (\`chassis crm <board> -- crm_mon -1\`, logs in <board dir>/pacemaker/; \`chassis down\` to clean up)`);
+  }
   throw new UsError('US_ERR_TIMEOUT', `controllers of ${silent} did not answer within ${timeoutMs} ms; the chassis stays up for inspection (\`chassis down\` to clean up)`);
+}
+
+/**
+ * The nodes Pacemaker shows online, asked on the first board that has its daemons running
+ * (`crm_mon --output-as=xml` inside its namespaces).
+ */
+export async function clusterOnline(L: ChassisLayout): Promise<string[]> {
+  const st = readState(L.stateFile);
+  for (const b of L.boardNames) {
+    const rec = st?.boards[b]?.pacemaker;
+    if (!rec || !isSameProcess(rec)) continue;
+    const init = namespaceInit(rec.pid);
+    if (!init) continue;
+    const { stdout } = await run('nsenter', nsenterArgv(init, ['crm_mon', '-1', '--output-as=xml']), { timeout: 10000 });
+    return [...stdout.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!);
+  }
+  return [];
 }
 
 /** Sends one request to a running chassis. */

@@ -1,6 +1,7 @@
 /**
- * Names and paths of one simulated chassis: its run directory, the two boards, their network
- * namespaces and files. Pure functions of the chassis name and run directory; owns no state and
+ * Names and paths of one simulated chassis: its run directory, its boards (the pair sim-a and
+ * sim-b, and with `--boards N` the further boards sim-c, sim-d, …), their network namespaces and
+ * files. Pure functions of the chassis name, run directory and board count; owns no state and
  * touches nothing on the machine.
  */
 import { dirname, join, resolve } from 'node:path';
@@ -12,14 +13,49 @@ export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..
 export const CLI_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 export const DAEMON_ENTRY = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'understudyd.js');
 
+/** The pair: the two boards every chassis has, partners of each other (serial and Ethernet). */
 export const BOARD_NAMES = ['sim-a', 'sim-b'] as const;
+/** A board of the pair. */
 export type BoardName = (typeof BOARD_NAMES)[number];
+/** Any board of the chassis: `sim-` and one letter (sim-a, sim-b: the pair; sim-c…: spares). */
+export type ChassisBoard = `sim-${string}`;
+
+/**
+ * Boards a chassis may have (`--boards N`): the letters a–h. Namespaces are <name>-<letter>, and
+ * the service network (<name>-n) and the backplane (<name>-p) take letters past these.
+ */
+export const MIN_BOARDS = 2;
+export const MAX_BOARDS = 8;
+const LETTERS = 'abcdefgh';
+
+/** The boards of a chassis with `count` boards, in order: sim-a, sim-b, sim-c… */
+export function boardNames(count: number = MIN_BOARDS): ChassisBoard[] {
+  if (!Number.isInteger(count) || count < MIN_BOARDS || count > MAX_BOARDS) {
+    throw new UsError('US_ERR_CONFIG', `--boards: an integer from ${MIN_BOARDS} to ${MAX_BOARDS}, got ${count}`);
+  }
+  return [...LETTERS.slice(0, count)].map((l) => `sim-${l}` as ChassisBoard);
+}
+
+/** 0 for sim-a, 1 for sim-b… */
+export function boardIndex(b: ChassisBoard): number {
+  const i = LETTERS.indexOf(b.slice(4));
+  if (b.length !== 5 || i < 0) throw new UsError('US_ERR_CONFIG', `unknown board "${b}"`);
+  return i;
+}
+
+export function isPairBoard(b: ChassisBoard): b is BoardName {
+  return b === 'sim-a' || b === 'sim-b';
+}
 
 /** Environment variable set on every process the chassis starts; its value is the run directory. */
 export const RUN_MARKER = 'UNDERSTUDY_CHASSIS_RUN';
 
 /** Address of each board on the Ethernet partner link (inside its namespace, on `plink`). */
 export const PLINK_ADDRESS: Record<BoardName, string> = { 'sim-a': '198.51.100.1', 'sim-b': '198.51.100.2' };
+/** Any board's backplane address: 198.51.100.<n> for the n-th board (sim-a .1, sim-b .2, sim-c .3…). */
+export function plinkAddress(b: ChassisBoard): string {
+  return `198.51.100.${boardIndex(b) + 1}`;
+}
 export const PLINK_PREFIX = 24;
 export const PLINK_INTERFACE = 'plink';
 export const PLINK_PORT = 5405;
@@ -35,12 +71,22 @@ export const SERVICE_PREFIX = 24;
 export const SERVICE_VIP = '192.0.2.10';
 export const SERVICE_PORT = 5000;
 export const SERVICE_BOARD_ADDRESS: Record<BoardName, string> = { 'sim-a': '192.0.2.1', 'sim-b': '192.0.2.2' };
+/** Any board's own address on the service network: 192.0.2.<n> for the n-th board (below the VIP, .10). */
+export function serviceBoardAddress(b: ChassisBoard): string {
+  return `192.0.2.${boardIndex(b) + 1}`;
+}
+/**
+ * The backplane of a chassis with more than two boards: a bridge in its own namespace (<name>-p)
+ * that every board's `plink` is plugged into, so that any board reaches any other (corosync's
+ * ring, and a spare becoming a backup). A two-board chassis keeps its single veth instead.
+ */
+export const BACKPLANE_BRIDGE = 'bplane';
 /** Where clients (load generators, the demo) send from, inside the service namespace. */
 export const SERVICE_CLIENT_ADDRESS = '192.0.2.100';
 export const AUTH_SERVICE = { address: '192.0.2.200', port: 7000 };
 
 export interface BoardLayout {
-  name: BoardName;
+  name: ChassisBoard;
   /** Network namespace the board's controller runs in. */
   netns: string;
   dir: string;
@@ -67,7 +113,11 @@ export interface ChassisLayout {
   powerSocket: string;
   keyFile: string;
   log: string;
-  boards: Record<BoardName, BoardLayout>;
+  /** The boards in order (sim-a, sim-b, then any further board). */
+  boardNames: ChassisBoard[];
+  /** With more than two boards: the namespace of the backplane bridge. */
+  backplaneNetns?: string;
+  boards: Record<BoardName, BoardLayout> & Record<ChassisBoard, BoardLayout>;
 }
 
 /** Chassis names become namespace and interface names (at most 15 characters), hence the limit. */
@@ -77,12 +127,13 @@ export function defaultRunDir(name: string): string {
   return `/run/understudy/chassis-${name}`;
 }
 
-export function chassisLayout(name: string, runDir?: string): ChassisLayout {
+export function chassisLayout(name: string, runDir?: string, boardCount: number = MIN_BOARDS): ChassisLayout {
   if (!CHASSIS_NAME.test(name)) {
     throw new UsError('US_ERR_CONFIG', `chassis name "${name}": a lowercase letter then up to 7 lowercase letters or digits`);
   }
   const run = resolve(runDir ?? defaultRunDir(name));
-  const board = (b: BoardName): BoardLayout => {
+  const names = boardNames(boardCount);
+  const board = (b: ChassisBoard): BoardLayout => {
     const dir = join(run, b);
     const storageDir = join(dir, 'store');
     return {
@@ -109,7 +160,9 @@ export function chassisLayout(name: string, runDir?: string): ChassisLayout {
     powerSocket: join(run, 'power.sock'),
     keyFile: join(run, 'ha.key'),
     log: join(run, 'chassisd.log'),
-    boards: { 'sim-a': board('sim-a'), 'sim-b': board('sim-b') },
+    boardNames: names,
+    ...(names.length > MIN_BOARDS ? { backplaneNetns: `${name}-p` } : {}),
+    boards: Object.fromEntries(names.map((b) => [b, board(b)])) as ChassisLayout['boards'],
   };
   const longest = layout.boards['sim-a'].controlSocket;
   if (Buffer.byteLength(longest) > 100) {
@@ -118,14 +171,23 @@ export function chassisLayout(name: string, runDir?: string): ChassisLayout {
   return layout;
 }
 
-/** Accepts `sim-a`, `a`, `sim-b`, `b`. */
-export function parseBoardName(s: string): BoardName {
+/**
+ * Accepts `sim-a`, `a`, `sim-b`, `b` (and, on a chassis with more boards, `sim-c`, `c`…: pass its
+ * board names).
+ */
+export function parseBoardName(s: string, boards: readonly ChassisBoard[] = BOARD_NAMES): ChassisBoard {
   const v = s.trim().toLowerCase();
-  if (v === 'a' || v === 'sim-a') return 'sim-a';
-  if (v === 'b' || v === 'sim-b') return 'sim-b';
-  throw new UsError('US_ERR_CONFIG', `unknown board "${s}" (boards: sim-a, sim-b; a and b also accepted)`);
+  const name = (v.length === 1 ? `sim-${v}` : v) as ChassisBoard;
+  if (boards.includes(name)) return name;
+  if (boards.length === MIN_BOARDS) throw new UsError('US_ERR_CONFIG', `unknown board "${s}" (boards: sim-a, sim-b; a and b also accepted)`);
+  throw new UsError('US_ERR_CONFIG', `unknown board "${s}" (boards: ${boards.join(', ')}; ${boards.map((b) => b.slice(4)).join(', ')} also accepted)`);
 }
 
-export function partnerOf(b: BoardName): BoardName {
-  return b === 'sim-a' ? 'sim-b' : 'sim-a';
+/** The pair: sim-a and sim-b are each other's partner; a further board has none (a spare). */
+export function partnerOf(b: BoardName): BoardName;
+export function partnerOf(b: ChassisBoard): ChassisBoard;
+export function partnerOf(b: ChassisBoard): ChassisBoard {
+  if (b === 'sim-a') return 'sim-b';
+  if (b === 'sim-b') return 'sim-a';
+  throw new UsError('US_ERR_CONFIG', `board ${b} is a spare: it has no partner`);
 }

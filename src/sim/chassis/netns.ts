@@ -1,14 +1,16 @@
 /**
  * The chassis network with iproute2: one namespace per board (loopback up), a veth pair joining
- * them, renamed `plink` on both sides with 198.51.100.1/24 (sim-a) and .2/24 (sim-b). Cutting the
- * Ethernet partner link sets sim-a's end down; healing sets both ends up. Owns only namespaces and
- * links whose names it is given; never touches the root namespace's other interfaces.
+ * them, renamed `plink` on both sides with 198.51.100.1/24 (sim-a) and .2/24 (sim-b); with more
+ * than two boards a backplane bridge in its own namespace instead, every board's `plink`
+ * (198.51.100.<n>/24) plugged into it. Cutting the Ethernet partner link sets sim-a's end down;
+ * healing sets both ends up. Owns only namespaces and links whose names it is given; never touches
+ * the root namespace's other interfaces.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { UsError } from '../../core/errors.js';
-import { AUTH_SERVICE, PLINK_INTERFACE, PLINK_PREFIX, SERVICE_BRIDGE, SERVICE_CLIENT_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX } from './layout.js';
+import { AUTH_SERVICE, BACKPLANE_BRIDGE, PLINK_INTERFACE, PLINK_PREFIX, SERVICE_BRIDGE, SERVICE_CLIENT_ADDRESS, SERVICE_INTERFACE, SERVICE_PREFIX } from './layout.js';
 
 const run = promisify(execFile);
 
@@ -85,6 +87,62 @@ export async function createNetwork(spec: NetworkSpec): Promise<void> {
   }
 }
 
+export interface BackplaneSpec {
+  /** The backplane bridge's namespace. */
+  backplaneNetns: string;
+  /** Every board's namespace, in board order. */
+  boards: string[];
+  /** Two temporary root-namespace names per board (its veth pair), in board order. */
+  vethTemp: string[];
+  /** Every board's address on its `plink`, in board order. */
+  addresses: string[];
+  /** The bridge ports' names in the backplane namespace, one per board (e.g. bp-a). */
+  ports: string[];
+}
+
+/**
+ * Refuses a backplane whose names are taken (see assertNetworkFree).
+ */
+export async function assertBackplaneFree(spec: BackplaneSpec): Promise<void> {
+  const existing = await listNamespaces();
+  for (const ns of [...spec.boards, spec.backplaneNetns]) {
+    if (existing.includes(ns)) {
+      throw new UsError('US_ERR_CHASSIS', `network namespace ${ns} already exists (another chassis with this name, run from another directory?); delete it with \`ip netns del ${ns}\` or pick another --name`);
+    }
+  }
+  for (const v of spec.vethTemp) if (await linkExists(v)) throw new UsError('US_ERR_CHASSIS', `interface ${v} already exists; try again`);
+}
+
+/**
+ * The boards' namespaces and the backplane: a bridge in its own namespace and a veth from each
+ * board (`plink` there, with the board's address) to a port of the bridge. Call only after
+ * assertBackplaneFree and after recording the names.
+ */
+export async function createBackplane(spec: BackplaneSpec): Promise<void> {
+  const bp = spec.backplaneNetns;
+  await ip('netns', 'add', bp);
+  await ip('-n', bp, 'link', 'set', 'lo', 'up');
+  await ip('-n', bp, 'link', 'add', BACKPLANE_BRIDGE, 'type', 'bridge');
+  await ip('-n', bp, 'link', 'set', BACKPLANE_BRIDGE, 'up');
+  for (let i = 0; i < spec.boards.length; i++) {
+    const ns = spec.boards[i]!;
+    const inBoard = spec.vethTemp[2 * i]!;
+    const inBackplane = spec.vethTemp[2 * i + 1]!;
+    const port = spec.ports[i]!;
+    await ip('netns', 'add', ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+    await ip('link', 'add', inBoard, 'type', 'veth', 'peer', 'name', inBackplane);
+    await ip('link', 'set', inBoard, 'netns', ns);
+    await ip('-n', ns, 'link', 'set', inBoard, 'name', PLINK_INTERFACE);
+    await ip('-n', ns, 'addr', 'add', `${spec.addresses[i]}/${PLINK_PREFIX}`, 'dev', PLINK_INTERFACE);
+    await ip('-n', ns, 'link', 'set', PLINK_INTERFACE, 'up');
+    await ip('link', 'set', inBackplane, 'netns', bp);
+    await ip('-n', bp, 'link', 'set', inBackplane, 'name', port);
+    await ip('-n', bp, 'link', 'set', port, 'master', BACKPLANE_BRIDGE);
+    await ip('-n', bp, 'link', 'set', port, 'up');
+  }
+}
+
 /** Removes what createNetwork made (or a part of it, after a crash). Missing pieces are fine. */
 export async function removeNetwork(namespaces: readonly string[], vethTemp: readonly string[]): Promise<string[]> {
   const removed: string[] = [];
@@ -104,12 +162,12 @@ export async function removeNetwork(namespaces: readonly string[], vethTemp: rea
 }
 
 export interface ServiceNetworkSpec {
-  /** The service namespace, then the two boards' namespaces. */
+  /** The service namespace, then the boards' namespaces (in board order). */
   serviceNetns: string;
-  boards: [string, string];
-  /** Temporary root-namespace names of the two veth pairs (four names). */
-  vethTemp: [string, string, string, string];
-  addresses: [string, string];
+  boards: readonly string[];
+  /** Temporary root-namespace names of the boards' veth pairs (two per board). */
+  vethTemp: readonly string[];
+  addresses: readonly string[];
 }
 
 /**
@@ -127,7 +185,7 @@ export async function createServiceNetwork(spec: ServiceNetworkSpec): Promise<vo
   // Clients accept the new primary's gratuitous ARP at once (Linux otherwise ignores a GARP for
   // an entry confirmed in the last second: neigh locktime), as a well-configured service LAN does.
   await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv4.neigh.${SERVICE_BRIDGE}.locktime=0`]).catch(() => undefined);
-  for (let i = 0; i < 2; i++) {
+  for (let i = 0; i < spec.boards.length; i++) {
     const boardNs = spec.boards[i]!;
     const inBoard = spec.vethTemp[2 * i]!;
     const inService = spec.vethTemp[2 * i + 1]!;
@@ -136,10 +194,11 @@ export async function createServiceNetwork(spec: ServiceNetworkSpec): Promise<vo
     await ip('-n', boardNs, 'link', 'set', inBoard, 'name', SERVICE_INTERFACE);
     await ip('-n', boardNs, 'addr', 'add', `${spec.addresses[i]}/${SERVICE_PREFIX}`, 'dev', SERVICE_INTERFACE);
     await ip('-n', boardNs, 'link', 'set', SERVICE_INTERFACE, 'up');
+    const port = `svc-${'abcdefgh'[i]}`;
     await ip('link', 'set', inService, 'netns', ns);
-    await ip('-n', ns, 'link', 'set', inService, 'name', `svc-${i === 0 ? 'a' : 'b'}`);
-    await ip('-n', ns, 'link', 'set', `svc-${i === 0 ? 'a' : 'b'}`, 'master', SERVICE_BRIDGE);
-    await ip('-n', ns, 'link', 'set', `svc-${i === 0 ? 'a' : 'b'}`, 'up');
+    await ip('-n', ns, 'link', 'set', inService, 'name', port);
+    await ip('-n', ns, 'link', 'set', port, 'master', SERVICE_BRIDGE);
+    await ip('-n', ns, 'link', 'set', port, 'up');
   }
 }
 

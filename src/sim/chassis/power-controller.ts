@@ -15,7 +15,7 @@
 import { chmodSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from '../../core/log.js';
-import { parseBoardName, type BoardName } from './layout.js';
+import { parseBoardName, type ChassisBoard } from './layout.js';
 import type { PowerState, ResetCause } from './board.js';
 
 /** What the power controller drives on each board. */
@@ -42,7 +42,7 @@ export class PowerController {
   private readonly recent: PowerRequestRecord[] = [];
   requests = 0;
 
-  constructor(private readonly boards: Record<BoardName, PowerTarget>, private readonly log: Logger) {}
+  constructor(private readonly boards: Record<ChassisBoard, PowerTarget>, private readonly log: Logger) {}
 
   get broken(): boolean {
     return this.brokenNow;
@@ -112,9 +112,9 @@ export class PowerController {
     if (op === 'STATUS' && target === undefined) return JSON.stringify(this.status());
     if (op !== 'ON' && op !== 'OFF' && op !== 'RESET' && op !== 'STATUS') return `ERR unknown request "${line.slice(0, 40)}" (ON|OFF|RESET|STATUS <board>, STATUS)`;
     if (target === undefined || extra.length) return `ERR usage: ${op} <board>`;
-    let name: BoardName;
+    let name: ChassisBoard;
     try {
-      name = parseBoardName(target);
+      name = parseBoardName(target, Object.keys(this.boards) as ChassisBoard[]);
     } catch {
       return `ERR unknown board "${target.slice(0, 40)}"`;
     }

@@ -16,7 +16,7 @@ export class Chassis {
   private constructor(readonly layout: ChassisLayout, readonly started: UpResult) {}
 
   static async up(o: UpOptions = {}): Promise<Chassis> {
-    const layout = chassisLayout(o.name ?? DEFAULT_NAME, o.runDir);
+    const layout = chassisLayout(o.name ?? DEFAULT_NAME, o.runDir, o.boards);
     try {
       return new Chassis(layout, await chassisUp(o));
     } catch (e) {
@@ -34,7 +34,7 @@ export class Chassis {
   }
 
   async board(board: string): Promise<BoardView> {
-    const name = parseBoardName(board);
+    const name = parseBoardName(board, this.layout.boardNames);
     return (await this.status()).boards.find((b) => b.board === name)!;
   }
 
@@ -89,7 +89,7 @@ export class Chassis {
   }
 
   netns(board: string): string {
-    return this.layout.boards[parseBoardName(board) as BoardName].netns;
+    return this.layout.boards[parseBoardName(board, this.layout.boardNames)].netns;
   }
 
   /** Starts a command inside a board's network namespace (the caller owns and ends the child). */

@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { UsError } from '../../core/errors.js';
-import type { BoardName } from './layout.js';
+import type { ChassisBoard } from './layout.js';
 import { removeNetwork } from './netns.js';
 import { isSameProcess, carriesMarker, killOurGroup, markedProcesses, signal, groupMembers, waitUntil, type RecordedProcess } from './procs.js';
 
@@ -26,8 +26,10 @@ export interface ChassisState {
   /** The veth ends' temporary names in the root namespace (recorded before they are made). */
   vethTemp: string[];
   helpers: HelperProcess[];
+  /** How many boards, when more than two (`chassis up --boards N`). */
+  boardCount?: number;
   /** Each board's current controller: leader of the board's own process group. */
-  boards: Partial<Record<BoardName, { controller?: RecordedProcess }>>;
+  boards: Partial<Record<ChassisBoard, { controller?: RecordedProcess; /** --manager pacemaker: the `unshare` of its corosync and pacemaker (leader of its own group). */ pacemaker?: RecordedProcess }>>;
 }
 
 export function readState(file: string): ChassisState | undefined {
@@ -73,7 +75,11 @@ export async function cleanupRecorded(s: ChassisState): Promise<CleanupReport> {
       killed.push(`${what} (process group ${leader.pid})`);
     }
   };
-  for (const [name, b] of Object.entries(s.boards)) if (b?.controller) endGroup(`${name} controller`, b.controller);
+  for (const [name, b] of Object.entries(s.boards)) {
+    // The unshare first: its --kill-child ends the namespace's pid 1, and the kernel every process in it.
+    if (b?.pacemaker) endGroup(`${name} corosync and pacemaker`, b.pacemaker);
+    if (b?.controller) endGroup(`${name} controller`, b.controller);
+  }
   if (s.chassisd) endGroup('chassisd', s.chassisd);
   for (const h of s.helpers) {
     if (h.pid !== process.pid && isSameProcess(h) && carriesMarker(h.pid, s.runDir) && signal(h.pid, 'SIGKILL')) killed.push(`${h.role} ${h.pid}`);

@@ -1,0 +1,217 @@
+/**
+ * Corosync and Pacemaker on the simulated boards (`chassis up --manager pacemaker`): the real
+ * Debian daemons, one set per board, each set isolated as if it ran on its own blade. Owns the
+ * files under <board dir>/pacemaker (corosync.conf, the cluster's authkey, the private state and
+ * log folders, the namespace's init script) and the command lines that start the daemons and run
+ * Pacemaker's tools inside a board. Starts nothing itself: the board (board.ts) starts the daemons
+ * with the controller and kills them with it.
+ *
+ * How a board's daemons are isolated (found by experiment, docs/pacemaker.md): `ip netns exec
+ * <board ns> unshare --mount --pid --uts --ipc --fork --mount-proc --kill-child=SIGKILL sh init.sh`.
+ * The init script is the pid namespace's pid 1: it bind-mounts the board's own folders over
+ * /etc/corosync, /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker and /var/log/cluster,
+ * mounts a fresh tmpfs on /dev/shm (libqb's IPC rings) and on /run (with /run/understudy, and the
+ * chassis run directory if it is elsewhere under /run, bound back into it), binds the package's board/ocf over
+ * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest), sets the host name to the board's, starts `corosync -f`,
+ * waits until it answers, then `pacemakerd -f`. Every mount is `mount -n`: the machine's
+ * /run/mount/utab is not the namespace's to write (and after /run has moved, mount fails to). libqb's IPC sockets are abstract unix sockets, so
+ * the board's network namespace separates them too. Ending the namespace is ending its pid 1: the
+ * kernel kills every process in it; `--kill-child` makes the `unshare` the chassis starts (and
+ * records) take pid 1 with it, so killing that one process, or its process group, ends them all.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { UsError } from '../../core/errors.js';
+import { PACKAGE_ROOT, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
+
+/** Who runs the boards: Understudy alone (the pair), or Pacemaker and Corosync beside it. */
+export type ChassisManager = 'understudy' | 'pacemaker';
+
+/** The folders a board's daemons see in place of the machine's, and the files the chassis writes. */
+export interface PacemakerFiles {
+  dir: string;
+  /** Bound over /etc/corosync: corosync.conf and authkey. */
+  etc: string;
+  conf: string;
+  authkey: string;
+  libPacemaker: string;
+  libCorosync: string;
+  logPacemaker: string;
+  logCluster: string;
+  /** The pid namespace's pid 1. */
+  init: string;
+  /** stdout and stderr of the namespace (init script, corosync and pacemakerd). */
+  out: string;
+}
+
+export function pacemakerFiles(layout: ChassisLayout, board: ChassisBoard): PacemakerFiles {
+  const dir = join(layout.boards[board].dir, 'pacemaker');
+  const etc = join(dir, 'etc-corosync');
+  return {
+    dir,
+    etc,
+    conf: join(etc, 'corosync.conf'),
+    authkey: join(etc, 'authkey'),
+    libPacemaker: join(dir, 'lib-pacemaker'),
+    libCorosync: join(dir, 'lib-corosync'),
+    logPacemaker: join(dir, 'log-pacemaker'),
+    logCluster: join(dir, 'log-cluster'),
+    init: join(dir, 'init.sh'),
+    out: join(dir, 'namespace.log'),
+  };
+}
+
+/** The cluster's authkey, shared by every board: new at every `chassis up`. */
+export function authkeyFile(layout: ChassisLayout): string {
+  return join(layout.runDir, 'corosync.authkey');
+}
+
+/**
+ * corosync.conf (pure): knet over the backplane on COROSYNC_PORT, every board a node named after it with its
+ * backplane address, encrypted and authenticated with the chassis' authkey. Two boards get
+ * votequorum's two_node (each may keep quorum alone after the other is fenced).
+ */
+export function corosyncConf(clusterName: string, boards: readonly ChassisBoard[]): string {
+  const nodes = boards.map((b, i) => `  node {\n    ring0_addr: ${plinkAddress(b)}\n    name: ${b}\n    nodeid: ${i + 1}\n  }\n`).join('');
+  return `# Written by the Understudy simulated chassis (src/sim/chassis/pacemaker.ts) at every chassis up.
+totem {
+  version: 2
+  cluster_name: ${clusterName}
+  transport: knet
+  crypto_cipher: aes256
+  crypto_hash: sha256
+  interface {
+    linknumber: 0
+    mcastport: ${COROSYNC_PORT}
+  }
+}
+nodelist {
+${nodes}}
+quorum {
+  provider: corosync_votequorum
+${boards.length === 2 ? '  two_node: 1\n' : ''}}
+logging {
+  to_logfile: yes
+  logfile: /var/log/cluster/corosync.log
+  to_syslog: no
+  to_stderr: no
+  timestamp: on
+}
+`;
+}
+
+/**
+ * corosync's knet port on the backplane. Not its default, 5405: that is the pair's own heartbeat
+ * port (PLINK_PORT) on the same address, in the same namespace — sharing it took the pair's
+ * Ethernet link down (the heartbeats no longer arrived) and made the pair fence.
+ */
+export const COROSYNC_PORT = 5420;
+
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/**
+ * The namespace's pid 1 (pure). `set -e`: a mount that fails ends the namespace before any daemon
+ * starts on the machine's own folders. Waits (bounded) for corosync before starting pacemakerd,
+ * then waits for both.
+ */
+/**
+ * Where the namespace's new /run is filled before it is moved onto /run: a folder outside /run, so
+ * that /run/understudy can be bound into it (only inside the namespace; the machine's /mnt is
+ * uncovered again by the move).
+ */
+const NEW_RUN = '/mnt';
+/** The package's OCF provider folder: board/ocf holds the agent `guest` (ocf:understudy:guest). */
+export const OCF_PROVIDER_DIR = join(PACKAGE_ROOT, 'board', 'ocf');
+
+export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: string): string {
+  // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
+  // verdict, the default chassis run directories), and the run directory if it is elsewhere in /run.
+  const keep = ['/run/understudy', ...(runDir.startsWith('/run/') && !runDir.startsWith('/run/understudy/') ? [runDir] : [])];
+  const binds = keep.map((d) => `mkdir -p ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\nmount -n --rbind ${q(d)} ${q(NEW_RUN + d.slice('/run'.length))}\n`).join('');
+  return `#!/bin/sh
+# pid 1 of ${board}'s Pacemaker namespaces (mount, pid, uts, ipc; net: the board's). Written by the chassis.
+set -eu
+mount -n --bind ${q(f.etc)} /etc/corosync
+mount -n --bind ${q(f.libPacemaker)} /var/lib/pacemaker
+mount -n --bind ${q(f.libCorosync)} /var/lib/corosync
+mount -n --bind ${q(f.logPacemaker)} /var/log/pacemaker
+mkdir -p /var/log/cluster
+mount -n --bind ${q(f.logCluster)} /var/log/cluster
+mount -n -t tmpfs -o mode=1777,size=64m shm /dev/shm
+mount -n -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
+mkdir -p ${q(NEW_RUN)}/crm ${q(NEW_RUN)}/lock
+${binds}mount -n --move ${q(NEW_RUN)} /run
+# ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
+mkdir -p /usr/lib/ocf/resource.d/understudy
+mount -n --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
+hostname ${board}
+corosync -f &
+tries=0
+until corosync-cmapctl totem.cluster_name >/dev/null 2>&1; do
+  tries=$((tries + 1))
+  if [ "$tries" -gt 300 ]; then echo "init: corosync did not answer within 60 s" >&2; exit 1; fi
+  sleep 0.2
+done
+echo "init: corosync answers; starting pacemakerd"
+PCMK_logfile=/var/log/pacemaker/pacemaker.log PCMK_logfacility=none pacemakerd -f &
+wait
+`;
+}
+
+function idOf(file: string, name: string): number {
+  const line = readFileSync(file, 'utf8').split('\n').find((l) => l.split(':')[0] === name);
+  if (!line) throw new UsError('US_ERR_NOT_FOUND', `no ${name} in ${file}: Pacemaker is not installed (image-build/setup.sh installs pacemaker and corosync)`);
+  return Number(line.split(':')[2]);
+}
+
+/**
+ * Writes every board's folders and files (mode 0700/0600 except what Pacemaker's own user must
+ * write: its state and log folders belong to hacluster:haclient, as the Debian package makes them)
+ * and a fresh authkey. Returns each board's files.
+ */
+export function writePacemakerFiles(layout: ChassisLayout): Record<ChassisBoard, PacemakerFiles> {
+  const uid = idOf('/etc/passwd', 'hacluster');
+  const gid = idOf('/etc/group', 'haclient');
+  const key = authkeyFile(layout);
+  writeFileSync(key, randomBytes(256), { mode: 0o400 });
+  chmodSync(key, 0o400);
+  const conf = corosyncConf(layout.name, layout.boardNames);
+  const out = {} as Record<ChassisBoard, PacemakerFiles>;
+  for (const b of layout.boardNames) {
+    const f = pacemakerFiles(layout, b);
+    for (const d of [f.dir, f.etc, f.libCorosync, f.logCluster]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    for (const d of [f.libPacemaker, ...['cib', 'pengine', 'blackbox', 'cores'].map((s) => join(f.libPacemaker, s)), f.logPacemaker]) {
+      mkdirSync(d, { recursive: true, mode: 0o750 });
+      chmodSync(d, d === f.logPacemaker ? 0o770 : 0o750);
+      chownSync(d, uid, gid);
+    }
+    writeFileSync(f.conf, conf, { mode: 0o644 });
+    copyFileSync(key, f.authkey);
+    chmodSync(f.authkey, 0o400);
+    writeFileSync(f.init, initScript(f, b, layout.runDir), { mode: 0o700 });
+    out[b] = f;
+  }
+  return out;
+}
+
+/** The command line (for `ip`) that starts a board's daemons in their own namespaces. */
+export function pacemakerArgv(layout: ChassisLayout, board: ChassisBoard): string[] {
+  const f = pacemakerFiles(layout, board);
+  return ['netns', 'exec', layout.boards[board].netns, 'unshare', '--mount', '--pid', '--uts', '--ipc', '--fork', '--mount-proc', '--kill-child=SIGKILL', 'sh', f.init];
+}
+
+/** The pid namespace's pid 1 (as the machine sees it): the only child of the recorded `unshare`. */
+export function namespaceInit(unsharePid: number): number | undefined {
+  try {
+    const first = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(/\s+/)[0];
+    return first ? Number(first) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** nsenter's arguments that run `argv` inside a board's Pacemaker namespaces (all five). */
+export function nsenterArgv(initPid: number, argv: readonly string[]): string[] {
+  return ['-t', String(initPid), '-m', '-u', '-n', '-p', '-i', '--', ...argv];
+}

@@ -1,0 +1,77 @@
+/**
+ * The simulated chassis with N boards (`chassis up --boards N`), without building one: the default
+ * two-board layout is today's (sim-a, sim-b, no backplane), a larger one names sim-c… in order with
+ * their own namespaces and addresses inside the documentation ranges, a spare's generated profile
+ * is valid and has no partner, HA, fencing or service address of the pair, and board names are
+ * parsed against the chassis' own boards.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { boardProfileSchema } from '../../src/config/board-profile.js';
+import {
+  MAX_BOARDS, SERVICE_VIP, boardNames, chassisLayout, parseBoardName, partnerOf, plinkAddress, serviceBoardAddress,
+} from '../../src/sim/chassis/layout.js';
+import { chassisProfile, templateFile } from '../../src/sim/chassis/profiles.js';
+
+const DOC_RANGES = [/^192\.0\.2\.\d+$/, /^198\.51\.100\.\d+$/, /^203\.0\.113\.\d+$/, /^127\.\d+\.\d+\.\d+$/];
+
+describe('simulated chassis: N boards (--boards N)', () => {
+  it('two boards by default: sim-a and sim-b, namespaces <name>-a/-b, no backplane', () => {
+    const L = chassisLayout('t', '/tmp/us-t');
+    assert.deepEqual(L.boardNames, ['sim-a', 'sim-b']);
+    assert.deepEqual(Object.keys(L.boards), ['sim-a', 'sim-b']);
+    assert.equal(L.backplaneNetns, undefined);
+    assert.equal(L.boards['sim-b'].netns, 't-b');
+    assert.equal(plinkAddress('sim-a'), '198.51.100.1');
+    assert.equal(serviceBoardAddress('sim-b'), '192.0.2.2');
+  });
+
+  it('four boards: sim-a…sim-d in order, each its own namespace and directory, a backplane namespace, addresses in the documentation ranges only', () => {
+    const L = chassisLayout('t', '/tmp/us-t', 4);
+    assert.deepEqual(L.boardNames, ['sim-a', 'sim-b', 'sim-c', 'sim-d']);
+    assert.equal(L.backplaneNetns, 't-p');
+    const namespaces = L.boardNames.map((b) => L.boards[b].netns);
+    assert.deepEqual(namespaces, ['t-a', 't-b', 't-c', 't-d']);
+    assert.ok(!namespaces.includes(L.serviceNetns) && !namespaces.includes(L.backplaneNetns!), 'no board namespace collides with the service network or the backplane');
+    assert.equal(L.boards['sim-d'].dir, '/tmp/us-t/sim-d');
+    const addresses = L.boardNames.flatMap((b) => [plinkAddress(b), serviceBoardAddress(b)]);
+    assert.equal(new Set(addresses).size, addresses.length, 'every address is used once');
+    for (const a of addresses) assert.ok(DOC_RANGES.some((r) => r.test(a)), `${a} is in a documentation range`);
+    assert.ok(!addresses.includes(SERVICE_VIP), 'no board owns the service address');
+    assert.equal(plinkAddress('sim-d'), '198.51.100.4');
+  });
+
+  it('the board count is bounded: 2 to 8 (the namespaces\' letters)', () => {
+    assert.equal(boardNames(MAX_BOARDS).at(-1), 'sim-h');
+    for (const bad of [1, 9, 2.5, Number.NaN]) assert.throws(() => boardNames(bad), /--boards: an integer from 2 to 8/);
+  });
+
+  it('a spare\'s profile is valid, standalone (no partner, HA or fencing) and off the service address; the pair\'s profiles still partner each other', () => {
+    const L = chassisLayout('t', '/tmp/us-t', 3);
+    const spare = chassisProfile(JSON.parse(readFileSync(templateFile('sim-c'), 'utf8')), 'sim-c', L, 115200);
+    const check = boardProfileSchema.safeParse(spare);
+    assert.ok(check.success, JSON.stringify(!check.success && check.error.issues[0]));
+    assert.equal(spare.name, 'sim-c');
+    assert.equal(spare.partner, undefined);
+    assert.equal(spare.ha, undefined);
+    assert.equal(spare.fencing, undefined);
+    assert.equal(spare.storageDir, L.boards['sim-c'].storageDir);
+    assert.equal(spare.watchdog.device, L.boards['sim-c'].watchdogFifo);
+    assert.equal(spare.service.address, '127.0.10.3');
+    assert.equal(spare.service.interface, undefined, 'a spare never holds the service address on the service network');
+    const a = chassisProfile(JSON.parse(readFileSync(templateFile('sim-a'), 'utf8')), 'sim-a', L, 115200);
+    assert.equal(a.partner.ethernet.partnerAddress, '198.51.100.2');
+    assert.equal(a.service.address, SERVICE_VIP);
+  });
+
+  it('board names are parsed against the chassis\' boards; the pair\'s message is unchanged; a spare has no partner', () => {
+    assert.equal(parseBoardName('b'), 'sim-b');
+    assert.throws(() => parseBoardName('sim-c'), /^.*unknown board "sim-c" \(boards: sim-a, sim-b; a and b also accepted\)$/);
+    const three = boardNames(3);
+    assert.equal(parseBoardName('c', three), 'sim-c');
+    assert.equal(parseBoardName('SIM-C', three), 'sim-c');
+    assert.throws(() => parseBoardName('d', three), /boards: sim-a, sim-b, sim-c; a, b, c also accepted/);
+    assert.equal(partnerOf('sim-a'), 'sim-b');
+    assert.throws(() => partnerOf('sim-c'), /spare/);
+  });
+});

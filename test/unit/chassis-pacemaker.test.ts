@@ -1,0 +1,56 @@
+/**
+ * The files the chassis writes for `--manager pacemaker`, without running corosync: corosync.conf
+ * names every board with its backplane address (two_node only for a pair), and the namespace's init
+ * script mounts every private folder before any daemon starts, fails on the first error, binds the
+ * package's agent, and starts pacemakerd only after corosync answers.
+ */
+import assert from 'node:assert/strict';
+import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
+import { COROSYNC_PORT, corosyncConf, initScript, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
+
+describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
+  it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
+    const three = corosyncConf('us', ['sim-a', 'sim-b', 'sim-c']);
+    assert.match(three, /transport: knet/);
+    assert.match(three, /crypto_cipher: aes256/);
+    // Not the pair's heartbeat port on the same addresses.
+    assert.match(three, new RegExp(`mcastport: ${COROSYNC_PORT}\\n`));
+    assert.notEqual(COROSYNC_PORT, PLINK_PORT);
+    for (const [i, b] of ['sim-a', 'sim-b', 'sim-c'].entries()) {
+      assert.match(three, new RegExp(`ring0_addr: 198\\.51\\.100\\.${i + 1}\\n    name: ${b}\\n    nodeid: ${i + 1}\\n`));
+    }
+    assert.doesNotMatch(three, /two_node/);
+    assert.match(corosyncConf('us', ['sim-a', 'sim-b']), /two_node: 1/);
+    // Braces on lines of their own: corosync's parser refuses `node { ring0_addr: …` on one line.
+    for (const line of three.split('\n')) assert.ok(!/\{\s*\S/.test(line), `"${line}"`);
+  });
+
+  it('init script: set -e; every private folder mounted before corosync starts; the agent bound; pacemakerd only after corosync answers', () => {
+    const L = chassisLayout('us', '/run/understudy/chassis-us', 3);
+    const f = pacemakerFiles(L, 'sim-c');
+    const s = initScript(f, 'sim-c', L.runDir);
+    const at = (needle: string) => {
+      const i = s.indexOf(needle);
+      assert.ok(i >= 0, `the script has: ${needle}`);
+      return i;
+    };
+    assert.match(s, /^#!\/bin\/sh\n.*\nset -eu\n/);
+    const corosync = at('corosync -f &');
+    for (const m of ['/etc/corosync', '/var/lib/pacemaker', '/var/lib/corosync', '/var/log/pacemaker', '/var/log/cluster', 'shm /dev/shm', `'/mnt' /run`, '/usr/lib/ocf/resource.d/understudy', 'hostname sim-c']) {
+      assert.ok(at(m) < corosync, `${m} before corosync starts`);
+    }
+    assert.ok(at(`'${f.libPacemaker}' /var/lib/pacemaker`) > 0);
+    assert.ok(at(`'${OCF_PROVIDER_DIR}' /usr/lib/ocf/resource.d/understudy`) > 0);
+    assert.ok(at('until corosync-cmapctl') < at('pacemakerd -f &'));
+    assert.ok(!/pkill|killall/.test(s));
+  });
+
+  it('the daemons start in their own mount, pid, uts and ipc namespaces inside the board\'s network namespace; the chassis\' unshare takes them with it', () => {
+    const L = chassisLayout('us', '/tmp/us-x', 3);
+    const argv = pacemakerArgv(L, 'sim-b');
+    assert.deepEqual(argv.slice(0, 4), ['netns', 'exec', 'us-b', 'unshare']);
+    for (const o of ['--mount', '--pid', '--uts', '--ipc', '--fork', '--mount-proc', '--kill-child=SIGKILL']) assert.ok(argv.includes(o), o);
+    assert.equal(argv.at(-1), pacemakerFiles(L, 'sim-b').init);
+    assert.deepEqual(nsenterArgv(42, ['crm_mon', '-1']), ['-t', '42', '-m', '-u', '-n', '-p', '-i', '--', 'crm_mon', '-1']);
+  });
+});
