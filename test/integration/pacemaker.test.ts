@@ -23,7 +23,7 @@ import { eventually } from '../support/eventually.js';
 const run = promisify(execFile);
 const NAME = 'pm18';
 const RUN_DIR = '/tmp/us-pm18';
-const BOARDS = ['sim-a', 'sim-b', 'sim-c'];
+const BOARDS = ['sim-a', 'sim-b', 'sim-c'] as const;
 
 /** `understudy chassis crm <board> -- <argv>`, the user's command; its stdout and exit status. */
 async function crm(board: string, argv: string[], timeoutMs = 60000): Promise<{ code: number; out: string }> {
@@ -246,11 +246,54 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     rmSync(storageDir, { recursive: true, force: true });
   });
 
-  it('down ends every board\'s daemons and removes every namespace', async function () {
+  it('Pacemaker runs ocf:understudy:guest as a promotable clone over the three boards: promoted where the pair\'s PRIMARY is, unpromoted on the BACKUP and the spare, no failed action', async function () {
+    this.timeout(180000);
+    // Each node's own profile through a rule on #uname (the same parameter, a different file per
+    // blade); no fence device yet (decision table, docs/pacemaker.md): fencing off for this test.
+    const cli = join(PACKAGE_ROOT, 'bin', 'understudy');
+    const perNode = BOARDS.map((b, i) => `<instance_attributes id="g-${b}" score="${10 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
+      + `<nvpair id="g-${b}-board" name="board" value="${chassis!.layout.boards[b].profile}"/></instance_attributes>`).join('');
+    const xml = '<clone id="guest-clone"><meta_attributes id="guest-clone-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/></meta_attributes>'
+      + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common"><nvpair id="g-cli" name="cli" value="${cli}"/>`
+      + `<nvpair id="g-daemon" name="daemon" value="${join(PACKAGE_ROOT, 'bin', 'understudyd')}"/></instance_attributes>`
+      + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/></operations></primitive></clone>';
+    for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
+      const r = await crm('sim-c', argv);
+      assert.equal(r.code, 0, `${argv[0]}: ${r.out}`);
+    }
+    const roles = await Promise.all(['sim-a', 'sim-b'].map(async (b) => {
+      const r = (await chassis!.board(b)).role;
+      return r.ok ? String((r.result as { role: string }).role) : 'unavailable';
+    }));
+    const primary = roles[0] === 'PRIMARY' ? 'sim-a' : 'sim-b';
+    const placed = await eventually('Pacemaker shows one promoted and two unpromoted instances', async () => {
+      const r = await crm('sim-a', ['crm_mon', '-1', '--output-as=xml']);
+      const nodes = (role: string) => [...r.out.matchAll(new RegExp(`<resource id="guest" [^>]*role="${role}"[^>]*active="true"[^>]*>\\s*<node name="([^"]+)"`, 'g'))].map((m) => m[1]!).sort();
+      // Pacemaker 2.1 names the roles Promoted and Unpromoted; its XML may still say Master and Slave.
+      const promoted = nodes('(?:Promoted|Master)');
+      const unpromoted = nodes('(?:Unpromoted|Slave)');
+      return promoted.length === 1 && unpromoted.length === 2 ? { promoted, unpromoted, failures: /<failure /.test(r.out) } : undefined;
+    }, 120000, 1000);
+    assert.deepEqual(placed.promoted, [primary], `promoted where the pair's PRIMARY is (roles ${roles.join(', ')})`);
+    assert.deepEqual(placed.unpromoted, BOARDS.filter((b) => b !== primary));
+    assert.equal(placed.failures, false, 'no failed action');
+    const human = await crm('sim-b', ['crm_mon', '-1']);
+    assert.match(human.out, new RegExp(`(?:Promoted|Masters): \\[ ${primary} \\]`), human.out);
+  });
+
+  it('after chassisd crashed, down still ends every board\'s daemons (by the recorded unshare) and removes every namespace', async function () {
     this.timeout(60000);
     for (const b of BOARDS) managerOf(b);
+    // The orderly path (a board's daemons killed with the board) is the power-off test's; here the
+    // harder one: chassisd is gone and only state.json says what to end.
+    const chassisd = chassis!.recorded()!.chassisd!.pid;
+    process.kill(chassisd, 'SIGKILL');
+    await eventually('chassisd gone', () => !alive(chassisd), 10000);
+    for (const b of BOARDS) assert.ok(alive(managerOf(b).init), `${b}'s daemons outlive chassisd (as the boards do) until down`);
     const r = await chassis!.down();
+    assert.equal(r.wasRunning, false);
     assert.deepEqual(r.cleanup?.survivors ?? [], []);
+    for (const b of BOARDS) assert.ok(r.cleanup!.killed.some((k) => k.startsWith(`${b} corosync and pacemaker`)), `${b}'s daemons ended by down: ${r.cleanup!.killed.join('; ')}`);
     chassis = undefined;
     for (const p of seen) assert.ok(!alive(p), `pid ${p} (an unshare or a namespace's pid 1) is gone`);
     assert.deepEqual(processesWithMarker(RUN_DIR), []);
