@@ -360,12 +360,16 @@ describe('delivery flow control (the guest is never handed more than it can buff
     }
   }
   const tick = () => new Promise((r) => setTimeout(r, 20));
-
-  it('hands a replayed log over a window at a time, in order, as the guest works through it', async () => {
+  /** A SlowGuest behind a GuestPort whose count starts at `base`, and a replicator delivering to it. */
+  const flowRig = (base: number) => {
     const guest = new SlowGuest();
     const port = new GuestPort(guest, ports);
-    port.resetCount(1000);
-    const r = new Replicator({ guest: port, log });
+    port.resetCount(base);
+    return { guest, port, r: new Replicator({ guest: port, log }) };
+  };
+
+  it('hands a replayed log over a window at a time, in order, as the guest works through it', async () => {
+    const { guest, port, r } = flowRig(1000);
     const n = GUEST_WINDOW * 3;
     const inputs = Array.from({ length: n }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
     r.replay(0, inputs);
@@ -383,10 +387,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('does not wait on a guest blocked on an AUTH question (its answer is further down the queue)', async () => {
-    const guest = new SlowGuest();
-    const port = new GuestPort(guest, ports);
-    port.resetCount(0);
-    const r = new Replicator({ guest: port, log });
+    const { guest, port, r } = flowRig(0);
     const reqs = Array.from({ length: GUEST_WINDOW + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
     const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
     // The guest asked about alice (a REG it processed first) and processes nothing until answered.
@@ -422,10 +423,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('a guest blocked on an AUTH question is handed at most what it can buffer, never a whole replay at once', async () => {
-    const guest = new SlowGuest();
-    const port = new GuestPort(guest, ports);
-    port.resetCount(1000); // the SlowGuest's count starts at 1000
-    const r = new Replicator({ guest: port, log });
+    const { guest, port, r } = flowRig(1000); // the SlowGuest's count starts at 1000
     const reqs = Array.from({ length: GUEST_BLOCKED_LIMIT + 300 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
     // The log holds no answer to its question (the primary died before it came).
     r.replay(0, reqs, ['alice']);
@@ -436,10 +434,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('a replayed AUTH answer further down than a blocked guest may be handed goes over ahead of the requests before it, once; the requests stay in order (no deadlock)', async () => {
-    const guest = new SlowGuest();
-    const port = new GuestPort(guest, ports);
-    port.resetCount(1000);
-    const r = new Replicator({ guest: port, log });
+    const { guest, port, r } = flowRig(1000);
     const reqs = Array.from({ length: GUEST_BLOCKED_LIMIT + 300 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } }));
     const answer = { seq: reqs.length + 1, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } };
     const after = { seq: reqs.length + 2, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from('z1 GET a') } };
@@ -459,10 +454,7 @@ describe('delivery flow control (the guest is never handed more than it can buff
   });
 
   it('a backup never hands an answer ahead (the primary\'s order is the stream it must follow)', async () => {
-    const guest = new SlowGuest();
-    const port = new GuestPort(guest, ports);
-    port.resetCount(1000);
-    const r = new Replicator({ guest: port, log });
+    const { guest, port, r } = flowRig(1000);
     r.becomeBackup();
     r.replay(0, [...Array.from({ length: GUEST_BLOCKED_LIMIT + 10 }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } })),
       { seq: GUEST_BLOCKED_LIMIT + 11, input: { kind: 'auth-reply' as const, payload: Buffer.from('AUTHR alice OK') } }], ['alice']);
