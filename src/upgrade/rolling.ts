@@ -217,6 +217,20 @@ export class RollingUpgrade {
     } catch (e) {
       throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${(e as Error).message}`);
     }
+    // The backup's guest reads 'starting' for a moment after a clone lands (its supervisor sees the
+    // incoming state complete after the primary does): wait for it rather than refuse (CI saw a run
+    // refused in that window, right after the pair was seen protected).
+    for (const end = Date.now() + CLONE_WAIT_MS; partner.role === 'BACKUP' && partner.guest === 'starting' && !partner.rollingRunning && Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 200));
+      try {
+        partner = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 5000);
+      } catch (e) {
+        throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${(e as Error).message}`);
+      }
+      me = await this.view();
+    }
+    if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', `a rolling upgrade (${this.rec!.id}, to ${this.rec!.version}) is in progress at step ${this.rec!.step}`);
+    if (me.role !== 'PRIMARY' || !me.protected) throw new UsError('US_ERR_ROLE', `rolling upgrade: board ${this.h.board} is ${me.role}${me.protected ? '' : ', not protected'} after waiting for the partner's guest to start; refusing to start`);
     if (partner.rollingRunning) throw new UsError('US_ERR_UPGRADE_BUSY', `rolling upgrade: the partner ${partner.board} runs one already`);
     if (partner.role !== 'BACKUP' || partner.guest !== 'running') throw new UsError('US_ERR_ROLE', `rolling upgrade: the partner ${partner.board} is ${partner.role} with its guest ${partner.guest ?? 'absent'}; the pair is not protected`);
     if (partner.trial) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: the partner ${partner.board} has a trial of slot ${partner.trial} armed; commit or roll it back first`);

@@ -197,6 +197,24 @@ describe('rolling upgrade: a run resumed after the orchestrator\'s controller re
     await assert.rejects(idle.start(pkg, { timeoutMs: 20000, stableMs: 0 }), /the pair is not protected/);
   });
 
+  it('start waits while the backup\'s guest reads "starting" (a clone just landed) rather than refusing; a partner that is not backup is refused at once', async () => {
+    const partner = new FakePartner({ role: 'BACKUP', guest: 'starting', trial: 'B' }, { role: 'BACKUP' });
+    const hooks = {
+      board: 'sim-a', partner: 'sim-b', setup, peer: partner.client as unknown as PeerClient,
+      pairView: () => ({ role: 'PRIMARY', guest: 'running', protected: true, backlog: 0, cloning: false }),
+      journal: () => undefined, switchover: async () => undefined, rebootSelf: async () => undefined,
+    };
+    const t0 = Date.now();
+    setTimeout(() => { partner.state.guest = 'running'; }, 400);
+    // Past the partner's role check once its guest runs: refused further on (its trial is armed), not "not protected".
+    await assert.rejects(new RollingUpgrade(hooks, recordFile).start(pkg, { timeoutMs: 20000, stableMs: 0 }), (e: UsError) => e.code === 'US_ERR_UPGRADE_STATE' && /trial of slot B armed/.test(e.message));
+    assert.ok(Date.now() - t0 >= 350, 'it waited for the partner\'s guest');
+    partner.state = view({ role: 'WAITING', guest: 'starting' });
+    const t1 = Date.now();
+    await assert.rejects(new RollingUpgrade(hooks, recordFile).start(pkg, { timeoutMs: 20000, stableMs: 0 }), (e: UsError) => e.code === 'US_ERR_ROLE' && /sim-b is WAITING/.test(e.message));
+    assert.ok(Date.now() - t1 < 5000, 'no wait for a partner that is not a backup');
+  });
+
   it('the package is gone: the resumed run fails naming it, and abandons the partner\'s installed trial', async () => {
     interruptedAt('partner-reboot');
     rmSync(pkg);
