@@ -1,0 +1,63 @@
+/**
+ * Pacemaker on the simulated chassis, for the integration tests: its tools run on a board through
+ * `understudy chassis crm` (the user's command), the nodes online, and ocf:understudy:guest as a
+ * promotable clone over the boards (one profile per node by a rule on #uname).
+ */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { CLI_ENTRY, PACKAGE_ROOT, type ChassisLayout } from '../../src/sim/chassis/layout.js';
+
+const run = promisify(execFile);
+
+export class ClusterTools {
+  constructor(private readonly name: string, private readonly runDir: string) {}
+
+  /** `understudy chassis crm <board> -- <argv>`: its output (stdout, then stderr) and exit status. */
+  async crm(board: string, argv: string[], timeoutMs = 60000): Promise<{ code: number; out: string }> {
+    try {
+      const r = await run(process.execPath, [CLI_ENTRY, 'chassis', 'crm', board, '--name', this.name, '--run-dir', this.runDir, '--', ...argv], { timeout: timeoutMs, maxBuffer: 4 << 20 });
+      return { code: 0, out: r.stdout };
+    } catch (e) {
+      const x = e as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof x.code === 'number' ? x.code : -1, out: `${x.stdout ?? ''}${x.stderr ?? ''}` };
+    }
+  }
+
+  /** Nodes crm_mon shows online, asked on `board`. */
+  async online(board: string): Promise<string[]> {
+    const r = await this.crm(board, ['crm_mon', '-1', '--output-as=xml'], 20000);
+    if (r.code !== 0) return [];
+    return [...r.out.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!).sort();
+  }
+
+  /**
+   * Where crm_mon (asked on `board`) shows the clone's instances of `resource` active, by role,
+   * and whether it lists a failed action; undefined when crm_mon does not answer.
+   */
+  async placement(board: string, resource = 'guest'): Promise<{ promoted: string[]; unpromoted: string[]; failures: boolean; xml: string } | undefined> {
+    const r = await this.crm(board, ['crm_mon', '-1', '--output-as=xml'], 20000);
+    if (r.code !== 0) return undefined;
+    const nodes = (role: string) => [...r.out.matchAll(new RegExp(`<resource id="${resource}" [^>]*role="${role}"[^>]*active="true"[^>]*>\\s*<node name="([^"]+)"`, 'g'))].map((m) => m[1]!).sort();
+    // Pacemaker 2.1 names the roles Promoted and Unpromoted; its XML may still say Master and Slave.
+    return { promoted: nodes('(?:Promoted|Master)'), unpromoted: nodes('(?:Unpromoted|Slave)'), failures: /<failure /.test(r.out), xml: r.out };
+  }
+
+  /**
+   * Configures ocf:understudy:guest as a promotable clone (`promoted-max 1`) over `boards`, each
+   * node with its own board profile through a rule on #uname, fencing off (no fence device).
+   */
+  async configureClone(layout: ChassisLayout, boards: readonly string[], on = boards[boards.length - 1]!): Promise<void> {
+    const cli = join(PACKAGE_ROOT, 'bin', 'understudy');
+    const perNode = boards.map((b, i) => `<instance_attributes id="g-${b}" score="${10 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
+      + `<nvpair id="g-${b}-board" name="board" value="${layout.boards[b as 'sim-a'].profile}"/></instance_attributes>`).join('');
+    const xml = '<clone id="guest-clone"><meta_attributes id="guest-clone-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/></meta_attributes>'
+      + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common"><nvpair id="g-cli" name="cli" value="${cli}"/>`
+      + `<nvpair id="g-daemon" name="daemon" value="${join(PACKAGE_ROOT, 'bin', 'understudyd')}"/></instance_attributes>`
+      + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/></operations></primitive></clone>';
+    for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
+      const r = await this.crm(on, argv);
+      if (r.code !== 0) throw new Error(`${argv[0]} on ${on}: ${r.out}`);
+    }
+  }
+}
