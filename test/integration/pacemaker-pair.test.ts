@@ -23,7 +23,6 @@ import { ClusterTools } from '../support/pacemaker.js';
 import { PairUnderTest } from '../support/pair.js';
 
 const NAME = 'pm18g';
-const BOARDS = ['sim-a', 'sim-b', 'sim-c'] as const;
 
 describe('Pacemaker drives the serving pair (3 boards, real corosync, pacemaker and QEMU; the decision table)', function () {
   this.timeout(300000);
@@ -50,8 +49,8 @@ describe('Pacemaker drives the serving pair (3 boards, real corosync, pacemaker 
 
   before(async function () {
     this.timeout(420000);
+    // `chassis up --manager pacemaker --guest primary` configures the guest in the cluster itself.
     await p.up();
-    await tools.configureClone(p.chassis.layout, BOARDS);
   });
 
   after(async function () {
@@ -59,7 +58,11 @@ describe('Pacemaker drives the serving pair (3 boards, real corosync, pacemaker 
     await p.down();
   });
 
-  it('promotes the pair\'s PRIMARY; the in-sync BACKUP scores above the spare; no failed action', async () => {
+  it('the chassis configured the guest as a promotable clone; Pacemaker promotes the pair\'s PRIMARY; the in-sync BACKUP scores above the spare; no failed action', async () => {
+    const cfg = await tools.crm('sim-a', ['crm', 'configure', 'show', 'guest-clone']);
+    assert.equal(cfg.code, 0, cfg.out);
+    assert.match(cfg.out, /promotable=true/);
+    assert.match(cfg.out, /promoted-max=1/);
     const primary = p.primary;
     const backup = partnerOf(primary);
     const pl = await placedAs(primary, [backup, 'sim-c']);
@@ -100,6 +103,30 @@ describe('Pacemaker drives the serving pair (3 boards, real corosync, pacemaker 
     const back = await placedAs(other, [old, 'sim-c']);
     assert.equal(back.failures, false, 'no failed action');
     await p.loadThrough(8000, 0, async () => undefined);
+  });
+
+  it('crm_resource --move --promoted to the backup\'s board: a switchover (nothing acknowledged lost), both boards stay started, the pair protected again; --clear leaves it there', async function () {
+    this.timeout(600000);
+    const old = p.primary = await waitProtected(p.chassis.layout, 240000);
+    const other = partnerOf(old);
+    await placedAs(old, [other, 'sim-c']);
+    const t0 = Date.now();
+    await p.loadThrough(25000, 3000, async () => {
+      const r = await tools.crm('sim-c', ['crm_resource', '--resource', 'guest-clone', '--move', '--promoted', '--node', other]);
+      assert.equal(r.code, 0, r.out);
+      await placedAs(other, [old, 'sim-c'], 180000);
+    });
+    p.primary = other;
+    assert.equal(await waitProtected(p.chassis.layout, 300000), other, `${other} serves, ${old} its backup`);
+    assert.ok((await rolesSince(other, t0)).some((m) => /switchover/i.test(m)), `${other} journaled a switchover`);
+    const cleared = await tools.crm('sim-c', ['crm_resource', '--resource', 'guest-clone', '--clear']);
+    assert.equal(cleared.code, 0, cleared.out);
+    const pl = await placedAs(other, [old, 'sim-c']);
+    assert.equal(pl.failures, false, 'no failed action');
+    // Scores keep it where it serves once the constraint is gone: 1000 against the backup's 100.
+    await new Promise((r) => setTimeout(r, 12000));
+    assert.equal((await pairView(p.chassis.layout))[other]?.role, 'PRIMARY', 'no move back after --clear');
+    assert.equal(await score(old), '100');
   });
 
   it('the primary\'s board loses power: the backup takes over on its own; Pacemaker converges on it with no failed action and no second takeover; nothing acknowledged lost', async function () {

@@ -240,7 +240,7 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     this.timeout(180000);
     // Each node's own profile through a rule on #uname (the same parameter, a different file per
     // blade); no fence device yet (decision table, docs/pacemaker.md): fencing off for this test.
-    await tools.configureClone(chassis!.layout, BOARDS);
+    await tools.configureClone(chassis!.layout);
     const roles = await Promise.all(['sim-a', 'sim-b'].map(async (b) => {
       const r = (await chassis!.board(b)).role;
       return r.ok ? String((r.result as { role: string }).role) : 'unavailable';

@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI_ENTRY, PACKAGE_ROOT, type ChassisLayout } from '../../src/sim/chassis/layout.js';
+import { guestCloneXml } from '../../src/sim/chassis/pacemaker.js';
 
 const run = promisify(execFile);
 
@@ -44,17 +45,11 @@ export class ClusterTools {
   }
 
   /**
-   * Configures ocf:understudy:guest as a promotable clone (`promoted-max 1`) over `boards`, each
-   * node with its own board profile through a rule on #uname, fencing off (no fence device).
+   * Configures ocf:understudy:guest as the chassis does with a guest (`guestCloneXml`): a
+   * promotable clone over every board, fencing off; for a chassis brought up without a guest.
    */
-  async configureClone(layout: ChassisLayout, boards: readonly string[], on = boards[boards.length - 1]!): Promise<void> {
-    const cli = join(PACKAGE_ROOT, 'bin', 'understudy');
-    const perNode = boards.map((b, i) => `<instance_attributes id="g-${b}" score="${10 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
-      + `<nvpair id="g-${b}-board" name="board" value="${layout.boards[b as 'sim-a'].profile}"/></instance_attributes>`).join('');
-    const xml = '<clone id="guest-clone"><meta_attributes id="guest-clone-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/></meta_attributes>'
-      + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common"><nvpair id="g-cli" name="cli" value="${cli}"/>`
-      + `<nvpair id="g-daemon" name="daemon" value="${join(PACKAGE_ROOT, 'bin', 'understudyd')}"/></instance_attributes>`
-      + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/></operations></primitive></clone>';
+  async configureClone(layout: ChassisLayout, on = layout.boardNames[layout.boardNames.length - 1]!): Promise<void> {
+    const xml = guestCloneXml(layout, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd') });
     for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
       const r = await this.crm(on, argv);
       if (r.code !== 0) throw new Error(`${argv[0]} on ${on}: ${r.out}`);
