@@ -189,7 +189,11 @@ export class Daemon {
         supervisor: host?.supervisor, replicator: host?.replicator, lossWatch: this.pair?.protection.lossWatch, clones: this.replication,
         role: () => this.role,
       });
-      await ha.start({ healthy: () => this.pair?.healthy() ?? true, guestHealth: () => (host ? host.supervisor.currentState : 'none') });
+      await ha.start({
+        healthy: () => this.pair?.healthy() ?? true,
+        guestHealth: () => (host ? host.supervisor.currentState : 'none'),
+        holdsCopy: () => !!host && host.replicator.protectedNow && host.supervisor.currentState === 'running',
+      });
       if (board.partner?.ethernet) {
         this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
       }
