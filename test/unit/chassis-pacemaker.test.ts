@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
-import { COROSYNC_PORT, corosyncConf, initScript, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
+import { COROSYNC_PORT, corosyncConf, FENCE_AGENT, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
 
 describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
   it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
@@ -25,7 +25,7 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     for (const line of three.split('\n')) assert.ok(!/\{\s*\S/.test(line), `"${line}"`);
   });
 
-  it('init script: set -e; every private folder mounted before corosync starts; the agent bound; pacemakerd only after corosync answers', () => {
+  it('init script: set -e; every private folder mounted before corosync starts; the OCF agent and the fence agent bound; pacemakerd only after corosync answers', () => {
     const L = chassisLayout('us', '/run/understudy/chassis-us', 3);
     const f = pacemakerFiles(L, 'sim-c');
     const s = initScript(f, 'sim-c', L.runDir);
@@ -41,6 +41,10 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     }
     assert.ok(at(`'${f.libPacemaker}' /var/lib/pacemaker`) > 0);
     assert.ok(at(`'${OCF_PROVIDER_DIR}' /usr/lib/ocf/resource.d/understudy`) > 0);
+    // The fence agent: the checkout's copy over the installed one, only where there is one to cover.
+    const bindAgent = at(`mount -n --bind '${FENCE_AGENT}' ${INSTALLED_FENCE_AGENT}\n`);
+    assert.ok(at(`if [ -f '${FENCE_AGENT}' ] && [ -f ${INSTALLED_FENCE_AGENT} ]; then`) < bindAgent);
+    assert.ok(bindAgent < corosync, 'the fence agent bound before corosync starts');
     assert.ok(at('until corosync-cmapctl') < at('pacemakerd -f &'));
     assert.ok(!/pkill|killall/.test(s));
   });

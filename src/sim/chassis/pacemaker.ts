@@ -12,7 +12,8 @@
  * /etc/corosync, /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker and /var/log/cluster,
  * mounts a fresh tmpfs on /dev/shm (libqb's IPC rings) and on /run (with /run/understudy, and the
  * chassis run directory if it is elsewhere under /run, bound back into it), binds the package's board/ocf over
- * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest), sets the host name to the board's, starts `corosync -f`,
+ * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest) and its fence agent over the installed
+ * /usr/sbin/fence_understudy_chassis (stonith:fence_understudy_chassis), sets the host name to the board's, starts `corosync -f`,
  * waits until it answers, then `pacemakerd -f`. Every mount is `mount -n`: the machine's
  * /run/mount/utab is not the namespace's to write (and after /run has moved, mount fails to). libqb's IPC sockets are abstract unix sockets, so
  * the board's network namespace separates them too. Ending the namespace is ending its pid 1: the
@@ -123,6 +124,10 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const NEW_RUN = '/mnt';
 /** The package's OCF provider folder: board/ocf holds the agent `guest` (ocf:understudy:guest). */
 export const OCF_PROVIDER_DIR = join(PACKAGE_ROOT, 'board', 'ocf');
+/** The package's fence agent for the chassis' power controller (stonith:fence_understudy_chassis). */
+export const FENCE_AGENT = join(PACKAGE_ROOT, 'board', 'fence', 'fence_understudy_chassis');
+/** Where Pacemaker looks for it, as image-build/setup.sh installs it (fence agents live in /usr/sbin). */
+export const INSTALLED_FENCE_AGENT = '/usr/sbin/fence_understudy_chassis';
 
 export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: string): string {
   // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
@@ -145,6 +150,13 @@ ${binds}mount -n --move ${q(NEW_RUN)} /run
 # ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
 mkdir -p /usr/lib/ocf/resource.d/understudy
 mount -n --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
+# stonith:fence_understudy_chassis is this package's agent too (board/fence), bound over the installed
+# copy (a bind needs a file to cover; the machine's /usr/sbin is not the namespace's to write).
+if [ -f ${q(FENCE_AGENT)} ] && [ -f ${INSTALLED_FENCE_AGENT} ]; then
+  mount -n --bind ${q(FENCE_AGENT)} ${INSTALLED_FENCE_AGENT}
+else
+  echo "init: ${INSTALLED_FENCE_AGENT} is not installed (image-build/setup.sh installs it): no stonith:fence_understudy_chassis on ${board}" >&2
+fi
 hostname ${board}
 corosync -f &
 tries=0
