@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 import { CLI_ENTRY, PACKAGE_ROOT, RUN_MARKER } from '../../src/sim/chassis/layout.js';
 import { namespaceInit } from '../../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
+import { crmTools, pacemakerChassisForTheFile } from '../support/pacemaker-chassis.js';
 import { eventually } from '../support/eventually.js';
 
 const run = promisify(execFile);
@@ -25,23 +26,7 @@ const NAME = 'pm18';
 const RUN_DIR = '/tmp/us-pm18';
 const BOARDS = ['sim-a', 'sim-b', 'sim-c'] as const;
 
-/** `understudy chassis crm <board> -- <argv>`, the user's command; its stdout and exit status. */
-async function crm(board: string, argv: string[], timeoutMs = 60000): Promise<{ code: number; out: string }> {
-  try {
-    const r = await run(process.execPath, [CLI_ENTRY, 'chassis', 'crm', board, '--name', NAME, '--run-dir', RUN_DIR, '--', ...argv], { timeout: timeoutMs, maxBuffer: 4 << 20 });
-    return { code: 0, out: r.stdout };
-  } catch (e) {
-    const x = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof x.code === 'number' ? x.code : -1, out: `${x.stdout ?? ''}${x.stderr ?? ''}` };
-  }
-}
-
-/** Nodes crm_mon shows online, asked on `board`. */
-async function online(board: string): Promise<string[]> {
-  const r = await crm(board, ['crm_mon', '-1', '--output-as=xml'], 20000);
-  if (r.code !== 0) return [];
-  return [...r.out.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!).sort();
-}
+const { crm, online } = crmTools(NAME, RUN_DIR);
 
 function processesWithMarker(runDir: string): number[] {
   return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).filter((p) => {
@@ -93,21 +78,7 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     return { unshare: rec.pid, init };
   }
 
-  before(async function () {
-    this.timeout(240000);
-    rmSync(RUN_DIR, { recursive: true, force: true });
-    chassis = await Chassis.up({ name: NAME, runDir: RUN_DIR, boards: 3, manager: 'pacemaker' });
-    // These tests are about the boards' cluster manager, not the pair's own HA: with the power
-    // controller broken, a fence of sim-a or sim-b (the pair's heartbeats run at 25 ms deadtime on a
-    // machine that is busy starting three Pacemakers) fails instead of resetting the board under
-    // the test. The operator's switch (chassis power) still works.
-    await chassis.powerController('break');
-  });
-
-  after(async function () {
-    this.timeout(60000);
-    await chassis?.down(); // the logs stay in RUN_DIR until the next run
-  });
+  pacemakerChassisForTheFile(NAME, RUN_DIR, (c) => { chassis = c; }, () => chassis);
 
   it('forms one cluster of three: crm_mon on every board shows sim-a, sim-b and sim-c online', async () => {
     const st = await chassis!.status();
