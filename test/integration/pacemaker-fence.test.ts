@@ -27,14 +27,21 @@ const DEVICE = 'fence-chassis';
 
 const { crm, online } = crmTools(NAME, RUN_DIR);
 
-/** Pacemaker's fencing history for a node, newest first: action, status and who carried it out. */
+/** Pacemaker's fencing history for a node (asked on sim-a), newest first: action, status and who carried it out. */
 async function fenceHistory(board: string): Promise<Array<{ action: string; target: string; status: string; delegate?: string; completed: string; raw: string }>> {
-  const r = await crm('sim-a', ['stonith_admin', '--history', board, '--output-as=xml']);
+  // --verbose: every recorded operation, not only the last successful one.
+  const r = await crm('sim-a', ['stonith_admin', '--history', board, '--verbose', '--output-as=xml']);
   assert.equal(r.code, 0, `stonith_admin --history: ${r.out}`);
   return [...r.out.matchAll(/<fence_event [^>]*>/g)].map((m) => {
     const attr = (n: string) => new RegExp(`\\b${n}="([^"]*)"`).exec(m[0])?.[1];
     return { action: attr('action') ?? '', target: attr('target') ?? '', status: attr('status') ?? '', delegate: attr('delegate'), completed: attr('completed') ?? '', raw: m[0] };
-  }).sort((x, y) => Date.parse(y.completed) - Date.parse(x.completed));
+  }).sort((x, y) => when(y) - when(x));
+}
+
+/** When a fence event completed (a pending one, with no completion time, counts as the newest). */
+function when(e: { completed: string }): number {
+  const t = Date.parse(e.completed);
+  return Number.isNaN(t) ? Number.MAX_SAFE_INTEGER : t;
 }
 
 describe('Pacemaker fences a board of the simulated chassis through fence_understudy_chassis (3 boards; real corosync, pacemaker, fence agent)', function () {
@@ -130,6 +137,11 @@ describe('Pacemaker fences a board of the simulated chassis through fence_unders
     const human = await crm('sim-c', ['crm_mon', '-1']);
     assert.match(human.out, /Online: \[ sim-a sim-b sim-c \]/, human.out);
     assert.doesNotMatch(human.out, /UNCLEAN/, human.out);
+    // sim-c's new Pacemaker stays up: it did not take the record of its own fence for a fence it survived.
+    const log = readFileSync(join(RUN_DIR, 'sim-c', 'pacemaker', 'namespace.log'), 'utf8');
+    assert.match(log, /corosync starts in \d+ s \(a blade's boot time/, 'the rebooted board waited before it rejoined');
+    const pcmkLog = readFileSync(join(RUN_DIR, 'sim-c', 'pacemaker', 'log-pacemaker', 'pacemaker.log'), 'utf8');
+    assert.doesNotMatch(pcmkLog, /We were allegedly just fenced/);
   });
 
   it('with the power controller broken, stonith_admin --reboot sim-c fails, Pacemaker records the fence failed and sim-c is untouched; fixed, the controller fences again', async function () {
