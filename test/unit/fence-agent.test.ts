@@ -181,14 +181,19 @@ describe('fence agent fence_understudy_chassis (board/fence), against the chassi
     }
   });
 
-  it('an unknown board fails (exit 1) with the power controller\'s answer; a fence without a board is refused before the device is asked', async () => {
+  it('an unknown board fails (exit 1) with the power controller\'s answer; a fence without a board, or with a name that is not one word, is refused before the device is asked', async () => {
     const r = await agent(opts('-o', 'off', '-n', 'sim-z'));
     assert.equal(r.code, 1);
     assert.match(r.err, /refused STATUS sim-z: ERR unknown board "sim-z"/);
     const none = await agent(opts('-o', 'off'));
     assert.equal(none.code, 1);
     assert.match(none.err, /You have to enter plug number or machine identification/);
+    // A plug that would smuggle a second request line in never reaches the device.
+    const smuggled = await agent(opts('-o', 'status', '-n', 'sim-c\nOFF sim-a'));
+    assert.equal(smuggled.code, 1);
+    assert.match(smuggled.err, /--plug 'sim-c\\nOFF sim-a' is not a board name/);
     assert.deepEqual(requests(), ['STATUS sim-z']);
+    assert.deepEqual(boards['sim-a'].done, []);
   });
 
   it('a power controller that never answers an OFF: exit 1 after --power-timeout, naming the request', async () => {
