@@ -200,8 +200,13 @@ export class HaController extends EventEmitter {
    * `healthy` is polled; when it turns false the watchdog kicks stop and the board's hardware resets
    * it. `guestHealth` goes into the heartbeats.
    */
-  async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth } = {}): Promise<void> {
+  /**
+   * `holdsCopy`: this board holds a copy of the partner's guest in sync (a backup whose clone is cut
+   * over and runs); without it, taken as held.
+   */
+  async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth; holdsCopy?: () => boolean } = {}): Promise<void> {
     if (opts.guestHealth) this.guestHealth = opts.guestHealth;
+    if (opts.holdsCopy) this.holdsCopy = opts.holdsCopy;
     const generation = this.generations.own;
     this.store.record('role', `board ${this.board.name} starting (generation ${generation})`, { generation });
     try {
@@ -310,6 +315,11 @@ export class HaController extends EventEmitter {
     return !this.membership.partnerView.heartbeat && !!this.badMac && this.clock.now() - this.badMac.at <= BAD_MAC_RECENT_MS;
   }
 
+  /** This board holds a copy of the partner's guest in sync (start's `holdsCopy`). */
+  private holdsCopy?: () => boolean;
+  /** A hung partner not fenced for want of a copy was journaled (once per hung spell). */
+  private hungWithoutCopyJournaled = false;
+
   private context(): RoleContext {
     const hb = this.membership.partnerView.heartbeat;
     return {
@@ -319,6 +329,7 @@ export class HaController extends EventEmitter {
       partnerLast: hb?.role,
       partnerHung: hb?.health === 'hung',
       partnerGone: hb?.health === 'gone',
+      holdsCopy: this.holdsCopy?.(),
       partnerMisconfigured: this.misconfigured(),
       startup: this.board.ha!.startup,
     };
@@ -399,9 +410,13 @@ export class HaController extends EventEmitter {
   private onPartnerHeartbeat(hb: Heartbeat): void {
     // A hung controller's role claim is stale (its membership process repeats the last one).
     if (hb.health === 'hung') {
-      this.fire('partner-hung');
+      if (!this.fire('partner-hung') && this.role === 'BACKUP' && this.holdsCopy?.() === false && !this.hungWithoutCopyJournaled) {
+        this.hungWithoutCopyJournaled = true;
+        this.store.record('role', `BACKUP stays BACKUP: ${hb.sender} reports its controller hung, but this board holds no copy of its guest in sync (its clone is not cut over yet): not fencing it; if it stays hung, its watchdog resets it`, { role: this.role, partnerHung: true, holdsCopy: false });
+      }
       return;
     }
+    this.hungWithoutCopyJournaled = false;
     // Its dying gasp: the partner's controller exited (crashed, killed) and its membership process is
     // about to fall silent. Not a partition: no priority delay.
     if (hb.health === 'gone') {

@@ -53,6 +53,11 @@ export interface RoleContext {
   partnerLast?: Role;
   /** The partner's last heartbeat says its controller is hung. */
   partnerHung?: boolean;
+  /**
+   * This board (a backup) holds a copy of the partner's guest in sync: a clone cut over and running.
+   * Absent: not known (taken as held). A hung partner is fenced only by a backup that holds one.
+   */
+  holdsCopy?: boolean;
   /** Its last heartbeat was a dying gasp (health 'gone'): its silence is not a partition. */
   partnerGone?: boolean;
   /** Since this board started, only heartbeats with a bad MAC came from the partner (and lately). */
@@ -141,7 +146,12 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
   },
   BACKUP: {
     'partner-dead': partnerDeadFencing,
-    'partner-hung': { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } },
+    // A hung controller is alive and may answer again a moment later (a starved CPU: both boards of
+    // a loaded chassis were reported hung for 1 s on 2026-12-06). Fencing it is right only for a
+    // backup that can serve the same state; one without a copy in sync (it joined a moment ago, its
+    // clone not yet cut over) would serve an old checkpoint or an empty guest. It waits: a controller
+    // that stays hung starves its watchdog, the board resets, and its silence is a death.
+    'partner-hung': (c) => (c.holdsCopy === false ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
     'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
     'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
     'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),

@@ -45,6 +45,9 @@ import { EventLoopDelay, memoryMb, raiseOwnPriority } from './process-info.js';
 import { serveControl, type ControlServer } from './ipc.js';
 import { controlSocketPath } from './paths.js';
 
+/** Bound on each step of an orderly stop that waits on the partner or on work in flight (stopStep). */
+const STOP_STEP_MS = 10000;
+
 type Command = (args: Record<string, unknown>) => unknown;
 
 export class Daemon {
@@ -186,7 +189,11 @@ export class Daemon {
         supervisor: host?.supervisor, replicator: host?.replicator, lossWatch: this.pair?.protection.lossWatch, clones: this.replication,
         role: () => this.role,
       });
-      await ha.start({ healthy: () => this.pair?.healthy() ?? true, guestHealth: () => (host ? host.supervisor.currentState : 'none') });
+      await ha.start({
+        healthy: () => this.pair?.healthy() ?? true,
+        guestHealth: () => (host ? host.supervisor.currentState : 'none'),
+        holdsCopy: () => !!host && host.replicator.protectedNow && host.supervisor.currentState === 'running',
+      });
       if (board.partner?.ethernet) {
         this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
       }
@@ -198,11 +205,11 @@ export class Daemon {
 
   /** Stops what `serve` started (all of it, or the part it got to). */
   private async stopServing(): Promise<void> {
-    await this.fieldUpgrade?.close();
+    await this.stopStep('the upgrade channel', this.fieldUpgrade?.close());
     await this.ha?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'HA stop failed'));
     this.unfollowLegacy?.();
     this.unfollowLegacy = undefined;
-    await this.pair?.stop();
+    await this.stopStep('the pair\'s role work', this.pair?.stop());
     await this.replication?.close().catch(() => undefined);
     await this.host?.stop().catch((e) => this.log.error({ err: (e as Error).message }, 'guest stop failed'));
     this.unjournalRejections?.();
@@ -214,6 +221,22 @@ export class Daemon {
     this.snmp?.close();
     this.snmp = undefined;
     this.fieldUpgrade = this.ha = this.pair = this.replication = this.checkpointer = this.recovery = this.host = undefined;
+  }
+
+  /**
+   * One step of an orderly stop, bounded: a step that has not ended within STOP_STEP_MS is logged
+   * and journaled by name, and the stop goes on (the guest is stopped further on either way). An
+   * orderly stop must end: a Pacemaker stop, a rolling upgrade's reboot wait for it.
+   */
+  private async stopStep(what: string, p: Promise<unknown> | undefined): Promise<void> {
+    if (!p) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([p.then(() => false, () => false), new Promise<boolean>((r) => { timer = setTimeout(() => r(true), STOP_STEP_MS); })]);
+    clearTimeout(timer);
+    if (late) {
+      this.log.error({ step: what, waitedMs: STOP_STEP_MS }, 'stop: a step did not end; going on');
+      this.store?.record('controller', `stop: ${what} did not end within ${STOP_STEP_MS} ms; stopping without it`);
+    }
   }
 
   /** A configuration error: only the console and the control socket stay, journaled and shown. */

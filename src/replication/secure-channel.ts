@@ -292,7 +292,13 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
   };
   // TLS is handed the TCP connection; while the previous firmware's channels are allowed, only once
   // its first bytes show a ClientHello.
+  // Every connection accepted, so that close() ends them: net.Server#close waits for every open
+  // connection to end, and a partner that keeps one open (its upgrade client, its replication
+  // stream) made a controller's orderly stop wait forever (2026-12-05, a Pacemaker stop of a board).
+  const open = new Set<Socket>();
   const server = netCreateServer({ noDelay: true }, (sock) => {
+    open.add(sock);
+    sock.once('close', () => open.delete(sock));
     sock.on('error', () => undefined);
     if (!legacyPartnerChannels.allowed) { tlsServer.emit('connection', sock); return; }
     const remote = remoteOf(sock);
@@ -316,7 +322,10 @@ export async function listenAuthenticated(address: string, port: number, key: Bu
   const addr = server.address();
   return {
     port: typeof addr === 'object' && addr ? addr.port : port,
-    close: () => new Promise<void>((r) => server.close(() => r())),
+    close: () => new Promise<void>((r) => {
+      server.close(() => r());
+      for (const sock of open) sock.destroy();
+    }),
   };
 }
 

@@ -17,15 +17,17 @@ import { join } from 'node:path';
 import type { BoardView } from '../../src/sim/chassis/chassisd.js';
 import { FENCE_AGENT, INSTALLED_FENCE_AGENT } from '../../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
-import { crmTools, pacemakerChassisForTheFile } from '../support/pacemaker-chassis.js';
 import { eventually } from '../support/eventually.js';
+import { ClusterTools, pacemakerChassisForTheFile } from '../support/pacemaker.js';
 
 const NAME = 'pmfence';
 const RUN_DIR = '/tmp/us-pmfence';
 const BOARDS = ['sim-a', 'sim-b', 'sim-c'] as const;
 const DEVICE = 'fence-chassis';
 
-const { crm, online } = crmTools(NAME, RUN_DIR);
+const tools = new ClusterTools(NAME, RUN_DIR);
+const crm = (board: string, argv: string[], timeoutMs?: number) => tools.crm(board, argv, timeoutMs);
+const online = (board: string) => tools.online(board);
 
 /** Pacemaker's fencing history for a node (asked on sim-a), newest first: action, status and who carried it out. */
 async function fenceHistory(board: string): Promise<Array<{ action: string; target: string; status: string; delegate?: string; completed: string; raw: string }>> {

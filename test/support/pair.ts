@@ -20,11 +20,14 @@ export class PairUnderTest {
   primary!: BoardName;
   private tagN = 0;
 
-  /** `guestFile`: another guest descriptor for both boards (default guests/dx-legacy.json). */
-  constructor(readonly name: string, private readonly opts: { guestFile?: string } = {}) {}
+  /**
+   * `guestFile`: another guest descriptor for both boards (default guests/dx-legacy.json);
+   * `boards`, `manager`: spares beside the pair, and Pacemaker on every board (docs/pacemaker.md).
+   */
+  constructor(readonly name: string, private readonly opts: { guestFile?: string; boards?: number; manager?: 'understudy' | 'pacemaker' } = {}) {}
 
   async up(): Promise<void> {
-    this.chassis = await Chassis.up({ name: this.name, runDir: `/tmp/us-${this.name}`, guest: 'primary', guestFile: this.opts.guestFile });
+    this.chassis = await Chassis.up({ name: this.name, runDir: `/tmp/us-${this.name}`, guest: 'primary', guestFile: this.opts.guestFile, boards: this.opts.boards, manager: this.opts.manager });
     this.primary = await waitProtected(this.chassis.layout, 240000);
   }
 

@@ -6,7 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
-import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S } from '../../src/sim/chassis/pacemaker.js';
+import { execFileSync } from 'node:child_process';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S } from '../../src/sim/chassis/pacemaker.js';
 
 describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
   it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
@@ -60,5 +61,25 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     for (const o of ['--mount', '--pid', '--uts', '--ipc', '--fork', '--mount-proc', '--kill-child=SIGKILL']) assert.ok(argv.includes(o), o);
     assert.equal(argv.at(-1), pacemakerFiles(L, 'sim-b').init);
     assert.deepEqual(nsenterArgv(42, ['crm_mon', '-1']), ['-t', '42', '-m', '-u', '-n', '-p', '-i', '--', 'crm_mon', '-1']);
+  });
+
+  it('the guest\'s clone in the CIB: promotable, promoted-max 1, one board profile per node by a rule on #uname, well-formed with unique ids', () => {
+    const L = chassisLayout('pmx', '/tmp/us-pmx', 3);
+    const xml = guestCloneXml(L, { cli: '/opt/u/bin/understudy', daemon: '/opt/u/bin/understudyd', guestFile: '/opt/u/guests/a&b.json' });
+    assert.match(xml, new RegExp(`^<clone id="${GUEST_CLONE_ID}">`));
+    assert.match(xml, /name="promotable" value="true"/);
+    assert.match(xml, /name="promoted-max" value="1"/);
+    for (const b of L.boardNames) {
+      const set = new RegExp(`<instance_attributes id="g-${b}" score="\\d+"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule><nvpair id="g-${b}-board" name="board" value="${L.boards[b].profile}"/>`);
+      assert.match(xml, set, `${b}: its own profile by a rule on its name`);
+    }
+    assert.match(xml, /name="guest" value="\/opt\/u\/guests\/a&amp;b.json"/, 'values escaped');
+    const ids = [...xml.matchAll(/ id="([^"]+)"/g)].map((m) => m[1]);
+    assert.equal(new Set(ids).size, ids.length, 'every id unique');
+    // xmllint (libxml2-utils, installed by image-build/setup.sh) finds it well-formed.
+    execFileSync('xmllint', ['--noout', '-'], { input: xml });
+    // The two monitors' intervals differ (Pacemaker refuses two monitors with one interval).
+    const intervals = [...xml.matchAll(/name="monitor" interval="(\d+)s"/g)].map((m) => m[1]);
+    assert.equal(new Set(intervals).size, 2);
   });
 });

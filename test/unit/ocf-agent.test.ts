@@ -101,8 +101,13 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
       assert.equal(await code({ role: 'CONFIG-ERROR', serving: false }), 6);
       assert.equal(await code({ role: 'FAULT', serving: false }), 1, 'a failure where it was never promoted');
       assert.ok(!existsSync(promoted));
-      assert.equal(await code({ role: 'PRIMARY', serving: true }), 8);
+      // PRIMARY by the pair's own takeover, not promoted by Pacemaker: running (0), not 8 (an
+      // unpromoted instance answering 8 is a failure to Pacemaker, recovered by a demote).
+      assert.equal(await code({ role: 'PRIMARY', serving: true }), 0);
+      assert.ok(!existsSync(promoted));
+      assert.equal((await agent('promote', env())).code, 0, 'promote confirms a board already PRIMARY');
       assert.ok(existsSync(promoted), 'the agent remembers it was promoted here');
+      assert.equal(await code({ role: 'PRIMARY', serving: true }), 8);
       assert.equal(await code({ role: 'FAULT', serving: false }), 9, 'failed while promoted');
       assert.equal(await code({ role: 'STANDALONE', serving: true }), 8);
     } finally {

@@ -93,6 +93,13 @@ describe('role state machine', () => {
       assert.equal(t?.to, 'FENCING');
       assert.deepEqual(t?.fence, { wait: 'now' });
     }
+    for (const c of [pref, notPref]) {
+      // A backup whose clone is not cut over yet holds no copy to serve: it does not fence a hung primary.
+      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsCopy: false }), undefined);
+      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsCopy: true })?.to, 'FENCING');
+      // Silence is still a death, copy or not (its watchdog reset it).
+      assert.equal(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', holdsCopy: false })?.to, 'FENCING');
+    }
     assert.equal(nextRole('FENCING', 'partner-primary', { ...pref, partnerHung: true }), undefined);
     assert.equal(nextRole('FENCING', 'partner-primary', pref)?.to, 'BACKUP', 'a partner back and healthy: fencing abandoned');
   });

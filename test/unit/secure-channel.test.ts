@@ -253,3 +253,20 @@ describe('partner channel: TLS-PSK, every record authenticated (man-in-the-middl
     }
   });
 });
+
+describe('partner channel server: close', () => {
+  it('ends the connections a partner keeps open, so that a controller\'s orderly stop does not wait for the partner', async () => {
+    const key = randomBytes(32);
+    const accepted: MessageChannel[] = [];
+    const server = await listenAuthenticated('127.0.0.1', 0, key, 'upgrade', (s) => { accepted.push(new MessageChannel(s)); });
+    const client = new MessageChannel(await connectAuthenticated('127.0.0.1', server.port, key, 'upgrade'));
+    const clientClosed = new Promise<void>((r) => client.on('close', () => r()));
+    client.send(1, Buffer.from('hello'));
+    for (let i = 0; i < 100 && !accepted.length; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(accepted.length, 1, 'the connection was accepted and stays open');
+    // net.Server#close alone waits until every connection has ended: with the partner's open, forever.
+    const closed = await Promise.race([server.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still waiting'), 3000))]);
+    assert.equal(closed, 'closed');
+    await clientClosed;
+  });
+});

@@ -225,7 +225,9 @@ export class Chassisd {
         this.boards[b] = new SimBoard({
           layout: L.boards[b],
           runDir: L.runDir,
-          guestFile,
+          // A spare stands by without a guest (ready to be started by a cluster manager), as a blade
+          // without a partner would; only the pair serves one.
+          guestFile: isPairBoard(b) ? guestFile : undefined,
           watchdogTimeoutMs: profiles[b].watchdogTimeoutMs,
           log: this.log.child({ component: 'board' }),
           onChange: () => this.record(),

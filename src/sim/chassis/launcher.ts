@@ -8,13 +8,13 @@ import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { closeSync, existsSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { UsError, type UsErrorCode } from '../../core/errors.js';
 import { callControl } from '../../mgmt/ipc.js';
 import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
-import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, RUN_MARKER, boardNames, chassisLayout, type ChassisLayout } from './layout.js';
+import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, boardNames, chassisLayout, type ChassisLayout } from './layout.js';
 import { isSameProcess, sleep, waitUntil } from './procs.js';
-import { namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
+import { GUEST_CLONE_ID, guestCloneXml, namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
 import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
 
 export interface UpOptions {
@@ -139,7 +139,11 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
     if (answered.size === status.boards.length) {
       if (manager !== 'pacemaker') return { pid, recovered, status };
       const online = await clusterOnline(L).catch(() => [] as string[]);
-      if (online.length === status.boards.length) return { pid, recovered, status };
+      if (online.length === status.boards.length) {
+        // With a guest to protect, the chassis configures it in the cluster as ocf:understudy:guest.
+        if (guest === 'primary') await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'));
+        return { pid, recovered, status };
+      }
     }
     const lost = status.boards.find((b) => !answered.has(b.board) && !b.resetting && (b.power === 'off' || !b.controller || !b.controller.alive));
     if (lost) {
@@ -160,21 +164,43 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   throw new UsError('US_ERR_TIMEOUT', `controllers of ${silent} did not answer within ${timeoutMs} ms; the chassis stays up for inspection (\`chassis down\` to clean up)`);
 }
 
-/**
- * The nodes Pacemaker shows online, asked on the first board that has its daemons running
- * (`crm_mon --output-as=xml` inside its namespaces).
- */
-export async function clusterOnline(L: ChassisLayout): Promise<string[]> {
+/** Runs one of Pacemaker's tools on the first board that has its daemons running (inside its namespaces); undefined when none has. */
+async function onCluster(L: ChassisLayout, argv: string[]): Promise<{ stdout: string } | undefined> {
   const st = readState(L.stateFile);
   for (const b of L.boardNames) {
     const rec = st?.boards[b]?.pacemaker;
     if (!rec || !isSameProcess(rec)) continue;
     const init = namespaceInit(rec.pid);
     if (!init) continue;
-    const { stdout } = await run('nsenter', nsenterArgv(init, ['crm_mon', '-1', '--output-as=xml']), { timeout: 10000 });
-    return [...stdout.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!);
+    return run('nsenter', nsenterArgv(init, argv), { timeout: 30000 });
   }
-  return [];
+  return undefined;
+}
+
+/** The nodes Pacemaker shows online, asked on the first board that has its daemons running (`crm_mon --output-as=xml`). */
+export async function clusterOnline(L: ChassisLayout): Promise<string[]> {
+  const r = await onCluster(L, ['crm_mon', '-1', '--output-as=xml']);
+  return r ? [...r.stdout.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!) : [];
+}
+
+/**
+ * Configures the guest as ocf:understudy:guest, a promotable clone over every board
+ * (`guestCloneXml`), unless the cluster has it already (a chassis brought up again keeps the boards'
+ * CIBs). Fencing: the cluster's `stonith-enabled` is set false here, as no fence device is
+ * configured (docs/pacemaker.md: the pair fences for itself through the power controller).
+ */
+async function configureGuestClone(L: ChassisLayout, guestFile: string): Promise<void> {
+  const has = await onCluster(L, ['cibadmin', '--query', '--xpath', `//clone[@id='${GUEST_CLONE_ID}']`]).then(() => true, () => false);
+  if (has) return;
+  const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile });
+  for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
+    try {
+      await onCluster(L, argv);
+    } catch (e) {
+      const x = e as { stderr?: string; message: string };
+      throw new UsError('US_ERR_CONFIG', `configuring the guest in the cluster: ${argv[0]} failed: ${(x.stderr ?? x.message).trim()}; the chassis stays up for inspection (\`chassis crm <board> -- crm configure show\`; \`chassis down\` to clean up)`);
+    }
+  }
 }
 
 /** Sends one request to a running chassis. */

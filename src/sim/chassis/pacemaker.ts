@@ -247,3 +247,24 @@ export function namespaceInit(unsharePid: number): number | undefined {
 export function nsenterArgv(initPid: number, argv: readonly string[]): string[] {
   return ['-t', String(initPid), '-m', '-u', '-n', '-p', '-i', '--', ...argv];
 }
+
+/** The id of the guest's promotable clone in the chassis' cluster (its primitive is `guest`). */
+export const GUEST_CLONE_ID = 'guest-clone';
+
+/**
+ * The CIB resource that `chassis up --manager pacemaker --guest primary` configures (pure;
+ * exported for tests): ocf:understudy:guest as a promotable clone over every board, `promoted-max`
+ * 1, each node with its own board profile through a rule on `#uname` (one parameter, a file per
+ * blade), the guest descriptor, and a monitor per role (10 s promoted, 11 s unpromoted: Pacemaker
+ * needs the intervals to differ).
+ */
+export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: string; guestFile?: string }): string {
+  const esc = (v: string) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+  const perNode = layout.boardNames.map((b, i) => `<instance_attributes id="g-${b}" score="${100 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
+    + `<nvpair id="g-${b}-board" name="board" value="${esc(layout.boards[b].profile)}"/></instance_attributes>`).join('');
+  const common = [['cli', o.cli], ['daemon', o.daemon], ...(o.guestFile ? [['guest', o.guestFile]] : [])]
+    .map(([k, v]) => `<nvpair id="g-${k}" name="${k}" value="${esc(v!)}"/>`).join('');
+  return `<clone id="${GUEST_CLONE_ID}"><meta_attributes id="${GUEST_CLONE_ID}-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/></meta_attributes>`
+    + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common">${common}</instance_attributes>`
+    + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/></operations></primitive></clone>';
+}
