@@ -4,8 +4,8 @@
 # ipmitool: IPMI fencing; openipmi: ipmi_sim, the simulated BMCs of `chassis up --fencing ipmi`;
 # snmp: snmptrap, which sends the alarm notifications; snmptrapd: the manager of test/integration/alarms-snmp.test.ts;
 # keepalived: the VRRP peer of bench/peers; nftables: the peers' boards forward the service address to their guests;
-# pacemaker corosync crmsh pcs resource-agents fence-agents: `chassis up --manager pacemaker` and the OCF agent
-# board/ocf/guest, docs/pacemaker.md; libxml2-utils: xmllint, with which ocf-tester checks the agent's meta-data),
+# pacemaker corosync crmsh pcs resource-agents fence-agents: `chassis up --manager pacemaker`, the OCF agent
+# board/ocf/guest and the fence agent board/fence/fence_understudy_chassis, docs/pacemaker.md; libxml2-utils: xmllint, with which ocf-tester checks the agent's meta-data),
 # npm dependencies (npm ci when the lockfile changed), the TypeScript build and the guest images
 # (cached by build-guest.sh).
 set -eu
@@ -48,6 +48,11 @@ fi
 # The OCF resource agent ocf:understudy:guest (board/ocf/guest, docs/pacemaker.md), where Pacemaker looks for it.
 if [ "$(id -u)" = 0 ] && [ -d /usr/lib/ocf/resource.d ]; then
   install -D -m 0755 board/ocf/guest /usr/lib/ocf/resource.d/understudy/guest
+fi
+# The fence agent fence_understudy_chassis (board/fence, docs/pacemaker.md), where Pacemaker looks for
+# fence agents (/usr/sbin/fence_*), beside fence-agents' own; it runs on their library in /usr/share/fence.
+if [ "$(id -u)" = 0 ] && [ -f /usr/share/fence/fencing.py ]; then
+  install -m 0755 board/fence/fence_understudy_chassis /usr/sbin/fence_understudy_chassis
 fi
 
 lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)

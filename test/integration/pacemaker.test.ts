@@ -19,7 +19,7 @@ import { CLI_ENTRY, PACKAGE_ROOT, RUN_MARKER } from '../../src/sim/chassis/layou
 import { namespaceInit } from '../../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { eventually } from '../support/eventually.js';
-import { ClusterTools } from '../support/pacemaker.js';
+import { ClusterTools, pacemakerChassisForTheFile } from '../support/pacemaker.js';
 
 const run = promisify(execFile);
 const NAME = 'pm18';
@@ -80,21 +80,7 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     return { unshare: rec.pid, init };
   }
 
-  before(async function () {
-    this.timeout(240000);
-    rmSync(RUN_DIR, { recursive: true, force: true });
-    chassis = await Chassis.up({ name: NAME, runDir: RUN_DIR, boards: 3, manager: 'pacemaker' });
-    // These tests are about the boards' cluster manager, not the pair's own HA: with the power
-    // controller broken, a fence of sim-a or sim-b (the pair's heartbeats run at 25 ms deadtime on a
-    // machine that is busy starting three Pacemakers) fails instead of resetting the board under
-    // the test. The operator's switch (chassis power) still works.
-    await chassis.powerController('break');
-  });
-
-  after(async function () {
-    this.timeout(60000);
-    await chassis?.down(); // the logs stay in RUN_DIR until the next run
-  });
+  pacemakerChassisForTheFile(NAME, RUN_DIR, (c) => { chassis = c; }, () => chassis);
 
   it('forms one cluster of three: crm_mon on every board shows sim-a, sim-b and sim-c online', async () => {
     const st = await chassis!.status();

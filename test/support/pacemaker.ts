@@ -1,13 +1,16 @@
 /**
- * Pacemaker on the simulated chassis, for the integration tests: its tools run on a board through
- * `understudy chassis crm` (the user's command), the nodes online, and ocf:understudy:guest as a
- * promotable clone over the boards (one profile per node by a rule on #uname).
+ * Pacemaker on the simulated chassis, for the integration tests: a chassis of three boards with
+ * Pacemaker for a whole test file, its tools run on a board through `understudy chassis crm` (the
+ * user's command), the nodes online, and ocf:understudy:guest as a promotable clone over the boards
+ * (one profile per node by a rule on #uname).
  */
 import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI_ENTRY, PACKAGE_ROOT, type ChassisLayout } from '../../src/sim/chassis/layout.js';
 import { guestCloneXml } from '../../src/sim/chassis/pacemaker.js';
+import { Chassis } from '../../src/sim/chassis/rig.js';
 
 const run = promisify(execFile);
 
@@ -55,4 +58,30 @@ export class ClusterTools {
       if (r.code !== 0) throw new Error(`${argv[0]} on ${on}: ${r.out}`);
     }
   }
+}
+
+/**
+ * Mocha hooks for the file: before(), a fresh run directory and `chassis up --boards 3 --manager
+ * pacemaker`, then the power controller broken (`set` receives the chassis); after(), `down` of
+ * whatever `get` still returns, whether the tests passed or not (the logs stay in the run directory
+ * until the next run).
+ *
+ * Why broken: a file about the boards' cluster manager must not have the pair's own HA (its
+ * heartbeats at 25 ms deadtime, on a machine busy starting three Pacemakers) reset a board under a
+ * test; with the power controller broken such a fence fails instead. The operator's switch (chassis
+ * power) still works, and a test that fences on purpose fixes it first.
+ */
+export function pacemakerChassisForTheFile(name: string, runDir: string, set: (c: Chassis) => void, get: () => Chassis | undefined): void {
+  before(async function () {
+    this.timeout(240000);
+    rmSync(runDir, { recursive: true, force: true });
+    const chassis = await Chassis.up({ name, runDir, boards: 3, manager: 'pacemaker' });
+    set(chassis);
+    await chassis.powerController('break');
+  });
+
+  after(async function () {
+    this.timeout(60000);
+    await get()?.down();
+  });
 }

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
 import { execFileSync } from 'node:child_process';
-import { COROSYNC_PORT, GUEST_CLONE_ID, corosyncConf, guestCloneXml, initScript, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles } from '../../src/sim/chassis/pacemaker.js';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S } from '../../src/sim/chassis/pacemaker.js';
 
 describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
   it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
@@ -26,7 +26,7 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     for (const line of three.split('\n')) assert.ok(!/\{\s*\S/.test(line), `"${line}"`);
   });
 
-  it('init script: set -e; every private folder mounted before corosync starts; the agent bound; pacemakerd only after corosync answers', () => {
+  it('init script: set -e; every private folder mounted before corosync starts; the OCF agent and the fence agent bound; pacemakerd only after corosync answers', () => {
     const L = chassisLayout('us', '/run/understudy/chassis-us', 3);
     const f = pacemakerFiles(L, 'sim-c');
     const s = initScript(f, 'sim-c', L.runDir);
@@ -42,6 +42,14 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     }
     assert.ok(at(`'${f.libPacemaker}' /var/lib/pacemaker`) > 0);
     assert.ok(at(`'${OCF_PROVIDER_DIR}' /usr/lib/ocf/resource.d/understudy`) > 0);
+    // The fence agent: the checkout's copy over the installed one, only where there is one to cover.
+    const bindAgent = at(`mount -n --bind '${FENCE_AGENT}' ${INSTALLED_FENCE_AGENT}\n`);
+    assert.ok(at(`if [ -f '${FENCE_AGENT}' ] && [ -f ${INSTALLED_FENCE_AGENT} ]; then`) < bindAgent);
+    assert.ok(bindAgent < corosync, 'the fence agent bound before corosync starts');
+    // At a reboot (not at the first boot) corosync waits a blade's boot time.
+    const rebootWait = at(`if [ "\${${BOOT_COUNT_ENV}:-1}" -gt 1 ]; then`);
+    assert.ok(rebootWait < at(`sleep ${REBOOT_CLUSTER_DELAY_S}\n`) && at(`sleep ${REBOOT_CLUSTER_DELAY_S}\n`) < corosync);
+    assert.ok(REBOOT_CLUSTER_DELAY_S > 3.65 + 4.38, 'longer than corosync takes to see a board leave (token + consensus, three nodes)');
     assert.ok(at('until corosync-cmapctl') < at('pacemakerd -f &'));
     assert.ok(!/pkill|killall/.test(s));
   });

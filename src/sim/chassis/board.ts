@@ -16,7 +16,7 @@ import { simulateBoot } from '../../upgrade/bootflow.js';
 import { SLOT_NAMES } from '../../upgrade/slots.js';
 import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type ChassisBoard } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
-import { namespaceInit } from './pacemaker.js';
+import { BOOT_COUNT_ENV, namespaceInit } from './pacemaker.js';
 import { drainSerialEnd } from './serial-relay.js';
 import { SimWatchdog, type SimWatchdogStatus } from './watchdog.js';
 
@@ -298,7 +298,7 @@ export class SimBoard {
   private startClusterManager(m: { argv: string[]; log: string }): void {
     const out = openSync(m.log, 'a', 0o600);
     appendFileSync(m.log, `# chassis: ${this.name} boot ${this.boots}: corosync and pacemaker at ${new Date().toISOString()}\n`);
-    const child = spawn('ip', m.argv, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, [RUN_MARKER]: this.o.runDir } });
+    const child = spawn('ip', m.argv, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, [RUN_MARKER]: this.o.runDir, [BOOT_COUNT_ENV]: String(this.boots) } });
     closeSync(out);
     if (child.pid === undefined) {
       child.once('error', (e) => this.o.log.error({ board: this.name, err: e.message }, 'cluster manager could not be spawned'));

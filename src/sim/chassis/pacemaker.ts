@@ -12,7 +12,9 @@
  * /etc/corosync, /var/lib/pacemaker, /var/lib/corosync, /var/log/pacemaker and /var/log/cluster,
  * mounts a fresh tmpfs on /dev/shm (libqb's IPC rings) and on /run (with /run/understudy, and the
  * chassis run directory if it is elsewhere under /run, bound back into it), binds the package's board/ocf over
- * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest), sets the host name to the board's, starts `corosync -f`,
+ * /usr/lib/ocf/resource.d/understudy (ocf:understudy:guest) and its fence agent over the installed
+ * /usr/sbin/fence_understudy_chassis (stonith:fence_understudy_chassis), sets the host name to the board's, at a
+ * reboot waits a blade's boot time (REBOOT_CLUSTER_DELAY_S), starts `corosync -f`,
  * waits until it answers, then `pacemakerd -f`. Every mount is `mount -n`: the machine's
  * /run/mount/utab is not the namespace's to write (and after /run has moved, mount fails to). libqb's IPC sockets are abstract unix sockets, so
  * the board's network namespace separates them too. Ending the namespace is ending its pid 1: the
@@ -123,6 +125,25 @@ const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const NEW_RUN = '/mnt';
 /** The package's OCF provider folder: board/ocf holds the agent `guest` (ocf:understudy:guest). */
 export const OCF_PROVIDER_DIR = join(PACKAGE_ROOT, 'board', 'ocf');
+/** The package's fence agent for the chassis' power controller (stonith:fence_understudy_chassis). */
+export const FENCE_AGENT = join(PACKAGE_ROOT, 'board', 'fence', 'fence_understudy_chassis');
+/** Where Pacemaker looks for it, as image-build/setup.sh installs it (fence agents live in /usr/sbin). */
+export const INSTALLED_FENCE_AGENT = '/usr/sbin/fence_understudy_chassis';
+
+/**
+ * How long a board's cluster stack waits at every boot but the first before corosync starts: a
+ * blade's firmware and operating system take far longer to boot than the cluster takes to see it
+ * leave, and Pacemaker relies on that. A board power-cycled by a fence that rejoined at once (the
+ * simulated boot is instant) would be in the new membership before the others had recorded the
+ * fence (corosync holds the fencer's result until the membership without the board has formed:
+ * its token timeout, 3.65 s for three nodes, and consensus, 4.38 s), would hear that it was "just
+ * fenced" and stop its Pacemaker for good (fence-reaction). Found by the first runs of
+ * test/integration/pacemaker-fence.test.ts. At the first boot (`chassis up`) every board boots at
+ * once, so the wait would only delay them all.
+ */
+export const REBOOT_CLUSTER_DELAY_S = 10;
+/** The environment variable through which the board tells init.sh which boot this is (1 at `chassis up`). */
+export const BOOT_COUNT_ENV = 'UNDERSTUDY_BOOT_COUNT';
 
 export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: string): string {
   // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
@@ -145,7 +166,18 @@ ${binds}mount -n --move ${q(NEW_RUN)} /run
 # ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
 mkdir -p /usr/lib/ocf/resource.d/understudy
 mount -n --bind ${q(OCF_PROVIDER_DIR)} /usr/lib/ocf/resource.d/understudy
+# stonith:fence_understudy_chassis is this package's agent too (board/fence), bound over the installed
+# copy (a bind needs a file to cover; the machine's /usr/sbin is not the namespace's to write).
+if [ -f ${q(FENCE_AGENT)} ] && [ -f ${INSTALLED_FENCE_AGENT} ]; then
+  mount -n --bind ${q(FENCE_AGENT)} ${INSTALLED_FENCE_AGENT}
+else
+  echo "init: ${INSTALLED_FENCE_AGENT} is not installed (image-build/setup.sh installs it): no stonith:fence_understudy_chassis on ${board}" >&2
+fi
 hostname ${board}
+if [ "\${${BOOT_COUNT_ENV}:-1}" -gt 1 ]; then
+  echo "init: boot \${${BOOT_COUNT_ENV}}: corosync starts in ${REBOOT_CLUSTER_DELAY_S} s (a blade's boot time: the cluster must see the board leave first)"
+  sleep ${REBOOT_CLUSTER_DELAY_S}
+fi
 corosync -f &
 tries=0
 until corosync-cmapctl totem.cluster_name >/dev/null 2>&1; do
