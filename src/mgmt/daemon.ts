@@ -192,7 +192,8 @@ export class Daemon {
       await ha.start({
         healthy: () => this.pair?.healthy() ?? true,
         guestHealth: () => (host ? host.supervisor.currentState : 'none'),
-        holdsCopy: () => !!host && host.replicator.protectedNow && host.supervisor.currentState === 'running',
+        // A pair without a guest (the chassis' --guest none) has no copy to hold: a hung partner is fenced as always.
+        ...(host ? { holdsCopy: () => host.replicator.protectedNow && host.supervisor.currentState === 'running' } : {}),
       });
       if (board.partner?.ethernet) {
         this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });
