@@ -198,11 +198,8 @@ export class HaController extends EventEmitter {
 
   /**
    * `healthy` is polled; when it turns false the watchdog kicks stop and the board's hardware resets
-   * it. `guestHealth` goes into the heartbeats.
-   */
-  /**
-   * `holdsCopy`: this board holds a copy of the partner's guest in sync (a backup whose clone is cut
-   * over and runs); without it, taken as held.
+   * it. `guestHealth` goes into the heartbeats. `holdsCopy`: this board holds a copy of the
+   * partner's guest in sync (a backup whose clone is cut over and runs); without it, taken as held.
    */
   async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth; holdsCopy?: () => boolean } = {}): Promise<void> {
     if (opts.guestHealth) this.guestHealth = opts.guestHealth;

@@ -211,22 +211,17 @@ export class RollingUpgrade {
     if (me.role !== 'PRIMARY') throw new UsError('US_ERR_ROLE', `rolling upgrade: board ${this.h.board} is ${me.role}; run it on the primary (${this.h.partner})`);
     if (!me.protected) throw new UsError('US_ERR_ROLE', 'rolling upgrade: the pair is not protected (the backup holds no clone in sync); refusing to start');
     if (me.trial) throw new UsError('US_ERR_UPGRADE_STATE', `rolling upgrade: this board has a trial of slot ${me.trial} armed; commit or roll it back first`);
-    let partner: BoardUpgradeView;
-    try {
-      partner = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 5000);
-    } catch (e) {
-      throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${(e as Error).message}`);
-    }
+    /** The partner's view over the upgrade channel; a partner that does not answer refuses the start. */
+    const partnerView = () => this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 5000).catch((e: Error) => {
+      throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${e.message}`);
+    });
+    let partner = await partnerView();
     // The backup's guest reads 'starting' for a moment after a clone lands (its supervisor sees the
     // incoming state complete after the primary does): wait for it rather than refuse (CI saw a run
     // refused in that window, right after the pair was seen protected).
     for (const end = Date.now() + CLONE_WAIT_MS; partner.role === 'BACKUP' && partner.guest === 'starting' && !partner.rollingRunning && Date.now() < end;) {
       await new Promise((r) => setTimeout(r, 200));
-      try {
-        partner = await this.h.peer.call<BoardUpgradeView>({ op: 'status' }, 5000);
-      } catch (e) {
-        throw new UsError('US_ERR_LINK', `rolling upgrade: the partner ${this.h.partner} does not answer on the upgrade channel: ${(e as Error).message}`);
-      }
+      partner = await partnerView();
       me = await this.view();
     }
     if (this.running) throw new UsError('US_ERR_UPGRADE_BUSY', `a rolling upgrade (${this.rec!.id}, to ${this.rec!.version}) is in progress at step ${this.rec!.step}`);

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CLI_ENTRY, PACKAGE_ROOT, RUN_MARKER } from '../../src/sim/chassis/layout.js';
 import { namespaceInit } from '../../src/sim/chassis/pacemaker.js';
+import { configureGuestClone } from '../../src/sim/chassis/launcher.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { eventually } from '../support/eventually.js';
 import { ClusterTools, pacemakerChassisForTheFile } from '../support/pacemaker.js';
@@ -226,7 +227,7 @@ describe('Pacemaker on the simulated chassis (3 boards, --manager pacemaker; rea
     this.timeout(180000);
     // Each node's own profile through a rule on #uname (the same parameter, a different file per
     // blade); no fence device yet (decision table, docs/pacemaker.md): fencing off for this test.
-    await tools.configureClone(chassis!.layout);
+    await configureGuestClone(chassis!.layout);
     const roles = await Promise.all(['sim-a', 'sim-b'].map(async (b) => {
       const r = (await chassis!.board(b)).role;
       return r.ok ? String((r.result as { role: string }).role) : 'unavailable';

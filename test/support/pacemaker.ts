@@ -1,15 +1,13 @@
 /**
  * Pacemaker on the simulated chassis, for the integration tests: a chassis of three boards with
  * Pacemaker for a whole test file, its tools run on a board through `understudy chassis crm` (the
- * user's command), the nodes online, and ocf:understudy:guest as a promotable clone over the boards
- * (one profile per node by a rule on #uname).
+ * user's command), the nodes online, and where the clone's instances run (the clone itself is
+ * configured by the chassis: launcher.ts's configureGuestClone).
  */
 import { execFile } from 'node:child_process';
 import { rmSync } from 'node:fs';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CLI_ENTRY, PACKAGE_ROOT, type ChassisLayout } from '../../src/sim/chassis/layout.js';
-import { guestCloneXml } from '../../src/sim/chassis/pacemaker.js';
+import { CLI_ENTRY } from '../../src/sim/chassis/layout.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 
 const run = promisify(execFile);
@@ -47,17 +45,6 @@ export class ClusterTools {
     return { promoted: nodes('(?:Promoted|Master)'), unpromoted: nodes('(?:Unpromoted|Slave)'), failures: /<failure /.test(r.out), xml: r.out };
   }
 
-  /**
-   * Configures ocf:understudy:guest as the chassis does with a guest (`guestCloneXml`): a
-   * promotable clone over every board, fencing off; for a chassis brought up without a guest.
-   */
-  async configureClone(layout: ChassisLayout, on = layout.boardNames[layout.boardNames.length - 1]!): Promise<void> {
-    const xml = guestCloneXml(layout, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd') });
-    for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
-      const r = await this.crm(on, argv);
-      if (r.code !== 0) throw new Error(`${argv[0]} on ${on}: ${r.out}`);
-    }
-  }
 }
 
 /**

@@ -188,8 +188,9 @@ export async function clusterOnline(L: ChassisLayout): Promise<string[]> {
  * (`guestCloneXml`), unless the cluster has it already (a chassis brought up again keeps the boards'
  * CIBs). Fencing: the cluster's `stonith-enabled` is set false here, as no fence device is
  * configured (docs/pacemaker.md: the pair fences for itself through the power controller).
+ * `guestFile` absent: the agent's default descriptor (a chassis brought up without a guest).
  */
-async function configureGuestClone(L: ChassisLayout, guestFile: string): Promise<void> {
+export async function configureGuestClone(L: ChassisLayout, guestFile?: string): Promise<void> {
   const has = await onCluster(L, ['cibadmin', '--query', '--xpath', `//clone[@id='${GUEST_CLONE_ID}']`]).then(() => true, () => false);
   if (has) return;
   const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile });
