@@ -183,7 +183,11 @@ describe('HA: membership, roles, fencing and the watchdog on the simulated chass
       await chassis!.powerController('fix');
       await Promise.all(BOARDS.map((x) => chassis!.power(x, 'on')));
       await eventually('both answer after the cold start', async () => (await chassis!.status()).boards.every((x) => x.answers), 20000, 100);
-      const gens = await Promise.all(BOARDS.map(async (x) => (await role(x)).generation));
+      // A board's control socket answers before its HA controller exists (role STARTING, no generation yet).
+      const gens = await eventually('both HA controllers report their generation', async () => {
+        const g = await Promise.all(BOARDS.map(async (x) => (await role(x)).generation));
+        return g.every((x) => x !== undefined) ? g : undefined;
+      }, 20000, 100);
       assert.deepEqual(gens, [2, 2], 'a new boot generation on each board');
     }
   });
