@@ -23,7 +23,7 @@ export const ALL_MODULES: readonly CommandModule[] = [guest, logs, consoleCmds, 
 
 /** The module that registers each top-level command. */
 export const MODULE_OF: Readonly<Record<string, CommandModule>> = {
-  guest, logs, console: consoleCmds, upgrade, chassis, ha, role: ha, link: ha, events: ha, 'start-alone': ha, load,
+  guest, logs, console: consoleCmds, upgrade, chassis, ha, role: ha, link: ha, events: ha, 'start-alone': ha, partner: ha, load,
   status: replication, clone: replication, checkpoint: replication, switchover: replication, alarms, quarantine,
 };
 

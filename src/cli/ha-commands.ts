@@ -89,6 +89,17 @@ export function registerHaCommands(program: Command): void {
     .action(action(async (o: Opts) => (await callControl(await controlSocketOf(o.board), 'start-alone', {}, 45000)) as { board: string; role: string; cause: string; partner: string },
       (r) => `board ${r.board}: ${r.role} — ${r.cause} (${r.partner} fenced; it joins as backup when it is heard again)`));
 
+  program.command('partner')
+    .description('the pair\'s partner board')
+    .command('adopt')
+    .argument('<board>', 'the new partner\'s name (its profile\'s name; the power controller\'s and Pacemaker\'s node name)')
+    .description('N+1 re-protection, on a primary serving alone: take another board (a spare started as this board\'s backup) as the partner; heartbeats, fencing and clones go to it (refused while the partner is heard)')
+    .requiredOption('--address <ipv4>', 'the new partner\'s address on the partner Ethernet link')
+    .option('--board <file>', 'board profile')
+    .action(action(async (o: Opts & { address: string }, name: string) =>
+      (await callControl(await controlSocketOf(o.board), 'partner.adopt', { name, address: o.address }, 10000)) as { board: string; partner: string; address: string; previous: string; linksClosed: string[] },
+    (r) => `board ${r.board}: partner is now ${r.partner} (${r.address}), replacing ${r.previous}${r.linksClosed.length ? `; ${r.linksClosed.join(', ')} link closed` : ''}; it is cloned to once it is heard`));
+
   program.command('events')
     .description('the event journal: role transitions, link changes, fencing, guest events')
     .option('--board <file>', 'board profile')

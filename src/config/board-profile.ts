@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { UsError } from '../core/errors.js';
 import { loadJsonFile } from './load.js';
 import { checkResolvedPaths, safePath, safeProgram } from './safe-path.js';
 
@@ -361,6 +362,21 @@ export function partnerNameOf(board: Pick<BoardProfile, 'name' | 'partner'>): st
   if (/-a$/.test(n)) return n.replace(/-a$/, '-b');
   if (/-b$/.test(n)) return n.replace(/-b$/, '-a');
   return 'partner';
+}
+
+/**
+ * The one part of a loaded profile that changes at run time: the partner, when a surviving primary
+ * adopts a spare board (N+1 re-protection). The Ethernet link is re-addressed; a serial link, point
+ * to point with the old partner, is dropped. Everything that reads `board.partner` when it acts
+ * (fencing target, clone target) follows.
+ */
+export function adoptPartnerInProfile(board: BoardProfile, name: string, partnerAddress: string): void {
+  const p = board.partner;
+  if (!p?.ethernet) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: partner.ethernet is needed to take another board as the partner`);
+  const m = p as { name?: string; serial?: unknown; ethernet: { partnerAddress: string } };
+  m.name = name;
+  m.ethernet.partnerAddress = partnerAddress;
+  delete m.serial;
 }
 
 /** What makes a board profile, for the error about a missing one. */

@@ -14,10 +14,18 @@ import type { IgnoredReason, PartnerGenerations } from './membership.js';
 
 const PARTNER_KEY = 'ha.partner-generations';
 
-export function loadPartnerGenerations(store: Store): PartnerGenerations {
+/**
+ * Where a partner's generations are kept: the profile's partner under the original key (stores
+ * written before N+1 re-protection), a partner adopted at run time under its own name.
+ */
+export function partnerGenerationsKey(adopted?: string): string {
+  return adopted ? `${PARTNER_KEY}/${adopted}` : PARTNER_KEY;
+}
+
+export function loadPartnerGenerations(store: Store, key = PARTNER_KEY): PartnerGenerations {
   const none = { highest: 0, fenced: 0, v2: 0, v3: 0 };
   try {
-    const g = JSON.parse(store.getMeta(PARTNER_KEY) ?? '{}') as Partial<PartnerGenerations>;
+    const g = JSON.parse(store.getMeta(key) ?? '{}') as Partial<PartnerGenerations>;
     const n = (x: unknown) => (Number.isSafeInteger(x) && (x as number) >= 0 ? (x as number) : 0);
     return { highest: n(g.highest), fenced: n(g.fenced), v2: n(g.v2), v3: n(g.v3) };
   } catch {
@@ -25,8 +33,8 @@ export function loadPartnerGenerations(store: Store): PartnerGenerations {
   }
 }
 
-export function savePartnerGenerations(store: Store, g: PartnerGenerations): void {
-  store.setMetaDurably(PARTNER_KEY, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2, v3: g.v3 }));
+export function savePartnerGenerations(store: Store, g: PartnerGenerations, key = PARTNER_KEY): void {
+  store.setMetaDurably(key, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2, v3: g.v3 }));
 }
 
 const IGNORED_WHY: Record<IgnoredReason, (hb: Heartbeat, k: PartnerGenerations) => string> = {
@@ -50,6 +58,7 @@ export class BootGenerations {
   partner: PartnerGenerations;
   private behindAlarm?: string;
   private ignoredAlarm?: string;
+  private key = PARTNER_KEY;
 
   constructor(private readonly store: Store, private readonly log: Logger) {
     this.partner = loadPartnerGenerations(store);
@@ -60,7 +69,7 @@ export class BootGenerations {
   attach(m: GenerationSource): void {
     m.on('generations', (g) => {
       this.partner = g;
-      savePartnerGenerations(this.store, g);
+      savePartnerGenerations(this.store, g, this.key);
     });
     m.on('generation-behind', (echo) => {
       const from = this.own;
@@ -78,6 +87,14 @@ export class BootGenerations {
       this.ignoredAlarm = `partner heard but ignored (${reason}, generation ${hb.generation}): the pair is not protected`;
     });
     m.on('partner-alive', () => { this.ignoredAlarm = undefined; });
+  }
+
+  /** Another board is the partner now (adopted at run time): what this board knows of that board's boots. */
+  usePartner(adopted: string): PartnerGenerations {
+    this.key = partnerGenerationsKey(adopted);
+    this.partner = loadPartnerGenerations(this.store, this.key);
+    this.ignoredAlarm = undefined;
+    return this.partner;
   }
 
   get alarms(): string[] {

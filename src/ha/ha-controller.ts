@@ -7,7 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHistogram } from 'node:perf_hooks';
-import { partnerNameOf, type BoardProfile } from '../config/board-profile.js';
+import { adoptPartnerInProfile, partnerNameOf, type BoardProfile } from '../config/board-profile.js';
 import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 import { UsError } from '../core/errors.js';
 import { readKeyFile } from '../core/key-file.js';
@@ -278,6 +278,44 @@ export class HaController extends EventEmitter {
     const c = await done;
     if (c.to !== 'PRIMARY') throw new UsError('US_ERR_FENCING', `start-alone: ${c.cause}`);
     return { board: this.board.name, role: c.to, cause: c.cause, partner: this.partnerName };
+  }
+
+  /**
+   * N+1 re-protection: a surviving PRIMARY whose partner is gone takes another board (a spare that
+   * Pacemaker, or the operator, started as its backup) as its partner: heartbeats, the fencing
+   * target and the clone target all move to it; a serial link (point to point with the old
+   * partner) is closed. Refused while a partner is heard, during a fence, on a board that is not
+   * PRIMARY, and with IPMI fencing (its BMC address is the old partner's). The new partner then
+   * joins as any returning backup does: heard, cloned to, protected.
+   */
+  async adoptPartner(name: string, address: string): Promise<{ board: string; partner: string; address: string; previous: string; linksClosed: string[] }> {
+    const previous = partnerNameOf(this.board);
+    const refuse = (why: string): never => {
+      this.store.record('partner', `adopting ${name} as the partner refused: ${why}`, { operator: true, name, address });
+      throw new UsError('US_ERR_ROLE', `partner adopt refused: ${why}`);
+    };
+    if (name === this.board.name) refuse(`${name} is this board`);
+    if (this.role !== 'PRIMARY') refuse(`board ${this.board.name} is ${this.role}: only a PRIMARY serving alone takes a new partner (a backup whose primary died promotes itself)`);
+    const pv = this.membership.partnerView;
+    if (pv.state === 'alive') refuse(`partner ${pv.heartbeat?.sender ?? previous} is heard (${pv.heartbeat?.role ?? '?'}): a new partner only replaces one that is gone`);
+    if (this.fenceInFlight || this.pendingFence) refuse(`a fence of ${previous} is under way`);
+    if (this.board.fencing?.method === 'ipmitool') refuse(`fencing.method ipmitool addresses ${previous}'s BMC (${this.board.fencing.host}); a new partner needs its own fencing device`);
+    if (name === previous && this.board.partner?.ethernet?.partnerAddress === address) {
+      return { board: this.board.name, partner: name, address, previous, linksClosed: [] };
+    }
+    adoptPartnerInProfile(this.board, name, address);
+    const known = this.generations.usePartner(name);
+    const linksClosed = await this.membership.adoptPartner(address, known);
+    this.escalated = undefined;
+    this.misconfiguredJournaled = false;
+    this.badMac = undefined;
+    for (const l of linksClosed) this.alarms?.clear('partner-link-down', this.alarms.resource(`partner-link/${l}`), `partner link ${l} closed: it does not reach ${name}`);
+    this.alarms?.clear('partner-left-off', this.alarms.resource('partner'), `the partner is ${name} now`);
+    this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `the partner is ${name} now`);
+    const msg = `partner is now ${name} (${address}), replacing ${previous}${linksClosed.length ? `; link${linksClosed.length > 1 ? 's' : ''} ${linksClosed.join(', ')} closed (not to ${name})` : ''}; serving unprotected until ${name} is heard and cloned to`;
+    this.store.record('partner', msg, { name, address, previous, linksClosed });
+    this.log.warn({ partner: name, address, previous, linksClosed }, msg);
+    return { board: this.board.name, partner: name, address, previous, linksClosed };
   }
 
   /**

@@ -71,6 +71,7 @@ type ToWorker =
   | { t: 'set-generation'; generation: number }
   | { t: 'stop-kicking'; reason: string }
   | { t: 'snapshot'; id: number }
+  | { t: 'adopt-partner'; id: number; partnerAddress: string; known: PartnerGenerations }
   | { t: 'stop'; magicClose: boolean };
 
 type FromWorker =
@@ -87,6 +88,7 @@ type FromWorker =
   | { t: 'bad-mac'; links: string[]; frames: number }
   | { t: 'controller-health'; health: 'ok' | 'hung'; reason?: string; silentMs: number }
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
+  | { t: 'adopted'; id: number; closed?: string[]; error?: string }
   | { t: 'stopped' };
 
 /**
@@ -245,6 +247,12 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
       case 'stop-kicking':
         stopKicking(msg.reason);
         break;
+      case 'adopt-partner':
+        m.adoptPartner(msg.partnerAddress, msg.known).then(
+          (closed) => post({ t: 'adopted', id: msg.id, closed }),
+          (e: Error) => post({ t: 'adopted', id: msg.id, error: e.message }),
+        );
+        break;
       case 'snapshot':
         post({
           t: 'snapshot', id: msg.id, snapshot: {
@@ -321,6 +329,7 @@ export class MembershipProcess extends EventEmitter {
   rtDropped?: string;
   private nextId = 1;
   private waiters = new Map<number, (s: MembershipSnapshot) => void>();
+  private adoptWaiters = new Map<number, (r: { closed?: string[]; error?: string }) => void>();
   private partner: Heartbeat | undefined;
   private partnerState: PartnerView['state'] = 'unknown';
   private partnerSince = Date.now();
@@ -425,6 +434,7 @@ export class MembershipProcess extends EventEmitter {
       case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;
       case 'controller-health': this.emit('controller-health', m.health, m.silentMs, m.reason); break;
       case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
+      case 'adopted': this.adoptWaiters.get(m.id)?.(m); this.adoptWaiters.delete(m.id); break;
       default: break;
     }
   }
@@ -469,6 +479,27 @@ export class MembershipProcess extends EventEmitter {
       const timer = setTimeout(() => { this.waiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
       this.waiters.set(id, (s) => { clearTimeout(timer); resolve(this.rtDropped ? { ...s, thread: { ...s.thread, rtPriority: 0, rtDropped: this.rtDropped } } : s); });
       this.post({ t: 'snapshot', id });
+    });
+  }
+
+  /**
+   * Another board becomes the partner (Membership.adoptPartner: only while none is heard). Resolves
+   * with the links closed (those that cannot reach it); rejects with the membership's refusal.
+   */
+  adoptPartner(partnerAddress: string, known: PartnerGenerations, timeoutMs = 2000): Promise<string[]> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.adoptWaiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
+      this.adoptWaiters.set(id, (r) => {
+        clearTimeout(timer);
+        if (r.error !== undefined) { reject(new Error(r.error)); return; }
+        this.partner = undefined;
+        this.partnerState = 'unknown';
+        this.partnerSince = Date.now();
+        this.lastHeard = 0;
+        resolve(r.closed ?? []);
+      });
+      this.post({ t: 'adopt-partner', id, partnerAddress, known });
     });
   }
 

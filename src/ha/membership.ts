@@ -130,7 +130,7 @@ const IGNORED_GRACE_MS = 1000;
 const emptyRejects = (): Record<RejectReason, number> => ({ malformed: 0, crc: 0, version: 0, mac: 0, self: 0, stale: 0, 'old-generation': 0, unbound: 0 });
 
 export class Membership extends EventEmitter {
-  private readonly books: LinkBook[];
+  private books: LinkBook[];
   private seq: number;
   private generation: number;
   private sendTimer?: NodeJS.Timeout;
@@ -138,7 +138,7 @@ export class Membership extends EventEmitter {
   private partnerState: PartnerView['state'] = 'unknown';
   private partnerSince = Date.now();
   private lastHeardAny = 0;
-  private readonly known: PartnerGenerations;
+  private known: PartnerGenerations;
   /** When `known` last moved on (a newer partner boot heard, a fence): the start of IGNORED_GRACE_MS. */
   private knownChangedAt = performance.now();
   /** The frame version sent: 1 or 2 while the partner is heard only in that version (a rolling upgrade). */
@@ -344,6 +344,50 @@ export class Membership extends EventEmitter {
     this.knownChangedAt = performance.now();
     this.emit('generations', { ...this.known });
     this.sendHeartbeat(); // the echo now asks for a newer boot
+  }
+
+  /**
+   * Takes another board as the partner (N+1 re-protection: the old partner is gone, a spare becomes
+   * the new one). Only while no partner is heard. The links that can be re-addressed (Ethernet) now
+   * send to and hear only `partnerAddress`; a point-to-point link (serial) cannot reach the new board
+   * and is closed. What was known of the old partner's boots is replaced by `known` (the new
+   * partner's, as persisted), so its frames are judged on their own. Returns the links closed.
+   */
+  async adoptPartner(partnerAddress: string, known: PartnerGenerations): Promise<string[]> {
+    if (this.partnerState === 'alive') throw new Error(`the partner ${this.partner?.sender ?? ''} is heard: a new partner only replaces one that is gone`);
+    const closed: LinkBook[] = [];
+    for (const b of this.books) {
+      clearTimeout(b.timer);
+      b.timer = undefined;
+      if (b.link.retarget) {
+        b.link.retarget(partnerAddress);
+        Object.assign(b, { lastHeard: 0, lastGeneration: 0, lastSeq: -1 });
+        if (b.up) this.setLink(b, false, `partner changed: now ${partnerAddress}`);
+      } else {
+        closed.push(b);
+      }
+    }
+    this.books = this.books.filter((b) => !closed.includes(b));
+    for (const b of closed) {
+      if (b.up) this.setLink(b, false, 'partner changed: this link does not reach the new partner');
+      await b.link.close();
+    }
+    clearTimeout(this.deadTimer);
+    this.deadTimer = undefined;
+    this.known = { ...known };
+    this.knownChangedAt = performance.now();
+    this.partner = undefined;
+    this.partnerState = 'unknown';
+    this.partnerSince = Date.now();
+    this.lastHeardAny = 0;
+    if (this.sendVersion !== FRAME_VERSION) {
+      this.sendVersion = FRAME_VERSION;
+      this.emit('send-version', FRAME_VERSION);
+    }
+    this.behindReported = 0;
+    this.ignoredReported.clear();
+    this.sendHeartbeat();
+    return closed.map((b) => b.link.name);
   }
 
   get partnerView(): PartnerView {

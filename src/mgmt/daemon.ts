@@ -7,6 +7,7 @@
  * the guest. A configuration error in that last part, on a board with a console, leaves the console
  * and the control socket up and nothing else (role CONFIG-ERROR, not-serving.ts) until a retry.
  */
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { makeParentDirs } from '../core/dirs.js';
 import { mkdirSync, chmodSync } from 'node:fs';
@@ -44,6 +45,9 @@ import { CONFIG_ERROR_ROLE, assertAnsweredWhileNotServing, consoleNotice, isConf
 import { EventLoopDelay, memoryMb, raiseOwnPriority } from './process-info.js';
 import { serveControl, type ControlServer } from './ipc.js';
 import { controlSocketPath } from './paths.js';
+
+/** A board's name as a partner (the power controller's and Pacemaker's node name). */
+const BOARD_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 /** Bound on each step of an orderly stop that waits on the partner or on work in flight (stopStep). */
 const STOP_STEP_MS = 10000;
@@ -362,6 +366,14 @@ export class Daemon {
     'start-alone': () => {
       if (!this.ha) throw new UsError('US_ERR_ROLE', `board ${this.board.name} has no partner configured (no ha section in ${this.board.sourceFile}): it always serves alone`);
       return this.ha.startAlone();
+    },
+    'partner.adopt': (a) => {
+      if (!this.ha) throw new UsError('US_ERR_ROLE', `board ${this.board.name} has no partner configured (no ha section in ${this.board.sourceFile})`);
+      const name = typeof a.name === 'string' ? a.name : '';
+      const address = typeof a.address === 'string' ? a.address : '';
+      if (!BOARD_NAME.test(name)) throw new UsError('US_ERR_CONTROL', `partner.adopt: name: expected a board name (letters, digits, . _ -), got ${JSON.stringify(a.name ?? null)}`);
+      if (isIP(address) !== 4) throw new UsError('US_ERR_CONTROL', `partner.adopt: address: expected the partner's IPv4 address on the partner link, got ${JSON.stringify(a.address ?? null)}`);
+      return this.ha.adoptPartner(name, address);
     },
     events: (a) => {
       const limit = Number(a.limit ?? 50);

@@ -55,7 +55,7 @@ export function startFieldUpgrade(d: FieldUpgradeDeps): FieldUpgrade {
   const setup = upgradeSetupFor(b);
   const { ha, host, pair } = d;
   let server: AuthServer | undefined;
-  const peer = new PeerClient(eth.partnerAddress, eth.port + UPGRADE_PORT_OFFSET, key, d.rejections);
+  const peer = new PeerClient(() => eth.partnerAddress, eth.port + UPGRADE_PORT_OFFSET, key, d.rejections);
   const unpack = (packagePath: string) => unpackGuestPackage({ packagePath, family: setup.family, trustedKeys: loadTrustedKeys(setup.keysDir), storageDir: b.storageDir, reserveBytes: setup.reserveBytes });
   const rolling = new RollingUpgrade({
     board: b.name,

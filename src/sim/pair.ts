@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { callControl } from '../mgmt/ipc.js';
-import { BOARD_NAMES, CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisLayout } from './chassis/layout.js';
+import { BOARD_NAMES, CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisBoard, type ChassisLayout } from './chassis/layout.js';
 import type { LoadProgress, LoadResult } from './load.js';
 
 export interface BoardView {
@@ -29,6 +29,31 @@ export async function boardView(layout: ChassisLayout, board: BoardName): Promis
 export async function pairView(layout: ChassisLayout): Promise<Record<BoardName, BoardView | undefined>> {
   const [a, b] = await Promise.all([boardView(layout, 'sim-a'), boardView(layout, 'sim-b')]);
   return { 'sim-a': a, 'sim-b': b };
+}
+
+/**
+ * On a chassis of any size (N+1: a spare may be the backup): until one board is PRIMARY protected
+ * and another BACKUP with its guest running, whose partner it is; returns both (bounded).
+ */
+export async function waitProtectedAny(layout: ChassisLayout, timeoutMs: number): Promise<{ primary: ChassisBoard; backup: ChassisBoard }> {
+  const end = Date.now() + timeoutMs;
+  let seen: string[] = [];
+  for (let i = 0; i < 100000 && Date.now() < end; i++) {
+    const views = await Promise.all(layout.boardNames.map(async (b) => {
+      try {
+        return { board: b, s: (await callControl(layout.boards[b].controlSocket, 'status', {}, 3000)) as Record<string, any> };
+      } catch {
+        return { board: b, s: undefined };
+      }
+    }));
+    seen = views.map((v) => `${v.board}: ${v.s ? `${v.s.role}, guest ${v.s.guest?.state ?? 'none'}${v.s.replication?.protected ? ' protected' : ''}, partner ${v.s.partner?.heartbeat?.sender ?? '-'}` : 'no answer'}`);
+    const primary = views.find((v) => v.s?.role === 'PRIMARY' && v.s.replication?.protected);
+    const partner = primary?.s?.partner?.heartbeat?.sender as string | undefined;
+    const backup = views.find((v) => v.board === partner && v.s?.role === 'BACKUP' && v.s.guest?.state === 'running');
+    if (primary && backup) return { primary: primary.board, backup: backup.board };
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`no protected pair within ${timeoutMs} ms: ${seen.join('; ')}`);
 }
 
 /** Waits (bounded) until one board is primary with its backup's clone in sync; returns the primary. */

@@ -211,7 +211,12 @@ function servePeerConnection(sock: Socket, o: PeerServerOptions): void {
 
 /** The client side: the board running a rolling upgrade asks its partner. */
 export class PeerClient {
-  constructor(readonly address: string, readonly port: number, private readonly key: Buffer, private readonly rejections?: PartnerRejections) {}
+  /** `address`: the partner's, or how to read it when it is asked (a partner adopted at run time). */
+  constructor(private readonly to: string | (() => string), readonly port: number, private readonly key: Buffer, private readonly rejections?: PartnerRejections) {}
+
+  get address(): string {
+    return typeof this.to === 'string' ? this.to : this.to();
+  }
 
   /** One request; rejects with the partner's UsError, or US_ERR_LINK / US_ERR_TIMEOUT. */
   async call<T = unknown>(req: PeerRequest, timeoutMs = 10000): Promise<T> {

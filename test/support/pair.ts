@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
-import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
+import { PACKAGE_ROOT, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, partnerOf, type BoardName, type ChassisBoard } from '../../src/sim/chassis/layout.js';
 import { startLoad, waitProtected } from '../../src/sim/pair.js';
 import type { LoadResult } from '../../src/sim/load.js';
 
@@ -44,7 +44,7 @@ export class PairUnderTest {
     await this.chassis?.down({ purge: true });
   }
 
-  ctl(b: BoardName, cmd: string, args: Record<string, unknown> = {}): Promise<any> {
+  ctl(b: ChassisBoard, cmd: string, args: Record<string, unknown> = {}): Promise<any> {
     return callControl(this.chassis.layout.boards[b].controlSocket, cmd, args, 30000);
   }
 

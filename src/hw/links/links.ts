@@ -15,6 +15,8 @@ export interface PartnerLink extends EventEmitter {
   /** Sends one frame; false if it could not be sent now (counted, never queued without bound). */
   send(frame: Buffer): boolean;
   close(): Promise<void>;
+  /** A link addressed per partner (Ethernet) can be pointed at another partner board; a point-to-point one (serial) cannot. */
+  retarget?(partnerAddress: string): void;
   readonly counters: { txFrames: number; txDropped: number; rxFrames: number; errors: number };
   on(ev: 'frame', fn: (frame: Buffer) => void): this;
 }
@@ -33,8 +35,16 @@ export class EthernetLink extends EventEmitter implements PartnerLink {
   lastError?: string;
   readonly counters = { txFrames: 0, txDropped: 0, rxFrames: 0, errors: 0, foreign: 0 };
 
-  constructor(readonly o: EthernetLinkOptions) {
+  constructor(public o: EthernetLinkOptions) {
     super();
+  }
+
+  /**
+   * Points the link at another partner board (N+1: the old partner is gone and a spare becomes the
+   * new one): frames go to, and are accepted only from, the new address from now on.
+   */
+  retarget(partnerAddress: string): void {
+    this.o = { ...this.o, partnerAddress };
   }
 
   /** Binds; if the address is not there yet (interface still coming up), keeps retrying every second. */

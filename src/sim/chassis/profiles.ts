@@ -71,26 +71,81 @@ export function spareProfile(template: Record<string, any>, board: ChassisBoard,
   return p;
 }
 
+/**
+ * With more than two boards, each board's profile for a pairing other than its default one (N+1
+ * re-protection, docs/pacemaker.md): `<board dir>/with-<partner>.json`. A spare started as a
+ * primary's new backup runs with it (the agent's `pair_profile`); a pair board with another
+ * partner too (after its own partner was replaced). Paths, key, watchdog, console and fencing as
+ * in the board's own profile; the partner is `partner` on the backplane only (the serial link runs
+ * between sim-a and sim-b alone); the service is the pair's address on the service network.
+ */
+export function pairingProfileFile(layout: ChassisLayout, board: ChassisBoard, partner: ChassisBoard): string {
+  return join(layout.boards[board].dir, PAIRING_PROFILE_PATTERN.replace('%s', partner));
+}
+
+/** The pairing profiles' names in a board's folder, `%s` for the partner (the agent's pair_profile). */
+export const PAIRING_PROFILE_PATTERN = 'with-%s.json';
+
+/** Builds the profile of `board` paired with `partner` (pure; exported for tests). */
+export function pairingProfile(template: Record<string, any>, board: ChassisBoard, partner: ChassisBoard, layout: ChassisLayout, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
+  if (board === partner) throw new UsError('US_ERR_CONFIG', `board ${board} cannot be its own partner`);
+  const b = layout.boards[board];
+  const p = structuredClone(template);
+  p.name = board;
+  p.storageDir = b.storageDir;
+  p.partner = {
+    name: partner,
+    ethernet: { interface: PLINK_INTERFACE, localAddress: plinkAddress(board), partnerAddress: plinkAddress(partner), port: PLINK_PORT },
+  };
+  p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
+  if (fencing === 'ipmi') throw new UsError('US_ERR_CONFIG', '--fencing ipmi is for two boards: a BMC per pair board, none for a spare');
+  const { action, escalation } = (p.fencing ?? {}) as { action?: unknown; escalation?: unknown };
+  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
+  p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
+  p.externalServices = { auth: { ...AUTH_SERVICE } };
+  if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
+  p.console = { ...(p.console ?? {}), device: b.consoleBoard };
+  return p;
+}
+
+/** The template a pairing starts from: a pair board's own; a spare's is sim-b's (a backup's priority). */
+function pairingTemplateFile(board: ChassisBoard): string {
+  return join(PACKAGE_ROOT, 'board', `${isPairBoard(board) ? board : 'sim-b'}.json`);
+}
+
+function readTemplate(file: string): Record<string, any> {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, any>;
+  } catch (e) {
+    throw new UsError('US_ERR_CONFIG', `board template ${file}: ${(e as Error).message}`);
+  }
+}
+
+function writeValidated(profile: Record<string, any>, file: string, what: string, template: string): void {
+  const check = boardProfileSchema.safeParse(profile);
+  if (!check.success) {
+    const i = check.error.issues[0]!;
+    throw new UsError('US_ERR_CONFIG', `generated profile for ${what} is invalid at ${i.path.join('.') || '(root)'}: ${i.message} (template ${template})`);
+  }
+  writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
+}
+
 /** Writes both profiles (mode 0600) and the pair's fresh heartbeat key. */
 export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<ChassisBoard, GeneratedProfile> {
   writeKeyFile(layout.keyFile, { force: true }); // the documented format, as `understudy ha keygen` writes it
   const out = {} as Record<ChassisBoard, GeneratedProfile>;
   for (const board of layout.boardNames) {
-    let template: Record<string, any>;
-    try {
-      template = JSON.parse(readFileSync(templateFile(board), 'utf8')) as Record<string, any>;
-    } catch (e) {
-      throw new UsError('US_ERR_CONFIG', `board template ${templateFile(board)}: ${(e as Error).message}`);
-    }
-    const profile = chassisProfile(template, board, layout, baud, fencing);
-    const check = boardProfileSchema.safeParse(profile);
-    if (!check.success) {
-      const i = check.error.issues[0]!;
-      throw new UsError('US_ERR_CONFIG', `generated profile for ${board} is invalid at ${i.path.join('.') || '(root)'}: ${i.message} (template ${templateFile(board)})`);
-    }
+    const profile = chassisProfile(readTemplate(templateFile(board)), board, layout, baud, fencing);
     const file = layout.boards[board].profile;
-    writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
+    writeValidated(profile, file, board, templateFile(board));
     out[board] = { file, watchdogTimeoutMs: profile.watchdog.timeoutMs as number };
+    if (layout.boardNames.length <= 2) continue;
+    const pairingTemplate = readTemplate(pairingTemplateFile(board));
+    for (const partner of layout.boardNames) {
+      // The pair's boards with each other: their own profiles (with the serial link) pair them.
+      if (partner === board || (isPairBoard(board) && isPairBoard(partner))) continue;
+      writeValidated(pairingProfile(pairingTemplate, board, partner, layout, fencing), pairingProfileFile(layout, board, partner), `${board} with ${partner}`, pairingTemplateFile(board));
+    }
   }
   return out;
 }
