@@ -124,9 +124,11 @@ export async function faultRound(o: {
   inject: () => Promise<number>; recover: () => Promise<void>;
   /** The survivor's call counter before the round; default: the service's (a replica has the same). */
   survivorTotal?: () => Promise<number>;
+  /** How long the load runs (default FAULT_LOAD's): long enough to see a slow recovery's first reply. */
+  durationMs?: number;
 }): Promise<FaultSample> {
   const total0 = await (o.survivorTotal ?? (() => callsTotal(o.serviceNetns)))();
-  const load = startLoad(serviceLayout(o.serviceNetns), { rate: FAULT_LOAD.rate, durationMs: FAULT_LOAD.durationMs, tag: o.tag, retryMs: FAULT_LOAD.retryMs, verify: true });
+  const load = startLoad(serviceLayout(o.serviceNetns), { rate: FAULT_LOAD.rate, durationMs: o.durationMs ?? FAULT_LOAD.durationMs, tag: o.tag, retryMs: FAULT_LOAD.retryMs, verify: true });
   load.result.catch(() => undefined);
   await new Promise((r) => setTimeout(r, FAULT_LOAD.faultAfterMs));
   const tFault = await o.inject();

@@ -7,11 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { boardProfileSchema } from '../../src/config/board-profile.js';
 import {
-  MAX_BOARDS, SERVICE_VIP, boardNames, chassisLayout, parseBoardName, partnerOf, plinkAddress, serviceBoardAddress,
+  MAX_BOARDS, PACKAGE_ROOT, PLINK_PORT, SERVICE_VIP, boardNames, chassisLayout, parseBoardName, partnerOf, plinkAddress, serviceBoardAddress,
 } from '../../src/sim/chassis/layout.js';
-import { chassisProfile, templateFile } from '../../src/sim/chassis/profiles.js';
+import { chassisProfile, pairingProfile, pairingProfileFile, templateFile } from '../../src/sim/chassis/profiles.js';
 
 const DOC_RANGES = [/^192\.0\.2\.\d+$/, /^198\.51\.100\.\d+$/, /^203\.0\.113\.\d+$/, /^127\.\d+\.\d+\.\d+$/];
 
@@ -62,6 +63,25 @@ describe('simulated chassis: N boards (--boards N)', () => {
     const a = chassisProfile(JSON.parse(readFileSync(templateFile('sim-a'), 'utf8')), 'sim-a', L, 115200);
     assert.equal(a.partner.ethernet.partnerAddress, '198.51.100.2');
     assert.equal(a.service.address, SERVICE_VIP);
+  });
+
+  it('pairing profiles (N+1): the spare paired with either pair board, a pair board with the spare; valid, Ethernet only, the service address, the board\'s own store and devices', () => {
+    const L = chassisLayout('t', '/tmp/us-t', 3);
+    const template = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'board', 'sim-b.json'), 'utf8'));
+    for (const [board, partner] of [['sim-c', 'sim-a'], ['sim-c', 'sim-b'], ['sim-a', 'sim-c']] as const) {
+      const p = pairingProfile(template, board, partner, L);
+      const check = boardProfileSchema.safeParse(p);
+      assert.ok(check.success, JSON.stringify(!check.success && check.error.issues[0]));
+      assert.equal(p.name, board);
+      assert.deepEqual(p.partner, { name: partner, ethernet: { interface: 'plink', localAddress: plinkAddress(board), partnerAddress: plinkAddress(partner), port: PLINK_PORT } });
+      assert.equal(p.storageDir, L.boards[board].storageDir);
+      assert.equal(p.watchdog.device, L.boards[board].watchdogFifo);
+      assert.equal(p.service.address, SERVICE_VIP);
+      assert.equal(p.fencing.controlSocket, L.powerSocket);
+      assert.equal(p.ha.keyFile, L.keyFile);
+      assert.equal(pairingProfileFile(L, board, partner), `/tmp/us-t/${board}/with-${partner}.json`);
+    }
+    assert.throws(() => pairingProfile(template, 'sim-c', 'sim-c', L), /cannot be its own partner/);
   });
 
   it('board names are parsed against the chassis\' boards; the pair\'s message is unchanged; a spare has no partner', () => {

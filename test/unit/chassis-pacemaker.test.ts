@@ -69,10 +69,18 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     assert.match(xml, new RegExp(`^<clone id="${GUEST_CLONE_ID}">`));
     assert.match(xml, /name="promotable" value="true"/);
     assert.match(xml, /name="promoted-max" value="1"/);
+    // One guest: its primary and one backup, placed by Pacemaker on any two boards (N+1), told of each other's moves.
+    assert.match(xml, /name="clone-max" value="2"/);
+    assert.match(xml, /name="notify" value="true"/);
     for (const b of L.boardNames) {
-      const set = new RegExp(`<instance_attributes id="g-${b}" score="\\d+"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule><nvpair id="g-${b}-board" name="board" value="${L.boards[b].profile}"/>`);
-      assert.match(xml, set, `${b}: its own profile by a rule on its name`);
+      const set = new RegExp(`<instance_attributes id="g-${b}" score="\\d+"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule><nvpair id="g-${b}-board" name="board" value="${L.boards[b].profile}"/>`
+        + `<nvpair id="g-${b}-pair" name="pair_profile" value="${L.boards[b].dir}/with-%s.json"/></instance_attributes>`);
+      assert.match(xml, set, `${b}: its own profile and its pairing profiles' pattern by a rule on its name`);
     }
+    // A pair alone (two boards) has no spare to pair with: no pattern.
+    assert.doesNotMatch(guestCloneXml(chassisLayout('us', '/run/understudy/chassis-us', 2), { cli: 'u', daemon: 'd' }), /pair_profile/);
+    // The agent's operations get the time a TCG boot and a clone take, not Pacemaker's 20 s default.
+    for (const op of ['start', 'promote']) assert.match(xml, new RegExp(`name="${op}" interval="0s" timeout="240s"`));
     assert.match(xml, /name="guest" value="\/opt\/u\/guests\/a&amp;b.json"/, 'values escaped');
     const ids = [...xml.matchAll(/ id="([^"]+)"/g)].map((m) => m[1]);
     assert.equal(new Set(ids).size, ids.length, 'every id unique');

@@ -5,12 +5,14 @@
  * (ERR_CONFIGURED) or 5 (ERR_INSTALLED) for what is wrong; with no controller running, monitor and a
  * probe answer 7 (NOT_RUNNING), stop succeeds, promote and demote answer 7; an unknown action 3;
  * against a stand-in controller on the control socket (the real CLI asking it), monitor maps each
- * role to its OCF code, 9 only for a failure where the instance was promoted.
+ * role to its OCF code, 9 only for a failure where the instance was promoted; N+1 (pair_profile):
+ * a spare's idle controller is no instance until started, post notifications pair it with the
+ * promoted node and make the promoted one adopt it (Pacemaker's tools and understudyd stand-ins).
  * The agent against a real controller, a guest and a cluster: test/integration/pacemaker.test.ts.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serveControl, type ControlServer } from '../../src/mgmt/ipc.js';
@@ -26,6 +28,12 @@ function agent(action: string, env: Record<string, string> = {}): Promise<{ code
       resolve({ code: e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0, out, err });
     });
   });
+}
+
+async function eventuallyTrue(cond: () => boolean, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  assert.ok(cond(), 'condition not reached');
 }
 
 function xmllint(xml: string): Promise<{ code: number; err: string }> {
@@ -113,5 +121,95 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
     } finally {
       server.close();
     }
+  });
+
+  describe('N+1: pair_profile set (stand-ins for Pacemaker\'s tools, understudyd and the controllers)', () => {
+    /** crm_attribute and crm_node that log their arguments; a query answers the spare's address. understudyd logs its arguments. */
+    function fakeTools(): { path: string; log: string; daemon: string } {
+      const bin = join(dir, 'bin');
+      mkdirSync(bin);
+      const log = join(dir, 'tools.log');
+      const script = (name: string, body: string) => { writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> ${log}\n${body}\n`); chmodSync(join(bin, name), 0o755); };
+      script('crm_attribute', 'case " $* " in *" --query "*) echo 198.51.100.3 ;; esac');
+      script('crm_node', 'echo sim-c');
+      script('understudyd', 'exit 0');
+      return { path: `${bin}:${process.env.PATH}`, log, daemon: join(bin, 'understudyd') };
+    }
+
+    /** A stand-in controller on `profile`'s control socket; `guest.stop` ends its (stand-in) process and closes the socket. */
+    async function standIn(storageDir: string, status: () => Record<string, unknown>, calls: Array<[string, unknown]>) {
+      mkdirSync(storageDir, { recursive: true, mode: 0o700 });
+      const proc = spawn('sleep', ['600'], { stdio: 'ignore' });
+      let server: ControlServer | undefined;
+      server = await serveControl(controlSocketPath({ storageDir }), async (cmd, args) => {
+        calls.push([cmd, args]);
+        if (cmd === 'status') return { board: 'x', pid: proc.pid, ...status() };
+        if (cmd === 'guest.stop') { setTimeout(() => { proc.kill('SIGKILL'); server?.close(); server = undefined; }, 50); return { stopping: true }; }
+        if (cmd === 'partner.adopt') return { board: 'sim-a', partner: args.name, address: args.address, previous: 'sim-b', linksClosed: [] };
+        throw new Error(`unexpected ${cmd}`);
+      });
+      return { close: () => { server?.close(); if (proc.exitCode === null) proc.kill('SIGKILL'); } };
+    }
+
+    const post = (over: Record<string, string>) => ({
+      OCF_RESKEY_CRM_meta_notify_type: 'post', OCF_RESKEY_CRM_meta_notify_operation: 'start',
+      OCF_RESKEY_CRM_meta_notify_promoted_uname: 'sim-a', OCF_RESKEY_CRM_meta_notify_active_uname: 'sim-a',
+      OCF_RESKEY_CRM_meta_notify_start_uname: 'sim-c', OCF_RESKEY_CRM_meta_notify_stop_uname: 'sim-b', ...over,
+    });
+
+    it('the spare: its idle controller is no instance (7) until started (0, its address published, never a promotion score); a post notification restarts it paired with the promoted node', async () => {
+      const tools = fakeTools();
+      const pairing = join(dir, 'with-sim-a.json');
+      const board = JSON.parse(readFileSync(profile, 'utf8')) as Record<string, unknown>;
+      writeFileSync(pairing, JSON.stringify({ ...board, name: 'sim-c', partner: { name: 'sim-a', ethernet: { localAddress: '198.51.100.3', partnerAddress: '198.51.100.1', port: 5405 } }, ha: { keyFile: '/k' } }, null, 2));
+      const calls: Array<[string, unknown]> = [];
+      const c = await standIn(join(dir, 'store'), () => ({ role: 'STANDALONE', serving: false }), calls);
+      const e = { ...env(), PATH: tools.path, OCF_RESKEY_daemon: tools.daemon, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-c', OCF_RESKEY_guest: join(PACKAGE_ROOT, 'guests', 'dx-legacy.json') };
+      try {
+        assert.equal((await agent('monitor', e)).code, 7, 'the idle controller is not an instance');
+        assert.equal((await agent('start', e)).code, 0);
+        assert.match(readFileSync(tools.log, 'utf8'), /crm_attribute --node sim-c --name understudy-address --lifetime forever --update 198\.51\.100\.3/);
+        assert.equal((await agent('monitor', e)).code, 0, 'started here: an instance, not paired yet');
+        assert.doesNotMatch(readFileSync(tools.log, 'utf8'), /crm_attribute --promotion -v/, 'never a promotion score: it holds no copy');
+        // A pre notification changes nothing; the post one pairs it with the promoted node.
+        assert.equal((await agent('notify', { ...e, ...post({ OCF_RESKEY_CRM_meta_notify_type: 'pre' }) })).code, 0);
+        assert.ok(!calls.some(([cmd]) => cmd === 'guest.stop'));
+        assert.equal((await agent('notify', { ...e, ...post({}) })).code, 0);
+        assert.ok(calls.some(([cmd]) => cmd === 'guest.stop'), 'the idle controller stopped');
+        await eventuallyTrue(() => existsSync(tools.log) && /understudyd --board \S+with-sim-a\.json --guest \S+dx-legacy\.json/.test(readFileSync(tools.log, 'utf8')));
+        assert.equal(readFileSync(join(dir, 'understudy-guest-guest-test.profile'), 'utf8').trim(), pairing, 'the agent remembers the pairing profile');
+      } finally {
+        c.close();
+      }
+    });
+
+    it('the promoted node: a PRIMARY whose partner is gone adopts the started node at its published address; not while its partner is heard, nor when not PRIMARY', async () => {
+      const tools = fakeTools();
+      const calls: Array<[string, unknown]> = [];
+      let status: Record<string, unknown> = { role: 'PRIMARY', serving: true, partner: { state: 'alive', heartbeat: { sender: 'sim-b' } } };
+      const c = await standIn(join(dir, 'store'), () => status, calls);
+      const e = { ...env(), PATH: tools.path, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-a' };
+      const adopts = () => calls.filter(([cmd]) => cmd === 'partner.adopt').map(([, a]) => a);
+      try {
+        assert.equal((await agent('notify', { ...e, ...post({}) })).code, 0);
+        assert.deepEqual(adopts(), [], 'the partner is heard: nothing adopted');
+        status = { role: 'BACKUP', serving: false, partner: { state: 'dead' } };
+        assert.equal((await agent('notify', { ...e, ...post({}) })).code, 0);
+        assert.deepEqual(adopts(), [], 'not PRIMARY (yet): left to the promote notification');
+        status = { role: 'PRIMARY', serving: true, partner: { state: 'dead', heartbeat: { sender: 'sim-b' } } };
+        assert.equal((await agent('notify', { ...e, ...post({}) })).code, 0);
+        assert.deepEqual(adopts(), [{ name: 'sim-c', address: '198.51.100.3' }]);
+        assert.match(readFileSync(tools.log, 'utf8'), /crm_attribute --node sim-c --name understudy-address --lifetime forever --query --quiet/);
+        // Promoted in this transition (the old primary demoted and stopped): the same.
+        assert.equal((await agent('notify', { ...e, ...post({ OCF_RESKEY_CRM_meta_notify_operation: 'promote', OCF_RESKEY_CRM_meta_notify_promoted_uname: 'sim-b', OCF_RESKEY_CRM_meta_notify_demote_uname: 'sim-b', OCF_RESKEY_CRM_meta_notify_promote_uname: 'sim-a', OCF_RESKEY_CRM_meta_notify_active_uname: 'sim-a sim-b sim-c', OCF_RESKEY_CRM_meta_notify_start_uname: '' }) })).code, 0);
+        assert.deepEqual(adopts().length, 2);
+        // Without pair_profile the agent pairs nothing.
+        const { OCF_RESKEY_pair_profile: _, ...plain } = e;
+        assert.equal((await agent('notify', { ...plain, ...post({}) })).code, 0);
+        assert.equal(adopts().length, 2);
+      } finally {
+        c.close();
+      }
+    });
   });
 });

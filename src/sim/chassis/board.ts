@@ -44,6 +44,11 @@ export interface SimBoardOptions {
    * their own namespaces; the `ip` arguments, and the log its output goes to).
    */
   clusterManager?: { argv: string[]; log: string };
+  /**
+   * The controller is started at the first boot only; at later boots the cluster manager starts it
+   * (`--manager pacemaker` with the guest in the cluster: the agent's start).
+   */
+  firstBootOnly?: boolean;
 }
 
 export interface ControllerExit {
@@ -223,6 +228,12 @@ export class SimBoard {
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const firmware = await this.bootloader();
     if (this.o.clusterManager) this.startClusterManager(this.o.clusterManager);
+    if (this.o.firstBootOnly && this.boots > 1) {
+      appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots}: the controller is the cluster manager's to start\n`, { mode: 0o600 });
+      this.o.log.info({ board: this.name, boot: this.boots }, `${this.name}: controller left to the cluster manager at this boot`);
+      this.o.onChange();
+      return;
+    }
     const out = openSync(layout.log, 'a', 0o600);
     const withGuest = this.o.guestFile && firmware.fault !== 'no-guest';
     const args = ['netns', 'exec', layout.netns, process.execPath, ...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', layout.profile,

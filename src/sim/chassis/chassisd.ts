@@ -233,6 +233,9 @@ export class Chassisd {
           onChange: () => this.record(),
           onKilled: () => dropAddress(L.boards[b].netns, SERVICE_VIP, SERVICE_PREFIX, SERVICE_INTERFACE),
           ...(pacemaker ? { clusterManager: { argv: pacemakerArgv(L, b), log: pacemaker[b].out } } : {}),
+          // With the guest in the cluster, Pacemaker starts a rebooted board's instance (the agent's
+          // start, with the profile that pairs it with whichever board is promoted by then).
+          firstBootOnly: !!pacemaker && guestFile !== undefined,
         });
         this.boards[b].watchdog.open();
       }

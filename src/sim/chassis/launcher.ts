@@ -165,7 +165,7 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
 }
 
 /** Runs one of Pacemaker's tools on the first board that has its daemons running (inside its namespaces); undefined when none has. */
-async function onCluster(L: ChassisLayout, argv: string[]): Promise<{ stdout: string } | undefined> {
+export async function onCluster(L: ChassisLayout, argv: string[]): Promise<{ stdout: string } | undefined> {
   const st = readState(L.stateFile);
   for (const b of L.boardNames) {
     const rec = st?.boards[b]?.pacemaker;

@@ -26,6 +26,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import { UsError } from '../../core/errors.js';
 import { PACKAGE_ROOT, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
+import { PAIRING_PROFILE_PATTERN } from './profiles.js';
 
 /** Who runs the boards: Understudy alone (the pair), or Pacemaker and Corosync beside it. */
 export type ChassisManager = 'understudy' | 'pacemaker';
@@ -256,15 +257,25 @@ export const GUEST_CLONE_ID = 'guest-clone';
  * exported for tests): ocf:understudy:guest as a promotable clone over every board, `promoted-max`
  * 1, each node with its own board profile through a rule on `#uname` (one parameter, a file per
  * blade), the guest descriptor, and a monitor per role (10 s promoted, 11 s unpromoted: Pacemaker
- * needs the intervals to differ).
+ * needs the intervals to differ). `clone-max` 2 (one guest: its primary and one backup) with
+ * notifications: with more boards than the pair, each node's `pair_profile` too, and the agent
+ * pairs the instance Pacemaker starts on a spare with the promoted one (N+1, docs/pacemaker.md).
  */
 export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: string; guestFile?: string }): string {
   const esc = (v: string) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+  // N+1 (more boards than the pair): each board's pairing profiles (profiles.ts pairingProfileFile).
+  const nPlusOne = layout.boardNames.length > 2;
   const perNode = layout.boardNames.map((b, i) => `<instance_attributes id="g-${b}" score="${100 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
-    + `<nvpair id="g-${b}-board" name="board" value="${esc(layout.boards[b].profile)}"/></instance_attributes>`).join('');
+    + `<nvpair id="g-${b}-board" name="board" value="${esc(layout.boards[b].profile)}"/>`
+    + (nPlusOne ? `<nvpair id="g-${b}-pair" name="pair_profile" value="${esc(join(layout.boards[b].dir, PAIRING_PROFILE_PATTERN))}"/>` : '')
+    + '</instance_attributes>').join('');
   const common = [['cli', o.cli], ['daemon', o.daemon], ...(o.guestFile ? [['guest', o.guestFile]] : [])]
     .map(([k, v]) => `<nvpair id="g-${k}" name="${k}" value="${esc(v!)}"/>`).join('');
-  return `<clone id="${GUEST_CLONE_ID}"><meta_attributes id="${GUEST_CLONE_ID}-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/></meta_attributes>`
+  return `<clone id="${GUEST_CLONE_ID}"><meta_attributes id="${GUEST_CLONE_ID}-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/>`
+    + '<nvpair id="gcm-cm" name="clone-max" value="2"/><nvpair id="gcm-n" name="notify" value="true"/></meta_attributes>'
     + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common">${common}</instance_attributes>`
-    + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/></operations></primitive></clone>';
+    + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/>'
+    + '<op id="g-start" name="start" interval="0s" timeout="240s"/><op id="g-stop" name="stop" interval="0s" timeout="60s"/>'
+    + '<op id="g-promote" name="promote" interval="0s" timeout="240s"/><op id="g-demote" name="demote" interval="0s" timeout="120s"/>'
+    + '<op id="g-notify" name="notify" interval="0s" timeout="60s"/></operations></primitive></clone>';
 }

@@ -1,0 +1,195 @@
+/**
+ * bench/pacemaker (issue 18): what a lost blade costs the service on three boards under Pacemaker,
+ * Understudy against Pacemaker alone, in one run, the same fault, load and guest.
+ *
+ * - **Understudy + Pacemaker (N+1)**: `chassis up --boards 3 --manager pacemaker --guest primary`,
+ *   the promotable clone of two instances; the primary's board loses power: its backup fences it
+ *   and takes over; Pacemaker promotes it and starts the second instance on the idle board, which
+ *   the survivor adopts and clones to ("protected again").
+ * - **Pacemaker alone**: the same chassis with `--guest none`, and the guest as a plain resource:
+ *   `ocf:heartbeat:anything` running the board's controller standalone with the guest on the
+ *   service address (a VirtualDomain-style resource: the VM started on one node, started on
+ *   another when that node is lost). No copy: its state is lost at each fault and it is never
+ *   "protected". The pair's own controllers run there without a guest; the power controller is
+ *   broken so that they fence nobody.
+ *
+ * Each round: peers-lib's faultRound (numbered requests with retries, every acknowledged
+ * registration checked on the survivor; the Understudy arm fails the bench on any loss or ERR; the
+ * other may only answer ERR UNKNOWN/NOCALL, its lost state), then the failed board powered on
+ * again and back in the cluster before the next round. Arms alternate round by round (U, P, U, P…),
+ * both chassis up for the whole run.
+ *
+ * Usage: node dist/bench/pacemaker.js [--rounds N]   (root; cleans up on error and ^C)
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { PACKAGE_ROOT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, type ChassisBoard } from '../src/sim/chassis/layout.js';
+import { clusterOnline, onCluster } from '../src/sim/chassis/launcher.js';
+import { Chassis } from '../src/sim/chassis/rig.js';
+import { waitProtectedAny } from '../src/sim/pair.js';
+import { cleanUpOnSignal, machine, printTable, summarize } from './lib.js';
+import { FAULT_LOAD, ask, faultRound, teardowns, type FaultSample } from './peers-lib.js';
+
+const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' } } });
+const rounds = Number(args.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) { console.error(`--rounds: an integer ≥ 1, got "${args.rounds}"`); process.exit(2); }
+const say = (s: string) => process.stderr.write(`${s}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const GUEST = join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');
+/** Pacemaker alone restarts the guest on another board: corosync's loss detection, a transition, a boot under TCG. */
+const PLAIN_LOAD_MS = 60000;
+
+async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const v = await check().catch(() => undefined);
+    if (v !== undefined) return v;
+    await sleep(500);
+  }
+  throw new Error(`${what}: not within ${timeoutMs} ms`);
+}
+
+/** Powers `board` on again and waits until every board is online in the cluster (the next round's spare). */
+async function bringBack(chassis: Chassis, board: ChassisBoard): Promise<void> {
+  await chassis.power(board, 'on');
+  await until(`${board} back in the cluster`, async () => ((await clusterOnline(chassis.layout)).length === chassis.layout.boardNames.length ? true : undefined), 240000);
+}
+
+class UnderstudyArm {
+  chassis!: Chassis;
+  async up(): Promise<void> {
+    this.chassis = await Chassis.up({ name: `pmu${process.pid % 100}`, runDir: `/tmp/us-bench-pmu-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'primary' });
+    teardowns.add(() => this.chassis.down({ purge: true }));
+  }
+
+  async round(i: number): Promise<FaultSample & { board: string }> {
+    const L = this.chassis.layout;
+    const { primary, backup } = await waitProtectedAny(L, 300000);
+    const s = await faultRound({
+      serviceNetns: L.serviceNetns, kind: 'power', tag: `pmU${i}x`, statelessOk: false,
+      inject: async () => { const t = Date.now(); await this.chassis.fail(primary, 'power'); return t; },
+      // Protected again: the survivor primary, with a new backup that is not the dead board.
+      recover: async () => { await until('protected again on a spare', async () => { const p = await waitProtectedAny(L, 5000); return p.primary === backup && p.backup !== primary ? p : undefined; }, 300000); },
+    });
+    await bringBack(this.chassis, primary);
+    return { ...s, board: primary };
+  }
+}
+
+class PlainArm {
+  chassis!: Chassis;
+  /** Each board's standalone profile for the plain resource: its own store, the service address. */
+  private profileOf(b: ChassisBoard): string {
+    const L = this.chassis.layout;
+    const p = JSON.parse(readFileSync(L.boards[b].profile, 'utf8')) as Record<string, any>;
+    for (const k of ['partner', 'ha', 'fencing', 'watchdog', 'console', 'metrics']) delete p[k];
+    p.storageDir = join(L.boards[b].dir, 'plain-store');
+    p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
+    const file = join(L.boards[b].dir, 'plain.json');
+    writeFileSync(file, `${JSON.stringify(p, null, 2)}\n`, { mode: 0o600 });
+    return file;
+  }
+
+  async up(): Promise<void> {
+    this.chassis = await Chassis.up({ name: `pmp${process.pid % 100}`, runDir: `/tmp/us-bench-pmp-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'none' });
+    teardowns.add(() => this.chassis.down({ purge: true }));
+    await this.chassis.powerController('break'); // the guest-less pair's controllers fence nobody
+    const L = this.chassis.layout;
+    const perNode = L.boardNames.map((b) => `<instance_attributes id="p-${b}" score="${100 - L.boardNames.indexOf(b)}"><rule id="p-${b}-r" score="0"><expression id="p-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
+      + `<nvpair id="p-${b}-o" name="cmdline_options" value="--board ${this.profileOf(b)} --guest ${GUEST}"/></instance_attributes>`).join('');
+    const xml = `<primitive id="guest-plain" class="ocf" provider="heartbeat" type="anything">${perNode}`
+      + `<instance_attributes id="p-common"><nvpair id="p-bin" name="binfile" value="${join(PACKAGE_ROOT, 'bin', 'understudyd')}"/></instance_attributes>`
+      + '<operations><op id="p-mon" name="monitor" interval="2s" timeout="20s"/><op id="p-start" name="start" interval="0s" timeout="120s"/><op id="p-stop" name="stop" interval="0s" timeout="60s"/></operations></primitive>';
+    for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
+      await onCluster(L, argv);
+    }
+    await this.serving();
+  }
+
+  /** The board whose plain controller serves the guest (it answers STATS on the service address). */
+  private async serving(): Promise<ChassisBoard> {
+    const L = this.chassis.layout;
+    return until('the plain resource serves', async () => {
+      const [reply] = await ask(L.serviceNetns, ['STATS'], 3);
+      if (!/ OK STATS /.test(reply ?? '')) return undefined;
+      const r = await onCluster(L, ['crm_resource', '--resource', 'guest-plain', '--locate']);
+      return L.boardNames.find((b) => new RegExp(`running on: ${b}\\b`).test(r?.stdout ?? ''));
+    }, 240000);
+  }
+
+  async round(i: number): Promise<FaultSample & { board: string }> {
+    const L = this.chassis.layout;
+    const board = await this.serving();
+    const s = await faultRound({
+      serviceNetns: L.serviceNetns, kind: 'power', tag: `pmP${i}x`, statelessOk: true, durationMs: PLAIN_LOAD_MS,
+      inject: async () => { const t = Date.now(); await this.chassis.fail(board, 'power'); return t; },
+      recover: async () => undefined, // no copy: never protected
+      survivorTotal: async () => 0,
+    });
+    await bringBack(this.chassis, board);
+    return { ...s, board, protectedAgain: NaN };
+  }
+}
+
+function commit(): string {
+  try {
+    const git = (...a: string[]) => execFileSync('git', ['-C', PACKAGE_ROOT, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'bench', 'board') ? ' + uncommitted changes' : ''}`;
+  } catch {
+    return 'not a git checkout';
+  }
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
+  const started = new Date().toISOString();
+  const u = new UnderstudyArm();
+  const p = new PlainArm();
+  say('bringing up both chassis (3 boards each, corosync + pacemaker)…');
+  await u.up();
+  await p.up();
+  const U: Array<FaultSample & { board: string }> = [];
+  const P: Array<FaultSample & { board: string }> = [];
+  for (let i = 1; i <= rounds; i++) {
+    const a = await u.round(i);
+    U.push(a);
+    say(`U${i}: ${a.board} powered off: first good reply ${a.firstGoodReply.toFixed(0)} ms, protected again ${(a.protectedAgain / 1000).toFixed(1)} s, ${a.lostRegs} lost`);
+    const b = await p.round(i);
+    P.push(b);
+    say(`P${i}: ${b.board} powered off: first good reply ${b.firstGoodReply.toFixed(0)} ms, ${b.lostRegs}/${b.ackedRegs} acknowledged registrations lost`);
+  }
+  for (const s of P) if (s.withinResolution) throw new Error('Pacemaker alone answered within the load\'s resolution after a power loss: the fault did not hit the serving board; no figure from this run');
+  const row = (name: string, xs: Array<FaultSample>, protectedAgain: boolean) => {
+    const f = summarize(xs.map((x) => x.firstGoodReply));
+    const pa = summarize(xs.map((x) => x.protectedAgain));
+    return [name, xs.length, Math.round(f.p50), Math.round(f.p99), Math.round(f.max),
+      protectedAgain ? `${(pa.p50 / 1000).toFixed(1)}` : 'never (no copy)', protectedAgain ? `${(pa.max / 1000).toFixed(1)}` : '—',
+      `${xs.reduce((n, x) => n + x.lostRegs, 0)}/${xs.reduce((n, x) => n + x.ackedRegs, 0)}`, xs.reduce((n, x) => n + x.lostStateReplies, 0)];
+  };
+  const uf = summarize(U.map((x) => x.firstGoodReply)).p50;
+  const pf = summarize(P.map((x) => x.firstGoodReply)).p50;
+  console.log(`\nbench/pacemaker — ${started} — ${commit()}\n${machine()}`);
+  console.log(`${rounds} rounds per arm, alternated; fault: the serving board loses power under load (${FAULT_LABEL})`);
+  printTable('The serving blade lost on three boards under Pacemaker', [
+    ['arm', 'rounds', 'fault → first good reply p50 ms', 'p99 ms', 'max ms', 'protected again on a spare p50 s', 'max s', 'acknowledged registrations lost', 'ERR (lost state)'],
+    row('Understudy + Pacemaker (N+1)', U, true),
+    row('Pacemaker alone (plain resource)', P, false),
+  ]);
+  console.log(`\nfirst good reply, Pacemaker alone / Understudy (p50): ${(pf / Math.max(uf, 1)).toFixed(0)}×`);
+  console.log(`boards that lost power: Understudy ${U.map((x) => x.board).join(' ')}; Pacemaker alone ${P.map((x) => x.board).join(' ')}`);
+}
+
+const FAULT_LABEL = `${FAULT_LOAD.rate} req/s, retry ${FAULT_LOAD.retryMs} ms, the fault ${FAULT_LOAD.faultAfterMs / 1000} s in; the load runs ${FAULT_LOAD.durationMs / 1000} s (Understudy) or ${PLAIN_LOAD_MS / 1000} s (Pacemaker alone, whose recovery is slower)`;
+
+cleanUpOnSignal(() => Promise.allSettled([...teardowns].map((t) => t())));
+
+try {
+  await main();
+} catch (e) {
+  console.error(`pacemaker: ${(e as Error).stack ?? (e as Error).message}`);
+  process.exitCode = 1;
+} finally {
+  await Promise.allSettled([...teardowns].map((t) => t()));
+}
