@@ -1,6 +1,8 @@
 /** Shared helpers of the benchmark scripts: percentiles, a text table, machine description. */
+import { execFileSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
 import { readFileSync } from 'node:fs';
+import { PACKAGE_ROOT } from '../src/sim/chassis/layout.js';
 export { percentile, summarize, type LatencySummary } from '../src/sim/stats.js';
 
 /** A markdown table under a title, as text. */
@@ -40,4 +42,14 @@ export function machine(): string {
     // keep os.cpus()
   }
   return `${model}, ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}`;
+}
+
+/** The checkout's commit, and whether the code a figure depends on (`paths`) has uncommitted changes. */
+export function commitOf(paths: string[] = ['src', 'bench']): string {
+  try {
+    const git = (...a: string[]) => execFileSync('git', ['-C', PACKAGE_ROOT, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', ...paths) ? ' + uncommitted changes' : ''}`;
+  } catch {
+    return 'not a git checkout';
+  }
 }

@@ -21,7 +21,6 @@
  *
  * Usage: node dist/bench/pacemaker.js [--rounds N]   (root; cleans up on error and ^C)
  */
-import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +28,7 @@ import { PACKAGE_ROOT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_
 import { clusterOnline, onCluster } from '../src/sim/chassis/launcher.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { waitProtectedAny } from '../src/sim/pair.js';
-import { cleanUpOnSignal, machine, printTable, summarize } from './lib.js';
+import { cleanUpOnSignal, commitOf, machine, printTable, summarize } from './lib.js';
 import { FAULT_LOAD, ask, faultRound, teardowns, type FaultSample } from './peers-lib.js';
 
 const { values: args } = parseArgs({ options: { rounds: { type: 'string', default: '5' } } });
@@ -133,14 +132,6 @@ class PlainArm {
   }
 }
 
-function commit(): string {
-  try {
-    const git = (...a: string[]) => execFileSync('git', ['-C', PACKAGE_ROOT, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'bench', 'board') ? ' + uncommitted changes' : ''}`;
-  } catch {
-    return 'not a git checkout';
-  }
-}
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
@@ -170,7 +161,7 @@ async function main(): Promise<void> {
   };
   const uf = summarize(U.map((x) => x.firstGoodReply)).p50;
   const pf = summarize(P.map((x) => x.firstGoodReply)).p50;
-  console.log(`\nbench/pacemaker — ${started} — ${commit()}\n${machine()}`);
+  console.log(`\nbench/pacemaker — ${started} — ${commitOf(['src', 'bench', 'board'])}\n${machine()}`);
   console.log(`${rounds} rounds per arm, alternated; fault: the serving board loses power under load (${FAULT_LABEL})`);
   printTable('The serving blade lost on three boards under Pacemaker', [
     ['arm', 'rounds', 'fault → first good reply p50 ms', 'p99 ms', 'max ms', 'protected again on a spare p50 s', 'max s', 'acknowledged registrations lost', 'ERR (lost state)'],

@@ -10,14 +10,12 @@
  * A set-up that meets the error path fails the bench (exit code 1, no table); a set-up that cannot
  * run here at all (COLO on a QEMU without it) is shown as not runnable, with QEMU's own error.
  */
-import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { PACKAGE_ROOT } from '../src/sim/chassis/layout.js';
 import { coloRow } from './peers-colo.js';
 import { keepalivedRow } from './peers-keepalived.js';
 import { peersTable, teardowns, type PeerRow } from './peers-lib.js';
 import { understudyRow } from './peers-understudy.js';
-import { cleanUpOnSignal, machine, printTable } from './lib.js';
+import { cleanUpOnSignal, commitOf, machine, printTable } from './lib.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -43,14 +41,6 @@ for (const s of setups) if (!['understudy', 'keepalived', 'colo'].includes(s)) {
 const tag = process.pid % 1000;
 const coloDelays = args['colo-delays']!.split(',').map((d) => num('colo-delays', d, 1));
 
-function commit(): string {
-  try {
-    const git = (...a: string[]) => execFileSync('git', ['-C', PACKAGE_ROOT, ...a], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-    return `commit ${git('rev-parse', '--short', 'HEAD')}${git('status', '--porcelain', '--', 'src', 'bench') ? ' + uncommitted changes' : ''}`;
-  } catch {
-    return 'not a git checkout';
-  }
-}
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
@@ -63,7 +53,7 @@ async function main(): Promise<void> {
       for (const [i, delay] of coloDelays.entries()) rows.push(await coloRow({ ...opts, name: `pc${tag}${i}`, runDir: `/tmp/us-peers-c${i}-${process.pid}`, checkpointDelayMs: delay }));
     }
   }
-  console.log(`\nbench/peers — ${started} — ${commit()}\n${machine()}`);
+  console.log(`\nbench/peers — ${started} — ${commitOf()}\n${machine()}`);
   console.log(`${opts.faults} faults of each kind per set-up; load phases ${opts.seconds} s × ${opts.rounds} rounds (P protected, U backup powered off, alternated); footprint over ${opts.footprintSeconds} s idle`);
   printTable('Understudy, keepalived and QEMU COLO: same guest, same client, same faults', peersTable(rows));
   for (const r of rows) for (const n of r.notes) console.log(`- ${n}`);
