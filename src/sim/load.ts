@@ -149,6 +149,8 @@ export class LoadGenerator {
   private latencies: number[] = [];
   private readonly done: Done[] = [];
   private registered: string[] = [];
+  /** Subscribers in a call that a step under way set up (step(): CALL until its END is answered). */
+  private readonly inCall = new Set<string>();
   private nextReg = 0;
   private calls = 0;
   private markAt = 0;
@@ -218,12 +220,21 @@ export class LoadGenerator {
     const t = this.o.tag;
     const callStep = this.o.regEvery ? k % this.o.regEvery !== 0 : k % 4 === 3;
     if (callStep && this.registered.length >= 2) {
-      const a = this.registered[(k * 7) % this.registered.length]!;
-      const b = this.registered[(k * 13 + 1) % this.registered.length]!;
-      if (a !== b) {
-        const r = await this.ask(`${t}c${k}`, `CALL ${a} ${b}`);
-        const m = / OK CALL (\d+)$/.exec(r);
-        if (m) { this.calls++; await this.ask(`${t}e${k}`, `END ${m[1]}`); }
+      // Two subscribers chosen by k, skipping any in a call of a concurrent step (that would be ERR
+      // BUSY: seen when a takeover's stall made calls overlap, 2026-12-06).
+      const a = this.notInCall((k * 7) % this.registered.length);
+      const b = a === undefined ? undefined : this.notInCall((k * 13 + 1) % this.registered.length, a);
+      if (a !== undefined && b !== undefined) {
+        this.inCall.add(a);
+        this.inCall.add(b);
+        try {
+          const r = await this.ask(`${t}c${k}`, `CALL ${a} ${b}`);
+          const m = / OK CALL (\d+)$/.exec(r);
+          if (m) { this.calls++; await this.ask(`${t}e${k}`, `END ${m[1]}`); }
+        } finally {
+          this.inCall.delete(a);
+          this.inCall.delete(b);
+        }
         return;
       }
     }
@@ -231,6 +242,16 @@ export class LoadGenerator {
     const sub = `${t}${n}`;
     const r = await this.ask(`${t}r${n}`, `REG ${sub}`);
     if (/ OK REG /.test(r)) this.registered.push(sub);
+  }
+
+  /** The first registered subscriber from index `from` on (wrapping) that is in no call of a step under way, and is not `other`. */
+  private notInCall(from: number, other?: string): string | undefined {
+    const n = this.registered.length;
+    for (let i = 0; i < n; i++) {
+      const s = this.registered[(from + i) % n]!;
+      if (s !== other && !this.inCall.has(s)) return s;
+    }
+    return undefined;
   }
 
   /** A step of the mix: its kind is fixed by k alone. */

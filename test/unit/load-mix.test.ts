@@ -169,6 +169,21 @@ describe('load generator: request mix', function () {
     assert.throws(() => new LoadGenerator({ target: { address: '127.0.0.1', port: 9 }, bind: '127.0.0.1', rate: 0, window: 1, durationMs: 1, tag: 'x', retryMs: 50, mix: parseMix('get=1'), pool: { tag: 'P', count: 0 } }), /GETs need at least one subscriber/);
   });
 
+  it('the load without a mix (--reg-every): concurrent calls never pick a subscriber already in one (no ERR BUSY)', async () => {
+    const guest = new FakeGuest();
+    const port = await guest.start();
+    const gen = new LoadGenerator({ target: { address: '127.0.0.1', port }, bind: '127.0.0.1', rate: 0, retryMs: 200, tag: 'B', window: 16, durationMs: 400, regEvery: 3 });
+    try {
+      const r = await gen.run();
+      assert.ok(r.requests.CALL > 30, `calls ran (${r.requests.CALL})`);
+      assert.equal(r.errorReplies, 0, r.errorSamples.join('; '));
+      assert.equal(r.requests.END, r.calls);
+    } finally {
+      gen.close();
+      guest.close();
+    }
+  });
+
   it('counts ERR FULL of a full guest as a limit reply and as the error path', async () => {
     const guest = new FakeGuest(2 * 4 + 2 + 3);
     const port = await guest.start();
