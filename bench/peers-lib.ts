@@ -126,6 +126,12 @@ export async function faultRound(o: {
   survivorTotal?: () => Promise<number>;
   /** How long the load runs (default FAULT_LOAD's): long enough to see a slow recovery's first reply. */
   durationMs?: number;
+  /**
+   * The silence that counts begins within this long of the fault (default SILENCE_STARTS_WITHIN_MS):
+   * more where the fault takes a while to land (a board powered off with a cluster in it answers
+   * for another ~100 ms while its processes are killed).
+   */
+  silenceStartsWithinMs?: number;
 }): Promise<FaultSample> {
   const total0 = await (o.survivorTotal ?? (() => callsTotal(o.serviceNetns)))();
   const load = startLoad(serviceLayout(o.serviceNetns), { rate: FAULT_LOAD.rate, durationMs: o.durationMs ?? FAULT_LOAD.durationMs, tag: o.tag, retryMs: FAULT_LOAD.retryMs, verify: true });
@@ -144,7 +150,9 @@ export async function faultRound(o: {
       throw new Error(`${what}: ${res.errorReplies} ERR (${res.errorSamples.join('; ')}), ${v.missing.length} acknowledged registrations lost, ${v.retriedDifferent.length} re-sent ids answered differently, ${v.callIdsReused.length} call ids reused`);
     }
     if (o.statelessOk && res.errorSamples.some((s) => !LOST_STATE_REPLY.test(s))) throw new Error(`${what}: ERR replies not explained by lost state: ${res.errorSamples.join('; ')} (${unexplained})`);
-    const silence = res.gaps.filter(([from, to]) => to > tFault && from <= tFault + SILENCE_STARTS_WITHIN_MS).sort((a, b) => b[1] - a[1])[0];
+    // The fault's silence: the longest that begins within the window (not the one ending last: a
+    // later pause of a few tens of ms inside a 1 s window was taken for it, 930 ms for a 20 ms takeover).
+    const silence = res.gaps.filter(([from, to]) => to > tFault && from <= tFault + (o.silenceStartsWithinMs ?? SILENCE_STARTS_WITHIN_MS)).sort((a, b) => (b[1] - b[0]) - (a[1] - a[0]))[0];
     // No silence longer than the load's resolution (GAP_MS): the first good reply came within it.
     const firstGoodReply = silence ? silence[1] - tFault : GAP_MS;
     const total1 = Number(/total=(\d+)/.exec(v.stats)?.[1] ?? NaN);
