@@ -26,6 +26,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PACKAGE_ROOT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, type ChassisBoard } from '../src/sim/chassis/layout.js';
 import { clusterOnline, onCluster } from '../src/sim/chassis/launcher.js';
+import { perNodeAttributes } from '../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { waitProtectedAny } from '../src/sim/pair.js';
 import { cleanUpOnSignal, commitOf, machine, printTable, summarize } from './lib.js';
@@ -104,8 +105,7 @@ class PlainArm {
     teardowns.add(() => this.chassis.down({ purge: true }));
     await this.chassis.powerController('break'); // the guest-less pair's controllers fence nobody
     const L = this.chassis.layout;
-    const perNode = L.boardNames.map((b) => `<instance_attributes id="p-${b}" score="${100 - L.boardNames.indexOf(b)}"><rule id="p-${b}-r" score="0"><expression id="p-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
-      + `<nvpair id="p-${b}-o" name="cmdline_options" value="--board ${this.profileOf(b)} --guest ${GUEST}"/></instance_attributes>`).join('');
+    const perNode = perNodeAttributes(L, 'p', (b) => [['o', 'cmdline_options', `--board ${this.profileOf(b)} --guest ${GUEST}`]]);
     const xml = `<primitive id="guest-plain" class="ocf" provider="heartbeat" type="anything">${perNode}`
       + `<instance_attributes id="p-common"><nvpair id="p-bin" name="binfile" value="${join(PACKAGE_ROOT, 'bin', 'understudyd')}"/></instance_attributes>`
       + '<operations><op id="p-mon" name="monitor" interval="2s" timeout="20s"/><op id="p-start" name="start" interval="0s" timeout="120s"/><op id="p-stop" name="stop" interval="0s" timeout="60s"/></operations></primitive>';

@@ -91,6 +91,9 @@ type FromWorker =
   | { t: 'adopted'; id: number; closed?: string[]; error?: string }
   | { t: 'stopped' };
 
+/** The membership process's answers to a request of the controller's, by its id. */
+type Answer = Extract<FromWorker, { t: 'snapshot' | 'adopted' }>;
+
 /**
  * The real-time governor (run by the controller, outside the membership process, so a busy loop in
  * it cannot stop it): above this share of one core (all its threads) for RT_GOVERNOR_SECONDS in a
@@ -328,8 +331,8 @@ export class MembershipProcess extends EventEmitter {
   /** Why the governor took real-time scheduling away, once it has. */
   rtDropped?: string;
   private nextId = 1;
-  private waiters = new Map<number, (s: MembershipSnapshot) => void>();
-  private adoptWaiters = new Map<number, (r: { closed?: string[]; error?: string }) => void>();
+  /** Requests that wait for the membership process's answer (snapshot, adopt-partner), by id. */
+  private waiters = new Map<number, (m: Answer) => void>();
   private partner: Heartbeat | undefined;
   private partnerState: PartnerView['state'] = 'unknown';
   private partnerSince = Date.now();
@@ -433,8 +436,8 @@ export class MembershipProcess extends EventEmitter {
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
       case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;
       case 'controller-health': this.emit('controller-health', m.health, m.silentMs, m.reason); break;
-      case 'snapshot': this.waiters.get(m.id)?.(m.snapshot); this.waiters.delete(m.id); break;
-      case 'adopted': this.adoptWaiters.get(m.id)?.(m); this.adoptWaiters.delete(m.id); break;
+      case 'snapshot':
+      case 'adopted': this.waiters.get(m.id)?.(m); this.waiters.delete(m.id); break;
       default: break;
     }
   }
@@ -473,34 +476,33 @@ export class MembershipProcess extends EventEmitter {
     };
   }
 
-  snapshot(timeoutMs = 2000): Promise<MembershipSnapshot> {
+  /** Posts a request and resolves with the membership process's answer to it (by id), or rejects after `timeoutMs`. */
+  private request<A extends Answer>(m: (id: number) => ToWorker, timeoutMs: number): Promise<A> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => { this.waiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
-      this.waiters.set(id, (s) => { clearTimeout(timer); resolve(this.rtDropped ? { ...s, thread: { ...s.thread, rtPriority: 0, rtDropped: this.rtDropped } } : s); });
-      this.post({ t: 'snapshot', id });
+      this.waiters.set(id, (a) => { clearTimeout(timer); resolve(a as A); });
+      this.post(m(id));
     });
+  }
+
+  async snapshot(timeoutMs = 2000): Promise<MembershipSnapshot> {
+    const s = (await this.request<Extract<Answer, { t: 'snapshot' }>>((id) => ({ t: 'snapshot', id }), timeoutMs)).snapshot;
+    return this.rtDropped ? { ...s, thread: { ...s.thread, rtPriority: 0, rtDropped: this.rtDropped } } : s;
   }
 
   /**
    * Another board becomes the partner (Membership.adoptPartner: only while none is heard). Resolves
    * with the links closed (those that cannot reach it); rejects with the membership's refusal.
    */
-  adoptPartner(partnerAddress: string, known: PartnerGenerations, timeoutMs = 2000): Promise<string[]> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => { this.adoptWaiters.delete(id); reject(new Error('membership process did not answer')); }, timeoutMs);
-      this.adoptWaiters.set(id, (r) => {
-        clearTimeout(timer);
-        if (r.error !== undefined) { reject(new Error(r.error)); return; }
-        this.partner = undefined;
-        this.partnerState = 'unknown';
-        this.partnerSince = Date.now();
-        this.lastHeard = 0;
-        resolve(r.closed ?? []);
-      });
-      this.post({ t: 'adopt-partner', id, partnerAddress, known });
-    });
+  async adoptPartner(partnerAddress: string, known: PartnerGenerations, timeoutMs = 2000): Promise<string[]> {
+    const r = await this.request<Extract<Answer, { t: 'adopted' }>>((id) => ({ t: 'adopt-partner', id, partnerAddress, known }), timeoutMs);
+    if (r.error !== undefined) throw new Error(r.error);
+    this.partner = undefined;
+    this.partnerState = 'unknown';
+    this.partnerSince = Date.now();
+    this.lastHeard = 0;
+    return r.closed ?? [];
   }
 
   /** Stops heartbeats; with magicClose the watchdog is disarmed (orderly shutdown only). */

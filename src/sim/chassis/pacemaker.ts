@@ -252,6 +252,19 @@ export function nsenterArgv(initPid: number, argv: readonly string[]): string[] 
 /** The id of the guest's promotable clone in the chassis' cluster (its primitive is `guest`). */
 export const GUEST_CLONE_ID = 'guest-clone';
 
+/** An XML attribute value, escaped. */
+const esc = (v: string) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+
+/**
+ * A primitive's parameters that differ per node (pure): one `instance_attributes` set per board,
+ * chosen by a rule on `#uname`, ids `<prefix>-<board>…`; `nvpairs(board)` gives [id suffix, name, value].
+ */
+export function perNodeAttributes(layout: ChassisLayout, prefix: string, nvpairs: (b: ChassisBoard) => Array<[string, string, string]>): string {
+  return layout.boardNames.map((b, i) => `<instance_attributes id="${prefix}-${b}" score="${100 - i}"><rule id="${prefix}-${b}-r" score="0"><expression id="${prefix}-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
+    + nvpairs(b).map(([id, name, value]) => `<nvpair id="${prefix}-${b}-${id}" name="${name}" value="${esc(value)}"/>`).join('')
+    + '</instance_attributes>').join('');
+}
+
 /**
  * The CIB resource that `chassis up --manager pacemaker --guest primary` configures (pure;
  * exported for tests): ocf:understudy:guest as a promotable clone over every board, `promoted-max`
@@ -262,13 +275,12 @@ export const GUEST_CLONE_ID = 'guest-clone';
  * pairs the instance Pacemaker starts on a spare with the promoted one (N+1, docs/pacemaker.md).
  */
 export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: string; guestFile?: string }): string {
-  const esc = (v: string) => v.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
   // N+1 (more boards than the pair): each board's pairing profiles (profiles.ts pairingProfileFile).
   const nPlusOne = layout.boardNames.length > 2;
-  const perNode = layout.boardNames.map((b, i) => `<instance_attributes id="g-${b}" score="${100 - i}"><rule id="g-${b}-r" score="0"><expression id="g-${b}-e" attribute="#uname" operation="eq" value="${b}"/></rule>`
-    + `<nvpair id="g-${b}-board" name="board" value="${esc(layout.boards[b].profile)}"/>`
-    + (nPlusOne ? `<nvpair id="g-${b}-pair" name="pair_profile" value="${esc(join(layout.boards[b].dir, PAIRING_PROFILE_PATTERN))}"/>` : '')
-    + '</instance_attributes>').join('');
+  const perNode = perNodeAttributes(layout, 'g', (b) => [
+    ['board', 'board', layout.boards[b].profile],
+    ...(nPlusOne ? [['pair', 'pair_profile', join(layout.boards[b].dir, PAIRING_PROFILE_PATTERN)] as [string, string, string]] : []),
+  ]);
   const common = [['cli', o.cli], ['daemon', o.daemon], ...(o.guestFile ? [['guest', o.guestFile]] : [])]
     .map(([k, v]) => `<nvpair id="g-${k}" name="${k}" value="${esc(v!)}"/>`).join('');
   return `<clone id="${GUEST_CLONE_ID}"><meta_attributes id="${GUEST_CLONE_ID}-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/>`

@@ -32,19 +32,29 @@ export function templateFile(board: ChassisBoard): string {
 /** Builds one board's profile from its template (pure; exported for tests). */
 export function chassisProfile(template: Record<string, any>, board: ChassisBoard, layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
   if (!isPairBoard(board)) return spareProfile(template, board, layout);
+  const partner = { ...(template.partner ?? {}), serial: { device: layout.boards[board].serialDevice, baud }, ethernet: backplaneLink(board, partnerOf(board)) };
+  // The chassis' power controller, or (--fencing ipmi) the partner's simulated BMC in front of it.
+  const device = fencing === 'ipmi' ? ipmiFencingOf(layout, board) : { method: 'simulated', controlSocket: layout.powerSocket };
+  return pairedProfile(template, board, layout, partner, device);
+}
+
+/** The Ethernet partner link on the backplane from `board` to `partner`. */
+function backplaneLink(board: ChassisBoard, partner: ChassisBoard): Record<string, unknown> {
+  return { interface: PLINK_INTERFACE, localAddress: plinkAddress(board), partnerAddress: plinkAddress(partner), port: PLINK_PORT };
+}
+
+/**
+ * A board of a pair, with `partner` (its links) and the fencing `device`: the board's own store,
+ * watchdog and console, the pair's service address, the chassis' key. What a fence does (action,
+ * escalation) stays the template's.
+ */
+function pairedProfile(template: Record<string, any>, board: ChassisBoard, layout: ChassisLayout, partner: Record<string, unknown>, device: Record<string, unknown>): Record<string, any> {
   const b = layout.boards[board];
   const p = structuredClone(template);
   p.storageDir = b.storageDir;
-  p.partner = {
-    ...(p.partner ?? {}),
-    serial: { device: b.serialDevice, baud },
-    ethernet: { interface: PLINK_INTERFACE, localAddress: plinkAddress(board), partnerAddress: plinkAddress(partnerOf(board)), port: PLINK_PORT },
-  };
+  p.partner = partner;
   p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
-  // The chassis' power controller; what a fence does (action, escalation) stays the template's.
   const { action, escalation } = (p.fencing ?? {}) as { action?: unknown; escalation?: unknown };
-  // The chassis' power controller, or (--fencing ipmi) the partner's simulated BMC in front of it.
-  const device = fencing === 'ipmi' ? ipmiFencingOf(layout, board) : { method: 'simulated', controlSocket: layout.powerSocket };
   p.fencing = { ...device, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
   p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
   p.externalServices = { auth: { ...AUTH_SERVICE } };
@@ -89,22 +99,9 @@ export const PAIRING_PROFILE_PATTERN = 'with-%s.json';
 /** Builds the profile of `board` paired with `partner` (pure; exported for tests). */
 export function pairingProfile(template: Record<string, any>, board: ChassisBoard, partner: ChassisBoard, layout: ChassisLayout, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
   if (board === partner) throw new UsError('US_ERR_CONFIG', `board ${board} cannot be its own partner`);
-  const b = layout.boards[board];
-  const p = structuredClone(template);
-  p.name = board;
-  p.storageDir = b.storageDir;
-  p.partner = {
-    name: partner,
-    ethernet: { interface: PLINK_INTERFACE, localAddress: plinkAddress(board), partnerAddress: plinkAddress(partner), port: PLINK_PORT },
-  };
-  p.watchdog = { ...(p.watchdog ?? {}), device: b.watchdogFifo, timeoutMs: p.watchdog?.timeoutMs ?? DEFAULT_WATCHDOG_TIMEOUT_MS };
   if (fencing === 'ipmi') throw new UsError('US_ERR_CONFIG', '--fencing ipmi is for two boards: a BMC per pair board, none for a spare');
-  const { action, escalation } = (p.fencing ?? {}) as { action?: unknown; escalation?: unknown };
-  p.fencing = { method: 'simulated', controlSocket: layout.powerSocket, ...(action !== undefined ? { action } : {}), ...(escalation !== undefined ? { escalation } : {}) };
-  p.service = { address: SERVICE_VIP, port: SERVICE_PORT, interface: SERVICE_INTERFACE, prefixLength: SERVICE_PREFIX };
-  p.externalServices = { auth: { ...AUTH_SERVICE } };
-  if (p.ha) p.ha = { ...p.ha, keyFile: layout.keyFile };
-  p.console = { ...(p.console ?? {}), device: b.consoleBoard };
+  const p = pairedProfile(template, board, layout, { name: partner, ethernet: backplaneLink(board, partner) }, { method: 'simulated', controlSocket: layout.powerSocket });
+  p.name = board;
   return p;
 }
 
