@@ -50,6 +50,11 @@ export interface Situation {
   checkpoint: boolean;
   /** This board just stepped down keeping its guest (switchover of a guest upgrade). */
   keptCopy: boolean;
+  /**
+   * Promoted with a running copy known to differ from the old primary's (a divergence or lost
+   * inputs since its clone), and the checkpoint on disk was taken before that, its log whole.
+   */
+  copyDiverged?: boolean;
 }
 
 export interface RoleEffects {
@@ -71,6 +76,8 @@ const always = () => true;
 
 /** The whole of what a role means on this board, in order of precedence within each role. */
 export const ROLE_EFFECTS: readonly EffectRow[] = [
+  { role: 'PRIMARY', when: 'promoted; its running copy differs from the old primary\'s, and a checkpoint taken before that is on disk', applies: (s) => promoted(s) && s.guestRunning && s.copyDiverged === true && s.checkpoint,
+    serve: 'serve', replicator: 'primary', guest: 'restore-checkpoint' },
   { role: 'PRIMARY', when: 'its guest runs (the clone, or the copy it kept)', applies: (s) => s.guestRunning,
     serve: 'serve', replicator: 'primary', guest: 'keep-running' },
   { role: 'PRIMARY', when: 'promoted; its guest saved its state for a guest upgrade that did not complete', applies: (s) => promoted(s) && s.savedState,
@@ -319,11 +326,13 @@ export class PairController {
             .catch((e: Error) => journal.record('guest', e.message));
         }
       }
+      const rebuild = promotion ? this.divergedRebuild() : false;
       const fx = effectsFor({
         from: c.from, to: role,
         guestRunning: host.guestRunning,
         savedState: this.upgrade.hasSavedState,
         checkpoint: checkpoints?.info !== undefined,
+        copyDiverged: rebuild,
         // Consumed by the role change that follows the step-down, whatever the new role.
         keptCopy: c.from === 'PRIMARY' || role === 'FAULT' || role === 'STOPPING' ? this.switchover.takeKeptCopy() : false,
       });
@@ -351,6 +360,7 @@ export class PairController {
     const { host, journal, checkpoints } = this.p;
     const { supervisor, replicator } = host;
     const promotion = c.from === 'FENCING' || c.from === 'BACKUP';
+    const hadCopy = supervisor.currentState === 'running';
     if (role === 'PRIMARY' && action !== 'keep-running' && supervisor.currentState !== 'stopped') await supervisor.stop();
     switch (action) {
       case 'keep-running':
@@ -359,13 +369,15 @@ export class PairController {
       case 'replay-saved-state':
         await this.upgrade.resumeFromSavedState();
         break;
-      case 'restore-checkpoint':
-        if (this.p.recovery) await this.poison.recover('promoted without a running clone');
+      case 'restore-checkpoint': {
+        const why = hadCopy ? 'promoted with a copy that differs from the old primary\'s' : 'promoted without a running clone';
+        if (this.p.recovery) await this.poison.recover(why);
         else {
-          journal.record('guest', 'promoted without a running clone: restoring the checkpoint and replaying the input log');
+          journal.record('guest', `${why}: restoring the checkpoint and replaying the input log`);
           await checkpoints!.restore();
         }
         break;
+      }
       case 'boot':
         if (promotion) {
           // Nothing of the pair's state survived here (no copy, no checkpoint): what the disk holds is all there is.
@@ -391,6 +403,28 @@ export class PairController {
       const partnerKeepsCopy = this.switchover.takePartnerKeepsCopy();
       if (action === 'keep-running' && partnerKeepsCopy && replicator.protectOnCurrentChannel()) this.upgrade.onProtectedByPreviousCopy();
     }
+  }
+
+  /**
+   * Promoted: whether the running copy, known to differ from the old primary's, is to be rebuilt
+   * from the checkpoint and the input log (a checkpoint taken before the divergence, a log that
+   * reaches the end of the stream). Journaled either way: serving a copy that differs answers
+   * retried requests differently from the old primary.
+   */
+  private divergedRebuild(): boolean {
+    const { host, journal, checkpoints } = this.p;
+    const d = this.protection.takeDiverged();
+    if (!d || !host.guestRunning) return false;
+    const since = new Date(d.at).toISOString();
+    const cp = checkpoints?.info;
+    if (cp && Date.parse(cp.at) < d.at && checkpoints!.logCovers(host.replicator.lastSeq)) {
+      journal.record('guest', `promoted with a copy that differs from the old primary's since ${since} (${d.why}): rebuilding it from the checkpoint at input ${cp.seq} (taken ${cp.at}) and the input log instead of serving it`, { since, seq: cp.seq });
+      return true;
+    }
+    const missing = !cp ? 'no checkpoint' : Date.parse(cp.at) >= d.at ? `the checkpoint (${cp.at}) is not older than that` : `the input log does not reach input ${host.replicator.lastSeq}`;
+    journal.record('guest', `STATE DIVERGED: promoted with a copy that differs from the old primary's since ${since} (${d.why}); ${missing}: serving it, the only copy left`, { since });
+    this.p.log.error({ since, why: d.why }, 'promoted with a diverged copy and nothing to rebuild it from');
+    return false;
   }
 
   private async serve(): Promise<void> {

@@ -46,6 +46,14 @@ export class Protection {
   /** The divergence journal's rate limit: when it last wrote a line, and the divergences since. */
   private divergenceLineAt = 0;
   private divergencesUnlisted = 0;
+  /**
+   * Backup: its running copy is known to differ from the primary's (a reply that differed, or inputs
+   * it lost), since when and why; cleared when a new clone starts arriving. A promotion in that
+   * state rebuilds the copy from the checkpoint taken before it (src/pair/controller.ts), and no
+   * checkpoint is taken of it meanwhile. Serving it as it was answered retried requests differently
+   * from the old primary (CI, 2026-12-06: "OK REG … 1489" then "… 1488").
+   */
+  private diverged?: { at: number; why: string };
 
   constructor(
     private readonly p: PairParts,
@@ -62,14 +70,17 @@ export class Protection {
       && !clones.cloneInProgress && !this.quiet());
     this.lossWatch = w;
     clones.on('cloned', () => w.reset());
+    if (p.checkpoints) p.checkpoints.refusal = () => (this.diverged ? `it differs from the primary's since ${new Date(this.diverged.at).toISOString()} (${this.diverged.why})` : undefined);
     clones.on('clone-target', (phase) => {
       w.reset();
       if (phase === 'started') this.recloneAskedAt = 0;
+      if (phase === 'started' || phase === 'running') this.diverged = undefined; // replaced: the new copy starts equal
       clearTimeout(this.afterCloneTimer);
       if (phase === 'running') this.checkpointAfterClone(0);
     });
     w.on('loss', (l) => this.onLoss(l));
     host.replicator.on('divergence', (key) => {
+      this.markDiverged(`its reply to ${key} differed`);
       const asked = this.askForReclone(`divergence on ${key}`);
       // Every later reply of a diverged copy may differ too: one journal line per burst and at most
       // one a second after it, each counting the divergences it stands for (a line per reply flooded
@@ -157,6 +168,22 @@ export class Protection {
     this.recloneToBackup();
   }
 
+  /** Backup: the first sign since its clone that its copy differs from the primary's. */
+  private markDiverged(why: string): void {
+    if (this.p.host.replicator.mode === 'backup' && !this.diverged) this.diverged = { at: Date.now(), why };
+  }
+
+  /**
+   * A promotion takes the divergence record: since when (ms since the epoch) and why the copy it
+   * finds running differs from the old primary's, if it does. The promoted copy (rebuilt or not) is
+   * the reference from then on.
+   */
+  takeDiverged(): { at: number; why: string } | undefined {
+    const d = this.diverged;
+    this.diverged = undefined;
+    return d;
+  }
+
   /** Backup: its clone failed; the primary makes a new one (the backup never reboots stale state). */
   onCloneLost(cause: string): void {
     this.p.journal.record('guest', `clone lost (${cause}): asking the primary for a new clone`);
@@ -186,6 +213,7 @@ export class Protection {
       : `the guest counts ${-l.missing} requests more than it was handed (${l.delivered} handed, ${l.processed} processed): its state differs from its partner's`;
     this.p.log.error({ ...l }, 'guest copy lost inputs');
     if (ha.currentRole === 'BACKUP' && host.replicator.mode === 'backup') {
+      this.markDiverged(`it lost ${l.missing} inputs`);
       const asked = this.askForReclone(`the clone is missing ${l.missing} inputs`);
       journal.record('divergence', `${what}; ${asked ? 'asking the primary for a re-clone' : 're-clone already asked for'}`, { ...l });
     } else if (ha.currentRole === 'PRIMARY' && host.replicator.mode === 'primary' && !clones!.cloneInProgress) {

@@ -81,7 +81,7 @@ export class Checkpointer {
   /** The log is at its bound: take a checkpoint now rather than at the next interval (journaled). */
   private forceCheckpoint(): void {
     const now = performance.now();
-    if (this.taking || this.suspended || (this.lastForcedAt && now - this.lastForcedAt < 5000)) return;
+    if (this.taking || this.suspended || this.refusal() || (this.lastForcedAt && now - this.lastForcedAt < 5000)) return;
     this.lastForcedAt = now;
     this.forced++;
     this.store.record('checkpoint', `input log holds ${this.sinceCheckpoint} inputs since the last checkpoint (input.inputLogMaxInputs ${this.maxLoggedInputs}): forcing a checkpoint to truncate it`, { logged: this.sinceCheckpoint, limit: this.maxLoggedInputs });
@@ -115,6 +115,8 @@ export class Checkpointer {
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');
     if (this.taking) throw new UsError('US_ERR_ROLE', 'a checkpoint is already being taken');
     if (this.suspended) throw new UsError('US_ERR_ROLE', 'no checkpoint during a guest upgrade');
+    const refused = this.refusal();
+    if (refused) throw new UsError('US_ERR_ROLE', `no checkpoint of this copy: ${refused}`);
     const run = this.takeNow(qemu);
     this.taking = run.catch(() => undefined).finally(() => { this.taking = undefined; });
     return run;
@@ -147,6 +149,9 @@ export class Checkpointer {
       // answer held behind the fsyncs of a loaded disk could outlast the guest's 5 s wait (ERR
       // AUTHUNAVAIL on the backup only: a divergence, and a re-clone).
       this.replicator.resumeDelivery(paused);
+      // Found to differ from the primary while it was being frozen: it must not replace the last good one.
+      const refusedNow = this.refusal();
+      if (refusedNow) throw new UsError('US_ERR_ROLE', `no checkpoint of this copy: ${refusedNow}`);
       this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
@@ -201,6 +206,12 @@ export class Checkpointer {
 
   /** While set (a guest upgrade on this board), no checkpoint is taken and the log is not truncated. */
   suspended = false;
+  /**
+   * Why the running copy must not be checkpointed, if it must not: it is known to differ from the
+   * primary's (a divergence or lost inputs since its clone), and a checkpoint of it would replace
+   * the last one taken before it went wrong (src/pair/protection.ts).
+   */
+  refusal: () => string | undefined = () => undefined;
 
   /**
    * Both guests lost: start the guest from the checkpoint and replay every logged input after it,

@@ -202,6 +202,7 @@ export class FakeCheckpoints {
   info: CheckpointInfo | undefined = undefined;
   loggedSince = 0;
   suspended = false;
+  refusal: () => string | undefined = () => undefined;
   logStatus = { sinceCheckpoint: 0, limit: 200000, forced: 0 };
   log: SequencedInput[] = [];
   constructor(private readonly calls: string[]) {}

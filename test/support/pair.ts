@@ -103,9 +103,13 @@ console.log(JSON.stringify(out));`;
     }
     assert.ok(res.acked > 100, `load ran (${res.acked} answered)`);
     assert.equal(res.limitReplies, 0, `the guest answered ERR FULL ${res.limitReplies} times: a limit was reached`);
-    assert.equal(res.verify!.missing.length, 0, `acknowledged registrations missing on the new primary: ${res.verify!.missing.slice(0, 5).join(', ')}`);
-    assert.equal(res.verify!.retriedDifferent.length, 0, `retried ids answered differently: ${res.verify!.retriedDifferent.slice(0, 3).join('; ')}`);
-    assert.deepEqual(res.verify!.callIdsReused.slice(0, 3), [], 'call ids acknowledged twice');
+    const lost = [
+      ...(res.verify!.missing.length ? [`acknowledged registrations missing on the new primary: ${res.verify!.missing.slice(0, 5).join(', ')}`] : []),
+      ...(res.verify!.retriedDifferent.length ? [`retried ids answered differently: ${res.verify!.retriedDifferent.slice(0, 3).join('; ')}`] : []),
+      ...(res.verify!.callIdsReused.length ? [`call ids acknowledged twice: ${res.verify!.callIdsReused.slice(0, 3).join('; ')}`] : []),
+    ];
+    // CI prints only the test output: a loss comes with what each board did around the fault.
+    if (lost.length) assert.fail(`${lost.join('\n')}\n${await this.postMortem(faultAt)}`);
     assert.ok(res.verify!.retriedIdentical > 0);
     assert.ok(res.registered > 0 && res.calls > 0, `the mix ran (${res.registered} registered, ${res.calls} calls)`);
     const after = await this.stats();
@@ -122,9 +126,9 @@ console.log(JSON.stringify(out));`;
       try {
         // Read from the board's database: a board powered off has no control socket.
         const db = new Database(join(this.chassis.layout.boards[b].storageDir, 'understudy.db'), { readonly: true });
-        const events = db.prepare('SELECT at, kind, message FROM events ORDER BY id DESC LIMIT 80').all() as Array<{ at: string; kind: string; message: string }>;
+        const events = db.prepare('SELECT at, kind, message FROM events ORDER BY id DESC LIMIT 150').all() as Array<{ at: string; kind: string; message: string }>;
         db.close();
-        const recent = events.filter((e) => Date.parse(e.at) >= since - 15000).sort((x, y) => x.at.localeCompare(y.at));
+        const recent = events.filter((e) => Date.parse(e.at) >= since - 30000).sort((x, y) => x.at.localeCompare(y.at));
         out.push(`--- ${b} (fault at ${new Date(since).toISOString()}):`, ...recent.map((e) => `  ${e.at} ${e.kind}: ${e.message}`));
       } catch (e) {
         out.push(`--- ${b}: no journal (${(e as Error).message})`);

@@ -61,6 +61,51 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(pair.failovers, 1);
   });
 
+  /** A following backup with a running copy and a checkpoint taken at `cpAt`; its copy then diverges (a reply that differed). */
+  function divergedBackup(cpAt: string) {
+    const f = fakePair();
+    const pair = new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.replicator.mode = 'backup';
+    f.supervisor.currentState = 'running';
+    f.checkpoints.info = { seq: 7, guestSeq: 7, at: cpAt, bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    f.checkpoints.covers = true;
+    assert.equal(f.checkpoints.refusal(), undefined, 'a copy that follows may be checkpointed');
+    f.replicator.emit('divergence', '1 F7xr0');
+    f.calls.length = 0; // the re-clone asked for
+    return { f, pair };
+  }
+
+  it('promoted with a running copy that diverged after its checkpoint: rebuilt from the checkpoint and the log, not served as it is; no checkpoint of it meanwhile', async () => {
+    const { f, pair } = divergedBackup(new Date(Date.now() - 5000).toISOString());
+    assert.match(f.checkpoints.refusal() ?? '', /differs from the primary's .*1 F7xr0/, 'a diverged copy is not checkpointed over the good one');
+    f.ha.become('PRIMARY');
+    await settle();
+    const work = f.calls.filter((c) => !c.startsWith('ha:'));
+    assert.deepEqual(work, ['replicator:primary(held)', 'guest:stop', 'checkpoint:restore', 'host:serve'], work.join(', '));
+    assert.ok(f.journal.has(/promoted with a copy that differs from the old primary's since .*rebuilding it from the checkpoint at input 7/), f.journal.lines.join('\n'));
+    assert.equal(pair.failovers, 1);
+  });
+
+  it('promoted with a diverged copy and only a checkpoint taken after the divergence: serves it, journaled STATE DIVERGED', async () => {
+    const { f } = divergedBackup(new Date(Date.now() + 60000).toISOString());
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.calls.filter((c) => !c.startsWith('ha:')), ['replicator:primary', 'host:serve']);
+    assert.ok(f.journal.has(/STATE DIVERGED: .*the checkpoint .* is not older than that: serving it/), f.journal.lines.join('\n'));
+  });
+
+  it('a new clone clears the divergence: its copy is checkpointed again and a promotion serves it as it is', async () => {
+    const { f } = divergedBackup(new Date(Date.now() - 5000).toISOString());
+    f.clones.emit('clone-target', 'started');
+    f.clones.emit('clone-target', 'running');
+    assert.equal(f.checkpoints.refusal(), undefined);
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(!f.calls.includes('checkpoint:restore'), f.calls.join(', '));
+    assert.ok(!f.journal.has(/differs from the old primary's/));
+  });
+
   it('promoted while a clone is arriving: waits for it to run, then takes over with it (no boot of the disk over it)', async () => {
     const f = fakePair();
     const pair = new PairController(f.parts);
