@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { SerialPort } from 'serialport';
 import { SerialLink } from '../../src/hw/links/links.js';
 import { slipEncode } from '../../src/hw/serial/slip.js';
+import { discardSerialUntil } from '../../src/sim/chassis/serial-relay.js';
 import { eventually } from '../support/rig.js';
 import { ptyPair, stopPty } from '../support/terminal.js';
 
@@ -26,6 +27,7 @@ describe('serial partner link on a pty pair (socat)', function () {
     dir = mkdtempSync(join(tmpdir(), 'us-serial-link-'));
     socat = await ptyPair(join(dir, 'partner'), join(dir, 'board'));
     partner = new SerialPort({ path: join(dir, 'partner'), baudRate: 115200, autoOpen: false });
+    partner.on('error', () => undefined); // writes still queued when it closes end with "Canceled"
     await new Promise<void>((resolve, reject) => partner!.open((e) => (e ? reject(e) : resolve())));
   });
 
@@ -52,5 +54,46 @@ describe('serial partner link on a pty pair (socat)', function () {
     await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(got, ['fresh-1', 'fresh-2']);
     assert.equal(link.counters.errors, 0, link.lastError);
+  });
+
+  /**
+   * 120 KB of frames toward the board end: more than a pty takes, so with nobody reading, socat and
+   * the partner's side hold the rest (the writes then wait: `drained` false does not wait for them).
+   */
+  async function flood(drained: boolean): Promise<void> {
+    const chunk = Buffer.concat(Array.from({ length: 100 }, (_, i) => slipEncode(Buffer.from(`stale-${i}-${'x'.repeat(40)}`))));
+    for (let i = 0; i < 25; i++) {
+      const written = new Promise<void>((resolve) => partner!.write(chunk, () => resolve())); // a write cut by the close is fine
+      if (drained) await written;
+    }
+    await new Promise((r) => setTimeout(r, 300));
+  }
+
+  async function framesAfterOpen(): Promise<string[]> {
+    link = new SerialLink({ path: join(dir, 'board'), baudRate: 115200 });
+    const got: string[] = [];
+    link.on('frame', (f: Buffer) => got.push(f.toString().slice(0, 8)));
+    await link.open();
+    await send('fresh-1');
+    await eventually(() => (got.includes('fresh-1') ? true : undefined), 5000, 20);
+    return got;
+  }
+
+  it('the mechanism: seconds of frames held behind a board end nobody reads reach the link when it opens, as if fresh', async () => {
+    await flood(false);
+    const got = await framesAfterOpen();
+    assert.ok(got.filter((f) => f.startsWith('stale-')).length > 100, `stale frames arrived: ${got.length}`);
+  });
+
+  it('the chassis drops what reaches a board end until its controller is up (discardSerialUntil): the link then gets only fresh frames', async () => {
+    let up = false;
+    const discarding = discardSerialUntil(join(dir, 'board'), () => up, 20);
+    await new Promise((r) => setTimeout(r, 200));
+    await flood(true);
+    up = true;
+    const dropped = await discarding;
+    assert.ok(dropped > 100000, `dropped ${dropped} bytes`);
+    const got = await framesAfterOpen();
+    assert.deepEqual(got, ['fresh-1']);
   });
 });

@@ -6,6 +6,7 @@
  * controller armed it) resets the board. Owns only the processes it spawns.
  */
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadBoardProfile } from '../../config/board-profile.js';
@@ -17,7 +18,7 @@ import { SLOT_NAMES } from '../../upgrade/slots.js';
 import { DAEMON_ENTRY, RUN_MARKER, type BoardLayout, type ChassisBoard } from './layout.js';
 import { groupMembers, isAlive, signal, startTimeOf, stateOf, waitUntil, sleep, type RecordedProcess } from './procs.js';
 import { BOOT_COUNT_ENV, namespaceInit } from './pacemaker.js';
-import { drainSerialEnd } from './serial-relay.js';
+import { discardSerialUntil, drainSerialEnd } from './serial-relay.js';
 import { SimWatchdog, type SimWatchdogStatus } from './watchdog.js';
 
 export type PowerState = 'on' | 'off';
@@ -231,6 +232,10 @@ export class SimBoard {
     if (this.o.firstBootOnly && this.boots > 1) {
       appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots}: the controller is the cluster manager's to start\n`, { mode: 0o600 });
       this.o.log.info({ board: this.name, boot: this.boots }, `${this.name}: controller left to the cluster manager at this boot`);
+      // Until that controller listens, its UART is nobody's: what the partner sends is dropped.
+      const boot = this.boots;
+      void discardSerialUntil(layout.serialDevice, async () => this.boots !== boot || this.powerState !== 'on' || listening(layout.controlSocket))
+        .then((n) => { if (n > 0) appendFileSync(layout.log, `# chassis: ${this.name} boot ${boot}: ${n} serial bytes dropped before its controller started\n`, { mode: 0o600 }); });
       this.o.onChange();
       return;
     }
@@ -373,4 +378,13 @@ export class SimBoard {
       ...(this.o.clusterManager ? { pacemaker: this.manager ? { pid: this.manager.pid, init: namespaceInit(this.manager.pid) ?? null, alive: isAlive(this.manager.pid) } : undefined } : {}),
     };
   }
+}
+
+/** Whether something accepts connections on the unix socket `path` (a controller that is up). */
+function listening(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = connect(path);
+    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('error', () => resolve(false));
+  });
 }

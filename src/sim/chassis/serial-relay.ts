@@ -271,3 +271,24 @@ export async function drainSerialEnd(path: string, quietMs = 30, maxMs = 500): P
   await new Promise<void>((resolve) => port.close(() => resolve()));
   return dropped;
 }
+
+/**
+ * Reads and drops what reaches a board's end of the serial link until `done()` says so (checked
+ * every `everyMs`): a UART nobody has opened keeps nothing, but the pty, socat and the relay's side
+ * of the line hold seconds of a partner's heartbeats, which reached a controller started late (by
+ * the cluster manager) as if fresh. Returns the bytes dropped, or -1 when the port cannot be opened.
+ */
+export async function discardSerialUntil(path: string, done: () => boolean | Promise<boolean>, everyMs = 100): Promise<number> {
+  const port = new SerialPort({ path, baudRate: 115200, autoOpen: false });
+  const opened = await new Promise<boolean>((resolve) => port.open((e) => resolve(!e)));
+  if (!opened) return -1;
+  let dropped = 0;
+  port.on('data', (d: Buffer) => { dropped += d.length; });
+  port.on('error', () => undefined);
+  try {
+    while (!(await done())) await new Promise((r) => setTimeout(r, everyMs));
+  } finally {
+    await new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve()));
+  }
+  return dropped;
+}
