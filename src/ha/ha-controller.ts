@@ -21,6 +21,9 @@ import type { LinkState, PartnerGenerations, PartnerView } from './membership.js
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
 import { isPreferred, nextRole, type FenceOrder, type RoleContext, type RoleEvent } from './roles.js';
 
+/** The priority a PRIMARY serving a lost state advertises: the least preferred a profile can say. */
+export const LOST_STATE_PRIORITY = 255;
+
 export interface RoleChange {
   from: Role;
   to: Role;
@@ -221,9 +224,9 @@ export class HaController extends EventEmitter {
       lastTick = now;
       if (!healthy()) this.membership.stopKicking('guest supervision lost');
       const g = this.guestHealth();
-      if (g !== this.lastGuest) { this.lastGuest = g; this.membership.setLocal(this.role, g); }
+      if (g !== this.lastGuest) { this.lastGuest = g; this.membership.setLocal(this.role, g, this.advertisedPriority); }
     }, HEALTH_TICK_MS);
-    this.membership.setLocal(this.role, this.guestHealth());
+    this.membership.setLocal(this.role, this.guestHealth(), this.advertisedPriority);
     this.startupTimer = this.clock.setTimeout(() => this.fire('startup-timeout'), this.board.ha!.startupWaitMs);
     if (this.alarms) this.linkAlarmTimer = this.clock.setTimeout(() => void this.syncLinkAlarms(), this.board.ha!.startupWaitMs);
   }
@@ -337,7 +340,38 @@ export class HaController extends EventEmitter {
   }
 
   private preferredOver(partner: Heartbeat | undefined): boolean | null {
-    return partner ? isPreferred({ name: this.board.name, priority: this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null;
+    return partner ? isPreferred({ name: this.board.name, priority: this.advertisedPriority ?? this.board.ha!.priority }, { name: partner.sender, priority: partner.priority }) : null;
+  }
+
+  /**
+   * Why this PRIMARY serves a state it could not carry over (promoted with neither a copy nor a
+   * checkpoint: it booted its disk), until its state has a copy on a backup or it leaves PRIMARY.
+   */
+  private servingLostState?: string;
+
+  /**
+   * The priority heartbeats advertise: the profile's, or the least preferred (255) while this board
+   * serves a lost state. Two PRIMARYs keep the preferred one: a board that booted an empty guest
+   * when promoted must never win over one that carried the service's state through the failure
+   * (bench/pacemaker, 2026-12-06: a spare serving the state stepped down before a pair board that
+   * had promoted with no copy, and was cloned over with its empty guest).
+   */
+  get advertisedPriority(): number | undefined {
+    return this.servingLostState !== undefined ? LOST_STATE_PRIORITY : undefined;
+  }
+
+  /**
+   * The pair layer says this PRIMARY now serves a state it lost (`why`), or, with undefined, that
+   * its state has a copy on a backup again. Announced at once.
+   */
+  markServingLostState(why: string | undefined): void {
+    if (why !== undefined && this.role !== 'PRIMARY') return;
+    if ((why === undefined) === (this.servingLostState === undefined)) return;
+    this.servingLostState = why;
+    this.store.record('role', why !== undefined
+      ? `serving a lost state (${why}): advertising priority ${LOST_STATE_PRIORITY} (least preferred) until a backup holds a copy of it`
+      : `the state served has a copy on the backup: advertising the profile's priority ${this.board.ha!.priority} again`);
+    this.membership.setLocal(this.role, this.guestHealth(), this.advertisedPriority);
   }
 
   /** Before any heartbeat only names are known on both sides: the lower name is preferred. */
@@ -488,10 +522,11 @@ export class HaController extends EventEmitter {
     const change: RoleChange = { from: this.role, to, cause, at: new Date().toISOString() };
     if (this.pendingFence?.role === this.role) this.cancelPendingFence(`${this.role} -> ${to} first`);
     this.role = to;
+    if (to !== 'PRIMARY') this.servingLostState = undefined;
     this.since = Date.now();
     this.lastTransition = change;
     this.clock.clearTimeout(this.startupTimer);
-    this.membership.setLocal(to, this.guestHealth()); // tell the partner at once
+    this.membership.setLocal(to, this.guestHealth(), this.advertisedPriority); // tell the partner at once
     this.store.record('role.transition', `${change.from} -> ${to}: ${cause}`, { from: change.from, to, event });
     const level = to === 'FAULT' || cause.startsWith('FENCING FAILED') ? 'error' : 'info';
     this.log[level]({ from: change.from, to, event, cause }, `role ${change.from} -> ${to}`);

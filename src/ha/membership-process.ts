@@ -65,7 +65,7 @@ export interface MembershipSnapshot {
 
 type ToWorker =
   | { t: 'config'; cfg: MembershipConfig }
-  | { t: 'local'; role: Role; guest: GuestHealth }
+  | { t: 'local'; role: Role; guest: GuestHealth; priority?: number }
   | { t: 'alive' }
   | { t: 'forget-partner' }
   | { t: 'set-generation'; generation: number }
@@ -122,7 +122,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   const { EthernetLink, SerialLink } = await import('../hw/links/links.js');
   const { LinuxWatchdog } = await import('../hw/watchdog/watchdog.js');
   const post = (m: FromWorker) => { if (process.connected) process.send!(m); };
-  let local: { role: Role; guest: GuestHealth } = { role: 'STARTING', guest: 'none' };
+  let local: { role: Role; guest: GuestHealth; priority?: number } = { role: 'STARTING', guest: 'none' };
   let lastAlive = performance.now();
   const aliveTimeoutMs = cfg.watchdog ? Math.max(200, cfg.watchdog.timeoutMs / 2) : 0;
   const controller = new ControllerWatch({
@@ -234,7 +234,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
   process.on('message', (msg: ToWorker) => {
     switch (msg.t) {
       case 'local':
-        local = { role: msg.role, guest: msg.guest };
+        local = { role: msg.role, guest: msg.guest, priority: msg.priority };
         m.sendHeartbeat();
         break;
       case 'alive':
@@ -335,6 +335,8 @@ export class MembershipProcess extends EventEmitter {
   private waiters = new Map<number, (m: Answer) => void>();
   private partner: Heartbeat | undefined;
   private partnerState: PartnerView['state'] = 'unknown';
+  /** 'partner-alive' reports received (adoptPartner tells whether the new partner was heard before its answer). */
+  private aliveReports = 0;
   private partnerSince = Date.now();
   private lastHeard = 0;
   private stopped = false;
@@ -421,7 +423,7 @@ export class MembershipProcess extends EventEmitter {
       case 'partner-update':
         this.partner = m.hb;
         this.lastHeard = performance.now();
-        if (m.t === 'partner-alive') { this.partnerState = 'alive'; this.partnerSince = Date.now(); }
+        if (m.t === 'partner-alive') { this.partnerState = 'alive'; this.partnerSince = Date.now(); this.aliveReports++; }
         this.emit(m.t, m.hb);
         break;
       case 'partner-dead':
@@ -446,9 +448,12 @@ export class MembershipProcess extends EventEmitter {
     if (this.worker?.connected) this.worker.send(m);
   }
 
-  /** Our role and guest state, announced at once in a heartbeat. */
-  setLocal(role: Role, guest: GuestHealth): void {
-    this.post({ t: 'local', role, guest });
+  /**
+   * Our role and guest state, announced at once in a heartbeat; `priority`, the one advertised
+   * instead of the profile's (undefined: the profile's).
+   */
+  setLocal(role: Role, guest: GuestHealth, priority?: number): void {
+    this.post({ t: 'local', role, guest, priority });
   }
 
   forgetPartner(): void {
@@ -496,12 +501,19 @@ export class MembershipProcess extends EventEmitter {
    * with the links closed (those that cannot reach it); rejects with the membership's refusal.
    */
   async adoptPartner(partnerAddress: string, known: PartnerGenerations, timeoutMs = 2000): Promise<string[]> {
+    const before = this.aliveReports;
     const r = await this.request<Extract<Answer, { t: 'adopted' }>>((id) => ({ t: 'adopt-partner', id, partnerAddress, known }), timeoutMs);
     if (r.error !== undefined) throw new Error(r.error);
-    this.partner = undefined;
-    this.partnerState = 'unknown';
-    this.partnerSince = Date.now();
-    this.lastHeard = 0;
+    // The new partner may have been heard before this answer arrived (its 'partner-alive' came
+    // first): that view is the new partner's and stays. Reset unconditionally, it read 'unknown'
+    // for good (later frames only update), and the primary never cloned to the adopted spare
+    // (n-plus-one test, 2026-12-06).
+    if (this.aliveReports === before) {
+      this.partner = undefined;
+      this.partnerState = 'unknown';
+      this.partnerSince = Date.now();
+      this.lastHeard = 0;
+    }
     return r.closed ?? [];
   }
 

@@ -29,6 +29,8 @@ export interface LocalState {
   watchdog: WatchdogHealth;
   cpuLoad: number | null;
   health: ControllerHealth;
+  /** The priority to advertise instead of MembershipOptions.priority (a board serving a state it lost). */
+  priority?: number;
 }
 
 export interface MembershipOptions {
@@ -190,7 +192,7 @@ export class Membership extends EventEmitter {
     const l = this.o.local();
     const hb: Heartbeat = {
       sender: this.o.self, generation: this.generation, echo: this.echo, seq: this.seq++, role: l.role, guest: l.guest,
-      watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: this.o.priority, health: l.health,
+      watchdog: l.watchdog, cpuLoad: l.cpuLoad, priority: l.priority ?? this.o.priority, health: l.health,
     };
     const frame = this.sendVersion === 1 ? encodeHeartbeatV1(hb, this.o.key) : encodeHeartbeat(hb, this.o.key, this.sendVersion);
     for (const b of this.books) b.link.send(frame);

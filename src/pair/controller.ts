@@ -196,7 +196,7 @@ export class PairController {
       }
     });
     if (clones) {
-      clones.on('cloned', () => { this.upgrade.onCloned(); this.poison.sendToPartner(); });
+      clones.on('cloned', () => { this.upgrade.onCloned(); this.poison.sendToPartner(); ha.markServingLostState(undefined); });
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
       clones.on('clone-target', (phase) => {
         this.cloneTarget = phase;
@@ -382,6 +382,8 @@ export class PairController {
         if (promotion) {
           // Nothing of the pair's state survived here (no copy, no checkpoint): what the disk holds is all there is.
           journal.record('guest', 'STATE LOST: promoted without a running clone or a checkpoint: booting the guest from its state disk; requests acknowledged since that state was saved are lost');
+          // Should another board still serve the pair's state, two PRIMARYs keep that one.
+          this.p.ha.markServingLostState('promoted with neither a copy nor a checkpoint: booted the guest from its state disk');
           this.p.log.error({ from: c.from }, 'promoted without a clone or a checkpoint: booting from the state disk (acknowledged state lost)');
         } else journal.record('guest', 'booting the guest: board is primary');
         replicator.discardQueue();

@@ -28,7 +28,7 @@ export interface Journal {
 }
 
 /** The role machine (src/ha): the pair follows its 'role' events and feeds it a few of its own. */
-export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' | 'takeOver'> & {
+export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' | 'takeOver' | 'markServingLostState'> & {
   on(ev: 'role', fn: (c: RoleChange) => void): unknown;
   on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): unknown;
   readonly membership: { readonly partnerView: { state: PartnerView['state']; heartbeat?: Pick<Heartbeat, 'role' | 'sender'> & Partial<Pick<Heartbeat, 'guest'>> } };

@@ -32,6 +32,9 @@ export class FakeHa extends EventEmitter {
     this.calls.push(`ha:${c.from}->${to}`);
     this.emit('role', c);
   }
+  /** What markServingLostState was told, in order (undefined: a copy again). */
+  lostState: Array<string | undefined> = [];
+  markServingLostState(why: string | undefined): void { this.lostState.push(why); }
   fire(ev: string, cause?: string): boolean {
     this.fired.push(cause ? `${ev} (${cause})` : ev);
     return true;

@@ -119,6 +119,20 @@ describe('membership', function () {
     assert.equal(b.partnerView.heartbeat?.role, 'PRIMARY');
   });
 
+  it('advertises the priority the local state gives (a board serving a lost state) instead of its own, and its own again after', async () => {
+    const [ea, eb] = pair('ethernet');
+    const opts = { key: KEY, intervalMs: 5, linkTimeoutMs: 30, deadtimeMs: 60 };
+    let priority: number | undefined = 255;
+    const a = new Membership({ ...opts, self: 'sim-a', priority: 10, generation: 1, links: [ea], local: () => ({ ...local('PRIMARY')(), priority }) });
+    const b = new Membership({ ...opts, self: 'sim-b', priority: 20, generation: 1, links: [eb], local: local('PRIMARY') });
+    ms.push(a, b);
+    await a.start(); await b.start();
+    await until(() => b.partnerView.heartbeat?.priority === 255);
+    assert.equal(a.partnerView.heartbeat?.priority, 20);
+    priority = undefined;
+    await until(() => b.partnerView.heartbeat?.priority === 10);
+  });
+
   it('one link cut: that link goes down, the partner stays alive', async () => {
     const { a, b, ea } = two();
     const dead: number[] = [];

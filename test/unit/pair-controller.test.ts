@@ -106,6 +106,29 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(!f.journal.has(/differs from the old primary's/));
   });
 
+  it('promoted with neither a copy nor a checkpoint: boots the disk, journaled STATE LOST, and tells the HA layer it serves a lost state until a clone gives it a copy', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.ok(f.journal.has(/STATE LOST/));
+    assert.deepEqual(f.ha.lostState, ['promoted with neither a copy nor a checkpoint: booted the guest from its state disk']);
+    f.clones.clone().catch(() => undefined);
+    f.clones.endClone();
+    await settle();
+    assert.deepEqual(f.ha.lostState.at(-1), undefined, 'a backup holds a copy: the state is the pair\'s again');
+    assert.equal(f.ha.lostState.length, 2);
+  });
+
+  it('the pair\'s first primary boots its disk without being a lost state (not a promotion)', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.ha.lostState, []);
+  });
+
   it('promoted while a clone is arriving: waits for it to run, then takes over with it (no boot of the disk over it)', async () => {
     const f = fakePair();
     const pair = new PairController(f.parts);
