@@ -126,6 +126,10 @@ export async function faultRound(o: {
   survivorTotal?: () => Promise<number>;
   /** How long the load runs (default FAULT_LOAD's): long enough to see a slow recovery's first reply. */
   durationMs?: number;
+  /** How long a request may go unanswered before the round fails (the load's --give-up). */
+  giveUpMs?: number;
+  /** The load's mix: a registration every n-th step (default: the load's own, 3 in 4). A long round needs a sparse one (the guest holds 4096). */
+  regEvery?: number;
   /**
    * The silence that counts begins within this long of the fault (default SILENCE_STARTS_WITHIN_MS):
    * more where the fault takes a while to land (a board powered off with a cluster in it answers
@@ -134,7 +138,7 @@ export async function faultRound(o: {
   silenceStartsWithinMs?: number;
 }): Promise<FaultSample> {
   const total0 = await (o.survivorTotal ?? (() => callsTotal(o.serviceNetns)))();
-  const load = startLoad(serviceLayout(o.serviceNetns), { rate: FAULT_LOAD.rate, durationMs: o.durationMs ?? FAULT_LOAD.durationMs, tag: o.tag, retryMs: FAULT_LOAD.retryMs, verify: true });
+  const load = startLoad(serviceLayout(o.serviceNetns), { rate: FAULT_LOAD.rate, durationMs: o.durationMs ?? FAULT_LOAD.durationMs, tag: o.tag, retryMs: FAULT_LOAD.retryMs, giveUpMs: o.giveUpMs, regEvery: o.regEvery, verify: true });
   load.result.catch(() => undefined);
   await new Promise((r) => setTimeout(r, FAULT_LOAD.faultAfterMs));
   const tFault = await o.inject();

@@ -28,13 +28,14 @@ export function registerLoadCommands(program: Command): void {
     .option('--duration <ms>', 'how long to send', '10000')
     .option('--tag <t>', 'prefix of subscriber names and ids', 'L')
     .option('--retry <ms>', 'retry a request (same id) after this long without a reply', '100')
+    .option('--give-up <ms>', 'fail when a request has had no reply for this long (default: 2000 retries)')
     .option('--reg-every <n>', 'mix: a registration every n-th step, a call (CALL + END) on the others (default: 3 registrations, 1 call in 4)')
     .option('--mix <weights>', 'mix as weights of step kinds, e.g. reg=1,get=59,call=40: REG of a new subscriber, GET, CALL + END between idle subscribers (replaces --reg-every)')
     .option('--pool <tag:count>', 'with --mix: subscribers <tag>0..<tag>(count-1) for GETs and calls, registered first if the guest does not know them (default: <tag>p, 2 × window + 2)')
     .option('--verify', 'afterwards, check every acknowledged registration and re-send a sample of ids')
     .option('--check <tag:count>', 'send nothing: check that subscribers <tag>0..<tag>(count-1) are all registered')
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; regEvery?: string; mix?: string; pool?: string; verify?: boolean; check?: string; json?: boolean }>();
+      const o = cmd.optsWithGlobals<{ target: string; bind: string; rate: string; window: string; duration: string; tag: string; retry: string; giveUp?: string; regEvery?: string; mix?: string; pool?: string; verify?: boolean; check?: string; json?: boolean }>();
       let gen: LoadGenerator | undefined;
       try {
         const num = (v: string, what: string, min: number) => {
@@ -45,6 +46,7 @@ export function registerLoadCommands(program: Command): void {
         gen = new LoadGenerator({
           target: endpoint(o.target, '--target'), bind: o.bind, rate: num(o.rate, 'rate', 0), window: num(o.window, 'window', 1),
           durationMs: num(o.duration, 'duration', 1), tag: o.tag, retryMs: num(o.retry, 'retry', 5),
+          giveUpMs: o.giveUp === undefined ? undefined : num(o.giveUp, 'give-up', 1),
           regEvery: o.regEvery === undefined ? undefined : num(o.regEvery, 'reg-every', 1),
           mix: o.mix === undefined ? undefined : parseMix(o.mix),
           pool: o.pool === undefined ? undefined : pool(o.pool),

@@ -117,10 +117,10 @@ export interface LoadRun {
 }
 
 /** Runs `understudy load` inside the service network against the service address. */
-export function startLoad(layout: ChassisLayout, o: { rate: number; durationMs: number; tag: string; retryMs?: number; window?: number; verify?: boolean; regEvery?: number; mix?: string; pool?: string }, onProgress?: (p: LoadProgress) => void): LoadRun {
+export function startLoad(layout: ChassisLayout, o: { rate: number; durationMs: number; tag: string; retryMs?: number; giveUpMs?: number; window?: number; verify?: boolean; regEvery?: number; mix?: string; pool?: string }, onProgress?: (p: LoadProgress) => void): LoadRun {
   const args = ['netns', 'exec', layout.serviceNetns, process.execPath, CLI_ENTRY, 'load', '--target', `${SERVICE_VIP}:${SERVICE_PORT}`,
     '--bind', SERVICE_CLIENT_ADDRESS, '--rate', String(o.rate), '--duration', String(o.durationMs), '--tag', o.tag,
-    '--retry', String(o.retryMs ?? 20), '--window', String(o.window ?? 8), ...(o.regEvery ? ['--reg-every', String(o.regEvery)] : []),
+    '--retry', String(o.retryMs ?? 20), ...(o.giveUpMs ? ['--give-up', String(o.giveUpMs)] : []), '--window', String(o.window ?? 8), ...(o.regEvery ? ['--reg-every', String(o.regEvery)] : []),
     ...(o.mix ? ['--mix', o.mix] : []), ...(o.pool ? ['--pool', o.pool] : []), ...(o.verify ? ['--verify'] : [])];
   const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const progress: LoadProgress[] = [];
