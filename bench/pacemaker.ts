@@ -178,28 +178,22 @@ async function main(): Promise<void> {
   // starved the controllers of this 2-core machine: the serving board's main loop went silent for
   // over 3 s, its watchdog reset it, and the service was lost with its state (06:43 today). The arms
   // run the same rounds one after the other in the same run; a real shelf gives each blade its cores.
-  const U: Array<FaultSample & { board: string }> = [];
-  const P: Array<FaultSample & { board: string }> = [];
-  if (arms.includes('understudy')) {
-    say('Understudy + Pacemaker: bringing up the chassis (3 boards, corosync + pacemaker)…');
-    await u.up();
+  /** One arm: its chassis up, its rounds (each said as it ends), its chassis down. */
+  async function runArm(arm: UnderstudyArm | PlainArm, title: string, line: (i: number, x: FaultSample & { board: string }) => string): Promise<Array<FaultSample & { board: string }>> {
+    say(`${title}: bringing up the chassis (3 boards, corosync + pacemaker)…`);
+    await arm.up();
+    const xs: Array<FaultSample & { board: string }> = [];
     for (let i = 1; i <= rounds; i++) {
-      const a = await u.round(i);
-      U.push(a);
-      say(`U${i}: ${a.board} powered off: first good reply ${a.firstGoodReply.toFixed(0)} ms, protected again ${(a.protectedAgain / 1000).toFixed(1)} s, ${a.lostRegs} lost`);
+      xs.push(await arm.round(i));
+      say(line(i, xs.at(-1)!));
     }
-    await u.down();
+    await arm.down();
+    return xs;
   }
-  if (arms.includes('plain')) {
-    say('Pacemaker alone: bringing up the chassis (3 boards, corosync + pacemaker)…');
-    await p.up();
-    for (let i = 1; i <= rounds; i++) {
-      const b = await p.round(i);
-      P.push(b);
-      say(`P${i}: ${b.board} powered off: first good reply ${b.firstGoodReply.toFixed(0)} ms, ${b.lostRegs}/${b.ackedRegs} acknowledged registrations lost`);
-    }
-    await p.down();
-  }
+  const U = arms.includes('understudy') ? await runArm(u, 'Understudy + Pacemaker', (i, a) =>
+    `U${i}: ${a.board} powered off: first good reply ${a.firstGoodReply.toFixed(0)} ms, protected again ${(a.protectedAgain / 1000).toFixed(1)} s, ${a.lostRegs} lost`) : [];
+  const P = arms.includes('plain') ? await runArm(p, 'Pacemaker alone', (i, b) =>
+    `P${i}: ${b.board} powered off: first good reply ${b.firstGoodReply.toFixed(0)} ms, ${b.lostRegs}/${b.ackedRegs} acknowledged registrations lost`) : [];
   for (const s of P) if (s.withinResolution) throw new Error('Pacemaker alone answered within the load\'s resolution after a power loss: the fault did not hit the serving board; no figure from this run');
   const row = (name: string, xs: Array<FaultSample>, protectedAgain: boolean) => {
     const f = summarize(xs.map((x) => x.firstGoodReply));
