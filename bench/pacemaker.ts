@@ -15,9 +15,8 @@
  *
  * Each round: peers-lib's faultRound (numbered requests with retries, every acknowledged
  * registration checked on the survivor; the Understudy arm fails the bench on any loss or ERR; the
- * other may only answer ERR UNKNOWN/NOCALL, its lost state), then the failed board powered on
- * again and back in the cluster before the next round. The arms run one after the other, one
- * chassis at a time (both up at once starved a 2-core machine's controllers: see main()).
+ * other may only answer ERR UNKNOWN/NOCALL, its lost state). The arms alternate round by round (U, P, U, P…), each round on a fresh chassis of its own, one
+ * chassis up at a time (both up at once starved a 2-core machine's controllers: see main()).
  *
  * Usage: node dist/bench/pacemaker.js [--rounds N]   (root; cleans up on error and ^C)
  */
@@ -25,7 +24,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PACKAGE_ROOT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP, type ChassisBoard } from '../src/sim/chassis/layout.js';
-import { clusterOnline, onCluster } from '../src/sim/chassis/launcher.js';
+import { onCluster } from '../src/sim/chassis/launcher.js';
 import { perNodeAttributes } from '../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import { waitProtectedAny } from '../src/sim/pair.js';
@@ -67,26 +66,34 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
   throw new Error(`${what}: not within ${timeoutMs} ms`);
 }
 
-/** Powers `board` on again and waits until every board is online in the cluster (the next round's spare). */
-async function bringBack(chassis: Chassis, board: ChassisBoard): Promise<void> {
-  await chassis.power(board, 'on');
-  await until(`${board} back in the cluster`, async () => ((await clusterOnline(chassis.layout)).length === chassis.layout.boardNames.length ? true : undefined), 240000);
-}
 
-class UnderstudyArm {
+/** An arm's chassis: brought up with its teardown registered (run on error and ^C), taken down. */
+abstract class Arm {
   chassis!: Chassis;
-  async up(): Promise<void> {
-    this.chassis = await Chassis.up({ name: `pmu${process.pid % 100}`, runDir: `/tmp/us-bench-pmu-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'primary' });
-    this.teardown = async () => { await this.chassis.down({ purge: true }); };
-    teardowns.add(this.teardown);
-  }
-
   private teardown?: () => Promise<void>;
 
+  abstract up(): Promise<void>;
+  abstract round(i: number): Promise<FaultSample & { board: string }>;
+
+  protected async upChassis(o: Parameters<typeof Chassis.up>[0]): Promise<void> {
+    this.chassis = await Chassis.up(o);
+    const teardown = async () => { await this.chassis.down({ purge: true }); };
+    this.teardown = teardown;
+    teardowns.add(teardown);
+  }
+
   async down(): Promise<void> {
-    if (!this.teardown) return;
-    teardowns.delete(this.teardown);
-    await this.teardown();
+    const teardown = this.teardown;
+    if (!teardown) return;
+    this.teardown = undefined;
+    teardowns.delete(teardown);
+    await teardown();
+  }
+}
+
+class UnderstudyArm extends Arm {
+  async up(): Promise<void> {
+    await this.upChassis({ name: `pmu${process.pid % 100}`, runDir: `/tmp/us-bench-pmu-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'primary' });
   }
 
   async round(i: number): Promise<FaultSample & { board: string }> {
@@ -99,20 +106,11 @@ class UnderstudyArm {
       // Protected again: the survivor primary, with a new backup that is not the dead board.
       recover: async () => { await until('protected again on a spare', async () => { const p = await waitProtectedAny(L, 5000); return p.primary === backup && p.backup !== primary ? p : undefined; }, 300000); },
     });
-    await bringBack(this.chassis, primary);
     return { ...s, board: primary };
   }
 }
 
-class PlainArm {
-  chassis!: Chassis;
-  private teardown?: () => Promise<void>;
-
-  async down(): Promise<void> {
-    if (!this.teardown) return;
-    teardowns.delete(this.teardown);
-    await this.teardown();
-  }
+class PlainArm extends Arm {
   /** Each board's standalone profile for the plain resource: its own store, the service address. */
   private profileOf(b: ChassisBoard): string {
     const L = this.chassis.layout;
@@ -126,9 +124,7 @@ class PlainArm {
   }
 
   async up(): Promise<void> {
-    this.chassis = await Chassis.up({ name: `pmp${process.pid % 100}`, runDir: `/tmp/us-bench-pmp-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'none' });
-    this.teardown = async () => { await this.chassis.down({ purge: true }); };
-    teardowns.add(this.teardown);
+    await this.upChassis({ name: `pmp${process.pid % 100}`, runDir: `/tmp/us-bench-pmp-${process.pid}`, boards: 3, manager: 'pacemaker', guest: 'none' });
     await this.chassis.powerController('break'); // the guest-less pair's controllers fence nobody
     const L = this.chassis.layout;
     const perNode = perNodeAttributes(L, 'p', (b) => [['o', 'cmdline_options', `--board ${this.profileOf(b)} --guest ${GUEST}`]]);
@@ -163,7 +159,6 @@ class PlainArm {
       recover: async () => undefined, // no copy: never protected
       survivorTotal: async () => 0,
     });
-    await bringBack(this.chassis, board);
     return { ...s, board, protectedAgain: NaN };
   }
 }
@@ -174,26 +169,27 @@ async function main(): Promise<void> {
   const started = new Date().toISOString();
   const u = new UnderstudyArm();
   const p = new PlainArm();
-  // One chassis at a time. Both up together (6 boards, 6 corosync + pacemaker, two guests' QEMU)
-  // starved the controllers of this 2-core machine: the serving board's main loop went silent for
-  // over 3 s, its watchdog reset it, and the service was lost with its state (06:43 today). The arms
-  // run the same rounds one after the other in the same run; a real shelf gives each blade its cores.
-  /** One arm: its chassis up, its rounds (each said as it ends), its chassis down. */
-  async function runArm(arm: UnderstudyArm | PlainArm, title: string, line: (i: number, x: FaultSample & { board: string }) => string): Promise<Array<FaultSample & { board: string }>> {
-    say(`${title}: bringing up the chassis (3 boards, corosync + pacemaker)…`);
+  // One chassis at a time, the arms alternated round by round, each round on a chassis of its own
+  // (up, the fault, down). Both chassis up together (6 boards, 6 corosync + pacemaker, two guests'
+  // QEMU) starved the controllers of this 2-core machine: the serving board's main loop went silent
+  // for over 3 s, its watchdog reset it, and the service was lost with its state (2026-12-06 06:43).
+  // A real shelf gives each blade its cores.
+  const U: Array<FaultSample & { board: string }> = [];
+  const P: Array<FaultSample & { board: string }> = [];
+  /** One round of one arm: its chassis up, the fault, its chassis down; said as it ends. */
+  async function runRound(arm: Arm, title: string, i: number, xs: Array<FaultSample & { board: string }>, line: (x: FaultSample & { board: string }) => string): Promise<void> {
+    say(`${title}, round ${i}: bringing up the chassis (3 boards, corosync + pacemaker)…`);
     await arm.up();
-    const xs: Array<FaultSample & { board: string }> = [];
-    for (let i = 1; i <= rounds; i++) {
-      xs.push(await arm.round(i));
-      say(line(i, xs.at(-1)!));
-    }
+    xs.push(await arm.round(i));
     await arm.down();
-    return xs;
+    say(line(xs.at(-1)!));
   }
-  const U = arms.includes('understudy') ? await runArm(u, 'Understudy + Pacemaker', (i, a) =>
-    `U${i}: ${a.board} powered off: first good reply ${a.firstGoodReply.toFixed(0)} ms, protected again ${(a.protectedAgain / 1000).toFixed(1)} s, ${a.lostRegs} lost`) : [];
-  const P = arms.includes('plain') ? await runArm(p, 'Pacemaker alone', (i, b) =>
-    `P${i}: ${b.board} powered off: first good reply ${b.firstGoodReply.toFixed(0)} ms, ${b.lostRegs}/${b.ackedRegs} acknowledged registrations lost`) : [];
+  for (let i = 1; i <= rounds; i++) {
+    if (arms.includes('understudy')) await runRound(u, 'Understudy + Pacemaker', i, U, (a) =>
+      `U${i}: ${a.board} powered off: first good reply ${a.firstGoodReply.toFixed(0)} ms, protected again ${(a.protectedAgain / 1000).toFixed(1)} s, ${a.lostRegs} lost`);
+    if (arms.includes('plain')) await runRound(p, 'Pacemaker alone', i, P, (b) =>
+      `P${i}: ${b.board} powered off: first good reply ${b.firstGoodReply.toFixed(0)} ms, ${b.lostRegs}/${b.ackedRegs} acknowledged registrations lost`);
+  }
   for (const s of P) if (s.withinResolution) throw new Error('Pacemaker alone answered within the load\'s resolution after a power loss: the fault did not hit the serving board; no figure from this run');
   const row = (name: string, xs: Array<FaultSample>, protectedAgain: boolean) => {
     const f = summarize(xs.map((x) => x.firstGoodReply));
@@ -205,7 +201,7 @@ async function main(): Promise<void> {
   const uf = summarize(U.map((x) => x.firstGoodReply)).p50;
   const pf = summarize(P.map((x) => x.firstGoodReply)).p50;
   console.log(`\nbench/pacemaker — ${started} — ${commitOf(['src', 'bench', 'board'])}\n${machine()}`);
-  console.log(`${rounds} rounds per arm, the arms one after the other (one chassis at a time); fault: the serving board loses power under load (${FAULT_LABEL})`);
+  console.log(`${rounds} rounds per arm, alternated, each on a fresh chassis (one at a time); fault: the serving board loses power under load (${FAULT_LABEL})`);
   printTable('The serving blade lost on three boards under Pacemaker', [
     ['arm', 'rounds', 'fault → first good reply p50 ms', 'p99 ms', 'max ms', 'protected again on a spare p50 s', 'max s', 'acknowledged registrations lost', 'ERR (lost state)'],
     ...(U.length ? [row('Understudy + Pacemaker (N+1)', U, true)] : []),

@@ -149,6 +149,8 @@ export async function faultRound(o: {
     const res = await load.result;
     const v = res.verify!;
     const what = `${o.kind} ${o.tag}`;
+    // A guest limit reached measures the limit, not the fault, in either arm (the samples below hold only 5 replies).
+    if (res.limitReplies) throw new Error(`${what}: the guest answered ERR FULL ${res.limitReplies} times: a limit was reached; no figure from this round`);
     const unexplained = res.errorReplies - (o.statelessOk ? res.errorSamples.filter((s) => LOST_STATE_REPLY.test(s)).length : 0);
     if (!o.statelessOk && (res.errorReplies || v.missing.length || v.retriedDifferent.length || v.callIdsReused.length)) {
       throw new Error(`${what}: ${res.errorReplies} ERR (${res.errorSamples.join('; ')}), ${v.missing.length} acknowledged registrations lost, ${v.retriedDifferent.length} re-sent ids answered differently, ${v.callIdsReused.length} call ids reused`);

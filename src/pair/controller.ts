@@ -419,11 +419,12 @@ export class PairController {
     if (!d || !host.guestRunning) return false;
     const since = new Date(d.at).toISOString();
     const cp = checkpoints?.info;
-    if (cp && Date.parse(cp.at) < d.at && checkpoints!.logCovers(host.replicator.lastSeq)) {
+    const takenBefore = cp !== undefined && Date.parse(cp.at) < d.at;
+    if (cp && takenBefore && checkpoints!.logCovers(host.replicator.lastSeq)) {
       journal.record('guest', `promoted with a copy that differs from the old primary's since ${since} (${d.why}): rebuilding it from the checkpoint at input ${cp.seq} (taken ${cp.at}) and the input log instead of serving it`, { since, seq: cp.seq });
       return true;
     }
-    const missing = !cp ? 'no checkpoint' : Date.parse(cp.at) >= d.at ? `the checkpoint (${cp.at}) is not older than that` : `the input log does not reach input ${host.replicator.lastSeq}`;
+    const missing = !cp ? 'no checkpoint' : !takenBefore ? `the checkpoint (${cp.at}) is not older than that` : `the input log does not reach input ${host.replicator.lastSeq}`;
     journal.record('guest', `STATE DIVERGED: promoted with a copy that differs from the old primary's since ${since} (${d.why}); ${missing}: serving it, the only copy left`, { since });
     this.p.log.error({ since, why: d.why }, 'promoted with a diverged copy and nothing to rebuild it from');
     return false;

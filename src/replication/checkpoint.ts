@@ -115,8 +115,7 @@ export class Checkpointer {
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'the clone is not running');
     if (this.taking) throw new UsError('US_ERR_ROLE', 'a checkpoint is already being taken');
     if (this.suspended) throw new UsError('US_ERR_ROLE', 'no checkpoint during a guest upgrade');
-    const refused = this.refusal();
-    if (refused) throw new UsError('US_ERR_ROLE', `no checkpoint of this copy: ${refused}`);
+    this.refuseIfDiverged();
     const run = this.takeNow(qemu);
     this.taking = run.catch(() => undefined).finally(() => { this.taking = undefined; });
     return run;
@@ -150,8 +149,7 @@ export class Checkpointer {
       // AUTHUNAVAIL on the backup only: a divergence, and a re-clone).
       this.replicator.resumeDelivery(paused);
       // Found to differ from the primary while it was being frozen: it must not replace the last good one.
-      const refusedNow = this.refusal();
-      if (refusedNow) throw new UsError('US_ERR_ROLE', `no checkpoint of this copy: ${refusedNow}`);
+      this.refuseIfDiverged();
       this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
@@ -212,6 +210,11 @@ export class Checkpointer {
    * the last one taken before it went wrong (src/pair/protection.ts).
    */
   refusal: () => string | undefined = () => undefined;
+
+  private refuseIfDiverged(): void {
+    const refused = this.refusal();
+    if (refused) throw new UsError('US_ERR_ROLE', `no checkpoint of this copy: ${refused}`);
+  }
 
   /**
    * Both guests lost: start the guest from the checkpoint and replay every logged input after it,
