@@ -242,6 +242,9 @@ export class PairController {
     if (ha.currentRole !== 'PRIMARY' || this.stopping) { this.rebuildPending = false; return; }
     this.promoting = true;
     try {
+      // A clone of the copy that failed may be under way (to a backup that just joined): it ends
+      // before that copy is replaced, or it reads a QEMU that is gone, or copies a hung guest.
+      await this.p.clones?.cancelClone(`the copy it was taking failed (${cause}): it is rebuilt from the checkpoint`);
       await host.unserve();
       host.replicator.becomePrimary({ holdDelivery: true });
       await this.poison.recover(`the guest failed on the primary without a backup (${cause})`);

@@ -61,7 +61,7 @@ export type HostPart = Pick<GuestHost, 'serve' | 'unserve' | 'guestRunning' | 'i
 };
 
 /** Cloning to and from the partner (src/replication/manager.ts). */
-export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | 'lastClone' | 'lastCloneError' | 'targetStreamBegun'> & {
+export type ClonePart = Pick<ReplicationManager, 'clone' | 'cancelClone' | 'cloneInProgress' | 'lastClone' | 'lastCloneError' | 'targetStreamBegun'> & {
   on(ev: 'clone-progress', fn: (p: CloneProgress) => void): unknown;
   on(ev: 'cloned', fn: (r: CloneReport) => void): unknown;
   on(ev: 'clone-target', fn: (phase: 'started' | 'running' | 'failed', detail?: string) => void): unknown;

@@ -71,6 +71,8 @@ export class ReplicationManager extends EventEmitter {
    */
   targetStreamBegun = false;
   private cloning?: Promise<CloneReport>;
+  /** Ends the clone under way at its next step (cancelClone). */
+  private abortClone?: (e: Error) => void;
   lastClone?: CloneReport & { at: string };
   lastCloneError?: string;
   readonly inputPort: number;
@@ -136,6 +138,20 @@ export class ReplicationManager extends EventEmitter {
     return this.cloning;
   }
 
+  /**
+   * Ends the clone under way, if any, and resolves once it has ended (failed, its hold released, its
+   * migration cancelled). For a source copy about to be replaced (a poison recovery restoring the
+   * checkpoint under it): a clone left running then read a QEMU that was gone (CI, 2026-12-06:
+   * ENOENT /proc/<pid>/task) or would copy a hung guest to the backup.
+   */
+  async cancelClone(why: string): Promise<void> {
+    const c = this.cloning;
+    if (!c) return;
+    this.store.record('clone', `cancelling the clone under way: ${why}`);
+    this.abortClone?.(new UsError('US_ERR_NOT_RUNNING', `clone cancelled: ${why}`));
+    await c.catch(() => undefined);
+  }
+
   private progress(p: CloneProgress): void {
     this.emit('clone-progress', p);
   }
@@ -144,6 +160,16 @@ export class ReplicationManager extends EventEmitter {
     const t0 = performance.now();
     const qemu = this.supervisor.hypervisor;
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'no running guest to clone');
+    // Every wait below also ends when the clone is cancelled (cancelClone); a step left behind by the
+    // race ends on its own (its failure is not reported twice).
+    let cancelled: Error | undefined;
+    const aborted = new Promise<never>((_, reject) => { this.abortClone = (e) => { cancelled ??= e; reject(e); }; });
+    aborted.catch(() => undefined);
+    const step = <T>(p: Promise<T>): Promise<T> => {
+      if (cancelled) { p.catch(() => undefined); return Promise.reject(cancelled); }
+      p.catch(() => undefined);
+      return Promise.race([p, aborted]);
+    };
     const eth = this.board.partner!.ethernet!;
     this.progress({ phase: 'prepare' });
     this.store.record('clone', `cloning the guest to the partner (${eth.partnerAddress})`);
@@ -157,7 +183,7 @@ export class ReplicationManager extends EventEmitter {
     try {
       // The descriptor is named as the target finds it: a guest package's by its id, unpacked on each board.
       channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: partnerNameOf(this.supervisor.guest, this.board.storageDir) }));
-      const ready = await ctl.next(60000);
+      const ready = await step(ctl.next(60000));
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
 
       // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
@@ -171,23 +197,23 @@ export class ReplicationManager extends EventEmitter {
       // Inputs sequenced but still queued here (a replay waiting on AUTH) must reach the guest first.
       for (let i = 0; this.replicator.queuedLocally > 0; i++) {
         if (i > 500) throw new UsError('US_ERR_TIMEOUT', `${this.replicator.queuedLocally} inputs still queued for the guest after 5 s`);
-        await sleep(10);
+        await step(sleep(10));
       }
-      await this.supervisor.inputsInGuest(10000);
+      await step(this.supervisor.inputsInGuest(10000));
 
       relay = await this.migrationRelay(relayPath, eth.partnerAddress);
       for (const tid of listThreads(qemu.pid)) {
         if (tid === (await qemu.vcpuThreadId())) continue;
         await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
-      const { downtimeMs, live, transferredBytes } = await migrate(qemu, {
+      const { downtimeMs, live, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
           percent: Math.min(99, Math.round((p.transferredBytes / p.totalBytes) * 100)) }),
-      });
+      }));
       // The source is paused after the stream ("postmigrate"); it continues as the primary.
-      await qemu.qmp.execute('cont');
+      await step(qemu.qmp.execute('cont'));
       const cutSeq = this.replicator.deliveredSeq;
       this.progress({ phase: 'cut-over', percent: 100 });
       channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs,
@@ -221,6 +247,7 @@ export class ReplicationManager extends EventEmitter {
       channel.close();
       throw e;
     } finally {
+      this.abortClone = undefined;
       if (holdStart) this.replicator.release();
       ctl.dispose();
       for (const tid of reniced) await run('renice', ['-n', '0', '-p', String(tid)]).catch(() => undefined);

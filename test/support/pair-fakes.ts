@@ -199,6 +199,13 @@ export class FakeClones extends EventEmitter {
     return new Promise((res) => { this.finish = () => { this.cloneInProgress = false; this.emit('cloned', {}); res({} as never); }; });
   }
   endClone(): void { this.finish?.(); }
+  /** Cancels the clone in progress: it ends without 'cloned'. */
+  async cancelClone(why: string): Promise<void> {
+    if (!this.cloneInProgress) return;
+    this.calls.push(`clones:cancel (${why})`);
+    this.finish = undefined;
+    this.cloneInProgress = false;
+  }
 }
 
 export class FakeCheckpoints {

@@ -38,6 +38,26 @@ async function promotedWhileArriving(streamBegun: boolean) {
 }
 
 describe('pair: role changes carried out (fakes)', () => {
+  it('an unprotected primary whose copy fails during a clone of it cancels that clone before it rebuilds the copy from the checkpoint', async () => {
+    const f = fakePair();
+    f.parts.recovery = { recover: async () => { f.calls.push(`recovery:recover (clone in progress: ${f.clones.cloneInProgress})`); return { checkpointSeq: 1, replayed: 0, restores: 1, poison: [], durationMs: 1, quarantinedSkipped: 0 } as never; } };
+    new PairController(f.parts);
+    f.ha.become('PRIMARY');
+    await settle();
+    f.replicator.logWhileUnprotected = true;
+    f.checkpoints.covers = true;
+    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    f.clones.clone().catch(() => undefined);
+    f.calls.length = 0;
+    assert.equal(f.supervisor.failurePolicy('hung'), 'give-up');
+    f.supervisor.currentState = 'failed';
+    f.supervisor.emit('state', 'failed', 'the guest stopped answering');
+    await settle(60);
+    const seen = f.calls.filter((c) => /^(clones|host|recovery):/.test(c));
+    assert.match(seen[0] ?? '', /^clones:cancel \(the copy it was taking failed/);
+    assert.deepEqual(seen.slice(1, 3), ['host:unserve', 'recovery:recover (clone in progress: false)']);
+  });
+
   it('first primary of the pair: replicator primary, then boot, then serve — in that order', async () => {
     const f = fakePair();
     const pair = new PairController(f.parts);

@@ -1,0 +1,61 @@
+/**
+ * ReplicationManager.cancelClone: a clone whose source copy is about to be replaced (a poison
+ * recovery) ends at once, its held inputs released, instead of running on against a QEMU that is
+ * gone. The partner here is a real authenticated listener on loopback that never answers
+ * clone-prepare, so the clone waits on it (for 60 s if nothing cancels it).
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { UsError } from '../../src/core/errors.js';
+import { createLogger } from '../../src/core/log.js';
+import { ReplicationManager } from '../../src/replication/manager.js';
+import { T_CONTROL, decodeControl } from '../../src/replication/messages.js';
+import { Replicator } from '../../src/replication/replicator.js';
+import { MessageChannel, listenAuthenticated, type AuthServer } from '../../src/replication/secure-channel.js';
+
+const log = createLogger('test', { level: 'silent' });
+
+describe('clone manager: cancelling a clone under way', () => {
+  let server: AuthServer | undefined;
+  let rep: Replicator | undefined;
+  const sockets: Socket[] = [];
+  afterEach(async () => {
+    for (const s of sockets) s.destroy();
+    sockets.length = 0;
+    await server?.close();
+    rep?.close();
+  });
+
+  it('ends the clone waiting on its partner: clone() fails as cancelled, the journal says why, a second cancel is a no-op', async () => {
+    const key = randomBytes(32);
+    const prepares: string[] = [];
+    server = await listenAuthenticated('127.0.0.1', 0, key, 'inputs', (s) => {
+      sockets.push(s);
+      new MessageChannel(s).on('message', (type, body) => { if (type === T_CONTROL) prepares.push(decodeControl(body).type); });
+    });
+    rep = new Replicator({ guest: { deliver: () => true }, log });
+    // The manager talks to the partner on ethernet port + 1: the listener's port less one.
+    const board = { name: 'sim-a', partner: { ethernet: { port: server.port - 1, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
+    const supervisor = {
+      guest: { sourceFile: 'g.json', memoryMb: 64 }, currentState: 'running',
+      hypervisor: { alive: false, pid: 0 }, paths: { cloneOut: join(tmpdir(), `us-clone-cancel-${process.pid}.sock`) },
+    };
+    const journal: string[] = [];
+    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: (k: string, m: string) => journal.push(`${k}: ${m}`) } as never, log);
+    const cloning = mgr.clone();
+    const outcome = cloning.then(() => 'cloned', (e: UsError) => e.message);
+    for (let i = 0; i < 200 && !prepares.length; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(prepares, ['clone-prepare'], 'the clone reached its partner and waits for clone-ready');
+    assert.equal(mgr.cloneInProgress, true);
+    await mgr.cancelClone('the copy it was taking failed');
+    assert.equal(mgr.cloneInProgress, false, 'ended when cancelClone resolved');
+    assert.match(await outcome, /^clone cancelled: the copy it was taking failed/);
+    assert.ok(journal.some((l) => /cancelling the clone under way: the copy it was taking failed/.test(l)));
+    assert.ok(journal.some((l) => /clone FAILED: clone cancelled/.test(l)));
+    await mgr.cancelClone('again');
+    assert.ok(!journal.some((l) => /again/.test(l)), 'nothing to cancel: nothing journaled');
+  });
+});
