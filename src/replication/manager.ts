@@ -45,8 +45,12 @@ export interface CloneProgress {
 export interface CloneReport {
   durationMs: number;
   downtimeMs: number | null;
-  /** Whether the guest ran during the copy (KVM) or was stopped for all of it (TCG). */
+  /** Whether the guest ran during the copy (a snapshot copy, or a live one under KVM) or was stopped for all of it. */
   live: boolean;
+  /** A snapshot copy: the guest as at the cut, and it served through the copy (migration.ts). */
+  snapshot: boolean;
+  /** Inputs the guest was given during the copy, handed to the new backup after the cut-over. */
+  afterCut: number;
   holdMs: number;
   cutSeq: number;
   transferredMb: number;
@@ -188,9 +192,20 @@ export class ReplicationManager extends EventEmitter {
 
       // Cut-over: from here new inputs wait. Every input delivered before is in the guest's memory
       // once a PING sent after them is answered (frames travel the private wire in order), so the
-      // copy holds exactly the inputs up to cutSeq. Inputs stay held for the whole copy. Under TCG the
-      // guest is stopped for the whole copy too (a live TCG copy loses writes: see migration.ts), so
-      // the guest's pause is the copy's length there; under KVM it runs until QEMU's last pass.
+      // copy holds exactly the inputs up to cutSeq if it is taken before the guest is given more.
+      // A snapshot copy (migration.ts) is the guest as at its start: the inputs are released as soon
+      // as QEMU resumes the guest after that instant (a pause of well under a millisecond), the guest
+      // serves through the copy, and what it is given meanwhile is kept (Replicator.startBacklog) and
+      // handed to the new backup after the cut-over. Where QEMU cannot take a snapshot copy, inputs
+      // stay held for the whole copy, and under TCG the guest is stopped for it too (a live TCG copy
+      // loses writes: see migration.ts).
+      // Set up before the inputs are held: the relay the stream goes through, QEMU's threads reniced.
+      relay = await this.migrationRelay(relayPath, eth.partnerAddress);
+      const vcpu = await qemu.vcpuThreadId();
+      for (const tid of listThreads(qemu.pid)) {
+        if (tid === vcpu) continue;
+        await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
+      }
       this.progress({ phase: 'drain' });
       this.replicator.hold();
       holdStart = performance.now();
@@ -200,24 +215,27 @@ export class ReplicationManager extends EventEmitter {
         await step(sleep(10));
       }
       await step(this.supervisor.inputsInGuest(10000));
+      // What the copy holds, read at the cut: the inputs, the guest's count of them, its open AUTH questions.
+      const cutSeq = this.replicator.deliveredSeq;
+      const guestSeq = this.supervisor.appSeqExpected ?? 0;
+      const authOpen = [...this.supervisor.port.authOutstanding];
+      this.replicator.startBacklog(cutSeq);
 
-      relay = await this.migrationRelay(relayPath, eth.partnerAddress);
-      for (const tid of listThreads(qemu.pid)) {
-        if (tid === (await qemu.vcpuThreadId())) continue;
-        await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
-      }
-      const { downtimeMs, live, transferredBytes } = await step(migrate(qemu, {
+      let releasedAt = 0;
+      const { downtimeMs, live, snapshot, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
+        snapshot: { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } },
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
           percent: Math.min(99, Math.round((p.transferredBytes / p.totalBytes) * 100)) }),
       }));
-      // The source is paused after the stream ("postmigrate"); it continues as the primary.
-      await step(qemu.qmp.execute('cont'));
-      const cutSeq = this.replicator.deliveredSeq;
+      // A stopped or live copy leaves the source paused ("postmigrate"): it continues as the primary.
+      // A snapshot copy's source ran all along.
+      if (!snapshot) await step(qemu.qmp.execute('cont'));
+      const backlog = this.replicator.backlogState;
+      if (backlog?.full) throw new UsError('US_ERR_LINK', `more inputs came during the copy than are kept for the new backup (${backlog.inputs}): the clone is made again`);
       this.progress({ phase: 'cut-over', percent: 100 });
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, clients: this.replicator.clients.export(), downtimeMs,
-        authOpen: [...this.supervisor.port.authOutstanding] }));
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq, clients: this.replicator.clients.export(), downtimeMs, authOpen }));
       this.replicator.resetDigests();
       this.replicator.protect(channel, cutSeq);
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
@@ -226,20 +244,21 @@ export class ReplicationManager extends EventEmitter {
         const m = this.decodeOrRefuse(channel, body);
         if (m) this.emit('control', m, channel);
       });
-      const holdMs = performance.now() - holdStart;
+      const holdMs = (releasedAt || performance.now()) - holdStart;
       this.replicator.release();
       holdStart = 0;
       const report: CloneReport = {
-        durationMs: Math.round(performance.now() - t0), downtimeMs, live, holdMs: Math.round(holdMs), cutSeq,
-        transferredMb: Math.round(transferredBytes / 1048576),
+        durationMs: Math.round(performance.now() - t0), downtimeMs, live, snapshot, holdMs: Math.round(holdMs), cutSeq,
+        afterCut: (backlog?.inputs ?? 0), transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };
       this.lastCloneError = undefined;
-      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms (${live ? 'live copy' : 'stopped copy: TCG'}), inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
+      this.store.record('clone', `clone complete in ${report.durationMs} ms: guest paused ${downtimeMs ?? '?'} ms (${snapshot ? `snapshot copy: the guest served ${report.afterCut} inputs during it` : live ? 'live copy' : 'stopped copy: TCG'}), inputs held ${report.holdMs} ms, cut-over at input ${cutSeq}`, { ...report });
       this.progress({ phase: 'done', percent: 100 });
       this.emit('cloned', report);
       return report;
     } catch (e) {
+      this.replicator.dropBacklog();
       this.lastCloneError = (e as Error).message;
       this.store.record('clone', `clone FAILED: ${(e as Error).message}`);
       this.log.error({ err: (e as Error).message }, 'clone failed');

@@ -373,6 +373,32 @@ export class Replicator extends EventEmitter implements InputPipeline {
     return true;
   }
 
+  /**
+   * Primary, during a snapshot clone (src/replication/manager.ts): the copy holds the guest as it was
+   * at the cut, and the guest goes on serving while it is made. Every input forwarded after the cut,
+   * and the digest of every reply given meanwhile, are kept here for the new backup: protect() sends
+   * them on its channel first, so its copy is handed exactly what the primary's was after the cut.
+   */
+  private backlog?: { cutSeq: number; inputs: SequencedInput[]; digests: Array<{ key: string; digest: Buffer }>; full: boolean };
+
+  /** Primary: keep what follows `cutSeq` for the clone being made (at most `max` inputs). */
+  startBacklog(cutSeq: number, max = 200_000): void {
+    this.backlog = { cutSeq, inputs: [], digests: [], full: false };
+    this.backlogMax = max;
+  }
+
+  private backlogMax = 200_000;
+
+  /** The clone did not complete: nothing to hand over. */
+  dropBacklog(): void {
+    this.backlog = undefined;
+  }
+
+  /** Inputs kept for the clone being made since its cut; `full`: more came than it keeps (the clone must fail). */
+  get backlogState(): { inputs: number; full: boolean } | undefined {
+    return this.backlog && { inputs: this.backlog.inputs.length, full: this.backlog.full };
+  }
+
   /** Primary: the backup's clone holds every input up to cutSeq; stream the rest to it on this channel. */
   protect(channel: MessageChannel, cutSeq: number): void {
     this.attachChannel(channel);
@@ -385,6 +411,15 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // replaces a channel that may still have had some unacknowledged).
     this.onAck(cutSeq);
     this.ackedSeq = Math.max(this.ackedSeq, cutSeq);
+    // A snapshot clone: what the guest was given after the cut (and the digests of what it answered),
+    // in order, before anything forwarded from now on.
+    const b = this.backlog;
+    this.backlog = undefined;
+    if (b && b.cutSeq === cutSeq && b.inputs.length) {
+      for (const x of b.inputs) channel.send(T_INPUT, encodeInput(x));
+      for (const d of b.digests) channel.send(T_DIGEST, encodeDigest(d.key, d.digest));
+      if (this.ackedSeq < this.sentSeq) this.unackedSince = this.clock.now();
+    }
   }
 
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
@@ -501,6 +536,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private forward(s: SequencedInput): void {
+    const b = this.backlog;
+    if (b && s.seq > b.cutSeq) {
+      if (b.inputs.length < this.backlogMax) b.inputs.push(s); else b.full = true;
+    }
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) {
       this.channel.send(T_INPUT, encodeInput(s));
       this.hop('forwarded', s.seq);
@@ -557,7 +596,9 @@ export class Replicator extends EventEmitter implements InputPipeline {
     const seq = list?.shift()?.seq;
     if (list) this.pendingCount--;
     if (list && list.length === 0) this.pendingReplies.delete(key);
-    if (this.mode === 'primary' && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, replyDigest(output.payload)));
+    const digest = this.mode === 'primary' && ((this.isProtected && this.channel?.open) || this.backlog) ? replyDigest(output.payload) : undefined;
+    if (digest && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, digest));
+    if (digest && this.backlog && this.backlog.digests.length < this.backlogMax) this.backlog.digests.push({ key, digest });
     // Output commit: the reply depends on its request and everything before it (cumulative ACK),
     // and on any AUTH answer the guest had been given (a REG's outcome is decided on an answer
     // sequenced after the request). Requests after it are not processed yet (the guest works in

@@ -36,13 +36,14 @@ describe('migrate() and recoverFromMigration()', () => {
       onStart: () => { commandsAtStart = [...hv.commands]; },
       onProgress: (p) => progress.push(p),
     });
-    assert.deepEqual(r, { downtimeMs: 9, live: true, transferredBytes: 64 * MiB });
+    assert.deepEqual(r, { downtimeMs: 9, live: true, snapshot: false, transferredBytes: 64 * MiB });
     assert.deepEqual(progress.map((p) => [p.transferredBytes / MiB, p.totalBytes / MiB]), [[16, 64], [32, 64], [48, 64], [64, 64]]);
-    assert.deepEqual(commandsAtStart, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
-    assert.deepEqual(hv.commands, ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
+    assert.deepEqual(commandsAtStart, ['migrate-set-capabilities', 'query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters'], 'onStart comes once QEMU is set up, before the migration starts');
+    assert.deepEqual(hv.commands, ['migrate-set-capabilities', 'query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'migrate', 'query-migrate', 'query-migrate', 'query-migrate', 'query-migrate']);
     assert.equal(hv.runStateAtMigrate, 'running', 'under KVM the guest runs during the copy');
     const args = (c: string) => hv.server.received.find((x) => x.execute === c)?.arguments;
-    assert.deepEqual(args('migrate-set-capabilities'), { capabilities: [{ capability: 'events', state: true }] });
+    const caps = hv.server.received.filter((x) => x.execute === 'migrate-set-capabilities').map((x) => x.arguments);
+    assert.deepEqual(caps, [{ capabilities: [{ capability: 'background-snapshot', state: false }] }, { capabilities: [{ capability: 'events', state: true }] }], 'a plain copy turns a snapshot left set by an earlier copy off');
     assert.deepEqual(args('migrate-set-parameters'), { 'downtime-limit': 20, 'max-bandwidth': 4 * 1024 ** 3 });
     assert.deepEqual(args('migrate'), { uri: 'unix:/run/relay.sock', blk: true });
     assert.equal(await hv.status(), 'postmigrate', 'the source is left stopped for the caller to resume');
@@ -52,11 +53,37 @@ describe('migrate() and recoverFromMigration()', () => {
     hv.kvmEnabled = false;
     hv.script = { totalBytes: 64 * MiB, polls: 3, downtimeMs: 9 };
     const r = await migrate(hv, { uri: 'exec:cat > /dev/null', pollMs: 20, errorPrefix: 'checkpoint migration' });
-    assert.deepEqual(hv.commands.slice(0, 5), ['query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'stop', 'migrate']);
+    assert.deepEqual(hv.commands.slice(0, 6), ['migrate-set-capabilities', 'query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters', 'stop', 'migrate']);
     assert.equal(hv.runStateAtMigrate, 'paused', 'stopped before migrate');
     assert.equal(r.live, false);
     // Three polls 20 ms apart after the stop: QEMU's 9 ms (the last pass only) is not the guest's pause.
     assert.ok(r.downtimeMs !== null && r.downtimeMs >= 35, `pause measured from the stop: ${r.downtimeMs} ms`);
+    assert.equal(await hv.status(), 'postmigrate');
+  });
+
+  it('a snapshot copy: the guest is never stopped, onResumed comes with the pause from QEMU\'s STOP and RESUME events, the source runs on after it', async () => {
+    hv.kvmEnabled = false;
+    hv.script = { totalBytes: 64 * MiB, polls: 4 };
+    const resumed: Array<{ pauseMs: number; polls: number }> = [];
+    const r = await migrate(hv, { uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration', snapshot: { onResumed: (pauseMs) => resumed.push({ pauseMs, polls: hv.migration.polls }) } });
+    assert.deepEqual(r, { downtimeMs: 0, live: true, snapshot: true, transferredBytes: 64 * MiB });
+    assert.equal(resumed.length, 1, 'called once');
+    assert.ok(resumed[0]!.polls < 4, 'called while the copy ran, not at its end');
+    assert.equal(hv.runStateAtMigrate, 'running', 'no stop before the copy');
+    assert.ok(!hv.commands.includes('stop') && !hv.commands.includes('query-kvm'));
+    assert.deepEqual(hv.server.received.find((x) => x.execute === 'migrate-set-capabilities')?.arguments, { capabilities: [{ capability: 'background-snapshot', state: true }] });
+    assert.equal(await hv.status(), 'running', 'the source ran on: nothing to resume');
+  });
+
+  it('a snapshot copy QEMU refuses falls back to the plain copy (stopped under TCG); onResumed never comes', async () => {
+    hv.kvmEnabled = false;
+    hv.script = { totalBytes: 64 * MiB, polls: 3, noSnapshot: true };
+    let called = 0;
+    const r = await migrate(hv, { uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration', snapshot: { onResumed: () => { called++; } } });
+    assert.equal(r.snapshot, false);
+    assert.equal(r.live, false);
+    assert.equal(hv.runStateAtMigrate, 'paused');
+    assert.equal(called, 0);
     assert.equal(await hv.status(), 'postmigrate');
   });
 

@@ -143,6 +143,62 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     }
   });
 
+  it('a snapshot clone: what the unprotected primary served after the cut goes to the new backup first, in order, with its replies\' digests; nothing before the cut', async () => {
+    // A first clone: the primary serves alone (no channel) while its copy is made.
+    const gp2 = new RecordingGuest();
+    const gb2 = new RecordingGuest();
+    const out2 = new RecordingOut();
+    const p2 = new Replicator({ guest: gp2, log });
+    const b2 = new Replicator({ guest: gb2, log, authHoldMs: 60000 });
+    const ch2 = await channelPair();
+    try {
+      p2.setOutput(out2);
+      p2.becomePrimary();
+      b2.becomeBackup();
+      p2.submit(req(20000, 'r1 GET A'));
+      p2.onGuestOutput(reply(20000, 'r1 OK GET A'));
+      const cut = p2.deliveredSeq;
+      assert.equal(cut, 1);
+      p2.startBacklog(cut);
+      p2.submit(req(20001, 'r2 REG B'));
+      p2.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR B OK') });
+      p2.submit(req(20002, 'r3 GET B'));
+      p2.onGuestOutput(reply(20002, 'r3 OK GET B'));
+      assert.deepEqual(out2.released, ['r1 OK GET A', 'r3 OK GET B'], 'served unprotected during the copy: nothing waits');
+      assert.deepEqual(p2.backlogState, { inputs: 3, full: false });
+      // The cut-over: the backup follows from the cut, the primary hands over what came after it.
+      b2.follow(ch2.b, cut);
+      p2.protect(ch2.a, cut);
+      assert.equal(p2.backlogState, undefined, 'handed over once');
+      p2.submit(req(20003, 'r4 GET A'));
+      await until(() => gb2.inputs.length === 1, 'the REG; its answer and what follows wait for the clone to ask');
+      b2.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ B') });
+      await until(() => gb2.inputs.length === 4, 'everything after the cut, in order');
+      assert.deepEqual(gb2.inputs, ['r2 REG B', 'AUTHR B OK', 'r3 GET B', 'r4 GET A']);
+      b2.onGuestOutput(reply(20002, 'r3 OK GET B'));
+      await until(() => b2.status().digestsCompared === 1, 'the backup\'s reply compared with the digest the primary kept during the copy');
+      assert.equal(b2.divergences, 0);
+      await until(() => p2.status().ackedSeq === 5, 'the backup acknowledges the backlog and what followed');
+    } finally {
+      p2.close(); b2.close(); ch2.close();
+    }
+  });
+
+  it('a snapshot clone that fails hands nothing over: the next clone\'s cut-over sends no stale backlog', async () => {
+    p.startBacklog(p.deliveredSeq);
+    p.submit(req(20000, 'r1 GET A'));
+    assert.deepEqual(p.backlogState, { inputs: 1, full: false });
+    p.dropBacklog();
+    assert.equal(p.backlogState, undefined);
+  });
+
+  it('a backlog past its bound is marked full (the clone fails rather than hand over a short stream)', async () => {
+    p.startBacklog(p.deliveredSeq, 2);
+    for (let i = 0; i < 3; i++) p.submit(req(20000 + i, `r${i} GET A`));
+    assert.deepEqual(p.backlogState, { inputs: 2, full: true });
+    p.dropBacklog();
+  });
+
   it('the backup hands an AUTH answer to its clone only after the clone asked, in input order', async () => {
     p.submit(req(20000, 'r1 REG A'));
     p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR A OK') });

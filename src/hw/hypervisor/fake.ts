@@ -4,7 +4,7 @@
  * migration, so code written against the Hypervisor seam runs the same path it runs on QEMU.
  * Never used by the product itself.
  */
-import { QmpClient } from '../qmp/client.js';
+import { QmpClient, type QmpEvent } from '../qmp/client.js';
 import { FakeQmpServer } from '../qmp/fake-server.js';
 import type { Hypervisor } from './types.js';
 
@@ -18,6 +18,8 @@ export interface FakeMigrationScript {
   downtimeMs?: number;
   /** Fail instead: this query-migrate answer (1-based) says "failed" with `errorDesc`. */
   failAtPoll?: number;
+  /** Refuse the `background-snapshot` capability (a QEMU or kernel without it). */
+  noSnapshot?: boolean;
   errorDesc?: string;
   /** Run state left behind by a failure (QEMU leaves a source stopped for the last pass paused). Default 'paused'. */
   stateAfterFailure?: string;
@@ -36,6 +38,8 @@ export class FakeHypervisor implements Hypervisor {
   /** The run state when `migrate` was given (a TCG copy stops the guest first). */
   runStateAtMigrate?: string;
   vcpuTid = 4242;
+  /** The `background-snapshot` capability as last set. */
+  snapshotCapability = false;
   private exited = false;
 
   private constructor(readonly server: FakeQmpServer, readonly pid: number) {
@@ -45,12 +49,21 @@ export class FakeHypervisor implements Hypervisor {
     h.set('cont', () => { this.runState = 'running'; return {}; });
     h.set('stop', () => { this.runState = 'paused'; return {}; });
     h.set('query-kvm', () => ({ enabled: this.kvmEnabled, present: this.kvmEnabled }));
-    h.set('migrate-set-capabilities', () => ({}));
+    h.set('migrate-set-capabilities', (args) => {
+      for (const c of (args?.capabilities ?? []) as Array<{ capability: string; state: boolean }>) {
+        if (c.capability !== 'background-snapshot') continue;
+        if (this.script.noSnapshot && c.state) return { error: { class: 'GenericError', desc: 'Background-snapshot is not supported by host kernel' } };
+        this.snapshotCapability = c.state;
+      }
+      return {};
+    });
     h.set('migrate-set-parameters', () => ({}));
     h.set('migrate', (args) => {
       if (this.migration.status === 'active') return { error: { class: 'GenericError', desc: 'There\'s a migration process in progress' } };
       this.migration = { uri: String(args?.uri), status: 'active', polls: 0 };
       this.runStateAtMigrate = this.runState;
+      // A snapshot copy: QEMU pauses the guest for an instant at the start and runs it through the copy.
+      if (this.snapshotCapability) setImmediate(() => { this.server.emitEvent('STOP'); this.server.emitEvent('RESUME'); });
       return {};
     });
     h.set('query-migrate', () => this.queryMigrate());
@@ -71,6 +84,11 @@ export class FakeHypervisor implements Hypervisor {
 
   get alive(): boolean {
     return !this.exited;
+  }
+
+  onEvent(fn: (e: QmpEvent) => void): () => void {
+    this.qmp.on('event', fn);
+    return () => { this.qmp.off('event', fn); };
   }
 
   async status(): Promise<string> {
@@ -107,7 +125,7 @@ export class FakeHypervisor implements Hypervisor {
         this.runState = s.stateAfterFailure ?? 'paused';
       } else if (m.polls >= polls) {
         m.status = 'completed';
-        this.runState = 'postmigrate';
+        if (!this.snapshotCapability) this.runState = 'postmigrate';
       }
     }
     const transferred = m.status === 'completed' ? total : Math.round((total * Math.min(m.polls, polls - 1)) / polls);

@@ -44,8 +44,23 @@ export interface MigrationOptions {
   onStart?: () => void;
   /** Called at every poll that reports RAM figures. */
   onProgress?: (p: MigrationProgress) => void;
-  /** Live or stopped copy; default: live under KVM only (see liveCopySafe). */
+  /** Live or stopped copy; default: live under KVM only (see liveCopySafe). Ignored for a snapshot copy. */
   live?: boolean;
+  /**
+   * A snapshot copy (QEMU's `background-snapshot`, QEMU 6.0+, a kernel with userfaultfd
+   * write-protect): the stream holds the guest as it was at the copy's start, and the guest runs
+   * through the copy. QEMU pauses it for an instant at the start (it saves the devices and
+   * write-protects RAM), resumes it, and from then on copies each page before the guest's first
+   * write to it. RAM goes through userfaultfd, not the dirty bitmap that loses TCG's writes (above),
+   * so it is exact under TCG too. Block devices (`blk`) are still copied by block migration, whose
+   * contents are those at the copy's end: the guest must not write its disk during the copy (the
+   * reference guest writes it only on the controller's SAVE). `onResumed`: called once the guest
+   * runs again after that instant, with the pause (ms, from QEMU's STOP and RESUME events); anything
+   * the guest is given before it may or may not be in the copy. If QEMU refuses the capability the
+   * copy is a stopped or live one as without this option (`MigrationResult.snapshot` false) and
+   * `onResumed` is never called.
+   */
+  snapshot?: { onResumed(pauseMs: number): void };
 }
 
 export interface MigrationProgress {
@@ -62,6 +77,8 @@ export interface MigrationResult {
   downtimeMs: number | null;
   /** Whether the guest ran during the copy. */
   live: boolean;
+  /** Whether it was a snapshot copy (the stream holds the guest as at the copy's start; the source runs on). */
+  snapshot: boolean;
   /** RAM sent, bytes. */
   transferredBytes: number;
 }
@@ -74,7 +91,11 @@ export interface MigrationResult {
  * calls recoverFromMigration().
  */
 export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<MigrationResult> {
-  const live = o.live ?? liveCopySafe(await hv.qmp.execute<{ enabled?: boolean }>('query-kvm').then((k) => k.enabled === true, () => false));
+  // A capability QEMU keeps between migrations: set either way (a checkpoint after a clone is a plain
+  // copy). Refused by a QEMU or kernel without it: a plain copy then.
+  const snapshot = await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: !!o.snapshot }] })
+    .then(() => !!o.snapshot, () => false);
+  const live = snapshot || (o.live ?? liveCopySafe(await hv.qmp.execute<{ enabled?: boolean }>('query-kvm').then((k) => k.enabled === true, () => false)));
   await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   await hv.qmp.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': MAX_BANDWIDTH_BYTES_PER_S });
   o.onStart?.();
@@ -83,27 +104,35 @@ export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<Migr
     await hv.qmp.execute('stop');
     stoppedAt = performance.now();
   }
-  await hv.qmp.execute('migrate', { uri: o.uri, blk: true });
-  for (;;) {
-    const info = await hv.qmp.execute<Record<string, any>>('query-migrate');
-    const ram = info.ram as { transferred?: number; total?: number } | undefined;
-    if (ram?.total) o.onProgress?.({ transferredBytes: ram.transferred ?? 0, totalBytes: ram.total });
-    if (info.status === 'completed') {
-      const downtimeMs = live ? (typeof info.downtime === 'number' ? info.downtime : null) : Math.round(performance.now() - stoppedAt);
-      return { downtimeMs, live, transferredBytes: ram?.transferred ?? 0 };
+  // The snapshot's instant: QEMU's STOP then RESUME once the migration began (QEMU's timestamps).
+  let pausedAt: number | undefined;
+  let pauseMs: number | null = null;
+  const off = snapshot ? hv.onEvent((e) => {
+    const t = e.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Date.now();
+    if (e.event === 'STOP' && pausedAt === undefined) pausedAt = t;
+    else if (e.event === 'RESUME' && pausedAt !== undefined && pauseMs === null) {
+      pauseMs = Math.round((t - pausedAt) * 100) / 100;
+      o.snapshot!.onResumed(pauseMs);
     }
-    if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix} ${info.status}: ${info['error-desc'] ?? ''}`);
-    await sleep(o.pollMs);
+  }) : undefined;
+  try {
+    await hv.qmp.execute('migrate', { uri: o.uri, blk: true });
+    for (;;) {
+      const info = await hv.qmp.execute<Record<string, any>>('query-migrate');
+      const ram = info.ram as { transferred?: number; total?: number } | undefined;
+      if (ram?.total) o.onProgress?.({ transferredBytes: ram.transferred ?? 0, totalBytes: ram.total });
+      if (info.status === 'completed') {
+        const downtimeMs = snapshot ? pauseMs : live ? (typeof info.downtime === 'number' ? info.downtime : null) : Math.round(performance.now() - stoppedAt);
+        return { downtimeMs, live, snapshot, transferredBytes: ram?.transferred ?? 0 };
+      }
+      if (info.status === 'failed' || info.status === 'cancelled') throw new UsError('US_ERR_HYPERVISOR', `${o.errorPrefix} ${info.status}: ${info['error-desc'] ?? ''}`);
+      await sleep(o.pollMs);
+    }
+  } finally {
+    off?.();
   }
 }
 
-/**
- * Whether the guest may run while its RAM is copied: only under KVM (`kvm`: QMP query-kvm says it
- * is enabled). Under TCG a live copy loses writes (see the top of this file), so the guest is
- * stopped for the whole copy. That costs clients nothing more: a clone holds inputs for the whole
- * copy anyway and a checkpoint pauses delivery to the backup's copy; only the guest's own clock
- * sees the longer pause.
- */
 export function liveCopySafe(kvm: boolean): boolean {
   return kvm;
 }

@@ -105,6 +105,11 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
     return this.child.pid!;
   }
 
+  onEvent(fn: (e: QmpEvent) => void): () => void {
+    this.on('event', fn);
+    return () => { this.off('event', fn); };
+  }
+
   get alive(): boolean {
     return !this.exited;
   }

@@ -5,6 +5,8 @@
  * stopping stay with the guest supervisor, which owns the concrete process.
  */
 
+import type { QmpEvent } from '../qmp/client.js';
+
 /** The QMP commands channel: the protocol, not a method per command (see hw/qmp/client.ts). */
 export interface HypervisorCommands {
   /** Runs one QMP command; resolves with its `return`, rejects with US_ERR_QMP* on an error or timeout. */
@@ -21,4 +23,6 @@ export interface Hypervisor {
   status(): Promise<string>;
   /** Thread id of the guest's single vCPU. */
   vcpuThreadId(): Promise<number>;
+  /** Calls `fn` with every QMP event (STOP, RESUME, MIGRATION, …) until the returned function is called. */
+  onEvent(fn: (e: QmpEvent) => void): () => void;
 }
