@@ -207,6 +207,13 @@ export const boardProfileSchema = z
          * final -a and -b swapped.
          */
         name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,31}$/, 'lowercase letters, digits and -, at most 32').optional(),
+        /**
+         * Clones are snapshot copies: the primary's guest serves while it is copied to the partner
+         * (docs/replication.md, "Clones"). With QEMU running as an unprivileged user the controller
+         * sets the sysctl vm.unprivileged_userfaultfd to 1 at start for it. false: the inputs wait
+         * for the whole copy (and under TCG the guest is stopped for it), as before.
+         */
+        snapshotClones: z.boolean().default(true),
       })
       .optional(),
     /** Hardware watchdog of the board. */

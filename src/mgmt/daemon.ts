@@ -19,6 +19,7 @@ import type { Logger } from '../core/log.js';
 import { releaseAddress } from '../hw/netaddr.js';
 import { HaController } from '../ha/ha-controller.js';
 import { GuestHost } from '../replication/guest-host.js';
+import { allowUnprivilegedUserfaultfd } from '../hw/hypervisor/userfaultfd.js';
 import { ReplicationManager } from '../replication/manager.js';
 import { Checkpointer } from '../replication/checkpoint.js';
 import { PoisonRecovery } from '../replication/poison.js';
@@ -164,6 +165,12 @@ export class Daemon {
       if (board.service.interface) await releaseAddress(board.service.interface, board.service.address, board.service.prefixLength);
       if (host && board.partner?.ethernet) {
         this.replication = new ReplicationManager(board, readKeyFile(board.ha.keyFile), host.supervisor, host.replicator, store, this.log.child({ component: 'replication' }));
+        this.replication.snapshotClones = board.partner.snapshotClones;
+        if (board.partner.snapshotClones && board.qemuUser !== 'root') {
+          const u = allowUnprivilegedUserfaultfd();
+          if (u.changed) store.record('clone', `vm.unprivileged_userfaultfd set to 1: QEMU's user (${board.qemuUser}) tracks the guest's writes during a snapshot clone (partner.snapshotClones)`);
+          else if (u.error) store.record('clone', `vm.unprivileged_userfaultfd could not be set (${u.error}): clones stop the guest's inputs for the whole copy`);
+        }
         const cp = (this.checkpointer = new Checkpointer(board.storageDir, store, host.supervisor, host.replicator, this.log.child({ component: 'checkpoint' })));
         cp.maxLoggedInputs = board.input.inputLogMaxInputs;
         host.replicator.setInputLog((s) => cp.logInput(s));

@@ -74,6 +74,8 @@ export class ReplicationManager extends EventEmitter {
    * stream that never began never will: its source is gone (src/pair/controller.ts).
    */
   targetStreamBegun = false;
+  /** Clones are snapshot copies where QEMU can take one (board profile partner.snapshotClones). */
+  snapshotClones = true;
   private cloning?: Promise<CloneReport>;
   /** Ends the clone under way at its next step (cancelClone). */
   private abortClone?: (e: Error) => void;
@@ -224,7 +226,7 @@ export class ReplicationManager extends EventEmitter {
       let releasedAt = 0;
       const { downtimeMs, live, snapshot, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
-        snapshot: { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } },
+        snapshot: this.snapshotClones ? { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } } : undefined,
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
           percent: Math.min(99, Math.round((p.transferredBytes / p.totalBytes) * 100)) }),
