@@ -208,25 +208,28 @@ export class ReplicationManager extends EventEmitter {
         if (tid === vcpu) continue;
         await run('renice', ['-n', '-5', '-p', String(tid)]).then(() => reniced.push(tid), () => undefined);
       }
-      this.progress({ phase: 'drain' });
-      this.replicator.hold();
-      holdStart = performance.now();
-      // Inputs sequenced but still queued here (a replay waiting on AUTH) must reach the guest first.
-      for (let i = 0; this.replicator.queuedLocally > 0; i++) {
-        if (i > 500) throw new UsError('US_ERR_TIMEOUT', `${this.replicator.queuedLocally} inputs still queued for the guest after 5 s`);
-        await step(sleep(10));
-      }
-      await step(this.supervisor.inputsInGuest(10000));
-      // What the copy holds, read at the cut: the inputs, the guest's count of them, its open AUTH questions.
-      const cutSeq = this.replicator.deliveredSeq;
-      const guestSeq = this.supervisor.appSeqExpected ?? 0;
-      const authOpen = [...this.supervisor.port.authOutstanding];
-      this.replicator.startBacklog(cutSeq);
-
+      // The cut, once QEMU is set up for the copy (migrate's beforeMigrate): the inputs wait from here
+      // until the snapshot's instant (or the end of a plain copy).
+      let cut: { seq: number; guestSeq: number; authOpen: string[] } | undefined;
+      const takeCut = async (): Promise<void> => {
+        this.progress({ phase: 'drain' });
+        this.replicator.hold();
+        holdStart = performance.now();
+        // Inputs sequenced but still queued here (a replay waiting on AUTH) must reach the guest first.
+        for (let i = 0; this.replicator.queuedLocally > 0; i++) {
+          if (i > 500) throw new UsError('US_ERR_TIMEOUT', `${this.replicator.queuedLocally} inputs still queued for the guest after 5 s`);
+          await step(sleep(10));
+        }
+        await step(this.supervisor.inputsInGuest(10000));
+        // What the copy holds, read at the cut: the inputs, the guest's count of them, its open AUTH questions.
+        cut = { seq: this.replicator.deliveredSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, authOpen: [...this.supervisor.port.authOutstanding] };
+        this.replicator.startBacklog(cut.seq);
+      };
       let releasedAt = 0;
       const { downtimeMs, live, snapshot, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
         snapshot: this.snapshotClones ? { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } } : undefined,
+        beforeMigrate: takeCut,
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
           percent: Math.min(99, Math.round((p.transferredBytes / p.totalBytes) * 100)) }),
@@ -234,6 +237,8 @@ export class ReplicationManager extends EventEmitter {
       // A stopped or live copy leaves the source paused ("postmigrate"): it continues as the primary.
       // A snapshot copy's source ran all along.
       if (!snapshot) await step(qemu.qmp.execute('cont'));
+      if (!cut) throw new UsError('US_ERR_INTERNAL', 'the copy completed without a cut');
+      const { seq: cutSeq, guestSeq, authOpen } = cut;
       const backlog = this.replicator.backlogState;
       if (backlog?.full) throw new UsError('US_ERR_LINK', `more inputs came during the copy than are kept for the new backup (${backlog.inputs}): the clone is made again`);
       this.progress({ phase: 'cut-over', percent: 100 });

@@ -72,7 +72,17 @@ describe('migrate() and recoverFromMigration()', () => {
     assert.equal(hv.runStateAtMigrate, 'running', 'no stop before the copy');
     assert.ok(!hv.commands.includes('stop') && !hv.commands.includes('query-kvm'));
     assert.deepEqual(hv.server.received.find((x) => x.execute === 'migrate-set-capabilities')?.arguments, { capabilities: [{ capability: 'background-snapshot', state: true }] });
+    assert.deepEqual(hv.server.received.find((x) => x.execute === 'migrate')?.arguments, { uri: 'unix:/run/relay.sock', blk: false }, 'no block migration: it takes QEMU\'s big lock, which a device writing guest RAM may hold while it waits for the copy (deadlock)');
     assert.equal(await hv.status(), 'running', 'the source ran on: nothing to resume');
+  });
+
+  it('beforeMigrate runs once QEMU is set up and before a plain copy stops the guest (a clone\'s PING needs it running)', async () => {
+    hv.kvmEnabled = false;
+    hv.script = { totalBytes: 64 * MiB, polls: 2 };
+    let seen: { commands: string[]; state: string } | undefined;
+    await migrate(hv, { uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration', beforeMigrate: async () => { seen = { commands: [...hv.commands], state: await hv.status() }; } });
+    assert.deepEqual(seen?.commands, ['migrate-set-capabilities', 'query-kvm', 'migrate-set-capabilities', 'migrate-set-parameters']);
+    assert.equal(seen?.state, 'running');
   });
 
   it('a snapshot copy QEMU refuses falls back to the plain copy (stopped under TCG); onResumed never comes', async () => {

@@ -42,6 +42,12 @@ export interface MigrationOptions {
   errorPrefix: string;
   /** Called once the capabilities and parameters are set, just before the migration starts. */
   onStart?: () => void;
+  /**
+   * Awaited after onStart, before a plain copy's stop and QEMU's migrate: the caller's last
+   * step before the copy's cut (a clone holds and drains its inputs here, so they wait only for the
+   * migration's start, not for the QMP round trips that set it up).
+   */
+  beforeMigrate?: () => Promise<void>;
   /** Called at every poll that reports RAM figures. */
   onProgress?: (p: MigrationProgress) => void;
   /** Live or stopped copy; default: live under KVM only (see liveCopySafe). Ignored for a snapshot copy. */
@@ -52,8 +58,10 @@ export interface MigrationOptions {
    * through the copy. QEMU pauses it for an instant at the start (it saves the devices and
    * write-protects RAM), resumes it, and from then on copies each page before the guest's first
    * write to it. RAM goes through userfaultfd, not the dirty bitmap that loses TCG's writes (above),
-   * so it is exact under TCG too. Block devices (`blk`) are still copied by block migration, whose
-   * contents are those at the copy's end: the guest must not write its disk during the copy (the
+   * so it is exact under TCG too. Block devices are NOT copied (no `blk`): block migration takes
+   * QEMU's big lock to read the disk, and a device that writes guest RAM under that lock (the NIC
+   * receiving a frame) waits for the copy of that page, which never comes while the lock is held:
+   * QEMU 7.2 hung so on the chassis under load, QMP unanswered. The caller sees to the disk (the
    * reference guest writes it only on the controller's SAVE). `onResumed`: called once the guest
    * runs again after that instant, with the pause (ms, from QEMU's STOP and RESUME events); anything
    * the guest is given before it may or may not be in the copy. If QEMU refuses the capability the
@@ -99,6 +107,7 @@ export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<Migr
   await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'events', state: true }] });
   await hv.qmp.execute('migrate-set-parameters', { 'downtime-limit': DOWNTIME_LIMIT_MS, 'max-bandwidth': MAX_BANDWIDTH_BYTES_PER_S });
   o.onStart?.();
+  await o.beforeMigrate?.();
   let stoppedAt = 0;
   if (!live) {
     await hv.qmp.execute('stop');
@@ -116,7 +125,7 @@ export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<Migr
     }
   }) : undefined;
   try {
-    await hv.qmp.execute('migrate', { uri: o.uri, blk: true });
+    await hv.qmp.execute('migrate', { uri: o.uri, blk: !snapshot });
     for (;;) {
       const info = await hv.qmp.execute<Record<string, any>>('query-migrate');
       const ram = info.ram as { transferred?: number; total?: number } | undefined;
