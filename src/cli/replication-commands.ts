@@ -56,7 +56,11 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
     lines.push(`replication: standalone (${role}), ${r.lastSeq} inputs`);
   }
   if (r.cloneInProgress) lines.push(`  clone in progress: ${r.cloneProgress?.phase ?? '?'} ${r.cloneProgress?.percent ?? ''}${r.cloneProgress?.percent !== undefined ? '%' : ''}`);
-  if (r.lastClone) lines.push(`  last clone: ${r.lastClone.at}, ${r.lastClone.durationMs} ms, guest paused ${r.lastClone.downtimeMs ?? '?'} ms, inputs held ${r.lastClone.holdMs} ms, cut-over at input ${r.lastClone.cutSeq}`);
+  if (r.lastClone) {
+    const c = r.lastClone;
+    const kind = c.snapshot ? `snapshot copy, ${c.afterCut ?? 0} inputs served during it` : c.live ? 'live copy' : 'stopped copy';
+    lines.push(`  last clone: ${c.at}, ${c.durationMs} ms (${kind}), guest paused ${c.downtimeMs ?? '?'} ms, inputs held ${c.holdMs} ms, cut-over at input ${c.cutSeq}`);
+  }
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
   const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number; inputLog?: { limit: number; forced: number } } | null }).checkpoint;
   lines.push(`  divergences: ${r.divergences}; failovers taken by this board: ${r.failovers}`);
