@@ -2,7 +2,7 @@
  * `understudy status`, `understudy clone`, `understudy switchover`: the replicated pair from this
  * board's point of view. Long work (a clone) shows progress: a bar on a terminal, lines otherwise.
  */
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { CloneProgress, CloneReport } from '../replication/manager.js';
 import type { LegacyChannelsStatus } from '../replication/legacy-channel.js';
 import type { RejectionStatus } from '../replication/rejections.js';
@@ -59,7 +59,7 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.lastClone) {
     const c = r.lastClone;
     const kind = c.snapshot ? `snapshot copy, ${c.afterCut ?? 0} inputs served during it` : c.live ? 'live copy' : 'stopped copy';
-    lines.push(`  last clone: ${c.at}, ${c.durationMs} ms (${kind}), guest paused ${c.downtimeMs ?? '?'} ms, inputs held ${c.holdMs} ms, cut-over at input ${c.cutSeq}`);
+    lines.push(`  last clone: ${c.at}, ${c.durationMs} ms (${kind}), guest paused ${c.downtimeMs ?? '?'} ms, inputs held ${c.holdMs} ms${c.holdParts ? ` (drain ${c.holdParts.drainMs}, PING ${c.holdParts.pingMs}, copy start ${c.holdParts.migrationStartMs})` : ''}, cut-over at input ${c.cutSeq}`);
   }
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
   const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number; inputLog?: { limit: number; forced: number } } | null }).checkpoint;
@@ -110,7 +110,8 @@ export function registerReplicationCommands(program: Command): void {
   program.command('clone')
     .description('clone the running guest to the partner board now (on the primary)')
     .option('--board <file>', 'board profile')
-    .action(action(async (o: Opts) => {
+    .addOption(new Option('--copy <kind>', 'snapshot: the guest serves through the copy; plain: inputs wait for all of it (default: the board profile\'s partner.snapshotClones)').choices(['snapshot', 'plain']))
+    .action(action(async (o: Opts & { copy?: string }) => {
       const sock = await controlSocketOf(o.board);
       const tty = process.stderr.isTTY === true && !o.json;
       const cliProgress = tty ? (await import('cli-progress')).default : undefined;
@@ -125,14 +126,14 @@ export function registerReplicationCommands(program: Command): void {
         }, () => undefined);
       }, 200);
       try {
-        const r = (await callControl(sock, 'clone', {}, 180000)) as { board: string; clone: CloneReport };
+        const r = (await callControl(sock, 'clone', o.copy ? { copy: o.copy } : {}, 180000)) as { board: string; clone: CloneReport };
         bar?.update(100, { phase: 'done' });
         return r;
       } finally {
         clearInterval(poll);
         bar?.stop();
       }
-    }, (r) => `cloned to the partner in ${r.clone.durationMs} ms: guest paused ${r.clone.downtimeMs ?? '?'} ms, inputs held ${r.clone.holdMs} ms, ${r.clone.transferredMb} MB, cut-over at input ${r.clone.cutSeq}`));
+    }, (r) => `cloned to the partner in ${r.clone.durationMs} ms (${r.clone.snapshot ? `snapshot copy: ${r.clone.afterCut} inputs served during it` : 'plain copy'}): guest paused ${r.clone.downtimeMs ?? '?'} ms, inputs held ${r.clone.holdMs} ms, ${r.clone.transferredMb} MB, cut-over at input ${r.clone.cutSeq}`));
 
   program.command('checkpoint')
     .description('freeze a copy of the clone with the input it holds, and truncate the input log (on the backup)')

@@ -394,7 +394,11 @@ export class Daemon {
     'quarantine.release': (a) => this.quarantineControl()['quarantine.release']!(a),
     'board.info': async () => (await import('../hw/inventory.js')).readInventory(),
     'replication.status': () => ({ board: this.board.name, role: this.role, replication: this.replicationStatus() }),
-    clone: async () => ({ board: this.board.name, clone: await this.requirePair().clone() }),
+    clone: async (a) => {
+      const copy = (a as { copy?: unknown }).copy;
+      if (copy !== undefined && copy !== 'snapshot' && copy !== 'plain') throw new UsError('US_ERR_CONTROL', `clone: copy must be "snapshot" or "plain", not ${JSON.stringify(copy)}`);
+      return { board: this.board.name, clone: await this.requirePair().clone({ copy }) };
+    },
     switchover: () => this.requirePair().switchover.handOver(),
     'guest.upgrade': async (a) => {
       const up = this.requirePair().upgrade;

@@ -17,7 +17,7 @@
 import type { Role } from '../ha/frame.js';
 import type { PartnerFenced, RoleChange } from '../ha/ha-controller.js';
 import { UsError } from '../core/errors.js';
-import type { CloneProgress } from '../replication/manager.js';
+import type { CloneCopy, CloneProgress } from '../replication/manager.js';
 import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
 import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
@@ -263,8 +263,8 @@ export class PairController {
   }
 
   /** Primary: clone to the partner now (the operator's `understudy clone`). */
-  clone(): ReturnType<NonNullable<PairParts['clones']>['clone']> {
-    return requirePrimary(this.p, 'clone').clone();
+  clone(o: { copy?: CloneCopy } = {}): ReturnType<NonNullable<PairParts['clones']>['clone']> {
+    return requirePrimary(this.p, 'clone').clone(o);
   }
 
   /**

@@ -42,6 +42,9 @@ export interface CloneProgress {
   percent?: number;
 }
 
+/** A snapshot copy (the guest serves through it, src/hw/hypervisor/migration.ts) or a plain one (inputs held for all of it). */
+export type CloneCopy = 'snapshot' | 'plain';
+
 export interface CloneReport {
   durationMs: number;
   downtimeMs: number | null;
@@ -52,6 +55,12 @@ export interface CloneReport {
   /** Inputs the guest was given during the copy, handed to the new backup after the cut-over. */
   afterCut: number;
   holdMs: number;
+  /**
+   * Where the hold went: the inputs still queued here reaching the guest, the PING that proves them
+   * in its memory, then QEMU's start of the copy until it resumed the guest (a snapshot copy: its
+   * setup, which scales with guest RAM, 90-180 ms for 128 MB here) or until the copy's end (plain).
+   */
+  holdParts: { drainMs: number; pingMs: number; migrationStartMs: number };
   cutSeq: number;
   transferredMb: number;
 }
@@ -138,9 +147,13 @@ export class ReplicationManager extends EventEmitter {
   }
 
   // ------------------------------------------------------------------ primary side
-  /** Clones the running guest to the partner and starts protecting it. One at a time. */
-  clone(): Promise<CloneReport> {
-    this.cloning ??= this.doClone().finally(() => { this.cloning = undefined; });
+  /**
+   * Clones the running guest to the partner and starts protecting it. One at a time (a call during a
+   * clone gets that clone). `copy`: a snapshot copy (the guest serves through it) or a plain one
+   * (inputs held for all of it); default from partner.snapshotClones.
+   */
+  clone(o: { copy?: CloneCopy } = {}): Promise<CloneReport> {
+    this.cloning ??= this.doClone(o.copy ?? (this.snapshotClones ? 'snapshot' : 'plain')).finally(() => { this.cloning = undefined; });
     return this.cloning;
   }
 
@@ -162,7 +175,7 @@ export class ReplicationManager extends EventEmitter {
     this.emit('clone-progress', p);
   }
 
-  private async doClone(): Promise<CloneReport> {
+  private async doClone(copy: CloneCopy): Promise<CloneReport> {
     const t0 = performance.now();
     const qemu = this.supervisor.hypervisor;
     if (!qemu || this.supervisor.currentState !== 'running') throw new UsError('US_ERR_NOT_RUNNING', 'no running guest to clone');
@@ -211,6 +224,7 @@ export class ReplicationManager extends EventEmitter {
       // The cut, once QEMU is set up for the copy (migrate's beforeMigrate): the inputs wait from here
       // until the snapshot's instant (or the end of a plain copy).
       let cut: { seq: number; guestSeq: number; authOpen: string[] } | undefined;
+      let holdParts = { drainMs: 0, pingMs: 0 };
       const takeCut = async (): Promise<void> => {
         this.progress({ phase: 'drain' });
         this.replicator.hold();
@@ -220,7 +234,9 @@ export class ReplicationManager extends EventEmitter {
           if (i > 500) throw new UsError('US_ERR_TIMEOUT', `${this.replicator.queuedLocally} inputs still queued for the guest after 5 s`);
           await step(sleep(10));
         }
+        const drained = performance.now();
         await step(this.supervisor.inputsInGuest(10000));
+        holdParts = { drainMs: Math.round(drained - holdStart), pingMs: Math.round(performance.now() - drained) };
         // What the copy holds, read at the cut: the inputs, the guest's count of them, its open AUTH questions.
         cut = { seq: this.replicator.deliveredSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, authOpen: [...this.supervisor.port.authOutstanding] };
         this.replicator.startBacklog(cut.seq);
@@ -228,7 +244,7 @@ export class ReplicationManager extends EventEmitter {
       let releasedAt = 0;
       const { downtimeMs, live, snapshot, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
-        snapshot: this.snapshotClones ? { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } } : undefined,
+        snapshot: copy === 'snapshot' ? { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } } : undefined,
         beforeMigrate: takeCut,
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
@@ -255,7 +271,8 @@ export class ReplicationManager extends EventEmitter {
       this.replicator.release();
       holdStart = 0;
       const report: CloneReport = {
-        durationMs: Math.round(performance.now() - t0), downtimeMs, live, snapshot, holdMs: Math.round(holdMs), cutSeq,
+        durationMs: Math.round(performance.now() - t0), downtimeMs, live, snapshot, holdMs: Math.round(holdMs),
+        holdParts: { ...holdParts, migrationStartMs: Math.max(0, Math.round(holdMs) - holdParts.drainMs - holdParts.pingMs) }, cutSeq,
         afterCut: (backlog?.inputs ?? 0), transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };
