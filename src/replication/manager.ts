@@ -286,7 +286,10 @@ export class ReplicationManager extends EventEmitter {
       this.lastCloneError = (e as Error).message;
       this.store.record('clone', `clone FAILED: ${(e as Error).message}`);
       this.log.error({ err: (e as Error).message }, 'clone failed');
-      await recoverFromMigration(qemu, { cancelActive: true });
+      // Cancelled: the copy's QEMU is being replaced (nothing to resume, no snapshot to wait out).
+      // Otherwise a plain copy is cancelled and its source resumed; a snapshot copy is left to
+      // complete into the relay (recoverFromMigration: cancelling one hangs the guest).
+      if (!cancelled) await recoverFromMigration(qemu, { cancelActive: true });
       channel.close();
       throw e;
     } finally {
@@ -299,24 +302,39 @@ export class ReplicationManager extends EventEmitter {
     }
   }
 
-  /** A unix socket QEMU migrates into, piped to the partner's migration port after authentication. */
+  /**
+   * A unix socket QEMU migrates into, piped to the partner's migration port after authentication.
+   * When the partner's end goes (it died, the link broke) the rest of QEMU's stream is read and
+   * dropped here until QEMU closes it: the migration then ends as QEMU's own success, never as a
+   * write error. A snapshot copy that fails leaves the guest hung (recoverFromMigration); the
+   * clone itself still fails (no clone-ready partner acknowledges it).
+   */
   private async migrationRelay(path: string, partner: string): Promise<Server> {
     rmSync(path, { force: true });
     const server = createServer((local) => {
       local.pause();
+      let draining = false;
+      const drain = (why: string) => {
+        if (local.destroyed || draining) return;
+        draining = true;
+        this.log.warn({ why }, 'migration relay: the partner\'s end is gone; the rest of the stream is dropped until QEMU ends it');
+        local.removeAllListeners('data');
+        local.on('data', () => undefined);
+        local.resume();
+      };
+      local.on('error', () => local.destroy());
       connectAuthenticated(partner, this.migrationPort, this.key, 'migration').then((remote) => {
         local.pipe(remote);
         remote.pipe(local);
         remote.resume();
         local.resume();
-        const end = () => { local.destroy(); remote.destroy(); };
-        local.on('close', end);
-        remote.on('close', end);
-        local.on('error', end);
-        remote.on('error', end);
+        local.on('close', () => remote.destroy());
+        const gone = (why: string) => { local.unpipe(remote); remote.unpipe(local); remote.destroy(); drain(why); };
+        remote.on('close', () => gone('closed'));
+        remote.on('error', (e: Error) => gone(e.message));
       }, (e: Error) => {
         this.log.error({ err: e.message }, 'migration relay could not reach the partner');
-        local.destroy();
+        drain(e.message);
       });
     });
     await new Promise<void>((resolve, reject) => {

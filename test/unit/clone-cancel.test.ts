@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { UsError } from '../../src/core/errors.js';
@@ -15,6 +15,7 @@ import { ReplicationManager } from '../../src/replication/manager.js';
 import { T_CONTROL, decodeControl } from '../../src/replication/messages.js';
 import { Replicator } from '../../src/replication/replicator.js';
 import { MessageChannel, listenAuthenticated, type AuthServer } from '../../src/replication/secure-channel.js';
+import { once } from 'node:events';
 
 const log = createLogger('test', { level: 'silent' });
 
@@ -57,5 +58,39 @@ describe('clone manager: cancelling a clone under way', () => {
     assert.ok(journal.some((l) => /clone FAILED: clone cancelled/.test(l)));
     await mgr.cancelClone('again');
     assert.ok(!journal.some((l) => /again/.test(l)), 'nothing to cancel: nothing journaled');
+  });
+
+  it('the migration relay drains the rest of QEMU\'s stream when the partner\'s end goes, so the copy ends as QEMU\'s success, not a write error', async () => {
+    const key = randomBytes(32);
+    let partnerGot = 0;
+    // The partner's migration port: it takes 1 MB, then drops the connection.
+    server = await listenAuthenticated('127.0.0.1', 0, key, 'migration', (s) => {
+      sockets.push(s);
+      s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot > 1 << 20) s.destroy(); });
+      s.resume(); // handed over paused
+    });
+    rep = new Replicator({ guest: { deliver: () => true }, log });
+    const board = { name: 'sim-a', partner: { ethernet: { port: server.port - 2, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
+    const path = join(tmpdir(), `us-relay-drain-${process.pid}.sock`);
+    const supervisor = { guest: { sourceFile: 'g.json', memoryMb: 64 }, giveToQemu: () => undefined };
+    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: () => 0 } as never, log);
+    const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server> }).migrationRelay(path, '127.0.0.1');
+    try {
+      // "QEMU": 16 MB into the relay, every write completing, then its own end of the stream.
+      const qemu = connect(path);
+      await once(qemu, 'connect');
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      let errored: Error | undefined;
+      qemu.on('error', (e) => { errored = e; });
+      for (let i = 0; i < 256; i++) {
+        if (!qemu.write(chunk)) await once(qemu, 'drain');
+      }
+      qemu.end();
+      await once(qemu, 'close');
+      assert.equal(errored, undefined, 'no write error reached QEMU');
+      assert.ok(partnerGot > 1 << 20 && partnerGot < 16 << 20, `the partner took part of it (${partnerGot} bytes) and went`);
+    } finally {
+      relay.close();
+    }
   });
 });

@@ -85,6 +85,25 @@ describe('migrate() and recoverFromMigration()', () => {
     assert.equal(seen?.state, 'running');
   });
 
+  it('a snapshot copy under way is never cancelled by the recovery (QEMU 7.2 would leave the guest hung): it is waited out; a plain one is cancelled', async () => {
+    hv.script = { totalBytes: 64 * MiB, polls: 5 };
+    await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: true }] });
+    await hv.qmp.execute('migrate', { uri: 'unix:/run/relay.sock' });
+    await recoverFromMigration(hv, { cancelActive: true });
+    assert.ok(!hv.commands.includes('migrate_cancel'), `no cancel: ${hv.commands.join(', ')}`);
+    assert.equal(hv.migration.status, 'completed', 'left to complete');
+    assert.equal(await hv.status(), 'running');
+  });
+
+  it('a snapshot copy that does not end within snapshotWaitMs is cancelled after all', async () => {
+    hv.script = { totalBytes: 64 * MiB, polls: 1_000_000 };
+    await hv.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'background-snapshot', state: true }] });
+    await hv.qmp.execute('migrate', { uri: 'unix:/run/relay.sock' });
+    await recoverFromMigration(hv, { cancelActive: true, snapshotWaitMs: 200 });
+    assert.ok(hv.commands.includes('migrate_cancel'));
+    assert.equal(hv.migration.status, 'cancelled');
+  });
+
   it('a snapshot copy QEMU refuses falls back to the plain copy (stopped under TCG); onResumed never comes', async () => {
     hv.kvmEnabled = false;
     hv.script = { totalBytes: 64 * MiB, polls: 3, noSnapshot: true };
@@ -112,7 +131,7 @@ describe('migrate() and recoverFromMigration()', () => {
     });
     const before = hv.commands.length;
     await recoverFromMigration(hv, { cancelActive: true });
-    assert.deepEqual(hv.commands.slice(before), ['migrate_cancel', 'query-status', 'cont']);
+    assert.deepEqual(hv.commands.slice(before), ['query-migrate', 'migrate_cancel', 'query-status', 'cont'], 'a plain copy\'s failure: asked whether a snapshot copy runs, then cancelled');
     assert.equal(await hv.status(), 'running');
   });
 

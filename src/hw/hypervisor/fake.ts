@@ -58,6 +58,7 @@ export class FakeHypervisor implements Hypervisor {
       return {};
     });
     h.set('migrate-set-parameters', () => ({}));
+    h.set('query-migrate-capabilities', () => [{ capability: 'events', state: true }, { capability: 'background-snapshot', state: this.snapshotCapability }]);
     h.set('migrate', (args) => {
       if (this.migration.status === 'active') return { error: { class: 'GenericError', desc: 'There\'s a migration process in progress' } };
       this.migration = { uri: String(args?.uri), status: 'active', polls: 0 };

@@ -151,11 +151,32 @@ export function liveCopySafe(kvm: boolean): boolean {
  * may still be running; then resumes a source left stopped (`postmigrate` or `paused`), so the
  * guest serves on. Does nothing once the hypervisor has exited; never throws.
  */
-export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: boolean }): Promise<void> {
+export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: boolean; snapshotWaitMs?: number }): Promise<void> {
   if (!hv.alive) return;
-  if (o.cancelActive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
+  if (o.cancelActive) {
+    // A snapshot copy is never cancelled: QEMU 7.2 leaves the guest's RAM write-protected after a
+    // snapshot migration that fails or is cancelled, and the vCPU then waits forever in the kernel
+    // (handle_userfault) at its next write to a page not yet copied: seen here, a hung guest. It is
+    // left to complete (the clone's relay drains it when the partner is gone), waited for up to
+    // snapshotWaitMs (default 120 s; then cancelled after all).
+    let cancel = true;
+    if (await snapshotMigrationActive(hv)) {
+      const end = performance.now() + (o.snapshotWaitMs ?? 120_000);
+      while (performance.now() < end && hv.alive && await snapshotMigrationActive(hv)) await sleep(50);
+      cancel = hv.alive && await snapshotMigrationActive(hv);
+    }
+    if (cancel && hv.alive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
+  }
   const state = await hv.status().catch(() => '');
   if (state === 'postmigrate' || state === 'paused') await hv.qmp.execute('cont').catch(() => undefined);
+}
+
+/** A snapshot copy is under way (QEMU's background-snapshot capability on, a migration set up or active). */
+async function snapshotMigrationActive(hv: Hypervisor): Promise<boolean> {
+  const info = await hv.qmp.execute<{ status?: string }>('query-migrate').catch(() => ({} as { status?: string }));
+  if (info.status !== 'setup' && info.status !== 'active') return false;
+  const caps = await hv.qmp.execute<Array<{ capability: string; state: boolean }>>('query-migrate-capabilities').catch(() => []);
+  return caps.some((c) => c.capability === 'background-snapshot' && c.state);
 }
 
 /**
