@@ -196,7 +196,7 @@ export class ReplicationManager extends EventEmitter {
     const channel = new MessageChannel(sock);
     const ctl = this.controlOn(channel);
     let holdStart = 0;
-    let relay: Server | undefined;
+    let relay: (Server & { partnerGone?: string }) | undefined;
     const relayPath = this.supervisor.paths.cloneOut;
     const reniced: number[] = [];
     try {
@@ -257,6 +257,10 @@ export class ReplicationManager extends EventEmitter {
       const { seq: cutSeq, guestSeq, authOpen } = cut;
       const backlog = this.replicator.backlogState;
       if (backlog?.full) throw new UsError('US_ERR_LINK', `more inputs came during the copy than are kept for the new backup (${backlog.inputs}): the clone is made again`);
+      // The partner may have gone during the copy (the relay then drained QEMU's stream; a board that
+      // loses power closes no connection): no cut-over.
+      if (relay?.partnerGone) throw new UsError('US_ERR_LINK', `the partner's end of the migration stream went during the copy (${relay.partnerGone}): it holds no clone`);
+      if (!channel.open) throw new UsError('US_ERR_LINK', 'the partner closed the replication channel during the copy');
       this.progress({ phase: 'cut-over', percent: 100 });
       channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq, clients: this.replicator.clients.export(), downtimeMs, authOpen }));
       this.replicator.resetDigests();
@@ -309,15 +313,17 @@ export class ReplicationManager extends EventEmitter {
    * write error. A snapshot copy that fails leaves the guest hung (recoverFromMigration); the
    * clone itself still fails (no clone-ready partner acknowledges it).
    */
-  private async migrationRelay(path: string, partner: string): Promise<Server> {
+  private async migrationRelay(path: string, partner: string): Promise<Server & { partnerGone?: string }> {
     rmSync(path, { force: true });
-    const server = createServer((local) => {
+    const server: Server & { partnerGone?: string } = createServer((local) => {
       local.pause();
       let draining = false;
       const drain = (why: string) => {
         if (local.destroyed || draining) return;
         draining = true;
+        server.partnerGone = why;
         this.log.warn({ why }, 'migration relay: the partner\'s end is gone; the rest of the stream is dropped until QEMU ends it');
+        this.store.record('clone', `the partner's end of the migration stream is gone (${why}): the rest of QEMU's stream is read and dropped until the copy ends`, { why });
         local.removeAllListeners('data');
         local.on('data', () => undefined);
         local.resume();

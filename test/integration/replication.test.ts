@@ -56,6 +56,40 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.ok(rb.digestsCompared > 0);
   });
 
+  it('the backup powered off in the middle of a snapshot copy: the primary\'s guest serves on (the copy is drained, never cut short), nothing lost, protected again once the backup is back', async () => {
+    const backup = partnerOf(p.primary);
+    const marks = (await p.ctl(p.primary, 'events', { limit: 1 })).events as Array<{ id: number }>;
+    const since = marks[0]?.id ?? 0;
+    let cloneError = '';
+    let phaseAtCut = '';
+    let poweredOff = false;
+    try {
+      const { res } = await p.loadThrough(12000, 2000, async () => {
+        const cloning = p.ctl(p.primary, 'clone', { copy: 'snapshot' }).then(() => '', (e: Error) => e.message);
+        for (let i = 0; i < 200; i++) {
+          const r = (await p.ctl(p.primary, 'replication.status')).replication as { cloneProgress?: { phase: string; percent?: number } };
+          if (r.cloneProgress?.phase === 'migrate' && (r.cloneProgress.percent ?? 0) >= 5) { phaseAtCut = `${r.cloneProgress.phase} ${r.cloneProgress.percent}%`; break; }
+          await new Promise((r2) => setTimeout(r2, 50));
+        }
+        poweredOff = true;
+        await p.chassis.fail(backup, 'power');
+        cloneError = await cloning;
+      });
+      assert.match(phaseAtCut, /^migrate/, 'the backup went down while the copy was running');
+      assert.match(cloneError, /migration stream went during the copy|closed the replication channel/, `the clone failed at the controller's level: ${cloneError || '(it reported success)'}`);
+      assert.ok(res.acked > 100, `${res.acked} answered`);
+      const ev = ((await p.ctl(p.primary, 'events', { sinceId: since, limit: 200 })).events as Array<{ kind: string; message: string }>).map((e) => `${e.kind}: ${e.message}`);
+      assert.ok(ev.some((l) => /the partner's end of the migration stream is gone/.test(l)), `the relay drained the copy:\n${ev.join('\n')}`);
+      assert.ok(!ev.some((l) => /PRIMARY -> FAULT|guest failed|guest hung/.test(l)), `the primary's guest never failed:\n${ev.join('\n')}`);
+      const state = (await p.ctl(p.primary, 'guest.manage', { command: 'STATE' })) as { reply: string };
+      assert.match(state.reply, /STATE/, 'the primary\'s guest still answers');
+    } finally {
+      // Whatever failed above, the next tests need the pair back.
+      if (poweredOff) await p.chassis.power(backup, 'on');
+    }
+    assert.equal(await waitProtected(p.chassis.layout, 240000), p.primary);
+  });
+
   it('kill -9 of the primary controller: the backup takes over, nothing acknowledged is lost', async () => {
     const old = p.primary;
     const { res, faultAt } = await p.loadThrough(10000, 3000, () => p.chassis.fail(old, 'kill'));

@@ -74,7 +74,7 @@ describe('clone manager: cancelling a clone under way', () => {
     const path = join(tmpdir(), `us-relay-drain-${process.pid}.sock`);
     const supervisor = { guest: { sourceFile: 'g.json', memoryMb: 64 }, giveToQemu: () => undefined };
     const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: () => 0 } as never, log);
-    const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server> }).migrationRelay(path, '127.0.0.1');
+    const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server & { partnerGone?: string }> }).migrationRelay(path, '127.0.0.1');
     try {
       // "QEMU": 16 MB into the relay, every write completing, then its own end of the stream.
       const qemu = connect(path);
@@ -89,6 +89,7 @@ describe('clone manager: cancelling a clone under way', () => {
       await once(qemu, 'close');
       assert.equal(errored, undefined, 'no write error reached QEMU');
       assert.ok(partnerGot > 1 << 20 && partnerGot < 16 << 20, `the partner took part of it (${partnerGot} bytes) and went`);
+      assert.ok(relay.partnerGone, 'the relay says the partner\'s end went: the clone must not cut over');
     } finally {
       relay.close();
     }
