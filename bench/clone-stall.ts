@@ -71,9 +71,10 @@ async function main(): Promise<void> {
     await chassis.down({ purge: true });
   }
 
+  const fmt = (x: number) => (Number.isNaN(x) ? 'n/a' : Math.abs(x) >= 10 ? String(Math.round(x)) : x.toFixed(1));
   const spread = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b);
-    return s.length === 1 ? `${s[0]}` : `${percentile(s, 50)} (${s[0]}–${s[s.length - 1]})`;
+    return s.length === 1 ? fmt(s[0]!) : `${fmt(percentile(s, 50))} (${fmt(s[0]!)}–${fmt(s[s.length - 1]!)})`;
   };
   const of = (arm: Arm) => samples.filter((s) => s.arm === arm);
   const base = of('none');
