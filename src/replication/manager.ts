@@ -42,6 +42,9 @@ export interface CloneProgress {
   percent?: number;
 }
 
+/** The unix socket a clone's QEMU migrates into; `partnerGone`: why the partner's end went, if it did (the rest was drained). */
+type MigrationRelay = Server & { partnerGone?: string };
+
 /** A snapshot copy (the guest serves through it, src/hw/hypervisor/migration.ts) or a plain one (inputs held for all of it). */
 export type CloneCopy = 'snapshot' | 'plain';
 
@@ -185,9 +188,8 @@ export class ReplicationManager extends EventEmitter {
     const aborted = new Promise<never>((_, reject) => { this.abortClone = (e) => { cancelled ??= e; reject(e); }; });
     aborted.catch(() => undefined);
     const step = <T>(p: Promise<T>): Promise<T> => {
-      if (cancelled) { p.catch(() => undefined); return Promise.reject(cancelled); }
       p.catch(() => undefined);
-      return Promise.race([p, aborted]);
+      return cancelled ? Promise.reject(cancelled) : Promise.race([p, aborted]);
     };
     const eth = this.board.partner!.ethernet!;
     this.progress({ phase: 'prepare' });
@@ -196,7 +198,7 @@ export class ReplicationManager extends EventEmitter {
     const channel = new MessageChannel(sock);
     const ctl = this.controlOn(channel);
     let holdStart = 0;
-    let relay: (Server & { partnerGone?: string }) | undefined;
+    let relay: MigrationRelay | undefined;
     const relayPath = this.supervisor.paths.cloneOut;
     const reniced: number[] = [];
     try {
@@ -310,12 +312,12 @@ export class ReplicationManager extends EventEmitter {
    * A unix socket QEMU migrates into, piped to the partner's migration port after authentication.
    * When the partner's end goes (it died, the link broke) the rest of QEMU's stream is read and
    * dropped here until QEMU closes it: the migration then ends as QEMU's own success, never as a
-   * write error. A snapshot copy that fails leaves the guest hung (recoverFromMigration); the
-   * clone itself still fails (no clone-ready partner acknowledges it).
+   * write error (a snapshot copy that fails leaves the guest hung: recoverFromMigration). The relay
+   * records why in `partnerGone`, and the clone fails on it rather than cut over.
    */
-  private async migrationRelay(path: string, partner: string): Promise<Server & { partnerGone?: string }> {
+  private async migrationRelay(path: string, partner: string): Promise<MigrationRelay> {
     rmSync(path, { force: true });
-    const server: Server & { partnerGone?: string } = createServer((local) => {
+    const server: MigrationRelay = createServer((local) => {
       local.pause();
       let draining = false;
       const drain = (why: string) => {

@@ -379,15 +379,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * and the digest of every reply given meanwhile, are kept here for the new backup: protect() sends
    * them on its channel first, so its copy is handed exactly what the primary's was after the cut.
    */
-  private backlog?: { cutSeq: number; inputs: SequencedInput[]; digests: Array<{ key: string; digest: Buffer }>; full: boolean };
+  private backlog?: { cutSeq: number; max: number; inputs: SequencedInput[]; digests: Array<{ key: string; digest: Buffer }>; full: boolean };
 
   /** Primary: keep what follows `cutSeq` for the clone being made (at most `max` inputs). */
   startBacklog(cutSeq: number, max = 200_000): void {
-    this.backlog = { cutSeq, inputs: [], digests: [], full: false };
-    this.backlogMax = max;
+    this.backlog = { cutSeq, max, inputs: [], digests: [], full: false };
   }
-
-  private backlogMax = 200_000;
 
   /** The clone did not complete: nothing to hand over. */
   dropBacklog(): void {
@@ -538,7 +535,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private forward(s: SequencedInput): void {
     const b = this.backlog;
     if (b && s.seq > b.cutSeq) {
-      if (b.inputs.length < this.backlogMax) b.inputs.push(s); else b.full = true;
+      if (b.inputs.length < b.max) b.inputs.push(s); else b.full = true;
     }
     if (this.mode === 'primary' && this.isProtected && this.channel?.open) {
       this.channel.send(T_INPUT, encodeInput(s));
@@ -598,7 +595,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (list && list.length === 0) this.pendingReplies.delete(key);
     const digest = this.mode === 'primary' && ((this.isProtected && this.channel?.open) || this.backlog) ? replyDigest(output.payload) : undefined;
     if (digest && this.isProtected && this.channel?.open) this.channel.send(T_DIGEST, encodeDigest(key, digest));
-    if (digest && this.backlog && this.backlog.digests.length < this.backlogMax) this.backlog.digests.push({ key, digest });
+    if (digest && this.backlog && this.backlog.digests.length < this.backlog.max) this.backlog.digests.push({ key, digest });
     // Output commit: the reply depends on its request and everything before it (cumulative ACK),
     // and on any AUTH answer the guest had been given (a REG's outcome is decided on an answer
     // sequenced after the request). Requests after it are not processed yet (the guest works in

@@ -142,6 +142,13 @@ export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<Migr
   }
 }
 
+/**
+ * Whether the guest may run while its RAM is copied by a plain (not snapshot) copy: only under KVM
+ * (`kvm`: QMP query-kvm says it is enabled). Under TCG a live copy loses writes (see the top of this
+ * file), so the guest is stopped for the whole copy. That costs clients nothing more: a plain clone
+ * holds inputs for the whole copy anyway and a checkpoint pauses delivery to the backup's copy; only
+ * the guest's own clock sees the longer pause.
+ */
 export function liveCopySafe(kvm: boolean): boolean {
   return kvm;
 }
@@ -159,13 +166,14 @@ export async function recoverFromMigration(hv: Hypervisor, o: { cancelActive: bo
     // (handle_userfault) at its next write to a page not yet copied: seen here, a hung guest. It is
     // left to complete (the clone's relay drains it when the partner is gone), waited for up to
     // snapshotWaitMs (default 120 s; then cancelled after all).
-    let cancel = true;
-    if (await snapshotMigrationActive(hv)) {
-      const end = performance.now() + (o.snapshotWaitMs ?? 120_000);
-      while (performance.now() < end && hv.alive && await snapshotMigrationActive(hv)) await sleep(50);
-      cancel = hv.alive && await snapshotMigrationActive(hv);
+    const snapshot = await snapshotMigrationActive(hv);
+    let running = snapshot;
+    const end = performance.now() + (o.snapshotWaitMs ?? 120_000);
+    while (running && hv.alive && performance.now() < end) {
+      await sleep(50);
+      running = await snapshotMigrationActive(hv);
     }
-    if (cancel && hv.alive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
+    if ((!snapshot || running) && hv.alive) await hv.qmp.execute('migrate_cancel').catch(() => undefined);
   }
   const state = await hv.status().catch(() => '');
   if (state === 'postmigrate' || state === 'paused') await hv.qmp.execute('cont').catch(() => undefined);
