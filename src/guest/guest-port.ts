@@ -72,6 +72,12 @@ export class GuestPort extends EventEmitter implements InputSink {
   serviceDelivered = 0;
   /** Subscribers the guest asked AUTH about and has not been given an answer for yet. */
   readonly authOutstanding = new Set<string>();
+  /**
+   * The subscriber whose answer was handed to the guest while it asked, until its REG's outcome
+   * (or a question about another). An AUTHQ about it meanwhile is a retransmission the guest sent
+   * before it read the answer (every 500 ms): it opens nothing (see noteAuthQuestion).
+   */
+  authAnswered: string | undefined;
   private mgmtWaiters = new Map<number, { resolve(s: string): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   private mgmtNext = 0;
   delivered = 0;
@@ -199,7 +205,7 @@ export class GuestPort extends EventEmitter implements InputSink {
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }
     const sub = authSubject('answer', input.payload);
-    if (sub) this.authOutstanding.delete(sub);
+    if (sub && this.authOutstanding.delete(sub)) this.authAnswered = sub;
     return this.link.send(this.ports.auth, this.ports.guestAuth, input.payload);
   }
 
@@ -231,7 +237,21 @@ export class GuestPort extends EventEmitter implements InputSink {
     for (const w of this.mgmtWaiters.values()) { clearTimeout(w.timer); w.reject(new UsError('US_ERR_NOT_RUNNING', 'guest restarted')); }
     this.mgmtWaiters.clear();
     this.authOutstanding.clear();
+    this.authAnswered = undefined;
     this.workSince = undefined;
+  }
+
+  /**
+   * One question at a time (the guest blocks on it): a new subject ends any other. A question about
+   * the subscriber just answered is the guest's retransmission that crossed the answer: reopened, it
+   * stayed open until the REG's outcome, and a clone cut in that window was told to expect a
+   * question it had been answered (CI, 2026-12-06: AUTH answers then handed to the clone before it
+   * asked, ERR AUTHUNAVAIL on the backup only).
+   */
+  private noteAuthQuestion(sub: string): void {
+    if (sub === this.authAnswered) return;
+    this.authAnswered = undefined;
+    if (!this.authOutstanding.has(sub)) { this.authOutstanding.clear(); this.authOutstanding.add(sub); }
   }
 
   private onDatagram(d: GuestDatagram): void {
@@ -247,17 +267,17 @@ export class GuestPort extends EventEmitter implements InputSink {
       // question "open" for good (the loss watch blind; a clone told to expect it, its delivery then
       // unpaced and AUTH answers handed to it before it asked, which the guest discards: ERR
       // AUTHUNAVAIL on the backup only, a divergence and a re-clone).
-      if (this.authOutstanding.size) {
+      if (this.authOutstanding.size || this.authAnswered) {
         const sub = registrationSubject('outcome', d.payload);
         if (sub) this.authOutstanding.delete(sub);
+        if (sub && sub === this.authAnswered) this.authAnswered = undefined;
       }
       this.emit('output', { kind: 'reply', clientPort: d.dstPort, payload: d.payload } satisfies GuestOutput);
       return;
     }
     if (d.dstPort === this.ports.auth) {
       const sub = authSubject('question', d.payload);
-      // One question at a time (the guest blocks on it): a new subject ends any other.
-      if (sub && !this.authOutstanding.has(sub)) { this.authOutstanding.clear(); this.authOutstanding.add(sub); }
+      if (sub) this.noteAuthQuestion(sub);
       this.workSince = undefined;
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);
     }

@@ -370,12 +370,14 @@ export class GuestSupervisor extends EventEmitter {
    * questions its source had asked and not had answered at the cut. The clone is blocked on them
    * (same memory) without ever asking them itself: they are outstanding here too, or the loss
    * watch took the requests queued behind a blocked REG for lost inputs, and a promoted clone would
-   * not ask the AUTH service on their behalf.
+   * not ask the AUTH service on their behalf. `authAnswered`: the question it had been handed the
+   * answer to, perhaps unread (a retransmission of it opens nothing).
    */
-  expectAppSeq(seq: number, authOpen: readonly string[] = []): void {
+  expectAppSeq(seq: number, authOpen: readonly string[] = [], authAnswered?: string): void {
     this.port.resetCount(seq);
     this.port.authOutstanding.clear();
     for (const sub of authOpen) this.port.authOutstanding.add(sub);
+    this.port.authAnswered = authAnswered;
     this.keepSeqOnReady = true;
   }
 

@@ -165,6 +165,9 @@ const CONTROL = z.discriminatedUnion('type', [
       cache: z.array(z.string().max(32)).max(1 << 20).optional(), fresh: z.array(clientPort).max(CLIENT_PORT_LAST - CLIENT_PORT_FIRST + 1).optional(),
     }),
     downtimeMs: z.number().nonnegative().finite().nullable(), authOpen: z.array(z.string().max(256)).max(CLIENT_PORT_LAST - CLIENT_PORT_FIRST + 1).optional(),
+    // The subscriber whose answer the guest was handed and may not have read at the cut (its REG's
+    // outcome not seen yet): a question about it from the clone is the guest's retransmission.
+    authAnswered: z.string().max(256).optional(),
   }),
   z.object({ type: z.literal('reclone'), reason: text }),
   // The backup's witness: its copy answered `replies` requests of the stream and the primary's guest

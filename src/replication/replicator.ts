@@ -211,6 +211,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private heldAnswerSeq = 0;
   /** Subscribers the clone has asked AUTH about and not been answered yet (connection tracking). */
   private authOpen = new Set<string>();
+  /**
+   * The subscriber whose answer was handed to the guest while it asked (until its REG's outcome or
+   * a question about another): a question about it meanwhile is a retransmission that crossed the
+   * answer, not a new question (noteQuestion).
+   */
+  private authAnswered: string | undefined;
   private authHoldSince = 0;
   private authHoldTimer?: TimerHandle;
   authHolds = 0;
@@ -420,7 +426,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
-  follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = []): void {
+  follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = [], authAnswered?: string): void {
     this.attachChannel(channel);
     this.deliveryEpoch++;
     this.lastSeq = cutSeq;
@@ -431,6 +437,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authHoldSince = 0;
     // The questions the source had open at the cut are open in the clone too (same memory).
     this.authOpen = new Set(authOpen);
+    this.authAnswered = authAnswered;
     this.versionChange = false;
     this.isProtected = true;
     this.witnessQuietUntil = this.clock.now() + (this.o.cutoverGraceMs ?? 2000);
@@ -575,7 +582,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
     if (output.kind === 'reply') this.frontier.replied(replyKey(output.clientPort, output.payload));
-    if (output.kind === 'reply' && this.authOpen.size) this.noteOutcome(output);
+    if (output.kind === 'reply' && (this.authOpen.size || this.authAnswered)) this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
       const sub = authSubject('question', output.payload);
@@ -751,7 +758,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
         }
         this.authHoldSince = 0;
         this.clock.clearTimeout(this.authHoldTimer);
-        if (sub) this.authOpen.delete(sub);
+        if (sub && this.authOpen.delete(sub)) this.authAnswered = sub;
       }
       this.queue.shift();
       if (this.witnessOn && this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness!.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
@@ -784,6 +791,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     const [s] = this.queue.splice(i, 1);
     const sub = authSubject('answer', s!.input.payload)!;
     this.authOpen.delete(sub);
+    this.authAnswered = sub;
     this.authHoldSince = 0;
     this.clock.clearTimeout(this.authHoldTimer);
     this.answersAhead++;
@@ -836,6 +844,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.deliveredSeq = fromSeq;
     this.queue = [];
     this.authOpen = new Set(authOpen);
+    this.authAnswered = undefined;
     // A hold of the queue before (an answer the old copy never asked for) is not the replay's: its
     // start time left over made the replay hand its first AUTH answer over at once, unasked.
     this.clock.clearTimeout(this.authHoldTimer);
@@ -875,6 +884,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (this.queue.length) this.o.log.warn({ inputs: this.queue.length }, 'inputs queued for a lost guest copy discarded');
     this.queue = [];
     this.authOpen.clear();
+    this.authAnswered = undefined;
     this.deliveredSeq = this.lastSeq;
     this.frontier.reset(this.lastSeq);
   }
@@ -900,6 +910,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.queue = [...replay, ...this.queue];
     this.deliveredSeq = fromSeq - 1;
     this.authOpen.clear();
+    this.authAnswered = undefined;
     this.clock.clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
     this.versionChange = true;
@@ -933,6 +944,12 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private noteQuestion(output: GuestOutput): void {
     const sub = authSubject('question', output.payload);
     if (!sub) return;
+    // The guest re-sends its question every 500 ms until it reads the answer: one that crossed the
+    // answer reopened the question until the REG's outcome, and every AUTH answer in that window went
+    // over as a "late duplicate" before the guest asked for it; the guest discarded them (ERR
+    // AUTHUNAVAIL on the backup only: CI, 2026-12-06, right after a snapshot clone's cut-over).
+    if (sub === this.authAnswered) return;
+    this.authAnswered = undefined;
     if (this.authOpen.size && !this.authOpen.has(sub)) this.authOpen.clear();
     this.authOpen.add(sub);
     this.pump();
@@ -941,6 +958,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** A REG answered (registered, denied, or given up after the guest's 5 s): its question is closed. */
   private noteOutcome(output: GuestOutput): void {
     const sub = registrationSubject('outcome', output.payload);
+    if (sub && sub === this.authAnswered) this.authAnswered = undefined;
     if (sub && this.authOpen.delete(sub)) this.pump();
   }
 

@@ -243,6 +243,46 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     assert.equal(b.authHolds, 0);
   });
 
+  it('a retransmitted question that crossed its answer opens nothing: the next REG\'s answer waits until the clone asks (CI, 2026-12-06)', async () => {
+    // The clone was cut while its guest waited on A; the answer is handed over, and the guest's
+    // retransmission (sent before it read the answer) arrives after it.
+    const ch2 = await channelPair();
+    try {
+      p.protect(ch2.a, 5);
+      b.follow(ch2.b, 5, ['A']);
+      p.lastSeq = 5;
+      p.submit(answer('A'));
+      await until(() => gb.inputs.length === 1, 'the answer to A delivered');
+      ask(b, 'A'); // the retransmission
+      p.submit(req(20001, 'r2 REG B'));
+      p.submit(answer('B'));
+      await until(() => gb.inputs.length === 2 && b.status().heldInputs === 1, 'REG B delivered, its answer held: no question is open');
+      assert.equal(b.authHolds, 1);
+      b.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+      ask(b, 'B');
+      assert.deepEqual(gb.inputs, ['AUTHR A OK', 'r2 REG B', 'AUTHR B OK']);
+    } finally {
+      ch2.close();
+    }
+  });
+
+  it('a clone cut after its guest was handed an answer it had not read: the retransmission of that question opens nothing', async () => {
+    const ch2 = await channelPair();
+    try {
+      p.protect(ch2.a, 5);
+      b.follow(ch2.b, 5, [], 'A');
+      p.lastSeq = 5;
+      ask(b, 'A'); // the clone resumed, its timer ran out before it read the answer in its buffer
+      p.submit(req(20001, 'r2 REG B'));
+      p.submit(answer('B'));
+      await until(() => gb.inputs.length === 1 && b.status().heldInputs === 1, 'REG B delivered, its answer held');
+      ask(b, 'B');
+      assert.deepEqual(gb.inputs, ['r2 REG B', 'AUTHR B OK']);
+    } finally {
+      ch2.close();
+    }
+  });
+
   it('a question the clone gave up on (ERR AUTHUNAVAIL) is closed: the next unasked answer is held again', async () => {
     p.submit(req(20000, 'r1 REG A'));
     await until(() => gb.inputs.length === 1, 'REG A delivered');
@@ -372,9 +412,15 @@ describe('GuestPort: the AUTH questions the guest has open', () => {
     link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ alice');
     assert.deepEqual([...port.authOutstanding], ['alice']);
     port.deliver({ kind: 'auth-reply', payload: Buffer.from('AUTHR alice OK') });
+    assert.equal(port.authAnswered, 'alice');
     link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ alice'); // sent 500 ms after the first, before the guest read the answer
-    assert.deepEqual([...port.authOutstanding], ['alice']);
+    assert.deepEqual([...port.authOutstanding], [], 'a retransmission that crossed the answer opens nothing');
     link.fromGuest(ports.service, 20000, 'r1 OK REG alice 1');
+    assert.equal(port.authAnswered, undefined, 'the REG\'s outcome ends it');
+    // The next question about alice (another REG) is a question again.
+    link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ alice');
+    assert.deepEqual([...port.authOutstanding], ['alice']);
+    link.fromGuest(ports.service, 20000, 'r1b OK REG alice 1');
     assert.deepEqual([...port.authOutstanding], [], 'closed by the outcome');
     // An outcome for another subscriber, or an ordinary reply, closes nothing.
     link.fromGuest(ports.guestAuth, ports.auth, 'AUTHQ bob');
