@@ -99,10 +99,10 @@ async function main(): Promise<void> {
     }),
   ]);
   printTable('the clones, as the primary reports them', [
-    ['arm', 'inputs held ms', 'of which drain', 'PING', 'copy start', 'guest paused ms', 'copy ms', 'inputs served during the copy', 'MB'],
+    ['arm', 'inputs held ms', 'of which drain', 'PING', 'copy start', 'of which QEMU setup', 'guest paused ms', 'copy ms', 'inputs served during the copy', 'MB'],
     ...(['snapshot', 'plain'] as const).map((arm) => {
       const c = of(arm).map((x) => x.clone!);
-      return [arm, spread(c.map((x) => x.holdMs)), spread(c.map((x) => x.holdParts.drainMs)), spread(c.map((x) => x.holdParts.pingMs)), spread(c.map((x) => x.holdParts.migrationStartMs)), spread(c.map((x) => x.downtimeMs ?? NaN)), spread(c.map((x) => x.durationMs)), spread(c.map((x) => x.afterCut)), spread(c.map((x) => x.transferredMb))];
+      return [arm, spread(c.map((x) => x.holdMs)), spread(c.map((x) => x.holdParts.drainMs)), spread(c.map((x) => x.holdParts.pingMs)), spread(c.map((x) => x.holdParts.migrationStartMs)), spread(c.map((x) => x.holdParts.qemuSetupMs ?? NaN)), spread(c.map((x) => x.downtimeMs ?? NaN)), spread(c.map((x) => x.durationMs)), spread(c.map((x) => x.afterCut)), spread(c.map((x) => x.transferredMb))];
     }),
   ]);
 }

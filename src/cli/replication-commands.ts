@@ -59,7 +59,7 @@ export function formatReplication(role: string, r: ReplStatus | null): string {
   if (r.lastClone) {
     const c = r.lastClone;
     const kind = c.snapshot ? `snapshot copy, ${c.afterCut ?? 0} inputs served during it` : c.live ? 'live copy' : 'stopped copy';
-    lines.push(`  last clone: ${c.at}, ${c.durationMs} ms (${kind}), guest paused ${c.downtimeMs ?? '?'} ms, inputs held ${c.holdMs} ms${c.holdParts ? ` (drain ${c.holdParts.drainMs}, PING ${c.holdParts.pingMs}, copy start ${c.holdParts.migrationStartMs})` : ''}, cut-over at input ${c.cutSeq}`);
+    lines.push(`  last clone: ${c.at}, ${c.durationMs} ms (${kind}), guest paused ${c.downtimeMs ?? '?'} ms, inputs held ${c.holdMs} ms${c.holdParts ? ` (drain ${c.holdParts.drainMs}, PING ${c.holdParts.pingMs}, copy start ${c.holdParts.migrationStartMs}${c.holdParts.qemuSetupMs !== undefined ? `, of which QEMU's setup ${c.holdParts.qemuSetupMs}` : ''})` : ''}, cut-over at input ${c.cutSeq}`);
   }
   if (r.lastCloneError) lines.push(`  last clone error: ${r.lastCloneError}`);
   const cp = (r as ReplStatus & { checkpoint?: { last: { seq: number; at: string; pauseMs: number | null } | null; inputsLoggedSince: number; inputLog?: { limit: number; forced: number } } | null }).checkpoint;

@@ -63,7 +63,7 @@ export interface CloneReport {
    * in its memory, then QEMU's start of the copy until it resumed the guest (a snapshot copy: its
    * setup, which scales with guest RAM, 90-180 ms for 128 MB here) or until the copy's end (plain).
    */
-  holdParts: { drainMs: number; pingMs: number; migrationStartMs: number };
+  holdParts: { drainMs: number; pingMs: number; migrationStartMs: number; qemuSetupMs?: number };
   cutSeq: number;
   transferredMb: number;
 }
@@ -245,9 +245,10 @@ export class ReplicationManager extends EventEmitter {
         this.replicator.startBacklog(cut.seq);
       };
       let releasedAt = 0;
+      let qemuSetupMs: number | null = null;
       const { downtimeMs, live, snapshot, transferredBytes } = await step(migrate(qemu, {
         uri: `unix:${relayPath}`, pollMs: 20, errorPrefix: 'migration',
-        snapshot: copy === 'snapshot' ? { onResumed: () => { releasedAt = performance.now(); this.replicator.release(); } } : undefined,
+        snapshot: copy === 'snapshot' ? { onResumed: (_pause, setup) => { releasedAt = performance.now(); qemuSetupMs = setup; this.replicator.release(); } } : undefined,
         beforeMigrate: takeCut,
         onStart: () => this.progress({ phase: 'migrate', percent: 0 }),
         onProgress: (p) => this.progress({ phase: 'migrate', transferredMb: Math.round(p.transferredBytes / 1048576), totalMb: Math.round(p.totalBytes / 1048576),
@@ -279,7 +280,7 @@ export class ReplicationManager extends EventEmitter {
       holdStart = 0;
       const report: CloneReport = {
         durationMs: Math.round(performance.now() - t0), downtimeMs, live, snapshot, holdMs: Math.round(holdMs),
-        holdParts: { ...holdParts, migrationStartMs: Math.max(0, Math.round(holdMs) - holdParts.drainMs - holdParts.pingMs) }, cutSeq,
+        holdParts: { ...holdParts, migrationStartMs: Math.max(0, Math.round(holdMs) - holdParts.drainMs - holdParts.pingMs), ...(qemuSetupMs !== null ? { qemuSetupMs } : {}) }, cutSeq,
         afterCut: (backlog?.inputs ?? 0), transferredMb: Math.round(transferredBytes / 1048576),
       };
       this.lastClone = { ...report, at: new Date().toISOString() };

@@ -11,6 +11,13 @@ describe('status: the last clone', () => {
     assert.match(text, /last clone: 2026-12-06T10:00:00.000Z, 6352 ms \(snapshot copy, 3206 inputs served during it\), guest paused 3.22 ms, inputs held 203 ms, cut-over at input 3628/);
   });
 
+  it('where the hold went, QEMU\'s setup among it when known', () => {
+    const text = formatReplication('PRIMARY', { ...base, lastClone: { ...clone, live: true, snapshot: true, afterCut: 3206, holdParts: { drainMs: 0, pingMs: 4, migrationStartMs: 199, qemuSetupMs: 181 } } } as never);
+    assert.match(text, /inputs held 203 ms \(drain 0, PING 4, copy start 199, of which QEMU's setup 181\)/);
+    const older = formatReplication('PRIMARY', { ...base, lastClone: { ...clone, live: true, snapshot: true, afterCut: 3206, holdParts: { drainMs: 0, pingMs: 4, migrationStartMs: 199 } } } as never);
+    assert.match(older, /copy start 199\), cut-over/);
+  });
+
   it('a stopped copy (the fallback) says so', () => {
     const text = formatReplication('PRIMARY', { ...base, lastClone: { ...clone, live: false, snapshot: false, afterCut: 0 } } as never);
     assert.match(text, /\(stopped copy\), guest paused 3.22 ms/);

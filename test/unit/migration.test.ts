@@ -104,6 +104,14 @@ describe('migrate() and recoverFromMigration()', () => {
     assert.equal(hv.migration.status, 'cancelled');
   });
 
+  it('a snapshot copy reports QEMU\'s setup (from the migrate command to its STOP event) with the pause', async () => {
+    hv.script = { totalBytes: 64 * MiB, polls: 40, setupMs: 60 };
+    let got: { pauseMs: number; setupMs: number | null } | undefined;
+    await migrate(hv, { uri: 'unix:/run/relay.sock', pollMs: 5, errorPrefix: 'migration', snapshot: { onResumed: (pauseMs, setupMs) => { got = { pauseMs, setupMs }; } } });
+    assert.equal(got?.pauseMs, 2, 'from the events\' own timestamps');
+    assert.ok(got.setupMs !== null && got.setupMs >= 55, `setup measured from the migrate command: ${got.setupMs} ms`);
+  });
+
   it('a snapshot copy QEMU refuses falls back to the plain copy (stopped under TCG); onResumed never comes', async () => {
     hv.kvmEnabled = false;
     hv.script = { totalBytes: 64 * MiB, polls: 3, noSnapshot: true };

@@ -20,6 +20,8 @@ export interface FakeMigrationScript {
   failAtPoll?: number;
   /** Refuse the `background-snapshot` capability (a QEMU or kernel without it). */
   noSnapshot?: boolean;
+  /** A snapshot copy: ms from `migrate` to its STOP event (QEMU's setup; default at once, timestamps fixed). */
+  setupMs?: number;
   errorDesc?: string;
   /** Run state left behind by a failure (QEMU leaves a source stopped for the last pass paused). Default 'paused'. */
   stateAfterFailure?: string;
@@ -64,7 +66,9 @@ export class FakeHypervisor implements Hypervisor {
       this.migration = { uri: String(args?.uri), status: 'active', polls: 0 };
       this.runStateAtMigrate = this.runState;
       // A snapshot copy: QEMU pauses the guest for an instant at the start and runs it through the copy.
-      if (this.snapshotCapability) setImmediate(() => { this.server.emitEvent('STOP'); this.server.emitEvent('RESUME'); });
+      const setup = this.script.setupMs;
+      if (this.snapshotCapability && setup === undefined) setImmediate(() => { this.server.emitEvent('STOP'); this.server.emitEvent('RESUME'); });
+      else if (this.snapshotCapability) setTimeout(() => { const t = Date.now(); this.server.emitEvent('STOP', undefined, t); this.server.emitEvent('RESUME', undefined, t + 2); }, setup);
       return {};
     });
     h.set('query-migrate', () => this.queryMigrate());

@@ -63,12 +63,14 @@ export interface MigrationOptions {
    * receiving a frame) waits for the copy of that page, which never comes while the lock is held:
    * QEMU 7.2 hung so on the chassis under load, QMP unanswered. The caller sees to the disk (the
    * reference guest writes it only on the controller's SAVE). `onResumed`: called once the guest
-   * runs again after that instant, with the pause (ms, from QEMU's STOP and RESUME events); anything
-   * the guest is given before it may or may not be in the copy. If QEMU refuses the capability the
+   * runs again after that instant, with the pause (ms, from QEMU's STOP and RESUME events) and QEMU's
+   * setup before it (ms, from the `migrate` command to STOP: mostly QEMU reading a byte of every
+   * guest page under its big lock, docs/replication.md); anything the guest is given before it may
+   * or may not be in the copy. If QEMU refuses the capability the
    * copy is a stopped or live one as without this option (`MigrationResult.snapshot` false) and
    * `onResumed` is never called.
    */
-  snapshot?: { onResumed(pauseMs: number): void };
+  snapshot?: { onResumed(pauseMs: number, setupMs: number | null): void };
 }
 
 export interface MigrationProgress {
@@ -116,15 +118,17 @@ export async function migrate(hv: Hypervisor, o: MigrationOptions): Promise<Migr
   // The snapshot's instant: QEMU's STOP then RESUME once the migration began (QEMU's timestamps).
   let pausedAt: number | undefined;
   let pauseMs: number | null = null;
+  let issuedAt = 0;
   const off = snapshot ? hv.onEvent((e) => {
     const t = e.timestamp ? e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000 : Date.now();
     if (e.event === 'STOP' && pausedAt === undefined) pausedAt = t;
     else if (e.event === 'RESUME' && pausedAt !== undefined && pauseMs === null) {
       pauseMs = Math.round((t - pausedAt) * 100) / 100;
-      o.snapshot!.onResumed(pauseMs);
+      o.snapshot!.onResumed(pauseMs, issuedAt ? Math.max(0, Math.round(pausedAt - issuedAt)) : null);
     }
   }) : undefined;
   try {
+    issuedAt = Date.now(); // QEMU's event timestamps are the host's wall clock
     await hv.qmp.execute('migrate', { uri: o.uri, blk: !snapshot });
     for (;;) {
       const info = await hv.qmp.execute<Record<string, any>>('query-migrate');

@@ -27,8 +27,9 @@ export class FakeQmpServer {
     await new Promise<void>((r) => this.server!.listen(this.path, () => r()));
   }
 
-  emitEvent(event: string, data?: Record<string, unknown>): void {
-    const line = JSON.stringify({ event, data, timestamp: { seconds: 1, microseconds: 0 } }) + '\r\n';
+  emitEvent(event: string, data?: Record<string, unknown>, atMs?: number): void {
+    const timestamp = atMs === undefined ? { seconds: 1, microseconds: 0 } : { seconds: Math.floor(atMs / 1000), microseconds: Math.round((atMs % 1000) * 1000) };
+    const line = JSON.stringify({ event, data, timestamp }) + '\r\n';
     for (const c of this.clients) c.write(line);
   }
 
