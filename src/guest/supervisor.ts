@@ -239,6 +239,8 @@ export class GuestSupervisor extends EventEmitter {
     }
   }
 
+  private controllerPinned = false;
+
   private async prepare(): Promise<void> {
     this.preflight();
     this.stopping = false;
@@ -249,7 +251,11 @@ export class GuestSupervisor extends EventEmitter {
       ? await probeKvm(this.board.qemuBinary)
       : { accel: this.board.accel, reason: `set by board profile ${this.board.name}` };
     this.log.info({ accel: this.accel.accel, reason: this.accel.reason }, 'accelerator chosen');
-    await setProcessAffinity(process.pid, this.board.cores.housekeeping);
+    if (!this.controllerPinned) {
+      // Once: the controller's threads stay where they are put (new ones inherit).
+      await setProcessAffinity(process.pid, this.board.cores.housekeeping);
+      this.controllerPinned = true;
+    }
     await this.link.listen();
     this.giveToQemu(this.paths.nic);
   }
@@ -349,6 +355,7 @@ export class GuestSupervisor extends EventEmitter {
 
   private async doStartClone(incomingUri: string): Promise<void> {
     await this.prepare();
+    this.incoming = { uri: incomingUri, launch: ++this.launches };
     this.setState('starting', 'clone target waiting for the migration stream');
     try {
       await this.launch(incomingUri);
@@ -357,6 +364,21 @@ export class GuestSupervisor extends EventEmitter {
       this.setState('failed', (e as Error).message);
       throw e;
     }
+  }
+
+  /** QEMUs started as clone targets (startClone) so far: names one, for waitingForStream. */
+  launches = 0;
+  /** The clone target's incoming URI while it waits for (or loads) a stream: until finishClone or a stop. */
+  private incoming?: { uri: string; launch: number };
+
+  /**
+   * Whether the running QEMU is still the clone target `launch` (startClone's, counted by
+   * `launches`), waiting at `uri` and not finished or stopped since: a caller that made sure no
+   * stream reached it may feed it another one (a promotion restores the checkpoint into the QEMU of
+   * a clone whose source died, instead of stopping it and starting another). Waits for a start under way.
+   */
+  waitingForStream(uri: string, launch: number): Promise<boolean> {
+    return this.serial(async () => this.state === 'starting' && this.qemu?.alive === true && this.incoming?.uri === uri && this.incoming.launch === launch);
   }
 
   /** Requests processed by the application so far, counting what was delivered (exact once drained). */
@@ -401,6 +423,7 @@ export class GuestSupervisor extends EventEmitter {
       await sleep(20);
     }
     const t0 = performance.now();
+    this.incoming = undefined;
     await q.qmp.execute('cont');
     await this.waitReady(t0);
     this.setState('running', 'clone running');
@@ -575,11 +598,12 @@ export class GuestSupervisor extends EventEmitter {
 
   private async pin(qemu: QemuProcess): Promise<void> {
     const { guest: guestCore, housekeeping, guestRtPriority } = this.board.cores;
-    const vcpu = await qemu.vcpuThreadId();
+    // Every thread to the housekeeping cores in one taskset (one per thread cost a process start
+    // each, 0.1-0.3 s of every launch on a loaded 2-core board: a restore's critical path), then the
+    // vCPU alone to its core. Threads QEMU starts later inherit from their creator, as before.
+    const [vcpu] = await Promise.all([qemu.vcpuThreadId(), setProcessAffinity(qemu.pid, housekeeping)]);
     this.vcpuTid = vcpu;
-    for (const tid of listThreads(qemu.pid)) {
-      await setThreadAffinity(tid, tid === vcpu ? [guestCore] : housekeeping);
-    }
+    await setThreadAffinity(vcpu, [guestCore]);
     if (guestRtPriority > 0) await setRealtimePriority(vcpu, guestRtPriority);
     const got = readThreadAffinity(qemu.pid, vcpu);
     if (got.cpus !== String(guestCore)) {
@@ -804,6 +828,7 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   private async teardown(): Promise<void> {
+    this.incoming = undefined;
     await this.qemu?.stop();
     this.port.resetManagement();
     await this.link.close();
