@@ -128,15 +128,13 @@ async function main(): Promise<void> {
           if (!/ ERR POISON q\d+$/.test(answer)) failures.push(`round ${tag}: the poison's client got "${answer}"`);
           if (res.errorReplies) failures.push(`round ${tag}: the load got ${res.errorReplies} ERR replies`);
           if (lost) failures.push(`round ${tag}: ${lost} acknowledged requests lost or answered differently`);
-          // What the recovery went through: from the image it restored first to the poison input. A
-          // periodic checkpoint taken after atPoison was read (even after the poison was sent) makes it short.
+          // What the recovery went through: the inputs replayed onto the first restored image. A periodic
+          // checkpoint taken after atPoison was read (even after the poison was sent) makes it short.
           const since = journal.filter((e) => Date.parse(e.at) >= t0).sort((a, b) => a.at.localeCompare(b.at));
-          const imageSeq = Number(since.map((e) => /^checkpoint image at input (\d+) running/.exec(e.message)?.[1]).find((x) => x !== undefined) ?? NaN);
-          const poisonSeq = Number(since.map((e) => /^POISON INPUT quarantined as q\d+: input (\d+)/.exec(e.message)?.[1]).find((x) => x !== undefined) ?? NaN);
-          const recovered = poisonSeq - imageSeq;
-          if (atPoison < size * 0.8 || !(recovered >= size * 0.8)) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged at the poison, ${recovered} between the image restored (input ${imageSeq}) and the poison (input ${poisonSeq}); < ${size}): again`); continue; }
+          const recovered = Number(since.map((e) => /^replaying (\d+) logged inputs/.exec(e.message)?.[1]).find((x) => x !== undefined) ?? NaN);
+          if (atPoison < size * 0.8 || !(recovered >= size * 0.8)) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged at the poison, ${recovered} replayed onto the first image restored; < ${size}): again`); continue; }
           done = { size, logged: recovered, outageMs, clientStartMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer, phases };
-          console.error(`round ${tag}: ${atPoison} logged (${recovered} between the image and the poison), outage ${outageMs} ms (client start ${clientStartMs} ms before), poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
+          console.error(`round ${tag}: ${atPoison} logged (${recovered} replayed onto the first image), outage ${outageMs} ms (client start ${clientStartMs} ms before), poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
         }
         if (done) rounds.push(done);
         else failures.push(`size ${size}: no round with the log at its size (periodic checkpoints)`);
