@@ -128,6 +128,8 @@ async function main(): Promise<void> {
           if (!/ ERR POISON q\d+$/.test(answer)) failures.push(`round ${tag}: the poison's client got "${answer}"`);
           if (res.errorReplies) failures.push(`round ${tag}: the load got ${res.errorReplies} ERR replies`);
           if (lost) failures.push(`round ${tag}: ${lost} acknowledged requests lost or answered differently`);
+          const errorPath = journal.find((e) => Date.parse(e.at) >= t0 && /recovery from the checkpoint failed|STATE LOST|role change to \S+ failed|gave up after/.test(e.message));
+          if (errorPath) failures.push(`round ${tag}: the recovering board took an error path: ${errorPath.message.slice(0, 160)}`);
           // What the recovery went through: the inputs replayed onto the first restored image. A periodic
           // checkpoint taken after atPoison was read (even after the poison was sent) makes it short.
           const since = journal.filter((e) => Date.parse(e.at) >= t0).sort((a, b) => a.at.localeCompare(b.at));
