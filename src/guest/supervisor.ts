@@ -424,6 +424,7 @@ export class GuestSupervisor extends EventEmitter {
     }
     const t0 = performance.now();
     this.incoming = undefined;
+    if (this.loadingOnGuestCore) await this.pinForRun(q, this.vcpuTid!);
     await q.qmp.execute('cont');
     await this.waitReady(t0);
     this.setState('running', 'clone running');
@@ -552,12 +553,15 @@ export class GuestSupervisor extends EventEmitter {
       incoming,
       credentials: this.qemuCredentials,
       cwd: this.paths.qemuDir,
+      // A copy that loads a stream first starts on the guest's core, idle until it runs: its start
+      // and the load (0.6-1.1 s under TCG) do not queue behind the controllers on the housekeeping core.
+      startCpus: incoming !== undefined ? [this.board.cores.guest] : undefined,
     }, this.log);
     this.qemu = qemu;
     writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
     qemu.on('event', (e) => this.onQmpEvent(e));
     qemu.on('exit', (code, signal) => this.onQemuExit(qemu, code, signal));
-    await this.pin(qemu);
+    await this.pin(qemu, incoming !== undefined);
     return qemu;
   }
 
@@ -588,6 +592,21 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /**
+   * Every QEMU thread to the housekeeping cores in one taskset (one per thread cost a process start
+   * each, 0.1-0.3 s of every launch on a loaded 2-core board: a restore's critical path), then the
+   * vCPU alone to its core. Threads QEMU starts later inherit from their creator.
+   */
+  private async pinForRun(qemu: QemuProcess, vcpu: number): Promise<void> {
+    const { guest: guestCore, housekeeping } = this.board.cores;
+    await setProcessAffinity(qemu.pid, housekeeping);
+    await setThreadAffinity(vcpu, [guestCore]);
+    this.loadingOnGuestCore = false;
+  }
+
+  /** QEMU runs on the guest's core only, loading a stream (pin `loading`); pinForRun before its vCPU runs. */
+  private loadingOnGuestCore = false;
+
+  /**
    * True when the application has processed every request delivered. A REG counts only once its
    * reply is out, so this also means no REG is waiting for an AUTH answer.
    */
@@ -596,14 +615,16 @@ export class GuestSupervisor extends EventEmitter {
     return this.port.expectedSeq !== undefined && processed === this.port.expectedSeq;
   }
 
-  private async pin(qemu: QemuProcess): Promise<void> {
+  /**
+   * `loading`: QEMU was started on the guest's core to load a migration stream (startCpus): it stays
+   * there, all of it, until finishClone pins it for running (pinForRun), just before its vCPU runs.
+   */
+  private async pin(qemu: QemuProcess, loading = false): Promise<void> {
     const { guest: guestCore, housekeeping, guestRtPriority } = this.board.cores;
-    // Every thread to the housekeeping cores in one taskset (one per thread cost a process start
-    // each, 0.1-0.3 s of every launch on a loaded 2-core board: a restore's critical path), then the
-    // vCPU alone to its core. Threads QEMU starts later inherit from their creator, as before.
-    const [vcpu] = await Promise.all([qemu.vcpuThreadId(), setProcessAffinity(qemu.pid, housekeeping)]);
+    const vcpu = await qemu.vcpuThreadId();
     this.vcpuTid = vcpu;
-    await setThreadAffinity(vcpu, [guestCore]);
+    if (loading) this.loadingOnGuestCore = true;
+    else await this.pinForRun(qemu, vcpu);
     if (guestRtPriority > 0) await setRealtimePriority(vcpu, guestRtPriority);
     const got = readThreadAffinity(qemu.pid, vcpu);
     if (got.cpus !== String(guestCore)) {

@@ -43,6 +43,12 @@ export interface QemuOptions {
   /** Who QEMU runs as (setpriv); its working directory is `cwd`, a folder that user can reach. */
   credentials: QemuCredentials;
   cwd: string;
+  /**
+   * CPUs every QEMU thread starts on (taskset before setpriv); default: the controller's. A copy that
+   * loads a migration stream before its vCPU runs starts on the guest's core, idle until then, rather
+   * than on the housekeeping cores the controller keeps busy; the caller pins it properly before `cont`.
+   */
+  startCpus?: number[];
 }
 
 /**
@@ -80,7 +86,8 @@ export function qemuArgs(o: QemuOptions): string[] {
 
 /** The program and arguments that start QEMU: setpriv (user, groups, parent-death signal), then QEMU. */
 export function qemuCommand(o: QemuOptions): { file: string; args: string[] } {
-  return { file: 'setpriv', args: [...setprivArgs(o.credentials), '--', o.binary ?? 'qemu-system-x86_64', ...qemuArgs(o)] };
+  const setpriv = [...setprivArgs(o.credentials), '--', o.binary ?? 'qemu-system-x86_64', ...qemuArgs(o)];
+  return o.startCpus?.length ? { file: 'taskset', args: ['-c', o.startCpus.join(','), 'setpriv', ...setpriv] } : { file: 'setpriv', args: setpriv };
 }
 
 export declare interface QemuProcess {
