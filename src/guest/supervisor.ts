@@ -103,8 +103,6 @@ export interface SupervisorPaths {
   cloneOut: string;
   /** A checkpoint's socket (the controller listens and writes the file; QEMU migrates to it). */
   checkpointOut: string;
-  /** A checkpoint restore's `-incoming` socket (QEMU listens; the controller feeds the file). */
-  restoreIn: string;
   stateDisk: string;
   qemuStderr: string;
   qemuPid: string;
@@ -123,7 +121,6 @@ export function boardPaths(board: BoardProfile, guest: GuestDescriptor): Supervi
     cloneIn: join(q, 'migrate-in.sock'),
     cloneOut: join(q, 'migrate-out.sock'),
     checkpointOut: join(q, 'checkpoint-out.sock'),
-    restoreIn: join(q, 'restore-in.sock'),
     stateDisk: join(d, `${guest.name}-state.img`),
     qemuStderr: join(d, 'qemu.log'),
     qemuPid: join(d, 'qemu.pid'),
@@ -349,36 +346,24 @@ export class GuestSupervisor extends EventEmitter {
     this.guest = g;
   }
 
-  startClone(incomingUri: string): Promise<void> {
-    return this.serial(() => this.doStartClone(incomingUri));
+  /**
+   * Starts QEMU waiting for a migration stream: at `incoming` (a `unix:` URI: a clone's relay writes
+   * it there), or read by QEMU itself from `{ file }` (a saved image: a restore).
+   */
+  startClone(incoming: string | { file: string }): Promise<void> {
+    return this.serial(() => this.doStartClone(incoming));
   }
 
-  private async doStartClone(incomingUri: string): Promise<void> {
+  private async doStartClone(incoming: string | { file: string }): Promise<void> {
     await this.prepare();
-    this.incoming = { uri: incomingUri, launch: ++this.launches };
     this.setState('starting', 'clone target waiting for the migration stream');
     try {
-      await this.launch(incomingUri);
+      await this.launch(incoming);
     } catch (e) {
       await this.teardown();
       this.setState('failed', (e as Error).message);
       throw e;
     }
-  }
-
-  /** QEMUs started as clone targets (startClone) so far: names one, for waitingForStream. */
-  launches = 0;
-  /** The clone target's incoming URI while it waits for (or loads) a stream: until finishClone or a stop. */
-  private incoming?: { uri: string; launch: number };
-
-  /**
-   * Whether the running QEMU is still the clone target `launch` (startClone's, counted by
-   * `launches`), waiting at `uri` and not finished or stopped since: a caller that made sure no
-   * stream reached it may feed it another one (a promotion restores the checkpoint into the QEMU of
-   * a clone whose source died, instead of stopping it and starting another). Waits for a start under way.
-   */
-  waitingForStream(uri: string, launch: number): Promise<boolean> {
-    return this.serial(async () => this.state === 'starting' && this.qemu?.alive === true && this.incoming?.uri === uri && this.incoming.launch === launch);
   }
 
   /** Requests processed by the application so far, counting what was delivered (exact once drained). */
@@ -423,7 +408,6 @@ export class GuestSupervisor extends EventEmitter {
       await sleep(20);
     }
     const t0 = performance.now();
-    this.incoming = undefined;
     if (this.loadingOnGuestCore) await this.pinForRun(q, this.vcpuTid!);
     await q.qmp.execute('cont');
     await this.waitReady(t0);
@@ -523,7 +507,7 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /** Launches QEMU paused (or waiting for a migration stream) and pins it. */
-  private async launch(incoming?: string): Promise<QemuProcess> {
+  private async launch(incoming?: string | { file: string }): Promise<QemuProcess> {
     const g = this.guest;
     const append = [
       // A kernel fault is the end of this copy: an oops panics, a panic reboots at once, and the reboot
@@ -550,7 +534,8 @@ export class GuestSupervisor extends EventEmitter {
       stateDiskPath: this.paths.stateDisk,
       watchdog: g.watchdog.timeoutS > 0,
       stderrPath: this.paths.qemuStderr,
-      incoming,
+      incoming: typeof incoming === 'string' ? incoming : undefined,
+      incomingFile: typeof incoming === 'object' ? incoming.file : undefined,
       credentials: this.qemuCredentials,
       cwd: this.paths.qemuDir,
       // A copy that loads a stream first starts on the guest's core, idle until it runs: its start
@@ -849,7 +834,6 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   private async teardown(): Promise<void> {
-    this.incoming = undefined;
     await this.qemu?.stop();
     this.port.resetManagement();
     await this.link.close();

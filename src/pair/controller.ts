@@ -292,7 +292,6 @@ export class PairController {
       return;
     }
     const promotion = role === 'PRIMARY' && (c.from === 'FENCING' || c.from === 'BACKUP');
-    let adopting = false; // the abandoned clone target's QEMU is to take the checkpoint (guestAction)
     if (promotion) this.promoting = true;
     try {
       if (role === 'PRIMARY') {
@@ -310,17 +309,9 @@ export class PairController {
         if ((c.from === 'FENCING' || c.from === 'BACKUP') && this.cloneArriving() && !this.p.clones?.targetStreamBegun) {
           // Prepared, but its source never began the stream and never will (it failed, or was
           // fenced): waiting would only leave QEMU listening for 60 s while nobody serves.
+          journal.record('guest', 'promoted while a clone was being prepared whose stream never began: abandoning it');
           this.cloneTarget = 'failed';
-          if (checkpoints?.info && this.p.clones?.refuseTargetStream()) {
-            // Its QEMU waits for a stream and has been given nothing: the checkpoint is fed to it
-            // (guestAction) rather than waiting for it to start only to stop it and start another.
-            journal.record('guest', 'promoted while a clone was being prepared whose stream never began: abandoning it; its QEMU takes the checkpoint instead');
-            checkpoints.adoptWaitingTarget();
-            adopting = true;
-          } else {
-            journal.record('guest', 'promoted while a clone was being prepared whose stream never began: abandoning it');
-            await host.supervisor.stop();
-          }
+          await host.supervisor.stop();
         }
         if ((c.from === 'FENCING' || c.from === 'BACKUP') && this.cloneArriving()) {
           journal.record('guest', 'promoted while a clone was arriving: waiting for it to run (or fail) before choosing what to serve');
@@ -345,7 +336,7 @@ export class PairController {
       // while the promotion is still under way.
       if (promotion && fx.replicator === 'primary' && checkpoints?.info && checkpoints.logCovers(host.replicator.lastSeq)) host.replicator.logWhileUnprotected = true;
       else if (fx.replicator === 'backup') host.replicator.becomeBackup();
-      await this.guestAction(fx.guest, role, c, adopting);
+      await this.guestAction(fx.guest, role, c);
       if (fx.serve === 'serve') await this.serve();
     } catch (e) {
       journal.record('guest', `role change to ${role} failed: ${(e as Error).message}`);
@@ -356,12 +347,11 @@ export class PairController {
     }
   }
 
-  /** `adopting`: the restore, if that is the action, takes the waiting clone target's QEMU (no stop before it). */
-  private async guestAction(action: GuestAction, role: Role, c: RoleChange, adopting = false): Promise<void> {
+  private async guestAction(action: GuestAction, role: Role, c: RoleChange): Promise<void> {
     const { host, journal, checkpoints } = this.p;
     const { supervisor, replicator } = host;
     const promotion = c.from === 'FENCING' || c.from === 'BACKUP';
-    if (role === 'PRIMARY' && action !== 'keep-running' && !(adopting && action === 'restore-checkpoint') && supervisor.currentState !== 'stopped') await supervisor.stop();
+    if (role === 'PRIMARY' && action !== 'keep-running' && supervisor.currentState !== 'stopped') await supervisor.stop();
     switch (action) {
       case 'keep-running':
         journal.record('guest', `the clone takes over at input ${replicator.lastSeq}`);

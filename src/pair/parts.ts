@@ -61,7 +61,7 @@ export type HostPart = Pick<GuestHost, 'serve' | 'unserve' | 'guestRunning' | 'i
 };
 
 /** Cloning to and from the partner (src/replication/manager.ts). */
-export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | 'lastClone' | 'lastCloneError' | 'targetStreamBegun' | 'refuseTargetStream'> & {
+export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | 'lastClone' | 'lastCloneError' | 'targetStreamBegun'> & {
   on(ev: 'clone-progress', fn: (p: CloneProgress) => void): unknown;
   on(ev: 'cloned', fn: (r: CloneReport) => void): unknown;
   on(ev: 'clone-target', fn: (phase: 'started' | 'running' | 'failed', detail?: string) => void): unknown;
@@ -70,7 +70,7 @@ export type ClonePart = Pick<ReplicationManager, 'clone' | 'cloneInProgress' | '
 };
 
 /** Checkpoints and the input log, on the backup (src/replication/checkpoint.ts). */
-export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'logStatus' | 'logCovers' | 'adoptWaitingTarget'>;
+export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'logStatus' | 'logCovers'>;
 
 /**
  * Everything a pair is made of on one board that hosts a guest. A board whose partner has no Ethernet

@@ -13,7 +13,7 @@ import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { ClientMapState } from '../guest/client-map.js';
 import type { GuestSupervisor } from '../guest/supervisor.js';
-import { feedIncoming, migrateToFile, recoverFromMigration } from '../hw/hypervisor/migration.js';
+import { migrateToFile, recoverFromMigration } from '../hw/hypervisor/migration.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
 import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
@@ -236,47 +236,19 @@ export class Checkpointer {
     if (snapshot && !existsSync(file)) throw new UsError('US_ERR_NOT_FOUND', `no recovery snapshot at ${file}`);
     const t0 = performance.now();
     this.replicator.holdDelivery();
-    const adopt = this.adoptable;
-    this.adoptable = undefined;
-    let incoming: string;
-    let t1: number;
-    if (adopt && await this.supervisor.waitingForStream(`unix:${adopt.path}`, adopt.launch)) {
-      // The QEMU of an abandoned clone target, still waiting, nothing fed to it: no stop, no new QEMU.
-      incoming = adopt.path;
-      t1 = performance.now();
-    } else {
-      await this.supervisor.stop();
-      t1 = performance.now();
-      incoming = this.supervisor.paths.restoreIn;
-      await this.supervisor.startClone(`unix:${incoming}`);
-    }
+    await this.supervisor.stop();
+    const t1 = performance.now();
+    // QEMU reads the image itself (-incoming fd:): 40 ms for 72 MB, where feeding it through a socket
+    // from here took 0.2-0.7 s under TCG on a loaded board (and a clone target's QEMU, already started
+    // and waiting at its socket when a promotion abandons it, was no quicker to feed than a new one).
+    await this.supervisor.startClone({ file });
     const t2 = performance.now();
-    try {
-      await feedIncoming(file, incoming);
-    } catch (e) {
-      await this.supervisor.stop(); // a QEMU waiting for a stream that will not come
-      throw e;
-    }
-    const t3 = performance.now();
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);
     await this.supervisor.finishClone();
     const ms = (a: number, b: number) => Math.round(b - a);
-    this.store.record('checkpoint', `${snapshot ? 'recovery snapshot' : 'checkpoint image'} at input ${cp.seq} running in ${ms(t0, performance.now())} ms (old copy stopped ${ms(t0, t1)}, ${adopt && incoming === adopt.path ? 'waiting clone target taken' : 'QEMU started'} ${ms(t1, t2)}, stream fed ${ms(t2, t3)}, loaded and resumed ${ms(t3, performance.now())})`, { seq: cp.seq });
+    this.store.record('checkpoint', `${snapshot ? 'recovery snapshot' : 'checkpoint image'} at input ${cp.seq} running in ${ms(t0, performance.now())} ms (old copy stopped ${ms(t0, t1)}, QEMU started ${ms(t1, t2)}, image loaded and resumed ${ms(t2, performance.now())})`, { seq: cp.seq });
     return cp;
-  }
-
-  /** A clone target's QEMU the next restoreImage may take instead of starting one (adoptWaitingTarget). */
-  private adoptable?: { path: string; launch: number };
-
-  /**
-   * The next restore of the image feeds it to the clone target QEMU now waiting for the partner's
-   * stream (the supervisor's current launch), if it still waits then, instead of stopping it and
-   * starting another: 0.3-0.8 s of a promotion's critical path under TCG on a loaded board. The
-   * caller has made sure no other stream reaches it (ReplicationManager.refuseTargetStream).
-   */
-  adoptWaitingTarget(): void {
-    this.adoptable = { path: this.supervisor.paths.cloneIn, launch: this.supervisor.launches };
   }
 
   /**

@@ -318,7 +318,6 @@ export class ReplicationManager extends EventEmitter {
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {
     try {
       this.targetStreamBegun = false;
-      this.targetStreamRefused = false;
       this.emit('clone-target', 'started');
       this.store.record('clone', 'partner is cloning its guest to this board: starting the clone target');
       // A clone runs what its source runs (the same kernel and initrd, or the migration fails). The
@@ -366,24 +365,7 @@ export class ReplicationManager extends EventEmitter {
     });
   }
 
-  /**
-   * Clone target: no stream of the partner's will reach the waiting QEMU any more (one that comes is
-   * closed), so that another may be fed to it; false if one has begun already. Until the next clone-prepare.
-   */
-  refuseTargetStream(): boolean {
-    if (this.targetStreamBegun) return false;
-    this.targetStreamRefused = true;
-    return true;
-  }
-
-  private targetStreamRefused = false;
-
   private onMigrationStream(remote: Socket): void {
-    if (this.targetStreamRefused) {
-      this.log.warn('a clone stream arrived for a clone target this board has abandoned: closed');
-      remote.destroy();
-      return;
-    }
     this.targetStreamBegun = true;
     const local = connect(this.supervisor.paths.cloneIn);
     local.on('connect', () => {

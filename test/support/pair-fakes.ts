@@ -196,7 +196,6 @@ export class FakeClones extends EventEmitter {
     return new Promise((res) => { this.finish = () => { this.cloneInProgress = false; this.emit('cloned', {}); res({} as never); }; });
   }
   endClone(): void { this.finish?.(); }
-  refuseTargetStream(): boolean { this.calls.push('clones:refuse-stream'); return !this.targetStreamBegun; }
 }
 
 export class FakeCheckpoints {
@@ -213,7 +212,6 @@ export class FakeCheckpoints {
     return reqs[reqs.length - n]?.seq;
   }
   async take(): Promise<never> { this.calls.push('checkpoint:take'); return {} as never; }
-  adoptWaitingTarget(): void { this.calls.push('checkpoint:adopt-waiting-target'); }
   async idle(): Promise<void> {}
   /** Whether the log covers the stream (set by a test). */
   covers = false;

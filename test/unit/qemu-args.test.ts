@@ -44,6 +44,13 @@ describe('QEMU\'s command line', () => {
     for (const opt of ['on', 'obsolete=deny', 'elevateprivileges=deny', 'spawn=deny', 'resourcecontrol=deny']) assert.ok(QEMU_SANDBOX.split(',').includes(opt), opt);
   });
 
+  it('a restore reads its saved image from descriptor 3 (given at start), not from a socket', () => {
+    const a = qemuArgs({ ...base, incomingFile: '/s/checkpoint.img', incoming: 'unix:/s/clone-in.sock' });
+    assert.equal(a[a.indexOf('-incoming') + 1], 'fd:3');
+    assert.equal(a.filter((x) => x === '-incoming').length, 1, 'one -incoming: the file wins');
+    assert.ok(!a.join(' ').includes('/s/checkpoint.img'), 'the path is not on the line: QEMU reads the descriptor');
+  });
+
   it('a restore or clone target listens on a unix socket; nothing on the line runs a shell', () => {
     const a = qemuArgs({ ...base, incoming: 'unix:/s/restore-in.sock' });
     assert.equal(a[a.indexOf('-incoming') + 1], 'unix:/s/restore-in.sock');
