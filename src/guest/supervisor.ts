@@ -350,15 +350,15 @@ export class GuestSupervisor extends EventEmitter {
    * Starts QEMU waiting for a migration stream: at `incoming` (a `unix:` URI: a clone's relay writes
    * it there), or read by QEMU itself from `{ file }` (a saved image: a restore).
    */
-  startClone(incoming: string | { file: string }, onSpawned?: () => void): Promise<void> {
-    return this.serial(() => this.doStartClone(incoming, onSpawned));
+  startClone(incoming: string | { file: string }): Promise<void> {
+    return this.serial(() => this.doStartClone(incoming));
   }
 
-  private async doStartClone(incoming: string | { file: string }, onSpawned?: () => void): Promise<void> {
+  private async doStartClone(incoming: string | { file: string }): Promise<void> {
     await this.prepare();
     this.setState('starting', 'clone target waiting for the migration stream');
     try {
-      await this.launch(incoming, onSpawned);
+      await this.launch(incoming);
     } catch (e) {
       await this.teardown();
       this.setState('failed', (e as Error).message);
@@ -507,7 +507,7 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /** Launches QEMU paused (or waiting for a migration stream) and pins it. */
-  private async launch(incoming?: string | { file: string }, onSpawned?: () => void): Promise<QemuProcess> {
+  private async launch(incoming?: string | { file: string }): Promise<QemuProcess> {
     const g = this.guest;
     const append = [
       // A kernel fault is the end of this copy: an oops panics, a panic reboots at once, and the reboot
@@ -541,7 +541,7 @@ export class GuestSupervisor extends EventEmitter {
       // A copy that loads a stream first starts on the guest's core, idle until it runs: its start
       // and the load (0.6-1.1 s under TCG) do not queue behind the controllers on the housekeeping core.
       startCpus: incoming !== undefined ? [this.board.cores.guest] : undefined,
-    }, this.log, onSpawned);
+    }, this.log);
     this.qemu = qemu;
     writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
     qemu.on('event', (e) => this.onQmpEvent(e));

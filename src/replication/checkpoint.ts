@@ -227,11 +227,9 @@ export class Checkpointer {
    * Starts the guest from the checkpoint's image, holding it at the checkpoint's input (nothing is
    * replayed: the caller hands it the log, all at once or in parts). Delivery stays held meanwhile:
    * QEMU connects the guest's NIC before it has loaded the state, and inputs queued for the copy
-   * that failed reached the new one ahead of the replay (AUTH answers out of step). `snapshot`: this
-   * recovery's snapshot instead of the checkpoint. `whileStarting`: called with what is restored
-   * once QEMU's process runs, while it initialises on the guest's core (the caller reads the log).
+   * that failed reached the new one ahead of the replay (AUTH answers out of step).
    */
-  async restoreImage(snapshot?: CheckpointInfo, whileStarting?: (cp: CheckpointInfo) => void): Promise<CheckpointInfo> {
+  async restoreImage(snapshot?: CheckpointInfo): Promise<CheckpointInfo> {
     const cp = snapshot ?? this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     const file = snapshot ? this.snapshotFile : this.file;
@@ -243,7 +241,7 @@ export class Checkpointer {
     // QEMU reads the image itself (-incoming fd:): 40 ms for 72 MB, where feeding it through a socket
     // from here took 0.2-0.7 s under TCG on a loaded board (and a clone target's QEMU, already started
     // and waiting at its socket when a promotion abandons it, was no quicker to feed than a new one).
-    await this.supervisor.startClone({ file }, whileStarting && (() => whileStarting(cp)));
+    await this.supervisor.startClone({ file });
     const t2 = performance.now();
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);

@@ -115,18 +115,13 @@ export class PoisonRecovery {
         throw new UsError('US_ERR_GUEST_FAILED', `recovery from the checkpoint gave up after ${restores} restores: the restored copy keeps failing (${failures.map((f) => f.cause).join('; ')})`);
       }
       this.step(`restoring the checkpoint (restore ${restores + 1})`);
-      // The log is read while QEMU starts (0.24 s for 12 000 inputs under load, off the critical
-      // path), then whatever was logged since that read.
-      let early: SequencedInput[] | undefined;
-      const cp = await this.o.checkpoints.restoreImage(snap, (c) => { early = this.o.checkpoints.inputsLogged(c.seq + 1, Number.MAX_SAFE_INTEGER); });
+      const cp = await this.o.checkpoints.restoreImage(snap);
       restores++;
-      const read = early ?? [];
-      const fromLog = [...read, ...this.o.checkpoints.inputsLogged(Math.max(cp.seq, read.at(-1)?.seq ?? 0) + 1, Number.MAX_SAFE_INTEGER)];
       const inImage = new Set(cp.alreadyIn ?? []);
       // A poison input quarantined by an earlier recovery is still in the log (and so are resends of
       // it sequenced before its quarantine): never given to a copy again, as the live screen does.
       // Replayed, it failed the restored copy once more and cost two restores to be found again.
-      const logged = fromLog.filter((s) => !skip.has(s.seq) && !inImage.has(s.seq));
+      const logged = this.o.checkpoints.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq) && !inImage.has(s.seq));
       const all = alreadyQuarantined ? logged.filter((s) => s.input.kind !== 'request' || !alreadyQuarantined(s)) : logged;
       quarantinedSkipped = logged.length - all.length;
       trying = trying.filter((q) => all.some((s) => s.seq === q && s.input.kind === 'request'));

@@ -126,12 +126,8 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
     return !this.exited;
   }
 
-  /**
-   * Starts QEMU paused (-S) and connects QMP. The caller pins the vCPU, then calls `cont`.
-   * `onSpawned`: called once the process runs, while QEMU initialises (0.2-0.4 s under TCG), for
-   * work of the caller's that can be done meanwhile.
-   */
-  static async launch(o: QemuOptions, log: Logger, onSpawned?: () => void): Promise<QemuProcess> {
+  /** Starts QEMU paused (-S) and connects QMP. The caller pins the vCPU, then calls `cont`. */
+  static async launch(o: QemuOptions, log: Logger): Promise<QemuProcess> {
     const binary = o.binary ?? 'qemu-system-x86_64';
     const cmd = qemuCommand(o);
     const errFd = openSync(o.stderrPath, 'a', 0o600);
@@ -151,11 +147,6 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
     if (spawnError) throw new UsError('US_ERR_NOT_FOUND', `cannot start QEMU (${binary}): ${spawnError.message}`);
     const q = new QemuProcess(child, o, log);
     log.info({ pid: child.pid, accel: o.accel, nic: o.nic.model, user: o.credentials.user, uid: o.credentials.uid }, 'QEMU started');
-    try {
-      onSpawned?.();
-    } catch (e) {
-      log.warn({ err: (e as Error).message }, 'work done while QEMU starts failed');
-    }
     try {
       await q.qmp.connectWithRetry(o.qmpSocketPath, 10000, () => q.alive);
     } catch (e) {
