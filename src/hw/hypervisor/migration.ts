@@ -20,8 +20,8 @@
  * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
  * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
-import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { createWriteStream, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsError } from '../../core/errors.js';
