@@ -9,12 +9,15 @@
  * ERR POISON answer; the recovery's own duration and restores (from the journal); acknowledged
  * requests lost (must be 0: the script fails otherwise, and on any ERR reply of the load).
  * Target (issue 16): ≤ 3 s with 10 000 logged inputs.
+ * POISON_SIZES (default 1000,10000), POISON_ROUNDS (default 2); POISON_JOURNAL=1 prints the
+ * recovering board's journal of each round, ms after the poison was sent.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { askFromServiceNet } from '../src/cli/demo-poison.js';
+import { askFromServiceNetTimed } from '../src/cli/demo-poison.js';
 import { callControl } from '../src/mgmt/ipc.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
-import { PACKAGE_ROOT, partnerOf, type BoardName } from '../src/sim/chassis/layout.js';
+import { PACKAGE_ROOT, partnerOf, type BoardName, type ChassisLayout } from '../src/sim/chassis/layout.js';
 import { pairView, startLoad, waitProtected } from '../src/sim/pair.js';
 import { machine, percentile, printTable } from './lib.js';
 
@@ -22,7 +25,7 @@ const SIZES = (process.env.POISON_SIZES ?? '1000,10000').split(',').map(Number);
 const ROUNDS = Number(process.env.POISON_ROUNDS ?? 2);
 const MIX = 'reg=1,get=59,call=40';
 
-interface Round { size: number; logged: number; outageMs: number; answerMs: number; recoveryMs: number; restores: number; replayed: number; lost: number; answer: string; phases: Record<string, number> }
+interface Round { size: number; logged: number; outageMs: number; clientStartMs: number; answerMs: number; recoveryMs: number; restores: number; replayed: number; lost: number; answer: string; phases: Record<string, number> }
 
 /** The recovery's phases from the serving board's journal: ms from the poison sent to each milestone, then between them. */
 const MILESTONES: Array<[string, RegExp]> = [
@@ -56,6 +59,25 @@ function phasesOf(events: Array<{ at: string; message: string }>, t0: number): R
   return out;
 }
 
+/** Both controllers' log lines (pino JSON) from the poison on, ms after it, into `file` (POISON_JOURNAL). */
+function dumpBoardLogs(L: ChassisLayout, t0: number, file: string): void {
+  const out: Array<[number, string]> = [];
+  for (const b of Object.keys(L.boards) as BoardName[]) {
+    let text = '';
+    try { text = readFileSync(L.boards[b].log, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n')) {
+      try {
+        const j = JSON.parse(line) as { time: number; msg: string } & Record<string, unknown>;
+        if (j.time < t0 - 200 || j.time > t0 + 30000) continue;
+        const { time, msg, level, pid, hostname, board: _b, ...rest } = j;
+        out.push([time - t0, `${b} +${time - t0} ${msg} ${JSON.stringify(rest).slice(0, 300)}`]);
+      } catch { /* not a log line */ }
+    }
+  }
+  writeFileSync(file, out.sort((a, b) => a[0] - b[0]).map((x) => x[1]).join('\n'));
+  console.error(`  controller logs: ${file}`);
+}
+
 async function main(): Promise<void> {
   const chassis = await Chassis.up({ name: 'bpz', runDir: '/tmp/us-bpz', guest: 'primary', guestFile: join(PACKAGE_ROOT, 'guests', 'dx-legacy-poison.json') });
   const L = chassis.layout;
@@ -81,9 +103,12 @@ async function main(): Promise<void> {
           const load = startLoad(L, { rate: 150, durationMs: 15000, tag, retryMs: 20, verify: true, mix: MIX });
           await new Promise((res) => setTimeout(res, 2000));
           const atPoison = ((await callControl(L.boards[backup].controlSocket, 'replication.status')) as { replication: { checkpoint: { inputsLoggedSince: number } } }).replication.checkpoint.inputsLoggedSince;
-          const t0 = Date.now();
-          const answer = await askFromServiceNet(L, `${tag}p`, `REG crash${tag}`);
+          // t0: when the poison was sent. The client is a Node process started in the service network:
+          // its start (clientStartMs) came before, and was counted in the outage until 2026-12-06.
+          const asked = Date.now();
+          const { answer, sentAt: t0 } = await askFromServiceNetTimed(L, `${tag}p`, `REG crash${tag}`);
           const answerMs = Date.now() - t0;
+          const clientStartMs = t0 - asked;
           const res = await load.result;
           const lost = res.verify!.missing.length + res.verify!.callIdsReused.length + res.verify!.retriedDifferent.length;
           const after = res.gaps.filter(([a]) => a >= t0 - 50).sort((x, y) => (y[1] - y[0]) - (x[1] - x[0]))[0];
@@ -92,13 +117,26 @@ async function main(): Promise<void> {
           const serving = (Object.keys(v) as BoardName[]).find((b) => v[b]?.role === 'PRIMARY');
           const journal = serving ? ((await callControl(L.boards[serving].controlSocket, 'events', { limit: 400 })) as { events: Array<{ at: string; kind: string; message: string }> }).events : [];
           const phases = phasesOf(journal.filter((e) => /^(recovery|role\.transition|guest)$/.test(e.kind)).sort((a, b) => a.at.localeCompare(b.at)), t0);
+          if (process.env.POISON_JOURNAL) {
+            // The recovering board's journal from the poison on, ms after it was sent (where a phase's time goes).
+            for (const e of [...journal].sort((a, b) => a.at.localeCompare(b.at))) {
+              if (Date.parse(e.at) >= t0 - 100) console.error(`  +${Date.parse(e.at) - t0} ${e.kind}: ${e.message.slice(0, 200)}`);
+            }
+            dumpBoardLogs(L, t0, `/tmp/bpz-${tag}.log`);
+          }
           const rec = serving ? ((await callControl(L.boards[serving].controlSocket, 'replication.status')) as { replication: { poison: { lastRecovery: { durationMs: number; restores: number; replayed: number } | null } } }).replication.poison.lastRecovery : null;
           if (!/ ERR POISON q\d+$/.test(answer)) failures.push(`round ${tag}: the poison's client got "${answer}"`);
           if (res.errorReplies) failures.push(`round ${tag}: the load got ${res.errorReplies} ERR replies`);
           if (lost) failures.push(`round ${tag}: ${lost} acknowledged requests lost or answered differently`);
-          if (atPoison < size * 0.8) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged < ${size}): again`); continue; }
-          done = { size, logged: atPoison, outageMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer, phases };
-          console.error(`round ${tag}: ${atPoison} logged, outage ${outageMs} ms, poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
+          const errorPath = journal.find((e) => Date.parse(e.at) >= t0 && /recovery from the checkpoint failed|STATE LOST|role change to \S+ failed|gave up after/.test(e.message));
+          if (errorPath) failures.push(`round ${tag}: the recovering board took an error path: ${errorPath.message.slice(0, 160)}`);
+          // What the recovery went through: the inputs replayed onto the first restored image. A periodic
+          // checkpoint taken after atPoison was read (even after the poison was sent) makes it short.
+          const since = journal.filter((e) => Date.parse(e.at) >= t0).sort((a, b) => a.at.localeCompare(b.at));
+          const recovered = Number(since.map((e) => /^replaying (\d+) logged inputs/.exec(e.message)?.[1]).find((x) => x !== undefined) ?? NaN);
+          if (atPoison < size * 0.8 || !(recovered >= size * 0.8)) { console.error(`round ${tag}: a periodic checkpoint truncated the log (${atPoison} logged at the poison, ${recovered} replayed onto the first image restored; < ${size}): again`); continue; }
+          done = { size, logged: recovered, outageMs, clientStartMs, answerMs, recoveryMs: rec?.durationMs ?? NaN, restores: rec?.restores ?? 0, replayed: rec?.replayed ?? 0, lost, answer, phases };
+          console.error(`round ${tag}: ${atPoison} logged (${recovered} replayed onto the first image), outage ${outageMs} ms (client start ${clientStartMs} ms before), poison answered in ${answerMs} ms, recovery ${rec?.durationMs} ms (${rec?.restores} restores, ${rec?.replayed} replayed), lost ${lost}`);
         }
         if (done) rounds.push(done);
         else failures.push(`size ${size}: no round with the log at its size (periodic checkpoints)`);
@@ -112,14 +150,14 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   console.log(`bench/poison ${new Date().toISOString()} — ${machine()}`);
-  const rows: Array<Array<string | number>> = [['logged inputs (target)', 'rounds', 'logged at poison', 'outage p50 ms', 'outage max ms', 'poison answered p50 ms', 'recovery p50 ms', 'restores', 'replayed', 'lost']];
+  const rows: Array<Array<string | number>> = [['logged inputs (target)', 'rounds', 'logged before the poison', 'outage p50 ms', 'outage max ms', 'client start p50 ms', 'poison answered p50 ms', 'recovery p50 ms', 'restores', 'replayed', 'lost']];
   for (const size of SIZES) {
     const rs = rounds.filter((x) => x.size === size);
     const p50 = (v: number[]) => percentile([...v].sort((a, b) => a - b), 50);
     rows.push([size, rs.length, rs.map((x) => x.logged).join('/'), p50(rs.map((x) => x.outageMs)), Math.max(...rs.map((x) => x.outageMs)),
-      p50(rs.map((x) => x.answerMs)), p50(rs.map((x) => x.recoveryMs)), rs.map((x) => x.restores).join('/'), rs.map((x) => x.replayed).join('/'), rs.reduce((s, x) => s + x.lost, 0)]);
+      p50(rs.map((x) => x.clientStartMs)), p50(rs.map((x) => x.answerMs)), p50(rs.map((x) => x.recoveryMs)), rs.map((x) => x.restores).join('/'), rs.map((x) => x.replayed).join('/'), rs.reduce((s, x) => s + x.lost, 0)]);
   }
-  printTable('poison input → first good reply to the other clients (outage), by inputs logged since the checkpoint; target ≤ 3000 ms at 10 000', rows);
+  printTable('poison input → first good reply to the other clients (outage), by inputs logged since the checkpoint; target ≤ 3000 ms at 10 000 ("client start": the poison client process\'s start before it sent, not in the outage)', rows);
   const prow: Array<Array<string | number>> = [['logged inputs (target)', ...PHASES.map((p) => `${p} ms`)]];
   for (const size of SIZES) {
     const rs = rounds.filter((x) => x.size === size);

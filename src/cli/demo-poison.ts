@@ -28,12 +28,23 @@ export interface PoisonDemoOptions {
 
 /** One request from the service network, as a client would send it (retrying every 200 ms, up to 60 s). */
 export async function askFromServiceNet(L: ChassisLayout, id: string, body: string, tries = 300): Promise<string> {
+  return (await askFromServiceNetTimed(L, id, body, tries)).answer;
+}
+
+/**
+ * askFromServiceNet, with when the request was first sent (ms since the epoch, this machine's clock):
+ * the client is a Node process started in the service network, whose start (0.1-1.5 s on a loaded
+ * machine) comes before it.
+ */
+export async function askFromServiceNetTimed(L: ChassisLayout, id: string, body: string, tries = 300): Promise<{ answer: string; sentAt: number }> {
   const script = `import { UdpClient } from ${JSON.stringify(join(PACKAGE_ROOT, 'dist', 'src', 'sim', 'udp-client.js'))};
 const c = await new UdpClient({ address: ${JSON.stringify(SERVICE_VIP)}, port: ${SERVICE_PORT} }, ${JSON.stringify(SERVICE_CLIENT_ADDRESS)}).open();
-console.log(JSON.stringify(await c.request(${JSON.stringify(id)}, ${JSON.stringify(body)}, 200, ${tries})));
+const sentAt = Date.now();
+const answer = await c.request(${JSON.stringify(id)}, ${JSON.stringify(body)}, 200, ${tries});
+console.log(JSON.stringify({ answer, sentAt }));
 c.close();`;
   const { stdout } = await promisify(execFile)('ip', ['netns', 'exec', L.serviceNetns, process.execPath, '--input-type=module', '-e', script], { timeout: tries * 250 + 30000 });
-  return JSON.parse(stdout.trim().split('\n').pop()!) as string;
+  return JSON.parse(stdout.trim().split('\n').pop()!) as { answer: string; sentAt: number };
 }
 
 function line(v: Record<BoardName, BoardView | undefined>): string {

@@ -108,12 +108,14 @@ export class PoisonRecovery {
     let restores = 0;
     let quarantinedSkipped = 0;
     let trying = suspects.slice(0, MAX_SUSPECTS);
+    /** This recovery's snapshot of a replayed prefix: the restores after it start there. */
+    let snap: CheckpointInfo | undefined;
     for (;;) {
       if (restores >= MAX_RESTORES) {
         throw new UsError('US_ERR_GUEST_FAILED', `recovery from the checkpoint gave up after ${restores} restores: the restored copy keeps failing (${failures.map((f) => f.cause).join('; ')})`);
       }
       this.step(`restoring the checkpoint (restore ${restores + 1})`);
-      const cp = await this.o.checkpoints.restoreImage();
+      const cp = await this.o.checkpoints.restoreImage(snap);
       restores++;
       const inImage = new Set(cp.alreadyIn ?? []);
       // A poison input quarantined by an earlier recovery is still in the log (and so are resends of
@@ -148,8 +150,8 @@ export class PoisonRecovery {
       if (before.length >= SNAPSHOT_PREFIX_INPUTS && this.o.checkpoints.snapshot) {
         // A long prefix: the next restore starts from here (a failure only costs the snapshot).
         this.step(`snapshot of the restored copy after the ${before.length} inputs before input ${first}`);
-        await this.o.checkpoints.snapshot(first - 1, before.filter((s) => s.seq >= first).map((s) => s.seq))
-          .catch((e: Error) => this.o.log.warn({ err: e.message }, 'recovery snapshot failed: the next restore replays the whole log'));
+        snap = await this.o.checkpoints.snapshot(first - 1, before.filter((s) => s.seq >= first).map((s) => s.seq))
+          .catch((e: Error) => { this.o.log.warn({ err: e.message }, 'recovery snapshot failed: the next restore replays the log from the last image'); return snap; });
       }
       let found: PoisonFound | undefined;
       const handed = new Set(before.map((s) => s.seq));

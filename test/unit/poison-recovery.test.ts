@@ -63,9 +63,12 @@ function rig(log0: SequencedInput[], fails: (s: SequencedInput) => 'crash' | 'ha
     },
   };
   let restores = 0;
-  let snap: { seq: number; alreadyIn: number[]; processed: number[] } | undefined;
+  type Snap = { seq: number; alreadyIn: number[]; processed: number[] };
+  // The snapshot is the recovery's own (a scratch image, not the checkpoint): a restore starts from it
+  // only when the recovery passes it back; otherwise from the checkpoint (input 10).
   const checkpoints = {
-    async restoreImage() {
+    async restoreImage(from?: unknown) {
+      const snap = from as Snap | undefined;
       restores++;
       guest = new FakeGuest(fails);
       if (snap) guest.processed = [...snap.processed];
@@ -73,7 +76,7 @@ function rig(log0: SequencedInput[], fails: (s: SequencedInput) => 'crash' | 'ha
       return { seq: snap?.seq ?? 10, alreadyIn: snap?.alreadyIn, guestSeq: 5, at: '', bytes: 0, pauseMs: 0, durationMs: 0, clients: { entries: [], next: 40000 } } as any;
     },
     inputsLogged(from: number, to: number) { return log0.filter((s) => s.seq >= from && s.seq <= to); },
-    async snapshot(seq: number, alreadyIn: number[]) { snap = { seq, alreadyIn, processed: [...guest.processed] }; return {} as any; },
+    async snapshot(seq: number, alreadyIn: number[]): Promise<any> { return { seq, alreadyIn, processed: [...guest.processed] } satisfies Snap; },
   };
   const found: PoisonFound[] = [];
   const recovery = new PoisonRecovery({ checkpoints, supervisor: sup as any, replicator: rep as any, log, hangMs: 30, onPoison: (p) => found.push(p) });

@@ -20,6 +20,14 @@ describe('QEMU\'s command line', () => {
     assert.ok(!args.includes('-runas') && !args.includes('--keep-groups') && !args.includes('--init-groups'), args.join(' '));
   });
 
+  it('a copy that loads a stream first starts on the given CPUs: taskset, then setpriv as before', () => {
+    const { file, args } = qemuCommand({ ...base, incoming: 'unix:/s/restore-in.sock', startCpus: [1] });
+    assert.equal(file, 'taskset');
+    assert.deepEqual(args.slice(0, 3), ['-c', '1', 'setpriv']);
+    assert.deepEqual(args.slice(3), qemuCommand({ ...base, incoming: 'unix:/s/restore-in.sock' }).args, 'the rest is setpriv\'s line, unchanged');
+    assert.equal(qemuCommand({ ...base, startCpus: [] }).file, 'setpriv', 'no CPUs given: the controller\'s');
+  });
+
   it('without a kvm group on the host, QEMU keeps no supplementary group at all', () => {
     const { args } = qemuCommand({ ...base, credentials: { user: 'q', uid: 1001, gid: 1001, groups: [] }, binary: '/opt/qemu/bin/qemu-system-x86_64' });
     assert.deepEqual(args.slice(0, args.indexOf('--') + 2), ['--reuid', '1001', '--regid', '1001', '--clear-groups', '--pdeathsig', 'SIGKILL', '--', '/opt/qemu/bin/qemu-system-x86_64']);
@@ -34,6 +42,13 @@ describe('QEMU\'s command line', () => {
     const a = qemuArgs(base);
     assert.equal(a[a.indexOf('-sandbox') + 1], QEMU_SANDBOX);
     for (const opt of ['on', 'obsolete=deny', 'elevateprivileges=deny', 'spawn=deny', 'resourcecontrol=deny']) assert.ok(QEMU_SANDBOX.split(',').includes(opt), opt);
+  });
+
+  it('a restore reads its saved image from descriptor 3 (given at start), not from a socket', () => {
+    const a = qemuArgs({ ...base, incomingFile: '/s/checkpoint.img', incoming: 'unix:/s/clone-in.sock' });
+    assert.equal(a[a.indexOf('-incoming') + 1], 'fd:3');
+    assert.equal(a.filter((x) => x === '-incoming').length, 1, 'one -incoming: the file wins');
+    assert.ok(!a.join(' ').includes('/s/checkpoint.img'), 'the path is not on the line: QEMU reads the descriptor');
   });
 
   it('a restore or clone target listens on a unix socket; nothing on the line runs a shell', () => {

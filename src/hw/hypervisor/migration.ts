@@ -1,9 +1,10 @@
 /**
  * Migration of the running guest out of its hypervisor, to wherever a URI points: a clone to the
  * partner (`unix:` relay) or a checkpoint to a file (migrateToFile: QEMU writes to a unix socket
- * this process listens on and Node writes the file; feedIncoming reads one back into a QEMU waiting
- * with `-incoming unix:…`). No shell: QEMU 7.2's `exec:` URIs run `/bin/sh -c`, it has no `file:`
- * URI, and `fd:` needs a descriptor passed over QMP with SCM_RIGHTS, which Node cannot do. One
+ * this process listens on and Node writes the file; a restore reads one back by handing the file to
+ * a new QEMU as a descriptor when it starts, `-incoming fd:3`: QemuOptions.incomingFile). No shell:
+ * QEMU 7.2's `exec:` URIs run `/bin/sh -c`, it has no `file:` URI, and an outgoing `fd:` needs a
+ * descriptor passed over QMP with SCM_RIGHTS, which Node cannot do. One
  * typed helper over QMP (query-kvm, stop, migrate-set-capabilities, migrate-set-parameters,
  * migrate, query-migrate, migrate_cancel, cont), written against the Hypervisor seam. Knows nothing
  * of what the copy is for: callers resume the source, record and report.
@@ -19,8 +20,8 @@
  * died minutes later (list corruption in the scheduler, a preempt count one hardirq short: a
  * per-CPU page sent before the interrupt entry that changed it). KVM's dirty log is not affected.
  */
-import { createReadStream, createWriteStream, rmSync, statSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { createWriteStream, rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { UsError } from '../../core/errors.js';
@@ -228,49 +229,4 @@ export async function migrateToFile(hv: Hypervisor, file: string, socketPath: st
     server.close();
     rmSync(socketPath, { force: true });
   }
-}
-
-/**
- * Feeds a migration stream saved by migrateToFile to a QEMU started with `-incoming unix:<socketPath>`
- * (it listens there). Resolves once the whole file is sent; QEMU then loads it and stops (`paused`).
- */
-export async function feedIncoming(file: string, socketPath: string, timeoutMs = 10000): Promise<void> {
-  const end = performance.now() + timeoutMs;
-  let sock: Socket;
-  for (;;) {
-    try {
-      sock = await new Promise<Socket>((resolve, reject) => {
-        const s = connect(socketPath, () => { s.off('error', reject); resolve(s); });
-        s.once('error', reject);
-      });
-      break;
-    } catch (e) {
-      if (performance.now() > end) throw new UsError('US_ERR_HYPERVISOR', `cannot reach QEMU's incoming migration socket ${socketPath}: ${(e as Error).message}`);
-      await sleep(20);
-    }
-  }
-  // Each chunk counts once the kernel has taken it. QEMU closes its end as soon as it has read the
-  // stream's last section, which can come before our own end of the stream is through: `pipeline`
-  // took that for a failure ("Premature close") and a promotion restoring the checkpoint went to
-  // FAULT with nobody serving (seen twice on 2026-12-05). Only bytes not sent are a failure; whether
-  // QEMU loaded the stream is the caller's check (its run state).
-  const size = statSync(file).size;
-  let sent = 0;
-  sock.on('error', () => undefined); // reported by the write callbacks below
-  try {
-    for await (const chunk of createReadStream(file, { highWaterMark: 1048576 })) {
-      await new Promise<void>((resolve, reject) => sock.write(chunk as Buffer, (err) => (err ? reject(err) : resolve())));
-      sent += (chunk as Buffer).length;
-    }
-  } catch (e) {
-    sock.destroy();
-    throw new UsError('US_ERR_HYPERVISOR', `incoming migration socket ${socketPath} closed after ${sent} of ${size} bytes of ${file}: ${(e as Error).message}`);
-  }
-  if (!sock.destroyed && !sock.writableFinished) {
-    await new Promise<void>((resolve) => {
-      sock.once('finish', resolve).once('close', resolve).once('error', resolve);
-      sock.end();
-    });
-  }
-  sock.destroy();
 }

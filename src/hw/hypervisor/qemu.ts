@@ -40,10 +40,25 @@ export interface QemuOptions {
   stderrPath: string;
   /** Migration listen URI (a clone target); the guest then waits for the stream. */
   incoming?: string;
+  /**
+   * A migration stream saved in a file (a checkpoint), loaded at start: opened here and handed to
+   * QEMU as its descriptor 3 (`-incoming fd:3`), so QEMU reads it itself, at the speed of the page
+   * cache, rather than through a socket this process writes. Instead of `incoming`.
+   */
+  incomingFile?: string;
   /** Who QEMU runs as (setpriv); its working directory is `cwd`, a folder that user can reach. */
   credentials: QemuCredentials;
   cwd: string;
+  /**
+   * CPUs every QEMU thread starts on (taskset before setpriv); default: the controller's. A copy that
+   * loads a migration stream before its vCPU runs starts on the guest's core, idle until then, rather
+   * than on the housekeeping cores the controller keeps busy; the caller pins it properly before `cont`.
+   */
+  startCpus?: number[];
 }
+
+/** The descriptor QEMU reads an incomingFile from (the first after stdin, stdout and stderr). */
+const INCOMING_FILE_FD = 3;
 
 /**
  * QEMU's seccomp filter: besides the default deny list (obsolete syscalls are refused), no setuid or
@@ -74,13 +89,15 @@ export function qemuArgs(o: QemuOptions): string[] {
     '-drive', `file=${o.stateDiskPath},format=raw,if=ide,cache=writeback`,
   ];
   if (o.watchdog) args.push('-device', 'i6300esb', '-action', 'watchdog=none');
-  if (o.incoming) args.push('-incoming', o.incoming);
+  if (o.incomingFile) args.push('-incoming', `fd:${INCOMING_FILE_FD}`);
+  else if (o.incoming) args.push('-incoming', o.incoming);
   return args;
 }
 
 /** The program and arguments that start QEMU: setpriv (user, groups, parent-death signal), then QEMU. */
 export function qemuCommand(o: QemuOptions): { file: string; args: string[] } {
-  return { file: 'setpriv', args: [...setprivArgs(o.credentials), '--', o.binary ?? 'qemu-system-x86_64', ...qemuArgs(o)] };
+  const setpriv = [...setprivArgs(o.credentials), '--', o.binary ?? 'qemu-system-x86_64', ...qemuArgs(o)];
+  return o.startCpus?.length ? { file: 'taskset', args: ['-c', o.startCpus.join(','), 'setpriv', ...setpriv] } : { file: 'setpriv', args: setpriv };
 }
 
 export declare interface QemuProcess {
@@ -119,11 +136,14 @@ export class QemuProcess extends EventEmitter implements Hypervisor {
     const binary = o.binary ?? 'qemu-system-x86_64';
     const cmd = qemuCommand(o);
     const errFd = openSync(o.stderrPath, 'a', 0o600);
+    let streamFd: number | undefined;
     let child: ChildProcess;
     try {
-      child = spawn(cmd.file, cmd.args, { stdio: ['ignore', 'ignore', errFd], cwd: o.cwd });
+      streamFd = o.incomingFile ? openSync(o.incomingFile, 'r') : undefined;
+      child = spawn(cmd.file, cmd.args, { stdio: streamFd === undefined ? ['ignore', 'ignore', errFd] : ['ignore', 'ignore', errFd, streamFd], cwd: o.cwd });
     } finally {
       closeSync(errFd);
+      if (streamFd !== undefined) closeSync(streamFd); // QEMU has its own copy (descriptor 3)
     }
     const spawnError = await new Promise<Error | undefined>((resolve) => {
       child.once('spawn', () => resolve(undefined));
