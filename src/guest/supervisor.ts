@@ -540,15 +540,18 @@ export class GuestSupervisor extends EventEmitter {
       incomingFile: typeof incoming === 'object' ? incoming.file : undefined,
       credentials: this.qemuCredentials,
       cwd: this.paths.qemuDir,
-      // A copy that loads a stream first starts on the guest's core, idle until it runs: its start
-      // and the load (0.6-1.1 s under TCG) do not queue behind the controllers on the housekeeping core.
-      startCpus: incoming !== undefined ? [this.board.cores.guest] : undefined,
+      // A restore (a saved image) first starts on the guest's core, idle until it runs: its start
+      // and the load (0.6-1.1 s under TCG) do not queue behind the controllers on the housekeeping
+      // core. Not a clone target: its stream comes while the partner's guest serves through a
+      // snapshot copy, and where boards share cores (the simulated chassis) the load would take the
+      // serving vCPU's core from it for the whole copy.
+      startCpus: typeof incoming === 'object' ? [this.board.cores.guest] : undefined,
     }, this.log);
     this.qemu = qemu;
     writeFileSync(this.paths.qemuPid, `${qemu.pid}\n`, { mode: 0o600 });
     qemu.on('event', (e) => this.onQmpEvent(e));
     qemu.on('exit', (code, signal) => this.onQemuExit(qemu, code, signal));
-    await this.pin(qemu, incoming !== undefined);
+    await this.pin(qemu, typeof incoming === 'object');
     return qemu;
   }
 
@@ -603,7 +606,7 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /**
-   * `loading`: QEMU was started on the guest's core to load a migration stream (startCpus): it stays
+   * `loading`: QEMU was started on the guest's core to load a saved image (startCpus): it stays
    * there, all of it, until finishClone pins it for running (pinForRun), just before its vCPU runs.
    */
   private async pin(qemu: QemuProcess, loading = false): Promise<void> {
