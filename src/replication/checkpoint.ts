@@ -29,6 +29,8 @@ export interface CheckpointInfo {
   clients: ClientMapState;
   /** AUTH questions the clone had open at the checkpoint (their answers come later in the log). */
   authOpen?: string[];
+  /** The question the clone had been handed the answer to, perhaps unread (its retransmission opens nothing). */
+  authAnswered?: string;
   /**
    * Logged inputs after `seq` the image already holds (AUTH answers a recovery's snapshot was taken
    * after: src/replication/poison.ts): never replayed onto it again.
@@ -145,6 +147,7 @@ export class Checkpointer {
       rmSync(tmp, { force: true });
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
+      const authAnswered = this.replicator.answeredQuestion;
       await qemu.qmp.execute('cont');
       // The cut is fixed (seq, authOpen) and the log keeps everything after it: the guest may have its
       // inputs again now, not after the file is made durable. Its AUTH timer runs from here, and an
@@ -157,7 +160,7 @@ export class Checkpointer {
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
-        clients: this.replicator.clients.export(), authOpen,
+        clients: this.replicator.clients.export(), authOpen, ...(authAnswered ? { authAnswered } : {}),
       };
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
@@ -228,7 +231,7 @@ export class Checkpointer {
     const cp = await this.restoreImage();
     const skip = new Set(cp.alreadyIn ?? []);
     const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq));
-    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? []);
+    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? [], cp.authAnswered);
     this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
     this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
     // The board serves meanwhile (new requests queue behind the replay in the guest); when the guest
@@ -258,7 +261,7 @@ export class Checkpointer {
     await this.supervisor.startClone({ file });
     const t2 = performance.now();
     this.replicator.clients.import(cp.clients);
-    this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? []);
+    this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? [], cp.authAnswered);
     await this.supervisor.finishClone();
     const ms = (a: number, b: number) => Math.round(b - a);
     this.store.record('checkpoint', `${snapshot ? 'recovery snapshot' : 'checkpoint image'} at input ${cp.seq} running in ${ms(t0, performance.now())} ms (old copy stopped ${ms(t0, t1)}, QEMU started ${ms(t1, t2)}, image loaded and resumed ${ms(t2, performance.now())})`, { seq: cp.seq });
@@ -283,11 +286,12 @@ export class Checkpointer {
     try {
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 20, errorPrefix: 'recovery snapshot', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions;
+      const authAnswered = this.replicator.answeredQuestion;
       await qemu.qmp.execute('cont');
       renameSync(tmp, this.snapshotFile);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.snapshotFile).size, pauseMs: downtimeMs,
-        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, alreadyIn,
+        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, ...(authAnswered ? { authAnswered } : {}), alreadyIn,
       };
       this.store.record('checkpoint', `recovery snapshot at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;

@@ -127,7 +127,7 @@ export class PoisonRecovery {
       trying = trying.filter((q) => all.some((s) => s.seq === q && s.input.kind === 'request'));
       if (!trying.length) {
         this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
-        this.o.replicator.replay(cp.seq, all, cp.authOpen ?? []);
+        this.o.replicator.replay(cp.seq, all, cp.authOpen ?? [], cp.authAnswered);
         const w = await this.watch(true);
         if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0, w.blocked !== true, quarantinedSkipped);
         failures.push(w.failure);
@@ -139,7 +139,7 @@ export class PoisonRecovery {
       const first = trying[0]!;
       const before = prefixPart(all, first);
       this.step(`replaying ${before.length} logged inputs up to input ${first - 1}, then ${trying.length} suspect${trying.length === 1 ? '' : 's'} one at a time`);
-      this.o.replicator.replay(cp.seq, before, cp.authOpen ?? []);
+      this.o.replicator.replay(cp.seq, before, cp.authOpen ?? [], cp.authAnswered);
       let w = await this.watch();
       if (!w.ok) {
         failures.push(w.failure);

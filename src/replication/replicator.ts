@@ -837,14 +837,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * Restored from a checkpoint: the guest holds inputs up to fromSeq and has the AUTH questions
    * `authOpen` open; the logged rest is delivered in order, AUTH answers after the guest's questions.
    */
-  replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = []): void {
+  replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = [], authAnswered?: string): void {
     // Every input received keeps its number even if it is not replayed (an AUTH answer the saved state already read).
     const received = this.lastSeq;
     this.lastSeq = fromSeq;
     this.deliveredSeq = fromSeq;
     this.queue = [];
     this.authOpen = new Set(authOpen);
-    this.authAnswered = undefined;
+    this.authAnswered = authAnswered;
     // A hold of the queue before (an answer the old copy never asked for) is not the replay's: its
     // start time left over made the replay hand its first AUTH answer over at once, unasked.
     this.clock.clearTimeout(this.authHoldTimer);
@@ -923,6 +923,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** The AUTH questions the local guest has open (as connection tracking sees them). */
   get openQuestions(): string[] {
     return [...this.authOpen];
+  }
+
+  /** The question whose answer the local guest was handed and may not have read yet (until its REG's outcome). */
+  get answeredQuestion(): string | undefined {
+    return this.authAnswered;
   }
 
   /** Promoted or restored: what is queued still reaches the guest in order, under connection tracking. */

@@ -435,6 +435,20 @@ describe('GuestPort: the AUTH questions the guest has open', () => {
     assert.deepEqual([...port.authOutstanding], ['erin']);
   });
 
+  it('a restored copy handed an answer before its checkpoint: the retransmission of that question opens nothing; the next one does', () => {
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock: new FakeClock(), authHoldMs: 2000 });
+    r.becomePrimary();
+    r.replay(0, [], [], 'alice'); // the checkpoint's authAnswered
+    r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
+    assert.deepEqual(r.openQuestions, [], 'a retransmission that crossed the answer');
+    r.onGuestOutput(reply(20000, 'r1 OK REG alice 1'));
+    assert.equal(r.answeredQuestion, undefined, 'ended by the REG\'s outcome');
+    r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from('AUTHQ alice') });
+    assert.deepEqual(r.openQuestions, ['alice'], 'a new REG of alice asks again');
+    r.close();
+  });
+
   it('connection tracking keeps one question open: a stale one never makes it hand over an answer before the guest asks', () => {
     const clock = new FakeClock();
     const g = new RecordingGuest();
