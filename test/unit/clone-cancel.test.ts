@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -92,6 +93,7 @@ describe('clone manager: cancelling a clone under way', () => {
       assert.ok(relay.partnerGone, 'the relay says the partner\'s end went: the clone must not cut over');
     } finally {
       relay.close();
+      rmSync(path, { force: true });
     }
   });
 });
