@@ -19,6 +19,7 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
 
   it('a divergence injected into the backup is detected and repaired by re-cloning', async () => {
     const backup = partnerOf(p.primary);
+    const t0 = Date.now();
     const before = (await p.ctl(p.primary, 'replication.status')).replication.lastClone.at;
     // Subscribers DV0, DV1… registered (and idle: the load ends every call it sets up), then a call
     // only the backup sets up between two of them: the GETs of the next run differ.
@@ -30,12 +31,15 @@ describe('replication fault scenarios on the simulated chassis (real QEMU)', fun
     for (let i = 0; i < 1000 && Date.now() < end; i++) {
       journal = (await p.ctl(backup, 'events', { kind: 'divergence', limit: 10 })).events;
       const after = (await p.ctl(p.primary, 'replication.status')).replication;
-      if (journal.length && after.protected && after.lastClone.at !== before) break;
+      if (journal.length && after.protected && after.lastClone?.at !== before) break;
       await new Promise((r) => setTimeout(r, 250));
     }
-    assert.ok(journal.length > 0, 'divergence journaled on the backup');
     const after = (await p.ctl(p.primary, 'replication.status')).replication;
-    assert.notEqual(after.lastClone.at, before, 're-cloned after the divergence');
+    // CI printed only "lastClone of undefined" once (2026-12-06): the primary had changed under the
+    // repair. Say what each board did.
+    if (!journal.length || after.mode !== 'primary' || !after.lastClone || after.lastClone.at === before) {
+      assert.fail(`divergence journaled on the backup: ${journal.length > 0}; ${p.primary} now ${after.mode}, last clone ${after.lastClone?.at ?? 'none'} (before: ${before})\n${await p.postMortem(t0)}`);
+    }
     // Idle now: once the backup has processed what it was given, both copies are identical.
     assert.deepEqual(await p.settledStates(), { same: true }, 'primary and re-cloned backup states are identical');
   });

@@ -126,10 +126,13 @@ console.log(JSON.stringify(out));`;
       try {
         // Read from the board's database: a board powered off has no control socket.
         const db = new Database(join(this.chassis.layout.boards[b].storageDir, 'understudy.db'), { readonly: true });
-        const events = db.prepare('SELECT at, kind, message FROM events ORDER BY id DESC LIMIT 150').all() as Array<{ at: string; kind: string; message: string }>;
+        // Link flaps (one pair of lines per 20 ms silence) would push everything else out: counted.
+        const events = db.prepare("SELECT at, kind, message FROM events WHERE kind != 'link' ORDER BY id DESC LIMIT 150").all() as Array<{ at: string; kind: string; message: string }>;
+        const since30 = new Date(since - 30000).toISOString();
+        const linkDowns = (db.prepare("SELECT COUNT(*) AS n FROM events WHERE kind = 'link' AND message LIKE '%DOWN%' AND at >= ?").get(since30) as { n: number }).n;
         db.close();
         const recent = events.filter((e) => Date.parse(e.at) >= since - 30000).sort((x, y) => x.at.localeCompare(y.at));
-        out.push(`--- ${b} (fault at ${new Date(since).toISOString()}):`, ...recent.map((e) => `  ${e.at} ${e.kind}: ${e.message}`));
+        out.push(`--- ${b} (fault at ${new Date(since).toISOString()}; ${linkDowns} link-down events since 30 s before it, not listed):`, ...recent.map((e) => `  ${e.at} ${e.kind}: ${e.message}`));
       } catch (e) {
         out.push(`--- ${b}: no journal (${(e as Error).message})`);
       }
