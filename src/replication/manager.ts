@@ -315,21 +315,29 @@ export class ReplicationManager extends EventEmitter {
    * When the partner's end goes (it died, the link broke) the rest of QEMU's stream is read and
    * dropped here until QEMU closes it: the migration then ends as QEMU's own success, never as a
    * write error (a snapshot copy that fails leaves the guest hung: recoverFromMigration). The relay
-   * records why in `partnerGone`, and the clone fails on it rather than cut over.
+   * records why in `partnerGone` once something QEMU sent is lost (bytes still buffered for the
+   * partner, or any that come after), and the clone fails on it rather than cut over. The partner's
+   * QEMU closes its end as soon as it has read the stream's last section, which may reach this
+   * process before QEMU's own end of the stream does: that close loses nothing (bench/clone-stall,
+   * 2026-12-06: a complete plain copy was failed so).
    */
   private async migrationRelay(path: string, partner: string): Promise<MigrationRelay> {
     rmSync(path, { force: true });
     const server: MigrationRelay = createServer((local) => {
       local.pause();
       let draining = false;
-      const drain = (why: string) => {
-        if (local.destroyed || draining) return;
-        draining = true;
+      const lost = (why: string) => {
+        if (server.partnerGone) return;
         server.partnerGone = why;
         this.log.warn({ why }, 'migration relay: the partner\'s end is gone; the rest of the stream is dropped until QEMU ends it');
         this.store.record('clone', `the partner's end of the migration stream is gone (${why}): the rest of QEMU's stream is read and dropped until the copy ends`, { why });
+      };
+      const drain = (why: string, bytesLost: boolean) => {
+        if (local.destroyed || draining) return;
+        draining = true;
+        if (bytesLost) lost(why);
         local.removeAllListeners('data');
-        local.on('data', () => undefined);
+        local.on('data', () => lost(why));
         local.resume();
       };
       local.on('error', () => local.destroy());
@@ -339,12 +347,18 @@ export class ReplicationManager extends EventEmitter {
         remote.resume();
         local.resume();
         local.on('close', () => remote.destroy());
-        const gone = (why: string) => { local.unpipe(remote); remote.unpipe(local); remote.destroy(); drain(why); };
+        const gone = (why: string) => {
+          const buffered = remote.writableLength > 0;
+          local.unpipe(remote);
+          remote.unpipe(local);
+          remote.destroy();
+          drain(why, buffered);
+        };
         remote.on('close', () => gone('closed'));
         remote.on('error', (e: Error) => gone(e.message));
       }, (e: Error) => {
         this.log.error({ err: e.message }, 'migration relay could not reach the partner');
-        drain(e.message);
+        drain(e.message, true);
       });
     });
     await new Promise<void>((resolve, reject) => {

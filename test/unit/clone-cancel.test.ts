@@ -96,4 +96,44 @@ describe('clone manager: cancelling a clone under way', () => {
       rmSync(path, { force: true });
     }
   });
+
+  it('the partner closing its end once it has read the whole stream, before QEMU\'s own end reaches the relay, is not a partner gone', async () => {
+    const key = randomBytes(32);
+    const total = 4 << 20;
+    let partnerGot = 0;
+    let partnerClosed!: () => void;
+    const closed = new Promise<void>((r) => { partnerClosed = r; });
+    // The partner's QEMU reads the stream's last section and closes at once.
+    server = await listenAuthenticated('127.0.0.1', 0, key, 'migration', (s) => {
+      sockets.push(s);
+      s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot >= total) { s.destroy(); partnerClosed(); } });
+      s.resume();
+    });
+    rep = new Replicator({ guest: { deliver: () => true }, log });
+    const board = { name: 'sim-a', partner: { ethernet: { port: server.port - 2, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
+    const path = join(tmpdir(), `us-relay-end-${process.pid}.sock`);
+    const journal: string[] = [];
+    const supervisor = { guest: { sourceFile: 'g.json', memoryMb: 64 }, giveToQemu: () => undefined };
+    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: (_k: string, m: string) => { journal.push(m); return 0; } } as never, log);
+    const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server & { partnerGone?: string }> }).migrationRelay(path, '127.0.0.1');
+    try {
+      const qemu = connect(path);
+      const qemuClosed = once(qemu, 'close'); // the relay may end it first (the partner's end passed on)
+      await once(qemu, 'connect');
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      for (let i = 0; i < total / chunk.length; i++) {
+        if (!qemu.write(chunk)) await once(qemu, 'drain');
+      }
+      await closed;
+      await new Promise((r) => setTimeout(r, 50)); // the relay sees the partner's close first
+      qemu.end();
+      await qemuClosed;
+      assert.equal(partnerGot, total, 'the partner got all of it');
+      assert.equal(relay.partnerGone, undefined, 'a complete copy: nothing was lost, the clone may cut over');
+      assert.deepEqual(journal.filter((l) => /is gone/.test(l)), [], 'nothing journaled as gone');
+    } finally {
+      relay.close();
+      rmSync(path, { force: true });
+    }
+  });
 });
