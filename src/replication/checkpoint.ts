@@ -160,7 +160,7 @@ export class Checkpointer {
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
-        clients: this.replicator.clients.export(), authOpen, ...(authAnswered ? { authAnswered } : {}),
+        clients: this.replicator.clients.export(), authOpen, authAnswered,
       };
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
@@ -291,7 +291,7 @@ export class Checkpointer {
       renameSync(tmp, this.snapshotFile);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.snapshotFile).size, pauseMs: downtimeMs,
-        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, ...(authAnswered ? { authAnswered } : {}), alreadyIn,
+        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, authAnswered, alreadyIn,
       };
       this.store.record('checkpoint', `recovery snapshot at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;

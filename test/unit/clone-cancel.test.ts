@@ -61,21 +61,27 @@ describe('clone manager: cancelling a clone under way', () => {
     assert.ok(!journal.some((l) => /again/.test(l)), 'nothing to cancel: nothing journaled');
   });
 
-  it('the migration relay drains the rest of QEMU\'s stream when the partner\'s end goes, so the copy ends as QEMU\'s success, not a write error', async () => {
+  /**
+   * A clone's migration relay (the manager's own) to a partner's migration port on loopback whose
+   * connection `onPartner` handles (handed over paused: it resumes it), with the journal it keeps.
+   */
+  const relayRig = async (name: string, onPartner: (s: Socket) => void) => {
     const key = randomBytes(32);
-    let partnerGot = 0;
-    // The partner's migration port: it takes 1 MB, then drops the connection.
-    server = await listenAuthenticated('127.0.0.1', 0, key, 'migration', (s) => {
-      sockets.push(s);
-      s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot > 1 << 20) s.destroy(); });
-      s.resume(); // handed over paused
-    });
+    server = await listenAuthenticated('127.0.0.1', 0, key, 'migration', (s) => { sockets.push(s); onPartner(s); s.resume(); });
     rep = new Replicator({ guest: { deliver: () => true }, log });
     const board = { name: 'sim-a', partner: { ethernet: { port: server.port - 2, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
-    const path = join(tmpdir(), `us-relay-drain-${process.pid}.sock`);
+    const path = join(tmpdir(), `us-relay-${name}-${process.pid}.sock`);
+    const journal: string[] = [];
     const supervisor = { guest: { sourceFile: 'g.json', memoryMb: 64 }, giveToQemu: () => undefined };
-    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: () => 0 } as never, log);
+    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: (_k: string, m: string) => { journal.push(m); return 0; } } as never, log);
     const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server & { partnerGone?: string }> }).migrationRelay(path, '127.0.0.1');
+    return { relay, path, journal, close: () => { relay.close(); rmSync(path, { force: true }); } };
+  };
+
+  it('the migration relay drains the rest of QEMU\'s stream when the partner\'s end goes, so the copy ends as QEMU\'s success, not a write error', async () => {
+    let partnerGot = 0;
+    // The partner's migration port: it takes 1 MB, then drops the connection.
+    const { relay, path, close } = await relayRig('drain', (s) => s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot > 1 << 20) s.destroy(); }));
     try {
       // "QEMU": 16 MB into the relay, every write completing, then its own end of the stream.
       const qemu = connect(path);
@@ -92,30 +98,17 @@ describe('clone manager: cancelling a clone under way', () => {
       assert.ok(partnerGot > 1 << 20 && partnerGot < 16 << 20, `the partner took part of it (${partnerGot} bytes) and went`);
       assert.ok(relay.partnerGone, 'the relay says the partner\'s end went: the clone must not cut over');
     } finally {
-      relay.close();
-      rmSync(path, { force: true });
+      close();
     }
   });
 
   it('the partner closing its end once it has read the whole stream, before QEMU\'s own end reaches the relay, is not a partner gone', async () => {
-    const key = randomBytes(32);
     const total = 4 << 20;
     let partnerGot = 0;
     let partnerClosed!: () => void;
     const closed = new Promise<void>((r) => { partnerClosed = r; });
     // The partner's QEMU reads the stream's last section and closes at once.
-    server = await listenAuthenticated('127.0.0.1', 0, key, 'migration', (s) => {
-      sockets.push(s);
-      s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot >= total) { s.destroy(); partnerClosed(); } });
-      s.resume();
-    });
-    rep = new Replicator({ guest: { deliver: () => true }, log });
-    const board = { name: 'sim-a', partner: { ethernet: { port: server.port - 2, localAddress: '127.0.0.1', partnerAddress: '127.0.0.1' } }, storageDir: tmpdir() };
-    const path = join(tmpdir(), `us-relay-end-${process.pid}.sock`);
-    const journal: string[] = [];
-    const supervisor = { guest: { sourceFile: 'g.json', memoryMb: 64 }, giveToQemu: () => undefined };
-    const mgr = new ReplicationManager(board as never, key, supervisor as never, rep, { record: (_k: string, m: string) => { journal.push(m); return 0; } } as never, log);
-    const relay = await (mgr as unknown as { migrationRelay(p: string, partner: string): Promise<import('node:net').Server & { partnerGone?: string }> }).migrationRelay(path, '127.0.0.1');
+    const { relay, path, journal, close } = await relayRig('end', (s) => s.on('data', (d: Buffer) => { partnerGot += d.length; if (partnerGot >= total) { s.destroy(); partnerClosed(); } }));
     try {
       const qemu = connect(path);
       const qemuClosed = once(qemu, 'close'); // the relay may end it first (the partner's end passed on)
@@ -132,8 +125,7 @@ describe('clone manager: cancelling a clone under way', () => {
       assert.equal(relay.partnerGone, undefined, 'a complete copy: nothing was lost, the clone may cut over');
       assert.deepEqual(journal.filter((l) => /is gone/.test(l)), [], 'nothing journaled as gone');
     } finally {
-      relay.close();
-      rmSync(path, { force: true });
+      close();
     }
   });
 });

@@ -209,19 +209,24 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     assert.equal(b.authHolds, 1);
   });
 
-  it('an AUTH question open in the source at the cut is open in the clone: its answer is not held', async () => {
+  /** A re-clone cut over at input 5 on a new channel, with what the source's guest had open (and had been answered) at the cut. */
+  const afterCut = async (authOpen: string[], authAnswered: string | undefined, body: () => Promise<void>) => {
     const ch2 = await channelPair();
     try {
       p.protect(ch2.a, 5);
-      b.follow(ch2.b, 5, ['Q']);
+      b.follow(ch2.b, 5, authOpen, authAnswered);
       p.lastSeq = 5;
-      p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR Q DENY') });
-      await until(() => gb.inputs.length === 1, 'delivered at once');
-      assert.equal(b.authHolds, 0);
+      await body();
     } finally {
       ch2.close();
     }
-  });
+  };
+
+  it('an AUTH question open in the source at the cut is open in the clone: its answer is not held', () => afterCut(['Q'], undefined, async () => {
+    p.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR Q DENY') });
+    await until(() => gb.inputs.length === 1, 'delivered at once');
+    assert.equal(b.authHolds, 0);
+  }));
 
   const ask = (r: Replicator, sub: string) => r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
   const answer = (sub: string, verdict = 'OK'): GuestInput => ({ kind: 'auth-reply', payload: Buffer.from(`AUTHR ${sub} ${verdict}`) });
@@ -243,45 +248,29 @@ describe('Replicator (two controllers over loopback TCP)', () => {
     assert.equal(b.authHolds, 0);
   });
 
-  it('a retransmitted question that crossed its answer opens nothing: the next REG\'s answer waits until the clone asks (CI, 2026-12-06)', async () => {
-    // The clone was cut while its guest waited on A; the answer is handed over, and the guest's
-    // retransmission (sent before it read the answer) arrives after it.
-    const ch2 = await channelPair();
-    try {
-      p.protect(ch2.a, 5);
-      b.follow(ch2.b, 5, ['A']);
-      p.lastSeq = 5;
-      p.submit(answer('A'));
-      await until(() => gb.inputs.length === 1, 'the answer to A delivered');
-      ask(b, 'A'); // the retransmission
-      p.submit(req(20001, 'r2 REG B'));
-      p.submit(answer('B'));
-      await until(() => gb.inputs.length === 2 && b.status().heldInputs === 1, 'REG B delivered, its answer held: no question is open');
-      assert.equal(b.authHolds, 1);
-      b.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
-      ask(b, 'B');
-      assert.deepEqual(gb.inputs, ['AUTHR A OK', 'r2 REG B', 'AUTHR B OK']);
-    } finally {
-      ch2.close();
-    }
-  });
+  // The clone was cut while its guest waited on A; the answer is handed over, and the guest's
+  // retransmission (sent before it read the answer) arrives after it.
+  it('a retransmitted question that crossed its answer opens nothing: the next REG\'s answer waits until the clone asks (CI, 2026-12-06)', () => afterCut(['A'], undefined, async () => {
+    p.submit(answer('A'));
+    await until(() => gb.inputs.length === 1, 'the answer to A delivered');
+    ask(b, 'A'); // the retransmission
+    p.submit(req(20001, 'r2 REG B'));
+    p.submit(answer('B'));
+    await until(() => gb.inputs.length === 2 && b.status().heldInputs === 1, 'REG B delivered, its answer held: no question is open');
+    assert.equal(b.authHolds, 1);
+    b.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    ask(b, 'B');
+    assert.deepEqual(gb.inputs, ['AUTHR A OK', 'r2 REG B', 'AUTHR B OK']);
+  }));
 
-  it('a clone cut after its guest was handed an answer it had not read: the retransmission of that question opens nothing', async () => {
-    const ch2 = await channelPair();
-    try {
-      p.protect(ch2.a, 5);
-      b.follow(ch2.b, 5, [], 'A');
-      p.lastSeq = 5;
-      ask(b, 'A'); // the clone resumed, its timer ran out before it read the answer in its buffer
-      p.submit(req(20001, 'r2 REG B'));
-      p.submit(answer('B'));
-      await until(() => gb.inputs.length === 1 && b.status().heldInputs === 1, 'REG B delivered, its answer held');
-      ask(b, 'B');
-      assert.deepEqual(gb.inputs, ['r2 REG B', 'AUTHR B OK']);
-    } finally {
-      ch2.close();
-    }
-  });
+  it('a clone cut after its guest was handed an answer it had not read: the retransmission of that question opens nothing', () => afterCut([], 'A', async () => {
+    ask(b, 'A'); // the clone resumed, its timer ran out before it read the answer in its buffer
+    p.submit(req(20001, 'r2 REG B'));
+    p.submit(answer('B'));
+    await until(() => gb.inputs.length === 1 && b.status().heldInputs === 1, 'REG B delivered, its answer held');
+    ask(b, 'B');
+    assert.deepEqual(gb.inputs, ['r2 REG B', 'AUTHR B OK']);
+  }));
 
   it('a question the clone gave up on (ERR AUTHUNAVAIL) is closed: the next unasked answer is held again', async () => {
     p.submit(req(20000, 'r1 REG A'));
