@@ -18,6 +18,13 @@ import { checkResolvedPaths, safePath, safeProgram } from './safe-path.js';
  */
 export const PRIORITY_FENCING_DELAY_MS = 300;
 
+/**
+ * Default of ha.noStateFenceDelayMs: twice the watchdog's default timeout (5 s), so a hung primary has
+ * been reset by its own watchdog, and a live one heard again, well before a backup with none of its
+ * state fences it.
+ */
+export const NO_STATE_FENCE_DELAY_MS = 10000;
+
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
 const core = z.number().int().min(0).max(1023);
@@ -275,6 +282,16 @@ export const boardProfileSchema = z
          */
         priorityFencingDelayMs: z.number().int().min(0).max(60000).default(PRIORITY_FENCING_DELAY_MS),
         /**
+         * Wait of a BACKUP that holds none of its partner's guest state (its clone not cut over, no
+         * checkpoint whose input log reaches the stream) before it fences a PRIMARY that went silent
+         * on every link; at once if the fencing device reports the partner powered off. Fencing a
+         * primary that may be alive (cut off, starved, its membership process busy) would trade the
+         * service for an old checkpoint or an empty guest. Above the partner's watchdog timeout: by
+         * then a live primary has been heard again, and a hung one reset by its watchdog. At least
+         * priorityFencingDelayMs. docs/ha.md.
+         */
+        noStateFenceDelayMs: z.number().int().min(0).max(600000).default(NO_STATE_FENCE_DELAY_MS),
+        /**
          * How much longer a PRIMARY waits, after its deadtime verdict, before it fences its silent
          * backup; called off if it hears it again. A lone serial link (the Ethernet one cut) falls
          * silent for up to ~60 ms now and then at 115200 baud: without it, one link cut would get the
@@ -312,6 +329,10 @@ export const boardProfileSchema = z
       .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.primaryConfirmMs + h.fenceDelayMs, {
         message: 'must be at least deadtimeMs + primaryConfirmMs + fenceDelayMs: the primary\'s confirmation and fence must land first',
         path: ['priorityFencingDelayMs'],
+      })
+      .refine((h) => h.noStateFenceDelayMs >= h.priorityFencingDelayMs, {
+        message: 'must be at least priorityFencingDelayMs: a backup with nothing to serve never fences sooner than one with a copy',
+        path: ['noStateFenceDelayMs'],
       })
       .optional(),
     /** Field upgrades: A/B slots, boot selection, trusted keys. Defaults are under storageDir. */

@@ -201,12 +201,13 @@ export class HaController extends EventEmitter {
 
   /**
    * `healthy` is polled; when it turns false the watchdog kicks stop and the board's hardware resets
-   * it. `guestHealth` goes into the heartbeats. `holdsCopy`: this board holds a copy of the
-   * partner's guest in sync (a backup whose clone is cut over and runs); without it, taken as held.
+   * it. `guestHealth` goes into the heartbeats. `holdsState`: this board holds the partner's
+   * guest state (a backup whose clone is cut over and runs, or a checkpoint whose input log reaches the
+   * stream); without it, taken as held.
    */
-  async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth; holdsCopy?: () => boolean } = {}): Promise<void> {
+  async start(opts: { healthy?: () => boolean; guestHealth?: () => GuestHealth; holdsState?: () => boolean } = {}): Promise<void> {
     if (opts.guestHealth) this.guestHealth = opts.guestHealth;
-    if (opts.holdsCopy) this.holdsCopy = opts.holdsCopy;
+    if (opts.holdsState) this.holdsState = opts.holdsState;
     const generation = this.generations.own;
     this.store.record('role', `board ${this.board.name} starting (generation ${generation})`, { generation });
     try {
@@ -384,8 +385,8 @@ export class HaController extends EventEmitter {
     return !this.membership.partnerView.heartbeat && !!this.badMac && this.clock.now() - this.badMac.at <= BAD_MAC_RECENT_MS;
   }
 
-  /** This board holds a copy of the partner's guest in sync (start's `holdsCopy`). */
-  private holdsCopy?: () => boolean;
+  /** This board holds the partner's guest state: a copy in sync or a checkpoint and its log (start's `holdsState`). */
+  private holdsState?: () => boolean;
   /** A hung partner not fenced for want of a copy was journaled (once per hung spell). */
   private hungWithoutCopyJournaled = false;
 
@@ -398,7 +399,7 @@ export class HaController extends EventEmitter {
       partnerLast: hb?.role,
       partnerHung: hb?.health === 'hung',
       partnerGone: hb?.health === 'gone',
-      holdsCopy: this.holdsCopy?.(),
+      holdsState: this.holdsState?.(),
       partnerMisconfigured: this.misconfigured(),
       startup: this.board.ha!.startup,
     };
@@ -430,7 +431,7 @@ export class HaController extends EventEmitter {
       this.pendingFence = pending;
       // The priority delay is for a primary that may be alive and cut off. One the fencing device
       // reports powered off is not cut off: fence it (found off) and promote now.
-      if (t.fence.wait === 'priority-delay' && this.fencing.powerState) {
+      if ((t.fence.wait === 'priority-delay' || t.fence.wait === 'no-state-delay') && this.fencing.powerState) {
         const t0 = this.clock.now();
         this.fencing.powerState(partner, POWER_STATE_MS).then((state) => {
           if (state !== 'off' || this.pendingFence !== pending || this.role !== role) return;
@@ -460,6 +461,7 @@ export class HaController extends EventEmitter {
     const ha = this.board.ha!;
     switch (order.wait) {
       case 'priority-delay': return ha.priorityFencingDelayMs;
+      case 'no-state-delay': return ha.noStateFenceDelayMs;
       case 'fence-delay': return ha.fenceDelayMs;
       case 'confirm': return ha.primaryConfirmMs;
       case 'now': return 0;
@@ -479,9 +481,9 @@ export class HaController extends EventEmitter {
   private onPartnerHeartbeat(hb: Heartbeat): void {
     // A hung controller's role claim is stale (its membership process repeats the last one).
     if (hb.health === 'hung') {
-      if (!this.fire('partner-hung') && this.role === 'BACKUP' && this.holdsCopy?.() === false && !this.hungWithoutCopyJournaled) {
+      if (!this.fire('partner-hung') && this.role === 'BACKUP' && this.holdsState?.() === false && !this.hungWithoutCopyJournaled) {
         this.hungWithoutCopyJournaled = true;
-        this.store.record('role', `BACKUP stays BACKUP: ${hb.sender} reports its controller hung, but this board holds no copy of its guest in sync (its clone is not cut over yet): not fencing it; if it stays hung, its watchdog resets it`, { role: this.role, partnerHung: true, holdsCopy: false });
+        this.store.record('role', `BACKUP stays BACKUP: ${hb.sender} reports its controller hung, but this board holds none of its guest state (no copy in sync: its clone is not cut over yet; no checkpoint whose log reaches the stream): not fencing it; if it stays hung, its watchdog resets it`, { role: this.role, partnerHung: true, holdsState: false });
       }
       return;
     }

@@ -54,10 +54,12 @@ export interface RoleContext {
   /** The partner's last heartbeat says its controller is hung. */
   partnerHung?: boolean;
   /**
-   * This board (a backup) holds a copy of the partner's guest in sync: a clone cut over and running.
-   * Absent: not known (taken as held). A hung partner is fenced only by a backup that holds one.
+   * This board (a backup) holds the partner's guest state: a copy in sync (a clone cut over and
+   * running), or a checkpoint whose input log reaches the last input of the stream. Absent: not known
+   * (taken as held). Without it, a hung partner is not fenced, and a silent PRIMARY only after
+   * `no-state-delay` (or at once if the fencing device reports it off).
    */
-  holdsCopy?: boolean;
+  holdsState?: boolean;
   /** Its last heartbeat was a dying gasp (health 'gone'): its silence is not a partition. */
   partnerGone?: boolean;
   /** Since this board started, only heartbeats with a bad MAC came from the partner (and lately). */
@@ -76,8 +78,13 @@ export interface RoleContext {
  *                   preferred (the preferred one goes `now`, and its fence lands first)
  *   priority-delay  ha.priorityFencingDelayMs: the silent partner was PRIMARY; if it is alive it
  *                   fences this board at once, so this board lives to fence only if it is not
+ *   no-state-delay  ha.noStateFenceDelayMs: the silent partner was PRIMARY and this board holds none
+ *                   of its state (its clone not cut over, no checkpoint whose log reaches the
+ *                   stream): a fence would trade a primary that may be alive (cut off, starved, a
+ *                   busy membership process) for an old checkpoint or an empty guest. It waits until
+ *                   the partner must have been heard again or reset by its own watchdog
  */
-export type FenceWait = 'now' | 'confirm' | 'fence-delay' | 'priority-delay';
+export type FenceWait = 'now' | 'confirm' | 'fence-delay' | 'priority-delay' | 'no-state-delay';
 
 export interface FenceOrder {
   wait: FenceWait;
@@ -97,7 +104,7 @@ type Rule = Transition | ((c: RoleContext) => Transition | undefined);
 /** The wait before fencing a partner that fell silent, by its last role. */
 function silentPartnerFence(c: RoleContext): FenceOrder {
   if (c.partnerGone) return { wait: 'now' }; // it said its controller exited
-  if (c.partnerLast === 'PRIMARY') return { wait: 'priority-delay' };
+  if (c.partnerLast === 'PRIMARY') return { wait: c.holdsState === false ? 'no-state-delay' : 'priority-delay' };
   if (c.partnerLast === 'STOPPING') return { wait: 'now' }; // it stopped serving and never fences
   return { wait: c.preferred ? 'now' : 'fence-delay' };
 }
@@ -105,6 +112,8 @@ function silentPartnerFence(c: RoleContext): FenceOrder {
 const partnerDeadFencing = (c: RoleContext): Transition => ({
   to: 'FENCING',
   cause: c.partnerGone ? 'partner silent on every link after its dying gasp (its controller exited)'
+    : c.partnerLast === 'PRIMARY' && c.holdsState === false
+    ? 'partner (primary) silent on every link, and this board holds none of its state (no copy in sync, no checkpoint whose log reaches the stream): fencing it only after the no-state fencing delay (alive, it is heard again; hung, its watchdog resets it) or once the fencing device reports it off'
     : c.partnerLast === 'PRIMARY'
     ? 'partner (primary) silent on every link: fencing it after the priority fencing delay (alive, it fences this board first)'
     : 'partner silent on every link',
@@ -151,7 +160,7 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     // backup that can serve the same state; one without a copy in sync (it joined a moment ago, its
     // clone not yet cut over) would serve an old checkpoint or an empty guest. It waits: a controller
     // that stays hung starves its watchdog, the board resets, and its silence is a death.
-    'partner-hung': (c) => (c.holdsCopy === false ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
+    'partner-hung': (c) => (c.holdsState === false ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
     'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
     'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
     'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),

@@ -203,8 +203,12 @@ export class Daemon {
       await ha.start({
         healthy: () => this.pair?.healthy() ?? true,
         guestHealth: () => (host ? host.supervisor.currentState : 'none'),
-        // A pair without a guest (the chassis' --guest none) has no copy to hold: a hung partner is fenced as always.
-        ...(host ? { holdsCopy: () => host.replicator.protectedNow && host.supervisor.currentState === 'running' } : {}),
+        // A pair without a guest (the chassis' --guest none) has no state to hold: a hung or silent partner is fenced as always.
+        // The checkpoint and its log are read only when no copy runs (a count of the inputs since it).
+        ...(host ? {
+          holdsState: () => (host.replicator.protectedNow && host.supervisor.currentState === 'running')
+            || (this.checkpointer?.rebuilds(host.replicator.lastSeq) ?? false),
+        } : {}),
       });
       if (board.partner?.ethernet) {
         this.fieldUpgrade = startFieldUpgrade({ board, ha, journal: store, host, pair: this.pair, rejections: this.rejections, stopping: () => !!this.stopping });

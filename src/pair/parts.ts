@@ -70,7 +70,7 @@ export type ClonePart = Pick<ReplicationManager, 'clone' | 'cancelClone' | 'clon
 };
 
 /** Checkpoints and the input log, on the backup (src/replication/checkpoint.ts). */
-export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'refusal' | 'logStatus' | 'logCovers'>;
+export type CheckpointPart = Pick<Checkpointer, 'info' | 'loggedSince' | 'restore' | 'inputsLogged' | 'take' | 'idle' | 'nthLastRequest' | 'suspended' | 'refusal' | 'logStatus' | 'logCovers' | 'fromEarlierStart'>;
 
 /**
  * Everything a pair is made of on one board that hosts a guest. A board whose partner has no Ethernet

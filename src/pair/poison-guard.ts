@@ -103,11 +103,19 @@ export class PoisonGuard {
     this.lastFailure = undefined;
     const suspects = f?.suspects ?? [];
     const lastSeq = this.p.host.replicator.lastSeq;
-    if (this.p.checkpoints && !this.p.checkpoints.logCovers(lastSeq)) {
-      // This board was primary and protected after its checkpoint (its backup logged, not it): what
-      // it holds ends before the stream does. Restored anyway (the alternative is the disk's older state).
-      journal.record('recovery', `STATE LOST: the checkpoint here (input ${this.p.checkpoints.info?.seq ?? '?'}) and its log do not reach input ${lastSeq}: inputs the log lacks are lost; restoring what it holds`, { lastSeq });
-      this.p.log.error({ lastSeq, checkpoint: this.p.checkpoints.info?.seq }, 'stale checkpoint: restoring it anyway (acknowledged state lost)');
+    const cps = this.p.checkpoints;
+    // This board was primary and protected after its checkpoint (its backup logged, not it): what it
+    // holds ends before the stream does. Or it restarted since its checkpoint and no input has reached
+    // it since: the stream went on without it. Restored anyway (the alternative is the disk's older state).
+    const stale = !cps ? undefined
+      : !cps.logCovers(lastSeq) ? `the checkpoint here (input ${cps.info?.seq ?? '?'}) and its log do not reach input ${lastSeq}: inputs the log lacks are lost`
+      : lastSeq === 0 && cps.fromEarlierStart ? `the checkpoint here (input ${cps.info?.seq ?? '?'}, taken ${cps.info?.at ?? '?'}) is from before this controller started, and no input of the stream has reached this board since: what was acknowledged after it went down is lost`
+      : undefined;
+    if (stale) {
+      journal.record('recovery', `STATE LOST: ${stale}; restoring what it holds`, { lastSeq });
+      this.p.log.error({ lastSeq, checkpoint: cps!.info?.seq }, 'stale checkpoint: restoring it anyway (acknowledged state lost)');
+      // Should another board still serve the pair's state, two PRIMARYs keep that one.
+      this.p.ha.markServingLostState(`restored a stale checkpoint: ${stale}`);
     }
     journal.record('recovery', `${why}: restoring the checkpoint and replaying the input log${suspects.length ? `, guarded by the ${suspects.length} request${suspects.length === 1 ? '' : 's'} this board's copy had not answered when it failed (${f!.cause}): inputs ${suspects.join(', ')}` : ''}`, { suspects });
     this.recoveringNow = true;

@@ -59,6 +59,7 @@ export class Checkpointer {
    * (input.inputLogMaxInputs).
    */
   maxLoggedInputs = 200000;
+  private readonly startedAt: number;
 
   constructor(
     private readonly storageDir: string,
@@ -66,7 +67,10 @@ export class Checkpointer {
     private readonly supervisor: GuestSupervisor,
     private readonly replicator: Replicator,
     private readonly log: Logger,
+    /** When this controller started serving (ms since the epoch): older checkpoints are from an earlier start. */
+    startedAt = Date.now(),
   ) {
+    this.startedAt = startedAt;
     this.file = join(storageDir, 'checkpoint.img');
     this.snapshotFile = join(storageDir, 'recovery-snapshot.img');
     store.db.exec(`CREATE TABLE IF NOT EXISTS inputs (
@@ -306,6 +310,25 @@ export class Checkpointer {
    * Whether the checkpoint and the log hold the whole stream up to `lastSeq` (every input after the
    * checkpoint logged, none missing): only then can a copy be rebuilt from them.
    */
+  /**
+   * The checkpoint here was taken before this controller started: it belongs to a stream this board
+   * stopped following when it went down (what the primary acknowledged since is not in its log).
+   */
+  get fromEarlierStart(): boolean {
+    const cp = this.info;
+    return !!cp && Date.parse(cp.at) < this.startedAt;
+  }
+
+  /**
+   * This board can rebuild the stream's state up to `lastSeq` from what it holds: a checkpoint taken
+   * since this controller started and a log that reaches `lastSeq`. Read by the HA layer (a backup
+   * holding none of its primary's state does not fence it on silence alone): a meta read and a
+   * count of the inputs since the checkpoint.
+   */
+  rebuilds(lastSeq: number): boolean {
+    return lastSeq > 0 && !!this.info && !this.fromEarlierStart && this.logCovers(lastSeq);
+  }
+
   logCovers(lastSeq: number): boolean {
     const cp = this.info;
     if (!cp) return false;

@@ -98,6 +98,57 @@ describe('hangs on a replicated pair (real QEMU): the backup takes over on the h
     });
   }
 
+  it('a backup holding none of its primary\'s state (rebooted, its clone arriving) does not fence the primary it cannot hear for 1 s: no fence, no role change, protected again, nothing acknowledged lost', async () => {
+    const primary = p.primary;
+    const backup = partnerOf(primary);
+    const pidOf = async (b: BoardName): Promise<number> => {
+      const tid = (await p.ctl(b, 'role')).membershipProcess?.tid;
+      assert.ok(typeof tid === 'number' && tid > 0, `${b}'s membership process: ${tid}`);
+      return tid;
+    };
+    const membership = await pidOf(primary);
+    const resetsBefore = (await p.chassis.board(primary)).resets.count;
+    let mark = 0;
+    let stopped = false;
+    const trace: string[] = [];
+    try {
+      await p.loadThrough(14000, 1000, async () => {
+        // The backup's controller dies: the primary fences it (a reset), it boots and joins again
+        // with no copy and no checkpoint of this start: it holds none of the primary's state.
+        mark = await lastId(backup);
+        await p.chassis.fail(backup, 'kill');
+        const deadline = Date.now() + 120000;
+        for (;;) {
+          assert.ok(Date.now() < deadline, `no clone arrived on ${backup}:\n${trace.join('\n')}`);
+          const j = await events(backup, mark).catch(() => [] as JournalEvent[]);
+          const clone = j.filter((e) => e.kind === 'clone');
+          assert.ok(!clone.some((e) => /clone running on this board/.test(e.message)), `the clone landed before the test could stop the primary's membership process:\n${show(j)}`);
+          if (clone.some((e) => /starting the clone target/.test(e.message))) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        // Its primary falls silent on every link for 1 s (a busy or starved membership process).
+        process.kill(membership, 'SIGSTOP');
+        stopped = true;
+        await new Promise((r) => setTimeout(r, 1000));
+        process.kill(membership, 'SIGCONT');
+        stopped = false;
+      });
+    } finally {
+      if (stopped) process.kill(membership, 'SIGCONT');
+    }
+    p.primary = await waitProtected(p.chassis.layout, 240000);
+    assert.equal(p.primary, primary, 'the primary kept the service');
+    const jb = await events(backup, mark);
+    const jp = await events(primary);
+    assert.ok(jb.some((e) => e.kind === 'role' && new RegExp(`^BACKUP: partner \\(primary\\) silent on every link, and this board holds none of its state .*fencing ${primary} in 10000 ms unless it is heard again$`).test(e.message)),
+      `the backup heard the silence and waited the no-state delay:\n${show(jb)}`);
+    assert.ok(jb.some((e) => e.kind === 'role' && new RegExp(`^BACKUP: fence of ${primary} called off: ${primary} heard again`).test(e.message)), show(jb));
+    assert.deepEqual(jb.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`), ['STARTING->BACKUP:partner-primary'], show(jb));
+    assert.deepEqual(jb.filter((e) => e.kind === 'fence'), [], 'the backup fenced nobody');
+    assert.equal((await p.chassis.board(primary)).resets.count, resetsBefore, `${primary} was not reset:\n${show(jp.slice(-40))}`);
+    assert.equal((await pairView(p.chassis.layout))[primary]?.role, 'PRIMARY');
+  });
+
   it('no copy of the guest crashed (kernel oops or fatal error in a console log)', () => {
     assert.deepEqual(p.guestCrashes(), []);
   });

@@ -227,6 +227,7 @@ export class FakeCheckpoints {
   /** Whether the log covers the stream (set by a test). */
   covers = false;
   logCovers(): boolean { return this.covers; }
+  fromEarlierStart = false;
 }
 
 export class FakeJournal {

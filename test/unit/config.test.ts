@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { PRIORITY_FENCING_DELAY_MS, loadBoardProfile, partnerNameOf } from '../../src/config/board-profile.js';
+import { NO_STATE_FENCE_DELAY_MS, PRIORITY_FENCING_DELAY_MS, loadBoardProfile, partnerNameOf } from '../../src/config/board-profile.js';
 import { loadGuestDescriptor } from '../../src/config/guest-descriptor.js';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
 import { readKeyFile } from '../../src/core/key-file.js';
@@ -105,6 +105,7 @@ describe('board profiles and guest descriptors', () => {
     assert.equal(p.ha!.startup, 'wait-for-partner');
     assert.equal(p.ha!.priorityFencingDelayMs, PRIORITY_FENCING_DELAY_MS);
     assert.equal(p.ha!.primaryConfirmMs, 75);
+    assert.equal(p.ha!.noStateFenceDelayMs, NO_STATE_FENCE_DELAY_MS);
     assert.ok(p.fencing?.method === 'simulated');
     assert.equal(p.fencing.action, 'reset');
     assert.deepEqual(p.fencing.escalation, { maxResets: 3, windowS: 3600 });
@@ -118,6 +119,7 @@ describe('board profiles and guest descriptors', () => {
     bad('pfd.json', (x) => { x.ha.priorityFencingDelayMs = -1; }, /ha\.priorityFencingDelayMs/);
     bad('pfd2.json', (x) => { x.ha.priorityFencingDelayMs = 299; }, /ha\.priorityFencingDelayMs: must be at least deadtimeMs \+ primaryConfirmMs \+ fenceDelayMs/);
     bad('confirm.json', (x) => { x.ha.primaryConfirmMs = 76; }, /ha\.priorityFencingDelayMs: must be at least/);
+    bad('nostate.json', (x) => { x.ha.noStateFenceDelayMs = 299; }, /ha\.noStateFenceDelayMs: must be at least priorityFencingDelayMs/);
     bad('action.json', (x) => { x.fencing.action = 'reboot'; }, /fencing\.action/);
     bad('esc.json', (x) => { x.fencing.escalation = { maxResets: 0, windowS: 60 }; }, /fencing\.escalation\.maxResets/);
     bad('esc2.json', (x) => { x.fencing.escalation = { maxResets: 2, windowS: 60, extra: 1 }; }, /fencing\.escalation/);

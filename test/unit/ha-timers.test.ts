@@ -269,6 +269,55 @@ describe('HA controller timers on a fake clock', () => {
     assert.ok(store.events({ kind: 'role' }).some((e) => /sim-b is powered off \(simulated, asked in \d+ ms\): not a partition, fencing it now/.test(e.message)));
   });
 
+  it('a BACKUP holding none of the PRIMARY\'s state fences it only after noStateFenceDelayMs of silence, not the priority delay (called off if it is heard again); at once if the device reports it off', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    let held = false;
+    await ha.start({ holdsState: () => held });
+    hear(ha, { role: 'PRIMARY' });
+    assert.equal(ha.currentRole, 'BACKUP');
+    // A primary alive but unheard for a while (cut off, starved, a busy membership process): the device says on.
+    silence(ha);
+    await until(() => statusRequests.length > 0, 'the device was asked');
+    await clock.advanceAsync(9999);
+    assert.deepEqual(powerRequests, [], 'not after the priority delay (300 ms), nor before the no-state delay');
+    assert.equal(ha.currentRole, 'BACKUP');
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^BACKUP: partner \(primary\) silent on every link, and this board holds none of its state .*fencing sim-b in 10000 ms unless it is heard again$/.test(e.message)));
+    hear(ha, { role: 'PRIMARY' });
+    await clock.advanceAsync(20000);
+    assert.deepEqual(powerRequests, [], 'heard again: called off');
+    // The same board holding the state (its clone cut over): the priority delay.
+    held = true;
+    silence(ha);
+    await clock.advanceAsync(299);
+    hear(ha, { role: 'PRIMARY' });
+    assert.ok(store.events({ kind: 'role' }).some((e) => /^BACKUP: partner \(primary\) silent on every link: fencing it after the priority fencing delay .*fencing sim-b in 300 ms/.test(e.message)));
+    // Without the state again, and the device reports the partner off: no partition, fenced at once.
+    held = false;
+    partnerPower = 'OFF';
+    const t0 = clock.now();
+    silence(ha);
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted without waiting');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+  });
+
+  it('a BACKUP holding none of the PRIMARY\'s state, the partner silent and the device not answering, fences it once noStateFenceDelayMs has passed (a real death, taken over late)', async () => {
+    const { ha, roles } = await controller({ fencing: true });
+    await ha.start({ holdsState: () => false });
+    hear(ha, { role: 'PRIMARY' });
+    partnerPower = 'silent';
+    const t0 = clock.now();
+    silence(ha);
+    await clock.advanceAsync(9999);
+    assert.deepEqual(powerRequests, []);
+    await clock.advanceAsync(1);
+    assert.equal(ha.currentRole, 'FENCING');
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted once fenced');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 + 10000 }]);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /no-state fencing delay.*\(silent for 10000 ms more\)$/);
+  });
+
   it('a PRIMARY fences its silent BACKUP once the silence has lasted primaryConfirmMs more (a reset) and serves on; a partner heard again, or one that left in order (STOPPING), is not fenced', async () => {
     const { ha, roles } = await controller({ fencing: true });
     await ha.start();

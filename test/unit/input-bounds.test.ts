@@ -7,7 +7,7 @@
  * and id, first-in first-out; an id is 1-16 bytes of 0x21-0x7E, else silence).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -330,6 +330,38 @@ describe('Per-source rate limit', () => {
 });
 
 describe('The backup\'s input log is bounded', () => {
+  it('rebuilds(): the state up to the stream\'s last input, only from a checkpoint taken since this start whose log reaches it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'us-inputlog-'));
+    const store = new Store(dir);
+    try {
+      const r = new Replicator({ guest: { deliver: () => true }, log });
+      const start = Date.parse('2026-12-06T12:00:00.000Z');
+      const cp = new Checkpointer(dir, store, {} as GuestSupervisor, r, log, start);
+      const info = (seq: number, at: string) => {
+        store.setMeta('checkpoint', JSON.stringify({ seq, guestSeq: seq, at, bytes: 1, pauseMs: null, durationMs: 1, clients: { ports: [] } }));
+      };
+      assert.equal(cp.rebuilds(10), false, 'no checkpoint');
+      writeFileSync(join(dir, 'checkpoint.img'), 'x');
+      info(100, '2026-12-06T12:00:01.000Z');
+      for (let seq = 101; seq <= 200; seq++) cp.logInput({ seq, input: { kind: 'request', clientPort: 20000, payload: Buffer.from(`i${seq} STATS`) } });
+      assert.equal(cp.rebuilds(200), true, 'checkpoint since the start, log to the last input');
+      assert.equal(cp.rebuilds(100), true, 'the checkpoint is the last input');
+      assert.equal(cp.rebuilds(201), false, 'the log stops short of the stream');
+      assert.equal(cp.rebuilds(0), false, 'no input followed since the start (a rebooted backup before its clone)');
+      assert.equal(cp.fromEarlierStart, false);
+      info(100, '2026-12-06T11:59:59.999Z');
+      assert.equal(cp.fromEarlierStart, true);
+      assert.equal(cp.rebuilds(200), false, 'a checkpoint from before this start');
+      info(100, '2026-12-06T12:00:01.000Z');
+      store.db.prepare('DELETE FROM inputs WHERE seq = 150').run();
+      assert.equal(cp.rebuilds(200), false, 'a gap in the log');
+      r.close();
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('forces a checkpoint (journaled) when the log reaches its bound, at most once per 5 s', () => {
     const dir = mkdtempSync(join(tmpdir(), 'us-inputlog-'));
     const store = new Store(dir);

@@ -61,18 +61,21 @@ describe('role state machine', () => {
 
   it('a partition never has both boards fence at once: on partner-dead (and on a cold start with fence-then-serve) one fences first, the other a delay later', () => {
     // Config guarantees: confirm (a deadtime) + a fence (within fenceDelayMs) ≤ priority-delay.
-    const rank = { now: 0, confirm: 1, 'fence-delay': 2, 'priority-delay': 3 } as const;
+    // And no-state-delay ≥ priority-delay.
+    const rank = { now: 0, confirm: 1, 'fence-delay': 2, 'priority-delay': 3, 'no-state-delay': 4 } as const;
     const order = (state: Role, ctx: RoleContext, ev: 'partner-dead' | 'startup-timeout'): Transition['fence'] | undefined => nextRole(state, ev, ctx)?.fence;
     for (const a of ROLES) {
       for (const b of ROLES) {
         for (const aPreferred of [true, false]) {
-          const fa = order(a, { preferred: aPreferred, partnerLast: b }, 'partner-dead');
-          const fb = order(b, { preferred: !aPreferred, partnerLast: a }, 'partner-dead');
-          if (fa && fb) {
-            assert.notEqual(rank[fa.wait], rank[fb.wait], `${a} and ${b} would fence each other with the same wait (${fa.wait})`);
-            const first = rank[fa.wait] < rank[fb.wait] ? fa.wait : fb.wait;
-            const second = first === fa.wait ? fb.wait : fa.wait;
-            assert.ok(first === 'now' || (first === 'confirm' && second === 'priority-delay'), `${a}/${b}: one fences at once (a primary: after confirming), the other a fence delay later (${fa.wait}, ${fb.wait})`);
+          for (const [aState, bState] of [[undefined, undefined], [false, true], [true, false], [false, false]] as const) {
+            const fa = order(a, { preferred: aPreferred, partnerLast: b, holdsState: aState }, 'partner-dead');
+            const fb = order(b, { preferred: !aPreferred, partnerLast: a, holdsState: bState }, 'partner-dead');
+            if (fa && fb) {
+              assert.notEqual(rank[fa.wait], rank[fb.wait], `${a} and ${b} would fence each other with the same wait (${fa.wait})`);
+              const first = rank[fa.wait] < rank[fb.wait] ? fa.wait : fb.wait;
+              const second = first === fa.wait ? fb.wait : fa.wait;
+              assert.ok(first === 'now' || (first === 'confirm' && (second === 'priority-delay' || second === 'no-state-delay')), `${a}/${b}: one fences at once (a primary: after confirming), the other a fence delay later (${fa.wait}, ${fb.wait})`);
+            }
           }
         }
       }
@@ -95,10 +98,19 @@ describe('role state machine', () => {
     }
     for (const c of [pref, notPref]) {
       // A backup whose clone is not cut over yet holds no copy to serve: it does not fence a hung primary.
-      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsCopy: false }), undefined);
-      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsCopy: true })?.to, 'FENCING');
-      // Silence is still a death, copy or not (its watchdog reset it).
-      assert.equal(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', holdsCopy: false })?.to, 'FENCING');
+      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsState: false }), undefined);
+      assert.equal(nextRole('BACKUP', 'partner-hung', { ...c, partnerLast: 'PRIMARY', partnerHung: true, holdsState: true })?.to, 'FENCING');
+      // Silence is a death, state or not; but without the state the backup waits the no-state delay
+      // (a live primary is heard again by then, a hung one reset by its watchdog), not the priority delay.
+      const dead = nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', holdsState: false });
+      assert.equal(dead?.to, 'FENCING');
+      assert.deepEqual(dead?.fence, { wait: 'no-state-delay' });
+      assert.match(dead!.cause, /holds none of its state/);
+      assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', holdsState: true })?.fence, { wait: 'priority-delay' });
+      // A dying gasp is proof: at once, state or not.
+      assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'PRIMARY', partnerGone: true, holdsState: false })?.fence, { wait: 'now' });
+      // Two backups: no primary is at stake, the symmetric fence delay as always.
+      assert.deepEqual(nextRole('BACKUP', 'partner-dead', { ...c, partnerLast: 'BACKUP', holdsState: false })?.fence, { wait: c.preferred ? 'now' : 'fence-delay' });
     }
     assert.equal(nextRole('FENCING', 'partner-primary', { ...pref, partnerHung: true }), undefined);
     assert.equal(nextRole('FENCING', 'partner-primary', pref)?.to, 'BACKUP', 'a partner back and healthy: fencing abandoned');
