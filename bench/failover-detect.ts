@@ -34,7 +34,7 @@
  * Prints tables; the numbers go to BENCHMARKS.md with the machine and date, never into assertions.
  *
  * Usage: node dist/bench/failover-detect.js [--kills 20] [--partitions 10] [--cut-ms 3000] [--soak-seconds 60] [--baseline-seconds 0]
- *                                           [--hangs 0] [--hang-kinds controller,guest,kill,power,partition] [--guest-soak-seconds 0] [--guest-soak-burners 1]
+ *                                           [--hangs 0] [--hang-kinds controller,guest,app,kill,power,partition] [--guest-soak-seconds 0] [--guest-soak-burners 1]
  *                                           [--burners-per-board 2] [--baud 115200] [--name fdNNN] [--keep]
  * Needs root (namespaces). Cleans up the chassis and every burner it started, on error and on ^C.
  */
@@ -49,7 +49,7 @@ import { chassisDown } from '../src/sim/chassis/launcher.js';
 import { PACKAGE_ROOT, type BoardName } from '../src/sim/chassis/layout.js';
 import { Chassis } from '../src/sim/chassis/rig.js';
 import type { JournalEvent } from '../src/store/journal.js';
-import { HangBench, PARTITION_MS, RATE, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
+import { HANG_KINDS_ALL, HangBench, PARTITION_MS, RATE, RETRY_MS, hangRows, type HangKind, type HangSample } from './hangs.js';
 import { cleanUpOnSignal, machine, printTable, summarize, type LatencySummary } from './lib.js';
 
 const { values: args } = parseArgs({
@@ -60,7 +60,7 @@ const { values: args } = parseArgs({
     'soak-seconds': { type: 'string', default: '60' },
     'baseline-seconds': { type: 'string', default: '0' },
     hangs: { type: 'string', default: '0' },
-    'hang-kinds': { type: 'string', default: 'controller,guest,kill,power,partition' },
+    'hang-kinds': { type: 'string', default: 'controller,guest,app,kill,power,partition' },
     'guest-soak-seconds': { type: 'string', default: '0' },
     'guest-soak-burners': { type: 'string', default: '1' },
     'burners-per-board': { type: 'string', default: String(Math.max(1, cpus().length)) },
@@ -87,7 +87,7 @@ const BURNERS = intArg('burners-per-board', args['burners-per-board'], 1);
 const BAUD = intArg('baud', args.baud, 300);
 const HANGS = intArg('hangs', args.hangs, 0);
 const HANG_KINDS = args['hang-kinds'].split(',').map((k) => k.trim()).filter(Boolean) as HangKind[];
-for (const k of HANG_KINDS) if (!['controller', 'guest', 'kill', 'power', 'partition'].includes(k)) throw new Error(`--hang-kinds: unknown kind '${k}' (controller, guest, kill, power, partition)`);
+for (const k of HANG_KINDS) if (!HANG_KINDS_ALL.includes(k)) throw new Error(`--hang-kinds: unknown kind '${k}' (${HANG_KINDS_ALL.join(', ')})`);
 const GUEST_SOAK_S = intArg('guest-soak-seconds', args['guest-soak-seconds'], 0);
 const GUEST_SOAK_BURNERS = intArg('guest-soak-burners', args['guest-soak-burners'], 0);
 const TARGET_P99_MS = 30;
@@ -551,8 +551,8 @@ async function hangs(): Promise<void> {
     }
   }
   if (samples.length) {
-    printTable(`with the guest replicated, a client sending continuously (${HANGS} of each of ${HANG_KINDS.join(', ')}; controller: SIGSTOP of the primary's controller, guest: SIGSTOP of its QEMU, kill: SIGKILL of its controller, power: its board loses power, partition: both links cut for ${PARTITION_MS} ms)`,
-      hangRows(samples, { controller: HANG_TARGET_P99_MS, guest: HANG_TARGET_P99_MS, kill: KILL_TARGET_P99_MS, power: KILL_TARGET_P99_MS }));
+    printTable(`with the guest replicated, a client sending continuously (${HANGS} of each of ${HANG_KINDS.join(', ')}; controller: SIGSTOP of the primary's controller, guest: SIGSTOP of its QEMU, app: its guest application hung (HANG), kill: SIGKILL of its controller, power: its board loses power, partition: both links cut for ${PARTITION_MS} ms)`,
+      hangRows(samples, { controller: HANG_TARGET_P99_MS, guest: HANG_TARGET_P99_MS, app: HANG_TARGET_P99_MS, kill: KILL_TARGET_P99_MS, power: KILL_TARGET_P99_MS }));
   }
   if (GUEST_SOAK_S > 0) {
     const f = await bench.soak(GUEST_SOAK_S, GUEST_SOAK_BURNERS);

@@ -13,9 +13,13 @@
  *  - partition: both partner links cut for PARTITION_MS, then healed. The primary keeps serving
  *    (no role change), fences its backup (a reset) and releases what it held for it; after the heal
  *    the backup joins and is cloned to. The clients' silence is the one at the cut.
- *  - hang (guest): SIGSTOP of the primary's QEMU. The backup's witness reports it, the primary
- *    confirms and hands over (PRIMARY -> FAULT on guest-failed; the backup BACKUP -> PRIMARY on
- *    partner-fault); the old primary returns as backup by itself and is cloned to.
+ *  - hang (guest): SIGSTOP of the primary's QEMU. The primary finds its QEMU stopped with requests
+ *    to answer (its own check, STOPPED_CHECK_MS) and hands over (PRIMARY -> FAULT on guest-failed;
+ *    the backup BACKUP -> PRIMARY on partner-fault); the old primary returns as backup by itself and
+ *    is cloned to.
+ *  - hang (application): the primary's guest application stops answering (the guest's HANG
+ *    management command; QEMU runs on). The backup's witness reports it after guestHangMs, the
+ *    primary confirms (no reply, no PING) and hands over as above.
  *
  * For each: fault → first good reply (the end of the clients' silence that begins at the fault),
  * fault → the backup's transition, and fault → protected again (both copies in sync). A round whose
@@ -37,7 +41,8 @@ import type { WitnessStatus } from '../src/replication/guest-witness.js';
 import type { JournalEvent } from '../src/store/journal.js';
 import { summarize, type LatencySummary } from './lib.js';
 
-export type HangKind = 'controller' | 'guest' | 'kill' | 'power' | 'partition';
+export type HangKind = 'controller' | 'guest' | 'app' | 'kill' | 'power' | 'partition';
+export const HANG_KINDS_ALL: readonly HangKind[] = ['controller', 'guest', 'app', 'kill', 'power', 'partition'];
 /** How long a partition round keeps both links cut. */
 export const PARTITION_MS = 3000;
 type Stat = { p50: number; p99: number; max: number; count: number };
@@ -149,8 +154,9 @@ export class HangBench {
     else if (kind === 'kill') await this.chassis.fail(primary, 'kill');
     else if (kind === 'power') await this.chassis.fail(primary, 'power');
     else if (kind === 'partition') await Promise.all([this.chassis.cut('ethernet'), this.chassis.cut('serial')]);
+    else if (kind === 'app') await callControl(this.chassis.layout.boards[primary].controlSocket, 'guest.manage', { command: 'HANG' }, 5000);
     else process.kill(qemuPid, 'SIGSTOP');
-    const tFault = kind === 'guest' || kind === 'partition' ? (before + Date.now()) / 2 : before;
+    const tFault = kind === 'guest' || kind === 'app' || kind === 'partition' ? (before + Date.now()) / 2 : before;
     if (kind === 'partition') {
       await sleep(PARTITION_MS);
       await Promise.all([this.chassis.heal('ethernet'), this.chassis.heal('serial')]);
@@ -165,7 +171,7 @@ export class HangBench {
     if (!silence) throw new Error(`${what}: no silence of the clients after the fault (gaps: ${JSON.stringify(res.gaps.slice(0, 5))})`);
 
     const jb = await this.events(backup, marks[backup]);
-    const jp = kind === 'guest' ? await this.events(primary, marks[primary]) : [];
+    const jp = kind === 'guest' || kind === 'app' ? await this.events(primary, marks[primary]) : [];
     const show = () => `\n${backup}: ${jb.map((e) => `${e.at} ${e.kind}: ${e.message}`).join('\n  ')}\n${primary}: ${jp.map((e) => `${e.at} ${e.kind}: ${e.message}`).join('\n  ')}`;
     const t = (e: JournalEvent | undefined) => (e ? Date.parse(e.at) - tFault : NaN);
     const tr = jb.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
@@ -186,8 +192,12 @@ export class HangBench {
       verdict = fence;
     } else {
       const ptr = jp.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
-      if (tr[0] !== 'BACKUP->PRIMARY:partner-fault' || ptr[0] !== 'PRIMARY->FAULT:guest-failed' || !jp.some((e) => e.kind === 'guest-hang' && /the guest is hung/.test(e.message))) {
-        throw new Error(`${what}: not the witness's path: backup ${tr.join(' ')}, primary ${ptr.join(' ')}${show()}`);
+      // guest: the primary's own check found its QEMU stopped; app: the backup's witness, then the primary's confirmation.
+      const found = kind === 'guest'
+        ? jp.some((e) => e.kind === 'guest-hang' && /^here its QEMU process \d+ is stopped .*: the guest is hung/.test(e.message))
+        : jb.some((e) => e.kind === 'guest-hang' && /telling the primary/.test(e.message)) && jp.some((e) => e.kind === 'guest-hang' && /answered nothing .*the guest is hung/.test(e.message));
+      if (tr[0] !== 'BACKUP->PRIMARY:partner-fault' || ptr[0] !== 'PRIMARY->FAULT:guest-failed' || !found) {
+        throw new Error(`${what}: not the ${kind === 'guest' ? 'stopped-QEMU' : 'witness\'s'} path: backup ${tr.join(' ')}, primary ${ptr.join(' ')}${show()}`);
       }
       verdict = jb.find((e) => e.kind === 'role.transition');
     }
@@ -254,8 +264,8 @@ export class HangBench {
 export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<HangKind, number>>): Array<Array<string | number>> {
   const fmt = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '-');
   const rows: Array<Array<string | number>> = [['measure (ms)', 'n', 'p50', 'p99', 'max', 'target']];
-  const name: Record<HangKind, string> = { controller: 'hang (controller)', guest: 'hang (guest)', kill: 'kill (controller)', power: 'power loss', partition: 'partition' };
-  for (const kind of ['controller', 'guest', 'kill', 'power', 'partition'] as const) {
+  const name: Record<HangKind, string> = { controller: 'hang (controller)', guest: 'hang (guest: QEMU stopped)', app: 'hang (guest application)', kill: 'kill (controller)', power: 'power loss', partition: 'partition' };
+  for (const kind of HANG_KINDS_ALL) {
     const s = samples.filter((x) => x.kind === kind);
     if (!s.length) continue;
     const p = (f: (x: HangSample) => number): LatencySummary => summarize(s.map(f));
@@ -268,7 +278,9 @@ export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<Hang
       rows.push(row('  of which FENCING → PRIMARY (the simulated fence, a reset)', p((x) => x.fence)));
       rows.push(row('  fault → backup PRIMARY', p((x) => x.primary)));
     } else if (kind === 'guest') {
-      rows.push(row('  fault → backup PRIMARY (witness, primary FAULT)', p((x) => x.verdict)));
+      rows.push(row('  fault → backup PRIMARY (the primary finds QEMU stopped, FAULT)', p((x) => x.verdict)));
+    } else if (kind === 'app') {
+      rows.push(row('  fault → backup PRIMARY (witness guestHangMs, primary confirms, FAULT)', p((x) => x.verdict)));
     } else {
       rows.push(row('  cut → the primary\'s fence of its backup done (0 failovers)', p((x) => x.verdict)));
     }

@@ -139,6 +139,13 @@ const RESTART_WINDOW_MS = 120000;
  */
 export const GUEST_HANG_FALLBACK_MS = 3000;
 const HANG_CHECK_EVERY_MS = 1000;
+/**
+ * A stopped QEMU (SIGSTOP, a tracer: process state T or t) cannot answer anything, and no healthy
+ * one is ever in that state, however slow: once the guest has had requests to answer for this long,
+ * its QEMU's state is read (one /proc read) and, stopped, the guest is offered as hung to
+ * `onStoppedQemu` (the pair: a protected primary hands over at once). Checked this often while it runs.
+ */
+export const STOPPED_CHECK_MS = 20;
 /** How long QEMU may take to say whether it runs the guest (query-status) before that counts as hung too. */
 const QMP_LOOK_MS = 500;
 const HANG_PINGS = 2;
@@ -180,6 +187,7 @@ export class GuestSupervisor extends EventEmitter {
   private stateLoad?: StateLoadOutcome;
   private stopping = false;
   private hangTimer?: NodeJS.Timeout;
+  private stoppedTimer?: NodeJS.Timeout;
   private hangChecking = false;
   private unansweredPings = 0;
   private restartChain: Promise<void> = Promise.resolve();
@@ -711,6 +719,26 @@ export class GuestSupervisor extends EventEmitter {
     return `its guest has answered nothing for ${Math.round(silent)} ms with requests to answer${ping ? `, nor a PING within ${CONFIRM_PING_MS} ms,` : ''} ${how}`;
   }
 
+  /**
+   * Asked when the running guest's QEMU is found stopped with requests to answer (`evidence` says
+   * so): true declares the guest hung at once (the caller journals why). Unset, or false, leaves it
+   * to the slower checks (a stopped QEMU resumed by SIGCONT still holds its state, and with no
+   * copy elsewhere a relaunch would lose it).
+   */
+  onStoppedQemu?: (evidence: string) => boolean;
+
+  /** STOPPED_CHECK_MS: a stopped QEMU with requests to answer (see onStoppedQemu). */
+  private stoppedCheck(): void {
+    const q = this.qemu?.alive ? this.qemu : undefined;
+    if (!q || this.state !== 'running' || !this.onStoppedQemu) return;
+    const silent = this.port.silentWithWorkMs;
+    if (silent < STOPPED_CHECK_MS) return;
+    const st = procState(q.pid);
+    if (st !== 'T' && st !== 't') return;
+    const evidence = `its QEMU process ${q.pid} is stopped (state ${st}) with requests to answer for ${Math.round(silent)} ms`;
+    if (this.onStoppedQemu(evidence)) this.declareHung(`guest hung: ${evidence}`);
+  }
+
   /** The fallback hang check (GUEST_HANG_FALLBACK_MS), once a second while the guest runs. */
   private async hangCheck(): Promise<void> {
     if (this.state !== 'running' || this.hangChecking) return;
@@ -852,9 +880,12 @@ export class GuestSupervisor extends EventEmitter {
     if (s === 'running') {
       this.unansweredPings = 0;
       this.hangTimer ??= setInterval(() => void this.hangCheck(), HANG_CHECK_EVERY_MS);
+      this.stoppedTimer ??= setInterval(() => this.stoppedCheck(), STOPPED_CHECK_MS);
     } else {
       clearInterval(this.hangTimer);
       this.hangTimer = undefined;
+      clearInterval(this.stoppedTimer);
+      this.stoppedTimer = undefined;
     }
     this.emit('state', s, cause);
   }

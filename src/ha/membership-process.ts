@@ -113,7 +113,7 @@ const BAD_MAC_REPORT_MS = 1000;
  */
 export const ALIVE_INTERVAL_MS = 20;
 /** Lateness of an alive before the controller's process state is read. */
-export const ALIVE_LATE_MS = 10;
+export const ALIVE_LATE_MS = 3;
 /** How long the membership process outlives its controller: its dying gasp (two heartbeats) written. */
 export const DYING_GASP_MS = 15;
 

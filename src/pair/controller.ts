@@ -167,6 +167,13 @@ export class PairController {
       }
       return 'give-up';
     };
+    // A stopped QEMU on a protected primary: the backup's copy is in sync, so hand over now rather
+    // than after the witness's bound (guestHangMs). Otherwise the slower checks decide.
+    host.supervisor.onStoppedQemu = (evidence) => {
+      if (ha.currentRole !== 'PRIMARY' || !host.replicator.protectedNow || ha.membership.partnerView.heartbeat?.role !== 'BACKUP') return false;
+      p.journal.record('guest-hang', `here ${evidence}: the guest is hung; handing over to the backup, whose copy is in sync`, { evidence, confirmed: true, stopped: true });
+      return true;
+    };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
       if (this.poison.recovering) return; // the recovery watches its restored copy

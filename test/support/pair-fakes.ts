@@ -56,6 +56,7 @@ export class FakeSupervisor extends EventEmitter {
   guest: GuestDescriptor;
   appSeqExpected: number | undefined = undefined;
   failurePolicy: (cause: string) => 'restart' | 'give-up' = () => 'restart';
+  onStoppedQemu?: (evidence: string) => boolean;
   /** Descriptor versions that fail to start (a broken guest). */
   failingVersions = new Set<string>();
   /** What the guest answers to management commands (SAVE STOP …); a function may wait. */

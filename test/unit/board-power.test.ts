@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../../src/cli/locate.js';
@@ -48,6 +49,43 @@ describe('BoardPower (a board rebooting itself)', () => {
       await power.rebootSelf();
       assert.deepEqual(resets, ['sim-a power-controller']);
     } finally {
+      controller.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the power controller answers OFF and RESET at the power cut, before the board\'s processes are gone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'us-power-'));
+    let gone!: () => void;
+    const teardown = new Promise<void>((r) => { gone = r; });
+    const done: string[] = [];
+    // A board whose processes take their time to go after the cut (QEMU freeing its guest memory).
+    const target: PowerTarget = {
+      power: 'on',
+      powerOn: async () => undefined,
+      powerOff: async (_cause, killed) => { killed?.(); await teardown; done.push('off'); },
+      reset: async (_cause, killed) => { killed?.(); await teardown; done.push('reset'); return true; },
+    };
+    const controller = new PowerController({ 'sim-a': target, 'sim-b': target }, log);
+    const ask = (socket: string, line: string) => new Promise<string>((resolve, reject) => {
+      const c = connect(socket);
+      let out = '';
+      c.setEncoding('utf8');
+      c.on('data', (d: string) => { out += d; if (out.includes('\n')) { c.end(); resolve(out.trim()); } });
+      c.on('error', reject);
+      c.write(`${line}\n`);
+    });
+    try {
+      const socket = join(dir, 'power.sock');
+      await controller.listen(socket);
+      assert.equal(await ask(socket, 'OFF sim-b'), 'OK OFF sim-b');
+      assert.equal(await ask(socket, 'RESET sim-a'), 'OK RESET sim-a');
+      assert.deepEqual(done, [], 'answered while the processes were still going');
+      gone();
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(done.sort(), ['off', 'reset']);
+    } finally {
+      gone();
       controller.close();
       rmSync(dir, { recursive: true, force: true });
     }

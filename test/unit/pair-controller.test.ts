@@ -126,6 +126,25 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(!f.journal.has(/differs from the old primary's/));
   });
 
+  it('a stopped QEMU is declared hung at once only on a protected primary whose partner is its backup (it hands over, losing nothing); elsewhere the slower checks decide', () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    const stopped = f.supervisor.onStoppedQemu!;
+    const ev = 'its QEMU process 42 is stopped (state T) with requests to answer for 21 ms';
+    f.ha.currentRole = 'BACKUP';
+    assert.equal(stopped(ev), false, 'a backup');
+    f.ha.currentRole = 'PRIMARY';
+    f.replicator.protectedNow = false;
+    assert.equal(stopped(ev), false, 'an unprotected primary: a relaunch would lose what the stopped QEMU holds');
+    f.replicator.protectedNow = true;
+    f.ha.membership.partnerView.heartbeat = { role: 'STARTING', sender: 'sim-b' };
+    assert.equal(stopped(ev), false, 'a partner that is not its backup');
+    assert.ok(!f.journal.has(/the guest is hung/));
+    f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b' };
+    assert.equal(stopped(ev), true);
+    assert.ok(f.journal.has(/^guest-hang: here its QEMU process 42 is stopped \(state T\) with requests to answer for 21 ms: the guest is hung; handing over to the backup/));
+  });
+
   it('promoted with neither a copy nor a checkpoint: boots the disk, journaled STATE LOST, and tells the HA layer it serves a lost state until a clone gives it a copy', async () => {
     const f = fakePair();
     new PairController(f.parts);

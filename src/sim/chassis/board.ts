@@ -37,7 +37,7 @@ export interface SimBoardOptions {
   log: Logger;
   /** Called whenever the recorded processes change (the chassis rewrites state.json). */
   onChange: () => void;
-  /** After the board's processes are gone: what a dead board's hardware stops doing (its NIC answering). */
+  /** At the power cut (its processes SIGKILLed): what a dead board's hardware stops doing (its NIC answering). */
   onKilled?: () => Promise<void>;
   /**
    * Started at every boot before the controller, in its own process group, and killed with the
@@ -133,24 +133,28 @@ export class SimBoard {
     });
   }
 
-  /** Powers the board off: kills its process group and waits until it is gone. */
-  powerOff(cause: ResetCause): Promise<void> {
+  /**
+   * Powers the board off: kills its process group and waits until it is gone. `killed` is called at
+   * the power cut (every process SIGKILLed, its NIC silent: a fence is complete then).
+   */
+  powerOff(cause: ResetCause, killed?: () => void): Promise<void> {
     return this.serial(async () => {
-      if (this.powerState === 'off') return;
+      if (this.powerState === 'off') { killed?.(); return; }
       this.o.log.warn({ board: this.name, cause }, `power off ${this.name} (${cause})`);
       this.recordReset(cause);
       // Without power from now on, as a real blade is the instant its power is cut (what the power
       // controller's STATUS says); its processes take a moment more to be gone (an OFF or RESET
-      // queued behind this one answers only then).
+      // queued behind this one runs only then).
       this.powerState = 'off';
-      await this.killBoard();
+      await this.killBoard(killed);
       this.o.onChange();
     });
   }
 
   /**
-   * Hard reset: kill the board, wait the reset delay, boot again. `killed` is called as soon as the
-   * board's processes are gone (a fence is complete then; the boot follows). A board that is off
+   * Hard reset: kill the board, wait the reset delay, boot again. `killed` is called at the power cut
+   * (every process SIGKILLed, its NIC silent: a fence is complete then; the boot follows once they
+   * are gone and the reset delay has passed). A board that is off
    * stays off (resolves false, `killed` is not called): whoever switched it off meant it, and a
    * blade's power cycle does nothing to a blade that has no power.
    */
@@ -164,8 +168,7 @@ export class SimBoard {
       this.recordReset(cause);
       this.resetting = true;
       try {
-        await this.killBoard();
-        killed?.();
+        await this.killBoard(killed);
         await sleep(this.o.resetDelayMs ?? 300);
       } finally {
         this.resetting = false;
@@ -342,17 +345,28 @@ export class SimBoard {
   }
 
   /** Kills the board's process group (controller, QEMU, anything it started) and waits until it is empty. */
-  private async killBoard(): Promise<void> {
+  /**
+   * The power cut, then the wait until the board's processes are gone. The cut is the SIGKILL of its
+   * process group (the kernel lets none of them run another user-space instruction: a stopped or
+   * busy one included) and its NIC falling silent (onKilled); `killed` is called then, as a fence
+   * that powers a blade off is complete once the shelf manager has cut it. Tearing down the
+   * processes (QEMU's guest memory: 20-100 ms on this machine) is the simulation's, not the blade's:
+   * only what comes next on this board (a boot) waits for it.
+   */
+  private async killBoard(killed?: () => void): Promise<void> {
     this.watchdog.ignore();
     await this.killClusterManager();
     const cur = this.current;
+    if (cur) {
+      cur.expected = true;
+      signal(-cur.pid, 'SIGKILL'); // ESRCH when none is left: nothing to cut
+      await this.o.onKilled?.();
+    }
+    killed?.();
     if (!cur) return;
-    cur.expected = true;
-    if (groupMembers(cur.pid).length > 0) signal(-cur.pid, 'SIGKILL');
     const gone = await waitUntil(() => groupMembers(cur.pid).length === 0, 5000, 2);
     if (!gone) this.o.log.error({ board: this.name, pgid: cur.pid, left: groupMembers(cur.pid) }, 'board process group did not die within 5 s');
     this.current = undefined;
-    await this.o.onKilled?.();
     this.o.onChange();
   }
 

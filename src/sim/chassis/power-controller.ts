@@ -8,7 +8,9 @@
  *   STATUS         → one line of JSON
  *   STATUS <board> → its power (also while broken)     → OK ON <board> | OK OFF <board>
  *   anything else  → ERR <reason>
- * OFF and RESET answer only once the board's processes are gone: a fence that says OK is done.
+ * OFF and RESET answer at the power cut: every process of the board SIGKILLed (none runs another
+ * user-space instruction) and its NIC silent; a fence that says OK is done. The processes' teardown
+ * (a QEMU's guest memory) goes on after the answer, as a blade's power cut does not wait for it.
  * A client that closes its side after its lines still gets every reply, then the connection closes.
  * `break()` injects a fencing failure: OFF and RESET answer `ERR BROKEN` until `fix()`.
  */
@@ -22,8 +24,9 @@ import type { PowerState, ResetCause } from './board.js';
 export interface PowerTarget {
   readonly power: PowerState;
   powerOn(): Promise<void>;
-  powerOff(cause: ResetCause): Promise<void>;
-  /** `killed` once its processes are gone (before it boots again); resolves false for a board that was off (left off, `killed` not called). */
+  /** `killed` at the power cut (its processes SIGKILLed, its NIC silent), before they are gone. */
+  powerOff(cause: ResetCause, killed?: () => void): Promise<void>;
+  /** `killed` at the power cut (before its processes are gone and it boots again); resolves false for a board that was off (left off, `killed` not called). */
   reset(cause: ResetCause, killed?: () => void): Promise<boolean>;
 }
 
@@ -123,8 +126,10 @@ export class PowerController {
     if (this.brokenNow && op !== 'ON') return 'ERR BROKEN';
     try {
       if (op === 'ON') await board.powerOn();
-      else if (op === 'OFF') await board.powerOff('fence');
-      else {
+      else if (op === 'OFF') {
+        // Answered at the power cut (its processes SIGKILLed, its NIC silent), as a shelf manager does.
+        await new Promise<void>((resolve, reject) => { board.powerOff('fence', resolve).then(resolve, reject); });
+      } else {
         // Answered once the board is down, not once it is up again: a fence is complete then.
         const wasOn = await new Promise<boolean>((resolve, reject) => {
           board.reset('power-controller', () => resolve(true)).then((on) => resolve(on), reject);
