@@ -27,6 +27,10 @@ import { Protection } from './protection.js';
 import { Switchover } from './switchover.js';
 
 /** How long a promotion waits for a clone that was arriving to run or fail (its QEMU fails by itself when the stream stops). */
+/** After a takeover, AUTH questions still open are asked again on the copy's behalf this often (reaskAuth)… */
+const AUTH_REASK_MS = 25;
+/** …this many times in all (the first at once): the guest's own retransmission comes after 500 ms. */
+const AUTH_REASKS = 8;
 const CLONE_ARRIVAL_WAIT_MS = 60000;
 
 /** What happens to the guest when the board takes a role. */
@@ -445,11 +449,25 @@ export class PairController {
     await host.serve();
     journal.record('guest', `serving on ${board.service.address}:${board.service.port}`);
     this.poison.answerPoisonClients();
-    // A clone blocked on an AUTH answer that died with the old primary would wait for its own
-    // retransmission (500 ms): ask the AUTH service on its behalf right away.
-    for (const sub of host.supervisor.port.authOutstanding) {
-      host.endpoint.release({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
-    }
+    this.reaskAuth(0);
+  }
+
+  /**
+   * A copy blocked on an AUTH answer (one that died with the old primary, or a question it asked a
+   * moment ago) would wait for its own retransmission, 500 ms with every client silent: ask the AUTH
+   * service on its behalf now, and again every AUTH_REASK_MS while a question stays open, up to
+   * AUTH_REASKS times. Once is not enough: until the gratuitous ARP reaches it, the AUTH service
+   * sends its answer to the old primary's MAC, where the address is gone (seen in bench/failover-
+   * detect: the new primary served in 9-30 ms, its copy then waited ~470 ms for an answer it had
+   * been sent). An answer that comes twice is handed over twice; the guest reads the first and
+   * discards the other, as it does a late duplicate.
+   */
+  private reaskAuth(attempt: number): void {
+    const { host, ha } = this.p;
+    if (this.stopping || ha.currentRole !== 'PRIMARY' || !host.guestRunning) return;
+    const open = [...host.supervisor.port.authOutstanding];
+    for (const sub of open) host.endpoint.release({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
+    if (attempt + 1 < AUTH_REASKS) setTimeout(() => this.reaskAuth(attempt + 1), AUTH_REASK_MS).unref();
   }
 
   /** The replication part of `understudy status`. */

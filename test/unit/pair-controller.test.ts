@@ -79,6 +79,21 @@ describe('pair: role changes carried out (fakes)', () => {
     await settle();
     assert.deepEqual(f.calls.filter((c) => !c.startsWith('ha:')), ['replicator:primary', 'host:serve', 'endpoint:AUTHQ ALICE']);
     assert.equal(pair.failovers, 1);
+    // Asked again while it stays open (the AUTH service may have answered the old primary's MAC),
+    // a question asked meanwhile too; none once answered, and never more than AUTH_REASKS in all.
+    await new Promise((r) => setTimeout(r, 60));
+    const asked = () => f.calls.filter((c) => c.startsWith('endpoint:AUTHQ'));
+    assert.ok(asked().length >= 2, asked().join(', '));
+    f.supervisor.port.authOutstanding.add('BOB');
+    await new Promise((r) => setTimeout(r, 40));
+    assert.ok(asked().includes('endpoint:AUTHQ BOB'), asked().join(', '));
+    f.supervisor.port.authOutstanding.clear();
+    const before = asked().length;
+    await new Promise((r) => setTimeout(r, 250));
+    assert.equal(asked().length, before, 'answered: asked no more');
+    f.supervisor.port.authOutstanding.add('CAROL');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(asked().length, before, 'the re-asks end after AUTH_REASKS rounds');
   });
 
   /** A following backup with a running copy and a checkpoint taken at `cpAt`; its copy then diverges (a reply that differed). */
