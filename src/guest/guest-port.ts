@@ -113,6 +113,11 @@ export class GuestPort extends EventEmitter implements InputSink {
     return this.workSince === undefined ? 0 : performance.now() - this.workSince;
   }
 
+  /** When the current silence with work began (performance.now()), or undefined: it names the episode. */
+  get silentWithWorkSince(): number | undefined {
+    return this.workSince;
+  }
+
   /** Starts counting afresh: the guest (or its state) has processed `seqBase` requests, none handed over since. */
   resetCount(seqBase: number | undefined): void {
     this.serviceDelivered = 0;

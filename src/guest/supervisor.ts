@@ -707,9 +707,13 @@ export class GuestSupervisor extends EventEmitter {
     const st = procState(q.pid);
     if (st === 'T' || st === 't') return `its QEMU process ${q.pid} is stopped (state ${st})`;
     if (this.port.silentWithWorkMs < minSilentMs) return undefined;
+    // A PING sent ahead in this same silence (quickChecks) and left unanswered is the evidence: no
+    // second wait for one. One it answered proves nothing about now: asked again.
+    const ahead = this.pingAhead && this.pingAhead.since === this.port.silentWithWorkSince ? this.pingAhead.answered : undefined;
+    const pingNow = () => this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false);
     const [run, pong] = await Promise.all([
       q.qmp.execute<{ status: string }>('query-status', undefined, QMP_LOOK_MS).then((r) => r.status, () => undefined),
-      ping ? this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false) : Promise.resolve(false),
+      !ping ? Promise.resolve(false) : ahead ? ahead.then((answered) => (answered ? pingNow() : false)) : pingNow(),
     ]);
     if (pong) return undefined; // it answers: idle, not hung
     if (run !== undefined && run !== 'running') return undefined;
@@ -727,16 +731,38 @@ export class GuestSupervisor extends EventEmitter {
    */
   onStoppedQemu?: (evidence: string) => boolean;
 
-  /** STOPPED_CHECK_MS: a stopped QEMU with requests to answer (see onStoppedQemu). */
-  private stoppedCheck(): void {
+  /**
+   * Silence with work (ms) after which the guest is sent one PING per silence, ahead of any hang
+   * report, so that hangEvidence finds the answer (or its absence) waiting instead of sending its
+   * own and waiting up to CONFIRM_PING_MS for it; 0: none. Set by the pair (half the witness's bound
+   * on a protected primary): a healthy guest answers in milliseconds, and a busy one rarely sits
+   * on work that long.
+   */
+  pingAheadAfterMs: () => number = () => 0;
+  /** The PING sent ahead in the current silence (its start names it) and its outcome. */
+  private pingAhead?: { since: number; answered: Promise<boolean> };
+
+  /**
+   * Every STOPPED_CHECK_MS while the guest runs: a stopped QEMU with requests to answer (see
+   * onStoppedQemu), and the PING ahead (pingAheadAfterMs).
+   */
+  private quickChecks(): void {
     const q = this.qemu?.alive ? this.qemu : undefined;
-    if (!q || this.state !== 'running' || !this.onStoppedQemu) return;
+    if (!q || this.state !== 'running') return;
     const silent = this.port.silentWithWorkMs;
     if (silent < STOPPED_CHECK_MS) return;
-    const st = procState(q.pid);
-    if (st !== 'T' && st !== 't') return;
-    const evidence = `its QEMU process ${q.pid} is stopped (state ${st}) with requests to answer for ${Math.round(silent)} ms`;
-    if (this.onStoppedQemu(evidence)) this.declareHung(`guest hung: ${evidence}`);
+    if (this.onStoppedQemu) {
+      const st = procState(q.pid);
+      if (st === 'T' || st === 't') {
+        const evidence = `its QEMU process ${q.pid} is stopped (state ${st}) with requests to answer for ${Math.round(silent)} ms`;
+        if (this.onStoppedQemu(evidence)) { this.declareHung(`guest hung: ${evidence}`); return; }
+      }
+    }
+    const ahead = this.pingAheadAfterMs();
+    const since = this.port.silentWithWorkSince;
+    if (ahead > 0 && silent >= ahead && since !== undefined && this.pingAhead?.since !== since) {
+      this.pingAhead = { since, answered: this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false) };
+    }
   }
 
   /** The fallback hang check (GUEST_HANG_FALLBACK_MS), once a second while the guest runs. */
@@ -880,7 +906,7 @@ export class GuestSupervisor extends EventEmitter {
     if (s === 'running') {
       this.unansweredPings = 0;
       this.hangTimer ??= setInterval(() => void this.hangCheck(), HANG_CHECK_EVERY_MS);
-      this.stoppedTimer ??= setInterval(() => this.stoppedCheck(), STOPPED_CHECK_MS);
+      this.stoppedTimer ??= setInterval(() => this.quickChecks(), STOPPED_CHECK_MS);
     } else {
       clearInterval(this.hangTimer);
       this.hangTimer = undefined;

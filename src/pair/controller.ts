@@ -178,6 +178,9 @@ export class PairController {
       p.journal.record('guest-hang', `here ${evidence}: the guest is hung; handing over to the backup, whose copy is in sync`, { evidence, confirmed: true, stopped: true });
       return true;
     };
+    // On a protected primary the backup's witness may report a hang after guestHangMs: the PING that
+    // confirms it goes out at half that, so its answer (or its absence) is waiting for the report.
+    host.supervisor.pingAheadAfterMs = () => (ha.currentRole === 'PRIMARY' && host.replicator.protectedNow ? (p.board.ha?.guestHangMs ?? 0) / 2 : 0);
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
       if (this.poison.recovering) return; // the recovery watches its restored copy

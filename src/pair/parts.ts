@@ -35,7 +35,7 @@ export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' 
 };
 
 export type SupervisorPart = Pick<GuestSupervisor,
-  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'rebaseAppSeq' | 'failurePolicy' | 'onStoppedQemu' | 'declareHung' | 'hangEvidence'> & {
+  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'rebaseAppSeq' | 'failurePolicy' | 'onStoppedQemu' | 'pingAheadAfterMs' | 'declareHung' | 'hangEvidence'> & {
   status(): Promise<Pick<GuestStatus, 'appVersion'>>;
   on(ev: 'state', fn: (s: GuestState, cause: string) => void): unknown;
   readonly port: Pick<GuestSupervisor['port'], 'authOutstanding' | 'management' | 'delivered' | 'processedCount'>;

@@ -57,6 +57,7 @@ export class FakeSupervisor extends EventEmitter {
   appSeqExpected: number | undefined = undefined;
   failurePolicy: (cause: string) => 'restart' | 'give-up' = () => 'restart';
   onStoppedQemu?: (evidence: string) => boolean;
+  pingAheadAfterMs: () => number = () => 0;
   /** Descriptor versions that fail to start (a broken guest). */
   failingVersions = new Set<string>();
   /** What the guest answers to management commands (SAVE STOP …); a function may wait. */

@@ -141,7 +141,7 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(!f.journal.has(/differs from the old primary's/));
   });
 
-  it('a stopped QEMU is declared hung at once only on a protected primary whose partner is its backup (it hands over, losing nothing); elsewhere the slower checks decide', () => {
+  it('a stopped QEMU is declared hung at once only on a protected primary whose partner is its backup (it hands over, losing nothing); elsewhere the slower checks decide; the confirming PING goes out ahead there only', () => {
     const f = fakePair();
     new PairController(f.parts);
     const stopped = f.supervisor.onStoppedQemu!;
@@ -157,6 +157,13 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(!f.journal.has(/the guest is hung/));
     f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b' };
     assert.equal(stopped(ev), true);
+    // The PING that confirms a witness's report goes out ahead, at half its bound, on a protected primary only.
+    assert.equal(f.supervisor.pingAheadAfterMs(), (f.parts.board.ha?.guestHangMs ?? NaN) / 2);
+    f.replicator.protectedNow = false;
+    assert.equal(f.supervisor.pingAheadAfterMs(), 0);
+    f.replicator.protectedNow = true;
+    f.ha.currentRole = 'BACKUP';
+    assert.equal(f.supervisor.pingAheadAfterMs(), 0);
     assert.ok(f.journal.has(/^guest-hang: here its QEMU process 42 is stopped \(state T\) with requests to answer for 21 ms: the guest is hung; handing over to the backup/));
   });
 
