@@ -710,10 +710,9 @@ export class GuestSupervisor extends EventEmitter {
     // A PING sent ahead in this same silence (quickChecks) and left unanswered is the evidence: no
     // second wait for one. One it answered proves nothing about now: asked again.
     const ahead = this.pingAhead && this.pingAhead.since === this.port.silentWithWorkSince ? this.pingAhead.answered : undefined;
-    const pingNow = () => this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false);
     const [run, pong] = await Promise.all([
       q.qmp.execute<{ status: string }>('query-status', undefined, QMP_LOOK_MS).then((r) => r.status, () => undefined),
-      !ping ? Promise.resolve(false) : ahead ? ahead.then((answered) => (answered ? pingNow() : false)) : pingNow(),
+      !ping ? Promise.resolve(false) : ahead ? ahead.then((answered) => (answered ? this.pingAnswered() : false)) : this.pingAnswered(),
     ]);
     if (pong) return undefined; // it answers: idle, not hung
     if (run !== undefined && run !== 'running') return undefined;
@@ -761,8 +760,13 @@ export class GuestSupervisor extends EventEmitter {
     const ahead = this.pingAheadAfterMs();
     const since = this.port.silentWithWorkSince;
     if (ahead > 0 && silent >= ahead && since !== undefined && this.pingAhead?.since !== since) {
-      this.pingAhead = { since, answered: this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false) };
+      this.pingAhead = { since, answered: this.pingAnswered() };
     }
+  }
+
+  /** A PING to the guest: whether it answered within CONFIRM_PING_MS. */
+  private pingAnswered(): Promise<boolean> {
+    return this.port.management('PING', CONFIRM_PING_MS).then(() => true, () => false);
   }
 
   /** The fallback hang check (GUEST_HANG_FALLBACK_MS), once a second while the guest runs. */

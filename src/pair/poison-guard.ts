@@ -104,16 +104,17 @@ export class PoisonGuard {
     const suspects = f?.suspects ?? [];
     const lastSeq = this.p.host.replicator.lastSeq;
     const cps = this.p.checkpoints;
+    const cp = cps?.info;
     // This board was primary and protected after its checkpoint (its backup logged, not it): what it
     // holds ends before the stream does. Or it restarted since its checkpoint and no input has reached
     // it since: the stream went on without it. Restored anyway (the alternative is the disk's older state).
     const stale = !cps ? undefined
-      : !cps.logCovers(lastSeq) ? `the checkpoint here (input ${cps.info?.seq ?? '?'}) and its log do not reach input ${lastSeq}: inputs the log lacks are lost`
-      : lastSeq === 0 && cps.fromEarlierStart ? `the checkpoint here (input ${cps.info?.seq ?? '?'}, taken ${cps.info?.at ?? '?'}) is from before this controller started, and no input of the stream has reached this board since: what was acknowledged after it went down is lost`
+      : !cps.logCovers(lastSeq) ? `the checkpoint here (input ${cp?.seq ?? '?'}) and its log do not reach input ${lastSeq}: inputs the log lacks are lost`
+      : lastSeq === 0 && cps.fromEarlierStart ? `the checkpoint here (input ${cp?.seq ?? '?'}, taken ${cp?.at ?? '?'}) is from before this controller started, and no input of the stream has reached this board since: what was acknowledged after it went down is lost`
       : undefined;
     if (stale) {
       journal.record('recovery', `STATE LOST: ${stale}; restoring what it holds`, { lastSeq });
-      this.p.log.error({ lastSeq, checkpoint: cps!.info?.seq }, 'stale checkpoint: restoring it anyway (acknowledged state lost)');
+      this.p.log.error({ lastSeq, checkpoint: cp?.seq }, 'stale checkpoint: restoring it anyway (acknowledged state lost)');
       // Should another board still serve the pair's state, two PRIMARYs keep that one.
       this.p.ha.markServingLostState(`restored a stale checkpoint: ${stale}`);
     }

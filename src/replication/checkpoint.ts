@@ -307,31 +307,39 @@ export class Checkpointer {
   }
 
   /**
-   * Whether the checkpoint and the log hold the whole stream up to `lastSeq` (every input after the
-   * checkpoint logged, none missing): only then can a copy be rebuilt from them.
-   */
-  /**
    * The checkpoint here was taken before this controller started: it belongs to a stream this board
    * stopped following when it went down (what the primary acknowledged since is not in its log).
    */
   get fromEarlierStart(): boolean {
     const cp = this.info;
-    return !!cp && Date.parse(cp.at) < this.startedAt;
+    return !!cp && this.takenEarlier(cp);
   }
 
   /**
    * This board can rebuild the stream's state up to `lastSeq` from what it holds: a checkpoint taken
    * since this controller started and a log that reaches `lastSeq`. Read by the HA layer (a backup
-   * holding none of its primary's state does not fence it on silence alone): a meta read and a
+   * holding none of its primary's state does not fence it on silence alone): one meta read and a
    * count of the inputs since the checkpoint.
    */
   rebuilds(lastSeq: number): boolean {
-    return lastSeq > 0 && !!this.info && !this.fromEarlierStart && this.logCovers(lastSeq);
+    const cp = this.info;
+    return lastSeq > 0 && !!cp && !this.takenEarlier(cp) && this.covers(cp, lastSeq);
   }
 
+  /**
+   * Whether the checkpoint and the log hold the whole stream up to `lastSeq` (every input after the
+   * checkpoint logged, none missing): only then can a copy be rebuilt from them.
+   */
   logCovers(lastSeq: number): boolean {
     const cp = this.info;
-    if (!cp) return false;
+    return !!cp && this.covers(cp, lastSeq);
+  }
+
+  private takenEarlier(cp: CheckpointInfo): boolean {
+    return Date.parse(cp.at) < this.startedAt;
+  }
+
+  private covers(cp: CheckpointInfo, lastSeq: number): boolean {
     if (lastSeq <= cp.seq) return true;
     const r = this.store.db.prepare('SELECT COUNT(*) AS n, MAX(seq) AS top FROM inputs WHERE seq > ? AND seq <= ?').get(cp.seq, lastSeq) as { n: number; top: number | null };
     return r.n === lastSeq - cp.seq && r.top === lastSeq;
