@@ -158,12 +158,15 @@ export function registerChassisCommands(program: Command): void {
   },
   (r) => `power controller ${r.broken ? 'broken' : 'working'}`);
 
-  for (const verb of ['cut', 'heal'] as const) {
-    simple(withWhere(chassis.command(`${verb} <link>`))
-      .description(verb === 'cut' ? 'cut a partner link: ethernet (plink down) or serial (the relay drops bytes)' : 'heal a partner link: ethernet or serial'),
-    (_o, link) => [verb, { link }],
-    (r) => `${r.link} link ${r.state}`);
-  }
+  simple(withWhere(chassis.command('cut <link>'))
+    .description('cut a partner link: ethernet (a board\'s plink down: it is off the backplane, its corosync too) or serial (the relay drops bytes)')
+    .option('--board <board>', 'ethernet: whose plink goes down (default sim-a)'),
+  (o, link) => ['cut', { link, ...((o as Where & { board?: string }).board ? { board: (o as Where & { board?: string }).board } : {}) }],
+  (r) => `${r.link} link ${r.state}${r.board ? ` (${r.board})` : ''}`);
+  simple(withWhere(chassis.command('heal <link>'))
+    .description('heal a partner link: ethernet (every board\'s plink up) or serial'),
+  (_o, link) => ['heal', { link }],
+  (r) => `${r.link} link ${r.state}`);
 
   withWhere(chassis.command('crm <board> <command...>'))
     .description("run one of Pacemaker's tools inside a board's namespaces (chassis up --manager pacemaker), e.g. `chassis crm sim-a -- crm_mon -1`; exits with its status")

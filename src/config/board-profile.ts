@@ -24,6 +24,12 @@ export const PRIORITY_FENCING_DELAY_MS = 300;
  * state fences it.
  */
 export const NO_STATE_FENCE_DELAY_MS = 10000;
+/**
+ * `ha.quorumSettleMs` by default: twice corosync's failure detection with its defaults for three
+ * nodes (token 3650 ms + consensus 4380 ms, measured on the chassis), so that a loaded machine's slower
+ * membership change is still seen before a withholding primary gives up waiting.
+ */
+export const QUORUM_SETTLE_MS = 16000;
 
 const ipv4 = z.string().refine((s) => isIP(s) === 4, { message: 'must be an IPv4 address' });
 const port = z.number().int().min(1).max(65535);
@@ -323,6 +329,28 @@ export const boardProfileSchema = z
          * p99 20 ms, under load with CPU burners; one reply 225 ms late in another run). 0: off.
          */
         guestHangMs: z.number().int().min(0).max(60000).default(250),
+        /**
+         * Who else decides: understudy (the pair alone), or pacemaker (Pacemaker and corosync run on
+         * every blade and own start, stop, placement and moves through ocf:understudy:guest). With
+         * pacemaker the pair also follows corosync's quorum: a PRIMARY whose backup stopped
+         * acknowledging withholds its replies until corosync has settled the membership (serving alone
+         * only with quorum), steps down if it loses quorum meanwhile, and a BACKUP without quorum never
+         * takes over. docs/pacemaker.md, decision table rows 6-7.
+         */
+        manager: z.enum(['understudy', 'pacemaker']).default('understudy'),
+        /**
+         * manager pacemaker: the command that prints corosync's quorum status at start and at every
+         * change, in `corosync-quorumtool -m -p`'s format, line-buffered. Default
+         * `stdbuf -oL corosync-quorumtool -m -p`.
+         */
+        quorumCommand: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
+        /**
+         * manager pacemaker: how long a PRIMARY whose backup stopped acknowledging withholds its replies
+         * while corosync still counts that backup a member and this node quorate; then it serves alone.
+         * Above corosync's failure detection (totem token + consensus: 8.03 s for three nodes with
+         * corosync's defaults), or a partition is not yet seen when the wait ends. Default 16 s: twice that.
+         */
+        quorumSettleMs: z.number().int().min(0).max(600000).default(QUORUM_SETTLE_MS),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })

@@ -19,6 +19,7 @@ import { FRAME_VERSION, type GuestHealth, type Heartbeat, type HeartbeatVersion,
 import { BootGenerations } from './generations.js';
 import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
+import { DEFAULT_QUORUM_COMMAND, QuorumWatch, type QuorumSource, type QuorumState, type QuorumStatus } from './quorum.js';
 import { isPreferred, nextRole, type FenceOrder, type RoleContext, type RoleEvent } from './roles.js';
 
 /** The priority a PRIMARY serving a lost state advertises: the least preferred a profile can say. */
@@ -49,6 +50,8 @@ export interface HaStatus {
   /** This controller's main loop as its membership process sees it: alive gaps, hang verdicts. */
   controller?: MembershipSnapshot['controller'];
   lastTransition?: RoleChange;
+  /** ha.manager pacemaker: corosync's quorum as read here; null for the pair alone. */
+  quorum: QuorumStatus | null;
 }
 
 export interface HaControllerOptions {
@@ -61,10 +64,21 @@ export interface HaControllerOptions {
   wallNow?: () => number;
   /** The board's alarm list: partner links, fencing, the partner left off, the watchdog (docs/alarms.md). */
   alarms?: AlarmList;
+  /** ha.manager pacemaker: where corosync's quorum is read. Default: the profile's `ha.quorumCommand`. */
+  quorum?: QuorumSource;
 }
 
 /** A fence ordered after a wait, and called off if the partner is heard again meanwhile. */
-interface PendingFence { timer: TimerHandle; role: Role; partner: string; waitMs: number }
+interface PendingFence {
+  timer: TimerHandle;
+  role: Role;
+  partner: string;
+  waitMs: number;
+  /** FenceWait `quorum`: decided by corosync (checkQuorumFence); the timer only calls it off. */
+  quorum?: boolean;
+  /** Carries the fence out (with why it goes now). */
+  go?: (why: string) => void;
+}
 
 /** A fence that succeeded: the partner is down (reset or off). `by` is the role this board fenced it from. */
 export interface PartnerFenced { partner: string; outcome: string; by: Role }
@@ -72,6 +86,8 @@ export interface PartnerFenced { partner: string; outcome: string; by: Role }
 export declare interface HaController {
   on(ev: 'role', fn: (c: RoleChange) => void): this;
   on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): this;
+  /** ha.manager pacemaker: corosync's quorum changed (undefined: unknown). */
+  on(ev: 'quorum', fn: (q: QuorumState | undefined) => void): this;
 }
 
 /** Period of the guest-health poll (and of the main thread's loop-delay sample). */
@@ -82,6 +98,8 @@ const POWER_STATE_MS = 250;
 const FENCE_RETRY_MS = 1000;
 /** Bad-MAC frames (reported at most once a second) older than this no longer make a partner "heard". */
 const BAD_MAC_RECENT_MS = 3000;
+/** Events on which a board that is not PRIMARY would take over (held back on a side without quorum). */
+const TAKEOVER_EVENTS: ReadonlySet<RoleEvent> = new Set(['partner-dead', 'partner-hung', 'partner-gone', 'partner-fault']);
 /** How long an operator's start-alone waits for its fence. */
 const START_ALONE_TIMEOUT_MS = 30000;
 
@@ -121,6 +139,10 @@ export class HaController extends EventEmitter {
    */
   private readonly mainLoopDelay = createHistogram();
   private readonly alarms?: AlarmList;
+  /** ha.manager pacemaker: corosync's quorum on this board (src/ha/quorum.ts); absent for the pair alone. */
+  readonly quorum?: QuorumSource;
+  /** A takeover not made for want of quorum was journaled (once per spell without quorum). */
+  private noQuorumJournaled = false;
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
@@ -142,6 +164,10 @@ export class HaController extends EventEmitter {
       controllerHangMs: ha.controllerHangMs,
     });
     this.fencing = fencingFor(board);
+    if (ha.manager === 'pacemaker') {
+      this.quorum = opts.quorum ?? new QuorumWatch(ha.quorumCommand ?? DEFAULT_QUORUM_COMMAND, log, this.clock);
+      this.quorum.on('change', (now, before) => this.onQuorum(now, before));
+    }
     this.generations.attach(this.membership);
     const last = store.lastFence(this.partnerName);
     if (last?.escalated) this.escalated = this.escalationAlarm(new Date(last.atMs).toISOString());
@@ -210,6 +236,7 @@ export class HaController extends EventEmitter {
     if (opts.holdsState) this.holdsState = opts.holdsState;
     const generation = this.generations.own;
     this.store.record('role', `board ${this.board.name} starting (generation ${generation})`, { generation });
+    this.quorum?.start();
     try {
       await this.membership.start();
     } catch (e) {
@@ -336,7 +363,8 @@ export class HaController extends EventEmitter {
     this.membership.stopKicking(`the reboot failed (${reason}): the watchdog resets the board`);
   }
 
-  private get partnerName(): string {
+  /** The partner board's name: as it signs its heartbeats, else the profile's. */
+  get partnerName(): string {
     return this.membership.partnerView.heartbeat?.sender ?? partnerNameOf(this.board);
   }
 
@@ -402,12 +430,58 @@ export class HaController extends EventEmitter {
       holdsState: this.holdsState?.(),
       partnerMisconfigured: this.misconfigured(),
       startup: this.board.ha!.startup,
+      quorumLost: this.quorum?.state?.quorate === false,
+      quorumArbitrated: this.quorum !== undefined,
     };
+  }
+
+  /**
+   * A fence waiting for corosync (FenceWait `quorum`): carried out once this side is quorate without
+   * the partner, called off once this side has no quorum.
+   */
+  private checkQuorumFence(): void {
+    const p = this.pendingFence;
+    const q = this.quorum?.state;
+    if (!p?.quorum || !q) return;
+    if (!q.quorate) { this.cancelPendingFence(`this side has no quorum (corosync members ${q.members.join(' ')}): the side with quorum decides`); return; }
+    if (q.members.includes(p.partner)) return;
+    this.clock.clearTimeout(p.timer);
+    this.pendingFence = undefined;
+    p.go?.(`corosync shows this side quorate without ${p.partner} (members ${q.members.join(' ')}, ring ${q.ring})`);
+  }
+
+  /**
+   * corosync's view changed: journaled; a side that regains quorum acts on a partner that died
+   * meanwhile (its takeover was held back for want of quorum).
+   */
+  private onQuorum(now: QuorumState | undefined, before: QuorumState | undefined): void {
+    const text = now === undefined
+      ? `quorum unknown: ${this.quorum?.status().lastError ?? 'the quorum tool printed nothing yet'}`
+      : `corosync: ${now.quorate ? 'quorate' : 'NO QUORUM'}, members ${now.members.join(' ')} (ring ${now.ring})`;
+    this.store.record('quorum', text, { quorate: now?.quorate ?? null, members: now?.members ?? null, ring: now?.ring ?? null });
+    this.log[now?.quorate === false ? 'warn' : 'info']({ quorate: now?.quorate, members: now?.members, ring: now?.ring }, text);
+    if (now?.quorate !== false) this.noQuorumJournaled = false;
+    this.checkQuorumFence();
+    // A silent partner that corosync now shows gone from a quorate side (or a side that regained
+    // quorum): act on it (a fence called off earlier, or a takeover held back for want of quorum).
+    if (now?.quorate && !this.pendingFence && !this.fenceInFlight && this.membership.partnerView.state === 'dead'
+      && (before?.quorate !== true || !now.members.includes(this.partnerName))) {
+      this.fire('partner-dead', before?.quorate !== true ? 'this side has quorum again' : `corosync shows ${this.partnerName} gone`);
+    }
+    this.emit('quorum', now);
   }
 
   /** Feeds an event to the state machine (also used by operators: switchover, takeover). */
   fire(event: RoleEvent, cause?: string): boolean {
-    const t = nextRole(this.role, event, this.context());
+    const ctx = this.context();
+    const t = nextRole(this.role, event, ctx);
+    if (!t && ctx.quorumLost && TAKEOVER_EVENTS.has(event) && nextRole(this.role, event, { ...ctx, quorumLost: false })) {
+      if (!this.noQuorumJournaled) {
+        this.noQuorumJournaled = true;
+        this.store.record('role', `${this.role} stays ${this.role}: ${event} (${cause ?? 'its partner'}), but corosync says this side has no quorum: not taking over (the side with quorum decides)`, { role: this.role, event, quorumLost: true });
+      }
+      return false;
+    }
     if (!t) return false;
     const why = cause ? `${t.cause} (${cause})` : t.cause;
     const waitMs = t.fence ? this.waitMs(t.fence) : 0;
@@ -419,19 +493,31 @@ export class HaController extends EventEmitter {
       const partner = this.partnerName;
       this.store.record('role', `${role}: ${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`, { role, event, partner, waitMs });
       this.log.warn({ role, event, partner, waitMs }, `${why}: fencing ${partner} in ${waitMs} ms unless it is heard again`);
+      const byQuorum = t.fence.wait === 'quorum';
+      const t0 = this.clock.now();
+      const go = (how: string) => {
+        if (this.role !== role) return;
+        if (t.to !== role) this.transition(t.to, `${why} (${how})`, event);
+        void this.fencePartner(t.fence!, Math.round(this.clock.now() - t0));
+      };
       const pending: PendingFence = {
-        role, partner, waitMs,
+        role, partner, waitMs, quorum: byQuorum, go,
         timer: this.clock.setTimeout(() => {
           this.pendingFence = undefined;
           if (this.role !== role) return;
-          if (t.to !== role) this.transition(t.to, `${why} (silent for ${waitMs} ms more)`, event);
-          void this.fencePartner(t.fence!, waitMs);
+          if (byQuorum) {
+            // The cluster still sees it after its failure detection: alive, cut off from this board only.
+            this.store.record('role', `${role}: fence of ${partner} called off: corosync still counts it a member after ${waitMs} ms (ha.quorumSettleMs): alive, cut off from this board only`, { partner, calledOff: true, waitMs });
+            return;
+          }
+          go(`silent for ${waitMs} ms more`);
         }, waitMs),
       };
       this.pendingFence = pending;
+      if (byQuorum) this.checkQuorumFence();
       // The priority delay is for a primary that may be alive and cut off. One the fencing device
       // reports powered off is not cut off: fence it (found off) and promote now.
-      if ((t.fence.wait === 'priority-delay' || t.fence.wait === 'no-state-delay') && this.fencing.powerState) {
+      if ((t.fence.wait === 'priority-delay' || t.fence.wait === 'no-state-delay' || t.fence.wait === 'quorum') && this.fencing.powerState) {
         const t0 = this.clock.now();
         this.fencing.powerState(partner, POWER_STATE_MS).then((state) => {
           if (state !== 'off' || this.pendingFence !== pending || this.role !== role) return;
@@ -464,6 +550,7 @@ export class HaController extends EventEmitter {
       case 'no-state-delay': return ha.noStateFenceDelayMs;
       case 'fence-delay': return ha.fenceDelayMs;
       case 'confirm': return ha.primaryConfirmMs;
+      case 'quorum': return ha.quorumSettleMs;
       case 'now': return 0;
     }
   }
@@ -652,7 +739,8 @@ export class HaController extends EventEmitter {
     }
     if (this.role === 'WAITING' && !this.misconfigured()) alarms.push('no partner heard since start: not serving (`understudy start-alone` fences it and serves alone)');
     if (snap.thread.rtDropped) alarms.push(`membership process ${snap.thread.rtDropped}`);
-    if (snap.thread.rtDropped) alarms.push(`membership process ${snap.thread.rtDropped}`);
+    if (this.quorum && this.quorum.state?.quorate === false) alarms.push('no quorum (corosync): this board neither takes over nor serves alone');
+    else if (this.quorum && !this.quorum.state) alarms.push(`quorum unknown: ${this.quorum.status().lastError ?? 'no status from the quorum tool yet'}`);
     if (snap.watchdog && !snap.watchdog.kicking) alarms.push(`watchdog not kicked: ${snap.watchdog.stopReason ?? this.watchdogStopped ?? ''}`);
     alarms.push(...this.generations.alarms);
     if (snap.generations?.sendVersion === 1) alarms.push('partner speaks heartbeat version 1 (previous firmware): its frames are not bound to this boot; finish the rolling upgrade');
@@ -676,6 +764,7 @@ export class HaController extends EventEmitter {
         max: Math.round(this.mainLoopDelay.max / 1e4) / 100,
       } },
       lastTransition: this.lastTransition,
+      quorum: this.quorum?.status() ?? null,
     };
   }
 
@@ -688,6 +777,7 @@ export class HaController extends EventEmitter {
     this.clock.clearTimeout(this.pendingFence?.timer);
     this.pendingFence = undefined;
     this.clock.clearInterval(this.healthTimer);
+    this.quorum?.stop();
     await this.membership.stop(true);
   }
 }

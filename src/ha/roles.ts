@@ -34,6 +34,7 @@ export type RoleEvent =
   | 'switchover'        // operator: hand the primary role to the partner
   | 'takeover'          // operator or partner: take the primary role (partner alive and agreeing)
   | 'guest-failed'
+  | 'quorum-lost'       // ha.manager pacemaker: this PRIMARY withholds its replies (its backup out of reach) and corosync says its side lost quorum
   | 'stop';
 
 /** What a board does when it has not heard its partner since it started (`ha.startup`). */
@@ -66,6 +67,14 @@ export interface RoleContext {
   partnerMisconfigured?: boolean;
   /** `ha.startup`; default wait-for-partner. */
   startup?: StartupPolicy;
+  /**
+   * ha.manager pacemaker: corosync says this board's side of the cluster has no quorum. A board
+   * without quorum never takes over (the side with quorum decides, and its Pacemaker stops this
+   * side's instances); unknown quorum is not "lost".
+   */
+  quorumLost?: boolean;
+  /** ha.manager pacemaker: a partner's silence is arbitrated by corosync (FenceWait `quorum`). */
+  quorumArbitrated?: boolean;
 }
 
 /**
@@ -83,8 +92,15 @@ export interface RoleContext {
  *                   stream): a fence would trade a primary that may be alive (cut off, starved, a
  *                   busy membership process) for an old checkpoint or an empty guest. It waits until
  *                   the partner must have been heard again or reset by its own watchdog
+ *   quorum          ha.manager pacemaker: a silence without evidence of death (no dying gasp, no
+ *                   STOPPING) is a partition as far as this board knows, and corosync arbitrates it:
+ *                   fenced once corosync shows this side quorate without the partner; called off if
+ *                   this side loses quorum, or if the partner is still a member after
+ *                   ha.quorumSettleMs (the cluster still sees it: alive); at once if the fencing device
+ *                   reports it powered off. A fast takeover by priority could leave the service on
+ *                   the side without quorum, which Pacemaker then stops (docs/pacemaker.md, row 6)
  */
-export type FenceWait = 'now' | 'confirm' | 'fence-delay' | 'priority-delay' | 'no-state-delay';
+export type FenceWait = 'now' | 'confirm' | 'fence-delay' | 'priority-delay' | 'no-state-delay' | 'quorum';
 
 export interface FenceOrder {
   wait: FenceWait;
@@ -104,6 +120,7 @@ type Rule = Transition | ((c: RoleContext) => Transition | undefined);
 /** The wait before fencing a partner that fell silent, by its last role. */
 function silentPartnerFence(c: RoleContext): FenceOrder {
   if (c.partnerGone) return { wait: 'now' }; // it said its controller exited
+  if (c.quorumArbitrated && c.partnerLast !== 'STOPPING') return { wait: 'quorum' };
   if (c.partnerLast === 'PRIMARY') return { wait: c.holdsState === false ? 'no-state-delay' : 'priority-delay' };
   if (c.partnerLast === 'STOPPING') return { wait: 'now' }; // it stopped serving and never fences
   return { wait: c.preferred ? 'now' : 'fence-delay' };
@@ -112,6 +129,8 @@ function silentPartnerFence(c: RoleContext): FenceOrder {
 const partnerDeadFencing = (c: RoleContext): Transition => ({
   to: 'FENCING',
   cause: c.partnerGone ? 'partner silent on every link after its dying gasp (its controller exited)'
+    : c.quorumArbitrated && c.partnerLast !== 'STOPPING'
+    ? 'partner silent on every link: corosync arbitrates (fencing it once this side is quorate without it, or at once if the fencing device reports it off)'
     : c.partnerLast === 'PRIMARY' && c.holdsState === false
     ? 'partner (primary) silent on every link, and this board holds none of its state (no copy in sync, no checkpoint whose log reaches the stream): fencing it only after the no-state fencing delay (alive, it is heard again; hung, its watchdog resets it) or once the fencing device reports it off'
     : c.partnerLast === 'PRIMARY'
@@ -147,22 +166,22 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     ...hearing,
     'startup-timeout': (c) => fenceUnseen(c, false),
     'partner-misconfigured': { to: 'WAITING', cause: 'partner heard only with a bad MAC (another key?): alive and misconfigured; not fencing it, not serving' },
-    'partner-dead': partnerDeadFencing,
+    'partner-dead': (c) => (c.quorumLost ? undefined : partnerDeadFencing(c)),
   },
   WAITING: {
     ...hearing,
     'startup-timeout': (c) => fenceUnseen(c, true), // fence-then-serve retrying a fence that failed
   },
   BACKUP: {
-    'partner-dead': partnerDeadFencing,
+    'partner-dead': (c) => (c.quorumLost ? undefined : partnerDeadFencing(c)),
     // A hung controller is alive and may answer again a moment later (a starved CPU: both boards of
     // a loaded chassis were reported hung for 1 s on 2026-12-06). Fencing it is right only for a
     // backup that can serve the same state; one without a copy in sync (it joined a moment ago, its
     // clone not yet cut over) would serve an old checkpoint or an empty guest. It waits: a controller
     // that stays hung starves its watchdog, the board resets, and its silence is a death.
-    'partner-hung': (c) => (c.holdsState === false ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
-    'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
-    'partner-fault': { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' },
+    'partner-hung': (c) => (c.holdsState === false || c.quorumLost ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
+    'partner-gone': (c) => (c.quorumLost ? undefined : { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } }),
+    'partner-fault': (c) => (c.quorumLost ? undefined : { to: 'PRIMARY', cause: 'partner reports FAULT: taking over' }),
     'partner-backup': (c) => (c.preferred && !c.yielding ? { to: 'PRIMARY', cause: 'both boards backup: this one is preferred' } : undefined),
     takeover: { to: 'PRIMARY', cause: 'takeover requested' },
     'guest-failed': { to: 'FAULT', cause: 'local guest failed' },
@@ -183,20 +202,25 @@ export const ROLE_TABLE: Record<Role, Partial<Record<RoleEvent, Rule>>> = {
     // partner that stopped in order (its last word STOPPING) is not fenced; of two primaries (a
     // moment after a heal) the less preferred waits, as two backups do.
     'partner-dead': (c) => (c.partnerLast === 'STOPPING' ? undefined
+      : c.quorumArbitrated && !c.partnerGone
+      ? { to: 'PRIMARY', cause: 'partner silent on every link: corosync arbitrates (fencing it once this side is quorate without it; replies withheld meanwhile)', fence: { wait: 'quorum' } }
       : { to: 'PRIMARY', cause: 'partner silent on every link: fencing it, serving on unprotected', fence: { wait: c.partnerGone ? 'now' : c.partnerLast !== 'PRIMARY' ? 'confirm' : c.preferred ? 'now' : 'fence-delay' } }),
     'partner-gone': { to: 'PRIMARY', cause: 'partner (backup) reports its controller exited (its dying gasp): fencing it, serving on unprotected', fence: { wait: 'now' } },
     'partner-primary': (c) => (c.preferred ? undefined : { to: 'BACKUP', cause: 'two primaries seen: the partner is preferred, stepping down' }),
     switchover: { to: 'BACKUP', cause: 'switchover requested: handing over to the partner' },
     'guest-failed': { to: 'FAULT', cause: 'local guest failed' },
+    // Its backup holds every input whose reply was released; the side with quorum promotes it (the
+    // pair's own takeover on this FAULT, or Pacemaker's once this board's instance is stopped).
+    'quorum-lost': { to: 'FAULT', cause: 'no quorum while its replies are withheld (the backup out of reach): stepping down without releasing them; the side with quorum takes over with every acknowledged input' },
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   FAULT: {
     'partner-primary': { to: 'BACKUP', cause: 'partner serves: ready for a fresh clone' },
     // Handed over, and the partner died before (or after) taking over: staying FAULT would leave
     // nobody serving. Fence it and serve what this board has (its checkpoint, or its disk: STATE LOST).
-    'partner-dead': partnerDeadFencing,
-    'partner-hung': { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } },
-    'partner-gone': { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } },
+    'partner-dead': (c) => (c.quorumLost ? undefined : partnerDeadFencing(c)),
+    'partner-hung': (c) => (c.quorumLost ? undefined : { to: 'FENCING', cause: 'partner reports its controller hung: fencing it at once', fence: { wait: 'now' } }),
+    'partner-gone': (c) => (c.quorumLost ? undefined : { to: 'FENCING', cause: 'partner reports its controller exited (its dying gasp): fencing it at once', fence: { wait: 'now' } }),
     stop: { to: 'STOPPING', cause: 'stop requested' },
   },
   STOPPING: {},

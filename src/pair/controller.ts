@@ -22,6 +22,7 @@ import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js
 import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
 import { requirePrimary, until, type PairParts } from './parts.js';
+import { serveAloneGate } from './serve-alone.js';
 import { PoisonGuard } from './poison-guard.js';
 import { Protection } from './protection.js';
 import { Switchover } from './switchover.js';
@@ -206,9 +207,10 @@ export class PairController {
     // replies held for it are released now rather than after the replicator's protection timeout.
     ha.on('partner-fenced', (f: PartnerFenced) => {
       if (f.by === 'PRIMARY' && ha.currentRole === 'PRIMARY' && host.replicator.mode === 'primary') {
-        host.replicator.unprotect(`the backup ${f.partner} was fenced (${f.outcome}): serving unprotected until it is back`);
+        host.replicator.unprotect(`the backup ${f.partner} was fenced (${f.outcome}): serving unprotected until it is back`, { partnerDown: true });
       }
     });
+    if (ha.quorum) this.followQuorum(ha.quorum);
     if (clones) {
       clones.on('cloned', () => { this.upgrade.onCloned(); this.poison.sendToPartner(); ha.markServingLostState(undefined); });
       clones.on('guest-descriptor', (g) => this.upgrade.rememberDescriptor(g, 'a clone of the partner\'s guest'));
@@ -219,6 +221,29 @@ export class PairController {
       clones.on('control', (m) => dispatchControl(this.routes, ha.currentRole, m, p.log));
       clones.on('clone-progress', (pr) => { this.cloneProgress = pr; });
     }
+  }
+
+  /**
+   * ha.manager pacemaker (docs/pacemaker.md, rows 6-7): a PRIMARY whose backup stopped acknowledging
+   * releases no reply the backup may lack until corosync has settled the membership
+   * (src/pair/serve-alone.ts); if corosync says this side has lost quorum meanwhile, it steps down
+   * (`quorum-lost`: FAULT, the withheld replies dropped) and the side with quorum takes over.
+   */
+  private followQuorum(quorum: NonNullable<PairParts['ha']['quorum']>): void {
+    const { ha, host, board } = this.p;
+    host.replicator.serveAlone = serveAloneGate({
+      quorum: () => quorum.state,
+      partner: () => ha.partnerName,
+      partnerHung: () => ha.membership.partnerView.heartbeat?.health === 'hung',
+      settleMs: board.ha!.quorumSettleMs,
+    });
+    const stepDownIfLost = () => {
+      if (quorum.state?.quorate === false && ha.currentRole === 'PRIMARY' && host.replicator.withholding) {
+        ha.fire('quorum-lost', `corosync members ${quorum.state.members.join(' ')}`);
+      }
+    };
+    ha.on('quorum', stepDownIfLost);
+    host.replicator.on('withheld', stepDownIfLost);
   }
 
   start(): void {

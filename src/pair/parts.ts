@@ -11,6 +11,7 @@ import type { GuestState, GuestStatus, GuestSupervisor } from '../guest/supervis
 import type { Heartbeat } from '../ha/frame.js';
 import type { HaController, PartnerFenced, RoleChange } from '../ha/ha-controller.js';
 import type { PartnerView } from '../ha/membership.js';
+import type { QuorumState } from '../ha/quorum.js';
 import type { Checkpointer } from '../replication/checkpoint.js';
 import type { GuestHost } from '../replication/guest-host.js';
 import type { CloneProgress, CloneReport, ReplicationManager } from '../replication/manager.js';
@@ -28,10 +29,11 @@ export interface Journal {
 }
 
 /** The role machine (src/ha): the pair follows its 'role' events and feeds it a few of its own. */
-export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' | 'takeOver' | 'markServingLostState'> & {
+export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' | 'takeOver' | 'markServingLostState' | 'quorum' | 'partnerName'> & {
   on(ev: 'role', fn: (c: RoleChange) => void): unknown;
   on(ev: 'partner-fenced', fn: (f: PartnerFenced) => void): unknown;
-  readonly membership: { readonly partnerView: { state: PartnerView['state']; heartbeat?: Pick<Heartbeat, 'role' | 'sender'> & Partial<Pick<Heartbeat, 'guest'>> } };
+  on(ev: 'quorum', fn: (q: QuorumState | undefined) => void): unknown;
+  readonly membership: { readonly partnerView: { state: PartnerView['state']; heartbeat?: Pick<Heartbeat, 'role' | 'sender'> & Partial<Pick<Heartbeat, 'guest' | 'health'>> } };
 };
 
 export type SupervisorPart = Pick<GuestSupervisor,
@@ -44,9 +46,11 @@ export type SupervisorPart = Pick<GuestSupervisor,
 export type ReplicatorPart = Pick<Replicator,
   | 'mode' | 'becomePrimary' | 'becomeBackup' | 'protectedNow' | 'followsAnotherVersion' | 'followOnCurrentChannel' | 'protectOnCurrentChannel'
   | 'hold' | 'release' | 'heldCount' | 'lastSeq' | 'ackedSeq' | 'deliveredSeq' | 'status' | 'unprotect' | 'sendControl'
-  | 'replay' | 'discardQueue' | 'pauseDelivery' | 'resumeDelivery' | 'restartDelivery' | 'screen' | 'frontier' | 'logWhileUnprotected'> & {
+  | 'replay' | 'discardQueue' | 'pauseDelivery' | 'resumeDelivery' | 'restartDelivery' | 'screen' | 'frontier' | 'logWhileUnprotected'
+  | 'serveAlone' | 'withholding'> & {
   on(ev: 'divergence', fn: (key: string) => void): unknown;
   on(ev: 'unprotected', fn: (reason: string) => void): unknown;
+  on(ev: 'withheld', fn: (reason: string, waiting: string) => void): unknown;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): unknown;
   on(ev: 'dropping', fn: (d: InputDrops) => void): unknown;
   once(ev: 'unprotected', fn: (reason: string) => void): unknown;

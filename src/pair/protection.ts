@@ -93,6 +93,7 @@ export class Protection {
       p.journal.record('divergence', `backup's reply to ${key} differs from the primary's${more ? ` (and ${more} more since the last line)` : ''}: ${asked ? 'asking for a re-clone' : 're-clone already asked for'}`, { key, more });
     });
     host.replicator.on('unprotected', (reason) => p.journal.record('replication', `UNPROTECTED: ${reason}`));
+    host.replicator.on('withheld', (reason, waiting) => p.journal.record('replication', `REPLIES WITHHELD: ${reason}; not serving alone yet: ${waiting}`, { reason, waiting }));
     // Emitted when drops begin and at most once every 10 s while they go on (never one per packet).
     host.replicator.on('dropping', (d) => p.journal.record('replication',
       `input queue full: new client requests dropped (${d.queueFull} with the queue full, ${d.heldFull} during a cut-over so far; input.maxQueuedInputs)`, { ...d }));

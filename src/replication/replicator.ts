@@ -68,6 +68,13 @@ export interface ReplicatorOptions {
   cutoverGraceMs?: number;
   /** How long the backup holds an AUTH answer its clone has not asked for yet before handing it over anyway. */
   authHoldMs?: number;
+  /**
+   * Primary whose backup stopped acknowledging (not fenced): may it release replies the backup may
+   * not hold? undefined: yes; else why not yet. Asked when protection ends and every 10 ms while it
+   * says no; meanwhile the replies stay held (withheld). `waitedMs`: since protection ended.
+   * Absent: always yes (the pair alone; ha.manager pacemaker asks corosync, src/pair/serve-alone.ts).
+   */
+  serveAlone?: (waitedMs: number) => string | undefined;
   /** Called for every input the backup receives (the checkpoint log). */
   onLogged?: (s: SequencedInput) => void;
   /** Time and timers of the protection timeout, the AUTH hold and the witness check. Default: the system clock. */
@@ -119,6 +126,8 @@ export interface ReplicationStatus {
   digestsCompared: number;
   versionDifferences: number;
   unprotectedReason?: string;
+  /** Primary: protection ended but its replies are withheld until it may serve alone (serveAlone). */
+  withheld: { reason: string; since: string; waiting: string } | null;
   authHolds: number;
   answersAhead: number;
   /** Delivery to the local guest: paused (a clone or checkpoint cut, a restore), waiting for room in the guest's window, the AUTH questions it waits on, what heads the queue. */
@@ -146,6 +155,7 @@ export type Hop = (typeof HOPS)[number];
 export declare interface Replicator {
   on(ev: 'divergence', fn: (key: string) => void): this;
   on(ev: 'unprotected', fn: (reason: string) => void): this;
+  on(ev: 'withheld', fn: (reason: string, waiting: string) => void): this;
   on(ev: 'primary-guest-silent', fn: (v: WitnessVerdict) => void): this;
   /** New client requests are being dropped (queue or cut-over hold full): when it begins, then at most every 10 s. */
   on(ev: 'dropping', fn: (drops: InputDrops) => void): this;
@@ -180,6 +190,13 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private authDeliveredSeq = 0;
   private isProtected = false;
   private unprotectedReason?: string;
+  /**
+   * Primary: protection ended (why, when: clock and wall ms) and its replies stay held until
+   * serveAlone says yes (`waiting`: its last answer), or a clone protects it again.
+   */
+  private withheld?: { reason: string; since: number; sinceWall: number; waiting: string };
+  /** The options' serveAlone; the pair layer sets it once it knows the board's HA manager. */
+  serveAlone?: (waitedMs: number) => string | undefined;
   // primary
   private holding = false;
   private held: SequencedInput[] = [];
@@ -253,6 +270,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   constructor(private readonly o: ReplicatorOptions) {
     super();
+    this.serveAlone = o.serveAlone;
     this.clock = o.clock ?? systemClock;
     this.clients = new ClientMap(o.clientMap);
     this.rejections = o.rejections ?? new PartnerRejections({ log: o.log });
@@ -308,6 +326,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.dropChannel(reason);
     this.mode = 'standalone';
     this.isProtected = false;
+    this.dropWithheld('standalone');
     this.continueQueue();
   }
 
@@ -326,6 +345,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     if (opts.holdDelivery) this.deliveryPaused = true;
     else this.continueQueue();
     this.isProtected = false;
+    this.withheld = undefined;
     this.protectionTimer ??= this.clock.setInterval(() => this.checkProtection(), 10);
   }
 
@@ -340,6 +360,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.deliveryEpoch++;
     this.mode = 'backup';
     this.isProtected = false;
+    this.withheld = undefined;
     if (this.heldOutputs.length || this.held.length) {
       this.o.log.warn({ replies: this.heldOutputs.length, inputs: this.held.length }, 'stepping down: unacknowledged replies and held inputs dropped (clients retry against the new primary)');
     }
@@ -373,6 +394,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.isProtected = true;
     this.logWhileUnprotected = false;
     this.unprotectedReason = undefined;
+    this.withheld = undefined;
     this.ackedSeq = this.lastSeq;
     this.unackedSince = 0;
     this.resetDigests();
@@ -409,6 +431,10 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.isProtected = true;
     this.logWhileUnprotected = false; // the backup logs from here (its own checkpoint)
     this.unprotectedReason = undefined;
+    // Replies withheld since protection ended: the clone holds their inputs up to cutSeq (released
+    // by the ACK below), the backlog the rest (released by the backup's ACKs).
+    if (this.withheld) this.o.log.info({ replies: this.heldOutputs.length, cutSeq }, 'protected again: withheld replies are covered by the new clone');
+    this.withheld = undefined;
     this.unackedSince = 0;
     // The clone holds every input up to cutSeq: replies to them need no further ACK (a re-clone
     // replaces a channel that may still have had some unacknowledged).
@@ -484,7 +510,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
    */
   admit(): boolean {
     const cap = this.o.maxQueuedInputs ?? 512;
-    if (this.holding ? this.held.length < cap : this.queue.length < cap) return true;
+    // Withheld replies wait for a verdict that may take seconds: their requests are capped as a queue.
+    if (this.holding ? this.held.length < cap : this.queue.length < cap && (!this.withheld || this.heldOutputs.length < cap)) return true;
     if (this.holding) this.drops.heldFull++; else this.drops.queueFull++;
     this.noteDrop();
     return false;
@@ -609,7 +636,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // order), so they need not be waited for: that would cost a channel round trip per reply.
     const commitAt = Math.max(seq ?? this.deliveredSeq, this.authDeliveredSeq);
     if (seq !== undefined) this.hop('replied', seq);
-    if (this.mode === 'primary' && this.isProtected && commitAt > this.ackedSeq) {
+    if (this.mode === 'primary' && (this.isProtected || this.withheld) && commitAt > this.ackedSeq) {
       this.heldOutputs.push({ seq: commitAt, output, inputSeq: seq });
       return;
     }
@@ -648,6 +675,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private checkProtection(): void {
+    if (this.mode === 'primary' && this.withheld) { this.checkWithheld(); return; }
     if (this.mode !== 'primary' || !this.isProtected) return;
     const timeout = this.o.protectionTimeoutMs ?? 500;
     const now = this.clock.now();
@@ -656,15 +684,61 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }
   }
 
-  /** Primary: stop waiting for the backup (it is gone or stuck). Releases held replies. */
-  unprotect(reason: string): void {
+  /**
+   * Primary: stop waiting for the backup (it is gone or stuck). Releases held replies, unless
+   * serveAlone says not yet: then they stay withheld until it says yes. `partnerDown`: the backup was
+   * fenced (it cannot serve): released at once, also replies withheld so far.
+   */
+  unprotect(reason: string, o: { partnerDown?: boolean } = {}): void {
+    if (this.withheld && o.partnerDown) { this.endWithheld(reason); return; }
     if (!this.isProtected) return;
     this.isProtected = false;
     this.unprotectedReason = reason;
     this.dropChannel(reason);
+    const now = this.clock.now();
+    const waiting = o.partnerDown ? undefined : this.serveAlone?.(0);
+    if (waiting !== undefined) {
+      this.withheld = { reason, since: now, sinceWall: Date.now(), waiting };
+      this.o.log.warn({ reason, waiting, replies: this.heldOutputs.length }, 'replication stopped: replies WITHHELD until this board may serve alone');
+      this.emit('withheld', reason, waiting);
+      return;
+    }
     this.releaseAllHeld(reason);
     this.o.log.warn({ reason }, 'UNPROTECTED: serving without a backup in sync');
     this.emit('unprotected', reason);
+  }
+
+  /** Primary, withholding: asks serveAlone again (every 10 ms); its yes ends the wait. */
+  private checkWithheld(): void {
+    const w = this.withheld!;
+    const waiting = this.serveAlone?.(this.clock.now() - w.since);
+    if (waiting === undefined) { this.endWithheld(`${w.reason}; withheld ${Math.round(this.clock.now() - w.since)} ms until this board could serve alone`); return; }
+    if (waiting !== w.waiting) {
+      w.waiting = waiting;
+      this.emit('withheld', w.reason, waiting);
+    }
+  }
+
+  /** The wait is over: the withheld replies go out, and the board serves unprotected. */
+  private endWithheld(reason: string): void {
+    this.withheld = undefined;
+    this.unprotectedReason = reason;
+    this.releaseAllHeld(reason);
+    this.o.log.warn({ reason }, 'UNPROTECTED: serving without a backup in sync');
+    this.emit('unprotected', reason);
+  }
+
+  /** Leaving the primary role's output commit while withholding: the replies are dropped (clients retry). */
+  private dropWithheld(why: string): void {
+    if (!this.withheld) return;
+    this.o.log.warn({ replies: this.heldOutputs.length, why }, 'withheld replies dropped (clients retry)');
+    this.withheld = undefined;
+    this.heldOutputs = [];
+  }
+
+  /** Primary: replies are withheld (protection ended, serving alone not yet allowed). */
+  get withholding(): boolean {
+    return this.withheld !== undefined;
   }
 
   private releaseAllHeld(_reason: string): void {
@@ -1098,6 +1172,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       digestsCompared: this.digestsCompared,
       versionDifferences: this.versionDifferences,
       unprotectedReason: this.unprotectedReason,
+      withheld: this.withheld ? { reason: this.withheld.reason, since: new Date(this.withheld.sinceWall).toISOString(), waiting: this.withheld.waiting } : null,
       authHolds: this.authHolds, answersAhead: this.answersAhead,
       delivery: {
         paused: this.deliveryPaused, awaitingRoom: this.awaitingRoom, authOpen: [...this.authOpen].slice(0, 10), queued: this.queue.length,

@@ -145,7 +145,7 @@ describe('the simulated chassis (root)', function () {
       p.once('exit', (code) => resolve(code === 0));
     });
     assert.equal(await probe(), true, 'echo from sim-b over plink');
-    assert.deepEqual(await chassis!.cut('ethernet'), { link: 'ethernet', state: 'cut' });
+    assert.deepEqual(await chassis!.cut('ethernet'), { link: 'ethernet', state: 'cut', board: 'sim-a' });
     const st = await chassis!.status();
     assert.equal(st.links.ethernet.state, 'cut');
     assert.equal(st.links.ethernet.ends['sim-a']?.adminUp, false);

@@ -4,6 +4,7 @@
  * "runs" when started, a replicator that records its calls, a clone manager and a checkpointer.
  * Each records what was asked of it in `calls`, in order, across all the fakes (one shared log).
  */
+import type { QuorumSource } from '../../src/ha/quorum.js';
 import { EventEmitter } from 'node:events';
 import { resolve } from 'node:path';
 import { loadBoardProfile } from '../../src/config/board-profile.js';
@@ -24,6 +25,9 @@ export class FakeHa extends EventEmitter {
   currentRole: Role = 'STARTING';
   membership = { partnerView: { state: 'alive' as 'unknown' | 'alive' | 'dead', heartbeat: { role: 'BACKUP', sender: 'sim-b', guest: 'running' } as { role: Role; sender: string; guest?: GuestHealth } | undefined } };
   fired: string[] = [];
+  /** ha.manager pacemaker in a test: a stand-in quorum source (src/ha/quorum.ts QuorumSource). */
+  quorum?: QuorumSource;
+  partnerName = 'sim-b';
   constructor(private readonly calls: string[]) { super(); }
   /** The HA machine moves this board to `to` (what HaController.transition emits). */
   become(to: Role, cause = 'test'): void {
@@ -138,6 +142,8 @@ export class FakeReplicator extends EventEmitter {
   channelOpen = true;
   sent: ControlMessage[] = [];
   readonly frontier = new ProcessedFrontier();
+  serveAlone?: (waitedMs: number) => string | undefined;
+  withholding = false;
   logWhileUnprotected = false;
   screen?: Replicator['screen'];
   constructor(private readonly calls: string[]) { super(); }
@@ -177,7 +183,7 @@ export class FakeReplicator extends EventEmitter {
   status(): ReplicationStatus {
     return {
       mode: this.mode, protected: this.protectedNow, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, deliveredSeq: this.deliveredSeq, lagInputs: null,
-      heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, authHolds: 0, answersAhead: 0, clients: 0,
+      heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, withheld: null, authHolds: 0, answersAhead: 0, clients: 0,
       delivery: { paused: false, awaitingRoom: false, authOpen: [], queued: 0, head: null },
       pendingReplies: 0, drops: { queueFull: 0, heldFull: 0, pendingPruned: 0, quarantined: 0 },
     };

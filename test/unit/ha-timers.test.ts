@@ -17,7 +17,9 @@ import { PACKAGE_ROOT } from '../../src/cli/locate.js';
 import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { Heartbeat } from '../../src/ha/frame.js';
+import { EventEmitter } from 'node:events';
 import { HaController, type RoleChange } from '../../src/ha/ha-controller.js';
+import type { QuorumSource, QuorumState, QuorumStatus } from '../../src/ha/quorum.js';
 import type { MembershipSnapshot } from '../../src/ha/membership-process.js';
 import { Store } from '../../src/store/journal.js';
 
@@ -30,6 +32,21 @@ interface BoardOptions {
   fencing: boolean;
   startup?: 'wait-for-partner' | 'fence-then-serve';
   escalation?: { maxResets: number; windowS: number };
+  /** ha.manager pacemaker, with this stand-in for corosync's quorum. */
+  quorum?: StandInQuorum;
+}
+
+/** corosync's quorum as the test sets it (src/ha/quorum.ts QuorumSource). */
+class StandInQuorum extends EventEmitter implements QuorumSource {
+  state: QuorumState | undefined;
+  start(): void {}
+  stop(): void {}
+  status(): QuorumStatus { return { command: ['stand-in'], running: true, state: this.state ?? null, lastError: null, starts: 1 }; }
+  set(quorate: boolean, members: string[]): void {
+    const before = this.state;
+    this.state = { quorate, members, ring: `1.${members.length}${quorate ? 'q' : 'n'}`, at: 0 };
+    this.emit('change', this.state, before);
+  }
 }
 
 describe('HA controller timers on a fake clock', () => {
@@ -93,7 +110,7 @@ describe('HA controller timers on a fake clock', () => {
     chmodSync(keyFile, 0o600);
     profile.storageDir = dir;
     profile.ha = { ...profile.ha, keyFile, startupWaitMs: 5000, fenceDelayMs: 200, priorityFencingDelayMs: 300,
-      ...(o.priority !== undefined ? { priority: o.priority } : {}), ...(o.startup ? { startup: o.startup } : {}) };
+      ...(o.priority !== undefined ? { priority: o.priority } : {}), ...(o.startup ? { startup: o.startup } : {}), ...(o.quorum ? { manager: 'pacemaker' } : {}) };
     if (o.fencing) {
       profile.fencing = { method: 'simulated', controlSocket: await standInPowerController(), ...(o.escalation ? { escalation: o.escalation } : {}) };
     } else {
@@ -101,7 +118,7 @@ describe('HA controller timers on a fake clock', () => {
     }
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(profile));
-    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall });
+    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall, ...(o.quorum ? { quorum: o.quorum } : {}) });
     c.membership.start = async () => undefined; // no membership process: partner news comes from the test
     c.membership.snapshot = async (): Promise<MembershipSnapshot> => ({
       links: [], partner: c.membership.partnerView, loopDelayMs: { p50: 0, p99: 0, max: 0 }, watchdog: null, thread: { tid: null, rtPriority: 0 }, sent: 0,
@@ -243,6 +260,83 @@ describe('HA controller timers on a fake clock', () => {
     assert.equal(f.detail!.outcome, 'reset');
     assert.equal(f.detail!.waitedMs, 300);
     assert.match(f.message, /^partner sim-b fenced: reset \(power-cycled\) by simulated in [\d.]+ ms; it boots again and rejoins as backup$/);
+  });
+
+  it('ha.manager pacemaker: a BACKUP fences its silent PRIMARY only once corosync shows this side quorate without it, whenever that is (not at the priority delay); without quorum it calls the fence off and takes over only once quorum is back', async () => {
+    const q = new StandInQuorum();
+    q.set(true, ['sim-a', 'sim-b', 'sim-c']);
+    const { ha, roles } = await controller({ fencing: true, quorum: q });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    silence(ha);
+    await clock.advanceAsync(8000);
+    assert.deepEqual(powerRequests, [], 'no fence at the priority delay, nor while corosync still counts the partner');
+    assert.equal(ha.currentRole, 'BACKUP');
+    // corosync: this side lost quorum (the board is the one cut off). The fence is called off; no takeover.
+    q.set(false, ['sim-a']);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /fence of sim-b called off: this side has no quorum/.test(e.message)));
+    news(ha, { t: 'partner-update', hb: hb({ role: 'FAULT' }) }); // not heard, but even a FAULT would not be taken over
+    await clock.advanceAsync(20000);
+    assert.deepEqual(powerRequests, []);
+    assert.equal(ha.currentRole, 'BACKUP');
+    assert.equal((await ha.status()).alarms.some((a) => /no quorum \(corosync\)/.test(a)), true);
+    // Quorum back, and the partner gone from the membership: corosync has decided; fence and promote.
+    silence(ha);
+    const t0 = clock.now();
+    q.set(true, ['sim-a', 'sim-c']);
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted once corosync shows the partner gone from a quorate side');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
+    assert.deepEqual(path(roles), ['BACKUP', 'FENCING', 'PRIMARY']);
+    assert.match(roles[1]!.cause, /corosync arbitrates.*corosync shows this side quorate without sim-b/);
+    assert.ok(store.events({ kind: 'quorum' }).some((e) => /^corosync: NO QUORUM, members sim-a/.test(e.message)));
+  });
+
+  it('ha.manager pacemaker: a partner silent to this board but still a corosync member after quorumSettleMs is not fenced (alive, cut off from this board only); one the device reports off is fenced at once', async () => {
+    const q = new StandInQuorum();
+    q.set(true, ['sim-a', 'sim-b', 'sim-c']);
+    const { ha } = await controller({ fencing: true, quorum: q });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    silence(ha);
+    await clock.advanceAsync(16000);
+    assert.ok(store.events({ kind: 'role' }).some((e) => /fence of sim-b called off: corosync still counts it a member after 16000 ms/.test(e.message)));
+    await clock.advanceAsync(60000);
+    assert.deepEqual(powerRequests, []);
+    assert.equal(ha.currentRole, 'BACKUP');
+    // A board that lost power: its device says off, no need to wait for corosync.
+    hear(ha, { role: 'PRIMARY' });
+    partnerPower = 'OFF';
+    const t0 = clock.now();
+    silence(ha);
+    await until(() => ha.currentRole === 'PRIMARY', 'promoted at once');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
+  });
+
+  it('ha.manager pacemaker: a PRIMARY fences its silent BACKUP only once corosync shows it gone (serving on meanwhile); quorum-lost takes it to FAULT; a dying gasp is fenced at once', async () => {
+    const q = new StandInQuorum();
+    q.set(true, ['sim-a', 'sim-b', 'sim-c']);
+    const { ha, roles } = await controller({ fencing: true, quorum: q, priority: 10 });
+    await ha.start();
+    hear(ha, { role: 'STARTING', priority: 20 });
+    assert.equal(ha.currentRole, 'PRIMARY');
+    hear(ha, { role: 'BACKUP' });
+    silence(ha);
+    await clock.advanceAsync(5000);
+    assert.deepEqual(powerRequests, [], 'not at primaryConfirmMs: corosync arbitrates');
+    const t0 = clock.now();
+    q.set(true, ['sim-a', 'sim-c']);
+    await until(() => powerRequests.length === 1, 'fenced once corosync shows it gone');
+    assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
+    assert.equal(ha.currentRole, 'PRIMARY');
+    // A dying gasp needs no arbitration.
+    hear(ha, { role: 'BACKUP' });
+    hear(ha, { role: 'BACKUP', health: 'gone' });
+    await until(() => powerRequests.length === 2, 'a dying gasp: fenced at once');
+    // quorum-lost (fired by the pair layer while it withholds replies): FAULT.
+    q.set(false, ['sim-a']);
+    assert.equal(ha.fire('quorum-lost', 'test'), true);
+    assert.equal(ha.currentRole, 'FAULT');
+    assert.match(roles.at(-1)!.cause, /no quorum while its replies are withheld/);
   });
 
   it('a silent PRIMARY that the fencing device reports powered off is fenced at once (no priority delay); one reported on, or a device that does not answer, waits the delay', async () => {

@@ -343,6 +343,112 @@ describe('Replicator (two controllers over loopback TCP)', () => {
   });
 });
 
+describe('Replicator: replies withheld until the primary may serve alone (ha.manager pacemaker)', () => {
+  let gp: RecordingGuest, gb: RecordingGuest, out: RecordingOut, p: Replicator, b: Replicator, ch: Awaited<ReturnType<typeof channelPair>>;
+  /** What serveAlone answers: undefined serves alone; a string is why not yet. */
+  let verdict: string | undefined;
+  let asked: number[];
+  let events: string[];
+  beforeEach(async () => {
+    verdict = 'corosync still counts sim-b a member';
+    asked = [];
+    events = [];
+    gp = new RecordingGuest();
+    gb = new RecordingGuest();
+    out = new RecordingOut();
+    p = new Replicator({ guest: gp, log, maxQueuedInputs: 4, serveAlone: (waited) => { asked.push(waited); return verdict; } });
+    b = new Replicator({ guest: gb, log, authHoldMs: 60000 });
+    p.setOutput(out);
+    p.becomePrimary();
+    b.becomeBackup();
+    ch = await channelPair();
+    p.protect(ch.a, 0);
+    b.follow(ch.b, 0);
+    p.on('withheld', (r, w) => events.push(`withheld: ${r} / ${w}`));
+    p.on('unprotected', (r) => events.push(`unprotected: ${r}`));
+  });
+  afterEach(() => { p.close(); b.close(); ch.close(); });
+
+  /** The backup is lost mid-stream: r1 acknowledged and released, r2 never reaches it; the channel closes. */
+  const loseBackup = async () => {
+    p.submit(req(20000, 'r1 REG A'));
+    p.onGuestOutput(reply(20000, 'r1 OK REG A 1'));
+    await until(() => out.released.length === 1, 'r1 released after its ACK');
+    ch.b.removeAllListeners('message');
+    ch.b.close();
+    await until(() => !p.protectedNow, 'protection ends when the channel closes');
+    p.submit(req(20001, 'r2 REG B'));
+    p.onGuestOutput(reply(20001, 'r2 OK REG B 2'));
+  };
+
+  it('protection ends but serveAlone says not yet: no reply the backup may lack is released, whatever the wait; its yes releases them in order', async () => {
+    await loseBackup();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(out.released, ['r1 OK REG A 1'], 'r2\'s reply withheld: the backup never had r2');
+    assert.equal(p.withholding, true);
+    assert.equal(p.status().withheld?.waiting, 'corosync still counts sim-b a member');
+    assert.match(events[0]!, /^withheld: replication channel closed \/ corosync still counts/);
+    assert.ok(asked.length > 3 && asked[0] === 0 && asked.at(-1)! >= 50, `asked again while waiting, with the time waited (${asked.slice(0, 3).join()}…${asked.at(-1)})`);
+    verdict = undefined;
+    await until(() => out.released.length === 2, 'released once serveAlone says yes');
+    assert.deepEqual(out.released, ['r1 OK REG A 1', 'r2 OK REG B 2']);
+    assert.equal(p.withholding, false);
+    assert.equal(p.status().withheld, null);
+    assert.match(events.at(-1)!, /^unprotected: replication channel closed; withheld \d+ ms until this board could serve alone$/);
+    p.submit(req(20002, 'r3 GET A'));
+    p.onGuestOutput(reply(20002, 'r3 OK GET A'));
+    assert.equal(out.released.at(-1), 'r3 OK GET A', 'serving alone from then on: nothing waits');
+  });
+
+  it('a fenced backup (partnerDown) ends the wait at once; stepping down drops the withheld replies instead', async () => {
+    await loseBackup();
+    p.unprotect('the backup sim-b was fenced (off)', { partnerDown: true });
+    assert.deepEqual(out.released, ['r1 OK REG A 1', 'r2 OK REG B 2']);
+    assert.match(events.at(-1)!, /^unprotected: the backup sim-b was fenced/);
+
+    // Again, and this time the board steps down (no quorum: FAULT) while withholding.
+    p.close(); ch.close();
+    out.released = [];
+    p = new Replicator({ guest: gp, log, serveAlone: () => 'no quorum' });
+    p.setOutput(out);
+    p.becomePrimary();
+    ch = await channelPair();
+    p.protect(ch.a, 0);
+    ch.b.close();
+    await until(() => p.withholding, 'withholding');
+    p.submit(req(20003, 'r4 REG C'));
+    p.onGuestOutput(reply(20003, 'r4 OK REG C 3'));
+    p.becomeBackup();
+    await new Promise((r) => setTimeout(r, 30));
+    assert.deepEqual(out.released, [], 'a withheld reply never reaches the client once the board stepped down');
+    assert.equal(p.withholding, false);
+  });
+
+  it('a clone that protects the primary again covers the withheld replies (their inputs are in the clone): released at the cut-over', async () => {
+    await loseBackup();
+    const ch2 = await channelPair();
+    try {
+      p.protect(ch2.a, p.deliveredSeq);
+      assert.equal(p.withholding, false);
+      assert.equal(p.protectedNow, true);
+      assert.deepEqual(out.released, ['r1 OK REG A 1', 'r2 OK REG B 2']);
+    } finally {
+      ch2.close();
+    }
+  });
+
+  it('while withholding, client requests are capped like a queue (maxQueuedInputs): the rest is dropped and counted, never answered unprotected', async () => {
+    await loseBackup();
+    for (let i = 0; i < 6; i++) {
+      p.submit(req(20010 + i, `w${i} GET A`));
+      if (p.status().drops.queueFull === 0) p.onGuestOutput(reply(20010 + i, `w${i} OK GET A`));
+    }
+    assert.equal(p.status().heldReplies, 4, 'four withheld replies: the cap');
+    assert.ok(p.status().drops.queueFull >= 1, 'requests past the cap are dropped');
+    assert.deepEqual(out.released, ['r1 OK REG A 1']);
+  });
+});
+
 describe('AUTH question and answer parsing (one parser for the guest port and connection tracking)', () => {
   it('takes the subscriber of well-formed questions and answers only', () => {
     const b = (s: string) => Buffer.from(s, 'latin1');

@@ -62,7 +62,7 @@ describe('role state machine', () => {
   it('a partition never has both boards fence at once: on partner-dead (and on a cold start with fence-then-serve) one fences first, the other a delay later', () => {
     // Config guarantees: confirm (a deadtime) + a fence (within fenceDelayMs) ≤ priority-delay.
     // And no-state-delay ≥ priority-delay.
-    const rank = { now: 0, confirm: 1, 'fence-delay': 2, 'priority-delay': 3, 'no-state-delay': 4 } as const;
+    const rank = { now: 0, confirm: 1, 'fence-delay': 2, 'priority-delay': 3, 'no-state-delay': 4, quorum: 5 } as const;
     const order = (state: Role, ctx: RoleContext, ev: 'partner-dead' | 'startup-timeout'): Transition['fence'] | undefined => nextRole(state, ev, ctx)?.fence;
     for (const a of ROLES) {
       for (const b of ROLES) {

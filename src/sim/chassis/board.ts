@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadBoardProfile } from '../../config/board-profile.js';
 import type { Logger } from '../../core/log.js';
@@ -44,7 +44,7 @@ export interface SimBoardOptions {
    * board: the board's cluster manager (`chassis up --manager pacemaker`: corosync and pacemakerd in
    * their own namespaces; the `ip` arguments, and the log its output goes to).
    */
-  clusterManager?: { argv: string[]; log: string };
+  clusterManager?: { argv: string[]; log: string; pidFile: string };
   /**
    * The controller is started at the first boot only; at later boots the cluster manager starts it
    * (`--manager pacemaker` with the guest in the cluster: the agent's start).
@@ -314,7 +314,7 @@ export class SimBoard {
    * recorded before anything else happens to it. It is not restarted if it dies (a blade whose
    * corosync died is fenced by the others, as on a real shelf).
    */
-  private startClusterManager(m: { argv: string[]; log: string }): void {
+  private startClusterManager(m: { argv: string[]; log: string; pidFile: string }): void {
     const out = openSync(m.log, 'a', 0o600);
     appendFileSync(m.log, `# chassis: ${this.name} boot ${this.boots}: corosync and pacemaker at ${new Date().toISOString()}\n`);
     const child = spawn('ip', m.argv, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, [RUN_MARKER]: this.o.runDir, [BOOT_COUNT_ENV]: String(this.boots) } });
@@ -324,6 +324,7 @@ export class SimBoard {
       return;
     }
     this.manager = { pid: child.pid, startTime: startTimeOf(child.pid) };
+    writeFileSync(m.pidFile, `${child.pid}\n`, { mode: 0o600 }); // the board's in-cluster script enters through it
     child.once('error', (e) => this.o.log.error({ board: this.name, err: e.message }, 'cluster manager spawn failed'));
     child.once('exit', (code, sig) => {
       this.o.log.warn({ board: this.name, pid: child.pid, code, signal: sig }, `corosync and pacemaker of ${this.name} ended (${sig ?? `code ${code}`})`);

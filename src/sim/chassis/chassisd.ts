@@ -202,7 +202,7 @@ export class Chassisd {
       // (kvm-probe.ts), and a nested-KVM probe stalls the machine, so never while heartbeats count.
       const accel = await probeKvm();
       this.log.info({ accel: accel.accel, reason: accel.reason }, 'accelerator for the boards\' guests');
-      const profiles = writeChassisProfiles(L, this.o.baud, this.o.fencing ?? 'simulated');
+      const profiles = writeChassisProfiles(L, this.o.baud, this.o.fencing ?? 'simulated', this.o.manager ?? 'understudy');
       const pacemaker = this.o.manager === 'pacemaker' ? writePacemakerFiles(L) : undefined;
       // The simulated boards' serial consoles accept the documented default password.
       for (const b of L.boardNames) {
@@ -232,7 +232,7 @@ export class Chassisd {
           log: this.log.child({ component: 'board' }),
           onChange: () => this.record(),
           onKilled: () => dropAddress(L.boards[b].netns, SERVICE_VIP, SERVICE_PREFIX, SERVICE_INTERFACE),
-          ...(pacemaker ? { clusterManager: { argv: pacemakerArgv(L, b), log: pacemaker[b].out } } : {}),
+          ...(pacemaker ? { clusterManager: { argv: pacemakerArgv(L, b), log: pacemaker[b].out, pidFile: pacemaker[b].unsharePid } } : {}),
           // With the guest in the cluster, Pacemaker starts a rebooted board's instance (the agent's
           // start, with the profile that pairs it with whichever board is promoted by then).
           firstBootOnly: !!pacemaker && guestFile !== undefined,
@@ -373,7 +373,7 @@ export class Chassisd {
       }
       case 'cut':
       case 'heal':
-        return this.setLink(parseLink(String(args.link ?? '')), command === 'heal');
+        return this.setLink(parseLink(String(args.link ?? '')), command === 'heal', args.board === undefined ? undefined : String(args.board));
       case 'shutdown':
         setImmediate(() => void this.stop().then(() => process.exit(0), () => process.exit(1)));
         return { stopping: true };
@@ -382,25 +382,25 @@ export class Chassisd {
     }
   }
 
-  private async setLink(link: LinkName, up: boolean): Promise<unknown> {
+  private async setLink(link: LinkName, up: boolean, board?: string): Promise<unknown> {
     if (link === 'serial') {
+      if (board !== undefined) throw new UsError('US_ERR_CONFIG', 'cut serial: the serial link joins sim-a and sim-b alone; no --board');
       if (up) this.relay!.heal(); else this.relay!.cut();
       this.log.warn(`serial partner link ${up ? 'healed' : 'cut'}`);
       return { link, state: this.relay!.isCut ? 'cut' : 'up' };
     }
-    const A = this.layout.boards['sim-a'].netns;
-    const B = this.layout.boards['sim-b'].netns;
-    if (up) {
-      await setPlink(A, true);
-      await setPlink(B, true);
-    } else {
-      await setPlink(A, false);
+    const L = this.layout;
+    // Cut: one board's plink down (sim-a's by default): that board is off the backplane. Heal: every plink up.
+    const cut = board === undefined ? 'sim-a' : parseBoardName(board, L.boardNames);
+    const targets = up ? L.boardNames : [cut];
+    for (const b of targets) await setPlink(L.boards[b].netns, up);
+    for (const b of targets) {
+      const st = await plinkStatus(L.boards[b].netns);
+      if (!st || st.adminUp !== up) throw new UsError('US_ERR_CHASSIS', `ethernet ${up ? 'heal' : 'cut'}: plink of ${b} in ${L.boards[b].netns} is ${st ? (st.adminUp ? 'up' : 'down') : 'missing'}`);
     }
-    const a = await plinkStatus(A);
-    if (!a || a.adminUp !== up) throw new UsError('US_ERR_CHASSIS', `ethernet ${up ? 'heal' : 'cut'}: plink in ${A} is ${a ? (a.adminUp ? 'up' : 'down') : 'missing'}`);
     this.ethernetCut = !up;
-    this.log.warn(`ethernet partner link ${up ? 'healed' : 'cut'}`);
-    return { link, state: up ? 'up' : 'cut' };
+    this.log.warn(`ethernet partner link ${up ? 'healed' : `cut (${cut}'s plink down)`}`);
+    return { link, state: up ? 'up' : 'cut', ...(up ? {} : { board: cut }) };
   }
 
   private async askBoard(sock: string, command: string): Promise<Answer> {

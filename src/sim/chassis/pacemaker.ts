@@ -26,7 +26,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileS
 import { join } from 'node:path';
 import { UsError } from '../../core/errors.js';
 import { PACKAGE_ROOT, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
-import { PAIRING_PROFILE_PATTERN } from './profiles.js';
+import { clusterWrapperFile, PAIRING_PROFILE_PATTERN } from './profiles.js';
 
 /** Who runs the boards: Understudy alone (the pair), or Pacemaker and Corosync beside it. */
 export type ChassisManager = 'understudy' | 'pacemaker';
@@ -46,6 +46,10 @@ export interface PacemakerFiles {
   init: string;
   /** stdout and stderr of the namespace (init script, corosync and pacemakerd). */
   out: string;
+  /** The pid of the board's `unshare` (written by the board at every start of its cluster stack). */
+  unsharePid: string;
+  /** Runs a command inside the namespaces (profiles.ts clusterWrapperFile). */
+  wrapper: string;
 }
 
 export function pacemakerFiles(layout: ChassisLayout, board: ChassisBoard): PacemakerFiles {
@@ -62,6 +66,8 @@ export function pacemakerFiles(layout: ChassisLayout, board: ChassisBoard): Pace
     logCluster: join(dir, 'log-cluster'),
     init: join(dir, 'init.sh'),
     out: join(dir, 'namespace.log'),
+    unsharePid: join(dir, 'unshare.pid'),
+    wrapper: clusterWrapperFile(layout, board),
   };
 }
 
@@ -163,6 +169,7 @@ mount -n --bind ${q(f.logCluster)} /var/log/cluster
 mount -n -t tmpfs -o mode=1777,size=64m shm /dev/shm
 mount -n -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
 mkdir -p ${q(NEW_RUN)}/crm ${q(NEW_RUN)}/lock
+: > ${q(NEW_RUN)}/${IN_CLUSTER_MARKER}
 ${binds}mount -n --move ${q(NEW_RUN)} /run
 # ocf:understudy:guest is this package's agent (board/ocf/guest), whatever the machine has installed.
 mkdir -p /usr/lib/ocf/resource.d/understudy
@@ -223,9 +230,30 @@ export function writePacemakerFiles(layout: ChassisLayout): Record<ChassisBoard,
     copyFileSync(key, f.authkey);
     chmodSync(f.authkey, 0o400);
     writeFileSync(f.init, initScript(f, b, layout.runDir), { mode: 0o700 });
+    writeFileSync(f.wrapper, wrapperScript(f, b), { mode: 0o700 });
     out[b] = f;
   }
   return out;
+}
+
+/** A file of the namespace's private /run only: who finds it runs inside the cluster's namespaces. */
+const IN_CLUSTER_MARKER = 'understudy-in-cluster';
+
+/**
+ * The board's `in-cluster` script (pure): runs its arguments inside the board's cluster namespaces,
+ * entered with nsenter through the recorded unshare's child (the namespace's pid 1), or as they
+ * are when already inside (a controller started by the agent). Fails, naming the board, while the
+ * cluster stack does not run.
+ */
+export function wrapperScript(f: PacemakerFiles, board: ChassisBoard): string {
+  return `#!/bin/sh
+# Runs a command inside ${board}'s cluster namespaces (corosync's IPC). Written by the chassis.
+if [ -e /run/${IN_CLUSTER_MARKER} ]; then exec "$@"; fi
+u=$(cat ${q(f.unsharePid)} 2>/dev/null)
+i=$( [ -n "$u" ] && cut -d' ' -f1 /proc/"$u"/task/"$u"/children 2>/dev/null)
+if [ -z "$i" ]; then echo "in-cluster: ${board} runs no cluster stack (${f.unsharePid})" >&2; exit 1; fi
+exec nsenter -t "$i" -m -u -i -p -- "$@"
+`;
 }
 
 /** The command line (for `ip`) that starts a board's daemons in their own namespaces. */

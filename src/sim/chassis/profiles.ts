@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
 import { writeKeyFile } from '../../core/key-file.js';
+import { DEFAULT_QUORUM_COMMAND } from '../../ha/quorum.js';
 import { ipmiFencingOf } from './bmc.js';
 import {
   AUTH_SERVICE, PACKAGE_ROOT, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
@@ -29,9 +30,26 @@ export function templateFile(board: ChassisBoard): string {
   return join(PACKAGE_ROOT, 'board', `${isPairBoard(board) ? board : 'sim-a'}.json`);
 }
 
+/**
+ * `<board dir>/pacemaker/in-cluster`: runs a command inside the board's cluster namespaces (where
+ * corosync's IPC is: its /dev/shm and /run are private), from the machine's side (a controller the
+ * chassis started) or from inside them (one Pacemaker's agent started). Written with the cluster's
+ * files (pacemaker.ts); the pacemaker boards' profiles run corosync-quorumtool through it.
+ */
+export function clusterWrapperFile(layout: ChassisLayout, board: ChassisBoard): string {
+  return join(layout.boards[board].dir, 'pacemaker', 'in-cluster');
+}
+
+/** `ha.manager: pacemaker` and the quorum tool through the board's wrapper (a pair board's profile under --manager pacemaker). */
+function underPacemaker(p: Record<string, any>, board: ChassisBoard, layout: ChassisLayout): Record<string, any> {
+  if (p.ha) p.ha = { ...p.ha, manager: 'pacemaker', quorumCommand: [clusterWrapperFile(layout, board), ...DEFAULT_QUORUM_COMMAND] };
+  return p;
+}
+
 /** Builds one board's profile from its template (pure; exported for tests). */
-export function chassisProfile(template: Record<string, any>, board: ChassisBoard, layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
+export function chassisProfile(template: Record<string, any>, board: ChassisBoard, layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated', manager: 'understudy' | 'pacemaker' = 'understudy'): Record<string, any> {
   if (!isPairBoard(board)) return spareProfile(template, board, layout);
+  if (manager === 'pacemaker') return underPacemaker(chassisProfile(template, board, layout, baud, fencing), board, layout);
   const partner = { ...(template.partner ?? {}), serial: { device: layout.boards[board].serialDevice, baud }, ethernet: backplaneLink(board, partnerOf(board)) };
   // The chassis' power controller, or (--fencing ipmi) the partner's simulated BMC in front of it.
   const device = fencing === 'ipmi' ? ipmiFencingOf(layout, board) : { method: 'simulated', controlSocket: layout.powerSocket };
@@ -97,12 +115,12 @@ export function pairingProfileFile(layout: ChassisLayout, board: ChassisBoard, p
 export const PAIRING_PROFILE_PATTERN = 'with-%s.json';
 
 /** Builds the profile of `board` paired with `partner` (pure; exported for tests). */
-export function pairingProfile(template: Record<string, any>, board: ChassisBoard, partner: ChassisBoard, layout: ChassisLayout, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<string, any> {
+export function pairingProfile(template: Record<string, any>, board: ChassisBoard, partner: ChassisBoard, layout: ChassisLayout, fencing: 'simulated' | 'ipmi' = 'simulated', manager: 'understudy' | 'pacemaker' = 'understudy'): Record<string, any> {
   if (board === partner) throw new UsError('US_ERR_CONFIG', `board ${board} cannot be its own partner`);
   if (fencing === 'ipmi') throw new UsError('US_ERR_CONFIG', '--fencing ipmi is for two boards: a BMC per pair board, none for a spare');
   const p = pairedProfile(template, board, layout, { name: partner, ethernet: backplaneLink(board, partner) }, { method: 'simulated', controlSocket: layout.powerSocket });
   p.name = board;
-  return p;
+  return manager === 'pacemaker' ? underPacemaker(p, board, layout) : p;
 }
 
 /** The template a pairing starts from: a pair board's own; a spare's is sim-b's (a backup's priority). */
@@ -128,11 +146,11 @@ function writeValidated(profile: Record<string, any>, file: string, what: string
 }
 
 /** Writes both profiles (mode 0600) and the pair's fresh heartbeat key. */
-export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated'): Record<ChassisBoard, GeneratedProfile> {
+export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencing: 'simulated' | 'ipmi' = 'simulated', manager: 'understudy' | 'pacemaker' = 'understudy'): Record<ChassisBoard, GeneratedProfile> {
   writeKeyFile(layout.keyFile, { force: true }); // the documented format, as `understudy ha keygen` writes it
   const out = {} as Record<ChassisBoard, GeneratedProfile>;
   for (const board of layout.boardNames) {
-    const profile = chassisProfile(readTemplate(templateFile(board)), board, layout, baud, fencing);
+    const profile = chassisProfile(readTemplate(templateFile(board)), board, layout, baud, fencing, manager);
     const file = layout.boards[board].profile;
     writeValidated(profile, file, board, templateFile(board));
     out[board] = { file, watchdogTimeoutMs: profile.watchdog.timeoutMs as number };
@@ -141,7 +159,7 @@ export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencin
     for (const partner of layout.boardNames) {
       // The pair's boards with each other: their own profiles (with the serial link) pair them.
       if (partner === board || (isPairBoard(board) && isPairBoard(partner))) continue;
-      writeValidated(pairingProfile(pairingTemplate, board, partner, layout, fencing), pairingProfileFile(layout, board, partner), `${board} with ${partner}`, pairingTemplateFile(board));
+      writeValidated(pairingProfile(pairingTemplate, board, partner, layout, fencing, manager), pairingProfileFile(layout, board, partner), `${board} with ${partner}`, pairingTemplateFile(board));
     }
   }
   return out;

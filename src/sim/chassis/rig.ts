@@ -50,8 +50,9 @@ export class Chassis {
     return chassisCall(this.where, 'power-controller', { action });
   }
 
-  cut(link: LinkName): Promise<unknown> {
-    return chassisCall(this.where, 'cut', { link });
+  /** ethernet: `board`'s plink down (default sim-a), off the backplane; serial: the relay drops bytes. */
+  cut(link: LinkName, board?: string): Promise<unknown> {
+    return chassisCall(this.where, 'cut', { link, ...(board ? { board } : {}) });
   }
 
   heal(link: LinkName): Promise<unknown> {
