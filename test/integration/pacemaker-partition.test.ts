@@ -22,7 +22,7 @@
  */
 import assert from 'node:assert/strict';
 import { partnerOf, type ChassisBoard } from '../../src/sim/chassis/layout.js';
-import { waitProtectedAny } from '../../src/sim/pair.js';
+import { gapAround, waitProtectedAny } from '../../src/sim/pair.js';
 import { Store } from '../../src/store/journal.js';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { eventually } from '../support/eventually.js';
@@ -58,9 +58,28 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
     return events.filter((e) => Date.parse(e.at) >= since - 500).map((e) => e.message);
   };
 
+  /** Prints the client's view of the fault (a figure for docs/pacemaker.md, not an assertion). */
+  const report = (r: { res: { gaps: Parameters<typeof gapAround>[0]; acked: number }; faultAt: number }) => {
+    const gap = gapAround(r.res.gaps, r.faultAt);
+    console.log(`      cut → first good reply: ${gap ? `${gap.afterFaultMs} ms` : 'no gap seen'}; ${r.res.acked} answered`);
+  };
+
+  /** Under load, cuts `cut` off the backplane until `other` serves; nothing acknowledged lost. Returns when the cut began (ms). */
+  const cutUntilServes = async (cut: ChassisBoard, other: ChassisBoard): Promise<number> => {
+    const t0 = Date.now();
+    report(await p.loadThrough(60000, 3000, async () => {
+      await p.chassis.cut('ethernet', cut);
+      await eventually(`${other} serves`, async () => ((await p.ctl(other, 'status')).role === 'PRIMARY' ? true : undefined), 120000, 250);
+    }));
+    return t0;
+  };
+
   /** Role changes journaled by `board` since `since`, as [from, to]. */
   const movesSince = async (board: ChassisBoard, since: number): Promise<Array<[string, string]>> =>
     (await journalSince(board, 'role', since)).map((m) => /^(\S+) -> (\S+):/.exec(m)).filter((m): m is RegExpExecArray => m !== null).map((m) => [m[1]!, m[2]!]);
+
+  /** Where the guest is, as the tests move it: the primary, its backup, the idle board. */
+  const at = { primary: 'sim-a' as ChassisBoard, backup: 'sim-b' as ChassisBoard, idle: 'sim-c' as ChassisBoard };
 
   before(async function () {
     this.timeout(420000);
@@ -84,11 +103,7 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
     const other = partnerOf(cut);
     const spare: ChassisBoard = 'sim-c';
     await placedAs(cut, [other]);
-    const t0 = Date.now();
-    await p.loadThrough(60000, 3000, async () => {
-      await p.chassis.cut('ethernet', cut);
-      await eventually(`${other} serves`, async () => ((await p.ctl(other, 'status')).role === 'PRIMARY' ? true : undefined), 120000, 250);
-    });
+    const t0 = await cutUntilServes(cut, other);
     const rep = await journalSince(cut, 'replication', t0);
     assert.ok(rep.some((m) => /^REPLIES WITHHELD: /.test(m)), `${cut} withheld its replies: ${rep.join(' | ')}`);
     assert.ok(!rep.some((m) => /^UNPROTECTED: /.test(m)), `${cut} never served alone: ${rep.join(' | ')}`);
@@ -107,6 +122,56 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
     await eventually(`${cut} back in the cluster`, async () => ((await tools.online(other)).includes(cut) ? true : undefined), 120000, 1000);
     const pl = await placedAs(other, [spare], 60000);
     assert.equal(pl.failures, false, `no failed action: ${pl.xml.match(/<failures>[\s\S]*?<\/failures>/)?.[0] ?? ''}`);
+    await p.loadThrough(8000, 0, async () => undefined);
+    Object.assign(at, { primary: other, backup: spare, idle: cut });
+  });
+
+  it('the backup cut off with no serial link to it (an N+1 pair): the primary withholds until corosync shows the backup gone from its quorate side, then fences it and serves on; the second instance goes to the third board; nothing acknowledged lost', async function () {
+    this.timeout(900000);
+    const { primary, backup: cut, idle: third } = at;
+    await placedAs(primary, [cut]);
+    const t0 = Date.now();
+    const r = await p.loadThrough(60000, 3000, async () => {
+      await p.chassis.cut('ethernet', cut);
+      await eventually(`${primary} fenced ${cut}`, async () => ((await journalSince(primary, 'fence', t0)).some((m) => m.startsWith(`partner ${cut} fenced`)) ? true : undefined), 120000, 500);
+    });
+    report(r);
+    assert.deepEqual(await movesSince(primary, t0), [], `${primary} never left PRIMARY`);
+    const roles = await journalSince(primary, 'role', t0);
+    assert.ok(roles.some((m) => /corosync arbitrates/.test(m)), `${primary} left the silence to corosync: ${roles.join(' | ')}`);
+    const rep = await journalSince(primary, 'replication', t0);
+    const withheld = rep.findIndex((m) => /^REPLIES WITHHELD: /.test(m));
+    // Served alone once corosync showed the backup gone (the gate, or the fence that follows it: whichever comes first).
+    const alone = rep.findIndex((m) => new RegExp(`^UNPROTECTED: (the backup ${cut} was fenced|.*withheld \\d+ ms until this board could serve alone)`).test(m));
+    assert.ok(withheld >= 0 && alone > withheld, `${primary} withheld its replies, then served alone once corosync showed ${cut} gone: ${rep.join(' | ')}`);
+    // The fence came after corosync's verdict, not on the pair's own timers.
+    const q = await journalSince(primary, 'quorum', t0);
+    assert.ok(q.some((m) => m.startsWith('corosync: quorate, members ') && !m.includes(cut)), `${primary}'s corosync dropped ${cut}: ${q.join(' | ')}`);
+    assert.ok(!(await movesSince(cut, t0)).some(([, to]) => to === 'PRIMARY' || to === 'FENCING'), `${cut} never took over`);
+
+    await placedAs(primary, [third], 240000);
+    assert.deepEqual(await waitProtectedAny(p.chassis.layout, 300000), { primary, backup: third });
+    await p.chassis.heal('ethernet');
+    await eventually(`${cut} back in the cluster`, async () => ((await tools.online(primary)).includes(cut) ? true : undefined), 180000, 1000);
+    Object.assign(at, { backup: third, idle: cut });
+  });
+
+  it('the primary cut off with no serial link to its backup: neither fences on the pair\'s timers; corosync decides: the backup, on the side with quorum, fences it and takes over; the primary, without quorum, steps down; nothing acknowledged lost', async function () {
+    this.timeout(900000);
+    const { primary: cut, backup: other, idle: third } = at;
+    await placedAs(cut, [other]);
+    const t0 = await cutUntilServes(cut, other);
+    const moves = await movesSince(other, t0);
+    assert.deepEqual(moves, [['BACKUP', 'FENCING'], ['FENCING', 'PRIMARY']], `${other} fenced and took over once: ${JSON.stringify(moves)}`);
+    const cause = (await journalSince(other, 'role', t0)).find((m) => /^BACKUP -> FENCING/.test(m))!;
+    assert.match(cause, new RegExp(`corosync shows this side quorate without ${cut}`));
+    const rep = await journalSince(cut, 'replication', t0);
+    assert.ok(!rep.some((m) => /^UNPROTECTED: /.test(m)), `${cut} never served alone: ${rep.join(' | ')}`);
+    assert.ok(!(await journalSince(cut, 'fence', t0)).some((m) => m.startsWith(`partner ${other} fenced`)), `${cut} never fenced ${other}`);
+
+    await placedAs(other, [third], 240000);
+    assert.deepEqual(await waitProtectedAny(p.chassis.layout, 300000), { primary: other, backup: third });
+    await p.chassis.heal('ethernet');
     await p.loadThrough(8000, 0, async () => undefined);
   });
 });

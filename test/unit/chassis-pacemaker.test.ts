@@ -7,7 +7,10 @@
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
 import { execFileSync } from 'node:child_process';
-import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S } from '../../src/sim/chassis/pacemaker.js';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
+import { readFileSync } from 'node:fs';
+import { boardProfileSchema } from '../../src/config/board-profile.js';
+import { chassisProfile, pairingProfile, templateFile } from '../../src/sim/chassis/profiles.js';
 
 describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)', () => {
   it('corosync.conf: knet with crypto, one node per board on its backplane address, two_node only for two boards', () => {
@@ -61,6 +64,27 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     for (const o of ['--mount', '--pid', '--uts', '--ipc', '--fork', '--mount-proc', '--kill-child=SIGKILL']) assert.ok(argv.includes(o), o);
     assert.equal(argv.at(-1), pacemakerFiles(L, 'sim-b').init);
     assert.deepEqual(nsenterArgv(42, ['crm_mon', '-1']), ['-t', '42', '-m', '-u', '-n', '-p', '-i', '--', 'crm_mon', '-1']);
+  });
+
+  it('the pair\'s profiles under --manager pacemaker follow corosync\'s quorum through the board\'s in-cluster script, which enters the namespaces from outside and runs as is inside', () => {
+    const L = chassisLayout('us', '/tmp/us-x', 3);
+    const t = (b: 'sim-a' | 'sim-b' | 'sim-c') => JSON.parse(readFileSync(templateFile(b), 'utf8'));
+    const a = chassisProfile(t('sim-a'), 'sim-a', L, 115200, 'simulated', 'pacemaker');
+    assert.equal(a.ha.manager, 'pacemaker');
+    const f = pacemakerFiles(L, 'sim-a');
+    assert.deepEqual(a.ha.quorumCommand, [f.wrapper, 'stdbuf', '-oL', 'corosync-quorumtool', '-m', '-p']);
+    assert.equal(boardProfileSchema.safeParse(a).success, true);
+    assert.equal(pairingProfile(t('sim-b'), 'sim-c', 'sim-a', L, 'simulated', 'pacemaker').ha.manager, 'pacemaker', 'an N+1 pairing too');
+    assert.equal(chassisProfile(t('sim-a'), 'sim-a', L, 115200).ha.manager, undefined, 'the pair alone without --manager pacemaker');
+    assert.equal(chassisProfile(t('sim-c'), 'sim-c', L, 115200, 'simulated', 'pacemaker').ha, undefined, 'a spare has no ha section');
+    const w = wrapperScript(f, 'sim-a');
+    assert.match(w, /^if \[ -e \/run\/understudy-in-cluster \]; then exec "\$@"; fi$/m);
+    assert.match(w, /^exec nsenter -t "\$i" -m -u -i -p -- "\$@"$/m);
+    assert.ok(w.includes(f.unsharePid));
+    assert.match(initScript(f, 'sim-a', L.runDir), /^: > '\/mnt'\/understudy-in-cluster$/m, 'the marker in the namespace\'s own /run');
+    // Without a cluster stack the script fails, naming the board.
+    const r = (() => { try { execFileSync('sh', ['-c', w, 'in-cluster', 'true'], { stdio: 'pipe' }); return ''; } catch (e) { return String((e as { stderr: Buffer }).stderr); } })();
+    assert.match(r, /in-cluster: sim-a runs no cluster stack/);
   });
 
   it('the guest\'s clone in the CIB: promotable, promoted-max 1, one board profile per node by a rule on #uname, well-formed with unique ids', () => {

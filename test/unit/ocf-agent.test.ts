@@ -151,6 +151,14 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
       return { close: () => { server?.close(); if (proc.exitCode === null) proc.kill('SIGKILL'); } };
     }
 
+    /** The promoted node sim-a: a stand-in controller answering `status`, the agent's environment, the adoptions it was asked for. */
+    async function promotedNode(tools: { path: string }, status: () => Record<string, unknown>) {
+      const calls: Array<[string, unknown]> = [];
+      const c = await standIn(join(dir, 'store'), status, calls);
+      const e = { ...env(), PATH: tools.path, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-a' };
+      return { c, e, adopts: () => calls.filter(([cmd]) => cmd === 'partner.adopt').map(([, a]) => a) };
+    }
+
     const post = (over: Record<string, string>) => ({
       OCF_RESKEY_CRM_meta_notify_type: 'post', OCF_RESKEY_CRM_meta_notify_operation: 'start',
       OCF_RESKEY_CRM_meta_notify_promoted_uname: 'sim-a', OCF_RESKEY_CRM_meta_notify_active_uname: 'sim-a',
@@ -185,11 +193,8 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
 
     it('the promoted node: a PRIMARY whose partner is gone adopts the started node at its published address; not while its partner is heard, nor when not PRIMARY', async () => {
       const tools = fakeTools();
-      const calls: Array<[string, unknown]> = [];
       let status: Record<string, unknown> = { role: 'PRIMARY', serving: true, partner: { state: 'alive', heartbeat: { sender: 'sim-b' } } };
-      const c = await standIn(join(dir, 'store'), () => status, calls);
-      const e = { ...env(), PATH: tools.path, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-a' };
-      const adopts = () => calls.filter(([cmd]) => cmd === 'partner.adopt').map(([, a]) => a);
+      const { c, e, adopts } = await promotedNode(tools, () => status);
       try {
         assert.equal((await agent('notify', { ...e, ...post({}) })).code, 0);
         assert.deepEqual(adopts(), [], 'the partner is heard: nothing adopted');
@@ -207,6 +212,30 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
         const { OCF_RESKEY_pair_profile: _, ...plain } = e;
         assert.equal((await agent('notify', { ...plain, ...post({}) })).code, 0);
         assert.equal(adopts().length, 2);
+      } finally {
+        c.close();
+      }
+    });
+
+    it('the promoted node\'s monitor adopts a started instance its notification could not (the old partner was still heard then); never while a partner is heard, nor where it was not promoted', async () => {
+      const tools = fakeTools();
+      // crm_resource --locate as Pacemaker prints it: this node promoted, sim-c started.
+      writeFileSync(join(dir, 'bin', 'crm_resource'), `#!/bin/sh\necho "crm_resource $*" >> ${tools.log}\necho 'resource guest is running on: sim-a Promoted'\necho 'resource guest is running on: sim-c'\n`);
+      chmodSync(join(dir, 'bin', 'crm_resource'), 0o755);
+      let status: Record<string, unknown> = { role: 'PRIMARY', serving: true, partner: { state: 'alive', heartbeat: { sender: 'sim-b' } } };
+      const { c, e, adopts } = await promotedNode(tools, () => status);
+      try {
+        status = { role: 'PRIMARY', serving: true, partner: { state: 'dead', heartbeat: { sender: 'sim-b' } } };
+        assert.equal((await agent('monitor', e)).code, 0, 'PRIMARY by its own takeover, not promoted here');
+        assert.deepEqual(adopts(), [], 'not promoted here: no adoption from monitor');
+        status = { role: 'PRIMARY', serving: true, partner: { state: 'alive', heartbeat: { sender: 'sim-b' } } };
+        assert.equal((await agent('promote', e)).code, 0);
+        assert.equal((await agent('monitor', e)).code, 8);
+        assert.deepEqual(adopts(), [], 'its partner is heard: nothing adopted');
+        status = { role: 'PRIMARY', serving: true, partner: { state: 'dead', heartbeat: { sender: 'sim-b' } } };
+        assert.equal((await agent('monitor', e)).code, 8);
+        assert.deepEqual(adopts(), [{ name: 'sim-c', address: '198.51.100.3' }], 'the other started instance, at its published address');
+        assert.match(readFileSync(tools.log, 'utf8'), /crm_resource --resource guest-test --locate/);
       } finally {
         c.close();
       }
