@@ -143,6 +143,12 @@ export class HaController extends EventEmitter {
   readonly quorum?: QuorumSource;
   /** A takeover not made for want of quorum was journaled (once per spell without quorum). */
   private noQuorumJournaled = false;
+  /**
+   * A silent partner was left to corosync and nothing came of it yet (its fence called off: no
+   * quorum, or the partner still a member; or a takeover held back for want of quorum): a later
+   * verdict acts on it. Cleared when the partner is heard or a fence is carried out.
+   */
+  private silenceUndecided = false;
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
@@ -182,6 +188,7 @@ export class HaController extends EventEmitter {
       this.alarms?.clear('partner-left-off', this.alarms.resource('partner'), `partner ${hb.sender} heard again`);
       this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `partner ${hb.sender} heard again`);
       this.cancelPendingFence(`${hb.sender} heard again (role ${hb.role})`);
+      this.silenceUndecided = false;
       this.onPartnerHeartbeat(hb);
     });
     this.membership.on('partner-update', (hb) => this.onPartnerHeartbeat(hb));
@@ -443,7 +450,7 @@ export class HaController extends EventEmitter {
     const p = this.pendingFence;
     const q = this.quorum?.state;
     if (!p?.quorum || !q) return;
-    if (!q.quorate) { this.cancelPendingFence(`this side has no quorum (corosync members ${q.members.join(' ')}): the side with quorum decides`); return; }
+    if (!q.quorate) { this.cancelPendingFence(`this side has no quorum (corosync members ${q.members.join(' ')}): the side with quorum decides`); this.silenceUndecided = true; return; }
     if (q.members.includes(p.partner)) return;
     this.clock.clearTimeout(p.timer);
     this.pendingFence = undefined;
@@ -464,8 +471,9 @@ export class HaController extends EventEmitter {
     this.checkQuorumFence();
     // A silent partner that corosync now shows gone from a quorate side (or a side that regained
     // quorum): act on it (a fence called off earlier, or a takeover held back for want of quorum).
-    if (now?.quorate && !this.pendingFence && !this.fenceInFlight && this.membership.partnerView.state === 'dead'
+    if (now?.quorate && this.silenceUndecided && !this.pendingFence && !this.fenceInFlight && this.membership.partnerView.state === 'dead'
       && (before?.quorate !== true || !now.members.includes(this.partnerName))) {
+      this.silenceUndecided = false;
       this.fire('partner-dead', before?.quorate !== true ? 'this side has quorum again' : `corosync shows ${this.partnerName} gone`);
     }
     this.emit('quorum', now);
@@ -476,6 +484,7 @@ export class HaController extends EventEmitter {
     const ctx = this.context();
     const t = nextRole(this.role, event, ctx);
     if (!t && ctx.quorumLost && TAKEOVER_EVENTS.has(event) && nextRole(this.role, event, { ...ctx, quorumLost: false })) {
+      this.silenceUndecided = true;
       if (!this.noQuorumJournaled) {
         this.noQuorumJournaled = true;
         this.store.record('role', `${this.role} stays ${this.role}: ${event} (${cause ?? 'its partner'}), but corosync says this side has no quorum: not taking over (the side with quorum decides)`, { role: this.role, event, quorumLost: true });
@@ -508,6 +517,7 @@ export class HaController extends EventEmitter {
           if (byQuorum) {
             // The cluster still sees it after its failure detection: alive, cut off from this board only.
             this.store.record('role', `${role}: fence of ${partner} called off: corosync still counts it a member after ${waitMs} ms (ha.quorumSettleMs): alive, cut off from this board only`, { partner, calledOff: true, waitMs });
+            this.silenceUndecided = true;
             return;
           }
           go(`silent for ${waitMs} ms more`);
@@ -649,6 +659,7 @@ export class HaController extends EventEmitter {
   private async fencePartner(order: FenceOrder, waitedMs: number): Promise<void> {
     if (this.fenceInFlight) return;
     this.fenceInFlight = true;
+    this.silenceUndecided = false;
     const partnerName = this.partnerName;
     const fencer = this.role; // FENCING, or a PRIMARY that serves on
     try {

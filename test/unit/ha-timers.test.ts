@@ -328,6 +328,11 @@ describe('HA controller timers on a fake clock', () => {
     await until(() => powerRequests.length === 1, 'fenced once corosync shows it gone');
     assert.deepEqual(powerRequests, [{ line: 'RESET sim-b', at: t0 }]);
     assert.equal(ha.currentRole, 'PRIMARY');
+    // The fenced partner (forgotten by the membership until heard) is not fenced again at a later change of the membership.
+    q.set(true, ['sim-a', 'sim-c', 'sim-d']);
+    await clock.advanceAsync(20000);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(powerRequests.length, 1, 'fenced once');
     // A dying gasp needs no arbitration.
     hear(ha, { role: 'BACKUP' });
     hear(ha, { role: 'BACKUP', health: 'gone' });
