@@ -334,13 +334,14 @@ export class HaController extends EventEmitter {
     };
     if (name === this.board.name) refuse(`${name} is this board`);
     if (this.role !== 'PRIMARY') refuse(`board ${this.board.name} is ${this.role}: only a PRIMARY serving alone takes a new partner (a backup whose primary died promotes itself)`);
+    // The partner it has already (an agent asking again): nothing to do, heard or not.
+    if (name === previous && this.board.partner?.ethernet?.partnerAddress === address) {
+      return { board: this.board.name, partner: name, address, previous, linksClosed: [] };
+    }
     const pv = this.membership.partnerView;
     if (pv.state === 'alive') refuse(`partner ${pv.heartbeat?.sender ?? previous} is heard (${pv.heartbeat?.role ?? '?'}): a new partner only replaces one that is gone`);
     if (this.fenceInFlight || this.pendingFence) refuse(`a fence of ${previous} is under way`);
     if (this.board.fencing?.method === 'ipmitool') refuse(`fencing.method ipmitool addresses ${previous}'s BMC (${this.board.fencing.host}); a new partner needs its own fencing device`);
-    if (name === previous && this.board.partner?.ethernet?.partnerAddress === address) {
-      return { board: this.board.name, partner: name, address, previous, linksClosed: [] };
-    }
     adoptPartnerInProfile(this.board, name, address);
     const known = this.generations.usePartner(name);
     const linksClosed = await this.membership.adoptPartner(address, known);

@@ -22,7 +22,7 @@
  */
 import assert from 'node:assert/strict';
 import { partnerOf, type ChassisBoard } from '../../src/sim/chassis/layout.js';
-import { gapAround, waitProtectedAny } from '../../src/sim/pair.js';
+import { waitProtectedAny } from '../../src/sim/pair.js';
 import { Store } from '../../src/store/journal.js';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { eventually } from '../support/eventually.js';
@@ -59,9 +59,11 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
   };
 
   /** Prints the client's view of the fault (a figure for docs/pacemaker.md, not an assertion). */
-  const report = (r: { res: { gaps: Parameters<typeof gapAround>[0]; acked: number }; faultAt: number }) => {
-    const gap = gapAround(r.res.gaps, r.faultAt);
-    console.log(`      cut → first good reply: ${gap ? `${gap.afterFaultMs} ms` : 'no gap seen'}; ${r.res.acked} answered`);
+  const report = (r: { res: { gaps: Array<[number, number]>; acked: number }; faultAt: number }) => {
+    // The longest silence that began within a second of the cut (the replies of the last requests
+    // before it may still arrive a few ms after it).
+    const g = r.res.gaps.filter(([a, b]) => b >= r.faultAt && a <= r.faultAt + 1000).sort((x, y) => (y[1] - y[0]) - (x[1] - x[0]))[0];
+    console.log(`      cut → first good reply: ${g ? `${g[1] - r.faultAt} ms` : 'no gap seen'}; ${r.res.acked} answered`);
   };
 
   /** Under load, cuts `cut` off the backplane until `other` serves; nothing acknowledged lost. Returns when the cut began (ms). */
@@ -112,8 +114,12 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
     const cutMoves = await movesSince(cut, t0);
     assert.deepEqual(cutMoves[0], ['PRIMARY', 'FAULT'], `${cut} stepped down to FAULT: ${JSON.stringify(cutMoves)}`);
     assert.match((await journalSince(cut, 'role', t0)).find((m) => /^PRIMARY -> FAULT/.test(m))!, /no quorum while its replies are withheld/);
+    // The backup takes over once: on the FAULT it hears, or (the cut primary's heartbeats late at
+    // that moment) on corosync's verdict, fencing it first. Both are safe: nothing was released.
     const otherMoves = await movesSince(other, t0);
-    assert.deepEqual(otherMoves, [['BACKUP', 'PRIMARY']], `${other} took over once: ${JSON.stringify(otherMoves)}`);
+    assert.ok(JSON.stringify(otherMoves) === JSON.stringify([['BACKUP', 'PRIMARY']]) || JSON.stringify(otherMoves) === JSON.stringify([['BACKUP', 'FENCING'], ['FENCING', 'PRIMARY']]), `${other} took over once: ${JSON.stringify(otherMoves)}`);
+    const how = (await journalSince(other, 'role', t0)).find((m) => /^BACKUP -> (PRIMARY|FENCING)/.test(m))!;
+    assert.match(how, new RegExp(`partner reports FAULT|corosync shows this side quorate without ${cut}`));
 
     // Pacemaker, on the side with quorum: the survivor promoted, the second instance on the spare, adopted and cloned to.
     await placedAs(other, [spare], 240000);

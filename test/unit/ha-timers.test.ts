@@ -344,6 +344,17 @@ describe('HA controller timers on a fake clock', () => {
     assert.match(roles.at(-1)!.cause, /no quorum while its replies are withheld/);
   });
 
+  it('partner adopt of the partner it has already (an agent asking again) answers without a refusal, heard or not; another board while the partner is heard is refused', async () => {
+    const { ha } = await controller({ fencing: true, priority: 10 });
+    await ha.start();
+    hear(ha, { role: 'STARTING', priority: 20 });
+    assert.equal(ha.currentRole, 'PRIMARY');
+    const addr = ha.board.partner!.ethernet!.partnerAddress;
+    assert.deepEqual(await ha.adoptPartner('sim-b', addr), { board: 'sim-a', partner: 'sim-b', address: addr, previous: 'sim-b', linksClosed: [] });
+    await assert.rejects(ha.adoptPartner('sim-c', '198.51.100.3'), /partner sim-b is heard/);
+    assert.equal(store.events({ kind: 'partner' }).filter((e) => /refused/.test(e.message)).length, 1, 'only the other board\'s adoption was refused');
+  });
+
   it('a silent PRIMARY that the fencing device reports powered off is fenced at once (no priority delay); one reported on, or a device that does not answer, waits the delay', async () => {
     const { ha, roles } = await controller({ fencing: true });
     await ha.start();
