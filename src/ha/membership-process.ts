@@ -96,11 +96,15 @@ type Answer = Extract<FromWorker, { t: 'snapshot' | 'adopted' }>;
 
 /**
  * The real-time governor (run by the controller, outside the membership process, so a busy loop in
- * it cannot stop it): above this share of one core (all its threads) for RT_GOVERNOR_SECONDS in a
- * row, the membership process loses real-time scheduling. Its normal use is a few % of a core.
+ * it cannot stop it): above this share of one core (all its threads) at RT_GOVERNOR_LOOKS looks in
+ * a row, RT_GOVERNOR_PERIOD_MS apart, the membership process loses real-time scheduling. Its normal
+ * use is a few % of a core. Quick, because while it spins at the kernel's real-time cap the
+ * controllers of the board (and, with both boards spinning, of the partner) get 5 % of a core:
+ * beyond the controller hang bound (1 s) the partner fences a board that is not hung.
  */
 export const RT_GOVERNOR_SHARE = 0.5;
-export const RT_GOVERNOR_SECONDS = 3;
+export const RT_GOVERNOR_PERIOD_MS = 200;
+export const RT_GOVERNOR_LOOKS = 3;
 /** Kicks per watchdog timeout: four chances before it fires. */
 const KICKS_PER_TIMEOUT = 4;
 /** Period of the bad-MAC report: frames rejected for their MAC since the last one, if any. */
@@ -327,7 +331,7 @@ export class MembershipProcess extends EventEmitter {
   private aliveTimer?: NodeJS.Timeout;
   private governor?: NodeJS.Timeout;
   private governorLast?: { ticks: number; at: number };
-  private busySeconds = 0;
+  private busyLooks = 0;
   /** Why the governor took real-time scheduling away, once it has. */
   rtDropped?: string;
   private nextId = 1;
@@ -374,7 +378,7 @@ export class MembershipProcess extends EventEmitter {
       throw new Error(ready.error);
     }
     this.aliveTimer = setInterval(() => this.post({ t: 'alive' }), ALIVE_INTERVAL_MS);
-    if (this.cfg.rtPriority > 0 && w.pid) this.governor = setInterval(() => this.govern(w.pid!), 1000);
+    if (this.cfg.rtPriority > 0 && w.pid) this.governor = setInterval(() => this.govern(w.pid!), RT_GOVERNOR_PERIOD_MS);
   }
 
   /**
@@ -397,8 +401,8 @@ export class MembershipProcess extends EventEmitter {
     this.governorLast = now;
     if (!last) return;
     const share = ((now.ticks - last.ticks) * 1000 / CLOCK_TICKS_PER_S) / Math.max(1, now.at - last.at);
-    this.busySeconds = share > RT_GOVERNOR_SHARE ? this.busySeconds + 1 : 0;
-    if (this.busySeconds < RT_GOVERNOR_SECONDS) return;
+    this.busyLooks = share > RT_GOVERNOR_SHARE ? this.busyLooks + 1 : 0;
+    if (this.busyLooks < RT_GOVERNOR_LOOKS) return;
     clearInterval(this.governor);
     const threads: string[] = [];
     try {
@@ -409,7 +413,7 @@ export class MembershipProcess extends EventEmitter {
     } catch {
       // it ended meanwhile
     }
-    const reason = `used ${Math.round(share * 100)} % of a core for ${this.busySeconds} s (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
+    const reason = `used ${Math.round(share * 100)} % of a core for ${this.busyLooks * RT_GOVERNOR_PERIOD_MS} ms (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
     execFile('chrt', ['-a', '-o', '-p', '0', String(pid)], (err) => {
       this.rtDropped = err ? `${reason}; dropping it failed: ${err.message.trim()}` : reason;
       this.emit('rt-dropped', this.rtDropped, threads.join(' '));

@@ -5,15 +5,17 @@
  * holds both to that.
  */
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { SerialPort } from 'serialport';
 import { SerialLink } from '../../src/hw/links/links.js';
 import { slipEncode } from '../../src/hw/serial/slip.js';
+import { CLOCK_TICKS_PER_S, parseProcStat } from '../../src/hw/proc-state.js';
 import { discardSerialUntil } from '../../src/sim/chassis/serial-relay.js';
-import { eventually } from '../support/rig.js';
+import { alive, eventually } from '../support/rig.js';
 import { ptyPair, stopPty } from '../support/terminal.js';
 
 describe('serial partner link on a pty pair (socat)', function () {
@@ -95,5 +97,52 @@ describe('serial partner link on a pty pair (socat)', function () {
     assert.ok(dropped > 100000, `dropped ${dropped} bytes`);
     const got = await framesAfterOpen();
     assert.deepEqual(got, ['fresh-1']);
+  });
+
+  it('a link at SCHED_FIFO on one core whose line backed up keeps reading at a few % of the core (no livelock with its thread pool): CI, 2026-12-06', async () => {
+    // The membership process's scheduling, pinned to core 0 so that no other core can run its pool
+    // threads (on the chassis, the other core was taken by the partner board's membership process).
+    const child = spawn('taskset', ['-c', '0', process.execPath, join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'serial-link-rt.js'), join(dir, 'board')],
+      { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    type Report = { t: 'report'; txFrames: number; txDropped: number; rxFrames: number; errors: number };
+    const next = <T>(t: string) => new Promise<T>((resolve, reject) => {
+      const onMsg = (m: { t: string }) => { if (m.t === t) { child.off('exit', onExit); child.off('message', onMsg); resolve(m as T); } };
+      const onExit = (code: number | null) => { child.off('message', onMsg); reject(new Error(`serial-link-rt exited (${code})`)); };
+      child.on('message', onMsg);
+      child.once('exit', onExit);
+    });
+    const report = async (): Promise<Report> => { const r = next<Report>('report'); child.send({ t: 'report' }); return r; };
+    const cpuTicks = () => parseProcStat(readFileSync(`/proc/${child.pid}/stat`, 'latin1')).cpuTicks;
+    try {
+      await next('ready');
+      // The partner reads nothing: the link's line backs up until its frames are dropped.
+      child.send({ t: 'flood' });
+      await eventually(async () => ((await report()).txDropped > 0 ? true : undefined), 10000, 100);
+      // The partner reads again and sends a frame every 5 ms; the link sends one every 5 ms too.
+      partner!.on('data', () => undefined);
+      child.send({ t: 'pace' });
+      const frames = setInterval(() => partner!.write(slipEncode(Buffer.from('partner-heartbeat'))), 5);
+      try {
+        const before = (await report()).rxFrames;
+        const received = await eventually(async () => {
+          const r = await report();
+          return r.rxFrames - before >= 100 ? r.rxFrames - before : undefined;
+        }, 10000, 100);
+        assert.ok(received >= 100);
+        const t0 = cpuTicks();
+        const at = performance.now();
+        await new Promise((r) => setTimeout(r, 2000));
+        const share = ((cpuTicks() - t0) / CLOCK_TICKS_PER_S) / ((performance.now() - at) / 1000);
+        // Livelocked, it used the kernel's real-time cap (95 %) and read nothing.
+        assert.ok(share < 0.5, `the link's process used ${Math.round(share * 100)} % of its core`);
+        assert.equal((await report()).errors, 0);
+      } finally {
+        clearInterval(frames);
+      }
+      child.send({ t: 'stop' });
+      await eventually(() => (alive(child.pid!) ? undefined : true), 5000, 50);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
   });
 });

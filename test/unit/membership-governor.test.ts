@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { MembershipProcess, RT_GOVERNOR_SECONDS, type MembershipConfig } from '../../src/ha/membership-process.js';
+import { MembershipProcess, RT_GOVERNOR_LOOKS, RT_GOVERNOR_PERIOD_MS, type MembershipConfig } from '../../src/ha/membership-process.js';
 
 const policy = (pid: number) => execFileSync('chrt', ['-p', String(pid)], { encoding: 'utf8' }).split('\n')[0]!;
 
@@ -28,13 +28,13 @@ describe('membership process: the real-time governor', () => {
 
   const cfg = { rtPriority: 20 } as MembershipConfig;
 
-  it(`drops real-time scheduling of a process busy above the bound for ${RT_GOVERNOR_SECONDS} s in a row, and says why`, async () => {
+  it(`drops real-time scheduling of a process busy above the bound at ${RT_GOVERNOR_LOOKS} looks in a row (${RT_GOVERNOR_LOOKS * RT_GOVERNOR_PERIOD_MS} ms), and says why`, async () => {
     const pid = await realtimeSleeper();
     const m = new MembershipProcess(cfg);
     let ticks = 0;
     m.readTicks = () => (ticks += 100); // a whole core's worth at each look
     const dropped = once(m, 'rt-dropped');
-    for (let i = 0; i < RT_GOVERNOR_SECONDS; i++) m.govern(pid);
+    for (let i = 0; i < RT_GOVERNOR_LOOKS; i++) m.govern(pid);
     assert.equal(m.rtDropped, undefined, 'not before the bound has lasted');
     m.govern(pid);
     const [reason, threads] = (await dropped) as [string, string];
@@ -48,7 +48,7 @@ describe('membership process: the real-time governor', () => {
     const m = new MembershipProcess(cfg);
     let ticks = 0;
     let k = 0;
-    m.readTicks = () => (ticks += (k++ % 3 === 0 ? 0 : 100)); // never RT_GOVERNOR_SECONDS busy looks in a row
+    m.readTicks = () => (ticks += (k++ % 3 === 0 ? 0 : 100)); // never RT_GOVERNOR_LOOKS busy looks in a row
     for (let i = 0; i < 12; i++) m.govern(pid);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(m.rtDropped, undefined);

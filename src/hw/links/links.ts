@@ -6,6 +6,7 @@
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
+import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { SlipFrameDecoder, slipEncode } from '../serial/slip.js';
 
@@ -107,6 +108,8 @@ export class SerialLink extends EventEmitter implements PartnerLink {
   private readonly decoder = new SlipFrameDecoder((f) => { this.counters.rxFrames++; this.emit('frame', f); });
   private retry?: NodeJS.Timeout;
   private closed = false;
+  /** Bytes of a frame the tty did not take yet (a partial write), sent before the next frame. */
+  private unsent: Buffer = Buffer.alloc(0);
   lastError?: string;
   readonly counters = { txFrames: 0, txDropped: 0, rxFrames: 0, errors: 0 };
 
@@ -141,15 +144,49 @@ export class SerialLink extends EventEmitter implements PartnerLink {
       if (!this.closed) this.retry = setTimeout(() => void this.tryOpen(), 1000);
     });
     this.port = port;
+    this.unsent = Buffer.alloc(0);
     this.lastError = undefined;
   }
 
+  /**
+   * Writes straight to the tty (non-blocking, on this thread), never through serialport's write.
+   * Its write waits for a full tty with a poller that, once it has waited for "writable", keeps
+   * alternating readable/writable while input waits for the thread pool's read: in the membership
+   * process at SCHED_FIFO, whose pool threads run one priority lower, that is a livelock (the event
+   * loop spinning at the kernel's real-time cap, the read never done, on both boards at once when
+   * both cores are taken: seen in CI, reproduced in test/integration/serial-link.test.ts). A tty
+   * that takes only part of a frame keeps the rest here (bounded by `maxQueuedBytes`) for the next
+   * send; a full one drops the frame, as a stuck line should.
+   */
   send(frame: Buffer): boolean {
-    const p = this.port;
-    if (!p || !p.isOpen || p.writableLength > (this.o.maxQueuedBytes ?? 512)) { this.counters.txDropped++; return false; }
-    p.write(slipEncode(frame));
+    const fd = this.fd();
+    if (fd === undefined) { this.counters.txDropped++; return false; }
+    if (this.unsent.length) this.unsent = this.writeOut(fd, this.unsent);
+    const encoded = slipEncode(frame);
+    if (this.unsent.length + encoded.length > (this.o.maxQueuedBytes ?? 512)) { this.counters.txDropped++; return false; }
+    this.unsent = this.unsent.length ? Buffer.concat([this.unsent, this.writeOut(fd, encoded)]) : this.writeOut(fd, encoded);
     this.counters.txFrames++;
     return true;
+  }
+
+  /** The open tty's descriptor (serialport's binding holds it), if the port is open. */
+  private fd(): number | undefined {
+    const p = this.port;
+    if (!p?.isOpen) return undefined;
+    const fd = (p.port as { fd?: number | null } | undefined)?.fd;
+    return typeof fd === 'number' ? fd : undefined;
+  }
+
+  /** Writes what the tty takes now; returns the rest. */
+  private writeOut(fd: number, data: Buffer): Buffer {
+    let n = 0;
+    try {
+      n = writeSync(fd, data);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') { this.counters.errors++; this.lastError = (e as Error).message; }
+    }
+    return n >= data.length ? Buffer.alloc(0) : Buffer.from(data.subarray(n));
   }
 
   async close(): Promise<void> {
