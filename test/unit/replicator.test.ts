@@ -50,20 +50,26 @@ const until = async (cond: () => boolean, what: string) => {
 const req = (clientPort: number, text: string): GuestInput => ({ kind: 'request', clientPort, payload: Buffer.from(text) });
 const reply = (clientPort: number, text: string): GuestOutput => ({ kind: 'reply', clientPort, payload: Buffer.from(text) });
 
+/** A protected primary and its backup over loopback TCP, each on a recording guest; `primary` adds options. */
+async function protectedPair(primary: Partial<ConstructorParameters<typeof Replicator>[0]> = {}) {
+  const gp = new RecordingGuest();
+  const gb = new RecordingGuest();
+  const out = new RecordingOut();
+  const p = new Replicator({ guest: gp, log, ...primary });
+  const b = new Replicator({ guest: gb, log, authHoldMs: 60000 });
+  p.setOutput(out);
+  p.becomePrimary();
+  b.becomeBackup();
+  const ch = await channelPair();
+  p.protect(ch.a, 0);
+  b.follow(ch.b, 0);
+  return { gp, gb, out, p, b, ch };
+}
+
 describe('Replicator (two controllers over loopback TCP)', () => {
   let gp: RecordingGuest, gb: RecordingGuest, out: RecordingOut, p: Replicator, b: Replicator, ch: Awaited<ReturnType<typeof channelPair>>;
   beforeEach(async () => {
-    gp = new RecordingGuest();
-    gb = new RecordingGuest();
-    out = new RecordingOut();
-    p = new Replicator({ guest: gp, log });
-    b = new Replicator({ guest: gb, log, authHoldMs: 60000 });
-    p.setOutput(out);
-    p.becomePrimary();
-    b.becomeBackup();
-    ch = await channelPair();
-    p.protect(ch.a, 0);
-    b.follow(ch.b, 0);
+    ({ gp, gb, out, p, b, ch } = await protectedPair());
   });
   afterEach(() => { p.close(); b.close(); ch.close(); });
 
@@ -353,17 +359,7 @@ describe('Replicator: replies withheld until the primary may serve alone (ha.man
     verdict = 'corosync still counts sim-b a member';
     asked = [];
     events = [];
-    gp = new RecordingGuest();
-    gb = new RecordingGuest();
-    out = new RecordingOut();
-    p = new Replicator({ guest: gp, log, maxQueuedInputs: 4, serveAlone: (waited) => { asked.push(waited); return verdict; } });
-    b = new Replicator({ guest: gb, log, authHoldMs: 60000 });
-    p.setOutput(out);
-    p.becomePrimary();
-    b.becomeBackup();
-    ch = await channelPair();
-    p.protect(ch.a, 0);
-    b.follow(ch.b, 0);
+    ({ gp, gb, out, p, b, ch } = await protectedPair({ maxQueuedInputs: 4, serveAlone: (waited) => { asked.push(waited); return verdict; } }));
     p.on('withheld', (r, w) => events.push(`withheld: ${r} / ${w}`));
     p.on('unprotected', (r) => events.push(`unprotected: ${r}`));
   });
