@@ -86,6 +86,12 @@ export class ReplicationManager extends EventEmitter {
    * stream that never began never will: its source is gone (src/pair/controller.ts).
    */
   targetStreamBegun = false;
+  /**
+   * This board as a backup: why its checkpoint and input log no longer hold the partner's state
+   * (the partner served inputs unprotected that never reached this board), until a clone is cut
+   * over here. A backup without the state fences no primary on a hang report (src/ha/roles.ts).
+   */
+  stateGap?: string;
   /** Clones are snapshot copies where QEMU can take one (board profile partner.snapshotClones). */
   snapshotClones = true;
   private cloning?: Promise<CloneReport>;
@@ -203,7 +209,10 @@ export class ReplicationManager extends EventEmitter {
     const reniced: number[] = [];
     try {
       // The descriptor is named as the target finds it: a guest package's by its id, unpacked on each board.
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: partnerNameOf(this.supervisor.guest, this.board.storageDir) }));
+      channel.send(T_CONTROL, encodeControl({
+        type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: partnerNameOf(this.supervisor.guest, this.board.storageDir),
+        ...(this.replicator.protectedNow ? {} : { servedUnprotected: this.replicator.lastSeq }),
+      }));
       const ready = await step(ctl.next(60000));
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);
 
@@ -402,8 +411,10 @@ export class ReplicationManager extends EventEmitter {
       if (type !== T_CONTROL) return;
       const m = this.decodeOrRefuse(channel, body);
       if (!m) return;
-      if (m.type === 'clone-prepare') void this.prepareCloneTarget(channel, m.guestFile);
-      else if (m.type === 'clone-done') {
+      if (m.type === 'clone-prepare') {
+        this.noteServedUnprotected(m.servedUnprotected);
+        void this.prepareCloneTarget(channel, m.guestFile);
+      } else if (m.type === 'clone-done') {
         // Only the channel this board answered clone-ready on may cut a clone over.
         if (channel !== this.backupChannel) { this.refuseControl(channel, 'unexpected', 'clone-done on a channel that prepared no clone'); return; }
         this.finishCloneTarget(channel, m);
@@ -425,6 +436,20 @@ export class ReplicationManager extends EventEmitter {
   private refuseControl(channel: MessageChannel, reason: RejectionReason, detail: string): void {
     this.replicator.rejections.reject('control', reason, detail);
     channel.close();
+  }
+
+  /**
+   * The partner begins a clone having served up to `served` unprotected: inputs past this board's
+   * last one were answered without reaching it, so its checkpoint and log rebuild an older state.
+   * Seen in CI (2026-12-06): both boards starved for a second, the primary served unprotected and
+   * re-cloned, then was reported hung; the backup fenced it and served its checkpoint and log,
+   * and the registrations acknowledged meanwhile were lost.
+   */
+  private noteServedUnprotected(served: number | undefined): void {
+    const mine = this.replicator.lastSeq;
+    if (served === undefined || served <= mine || this.stateGap) return;
+    this.stateGap = `the partner served through input ${served} unprotected; this board's log ends at input ${mine}`;
+    this.store.record('clone', `${this.stateGap}: this board holds none of the partner's state until the new clone is cut over`, { served, logged: mine });
   }
 
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {
@@ -463,6 +488,7 @@ export class ReplicationManager extends EventEmitter {
     this.replicator.resetDigests();
     this.supervisor.expectAppSeq(m.guestSeq, m.authOpen ?? [], m.authAnswered);
     this.replicator.follow(channel, m.cutSeq, m.authOpen ?? [], m.authAnswered);
+    this.stateGap = undefined;
     // Inputs that follow are logged and acknowledged at once but reach the clone only once it runs,
     // so no frame meets a QEMU that is still loading its incoming state.
     this.replicator.pauseDelivery();

@@ -150,7 +150,9 @@ const clientPort = z.number().int().min(CLIENT_PORT_FIRST).max(CLIENT_PORT_LAST)
  * (a rolling upgrade) or a damaged one is refused by decodeControl, never half-read.
  */
 const CONTROL = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('clone-prepare'), memoryMb: z.number().int().positive().max(1 << 20), guestFile: text.optional() }),
+  // servedUnprotected: the source served (replied) through this input without its backup's ACK; a
+  // target whose log stops short of it holds none of the source's state until the clone is cut over.
+  z.object({ type: z.literal('clone-prepare'), memoryMb: z.number().int().positive().max(1 << 20), guestFile: text.optional(), servedUnprotected: seqNo.optional() }),
   z.object({ type: z.literal('guest-upgrade-prepare'), guestFile: text, version: text }),
   z.object({ type: z.literal('guest-upgrade-progress'), step: text, detail: text.optional() }),
   z.object({ type: z.literal('guest-upgrade-ready'), version: text, replayed: seqNo }),
