@@ -126,7 +126,8 @@ export function registerChassisCommands(program: Command): void {
     .option('--timeout <ms>', 'bound on the wait for the controllers', intArg('--timeout'))
     .option('--boards <n>', 'how many boards (2-8): sim-a and sim-b are the pair, sim-c… spares, all on one backplane bridge', intArg('--boards'), 2)
     .addOption(new Option('--manager <who>', 'pacemaker: every board also runs corosync and pacemaker in its own namespaces (docs/pacemaker.md)').choices(['understudy', 'pacemaker']).default('understudy'))
-    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number; boards: number; manager: ChassisManager }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout, boards: o.boards, manager: o.manager }),
+    .option('--stonith', 'with --manager pacemaker: configure the fence device stonith:fence_understudy_chassis on the power controller and enable fencing')
+    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number; boards: number; manager: ChassisManager; stonith?: boolean }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout, boards: o.boards, manager: o.manager, stonith: o.stonith }),
       (r) => [
         r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
         formatChassisStatus(r.status),

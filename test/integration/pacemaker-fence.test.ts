@@ -1,9 +1,9 @@
 /**
  * Pacemaker fences a board of the simulated chassis through the fence agent fence_understudy_chassis
  * (issue 18), as root with the real Debian corosync, pacemaker, pcs and fence-agents library: three
- * boards (`chassis up --boards 3 --manager pacemaker`), the checkout's agent bound over the installed
- * one in every board's namespaces, one stonith device configured with `pcs stonith create` on the
- * chassis' power controller, fencing enabled. `stonith_admin --reboot sim-c` on sim-a power-cycles
+ * boards (`chassis up --boards 3 --manager pacemaker --stonith`), the checkout's agent bound over the
+ * installed one in every board's namespaces, one stonith device on the chassis' power controller
+ * configured by `chassis up --stonith` (as `pcs stonith create` would; pcs reads it back), fencing enabled. `stonith_admin --reboot sim-c` on sim-a power-cycles
  * sim-c through the power controller (OFF, then ON) and sim-c rejoins; with the power controller
  * broken the same request fails, Pacemaker says so, and sim-c is untouched.
  *
@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BoardView } from '../../src/sim/chassis/chassisd.js';
-import { FENCE_AGENT, INSTALLED_FENCE_AGENT } from '../../src/sim/chassis/pacemaker.js';
+import { FENCE_AGENT, FENCE_DEVICE_ID, INSTALLED_FENCE_AGENT } from '../../src/sim/chassis/pacemaker.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
 import { eventually } from '../support/eventually.js';
 import { ClusterTools, pacemakerChassisForTheFile } from '../support/pacemaker.js';
@@ -23,7 +23,7 @@ import { ClusterTools, pacemakerChassisForTheFile } from '../support/pacemaker.j
 const NAME = 'pmfence';
 const RUN_DIR = '/tmp/us-pmfence';
 const BOARDS = ['sim-a', 'sim-b', 'sim-c'] as const;
-const DEVICE = 'fence-chassis';
+const DEVICE = FENCE_DEVICE_ID;
 
 const tools = new ClusterTools(NAME, RUN_DIR);
 const crm = (board: string, argv: string[], timeoutMs?: number) => tools.crm(board, argv, timeoutMs);
@@ -53,9 +53,9 @@ describe('Pacemaker fences a board of the simulated chassis through fence_unders
 
   const boardsNow = async (): Promise<Record<string, BoardView>> => Object.fromEntries((await chassis!.status()).boards.map((b) => [b.board, b]));
 
-  // Up with the power controller broken: the pair's own HA must not reset a board under a test;
-  // the tests that fence fix it first.
-  pacemakerChassisForTheFile(NAME, RUN_DIR, (c) => { chassis = c; }, () => chassis);
+  // Up with the fence device, then the power controller broken: the pair's own HA must not reset a
+  // board under a test; the tests that fence fix it first.
+  pacemakerChassisForTheFile(NAME, RUN_DIR, (c) => { chassis = c; }, () => chassis, { stonith: true });
 
   it('every board\'s cluster runs the checkout\'s agent (bound over the installed one) and Pacemaker reads its metadata', async () => {
     const want = createHash('sha256').update(readFileSync(FENCE_AGENT)).digest('hex');
@@ -73,13 +73,13 @@ describe('Pacemaker fences a board of the simulated chassis through fence_unders
     assert.match(installed.out, /^\s*fence_understudy_chassis$/m);
   });
 
-  it('pcs stonith create configures the device; with stonith-enabled=true it starts, and Pacemaker finds it can fence every board', async function () {
+  it('chassis up --stonith configured the device on the power controller and stonith-enabled=true: pcs shows it, it starts, and Pacemaker finds it can fence every board', async function () {
     this.timeout(180000);
-    const create = await crm('sim-a', ['pcs', 'stonith', 'create', DEVICE, 'fence_understudy_chassis', `socket=${socket}`,
-      `pcmk_host_list=${BOARDS.join(' ')}`, `pcmk_host_map=${BOARDS.map((b) => `${b}:${b}`).join(';')}`, 'op', 'monitor', 'interval=30s'], 120000);
-    assert.equal(create.code, 0, `pcs stonith create: ${create.out}`);
-    const enable = await crm('sim-a', ['pcs', 'property', 'set', 'stonith-enabled=true'], 120000);
-    assert.equal(enable.code, 0, `pcs property set: ${enable.out}`);
+    const shown = await crm('sim-a', ['pcs', 'stonith', 'config', DEVICE], 120000);
+    assert.equal(shown.code, 0, `pcs stonith config: ${shown.out}`);
+    assert.match(shown.out, /fence_understudy_chassis/);
+    assert.match(shown.out, new RegExp(`socket=${socket.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}`), shown.out);
+    assert.match(shown.out, /pcmk_host_list="?sim-a sim-b sim-c/, shown.out);
     const started = await eventually(`${DEVICE} started`, async () => {
       const r = await crm('sim-b', ['crm_mon', '-1', '--output-as=xml']);
       const m = new RegExp(`<resource id="${DEVICE}" resource_agent="stonith:fence_understudy_chassis" role="Started" active="true"[^>]*>\\s*<node name="([^"]+)"`).exec(r.out);

@@ -58,11 +58,11 @@ export class ClusterTools {
  * test; with the power controller broken such a fence fails instead. The operator's switch (chassis
  * power) still works, and a test that fences on purpose fixes it first.
  */
-export function pacemakerChassisForTheFile(name: string, runDir: string, set: (c: Chassis) => void, get: () => Chassis | undefined): void {
+export function pacemakerChassisForTheFile(name: string, runDir: string, set: (c: Chassis) => void, get: () => Chassis | undefined, o: { stonith?: boolean } = {}): void {
   before(async function () {
     this.timeout(240000);
     rmSync(runDir, { recursive: true, force: true });
-    const chassis = await Chassis.up({ name, runDir, boards: 3, manager: 'pacemaker' });
+    const chassis = await Chassis.up({ name, runDir, boards: 3, manager: 'pacemaker', stonith: o.stonith });
     set(chassis);
     await chassis.powerController('break');
   });

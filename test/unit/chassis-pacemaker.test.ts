@@ -7,8 +7,11 @@
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
 import { execFileSync } from 'node:child_process';
-import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
-import { readFileSync } from 'node:fs';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { UsError } from '../../src/core/errors.js';
+import { chassisUp } from '../../src/sim/chassis/launcher.js';
 import { boardProfileSchema } from '../../src/config/board-profile.js';
 import { chassisProfile, pairingProfile, templateFile } from '../../src/sim/chassis/profiles.js';
 
@@ -113,5 +116,22 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     // The two monitors' intervals differ (Pacemaker refuses two monitors with one interval).
     const intervals = [...xml.matchAll(/name="monitor" interval="(\d+)s"/g)].map((m) => m[1]);
     assert.equal(new Set(intervals).size, 2);
+  });
+
+  it('the fence device of chassis up --stonith: fence_understudy_chassis on the power controller\'s socket, every board its own plug, monitored; well-formed', () => {
+    const L = chassisLayout('pmx', '/tmp/us-a&b', 4);
+    const xml = fenceDeviceXml(L);
+    assert.match(xml, new RegExp(`^<primitive id="${FENCE_DEVICE_ID}" class="stonith" type="fence_understudy_chassis">`));
+    assert.match(xml, /name="socket" value="\/tmp\/us-a&amp;b\/power.sock"/, 'the power controller\'s socket, escaped');
+    assert.match(xml, /name="pcmk_host_list" value="sim-a sim-b sim-c sim-d"/);
+    assert.match(xml, /name="pcmk_host_map" value="sim-a:sim-a;sim-b:sim-b;sim-c:sim-c;sim-d:sim-d"/);
+    assert.match(xml, /name="monitor" interval="30s"/);
+    execFileSync('xmllint', ['--noout', '-'], { input: xml });
+  });
+
+  it('chassis up refuses --stonith without --manager pacemaker, before it builds anything', async () => {
+    const runDir = '/tmp/us-stonith-refused-never-built';
+    await assert.rejects(chassisUp({ name: 'stx', runDir, stonith: true }), (e: UsError) => e.code === 'US_ERR_CONFIG' && /--stonith needs --manager pacemaker/.test(e.message));
+    assert.equal(existsSync(runDir), false, 'nothing built');
   });
 });

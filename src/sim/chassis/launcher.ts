@@ -14,7 +14,7 @@ import { callControl } from '../../mgmt/ipc.js';
 import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
 import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, boardNames, chassisLayout, type ChassisLayout } from './layout.js';
 import { isSameProcess, sleep, waitUntil } from './procs.js';
-import { GUEST_CLONE_ID, guestCloneXml, namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
+import { FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
 import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
 
 export interface UpOptions {
@@ -39,6 +39,12 @@ export interface UpOptions {
   boards?: number;
   /** pacemaker: every board also runs corosync and pacemaker (docs/pacemaker.md); `up` waits until all are online. Default understudy. */
   manager?: ChassisManager;
+  /**
+   * With `manager: 'pacemaker'`: configure the fence device stonith:fence_understudy_chassis on the
+   * chassis' power controller and enable fencing (`stonith-enabled=true`). Default false: the
+   * cluster has no fence device and fencing off (the pair fences for itself).
+   */
+  stonith?: boolean;
 }
 
 export interface UpResult {
@@ -112,6 +118,7 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   const guest = o.guest ?? 'none';
   if (guest !== 'none' && guest !== 'primary') throw new UsError('US_ERR_CONFIG', `--guest: none or primary, got "${String(guest)}"`);
   const baud = validBaud(o.baud ?? DEFAULT_BAUD);
+  if (o.stonith && o.manager !== 'pacemaker') throw new UsError('US_ERR_CONFIG', '--stonith needs --manager pacemaker (it configures Pacemaker\'s fence device)');
   const fencing = o.fencing ?? 'simulated';
   if (fencing !== 'simulated' && fencing !== 'ipmi') throw new UsError('US_ERR_CONFIG', `--fencing: simulated or ipmi, got "${String(fencing)}"`);
   const count = boardNames(o.boards ?? MIN_BOARDS).length;
@@ -140,8 +147,9 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
       if (manager !== 'pacemaker') return { pid, recovered, status };
       const online = await clusterOnline(L).catch(() => [] as string[]);
       if (online.length === status.boards.length) {
+        if (o.stonith) await configureStonith(L);
         // With a guest to protect, the chassis configures it in the cluster as ocf:understudy:guest.
-        if (guest === 'primary') await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'));
+        if (guest === 'primary') await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), !!o.stonith);
         return { pid, recovered, status };
       }
     }
@@ -183,25 +191,48 @@ export async function clusterOnline(L: ChassisLayout): Promise<string[]> {
   return r ? [...r.stdout.matchAll(/<node name="([^"]+)"[^>]*\bonline="true"/g)].map((m) => m[1]!) : [];
 }
 
-/**
- * Configures the guest as ocf:understudy:guest, a promotable clone over every board
- * (`guestCloneXml`), unless the cluster has it already (a chassis brought up again keeps the boards'
- * CIBs). Fencing: the cluster's `stonith-enabled` is set false here, as no fence device is
- * configured (docs/pacemaker.md: the pair fences for itself through the power controller).
- * `guestFile` absent: the agent's default descriptor (a chassis brought up without a guest).
- */
-export async function configureGuestClone(L: ChassisLayout, guestFile?: string): Promise<void> {
-  const has = await onCluster(L, ['cibadmin', '--query', '--xpath', `//clone[@id='${GUEST_CLONE_ID}']`]).then(() => true, () => false);
-  if (has) return;
-  const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile });
-  for (const argv of [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false'], ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml]]) {
+/** Runs Pacemaker tools on the cluster one after the other; a failure is a configuration error saying what was being configured. */
+async function onClusterInTurn(L: ChassisLayout, what: string, steps: string[][]): Promise<void> {
+  for (const argv of steps) {
     try {
       await onCluster(L, argv);
     } catch (e) {
       const x = e as { stderr?: string; message: string };
-      throw new UsError('US_ERR_CONFIG', `configuring the guest in the cluster: ${argv[0]} failed: ${(x.stderr ?? x.message).trim()}; the chassis stays up for inspection (\`chassis crm <board> -- crm configure show\`; \`chassis down\` to clean up)`);
+      throw new UsError('US_ERR_CONFIG', `configuring ${what} in the cluster: ${argv[0]} failed: ${(x.stderr ?? x.message).trim()}; the chassis stays up for inspection (\`chassis crm <board> -- crm configure show\`; \`chassis down\` to clean up)`);
     }
   }
+}
+
+/** Whether the cluster's CIB has an element (an XPath query on the first board that answers). */
+const cibHas = (L: ChassisLayout, xpath: string) => onCluster(L, ['cibadmin', '--query', '--xpath', xpath]).then(() => true, () => false);
+
+/**
+ * Configures the guest as ocf:understudy:guest, a promotable clone over every board
+ * (`guestCloneXml`), unless the cluster has it already (a chassis brought up again keeps the boards'
+ * CIBs). Fencing: unless the chassis configured a fence device (`--stonith`), the cluster's
+ * `stonith-enabled` is set false here (docs/pacemaker.md: the pair fences for itself through the
+ * power controller). `guestFile` absent: the agent's default descriptor (a chassis brought up without a guest).
+ */
+export async function configureGuestClone(L: ChassisLayout, guestFile?: string, stonith = false): Promise<void> {
+  if (await cibHas(L, `//clone[@id='${GUEST_CLONE_ID}']`)) return;
+  const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile });
+  await onClusterInTurn(L, 'the guest', [
+    ...(stonith ? [] : [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false']]),
+    ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml],
+  ]);
+}
+
+/**
+ * Configures Pacemaker's fencing (`chassis up --stonith`): the fence device `fenceDeviceXml`
+ * (stonith:fence_understudy_chassis on the power controller) unless the cluster has it already,
+ * and `stonith-enabled=true`.
+ */
+export async function configureStonith(L: ChassisLayout): Promise<void> {
+  const has = await cibHas(L, `//primitive[@id='${FENCE_DEVICE_ID}']`);
+  await onClusterInTurn(L, 'fencing', [
+    ...(has ? [] : [['cibadmin', '--create', '--scope', 'resources', '--xml-text', fenceDeviceXml(L)]]),
+    ['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'true'],
+  ]);
 }
 
 /** Sends one request to a running chassis. */

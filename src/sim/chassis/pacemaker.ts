@@ -319,3 +319,22 @@ export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: s
     + '<op id="g-promote" name="promote" interval="0s" timeout="240s"/><op id="g-demote" name="demote" interval="0s" timeout="120s"/>'
     + '<op id="g-notify" name="notify" interval="0s" timeout="60s"/></operations></primitive></clone>';
 }
+
+/** The id of the fence device `chassis up --manager pacemaker --stonith` configures. */
+export const FENCE_DEVICE_ID = 'fence-chassis';
+
+/**
+ * The fence device `chassis up --manager pacemaker --stonith` configures (pure; exported for
+ * tests): stonith:fence_understudy_chassis on the chassis' power controller socket, able to fence
+ * every board (each node's name is its plug at the power controller), monitored every 30 s.
+ */
+export function fenceDeviceXml(layout: ChassisLayout): string {
+  const attrs: Array<[string, string]> = [
+    ['socket', layout.powerSocket],
+    ['pcmk_host_list', layout.boardNames.join(' ')],
+    ['pcmk_host_map', layout.boardNames.map((b) => `${b}:${b}`).join(';')],
+  ];
+  return `<primitive id="${FENCE_DEVICE_ID}" class="stonith" type="fence_understudy_chassis"><instance_attributes id="${FENCE_DEVICE_ID}-ia">`
+    + attrs.map(([k, v]) => `<nvpair id="${FENCE_DEVICE_ID}-${k}" name="${k}" value="${esc(v)}"/>`).join('')
+    + `</instance_attributes><operations><op id="${FENCE_DEVICE_ID}-monitor" name="monitor" interval="30s"/></operations></primitive>`;
+}
