@@ -12,7 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SerialPort } from 'serialport';
 import { SerialLink } from '../../src/hw/links/links.js';
-import { slipEncode } from '../../src/hw/serial/slip.js';
+import { SlipFrameDecoder, slipEncode } from '../../src/hw/serial/slip.js';
 import { CLOCK_TICKS_PER_S, parseProcStat } from '../../src/hw/proc-state.js';
 import { discardSerialUntil } from '../../src/sim/chassis/serial-relay.js';
 import { alive, eventually } from '../support/rig.js';
@@ -119,7 +119,12 @@ describe('serial partner link on a pty pair (socat)', function () {
       child.send({ t: 'flood' });
       await eventually(async () => ((await report()).txDropped > 0 ? true : undefined), 10000, 100);
       // The partner reads again and sends a frame every 5 ms; the link sends one every 5 ms too.
-      partner!.on('data', () => undefined);
+      // Every frame the partner decodes is whole: the rest of a frame the full tty took only in part
+      // went out before the next frame, never behind it.
+      const frameBytes = Buffer.alloc(46, 0x5a);
+      const decoded = { whole: 0, torn: 0 };
+      const decoder = new SlipFrameDecoder((f) => { if (f.equals(frameBytes)) decoded.whole++; else decoded.torn++; });
+      partner!.on('data', (d: Buffer) => decoder.push(d));
       child.send({ t: 'pace' });
       const frames = setInterval(() => partner!.write(slipEncode(Buffer.from('partner-heartbeat'))), 5);
       try {
@@ -136,6 +141,8 @@ describe('serial partner link on a pty pair (socat)', function () {
         // Livelocked, it used the kernel's real-time cap (95 %) and read nothing.
         assert.ok(share < 0.5, `the link's process used ${Math.round(share * 100)} % of its core`);
         assert.equal((await report()).errors, 0);
+        assert.ok(decoded.whole >= 100, `the partner decoded ${decoded.whole} whole frames`);
+        assert.equal(decoded.torn, 0, 'no torn or interleaved frame');
       } finally {
         clearInterval(frames);
       }

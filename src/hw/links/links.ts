@@ -164,24 +164,30 @@ export class SerialLink extends EventEmitter implements PartnerLink {
     if (this.unsent.length) this.unsent = this.writeOut(fd, this.unsent);
     const encoded = slipEncode(frame);
     if (this.unsent.length + encoded.length > (this.o.maxQueuedBytes ?? 512)) { this.counters.txDropped++; return false; }
-    this.unsent = this.unsent.length ? Buffer.concat([this.unsent, this.writeOut(fd, encoded)]) : this.writeOut(fd, encoded);
+    // Behind bytes the tty has not taken, a frame waits its turn (never written ahead of them).
+    this.unsent = this.unsent.length ? Buffer.concat([this.unsent, encoded]) : this.writeOut(fd, encoded);
     this.counters.txFrames++;
     return true;
   }
 
   /** The open tty's descriptor (serialport's binding holds it), if the port is open. */
-  private fd(): number | undefined {
+  protected fd(): number | undefined {
     const p = this.port;
     if (!p?.isOpen) return undefined;
     const fd = (p.port as { fd?: number | null } | undefined)?.fd;
     return typeof fd === 'number' ? fd : undefined;
   }
 
+  /** One non-blocking write to the tty: the bytes it took (throws EAGAIN when it took none). */
+  protected writeTty(fd: number, data: Buffer): number {
+    return writeSync(fd, data);
+  }
+
   /** Writes what the tty takes now; returns the rest. */
   private writeOut(fd: number, data: Buffer): Buffer {
     let n = 0;
     try {
-      n = writeSync(fd, data);
+      n = this.writeTty(fd, data);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') { this.counters.errors++; this.lastError = (e as Error).message; }
