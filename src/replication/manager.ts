@@ -211,7 +211,7 @@ export class ReplicationManager extends EventEmitter {
       // The descriptor is named as the target finds it: a guest package's by its id, unpacked on each board.
       channel.send(T_CONTROL, encodeControl({
         type: 'clone-prepare', memoryMb: this.supervisor.guest.memoryMb, guestFile: partnerNameOf(this.supervisor.guest, this.board.storageDir),
-        ...(this.replicator.protectedNow ? {} : { servedUnprotected: this.replicator.lastSeq }),
+        ...(this.replicator.servingUnprotected ? { servedUnprotected: this.replicator.lastSeq } : {}),
       }));
       const ready = await step(ctl.next(60000));
       if (ready.type !== 'clone-ready') throw new UsError('US_ERR_LINK', `partner cannot take a clone: ${ready.type === 'clone-failed' ? ready.reason : ready.type}`);

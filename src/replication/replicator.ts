@@ -480,6 +480,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
     return this.isProtected;
   }
 
+  /**
+   * Primary: it releases replies its backup has not acknowledged (unprotected, not withholding
+   * them): a backup's log then stops short of what clients were answered from.
+   */
+  get servingUnprotected(): boolean {
+    return this.mode === 'primary' && !this.isProtected && !this.withheld;
+  }
+
   // ------------------------------------------------------------------ primary: inputs
   submit(input: GuestInput): void {
     if (this.mode === 'backup') return; // a backup has no endpoint; nothing should get here

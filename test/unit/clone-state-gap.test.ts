@@ -18,6 +18,17 @@ import { Replicator } from '../../src/replication/replicator.js';
 import { MessageChannel, listenAuthenticated, type AuthServer } from '../../src/replication/secure-channel.js';
 
 const log = createLogger('test', { level: 'silent' });
+
+/** Two ends of a loopback TCP connection as message channels. */
+async function channelPair(): Promise<{ a: MessageChannel; b: MessageChannel; close(): void }> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const accepted = new Promise<Socket>((r) => srv.once('connection', r));
+  const s1 = connect((srv.address() as { port: number }).port, '127.0.0.1');
+  const a = new MessageChannel(s1);
+  const b = new MessageChannel(await accepted);
+  return { a, b, close: () => { a.close(); b.close(); srv.close(); } };
+}
 const req = (text: string) => ({ kind: 'request' as const, clientPort: 20000, payload: Buffer.from(text) });
 
 describe('clone manager: a backup whose log misses what its primary served unprotected holds none of its state', () => {
@@ -62,18 +73,28 @@ describe('clone manager: a backup whose log misses what its primary served unpro
     return m;
   }
 
-  it('an unprotected primary\'s clone-prepare names the last input it served; a protected one\'s does not', async () => {
+  it('an unprotected primary\'s clone-prepare names the last input it served; a protected or withholding one\'s does not', async () => {
     const unprotected = replicator();
     unprotected.becomePrimary();
     for (const t of ['r1 GET A', 'r2 GET B', 'r3 GET C']) unprotected.submit(req(t));
     assert.equal(unprotected.lastSeq, 3);
     assert.equal((await prepareOf(unprotected)).servedUnprotected, 3);
     await server?.close();
-    const covered = replicator();
-    covered.becomePrimary();
-    covered.submit(req('r1 GET A'));
-    Object.defineProperty(covered, 'protectedNow', { get: () => true });
-    assert.equal((await prepareOf(covered)).servedUnprotected, undefined);
+    // Protected, or withholding its replies (ha.manager pacemaker: nothing released without the
+    // backup's ACK): the backup's log holds what clients were answered from.
+    for (const serveAlone of [undefined, () => 'corosync still counts sim-b a member']) {
+      const covered = new Replicator({ guest: { deliver: () => true }, log, serveAlone });
+      replicators.push(covered);
+      covered.becomePrimary();
+      const ch = await channelPair();
+      covered.protect(ch.a, 0);
+      covered.submit(req('r1 GET A'));
+      if (serveAlone) covered.unprotect('backup stopped acknowledging');
+      assert.equal(covered.servingUnprotected, false);
+      assert.equal((await prepareOf(covered)).servedUnprotected, undefined, serveAlone ? 'withholding' : 'protected');
+      ch.close();
+      await server?.close();
+    }
   });
 
   it('the backup: a gap is noted and journaled, none when its log reaches the input; the cut-over of a new clone ends it', async () => {
@@ -92,13 +113,12 @@ describe('clone manager: a backup whose log misses what its primary served unpro
     assert.equal(mgr.stateGap, 'the partner served through input 57 unprotected; this board\'s log ends at input 40');
     assert.deepEqual(journal, [`${mgr.stateGap}: this board holds none of the partner's state until the new clone is cut over`]);
     // The new clone is cut over: its copy holds the state again.
-    const srv = createServer();
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    const accepted = new Promise<Socket>((r) => srv.once('connection', r));
-    const s1 = connect((srv.address() as { port: number }).port, '127.0.0.1');
-    sockets.push(s1, await accepted);
-    srv.close();
-    target.finishCloneTarget(new MessageChannel(sockets.at(-1)!), { type: 'clone-done', cutSeq: 60, guestSeq: 60, clients: { entries: [], next: 20000 }, downtimeMs: 1 });
-    assert.equal(mgr.stateGap, undefined);
+    const ch = await channelPair();
+    try {
+      target.finishCloneTarget(ch.b, { type: 'clone-done', cutSeq: 60, guestSeq: 60, clients: { entries: [], next: 20000 }, downtimeMs: 1 });
+      assert.equal(mgr.stateGap, undefined);
+    } finally {
+      ch.close();
+    }
   });
 });
