@@ -206,7 +206,7 @@ export class Daemon {
         // A pair without a guest (the chassis' --guest none) has no state to hold: a hung or silent partner is fenced as always.
         // The checkpoint and its log are read only when no copy runs (a count of the inputs since it).
         ...(host ? {
-          holdsState: () => !this.replication?.stateGap && ((host.replicator.protectedNow && host.supervisor.currentState === 'running')
+          holdsState: () => !host.replicator.stateGap && ((host.replicator.protectedNow && host.supervisor.currentState === 'running')
             || (this.checkpointer?.rebuilds(host.replicator.lastSeq) ?? false)),
         } : {}),
       });

@@ -89,9 +89,12 @@ export class ReplicationManager extends EventEmitter {
   /**
    * This board as a backup: why its checkpoint and input log no longer hold the partner's state
    * (the partner served inputs unprotected that never reached this board), until a clone is cut
-   * over here. A backup without the state fences no primary on a hang report (src/ha/roles.ts).
+   * over here (Replicator.stateGap). A backup without the state fences no primary on a hang report
+   * (src/ha/roles.ts).
    */
-  stateGap?: string;
+  get stateGap(): string | undefined {
+    return this.replicator.stateGap;
+  }
   /** Clones are snapshot copies where QEMU can take one (board profile partner.snapshotClones). */
   snapshotClones = true;
   private cloning?: Promise<CloneReport>;
@@ -447,9 +450,10 @@ export class ReplicationManager extends EventEmitter {
    */
   private noteServedUnprotected(served: number | undefined): void {
     const mine = this.replicator.lastSeq;
-    if (served === undefined || served <= mine || this.stateGap) return;
-    this.stateGap = `the partner served through input ${served} unprotected; this board's log ends at input ${mine}`;
-    this.store.record('clone', `${this.stateGap}: this board holds none of the partner's state until the new clone is cut over`, { served, logged: mine });
+    if (served === undefined || served <= mine || this.replicator.stateGap) return;
+    const gap = `the partner served through input ${served} unprotected; this board's log ends at input ${mine}`;
+    this.replicator.stateGap = gap;
+    this.store.record('clone', `${gap}: this board holds none of the partner's state until the new clone is cut over`, { served, logged: mine });
   }
 
   private async prepareCloneTarget(channel: MessageChannel, guestFile?: string): Promise<void> {
@@ -488,7 +492,6 @@ export class ReplicationManager extends EventEmitter {
     this.replicator.resetDigests();
     this.supervisor.expectAppSeq(m.guestSeq, m.authOpen ?? [], m.authAnswered);
     this.replicator.follow(channel, m.cutSeq, m.authOpen ?? [], m.authAnswered);
-    this.stateGap = undefined;
     // Inputs that follow are logged and acknowledged at once but reach the clone only once it runs,
     // so no frame meets a QEMU that is still loading its incoming state.
     this.replicator.pauseDelivery();

@@ -339,6 +339,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * processed them twice and out of order (retried REGs answered with other counts, 2026-12-05).
    */
   becomePrimary(opts: { holdDelivery?: boolean } = {}): void {
+    this.stateGap = undefined;
     this.watchPrimaryGuest(false);
     this.deliveryEpoch++;
     this.mode = 'primary';
@@ -453,6 +454,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
   follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = [], authAnswered?: string): void {
+    this.stateGap = undefined; // the new clone's copy is the primary's state
     this.attachChannel(channel);
     this.deliveryEpoch++;
     this.lastSeq = cutSeq;
@@ -479,6 +481,13 @@ export class Replicator extends EventEmitter implements InputPipeline {
   get protectedNow(): boolean {
     return this.isProtected;
   }
+
+  /**
+   * Backup: why its input log (with its checkpoint) no longer rebuilds what its primary answered
+   * clients from (the primary served past it unprotected, src/replication/manager.ts), until it
+   * follows a new clone's stream or is primary itself.
+   */
+  stateGap?: string;
 
   /**
    * Primary: it releases replies its backup has not acknowledged (unprotected, not withholding

@@ -1,8 +1,9 @@
 /**
  * A primary that served inputs unprotected says so when it begins a clone (clone-prepare's
  * servedUnprotected), and a backup whose log stops short of that input holds none of the primary's
- * state (ReplicationManager.stateGap, read by the daemon's holdsState) until the new clone is cut
- * over: its checkpoint and log would rebuild an older state, so it fences no primary on a hang report.
+ * state (Replicator.stateGap, read by the daemon's holdsState) until the new clone is cut over or
+ * it is primary itself: its checkpoint and log would rebuild an older state, so it fences no
+ * primary on a hang report.
  * CI, 2026-12-06: both boards starved for a second, the primary served unprotected and re-cloned,
  * was reported hung, and the backup fenced it and served its checkpoint: registrations lost.
  */
@@ -120,5 +121,10 @@ describe('clone manager: a backup whose log misses what its primary served unpro
     } finally {
       ch.close();
     }
+    // A board that becomes primary serves its own state: no gap is left over for a later time as backup.
+    target.noteServedUnprotected(90);
+    assert.ok(mgr.stateGap);
+    backup.becomePrimary();
+    assert.equal(mgr.stateGap, undefined);
   });
 });
