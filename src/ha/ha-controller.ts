@@ -120,6 +120,13 @@ export class HaController extends EventEmitter {
   private fenceStats = { attempts: 0, failures: 0, lastError: undefined as string | undefined };
   private lastTransition?: RoleChange;
   private fenceInFlight = false;
+  /**
+   * The partner's boot this board fenced last (its generation as last heard): frames of that boot
+   * still on their way when it went down (seconds' worth may wait in a serial line's buffer) make
+   * it "heard" once more, and their end a second silence; that boot is down already, so the
+   * silence is not fenced again (the board would be reset while it boots, its return delayed).
+   */
+  private fencedBoot?: { partner: string; generation: number };
   private fenceSent = false;
   private lastGuest: GuestHealth = 'none';
   private watchdogStopped?: string;
@@ -194,6 +201,12 @@ export class HaController extends EventEmitter {
     this.membership.on('partner-update', (hb) => this.onPartnerHeartbeat(hb));
     this.membership.on('partner-dead', (silentMs) => {
       const last = this.membership.partnerView.heartbeat;
+      const f = this.fencedBoot;
+      if (last && f && last.sender === f.partner && last.generation <= f.generation) {
+        this.store.record('partner', `partner ${f.partner} silent for ${silentMs.toFixed(1)} ms: the end of frames from its boot ${last.generation}, fenced already (they were on their way when it went down); not fenced again: waiting for its next boot`, { silentMs, generation: last.generation });
+        this.membership.forgetPartner();
+        return;
+      }
       const left = last?.role === 'STOPPING';
       this.store.record('partner', `partner silent on every link for ${silentMs.toFixed(1)} ms: declared dead${left ? ' (its last heartbeat said STOPPING: it left in order)' : ''}`, { silentMs, lastRole: last?.role });
       this.log.warn({ silentMs, lastRole: last?.role }, 'partner declared dead');
@@ -691,6 +704,8 @@ export class HaController extends EventEmitter {
       }
       this.fenceStats.lastError = undefined;
       this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `partner ${partnerName} fenced: ${what} by ${this.fencing.method}`);
+      const boot = this.membership.partnerView.heartbeat;
+      if (boot?.sender === partnerName) this.fencedBoot = { partner: partnerName, generation: boot.generation };
       this.membership.forgetPartner();
       this.emit('partner-fenced', { partner: partnerName, outcome, by: fencer } satisfies PartnerFenced);
       if (this.role === 'FENCING') this.fire('fence-ok');

@@ -451,6 +451,14 @@ describe('HA controller timers on a fake clock', () => {
     assert.deepEqual(path(roles), ['PRIMARY'], 'never stopped serving');
     assert.ok(store.events({ kind: 'role' }).some((e) => /^PRIMARY: partner silent on every link: fencing it, serving on unprotected: fencing sim-b in 75 ms unless it is heard again/.test(e.message)));
     assert.equal(ha.membership.partnerView.state, 'unknown', 'the fenced partner is forgotten until it boots again');
+    // Frames of the fenced boot still on their way (a serial line's buffer) make it heard once
+    // more; their end is a second silence: that boot is down already, so it is not fenced again.
+    hear(ha, { role: 'BACKUP' });
+    silence(ha);
+    await clock.advanceAsync(2000);
+    assert.equal(powerRequests.length, 1, 'the fenced boot is not fenced again');
+    assert.ok(store.events({ kind: 'partner' }).some((e) => /^partner sim-b silent for [\d.]+ ms: the end of frames from its boot 1, fenced already/.test(e.message)));
+    assert.equal(ha.membership.partnerView.state, 'unknown');
     // It boots again and rejoins; later it reboots in order (a rolling upgrade): not fenced.
     news(ha, { t: 'partner-alive', hb: hb({ generation: 2, role: 'STARTING' }) });
     hear(ha, { generation: 2, role: 'BACKUP' });
