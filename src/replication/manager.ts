@@ -86,15 +86,6 @@ export class ReplicationManager extends EventEmitter {
    * stream that never began never will: its source is gone (src/pair/controller.ts).
    */
   targetStreamBegun = false;
-  /**
-   * This board as a backup: why its checkpoint and input log no longer hold the partner's state
-   * (the partner served inputs unprotected that never reached this board), until a clone is cut
-   * over here (Replicator.stateGap). A backup without the state fences no primary on a hang report
-   * (src/ha/roles.ts).
-   */
-  get stateGap(): string | undefined {
-    return this.replicator.stateGap;
-  }
   /** Clones are snapshot copies where QEMU can take one (board profile partner.snapshotClones). */
   snapshotClones = true;
   private cloning?: Promise<CloneReport>;

@@ -109,22 +109,22 @@ describe('clone manager: a backup whose log misses what its primary served unpro
     backup.lastSeq = 40;
     target.noteServedUnprotected(undefined);
     target.noteServedUnprotected(40);
-    assert.equal(mgr.stateGap, undefined, 'a protected source, or one that served nothing past this log');
+    assert.equal(backup.stateGap, undefined, 'a protected source, or one that served nothing past this log');
     target.noteServedUnprotected(57);
-    assert.equal(mgr.stateGap, 'the partner served through input 57 unprotected; this board\'s log ends at input 40');
-    assert.deepEqual(journal, [`${mgr.stateGap}: this board holds none of the partner's state until the new clone is cut over`]);
+    assert.equal(backup.stateGap, 'the partner served through input 57 unprotected; this board\'s log ends at input 40');
+    assert.deepEqual(journal, [`${backup.stateGap}: this board holds none of the partner's state until the new clone is cut over`]);
     // The new clone is cut over: its copy holds the state again.
     const ch = await channelPair();
     try {
       target.finishCloneTarget(ch.b, { type: 'clone-done', cutSeq: 60, guestSeq: 60, clients: { entries: [], next: 20000 }, downtimeMs: 1 });
-      assert.equal(mgr.stateGap, undefined);
+      assert.equal(backup.stateGap, undefined);
     } finally {
       ch.close();
     }
     // A board that becomes primary serves its own state: no gap is left over for a later time as backup.
     target.noteServedUnprotected(90);
-    assert.ok(mgr.stateGap);
+    assert.ok(backup.stateGap);
     backup.becomePrimary();
-    assert.equal(mgr.stateGap, undefined);
+    assert.equal(backup.stateGap, undefined);
   });
 });
