@@ -10,6 +10,9 @@ import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { SlipFrameDecoder, slipEncode } from '../serial/slip.js';
 
+/** No bytes waiting (shared: the serial link's every heartbeat would allocate one). */
+const NOTHING = Buffer.alloc(0);
+
 export interface PartnerLink extends EventEmitter {
   readonly name: 'ethernet' | 'serial';
   open(): Promise<void>;
@@ -109,7 +112,7 @@ export class SerialLink extends EventEmitter implements PartnerLink {
   private retry?: NodeJS.Timeout;
   private closed = false;
   /** Bytes of a frame the tty did not take yet (a partial write), sent before the next frame. */
-  private unsent: Buffer = Buffer.alloc(0);
+  private unsent: Buffer = NOTHING;
   lastError?: string;
   readonly counters = { txFrames: 0, txDropped: 0, rxFrames: 0, errors: 0 };
 
@@ -144,7 +147,7 @@ export class SerialLink extends EventEmitter implements PartnerLink {
       if (!this.closed) this.retry = setTimeout(() => void this.tryOpen(), 1000);
     });
     this.port = port;
-    this.unsent = Buffer.alloc(0);
+    this.unsent = NOTHING;
     this.lastError = undefined;
   }
 
@@ -192,7 +195,7 @@ export class SerialLink extends EventEmitter implements PartnerLink {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') { this.counters.errors++; this.lastError = (e as Error).message; }
     }
-    return n >= data.length ? Buffer.alloc(0) : Buffer.from(data.subarray(n));
+    return n >= data.length ? NOTHING : Buffer.from(data.subarray(n));
   }
 
   async close(): Promise<void> {
