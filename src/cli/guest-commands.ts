@@ -50,7 +50,8 @@ export async function startDaemonInBackground(boardFile: string, guestFile: stri
   const line = await new Promise<string>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => reject(new UsError('US_ERR_TIMEOUT', `controller did not report ready within ${timeoutMs} ms`)), timeoutMs);
-    rl.once('line', (l) => { clearTimeout(timer); resolve(l); });
+    // Only the controller's notice counts: any other line (none is expected) is skipped, never parsed.
+    rl.on('line', (l) => { if (/^(READY|FAILED|CONFIG-ERROR) /.test(l)) { clearTimeout(timer); rl.close(); resolve(l); } });
     child.once('exit', (code) => { clearTimeout(timer); reject(new UsError('US_ERR_HYPERVISOR', `controller exited (${code}) before it was ready; see ${join(board.storageDir, 'understudyd.log')}`)); });
   });
   child.stdout!.destroy();

@@ -32,6 +32,14 @@ const program = new Command('understudyd')
 const opts = program.opts<{ board?: string; guest?: string | false; startEmpty?: boolean }>();
 const notify = process.env.UNDERSTUDY_NOTIFY === 'stdout';
 let notified = false;
+// The line on stdout is for whoever started the controller (`understudy guest start`). A starter that
+// gave up (its timeout, or killed by Pacemaker's) closed its end: the write then fails with EPIPE,
+// which must never take the controller down with it.
+if (notify) {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    process.stderr.write(`${JSON.stringify({ level: 40, time: Date.now(), name: 'understudyd', err: e.code ?? e.message, msg: 'the start-up notice could not be written: its reader (the starting command) is gone; the controller runs on' })}\n`);
+  });
+}
 
 try {
   await runDaemon(defaultBoardFile(opts.board), opts.guest === false ? undefined : defaultGuestFile(opts.guest), (err, configError) => {

@@ -6,11 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { callControl } from '../../src/mgmt/ipc.js';
-import { PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { DAEMON_ENTRY, PACKAGE_ROOT } from '../../src/cli/locate.js';
+import { DAEMON_ENV, DAEMON_NODE_FLAGS } from '../../src/core/footprint.js';
 import { RawControl } from '../support/raw-control.js';
 import { Rig, alive, eventually } from '../support/rig.js';
 
@@ -160,6 +161,31 @@ describe('daemon: CLI and control socket against a running controller', function
     await stillServing();
     const st = await rig.cliJson('guest', 'status', '--board', rig.boardFile);
     assert.equal(st.guest.state, 'running', 'the first daemon and its guest are untouched');
+  });
+
+  it('its starter gone before the READY line (the pipe closed, as when `guest start` times out or is killed): the controller runs on, says so on stderr, no uncaught exception', async function () {
+    this.timeout(180000);
+    await rig.stopDaemon();
+    const errFile = join(rig.dir, 'notify-gone.stderr');
+    const errFd = openSync(errFile, 'w');
+    const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, DAEMON_ENTRY, '--board', rig.boardFile, '--guest', rig.guestFile], {
+      detached: true, stdio: ['ignore', 'pipe', errFd], env: { ...process.env, ...DAEMON_ENV, UNDERSTUDY_NOTIFY: 'stdout' },
+    });
+    closeSync(errFd);
+    rig.daemonPid = child.pid;
+    child.stdout!.destroy(); // the reader is gone: the READY line meets EPIPE
+    child.unref();
+    const st = await eventually(async () => {
+      const r = (await callControl(sock, 'status', {}, 3000).catch(() => undefined)) as { guest?: { state?: string } } | undefined;
+      return r?.guest?.state === 'running' ? r : undefined;
+    }, 120000, 250);
+    assert.equal(st.guest!.state, 'running');
+    const said = await eventually(() => (/start-up notice could not be written/.test(readFileSync(errFile, 'utf8')) ? readFileSync(errFile, 'utf8') : undefined), 20000, 100)
+      .catch(() => readFileSync(errFile, 'utf8'));
+    assert.match(said, /"err":"EPIPE".*start-up notice could not be written/, 'the READY line met EPIPE, and that was reported');
+    assert.doesNotMatch(said, /uncaught exception/);
+    assert.ok(alive(child.pid!), 'the controller is alive');
+    await stillServing();
   });
 
   describe('understudy logs', () => {
