@@ -25,7 +25,7 @@ import assert from 'node:assert/strict';
 import { partnerOf, type BoardName, type ChassisBoard } from '../../src/sim/chassis/layout.js';
 import { gapAround, pairView, waitProtected, waitProtectedAny } from '../../src/sim/pair.js';
 import { eventually } from '../support/eventually.js';
-import { ClusterTools } from '../support/pacemaker.js';
+import { ClusterTools, postMortemOnFailure } from '../support/pacemaker.js';
 import { PairUnderTest } from '../support/pair.js';
 
 const NAME = 'pm18g';
@@ -71,6 +71,7 @@ describe('Pacemaker drives the serving pair (3 boards, real corosync, pacemaker 
     this.timeout(120000);
     await p.down();
   });
+  postMortemOnFailure(`/tmp/us-${NAME}`, ['sim-a', 'sim-b', 'sim-c'], (b) => p.chassis.layout.boards[b as ChassisBoard].storageDir);
 
   it('the chassis configured the guest as a promotable clone of two instances; Pacemaker promotes the pair\'s PRIMARY; the in-sync BACKUP scores synced_score; the spare\'s idle controller is no instance; no failed action', async () => {
     const cfg = await tools.crm('sim-a', ['crm', 'configure', 'show', 'guest-clone']);

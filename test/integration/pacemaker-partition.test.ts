@@ -26,7 +26,7 @@ import { waitProtectedAny } from '../../src/sim/pair.js';
 import { Store } from '../../src/store/journal.js';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { eventually } from '../support/eventually.js';
-import { ClusterTools } from '../support/pacemaker.js';
+import { ClusterTools, postMortemOnFailure } from '../support/pacemaker.js';
 import { PairUnderTest } from '../support/pair.js';
 
 const NAME = 'pm18q';
@@ -98,6 +98,7 @@ describe('Pacemaker and partitions: a board cut off the backplane (3 boards, rea
     this.timeout(60000);
     await p.chassis.heal('ethernet').catch(() => undefined);
   });
+  postMortemOnFailure(`/tmp/us-${NAME}`, ['sim-a', 'sim-b', 'sim-c'], (b) => p.chassis.layout.boards[b as ChassisBoard].storageDir);
 
   it('the primary cut off, its backup heard on the serial link: it withholds its replies, loses quorum and steps down; the backup takes over on the side with quorum; Pacemaker promotes it, the spare becomes its backup; nothing acknowledged lost', async function () {
     this.timeout(900000);

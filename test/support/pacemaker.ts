@@ -5,10 +5,12 @@
  * configured by the chassis: launcher.ts's configureGuestClone).
  */
 import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CLI_ENTRY } from '../../src/sim/chassis/layout.js';
+import { CLI_ENTRY, type ChassisBoard } from '../../src/sim/chassis/layout.js';
 import { Chassis } from '../../src/sim/chassis/rig.js';
+import { Store } from '../../src/store/journal.js';
 
 const run = promisify(execFile);
 
@@ -70,5 +72,40 @@ export function pacemakerChassisForTheFile(name: string, runDir: string, set: (c
   after(async function () {
     this.timeout(60000);
     await get()?.down();
+  });
+  postMortemOnFailure(runDir, ['sim-a', 'sim-b', 'sim-c'], (b) => get()?.layout.boards[b as ChassisBoard]?.storageDir ?? join(runDir, b, 'store'));
+}
+
+/**
+ * For the first failing test of a file: each board's last journal entries (from its store on disk)
+ * and the last lines the agent logged in its Pacemaker log, appended to the failure's message.
+ * CI shows the end of the run, where mocha prints the failures; a dump in the middle is lost.
+ */
+export function postMortemOnFailure(runDir: string, boards: readonly string[], storageDirOf: (board: string) => string): void {
+  let done = false;
+  afterEach(function () {
+    const t = this.currentTest;
+    if (done || t?.state !== 'failed' || !t.err) return;
+    done = true;
+    const out: string[] = ['--- post-mortem (first failure of the file): last journal entries and agent lines per board (link flaps left out) ---'];
+    for (const b of boards) {
+      out.push(`${b}:`);
+      const dir = storageDirOf(b);
+      if (existsSync(join(dir, 'understudy.db'))) {
+        try {
+          const st = new Store(dir);
+          try {
+            // Link flaps (the serial link's 20 ms timeout) would crowd out what decided the roles.
+            for (const e of st.events({ limit: 60 }).filter((x) => x.kind !== 'link').slice(-14)) out.push(`  ${e.at.slice(11, 23)} ${e.kind}: ${e.message.slice(0, 180)}`);
+          } finally { st.close(); }
+        } catch (e) { out.push(`  journal unreadable: ${(e as Error).message}`); }
+      } else out.push('  no journal');
+      const log = join(runDir, b, 'pacemaker', 'log-pacemaker', 'pacemaker.log');
+      if (existsSync(log)) {
+        const agent = readFileSync(log, 'utf8').split('\n').filter((l) => / guest\(\S+\)\[\d+\]:/.test(l) || /Result of \w+ operation for guest on .*: (?!ok)/.test(l));
+        for (const l of agent.slice(-8)) out.push(`  pcmk ${l.replace(/\s+/g, ' ').slice(0, 200)}`);
+      }
+    }
+    t.err.message += `\n${out.join('\n')}`;
   });
 }
