@@ -19,13 +19,14 @@
 import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { EthernetLinkOptions, PartnerLink, SerialLinkOptions } from '../hw/links/links.js';
 import { MEMBERSHIP_ENV, MEMBERSHIP_NODE_FLAGS } from '../core/footprint.js';
 import { CLOCK_TICKS_PER_S, parseProcStat, procStateReader } from '../hw/proc-state.js';
 import { ControllerWatch, type ControllerWatchStatus } from './controller-watch.js';
+import { BusyLooks, SelfGovernor, threadTicks } from './rt-governor.js';
 import type { ControllerHealth, GuestHealth, Heartbeat, HeartbeatVersion, Role } from './frame.js';
 import { Membership, type IgnoredReason, type LinkState, type PartnerGenerations, type PartnerView } from './membership.js';
 
@@ -89,7 +90,8 @@ type FromWorker =
   | { t: 'controller-health'; health: 'ok' | 'hung'; reason?: string; silentMs: number }
   | { t: 'snapshot'; id: number; snapshot: MembershipSnapshot }
   | { t: 'adopted'; id: number; closed?: string[]; error?: string }
-  | { t: 'stopped' };
+  | { t: 'stopped' }
+  | { t: 'rt-dropped'; reason: string; threads: string };
 
 /** The membership process's answers to a request of the controller's, by its id. */
 type Answer = Extract<FromWorker, { t: 'snapshot' | 'adopted' }>;
@@ -178,10 +180,12 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
     // the same core would hold the loop off for as long as it runs.
     const chrt = (args: string[]) => new Promise<string | undefined>((resolve) => execFile('chrt', args, (err) => resolve(err?.message.trim())));
     const helpers = Math.max(1, cfg.rtPriority - 1);
-    // --reset-on-fork: anything this process starts runs at normal priority again.
-    const err = (await chrt(['-a', '-R', '-f', '-p', String(helpers), String(process.pid)])) ?? (await chrt(['-R', '-f', '-p', String(cfg.rtPriority), String(process.pid)]));
+    // The helpers --reset-on-fork; the event loop thread not: the one child it starts, the chrt of
+    // its own governor (rt-governor.ts), must run at its priority to take that priority away.
+    const err = (await chrt(['-a', '-R', '-f', '-p', String(helpers), String(process.pid)])) ?? (await chrt(['-f', '-p', String(cfg.rtPriority), String(process.pid)]));
     if (err) thread.rtError = err; else thread.rtPriority = cfg.rtPriority;
   }
+  let selfGovernor: SelfGovernor | undefined;
 
   let kickTimer: NodeJS.Timeout | undefined;
   const stopKicking = (reason: string) => {
@@ -277,6 +281,7 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
           await m.stop();
           clearInterval(kickTimer);
           clearInterval(badMacTimer);
+          selfGovernor?.stop();
           if (msg.magicClose) watchdog?.magicClose(); else watchdog?.abandon();
           post({ t: 'stopped' });
           process.disconnect();
@@ -285,6 +290,15 @@ async function runMembership(cfg: MembershipConfig): Promise<void> {
     }
   });
   post({ t: 'ready' });
+  if (thread.rtPriority > 0) {
+    selfGovernor = new SelfGovernor({
+      dropped: (reason, threads) => {
+        thread.rtPriority = 0;
+        thread.rtDropped = reason;
+        post({ t: 'rt-dropped', reason, threads });
+      },
+    });
+  }
 }
 
 // The heartbeat carries the 1-minute load average (the kernel updates it every 5 s): read it once a
@@ -331,7 +345,7 @@ export class MembershipProcess extends EventEmitter {
   private aliveTimer?: NodeJS.Timeout;
   private governor?: NodeJS.Timeout;
   private governorLast?: { ticks: number; at: number };
-  private busyLooks = 0;
+  private readonly busy = new BusyLooks(RT_GOVERNOR_SHARE, RT_GOVERNOR_LOOKS);
   /** Why the governor took real-time scheduling away, once it has. */
   rtDropped?: string;
   private nextId = 1;
@@ -400,23 +414,14 @@ export class MembershipProcess extends EventEmitter {
     const last = this.governorLast;
     this.governorLast = now;
     if (!last) return;
-    const share = ((now.ticks - last.ticks) * 1000 / CLOCK_TICKS_PER_S) / Math.max(1, now.at - last.at);
-    this.busyLooks = share > RT_GOVERNOR_SHARE ? this.busyLooks + 1 : 0;
-    if (this.busyLooks < RT_GOVERNOR_LOOKS) return;
+    if (!this.busy.look((now.ticks - last.ticks) * 1000 / CLOCK_TICKS_PER_S, now.at - last.at)) return;
     clearInterval(this.governor);
-    const threads: string[] = [];
-    try {
-      for (const t of readdirSync(`/proc/${pid}/task`)) {
-        const st = parseProcStat(readFileSync(`/proc/${pid}/task/${t}/stat`, 'latin1'));
-        threads.push(`${st.name}:${st.cpuTicks}`);
-      }
-    } catch {
-      // it ended meanwhile
-    }
-    const reason = `used ${Math.round(share * 100)} % of a core for ${this.busyLooks * RT_GOVERNOR_PERIOD_MS} ms (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
+    const threads = threadTicks(pid);
+    const reason = `used ${Math.round(this.busy.last * 100)} % of a core for ${this.busy.busyLooks * RT_GOVERNOR_PERIOD_MS} ms (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
     execFile('chrt', ['-a', '-o', '-p', '0', String(pid)], (err) => {
+      if (this.rtDropped) return; // its own governor was first
       this.rtDropped = err ? `${reason}; dropping it failed: ${err.message.trim()}` : reason;
-      this.emit('rt-dropped', this.rtDropped, threads.join(' '));
+      this.emit('rt-dropped', this.rtDropped, threads);
     });
   }
 
@@ -442,6 +447,11 @@ export class MembershipProcess extends EventEmitter {
       case 'watchdog-stopped': this.emit('watchdog-stopped', m.reason); break;
       case 'bad-mac': this.emit('bad-mac', m.links, m.frames); break;
       case 'controller-health': this.emit('controller-health', m.health, m.silentMs, m.reason); break;
+      case 'rt-dropped':
+        // Its own governor was first: the controller's has nothing left to do.
+        clearInterval(this.governor);
+        if (!this.rtDropped) { this.rtDropped = m.reason; this.emit('rt-dropped', m.reason, m.threads); }
+        break;
       case 'snapshot':
       case 'adopted': this.waiters.get(m.id)?.(m); this.waiters.delete(m.id); break;
       default: break;
