@@ -102,6 +102,14 @@ const BAD_MAC_RECENT_MS = 3000;
 const TAKEOVER_EVENTS: ReadonlySet<RoleEvent> = new Set(['partner-dead', 'partner-hung', 'partner-gone', 'partner-fault']);
 /** How long an operator's start-alone waits for its fence. */
 const START_ALONE_TIMEOUT_MS = 30000;
+/**
+ * A partner link's alarm is raised once the link has stayed down this long (and cleared as soon as
+ * it is up again, if it was raised). The link's state, its journal entries and the pair's decisions
+ * change at once; the operator's alarm list and SNMP managers not at every flap of a link whose
+ * timeout is a few heartbeats (the serial link's 20 ms: on the loaded test machine, a flap every
+ * couple of seconds, each a raise and a clear).
+ */
+export const LINK_ALARM_HOLD_MS = 1000;
 
 export class HaController extends EventEmitter {
   readonly membership: MembershipProcess;
@@ -111,6 +119,8 @@ export class HaController extends EventEmitter {
   private startupTimer?: TimerHandle;
   /** Once, ha.startupWaitMs after start: the link alarms of links never heard since (no change event says so). */
   private linkAlarmTimer?: TimerHandle;
+  /** Links down but not yet for LINK_ALARM_HOLD_MS: their alarm is raised when the timer fires. */
+  private readonly linkDownHeld = new Map<string, TimerHandle>();
   private fenceRetry?: TimerHandle;
   private healthTimer?: TimerHandle;
   private readonly clock: Clock;
@@ -187,7 +197,7 @@ export class HaController extends EventEmitter {
     this.membership.on('link', (link, up, cause) => {
       this.store.record('link', `${link} link ${up ? 'up' : 'DOWN'}: ${cause}`, { link, up });
       (up ? this.log.info.bind(this.log) : this.log.warn.bind(this.log))({ link, up, cause }, `partner link ${link} ${up ? 'up' : 'down'}`);
-      this.alarms?.set('partner-link-down', this.alarms.resource(`partner-link/${link}`), up ? undefined : `partner link ${link} down: ${cause}`, { clearText: `partner link ${link} up: ${cause}` });
+      this.linkAlarm(link, up, cause);
     });
     this.membership.on('partner-alive', (hb) => {
       this.store.record('partner', `partner ${hb.sender} heard (role ${hb.role}, generation ${hb.generation})`, { ...hb });
@@ -361,7 +371,11 @@ export class HaController extends EventEmitter {
     this.escalated = undefined;
     this.misconfiguredJournaled = false;
     this.badMac = undefined;
-    for (const l of linksClosed) this.alarms?.clear('partner-link-down', this.alarms.resource(`partner-link/${l}`), `partner link ${l} closed: it does not reach ${name}`);
+    for (const l of linksClosed) {
+      this.clock.clearTimeout(this.linkDownHeld.get(l));
+      this.linkDownHeld.delete(l);
+      this.alarms?.clear('partner-link-down', this.alarms.resource(`partner-link/${l}`), `partner link ${l} closed: it does not reach ${name}`);
+    }
     this.alarms?.clear('partner-left-off', this.alarms.resource('partner'), `the partner is ${name} now`);
     this.alarms?.clear('fencing-failed', this.alarms.resource('partner'), `the partner is ${name} now`);
     const msg = `partner is now ${name} (${address}), replacing ${previous}${linksClosed.length ? `; link${linksClosed.length > 1 ? 's' : ''} ${linksClosed.join(', ')} closed (not to ${name})` : ''}; serving unprotected until ${name} is heard and cloned to`;
@@ -734,6 +748,24 @@ export class HaController extends EventEmitter {
     }
   }
 
+  /** A link down raises its alarm after LINK_ALARM_HOLD_MS unless it is up again by then; up clears it. */
+  private linkAlarm(link: string, up: boolean, cause: string): void {
+    const a = this.alarms;
+    if (!a) return;
+    const resource = a.resource(`partner-link/${link}`);
+    if (up) {
+      this.clock.clearTimeout(this.linkDownHeld.get(link));
+      this.linkDownHeld.delete(link);
+      a.clear('partner-link-down', resource, `partner link ${link} up: ${cause}`);
+      return;
+    }
+    if (this.linkDownHeld.has(link) || a.isActive('partner-link-down', resource)) return;
+    this.linkDownHeld.set(link, this.clock.setTimeout(() => {
+      this.linkDownHeld.delete(link);
+      a.raise('partner-link-down', resource, `partner link ${link} down: ${cause}`);
+    }, LINK_ALARM_HOLD_MS));
+  }
+
   /**
    * The link alarms as the membership process sees the links now: a link silent since this controller
    * started raises its alarm (its membership reports only changes), one up clears a stale one.
@@ -800,6 +832,8 @@ export class HaController extends EventEmitter {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
     this.clock.clearTimeout(this.linkAlarmTimer);
+    for (const t of this.linkDownHeld.values()) this.clock.clearTimeout(t);
+    this.linkDownHeld.clear();
     this.clock.clearTimeout(this.fenceRetry);
     this.clock.clearTimeout(this.pendingFence?.timer);
     this.pendingFence = undefined;

@@ -18,7 +18,8 @@ import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { Heartbeat } from '../../src/ha/frame.js';
 import { EventEmitter } from 'node:events';
-import { HaController, type RoleChange } from '../../src/ha/ha-controller.js';
+import { HaController, LINK_ALARM_HOLD_MS, type RoleChange } from '../../src/ha/ha-controller.js';
+import { AlarmList } from '../../src/store/alarms.js';
 import type { QuorumSource, QuorumState, QuorumStatus } from '../../src/ha/quorum.js';
 import type { MembershipSnapshot } from '../../src/ha/membership-process.js';
 import { Store } from '../../src/store/journal.js';
@@ -34,6 +35,8 @@ interface BoardOptions {
   escalation?: { maxResets: number; windowS: number };
   /** ha.manager pacemaker, with this stand-in for corosync's quorum. */
   quorum?: StandInQuorum;
+  /** The board's standard alarm list (docs/alarms.md). */
+  alarms?: AlarmList;
 }
 
 /** corosync's quorum as the test sets it (src/ha/quorum.ts QuorumSource). */
@@ -118,7 +121,7 @@ describe('HA controller timers on a fake clock', () => {
     }
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(profile));
-    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall, ...(o.quorum ? { quorum: o.quorum } : {}) });
+    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall, ...(o.quorum ? { quorum: o.quorum } : {}), ...(o.alarms ? { alarms: o.alarms } : {}) });
     c.membership.start = async () => undefined; // no membership process: partner news comes from the test
     c.membership.snapshot = async (): Promise<MembershipSnapshot> => ({
       links: [], partner: c.membership.partnerView, loopDelayMs: { p50: 0, p99: 0, max: 0 }, watchdog: null, thread: { tid: null, rtPriority: 0 }, sent: 0,
@@ -163,6 +166,35 @@ describe('HA controller timers on a fake clock', () => {
     assert.ok((await ha.status()).alarms.some((a) => /^no partner heard since start: not serving/.test(a)));
     hear(ha, { role: 'PRIMARY' });
     assert.deepEqual(path(roles), ['WAITING', 'BACKUP'], 'the partner serves: this board joins it as backup');
+  });
+
+  it(`a partner link's alarm is raised once the link has been down ${LINK_ALARM_HOLD_MS} ms, never for a shorter flap (journaled at once all the same); up again clears it`, async () => {
+    const list = new AlarmList(store, { board: 'sim-a' });
+    const changes: string[] = [];
+    list.on('change', (c: { kind: string }) => changes.push(c.kind));
+    const { ha } = await controller({ fencing: true, alarms: list });
+    await ha.start();
+    hear(ha, { role: 'PRIMARY' });
+    const link = (up: boolean, cause: string) => news(ha, { t: 'link', link: 'serial', up, cause } as never);
+    const alarmed = () => list.activeOf('partner-link-down').map((a) => a.alarmText);
+    const linkJournal = () => store.events({ kind: 'link', limit: 100 }).map((e) => e.message);
+    // A flap: down, up 30 ms later. Journaled both ways, no alarm then or later.
+    link(false, 'silent for 20.7 ms (link timeout 20 ms)');
+    await clock.advanceAsync(30);
+    link(true, 'heartbeat received');
+    await clock.advanceAsync(LINK_ALARM_HOLD_MS * 3);
+    assert.deepEqual(alarmed(), [], 'no alarm for a flap');
+    assert.deepEqual(changes, [], 'nothing raised nor cleared (no notification)');
+    assert.deepEqual(linkJournal(), ['serial link DOWN: silent for 20.7 ms (link timeout 20 ms)', 'serial link up: heartbeat received']);
+    // Down for good: the alarm only once the hold has passed, with the cause of that down.
+    link(false, 'silent for 21.0 ms (link timeout 20 ms)');
+    await clock.advanceAsync(LINK_ALARM_HOLD_MS - 1);
+    assert.deepEqual(alarmed(), [], 'not before the hold');
+    await clock.advanceAsync(1);
+    assert.deepEqual(alarmed(), ['partner link serial down: silent for 21.0 ms (link timeout 20 ms)']);
+    link(true, 'heartbeat received');
+    assert.deepEqual(alarmed(), [], 'up clears it at once');
+    assert.deepEqual(changes, ['raise', 'clear']);
   });
 
   it('fence-then-serve: the board preferred by name fences at startupWaitMs, the other fenceDelayMs later; each powers its partner off (never a reset) and serves', async () => {
