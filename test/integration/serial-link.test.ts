@@ -99,10 +99,10 @@ describe('serial partner link on a pty pair (socat)', function () {
     assert.deepEqual(got, ['fresh-1']);
   });
 
-  it('a link at SCHED_FIFO on one core whose line backed up keeps reading at a few % of the core (no livelock with its thread pool): CI, 2026-12-06', async () => {
+  for (const mode of ['link', 'relay-end'] as const) it(`${mode === 'link' ? 'a link' : 'the chassis relay\'s end of the line (openSerialEnd)'} at SCHED_FIFO on one core whose line backed up keeps reading at a few % of the core (no livelock with its thread pool): CI, 2026-12-06`, async () => {
     // The membership process's scheduling, pinned to core 0 so that no other core can run its pool
     // threads (on the chassis, the other core was taken by the partner board's membership process).
-    const child = spawn('taskset', ['-c', '0', process.execPath, join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'serial-link-rt.js'), join(dir, 'board')],
+    const child = spawn('taskset', ['-c', '0', process.execPath, join(dirname(fileURLToPath(import.meta.url)), '..', 'support', 'serial-link-rt.js'), join(dir, 'board'), mode],
       { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     type Report = { t: 'report'; txFrames: number; txDropped: number; rxFrames: number; errors: number };
     const next = <T>(t: string) => new Promise<T>((resolve, reject) => {

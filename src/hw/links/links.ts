@@ -9,9 +9,7 @@ import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { SlipFrameDecoder, slipEncode } from '../serial/slip.js';
-
-/** No bytes waiting (shared: the serial link's every heartbeat would allocate one). */
-const NOTHING = Buffer.alloc(0);
+import { TtyWriter } from '../serial/tty-writer.js';
 
 export interface PartnerLink extends EventEmitter {
   readonly name: 'ethernet' | 'serial';
@@ -111,8 +109,8 @@ export class SerialLink extends EventEmitter implements PartnerLink {
   private readonly decoder = new SlipFrameDecoder((f) => { this.counters.rxFrames++; this.emit('frame', f); });
   private retry?: NodeJS.Timeout;
   private closed = false;
-  /** Bytes of a frame the tty did not take yet (a partial write), sent before the next frame. */
-  private unsent: Buffer = NOTHING;
+  /** Writes to the tty itself; holds the bytes of a frame the tty did not take yet (a partial write). */
+  private readonly writer = new TtyWriter((data) => this.writeTty(this.fd() ?? -1, data), (e) => { this.counters.errors++; this.lastError = e.message; });
   lastError?: string;
   readonly counters = { txFrames: 0, txDropped: 0, rxFrames: 0, errors: 0 };
 
@@ -147,28 +145,20 @@ export class SerialLink extends EventEmitter implements PartnerLink {
       if (!this.closed) this.retry = setTimeout(() => void this.tryOpen(), 1000);
     });
     this.port = port;
-    this.unsent = NOTHING;
+    this.writer.reset();
     this.lastError = undefined;
   }
 
   /**
-   * Writes straight to the tty (non-blocking, on this thread), never through serialport's write.
-   * Its write waits for a full tty with a poller that, once it has waited for "writable", keeps
-   * alternating readable/writable while input waits for the thread pool's read: in the membership
-   * process at SCHED_FIFO, whose pool threads run one priority lower, that is a livelock (the event
-   * loop spinning at the kernel's real-time cap, the read never done, on both boards at once when
-   * both cores are taken: seen in CI, reproduced in test/integration/serial-link.test.ts). A tty
-   * that takes only part of a frame keeps the rest here (bounded by `maxQueuedBytes`) for the next
-   * send; a full one drops the frame, as a stuck line should.
+   * Writes straight to the tty (non-blocking, on this thread), never through serialport's write
+   * (src/hw/serial/tty-writer.ts says why: a livelock at SCHED_FIFO, seen in CI, reproduced in
+   * test/integration/serial-link.test.ts). A tty that takes only part of a frame keeps the rest
+   * waiting (bounded by `maxQueuedBytes`) for the next send; a full one drops the frame, as a stuck
+   * line should.
    */
   send(frame: Buffer): boolean {
-    const fd = this.fd();
-    if (fd === undefined) { this.counters.txDropped++; return false; }
-    if (this.unsent.length) this.unsent = this.writeOut(fd, this.unsent);
-    const encoded = slipEncode(frame);
-    if (this.unsent.length + encoded.length > (this.o.maxQueuedBytes ?? 512)) { this.counters.txDropped++; return false; }
-    // Behind bytes the tty has not taken, a frame waits its turn (never written ahead of them).
-    this.unsent = this.unsent.length ? Buffer.concat([this.unsent, encoded]) : this.writeOut(fd, encoded);
+    if (this.fd() === undefined) { this.counters.txDropped++; return false; }
+    if (!this.writer.send(slipEncode(frame), this.o.maxQueuedBytes ?? 512)) { this.counters.txDropped++; return false; }
     this.counters.txFrames++;
     return true;
   }
@@ -184,18 +174,6 @@ export class SerialLink extends EventEmitter implements PartnerLink {
   /** One non-blocking write to the tty: the bytes it took (throws EAGAIN when it took none). */
   protected writeTty(fd: number, data: Buffer): number {
     return writeSync(fd, data);
-  }
-
-  /** Writes what the tty takes now; returns the rest. */
-  private writeOut(fd: number, data: Buffer): Buffer {
-    let n = 0;
-    try {
-      n = this.writeTty(fd, data);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'EAGAIN' && code !== 'EWOULDBLOCK' && code !== 'EINTR') { this.counters.errors++; this.lastError = (e as Error).message; }
-    }
-    return n >= data.length ? NOTHING : Buffer.from(data.subarray(n));
   }
 
   async close(): Promise<void> {

@@ -6,8 +6,10 @@
  * serialport-opened ptys (openSerialEnd), tests may use anything that moves bytes.
  */
 import { performance } from 'node:perf_hooks';
+import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { UsError } from '../../core/errors.js';
+import { TtyWriter } from '../../hw/serial/tty-writer.js';
 
 /** What the relay needs from one end of the line. */
 export interface RelayPort {
@@ -204,6 +206,8 @@ export class SerialRelay {
     this.lastTick = now;
     this.ab.tick(elapsed);
     this.ba.tick(elapsed);
+    // (What a receiving end did not take yet goes out at its next write: bytes keep arriving while
+    // the partner lives; a receiver that takes nothing for good is a board that is off or hung.)
     if (this.ab.queued === 0 && this.ba.queued === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
@@ -242,10 +246,17 @@ export async function openSerialEnd(path: string, onError: (e: Error) => void = 
   const port = new SerialPort({ path, baudRate: 115200, autoOpen: false });
   await new Promise<void>((resolve, reject) => port.open((e) => (e ? reject(new UsError('US_ERR_CHASSIS', `serial relay: cannot open ${path}: ${e.message}`)) : resolve())));
   port.on('error', onError);
+  // Written on this thread, not with serialport's write: the chassis runs real-time, where that
+  // write's poller livelocks with the thread pool's reads (src/hw/serial/tty-writer.ts).
+  const writer = new TtyWriter((data) => {
+    const fd = (port.port as { fd?: number | null } | undefined)?.fd;
+    if (!port.isOpen || typeof fd !== 'number') throw Object.assign(new Error(`serial relay: ${path} is closed`), { code: 'EBADF' });
+    return writeSync(fd, data);
+  }, onError);
   return {
-    write: (d) => void port.write(d),
+    write: (d) => void writer.send(d, Number.MAX_SAFE_INTEGER), // bounded by the relay's backlog check (pending)
     onData: (l) => void port.on('data', l),
-    pending: () => port.writableLength,
+    pending: () => { writer.flush(); return writer.pending; },
     pause: () => void port.pause(),
     resume: () => void port.resume(),
     close: () => new Promise<void>((resolve) => (port.isOpen ? port.close(() => resolve()) : resolve())),
