@@ -372,8 +372,7 @@ export class HaController extends EventEmitter {
     this.misconfiguredJournaled = false;
     this.badMac = undefined;
     for (const l of linksClosed) {
-      this.clock.clearTimeout(this.linkDownHeld.get(l));
-      this.linkDownHeld.delete(l);
+      this.cancelLinkAlarmHold(l);
       this.alarms?.clear('partner-link-down', this.alarms.resource(`partner-link/${l}`), `partner link ${l} closed: it does not reach ${name}`);
     }
     this.alarms?.clear('partner-left-off', this.alarms.resource('partner'), `the partner is ${name} now`);
@@ -754,8 +753,7 @@ export class HaController extends EventEmitter {
     if (!a) return;
     const resource = a.resource(`partner-link/${link}`);
     if (up) {
-      this.clock.clearTimeout(this.linkDownHeld.get(link));
-      this.linkDownHeld.delete(link);
+      this.cancelLinkAlarmHold(link);
       a.clear('partner-link-down', resource, `partner link ${link} up: ${cause}`);
       return;
     }
@@ -764,6 +762,11 @@ export class HaController extends EventEmitter {
       this.linkDownHeld.delete(link);
       a.raise('partner-link-down', resource, `partner link ${link} down: ${cause}`);
     }, LINK_ALARM_HOLD_MS));
+  }
+
+  private cancelLinkAlarmHold(link: string): void {
+    this.clock.clearTimeout(this.linkDownHeld.get(link));
+    this.linkDownHeld.delete(link);
   }
 
   /**
@@ -832,8 +835,7 @@ export class HaController extends EventEmitter {
     this.fire('stop');
     this.clock.clearTimeout(this.startupTimer);
     this.clock.clearTimeout(this.linkAlarmTimer);
-    for (const t of this.linkDownHeld.values()) this.clock.clearTimeout(t);
-    this.linkDownHeld.clear();
+    for (const l of [...this.linkDownHeld.keys()]) this.cancelLinkAlarmHold(l);
     this.clock.clearTimeout(this.fenceRetry);
     this.clock.clearTimeout(this.pendingFence?.timer);
     this.pendingFence = undefined;

@@ -417,7 +417,7 @@ export class MembershipProcess extends EventEmitter {
     if (!this.busy.look((now.ticks - last.ticks) * 1000 / CLOCK_TICKS_PER_S, now.at - last.at)) return;
     clearInterval(this.governor);
     const threads = threadTicks(pid);
-    const reason = `used ${Math.round(this.busy.last * 100)} % of a core for ${this.busy.busyLooks * RT_GOVERNOR_PERIOD_MS} ms (bound ${RT_GOVERNOR_SHARE * 100} %): real-time scheduling dropped so it cannot starve the controller and the guest`;
+    const reason = this.busy.why(RT_GOVERNOR_PERIOD_MS);
     execFile('chrt', ['-a', '-o', '-p', '0', String(pid)], (err) => {
       if (this.rtDropped) return; // its own governor was first
       this.rtDropped = err ? `${reason}; dropping it failed: ${err.message.trim()}` : reason;

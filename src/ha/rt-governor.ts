@@ -39,6 +39,11 @@ export class BusyLooks {
   get busyLooks(): number {
     return this.inRow;
   }
+
+  /** Why real-time scheduling goes (the journal's and the alarm's words), looks `periodMs` apart; `by`: who saw it, if not the controller. */
+  why(periodMs: number, by?: string): string {
+    return `used ${Math.round(this.last * 100)} % of a core for ${this.inRow * periodMs} ms (bound ${Math.round(this.share * 100)} %${by ? `, ${by}` : ''}): real-time scheduling dropped so it cannot starve the controller and the guest`;
+  }
 }
 
 /** The membership process's own looks: every 100 ms, four in a row above 70 % of a core (its normal use is a few %). */
@@ -85,8 +90,6 @@ export class SelfGovernor {
   private readonly rule: BusyLooks;
   private readonly timer: NodeJS.Timeout;
   private last: { cpu: number; at: number };
-  /** Why real-time scheduling was dropped, once it was. */
-  reason?: string;
 
   constructor(private readonly o: SelfGovernorOptions) {
     this.rule = new BusyLooks(o.share ?? RT_SELF_SHARE, o.looks ?? RT_SELF_LOOKS);
@@ -111,10 +114,9 @@ export class SelfGovernor {
     if (!busy) return;
     this.stop();
     const threads = threadTicks(process.pid);
-    const reason = `used ${Math.round(this.rule.last * 100)} % of a core for ${this.rule.busyLooks * (this.o.periodMs ?? RT_SELF_PERIOD_MS)} ms (bound ${Math.round(this.rule.share * 100)} %, seen by itself): real-time scheduling dropped so it cannot starve the controller and the guest`;
+    const reason = this.rule.why(this.o.periodMs ?? RT_SELF_PERIOD_MS, 'seen by itself');
     const err = (this.o.drop ?? (() => dropRealTime(process.pid)))();
-    this.reason = err ? `${reason}; dropping it failed: ${err}` : reason;
-    this.o.dropped(this.reason, threads);
+    this.o.dropped(err ? `${reason}; dropping it failed: ${err}` : reason, threads);
   }
 
   stop(): void {

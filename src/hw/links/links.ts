@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { SlipFrameDecoder, slipEncode } from '../serial/slip.js';
-import { TtyWriter } from '../serial/tty-writer.js';
+import { TtyWriter, openFd } from '../serial/tty-writer.js';
 
 export interface PartnerLink extends EventEmitter {
   readonly name: 'ethernet' | 'serial';
@@ -165,10 +165,7 @@ export class SerialLink extends EventEmitter implements PartnerLink {
 
   /** The open tty's descriptor (serialport's binding holds it), if the port is open. */
   protected fd(): number | undefined {
-    const p = this.port;
-    if (!p?.isOpen) return undefined;
-    const fd = (p.port as { fd?: number | null } | undefined)?.fd;
-    return typeof fd === 'number' ? fd : undefined;
+    return openFd(this.port);
   }
 
   /** One non-blocking write to the tty: the bytes it took (throws EAGAIN when it took none). */

@@ -8,7 +8,16 @@
  *
  * What the tty did not take waits here (bounded by the caller) and goes out before anything newer.
  */
+import type { SerialPort } from 'serialport';
+
 const NOTHING = Buffer.alloc(0);
+
+/** The descriptor of an open serialport port (its binding holds it), or undefined when it is not open. */
+export function openFd(port: SerialPort | undefined): number | undefined {
+  if (!port?.isOpen) return undefined;
+  const fd = (port.port as { fd?: number | null } | undefined)?.fd;
+  return typeof fd === 'number' ? fd : undefined;
+}
 
 export class TtyWriter {
   private unsent: Buffer = NOTHING;

@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { writeSync } from 'node:fs';
 import { SerialPort } from 'serialport';
 import { UsError } from '../../core/errors.js';
-import { TtyWriter } from '../../hw/serial/tty-writer.js';
+import { TtyWriter, openFd } from '../../hw/serial/tty-writer.js';
 
 /** What the relay needs from one end of the line. */
 export interface RelayPort {
@@ -249,8 +249,8 @@ export async function openSerialEnd(path: string, onError: (e: Error) => void = 
   // Written on this thread, not with serialport's write: the chassis runs real-time, where that
   // write's poller livelocks with the thread pool's reads (src/hw/serial/tty-writer.ts).
   const writer = new TtyWriter((data) => {
-    const fd = (port.port as { fd?: number | null } | undefined)?.fd;
-    if (!port.isOpen || typeof fd !== 'number') throw Object.assign(new Error(`serial relay: ${path} is closed`), { code: 'EBADF' });
+    const fd = openFd(port);
+    if (fd === undefined) throw Object.assign(new Error(`serial relay: ${path} is closed`), { code: 'EBADF' });
     return writeSync(fd, data);
   }, onError);
   return {
