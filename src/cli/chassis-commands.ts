@@ -62,7 +62,7 @@ export function formatChassisStatus(s: ChassisStatus): string {
   const e = s.links.ethernet;
   const end = (b: ChassisBoard) => (e.ends[b] ? `${b} plink ${e.ends[b]!.adminUp ? 'up' : 'down'}/${e.ends[b]!.operstate}` : `${b} plink missing`);
   const lines = [
-    `chassis ${c.name} (${c.runDir}): chassisd pid ${c.pid}, up ${c.uptimeS} s, guest ${c.guest}${c.boards ? `, ${c.boards} boards on the backplane ${c.backplaneNetns}` : ''}`,
+    `chassis ${c.name} (${c.runDir}): chassisd pid ${c.pid}, up ${c.uptimeS} s, guest ${c.guest}${c.guests ? ` (${c.guests} guests)` : ''}${c.boards ? `, ${c.boards} boards on the backplane ${c.backplaneNetns}` : ''}`,
     table([
       ['BOARD', 'NETNS', 'POWER', 'CONTROLLER', 'ANSWERS', 'ROLE', 'BOOTS', 'RESETS', 'LAST RESET', 'WATCHDOG'],
       ...s.boards.map((b) => [
@@ -74,6 +74,7 @@ export function formatChassisStatus(s: ChassisStatus): string {
   ];
   for (const b of s.boards) {
     if (b.lastExit && !b.lastExit.expected) lines.push(`${b.board}: controller ${b.lastExit.pid} exited on its own (${b.lastExit.signal ?? `code ${b.lastExit.code}`}) at ${b.lastExit.at}; log ${b.log}`);
+    for (const g of b.guests ?? []) lines.push(`${b.board} guest ${g.guest} (${g.serviceAddress}): ${answerText(g.role, (r) => String(r.role))}`);
     if (b.pacemaker) lines.push(`${b.board} corosync and pacemaker: ${b.pacemaker.alive ? `running (unshare pid ${b.pacemaker.pid}, namespace pid 1 ${b.pacemaker.init ?? '?'})` : 'GONE'}; \`understudy chassis crm ${b.board} -- crm_mon -1\``);
     lines.push(`${b.board} sees its partner links: ${answerText(b.linkStatus, (r) => (r.links as Array<{ name: string; up: boolean }>).map((l) => `${l.name} ${l.up ? 'up' : 'down'}`).join(', ') + ((r.alarms as string[])?.length ? `; alarms: ${(r.alarms as string[]).join('; ')}` : ''))}`);
   }
@@ -127,7 +128,8 @@ export function registerChassisCommands(program: Command): void {
     .option('--boards <n>', 'how many boards (2-8): sim-a and sim-b are the pair, sim-c… spares, all on one backplane bridge', intArg('--boards'), 2)
     .addOption(new Option('--manager <who>', 'pacemaker: every board also runs corosync and pacemaker in its own namespaces (docs/pacemaker.md)').choices(['understudy', 'pacemaker']).default('understudy'))
     .option('--stonith', 'with --manager pacemaker: configure the fence device stonith:fence_understudy_chassis on the power controller and enable fencing')
-    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number; boards: number; manager: ChassisManager; stonith?: boolean }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout, boards: o.boards, manager: o.manager, stonith: o.stonith }),
+    .option('--guests <n>', 'with --manager pacemaker --guest primary: how many guests share the shelf (1 to boards-1; guest k>1 serves first on the (k+1)-th board, backed up on sim-b, on 192.0.2.(9+k))', intArg('--guests'), 1)
+    .action(action((o: Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; timeout?: number; boards: number; manager: ChassisManager; stonith?: boolean; guests: number }) => chassisUp({ name: o.name, runDir: o.runDir, guest: o.guest, guestFile: o.guestFile, baud: o.baud, fencing: o.fencing, timeoutMs: o.timeout, boards: o.boards, manager: o.manager, stonith: o.stonith, guests: o.guests }),
       (r) => [
         r.recovered ? `cleaned up after a crashed run: ${[...r.recovered.killed, ...r.recovered.removed].join(', ') || 'nothing left'}` : '',
         formatChassisStatus(r.status),
@@ -190,8 +192,9 @@ export function registerChassisCommands(program: Command): void {
     .option('--guest-file <descriptor>')
     .option('--boards <n>', 'how many boards', intArg('--boards'), 2)
     .addOption(new Option('--manager <who>').choices(['understudy', 'pacemaker']).default('understudy'))
+    .option('--guests <n>', 'how many guests', intArg('--guests'), 1)
     .action(async (_o, cmd: Command) => {
-      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; boards: number; manager: ChassisManager }>();
-      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, guestFile: o.guestFile, fencing: o.fencing, boards: o.boards, manager: o.manager });
+      const o = cmd.optsWithGlobals<Where & { guest: 'none' | 'primary'; guestFile?: string; baud: number; fencing: 'simulated' | 'ipmi'; boards: number; manager: ChassisManager; guests: number }>();
+      await runChassisd({ name: o.name, runDir: o.runDir, baud: o.baud, guest: o.guest, guestFile: o.guestFile, fencing: o.fencing, boards: o.boards, manager: o.manager, guests: o.guests });
     });
 }

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { callControl } from '../mgmt/ipc.js';
-import { BOARD_NAMES, CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, type BoardName, type ChassisBoard, type ChassisLayout } from './chassis/layout.js';
+import { BOARD_NAMES, CLI_ENTRY, SERVICE_CLIENT_ADDRESS, SERVICE_PORT, SERVICE_VIP, guestOnBoard, type BoardName, type ChassisBoard, type ChassisLayout } from './chassis/layout.js';
 import type { LoadProgress, LoadResult } from './load.js';
 
 export interface BoardView {
@@ -33,15 +33,16 @@ export async function pairView(layout: ChassisLayout): Promise<Record<BoardName,
 
 /**
  * On a chassis of any size (N+1: a spare may be the backup): until one board is PRIMARY protected
- * and another BACKUP with its guest running, whose partner it is; returns both (bounded).
+ * and another BACKUP with its guest running, whose partner it is; returns both (bounded). `guest`:
+ * which guest of the shelf (`chassis up --guests`), its controllers' sockets (default 1).
  */
-export async function waitProtectedAny(layout: ChassisLayout, timeoutMs: number): Promise<{ primary: ChassisBoard; backup: ChassisBoard }> {
+export async function waitProtectedAny(layout: ChassisLayout, timeoutMs: number, guest = 1): Promise<{ primary: ChassisBoard; backup: ChassisBoard }> {
   const end = Date.now() + timeoutMs;
   let seen: string[] = [];
   for (let i = 0; i < 100000 && Date.now() < end; i++) {
     const views = await Promise.all(layout.boardNames.map(async (b) => {
       try {
-        return { board: b, s: (await callControl(layout.boards[b].controlSocket, 'status', {}, 3000)) as Record<string, any> };
+        return { board: b, s: (await callControl(guestOnBoard(layout, b, guest).controlSocket, 'status', {}, 3000)) as Record<string, any> };
       } catch {
         return { board: b, s: undefined };
       }
@@ -53,7 +54,7 @@ export async function waitProtectedAny(layout: ChassisLayout, timeoutMs: number)
     if (primary && backup) return { primary: primary.board, backup: backup.board };
     await new Promise((r) => setTimeout(r, 500));
   }
-  throw new Error(`no protected pair within ${timeoutMs} ms: ${seen.join('; ')}`);
+  throw new Error(`no protected pair${guest > 1 ? ` of guest ${guest}` : ''} within ${timeoutMs} ms: ${seen.join('; ')}`);
 }
 
 /** Waits (bounded) until one board is primary with its backup's clone in sync; returns the primary. */
@@ -116,9 +117,9 @@ export interface LoadRun {
   pid: number;
 }
 
-/** Runs `understudy load` inside the service network against the service address. */
-export function startLoad(layout: ChassisLayout, o: { rate: number; durationMs: number; tag: string; retryMs?: number; giveUpMs?: number; window?: number; verify?: boolean; regEvery?: number; mix?: string; pool?: string }, onProgress?: (p: LoadProgress) => void): LoadRun {
-  const args = ['netns', 'exec', layout.serviceNetns, process.execPath, CLI_ENTRY, 'load', '--target', `${SERVICE_VIP}:${SERVICE_PORT}`,
+/** Runs `understudy load` inside the service network against the service address (`address`: another guest's, default guest 1's). */
+export function startLoad(layout: ChassisLayout, o: { rate: number; durationMs: number; tag: string; retryMs?: number; giveUpMs?: number; window?: number; verify?: boolean; regEvery?: number; mix?: string; pool?: string; address?: string }, onProgress?: (p: LoadProgress) => void): LoadRun {
+  const args = ['netns', 'exec', layout.serviceNetns, process.execPath, CLI_ENTRY, 'load', '--target', `${o.address ?? SERVICE_VIP}:${SERVICE_PORT}`,
     '--bind', SERVICE_CLIENT_ADDRESS, '--rate', String(o.rate), '--duration', String(o.durationMs), '--tag', o.tag,
     '--retry', String(o.retryMs ?? 20), ...(o.giveUpMs ? ['--give-up', String(o.giveUpMs)] : []), '--window', String(o.window ?? 8), ...(o.regEvery ? ['--reg-every', String(o.regEvery)] : []),
     ...(o.mix ? ['--mix', o.mix] : []), ...(o.pool ? ['--pool', o.pool] : []), ...(o.verify ? ['--verify'] : [])];

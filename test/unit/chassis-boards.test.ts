@@ -6,13 +6,17 @@
  * parsed against the chassis' own boards.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { UsError } from '../../src/core/errors.js';
+import { chassisUp } from '../../src/sim/chassis/launcher.js';
 import { boardProfileSchema } from '../../src/config/board-profile.js';
 import {
-  MAX_BOARDS, PACKAGE_ROOT, PLINK_PORT, SERVICE_VIP, boardNames, chassisLayout, parseBoardName, partnerOf, plinkAddress, serviceBoardAddress,
+  MAX_BOARDS, PACKAGE_ROOT, PLINK_PORT, SERVICE_VIP, boardNames, chassisLayout, guestCount, guestOnBoard, guestPair, guestPlinkPort, guestServiceAddress,
+  parseBoardName, partnerOf, plinkAddress, serviceBoardAddress, type ChassisBoard,
 } from '../../src/sim/chassis/layout.js';
-import { chassisProfile, pairingProfile, pairingProfileFile, templateFile } from '../../src/sim/chassis/profiles.js';
+import { chassisProfile, pairingProfile, pairingProfileFile, templateFile, writeGuestProfiles } from '../../src/sim/chassis/profiles.js';
 
 const DOC_RANGES = [/^192\.0\.2\.\d+$/, /^198\.51\.100\.\d+$/, /^203\.0\.113\.\d+$/, /^127\.\d+\.\d+\.\d+$/];
 
@@ -93,5 +97,82 @@ describe('simulated chassis: N boards (--boards N)', () => {
     assert.throws(() => parseBoardName('d', three), /boards: sim-a, sim-b, sim-c; a, b, c also accepted/);
     assert.equal(partnerOf('sim-a'), 'sim-b');
     assert.throws(() => partnerOf('sim-c'), /spare/);
+  });
+});
+
+describe('simulated chassis: several guests on one shelf (--guests G)', () => {
+  const dirs: string[] = [];
+  after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+  it('guest k > 1 has its own natural pair (the (k+1)-th board first, sim-b its backup), service address, partner-link ports and files; the count is bounded by the boards', () => {
+    const L = chassisLayout('t', '/tmp/us-t', 4);
+    assert.deepEqual(guestPair(L, 1), ['sim-a', 'sim-b']);
+    assert.deepEqual(guestPair(L, 2), ['sim-c', 'sim-b']);
+    assert.deepEqual(guestPair(L, 3), ['sim-d', 'sim-b']);
+    assert.throws(() => guestPair(L, 4), /guest 4 needs 5 boards/);
+    assert.equal(guestServiceAddress(1), SERVICE_VIP);
+    assert.equal(guestServiceAddress(2), '192.0.2.11');
+    assert.deepEqual([1, 2, 3].map(guestPlinkPort), [PLINK_PORT, PLINK_PORT + 100, PLINK_PORT + 200]);
+    // Guest 1's files are the board's own; guest 2's sit in their own folder.
+    assert.equal(guestOnBoard(L, 'sim-c', 1).controlSocket, L.boards['sim-c'].controlSocket);
+    const g = guestOnBoard(L, 'sim-c', 2);
+    assert.equal(g.dir, '/tmp/us-t/sim-c/guest2');
+    assert.equal(g.controlSocket, '/tmp/us-t/sim-c/guest2/store/understudyd.sock');
+    assert.equal(g.watchdogFifo, '/tmp/us-t/sim-c/guest2/watchdog');
+    assert.equal(guestCount(3, 4), 3);
+    assert.throws(() => guestCount(3, 3), /--guests: an integer from 1 to 2 on a chassis of 3 boards/);
+    assert.throws(() => guestCount(0, 3), /--guests/);
+  });
+
+  it('guest 2\'s profiles on every board are valid: its natural pair partners each other on the backplane (Ethernet only) on its own ports and address, the third board is a spare, pairing profiles for every other pairing; nothing shared with guest 1\'s controller on the same board', () => {
+    const run = mkdtempSync(join(tmpdir(), 'us-guests-'));
+    dirs.push(run);
+    const L = chassisLayout('t', run, 3);
+    for (const b of L.boardNames) mkdirSync(L.boards[b].dir, { recursive: true });
+    const files = writeGuestProfiles(L, 2, 'pacemaker');
+    const read = (f: string) => JSON.parse(readFileSync(f, 'utf8'));
+    const c = read(files['sim-c'].profile);
+    const b = read(files['sim-b'].profile);
+    const a = read(files['sim-a'].profile);
+    for (const p of [a, b, c]) {
+      const check = boardProfileSchema.safeParse(p);
+      assert.ok(check.success, JSON.stringify(!check.success && check.error.issues[0]));
+      assert.equal(p.console, undefined, 'the board\'s console is guest 1\'s');
+    }
+    assert.deepEqual(c.partner, { name: 'sim-b', ethernet: { interface: 'plink', localAddress: plinkAddress('sim-c'), partnerAddress: plinkAddress('sim-b'), port: PLINK_PORT + 100 } });
+    assert.equal(b.partner.name, 'sim-c');
+    assert.equal(b.partner.ethernet.port, PLINK_PORT + 100);
+    assert.equal(b.partner.serial, undefined, 'no serial link: the pty pair joins sim-a and sim-b for guest 1');
+    assert.ok(c.ha.priority < b.ha.priority, 'sim-c is preferred: it serves first');
+    assert.equal(c.ha.manager, 'pacemaker');
+    assert.equal(c.service.address, '192.0.2.11');
+    assert.equal(b.service.address, '192.0.2.11');
+    assert.equal(a.ha, undefined, 'sim-a is a spare for guest 2');
+    assert.equal(a.partner, undefined);
+    assert.equal(a.service.address, '127.0.11.1');
+    const guest1 = chassisProfile(JSON.parse(readFileSync(templateFile('sim-b'), 'utf8')), 'sim-b', L, 115200);
+    assert.notEqual(b.storageDir, guest1.storageDir);
+    assert.equal(b.storageDir, guestOnBoard(L, 'sim-b', 2).storageDir);
+    assert.equal(b.watchdog.device, files['sim-b'].watchdogFifo);
+    assert.notEqual(b.watchdog.device, guest1.watchdog.device);
+    assert.notEqual(b.metrics.port, guest1.metrics.port);
+    // Pairing profiles: every pairing but the natural one.
+    const dir = (x: ChassisBoard) => guestOnBoard(L, x, 2).dir;
+    assert.deepEqual(readdirSync(dir('sim-a')).filter((f) => f.startsWith('with-')).sort(), ['with-sim-b.json', 'with-sim-c.json']);
+    assert.deepEqual(readdirSync(dir('sim-b')).filter((f) => f.startsWith('with-')), ['with-sim-a.json']);
+    assert.deepEqual(readdirSync(dir('sim-c')).filter((f) => f.startsWith('with-')), ['with-sim-a.json']);
+    const ab = read(join(dir('sim-a'), 'with-sim-b.json'));
+    assert.ok(boardProfileSchema.safeParse(ab).success);
+    assert.equal(ab.partner.ethernet.port, PLINK_PORT + 100);
+    assert.equal(ab.service.address, '192.0.2.11');
+    assert.equal(ab.storageDir, guestOnBoard(L, 'sim-a', 2).storageDir);
+  });
+
+  it('chassis up refuses --guests above the boards\' bound or without Pacemaker and a guest, before it builds anything', async () => {
+    const runDir = '/tmp/us-guests-refused-never-built';
+    await assert.rejects(chassisUp({ name: 'gx', runDir, boards: 3, guests: 2, guest: 'primary' }), (e: UsError) => e.code === 'US_ERR_CONFIG' && /needs --manager pacemaker and --guest primary/.test(e.message));
+    await assert.rejects(chassisUp({ name: 'gx', runDir, boards: 3, guests: 2, manager: 'pacemaker' }), (e: UsError) => e.code === 'US_ERR_CONFIG' && /needs --manager pacemaker and --guest primary/.test(e.message));
+    await assert.rejects(chassisUp({ name: 'gx', runDir, boards: 2, guests: 2, manager: 'pacemaker', guest: 'primary' }), (e: UsError) => e.code === 'US_ERR_CONFIG' && /from 1 to 1 on a chassis of 2 boards/.test(e.message));
+    assert.equal(existsSync(runDir), false, 'nothing built');
   });
 });

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
 import { execFileSync } from 'node:child_process';
-import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, guestIds, initialPlacementXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { UsError } from '../../src/core/errors.js';
@@ -116,6 +116,29 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
     // The two monitors' intervals differ (Pacemaker refuses two monitors with one interval).
     const intervals = [...xml.matchAll(/name="monitor" interval="(\d+)s"/g)].map((m) => m[1]);
     assert.equal(new Set(intervals).size, 2);
+  });
+
+  it('guest 2\'s clone: its own ids (none shared with guest 1\'s), its profiles under guest2/ per node, its pairing profiles\' pattern; its first placement on its natural pair', () => {
+    const L = chassisLayout('pmx', '/tmp/us-pmx', 3);
+    const o = { cli: '/opt/u/bin/understudy', daemon: '/opt/u/bin/understudyd' };
+    const one = guestCloneXml(L, o);
+    const two = guestCloneXml(L, o, 2);
+    assert.match(two, /^<clone id="guest2-clone">/);
+    assert.match(two, /<primitive id="guest2" class="ocf" provider="understudy" type="guest">/);
+    const ids = (x: string) => [...x.matchAll(/ id="([^"]+)"/g)].map((m) => m[1]!);
+    assert.equal(new Set(ids(two)).size, ids(two).length, 'unique ids');
+    assert.deepEqual(ids(two).filter((i) => ids(one).includes(i)), [], 'no id shared with guest 1\'s clone');
+    for (const b of L.boardNames) {
+      assert.ok(two.includes(`name="board" value="${L.boards[b].dir}/guest2/profile.json"`), `${b}: guest 2's profile`);
+      assert.ok(two.includes(`name="pair_profile" value="${L.boards[b].dir}/guest2/with-%s.json"`), `${b}: guest 2's pairing profiles`);
+    }
+    assert.match(two, /name="clone-max" value="2"/);
+    assert.deepEqual(initialPlacementXml(L, 2).map((c) => c.xml), [
+      '<rsc_location id="guest2-clone-first-sim-c" rsc="guest2-clone" node="sim-c" score="100"/>',
+      '<rsc_location id="guest2-clone-first-sim-b" rsc="guest2-clone" node="sim-b" score="100"/>',
+    ]);
+    assert.deepEqual(guestIds(1), { clone: GUEST_CLONE_ID, primitive: 'guest', prefix: 'g' });
+    assert.equal(guestCloneXml(L, o, 1), one, 'guest 1\'s clone is the default');
   });
 
   it('the fence device of chassis up --stonith: fence_understudy_chassis on the power controller\'s socket, every board its own plug, monitored; well-formed', () => {

@@ -191,6 +191,64 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
       }
     });
 
+    it('the spare restarted by a recovery (stopped and started in one transition) is paired by the post notification; while its paired controller comes up, monitor says started (0), not stopped; once that controller is gone, 7', async () => {
+      const tools = fakeTools();
+      // A controller that takes a while to answer (a stand-in that never does, alive for 3 s).
+      const slow = join(dir, 'bin', 'understudyd-slow');
+      writeFileSync(slow, `#!/bin/sh\necho "understudyd-slow $*" >> ${tools.log}\nexec sleep 3\n`);
+      chmodSync(slow, 0o755);
+      const pairing = join(dir, 'with-sim-a.json');
+      const board = JSON.parse(readFileSync(profile, 'utf8')) as Record<string, unknown>;
+      writeFileSync(pairing, JSON.stringify({ ...board, name: 'sim-c', partner: { name: 'sim-a', ethernet: { localAddress: '198.51.100.3', partnerAddress: '198.51.100.1', port: 5405 } }, ha: { keyFile: '/k' } }, null, 2));
+      const calls: Array<[string, unknown]> = [];
+      const c = await standIn(join(dir, 'store'), () => ({ role: 'STANDALONE', serving: false }), calls);
+      const e = { ...env(), PATH: tools.path, OCF_RESKEY_daemon: slow, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-c' };
+      try {
+        assert.equal((await agent('start', e)).code, 0);
+        // Pacemaker's recovery of sim-c's instance: stop and start there, sim-a promoted throughout.
+        const recovery = post({ OCF_RESKEY_CRM_meta_notify_active_uname: 'sim-a sim-c', OCF_RESKEY_CRM_meta_notify_stop_uname: 'sim-c', OCF_RESKEY_CRM_meta_notify_start_uname: 'sim-c' });
+        assert.equal((await agent('notify', { ...e, ...recovery })).code, 0);
+        assert.ok(calls.some(([cmd]) => cmd === 'guest.stop'), 'the idle controller stopped: a member despite the stop');
+        await eventuallyTrue(() => /understudyd-slow --board \S+with-sim-a\.json/.test(readFileSync(tools.log, 'utf8')));
+        assert.equal((await agent('monitor', e)).code, 0, 'its paired controller is coming up: started, not stopped');
+        await new Promise((r) => setTimeout(r, 3500));
+        assert.equal((await agent('monitor', e)).code, 7, 'that controller gone without answering: stopped');
+      } finally {
+        c.close();
+      }
+    });
+
+    it('a spare started here and still idle while another node is promoted pairs itself at its recurring monitor (a missed pairing); not at a probe, nor when nothing is promoted elsewhere', async () => {
+      const tools = fakeTools();
+      const locate = join(dir, 'locate.out');
+      writeFileSync(locate, '');
+      writeFileSync(join(dir, 'bin', 'crm_resource'), `#!/bin/sh\necho "crm_resource $*" >> ${tools.log}\ncat ${locate}\n`);
+      chmodSync(join(dir, 'bin', 'crm_resource'), 0o755);
+      const pairing = join(dir, 'with-sim-a.json');
+      const board = JSON.parse(readFileSync(profile, 'utf8')) as Record<string, unknown>;
+      writeFileSync(pairing, JSON.stringify({ ...board, name: 'sim-c', partner: { name: 'sim-a', ethernet: { localAddress: '198.51.100.3', partnerAddress: '198.51.100.1', port: 5405 } }, ha: { keyFile: '/k' } }, null, 2));
+      const calls: Array<[string, unknown]> = [];
+      const c = await standIn(join(dir, 'store'), () => ({ role: 'STANDALONE', serving: false }), calls);
+      const e = { ...env(), PATH: tools.path, OCF_RESKEY_daemon: tools.daemon, OCF_RESKEY_pair_profile: join(dir, 'with-%s.json'), OCF_RESKEY_CRM_meta_on_node: 'sim-c' };
+      const recurring = { ...e, OCF_RESKEY_CRM_meta_interval: '11000' };
+      try {
+        assert.equal((await agent('start', e)).code, 0);
+        // Nothing promoted elsewhere: stays idle.
+        writeFileSync(locate, 'resource guest is running on: sim-c\n');
+        assert.equal((await agent('monitor', recurring)).code, 0);
+        assert.ok(!calls.some(([cmd]) => cmd === 'guest.stop'));
+        writeFileSync(locate, 'resource guest is running on: sim-a Promoted\nresource guest is running on: sim-c\n');
+        // A probe (no interval) only reports.
+        assert.equal((await agent('monitor', e)).code, 0);
+        assert.ok(!calls.some(([cmd]) => cmd === 'guest.stop'), 'a probe changes nothing');
+        assert.equal((await agent('monitor', recurring)).code, 0);
+        assert.ok(calls.some(([cmd]) => cmd === 'guest.stop'), 'the idle controller stopped');
+        await eventuallyTrue(() => /understudyd --board \S+with-sim-a\.json/.test(readFileSync(tools.log, 'utf8')));
+      } finally {
+        c.close();
+      }
+    });
+
     it('the promoted node: a PRIMARY whose partner is gone adopts the started node at its published address; not while its partner is heard, nor when not PRIMARY', async () => {
       const tools = fakeTools();
       let status: Record<string, unknown> = { role: 'PRIMARY', serving: true, partner: { state: 'alive', heartbeat: { sender: 'sim-b' } } };

@@ -50,6 +50,11 @@ export interface SimBoardOptions {
    * (`--manager pacemaker` with the guest in the cluster: the agent's start).
    */
   firstBootOnly?: boolean;
+  /**
+   * The watchdogs of further guests' controllers on this board (`--guests`: Pacemaker starts them):
+   * any of them starving resets the whole board, as the board's own does.
+   */
+  guestWatchdogs?: Array<{ guest: number; fifo: string; timeoutMs: number }>;
 }
 
 export interface ControllerExit {
@@ -79,6 +84,8 @@ export interface SimBoardStatus {
   resets: { count: number; last: { cause: ResetCause; at: string } | null };
   watchdog: SimWatchdogStatus;
   log: string;
+  /** The further guests' controllers' watchdogs (`--guests`), by guest number. */
+  guestWatchdogs?: Array<SimWatchdogStatus & { guest: number }>;
   /** With --manager pacemaker: the board's corosync and pacemaker (the recorded `unshare`, its namespace's pid 1). */
   pacemaker?: { pid: number; init: number | null; alive: boolean };
 }
@@ -96,12 +103,27 @@ export class SimBoard {
   private resetCount = 0;
   private lastReset: { cause: ResetCause; at: string } | null = null;
   readonly watchdog: SimWatchdog;
+  /** Further guests' controllers' watchdogs (SimBoardOptions.guestWatchdogs). */
+  private readonly guestWatchdogs: Array<{ guest: number; watchdog: SimWatchdog }>;
   /** Power operations run one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly o: SimBoardOptions) {
     this.name = o.layout.name;
     this.watchdog = new SimWatchdog({ fifo: o.layout.watchdogFifo, timeoutMs: o.watchdogTimeoutMs, onFire: () => this.onWatchdogFire() });
+    this.guestWatchdogs = (o.guestWatchdogs ?? []).map((w) => ({
+      guest: w.guest,
+      watchdog: new SimWatchdog({ fifo: w.fifo, timeoutMs: w.timeoutMs, onFire: () => this.onWatchdogFire(w.guest, w.timeoutMs) }),
+    }));
+  }
+
+  /** Creates every watchdog FIFO of the board (the board's own and its further guests'). */
+  openWatchdogs(): void {
+    for (const w of [this.watchdog, ...this.guestWatchdogs.map((g) => g.watchdog)]) w.open();
+  }
+
+  closeWatchdogs(): void {
+    for (const w of [this.watchdog, ...this.guestWatchdogs.map((g) => g.watchdog)]) w.close();
   }
 
   get power(): PowerState {
@@ -213,8 +235,8 @@ export class SimBoard {
     this.lastReset = { cause, at: new Date().toISOString() };
   }
 
-  private onWatchdogFire(): void {
-    this.o.log.warn({ board: this.name, timeoutMs: this.o.watchdogTimeoutMs }, `watchdog reset ${this.name}`);
+  private onWatchdogFire(guest?: number, timeoutMs = this.o.watchdogTimeoutMs): void {
+    this.o.log.warn({ board: this.name, timeoutMs, ...(guest ? { guest } : {}) }, `watchdog reset ${this.name}${guest ? ` (guest ${guest}'s controller's watchdog)` : ''}`);
     void this.reset('watchdog').catch((e) => this.o.log.error({ board: this.name, err: (e as Error).message }, 'watchdog reset failed'));
   }
 
@@ -229,6 +251,7 @@ export class SimBoard {
     const stale = await drainSerialEnd(layout.serialDevice);
     if (stale < 0) this.o.log.warn({ board: this.name, device: layout.serialDevice }, 'could not drain the serial port before boot (held by someone else?)');
     this.watchdog.listen();
+    for (const g of this.guestWatchdogs) g.watchdog.listen();
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const firmware = await this.bootloader();
     if (this.o.clusterManager) this.startClusterManager(this.o.clusterManager);
@@ -356,6 +379,7 @@ export class SimBoard {
    */
   private async killBoard(killed?: () => void): Promise<void> {
     this.watchdog.ignore();
+    for (const g of this.guestWatchdogs) g.watchdog.ignore();
     await this.killClusterManager();
     const cur = this.current;
     if (cur) {
@@ -389,6 +413,7 @@ export class SimBoard {
       lastExit: this.lastExit,
       resets: { count: this.resetCount, last: this.lastReset },
       watchdog: this.watchdog.status(),
+      ...(this.guestWatchdogs.length ? { guestWatchdogs: this.guestWatchdogs.map((g) => ({ guest: g.guest, ...g.watchdog.status() })) } : {}),
       log: this.o.layout.log,
       ...(this.o.clusterManager ? { pacemaker: this.manager ? { pid: this.manager.pid, init: namespaceInit(this.manager.pid) ?? null, alive: isAlive(this.manager.pid) } : undefined } : {}),
     };

@@ -15,15 +15,15 @@ import { probeKvm } from '../../hw/hypervisor/kvm-probe.js';
 import { callControl, serveControl, type ControlServer } from '../../mgmt/ipc.js';
 import { SimBoard, type SimBoardStatus } from './board.js';
 import {
-  AUTH_SERVICE, BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, SERVICE_INTERFACE, SERVICE_PREFIX, SERVICE_VIP,
-  chassisLayout, isPairBoard, parseBoardName, plinkAddress, serviceBoardAddress, type BoardName, type ChassisBoard, type ChassisLayout,
+  AUTH_SERVICE, BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, SERVICE_INTERFACE, SERVICE_PREFIX,
+  chassisLayout, guestOnBoard, guestServiceAddress, isPairBoard, parseBoardName, plinkAddress, serviceBoardAddress, type BoardName, type ChassisBoard, type ChassisLayout,
 } from './layout.js';
 import { assertBackplaneFree, assertNetworkFree, createBackplane, createNetwork, createServiceNetwork, dropAddress, plinkStatus, setPlink, vethTempNames, type PlinkStatus } from './netns.js';
 import { PowerController } from './power-controller.js';
 import { startTimeOf, isAlive, signal, sleep } from './procs.js';
 import { BMC_CIPHER_SUITE, BMC_USER, writeBmcFiles } from './bmc.js';
 import { IpmitoolFencing } from '../../hw/fencing/fencing.js';
-import { writeChassisProfiles } from './profiles.js';
+import { writeChassisProfiles, writeGuestProfiles, type GuestProfileFiles } from './profiles.js';
 import { pacemakerArgv, writePacemakerFiles, type ChassisManager } from './pacemaker.js';
 import { consolePasswordPath, hashPassword, writePasswordFile } from '../../mgmt/console/index.js';
 import { startPtyPair, type PtyPair } from './pty-pair.js';
@@ -50,6 +50,12 @@ export interface ChassisdOptions {
   boards?: number;
   /** pacemaker: every board also runs corosync and pacemaker in its own namespaces (pacemaker.ts). Default understudy. */
   manager?: ChassisManager;
+  /**
+   * Guests on the shelf (`--guests`, with --manager pacemaker and --guest primary): guest 1 is the
+   * pair's; guest 2… run on their own natural pairs, started by Pacemaker (layout.ts guestPair,
+   * docs/pacemaker.md). Default 1.
+   */
+  guests?: number;
 }
 
 /** What a board's controller says about itself, or why it could not be asked. */
@@ -61,10 +67,12 @@ export interface BoardView extends SimBoardStatus {
   controlSocket: string;
   role: Answer;
   linkStatus: Answer;
+  /** `--guests`: the further guests' controllers on this board (Pacemaker's to start), asked on their own sockets. */
+  guests?: Array<{ guest: number; serviceAddress: string; controlSocket: string; role: Answer }>;
 }
 
 export interface ChassisStatus {
-  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number; fencing: ChassisFencing; boards?: number; backplaneNetns?: string; manager?: ChassisManager };
+  chassis: { name: string; runDir: string; pid: number; uptimeS: number; guest: GuestMode; baud: number; fencing: ChassisFencing; boards?: number; backplaneNetns?: string; manager?: ChassisManager; guests?: number };
   boards: BoardView[];
   links: {
     ethernet: { state: 'up' | 'cut'; ends: Record<ChassisBoard, PlinkStatus | null> };
@@ -204,6 +212,9 @@ export class Chassisd {
       this.log.info({ accel: accel.accel, reason: accel.reason }, 'accelerator for the boards\' guests');
       const profiles = writeChassisProfiles(L, this.o.baud, this.o.fencing ?? 'simulated', this.o.manager ?? 'understudy');
       const pacemaker = this.o.manager === 'pacemaker' ? writePacemakerFiles(L) : undefined;
+      // Guests 2… (Pacemaker starts their controllers): their profiles, and a watchdog each on every board.
+      const moreGuests: GuestProfileFiles[] = [];
+      for (let k = 2; k <= (this.o.guests ?? 1); k++) moreGuests.push(...Object.values(writeGuestProfiles(L, k, this.o.manager ?? 'understudy')));
       // The simulated boards' serial consoles accept the documented default password.
       for (const b of L.boardNames) {
         mkdirSync(L.boards[b].storageDir, { recursive: true, mode: 0o700 });
@@ -231,13 +242,16 @@ export class Chassisd {
           watchdogTimeoutMs: profiles[b].watchdogTimeoutMs,
           log: this.log.child({ component: 'board' }),
           onChange: () => this.record(),
-          onKilled: () => dropAddress(L.boards[b].netns, SERVICE_VIP, SERVICE_PREFIX, SERVICE_INTERFACE),
+          onKilled: async () => {
+            for (let k = 1; k <= (this.o.guests ?? 1); k++) await dropAddress(L.boards[b].netns, guestServiceAddress(k), SERVICE_PREFIX, SERVICE_INTERFACE);
+          },
+          guestWatchdogs: moreGuests.filter((g) => g.board === b).map((g) => ({ guest: g.guest, fifo: g.watchdogFifo, timeoutMs: g.watchdogTimeoutMs })),
           ...(pacemaker ? { clusterManager: { argv: pacemakerArgv(L, b), log: pacemaker[b].out, pidFile: pacemaker[b].unsharePid } } : {}),
           // With the guest in the cluster, Pacemaker starts a rebooted board's instance (the agent's
           // start, with the profile that pairs it with whichever board is promoted by then).
           firstBootOnly: !!pacemaker && guestFile !== undefined,
         });
-        this.boards[b].watchdog.open();
+        this.boards[b].openWatchdogs();
       }
       this.power = new PowerController(this.boards, this.log.child({ component: 'power' }));
       await this.power.listen(L.powerSocket);
@@ -315,7 +329,7 @@ export class Chassisd {
       this.control?.close();
       this.power?.close();
       await Promise.allSettled(this.layout.boardNames.filter((b) => this.boards[b]).map((b) => this.boards[b].shutdown()));
-      for (const b of this.layout.boardNames) this.boards[b]?.watchdog.close();
+      for (const b of this.layout.boardNames) this.boards[b]?.closeWatchdogs();
       this.record();
       await this.relay?.close();
       for (const p of this.ptys) if (isAlive(p.pid)) signal(p.pid, 'SIGTERM');
@@ -412,19 +426,34 @@ export class Chassisd {
     }
   }
 
+  /** One board as the chassis sees it, and its controller's answers. */
+  private async boardView(b: ChassisBoard): Promise<BoardView> {
+    const st = this.boards[b].status();
+    const sock = this.layout.boards[b].controlSocket;
+    if (!st.controller || st.controller.state !== 'running') {
+      const why = st.controller ? `controller ${st.controller.state}` : `board ${st.power === 'off' ? 'powered off' : 'has no controller'}`;
+      return { ...st, answers: false, controlSocket: sock, role: { ok: false, unavailable: why }, linkStatus: { ok: false, unavailable: why } };
+    }
+    const [ping, role, linkStatus] = await Promise.all([this.askBoard(sock, 'ping'), this.askBoard(sock, 'role'), this.askBoard(sock, 'link.status')]);
+    return { ...st, answers: ping.ok, controlSocket: sock, role, linkStatus };
+  }
+
+  /** The further guests' controllers on board `b` (none without `--guests`). */
+  private async guestViews(b: ChassisBoard): Promise<Pick<BoardView, 'guests'>> {
+    const n = this.o.guests ?? 1;
+    if (n < 2) return {};
+    const guests = [];
+    for (let k = 2; k <= n; k++) {
+      const sock = guestOnBoard(this.layout, b, k).controlSocket;
+      const role = this.boards[b].power === 'on' ? await this.askBoard(sock, 'role') : { ok: false as const, unavailable: 'board powered off' };
+      guests.push({ guest: k, serviceAddress: guestServiceAddress(k), controlSocket: sock, role });
+    }
+    return { guests };
+  }
+
   async status(): Promise<ChassisStatus> {
     const L = this.layout;
-    const boards = await Promise.all(L.boardNames.map(async (b): Promise<BoardView> => {
-      const st = this.boards[b].status();
-      const sock = L.boards[b].controlSocket;
-      if (!st.controller || st.controller.state !== 'running') {
-        const why = st.controller ? `controller ${st.controller.state}` : `board ${st.power === 'off' ? 'powered off' : 'has no controller'}`;
-        return { ...st, answers: false, controlSocket: sock, role: { ok: false, unavailable: why }, linkStatus: { ok: false, unavailable: why } };
-      }
-      const [ping, role, linkStatus] = await Promise.all([this.askBoard(sock, 'ping'), this.askBoard(sock, 'role'), this.askBoard(sock, 'link.status')]);
-      return { ...st, answers: ping.ok, controlSocket: sock, role, linkStatus };
-    }));
-    const ends = await Promise.all(L.boardNames.map((b) => plinkStatus(L.boards[b].netns)));
+    const boards = await Promise.all(L.boardNames.map(async (b) => ({ ...await this.boardView(b), ...await this.guestViews(b) })));    const ends = await Promise.all(L.boardNames.map((b) => plinkStatus(L.boards[b].netns)));
     const counters = this.relay!.counters();
     const pc = this.power!.status();
     return {
@@ -432,6 +461,7 @@ export class Chassisd {
         name: this.o.name, runDir: L.runDir, pid: process.pid, uptimeS: Math.round((Date.now() - this.startedAt) / 1000), guest: this.o.guest, baud: this.o.baud, fencing: this.o.fencing ?? 'simulated',
         ...(L.backplaneNetns ? { boards: L.boardNames.length, backplaneNetns: L.backplaneNetns } : {}),
         ...(this.o.manager === 'pacemaker' ? { manager: this.o.manager } : {}),
+        ...((this.o.guests ?? 1) > 1 ? { guests: this.o.guests } : {}),
       },
       boards,
       links: {

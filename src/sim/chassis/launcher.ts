@@ -12,9 +12,9 @@ import { join, resolve } from 'node:path';
 import { UsError, type UsErrorCode } from '../../core/errors.js';
 import { callControl } from '../../mgmt/ipc.js';
 import { tail, type ChassisFencing, type ChassisStatus, type GuestMode } from './chassisd.js';
-import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, PACKAGE_ROOT, RUN_MARKER, boardNames, chassisLayout, type ChassisLayout } from './layout.js';
+import { BOARD_NAMES, CLI_ENTRY, MIN_BOARDS, MIN_GUESTS, PACKAGE_ROOT, RUN_MARKER, boardNames, chassisLayout, guestCount, guestPair, type ChassisLayout } from './layout.js';
 import { isSameProcess, sleep, waitUntil } from './procs.js';
-import { FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
+import { FENCE_DEVICE_ID, fenceDeviceXml, guestCloneXml, guestIds, initialPlacementXml, namespaceInit, nsenterArgv, type ChassisManager } from './pacemaker.js';
 import { chassisdAlive, cleanupRecorded, readState, type CleanupReport } from './state.js';
 
 export interface UpOptions {
@@ -45,6 +45,12 @@ export interface UpOptions {
    * cluster has no fence device and fencing off (the pair fences for itself).
    */
   stonith?: boolean;
+  /**
+   * With `manager: 'pacemaker'` and `guest: 'primary'`: how many guests share the shelf (1 to
+   * boards − 1, default 1). Guest k > 1 is a promotable clone of its own (`guest<k>-clone`), served
+   * first on its natural pair (layout.ts guestPair), its controllers started by Pacemaker.
+   */
+  guests?: number;
 }
 
 export interface UpResult {
@@ -86,9 +92,10 @@ async function recoverPrevious(L: ChassisLayout): Promise<CleanupReport | null> 
 }
 
 /** Spawns chassisd and waits for its READY/FAILED line. */
-async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing, guestFile?: string, manager: ChassisManager = 'understudy'): Promise<number> {
+async function spawnChassisd(L: ChassisLayout, guest: GuestMode, baud: number, fencing: ChassisFencing, guestFile?: string, manager: ChassisManager = 'understudy', guests = 1): Promise<number> {
   const logFd = openSync(L.log, 'a', 0o600);
-  const boards = [...(L.boardNames.length > MIN_BOARDS ? ['--boards', String(L.boardNames.length)] : []), ...(manager === 'pacemaker' ? ['--manager', manager] : [])];
+  const boards = [...(L.boardNames.length > MIN_BOARDS ? ['--boards', String(L.boardNames.length)] : []), ...(manager === 'pacemaker' ? ['--manager', manager] : []),
+    ...(guests > 1 ? ['--guests', String(guests)] : [])];
   const child = spawn(process.execPath, [CLI_ENTRY, 'chassis', 'run', '--name', L.name, '--run-dir', L.runDir, '--baud', String(baud), '--guest', guest, '--fencing', fencing, ...boards, ...(guestFile ? ['--guest-file', guestFile] : [])], {
     detached: true,
     stdio: ['ignore', 'pipe', logFd],
@@ -123,6 +130,8 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   if (fencing !== 'simulated' && fencing !== 'ipmi') throw new UsError('US_ERR_CONFIG', `--fencing: simulated or ipmi, got "${String(fencing)}"`);
   const count = boardNames(o.boards ?? MIN_BOARDS).length;
   if (count > MIN_BOARDS && fencing === 'ipmi') throw new UsError('US_ERR_CONFIG', '--fencing ipmi: only on a chassis of two boards (the BMCs sit in the pair\'s namespaces)');
+  const guests = guestCount(o.guests ?? MIN_GUESTS, count);
+  if (guests > 1 && (o.manager !== 'pacemaker' || guest !== 'primary')) throw new UsError('US_ERR_CONFIG', '--guests: more than one guest needs --manager pacemaker and --guest primary (Pacemaker places and starts guests 2…)');
   const L = chassisLayout(name, o.runDir, count);
   mkdirSync(L.runDir, { recursive: true, mode: 0o711 }); // searchable: the boards' QEMU users pass through (chassisd.ts)
   const recovered = await recoverPrevious(L);
@@ -134,7 +143,7 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
   }
   const manager = o.manager ?? 'understudy';
   if (manager !== 'understudy' && manager !== 'pacemaker') throw new UsError('US_ERR_CONFIG', `--manager: understudy or pacemaker, got "${String(manager)}"`);
-  const pid = await spawnChassisd(L, guest, baud, fencing, guestFile, manager);
+  const pid = await spawnChassisd(L, guest, baud, fencing, guestFile, manager, guests);
   const timeoutMs = o.timeoutMs ?? (guest === 'none' ? (manager === 'pacemaker' ? 120000 : 30000) : 180000);
   const end = Date.now() + timeoutMs;
   let status: ChassisStatus | undefined;
@@ -150,6 +159,7 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
         if (o.stonith) await configureStonith(L);
         // With a guest to protect, the chassis configures it in the cluster as ocf:understudy:guest.
         if (guest === 'primary') await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), !!o.stonith);
+        for (let k = 2; k <= guests; k++) await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), !!o.stonith, k, end);
         return { pid, recovered, status };
       }
     }
@@ -213,13 +223,34 @@ const cibHas = (L: ChassisLayout, xpath: string) => onCluster(L, ['cibadmin', '-
  * `stonith-enabled` is set false here (docs/pacemaker.md: the pair fences for itself through the
  * power controller). `guestFile` absent: the agent's default descriptor (a chassis brought up without a guest).
  */
-export async function configureGuestClone(L: ChassisLayout, guestFile?: string, stonith = false): Promise<void> {
-  if (await cibHas(L, `//clone[@id='${GUEST_CLONE_ID}']`)) return;
-  const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile });
-  await onClusterInTurn(L, 'the guest', [
+export async function configureGuestClone(L: ChassisLayout, guestFile?: string, stonith = false, k = 1, until = Date.now() + 240000): Promise<void> {
+  const ids = guestIds(k);
+  if (await cibHas(L, `//clone[@id='${ids.clone}']`)) return;
+  // Guest k > 1 runs nowhere yet: its first placement is its natural pair. The clone is created
+  // stopped, the constraints added, then it is started; the constraints are removed once both
+  // instances run, so that later placements are Pacemaker's alone, as for guest 1.
+  const first = k === 1 ? [] : initialPlacementXml(L, k);
+  const xml = guestCloneXml(L, { cli: join(PACKAGE_ROOT, 'bin', 'understudy'), daemon: join(PACKAGE_ROOT, 'bin', 'understudyd'), guestFile, stopped: first.length > 0 }, k);
+  const what = k === 1 ? 'the guest' : `guest ${k}`;
+  await onClusterInTurn(L, what, [
     ...(stonith ? [] : [['crm_attribute', '--type', 'crm_config', '--name', 'stonith-enabled', '--update', 'false']]),
     ['cibadmin', '--create', '--scope', 'resources', '--xml-text', xml],
+    ...first.map((c) => ['cibadmin', '--create', '--scope', 'constraints', '--xml-text', c.xml]),
+    ...(first.length ? [['crm_resource', '--resource', ids.clone, '--meta', '--delete-parameter', 'target-role']] : []),
   ]);
+  if (!first.length) return;
+  const pair = guestPair(L, k);
+  let where: string[] = [];
+  while (Date.now() < until) {
+    const r = await onCluster(L, ['crm_resource', '--resource', ids.clone, '--locate']).catch(() => undefined);
+    where = [...(r?.stdout ?? '').matchAll(/is running on: (\S+)/g)].map((m) => m[1]!);
+    if (pair.every((b) => where.includes(b))) break;
+    await sleep(1000);
+  }
+  if (!pair.every((b) => where.includes(b))) {
+    throw new UsError('US_ERR_TIMEOUT', `${what} was not started on ${pair.join(' and ')} in time (running on: ${where.join(', ') || 'none'}); the chassis stays up for inspection (\`chassis crm <board> -- crm_mon -1\`; \`chassis down\` to clean up)`);
+  }
+  await onClusterInTurn(L, what, first.map((c) => ['cibadmin', '--delete', '--scope', 'constraints', '--xml-text', `<rsc_location id="${c.id}"/>`]));
 }
 
 /**

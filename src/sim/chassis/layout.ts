@@ -172,6 +172,65 @@ export function chassisLayout(name: string, runDir?: string, boardCount: number 
 }
 
 /**
+ * Several guests on one shelf (`chassis up --guests G`, docs/pacemaker.md): guest 1 is the pair's
+ * (sim-a and sim-b, the board's own files); guest k ≥ 2 runs on its own natural pair, the k-th
+ * board + 1 (sim-c for guest 2, sim-d for guest 3…) as its primary and sim-b as its backup, so
+ * that no blade holds two primaries (one guest core per blade on this machine) and sim-b holds the
+ * backups. Each guest has its own service address, partner-link ports, store, watchdog and
+ * profiles under `<board dir>/guest<k>/` on every board. Pure functions of the layout.
+ */
+export const MIN_GUESTS = 1;
+/** Guests a chassis may run: one primary per blade, and sim-b (the backups') is not a primary. */
+export function maxGuests(boardCount: number): number {
+  return boardCount - 1;
+}
+
+/** Validates `--guests` against the board count. */
+export function guestCount(guests: number, boardCount: number): number {
+  if (!Number.isInteger(guests) || guests < MIN_GUESTS || guests > maxGuests(boardCount)) {
+    throw new UsError('US_ERR_CONFIG', `--guests: an integer from ${MIN_GUESTS} to ${maxGuests(boardCount)} on a chassis of ${boardCount} boards (one primary per board, sim-b holds the backups), got ${guests}`);
+  }
+  return guests;
+}
+
+/** Guest k's service address: 192.0.2.10 for guest 1 (SERVICE_VIP), .11 for guest 2… */
+export function guestServiceAddress(k: number): string {
+  return `192.0.2.${9 + k}`;
+}
+
+/** Guest k's partner-link port (heartbeats; +1 inputs, +2 migration, +3 upgrades): 5405, 5505, 5605… */
+export function guestPlinkPort(k: number): number {
+  return PLINK_PORT + 100 * (k - 1);
+}
+
+/** Guest k's natural pair: [the board that serves it first, the board that backs it up]. */
+export function guestPair(layout: ChassisLayout, k: number): [ChassisBoard, ChassisBoard] {
+  if (k === 1) return ['sim-a', 'sim-b'];
+  const primary = layout.boardNames[k];
+  if (!primary) throw new UsError('US_ERR_CONFIG', `guest ${k} needs ${k + 1} boards, the chassis has ${layout.boardNames.length}`);
+  return [primary, 'sim-b'];
+}
+
+/** Guest k's files on one board (guest 1: the board's own). */
+export interface GuestOnBoard {
+  guest: number;
+  board: ChassisBoard;
+  dir: string;
+  profile: string;
+  storageDir: string;
+  controlSocket: string;
+  watchdogFifo: string;
+}
+
+export function guestOnBoard(layout: ChassisLayout, board: ChassisBoard, k: number): GuestOnBoard {
+  const b = layout.boards[board];
+  if (k === 1) return { guest: 1, board, dir: b.dir, profile: b.profile, storageDir: b.storageDir, controlSocket: b.controlSocket, watchdogFifo: b.watchdogFifo };
+  const dir = join(b.dir, `guest${k}`);
+  const storageDir = join(dir, 'store');
+  return { guest: k, board, dir, profile: join(dir, 'profile.json'), storageDir, controlSocket: join(storageDir, 'understudyd.sock'), watchdogFifo: join(dir, 'watchdog') };
+}
+
+/**
  * Accepts `sim-a`, `a`, `sim-b`, `b` (and, on a chassis with more boards, `sim-c`, `c`…: pass its
  * board names).
  */

@@ -25,7 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsError } from '../../core/errors.js';
-import { PACKAGE_ROOT, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
+import { PACKAGE_ROOT, guestOnBoard, guestPair, plinkAddress, type ChassisBoard, type ChassisLayout } from './layout.js';
 import { clusterWrapperFile, PAIRING_PROFILE_PATTERN } from './profiles.js';
 
 /** Who runs the boards: Understudy alone (the pair), or Pacemaker and Corosync beside it. */
@@ -302,22 +302,44 @@ export function perNodeAttributes(layout: ChassisLayout, prefix: string, nvpairs
  * notifications: with more boards than the pair, each node's `pair_profile` too, and the agent
  * pairs the instance Pacemaker starts on a spare with the promoted one (N+1, docs/pacemaker.md).
  */
-export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: string; guestFile?: string }): string {
+export function guestCloneXml(layout: ChassisLayout, o: { cli: string; daemon: string; guestFile?: string; stopped?: boolean }, k = 1): string {
+  const { clone, primitive, prefix: g } = guestIds(k);
   // N+1 (more boards than the pair): each board's pairing profiles (profiles.ts pairingProfileFile).
   const nPlusOne = layout.boardNames.length > 2;
-  const perNode = perNodeAttributes(layout, 'g', (b) => [
-    ['board', 'board', layout.boards[b].profile],
-    ...(nPlusOne ? [['pair', 'pair_profile', join(layout.boards[b].dir, PAIRING_PROFILE_PATTERN)] as [string, string, string]] : []),
+  const perNode = perNodeAttributes(layout, g, (b) => [
+    ['board', 'board', guestOnBoard(layout, b, k).profile],
+    ...(nPlusOne ? [['pair', 'pair_profile', join(guestOnBoard(layout, b, k).dir, PAIRING_PROFILE_PATTERN)] as [string, string, string]] : []),
   ]);
   const common = [['cli', o.cli], ['daemon', o.daemon], ...(o.guestFile ? [['guest', o.guestFile]] : [])]
-    .map(([k, v]) => `<nvpair id="g-${k}" name="${k}" value="${esc(v!)}"/>`).join('');
-  return `<clone id="${GUEST_CLONE_ID}"><meta_attributes id="${GUEST_CLONE_ID}-meta"><nvpair id="gcm-p" name="promotable" value="true"/><nvpair id="gcm-pm" name="promoted-max" value="1"/>`
-    + '<nvpair id="gcm-cm" name="clone-max" value="2"/><nvpair id="gcm-n" name="notify" value="true"/></meta_attributes>'
-    + `<primitive id="guest" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="g-common">${common}</instance_attributes>`
-    + '<operations><op id="g-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="g-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/>'
-    + '<op id="g-start" name="start" interval="0s" timeout="240s"/><op id="g-stop" name="stop" interval="0s" timeout="60s"/>'
-    + '<op id="g-promote" name="promote" interval="0s" timeout="240s"/><op id="g-demote" name="demote" interval="0s" timeout="120s"/>'
-    + '<op id="g-notify" name="notify" interval="0s" timeout="60s"/></operations></primitive></clone>';
+    .map(([key, v]) => `<nvpair id="${g}-${key}" name="${key}" value="${esc(v!)}"/>`).join('');
+  const m = `${g}cm`;
+  return `<clone id="${clone}"><meta_attributes id="${clone}-meta"><nvpair id="${m}-p" name="promotable" value="true"/><nvpair id="${m}-pm" name="promoted-max" value="1"/>`
+    + `<nvpair id="${m}-cm" name="clone-max" value="2"/><nvpair id="${m}-n" name="notify" value="true"/>`
+    + `${o.stopped ? `<nvpair id="${m}-tr" name="target-role" value="Stopped"/>` : ''}</meta_attributes>`
+    + `<primitive id="${primitive}" class="ocf" provider="understudy" type="guest">${perNode}<instance_attributes id="${g}-common">${common}</instance_attributes>`
+    + `<operations><op id="${g}-mon-p" name="monitor" interval="10s" role="Promoted" timeout="30s"/><op id="${g}-mon-u" name="monitor" interval="11s" role="Unpromoted" timeout="30s"/>`
+    + `<op id="${g}-start" name="start" interval="0s" timeout="240s"/><op id="${g}-stop" name="stop" interval="0s" timeout="60s"/>`
+    + `<op id="${g}-promote" name="promote" interval="0s" timeout="240s"/><op id="${g}-demote" name="demote" interval="0s" timeout="120s"/>`
+    + `<op id="${g}-notify" name="notify" interval="0s" timeout="60s"/></operations></primitive></clone>`;
+}
+
+/** Guest k's ids in the CIB: guest 1 `guest-clone` (primitive `guest`), guest k > 1 `guest<k>-clone` (`guest<k>`). */
+export function guestIds(k: number): { clone: string; primitive: string; prefix: string } {
+  return k === 1 ? { clone: GUEST_CLONE_ID, primitive: 'guest', prefix: 'g' } : { clone: `guest${k}-clone`, primitive: `guest${k}`, prefix: `g${k}` };
+}
+
+/**
+ * Guest k > 1's first placement (pure; exported for tests): location constraints (score 100) for
+ * its clone on its natural pair's boards, where its profiles pair them. The chassis creates the clone
+ * stopped (a constraint must name an existing resource), then these, then starts it, and removes
+ * them once both instances run (launcher.ts configureGuestClone).
+ */
+export function initialPlacementXml(layout: ChassisLayout, k: number): Array<{ id: string; xml: string }> {
+  const { clone } = guestIds(k);
+  return guestPair(layout, k).map((b) => {
+    const id = `${clone}-first-${b}`;
+    return { id, xml: `<rsc_location id="${id}" rsc="${clone}" node="${b}" score="100"/>` };
+  });
 }
 
 /** The id of the fence device `chassis up --manager pacemaker --stonith` configures. */

@@ -5,7 +5,7 @@
  * without partner, HA or fencing, its service on its own loopback address. Validated with the product's schema before any board boots, so a profile
  * the controller would reject fails `chassis up` at once, naming the field.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
@@ -14,7 +14,7 @@ import { DEFAULT_QUORUM_COMMAND } from '../../ha/quorum.js';
 import { ipmiFencingOf } from './bmc.js';
 import {
   AUTH_SERVICE, PACKAGE_ROOT, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
-  boardIndex, isPairBoard, partnerOf, plinkAddress, type ChassisBoard, type ChassisLayout,
+  boardIndex, guestOnBoard, guestPair, guestPlinkPort, guestServiceAddress, isPairBoard, partnerOf, plinkAddress, type ChassisBoard, type ChassisLayout,
 } from './layout.js';
 
 /** Watchdog timeout when a template has none. */
@@ -160,6 +160,70 @@ export function writeChassisProfiles(layout: ChassisLayout, baud: number, fencin
       // The pair's boards with each other: their own profiles (with the serial link) pair them.
       if (partner === board || (isPairBoard(board) && isPairBoard(partner))) continue;
       writeValidated(pairingProfile(pairingTemplate, board, partner, layout, fencing, manager), pairingProfileFile(layout, board, partner), `${board} with ${partner}`, pairingTemplateFile(board));
+    }
+  }
+  return out;
+}
+
+/**
+ * Guest k ≥ 2's profile of `board` (pure; exported for tests), made from guest 1's profile of the
+ * same kind: its natural pair's boards (layout.ts guestPair) paired with each other, every other
+ * board a spare, and pairing profiles as for guest 1. Moved to the guest's own store and watchdog
+ * (`<board dir>/guest<k>/`), service address (192.0.2.(9+k); a spare's on 127.0.(9+k).<n>),
+ * partner-link ports (layout.ts guestPlinkPort) and metrics port (+10 per guest); no console (the
+ * board's console is guest 1's controller's).
+ */
+export function forGuest(p: Record<string, any>, board: ChassisBoard, k: number, layout: ChassisLayout): Record<string, any> {
+  const g = guestOnBoard(layout, board, k);
+  const out = structuredClone(p);
+  out.storageDir = g.storageDir;
+  out.watchdog = { ...(out.watchdog ?? {}), device: g.watchdogFifo };
+  delete out.console;
+  out.service = out.partner
+    ? { ...out.service, address: guestServiceAddress(k) }
+    : { address: `127.0.${9 + k}.${boardIndex(board) + 1}`, port: SERVICE_PORT };
+  if (out.partner?.ethernet) out.partner.ethernet = { ...out.partner.ethernet, port: guestPlinkPort(k) };
+  if (out.metrics) out.metrics = { ...out.metrics, port: out.metrics.port + 10 * (k - 1) };
+  return out;
+}
+
+/** Guest k's template for `board`: sim-a's (the preferred priority) on the board that serves it first, else sim-b's. */
+function guestTemplateFile(layout: ChassisLayout, board: ChassisBoard, k: number): string {
+  return join(PACKAGE_ROOT, 'board', guestPair(layout, k)[0] === board ? 'sim-a.json' : 'sim-b.json');
+}
+
+export interface GuestProfileFiles {
+  guest: number;
+  board: ChassisBoard;
+  profile: string;
+  watchdogFifo: string;
+  watchdogTimeoutMs: number;
+}
+
+/**
+ * Writes guest k's profiles (k ≥ 2) on every board: `<board dir>/guest<k>/profile.json` (its natural
+ * pair's boards paired on the backplane, no serial link; a spare elsewhere) and
+ * `guest<k>/with-<partner>.json` for every other pairing. Validated like guest 1's.
+ */
+export function writeGuestProfiles(layout: ChassisLayout, k: number, manager: 'understudy' | 'pacemaker' = 'pacemaker'): Record<ChassisBoard, GuestProfileFiles> {
+  const [first, second] = guestPair(layout, k);
+  const out = {} as Record<ChassisBoard, GuestProfileFiles>;
+  for (const board of layout.boardNames) {
+    const g = guestOnBoard(layout, board, k);
+    mkdirSync(g.dir, { recursive: true, mode: 0o711 });
+    const tf = guestTemplateFile(layout, board, k);
+    const template = readTemplate(tf);
+    const natural = board === first ? second : board === second ? first : undefined;
+    const own = natural
+      ? pairingProfile(template, board, natural, layout, 'simulated', manager)
+      : spareProfile(template, board, layout);
+    const profile = forGuest(own, board, k, layout);
+    writeValidated(profile, g.profile, `${board} (guest ${k})`, tf);
+    out[board] = { guest: k, board, profile: g.profile, watchdogFifo: g.watchdogFifo, watchdogTimeoutMs: profile.watchdog.timeoutMs as number };
+    for (const partner of layout.boardNames) {
+      if (partner === board || partner === natural) continue;
+      writeValidated(forGuest(pairingProfile(template, board, partner, layout, 'simulated', manager), board, k, layout),
+        join(g.dir, PAIRING_PROFILE_PATTERN.replace('%s', partner)), `${board} with ${partner} (guest ${k})`, tf);
     }
   }
   return out;
