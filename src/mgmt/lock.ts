@@ -1,14 +1,30 @@
 /**
- * One controller per board: an exclusive pid file in the board's storage directory. A pid file whose
- * process is gone (or is not a controller) is stale and taken over.
+ * One controller per board: an exclusive pid file in the board's storage directory, `<pid> <start
+ * time>` (the process's start in clock ticks since boot, /proc/<pid>/stat field 22). A pid file whose
+ * process is gone, is not a controller, or started at another time (its pid reused: after a reboot,
+ * or in a fresh pid namespace, where pids start again from 1 and a stale file's pid soon names
+ * another process, even another controller) is stale and taken over. A file of the earlier format
+ * (the pid alone) is judged by the pid and the command line, as before.
  */
 import { openSync, writeSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { UsError } from '../core/errors.js';
+import { parseProcStat } from '../hw/proc-state.js';
+
+/** When process `pid` started (clock ticks since boot), or undefined when there is none. */
+function startTimeOf(pid: number): string | undefined {
+  try {
+    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1')).field(22);
+  } catch {
+    return undefined;
+  }
+}
 
 function holderOf(path: string): number | undefined {
   try {
-    const pid = Number.parseInt(readFileSync(path, 'utf8'), 10);
+    const [pidText, started] = readFileSync(path, 'utf8').trim().split(/\s+/);
+    const pid = Number.parseInt(pidText ?? '', 10);
     if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    if (started !== undefined && startTimeOf(pid) !== started) return undefined;
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     return cmd.includes('understudy') ? pid : undefined;
   } catch {
@@ -20,7 +36,7 @@ export function acquireBoardLock(path: string, board: string): () => void {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid}\n`);
+      writeSync(fd, `${process.pid} ${startTimeOf(process.pid) ?? ''}`.trim() + '\n');
       closeSync(fd);
       return () => {
         if (holderOf(path) === process.pid) rmSync(path, { force: true });

@@ -112,6 +112,6 @@ describe('N+1 by hand: a spare becomes the surviving primary\'s backup (3 boards
     const st = await p.ctl('sim-c', 'status');
     assert.equal(st.role, 'PRIMARY');
     const pidFile = join(L.boards['sim-c'].storageDir, 'understudyd.pid');
-    assert.ok(existsSync(pidFile) && started.includes(Number(readFileSync(pidFile, 'utf8'))), 'the spare\'s controller is the one started with the pairing profile');
+    assert.ok(existsSync(pidFile) && started.includes(Number.parseInt(readFileSync(pidFile, 'utf8'), 10)), 'the spare\'s controller is the one started with the pairing profile');
   });
 });
