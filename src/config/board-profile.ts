@@ -345,6 +345,13 @@ export const boardProfileSchema = z
          */
         quorumCommand: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
         /**
+         * manager pacemaker: after this board fenced its partner, the command that tells the cluster
+         * the partner's node is down, the partner's name appended, so that Pacemaker does not fence it
+         * a second time (a reboot of a board already booting, or power back on for one left off).
+         * Default `stonith_admin --confirm`. The partner's board name must be its cluster node name.
+         */
+        fenceConfirmCommand: z.array(z.string().min(1).max(4096)).min(1).max(64).optional(),
+        /**
          * manager pacemaker: how long a PRIMARY whose backup stopped acknowledging withholds its replies
          * while corosync still counts that backup a member and this node quorate; then it serves alone.
          * Above corosync's failure detection (totem token + consensus: 8.03 s for three nodes with

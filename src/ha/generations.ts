@@ -15,11 +15,32 @@ import type { IgnoredReason, PartnerGenerations } from './membership.js';
 const PARTNER_KEY = 'ha.partner-generations';
 
 /**
- * Where a partner's generations are kept: the profile's partner under the original key (stores
- * written before N+1 re-protection), a partner adopted at run time under its own name.
+ * Where a partner's generations are kept: under its name. The original single key (stores written
+ * before N+1 re-protection, no name) is still written for a rollback to that firmware, now with the
+ * partner's name in the record.
  */
-export function partnerGenerationsKey(adopted?: string): string {
-  return adopted ? `${PARTNER_KEY}/${adopted}` : PARTNER_KEY;
+export function partnerGenerationsKey(partner?: string): string {
+  return partner ? `${PARTNER_KEY}/${partner}` : PARTNER_KEY;
+}
+
+/**
+ * What this board knows of `partner`'s boots: its own record; else, for the profile's partner
+ * (`profilePartner`), the single record of an earlier firmware if it names no partner (written when
+ * a board had one) or names this one. A spare run with one pairing profile, then another, must not
+ * judge its new partner by the old one's generations (it would ignore it, or take its heartbeats as
+ * replays, until the echo sorted it out).
+ */
+export function loadPartnerGenerationsOf(store: Store, partner: string, profilePartner: boolean): PartnerGenerations {
+  const own = partnerGenerationsKey(partner);
+  if (store.getMeta(own) !== undefined) return loadPartnerGenerations(store, own);
+  if (profilePartner) {
+    let named: unknown;
+    try {
+      named = (JSON.parse(store.getMeta(PARTNER_KEY) ?? '{}') as { partner?: unknown }).partner;
+    } catch { /* unreadable: read as none below */ }
+    if (named === undefined || named === partner) return loadPartnerGenerations(store);
+  }
+  return { highest: 0, fenced: 0, v2: 0, v3: 0 };
 }
 
 export function loadPartnerGenerations(store: Store, key = PARTNER_KEY): PartnerGenerations {
@@ -33,8 +54,8 @@ export function loadPartnerGenerations(store: Store, key = PARTNER_KEY): Partner
   }
 }
 
-export function savePartnerGenerations(store: Store, g: PartnerGenerations, key = PARTNER_KEY): void {
-  store.setMetaDurably(key, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2, v3: g.v3 }));
+export function savePartnerGenerations(store: Store, g: PartnerGenerations, key = PARTNER_KEY, partner?: string): void {
+  store.setMetaDurably(key, JSON.stringify({ highest: g.highest, fenced: g.fenced, v2: g.v2, v3: g.v3, ...(partner ? { partner } : {}) }));
 }
 
 const IGNORED_WHY: Record<IgnoredReason, (hb: Heartbeat, k: PartnerGenerations) => string> = {
@@ -60,8 +81,14 @@ export class BootGenerations {
   private ignoredAlarm?: string;
   private key = PARTNER_KEY;
 
-  constructor(private readonly store: Store, private readonly log: Logger) {
-    this.partner = loadPartnerGenerations(store);
+  /** The partner the record follows now (the profile's, or one adopted since). */
+  private partnerName?: string;
+
+  /** `profilePartner`: the profile's partner (its record is kept under its name); absent, the single record of old. */
+  constructor(private readonly store: Store, private readonly log: Logger, private readonly profilePartner?: string) {
+    this.partnerName = profilePartner;
+    if (profilePartner) this.key = partnerGenerationsKey(profilePartner);
+    this.partner = profilePartner ? loadPartnerGenerationsOf(store, profilePartner, true) : loadPartnerGenerations(store);
     this.own = store.nextGeneration();
   }
 
@@ -69,7 +96,10 @@ export class BootGenerations {
   attach(m: GenerationSource): void {
     m.on('generations', (g) => {
       this.partner = g;
-      savePartnerGenerations(this.store, g, this.key);
+      savePartnerGenerations(this.store, g, this.key, this.partnerName);
+      // The single record an earlier firmware reads after a rollback (its profile's partner): the
+      // profile's partner's, named; never an adopted partner's, which it would take for the profile's.
+      if (this.key !== PARTNER_KEY && this.partnerName === this.profilePartner) savePartnerGenerations(this.store, g, PARTNER_KEY, this.partnerName);
     });
     m.on('generation-behind', (echo) => {
       const from = this.own;
@@ -92,7 +122,8 @@ export class BootGenerations {
   /** Another board is the partner now (adopted at run time): what this board knows of that board's boots. */
   usePartner(adopted: string): PartnerGenerations {
     this.key = partnerGenerationsKey(adopted);
-    this.partner = loadPartnerGenerations(this.store, this.key);
+    this.partnerName = adopted;
+    this.partner = loadPartnerGenerationsOf(this.store, adopted, adopted === this.profilePartner);
     this.ignoredAlarm = undefined;
     return this.partner;
   }

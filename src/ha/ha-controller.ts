@@ -5,6 +5,7 @@
  * its cause. Emits 'role' for the layers above (the guest and, later, replication) to follow; it
  * never touches the guest itself.
  */
+import { execFile } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createHistogram } from 'node:perf_hooks';
 import { adoptPartnerInProfile, partnerNameOf, type BoardProfile } from '../config/board-profile.js';
@@ -19,7 +20,7 @@ import { FRAME_VERSION, type GuestHealth, type Heartbeat, type HeartbeatVersion,
 import { BootGenerations } from './generations.js';
 import type { LinkState, PartnerGenerations, PartnerView } from './membership.js';
 import { MembershipProcess, type MembershipSnapshot } from './membership-process.js';
-import { DEFAULT_QUORUM_COMMAND, QuorumWatch, type QuorumSource, type QuorumState, type QuorumStatus } from './quorum.js';
+import { DEFAULT_FENCE_CONFIRM_COMMAND, DEFAULT_QUORUM_COMMAND, QuorumWatch, type QuorumSource, type QuorumState, type QuorumStatus } from './quorum.js';
 import { isPreferred, nextRole, type FenceOrder, type RoleContext, type RoleEvent } from './roles.js';
 
 /** The priority a PRIMARY serving a lost state advertises: the least preferred a profile can say. */
@@ -66,7 +67,25 @@ export interface HaControllerOptions {
   alarms?: AlarmList;
   /** ha.manager pacemaker: where corosync's quorum is read. Default: the profile's `ha.quorumCommand`. */
   quorum?: QuorumSource;
+  /**
+   * ha.manager pacemaker: tells the cluster this board fenced `partner` (resolves with what the
+   * command printed, rejects with why it failed). Default: the profile's `ha.fenceConfirmCommand`.
+   */
+  confirmFence?: (partner: string) => Promise<string>;
 }
+
+/** Runs `command` with the partner's name appended (ha.fenceConfirmCommand), bounded. */
+function runFenceConfirm(command: readonly string[]): (partner: string) => Promise<string> {
+  return (partner) => new Promise((resolve, reject) => {
+    execFile(command[0]!, [...command.slice(1), partner], { timeout: FENCE_CONFIRM_TIMEOUT_MS }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${command.join(' ')} ${partner}: ${(stderr || err.message).trim().split('\n').pop()}`));
+      else resolve(stdout.trim());
+    });
+  });
+}
+
+/** Bound on the cluster's answer to a fence confirmation. */
+const FENCE_CONFIRM_TIMEOUT_MS = 30000;
 
 /** A fence ordered after a wait, and called off if the partner is heard again meanwhile. */
 interface PendingFence {
@@ -166,6 +185,8 @@ export class HaController extends EventEmitter {
    * verdict acts on it. Cleared when the partner is heard or a fence is carried out.
    */
   private silenceUndecided = false;
+  /** ha.manager pacemaker: tells the cluster a fence this board carried out (HaControllerOptions.confirmFence). */
+  private readonly confirmFence?: (partner: string) => Promise<string>;
 
   constructor(readonly board: BoardProfile, private readonly store: Store, private readonly log: Logger, opts: HaControllerOptions = {}) {
     super();
@@ -175,7 +196,7 @@ export class HaController extends EventEmitter {
     const ha = board.ha;
     if (!ha || !board.partner) throw new UsError('US_ERR_CONFIG', `board profile ${board.sourceFile}: ha and partner are needed for the pair`);
     const key = readKeyFile(ha.keyFile);
-    this.generations = new BootGenerations(store, log);
+    this.generations = new BootGenerations(store, log, partnerNameOf(board));
     this.membership = new MembershipProcess({
       self: board.name, priority: ha.priority, generation: this.generations.own, known: this.generations.partner, keyHex: key.toString('hex'),
       intervalMs: ha.intervalMs, linkTimeoutMs: ha.linkTimeoutMs, deadtimeMs: ha.deadtimeMs,
@@ -188,6 +209,7 @@ export class HaController extends EventEmitter {
     });
     this.fencing = fencingFor(board);
     if (ha.manager === 'pacemaker') {
+      this.confirmFence = opts.confirmFence ?? runFenceConfirm(ha.fenceConfirmCommand ?? DEFAULT_FENCE_CONFIRM_COMMAND);
       this.quorum = opts.quorum ?? new QuorumWatch(ha.quorumCommand ?? DEFAULT_QUORUM_COMMAND, log, this.clock);
       this.quorum.on('change', (now, before) => this.onQuorum(now, before));
     }
@@ -682,6 +704,24 @@ export class HaController extends EventEmitter {
     return `partner ${this.partnerName} left powered off since ${at}: reset ${e ? `${e.maxResets} times within ${e.windowS} s` : 'repeatedly'}, then powered off (fencing.escalation); power it on once it is fixed`;
   }
 
+  /**
+   * ha.manager pacemaker: once this board has fenced its partner, the cluster is told (Pacemaker's
+   * manual fence confirmation), so that it does not fence the partner's node again when corosync
+   * loses it: one fence per death, the fast one. In the background: the promotion never waits for it.
+   * Journaled either way; a failure only means Pacemaker fences the node itself (if its fencing is on).
+   */
+  private tellClusterFenced(partner: string): void {
+    const confirm = this.confirmFence;
+    if (!confirm) return;
+    void confirm(partner).then(
+      () => this.store.record('fence', `told the cluster that ${partner} was fenced (manual confirmation): Pacemaker does not fence it again`, { partner, confirmed: true }),
+      (e: Error) => {
+        this.store.record('fence', `could not tell the cluster that ${partner} was fenced: ${e.message}; Pacemaker may fence it again`, { partner, confirmed: false, error: e.message });
+        this.log.warn({ partner, err: e.message }, 'fence confirmation to the cluster failed');
+      },
+    );
+  }
+
   /** Fences the partner now (any wait is over: `waitedMs`), and promotes from FENCING when it is done. */
   private async fencePartner(order: FenceOrder, waitedMs: number): Promise<void> {
     if (this.fenceInFlight) return;
@@ -720,6 +760,7 @@ export class HaController extends EventEmitter {
       const boot = this.membership.partnerView.heartbeat;
       if (boot?.sender === partnerName) this.fencedBoot = { partner: partnerName, generation: boot.generation };
       this.membership.forgetPartner();
+      this.tellClusterFenced(partnerName);
       this.emit('partner-fenced', { partner: partnerName, outcome, by: fencer } satisfies PartnerFenced);
       if (this.role === 'FENCING') this.fire('fence-ok');
     } catch (e) {

@@ -19,6 +19,8 @@ import { systemClock, type Clock, type TimerHandle } from '../core/clock.js';
 
 /** The command that reports quorum changes, as the profile's default (`ha.quorumCommand`). */
 export const DEFAULT_QUORUM_COMMAND: readonly string[] = ['stdbuf', '-oL', 'corosync-quorumtool', '-m', '-p'];
+/** The command that tells Pacemaker a node was fenced by other means (`ha.fenceConfirmCommand`'s default; the node's name appended). */
+export const DEFAULT_FENCE_CONFIRM_COMMAND: readonly string[] = ['stonith_admin', '--confirm'];
 /** Wait before the quorum tool is started again after it exited. */
 const RESTART_MS = 1000;
 

@@ -11,7 +11,11 @@
  *   on with nothing acknowledged lost and never move; Pacemaker starts each guest's second instance
  *   on the other remaining board (guest 1's on sim-c, guest 2's on sim-a), where the agent pairs it
  *   with the promoted node and the primary adopts it: both protected again without sim-b, still one
- *   primary per blade, no failed action.
+ *   primary per blade, no failed action;
+ * - guest 2's primary controller is killed (row 3, a kill): its backup fences that board and takes
+ *   over on the dying gasp; one board then serves both guests (what one primary per blade cannot
+ *   prevent: serving both beats serving one); Pacemaker converges on it without a second takeover
+ *   and re-protects both guests elsewhere.
  *
  * One chassis for the file. Waits are bounds on convergence, never assertions on speed.
  */
@@ -23,7 +27,7 @@ import { startLoad, waitProtectedAny } from '../../src/sim/pair.js';
 import type { LoadResult } from '../../src/sim/load.js';
 import { callControl } from '../../src/mgmt/ipc.js';
 import { eventually } from '../support/eventually.js';
-import { ClusterTools, postMortemOnFailure } from '../support/pacemaker.js';
+import { ClusterTools, clusterResourceFailures, postMortemOnFailure } from '../support/pacemaker.js';
 
 const NAME = 'pmguest';
 const RUN = `/tmp/us-${NAME}`;
@@ -56,7 +60,8 @@ describe('several guests on one shelf under Pacemaker (3 boards, 2 guests, real 
   before(async function () {
     this.timeout(600000);
     rmSync(RUN, { recursive: true, force: true });
-    chassis = await Chassis.up({ name: NAME, runDir: RUN, boards: 3, manager: 'pacemaker', guest: 'primary', guests: 2, timeoutMs: 480000 });
+    // With Pacemaker's fencing on (--stonith): the pair's fences are confirmed to it, and it must not fence a board again.
+    chassis = await Chassis.up({ name: NAME, runDir: RUN, boards: 3, manager: 'pacemaker', guest: 'primary', guests: 2, stonith: true, timeoutMs: 480000 });
   });
 
   after(async function () {
@@ -112,5 +117,58 @@ describe('several guests on one shelf under Pacemaker (3 boards, 2 guests, real 
       assert.ok(!roles.some((m) => /^PRIMARY ->/.test(m)), `guest ${k} on ${board} left PRIMARY: ${roles.join('; ')}`);
     }
     await eventually('sim-b offline for Pacemaker', async () => (!(await tools.online('sim-a')).includes('sim-b') ? true : undefined), 60000, 1000);
+    // Both primaries fenced sim-b (found off) and told the cluster: Pacemaker, whose fencing is on,
+    // does not fence it again (its reboot would have powered the board back on).
+    for (const [board, k] of [['sim-a', 1], ['sim-c', 2]] as const) {
+      const fences = ((await callControl(guestOnBoard(L, board, k).controlSocket, 'events', { kind: 'fence', limit: 50 })) as { events: Array<{ at: string; message: string }> }).events
+        .filter((e) => Date.parse(e.at) >= t0).map((e) => e.message);
+      assert.ok(fences.some((m) => /told the cluster that sim-b was fenced/.test(m)), `guest ${k}'s primary confirmed its fence to the cluster: ${fences.join('; ')}`);
+    }
+    await new Promise((r) => setTimeout(r, 20000));
+    const b = await chassis!.board('sim-b');
+    assert.equal(b.power, 'off', `sim-b left off: Pacemaker did not fence it again (resets ${JSON.stringify(b.resets)})`);
+    const history = await tools.crm('sim-a', ['stonith_admin', '--history', 'sim-b', '--verbose']);
+    assert.equal(history.code, 0, history.out);
+    assert.match(history.out, /sim-b/, `the cluster's fence history names sim-b: ${history.out}`);
+    assert.doesNotMatch(history.out, /fence-chassis/, `no fence of sim-b by the cluster's own device: ${history.out}`);
+  });
+
+  it('guest 2\'s primary controller is killed (decision table row 3, a kill): its backup on sim-a fences sim-c and takes over on the dying gasp, then serves both guests; Pacemaker converges with no second takeover and places both guests\' second instances on another board: both protected; nothing acknowledged lost', async function () {
+    this.timeout(900000);
+    const L = chassis!.layout;
+    await chassis!.power('sim-b', 'on');
+    await eventually('sim-b online again', async () => ((await tools.online('sim-a')).includes('sim-b') ? true : undefined), 120000, 1000);
+    // Pacemaker started it: its pid is one of sim-c's cluster namespace (status says the pid it sees).
+    const victim = (await status('sim-c', 2)).pid as number;
+    assert.ok(Number.isInteger(victim) && victim > 1, `guest 2's controller on sim-c has a pid (${victim})`);
+    const t0 = Date.now();
+    const loads = [1, 2].map((k) => startLoad(L, { rate: 60, durationMs: 60000, tag: `K${k}x`, retryMs: 20, verify: true, regEvery: 10, address: guestServiceAddress(k) }));
+    await new Promise((r) => setTimeout(r, 3000));
+    const kill = await tools.crm('sim-c', ['kill', '-KILL', String(victim)]);
+    assert.equal(kill.code, 0, `kill -KILL ${victim} in sim-c's namespaces: ${kill.out}`);
+    const [p1, p2] = await Promise.all([waitProtectedAny(L, 400000, 1), waitProtectedAny(L, 400000, 2)]);
+    assert.equal(p1.primary, 'sim-a', 'guest 1 still served by sim-a');
+    assert.equal(p2.primary, 'sim-a', 'guest 2 taken over by its backup on sim-a (which now serves both)');
+    assert.notEqual(p1.backup, 'sim-a');
+    assert.notEqual(p2.backup, 'sim-a');
+    for (const [i, l] of loads.entries()) nothingLost(i + 1, await l.result);
+    const roles = ((await callControl(guestOnBoard(L, 'sim-a', 2).controlSocket, 'events', { kind: 'role.transition', limit: 100 })) as { events: Array<{ at: string; message: string }> }).events
+      .filter((e) => Date.parse(e.at) >= t0).map((e) => e.message);
+    assert.ok(roles.some((m) => /^BACKUP -> \w+: .*dying gasp/.test(m)), `guest 2 on sim-a acted on sim-c's dying gasp: ${roles.join('; ')}`);
+    assert.equal(roles.filter((m) => /-> PRIMARY/.test(m)).length, 1, `one takeover: ${roles.join('; ')}`);
+    assert.ok(!roles.some((m) => /^PRIMARY ->/.test(m)), `no second takeover or switchover: ${roles.join('; ')}`);
+    const one = await placedAs(1, 'sim-a', p1.backup, 'sim-a');
+    const two = await placedAs(2, 'sim-a', p2.backup, 'sim-a');
+    assert.equal(one.failures || two.failures, false, `no failed action: ${two.xml.match(/<failures>[\s\S]*<\/failures>/)?.[0] ?? ''}`);
+    const st = await chassis!.board('sim-c');
+    // The pair fences with a RESET at the power controller (its profile's fencing.action); the
+    // cluster's fence agent would power it OFF (cause `fence`) and ON: confirmed, it did not.
+    assert.ok(st.resets.count > 0 && st.resets.last?.cause === 'power-controller' && Date.parse(st.resets.last.at) >= t0, `sim-c was fenced by the pair after the kill, not by the cluster (resets: ${JSON.stringify(st.resets)})`);
+    const history = await tools.crm('sim-a', ['stonith_admin', '--history', 'sim-c', '--verbose']);
+    assert.doesNotMatch(history.out, /fence-chassis/, `no fence of sim-c by the cluster's own device: ${history.out}`);
+  });
+
+  it('no board\'s cluster ran out of its resources through it all (a full private /dev/shm restarts Pacemaker on that board, which re-probes and demotes)', () => {
+    assert.deepEqual(clusterResourceFailures(RUN, ['sim-a', 'sim-b', 'sim-c']), []);
   });
 });

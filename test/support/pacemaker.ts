@@ -81,6 +81,21 @@ export function pacemakerChassisForTheFile(name: string, runDir: string, set: (c
  * and the last lines the agent logged in its Pacemaker log, appended to the failure's message.
  * CI shows the end of the run, where mocha prints the failures; a dump in the middle is lost.
  */
+/**
+ * Lines of the boards' pacemaker.log that say a daemon of the cluster failed for want of resources
+ * (its private /dev/shm full: libqb cannot map its ring buffers): the cluster then restarts on that
+ * board and re-probes, which no test scenario means. Empty when none.
+ */
+export function clusterResourceFailures(runDir: string, boards: readonly string[]): string[] {
+  const out: string[] = [];
+  for (const b of boards) {
+    const log = join(runDir, b, 'pacemaker', 'log-pacemaker', 'pacemaker.log');
+    if (!existsSync(log)) continue;
+    for (const l of readFileSync(log, 'utf8').split('\n')) if (/No space left on device|Cannot allocate memory/.test(l)) out.push(`${b}: ${l.slice(0, 200)}`);
+  }
+  return out;
+}
+
 export function postMortemOnFailure(runDir: string, boards: readonly string[], storageDirOf: (board: string) => string): void {
   let done = false;
   afterEach(function () {
@@ -102,7 +117,7 @@ export function postMortemOnFailure(runDir: string, boards: readonly string[], s
       } else out.push('  no journal');
       const log = join(runDir, b, 'pacemaker', 'log-pacemaker', 'pacemaker.log');
       if (existsSync(log)) {
-        const agent = readFileSync(log, 'utf8').split('\n').filter((l) => / guest\(\S+\)\[\d+\]:/.test(l) || /Result of \w+ operation for guest on .*: (?!ok)/.test(l));
+        const agent = readFileSync(log, 'utf8').split('\n').filter((l) => / guest\(\S+\)\[\d+\]:/.test(l) || /Result of \w+ operation for guest\d* on .*: (?!ok)/.test(l) || /No space left on device/.test(l));
         for (const l of agent.slice(-8)) out.push(`  pcmk ${l.replace(/\s+/g, ' ').slice(0, 200)}`);
       }
     }

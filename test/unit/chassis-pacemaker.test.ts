@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { PLINK_PORT, chassisLayout } from '../../src/sim/chassis/layout.js';
 import { execFileSync } from 'node:child_process';
-import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, guestIds, initialPlacementXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
+import { BOOT_COUNT_ENV, COROSYNC_PORT, corosyncConf, FENCE_AGENT, FENCE_DEVICE_ID, fenceDeviceXml, GUEST_CLONE_ID, guestCloneXml, guestIds, initialPlacementXml, initScript, INSTALLED_FENCE_AGENT, nsenterArgv, OCF_PROVIDER_DIR, pacemakerArgv, pacemakerFiles, REBOOT_CLUSTER_DELAY_S, SHM_SIZE, wrapperScript } from '../../src/sim/chassis/pacemaker.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { UsError } from '../../src/core/errors.js';
@@ -47,6 +47,9 @@ describe('simulated chassis: corosync and pacemaker files (--manager pacemaker)'
       assert.ok(at(m) < corosync, `${m} before corosync starts`);
     }
     assert.ok(at(`'${f.libPacemaker}' /var/lib/pacemaker`) > 0);
+    // libqb's ring buffers (3 MB per IPC connection) must fit: 64 MB filled up with two guests' agents.
+    assert.ok(at(`-o mode=1777,size=${SHM_SIZE} shm /dev/shm`) > 0);
+    assert.ok(parseInt(SHM_SIZE, 10) >= 256 && SHM_SIZE.endsWith('m'), `a private /dev/shm of at least 256 MB (${SHM_SIZE})`);
     assert.ok(at(`'${OCF_PROVIDER_DIR}' /usr/lib/ocf/resource.d/understudy`) > 0);
     // The fence agent: the checkout's copy over the installed one, only where there is one to cover.
     const bindAgent = at(`mount -n --bind '${FENCE_AGENT}' ${INSTALLED_FENCE_AGENT}\n`);

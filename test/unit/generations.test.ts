@@ -15,7 +15,7 @@ import { crc32 } from 'node:zlib';
 import { pino } from 'pino';
 import { FRAME_VERSION, decodeHeartbeat, encodeHeartbeat, type Heartbeat } from '../../src/ha/frame.js';
 import { decodeAnyHeartbeat, decodeHeartbeatV1, encodeHeartbeatV1 } from '../../src/ha/frame-v1.js';
-import { BootGenerations, loadPartnerGenerations, savePartnerGenerations } from '../../src/ha/generations.js';
+import { BootGenerations, loadPartnerGenerations, partnerGenerationsKey, savePartnerGenerations } from '../../src/ha/generations.js';
 import { Membership, type IgnoredReason, type LocalState, type MembershipOptions } from '../../src/ha/membership.js';
 import { Store } from '../../src/store/journal.js';
 import { MemLink, memLinkPair } from '../support/mem-link.js';
@@ -99,6 +99,30 @@ describe('boot generations and bound heartbeats', function () {
       m.emit('generations', { highest: 9, fenced: 4, v2: 9, v3: 8 });
       s.close();
       assert.deepEqual(loadPartnerGenerations(openStore(dir)), { highest: 9, fenced: 4, v2: 9, v3: 8 });
+    });
+
+    it('each partner\'s generations are its own: a spare run with one pairing profile, then another, does not judge its new partner by the old one\'s; the single record of old is read for the profile\'s partner only when it names no other', () => {
+      const dir = tmp();
+      const s = openStore(dir);
+      // Run 1: paired with sim-a (its pairing profile), which reached generation 9.
+      const first = new BootGenerations(s, quiet, 'sim-a');
+      const m = new Membership({ ...TIMERS, self: 'sim-c', priority: 20, generation: first.own, links: [], local: local('BACKUP') });
+      first.attach(m);
+      m.emit('generations', { highest: 9, fenced: 4, v2: 9, v3: 9 });
+      assert.deepEqual(JSON.parse(s.getMeta(partnerGenerationsKey('sim-a'))!), { highest: 9, fenced: 4, v2: 9, v3: 9, partner: 'sim-a' });
+      assert.equal(JSON.parse(s.getMeta('ha.partner-generations')!).partner, 'sim-a', 'the single record an earlier firmware reads names its partner');
+      // Run 2: paired with sim-b, whose boots are at 3: nothing known of it.
+      assert.deepEqual(new BootGenerations(s, quiet, 'sim-b').partner, { highest: 0, fenced: 0, v2: 0, v3: 0 });
+      // Run 3: with sim-a again: what it learnt of sim-a.
+      assert.deepEqual(new BootGenerations(s, quiet, 'sim-a').partner, { highest: 9, fenced: 4, v2: 9, v3: 9 });
+      // A store of the earlier firmware (one record, no name): the profile's partner's, as before.
+      const old = openStore(tmp());
+      old.setMetaDurably('ha.partner-generations', JSON.stringify({ highest: 6, fenced: 2, v2: 6, v3: 6 }));
+      assert.deepEqual(new BootGenerations(old, quiet, 'sim-a').partner, { highest: 6, fenced: 2, v2: 6, v3: 6 });
+      // An adopted partner never takes the record of old.
+      assert.deepEqual(new BootGenerations(old, quiet, 'sim-a').usePartner('sim-d'), { highest: 0, fenced: 0, v2: 0, v3: 0 });
+      s.close();
+      old.close();
     });
 
     it('a record of the firmware deployed before (no v3 field) reads as none heard in version 3, and is written back with it', () => {

@@ -37,6 +37,8 @@ interface BoardOptions {
   quorum?: StandInQuorum;
   /** The board's standard alarm list (docs/alarms.md). */
   alarms?: AlarmList;
+  /** ha.manager pacemaker: the stand-in for the cluster's fence confirmation. */
+  confirmFence?: (partner: string) => Promise<string>;
 }
 
 /** corosync's quorum as the test sets it (src/ha/quorum.ts QuorumSource). */
@@ -121,7 +123,7 @@ describe('HA controller timers on a fake clock', () => {
     }
     const file = join(dir, `${name}.json`);
     writeFileSync(file, JSON.stringify(profile));
-    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall, ...(o.quorum ? { quorum: o.quorum } : {}), ...(o.alarms ? { alarms: o.alarms } : {}) });
+    const c = new HaController(loadBoardProfile(file), store, log, { clock, wallNow: () => wall, ...(o.quorum ? { quorum: o.quorum } : {}), ...(o.alarms ? { alarms: o.alarms } : {}), ...(o.confirmFence ? { confirmFence: o.confirmFence } : {}) });
     c.membership.start = async () => undefined; // no membership process: partner news comes from the test
     c.membership.snapshot = async (): Promise<MembershipSnapshot> => ({
       links: [], partner: c.membership.partnerView, loopDelayMs: { p50: 0, p99: 0, max: 0 }, watchdog: null, thread: { tid: null, rtPriority: 0 }, sent: 0,
@@ -374,6 +376,46 @@ describe('HA controller timers on a fake clock', () => {
     assert.equal(ha.fire('quorum-lost', 'test'), true);
     assert.equal(ha.currentRole, 'FAULT');
     assert.match(roles.at(-1)!.cause, /no quorum while its replies are withheld/);
+  });
+
+  it('ha.manager pacemaker: every fence this board carries out is confirmed to the cluster (so Pacemaker does not fence the node again), journaled; a failed confirmation is journaled and changes nothing; without Pacemaker nothing is confirmed', async () => {
+    const q = new StandInQuorum();
+    q.set(true, ['sim-a', 'sim-b', 'sim-c']);
+    const confirmed: string[] = [];
+    let refuse = false;
+    const { ha } = await controller({ fencing: true, quorum: q, priority: 10, confirmFence: async (partner) => {
+      confirmed.push(partner);
+      if (refuse) throw new Error('stonith_admin --confirm sim-b: Could not confirm sim-b');
+      return '';
+    } });
+    await ha.start();
+    hear(ha, { role: 'STARTING', priority: 20 });
+    assert.equal(ha.currentRole, 'PRIMARY');
+    hear(ha, { role: 'BACKUP' });
+    hear(ha, { role: 'BACKUP', health: 'gone' });
+    await until(() => powerRequests.length === 1, 'a dying gasp: fenced at once');
+    await until(() => confirmed.length === 1, 'the fence confirmed to the cluster');
+    assert.deepEqual(confirmed, ['sim-b']);
+    await until(() => store.events({ kind: 'fence', limit: 10 }).some((e) => /told the cluster that sim-b was fenced/.test(e.message)), 'journaled');
+    assert.equal(ha.currentRole, 'PRIMARY');
+    refuse = true;
+    hear(ha, { role: 'BACKUP' });
+    hear(ha, { role: 'BACKUP', health: 'gone' });
+    await until(() => powerRequests.length === 2 && confirmed.length === 2, 'the second fence, its confirmation refused');
+    await until(() => store.events({ kind: 'fence', limit: 10 }).some((e) => /could not tell the cluster that sim-b was fenced: .*Could not confirm/.test(e.message)), 'the refusal journaled');
+    assert.equal(ha.currentRole, 'PRIMARY', 'a refused confirmation changes nothing here');
+  });
+
+  it('without Pacemaker no fence is confirmed to a cluster', async () => {
+    const confirmed: string[] = [];
+    const { ha } = await controller({ fencing: true, priority: 10, confirmFence: async (partner) => { confirmed.push(partner); return ''; } });
+    await ha.start();
+    hear(ha, { role: 'STARTING', priority: 20 });
+    hear(ha, { role: 'BACKUP' });
+    hear(ha, { role: 'BACKUP', health: 'gone' });
+    await until(() => powerRequests.length === 1, 'fenced');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(confirmed, []);
   });
 
   it('partner adopt of the partner it has already (an agent asking again) answers without a refusal, heard or not; another board while the partner is heard is refused', async () => {

@@ -152,6 +152,17 @@ export const REBOOT_CLUSTER_DELAY_S = 10;
 /** The environment variable through which the board tells init.sh which boot this is (1 at `chassis up`). */
 export const BOOT_COUNT_ENV = 'UNDERSTUDY_BOOT_COUNT';
 
+/**
+ * The size of a board's private /dev/shm (a tmpfs: only what is used takes memory). libqb gives every
+ * IPC connection to corosync about 3 MB of ring buffers there, every daemon's and every client's (a
+ * controller's quorum watch, each agent's crm_attribute, stonith_admin…), and corosync's blackbox
+ * takes 8 MB: an idle board of a shelf of two guests used 45–60 MB. At 64 MB a burst of the agents'
+ * calls filled it (2026-12-07): the scheduler could not answer the controller ("No space left on
+ * device"), Pacemaker restarted on that board, re-probed and demoted the serving guest. A blade's
+ * /dev/shm is half its memory.
+ */
+export const SHM_SIZE = '512m';
+
 export function initScript(f: PacemakerFiles, board: ChassisBoard, runDir: string): string {
   // What the private /run keeps from the machine's: /run/understudy (the controllers' accelerator
   // verdict, the default chassis run directories), and the run directory if it is elsewhere in /run.
@@ -166,7 +177,7 @@ mount -n --bind ${q(f.libCorosync)} /var/lib/corosync
 mount -n --bind ${q(f.logPacemaker)} /var/log/pacemaker
 mkdir -p /var/log/cluster
 mount -n --bind ${q(f.logCluster)} /var/log/cluster
-mount -n -t tmpfs -o mode=1777,size=64m shm /dev/shm
+mount -n -t tmpfs -o mode=1777,size=${SHM_SIZE} shm /dev/shm
 mount -n -t tmpfs -o mode=0755,size=16m run ${q(NEW_RUN)}
 mkdir -p ${q(NEW_RUN)}/crm ${q(NEW_RUN)}/lock
 : > ${q(NEW_RUN)}/${IN_CLUSTER_MARKER}

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { boardProfileSchema } from '../../config/board-profile.js';
 import { UsError } from '../../core/errors.js';
 import { writeKeyFile } from '../../core/key-file.js';
-import { DEFAULT_QUORUM_COMMAND } from '../../ha/quorum.js';
+import { DEFAULT_FENCE_CONFIRM_COMMAND, DEFAULT_QUORUM_COMMAND } from '../../ha/quorum.js';
 import { ipmiFencingOf } from './bmc.js';
 import {
   AUTH_SERVICE, PACKAGE_ROOT, PLINK_INTERFACE, PLINK_PORT, SERVICE_INTERFACE, SERVICE_PORT, SERVICE_PREFIX, SERVICE_VIP,
@@ -40,9 +40,12 @@ export function clusterWrapperFile(layout: ChassisLayout, board: ChassisBoard): 
   return join(layout.boards[board].dir, 'pacemaker', 'in-cluster');
 }
 
-/** `ha.manager: pacemaker` and the quorum tool through the board's wrapper (a pair board's profile under --manager pacemaker). */
+/** `ha.manager: pacemaker`, the quorum tool and the fence confirmation through the board's wrapper (a pair board's profile under --manager pacemaker). */
 function underPacemaker(p: Record<string, any>, board: ChassisBoard, layout: ChassisLayout): Record<string, any> {
-  if (p.ha) p.ha = { ...p.ha, manager: 'pacemaker', quorumCommand: [clusterWrapperFile(layout, board), ...DEFAULT_QUORUM_COMMAND] };
+  if (p.ha) {
+    const inCluster = clusterWrapperFile(layout, board);
+    p.ha = { ...p.ha, manager: 'pacemaker', quorumCommand: [inCluster, ...DEFAULT_QUORUM_COMMAND], fenceConfirmCommand: [inCluster, ...DEFAULT_FENCE_CONFIRM_COMMAND] };
+  }
   return p;
 }
 
