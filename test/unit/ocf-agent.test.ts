@@ -16,6 +16,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serveControl, type ControlServer } from '../../src/mgmt/ipc.js';
+import { UsError } from '../../src/core/errors.js';
 import { controlSocketPath } from '../../src/mgmt/paths.js';
 import { PACKAGE_ROOT } from '../../src/sim/chassis/layout.js';
 
@@ -118,6 +119,55 @@ describe('OCF agent ocf:understudy:guest (board/ocf/guest), without a cluster', 
       assert.equal(await code({ role: 'PRIMARY', serving: true }), 8);
       assert.equal(await code({ role: 'FAULT', serving: false }), 9, 'failed while promoted');
       assert.equal(await code({ role: 'STANDALONE', serving: true }), 8);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('demote of a PRIMARY whose backup holds no clone in sync yet waits for it, then switches over (0); another refusal, or the wait past the operation\'s timeout, fails (1)', async () => {
+    // A board of a pair: its profile has an ha section (all the agent looks for).
+    const board = JSON.parse(readFileSync(profile, 'utf8')) as Record<string, unknown>;
+    writeFileSync(profile, JSON.stringify({ ...board, ha: { keyFile: '/k' } }, null, 2));
+    let role = 'PRIMARY';
+    let refuse: Array<[string, string]> = [];
+    let switchovers = 0;
+    const sock = controlSocketPath({ storageDir: join(dir, 'store') });
+    mkdirSync(join(dir, 'store'), { recursive: true, mode: 0o700 });
+    const server: ControlServer = await serveControl(sock, async (cmd) => {
+      if (cmd === 'status') return { board: 'standalone', pid: process.pid, role, serving: role === 'PRIMARY', replication: { protected: role === 'BACKUP' } };
+      if (cmd === 'switchover') {
+        switchovers++;
+        const r = refuse.shift();
+        if (r) throw new UsError(r[0] as 'US_ERR_ROLE', r[1]);
+        role = 'BACKUP';
+        return { board: 'standalone', handedOverAt: Date.now() };
+      }
+      throw new Error(`unexpected ${cmd}`);
+    });
+    const promoted = join(dir, 'understudy-guest-guest-test.promoted');
+    const notInSync: [string, string] = ['US_ERR_ROLE', 'switchover: the backup holds no clone in sync (see understudy status); refusing to hand over'];
+    try {
+      writeFileSync(promoted, '');
+      refuse = [notInSync, ['US_ERR_ROLE', 'switchover: a clone is in progress; try again when it is done']];
+      assert.equal((await agent('demote', { ...env(), OCF_RESKEY_CRM_meta_timeout: '120000' })).code, 0);
+      assert.equal(switchovers, 3, 'asked again until the backup was in sync');
+      assert.equal(role, 'BACKUP');
+      assert.ok(!existsSync(promoted));
+
+      role = 'PRIMARY'; switchovers = 0;
+      writeFileSync(promoted, '');
+      refuse = [['US_ERR_LINK', 'switchover: the backup stopped acknowledging (unprotected); not handed over']];
+      const link = await agent('demote', { ...env(), OCF_RESKEY_CRM_meta_timeout: '120000' });
+      assert.equal(link.code, 1, 'another refusal fails at once');
+      assert.equal(switchovers, 1);
+
+      switchovers = 0;
+      refuse = Array.from({ length: 50 }, () => notInSync);
+      // 16 s for the operation: 1 s to wait, then the refusal stands.
+      const late = await agent('demote', { ...env(), OCF_RESKEY_CRM_meta_timeout: '16000' });
+      assert.equal(late.code, 1);
+      assert.ok(switchovers >= 1 && switchovers <= 3, `a bounded wait (${switchovers} asks)`);
+      assert.equal(role, 'PRIMARY', 'still serving: nothing handed over');
     } finally {
       server.close();
     }
