@@ -15,7 +15,10 @@
  * - guest 2's primary controller is killed (row 3, a kill): its backup fences that board and takes
  *   over on the dying gasp; one board then serves both guests (what one primary per blade cannot
  *   prevent: serving both beats serving one); Pacemaker converges on it without a second takeover
- *   and re-protects both guests elsewhere.
+ *   and re-protects both guests elsewhere;
+ * - guest 2's primary controller hangs on the board serving both (row 3, a hang): its backup fences
+ *   that board on the hung heartbeats; guest 1's controller dies with the board, and its backup
+ *   takes over once corosync has lost the board (a silence without evidence); both re-protected.
  *
  * One chassis for the file. Waits are bounds on convergence, never assertions on speed.
  */
@@ -166,6 +169,38 @@ describe('several guests on one shelf under Pacemaker (3 boards, 2 guests, real 
     assert.ok(st.resets.count > 0 && st.resets.last?.cause === 'power-controller' && Date.parse(st.resets.last.at) >= t0, `sim-c was fenced by the pair after the kill, not by the cluster (resets: ${JSON.stringify(st.resets)})`);
     const history = await tools.crm('sim-a', ['stonith_admin', '--history', 'sim-c', '--verbose']);
     assert.doesNotMatch(history.out, /fence-chassis/, `no fence of sim-c by the cluster's own device: ${history.out}`);
+  });
+
+  it('guest 2\'s primary controller hangs (row 3, a hang) on the board that serves both guests: its backup fences that board on the hung controller\'s heartbeats and takes over; guest 1, served by a controller the fence took with it, is taken over by its own backup once corosync has lost the board; both protected again, nothing acknowledged lost, no failed action', async function () {
+    this.timeout(900000);
+    const L = chassis!.layout;
+    const [g1, g2] = [await waitProtectedAny(L, 300000, 1), await waitProtectedAny(L, 300000, 2)];
+    assert.equal(g2.primary, g1.primary, 'one board serves both guests (after the kill)');
+    const both = g1.primary;
+    const victim = (await status(both, 2)).pid as number;
+    const t0 = Date.now();
+    const loads = [1, 2].map((k) => startLoad(L, { rate: 60, durationMs: 60000, tag: `H${k}x`, retryMs: 20, verify: true, regEvery: 10, address: guestServiceAddress(k) }));
+    await new Promise((r) => setTimeout(r, 3000));
+    const stop = await tools.crm(both, ['kill', '-STOP', String(victim)]);
+    assert.equal(stop.code, 0, `kill -STOP ${victim} in ${both}'s namespaces: ${stop.out}`);
+    // Until each guest is protected again by a primary elsewhere (before the fence, guest 1 is still
+    // protected where it was).
+    const movedAway = (k: number) => eventually(`guest ${k} protected again, served elsewhere than on ${both}`, async () => {
+      const pair = await waitProtectedAny(L, 30000, k).catch(() => undefined);
+      return pair && pair.primary !== both ? pair : undefined;
+    }, 400000, 1000);
+    const [p1, p2] = await Promise.all([movedAway(1), movedAway(2)]);
+    for (const [i, l] of loads.entries()) nothingLost(i + 1, await l.result);
+    assert.equal(p2.primary, g2.backup, 'guest 2 taken over by its backup');
+    assert.equal(p1.primary, g1.backup, 'guest 1 taken over by its backup');
+    const roles = ((await callControl(guestOnBoard(L, g2.backup, 2).controlSocket, 'events', { kind: 'role.transition', limit: 100 })) as { events: Array<{ at: string; message: string }> }).events
+      .filter((e) => Date.parse(e.at) >= t0).map((e) => e.message);
+    assert.ok(roles.some((m) => /^BACKUP -> \w+: .*hung/i.test(m)), `guest 2's backup acted on the hung controller's heartbeats: ${roles.join('; ')}`);
+    const st = await chassis!.board(both);
+    assert.ok(st.resets.count > 0 && st.resets.last?.cause === 'power-controller' && Date.parse(st.resets.last.at) >= t0, `${both} was fenced by the pair (resets: ${JSON.stringify(st.resets)})`);
+    const one = await placedAs(1, p1.primary, p1.backup, p1.primary);
+    const two = await placedAs(2, p2.primary, p2.backup, p2.primary);
+    assert.equal(one.failures || two.failures, false, `no failed action: ${one.xml.match(/<failures>[\s\S]*<\/failures>/)?.[0] ?? ''}${two.xml.match(/<failures>[\s\S]*<\/failures>/)?.[0] ?? ''}`);
   });
 
   it('no board\'s cluster ran out of its resources through it all (a full private /dev/shm restarts Pacemaker on that board, which re-probes and demotes)', () => {

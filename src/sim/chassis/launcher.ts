@@ -157,9 +157,10 @@ export async function chassisUp(o: UpOptions = {}): Promise<UpResult> {
       const online = await clusterOnline(L).catch(() => [] as string[]);
       if (online.length === status.boards.length) {
         if (o.stonith) await configureStonith(L);
-        // With a guest to protect, the chassis configures it in the cluster as ocf:understudy:guest.
-        if (guest === 'primary') await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), !!o.stonith);
-        for (let k = 2; k <= guests; k++) await configureGuestClone(L, guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json'), !!o.stonith, k, end);
+        // With a guest to protect, the chassis configures it in the cluster as ocf:understudy:guest
+        // (each guest of the shelf its own clone).
+        const descriptor = guestFile ?? join(PACKAGE_ROOT, 'guests', 'dx-legacy.json');
+        if (guest === 'primary') for (let k = 1; k <= guests; k++) await configureGuestClone(L, descriptor, !!o.stonith, k, end);
         return { pid, recovered, status };
       }
     }
