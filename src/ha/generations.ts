@@ -79,15 +79,12 @@ export class BootGenerations {
   partner: PartnerGenerations;
   private behindAlarm?: string;
   private ignoredAlarm?: string;
-  private key = PARTNER_KEY;
-
-  /** The partner the record follows now (the profile's, or one adopted since). */
+  /** The partner the record follows now (the profile's, or one adopted since); its key is derived from it. */
   private partnerName?: string;
 
   /** `profilePartner`: the profile's partner (its record is kept under its name); absent, the single record of old. */
   constructor(private readonly store: Store, private readonly log: Logger, private readonly profilePartner?: string) {
     this.partnerName = profilePartner;
-    if (profilePartner) this.key = partnerGenerationsKey(profilePartner);
     this.partner = profilePartner ? loadPartnerGenerationsOf(store, profilePartner, true) : loadPartnerGenerations(store);
     this.own = store.nextGeneration();
   }
@@ -96,10 +93,10 @@ export class BootGenerations {
   attach(m: GenerationSource): void {
     m.on('generations', (g) => {
       this.partner = g;
-      savePartnerGenerations(this.store, g, this.key, this.partnerName);
+      savePartnerGenerations(this.store, g, partnerGenerationsKey(this.partnerName), this.partnerName);
       // The single record an earlier firmware reads after a rollback (its profile's partner): the
       // profile's partner's, named; never an adopted partner's, which it would take for the profile's.
-      if (this.key !== PARTNER_KEY && this.partnerName === this.profilePartner) savePartnerGenerations(this.store, g, PARTNER_KEY, this.partnerName);
+      if (this.partnerName && this.partnerName === this.profilePartner) savePartnerGenerations(this.store, g, PARTNER_KEY, this.partnerName);
     });
     m.on('generation-behind', (echo) => {
       const from = this.own;
@@ -121,7 +118,6 @@ export class BootGenerations {
 
   /** Another board is the partner now (adopted at run time): what this board knows of that board's boots. */
   usePartner(adopted: string): PartnerGenerations {
-    this.key = partnerGenerationsKey(adopted);
     this.partnerName = adopted;
     this.partner = loadPartnerGenerationsOf(this.store, adopted, adopted === this.profilePartner);
     this.ignoredAlarm = undefined;

@@ -36,6 +36,18 @@ export function procState(pid: number): string | undefined {
 }
 
 /**
+ * When a process started, in clock ticks since boot (field 22), or undefined (no such process): a
+ * recorded pid whose start time differs names another process now (the pid was reused).
+ */
+export function procStartTime(pid: number): number | undefined {
+  try {
+    return Number(parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1')).field(22));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * procState for repeated looks at one process: the file stays open and each look is one pread at
  * offset 0 (procfs regenerates the line), 6-11 µs here against 40-100 µs for open, read and close.
  * After the process has exited a read fails (ESRCH): undefined, and never another process that

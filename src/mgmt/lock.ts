@@ -8,23 +8,14 @@
  */
 import { openSync, writeSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { UsError } from '../core/errors.js';
-import { parseProcStat } from '../hw/proc-state.js';
-
-/** When process `pid` started (clock ticks since boot), or undefined when there is none. */
-function startTimeOf(pid: number): string | undefined {
-  try {
-    return parseProcStat(readFileSync(`/proc/${pid}/stat`, 'latin1')).field(22);
-  } catch {
-    return undefined;
-  }
-}
+import { procStartTime } from '../hw/proc-state.js';
 
 function holderOf(path: string): number | undefined {
   try {
     const [pidText, started] = readFileSync(path, 'utf8').trim().split(/\s+/);
     const pid = Number.parseInt(pidText ?? '', 10);
     if (!Number.isInteger(pid) || pid <= 0) return undefined;
-    if (started !== undefined && startTimeOf(pid) !== started) return undefined;
+    if (started !== undefined && String(procStartTime(pid)) !== started) return undefined;
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
     return cmd.includes('understudy') ? pid : undefined;
   } catch {
@@ -36,7 +27,7 @@ export function acquireBoardLock(path: string, board: string): () => void {
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
-      writeSync(fd, `${process.pid} ${startTimeOf(process.pid) ?? ''}`.trim() + '\n');
+      writeSync(fd, `${process.pid} ${procStartTime(process.pid) ?? ''}`.trim() + '\n');
       closeSync(fd);
       return () => {
         if (holderOf(path) === process.pid) rmSync(path, { force: true });

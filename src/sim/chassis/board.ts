@@ -117,13 +117,18 @@ export class SimBoard {
     }));
   }
 
-  /** Creates every watchdog FIFO of the board (the board's own and its further guests'). */
+  /** Every watchdog of the board: its own and its further guests' controllers'. */
+  private get watchdogs(): SimWatchdog[] {
+    return [this.watchdog, ...this.guestWatchdogs.map((g) => g.watchdog)];
+  }
+
+  /** Creates every watchdog FIFO of the board. */
   openWatchdogs(): void {
-    for (const w of [this.watchdog, ...this.guestWatchdogs.map((g) => g.watchdog)]) w.open();
+    for (const w of this.watchdogs) w.open();
   }
 
   closeWatchdogs(): void {
-    for (const w of [this.watchdog, ...this.guestWatchdogs.map((g) => g.watchdog)]) w.close();
+    for (const w of this.watchdogs) w.close();
   }
 
   get power(): PowerState {
@@ -250,8 +255,7 @@ export class SimBoard {
     this.boots++;
     const stale = await drainSerialEnd(layout.serialDevice);
     if (stale < 0) this.o.log.warn({ board: this.name, device: layout.serialDevice }, 'could not drain the serial port before boot (held by someone else?)');
-    this.watchdog.listen();
-    for (const g of this.guestWatchdogs) g.watchdog.listen();
+    for (const w of this.watchdogs) w.listen();
     appendFileSync(layout.log, `# chassis: ${this.name} boot ${this.boots} at ${new Date().toISOString()}${stale > 0 ? ` (${stale} stale serial bytes discarded)` : ''}\n`, { mode: 0o600 });
     const firmware = await this.bootloader();
     if (this.o.clusterManager) this.startClusterManager(this.o.clusterManager);
@@ -378,8 +382,7 @@ export class SimBoard {
    * only what comes next on this board (a boot) waits for it.
    */
   private async killBoard(killed?: () => void): Promise<void> {
-    this.watchdog.ignore();
-    for (const g of this.guestWatchdogs) g.watchdog.ignore();
+    for (const w of this.watchdogs) w.ignore();
     await this.killClusterManager();
     const cur = this.current;
     if (cur) {

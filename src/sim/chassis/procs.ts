@@ -6,7 +6,7 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import { RUN_MARKER } from './layout.js';
-import { parseProcStat } from '../../hw/proc-state.js';
+import { parseProcStat, procStartTime } from '../../hw/proc-state.js';
 
 /** A process the chassis started, as recorded in state.json. */
 export interface RecordedProcess {
@@ -31,7 +31,7 @@ function readStat(pid: number, statFile = `/proc/${pid}/stat`): ProcStat | undef
 }
 
 export function startTimeOf(pid: number): number | undefined {
-  return readStat(pid)?.startTime;
+  return procStartTime(pid);
 }
 
 /** Process state letter (R, S, D, T stopped, t traced, Z zombie…), or undefined when gone. */
