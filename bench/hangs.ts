@@ -72,7 +72,9 @@ export interface SoakFigures {
   falseVerdicts: string[];
   boards: Partial<Record<BoardName, { aliveGapMs?: { p99: number; max: number; count: number }; mainLoop: { p99: number; max: number }; role: string }>>;
   /** The backup's witness at the end: how much later the primary's replies came than its copy's, and how long its suspicions lasted. */
-  witness?: { late: Stat; suspected: Stat; boundMs: number; verdicts: number };
+  witness?: { late: Stat; suspected: Stat; boundMs: number; verdicts: number; reports: number; repeatMs: number };
+  /** The primary's fast checks of the witness's early reports: declined (its guest slow, not hung) and the last reason. */
+  fastChecks?: { declined: number; lastDeclined: string | null };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -220,7 +222,8 @@ export class HangBench {
 
   /**
    * Load, CPU burners, a checkpoint every 15 s and a re-clone every 30 s for `seconds`: what a busy
-   * pair's controllers and guests show; any hang verdict, report or role change is a false one.
+   * pair's controllers and guests show; any hang verdict, report at guestHangMs or role change is a false one (reports at the fast bound
+   * that the primary declines are counted, not false: a slow guest causes them by design).
    */
   async soak(seconds: number, burnersPerBoard: number): Promise<SoakFigures> {
     const { primary, backup } = await this.protectedPair();
@@ -256,7 +259,9 @@ export class HangBench {
       }
     }
     const w = (await this.ctl(backup, 'replication.status')).replication.witness as WitnessStatus | undefined;
-    if (w) figures.witness = { late: w.primaryLateMs, suspected: w.suspectedMs, boundMs: w.boundMs, verdicts: w.verdicts };
+    if (w) figures.witness = { late: w.primaryLateMs, suspected: w.suspectedMs, boundMs: w.boundMs, verdicts: w.verdicts, reports: w.reports, repeatMs: w.repeatMs };
+    const gh = (await this.ctl(primary, 'replication.status')).replication.guestHang as { fastDeclined: number; lastDeclined: string | null } | undefined;
+    if (gh) figures.fastChecks = { declined: gh.fastDeclined, lastDeclined: gh.lastDeclined };
     return figures;
   }
 }

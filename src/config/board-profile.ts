@@ -330,6 +330,15 @@ export const boardProfileSchema = z
          */
         guestHangMs: z.number().int().min(0).max(60000).default(250),
         /**
+         * The witness's fast bound: the backup reports the primary's guest silent this long after its
+         * copy answered, and again this often while the silence lasts. The primary hands over at such a
+         * report only if its guest has also left a PING unanswered for half this long while its QEMU had
+         * the CPU it asked for (no thread kept waiting on a run queue, none in host I/O): a hung guest.
+         * A guest that is merely slow (its QEMU waiting for a CPU) is left to guestHangMs. Below
+         * guestHangMs; 0: off (the witness reports once, at guestHangMs).
+         */
+        guestHangFastMs: z.number().int().min(0).max(60000).default(30),
+        /**
          * Who else decides: understudy (the pair alone), or pacemaker (Pacemaker and corosync run on
          * every blade and own start, stop, placement and moves through ocf:understudy:guest). With
          * pacemaker the pair also follows corosync's quorum: a PRIMARY whose backup stopped
@@ -360,6 +369,7 @@ export const boardProfileSchema = z
         quorumSettleMs: z.number().int().min(0).max(600000).default(QUORUM_SETTLE_MS),
       })
       .refine((h) => h.linkTimeoutMs < h.deadtimeMs, { message: 'linkTimeoutMs must be below deadtimeMs', path: ['linkTimeoutMs'] })
+      .refine((h) => h.guestHangFastMs === 0 || h.guestHangMs === 0 || h.guestHangFastMs < h.guestHangMs, { message: 'guestHangFastMs must be below guestHangMs (or 0: off)', path: ['guestHangFastMs'] })
       .refine((h) => h.intervalMs * 2 <= h.linkTimeoutMs, { message: 'linkTimeoutMs must cover at least two heartbeats', path: ['linkTimeoutMs'] })
       .refine((h) => h.priorityFencingDelayMs >= h.deadtimeMs + h.primaryConfirmMs + h.fenceDelayMs, {
         message: 'must be at least deadtimeMs + primaryConfirmMs + fenceDelayMs: the primary\'s confirmation and fence must land first',

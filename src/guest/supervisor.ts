@@ -23,7 +23,7 @@ import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
 import { readFrom, readableByQemu, resolveQemuUser, unreachableFor, type QemuCredentials } from '../hw/hypervisor/qemu-user.js';
 import type { Hypervisor } from '../hw/hypervisor/types.js';
-import { procState } from '../hw/proc-state.js';
+import { cpuAvailability, procState, readSchedSample, type SchedSample } from '../hw/proc-state.js';
 import type { QmpEvent } from '../hw/qmp/client.js';
 import { GuestPort } from './guest-port.js';
 
@@ -143,9 +143,14 @@ const HANG_CHECK_EVERY_MS = 1000;
  * A stopped QEMU (SIGSTOP, a tracer: process state T or t) cannot answer anything, and no healthy
  * one is ever in that state, however slow: once the guest has had requests to answer for this long,
  * its QEMU's state is read (one /proc read) and, stopped, the guest is offered as hung to
- * `onStoppedQemu` (the pair: a protected primary hands over at once). Checked this often while it runs.
+ * `onStoppedQemu` (the pair: a protected primary hands over at once).
  */
 export const STOPPED_CHECK_MS = 20;
+/** How often the quick checks (a stopped QEMU, the PINGs ahead) run while the guest runs: a timer that does nothing unless the guest sits on work. */
+const QUICK_CHECK_MS = 10;
+/** The fast hang check asks again this often, this many times, when a QEMU thread is runnable at the look (its wait not counted yet). */
+const FAST_RELOOK_MS = 5;
+const FAST_LOOKS = 4;
 /** How long QEMU may take to say whether it runs the guest (query-status) before that counts as hung too. */
 const QMP_LOOK_MS = 500;
 const HANG_PINGS = 2;
@@ -707,9 +712,10 @@ export class GuestSupervisor extends EventEmitter {
     const st = procState(q.pid);
     if (st === 'T' || st === 't') return `its QEMU process ${q.pid} is stopped (state ${st})`;
     if (this.port.silentWithWorkMs < minSilentMs) return undefined;
-    // A PING sent ahead in this same silence (quickChecks) and left unanswered is the evidence: no
-    // second wait for one. One it answered proves nothing about now: asked again.
-    const ahead = this.pingAhead && this.pingAhead.since === this.port.silentWithWorkSince ? this.pingAhead.answered : undefined;
+    // A PING sent ahead in this same silence (quickChecks), late enough in it, and left unanswered
+    // is the evidence: no second wait for one. One it answered proves nothing about now: asked again.
+    const a = this.pingAhead;
+    const ahead = a && a.since === this.port.silentWithWorkSince && a.atSilentMs >= minSilentMs / 2 ? a.answered : undefined;
     const [run, pong] = await Promise.all([
       q.qmp.execute<{ status: string }>('query-status', undefined, QMP_LOOK_MS).then((r) => r.status, () => undefined),
       !ping ? Promise.resolve(false) : ahead ? ahead.then((answered) => (answered ? this.pingAnswered() : false)) : this.pingAnswered(),
@@ -723,6 +729,50 @@ export class GuestSupervisor extends EventEmitter {
   }
 
   /**
+   * The fast check of a guest the backup's witness reports silent (ha.guestHangFastMs): hung if it
+   * has requests to answer and has left a PING unanswered for `confirmMs` while its QEMU had the CPU
+   * it asked for: no thread kept waiting on a run queue for a third of that time, none in host I/O
+   * (cpuAvailability, from the scheduler's own accounting in /proc). A healthy guest answers a PING
+   * in 1-2 ms whenever it gets a CPU, so one that had the CPU and answered neither is stuck; one
+   * whose QEMU waited for a CPU is merely slow, and this declines (`declined` says why): the witness
+   * asks again, and from guestHangMs on the slower check (hangEvidence) decides. A QEMU paused on
+   * purpose (QMP says so) is not hung.
+   */
+  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string }> {
+    const q = this.qemu?.alive ? this.qemu : undefined;
+    if (!q || this.state !== 'running') return { declined: 'the guest is not running' };
+    const st = procState(q.pid);
+    if (st === 'T' || st === 't') return { evidence: `its QEMU process ${q.pid} is stopped (state ${st})` };
+    const since = this.port.silentWithWorkSince;
+    if (since === undefined) return { declined: 'it has answered everything it was handed' };
+    if (this.pingAhead?.since !== since) this.sendPingAhead(q.pid, since);
+    const ahead = this.pingAhead!;
+    const answered = () => ahead.result === true; // read afresh after each wait
+    if (!ahead.sample) return { declined: 'its QEMU\'s threads could not be read' };
+    const run = q.qmp.execute<{ status: string }>('query-status', undefined, Math.max(confirmMs, 10)).then((r) => r.status, () => undefined);
+    for (let look = 1; ; look++) {
+      const wait = ahead.sentAt + confirmMs - performance.now();
+      await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+      await new Promise((r) => setImmediate(r)); // answers already in the sockets are read first
+      if (answered()) return { declined: 'it answered a PING' };
+      if (this.port.silentWithWorkSince !== since) return { declined: 'it answered meanwhile' };
+      if (!this.qemu?.alive || this.qemu !== q || this.state !== 'running') return { declined: 'the guest is no longer running' };
+      const now = readSchedSample(q.pid, performance.now());
+      if (!now) return { declined: 'its QEMU\'s threads could not be read' };
+      const cpu = cpuAvailability(ahead.sample, now);
+      if (cpu.verdict === 'starved') return { declined: `its QEMU was slowed: ${cpu.why}` };
+      if (cpu.verdict === 'unsure' && look < FAST_LOOKS) { await new Promise((r) => setTimeout(r, FAST_RELOOK_MS)); continue; }
+      if (cpu.verdict === 'unsure') return { declined: `unsure after ${look} looks: ${cpu.why}` };
+      const status = await run;
+      if (status !== undefined && status !== 'running') return { declined: `QEMU has paused it (${status})` };
+      if (answered() || this.port.silentWithWorkSince !== since) return { declined: 'it answered meanwhile' };
+      const silent = Math.round(this.port.silentWithWorkMs);
+      const pingMs = Math.round(performance.now() - ahead.sentAt);
+      return { evidence: `its guest has answered nothing for ${silent} ms with requests to answer, nor a PING for ${pingMs} ms, while its QEMU had the CPU (${cpu.why})${status === undefined ? ' and does not answer QMP' : ''}` };
+    }
+  }
+
+  /**
    * Asked when the running guest's QEMU is found stopped with requests to answer (`evidence` says
    * so): true declares the guest hung at once (the caller journals why). Unset, or false, leaves it
    * to the slower checks (a stopped QEMU resumed by SIGCONT still holds its state, and with no
@@ -731,37 +781,44 @@ export class GuestSupervisor extends EventEmitter {
   onStoppedQemu?: (evidence: string) => boolean;
 
   /**
-   * Silence with work (ms) after which the guest is sent one PING per silence, ahead of any hang
-   * report, so that hangEvidence finds the answer (or its absence) waiting instead of sending its
-   * own and waiting up to CONFIRM_PING_MS for it; 0: none. Set by the pair (half the witness's bound
-   * on a protected primary): a healthy guest answers in milliseconds, and a busy one rarely sits
-   * on work that long.
+   * Silences with work (ms, ascending) at which the guest is sent a PING, ahead of any hang report,
+   * so that the hang checks find the answer (or its absence) waiting instead of sending their own and
+   * waiting for it; empty: none. Set by the pair (on a protected primary, half of each of the
+   * witness's bounds): a healthy guest answers in milliseconds, and a busy one rarely sits on work
+   * that long. With each PING the QEMU's threads are sampled (fastHangEvidence).
    */
-  pingAheadAfterMs: () => number = () => 0;
-  /** The PING sent ahead in the current silence (its start names it) and its outcome. */
-  private pingAhead?: { since: number; answered: Promise<boolean> };
+  pingAheadAtMs: () => number[] = () => [];
+  /** The PING sent ahead in the current silence (its start names it), when, its outcome and the threads' sample then. */
+  private pingAhead?: { since: number; sentAt: number; atSilentMs: number; answered: Promise<boolean>; result?: boolean; sample?: SchedSample };
+
+  private sendPingAhead(pid: number, since: number): void {
+    const sentAt = performance.now();
+    const a: NonNullable<typeof this.pingAhead> = { since, sentAt, atSilentMs: sentAt - since, answered: this.pingAnswered(), sample: readSchedSample(pid, sentAt) };
+    void a.answered.then((r) => { a.result = r; });
+    this.pingAhead = a;
+  }
 
   /**
-   * Every STOPPED_CHECK_MS while the guest runs: a stopped QEMU with requests to answer (see
-   * onStoppedQemu), and the PING ahead (pingAheadAfterMs).
+   * Every QUICK_CHECK_MS while the guest runs: a stopped QEMU with requests to answer for
+   * STOPPED_CHECK_MS (see onStoppedQemu), and the PINGs ahead (pingAheadAtMs).
    */
   private quickChecks(): void {
     const q = this.qemu?.alive ? this.qemu : undefined;
     if (!q || this.state !== 'running') return;
     const silent = this.port.silentWithWorkMs;
-    if (silent < STOPPED_CHECK_MS) return;
-    if (this.onStoppedQemu) {
+    if (silent < QUICK_CHECK_MS) return;
+    if (this.onStoppedQemu && silent >= STOPPED_CHECK_MS) {
       const st = procState(q.pid);
       if (st === 'T' || st === 't') {
         const evidence = `its QEMU process ${q.pid} is stopped (state ${st}) with requests to answer for ${Math.round(silent)} ms`;
         if (this.onStoppedQemu(evidence)) { this.declareHung(`guest hung: ${evidence}`); return; }
       }
     }
-    const ahead = this.pingAheadAfterMs();
     const since = this.port.silentWithWorkSince;
-    if (ahead > 0 && silent >= ahead && since !== undefined && this.pingAhead?.since !== since) {
-      this.pingAhead = { since, answered: this.pingAnswered() };
-    }
+    if (since === undefined) return;
+    const sent = this.pingAhead?.since === since ? this.pingAhead.atSilentMs : -1;
+    // The latest threshold passed that no PING of this silence was sent at or after.
+    if (this.pingAheadAtMs().some((t) => t > 0 && silent >= t && sent < t)) this.sendPingAhead(q.pid, since);
   }
 
   /** A PING to the guest: whether it answered within CONFIRM_PING_MS. */
@@ -910,7 +967,7 @@ export class GuestSupervisor extends EventEmitter {
     if (s === 'running') {
       this.unansweredPings = 0;
       this.hangTimer ??= setInterval(() => void this.hangCheck(), HANG_CHECK_EVERY_MS);
-      this.stoppedTimer ??= setInterval(() => this.quickChecks(), STOPPED_CHECK_MS);
+      this.stoppedTimer ??= setInterval(() => this.quickChecks(), QUICK_CHECK_MS);
     } else {
       clearInterval(this.hangTimer);
       this.hangTimer = undefined;

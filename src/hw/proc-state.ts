@@ -4,7 +4,7 @@
  * anything until it is continued, which the hang checks use (src/ha/controller-watch.ts for the
  * controller, src/guest/supervisor.ts for QEMU). Linux only; no other I/O.
  */
-import { openSync, readFileSync, readSync } from 'node:fs';
+import { openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 /** USER_HZ: clock ticks per second of utime and stime in /proc/<pid>/stat (100 on every Linux ABI Node runs on). */
 export const CLOCK_TICKS_PER_S = 100;
@@ -68,4 +68,73 @@ export function procStateReader(pid: number): () => string | undefined {
       return undefined;
     }
   };
+}
+
+/** One thread's scheduler accounting (/proc/<pid>/task/<tid>/schedstat and stat), ns and a state letter. */
+export interface ThreadSched {
+  /** Time it has run on a CPU, ns. */
+  runNs: number;
+  /** Time it has waited on a run queue (runnable, not running), ns: counted when it next runs. */
+  waitNs: number;
+  state: string;
+}
+
+/** Every thread of a process at one moment (performance.now() ms), by tid. */
+export interface SchedSample {
+  at: number;
+  threads: Map<number, ThreadSched>;
+}
+
+/**
+ * Every thread of `pid` as the scheduler accounts for it, or undefined (no such process). A few
+ * small reads per thread (QEMU under TCG has 3-6): taken only while a guest is suspected of a hang.
+ */
+export function readSchedSample(pid: number, now: number): SchedSample | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  const threads = new Map<number, ThreadSched>();
+  for (const tid of tids) {
+    try {
+      const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ');
+      const state = stateOf(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'));
+      if (state !== undefined) threads.set(Number(tid), { runNs: Number(run), waitNs: Number(wait), state });
+    } catch {
+      // the thread exited between the listing and the read
+    }
+  }
+  return threads.size ? { at: now, threads } : undefined;
+}
+
+/**
+ * Whether a process had the CPU it asked for between two samples:
+ *  - `starved`: its threads waited on run queues for at least a third of the window in all (a slow
+ *    guest: a machine too busy to run it), or one is in uninterruptible sleep (D: the host's I/O);
+ *  - `unsure`: a thread is runnable at the end but ran less than half the window: it may be
+ *    waiting now, and that wait is only counted once it runs (ask again shortly);
+ *  - `available`: none of that: whatever the process did not do in the window, it was not for want
+ *    of a CPU or of the host's I/O.
+ * Threads not in both samples are left out. Pure: tested with made-up samples.
+ */
+export function cpuAvailability(a: SchedSample, b: SchedSample): { verdict: 'available' | 'starved' | 'unsure'; windowMs: number; waitMs: number; why: string } {
+  const windowMs = b.at - a.at;
+  let waitNs = 0;
+  let runnable: number | undefined;
+  let blocked: number | undefined;
+  for (const [tid, t] of b.threads) {
+    const s = a.threads.get(tid);
+    if (!s) continue;
+    waitNs += Math.max(0, t.waitNs - s.waitNs);
+    if (t.state === 'D') blocked = tid;
+    if (t.state === 'R' && (t.runNs - s.runNs) / 1e6 < windowMs / 2) runnable = tid;
+  }
+  const waitMs = Math.round(waitNs / 1e4) / 100;
+  const w = `${waitMs} ms waiting for a CPU in ${Math.round(windowMs)} ms`;
+  if (blocked !== undefined) return { verdict: 'starved', windowMs, waitMs, why: `${w}, thread ${blocked} in uninterruptible sleep (host I/O)` };
+  if (waitMs >= windowMs / 3) return { verdict: 'starved', windowMs, waitMs, why: `${w}: the machine is too busy to run it` };
+  if (runnable !== undefined) return { verdict: 'unsure', windowMs, waitMs, why: `${w}, thread ${runnable} runnable now` };
+  return { verdict: 'available', windowMs, waitMs, why: `${w}: it had the CPU` };
 }

@@ -179,9 +179,15 @@ export class PairController {
       p.journal.record('guest-hang', `here ${evidence}: the guest is hung; handing over to the backup, whose copy is in sync`, { evidence, confirmed: true, stopped: true });
       return true;
     };
-    // On a protected primary the backup's witness may report a hang after guestHangMs: the PING that
-    // confirms it goes out at half that, so its answer (or its absence) is waiting for the report.
-    host.supervisor.pingAheadAfterMs = () => (ha.currentRole === 'PRIMARY' && host.replicator.protectedNow ? (p.board.ha?.guestHangMs ?? 0) / 2 : 0);
+    // On a protected primary the backup's witness may report a hang after guestHangFastMs and after
+    // guestHangMs: the PING that confirms each goes out at half of it, so its answer (or its
+    // absence) is waiting for the report.
+    host.supervisor.pingAheadAtMs = () => {
+      if (ha.currentRole !== 'PRIMARY' || !host.replicator.protectedNow) return [];
+      const slow = p.board.ha?.guestHangMs ?? 0;
+      const fast = p.board.ha?.guestHangFastMs ?? 0;
+      return fast && fast < slow ? [fast / 2, slow / 2] : [slow / 2];
+    };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;
       if (this.poison.recovering) return; // the recovery watches its restored copy
@@ -513,6 +519,7 @@ export class PairController {
       ...this.upgrade.status(),
       checkpoint: checkpoints ? { last: checkpoints.info ?? null, inputsLoggedSince: checkpoints.loggedSince, inputLog: checkpoints.logStatus } : null,
       poison: this.poison.status(),
+      guestHang: this.guestHang.status(),
     };
   }
 }

@@ -6,12 +6,19 @@
  *  journals it and tells the primary (control message `guest-hung`). It does not act itself: the
  *  primary's controller is healthy (a hung controller is reported in its heartbeats and fenced
  *  first, src/ha/controller-watch.ts), so it can hand over cleanly without a fence.
- *  Primary: it acts only if its own view agrees (its QEMU stopped, or its guest silent with requests
- *  to answer for half the bound and not answering a PING either: a guest that lost requests on their
- *  way to it is idle, not hung, and answers): then the guest is declared hung, which goes through the guest
- *  failure policy like a guest watchdog firing — a protected primary gives up its guest, fires
- *  `guest-failed` (FAULT), and the backup promotes on partner-fault with its copy as it is. A report
- *  the primary cannot confirm (its guest answered meanwhile) is journaled and ignored.
+ *  With a fast bound (ha.guestHangFastMs) the witness reports at it and again as often while the
+ *  silence lasts; only the first report at or past guestHangMs is journaled here (the others are
+ *  logged and counted: a guest that is merely slow causes them).
+ *  Primary: it acts only if its own view agrees; then the guest is declared hung, which goes through
+ *  the guest failure policy like a guest watchdog firing — a protected primary gives up its guest,
+ *  fires `guest-failed` (FAULT), and the backup promotes on partner-fault with its copy as it is.
+ *  Its view, by how long the witness has seen the silence:
+ *   - below guestHangMs (fast reports): its guest has left a PING unanswered for half the fast bound
+ *     while its QEMU had the CPU it asked for (supervisor.fastHangEvidence). A guest that waited for
+ *     a CPU is slow, not hung: the report is declined (logged, counted) and the next one asks again;
+ *   - from guestHangMs: its QEMU stopped, or its guest silent with requests to answer for half that
+ *     bound and not answering a PING within 100 ms either (a guest that lost requests on their way to
+ *     it is idle, not hung, and answers). A report it cannot confirm is journaled and ignored.
  *
  * Owns no timer; decides from the role, the report and the supervisor's evidence.
  */
@@ -25,6 +32,13 @@ export class GuestHang {
   /** Reports sent (backup) and acted on (primary), for status and tests. */
   reportsSent = 0;
   handedOver = 0;
+  /** Fast reports the primary declined (its guest slow, not hung), and the last reason. */
+  fastDeclined = 0;
+  lastDeclined?: string;
+  /** Backup: the current silence's report at the slow bound has been journaled. */
+  private slowJournaled = false;
+  /** Primary: a fast check is under way. */
+  private judging = false;
 
   constructor(private readonly p: PairParts) {
     p.host.replicator.on('primary-guest-silent', (v) => this.onWitness(v));
@@ -35,13 +49,32 @@ export class GuestHang {
     return (this.p.board.ha?.guestHangMs ?? 0) / 2;
   }
 
+  /** For `understudy status` (replication.guestHang): reports sent and acted on, fast checks declined. */
+  status(): { reportsSent: number; handedOver: number; fastDeclined: number; lastDeclined: string | null } {
+    return { reportsSent: this.reportsSent, handedOver: this.handedOver, fastDeclined: this.fastDeclined, lastDeclined: this.lastDeclined ?? null };
+  }
+
+  /** The witness's fast bound (0: none), only when it is below the slow one. */
+  private get fastMs(): number {
+    const ha = this.p.board.ha;
+    return ha?.guestHangFastMs && ha.guestHangMs && ha.guestHangFastMs < ha.guestHangMs ? ha.guestHangFastMs : 0;
+  }
+
   /** Backup: the witness's verdict. */
   private onWitness(v: WitnessVerdict): void {
     const { ha, host, journal } = this.p;
     if (ha.currentRole !== 'BACKUP' || host.replicator.mode !== 'backup' || !host.replicator.protectedNow) return;
     const silentMs = Math.round(v.silentMs);
-    journal.record('guest-hang', `the primary's guest has sent no reply for ${silentMs} ms while this board's copy answered ${v.replies} requests of the same stream: telling the primary`, { silentMs, replies: v.replies });
-    this.p.log.warn({ silentMs, replies: v.replies }, 'primary guest silent: reporting it to the primary');
+    const slow = this.p.board.ha?.guestHangMs ?? 0;
+    // Journaled once per silence, at the first report at or past the slow bound; fast ones logged.
+    if (v.report === 1) this.slowJournaled = false;
+    if (!this.fastMs || (silentMs >= slow && !this.slowJournaled)) {
+      this.slowJournaled = true;
+      journal.record('guest-hang', `the primary's guest has sent no reply for ${silentMs} ms while this board's copy answered ${v.replies} requests of the same stream: telling the primary`, { silentMs, replies: v.replies });
+      this.p.log.warn({ silentMs, replies: v.replies }, 'primary guest silent: reporting it to the primary');
+    } else {
+      this.p.log.info({ silentMs, replies: v.replies, report: v.report }, 'primary guest silent: reporting it to the primary (fast bound)');
+    }
     host.replicator.sendControl({ type: 'guest-hung', silentMs, replies: v.replies });
     this.reportsSent++;
   }
@@ -58,6 +91,25 @@ export class GuestHang {
     const { ha, host, journal } = this.p;
     if (ha.currentRole !== 'PRIMARY') return;
     const heard = `the backup's copy answered ${m.replies} requests the primary's guest has not answered for ${m.silentMs} ms`;
+    if (this.fastMs && m.silentMs < (this.p.board.ha?.guestHangMs ?? 0)) {
+      if (this.judging) return; // the check under way answers this report too
+      this.judging = true;
+      try {
+        const r = await host.supervisor.fastHangEvidence(this.fastMs / 2);
+        if (ha.currentRole !== 'PRIMARY') return;
+        if (r.evidence) {
+          journal.record('guest-hang', `${heard}; here ${r.evidence}: the guest is hung`, { ...m, confirmed: true, evidence: r.evidence, fast: true });
+          if (host.supervisor.declareHung(`guest hung: ${r.evidence}; the backup's copy answered ${m.replies} requests meanwhile`)) this.handedOver++;
+        } else {
+          this.fastDeclined++;
+          this.lastDeclined = r.declined;
+          this.p.log.info({ ...m, declined: r.declined }, 'backup reports the guest silent: not hung here (fast check)');
+        }
+      } finally {
+        this.judging = false;
+      }
+      return;
+    }
     const evidence = await host.supervisor.hangEvidence(this.confirmAfterMs);
     if (ha.currentRole !== 'PRIMARY') return;
     if (!evidence) {

@@ -25,7 +25,7 @@ export class GuestHost {
     this.supervisor = new GuestSupervisor(board, guest, log.child({ component: 'guest' }));
     const i = board.input;
     this.replicator = new Replicator({
-      guest: this.supervisor.port, log: log.child({ component: 'replication' }), guestHangMs: board.ha?.guestHangMs || undefined,
+      guest: this.supervisor.port, log: log.child({ component: 'replication' }), ...witnessBounds(board),
       maxQueuedInputs: i.maxQueuedInputs, maxPendingReplies: i.maxPendingReplies, pendingReplyMaxAgeMs: i.pendingReplyMaxAgeMs,
       clientMap: { cacheEntries: i.guestReplyCacheEntries, cacheMargin: i.replyCacheMargin },
     });
@@ -125,4 +125,16 @@ export class GuestHost {
   async status(): Promise<{ guest: GuestStatus; endpoint: Record<string, number> }> {
     return { guest: await this.supervisor.status(), endpoint: { ...this.endpoint.counters, clients: this.endpoint.clients.size, replyCacheMirror: this.endpoint.clients.cachedEntries } };
   }
+}
+
+/**
+ * The witness's bounds from the board's profile: with a fast bound, reported first at it and again
+ * as often while the silence lasts (the primary declines while its guest is only slow, up to
+ * guestHangMs); without one, once at guestHangMs. No witness when guestHangMs is 0.
+ */
+export function witnessBounds(board: BoardProfile): { guestHangMs?: number; guestHangRepeatMs?: number } {
+  const slow = board.ha?.guestHangMs;
+  if (!slow) return {};
+  const fast = board.ha?.guestHangFastMs;
+  return fast ? { guestHangMs: fast, guestHangRepeatMs: fast } : { guestHangMs: slow };
 }

@@ -33,6 +33,8 @@ export interface WitnessVerdict {
   silentMs: number;
   /** Replies of this copy to stream requests since the primary's last digest. */
   replies: number;
+  /** 1 for the first report of this silence, then 2, 3… (one every `repeatMs` while it lasts). */
+  report: number;
 }
 
 export interface WitnessStatus {
@@ -46,8 +48,12 @@ export interface WitnessStatus {
   suspectedMs: { p50: number; p99: number; max: number; count: number };
   /** Replies compared in time (matched pairs). */
   compared: number;
-  /** Verdicts of a hung primary guest since start. */
+  /** Silences reported (each counted once, however often it was reported again) since start. */
   verdicts: number;
+  /** Reports sent, repeats of a lasting silence included. */
+  reports: number;
+  /** How often a lasting silence is reported again, ms (0: once). */
+  repeatMs: number;
   /** The current suspicion: this copy answered and the primary has been silent since, ms. */
   waitingMs: number | null;
 }
@@ -68,12 +74,19 @@ export class PrimaryGuestWitness {
   private readonly questions = new Map<string, number[]>();
   private waitingSince?: number;
   private repliesSince = 0;
-  private reported = false;
+  /** Reports of the current silence so far. */
+  private reported = 0;
   private readonly late: RecordableHistogram = createHistogram();
   private readonly suspected: RecordableHistogram = createHistogram();
   verdicts = 0;
+  reports = 0;
 
-  constructor(private readonly o: { now: () => number; boundMs: number }) {}
+  /**
+   * `boundMs`: the first report of a silence; `repeatMs` (optional): reported again this often while
+   * it lasts, so that the primary, which may decline a report (its guest merely slow), is asked
+   * again, up to its own slower bound.
+   */
+  constructor(private readonly o: { now: () => number; boundMs: number; repeatMs?: number }) {}
 
   get boundMs(): number {
     return this.o.boundMs;
@@ -137,26 +150,29 @@ export class PrimaryGuestWitness {
     if (this.waitingSince !== undefined && !this.reported) this.suspected.record(Math.max(1, Math.round((now - this.waitingSince) * 1000)));
     this.waitingSince = undefined;
     this.repliesSince = 0;
-    this.reported = false;
+    this.reported = 0;
   }
 
   /** When the verdict falls due if no digest comes (monotonic ms), or undefined: nothing suspected. */
   get dueAt(): number | undefined {
-    return this.waitingSince === undefined || this.reported ? undefined : this.waitingSince + this.o.boundMs;
+    if (this.waitingSince === undefined || (this.reported && !this.o.repeatMs)) return undefined;
+    return this.waitingSince + this.o.boundMs + this.reported * (this.o.repeatMs ?? 0);
   }
 
   /**
-   * The verdict, once per episode: this copy answered stream requests and the primary has sent no
-   * digest for `boundMs` since the first of them. Called when it falls due (dueAt), and not straight
-   * from a timer after a stall: see the replicator.
+   * The verdict: this copy answered stream requests and the primary has sent no digest for
+   * `boundMs` since the first of them; then again every `repeatMs` while that lasts (once without).
+   * Called when it falls due (dueAt), and not straight from a timer after a stall: see the replicator.
    */
   check(): WitnessVerdict | undefined {
-    if (this.waitingSince === undefined || this.reported) return undefined;
-    const silentMs = this.o.now() - this.waitingSince;
-    if (silentMs < this.o.boundMs) return undefined;
-    this.reported = true;
-    this.verdicts++;
-    return { silentMs, replies: this.repliesSince };
+    const due = this.dueAt;
+    if (due === undefined || this.o.now() < due) return undefined;
+    const silentMs = this.o.now() - this.waitingSince!;
+    if (this.reported === 0) this.verdicts++;
+    // After a stall of this loop several repeats may have fallen due: one report says how long.
+    this.reported = Math.max(this.reported + 1, this.o.repeatMs ? Math.floor((silentMs - this.o.boundMs) / this.o.repeatMs) + 1 : 1);
+    this.reports++;
+    return { silentMs, replies: this.repliesSince, report: this.reported };
   }
 
   /** The copies are no longer comparable (a new clone, another stream, a guest upgrade): start over. */
@@ -168,7 +184,7 @@ export class PrimaryGuestWitness {
     this.questions.clear();
     this.waitingSince = undefined;
     this.repliesSince = 0;
-    this.reported = false;
+    this.reported = 0;
   }
 
   status(): WitnessStatus {
@@ -181,6 +197,8 @@ export class PrimaryGuestWitness {
       suspectedMs: { p50: ms(g.percentile(50)), p99: ms(g.percentile(99)), max: ms(g.max), count: g.count },
       compared: h.count,
       verdicts: this.verdicts,
+      reports: this.reports,
+      repeatMs: this.o.repeatMs ?? 0,
       waitingMs: this.waitingSince === undefined ? null : Math.round(this.o.now() - this.waitingSince),
     };
   }

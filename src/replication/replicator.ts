@@ -84,6 +84,8 @@ export interface ReplicatorOptions {
    * and no digest has come from the primary for this long (guest-witness.ts). Undefined: no witness.
    */
   guestHangMs?: number;
+  /** Backup: a silence the witness reported is reported again this often while it lasts. Undefined: once. */
+  guestHangRepeatMs?: number;
   /**
    * Inputs sequenced but not yet delivered to the local guest (or held during a clone's cut-over)
    * beyond which a new client request is dropped before it is sequenced (counted). Default 512: at the ~1000 requests/s a replicated TCG guest passes, half a second of queueing (a client retrying after 20-200 ms gains nothing from a deeper queue).
@@ -274,7 +276,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.clock = o.clock ?? systemClock;
     this.clients = new ClientMap(o.clientMap);
     this.rejections = o.rejections ?? new PartnerRejections({ log: o.log });
-    if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs });
+    if (o.guestHangMs) this.witness = new PrimaryGuestWitness({ now: () => this.clock.now(), boundMs: o.guestHangMs, repeatMs: o.guestHangRepeatMs });
   }
 
   /** Backup: the witness runs while this board follows the primary's stream. */

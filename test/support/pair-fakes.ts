@@ -61,7 +61,7 @@ export class FakeSupervisor extends EventEmitter {
   appSeqExpected: number | undefined = undefined;
   failurePolicy: (cause: string) => 'restart' | 'give-up' = () => 'restart';
   onStoppedQemu?: (evidence: string) => boolean;
-  pingAheadAfterMs: () => number = () => 0;
+  pingAheadAtMs: () => number[] = () => [];
   /** Descriptor versions that fail to start (a broken guest). */
   failingVersions = new Set<string>();
   /** What the guest answers to management commands (SAVE STOP …); a function may wait. */
@@ -113,6 +113,12 @@ export class FakeSupervisor extends EventEmitter {
   async hangEvidence(minSilentMs: number): Promise<string | undefined> {
     this.calls.push(`guest:hang-evidence ${minSilentMs}`);
     return this.evidence;
+  }
+  /** What fastHangEvidence() answers (the fast check of a witness's early report). */
+  fastEvidence: { evidence?: string; declined?: string } = { declined: 'it answered a PING' };
+  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string }> {
+    this.calls.push(`guest:fast-hang-evidence ${confirmMs}`);
+    return this.fastEvidence;
   }
   /** As the real supervisor: through the failure policy (give up: failed; otherwise a restart). */
   declareHung(cause: string): boolean {

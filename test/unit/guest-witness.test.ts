@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import { FakeClock } from '../../src/core/clock.js';
 import { PrimaryGuestWitness } from '../../src/replication/guest-witness.js';
 
-function witness(boundMs = 200) {
+function witness(boundMs = 200, repeatMs?: number) {
   const clock = new FakeClock();
-  const w = new PrimaryGuestWitness({ now: () => clock.now(), boundMs });
+  const w = new PrimaryGuestWitness({ now: () => clock.now(), boundMs, repeatMs });
   return { clock, w };
 }
 
@@ -55,7 +55,7 @@ describe('the backup as witness of the primary\'s guest', () => {
     clock.advance(99); // 1249: 199 ms since the first unmatched reply
     assert.equal(w.check(), undefined);
     clock.advance(1);
-    assert.deepEqual(w.check(), { silentMs: 200, replies: 5 });
+    assert.deepEqual(w.check(), { silentMs: 200, replies: 5, report: 1 });
     assert.equal(w.check(), undefined, 'reported once');
     clock.advance(1000);
     assert.equal(w.check(), undefined, 'still once');
@@ -104,7 +104,7 @@ describe('the backup as witness of the primary\'s guest', () => {
     clock.advance(199);
     assert.equal(w.check(), undefined);
     clock.advance(1);
-    assert.deepEqual(w.check(), { silentMs: 200, replies: 1 });
+    assert.deepEqual(w.check(), { silentMs: 200, replies: 1, report: 1 });
     assert.equal(w.check(), undefined, 'once per episode');
   });
 
@@ -121,5 +121,34 @@ describe('the backup as witness of the primary\'s guest', () => {
     w.reset();
     clock.advance(1000);
     assert.equal(w.check(), undefined, 'a suspicion does not survive a reset');
+  });
+
+  it('with repeats (the fast bound): a lasting silence is reported at the bound, then again every repeatMs, counted as one silence; a stall of the loop gives one report saying how long', () => {
+    const { clock, w } = witness(30, 30);
+    const t0 = clock.now();
+    w.onStreamRequest('7 a');
+    w.onLocalReply('7 a');
+    clock.advance(29);
+    assert.equal(w.check(), undefined);
+    assert.equal(w.dueAt, t0 + 30);
+    clock.advance(1);
+    assert.deepEqual(w.check(), { silentMs: 30, replies: 1, report: 1 });
+    assert.equal(w.check(), undefined, 'not again before repeatMs');
+    assert.equal(w.dueAt, t0 + 60);
+    clock.advance(30);
+    assert.deepEqual(w.check(), { silentMs: 60, replies: 1, report: 2 });
+    clock.advance(100); // the loop stalled: 160 ms, the reports due at 90, 120 and 150 fall together
+    assert.deepEqual(w.check(), { silentMs: 160, replies: 1, report: 5 });
+    assert.equal(w.dueAt, t0 + 180);
+    assert.equal(w.status().verdicts, 1, 'one silence');
+    assert.equal(w.status().reports, 3);
+    // The primary answers: over; the next silence starts at report 1 again.
+    w.onPrimaryDigest('7 a');
+    assert.equal(w.dueAt, undefined);
+    w.onStreamRequest('7 b');
+    w.onLocalReply('7 b');
+    clock.advance(30);
+    assert.deepEqual(w.check(), { silentMs: 30, replies: 1, report: 1 });
+    assert.equal(w.status().verdicts, 2);
   });
 });

@@ -157,13 +157,19 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.ok(!f.journal.has(/the guest is hung/));
     f.ha.membership.partnerView.heartbeat = { role: 'BACKUP', sender: 'sim-b' };
     assert.equal(stopped(ev), true);
-    // The PING that confirms a witness's report goes out ahead, at half its bound, on a protected primary only.
-    assert.equal(f.supervisor.pingAheadAfterMs(), (f.parts.board.ha?.guestHangMs ?? NaN) / 2);
+    // The PINGs that confirm a witness's reports go out ahead, at half of each bound (the fast and the
+    // slow), on a protected primary only.
+    const ha = f.parts.board.ha!;
+    assert.ok(ha.guestHangFastMs > 0 && ha.guestHangFastMs < ha.guestHangMs, 'the defaults have a fast bound below the slow one');
+    assert.deepEqual(f.supervisor.pingAheadAtMs(), [ha.guestHangFastMs / 2, ha.guestHangMs / 2]);
+    ha.guestHangFastMs = 0;
+    assert.deepEqual(f.supervisor.pingAheadAtMs(), [ha.guestHangMs / 2], 'no fast bound: the slow one only');
+    ha.guestHangFastMs = 30;
     f.replicator.protectedNow = false;
-    assert.equal(f.supervisor.pingAheadAfterMs(), 0);
+    assert.deepEqual(f.supervisor.pingAheadAtMs(), []);
     f.replicator.protectedNow = true;
     f.ha.currentRole = 'BACKUP';
-    assert.equal(f.supervisor.pingAheadAfterMs(), 0);
+    assert.deepEqual(f.supervisor.pingAheadAtMs(), []);
     assert.ok(f.journal.has(/^guest-hang: here its QEMU process 42 is stopped \(state T\) with requests to answer for 21 ms: the guest is hung; handing over to the backup/));
   });
 

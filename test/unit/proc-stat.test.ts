@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { parseProcStat, procState } from '../../src/hw/proc-state.js';
+import { spawn } from 'node:child_process';
+import { cpuAvailability, parseProcStat, procState, readSchedSample, type SchedSample, type ThreadSched } from '../../src/hw/proc-state.js';
 
 describe('/proc/<pid>/stat fields', () => {
   it('a name with spaces and parentheses does not shift the fields', () => {
@@ -30,5 +31,66 @@ describe('/proc/<pid>/stat fields', () => {
     let x = 0;
     for (let i = 0; i < 2e6; i++) x += i;
     assert.ok(x > 0 && parseProcStat(readFileSync('/proc/self/stat', 'latin1')).cpuTicks >= st.cpuTicks);
+  });
+
+  describe('whether a process had the CPU it asked for (cpuAvailability, the fast hang check)', () => {
+    const ms = 1e6;
+    const sample = (at: number, threads: Array<[number, Partial<ThreadSched>]>): SchedSample => ({
+      at, threads: new Map(threads.map(([tid, t]) => [tid, { runNs: 0, waitNs: 0, state: 'S', ...t }])),
+    });
+    it('threads asleep, little waiting: available (a guest idle with work to do is stuck)', () => {
+      const a = sample(100, [[1, { runNs: 10 * ms, waitNs: 5 * ms }], [2, { runNs: 50 * ms, waitNs: 1 * ms }]]);
+      const b = sample(115, [[1, { runNs: 10.5 * ms, waitNs: 5.8 * ms }], [2, { runNs: 50.2 * ms, waitNs: 1.3 * ms }]]);
+      const r = cpuAvailability(a, b);
+      assert.equal(r.verdict, 'available', r.why);
+      assert.equal(r.windowMs, 15);
+      assert.equal(r.waitMs, 1.1);
+    });
+    it('a thread spinning (runnable, ran most of the window): available', () => {
+      const a = sample(0, [[1, { runNs: 0 }], [2, {}]]);
+      const b = sample(20, [[1, { runNs: 18 * ms, waitNs: 1 * ms, state: 'R' }], [2, {}]]);
+      assert.equal(cpuAvailability(a, b).verdict, 'available');
+    });
+    it('threads that waited on run queues a third of the window in all: starved (slow, not hung)', () => {
+      const a = sample(0, [[1, {}], [2, {}]]);
+      const b = sample(15, [[1, { waitNs: 3 * ms }], [2, { waitNs: 2 * ms }]]);
+      const r = cpuAvailability(a, b);
+      assert.equal(r.verdict, 'starved');
+      assert.match(r.why, /5 ms waiting for a CPU in 15 ms: the machine is too busy/);
+      assert.equal(cpuAvailability(a, sample(15, [[1, { waitNs: 2 * ms }], [2, { waitNs: 2 * ms }]])).verdict, 'available', 'just under a third');
+    });
+    it('a thread in uninterruptible sleep (host I/O): starved, whatever the waits', () => {
+      const a = sample(0, [[1, {}]]);
+      assert.equal(cpuAvailability(a, sample(15, [[1, { state: 'D' }]])).verdict, 'starved');
+    });
+    it('a thread runnable at the look that ran under half the window: unsure (its wait is counted only once it runs)', () => {
+      const a = sample(0, [[1, {}], [2, {}]]);
+      const r = cpuAvailability(a, sample(16, [[1, { runNs: 2 * ms, state: 'R' }], [2, {}]]));
+      assert.equal(r.verdict, 'unsure');
+      assert.match(r.why, /thread 1 runnable now/);
+    });
+    it('threads in one sample only (started or ended between them) are left out', () => {
+      const a = sample(0, [[1, {}], [3, { waitNs: 0 }]]);
+      const b = sample(15, [[1, {}], [2, { waitNs: 100 * ms, state: 'R' }]]);
+      assert.equal(cpuAvailability(a, b).verdict, 'available');
+    });
+    it('a live process: every thread read, run and wait counters that never go back; a sleeping child is available', async function () {
+      this.timeout(10000);
+      const self = readSchedSample(process.pid, 0);
+      assert.ok(self && self.threads.size >= 1 && self.threads.has(process.pid), 'this process\'s main thread');
+      const sleeper = spawn('sleep', ['5'], { stdio: 'ignore' });
+      try {
+        await new Promise((r) => setTimeout(r, 100));
+        const a = readSchedSample(sleeper.pid!, 0)!;
+        await new Promise((r) => setTimeout(r, 30));
+        const b = readSchedSample(sleeper.pid!, 30)!;
+        assert.equal(b.threads.get(sleeper.pid!)?.state, 'S');
+        assert.ok(b.threads.get(sleeper.pid!)!.runNs >= a.threads.get(sleeper.pid!)!.runNs);
+        assert.equal(cpuAvailability(a, b).verdict, 'available');
+      } finally {
+        sleeper.kill('SIGKILL');
+      }
+      assert.equal(readSchedSample(999999999, 0), undefined, 'no such process');
+    });
   });
 });
