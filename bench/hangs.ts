@@ -18,8 +18,9 @@
  *    the backup BACKUP -> PRIMARY on partner-fault); the old primary returns as backup by itself and
  *    is cloned to.
  *  - hang (application): the primary's guest application stops answering (the guest's HANG
- *    management command; QEMU runs on). The backup's witness reports it after guestHangMs, the
- *    primary confirms (no reply, no PING) and hands over as above.
+ *    management command; QEMU runs on). The backup's witness reports it after guestHangFastMs (and
+ *    again while it lasts), the primary confirms (no reply, a PING unanswered while its QEMU had the
+ *    CPU; or, from guestHangMs, no PING answer within 100 ms) and hands over as above.
  *
  * For each: fault → first good reply (the end of the clients' silence that begins at the fault),
  * fault → the backup's transition, and fault → protected again (both copies in sync). A round whose
@@ -196,8 +197,9 @@ export class HangBench {
       const ptr = jp.filter((e) => e.kind === 'role.transition').map((e) => `${e.detail!.from}->${e.detail!.to}:${e.detail!.event}`);
       // guest: the primary's own check found its QEMU stopped; app: the backup's witness, then the primary's confirmation.
       const found = kind === 'guest'
-        ? jp.some((e) => e.kind === 'guest-hang' && /^here its QEMU process \d+ is stopped .*: the guest is hung/.test(e.message))
-        : jb.some((e) => e.kind === 'guest-hang' && /telling the primary/.test(e.message)) && jp.some((e) => e.kind === 'guest-hang' && /answered nothing .*the guest is hung/.test(e.message));
+        // (its own stopped-QEMU check, or the witness's fast report reaching it first: both read the state)
+        ? jp.some((e) => e.kind === 'guest-hang' && /(^|; )here its QEMU process \d+ is stopped .*: the guest is hung/.test(e.message))
+        : jp.some((e) => e.kind === 'guest-hang' && /^the backup's copy answered \d+ requests .*answered nothing .*the guest is hung/.test(e.message));
       if (tr[0] !== 'BACKUP->PRIMARY:partner-fault' || ptr[0] !== 'PRIMARY->FAULT:guest-failed' || !found) {
         throw new Error(`${what}: not the ${kind === 'guest' ? 'stopped-QEMU' : 'witness\'s'} path: backup ${tr.join(' ')}, primary ${ptr.join(' ')}${show()}`);
       }
@@ -285,7 +287,7 @@ export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<Hang
     } else if (kind === 'guest') {
       rows.push(row('  fault → backup PRIMARY (the primary finds QEMU stopped, FAULT)', p((x) => x.verdict)));
     } else if (kind === 'app') {
-      rows.push(row('  fault → backup PRIMARY (witness guestHangMs, primary confirms, FAULT)', p((x) => x.verdict)));
+      rows.push(row('  fault → backup PRIMARY (witness guestHangFastMs, primary confirms, FAULT)', p((x) => x.verdict)));
     } else {
       rows.push(row('  cut → the primary\'s fence of its backup done (0 failovers)', p((x) => x.verdict)));
     }

@@ -337,7 +337,7 @@ export const boardProfileSchema = z
          * A guest that is merely slow (its QEMU waiting for a CPU) is left to guestHangMs. Below
          * guestHangMs; 0: off (the witness reports once, at guestHangMs).
          */
-        guestHangFastMs: z.number().int().min(0).max(60000).default(30),
+        guestHangFastMs: z.number().int().min(0).max(60000).default(20),
         /**
          * Who else decides: understudy (the pair alone), or pacemaker (Pacemaker and corosync run on
          * every blade and own start, stop, placement and moves through ocf:understudy:guest). With

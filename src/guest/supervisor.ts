@@ -789,6 +789,7 @@ export class GuestSupervisor extends EventEmitter {
    */
   pingAheadAtMs: () => number[] = () => [];
   /** The PING sent ahead in the current silence (its start names it), when, its outcome and the threads' sample then. */
+  private pingAheadTimer?: NodeJS.Timeout;
   private pingAhead?: { since: number; sentAt: number; atSilentMs: number; answered: Promise<boolean>; result?: boolean; sample?: SchedSample };
 
   private sendPingAhead(pid: number, since: number): void {
@@ -806,7 +807,7 @@ export class GuestSupervisor extends EventEmitter {
     const q = this.qemu?.alive ? this.qemu : undefined;
     if (!q || this.state !== 'running') return;
     const silent = this.port.silentWithWorkMs;
-    if (silent < QUICK_CHECK_MS) return;
+    if (silent <= 0) return; // nothing to answer
     if (this.onStoppedQemu && silent >= STOPPED_CHECK_MS) {
       const st = procState(q.pid);
       if (st === 'T' || st === 't') {
@@ -817,8 +818,15 @@ export class GuestSupervisor extends EventEmitter {
     const since = this.port.silentWithWorkSince;
     if (since === undefined) return;
     const sent = this.pingAhead?.since === since ? this.pingAhead.atSilentMs : -1;
-    // The latest threshold passed that no PING of this silence was sent at or after.
-    if (this.pingAheadAtMs().some((t) => t > 0 && silent >= t && sent < t)) this.sendPingAhead(q.pid, since);
+    // A threshold passed that no PING of this silence was sent at or after.
+    const at = this.pingAheadAtMs();
+    if (at.some((t) => t > 0 && silent >= t && sent < t)) this.sendPingAhead(q.pid, since);
+    // One falling due before the next look: on time, not up to QUICK_CHECK_MS late.
+    const next = at.find((t) => t > silent && sent < t);
+    if (next !== undefined && next - silent < QUICK_CHECK_MS && !this.pingAheadTimer) {
+      this.pingAheadTimer = setTimeout(() => { this.pingAheadTimer = undefined; this.quickChecks(); }, next - silent);
+      this.pingAheadTimer.unref();
+    }
   }
 
   /** A PING to the guest: whether it answered within CONFIRM_PING_MS. */

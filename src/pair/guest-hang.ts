@@ -13,7 +13,8 @@
  *  the guest failure policy like a guest watchdog firing — a protected primary gives up its guest,
  *  fires `guest-failed` (FAULT), and the backup promotes on partner-fault with its copy as it is.
  *  Its view, by how long the witness has seen the silence:
- *   - below guestHangMs (fast reports): its guest has left a PING unanswered for half the fast bound
+ *   - below guestHangMs, or within the witness's quiet window after a cut-over or a checkpoint
+ *     (`fastOnly`), whatever its length: its guest has left a PING unanswered for half the fast bound
  *     while its QEMU had the CPU it asked for (supervisor.fastHangEvidence). A guest that waited for
  *     a CPU is slow, not hung: the report is declined (logged, counted) and the next one asks again;
  *   - from guestHangMs: its QEMU stopped, or its guest silent with requests to answer for half that
@@ -68,14 +69,14 @@ export class GuestHang {
     const slow = this.p.board.ha?.guestHangMs ?? 0;
     // Journaled once per silence, at the first report at or past the slow bound; fast ones logged.
     if (v.report === 1) this.slowJournaled = false;
-    if (!this.fastMs || (silentMs >= slow && !this.slowJournaled)) {
+    if (!this.fastMs || (silentMs >= slow && !v.quiet && !this.slowJournaled)) {
       this.slowJournaled = true;
       journal.record('guest-hang', `the primary's guest has sent no reply for ${silentMs} ms while this board's copy answered ${v.replies} requests of the same stream: telling the primary`, { silentMs, replies: v.replies });
       this.p.log.warn({ silentMs, replies: v.replies }, 'primary guest silent: reporting it to the primary');
     } else {
       this.p.log.info({ silentMs, replies: v.replies, report: v.report }, 'primary guest silent: reporting it to the primary (fast bound)');
     }
-    host.replicator.sendControl({ type: 'guest-hung', silentMs, replies: v.replies });
+    host.replicator.sendControl(v.quiet ? { type: 'guest-hung', silentMs, replies: v.replies, fastOnly: true } : { type: 'guest-hung', silentMs, replies: v.replies });
     this.reportsSent++;
   }
 
@@ -91,7 +92,7 @@ export class GuestHang {
     const { ha, host, journal } = this.p;
     if (ha.currentRole !== 'PRIMARY') return;
     const heard = `the backup's copy answered ${m.replies} requests the primary's guest has not answered for ${m.silentMs} ms`;
-    if (this.fastMs && m.silentMs < (this.p.board.ha?.guestHangMs ?? 0)) {
+    if (this.fastMs && (m.fastOnly || m.silentMs < (this.p.board.ha?.guestHangMs ?? 0))) {
       if (this.judging) return; // the check under way answers this report too
       this.judging = true;
       try {

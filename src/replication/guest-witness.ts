@@ -35,6 +35,11 @@ export interface WitnessVerdict {
   replies: number;
   /** 1 for the first report of this silence, then 2, 3… (one every `repeatMs` while it lasts). */
   report: number;
+  /**
+   * Set by the replicator: reported within a quiet window (just after a cut-over or a checkpoint,
+   * when load on the machine can slow a healthy primary): to be judged by the fast check only.
+   */
+  quiet?: boolean;
 }
 
 export interface WitnessStatus {

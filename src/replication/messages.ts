@@ -174,7 +174,9 @@ const CONTROL = z.discriminatedUnion('type', [
   z.object({ type: z.literal('reclone'), reason: text }),
   // The backup's witness: its copy answered `replies` requests of the stream and the primary's guest
   // has sent no reply for silentMs (src/replication/guest-witness.ts).
-  z.object({ type: z.literal('guest-hung'), silentMs: z.number().nonnegative().finite(), replies: seqNo }),
+  // fastOnly: reported within the witness's quiet window (after a cut-over or a checkpoint): the
+  // primary judges it by its fast check only (src/pair/guest-hang.ts).
+  z.object({ type: z.literal('guest-hung'), silentMs: z.number().nonnegative().finite(), replies: seqNo, fastOnly: z.boolean().optional() }),
   z.object({ type: z.literal('switchover'), keepCopy: z.boolean().optional() }),
   z.object({ type: z.literal('guest-upgrade-commit') }),
   z.object({ type: z.literal('hello'), board: text, role: text, lastSeq: seqNo, cloned: z.boolean() }),

@@ -164,7 +164,7 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.deepEqual(f.supervisor.pingAheadAtMs(), [ha.guestHangFastMs / 2, ha.guestHangMs / 2]);
     ha.guestHangFastMs = 0;
     assert.deepEqual(f.supervisor.pingAheadAtMs(), [ha.guestHangMs / 2], 'no fast bound: the slow one only');
-    ha.guestHangFastMs = 30;
+    ha.guestHangFastMs = 20;
     f.replicator.protectedNow = false;
     assert.deepEqual(f.supervisor.pingAheadAtMs(), []);
     f.replicator.protectedNow = true;

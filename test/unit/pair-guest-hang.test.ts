@@ -108,4 +108,22 @@ describe('pair: a hung guest on the primary (fakes)', () => {
     assert.deepEqual(decodeControl(encodeControl({ type: 'guest-hung', silentMs: 201.5, replies: 3 })), { type: 'guest-hung', silentMs: 201.5, replies: 3 });
     assert.throws(() => decodeControl(Buffer.from(JSON.stringify({ type: 'guest-hung', silentMs: -1, replies: 3 }))), /silentMs/);
   });
+
+  it('a report within the witness\'s quiet window (after a cut-over or a checkpoint): sent fastOnly, never journaled on the backup, judged by the fast check only on the primary however long the silence', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.currentRole = 'BACKUP';
+    f.replicator.mode = 'backup';
+    f.replicator.protectedNow = true;
+    f.replicator.emit('primary-guest-silent', { silentMs: 612, replies: 4, report: 30, quiet: true });
+    assert.deepEqual(f.replicator.sent, [{ type: 'guest-hung', silentMs: 612, replies: 4, fastOnly: true }]);
+    assert.ok(!f.journal.has(/primary's guest has sent no reply/));
+    const { f: g, routes } = protectedPrimary();
+    g.supervisor.evidence = 'would confirm';
+    dispatchControl(routes, 'PRIMARY', { type: 'guest-hung', silentMs: 612, replies: 4, fastOnly: true }, g.parts.log);
+    await settle();
+    assert.ok(g.calls.some((c) => c.startsWith('guest:fast-hang-evidence')), g.calls.join(', '));
+    assert.ok(!g.calls.some((c) => c.startsWith('guest:hang-evidence')), 'never the slow check in the quiet window');
+    assert.deepEqual(g.ha.fired, []);
+  });
 });

@@ -858,13 +858,13 @@ describe('replication timers on a fake clock (no sleeping)', () => {
 
 describe('the backup\'s witness of the primary\'s guest, in the replicator (fake clock on the backup)', () => {
   /** A primary and a backup following it on a real channel pair, the backup on a fake clock; its verdicts collected. */
-  async function witnessPair(backupOptions: { guestHangMs: number; cutoverGraceMs?: number }) {
+  async function witnessPair(backupOptions: { guestHangMs: number; cutoverGraceMs?: number; guestHangRepeatMs?: number }) {
     const clock = new FakeClock();
     const p = new Replicator({ guest: new RecordingGuest(), log });
     const gb = new RecordingGuest();
     const b = new Replicator({ guest: gb, log, clock, ...backupOptions });
     const ch = await channelPair();
-    const silent: Array<{ silentMs: number; replies: number }> = [];
+    const silent: Array<{ silentMs: number; replies: number; report?: number; quiet?: boolean }> = [];
     b.on('primary-guest-silent', (v) => silent.push(v));
     p.setOutput(new RecordingOut());
     p.becomePrimary();
@@ -947,6 +947,46 @@ describe('the backup\'s witness of the primary\'s guest, in the replicator (fake
       clock.advance(100);
       await settleImmediates();
       assert.equal(silent.length, 2, 'still silent after the grace: the verdict');
+    } finally {
+      close();
+    }
+  });
+
+  it('with a fast bound (repeated reports): reports within the grace after a cut-over or a checkpoint too, marked quiet (the primary judges those by its fast check only); none while a checkpoint pauses delivery', async () => {
+    const { clock, p, gb, b, silent, close } = await witnessPair({ guestHangMs: 20, guestHangRepeatMs: 20, cutoverGraceMs: 1000 });
+    try {
+      p.submit(req(20000, 'q1 GET A'));
+      await until(() => gb.inputs.length === 1, 'the backup delivered q1');
+      b.onGuestOutput(reply(20000, 'q1 ERR UNKNOWN A'));
+      clock.advance(20);
+      await settleImmediates();
+      assert.equal(silent.length, 1, 'reported at the fast bound, within the grace');
+      assert.equal(silent[0]!.quiet, true);
+      assert.equal(silent[0]!.report, 1);
+      clock.advance(20);
+      await settleImmediates();
+      assert.equal(silent.length, 2, 'and again 20 ms later');
+      assert.equal(silent[1]!.report, 2);
+      // Past the grace: the reports are no longer quiet.
+      clock.advance(1000);
+      await settleImmediates();
+      assert.equal(silent.at(-1)!.quiet, undefined);
+      const n = silent.length;
+      // A checkpoint pauses delivery: nothing reported however long, then quiet reports again after it.
+      p.onGuestOutput(reply(20000, 'q1 ERR UNKNOWN A'));
+      await until(() => b.status().digestsCompared === 1, 'the digest of q1 arrived');
+      p.submit(req(20000, 'q2 GET B'));
+      await until(() => gb.inputs.length === 2, 'the backup delivered q2');
+      b.onGuestOutput(reply(20000, 'q2 ERR UNKNOWN B'));
+      b.pauseDelivery();
+      clock.advance(5000);
+      await settleImmediates();
+      assert.equal(silent.length, n, 'none while delivery is paused');
+      b.resumeDelivery();
+      clock.advance(1);
+      await settleImmediates();
+      assert.equal(silent.length, n + 1, 'reported at once after the pause (the bound long passed)');
+      assert.equal(silent.at(-1)!.quiet, true);
     } finally {
       close();
     }
