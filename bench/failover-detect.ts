@@ -565,7 +565,7 @@ async function hangs(): Promise<void> {
     ]);
     if (f.witness) {
       const w = f.witness;
-      printTable(`the backup's witness of the primary's guest (ms; first report at ${w.boundMs} ms${w.repeatMs ? `, again every ${w.repeatMs} ms` : ''}; ${w.verdicts} silences reported, ${w.reports} reports; the primary declined ${f.fastChecks?.declined ?? 0} fast ones${f.fastChecks?.lastDeclined ? `, the last: ${f.fastChecks.lastDeclined}` : ''})`, [
+      printTable(`the backup's witness of the primary's guest (ms; first report at ${w.boundMs} ms${w.repeatMs ? `, again every ${w.repeatMs} ms` : ''}; ${w.verdicts} silences reported, ${w.reports} reports; the primary declined ${f.fastChecks?.declined ?? 0} fast ones (${f.fastChecks?.slowed ?? 0} with its QEMU kept from the CPU)${f.fastChecks?.lastDeclined ? `, the last: ${f.fastChecks.lastDeclined}` : ''})`, [
         ['measure', 'n', 'p50', 'p99', 'max'],
         ['primary\'s reply after the backup\'s copy\'s, same request (0: before)', w.late.count, w.late.p50, w.late.p99, w.late.max],
         ['primary silent after the copy\'s first unmatched reply (vs the bound)', w.suspected.count, w.suspected.p50, w.suspected.p99, w.suspected.max],

@@ -75,7 +75,7 @@ export interface SoakFigures {
   /** The backup's witness at the end: how much later the primary's replies came than its copy's, and how long its suspicions lasted. */
   witness?: { late: Stat; suspected: Stat; boundMs: number; verdicts: number; reports: number; repeatMs: number };
   /** The primary's fast checks of the witness's early reports: declined (its guest slow, not hung) and the last reason. */
-  fastChecks?: { declined: number; lastDeclined: string | null };
+  fastChecks?: { declined: number; slowed: number; lastDeclined: string | null };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -262,8 +262,8 @@ export class HangBench {
     }
     const w = (await this.ctl(backup, 'replication.status')).replication.witness as WitnessStatus | undefined;
     if (w) figures.witness = { late: w.primaryLateMs, suspected: w.suspectedMs, boundMs: w.boundMs, verdicts: w.verdicts, reports: w.reports, repeatMs: w.repeatMs };
-    const gh = (await this.ctl(primary, 'replication.status')).replication.guestHang as { fastDeclined: number; lastDeclined: string | null } | undefined;
-    if (gh) figures.fastChecks = { declined: gh.fastDeclined, lastDeclined: gh.lastDeclined };
+    const gh = (await this.ctl(primary, 'replication.status')).replication.guestHang as { fastDeclined: number; fastDeclinedSlowed: number; lastDeclined: string | null } | undefined;
+    if (gh) figures.fastChecks = { declined: gh.fastDeclined, slowed: gh.fastDeclinedSlowed, lastDeclined: gh.lastDeclined };
     return figures;
   }
 }

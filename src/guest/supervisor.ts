@@ -734,11 +734,12 @@ export class GuestSupervisor extends EventEmitter {
    * it asked for: no thread kept waiting on a run queue for a third of that time, none in host I/O
    * (cpuAvailability, from the scheduler's own accounting in /proc). A healthy guest answers a PING
    * in 1-2 ms whenever it gets a CPU, so one that had the CPU and answered neither is stuck; one
-   * whose QEMU waited for a CPU is merely slow, and this declines (`declined` says why): the witness
+   * whose QEMU waited for a CPU is merely slow, and this declines (`declined` says why, `slowed`
+   * marks that case): the witness
    * asks again, and from guestHangMs on the slower check (hangEvidence) decides. A QEMU paused on
    * purpose (QMP says so) is not hung.
    */
-  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string }> {
+  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string; slowed?: boolean }> {
     const q = this.qemu?.alive ? this.qemu : undefined;
     if (!q || this.state !== 'running') return { declined: 'the guest is not running' };
     const st = procState(q.pid);
@@ -760,7 +761,7 @@ export class GuestSupervisor extends EventEmitter {
       const now = readSchedSample(q.pid, performance.now());
       if (!now) return { declined: 'its QEMU\'s threads could not be read' };
       const cpu = cpuAvailability(ahead.sample, now);
-      if (cpu.verdict === 'starved') return { declined: `its QEMU was slowed: ${cpu.why}` };
+      if (cpu.verdict === 'starved') return { declined: `its QEMU was slowed: ${cpu.why}`, slowed: true };
       if (cpu.verdict === 'unsure' && look < FAST_LOOKS) { await new Promise((r) => setTimeout(r, FAST_RELOOK_MS)); continue; }
       if (cpu.verdict === 'unsure') return { declined: `unsure after ${look} looks: ${cpu.why}` };
       const status = await run;

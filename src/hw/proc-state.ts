@@ -77,6 +77,8 @@ export interface ThreadSched {
   /** Time it has waited on a run queue (runnable, not running), ns: counted when it next runs. */
   waitNs: number;
   state: string;
+  /** The thread's name (QEMU's debug-threads names its vCPU threads `CPU <n>/TCG` or `/KVM`). */
+  name?: string;
 }
 
 /** Every thread of a process at one moment (performance.now() ms), by tid. */
@@ -100,8 +102,9 @@ export function readSchedSample(pid: number, now: number): SchedSample | undefin
   for (const tid of tids) {
     try {
       const [run, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'latin1').split(' ');
-      const state = stateOf(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'));
-      if (state !== undefined) threads.set(Number(tid), { runNs: Number(run), waitNs: Number(wait), state });
+      const st = parseProcStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'latin1'));
+      const state = st.field(3)?.[0];
+      if (state !== undefined) threads.set(Number(tid), { runNs: Number(run), waitNs: Number(wait), state, name: st.name });
     } catch {
       // the thread exited between the listing and the read
     }
@@ -111,30 +114,48 @@ export function readSchedSample(pid: number, now: number): SchedSample | undefin
 
 /**
  * Whether a process had the CPU it asked for between two samples:
- *  - `starved`: its threads waited on run queues for at least a third of the window in all (a slow
- *    guest: a machine too busy to run it), or one is in uninterruptible sleep (D: the host's I/O);
- *  - `unsure`: a thread is runnable at the end but ran less than half the window: it may be
- *    waiting now, and that wait is only counted once it runs (ask again shortly);
- *  - `available`: none of that: whatever the process did not do in the window, it was not for want
- *    of a CPU or of the host's I/O.
+ *  - `starved`: a thread is in uninterruptible sleep (D: the host's I/O); or its threads waited on
+ *    run queues for a third of the window or more in all and the exception below does not hold
+ *    (a slow guest: a machine too busy to run it);
+ *  - `available`: they waited less than that; or (the exception) its virtual CPU thread (named
+ *    `CPU <n>/…` by QEMU's debug-threads) sat asleep for half the window or more, no other thread
+ *    waited a third of it, and the vCPU is not runnable at the end. An idle vCPU had nothing to run:
+ *    a guest that has requests and a PING to answer and lets its CPU idle is stuck, however busy
+ *    the machine (a hung guest still takes every packet sent to it, so on a shared core its QEMU
+ *    competes with the rest as much as a healthy one);
+ *  - `unsure`: neither, and a thread is runnable at the end having run under half the window: it
+ *    may be waiting now, and that wait is only counted once it runs (ask again shortly).
  * Threads not in both samples are left out. Pure: tested with made-up samples.
  */
 export function cpuAvailability(a: SchedSample, b: SchedSample): { verdict: 'available' | 'starved' | 'unsure'; windowMs: number; waitMs: number; why: string } {
   const windowMs = b.at - a.at;
+  const ms = (ns: number) => Math.round(ns / 1e4) / 100;
   let waitNs = 0;
   let runnable: number | undefined;
   let blocked: number | undefined;
+  let vcpu: { tid: number; runNs: number; waitNs: number; state: string } | undefined;
+  let othersMaxWaitNs = 0;
   for (const [tid, t] of b.threads) {
     const s = a.threads.get(tid);
     if (!s) continue;
-    waitNs += Math.max(0, t.waitNs - s.waitNs);
+    const dw = Math.max(0, t.waitNs - s.waitNs);
+    const dr = Math.max(0, t.runNs - s.runNs);
+    waitNs += dw;
     if (t.state === 'D') blocked = tid;
-    if (t.state === 'R' && (t.runNs - s.runNs) / 1e6 < windowMs / 2) runnable = tid;
+    if (t.state === 'R' && dr / 1e6 < windowMs / 2) runnable = tid;
+    if (!vcpu && /^CPU \d+\//.test(t.name ?? '')) vcpu = { tid, runNs: dr, waitNs: dw, state: t.state };
+    else othersMaxWaitNs = Math.max(othersMaxWaitNs, dw);
   }
-  const waitMs = Math.round(waitNs / 1e4) / 100;
+  const waitMs = ms(waitNs);
   const w = `${waitMs} ms waiting for a CPU in ${Math.round(windowMs)} ms`;
   if (blocked !== undefined) return { verdict: 'starved', windowMs, waitMs, why: `${w}, thread ${blocked} in uninterruptible sleep (host I/O)` };
-  if (waitMs >= windowMs / 3) return { verdict: 'starved', windowMs, waitMs, why: `${w}: the machine is too busy to run it` };
+  if (waitMs < windowMs / 3 && runnable === undefined) return { verdict: 'available', windowMs, waitMs, why: `${w}: it had the CPU` };
+  if (vcpu && vcpu.state !== 'R') {
+    const idleMs = windowMs - ms(vcpu.runNs) - ms(vcpu.waitNs);
+    if (idleMs >= windowMs / 2 && ms(othersMaxWaitNs) < windowMs / 3) {
+      return { verdict: 'available', windowMs, waitMs, why: `${w}, but its vCPU sat idle ${Math.round(idleMs * 10) / 10} ms of them with work to do` };
+    }
+  }
   if (runnable !== undefined) return { verdict: 'unsure', windowMs, waitMs, why: `${w}, thread ${runnable} runnable now` };
-  return { verdict: 'available', windowMs, waitMs, why: `${w}: it had the CPU` };
+  return { verdict: 'starved', windowMs, waitMs, why: `${w}: the machine is too busy to run it` };
 }

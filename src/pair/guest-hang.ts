@@ -35,6 +35,8 @@ export class GuestHang {
   handedOver = 0;
   /** Fast reports the primary declined (its guest slow, not hung), and the last reason. */
   fastDeclined = 0;
+  /** Of those, declined because its QEMU was kept from the CPU (or in host I/O): a slow guest. */
+  fastDeclinedSlowed = 0;
   lastDeclined?: string;
   /** Backup: the current silence's report at the slow bound has been journaled. */
   private slowJournaled = false;
@@ -51,8 +53,8 @@ export class GuestHang {
   }
 
   /** For `understudy status` (replication.guestHang): reports sent and acted on, fast checks declined. */
-  status(): { reportsSent: number; handedOver: number; fastDeclined: number; lastDeclined: string | null } {
-    return { reportsSent: this.reportsSent, handedOver: this.handedOver, fastDeclined: this.fastDeclined, lastDeclined: this.lastDeclined ?? null };
+  status(): { reportsSent: number; handedOver: number; fastDeclined: number; fastDeclinedSlowed: number; lastDeclined: string | null } {
+    return { reportsSent: this.reportsSent, handedOver: this.handedOver, fastDeclined: this.fastDeclined, fastDeclinedSlowed: this.fastDeclinedSlowed, lastDeclined: this.lastDeclined ?? null };
   }
 
   /** The witness's fast bound (0: none), only when it is below the slow one. */
@@ -103,6 +105,7 @@ export class GuestHang {
           if (host.supervisor.declareHung(`guest hung: ${r.evidence}; the backup's copy answered ${m.replies} requests meanwhile`)) this.handedOver++;
         } else {
           this.fastDeclined++;
+          if (r.slowed) this.fastDeclinedSlowed++;
           this.lastDeclined = r.declined;
           this.p.log.info({ ...m, declined: r.declined }, 'backup reports the guest silent: not hung here (fast check)');
         }

@@ -5,7 +5,8 @@
  * journals show the takeover came from the hang verdict (the controller's own heartbeats, the
  * primary finding its QEMU stopped, or the backup's witness of the guest), not from a watchdog; then
  * the pair is protected again. Before
- * that, a loaded pair with a re-clone and a checkpoint reports no hang at all (no false verdict).
+ * that, a loaded pair with a re-clone and a checkpoint reports no hang at all (no false verdict),
+ * nor does a primary whose guest is slowed by a CPU quota (the fast check sees its QEMU waiting).
  * No wall-clock bound is asserted: bench/failover-detect measures the times.
  */
 import assert from 'node:assert/strict';
@@ -13,6 +14,7 @@ import { readFileSync } from 'node:fs';
 import { BOARD_NAMES, partnerOf, type BoardName } from '../../src/sim/chassis/layout.js';
 import { pairView, waitProtected } from '../../src/sim/pair.js';
 import type { JournalEvent } from '../../src/store/journal.js';
+import { holdToCpuShare } from '../support/cpu-quota.js';
 import { PairUnderTest } from '../support/pair.js';
 
 const NAME = `hg${process.pid % 1000}`;
@@ -49,6 +51,33 @@ describe('hangs on a replicated pair (real QEMU): the backup takes over on the h
     const w = (await p.ctl(backup, 'replication.status')).replication.witness;
     assert.ok(w && w.compared > 100, `the witness compared the copies' replies: ${JSON.stringify(w)}`);
     assert.equal(w.verdicts, 0);
+  });
+
+  it('a slow primary guest (its QEMU held to 30 % of a CPU for 4 s by a CPU quota) under load: the witness reports its silences, the primary\'s fast check declines them (its QEMU waited for a CPU), no hand-over, nothing acknowledged lost', async () => {
+    const primary = p.primary;
+    const backup = partnerOf(primary);
+    const since = await marks();
+    const declined = async () => (await p.ctl(primary, 'replication.status')).replication.guestHang as { fastDeclined: number; fastDeclinedSlowed: number; lastDeclined: string | null };
+    const before = await declined();
+    const pid = qemuPid(primary);
+    let release: (() => void) | undefined;
+    try {
+      await p.loadThrough(9000, 2000, async () => {
+        release = holdToCpuShare(pid, 30, `understudy-${NAME}-slow`);
+        await new Promise((r) => setTimeout(r, 4000));
+        release();
+      });
+    } finally {
+      release?.();
+    }
+    for (const b of BOARD_NAMES) {
+      const j = await events(b, since[b]);
+      assert.deepEqual(j.filter((e) => e.kind === 'guest-hang' || e.kind === 'role.transition'), [], `${b}:\n${show(j)}`);
+    }
+    const after = await declined();
+    assert.ok(after.fastDeclinedSlowed > before.fastDeclinedSlowed, `the witness reported the slow guest and the primary declined, its QEMU kept from the CPU: ${JSON.stringify({ before, after })}`);
+    assert.equal((await pairView(p.chassis.layout))[primary]?.role, 'PRIMARY');
+    assert.equal((await pairView(p.chassis.layout))[backup]?.role, 'BACKUP');
   });
 
   it('SIGSTOP of the primary\'s controller: reported hung in its heartbeats, fenced, the backup serves; nothing acknowledged lost', async () => {

@@ -115,8 +115,8 @@ export class FakeSupervisor extends EventEmitter {
     return this.evidence;
   }
   /** What fastHangEvidence() answers (the fast check of a witness's early report). */
-  fastEvidence: { evidence?: string; declined?: string } = { declined: 'it answered a PING' };
-  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string }> {
+  fastEvidence: { evidence?: string; declined?: string; slowed?: boolean } = { declined: 'it answered a PING' };
+  async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string; slowed?: boolean }> {
     this.calls.push(`guest:fast-hang-evidence ${confirmMs}`);
     return this.fastEvidence;
   }

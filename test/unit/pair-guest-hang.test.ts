@@ -58,13 +58,14 @@ describe('pair: a hung guest on the primary (fakes)', () => {
 
   it('primary, fast report its guest is only slow for (its QEMU waited for a CPU): declined, counted, not journaled; the report at guestHangMs still goes to the slow check', async () => {
     const { f, pair, routes } = protectedPrimary();
-    f.supervisor.fastEvidence = { declined: 'its QEMU was slowed: 12 ms waiting for a CPU in 15 ms: the machine is too busy to run it' };
+    f.supervisor.fastEvidence = { declined: 'its QEMU was slowed: 12 ms waiting for a CPU in 15 ms: the machine is too busy to run it', slowed: true };
     dispatchControl(routes, 'PRIMARY', { type: 'guest-hung', silentMs: 31, replies: 5 }, f.parts.log);
     dispatchControl(routes, 'PRIMARY', { type: 'guest-hung', silentMs: 61, replies: 6 }, f.parts.log);
     await settle();
     assert.deepEqual(f.ha.fired, []);
     assert.equal(f.supervisor.currentState, 'running');
     assert.equal(pair.guestHang.fastDeclined, 2);
+    assert.equal(pair.guestHang.status().fastDeclinedSlowed, 2);
     assert.match(pair.guestHang.lastDeclined ?? '', /too busy/);
     assert.ok(!f.journal.has(/guest-hang/), 'nothing journaled');
     f.supervisor.evidence = 'its guest has answered nothing for 260 ms with requests to answer, nor a PING within 100 ms, while QEMU runs it';

@@ -69,6 +69,20 @@ describe('/proc/<pid>/stat fields', () => {
       assert.equal(r.verdict, 'unsure');
       assert.match(r.why, /thread 1 runnable now/);
     });
+    it('much waiting in all, but the vCPU thread (QEMU\'s `CPU 0/TCG`) asleep half the window or more while no other thread waited a third of it: available (a hung guest idles with work to do, while its QEMU takes the packets sent to it)', () => {
+      const a = sample(0, [[1, { name: 'qemu-system-x86' }], [2, { name: 'CPU 0/TCG' }], [3, { name: 'call_rcu' }]]);
+      const b = sample(20, [[1, { name: 'qemu-system-x86', runNs: 3 * ms, waitNs: 6 * ms }], [2, { name: 'CPU 0/TCG', runNs: 2 * ms, waitNs: 3 * ms }], [3, { name: 'call_rcu', waitNs: 1 * ms }]]);
+      const r = cpuAvailability(a, b);
+      assert.equal(r.verdict, 'available', r.why);
+      assert.match(r.why, /10 ms waiting for a CPU in 20 ms, but its vCPU sat idle 15 ms of them with work to do/);
+    });
+    it('the vCPU mostly waiting (a healthy guest kept from the CPU): starved; the vCPU idle but the main thread waiting a third of the window (packets not delivered): starved; the vCPU runnable at the end: not judged idle', () => {
+      const a = sample(0, [[1, { name: 'qemu-system-x86' }], [2, { name: 'CPU 0/TCG' }]]);
+      assert.equal(cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 1 * ms }], [2, { name: 'CPU 0/TCG', runNs: 4 * ms, waitNs: 12 * ms }]])).verdict, 'starved');
+      assert.equal(cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 7 * ms }], [2, { name: 'CPU 0/TCG', runNs: 1 * ms, waitNs: 1 * ms }]])).verdict, 'starved');
+      const r = cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 5 * ms }], [2, { name: 'CPU 0/TCG', runNs: 1 * ms, waitNs: 2 * ms, state: 'R' }]]));
+      assert.equal(r.verdict, 'unsure', r.why);
+    });
     it('threads in one sample only (started or ended between them) are left out', () => {
       const a = sample(0, [[1, {}], [3, { waitNs: 0 }]]);
       const b = sample(15, [[1, {}], [2, { waitNs: 100 * ms, state: 'R' }]]);
@@ -85,6 +99,7 @@ describe('/proc/<pid>/stat fields', () => {
         await new Promise((r) => setTimeout(r, 30));
         const b = readSchedSample(sleeper.pid!, 30)!;
         assert.equal(b.threads.get(sleeper.pid!)?.state, 'S');
+        assert.equal(b.threads.get(sleeper.pid!)?.name, 'sleep');
         assert.ok(b.threads.get(sleeper.pid!)!.runNs >= a.threads.get(sleeper.pid!)!.runNs);
         assert.equal(cpuAvailability(a, b).verdict, 'available');
       } finally {
