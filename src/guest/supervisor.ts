@@ -751,6 +751,7 @@ export class GuestSupervisor extends EventEmitter {
     const answered = () => ahead.result === true; // read afresh after each wait
     if (!ahead.sample) return { declined: 'its QEMU\'s threads could not be read' };
     const run = q.qmp.execute<{ status: string }>('query-status', undefined, Math.max(confirmMs, 10)).then((r) => r.status, () => undefined);
+    let lastLook: SchedSample | undefined; // the previous look: a thread runnable at both without running waits for a CPU
     for (let look = 1; ; look++) {
       const wait = ahead.sentAt + confirmMs - performance.now();
       await new Promise((r) => setTimeout(r, Math.max(0, wait)));
@@ -760,9 +761,9 @@ export class GuestSupervisor extends EventEmitter {
       if (!this.qemu?.alive || this.qemu !== q || this.state !== 'running') return { declined: 'the guest is no longer running' };
       const now = readSchedSample(q.pid, performance.now());
       if (!now) return { declined: 'its QEMU\'s threads could not be read' };
-      const cpu = cpuAvailability(ahead.sample, now);
+      const cpu = cpuAvailability(ahead.sample, now, lastLook);
       if (cpu.verdict === 'starved') return { declined: `its QEMU was slowed: ${cpu.why}`, slowed: true };
-      if (cpu.verdict === 'unsure' && look < FAST_LOOKS) { await new Promise((r) => setTimeout(r, FAST_RELOOK_MS)); continue; }
+      if (cpu.verdict === 'unsure' && look < FAST_LOOKS) { lastLook = now; await new Promise((r) => setTimeout(r, FAST_RELOOK_MS)); continue; }
       if (cpu.verdict === 'unsure') return { declined: `unsure after ${look} looks: ${cpu.why}` };
       const status = await run;
       if (status !== undefined && status !== 'running') return { declined: `QEMU has paused it (${status})` };

@@ -113,27 +113,31 @@ export function readSchedSample(pid: number, now: number): SchedSample | undefin
 }
 
 /**
- * Whether a process had the CPU it asked for between two samples:
- *  - `starved`: a thread is in uninterruptible sleep (D: the host's I/O); or its threads waited on
- *    run queues for a third of the window or more in all and the exception below does not hold
- *    (a slow guest: a machine too busy to run it);
- *  - `available`: they waited less than that; or (the exception) its virtual CPU thread (named
- *    `CPU <n>/…` by QEMU's debug-threads) sat asleep for half the window or more, no other thread
- *    waited a third of it, and the vCPU is not runnable at the end. An idle vCPU had nothing to run:
- *    a guest that has requests and a PING to answer and lets its CPU idle is stuck, however busy
- *    the machine (a hung guest still takes every packet sent to it, so on a shared core its QEMU
- *    competes with the rest as much as a healthy one);
- *  - `unsure`: neither, and a thread is runnable at the end having run under half the window: it
- *    may be waiting now, and that wait is only counted once it runs (ask again shortly).
+ * Whether a process had the CPU it asked for between two samples `a` and `b` (with `prev`, an
+ * earlier look of the same check, a few ms before `b`):
+ *  - `starved`: a thread is in uninterruptible sleep (D: the host's I/O); or a thread was runnable
+ *    at `prev` and at `b` without running in between (waiting for a CPU now: a wait the kernel
+ *    counts only once it runs, so not yet in its schedstat; a CFS quota's throttling looks like
+ *    this); or its threads waited on run queues for a third of the window or more in all and the
+ *    exception below does not hold (a slow guest: a machine too busy to run it);
+ *  - `unsure`: a thread is runnable at `b` having run under half the window and there is no earlier
+ *    look to tell whether it waits (ask again shortly);
+ *  - `available`: none of that, and the threads waited less than a third of the window; or (the
+ *    exception) its virtual CPU thread (named `CPU <n>/…` by QEMU's debug-threads) sat asleep for
+ *    half the window or more while no other thread waited a third of it. An idle vCPU had nothing
+ *    to run: a guest that has requests and a PING to answer and lets its CPU idle is stuck, however
+ *    busy the machine (a hung guest still takes every packet sent to it, so on a shared core its
+ *    QEMU competes with the rest as much as a healthy one).
  * Threads not in both samples are left out. Pure: tested with made-up samples.
  */
-export function cpuAvailability(a: SchedSample, b: SchedSample): { verdict: 'available' | 'starved' | 'unsure'; windowMs: number; waitMs: number; why: string } {
+export function cpuAvailability(a: SchedSample, b: SchedSample, prev?: SchedSample): { verdict: 'available' | 'starved' | 'unsure'; windowMs: number; waitMs: number; why: string } {
   const windowMs = b.at - a.at;
   const ms = (ns: number) => Math.round(ns / 1e4) / 100;
   let waitNs = 0;
   let runnable: number | undefined;
+  let waitingNow: number | undefined;
   let blocked: number | undefined;
-  let vcpu: { tid: number; runNs: number; waitNs: number; state: string } | undefined;
+  let vcpu: { tid: number; runNs: number; waitNs: number } | undefined;
   let othersMaxWaitNs = 0;
   for (const [tid, t] of b.threads) {
     const s = a.threads.get(tid);
@@ -142,20 +146,27 @@ export function cpuAvailability(a: SchedSample, b: SchedSample): { verdict: 'ava
     const dr = Math.max(0, t.runNs - s.runNs);
     waitNs += dw;
     if (t.state === 'D') blocked = tid;
-    if (t.state === 'R' && dr / 1e6 < windowMs / 2) runnable = tid;
-    if (!vcpu && /^CPU \d+\//.test(t.name ?? '')) vcpu = { tid, runNs: dr, waitNs: dw, state: t.state };
+    if (t.state === 'R' && dr / 1e6 < windowMs / 2) {
+      runnable = tid;
+      const p = prev?.threads.get(tid);
+      if (p && p.state === 'R' && p.runNs === t.runNs) waitingNow = tid;
+    }
+    if (!vcpu && /^CPU \d+\//.test(t.name ?? '')) vcpu = { tid, runNs: dr, waitNs: dw };
     else othersMaxWaitNs = Math.max(othersMaxWaitNs, dw);
   }
   const waitMs = ms(waitNs);
   const w = `${waitMs} ms waiting for a CPU in ${Math.round(windowMs)} ms`;
   if (blocked !== undefined) return { verdict: 'starved', windowMs, waitMs, why: `${w}, thread ${blocked} in uninterruptible sleep (host I/O)` };
-  if (waitMs < windowMs / 3 && runnable === undefined) return { verdict: 'available', windowMs, waitMs, why: `${w}: it had the CPU` };
-  if (vcpu && vcpu.state !== 'R') {
+  if (waitingNow !== undefined) {
+    return { verdict: 'starved', windowMs, waitMs, why: `${w}, and thread ${waitingNow} runnable without running for the last ${Math.round(b.at - prev!.at)} ms: the machine is too busy to run it` };
+  }
+  if (runnable !== undefined) return { verdict: 'unsure', windowMs, waitMs, why: `${w}, thread ${runnable} runnable now` };
+  if (waitMs < windowMs / 3) return { verdict: 'available', windowMs, waitMs, why: `${w}: it had the CPU` };
+  if (vcpu) {
     const idleMs = windowMs - ms(vcpu.runNs) - ms(vcpu.waitNs);
     if (idleMs >= windowMs / 2 && ms(othersMaxWaitNs) < windowMs / 3) {
       return { verdict: 'available', windowMs, waitMs, why: `${w}, but its vCPU sat idle ${Math.round(idleMs * 10) / 10} ms of them with work to do` };
     }
   }
-  if (runnable !== undefined) return { verdict: 'unsure', windowMs, waitMs, why: `${w}, thread ${runnable} runnable now` };
   return { verdict: 'starved', windowMs, waitMs, why: `${w}: the machine is too busy to run it` };
 }

@@ -76,12 +76,25 @@ describe('/proc/<pid>/stat fields', () => {
       assert.equal(r.verdict, 'available', r.why);
       assert.match(r.why, /10 ms waiting for a CPU in 20 ms, but its vCPU sat idle 15 ms of them with work to do/);
     });
-    it('the vCPU mostly waiting (a healthy guest kept from the CPU): starved; the vCPU idle but the main thread waiting a third of the window (packets not delivered): starved; the vCPU runnable at the end: not judged idle', () => {
+    it('the vCPU mostly waiting (a healthy guest kept from the CPU): starved; the vCPU idle but the main thread waiting a third of the window (packets not delivered): starved; a thread runnable at the end: not judged idle', () => {
       const a = sample(0, [[1, { name: 'qemu-system-x86' }], [2, { name: 'CPU 0/TCG' }]]);
       assert.equal(cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 1 * ms }], [2, { name: 'CPU 0/TCG', runNs: 4 * ms, waitNs: 12 * ms }]])).verdict, 'starved');
       assert.equal(cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 7 * ms }], [2, { name: 'CPU 0/TCG', runNs: 1 * ms, waitNs: 1 * ms }]])).verdict, 'starved');
       const r = cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', waitNs: 5 * ms }], [2, { name: 'CPU 0/TCG', runNs: 1 * ms, waitNs: 2 * ms, state: 'R' }]]));
       assert.equal(r.verdict, 'unsure', r.why);
+    });
+    it('a thread runnable at the previous look and now without having run in between: starved (waiting for a CPU now, a wait not yet in its schedstat: a CFS quota throttling the process looks like this), whatever the vCPU did', () => {
+      const a = sample(0, [[1, { name: 'qemu-system-x86' }], [2, { name: 'CPU 0/TCG' }]]);
+      const prev = sample(15, [[1, { name: 'qemu-system-x86', runNs: 1 * ms, state: 'R' }], [2, { name: 'CPU 0/TCG' }]]);
+      const b = sample(20, [[1, { name: 'qemu-system-x86', runNs: 1 * ms, state: 'R' }], [2, { name: 'CPU 0/TCG' }]]);
+      assert.equal(cpuAvailability(a, b).verdict, 'unsure', 'without the earlier look');
+      const r = cpuAvailability(a, b, prev);
+      assert.equal(r.verdict, 'starved', r.why);
+      assert.match(r.why, /thread 1 runnable without running for the last 5 ms/);
+      // It ran in between (it was running at the looks): not waiting; judged on the rest (the vCPU idle here).
+      const ran = sample(20, [[1, { name: 'qemu-system-x86', runNs: 2 * ms, state: 'R' }], [2, { name: 'CPU 0/TCG' }]]);
+      assert.equal(cpuAvailability(a, ran, prev).verdict, 'unsure');
+      assert.equal(cpuAvailability(a, sample(20, [[1, { name: 'qemu-system-x86', runNs: 2 * ms }], [2, { name: 'CPU 0/TCG' }]]), prev).verdict, 'available');
     });
     it('threads in one sample only (started or ended between them) are left out', () => {
       const a = sample(0, [[1, {}], [3, { waitNs: 0 }]]);
