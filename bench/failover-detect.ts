@@ -541,7 +541,7 @@ async function hangs(): Promise<void> {
     console.log(`guest chassis: fencing.escalation.maxResets raised to ${maxResets} on both boards for the hang rounds`);
   }
   const profile = JSON.parse(readFileSync(g.layout.boards['sim-a'].profile, 'utf8')).ha as Record<string, number>;
-  console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}; hang rounds: load ${RATE} requests/s, retry ${RETRY_MS} ms`);
+  console.log(`hang bounds (board profile): controllerHangMs ${profile.controllerHangMs ?? 'default'}, guestHangMs ${profile.guestHangMs ?? 'default'}, guestHangFastMs ${profile.guestHangFastMs ?? 'default'}; hang rounds: load ${RATE} requests/s, retry ${RETRY_MS} ms`);
   const samples: HangSample[] = [];
   for (let i = 1; i <= HANGS; i++) {
     for (const kind of HANG_KINDS) {
