@@ -333,8 +333,8 @@ export const boardProfileSchema = z
          * The witness's fast bound: the backup reports the primary's guest silent this long after its
          * copy answered, and again this often while the silence lasts. The primary hands over at such a
          * report only if its guest has also left a PING unanswered for half this long while its QEMU had
-         * the CPU it asked for (no thread kept waiting on a run queue, none in host I/O): a hung guest.
-         * A guest that is merely slow (its QEMU waiting for a CPU) is left to guestHangMs. Below
+         * the CPU it asked for (read from /proc: docs/replication.md, "A hung guest"): a hung guest. A
+         * guest that is merely slow (its QEMU waiting for a CPU) is left to guestHangMs. Below
          * guestHangMs; 0: off (the witness reports once, at guestHangMs).
          */
         guestHangFastMs: z.number().int().min(0).max(60000).default(20),

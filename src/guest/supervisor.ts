@@ -731,13 +731,13 @@ export class GuestSupervisor extends EventEmitter {
   /**
    * The fast check of a guest the backup's witness reports silent (ha.guestHangFastMs): hung if it
    * has requests to answer and has left a PING unanswered for `confirmMs` while its QEMU had the CPU
-   * it asked for: no thread kept waiting on a run queue for a third of that time, none in host I/O
-   * (cpuAvailability, from the scheduler's own accounting in /proc). A healthy guest answers a PING
-   * in 1-2 ms whenever it gets a CPU, so one that had the CPU and answered neither is stuck; one
-   * whose QEMU waited for a CPU is merely slow, and this declines (`declined` says why, `slowed`
-   * marks that case): the witness
-   * asks again, and from guestHangMs on the slower check (hangEvidence) decides. A QEMU paused on
-   * purpose (QMP says so) is not hung.
+   * it asked for (cpuAvailability in src/hw/proc-state.ts, from the scheduler's own accounting in
+   * /proc: little run-queue wait, no thread runnable at two looks without running, none in host
+   * I/O; or a vCPU that sat idle with work to do). A healthy guest answers a PING in 1-2 ms whenever
+   * it gets a CPU, so one that had the CPU and answered neither is stuck; one whose QEMU waited for a
+   * CPU is merely slow, and this declines (`declined` says why, `slowed` marks that case): the
+   * witness asks again, and from guestHangMs on the slower check (hangEvidence) decides. A QEMU
+   * paused on purpose (QMP says so) is not hung.
    */
   async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string; slowed?: boolean }> {
     const q = this.qemu?.alive ? this.qemu : undefined;
@@ -790,8 +790,9 @@ export class GuestSupervisor extends EventEmitter {
    * that long. With each PING the QEMU's threads are sampled (fastHangEvidence).
    */
   pingAheadAtMs: () => number[] = () => [];
-  /** The PING sent ahead in the current silence (its start names it), when, its outcome and the threads' sample then. */
+  /** A PING ahead falling due between two quick checks, sent on time. */
   private pingAheadTimer?: NodeJS.Timeout;
+  /** The PING sent ahead in the current silence (its start names it), when, its outcome and the threads' sample then. */
   private pingAhead?: { since: number; sentAt: number; atSilentMs: number; answered: Promise<boolean>; result?: boolean; sample?: SchedSample };
 
   private sendPingAhead(pid: number, since: number): void {
