@@ -113,9 +113,6 @@ export class GuestPort extends EventEmitter implements InputSink {
     return this.workSince === undefined ? 0 : performance.now() - this.workSince;
   }
 
-  /** Called when the guest is handed work while it had none (a possible silence begins): the supervisor's quick checks arm on it. */
-  onWorkStart?: () => void;
-
   /** When the current silence with work began (performance.now()), or undefined: it names the episode. */
   get silentWithWorkSince(): number | undefined {
     return this.workSince;
@@ -208,10 +205,7 @@ export class GuestPort extends EventEmitter implements InputSink {
     if (input.kind === 'request') {
       if (this.unconfirmed <= 0) this.lastProgressAt = performance.now(); // an idle guest starts on it now
       this.serviceDelivered++;
-      if (this.workSince === undefined) {
-        this.workSince = performance.now();
-        this.onWorkStart?.();
-      }
+      this.workSince ??= performance.now();
       if (this.loseNext > 0) { this.loseNext--; return true; }
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }
