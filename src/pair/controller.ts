@@ -18,6 +18,7 @@ import type { Role } from '../ha/frame.js';
 import type { PartnerFenced, RoleChange } from '../ha/ha-controller.js';
 import { UsError } from '../core/errors.js';
 import type { CloneCopy, CloneProgress } from '../replication/manager.js';
+import { guestHangFastMs } from '../replication/guest-host.js';
 import { controlRoutes, dispatchControl, type ControlRoutes } from './control.js';
 import { GuestHang } from './guest-hang.js';
 import { GuestUpgrade, type GuestUpgradeOptions } from './guest-upgrade.js';
@@ -185,8 +186,8 @@ export class PairController {
     host.supervisor.pingAheadAtMs = () => {
       if (ha.currentRole !== 'PRIMARY' || !host.replicator.protectedNow) return [];
       const slow = p.board.ha?.guestHangMs ?? 0;
-      const fast = p.board.ha?.guestHangFastMs ?? 0;
-      return fast && fast < slow ? [fast / 2, slow / 2] : [slow / 2];
+      const fast = guestHangFastMs(p.board);
+      return fast ? [fast / 2, slow / 2] : [slow / 2];
     };
     host.supervisor.on('state', (s, cause) => {
       if (s !== 'failed') return;

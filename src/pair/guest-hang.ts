@@ -24,6 +24,7 @@
  * Owns no timer; decides from the role, the report and the supervisor's evidence.
  */
 import type { WitnessVerdict } from '../replication/guest-witness.js';
+import { guestHangFastMs } from '../replication/guest-host.js';
 import type { ControlMessage } from '../replication/messages.js';
 import type { PairParts } from './parts.js';
 
@@ -59,8 +60,7 @@ export class GuestHang {
 
   /** The witness's fast bound (0: none), only when it is below the slow one. */
   private get fastMs(): number {
-    const ha = this.p.board.ha;
-    return ha?.guestHangFastMs && ha.guestHangMs && ha.guestHangFastMs < ha.guestHangMs ? ha.guestHangFastMs : 0;
+    return guestHangFastMs(this.p.board);
   }
 
   /** Backup: the witness's verdict. */

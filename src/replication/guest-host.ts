@@ -135,6 +135,12 @@ export class GuestHost {
 export function witnessBounds(board: BoardProfile): { guestHangMs?: number; guestHangRepeatMs?: number } {
   const slow = board.ha?.guestHangMs;
   if (!slow) return {};
-  const fast = board.ha?.guestHangFastMs;
+  const fast = guestHangFastMs(board);
   return fast ? { guestHangMs: fast, guestHangRepeatMs: fast } : { guestHangMs: slow };
+}
+
+/** The witness's fast bound in effect (ms), or 0: none (off, or no witness, or not below guestHangMs). */
+export function guestHangFastMs(board: BoardProfile): number {
+  const ha = board.ha;
+  return ha?.guestHangFastMs && ha.guestHangMs && ha.guestHangFastMs < ha.guestHangMs ? ha.guestHangFastMs : 0;
 }
