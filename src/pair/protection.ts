@@ -65,9 +65,13 @@ export class Protection {
     const { host, clones } = p;
     if (!clones) return;
     // A primary watches its own copy protected or not: its count is what a clone inherits, and an
-    // inflated count also stalls the flow control of a restored copy serving alone.
+    // inflated count also stalls the flow control of a restored copy serving alone. Not while that
+    // copy is being rebuilt: a replay may hold the guest on an AUTH answer for seconds, and a
+    // "loss" seen then rebased the count under the replay's flow control (a restored copy that
+    // then dropped requests: calls given ids twice, CI 2026-12-07). The watch looks at the copy again
+    // once the recovery is over (its replay processed).
     const w = new InputLossWatch(host.supervisor, () => (host.replicator.mode === 'primary' || (host.replicator.mode === 'backup' && host.replicator.protectedNow))
-      && !clones.cloneInProgress && !this.quiet());
+      && !clones.cloneInProgress && !this.quiet() && !this.rebuilding());
     this.lossWatch = w;
     clones.on('cloned', () => w.reset());
     if (p.checkpoints) p.checkpoints.refusal = () => (this.diverged ? `it differs from the primary's since ${new Date(this.diverged.at).toISOString()} (${this.diverged.why})` : undefined);

@@ -19,6 +19,11 @@ import type { Store } from '../store/journal.js';
 import type { SequencedInput } from './messages.js';
 import type { Replicator } from './replicator.js';
 
+/** The AUTH answer a checkpoint's copy had been handed for its answered question (CheckpointInfo.authAnswer). */
+export function answerOf(cp: Pick<CheckpointInfo, 'authAnswer'>): Buffer | undefined {
+  return cp.authAnswer ? Buffer.from(cp.authAnswer, 'base64') : undefined;
+}
+
 export interface CheckpointInfo {
   seq: number;
   guestSeq: number;
@@ -31,6 +36,12 @@ export interface CheckpointInfo {
   authOpen?: string[];
   /** The question the clone had been handed the answer to, perhaps unread (its retransmission opens nothing). */
   authAnswered?: string;
+  /**
+   * That answer's bytes (base64), when the controller still had them: a restored copy that asks for
+   * it again did not have it in its image, and is handed it again (Replicator.rehandAnswer). The log
+   * may no longer hold it (truncated up to the checkpoint).
+   */
+  authAnswer?: string;
   /**
    * Logged inputs after `seq` the image already holds (AUTH answers a recovery's snapshot was taken
    * after: src/replication/poison.ts): never replayed onto it again.
@@ -152,6 +163,7 @@ export class Checkpointer {
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 50, errorPrefix: 'checkpoint migration', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions; // the guest is stopped: what it asked so far is in the copy
       const authAnswered = this.replicator.answeredQuestion;
+      const authAnswer = this.replicator.answeredQuestionAnswer?.toString('base64');
       await qemu.qmp.execute('cont');
       // The cut is fixed (seq, authOpen) and the log keeps everything after it: the guest may have its
       // inputs again now, not after the file is made durable. Its AUTH timer runs from here, and an
@@ -164,7 +176,7 @@ export class Checkpointer {
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
-        clients: this.replicator.clients.export(), authOpen, authAnswered,
+        clients: this.replicator.clients.export(), authOpen, authAnswered, authAnswer,
       };
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
@@ -235,7 +247,7 @@ export class Checkpointer {
     const cp = await this.restoreImage();
     const skip = new Set(cp.alreadyIn ?? []);
     const inputs = this.inputsLogged(cp.seq + 1, Number.MAX_SAFE_INTEGER).filter((s) => !skip.has(s.seq));
-    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? [], cp.authAnswered);
+    this.replicator.replay(cp.seq, inputs, cp.authOpen ?? [], cp.authAnswered, answerOf(cp));
     this.store.record('checkpoint', `restored the checkpoint at input ${cp.seq} and replayed ${inputs.length} logged inputs`, { seq: cp.seq, replayed: inputs.length });
     this.log.warn({ seq: cp.seq, replayed: inputs.length }, 'guest restored from checkpoint + input log');
     // The board serves meanwhile (new requests queue behind the replay in the guest); when the guest
@@ -291,11 +303,12 @@ export class Checkpointer {
       const { downtimeMs } = await migrateToFile(qemu, tmp, this.supervisor.paths.checkpointOut, { pollMs: 20, errorPrefix: 'recovery snapshot', onListening: (sock) => this.supervisor.giveToQemu(sock) });
       const authOpen = this.replicator.openQuestions;
       const authAnswered = this.replicator.answeredQuestion;
+      const authAnswer = this.replicator.answeredQuestionAnswer?.toString('base64');
       await qemu.qmp.execute('cont');
       renameSync(tmp, this.snapshotFile);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.snapshotFile).size, pauseMs: downtimeMs,
-        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, authAnswered, alreadyIn,
+        durationMs: Math.round(performance.now() - t0), clients: this.replicator.clients.export(), authOpen, authAnswered, authAnswer, alreadyIn,
       };
       this.store.record('checkpoint', `recovery snapshot at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;

@@ -31,7 +31,7 @@ import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { authSubject, registrationSubject } from '../guest/guest-port.js';
 import type { GuestState, GuestSupervisor } from '../guest/supervisor.js';
-import type { Checkpointer, CheckpointInfo } from './checkpoint.js';
+import { answerOf, type Checkpointer, type CheckpointInfo } from './checkpoint.js';
 import type { SequencedInput } from './messages.js';
 import type { Replicator } from './replicator.js';
 
@@ -127,7 +127,7 @@ export class PoisonRecovery {
       trying = trying.filter((q) => all.some((s) => s.seq === q && s.input.kind === 'request'));
       if (!trying.length) {
         this.step(`replaying ${all.length} logged inputs after input ${cp.seq}`);
-        this.o.replicator.replay(cp.seq, all, cp.authOpen ?? [], cp.authAnswered);
+        this.o.replicator.replay(cp.seq, all, cp.authOpen ?? [], cp.authAnswered, answerOf(cp));
         const w = await this.watch(true);
         if (w.ok) return this.done(cp, all.length, restores, poison, failures, notReproduced, t0, w.blocked !== true, quarantinedSkipped);
         failures.push(w.failure);
@@ -139,7 +139,7 @@ export class PoisonRecovery {
       const first = trying[0]!;
       const before = prefixPart(all, first);
       this.step(`replaying ${before.length} logged inputs up to input ${first - 1}, then ${trying.length} suspect${trying.length === 1 ? '' : 's'} one at a time`);
-      this.o.replicator.replay(cp.seq, before, cp.authOpen ?? [], cp.authAnswered);
+      this.o.replicator.replay(cp.seq, before, cp.authOpen ?? [], cp.authAnswered, answerOf(cp));
       let w = await this.watch();
       if (!w.ok) {
         failures.push(w.failure);

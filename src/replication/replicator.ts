@@ -132,6 +132,8 @@ export interface ReplicationStatus {
   withheld: { reason: string; since: string; waiting: string } | null;
   authHolds: number;
   answersAhead: number;
+  /** AUTH answers handed again to a guest that asked once more for one it had been handed (rehandAnswer()). */
+  answersRehanded: number;
   /** Delivery to the local guest: paused (a clone or checkpoint cut, a restore), waiting for room in the guest's window, the AUTH questions it waits on, what heads the queue. */
   delivery: { paused: boolean; awaitingRoom: boolean; authOpen: string[]; queued: number; head: string | null };
   clients: number;
@@ -164,6 +166,12 @@ export declare interface Replicator {
 }
 
 const MAX_DIGESTS = 20000;
+/**
+ * A guest asking again this long after it was handed the answer has not got it (rehandAnswer()).
+ * The guest re-sends its question every 500 ms and reads an answer as soon as it comes: a
+ * retransmission that crossed the answer follows it by the guest's scheduling delay, far less.
+ */
+export const AUTH_REHAND_MS = 300;
 
 export class Replicator extends EventEmitter implements InputPipeline {
   mode: ReplicationMode = 'standalone';
@@ -236,6 +244,14 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * answer, not a new question (noteQuestion).
    */
   private authAnswered: string | undefined;
+  /**
+   * The AUTH answer last handed to the guest, until its REG's outcome: the guest asking the same
+   * question again AUTH_REHAND_MS or more after it was handed has not got it (it reads an answer
+   * as soon as it comes), and is given it again (rehandAnswer()).
+   */
+  private lastAnswer?: { sub: string; input: GuestInput; at: number };
+  /** AUTH answers handed again to a guest that asked for them once more (rehandAnswer()). */
+  answersRehanded = 0;
   private authHoldSince = 0;
   private authHoldTimer?: TimerHandle;
   authHolds = 0;
@@ -475,6 +491,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // The questions the source had open at the cut are open in the clone too (same memory).
     this.authOpen = new Set(authOpen);
     this.authAnswered = authAnswered;
+    this.lastAnswer = undefined;
     this.versionChange = false;
     this.isProtected = true;
     this.witnessQuietUntil = this.clock.now() + (this.o.cutoverGraceMs ?? 2000);
@@ -635,7 +652,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   // ------------------------------------------------------------------ outputs of the local guest
   onGuestOutput(output: GuestOutput): void {
     if (output.kind === 'reply') this.frontier.replied(replyKey(output.clientPort, output.payload));
-    if (output.kind === 'reply' && (this.authOpen.size || this.authAnswered)) this.noteOutcome(output);
+    if (output.kind === 'reply' && (this.authOpen.size || this.authAnswered || this.lastAnswer)) this.noteOutcome(output);
     if (this.mode === 'backup') { this.onBackupOutput(output); return; }
     if (output.kind === 'auth-query') {
       const sub = authSubject('question', output.payload);
@@ -859,6 +876,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
         this.authHoldSince = 0;
         this.clock.clearTimeout(this.authHoldTimer);
         if (sub && this.authOpen.delete(sub)) this.authAnswered = sub;
+        if (sub) this.lastAnswer = { sub, input: s.input, at: this.clock.now() };
       }
       this.queue.shift();
       if (this.witnessOn && this.mode === 'backup' && s.input.kind === 'request' && !this.versionChange) this.witness!.onStreamRequest(replyKey(s.input.clientPort, s.input.payload));
@@ -895,6 +913,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authHoldSince = 0;
     this.clock.clearTimeout(this.authHoldTimer);
     this.answersAhead++;
+    this.lastAnswer = { sub, input: s!.input, at: this.clock.now() };
     this.o.log.info({ sub, seq: s!.seq, behind: i }, 'AUTH answer handed to the blocked guest ahead of the requests queued before it');
     this.o.guest.deliver(s!.input);
     this.authDeliveredSeq = Math.max(this.authDeliveredSeq, s!.seq);
@@ -937,7 +956,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
    * Restored from a checkpoint: the guest holds inputs up to fromSeq and has the AUTH questions
    * `authOpen` open; the logged rest is delivered in order, AUTH answers after the guest's questions.
    */
-  replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = [], authAnswered?: string): void {
+  replay(fromSeq: number, inputs: SequencedInput[], authOpen: string[] = [], authAnswered?: string, authAnswer?: Buffer): void {
     // Every input received keeps its number even if it is not replayed (an AUTH answer the saved state already read).
     const received = this.lastSeq;
     this.lastSeq = fromSeq;
@@ -945,6 +964,9 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.queue = [];
     this.authOpen = new Set(authOpen);
     this.authAnswered = authAnswered;
+    // The answer the saved copy had been handed for `authAnswered`: given again if it asks for it.
+    this.lastAnswer = authAnswered && authAnswer && authSubject('answer', authAnswer) === authAnswered
+      ? { sub: authAnswered, input: { kind: 'auth-reply', payload: authAnswer }, at: -Infinity } : undefined;
     // A hold of the queue before (an answer the old copy never asked for) is not the replay's: its
     // start time left over made the replay hand its first AUTH answer over at once, unasked.
     this.clock.clearTimeout(this.authHoldTimer);
@@ -985,6 +1007,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.queue = [];
     this.authOpen.clear();
     this.authAnswered = undefined;
+    this.lastAnswer = undefined;
     this.deliveredSeq = this.lastSeq;
     this.frontier.reset(this.lastSeq);
   }
@@ -1011,6 +1034,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.deliveredSeq = fromSeq - 1;
     this.authOpen.clear();
     this.authAnswered = undefined;
+    this.lastAnswer = undefined;
     this.clock.clearTimeout(this.authHoldTimer);
     this.authHoldSince = 0;
     this.versionChange = true;
@@ -1028,6 +1052,11 @@ export class Replicator extends EventEmitter implements InputPipeline {
   /** The question whose answer the local guest was handed and may not have read yet (until its REG's outcome). */
   get answeredQuestion(): string | undefined {
     return this.authAnswered;
+  }
+
+  /** The answer to answeredQuestion the guest was handed (its bytes), if this side still has it. */
+  get answeredQuestionAnswer(): Buffer | undefined {
+    return this.authAnswered && this.lastAnswer?.sub === this.authAnswered ? this.lastAnswer.input.payload : undefined;
   }
 
   /** Promoted or restored: what is queued still reaches the guest in order, under connection tracking. */
@@ -1049,6 +1078,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private noteQuestion(output: GuestOutput): void {
     const sub = authSubject('question', output.payload);
     if (!sub) return;
+    if (this.rehandAnswer(sub)) return;
     // The guest re-sends its question every 500 ms until it reads the answer: one that crossed the
     // answer reopened the question until the REG's outcome, and every AUTH answer in that window went
     // over as a "late duplicate" before the guest asked for it; the guest discarded them (ERR
@@ -1060,9 +1090,40 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.pump();
   }
 
+  /**
+   * The guest asks again about the subscriber whose answer it was handed AUTH_REHAND_MS or more ago,
+   * with no outcome of its REG since: that answer never reached its question. The guest drops an
+   * answer that comes before its question (it empties its AUTH socket when it starts asking), and a
+   * frame can be lost with a copy (a restore starts from an image taken with the answer handed but
+   * not read). Neither the AUTH service (a replay's fresh answer queues behind the rest of the log)
+   * nor the stream (a backup's answer came once) gives it again, and the guest gave up after its
+   * own 5 s: ERR AUTHUNAVAIL where the primary registered, and on a replay that lost acknowledged
+   * registrations while the window it was counted to have worked through was written off (CI,
+   * 2026-12-07). It is handed the same logged answer again: the guest acts on the first one it
+   * reads and drops the others, so the copy decides as the primary's did. Not on a protected
+   * primary (its question goes to the AUTH service, whose answer it is handed at once) and not
+   * while delivery is paused (a cut or a checkpoint fixes what the copy holds; it asks again).
+   */
+  private rehandAnswer(sub: string): boolean {
+    const a = this.lastAnswer;
+    if (!a || a.sub !== sub || this.deliveryPaused) return false;
+    if (this.mode === 'primary' ? this.isProtected : this.mode !== 'backup') return false;
+    const now = this.clock.now();
+    const ago = now - a.at;
+    if (ago < AUTH_REHAND_MS) return false;
+    a.at = now;
+    this.answersRehanded++;
+    this.authOpen.delete(sub);
+    this.authAnswered = sub;
+    this.o.log.warn({ sub, handedMsAgo: Number.isFinite(ago) ? Math.round(ago) : null }, 'the guest asked again for an AUTH answer it was handed: handing it again');
+    this.o.guest.deliver(a.input);
+    return true;
+  }
+
   /** A REG answered (registered, denied, or given up after the guest's 5 s): its question is closed. */
   private noteOutcome(output: GuestOutput): void {
     const sub = registrationSubject('outcome', output.payload);
+    if (sub && sub === this.lastAnswer?.sub) this.lastAnswer = undefined;
     if (sub && sub === this.authAnswered) this.authAnswered = undefined;
     if (sub && this.authOpen.delete(sub)) this.pump();
   }
@@ -1199,7 +1260,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
       versionDifferences: this.versionDifferences,
       unprotectedReason: this.unprotectedReason,
       withheld: this.withheld ? { reason: this.withheld.reason, since: new Date(this.withheld.sinceWall).toISOString(), waiting: this.withheld.waiting } : null,
-      authHolds: this.authHolds, answersAhead: this.answersAhead,
+      authHolds: this.authHolds, answersAhead: this.answersAhead, answersRehanded: this.answersRehanded,
       delivery: {
         paused: this.deliveryPaused, awaitingRoom: this.awaitingRoom, authOpen: [...this.authOpen].slice(0, 10), queued: this.queue.length,
         head: this.queue[0] ? `${this.queue[0].input.kind} ${this.queue[0].seq}` : null,

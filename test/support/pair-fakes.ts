@@ -189,7 +189,7 @@ export class FakeReplicator extends EventEmitter {
   status(): ReplicationStatus {
     return {
       mode: this.mode, protected: this.protectedNow, lastSeq: this.lastSeq, ackedSeq: this.ackedSeq, deliveredSeq: this.deliveredSeq, lagInputs: null,
-      heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, withheld: null, authHolds: 0, answersAhead: 0, clients: 0,
+      heldReplies: this.heldReplies, heldInputs: this.heldCount, holding: false, divergences: 0, digestsCompared: 0, versionDifferences: 0, withheld: null, authHolds: 0, answersAhead: 0, answersRehanded: 0, clients: 0,
       delivery: { paused: false, awaitingRoom: false, authOpen: [], queued: 0, head: null },
       pendingReplies: 0, drops: { queueFull: 0, heldFull: 0, pendingPruned: 0, quarantined: 0 },
     };

@@ -332,6 +332,25 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(watch.losses, 1, 'no loss reported again after the rebase');
   });
 
+  it('a primary rebuilding its copy from the checkpoint is not judged by the loss watch until the recovery is over (a replay held on an AUTH answer is no loss)', async () => {
+    const f = fakePair();
+    const pc = new PairController(f.parts);
+    f.ha.currentRole = 'PRIMARY';
+    f.replicator.mode = 'primary';
+    f.supervisor.currentState = 'running';
+    f.supervisor.appSeqExpected = 11047;
+    f.supervisor.processed = 10308; // the restored copy waits on an AUTH answer with 739 requests handed
+    const inner = pc as unknown as { protection: { lossWatch: { check(): Promise<void>; losses: number } }; poison: { recoveringNow: boolean } };
+    inner.poison.recoveringNow = true;
+    for (let i = 0; i < 3; i++) await inner.protection.lossWatch.check();
+    assert.equal(inner.protection.lossWatch.losses, 0, 'no loss during the recovery');
+    assert.ok(!f.calls.some((c) => /^guest:rebase/.test(c)), `the count is not rebased under the replay: ${f.calls.join(', ')}`);
+    inner.poison.recoveringNow = false; // over, and the copy still short: that is a loss
+    await inner.protection.lossWatch.check();
+    await inner.protection.lossWatch.check();
+    assert.equal(inner.protection.lossWatch.losses, 1);
+  });
+
   it('a PRIMARY that fenced its backup releases what it held for it at once (unprotected), without waiting for the protection timeout; a fence by a promoting board does not', async () => {
     const { f } = await servingPrimary();
     f.replicator.mode = 'primary';

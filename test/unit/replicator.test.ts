@@ -11,7 +11,7 @@ import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
 import { GUEST_BLOCKED_LIMIT, GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
 import { FakeGuestNic } from '../../src/hw/guestnet/fake-nic.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
-import { Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
+import { AUTH_REHAND_MS, Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
 
 const log = createLogger('test', { level: 'silent' });
 
@@ -853,6 +853,79 @@ describe('replication timers on a fake clock (no sleeping)', () => {
     assert.deepEqual(g.inputs, ['AUTHR alice OK']);
     assert.equal(clock.pending, 0);
     r.close();
+  });
+  const ask = (r: Replicator, sub: string) => r.onGuestOutput({ kind: 'auth-query', payload: Buffer.from(`AUTHQ ${sub}`) });
+
+  it('an answer handed before the guest asked (which the guest drops) is handed again when it asks, once per AUTH_REHAND_MS, until its REG\'s outcome', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.setOutput(new RecordingOut());
+    r.becomePrimary({ holdDelivery: true }); // promoted with a checkpoint to restore: alone, replaying
+    r.replay(0, [authAnswer(1, 'AUTHR alice OK'), request(2, 'r2 REG alice')]);
+    clock.advance(2000); // never asked within the hold: handed over anyway, ahead of the REG
+    assert.deepEqual(g.inputs, ['AUTHR alice OK', 'r2 REG alice']);
+    clock.advance(100);
+    ask(r, 'alice'); // the guest reaches the REG, empties its AUTH socket and asks
+    assert.deepEqual(g.inputs.slice(2), [], `a question ${100} ms after the answer may have crossed it: not handed yet`);
+    clock.advance(AUTH_REHAND_MS);
+    ask(r, 'alice'); // its retransmission: it has not got the answer
+    assert.deepEqual(g.inputs.slice(2), ['AUTHR alice OK'], 'the same answer handed again');
+    ask(r, 'alice'); // a retransmission that crossed the answer handed again
+    assert.equal(g.inputs.length, 3, 'not handed twice within AUTH_REHAND_MS');
+    assert.equal(r.status().answersRehanded, 1);
+    r.onGuestOutput(reply(20000, 'r2 OK REG alice 1'));
+    clock.advance(5000);
+    ask(r, 'alice'); // a later REG of alice asks afresh: its answer comes in the stream, not the old one
+    assert.equal(g.inputs.length, 3, 'after the outcome the old answer is never handed again');
+    assert.deepEqual(r.status().delivery.authOpen, ['alice'], 'the new question is open');
+    r.close();
+  });
+
+  it('a copy restored with an answer handed but not in its image gets it again when it asks (the checkpoint keeps its bytes)', () => {
+    const clock = new FakeClock();
+    const g = new RecordingGuest();
+    const r = new Replicator({ guest: g, log, clock, authHoldMs: 2000 });
+    r.setOutput(new RecordingOut());
+    r.becomePrimary({ holdDelivery: true });
+    r.replay(10, [request(11, 'r11 GET a')], [], 'bob', Buffer.from('AUTHR bob DENY'));
+    assert.deepEqual(g.inputs, ['r11 GET a']);
+    ask(r, 'bob');
+    assert.deepEqual(g.inputs, ['r11 GET a', 'AUTHR bob DENY'], 'the saved answer, at once');
+    // Without the bytes (an older checkpoint) the question is a retransmission as before: nothing to hand.
+    const g2 = new RecordingGuest();
+    const r2 = new Replicator({ guest: g2, log, clock, authHoldMs: 2000 });
+    r2.setOutput(new RecordingOut());
+    r2.becomePrimary({ holdDelivery: true });
+    r2.replay(10, [], [], 'bob');
+    ask(r2, 'bob');
+    assert.deepEqual(g2.inputs, []);
+    // Bytes that answer another subscriber are not taken for bob's.
+    const g3 = new RecordingGuest();
+    const r3 = new Replicator({ guest: g3, log, clock, authHoldMs: 2000 });
+    r3.setOutput(new RecordingOut());
+    r3.becomePrimary({ holdDelivery: true });
+    r3.replay(10, [], [], 'bob', Buffer.from('AUTHR carol OK'));
+    ask(r3, 'bob');
+    assert.deepEqual(g3.inputs, []);
+    r.close(); r2.close(); r3.close();
+  });
+
+  it('a protected primary never hands an answer again (its guest\'s question goes to the AUTH service)', async () => {
+    const clock = new FakeClock();
+    const { gp, p: pr, b: bk, ch: c } = await protectedPair({ clock });
+    try {
+      pr.submit(req(20000, 'r1 REG alice'));
+      ask(pr, 'alice');
+      pr.submit({ kind: 'auth-reply', payload: Buffer.from('AUTHR alice OK') });
+      assert.deepEqual(gp.inputs, ['r1 REG alice', 'AUTHR alice OK']);
+      clock.advance(1000);
+      ask(pr, 'alice');
+      assert.deepEqual(gp.inputs, ['r1 REG alice', 'AUTHR alice OK']);
+      assert.equal(pr.status().answersRehanded, 0);
+    } finally {
+      pr.close(); bk.close(); c.close();
+    }
   });
 });
 
