@@ -99,6 +99,8 @@ export class GuestPort extends EventEmitter implements InputSink {
   private workSince?: number;
   /** The processed count seen while the window was full, and since when (IDLE_WRITE_OFF_MS). */
   private stall?: { seq: number; since: number };
+  /** The guest's processed count in its last PING answer (undefined: none yet, or it reports none). */
+  lastCount?: number;
   /** Requests flow control stopped waiting for (an idle guest never processed them); counted, never forgotten by the loss watch. */
   writtenOff = 0;
   /** When the guest's confirmed count last moved (or work was handed to an idle guest). */
@@ -112,6 +114,9 @@ export class GuestPort extends EventEmitter implements InputSink {
   get silentWithWorkMs(): number {
     return this.workSince === undefined ? 0 : performance.now() - this.workSince;
   }
+
+  /** Called when the guest is handed work while it had none (a possible silence begins): the supervisor's quick checks arm on it. */
+  onWorkStart?: () => void;
 
   /** When the current silence with work began (performance.now()), or undefined: it names the episode. */
   get silentWithWorkSince(): number | undefined {
@@ -143,6 +148,7 @@ export class GuestPort extends EventEmitter implements InputSink {
   async processedCount(timeoutMs: number): Promise<number | undefined> {
     const seq = Number(/seq=(\d+)/.exec(await this.management('PING', timeoutMs))?.[1]);
     if (!Number.isFinite(seq)) return undefined;
+    this.lastCount = seq;
     if (this.seqBase !== undefined) {
       const before = this.confirmed;
       this.confirmed = Math.max(this.confirmed, Math.min(this.serviceDelivered, seq - this.seqBase));
@@ -205,7 +211,10 @@ export class GuestPort extends EventEmitter implements InputSink {
     if (input.kind === 'request') {
       if (this.unconfirmed <= 0) this.lastProgressAt = performance.now(); // an idle guest starts on it now
       this.serviceDelivered++;
-      this.workSince ??= performance.now();
+      if (this.workSince === undefined) {
+        this.workSince = performance.now();
+        this.onWorkStart?.();
+      }
       if (this.loseNext > 0) { this.loseNext--; return true; }
       return this.link.send(input.clientPort, this.ports.service, input.payload);
     }

@@ -146,6 +146,11 @@ export class PoisonGuard {
           this.onQuarantined?.(entry);
         }
       }
+      if (out.shortfall) {
+        const { handed, processed } = out.shortfall;
+        journal.record('recovery', `REPLAY SHORT: the restored copy stopped at ${processed} requests processed where it was handed ${handed} (${handed - processed} never reached it); it serves from what it holds, counted from there; requests acknowledged among those may be missing from its state`, { ...out.shortfall });
+        this.p.log.error({ ...out.shortfall }, 'restored copy short of the replayed log');
+      }
       if (out.notReproduced) {
         journal.record('recovery', `the failure was not reproduced: a restored copy processed each of the inputs ${out.notReproduced.suspects.join(', ')} alone without failing (not deterministic: nothing quarantined)`, { suspects: out.notReproduced.suspects });
       }

@@ -45,6 +45,14 @@ export const MAX_SUSPECTS = 16;
  * (a 72 MB snapshot costs about what 2 000 inputs take to replay under TCG).
  */
 export const SNAPSHOT_PREFIX_INPUTS = 2000;
+/**
+ * A restored copy that answers PINGs with the same processed count for this long, with nothing
+ * queued for it and short of what it was handed, will not catch up: inputs of the replay never
+ * reached it. Longer than the guest's own AUTH timeout (5 s), the longest it blocks while working.
+ * Waited for without a bound, the recovery never ended and the board never served (a restored copy
+ * short of its count, poison.test, 2026-12-07).
+ */
+export const REPLAY_STUCK_MS = 6000;
 
 export interface CopyFailure {
   how: 'crash' | 'hang';
@@ -73,16 +81,23 @@ export interface RecoveryOutcome {
   notReproduced?: { suspects: number[] };
   /** Failures of restored copies, in order (each one that found a poison input, and any other). */
   failures: CopyFailure[];
+  /**
+   * The restored copy stopped short of the requests it was handed (REPLAY_STUCK_MS): its count was
+   * rebased to what it processed, and the difference is acknowledged state it may lack.
+   */
+  shortfall?: { handed: number; processed: number };
   durationMs: number;
 }
 
 export interface PoisonRecoveryOptions {
   checkpoints: Pick<Checkpointer, 'restoreImage' | 'inputsLogged'> & Partial<Pick<Checkpointer, 'snapshot' | 'noteRestored'>>;
-  supervisor: Pick<GuestSupervisor, 'currentState' | 'drained' | 'stop' | 'on' | 'off' | 'port'>;
+  supervisor: Pick<GuestSupervisor, 'currentState' | 'drained' | 'stop' | 'on' | 'off' | 'port'> & Partial<Pick<GuestSupervisor, 'rebaseAppSeq'>>;
   replicator: Pick<Replicator, 'replay' | 'appendReplay' | 'queuedLocally' | 'frontier'>;
   log: Logger;
   /** A copy that answers no PING for this long while it has work is hung. */
   hangMs: number;
+  /** REPLAY_STUCK_MS unless set (tests). */
+  stuckMs?: number;
   /** Progress for the journal ("restoring", "replaying 1 of 3 suspects", …). */
   onStep?: (what: string) => void;
   /** Called as soon as a poison input is confirmed (the caller quarantines it at once). */
@@ -90,9 +105,12 @@ export interface PoisonRecoveryOptions {
 }
 
 /** ok: processed everything (`blocked`: all but a REG waiting for an AUTH answer the log does not hold). */
-type Watch = { ok: true; blocked?: boolean } | { ok: false; failure: CopyFailure };
+type Watch = { ok: true; blocked?: boolean; shortfall?: { handed: number; processed: number } } | { ok: false; failure: CopyFailure };
 
 export class PoisonRecovery {
+  /** The last restored copy of this recovery that stopped short of its count (watch()). */
+  private shortfall?: { handed: number; processed: number };
+
   constructor(private readonly o: PoisonRecoveryOptions) {}
 
   /**
@@ -101,6 +119,7 @@ export class PoisonRecovery {
    */
   async recover(suspects: number[] = [], alreadyQuarantined?: (s: SequencedInput) => boolean): Promise<RecoveryOutcome> {
     const t0 = performance.now();
+    this.shortfall = undefined;
     const skip = new Set<number>();
     const poison: PoisonFound[] = [];
     const failures: CopyFailure[] = [];
@@ -199,7 +218,7 @@ export class PoisonRecovery {
 
   private done(cp: CheckpointInfo, replayed: number, restores: number, poison: PoisonFound[], failures: CopyFailure[], notReproduced: RecoveryOutcome['notReproduced'], t0: number, caughtUp: boolean, quarantinedSkipped: number): RecoveryOutcome {
     this.o.checkpoints.noteRestored?.(cp.seq, replayed, t0, caughtUp);
-    return { checkpointSeq: cp.seq, replayed, restores, poison, quarantinedSkipped, failures, notReproduced, durationMs: Math.round(performance.now() - t0) };
+    return { checkpointSeq: cp.seq, replayed, restores, poison, quarantinedSkipped, failures, notReproduced, shortfall: this.shortfall, durationMs: Math.round(performance.now() - t0) };
   }
 
   /**
@@ -223,6 +242,8 @@ export class PoisonRecovery {
     supervisor.on('state', onState);
     try {
       let answeredAt = performance.now();
+      /** The processed count while nothing is queued for the copy, and since when it has not moved. */
+      let still: { count: number | undefined; since: number } | undefined;
       for (;;) {
         if (failed) return { ok: false, failure: failed };
         const st = supervisor.currentState;
@@ -242,6 +263,19 @@ export class PoisonRecovery {
           await supervisor.stop().catch(() => undefined);
           return { ok: false, failure: { how: 'hang', cause, at: new Date().toISOString() } };
         }
+        if (answered === 'answered' && replicator.queuedLocally === 0) {
+          // Everything handed over, the copy answers, and it is short of its count: it may still be
+          // working (or blocked up to 5 s on an AUTH question), unless its count stops moving.
+          const count = supervisor.port.lastCount;
+          if (!still || still.count !== count) still = { count, since: now };
+          else if (count !== undefined && now - still.since >= (this.o.stuckMs ?? REPLAY_STUCK_MS)) {
+            const handed = supervisor.port.expectedSeq ?? count;
+            this.o.log.error({ handed, processed: count }, 'the restored copy stopped short of the requests it was handed: counting from what it processed');
+            supervisor.rebaseAppSeq?.(count);
+            this.shortfall = { handed, processed: count };
+            return { ok: true, shortfall: { handed, processed: count } };
+          }
+        } else still = undefined;
         await sleep(answered === 'answered' ? 10 : 0);
       }
     } finally {

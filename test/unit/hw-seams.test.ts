@@ -82,6 +82,26 @@ describe('FakeGuestNic (the GuestNic seam) under the guest port', () => {
     assert.deepEqual([...port.authOutstanding], ['bob']);
   });
 
+  it('a silence with work is announced once, when work reaches an idle guest (the supervisor\'s quick checks arm on it; an idle guest costs no timer)', () => {
+    const fake = new FakeGuestNic();
+    const port = new GuestPort(fake, ports);
+    let starts = 0;
+    port.onWorkStart = () => starts++;
+    assert.equal(port.silentWithWorkSince, undefined);
+    port.deliver({ kind: 'request', clientPort: 20001, payload: Buffer.from('r1 GET a') });
+    const since = port.silentWithWorkSince;
+    assert.ok(since !== undefined);
+    port.deliver({ kind: 'request', clientPort: 20002, payload: Buffer.from('r2 GET b') });
+    assert.equal(starts, 1, 'more work in the same silence: not again');
+    assert.equal(port.silentWithWorkSince, since);
+    fake.fromGuest(ports.service, 20001, 'r1 OK GET a');
+    assert.equal(port.silentWithWorkSince, undefined, 'an answer ends the silence');
+    port.deliver({ kind: 'auth-reply', payload: Buffer.from('AUTHR a OK') });
+    assert.equal(starts, 1, 'an AUTH answer is not a request to answer');
+    port.deliver({ kind: 'request', clientPort: 20003, payload: Buffer.from('r3 GET c') });
+    assert.equal(starts, 2);
+  });
+
   it('a NIC that is not connected drops, and a management command says so at once', async () => {
     const fake = new FakeGuestNic();
     fake.connected = false;

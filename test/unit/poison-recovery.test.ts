@@ -98,6 +98,39 @@ describe('processed frontier: the suspects of a failed copy', () => {
   });
 });
 
+describe('guarded restore: a restored copy that stops short of its count', () => {
+  it('ends the recovery once the copy\'s count stops moving with nothing queued, counted from what it holds (never waits for good)', async () => {
+    const rebased: number[] = [];
+    let pings = 0;
+    const sup = {
+      currentState: 'running',
+      async drained() { pings++; return false; }, // handed 5, processed 3: never drained
+      async stop() { /* not stopped */ },
+      on() { return sup; },
+      off() { return sup; },
+      rebaseAppSeq(n: number) { rebased.push(n); },
+      port: { authOutstanding: new Set<string>(), lastCount: 3, expectedSeq: 5, async processedCount() { return 3; } },
+    };
+    const rep = { queuedLocally: 0, frontier: new ProcessedFrontier(), replay() { /* handed */ }, appendReplay() { /* handed */ } };
+    const checkpoints = {
+      async restoreImage() { return { seq: 10, guestSeq: 0, at: '', bytes: 0, pauseMs: 0, durationMs: 0, clients: { entries: [], next: 40000 } } as any; },
+      inputsLogged() { return [req(11, 'a1 GET x'), req(12, 'a2 GET y')]; },
+    };
+    const recovery = new PoisonRecovery({ checkpoints, supervisor: sup as any, replicator: rep as any, log, hangMs: 1000, stuckMs: 60 });
+    const out = await recovery.recover([]);
+    assert.deepEqual(out.shortfall, { handed: 5, processed: 3 });
+    assert.deepEqual(rebased, [3], 'the count is rebased to what the copy processed');
+    assert.ok(pings >= 2, 'it looked more than once before giving up on the count');
+    // A count that moves is waited for, however long: only a still one ends the wait.
+    let count = 0;
+    const moving = { ...sup, async drained() { count++; return count > 40; }, port: { ...sup.port, get lastCount() { return count; } } };
+    const r2 = new PoisonRecovery({ checkpoints, supervisor: moving as any, replicator: rep as any, log, hangMs: 1000, stuckMs: 60 });
+    const out2 = await r2.recover([]);
+    assert.equal(out2.shortfall, undefined, 'drained in the end: no shortfall');
+    assert.ok(count > 40);
+  });
+});
+
 describe('guarded restore: a poison input confirmed by where the replay fails', () => {
   const logged = [req(11, 'a1 GET x'), req(12, 'a2 REG bob'), ans(13, 'bob'), req(14, 'a3 REG crashme', 40001), req(15, 'a4 GET y'), req(16, 'a3 REG crashme', 40001), req(17, 'a5 GET z')];
 
