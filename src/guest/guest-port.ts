@@ -105,6 +105,8 @@ export class GuestPort extends EventEmitter implements InputSink {
   writtenOff = 0;
   /** When the guest's confirmed count last moved (or work was handed to an idle guest). */
   private lastProgressAt = 0;
+  /** When the guest last sent an AUTH question (performance.now()): it blocks on it. */
+  private lastQuestionAt = -Infinity;
 
   /**
    * How long the guest has had a request to answer and sent nothing at all (no reply, no AUTH
@@ -160,8 +162,12 @@ export class GuestPort extends EventEmitter implements InputSink {
 
   /** A full window that an idle guest will never work through: stop waiting for it (IDLE_WRITE_OFF_MS). */
   private noteStall(seq: number): void {
-    if (this.unconfirmed < GUEST_WINDOW || this.authOutstanding.size > 0) { this.stall = undefined; return; }
     const now = performance.now();
+    // A guest that asked AUTH lately is blocked on its question (for up to its own 5 s), not idle,
+    // whatever this side thinks of the question: written off then, the requests it would work
+    // through once answered were handed on top of them, past what its socket buffers (requests
+    // dropped in the guest after a restore, the restored copy short of its count: CI, 2026-12-07).
+    if (this.unconfirmed < GUEST_WINDOW || this.authOutstanding.size > 0 || now - this.lastQuestionAt < IDLE_WRITE_OFF_MS) { this.stall = undefined; return; }
     if (!this.stall || this.stall.seq !== seq) { this.stall = { seq, since: now }; return; }
     if (now - this.stall.since < IDLE_WRITE_OFF_MS) return;
     this.writtenOff += this.unconfirmed;
@@ -291,6 +297,7 @@ export class GuestPort extends EventEmitter implements InputSink {
     }
     if (d.dstPort === this.ports.auth) {
       const sub = authSubject('question', d.payload);
+      this.lastQuestionAt = performance.now();
       if (sub) this.noteAuthQuestion(sub);
       this.workSince = undefined;
       this.emit('output', { kind: 'auth-query', payload: d.payload } satisfies GuestOutput);

@@ -278,6 +278,7 @@ export class Checkpointer {
     const t2 = performance.now();
     this.replicator.clients.import(cp.clients);
     this.supervisor.expectAppSeq(cp.guestSeq, cp.authOpen ?? [], cp.authAnswered);
+    this.log.info({ seq: cp.seq, guestSeq: cp.guestSeq, authOpen: cp.authOpen ?? [], authAnswered: cp.authAnswered ?? null, answerKept: cp.authAnswer !== undefined, snapshot: !!snapshot }, 'restoring an image: the count and AUTH questions it holds');
     await this.supervisor.finishClone();
     const ms = (a: number, b: number) => Math.round(b - a);
     this.store.record('checkpoint', `${snapshot ? 'recovery snapshot' : 'checkpoint image'} at input ${cp.seq} running in ${ms(t0, performance.now())} ms (old copy stopped ${ms(t0, t1)}, QEMU started ${ms(t1, t2)}, image loaded and resumed ${ms(t2, performance.now())})`, { seq: cp.seq });

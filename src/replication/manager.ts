@@ -228,7 +228,7 @@ export class ReplicationManager extends EventEmitter {
       }
       // The cut, once QEMU is set up for the copy (migrate's beforeMigrate): the inputs wait from here
       // until the snapshot's instant (or the end of a plain copy).
-      let cut: { seq: number; guestSeq: number; authOpen: string[]; authAnswered?: string } | undefined;
+      let cut: { seq: number; guestSeq: number; authOpen: string[]; authAnswered?: string; authAnswer?: string } | undefined;
       let holdParts = { drainMs: 0, pingMs: 0 };
       const takeCut = async (): Promise<void> => {
         this.progress({ phase: 'drain' });
@@ -244,7 +244,11 @@ export class ReplicationManager extends EventEmitter {
         holdParts = { drainMs: Math.round(drained - holdStart), pingMs: Math.round(performance.now() - drained) };
         // What the copy holds, read at the cut: the inputs, the guest's count of them, its open AUTH
         // questions, and the one it was handed the answer to but may not have read yet.
-        cut = { seq: this.replicator.deliveredSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, authOpen: [...this.supervisor.port.authOutstanding], authAnswered: this.supervisor.port.authAnswered };
+        const authAnswered = this.supervisor.port.authAnswered;
+        cut = {
+          seq: this.replicator.deliveredSeq, guestSeq: this.supervisor.appSeqExpected ?? 0, authOpen: [...this.supervisor.port.authOutstanding], authAnswered,
+          authAnswer: authAnswered ? this.replicator.answerHandedFor(authAnswered)?.toString('base64') : undefined,
+        };
         this.replicator.startBacklog(cut.seq);
       };
       let releasedAt = 0;
@@ -261,7 +265,7 @@ export class ReplicationManager extends EventEmitter {
       // A snapshot copy's source ran all along.
       if (!snapshot) await step(qemu.qmp.execute('cont'));
       if (!cut) throw new UsError('US_ERR_INTERNAL', 'the copy completed without a cut');
-      const { seq: cutSeq, guestSeq, authOpen, authAnswered } = cut;
+      const { seq: cutSeq, guestSeq, authOpen, authAnswered, authAnswer } = cut;
       const backlog = this.replicator.backlogState;
       if (backlog?.full) throw new UsError('US_ERR_LINK', `more inputs came during the copy than are kept for the new backup (${backlog.inputs}): the clone is made again`);
       // The partner may have gone during the copy (the relay then drained QEMU's stream; a board that
@@ -269,7 +273,7 @@ export class ReplicationManager extends EventEmitter {
       if (relay?.partnerGone) throw new UsError('US_ERR_LINK', `the partner's end of the migration stream went during the copy (${relay.partnerGone}): it holds no clone`);
       if (!channel.open) throw new UsError('US_ERR_LINK', 'the partner closed the replication channel during the copy');
       this.progress({ phase: 'cut-over', percent: 100 });
-      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq, clients: this.replicator.clients.export(), downtimeMs, authOpen, authAnswered }));
+      channel.send(T_CONTROL, encodeControl({ type: 'clone-done', cutSeq, guestSeq, clients: this.replicator.clients.export(), downtimeMs, authOpen, authAnswered, authAnswer }));
       this.replicator.resetDigests();
       this.replicator.protect(channel, cutSeq);
       // From now on the backup may ask things of us on this channel (re-clone after a divergence).
@@ -482,7 +486,8 @@ export class ReplicationManager extends EventEmitter {
     this.replicator.clients.import(m.clients);
     this.replicator.resetDigests();
     this.supervisor.expectAppSeq(m.guestSeq, m.authOpen ?? [], m.authAnswered);
-    this.replicator.follow(channel, m.cutSeq, m.authOpen ?? [], m.authAnswered);
+    this.log.info({ cutSeq: m.cutSeq, guestSeq: m.guestSeq, authOpen: m.authOpen ?? [], authAnswered: m.authAnswered ?? null, answerKept: m.authAnswer !== undefined }, 'clone cut over: the count and AUTH questions the copy holds');
+    this.replicator.follow(channel, m.cutSeq, m.authOpen ?? [], m.authAnswered, m.authAnswer !== undefined ? Buffer.from(m.authAnswer, 'base64') : undefined);
     // Inputs that follow are logged and acknowledged at once but reach the clone only once it runs,
     // so no frame meets a QEMU that is still loading its incoming state.
     this.replicator.pauseDelivery();

@@ -170,6 +170,9 @@ const CONTROL = z.discriminatedUnion('type', [
     // The subscriber whose answer the guest was handed and may not have read at the cut (its REG's
     // outcome not seen yet): a question about it from the clone is the guest's retransmission.
     authAnswered: z.string().max(256).optional(),
+    // That answer's bytes (base64), if the source still had them: a clone that asks for it again
+    // never got it and is handed it again (Replicator.rehandAnswer).
+    authAnswer: z.string().max(4096).regex(/^[A-Za-z0-9+/]*={0,2}$/).optional(),
   }),
   z.object({ type: z.literal('reclone'), reason: text }),
   // The backup's witness: its copy answered `replies` requests of the stream and the primary's guest

@@ -270,7 +270,13 @@ export class PoisonRecovery {
           if (!still || still.count !== count) still = { count, since: now };
           else if (count !== undefined && now - still.since >= (this.o.stuckMs ?? REPLAY_STUCK_MS)) {
             const handed = supervisor.port.expectedSeq ?? count;
-            this.o.log.error({ handed, processed: count }, 'the restored copy stopped short of the requests it was handed: counting from what it processed');
+            // What tells where the requests went: the last one it answered, the first it did not,
+            // what flow control wrote off, and its open AUTH question.
+            const port = supervisor.port as Partial<Pick<GuestSupervisor['port'], 'writtenOff' | 'unconfirmed' | 'authAnswered'>> & Pick<GuestSupervisor['port'], 'authOutstanding'>;
+            this.o.log.error({
+              handed, processed: count, lastAnswered: replicator.frontier.processedSeq, unanswered: replicator.frontier.suspects(3),
+              writtenOff: port.writtenOff, unconfirmed: port.unconfirmed, authOpen: [...port.authOutstanding], authAnswered: port.authAnswered,
+            }, 'the restored copy stopped short of the requests it was handed: counting from what it processed');
             supervisor.rebaseAppSeq?.(count);
             this.shortfall = { handed, processed: count };
             return { ok: true, shortfall: { handed, processed: count } };

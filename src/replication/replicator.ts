@@ -252,6 +252,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   private lastAnswer?: { sub: string; input: GuestInput; at: number };
   /** AUTH answers handed again to a guest that asked for them once more (rehandAnswer()). */
   answersRehanded = 0;
+  /** The subscriber last logged as asked about again right after its answer (noteQuestion). */
+  private quietRetransmission?: string;
   private authHoldSince = 0;
   private authHoldTimer?: TimerHandle;
   authHolds = 0;
@@ -478,7 +480,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   /** Backup: inputs arrive on this channel; the clone holds everything up to cutSeq. */
-  follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = [], authAnswered?: string): void {
+  follow(channel: MessageChannel, cutSeq: number, authOpen: string[] = [], authAnswered?: string, authAnswer?: Buffer): void {
     this.stateGap = undefined; // the new clone's copy is the primary's state
     this.attachChannel(channel);
     this.deliveryEpoch++;
@@ -491,7 +493,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // The questions the source had open at the cut are open in the clone too (same memory).
     this.authOpen = new Set(authOpen);
     this.authAnswered = authAnswered;
-    this.lastAnswer = undefined;
+    this.lastAnswer = this.savedAnswer(authAnswered, authAnswer);
     this.versionChange = false;
     this.isProtected = true;
     this.witnessQuietUntil = this.clock.now() + (this.o.cutoverGraceMs ?? 2000);
@@ -965,8 +967,7 @@ export class Replicator extends EventEmitter implements InputPipeline {
     this.authOpen = new Set(authOpen);
     this.authAnswered = authAnswered;
     // The answer the saved copy had been handed for `authAnswered`: given again if it asks for it.
-    this.lastAnswer = authAnswered && authAnswer && authSubject('answer', authAnswer) === authAnswered
-      ? { sub: authAnswered, input: { kind: 'auth-reply', payload: authAnswer }, at: -Infinity } : undefined;
+    this.lastAnswer = this.savedAnswer(authAnswered, authAnswer);
     // A hold of the queue before (an answer the old copy never asked for) is not the replay's: its
     // start time left over made the replay hand its first AUTH answer over at once, unasked.
     this.clock.clearTimeout(this.authHoldTimer);
@@ -1056,7 +1057,18 @@ export class Replicator extends EventEmitter implements InputPipeline {
 
   /** The answer to answeredQuestion the guest was handed (its bytes), if this side still has it. */
   get answeredQuestionAnswer(): Buffer | undefined {
-    return this.authAnswered && this.lastAnswer?.sub === this.authAnswered ? this.lastAnswer.input.payload : undefined;
+    return this.authAnswered ? this.answerHandedFor(this.authAnswered) : undefined;
+  }
+
+  /** The bytes of the AUTH answer last handed to the guest, if it answers `sub`'s question. */
+  answerHandedFor(sub: string): Buffer | undefined {
+    return this.lastAnswer?.sub === sub ? this.lastAnswer.input.payload : undefined;
+  }
+
+  /** The answer a copy was handed for `authAnswered` (a cut's, a checkpoint's), kept to be handed again if it asks. */
+  private savedAnswer(authAnswered: string | undefined, authAnswer: Buffer | undefined): { sub: string; input: GuestInput; at: number } | undefined {
+    return authAnswered && authAnswer && authSubject('answer', authAnswer) === authAnswered
+      ? { sub: authAnswered, input: { kind: 'auth-reply', payload: authAnswer }, at: -Infinity } : undefined;
   }
 
   /** Promoted or restored: what is queued still reaches the guest in order, under connection tracking. */
@@ -1083,7 +1095,16 @@ export class Replicator extends EventEmitter implements InputPipeline {
     // answer reopened the question until the REG's outcome, and every AUTH answer in that window went
     // over as a "late duplicate" before the guest asked for it; the guest discarded them (ERR
     // AUTHUNAVAIL on the backup only: CI, 2026-12-06, right after a snapshot clone's cut-over).
-    if (sub === this.authAnswered) return;
+    if (sub === this.authAnswered) {
+      // Normally a retransmission that crossed its answer. Logged once per subscriber: a guest that
+      // keeps asking for an answer this side holds no bytes of (a clone's or a checkpoint's) waits
+      // for its own 5 s and answers ERR AUTHUNAVAIL, and this line says why.
+      if (this.quietRetransmission !== sub) {
+        this.quietRetransmission = sub;
+        this.o.log.info({ sub, mode: this.mode, protected: this.isProtected, answerHeld: this.lastAnswer?.sub === sub }, 'AUTH question about the subscriber just answered: taken for a retransmission');
+      }
+      return;
+    }
     this.authAnswered = undefined;
     if (this.authOpen.size && !this.authOpen.has(sub)) this.authOpen.clear();
     this.authOpen.add(sub);

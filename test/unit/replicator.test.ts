@@ -8,7 +8,7 @@ import { createServer, connect, type Socket } from 'node:net';
 import { FakeClock } from '../../src/core/clock.js';
 import { createLogger } from '../../src/core/log.js';
 import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
-import { GUEST_BLOCKED_LIMIT, GUEST_WINDOW, GuestPort, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
+import { GUEST_BLOCKED_LIMIT, GUEST_WINDOW, GuestPort, IDLE_WRITE_OFF_MS, authSubject, registrationSubject } from '../../src/guest/guest-port.js';
 import { FakeGuestNic } from '../../src/hw/guestnet/fake-nic.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import { AUTH_REHAND_MS, Replicator, inputsAfterSave } from '../../src/replication/replicator.js';
@@ -625,6 +625,28 @@ describe('delivery flow control (the guest is never handed more than it can buff
       assert.equal(port.expectedSeq! - (1000 + guest.processed), 300, 'the expected count still shows the 300 the guest never had (the loss watch reports them)');
     } finally {
       clearInterval(work);
+      r.close();
+    }
+  });
+
+  it('a guest that keeps asking AUTH is blocked, not idle: nothing is written off while it asks, however its question is tracked', async () => {
+    const { guest, port, r } = flowRig(1000);
+    // It waits on a question this side took for answered (its answer lost): every AUTHQ is a "retransmission".
+    port.authAnswered = 'alice';
+    const n = GUEST_WINDOW * 2;
+    r.replay(0, Array.from({ length: n }, (_, i) => ({ seq: i + 1, input: { kind: 'request' as const, clientPort: 20000, payload: Buffer.from(`q${i} GET a`) } })));
+    const ask = () => guest.emit('datagram', { srcPort: ports.guestAuth, dstPort: ports.auth, payload: Buffer.from('AUTHQ alice') });
+    ask();
+    const asking = setInterval(ask, IDLE_WRITE_OFF_MS / 4);
+    try {
+      for (let i = 0; i < Math.ceil((IDLE_WRITE_OFF_MS * 2) / 20); i++) await tick();
+      assert.equal(port.writtenOff, 0, 'nothing written off while the guest asks');
+      assert.equal(guest.requests, GUEST_WINDOW, 'no more than one window handed to the blocked guest');
+      clearInterval(asking); // it gives up its question, and (here) still processes nothing: idle now
+      for (let i = 0; i < Math.ceil((IDLE_WRITE_OFF_MS * 3) / 20) && port.writtenOff === 0; i++) await tick();
+      assert.equal(port.writtenOff, GUEST_WINDOW, 'idle without questions for IDLE_WRITE_OFF_MS: the window is written off as before');
+    } finally {
+      clearInterval(asking);
       r.close();
     }
   });
