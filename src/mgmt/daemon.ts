@@ -173,7 +173,7 @@ export class Daemon {
         }
         const cp = (this.checkpointer = new Checkpointer(board.storageDir, store, host.supervisor, host.replicator, this.log.child({ component: 'checkpoint' })));
         cp.maxLoggedInputs = board.input.inputLogMaxInputs;
-        host.replicator.setInputLog((s) => cp.logInput(s));
+        host.replicator.setInputLog((s) => cp.logInput(s), () => cp.flushLog());
         this.quarantine ??= new Quarantine(store);
         this.recovery = new PoisonRecovery({
           checkpoints: cp, supervisor: host.supervisor, replicator: host.replicator, log: this.log.child({ component: 'recovery' }),
@@ -285,6 +285,7 @@ export class Daemon {
       await this.management?.close();
       this.control?.close();
       this.unwatchTrial?.();
+      this.checkpointer?.flushLog();
       this.store?.close();
       this.releaseLock?.();
       this.log.info('controller stopped');

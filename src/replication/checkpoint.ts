@@ -53,7 +53,13 @@ export interface CheckpointInfo {
 const RECOVERY_RECORD_MS = 15 * 60 * 1000;
 
 export class Checkpointer {
-  private readonly insert: Database.Statement;
+  /** Writes a batch of inputs in one transaction (flushLog). */
+  private readonly insertBatch: (batch: SequencedInput[]) => void;
+  /** Inputs logged and not written yet: written at the end of the event loop's turn (flushLog). */
+  private pending: SequencedInput[] = [];
+  private flushScheduled = false;
+  /** Transactions that wrote logged inputs (each one turn's worth): logged / groupCommits is the batch. */
+  groupCommits = 0;
   private readonly file: string;
   /** A recovery's snapshot (snapshot()): scratch, not durable, removed when the recovery ends. */
   private readonly snapshotFile: string;
@@ -87,15 +93,46 @@ export class Checkpointer {
     store.db.exec(`CREATE TABLE IF NOT EXISTS inputs (
       seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, client_port INTEGER NOT NULL,
       client_address TEXT, client_source_port INTEGER, payload BLOB NOT NULL)`);
-    this.insert = store.db.prepare('INSERT OR REPLACE INTO inputs (seq, kind, client_port, client_address, client_source_port, payload) VALUES (?, ?, ?, ?, ?, ?)');
+    const insert = store.db.prepare('INSERT OR REPLACE INTO inputs (seq, kind, client_port, client_address, client_source_port, payload) VALUES (?, ?, ?, ?, ?, ?)');
+    this.insertBatch = store.db.transaction((batch: SequencedInput[]) => {
+      for (const s of batch) {
+        const i = s.input;
+        insert.run(s.seq, i.kind === 'request' ? 0 : 1, i.kind === 'request' ? i.clientPort : 0, s.client?.address ?? null, s.client?.port ?? null, i.payload);
+      }
+    });
   }
 
-  /** Logs one input the backup received (called before it is acknowledged). */
+  /**
+   * Logs one input the backup received (or a primary serving alone sequenced). Group commit: the
+   * inputs of one turn of the event loop are written in one transaction, by flushLog(), which the
+   * replicator calls before it acknowledges them and which runs by itself at the end of the turn
+   * (setImmediate: before any later I/O, so before a reply to any of them can be read). An
+   * autocommit per input cost ~10 µs of the event loop each here, against ~2 µs in batches of 16
+   * (2026-12-07, better-sqlite3 in WAL with synchronous=NORMAL, as the store runs).
+   */
   logInput(s: SequencedInput): void {
-    const i = s.input;
-    this.insert.run(s.seq, i.kind === 'request' ? 0 : 1, i.kind === 'request' ? i.clientPort : 0, s.client?.address ?? null, s.client?.port ?? null, i.payload);
+    this.pending.push(s);
     this.logged++;
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => { this.flushScheduled = false; this.flushLog(); });
+    }
     if (++this.sinceCheckpoint >= this.maxLoggedInputs) this.forceCheckpoint();
+  }
+
+  /** Writes the inputs logInput() holds, in one transaction; every reader of the log calls it first. */
+  flushLog(): void {
+    if (!this.pending.length) return;
+    const batch = this.pending;
+    this.pending = [];
+    if (!this.store.db.open) {
+      // The controller is stopping and closed its store before the turn ended: nothing of these
+      // was acknowledged (an ACK flushes first), so the partner still holds them.
+      this.log.warn({ inputs: batch.length, from: batch[0]!.seq }, 'input log closed: the last inputs of the turn were not written (none acknowledged)');
+      return;
+    }
+    this.insertBatch(batch);
+    this.groupCommits++;
   }
 
   /** The log is at its bound: take a checkpoint now rather than at the next interval (journaled). */
@@ -109,8 +146,8 @@ export class Checkpointer {
   }
 
   /** Inputs logged since the last checkpoint and checkpoints forced by the log's bound. */
-  get logStatus(): { sinceCheckpoint: number; limit: number; forced: number } {
-    return { sinceCheckpoint: this.sinceCheckpoint, limit: this.maxLoggedInputs, forced: this.forced };
+  get logStatus(): { sinceCheckpoint: number; limit: number; forced: number; groupCommits: number; logged: number } {
+    return { sinceCheckpoint: this.sinceCheckpoint, limit: this.maxLoggedInputs, forced: this.forced, groupCommits: this.groupCommits, logged: this.logged };
   }
 
   get info(): CheckpointInfo | undefined {
@@ -178,6 +215,7 @@ export class Checkpointer {
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
         clients: this.replicator.clients.export(), authOpen, authAnswered, authAnswer,
       };
+      this.flushLog(); // what is logged before the cut is truncated with it, not written after the DELETE
       this.store.db.transaction(() => {
         this.store.setMeta('checkpoint', JSON.stringify(cp));
         this.store.db.prepare('DELETE FROM inputs WHERE seq < ?').run(keepFrom);
@@ -208,6 +246,7 @@ export class Checkpointer {
 
   /** Logged inputs from..to (inclusive), in order. */
   inputsLogged(from: number, to: number): SequencedInput[] {
+    this.flushLog();
     const rows = this.store.db.prepare('SELECT * FROM inputs WHERE seq >= ? AND seq <= ? ORDER BY seq').all(from, to) as Array<{
       seq: number; kind: number; client_port: number; client_address: string | null; client_source_port: number | null; payload: Buffer;
     }>;
@@ -220,6 +259,7 @@ export class Checkpointer {
 
   /** Sequence number of the n-th last service request (n ≥ 1) logged at or before `upTo`; undefined if the log does not reach back. */
   nthLastRequest(upTo: number, n: number): number | undefined {
+    this.flushLog();
     const row = this.store.db.prepare('SELECT seq FROM inputs WHERE seq <= ? AND kind = 0 ORDER BY seq DESC LIMIT 1 OFFSET ?').get(upTo, n - 1) as { seq: number } | undefined;
     return row?.seq;
   }
@@ -355,6 +395,7 @@ export class Checkpointer {
 
   private covers(cp: CheckpointInfo, lastSeq: number): boolean {
     if (lastSeq <= cp.seq) return true;
+    this.flushLog();
     const r = this.store.db.prepare('SELECT COUNT(*) AS n, MAX(seq) AS top FROM inputs WHERE seq > ? AND seq <= ?').get(cp.seq, lastSeq) as { n: number; top: number | null };
     return r.n === lastSeq - cp.seq && r.top === lastSeq;
   }

@@ -77,6 +77,8 @@ export interface ReplicatorOptions {
   serveAlone?: (waitedMs: number) => string | undefined;
   /** Called for every input the backup receives (the checkpoint log). */
   onLogged?: (s: SequencedInput) => void;
+  /** Writes what onLogged was given (group commit); called before every ACK. */
+  flushLog?: () => void;
   /** Time and timers of the protection timeout, the AUTH hold and the witness check. Default: the system clock. */
   clock?: Clock;
   /**
@@ -340,9 +342,13 @@ export class Replicator extends EventEmitter implements InputPipeline {
     }), Math.max(1, due - this.clock.now()));
   }
 
-  /** The checkpoint log: every input the backup receives goes there before it is acknowledged. */
-  setInputLog(fn: ((s: SequencedInput) => void) | undefined): void {
+  /**
+   * The checkpoint log: every input the backup receives goes there before it is acknowledged.
+   * `flush` writes what `fn` was given and not written yet (a group commit): called before each ACK.
+   */
+  setInputLog(fn: ((s: SequencedInput) => void) | undefined, flush?: () => void): void {
     this.o.onLogged = fn;
+    this.o.flushLog = flush;
   }
 
   /** Where released outputs go (the service endpoint while primary or standalone). */
@@ -824,6 +830,8 @@ export class Replicator extends EventEmitter implements InputPipeline {
   }
 
   private sendAck(): void {
+    // Nothing is acknowledged before it is written: the ACK lets the primary release replies.
+    this.o.flushLog?.();
     if (this.channel?.open) {
       this.channel.send(T_ACK, encodeAck(this.lastSeq));
       if (this.oldestUnackedAt) this.hops.backupAcked.record(performance.now() - this.oldestUnackedAt);

@@ -227,7 +227,7 @@ export class FakeCheckpoints {
   loggedSince = 0;
   suspended = false;
   refusal: () => string | undefined = () => undefined;
-  logStatus = { sinceCheckpoint: 0, limit: 200000, forced: 0 };
+  logStatus = { sinceCheckpoint: 0, limit: 200000, forced: 0, groupCommits: 0, logged: 0 };
   log: SequencedInput[] = [];
   constructor(private readonly calls: string[]) {}
   async restore(): Promise<{ seq: number; replayed: number }> { this.calls.push('checkpoint:restore'); return { seq: 0, replayed: 0 }; }

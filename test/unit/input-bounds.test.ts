@@ -18,7 +18,7 @@ import type { GuestInput, GuestOutput } from '../../src/guest/io.js';
 import { ServiceEndpoint, SourceRateLimiter } from '../../src/guest/service-endpoint.js';
 import { snapshotFrom } from '../../src/mgmt/metrics.js';
 import { Checkpointer } from '../../src/replication/checkpoint.js';
-import { T_ACK, T_INPUT, decodeInput, encodeAck, replyKey } from '../../src/replication/messages.js';
+import { T_ACK, T_INPUT, decodeAck, decodeInput, encodeAck, replyKey } from '../../src/replication/messages.js';
 import { Replicator } from '../../src/replication/replicator.js';
 import { MessageChannel } from '../../src/replication/secure-channel.js';
 import type { GuestSupervisor } from '../../src/guest/supervisor.js';
@@ -357,6 +357,55 @@ describe('The backup\'s input log is bounded', () => {
       assert.equal(cp.rebuilds(200), false, 'a gap in the log');
       r.close();
     } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('group commit: the inputs of one turn are written in one transaction, before the ACK that covers them, and every reader sees them', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'us-inputlog-'));
+    const store = new Store(dir);
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const accepted = new Promise<Socket>((r) => server.once('connection', r));
+    const a = new MessageChannel(connect((server.address() as { port: number }).port, '127.0.0.1'));
+    const b = new MessageChannel(await accepted);
+    const close = () => { a.close(); b.close(); server.close(); };
+    const p = new Replicator({ guest: { deliver: () => true }, log });
+    const bk = new Replicator({ guest: { deliver: () => true }, log });
+    try {
+      const cp = new Checkpointer(dir, store, {} as GuestSupervisor, bk, log);
+      const count = () => (store.db.prepare('SELECT COUNT(*) AS n FROM inputs').get() as { n: number }).n;
+      // The replicator's side of it, with a log that writes only when told to (flush): every ACK
+      // leaves after what it covers is written.
+      const held: number[] = [];
+      let written = 0;
+      const atAck: Array<{ acked: number; written: number }> = [];
+      bk.setInputLog((s) => { held.push(s.seq); cp.logInput(s); }, () => { if (held.length) written = Math.max(written, ...held.splice(0)); cp.flushLog(); });
+      const send = b.send.bind(b);
+      b.send = (type, body) => { if (type === T_ACK) atAck.push({ acked: decodeAck(body), written }); return send(type, body); };
+      p.becomePrimary();
+      bk.becomeBackup();
+      p.protect(a, 0);
+      bk.follow(b, 0);
+      for (let i = 1; i <= 40; i++) p.submit({ kind: 'request', clientPort: 20000, payload: Buffer.from(`i${i} STATS`) });
+      for (let i = 0; i < 200 && p.status().ackedSeq < 40; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(p.status().ackedSeq, 40);
+      assert.ok(atAck.some((x) => x.acked > 0));
+      for (const x of atAck) assert.ok(x.written >= x.acked, `ACK of ${x.acked} left with inputs up to ${x.written} written`);
+      assert.equal(count(), 40, 'every input in the log');
+      assert.ok(cp.logStatus.groupCommits < 40, `fewer transactions than inputs: ${cp.logStatus.groupCommits}`);
+      // Without an ACK: written at the end of the turn, and a reader before that sees them anyway.
+      cp.logInput({ seq: 41, input: { kind: 'request', clientPort: 20000, payload: Buffer.from('i41 STATS') } });
+      assert.equal(count(), 40, 'not yet written: the turn is not over');
+      assert.equal(cp.inputsLogged(41, 41).length, 1, 'a reader flushes first');
+      cp.logInput({ seq: 42, input: { kind: 'request', clientPort: 20000, payload: Buffer.from('i42 STATS') } });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(count(), 42, 'written at the end of the turn by itself');
+    } finally {
+      p.close();
+      bk.close();
+      close();
       store.close();
       rmSync(dir, { recursive: true, force: true });
     }
