@@ -6,6 +6,7 @@
  * (one checkpoint file, the inputs of one interval).
  */
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
@@ -23,6 +24,9 @@ import type { Replicator } from './replicator.js';
 export function answerOf(cp: Pick<CheckpointInfo, 'authAnswer'>): Buffer | undefined {
   return cp.authAnswer ? Buffer.from(cp.authAnswer, 'base64') : undefined;
 }
+
+/** Logged inputs deleted per statement when a checkpoint truncates the log (truncateLog). */
+const TRUNCATE_SLICE = 2000;
 
 export interface CheckpointInfo {
   seq: number;
@@ -209,18 +213,19 @@ export class Checkpointer {
       this.replicator.resumeDelivery(paused);
       // Found to differ from the primary while it was being frozen: it must not replace the last good one.
       this.refuseIfDiverged();
-      this.install(tmp);
+      await this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
         clients: this.replicator.clients.export(), authOpen, authAnswered, authAnswer,
       };
       this.flushLog(); // what is logged before the cut is truncated with it, not written after the DELETE
-      this.store.db.transaction(() => {
-        this.store.setMeta('checkpoint', JSON.stringify(cp));
-        this.store.db.prepare('DELETE FROM inputs WHERE seq < ?').run(keepFrom);
-      })();
+      this.store.setMeta('checkpoint', JSON.stringify(cp));
       this.sinceCheckpoint = Math.max(0, this.replicator.lastSeq - keepFrom + 1);
+      // The log before the cut, in slices between which the event loop runs (a 60 000-row DELETE
+      // held it for tens of ms: ACKs and digests waited). Rows left below the cut meanwhile are
+      // never read (every reader starts after a checkpoint's input).
+      await this.truncateLog(keepFrom);
       this.store.record('checkpoint', `checkpoint at input ${seq}: ${Math.round(cp.bytes / 1048576)} MB, clone paused ${cp.pauseMs ?? '?'} ms, ${cp.durationMs} ms`, { seq, pauseMs: cp.pauseMs });
       return cp;
     } catch (e) {
@@ -233,11 +238,33 @@ export class Checkpointer {
     }
   }
 
-  /** Makes a finished image file durable and the checkpoint: the file, its rename, the folder, each fsynced. */
-  private install(tmp: string): void {
-    const fd = openSync(tmp, 'r');
-    fsyncSync(fd);
-    closeSync(fd);
+  /**
+   * Deletes the logged inputs before `keepFrom`, TRUNCATE_SLICE rows at a time with a turn of the
+   * event loop between slices.
+   */
+  private async truncateLog(keepFrom: number): Promise<void> {
+    const slice = this.store.db.prepare('DELETE FROM inputs WHERE seq IN (SELECT seq FROM inputs WHERE seq < ? ORDER BY seq LIMIT ?)');
+    for (;;) {
+      if (!this.store.db.open) return;
+      const { changes } = slice.run(keepFrom, TRUNCATE_SLICE);
+      if (changes < TRUNCATE_SLICE) return;
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  /**
+   * Makes a finished image file durable and the checkpoint: the file, its rename, the folder, each
+   * fsynced. The file's fsync (72 MB) runs on libuv's pool, off the event loop; the rename and the
+   * folder's fsync stay synchronous, in the same turn as the caller's record of the checkpoint,
+   * so a restore never finds the new image with the old checkpoint's record.
+   */
+  private async install(tmp: string): Promise<void> {
+    const fh = await open(tmp, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
     renameSync(tmp, this.file);
     const dir = openSync(this.storageDir, 'r');
     fsyncSync(dir);
@@ -303,6 +330,10 @@ export class Checkpointer {
    * that failed reached the new one ahead of the replay (AUTH answers out of step).
    */
   async restoreImage(snapshot?: CheckpointInfo): Promise<CheckpointInfo> {
+    // A checkpoint being made durable (its fsync runs off the event loop) renames its image over
+    // the file before it records it: read the record once it is done, or QEMU could load the new
+    // image from the old record's input on.
+    if (!snapshot) await this.idle();
     const cp = snapshot ?? this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
     const file = snapshot ? this.snapshotFile : this.file;

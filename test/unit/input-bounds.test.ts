@@ -411,6 +411,28 @@ describe('The backup\'s input log is bounded', () => {
     }
   });
 
+  it('a checkpoint truncates the log in slices, the event loop running between them; nothing from the cut on is touched', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'us-inputlog-'));
+    const store = new Store(dir);
+    try {
+      const r = new Replicator({ guest: { deliver: () => true }, log });
+      const cp = new Checkpointer(dir, store, {} as GuestSupervisor, r, log);
+      for (let seq = 1; seq <= 9000; seq++) cp.logInput({ seq, input: { kind: 'request', clientPort: 20000, payload: Buffer.from(`i${seq} STATS`) } });
+      cp.flushLog();
+      let turns = 0;
+      const ticker = setInterval(() => { turns++; }, 0);
+      await (cp as unknown as { truncateLog(keepFrom: number): Promise<void> }).truncateLog(8001);
+      clearInterval(ticker);
+      const rows = store.db.prepare('SELECT COUNT(*) AS n, MIN(seq) AS lo FROM inputs').get() as { n: number; lo: number };
+      assert.deepEqual(rows, { n: 1000, lo: 8001 }, 'everything before the cut deleted, nothing after it');
+      assert.ok(turns >= 1, `the event loop ran between slices (${turns} timer turns)`);
+      r.close();
+    } finally {
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('forces a checkpoint (journaled) when the log reaches its bound, at most once per 5 s', () => {
     const dir = mkdtempSync(join(tmpdir(), 'us-inputlog-'));
     const store = new Store(dir);
