@@ -23,6 +23,7 @@ import { EventEmitter } from 'node:events';
 import { connect as netConnect, createServer as netCreateServer, type Socket } from 'node:net';
 import { connect as tlsConnect, createServer as tlsCreateServer, type TLSSocket } from 'node:tls';
 import { UsError } from '../core/errors.js';
+import { corkForThisTick } from '../core/cork.js';
 import { LegacyHandshakeError, acceptLegacyHandshake, legacyPartnerChannels, offerLegacyHandshake } from './legacy-channel.js';
 
 /** Largest message accepted; an input is at most a UDP datagram plus a header. */
@@ -364,6 +365,7 @@ export class MessageChannel extends EventEmitter {
     const hdr = Buffer.allocUnsafe(5);
     hdr.writeUInt32BE(body.length + 1, 0);
     hdr[4] = type;
+    corkForThisTick(this.socket);
     this.socket.write(Buffer.concat([hdr, body]));
     this.sentMessages++;
     return true;

@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import {
   MessageChannel, connectAuthenticated, listenAuthenticated, partnerChannelRejections, type AuthServer, type ChannelRejection, type RejectReason,
 } from '../../src/replication/secure-channel.js';
@@ -268,5 +268,33 @@ describe('partner channel server: close', () => {
     const closed = await Promise.race([server.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still waiting'), 3000))]);
     assert.equal(closed, 'closed');
     await clientClosed;
+  });
+});
+
+describe('partner channel: the messages of one callback go out in one write', () => {
+  it('ten sends in one tick are one writev of ten messages, received whole and in order', async () => {
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const accepted = new Promise<Socket>((r) => server.once('connection', r));
+    const a = new MessageChannel(connect((server.address() as { port: number }).port, '127.0.0.1'));
+    const b = new MessageChannel(await accepted);
+    try {
+      const sock = a.socket as Socket & { _writev?: (chunks: unknown[], cb: () => void) => void; _write: (c: unknown, e: unknown, cb: () => void) => void };
+      const calls: number[] = [];
+      const writev = sock._writev!.bind(sock);
+      const write = sock._write.bind(sock);
+      sock._writev = (chunks, cb) => { calls.push(chunks.length); writev(chunks, cb); };
+      sock._write = (c, e, cb) => { calls.push(1); write(c, e, cb); };
+      const got: number[] = [];
+      b.on('message', (_type: number, body: Buffer) => got.push(body.readUInt32BE(0)));
+      for (let i = 0; i < 10; i++) { const m = Buffer.alloc(4); m.writeUInt32BE(i); a.send(9, m); }
+      for (let i = 0; i < 100 && got.length < 10; i++) await new Promise((r) => setTimeout(r, 5));
+      assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+      assert.deepEqual(calls, [10], 'one system write for the ten');
+    } finally {
+      a.close();
+      b.close();
+      server.close();
+    }
   });
 });

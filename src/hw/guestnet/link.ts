@@ -9,6 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
+import { corkForThisTick } from '../../core/cork.js';
 import { UsError } from '../../core/errors.js';
 import { buildArpReply, buildUdpFrame, macToBuffer, parseFrame } from './frames.js';
 import type { GuestDatagram, GuestNic } from './nic.js';
@@ -86,6 +87,7 @@ export class GuestLink extends EventEmitter implements GuestNic {
   private writeFrame(frame: Buffer): void {
     const hdr = Buffer.alloc(4);
     hdr.writeUInt32BE(frame.length);
+    corkForThisTick(this.conn!); // one writev for all the frames of a callback (a replay hands hundreds)
     this.conn!.write(Buffer.concat([hdr, frame]));
     this.framesOut++;
   }
