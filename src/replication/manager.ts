@@ -232,6 +232,11 @@ export class ReplicationManager extends EventEmitter {
       let holdParts = { drainMs: 0, pingMs: 0 };
       const takeCut = async (): Promise<void> => {
         this.progress({ phase: 'drain' });
+        // Inputs still queued for the guest (a restored copy working through its log, a guest
+        // blocked on an AUTH question) are handed over before the hold, while new ones still flow:
+        // held for them, every client waited 763–1158 ms at the re-protection after a recovery
+        // (poison.test, 2026-12-07). Bounded: past 5 s the hold starts anyway and waits as before.
+        for (let i = 0; this.replicator.queuedLocally > 0 && i < 500; i++) await step(sleep(10));
         this.replicator.hold();
         holdStart = performance.now();
         // Inputs sequenced but still queued here (a replay waiting on AUTH) must reach the guest first.
