@@ -119,11 +119,12 @@ describe('replication on the simulated chassis (real QEMU)', function () {
       await p.loadThrough(5000, 2000, async () => {
         const { pid } = (await p.chassis.fail(backup, 'kill')) as { pid: number | null };
         for (let i = 0; pid && i < 200 && existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 10));
-        await new Promise((r) => setTimeout(r, 300)); // an ACK the backup sent before it died reaches the primary
-        last = await acked(); // the last ACK the primary heard: what it may have released
-        // The killed controller's database as it left it, before its board's watchdog reboots it.
+        // The killed controller's database as it left it, at once: the primary fences the board on
+        // its dying gasp and it boots again within about a second.
         const dir = p.chassis.layout.boards[backup].storageDir;
         for (const f of ['understudy.db', 'understudy.db-wal']) if (existsSync(join(dir, f))) copyFileSync(join(dir, f), join(copy, f));
+        await new Promise((r) => setTimeout(r, 300)); // an ACK the backup sent before it died reaches the primary
+        last = await acked(); // the last ACK the primary heard: what it may have released
       });
       assert.ok(last > before, `the backup acknowledged inputs under the load (${before} → ${last})`);
       const db = new Database(join(copy, 'understudy.db'));
