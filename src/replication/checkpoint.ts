@@ -6,7 +6,6 @@
  * (one checkpoint file, the inputs of one interval).
  */
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Database from 'better-sqlite3';
@@ -213,7 +212,7 @@ export class Checkpointer {
       this.replicator.resumeDelivery(paused);
       // Found to differ from the primary while it was being frozen: it must not replace the last good one.
       this.refuseIfDiverged();
-      await this.install(tmp);
+      this.install(tmp);
       const cp: CheckpointInfo = {
         seq, guestSeq, at: new Date().toISOString(), bytes: statSync(this.file).size,
         pauseMs: downtimeMs, durationMs: Math.round(performance.now() - t0),
@@ -254,17 +253,15 @@ export class Checkpointer {
 
   /**
    * Makes a finished image file durable and the checkpoint: the file, its rename, the folder, each
-   * fsynced. The file's fsync (72 MB) runs on libuv's pool, off the event loop; the rename and the
-   * folder's fsync stay synchronous, in the same turn as the caller's record of the checkpoint,
-   * so a restore never finds the new image with the old checkpoint's record.
+   * fsynced, on the event loop. Tried on libuv's pool (2026-12-07): the backup's loop then ran
+   * during the 72 MB flush while the primary's, on the same disk in the simulation, waited on its
+   * own journal's fsync behind it, and the backup's witness reported the primary's guest silent
+   * (hang.test, "no hang reported", failed in a full run). Kept synchronous until that is measured.
    */
-  private async install(tmp: string): Promise<void> {
-    const fh = await open(tmp, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+  private install(tmp: string): void {
+    const fd = openSync(tmp, 'r');
+    fsyncSync(fd);
+    closeSync(fd);
     renameSync(tmp, this.file);
     const dir = openSync(this.storageDir, 'r');
     fsyncSync(dir);
