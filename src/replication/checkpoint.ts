@@ -327,9 +327,9 @@ export class Checkpointer {
    * that failed reached the new one ahead of the replay (AUTH answers out of step).
    */
   async restoreImage(snapshot?: CheckpointInfo): Promise<CheckpointInfo> {
-    // A checkpoint being made durable (its fsync runs off the event loop) renames its image over
-    // the file before it records it: read the record once it is done, or QEMU could load the new
-    // image from the old record's input on.
+    // A checkpoint under way may rename its image over the file between this read of the record
+    // and QEMU opening the file: read the record once it is done, or QEMU could load the new image
+    // from the old record's input on.
     if (!snapshot) await this.idle();
     const cp = snapshot ?? this.info;
     if (!cp) throw new UsError('US_ERR_NOT_FOUND', 'no checkpoint on this board');
