@@ -7,8 +7,13 @@ import { CLOCK_TICKS_PER_S, parseProcStat } from '../src/hw/proc-state.js';
 import type { LoadResult } from '../src/sim/load.js';
 import { table } from './lib.js';
 
-/** The arm a run belongs to. R: replicated (backup in sync); U: backup off, primary unprotected; S/D: the ceiling's one and two standalone guests. */
-export type Arm = 'R' | 'U' | 'S' | 'D';
+/**
+ * The arm a run belongs to. R: replicated (backup in sync), both copies at equal shares of the
+ * shared guest core; I: replicated as the simulated chassis runs it, the backup's vCPU at SCHED_IDLE
+ * (board cores.followerYield: it runs only when the shared guest core is otherwise idle); U: backup
+ * off, primary unprotected; S/D: the ceiling's one and two standalone guests.
+ */
+export type Arm = 'R' | 'I' | 'U' | 'S' | 'D';
 
 /** One load run of the benchmark: which arm, which round, how it was driven, what it measured. */
 export interface PhaseRun {
@@ -72,6 +77,8 @@ function pairs(runs: PhaseRun[], a: Arm, b: Arm, shape: string, pick: (r: PhaseR
 
 export interface CostFigures {
   latency: { addedP50: Spread; addedP99: Spread };
+  /** The same with the backup's QEMU at SCHED_IDLE (arm I), when the run had it. */
+  idle?: { addedP50: Spread; addedP99: Spread; raw: Spread; toCeiling: Spread };
   throughput: { raw: Spread; ceiling: Spread; toCeiling: Spread };
   tables: string;
 }
@@ -89,29 +96,46 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
     const q = r.result.requests;
     perPhase.push([`${r.arm}${r.round}`, r.shape, r.result.acked, Math.round(r.result.throughput), r.result.latency.p50, r.result.latency.p99, q ? `${q.REG}/${q.GET}/${q.CALL}/${q.END}` : '-', r.subscribers ?? '-']);
   }
-  const summary: Array<Array<string | number>> = [['shape', 'U req/s', 'R req/s', 'ratio R/U', 'U p50 ms', 'R p50 ms', 'added p50 ms', 'U p99 ms', 'R p99 ms', 'added p99 ms']];
   const of = (arm: Arm, shape: string, pick: (r: PhaseRun) => number) => spread(runs.filter((r) => r.arm === arm && r.shape === shape).map(pick));
-  for (const s of shapes) {
-    summary.push([s,
-      range(of('U', s, (r) => r.result.throughput), 0), range(of('R', s, (r) => r.result.throughput), 0),
-      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.throughput, (x, y) => x / y))),
-      range(of('U', s, (r) => r.result.latency.p50)), range(of('R', s, (r) => r.result.latency.p50)),
-      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.latency.p50, (x, y) => x - y))),
-      range(of('U', s, (r) => r.result.latency.p99)), range(of('R', s, (r) => r.result.latency.p99)),
-      range(spread(pairs(runs, 'R', 'U', s, (r) => r.result.latency.p99, (x, y) => x - y)))]);
-  }
+  /** One arm against U, shape by shape: throughput ratio and added latency, each taken round by round. */
+  const against = (a: Arm): Array<Array<string | number>> => {
+    const rows: Array<Array<string | number>> = [['shape', 'U req/s', `${a} req/s`, `ratio ${a}/U`, 'U p50 ms', `${a} p50 ms`, 'added p50 ms', 'U p99 ms', `${a} p99 ms`, 'added p99 ms']];
+    for (const s of shapes) {
+      rows.push([s,
+        range(of('U', s, (r) => r.result.throughput), 0), range(of(a, s, (r) => r.result.throughput), 0),
+        range(spread(pairs(runs, a, 'U', s, (r) => r.result.throughput, (x, y) => x / y))),
+        range(of('U', s, (r) => r.result.latency.p50)), range(of(a, s, (r) => r.result.latency.p50)),
+        range(spread(pairs(runs, a, 'U', s, (r) => r.result.latency.p50, (x, y) => x - y))),
+        range(of('U', s, (r) => r.result.latency.p99)), range(of(a, s, (r) => r.result.latency.p99)),
+        range(spread(pairs(runs, a, 'U', s, (r) => r.result.latency.p99, (x, y) => x - y)))]);
+    }
+    return rows;
+  };
+  const summary = against('R');
+  const withIdle = runs.some((r) => r.arm === 'I');
   // The ceiling: per-guest throughput with two standalone guests loaded at once (D, two runs per
   // round) over one standalone guest alone (S), round by round.
   const ceilRows: Array<Array<string | number>> = [['round', 'one guest alone req/s', 'two guests at once, req/s each', 'ceiling (each of two / alone)']];
   const ceil: number[] = [];
   for (const round of [...new Set(ceiling.map((r) => r.round))]) {
-    const s = ceiling.filter((r) => r.arm === 'S' && r.round === round);
-    const d = ceiling.filter((r) => r.arm === 'D' && r.round === round);
+    const s = ceiling.filter((r) => r.arm === 'S' && r.round === round && r.shape === 'closed-16');
+    const d = ceiling.filter((r) => r.arm === 'D' && r.round === round && r.shape === 'closed-16');
     if (!s.length || !d.length) continue;
     const alone = s.reduce((a, r) => a + r.result.throughput, 0) / s.length;
     const each = d.reduce((a, r) => a + r.result.throughput, 0) / d.length;
     ceil.push(each / alone);
     ceilRows.push([round, Math.round(alone), d.map((r) => Math.round(r.result.throughput)).join(' + '), each / alone]);
+  }
+  // Two independent guests at 1 outstanding each on the shared core: what sharing it alone adds to a
+  // reply's latency (no replication in it), against the same round's one guest alone.
+  const shareRows: Array<Array<string | number>> = [['round', 'alone p50 ms', 'two at once p50 ms', 'added p50 ms', 'alone p99 ms', 'two at once p99 ms', 'added p99 ms']];
+  for (const round of [...new Set(ceiling.map((r) => r.round))]) {
+    const s1 = ceiling.find((r) => r.arm === 'S' && r.round === round && r.shape === 'closed-1');
+    const d1 = ceiling.filter((r) => r.arm === 'D' && r.round === round && r.shape === 'closed-1');
+    if (!s1 || !d1.length) continue;
+    const dp50 = d1.reduce((a, r) => a + r.result.latency.p50, 0) / d1.length;
+    const dp99 = d1.reduce((a, r) => a + r.result.latency.p99, 0) / d1.length;
+    shareRows.push([round, f(s1.result.latency.p50), f(dp50), f(dp50 - s1.result.latency.p50), f(s1.result.latency.p99), f(dp99), f(dp99 - s1.result.latency.p99)]);
   }
   const raw = spread(pairs(runs, 'R', 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
   const ceilingS = spread(ceil);
@@ -119,15 +143,24 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
   const p50 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y));
   const p99 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y));
   const tables = [
-    table('every phase (R = replicated, backup in sync; U = backup powered off, primary unprotected)', perPhase),
-    table('replicated vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', summary),
+    table('every phase (I = replicated, the backup\'s vCPU at SCHED_IDLE as the simulated chassis runs it; R = replicated, both copies at equal shares; U = backup powered off, primary unprotected)', perPhase),
+    ...(withIdle ? [table('replicated, the backup\'s vCPU yielding the shared guest core (SCHED_IDLE, cores.followerYield) vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', against('I'))] : []),
+    table('replicated, both copies at equal shares of the guest core, vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', summary),
     table('machine ceiling: two standalone guests on the same cores, same mix, 16 outstanding each', ceilRows),
+    ...(shareRows.length > 1 ? [table('the shared guest core alone: two standalone guests at 1 outstanding each against one alone (no replication)', shareRows)] : []),
     table('throughput at 16 outstanding', [
       ['raw ratio R/U', 'ceiling', 'ratio to the ceiling (R/U ÷ ceiling)'],
       [range(raw), range(ceilingS), range(toCeiling)],
     ]),
   ].join('\n');
-  return { latency: { addedP50: p50, addedP99: p99 }, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
+  const idleRaw = spread(pairs(runs, 'I', 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
+  const idle = withIdle ? {
+    addedP50: spread(pairs(runs, 'I', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y)),
+    addedP99: spread(pairs(runs, 'I', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y)),
+    raw: idleRaw,
+    toCeiling: spread(idleRaw.values.flatMap((x) => ceil.map((c) => x / c))),
+  } : undefined;
+  return { latency: { addedP50: p50, addedP99: p99 }, idle, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
 }
 
 /** CPU seconds (user + system, all threads) of every live process, with its parent, group and name. */
@@ -144,6 +177,17 @@ export function procTable(): Map<number, { ppid: number; pgid: number; name: str
     }
   }
   return out;
+}
+
+/** The QEMU processes under a root (its group and descendants), as cpuByBoard counts them. */
+export function qemuPidsUnder(root: number): number[] {
+  const t = procTable();
+  const mine = new Set<number>([root]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [pid, p] of t) if (!mine.has(pid) && (mine.has(p.ppid) || p.pgid === root)) { mine.add(pid); grew = true; }
+  }
+  return [...mine].filter((pid) => pid !== root && t.has(pid) && processKind(t.get(pid)!) === 'qemu');
 }
 
 /** What a process of a board is, by its name and command line. */

@@ -11,7 +11,15 @@
  *    closed loop at 1 and at 16 outstanding, then an open-loop sweep of offered rates.
  * Every load verifies what it was acknowledged. Any ERR reply (ERR FULL above all), anything lost,
  * or a guest past half its subscriber table: no table, exit code 1.
- * Usage: node dist/bench/replication-cost.js [--seconds S] [--rounds N] [--rates a,b,c] [--mix reg=1,get=59,call=40]
+ *  - I (with --arms I,R,U, the default): the pair as the simulated chassis runs it, the backup's vCPU
+ *    at SCHED_IDLE (board cores.followerYield: its copy runs only when the shared guest core has
+ *    nothing else to run; checked from /proc before the phase). R then sets every thread of the
+ *    backup's QEMU back to SCHED_OTHER: both copies compete for the core, as without followerYield.
+ *    I comes first in a round because only a new clone (after U) gets the product's setting again.
+ *    On real blades each guest has its own core: R - I is what sharing one costs the simulation.
+ *  - The ceiling is also measured at 1 outstanding: what two independent guests on the shared core
+ *    add to a reply's latency, with no replication in it.
+ * Usage: node dist/bench/replication-cost.js [--seconds S] [--rounds N] [--rates a,b,c] [--mix reg=1,get=59,call=40] [--arms I,R,U]
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,8 +36,9 @@ import { Hlr } from '../src/sim/hlr.js';
 import { mixCycle, parseMix, type LoadResult } from '../src/sim/load.js';
 import { snapshotDelta, type HistogramSnapshot } from '../src/core/histogram.js';
 import { startLoad, waitProtected, waitUnprotected } from '../src/sim/pair.js';
-import { costReport, cpuByBoard, cpuDelta, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
+import { costReport, cpuByBoard, cpuDelta, qemuPidsUnder, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
 import { machine, table } from './lib.js';
+import { listThreads, readThreadAffinity } from '../src/hw/affinity.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -37,6 +46,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     rates: { type: 'string', default: '250,500,1000' },
     mix: { type: 'string', default: 'reg=1,get=59,call=40' },
+    arms: { type: 'string', default: 'I,R,U' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -44,6 +54,8 @@ const ROUNDS = Number(args.rounds);
 const RATES = args.rates!.split(',').filter(Boolean).map(Number);
 const MIX = args.mix!;
 const mix = parseMix(MIX);
+const ARMS = args.arms!.split(',').filter(Boolean) as Arm[];
+if (!ARMS.includes('R') || !ARMS.includes('U') || ARMS.some((a) => !['R', 'I', 'U'].includes(a))) throw new Error(`--arms: R and U, and I if wanted, expected (got ${args.arms})`);
 if (!(SECONDS > 0) || !(ROUNDS >= 2) || RATES.some((r) => !(r > 0))) throw new Error('--seconds > 0, --rounds ≥ 2 and --rates > 0 expected');
 /** Outstanding requests at most in the open-loop sweep (it is paced by the rate, the window only bounds it). */
 const OPEN_WINDOW = 64;
@@ -117,11 +129,13 @@ async function measureCeiling(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase:
     const roots = { 'alone-a': boards.pids[0], 'alone-b': boards.pids[1] };
     for (let round = 1; round <= ROUNDS; round++) {
       for (const arm of ['S', 'D'] as const) {
-        say(`ceiling ${arm}${round}: ${arm === 'S' ? 'one standalone guest loaded' : 'both standalone guests loaded at once'}, 16 outstanding…`);
         const before = cpuByBoard(roots);
         const t0 = Date.now();
-        const loads = (arm === 'S' ? [boards.targets[0]!] : boards.targets).map((t, i) => loadOn(t, { tag: `${arm}${round}${'ab'[i]}`, window: 16, rate: 0 }));
-        for (const result of await Promise.all(loads)) runs.push({ arm, round, shape: 'closed-16', result, subscribers: subscribersIn(result) });
+        for (const window of [1, 16]) {
+          say(`ceiling ${arm}${round}: ${arm === 'S' ? 'one standalone guest loaded' : 'both standalone guests loaded at once'}, ${window} outstanding…`);
+          const loads = (arm === 'S' ? [boards.targets[0]!] : boards.targets).map((t, i) => loadOn(t, { tag: `${arm}${round}${'ab'[i]}${window}`, window, rate: 0 }));
+          for (const result of await Promise.all(loads)) runs.push({ arm, round, shape: `closed-${window}`, result, subscribers: subscribersIn(result) });
+        }
         cpu.push({ phase: `${arm}${round}`, seconds: (Date.now() - t0) / 1000, cpu: cpuDelta(before, cpuByBoard(roots)) });
       }
     }
@@ -130,6 +144,32 @@ async function measureCeiling(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase:
     rmSync(dir, { recursive: true, force: true });
   }
   return { runs, cpu };
+}
+
+/** Arm I measures the product's setting: the backup's vCPU thread must be at SCHED_IDLE, or the run stops. */
+function backupVcpuYields(root: number | undefined): void {
+  const pids = root ? qemuPidsUnder(root) : [];
+  if (pids.length !== 1) throw new Error(`the backup's QEMU: ${pids.length} found under controller ${root}, 1 expected`);
+  const vcpu = listThreads(pids[0]!).map((t) => readThreadAffinity(pids[0]!, t)).find((t) => /^CPU \d/.test(t.name));
+  if (vcpu?.policy !== 'SCHED_IDLE') throw new Error(`arm I: the backup's vCPU (${vcpu?.tid ?? 'not found'}) is at ${vcpu?.policy ?? '?'}, not SCHED_IDLE: is cores.followerYield set in board/sim-*.json?`);
+  say(`the backup's vCPU (${vcpu.tid}): SCHED_IDLE, as the product set it`);
+}
+
+/**
+ * The scheduling policy of every thread of the backup's QEMU (util-linux chrt), for arm R:
+ * SCHED_OTHER, both copies competing for the shared core. A missing QEMU or chrt failure ends the run.
+ */
+async function backupQemuPolicy(root: number | undefined, policy: 'idle' | 'other'): Promise<void> {
+  const pids = root ? qemuPidsUnder(root) : [];
+  if (pids.length !== 1) throw new Error(`the backup's QEMU: ${pids.length} found under controller ${root}, 1 expected`);
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn('chrt', [policy === 'idle' ? '--idle' : '--other', '--all-tasks', '--pid', '0', String(pids[0])], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    c.stderr.on('data', (d: Buffer) => { err += d.toString(); });
+    c.on('error', reject);
+    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`chrt ${policy} on QEMU ${pids[0]}: ${err.trim() || code}`))));
+  });
+  say(`the backup's QEMU (${pids[0]}): every thread at SCHED_${policy.toUpperCase()}`);
 }
 
 type HopRow = { phase: string; shape: string; hops: Record<string, HistogramSnapshot> };
@@ -156,16 +196,22 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
   const chassis = await Chassis.up({ name: 'bench', runDir: '/tmp/us-bench-cost', guest: 'primary' });
   try {
     let primary: BoardName = await waitProtected(chassis.layout, 240000);
+    let backupOff = false;
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const arm of ['R', 'U'] as Arm[]) {
+      for (const arm of ARMS) {
         if (arm === 'U') {
           say(`U${round}: powering the backup (${partnerOf(primary)}) off…`);
           await chassis.power(partnerOf(primary), 'off');
+          backupOff = true;
           await waitUnprotected(chassis.layout, primary);
         } else {
-          if (round > 1) await chassis.power(partnerOf(primary), 'on');
+          if (backupOff) await chassis.power(partnerOf(primary), 'on');
+          backupOff = false;
           primary = await waitProtected(chassis.layout, 240000);
         }
+        const backupRoot = (await chassis.board(partnerOf(primary))).controller?.pid;
+        if (arm === 'R') await backupQemuPolicy(backupRoot, 'other');
+        if (arm === 'I') backupVcpuYields(backupRoot);
         const roots: Record<string, number | undefined> = {};
         for (const b of BOARD_NAMES) roots[b === primary ? `${b} (primary)` : `${b} (backup)`] = (await chassis.board(b)).controller?.pid;
         const before = cpuByBoard(roots);
@@ -238,7 +284,8 @@ async function main(): Promise<void> {
   ]));
   const r = report;
   const fmt = (s: { min: number; max: number }, d = 3) => `${s.min.toFixed(d)}–${s.max.toFixed(d)}`;
-  console.log(`\nagainst the targets: added p50 ${fmt(r.latency.addedP50)} ms (≤ 0.3), added p99 ${fmt(r.latency.addedP99)} ms (≤ 1), throughput raw ${fmt(r.throughput.raw)}, to the ceiling ${fmt(r.throughput.toCeiling)} (≥ 0.9)`);
+  if (r.idle) console.log(`as the simulated chassis runs (arm I, the backup's vCPU at SCHED_IDLE): added p50 ${fmt(r.idle.addedP50)} ms, added p99 ${fmt(r.idle.addedP99)} ms, throughput raw ${fmt(r.idle.raw)}, to the ceiling ${fmt(r.idle.toCeiling)}`);
+  console.log(`both copies at equal shares (arm R): added p50 ${fmt(r.latency.addedP50)} ms (≤ 0.3), added p99 ${fmt(r.latency.addedP99)} ms (≤ 1), throughput raw ${fmt(r.throughput.raw)}, to the ceiling ${fmt(r.throughput.toCeiling)} (≥ 0.9)`);
 }
 
 await main();

@@ -88,6 +88,17 @@ export const boardProfileSchema = z
       housekeeping: z.array(core).min(1),
       /** SCHED_FIFO priority for the vCPU thread (1-99), or 0 for the normal scheduler. */
       guestRtPriority: z.number().int().min(0).max(99).default(0),
+      /**
+       * While this board's copy follows the primary's (any role but PRIMARY), its vCPU thread runs at
+       * SCHED_IDLE: it gets the guest core only when nothing else there wants it. For boards whose
+       * two guests share one core, the simulated chassis: there the backup's copy, handed every
+       * input at the same instant as the primary's, made the primary's guest wait for it
+       * (BENCHMARKS.md, bench/replication-cost). The backup logs and ACKs inputs whatever its copy's
+       * speed. On a real blade the guest core is the board's own and this changes nothing: leave it
+       * false. A promotion gives the vCPU its normal share back before the new primary serves.
+       * Ignored with guestRtPriority > 0.
+       */
+      followerYield: z.boolean().default(false),
     }),
     /** QEMU binary, a name looked up on PATH or an absolute path. */
     qemuBinary: safeProgram.default('qemu-system-x86_64'),

@@ -17,7 +17,7 @@ import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { makeParentDirs } from '../core/dirs.js';
-import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
+import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, setThreadIdle, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
@@ -188,6 +188,10 @@ export class GuestSupervisor extends EventEmitter {
   private state: GuestState = 'stopped';
   private accel?: { accel: Accel; reason: string };
   private vcpuTid?: number;
+  /** This board's copy follows the primary's (any role but PRIMARY): with cores.followerYield its vCPU runs at SCHED_IDLE. */
+  private following = false;
+  /** The vCPU thread SCHED_IDLE is applied to, if any. */
+  private idleTid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
@@ -639,6 +643,43 @@ export class GuestSupervisor extends EventEmitter {
       throw new UsError('US_ERR_PINNING', `vCPU thread ${vcpu} runs on CPUs ${got.cpus}, expected ${guestCore}`);
     }
     this.log.info({ vcpuTid: vcpu, guestCore, housekeeping, rtPriority: guestRtPriority }, 'vCPU pinned');
+    this.idleTid = undefined;
+    await this.applyShare();
+  }
+
+  /**
+   * This board's copy serves (false) or follows the primary's (true). With cores.followerYield a
+   * follower's vCPU yields the guest core to a serving copy that shares it; applied to the running
+   * vCPU now and to every later one when it is pinned. Never throws: a failure is logged and the
+   * vCPU keeps the share it has.
+   */
+  async setFollowing(following: boolean): Promise<void> {
+    this.following = following;
+    await this.applyShare();
+  }
+
+  /** One change of the vCPU's share at a time, each reading `following` when it runs: the last call wins. */
+  private shareChain: Promise<void> = Promise.resolve();
+
+  private applyShare(): Promise<void> {
+    this.shareChain = this.shareChain.then(() => this.applyShareNow());
+    return this.shareChain;
+  }
+
+  private async applyShareNow(): Promise<void> {
+    const { followerYield, guestRtPriority } = this.board.cores;
+    if (!followerYield || guestRtPriority > 0) return;
+    const tid = this.vcpuTid;
+    if (tid === undefined || !this.qemu?.alive) return;
+    const idle = this.following;
+    if ((this.idleTid === tid) === idle) return;
+    try {
+      await setThreadIdle(tid, idle);
+      this.idleTid = idle ? tid : undefined;
+      this.log.info({ vcpuTid: tid, following: idle }, idle ? 'vCPU at SCHED_IDLE: it yields the guest core to the serving copy' : 'vCPU at its full share (serving)');
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'vCPU share not changed');
+    }
   }
 
   private async waitReady(t0: number): Promise<void> {

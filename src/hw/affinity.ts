@@ -57,6 +57,18 @@ export async function setRealtimePriority(tid: number, priority: number): Promis
   }
 }
 
+/**
+ * One thread to SCHED_IDLE (it runs only when its core has nothing else to run) or back to
+ * SCHED_OTHER, with util-linux chrt.
+ */
+export async function setThreadIdle(tid: number, idle: boolean): Promise<void> {
+  try {
+    await run('chrt', [idle ? '--idle' : '--other', '--pid', '0', String(tid)]);
+  } catch (e) {
+    throw new UsError('US_ERR_PINNING', `cannot set ${idle ? 'SCHED_IDLE' : 'SCHED_OTHER'} on thread ${tid}: ${(e as Error).message.trim()}`);
+  }
+}
+
 const POLICIES = ['SCHED_OTHER', 'SCHED_FIFO', 'SCHED_RR', 'SCHED_BATCH', 'unknown', 'SCHED_IDLE'] as const;
 
 export function readThreadAffinity(pid: number, tid: number): ThreadAffinity {

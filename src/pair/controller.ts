@@ -349,6 +349,10 @@ export class PairController {
     }
     const promotion = role === 'PRIMARY' && (c.from === 'FENCING' || c.from === 'BACKUP');
     if (promotion) this.promoting = true;
+    // With cores.followerYield: the serving copy gets its core's full share, any other copy follows
+    // and yields it. Not awaited: the change is a chrt process, and a promoted copy gets the core
+    // anyway while the old primary's guest, which shared it, is gone.
+    void host.supervisor.setFollowing(role !== 'PRIMARY');
     try {
       if (role === 'PRIMARY') {
         if (promotion) this.failovers++;

@@ -37,7 +37,7 @@ export type HaPart = Pick<HaController, 'currentRole' | 'fire' | 'yieldPrimary' 
 };
 
 export type SupervisorPart = Pick<GuestSupervisor,
-  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'rebaseAppSeq' | 'failurePolicy' | 'onStoppedQemu' | 'pingAheadAtMs' | 'declareHung' | 'hangEvidence' | 'fastHangEvidence'> & {
+  'currentState' | 'guest' | 'start' | 'stop' | 'useDescriptor' | 'inputsInGuest' | 'appSeqExpected' | 'rebaseAppSeq' | 'failurePolicy' | 'onStoppedQemu' | 'pingAheadAtMs' | 'declareHung' | 'hangEvidence' | 'fastHangEvidence' | 'setFollowing'> & {
   status(): Promise<Pick<GuestStatus, 'appVersion'>>;
   on(ev: 'state', fn: (s: GuestState, cause: string) => void): unknown;
   readonly port: Pick<GuestSupervisor['port'], 'authOutstanding' | 'management' | 'delivered' | 'processedCount'>;

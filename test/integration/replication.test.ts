@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import { partnerOf } from '../../src/sim/chassis/layout.js';
 import { PairUnderTest } from '../support/pair.js';
 import { gapAround, pairView, waitProtected } from '../../src/sim/pair.js';
+import { readThreadAffinity } from '../../src/hw/affinity.js';
 
 const NAME = `rp${process.pid % 1000}`;
 
@@ -22,6 +23,18 @@ describe('replication on the simulated chassis (real QEMU)', function () {
   const p = new PairUnderTest(NAME);
   before(() => p.up());
   after(() => p.down());
+
+  /** The scheduling policy of a board's vCPU thread, read from /proc (board cores.followerYield). */
+  async function vcpuPolicy(b: Parameters<typeof p.ctl>[0]): Promise<string> {
+    const g = (await p.ctl(b, 'status')).guest as { qemuPid: number; vcpuTid: number };
+    return readThreadAffinity(g.qemuPid, g.vcpuTid).policy;
+  }
+  /** Polls vcpuPolicy until it is `want` (the role change applies it without waiting), up to 5 s. */
+  async function vcpuPolicyBecomes(b: Parameters<typeof p.ctl>[0], want: string): Promise<string> {
+    let got = '';
+    for (let i = 0; i < 50 && (got = await vcpuPolicy(b)) !== want; i++) await new Promise((r) => setTimeout(r, 100));
+    return got;
+  }
 
   it('clones the guest to the backup and keeps both copies identical under load (inputs, AUTH order, digests)', async () => {
     const backup = partnerOf(p.primary);
@@ -40,6 +53,9 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.ok(typeof rp.lastClone.downtimeMs === 'number', 'the guest pause of the clone is reported');
     // The exact decoders (INPUT, ACK, DIGEST, control) refused nothing a real partner sent.
     for (const b of [p.primary, backup]) assert.deepEqual((await p.ctl(b, 'status')).partnerMessages, { total: 0, byChannel: {} }, `${b}: no partner message refused`);
+    // The simulated boards' guests share one core (cores.followerYield): the backup's copy yields it.
+    assert.equal(await vcpuPolicy(backup), 'SCHED_IDLE', 'the backup\'s vCPU follows at SCHED_IDLE');
+    assert.equal(await vcpuPolicy(p.primary), 'SCHED_OTHER', 'the primary\'s vCPU at its full share');
   });
 
   it('a re-clone under load is a snapshot copy: the primary serves through it, the new copy is handed what came after the cut, both copies end identical, nothing lost', async () => {
@@ -101,12 +117,14 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.equal(v[partnerOf(old)]?.role, 'PRIMARY');
     assert.ok(gapAround(res.gaps, faultAt) === undefined || gapAround(res.gaps, faultAt)!.afterFaultMs < 30000);
     p.primary = partnerOf(old);
+    assert.equal(await vcpuPolicyBecomes(p.primary, 'SCHED_OTHER'), 'SCHED_OTHER', 'the promoted copy serves at its full share');
   });
 
   it('the failed board returns as backup and is cloned to again (re-protection)', async () => {
     await p.chassis.power(partnerOf(p.primary), 'on');
     const again = await waitProtected(p.chassis.layout, 240000);
     assert.equal(again, p.primary, 'the returning board did not preempt');
+    assert.equal(await vcpuPolicyBecomes(partnerOf(p.primary), 'SCHED_IDLE'), 'SCHED_IDLE', 'the new clone follows at SCHED_IDLE');
   });
 
   it('kill -9 of the backup controller under load: every input it acknowledged is in its input log (group commit); the pair is protected again', async () => {

@@ -114,6 +114,11 @@ export class FakeSupervisor extends EventEmitter {
     this.calls.push(`guest:hang-evidence ${minSilentMs}`);
     return this.evidence;
   }
+  /** Every setFollowing() call, in order (kept apart from `calls`, which tests compare whole). */
+  followingSet: boolean[] = [];
+  async setFollowing(following: boolean): Promise<void> {
+    this.followingSet.push(following);
+  }
   /** What fastHangEvidence() answers (the fast check of a witness's early report). */
   fastEvidence: { evidence?: string; declined?: string; slowed?: boolean } = { declined: 'it answered a PING' };
   async fastHangEvidence(confirmMs: number): Promise<{ evidence?: string; declined?: string; slowed?: boolean }> {

@@ -225,6 +225,27 @@ describe('bench/replication-cost: no table from the error path', () => {
     assert.match(r.tables, /ratio to the ceiling/);
   });
 
+  it('the I arm (backup at SCHED_IDLE) is set against U round by round; the ceiling at 1 outstanding gives the shared core\'s own cost', () => {
+    const withI: PhaseRun[] = [...runs(), ...[1, 2].flatMap((round) => [
+      { arm: 'I' as const, round, shape: 'closed-1', result: clean({ latency: { ...lat, p50: 1.1 + 0.1 * round, p99: 2.5 } }) },
+      { arm: 'I' as const, round, shape: 'closed-16', result: clean({ throughput: 150 }) },
+    ])];
+    const ceil1: PhaseRun[] = [...ceiling, ...[1, 2].flatMap((round) => [
+      { arm: 'S' as const, round, shape: 'closed-1', result: clean() },
+      { arm: 'D' as const, round, shape: 'closed-1', result: clean({ latency: { ...lat, p50: 1.4, p99: 2 } }) },
+      { arm: 'D' as const, round, shape: 'closed-1', result: clean({ latency: { ...lat, p50: 1.2, p99: 4 } }) },
+    ])];
+    const r = costReport(withI, ceil1);
+    assert.ok(r.idle, 'figures for the I arm');
+    assert.ok(Math.abs(r.idle.addedP50.min - 0.2) < 1e-9 && Math.abs(r.idle.addedP50.max - 0.3) < 1e-9, `${r.idle.addedP50.min}–${r.idle.addedP50.max}`);
+    assert.equal(r.idle.raw.min, 0.75);
+    // The ceiling's ratio comes from the 16-outstanding runs only, whatever the 1-outstanding ones did.
+    assert.equal(r.throughput.ceiling.max, 0.5);
+    assert.match(r.tables, /cores.followerYield\) vs unreplicated/);
+    assert.match(r.tables, /the shared guest core alone[\s\S]*0\.300[\s\S]*1\.000/);
+    assert.equal(costReport(runs(), ceiling).idle, undefined);
+  });
+
   it('a run that saw ERR FULL produces no table', () => {
     assert.throws(() => costReport(runs({ limitReplies: 7, errorReplies: 7, errorSamples: ['REG a -> x ERR FULL'] }), ceiling), /U2 closed-16: 7 ERR FULL replies/);
   });

@@ -96,6 +96,20 @@ describe('pair: role changes carried out (fakes)', () => {
     assert.equal(asked().length, before, 'the re-asks end after AUTH_REASKS rounds');
   });
 
+  it('the copy follows (yields a shared guest core) in every role but PRIMARY, and serves at full share from the promotion on', async () => {
+    const f = fakePair();
+    new PairController(f.parts);
+    f.ha.become('BACKUP');
+    await settle();
+    assert.deepEqual(f.supervisor.followingSet, [true]);
+    f.supervisor.currentState = 'running';
+    f.checkpoints.info = { seq: 1, guestSeq: 1, at: '', bytes: 1, pauseMs: 1, durationMs: 1, clients: { entries: [], next: 0 } };
+    f.ha.become('PRIMARY');
+    await settle();
+    assert.deepEqual(f.supervisor.followingSet, [true, false]);
+    assert.ok(f.calls.includes('host:serve'), f.calls.join(', '));
+  });
+
   /** A following backup with a running copy and a checkpoint taken at `cpAt`; its copy then diverges (a reply that differed). */
   function divergedBackup(cpAt: string) {
     const f = fakePair();
