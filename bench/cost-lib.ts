@@ -8,12 +8,21 @@ import type { LoadResult } from '../src/sim/load.js';
 import { table } from './lib.js';
 
 /**
- * The arm a run belongs to. R: replicated (backup in sync), both copies at equal shares of the
- * shared guest core; I: replicated as the simulated chassis runs it, the backup's vCPU at SCHED_IDLE
- * (board cores.followerYield: it runs only when the shared guest core is otherwise idle); U: backup
- * off, primary unprotected; S/D: the ceiling's one and two standalone guests.
+ * The arm a run belongs to. R: replicated (backup in sync), every thread of both QEMUs at
+ * SCHED_OTHER (equal shares); I: replicated, the backup's vCPU thread at SCHED_IDLE (it runs only
+ * when the guest core is otherwise idle: board cores.followerYield); Q: replicated, every thread of
+ * the backup's QEMU at SCHED_IDLE (its I/O thread on the housekeeping core too); U: backup off,
+ * primary unprotected; S/D: the ceiling's one and two standalone guests.
  */
-export type Arm = 'R' | 'I' | 'U' | 'S' | 'D';
+export type Arm = 'R' | 'I' | 'Q' | 'U' | 'S' | 'D';
+
+/** The replicated arms, each set against U; R is the reference. */
+export const REPLICATED_ARMS = ['R', 'I', 'Q'] as const;
+export const ARM_LABELS: Record<string, string> = {
+  R: 'replicated, both QEMUs at equal shares',
+  I: 'replicated, the backup\'s vCPU at SCHED_IDLE (cores.followerYield)',
+  Q: 'replicated, every thread of the backup\'s QEMU at SCHED_IDLE',
+};
 
 /** One load run of the benchmark: which arm, which round, how it was driven, what it measured. */
 export interface PhaseRun {
@@ -77,8 +86,8 @@ function pairs(runs: PhaseRun[], a: Arm, b: Arm, shape: string, pick: (r: PhaseR
 
 export interface CostFigures {
   latency: { addedP50: Spread; addedP99: Spread };
-  /** The same with the backup's QEMU at SCHED_IDLE (arm I), when the run had it. */
-  idle?: { addedP50: Spread; addedP99: Spread; raw: Spread; toCeiling: Spread };
+  /** The same for every replicated arm the run had (R included), keyed by arm. */
+  arms: Record<string, { addedP50: Spread; addedP99: Spread; raw: Spread; toCeiling: Spread }>;
   throughput: { raw: Spread; ceiling: Spread; toCeiling: Spread };
   tables: string;
 }
@@ -111,8 +120,7 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
     }
     return rows;
   };
-  const summary = against('R');
-  const withIdle = runs.some((r) => r.arm === 'I');
+  const present = REPLICATED_ARMS.filter((a) => runs.some((r) => r.arm === a));
   // The ceiling: per-guest throughput with two standalone guests loaded at once (D, two runs per
   // round) over one standalone guest alone (S), round by round.
   const ceilRows: Array<Array<string | number>> = [['round', 'one guest alone req/s', 'two guests at once, req/s each', 'ceiling (each of two / alone)']];
@@ -143,9 +151,8 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
   const p50 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y));
   const p99 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y));
   const tables = [
-    table('every phase (I = replicated, the backup\'s vCPU at SCHED_IDLE as the simulated chassis runs it; R = replicated, both copies at equal shares; U = backup powered off, primary unprotected)', perPhase),
-    ...(withIdle ? [table('replicated, the backup\'s vCPU yielding the shared guest core (SCHED_IDLE, cores.followerYield) vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', against('I'))] : []),
-    table('replicated, both copies at equal shares of the guest core, vs unreplicated, same mix, min–max over the rounds (ratios and differences taken round by round)', summary),
+    table(`every phase (${present.map((a) => `${a} = ${ARM_LABELS[a]}`).join('; ')}; U = backup powered off, primary unprotected)`, perPhase),
+    ...present.map((a) => table(`${a}: ${ARM_LABELS[a]}, vs U, same mix, min–max over the rounds (ratios and differences taken round by round)`, against(a))),
     table('machine ceiling: two standalone guests on the same cores, same mix, 16 outstanding each', ceilRows),
     ...(shareRows.length > 1 ? [table('the shared guest core alone: two standalone guests at 1 outstanding each against one alone (no replication)', shareRows)] : []),
     table('throughput at 16 outstanding', [
@@ -153,14 +160,17 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
       [range(raw), range(ceilingS), range(toCeiling)],
     ]),
   ].join('\n');
-  const idleRaw = spread(pairs(runs, 'I', 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
-  const idle = withIdle ? {
-    addedP50: spread(pairs(runs, 'I', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y)),
-    addedP99: spread(pairs(runs, 'I', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y)),
-    raw: idleRaw,
-    toCeiling: spread(idleRaw.values.flatMap((x) => ceil.map((c) => x / c))),
-  } : undefined;
-  return { latency: { addedP50: p50, addedP99: p99 }, idle, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
+  const arms: CostFigures['arms'] = {};
+  for (const a of present) {
+    const armRaw = spread(pairs(runs, a, 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
+    arms[a] = {
+      addedP50: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y)),
+      addedP99: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y)),
+      raw: armRaw,
+      toCeiling: spread(armRaw.values.flatMap((x) => ceil.map((c) => x / c))),
+    };
+  }
+  return { latency: { addedP50: p50, addedP99: p99 }, arms, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
 }
 
 /** CPU seconds (user + system, all threads) of every live process, with its parent, group and name. */

@@ -11,12 +11,12 @@
  *    closed loop at 1 and at 16 outstanding, then an open-loop sweep of offered rates.
  * Every load verifies what it was acknowledged. Any ERR reply (ERR FULL above all), anything lost,
  * or a guest past half its subscriber table: no table, exit code 1.
- *  - I (with --arms I,R,U, the default): the pair as the simulated chassis runs it, the backup's vCPU
- *    at SCHED_IDLE (board cores.followerYield: its copy runs only when the shared guest core has
- *    nothing else to run; checked from /proc before the phase). R then sets every thread of the
- *    backup's QEMU back to SCHED_OTHER: both copies compete for the core, as without followerYield.
- *    I comes first in a round because only a new clone (after U) gets the product's setting again.
- *    On real blades each guest has its own core: R - I is what sharing one costs the simulation.
+ *  - How the backup's copy shares the machine with the primary's (--arms R,I,Q,U, the default), set
+ *    by this script with chrt before each phase whatever the board's cores.followerYield: R = every
+ *    thread of the backup's QEMU at SCHED_OTHER (equal shares), I = its vCPU thread alone at
+ *    SCHED_IDLE (what cores.followerYield does), Q = every thread of it at SCHED_IDLE (its I/O
+ *    thread, on the housekeeping core with the controllers, too). The replicated arms' order rotates
+ *    from round to round; U ends each round. On real blades each copy has its own cores.
  *  - The ceiling is also measured at 1 outstanding: what two independent guests on the shared core
  *    add to a reply's latency, with no replication in it.
  * Usage: node dist/bench/replication-cost.js [--seconds S] [--rounds N] [--rates a,b,c] [--mix reg=1,get=59,call=40] [--arms I,R,U]
@@ -36,7 +36,7 @@ import { Hlr } from '../src/sim/hlr.js';
 import { mixCycle, parseMix, type LoadResult } from '../src/sim/load.js';
 import { snapshotDelta, type HistogramSnapshot } from '../src/core/histogram.js';
 import { startLoad, waitProtected, waitUnprotected } from '../src/sim/pair.js';
-import { costReport, cpuByBoard, cpuDelta, qemuPidsUnder, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
+import { ARM_LABELS, costReport, cpuByBoard, cpuDelta, qemuPidsUnder, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
 import { machine, table } from './lib.js';
 import { listThreads, readThreadAffinity } from '../src/hw/affinity.js';
 
@@ -46,7 +46,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '2' },
     rates: { type: 'string', default: '250,500,1000' },
     mix: { type: 'string', default: 'reg=1,get=59,call=40' },
-    arms: { type: 'string', default: 'I,R,U' },
+    arms: { type: 'string', default: 'R,I,Q,U' },
   },
 });
 const SECONDS = Number(args.seconds);
@@ -55,7 +55,13 @@ const RATES = args.rates!.split(',').filter(Boolean).map(Number);
 const MIX = args.mix!;
 const mix = parseMix(MIX);
 const ARMS = args.arms!.split(',').filter(Boolean) as Arm[];
-if (!ARMS.includes('R') || !ARMS.includes('U') || ARMS.some((a) => !['R', 'I', 'U'].includes(a))) throw new Error(`--arms: R and U, and I if wanted, expected (got ${args.arms})`);
+if (!ARMS.includes('R') || !ARMS.includes('U') || ARMS.some((a) => !['R', 'I', 'Q', 'U'].includes(a)) || new Set(ARMS).size !== ARMS.length) throw new Error(`--arms: R and U, and I and Q if wanted, each once, expected (got ${args.arms})`);
+/** The replicated arms of a round, rotated by one each round (round 1 as given), then U. */
+const armsOf = (round: number): Arm[] => {
+  const rep = ARMS.filter((a) => a !== 'U');
+  const k = (round - 1) % rep.length;
+  return [...rep.slice(k), ...rep.slice(0, k), 'U'];
+};
 if (!(SECONDS > 0) || !(ROUNDS >= 2) || RATES.some((r) => !(r > 0))) throw new Error('--seconds > 0, --rounds ≥ 2 and --rates > 0 expected');
 /** Outstanding requests at most in the open-loop sweep (it is paced by the rate, the window only bounds it). */
 const OPEN_WINDOW = 64;
@@ -146,30 +152,31 @@ async function measureCeiling(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase:
   return { runs, cpu };
 }
 
-/** Arm I measures the product's setting: the backup's vCPU thread must be at SCHED_IDLE, or the run stops. */
-function backupVcpuYields(root: number | undefined): void {
-  const pids = root ? qemuPidsUnder(root) : [];
-  if (pids.length !== 1) throw new Error(`the backup's QEMU: ${pids.length} found under controller ${root}, 1 expected`);
-  const vcpu = listThreads(pids[0]!).map((t) => readThreadAffinity(pids[0]!, t)).find((t) => /^CPU \d/.test(t.name));
-  if (vcpu?.policy !== 'SCHED_IDLE') throw new Error(`arm I: the backup's vCPU (${vcpu?.tid ?? 'not found'}) is at ${vcpu?.policy ?? '?'}, not SCHED_IDLE: is cores.followerYield set in board/sim-*.json?`);
-  say(`the backup's vCPU (${vcpu.tid}): SCHED_IDLE, as the product set it`);
-}
-
 /**
- * The scheduling policy of every thread of the backup's QEMU (util-linux chrt), for arm R:
- * SCHED_OTHER, both copies competing for the shared core. A missing QEMU or chrt failure ends the run.
+ * How the backup's QEMU shares the machine for a replicated arm (util-linux chrt, then read back
+ * from /proc): R every thread SCHED_OTHER, I the vCPU thread alone SCHED_IDLE, Q every thread
+ * SCHED_IDLE. A missing QEMU, a chrt failure or a policy not read back ends the run.
  */
-async function backupQemuPolicy(root: number | undefined, policy: 'idle' | 'other'): Promise<void> {
+async function backupQemuPolicy(root: number | undefined, arm: Arm): Promise<void> {
   const pids = root ? qemuPidsUnder(root) : [];
   if (pids.length !== 1) throw new Error(`the backup's QEMU: ${pids.length} found under controller ${root}, 1 expected`);
-  await new Promise<void>((resolve, reject) => {
-    const c = spawn('chrt', [policy === 'idle' ? '--idle' : '--other', '--all-tasks', '--pid', '0', String(pids[0])], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const pid = pids[0]!;
+  const chrt = (argv: string[]) => new Promise<void>((resolve, reject) => {
+    const c = spawn('chrt', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
     c.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     c.on('error', reject);
-    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`chrt ${policy} on QEMU ${pids[0]}: ${err.trim() || code}`))));
+    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`chrt ${argv.join(' ')}: ${err.trim() || code}`))));
   });
-  say(`the backup's QEMU (${pids[0]}): every thread at SCHED_${policy.toUpperCase()}`);
+  await chrt([arm === 'Q' ? '--idle' : '--other', '--all-tasks', '--pid', '0', String(pid)]);
+  const threads = listThreads(pid).map((t) => readThreadAffinity(pid, t));
+  const vcpu = threads.find((t) => /^CPU \d/.test(t.name));
+  if (!vcpu) throw new Error(`the backup's QEMU ${pid}: no vCPU thread`);
+  if (arm === 'I') await chrt(['--idle', '--pid', '0', String(vcpu.tid)]);
+  const want = (t: { tid: number }) => (arm === 'Q' || (arm === 'I' && t.tid === vcpu.tid) ? 'SCHED_IDLE' : 'SCHED_OTHER');
+  const wrong = listThreads(pid).map((t) => readThreadAffinity(pid, t)).filter((t) => t.policy !== want(t));
+  if (wrong.length) throw new Error(`arm ${arm}: threads of the backup's QEMU not as set: ${wrong.map((t) => `${t.tid} ${t.name} ${t.policy}`).join(', ')}`);
+  say(`arm ${arm}: the backup's QEMU ${pid}: ${arm === 'R' ? 'every thread SCHED_OTHER' : arm === 'I' ? `vCPU ${vcpu.tid} SCHED_IDLE, the rest SCHED_OTHER` : 'every thread SCHED_IDLE'}`);
 }
 
 type HopRow = { phase: string; shape: string; hops: Record<string, HistogramSnapshot> };
@@ -198,7 +205,7 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
     let primary: BoardName = await waitProtected(chassis.layout, 240000);
     let backupOff = false;
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const arm of ARMS) {
+      for (const arm of armsOf(round)) {
         if (arm === 'U') {
           say(`U${round}: powering the backup (${partnerOf(primary)}) off…`);
           await chassis.power(partnerOf(primary), 'off');
@@ -210,8 +217,7 @@ async function measurePair(): Promise<{ runs: PhaseRun[]; cpu: Array<{ phase: st
           primary = await waitProtected(chassis.layout, 240000);
         }
         const backupRoot = (await chassis.board(partnerOf(primary))).controller?.pid;
-        if (arm === 'R') await backupQemuPolicy(backupRoot, 'other');
-        if (arm === 'I') backupVcpuYields(backupRoot);
+        if (arm !== 'U') await backupQemuPolicy(backupRoot, arm);
         const roots: Record<string, number | undefined> = {};
         for (const b of BOARD_NAMES) roots[b === primary ? `${b} (primary)` : `${b} (backup)`] = (await chassis.board(b)).controller?.pid;
         const before = cpuByBoard(roots);
@@ -284,8 +290,8 @@ async function main(): Promise<void> {
   ]));
   const r = report;
   const fmt = (s: { min: number; max: number }, d = 3) => `${s.min.toFixed(d)}–${s.max.toFixed(d)}`;
-  if (r.idle) console.log(`as the simulated chassis runs (arm I, the backup's vCPU at SCHED_IDLE): added p50 ${fmt(r.idle.addedP50)} ms, added p99 ${fmt(r.idle.addedP99)} ms, throughput raw ${fmt(r.idle.raw)}, to the ceiling ${fmt(r.idle.toCeiling)}`);
-  console.log(`both copies at equal shares (arm R): added p50 ${fmt(r.latency.addedP50)} ms (≤ 0.3), added p99 ${fmt(r.latency.addedP99)} ms (≤ 1), throughput raw ${fmt(r.throughput.raw)}, to the ceiling ${fmt(r.throughput.toCeiling)} (≥ 0.9)`);
+  console.log('\nagainst the targets (added p50 ≤ 0.3 ms, added p99 ≤ 1 ms at 1 outstanding; ≥ 0.9 of the ceiling at 16):');
+  for (const [a, x] of Object.entries(r.arms)) console.log(`  ${a} (${ARM_LABELS[a]}): added p50 ${fmt(x.addedP50)} ms, added p99 ${fmt(x.addedP99)} ms, throughput raw ${fmt(x.raw)}, to the ceiling ${fmt(x.toCeiling)}`);
 }
 
 await main();

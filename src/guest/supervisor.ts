@@ -17,7 +17,7 @@ import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { makeParentDirs } from '../core/dirs.js';
-import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, setThreadIdle, type ThreadAffinity } from '../hw/affinity.js';
+import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setProcessIdle, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
@@ -188,10 +188,13 @@ export class GuestSupervisor extends EventEmitter {
   private state: GuestState = 'stopped';
   private accel?: { accel: Accel; reason: string };
   private vcpuTid?: number;
-  /** This board's copy follows the primary's (any role but PRIMARY): with cores.followerYield its vCPU runs at SCHED_IDLE. */
+  /** This board's copy follows the primary's (any role but PRIMARY): with cores.followerYield its QEMU runs at SCHED_IDLE. */
   private following = false;
-  /** The vCPU thread SCHED_IDLE is applied to, if any. */
-  private idleTid?: number;
+  /** Work that needs the copy at its full share while it follows (a checkpoint): how many are under way. */
+  private fullShareHolds = 0;
+  /** The QEMU process (pid) SCHED_IDLE is applied to, if any; only a QEMU that runs its guest (not one loading a stream). */
+  private idlePid?: number;
+  private runningPid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
@@ -613,6 +616,8 @@ export class GuestSupervisor extends EventEmitter {
     await setProcessAffinity(qemu.pid, housekeeping);
     await setThreadAffinity(vcpu, [guestCore]);
     this.loadingOnGuestCore = false;
+    this.runningPid = qemu.pid;
+    await this.applyShare();
   }
 
   /** QEMU runs on the guest's core only, loading a stream (pin `loading`); pinForRun before its vCPU runs. */
@@ -643,19 +648,34 @@ export class GuestSupervisor extends EventEmitter {
       throw new UsError('US_ERR_PINNING', `vCPU thread ${vcpu} runs on CPUs ${got.cpus}, expected ${guestCore}`);
     }
     this.log.info({ vcpuTid: vcpu, guestCore, housekeeping, rtPriority: guestRtPriority }, 'vCPU pinned');
-    this.idleTid = undefined;
-    await this.applyShare();
   }
 
   /**
    * This board's copy serves (false) or follows the primary's (true). With cores.followerYield a
-   * follower's vCPU yields the guest core to a serving copy that shares it; applied to the running
-   * vCPU now and to every later one when it is pinned. Never throws: a failure is logged and the
-   * vCPU keeps the share it has.
+   * follower's QEMU, every thread of it, yields the cores it shares with the serving copy (the
+   * simulated chassis: one guest core, one housekeeping core for both boards); applied to the
+   * running QEMU now and to every later one once it runs its guest (not while it loads a clone's
+   * stream). Never throws: a failure is logged and QEMU keeps the share it has.
    */
   async setFollowing(following: boolean): Promise<void> {
     this.following = following;
     await this.applyShare();
+  }
+
+  /**
+   * Runs `work` with the copy at its full share even while it follows: a checkpoint stops the copy
+   * and saves it, and inputs wait for it meanwhile; at SCHED_IDLE on a loaded core it would last as
+   * long as the primary kept that core busy.
+   */
+  async withFullShare<T>(work: () => Promise<T>): Promise<T> {
+    this.fullShareHolds++;
+    try {
+      await this.applyShare();
+      return await work();
+    } finally {
+      this.fullShareHolds--;
+      void this.applyShare();
+    }
   }
 
   /** One change of the vCPU's share at a time, each reading `following` when it runs: the last call wins. */
@@ -669,16 +689,16 @@ export class GuestSupervisor extends EventEmitter {
   private async applyShareNow(): Promise<void> {
     const { followerYield, guestRtPriority } = this.board.cores;
     if (!followerYield || guestRtPriority > 0) return;
-    const tid = this.vcpuTid;
-    if (tid === undefined || !this.qemu?.alive) return;
-    const idle = this.following;
-    if ((this.idleTid === tid) === idle) return;
+    const pid = this.runningPid;
+    if (pid === undefined || !this.qemu?.alive || this.qemu.pid !== pid) return;
+    const idle = this.following && this.fullShareHolds === 0;
+    if ((this.idlePid === pid) === idle) return;
     try {
-      await setThreadIdle(tid, idle);
-      this.idleTid = idle ? tid : undefined;
-      this.log.info({ vcpuTid: tid, following: idle }, idle ? 'vCPU at SCHED_IDLE: it yields the guest core to the serving copy' : 'vCPU at its full share (serving)');
+      await setProcessIdle(pid, idle);
+      this.idlePid = idle ? pid : undefined;
+      this.log.info({ qemuPid: pid, following: this.following }, idle ? 'QEMU at SCHED_IDLE: the following copy yields the cores it shares with the serving one' : 'QEMU at its full share');
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'vCPU share not changed');
+      this.log.warn({ err: (e as Error).message }, 'QEMU share not changed');
     }
   }
 

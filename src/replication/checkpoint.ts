@@ -186,7 +186,12 @@ export class Checkpointer {
     await this.taking;
   }
 
-  private async takeNow(qemu: Hypervisor): Promise<CheckpointInfo> {
+  private takeNow(qemu: Hypervisor): Promise<CheckpointInfo> {
+    // A following copy that yields its cores (board cores.followerYield) is saved at its full share.
+    return this.supervisor.withFullShare(() => this.takeAt(qemu));
+  }
+
+  private async takeAt(qemu: Hypervisor): Promise<CheckpointInfo> {
     const t0 = performance.now();
     const tmp = `${this.file}.tmp`;
     const paused = this.replicator.pauseDelivery(); // inputs keep arriving, being logged and acknowledged

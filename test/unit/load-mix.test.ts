@@ -236,14 +236,17 @@ describe('bench/replication-cost: no table from the error path', () => {
       { arm: 'D' as const, round, shape: 'closed-1', result: clean({ latency: { ...lat, p50: 1.2, p99: 4 } }) },
     ])];
     const r = costReport(withI, ceil1);
-    assert.ok(r.idle, 'figures for the I arm');
-    assert.ok(Math.abs(r.idle.addedP50.min - 0.2) < 1e-9 && Math.abs(r.idle.addedP50.max - 0.3) < 1e-9, `${r.idle.addedP50.min}–${r.idle.addedP50.max}`);
-    assert.equal(r.idle.raw.min, 0.75);
+    const i = r.arms.I;
+    assert.ok(i, 'figures for the I arm');
+    assert.ok(Math.abs(i.addedP50.min - 0.2) < 1e-9 && Math.abs(i.addedP50.max - 0.3) < 1e-9, `${i.addedP50.min}–${i.addedP50.max}`);
+    assert.equal(i.raw.min, 0.75);
+    assert.equal(r.arms.R!.raw.min, 0.5);
+    assert.equal(r.arms.Q, undefined, 'no Q runs, no Q figures');
     // The ceiling's ratio comes from the 16-outstanding runs only, whatever the 1-outstanding ones did.
     assert.equal(r.throughput.ceiling.max, 0.5);
-    assert.match(r.tables, /cores.followerYield\) vs unreplicated/);
+    assert.match(r.tables, /I: replicated, the backup's vCPU at SCHED_IDLE \(cores.followerYield\), vs U/);
     assert.match(r.tables, /the shared guest core alone[\s\S]*0\.300[\s\S]*1\.000/);
-    assert.equal(costReport(runs(), ceiling).idle, undefined);
+    assert.deepEqual(Object.keys(costReport(runs(), ceiling).arms), ['R']);
   });
 
   it('a run that saw ERR FULL produces no table', () => {
