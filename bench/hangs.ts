@@ -291,6 +291,7 @@ export function hangRows(samples: HangSample[], targetP99Ms: Partial<Record<Hang
     } else {
       rows.push(row('  cut → the primary\'s fence of its backup done (0 failovers)', p((x) => x.verdict)));
     }
+    if (kind !== 'partition') rows.push(row(`  backup PRIMARY → first good reply (the service address taken, the new primary's reply, the clients' next retry within ${RETRY_MS} ms)`, p((x) => x.firstGoodReply - x.primary)));
     rows.push(row(`${name[kind]}: ${kind === 'partition' ? 'heal' : 'fault'} → protected again`, p((x) => x.protectedAgain), kind === 'power' ? 'board powered on by the bench' : 'automatic'));
   }
   return rows;
