@@ -13,8 +13,8 @@
  * or a guest past half its subscriber table: no table, exit code 1.
  *  - How the backup's copy shares the machine with the primary's (--arms R,I,Q,U, the default), set
  *    by this script with chrt before each phase whatever the board's cores.followerYield: R = every
- *    thread of the backup's QEMU at SCHED_OTHER (equal shares), I = its vCPU thread alone at
- *    SCHED_IDLE (what cores.followerYield does), Q = every thread of it at SCHED_IDLE (its I/O
+ *    thread of the backup's QEMU at SCHED_OTHER (equal shares: the simulated chassis as it runs), I =
+ *    its vCPU thread alone at SCHED_IDLE (what cores.followerYield does), Q = every thread of it at SCHED_IDLE (its I/O
  *    thread, on the housekeeping core with the controllers, too). The replicated arms' order rotates
  *    from round to round; U ends each round. On real blades each copy has its own cores.
  *  - The ceiling is also measured at 1 outstanding: what two independent guests on the shared core

@@ -17,7 +17,7 @@ import type { GuestDescriptor } from '../config/guest-descriptor.js';
 import { UsError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { makeParentDirs } from '../core/dirs.js';
-import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setProcessIdle, setThreadAffinity, type ThreadAffinity } from '../hw/affinity.js';
+import { listThreads, onlineCpus, readThreadAffinity, setProcessAffinity, setRealtimePriority, setThreadAffinity, setThreadIdle, type ThreadAffinity } from '../hw/affinity.js';
 import { GuestLink } from '../hw/guestnet/link.js';
 import { markKvmBroken, probeKvm, type Accel } from '../hw/hypervisor/kvm-probe.js';
 import { QemuProcess } from '../hw/hypervisor/qemu.js';
@@ -188,13 +188,13 @@ export class GuestSupervisor extends EventEmitter {
   private state: GuestState = 'stopped';
   private accel?: { accel: Accel; reason: string };
   private vcpuTid?: number;
-  /** This board's copy follows the primary's (any role but PRIMARY): with cores.followerYield its QEMU runs at SCHED_IDLE. */
+  /** This board's copy follows the primary's (any role but PRIMARY): with cores.followerYield its vCPU runs at SCHED_IDLE. */
   private following = false;
   /** Work that needs the copy at its full share while it follows (a checkpoint): how many are under way. */
   private fullShareHolds = 0;
-  /** The QEMU process (pid) SCHED_IDLE is applied to, if any; only a QEMU that runs its guest (not one loading a stream). */
-  private idlePid?: number;
-  private runningPid?: number;
+  /** The vCPU thread SCHED_IDLE is applied to, if any; only that of a QEMU that runs its guest (not one loading a stream). */
+  private idleTid?: number;
+  private runningTid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
@@ -616,7 +616,7 @@ export class GuestSupervisor extends EventEmitter {
     await setProcessAffinity(qemu.pid, housekeeping);
     await setThreadAffinity(vcpu, [guestCore]);
     this.loadingOnGuestCore = false;
-    this.runningPid = qemu.pid;
+    this.runningTid = vcpu;
     await this.applyShare();
   }
 
@@ -652,10 +652,13 @@ export class GuestSupervisor extends EventEmitter {
 
   /**
    * This board's copy serves (false) or follows the primary's (true). With cores.followerYield a
-   * follower's QEMU, every thread of it, yields the cores it shares with the serving copy (the
-   * simulated chassis: one guest core, one housekeeping core for both boards); applied to the
-   * running QEMU now and to every later one once it runs its guest (not while it loads a clone's
-   * stream). Never throws: a failure is logged and QEMU keeps the share it has.
+   * follower's vCPU thread yields the guest core it shares with the serving copy (the simulated
+   * chassis); applied to the running vCPU now and to every later one once it runs its guest (not
+   * while its QEMU loads a clone's stream). Only the vCPU: a whole QEMU at SCHED_IDLE (its I/O thread
+   * too, on the housekeeping core) served the primary a little better still, but its copy then
+   * answered late whenever that core was busy, and the witness found a hung primary guest 100 ms
+   * later (BENCHMARKS.md, bench/failover-detect). Never throws: a failure is logged and the vCPU
+   * keeps the share it has.
    */
   async setFollowing(following: boolean): Promise<void> {
     this.following = following;
@@ -689,16 +692,16 @@ export class GuestSupervisor extends EventEmitter {
   private async applyShareNow(): Promise<void> {
     const { followerYield, guestRtPriority } = this.board.cores;
     if (!followerYield || guestRtPriority > 0) return;
-    const pid = this.runningPid;
-    if (pid === undefined || !this.qemu?.alive || this.qemu.pid !== pid) return;
+    const tid = this.runningTid;
+    if (tid === undefined || !this.qemu?.alive || this.vcpuTid !== tid) return;
     const idle = this.following && this.fullShareHolds === 0;
-    if ((this.idlePid === pid) === idle) return;
+    if ((this.idleTid === tid) === idle) return;
     try {
-      await setProcessIdle(pid, idle);
-      this.idlePid = idle ? pid : undefined;
-      this.log.info({ qemuPid: pid, following: this.following }, idle ? 'QEMU at SCHED_IDLE: the following copy yields the cores it shares with the serving one' : 'QEMU at its full share');
+      await setThreadIdle(tid, idle);
+      this.idleTid = idle ? tid : undefined;
+      this.log.info({ vcpuTid: tid, following: this.following }, idle ? 'vCPU at SCHED_IDLE: the following copy yields the guest core to the serving one' : 'vCPU at its full share');
     } catch (e) {
-      this.log.warn({ err: (e as Error).message }, 'QEMU share not changed');
+      this.log.warn({ err: (e as Error).message }, 'vCPU share not changed');
     }
   }
 

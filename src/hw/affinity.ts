@@ -58,14 +58,14 @@ export async function setRealtimePriority(tid: number, priority: number): Promis
 }
 
 /**
- * Every thread of a process to SCHED_IDLE (it runs only when its cores have nothing else to run) or
- * back to SCHED_OTHER, with util-linux chrt. Threads it starts later inherit from their creator.
+ * One thread to SCHED_IDLE (it runs only when its core has nothing else to run) or back to
+ * SCHED_OTHER, with util-linux chrt.
  */
-export async function setProcessIdle(pid: number, idle: boolean): Promise<void> {
+export async function setThreadIdle(tid: number, idle: boolean): Promise<void> {
   try {
-    await run('chrt', [idle ? '--idle' : '--other', '--all-tasks', '--pid', '0', String(pid)]);
+    await run('chrt', [idle ? '--idle' : '--other', '--pid', '0', String(tid)]);
   } catch (e) {
-    throw new UsError('US_ERR_PINNING', `cannot set ${idle ? 'SCHED_IDLE' : 'SCHED_OTHER'} on process ${pid}: ${(e as Error).message.trim()}`);
+    throw new UsError('US_ERR_PINNING', `cannot set ${idle ? 'SCHED_IDLE' : 'SCHED_OTHER'} on thread ${tid}: ${(e as Error).message.trim()}`);
   }
 }
 

@@ -4,12 +4,13 @@
  * the new primary's state, and retried ids must be answered identically.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { partnerOf } from '../../src/sim/chassis/layout.js';
 import { PairUnderTest } from '../support/pair.js';
+import { callControl } from '../../src/mgmt/ipc.js';
 import { gapAround, pairView, waitProtected } from '../../src/sim/pair.js';
 import { listThreads, readThreadAffinity } from '../../src/hw/affinity.js';
 
@@ -24,12 +25,11 @@ describe('replication on the simulated chassis (real QEMU)', function () {
   before(() => p.up());
   after(() => p.down());
 
-  /** The scheduling policies of every thread of a board's QEMU, read from /proc, e.g. 'SCHED_IDLE' (board cores.followerYield). */
+  /** The scheduling policy of a board's vCPU thread, read from /proc (board cores.followerYield); QEMU's other threads stay SCHED_OTHER. */
   async function vcpuPolicy(b: Parameters<typeof p.ctl>[0]): Promise<string> {
     const g = (await p.ctl(b, 'status')).guest as { qemuPid: number; vcpuTid: number };
-    const policies = new Set(listThreads(g.qemuPid).map((t) => readThreadAffinity(g.qemuPid, t).policy));
-    assert.ok(listThreads(g.qemuPid).includes(g.vcpuTid), 'the vCPU thread is among them');
-    return [...policies].sort().join(',');
+    for (const t of listThreads(g.qemuPid).filter((x) => x !== g.vcpuTid)) assert.equal(readThreadAffinity(g.qemuPid, t).policy, 'SCHED_OTHER', `${b}: QEMU thread ${t}`);
+    return readThreadAffinity(g.qemuPid, g.vcpuTid).policy;
   }
   /** Polls vcpuPolicy until it is `want` (the role change applies it without waiting), up to 5 s. */
   async function vcpuPolicyBecomes(b: Parameters<typeof p.ctl>[0], want: string): Promise<string> {
@@ -55,9 +55,9 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.ok(typeof rp.lastClone.downtimeMs === 'number', 'the guest pause of the clone is reported');
     // The exact decoders (INPUT, ACK, DIGEST, control) refused nothing a real partner sent.
     for (const b of [p.primary, backup]) assert.deepEqual((await p.ctl(b, 'status')).partnerMessages, { total: 0, byChannel: {} }, `${b}: no partner message refused`);
-    // The simulated boards' guests share one core (cores.followerYield): the backup's copy yields it.
-    assert.equal(await vcpuPolicy(backup), 'SCHED_IDLE', 'every thread of the backup\'s QEMU follows at SCHED_IDLE');
-    assert.equal(await vcpuPolicy(p.primary), 'SCHED_OTHER', 'the primary\'s QEMU at its full share');
+    // cores.followerYield is off by default, on the simulated boards too: both copies at equal shares.
+    assert.equal(await vcpuPolicy(backup), 'SCHED_OTHER', 'the backup\'s vCPU at its normal share');
+    assert.equal(await vcpuPolicy(p.primary), 'SCHED_OTHER', 'the primary\'s vCPU at its normal share');
   });
 
   it('a re-clone under load is a snapshot copy: the primary serves through it, the new copy is handed what came after the cut, both copies end identical, nothing lost', async () => {
@@ -112,6 +112,27 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.equal(await waitProtected(p.chassis.layout, 240000), p.primary);
   });
 
+  it('cores.followerYield on the backup board: its copy\'s vCPU follows at SCHED_IDLE, the primary\'s keeps its share, a checkpoint is taken, the copies stay identical', async () => {
+    const backup = partnerOf(p.primary);
+    await p.chassis.power(backup, 'off');
+    const file = p.chassis.layout.boards[backup].profile;
+    const profile = JSON.parse(readFileSync(file, 'utf8')) as { cores: Record<string, unknown> };
+    profile.cores.followerYield = true;
+    writeFileSync(file, `${JSON.stringify(profile, null, 2)}\n`, { mode: 0o600 });
+    await p.chassis.power(backup, 'on');
+    assert.equal(await waitProtected(p.chassis.layout, 240000), p.primary);
+    assert.equal(await vcpuPolicyBecomes(backup, 'SCHED_IDLE'), 'SCHED_IDLE', 'the backup\'s vCPU follows at SCHED_IDLE');
+    assert.equal(await vcpuPolicy(p.primary), 'SCHED_OTHER', 'the primary (setting off) keeps its share');
+    await p.loadThrough(3000, 100, async () => undefined);
+    assert.deepEqual(await p.settledStates(), { same: true }, 'primary and yielding backup states are identical');
+    // A checkpoint runs the copy at its full share (withFullShare), then it yields again.
+    const cp = (await callControl(p.chassis.layout.boards[backup].controlSocket, 'checkpoint', {}, 180000)) as { checkpoint: { seq: number } };
+    assert.ok(cp.checkpoint.seq > 0, 'the yielding copy was checkpointed');
+    assert.equal(await vcpuPolicyBecomes(backup, 'SCHED_IDLE'), 'SCHED_IDLE', 'back at SCHED_IDLE after the checkpoint');
+    const log = readFileSync(join(p.chassis.layout.runDir, backup, 'board.log'), 'utf8');
+    assert.ok(/"following":true,"msg":"vCPU at its full share"/.test(log), 'the checkpoint gave the following copy its full share');
+  });
+
   it('kill -9 of the primary controller: the backup takes over, nothing acknowledged is lost', async () => {
     const old = p.primary;
     const { res, faultAt } = await p.loadThrough(10000, 3000, () => p.chassis.fail(old, 'kill'));
@@ -119,14 +140,13 @@ describe('replication on the simulated chassis (real QEMU)', function () {
     assert.equal(v[partnerOf(old)]?.role, 'PRIMARY');
     assert.ok(gapAround(res.gaps, faultAt) === undefined || gapAround(res.gaps, faultAt)!.afterFaultMs < 30000);
     p.primary = partnerOf(old);
-    assert.equal(await vcpuPolicyBecomes(p.primary, 'SCHED_OTHER'), 'SCHED_OTHER', 'the promoted copy serves at its full share');
+    assert.equal(await vcpuPolicyBecomes(p.primary, 'SCHED_OTHER'), 'SCHED_OTHER', 'the promoted copy (cores.followerYield) serves at its full share');
   });
 
   it('the failed board returns as backup and is cloned to again (re-protection)', async () => {
     await p.chassis.power(partnerOf(p.primary), 'on');
     const again = await waitProtected(p.chassis.layout, 240000);
     assert.equal(again, p.primary, 'the returning board did not preempt');
-    assert.equal(await vcpuPolicyBecomes(partnerOf(p.primary), 'SCHED_IDLE'), 'SCHED_IDLE', 'the new clone follows at SCHED_IDLE');
   });
 
   it('kill -9 of the backup controller under load: every input it acknowledged is in its input log (group commit); the pair is protected again', async () => {
