@@ -145,11 +145,19 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
     const dp99 = d1.reduce((a, r) => a + r.result.latency.p99, 0) / d1.length;
     shareRows.push([round, f(s1.result.latency.p50), f(dp50), f(dp50 - s1.result.latency.p50), f(s1.result.latency.p99), f(dp99), f(dp99 - s1.result.latency.p99)]);
   }
-  const raw = spread(pairs(runs, 'R', 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
+  /** One replicated arm against U: added latency at 1 outstanding, throughput ratio at 16, that ratio over the ceiling. */
+  const figuresOf = (a: Arm): CostFigures['arms'][string] => {
+    const armRaw = spread(pairs(runs, a, 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
+    return {
+      addedP50: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y)),
+      addedP99: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y)),
+      raw: armRaw,
+      toCeiling: spread(armRaw.values.flatMap((x) => ceil.map((c) => x / c))),
+    };
+  };
+  const arms: CostFigures['arms'] = Object.fromEntries(present.map((a) => [a, figuresOf(a)]));
+  const { addedP50: p50, addedP99: p99, raw, toCeiling } = arms.R ?? figuresOf('R');
   const ceilingS = spread(ceil);
-  const toCeiling = spread(raw.values.flatMap((x) => ceil.map((c) => x / c)));
-  const p50 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y));
-  const p99 = spread(pairs(runs, 'R', 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y));
   const tables = [
     table(`every phase (${present.map((a) => `${a} = ${ARM_LABELS[a]}`).join('; ')}; U = backup powered off, primary unprotected)`, perPhase),
     ...present.map((a) => table(`${a}: ${ARM_LABELS[a]}, vs U, same mix, min–max over the rounds (ratios and differences taken round by round)`, against(a))),
@@ -160,16 +168,6 @@ export function costReport(runs: PhaseRun[], ceiling: PhaseRun[]): CostFigures {
       [range(raw), range(ceilingS), range(toCeiling)],
     ]),
   ].join('\n');
-  const arms: CostFigures['arms'] = {};
-  for (const a of present) {
-    const armRaw = spread(pairs(runs, a, 'U', 'closed-16', (r) => r.result.throughput, (x, y) => x / y));
-    arms[a] = {
-      addedP50: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p50, (x, y) => x - y)),
-      addedP99: spread(pairs(runs, a, 'U', 'closed-1', (r) => r.result.latency.p99, (x, y) => x - y)),
-      raw: armRaw,
-      toCeiling: spread(armRaw.values.flatMap((x) => ceil.map((c) => x / c))),
-    };
-  }
   return { latency: { addedP50: p50, addedP99: p99 }, arms, throughput: { raw, ceiling: ceilingS, toCeiling }, tables };
 }
 
@@ -189,15 +187,20 @@ export function procTable(): Map<number, { ppid: number; pgid: number; name: str
   return out;
 }
 
-/** The QEMU processes under a root (its group and descendants), as cpuByBoard counts them. */
-export function qemuPidsUnder(root: number): number[] {
-  const t = procTable();
+/** A root, its process group and its descendants, in a procTable. */
+function treeOf(root: number, t: ReturnType<typeof procTable>): Set<number> {
   const mine = new Set<number>([root]);
   for (let grew = true; grew;) {
     grew = false;
     for (const [pid, p] of t) if (!mine.has(pid) && (mine.has(p.ppid) || p.pgid === root)) { mine.add(pid); grew = true; }
   }
-  return [...mine].filter((pid) => pid !== root && t.has(pid) && processKind(t.get(pid)!) === 'qemu');
+  return mine;
+}
+
+/** The QEMU processes under a root (its group and descendants), as cpuByBoard counts them. */
+export function qemuPidsUnder(root: number): number[] {
+  const t = procTable();
+  return [...treeOf(root, t)].filter((pid) => pid !== root && t.has(pid) && processKind(t.get(pid)!) === 'qemu');
 }
 
 /** What a process of a board is, by its name and command line. */
@@ -215,12 +218,7 @@ export function cpuByBoard(roots: Record<string, number | undefined>): Record<st
   for (const [board, root] of Object.entries(roots)) {
     out[board] = {};
     if (!root) continue;
-    const mine = new Set<number>([root]);
-    for (let grew = true; grew;) {
-      grew = false;
-      for (const [pid, p] of t) if (!mine.has(pid) && (mine.has(p.ppid) || p.pgid === root)) { mine.add(pid); grew = true; }
-    }
-    for (const pid of mine) {
+    for (const pid of treeOf(root, t)) {
       const p = t.get(pid);
       if (!p) continue;
       const k = pid === root ? 'controller' : processKind(p);

@@ -19,7 +19,7 @@
  *    from round to round; U ends each round. On real blades each copy has its own cores.
  *  - The ceiling is also measured at 1 outstanding: what two independent guests on the shared core
  *    add to a reply's latency, with no replication in it.
- * Usage: node dist/bench/replication-cost.js [--seconds S] [--rounds N] [--rates a,b,c] [--mix reg=1,get=59,call=40] [--arms I,R,U]
+ * Usage: node dist/bench/replication-cost.js [--seconds S] [--rounds N] [--rates a,b,c] [--mix reg=1,get=59,call=40] [--arms R,I,Q,U]
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,9 +36,9 @@ import { Hlr } from '../src/sim/hlr.js';
 import { mixCycle, parseMix, type LoadResult } from '../src/sim/load.js';
 import { snapshotDelta, type HistogramSnapshot } from '../src/core/histogram.js';
 import { startLoad, waitProtected, waitUnprotected } from '../src/sim/pair.js';
-import { ARM_LABELS, costReport, cpuByBoard, cpuDelta, qemuPidsUnder, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
+import { ARM_LABELS, REPLICATED_ARMS, costReport, cpuByBoard, cpuDelta, qemuPidsUnder, GUEST_SUBSCRIBERS, SUBSCRIBER_BUDGET, type Arm, type PhaseRun } from './cost-lib.js';
 import { machine, table } from './lib.js';
-import { listThreads, readThreadAffinity } from '../src/hw/affinity.js';
+import { listThreads, readThreadAffinity, setThreadIdle } from '../src/hw/affinity.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,7 +55,7 @@ const RATES = args.rates!.split(',').filter(Boolean).map(Number);
 const MIX = args.mix!;
 const mix = parseMix(MIX);
 const ARMS = args.arms!.split(',').filter(Boolean) as Arm[];
-if (!ARMS.includes('R') || !ARMS.includes('U') || ARMS.some((a) => !['R', 'I', 'Q', 'U'].includes(a)) || new Set(ARMS).size !== ARMS.length) throw new Error(`--arms: R and U, and I and Q if wanted, each once, expected (got ${args.arms})`);
+if (!ARMS.includes('R') || !ARMS.includes('U') || ARMS.some((a) => ![...REPLICATED_ARMS, 'U'].includes(a)) || new Set(ARMS).size !== ARMS.length) throw new Error(`--arms: R and U, and I and Q if wanted, each once, expected (got ${args.arms})`);
 /** The replicated arms of a round, rotated by one each round (round 1 as given), then U. */
 const armsOf = (round: number): Arm[] => {
   const rep = ARMS.filter((a) => a !== 'U');
@@ -161,19 +161,11 @@ async function backupQemuPolicy(root: number | undefined, arm: Arm): Promise<voi
   const pids = root ? qemuPidsUnder(root) : [];
   if (pids.length !== 1) throw new Error(`the backup's QEMU: ${pids.length} found under controller ${root}, 1 expected`);
   const pid = pids[0]!;
-  const chrt = (argv: string[]) => new Promise<void>((resolve, reject) => {
-    const c = spawn('chrt', argv, { stdio: ['ignore', 'ignore', 'pipe'] });
-    let err = '';
-    c.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    c.on('error', reject);
-    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`chrt ${argv.join(' ')}: ${err.trim() || code}`))));
-  });
-  await chrt([arm === 'Q' ? '--idle' : '--other', '--all-tasks', '--pid', '0', String(pid)]);
   const threads = listThreads(pid).map((t) => readThreadAffinity(pid, t));
   const vcpu = threads.find((t) => /^CPU \d/.test(t.name));
   if (!vcpu) throw new Error(`the backup's QEMU ${pid}: no vCPU thread`);
-  if (arm === 'I') await chrt(['--idle', '--pid', '0', String(vcpu.tid)]);
   const want = (t: { tid: number }) => (arm === 'Q' || (arm === 'I' && t.tid === vcpu.tid) ? 'SCHED_IDLE' : 'SCHED_OTHER');
+  for (const t of threads) await setThreadIdle(t.tid, want(t) === 'SCHED_IDLE');
   const wrong = listThreads(pid).map((t) => readThreadAffinity(pid, t)).filter((t) => t.policy !== want(t));
   if (wrong.length) throw new Error(`arm ${arm}: threads of the backup's QEMU not as set: ${wrong.map((t) => `${t.tid} ${t.name} ${t.policy}`).join(', ')}`);
   say(`arm ${arm}: the backup's QEMU ${pid}: ${arm === 'R' ? 'every thread SCHED_OTHER' : arm === 'I' ? `vCPU ${vcpu.tid} SCHED_IDLE, the rest SCHED_OTHER` : 'every thread SCHED_IDLE'}`);

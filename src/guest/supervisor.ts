@@ -192,9 +192,8 @@ export class GuestSupervisor extends EventEmitter {
   private following = false;
   /** Work that needs the copy at its full share while it follows (a checkpoint): how many are under way. */
   private fullShareHolds = 0;
-  /** The vCPU thread SCHED_IDLE is applied to, if any; only that of a QEMU that runs its guest (not one loading a stream). */
+  /** The vCPU thread SCHED_IDLE is applied to, if any. */
   private idleTid?: number;
-  private runningTid?: number;
   private bootToReadyMs?: number;
   private appVersion?: string;
   /** Set for a clone: its sequence base comes from the source, not from its first PING. */
@@ -616,7 +615,6 @@ export class GuestSupervisor extends EventEmitter {
     await setProcessAffinity(qemu.pid, housekeeping);
     await setThreadAffinity(vcpu, [guestCore]);
     this.loadingOnGuestCore = false;
-    this.runningTid = vcpu;
     await this.applyShare();
   }
 
@@ -692,8 +690,9 @@ export class GuestSupervisor extends EventEmitter {
   private async applyShareNow(): Promise<void> {
     const { followerYield, guestRtPriority } = this.board.cores;
     if (!followerYield || guestRtPriority > 0) return;
-    const tid = this.runningTid;
-    if (tid === undefined || !this.qemu?.alive || this.vcpuTid !== tid) return;
+    // Only the vCPU of a QEMU that runs its guest, not of one loading a clone's stream.
+    const tid = this.loadingOnGuestCore ? undefined : this.vcpuTid;
+    if (tid === undefined || !this.qemu?.alive) return;
     const idle = this.following && this.fullShareHolds === 0;
     if ((this.idleTid === tid) === idle) return;
     try {
